@@ -1,0 +1,2 @@
+//! Evidence formats (SEV-SNP, TDX, simulated), verification, authenticated usage reports,
+//! Merkle log primitives. Knows nothing about Raft or gRPC.

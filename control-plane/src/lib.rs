@@ -1,0 +1,1 @@
+//! The controller: Raft (openraft + redb), replicated state machine, API.

@@ -1,0 +1,1 @@
+//! Protocol buffers and generated tonic/prost code. No logic.
