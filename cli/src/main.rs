@@ -18,13 +18,28 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cmd::client::ClientOpts,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start the whole system locally: a 3-controller cluster on 127.0.0.1.
+    Dev(cmd::dev::DevArgs),
+    /// Run one controller.
+    Controller(cmd::controller::ControllerArgs),
+    /// Cluster membership and health.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
     /// Work with policies: check, format and evaluate locally; put, get, list and remove on a cluster.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCmd),
+    /// Enclaves known to the cluster.
+    #[command(subcommand)]
+    Enclave(cmd::resources::EnclaveCmd),
+    /// Hosts known to the cluster.
+    #[command(subcommand)]
+    Host(cmd::resources::HostCmd),
     /// Verify attestation evidence (SEV-SNP report, TDX quote, simulated TEE).
     #[command(subcommand)]
     Attest(cmd::attest::AttestCmd),
@@ -39,8 +54,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let client = cli.client;
+    let json_errors = client.output == cmd::client::Output::Json;
     let result = match cli.command {
-        Command::Policy(c) => cmd::policy::run(c),
+        Command::Dev(a) => cmd::dev::run(a),
+        Command::Controller(a) => cmd::controller::run(a),
+        Command::Cluster(c) => cmd::cluster::run(c, client),
+        Command::Policy(c) => cmd::policy::run(c, client),
+        Command::Enclave(c) => cmd::resources::enclave(c, client),
+        Command::Host(c) => cmd::resources::host(c, client),
         Command::Attest(c) => cmd::attest::run(c),
         Command::Agent(c) => cmd::agent::run(c),
         Command::Completions { shell } => {
@@ -57,7 +79,21 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>() {
+                if json_errors && !f.problem.is_null() {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&f.problem).unwrap_or_default()
+                    );
+                }
+            }
+            // An answer from the API (not found, conflict, invalid) is a failure of the request
+            // (exit 1); anything else is a usage or environment problem (exit 2).
+            if err.downcast_ref::<cmd::client::ApiFailure>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -1,1 +1,20 @@
-//! The controller: Raft (openraft + redb), replicated state machine, API.
+//! The Tribune controller: Raft-replicated state (openraft + redb) and the control API.
+//!
+//! - [`state`]: the domain state and its deterministic `apply` (pure, no I/O).
+//! - [`raft`]: openraft adaptors — redb log store with group commit, snapshot-backed state
+//!   machine, tonic transport.
+//! - [`node`]: one controller — write batching and forwarding, linearizable reads, membership.
+//! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
+//!
+//! This crate never touches cgroups or tc: it decides, agents enforce.
+
+pub mod api;
+pub mod error;
+pub mod node;
+pub mod raft;
+pub mod server;
+pub mod state;
+pub mod validate;
+
+pub use error::ControllerError;
+pub use node::{Controller, ControllerConfig};

@@ -2,5 +2,21 @@
 
 pub mod agent;
 pub mod attest;
+pub mod client;
+pub mod cluster;
+pub mod controller;
+pub mod dev;
 pub mod policy;
 pub mod policy_lang;
+pub mod resources;
+
+/// Logs to stderr; `RUST_LOG` selects what (default: info for Tribune, warn for the rest).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,tribune=info,tribune_controller=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

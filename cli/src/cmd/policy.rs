@@ -1,10 +1,15 @@
 //! `tribune policy …`: local verbs (check, fmt, eval) come from `policy_lang`; cluster verbs
 //! (put, get, ls, rm) talk to the API.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, anyhow};
 use clap::Subcommand;
+use reqwest::Method;
+use serde_json::json;
 
+use super::client::{Client, ClientOpts, Output};
 use super::policy_lang;
 
 #[derive(Subcommand, Debug)]
@@ -15,12 +20,137 @@ pub enum PolicyCmd {
     Fmt(policy_lang::FmtArgs),
     /// Evaluate a policy against a facts file and print the decision.
     Eval(policy_lang::EvalArgs),
+    /// Store a policy on the cluster (checked first; nothing is stored if it does not check).
+    Put {
+        /// Policy source file.
+        file: PathBuf,
+        /// Name to store it under (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only replace the policy if it is still at this version (optimistic concurrency).
+        #[arg(long, conflicts_with = "create")]
+        if_version: Option<u64>,
+        /// Only create: fail if a policy of this name exists.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Show a stored policy.
+    Get {
+        name: String,
+        /// Print only the source text.
+        #[arg(long)]
+        source: bool,
+    },
+    /// List stored policies.
+    Ls {
+        /// Serve from the answering controller without a linearizable read.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Remove a stored policy.
+    Rm {
+        name: String,
+        /// Only remove it if it is still at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
 }
 
-pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PolicyCmd::Check(a) => policy_lang::check(a),
-        PolicyCmd::Fmt(a) => policy_lang::fmt(a),
-        PolicyCmd::Eval(a) => policy_lang::eval(a),
-    }
+const POLICY_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/name"),
+    ("VERSION", "/version"),
+    ("UPDATED BY", "/updated_by"),
+    ("UPDATED (ms)", "/updated_at_ms"),
+];
+
+pub fn run(cmd: PolicyCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+    let remote = match cmd {
+        PolicyCmd::Check(a) => return policy_lang::check(a),
+        PolicyCmd::Fmt(a) => return policy_lang::fmt(a),
+        PolicyCmd::Eval(a) => return policy_lang::eval(a),
+        other => other,
+    };
+    let client = Client::new(&opts)?;
+    super::client::runtime()?.block_on(async move {
+        match remote {
+            PolicyCmd::Put {
+                file,
+                name,
+                if_version,
+                create,
+            } => {
+                let source = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let name = match name {
+                    Some(n) => n,
+                    None => file
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .map(str::to_string)
+                        .context("cannot derive a policy name from the file name; pass --name")?,
+                };
+                let mut headers = vec![("x-tribune-actor", whoami())];
+                if let Some(v) = if_version {
+                    headers.push(("if-match", format!("\"{v}\"")));
+                }
+                if create {
+                    headers.push(("if-none-match", "*".to_string()));
+                }
+                let (_, _, v) = client
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/policies/{name}"),
+                        Some(&json!({"source": source})),
+                        &headers,
+                    )
+                    .await
+                    .map_err(|e| anyhow!(e))?;
+                if client.output == Output::Json {
+                    client.print(&v, &[]);
+                } else {
+                    println!(
+                        "stored policy {name} at version {}",
+                        super::client::cell(v.get("version"))
+                    );
+                }
+            }
+            PolicyCmd::Get { name, source } => {
+                let v = client.get(&format!("/v1/policies/{name}")).await?;
+                if source {
+                    print!("{}", v["source"].as_str().unwrap_or_default());
+                } else if client.output == Output::Json {
+                    client.print(&v, &[]);
+                } else {
+                    client.print(&v, POLICY_COLUMNS);
+                    println!("\n{}", v["source"].as_str().unwrap_or_default());
+                }
+            }
+            PolicyCmd::Ls { stale } => {
+                let v = client.get(&format!("/v1/policies?stale={stale}")).await?;
+                client.print(&v, POLICY_COLUMNS);
+            }
+            PolicyCmd::Rm { name, if_version } => {
+                let mut headers = vec![("x-tribune-actor", whoami())];
+                if let Some(v) = if_version {
+                    headers.push(("if-match", format!("\"{v}\"")));
+                }
+                client
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/policies/{name}"),
+                        None,
+                        &headers,
+                    )
+                    .await
+                    .map_err(|e| anyhow!(e))?;
+                println!("removed policy {name}");
+            }
+            PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".to_string())
 }

@@ -1,0 +1,160 @@
+//! `tribune controller`: runs one controller until SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tribune_controller::node::ControllerConfig;
+use tribune_controller::validate::PolicyValidator;
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// TOML file with the same settings as the flags (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This controller's id (unique in the cluster, > 0).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Address to listen on for gRPC and HTTP.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address others reach this controller at (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Initial cluster member as ID=HOST:PORT; repeat for each. The lowest id initialises.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(u64, String)>,
+    /// Directory for the Raft log, snapshots and state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Initialise a one-node cluster (grow it with `tribune cluster add`).
+    #[arg(long)]
+    pub init: bool,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
+    /// Take a snapshot after this many log entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot.
+    #[arg(long)]
+    pub keep_logs: Option<u64>,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT, got {s:?}"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
+    if !addr.contains(':') {
+        return Err(format!("peer address {addr:?} needs a port (HOST:PORT)"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+impl ControllerArgs {
+    pub fn resolve(&self) -> anyhow::Result<ControllerConfig> {
+        let mut cfg: Option<ControllerConfig> = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Some(toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
+            }
+            None => None,
+        };
+        let id = self
+            .id
+            .or(cfg.as_ref().map(|c| c.id))
+            .context("--id is required (or `id` in --config)")?;
+        if id == 0 {
+            bail!("--id must be greater than 0");
+        }
+        let listen = self
+            .listen
+            .or(cfg.as_ref().map(|c| c.listen))
+            .context("--listen is required (or `listen` in --config)")?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(cfg.as_ref().map(|c| c.data_dir.clone()))
+            .context("--data-dir is required (or `data_dir` in --config)")?;
+        let mut c = cfg
+            .take()
+            .unwrap_or_else(|| ControllerConfig::new(id, listen, data_dir.clone()));
+        c.id = id;
+        c.listen = listen;
+        c.data_dir = data_dir;
+        if self.advertise.is_some() {
+            c.advertise = self.advertise.clone();
+        }
+        if !self.peers.is_empty() {
+            c.peers = self.peers.iter().cloned().collect::<BTreeMap<_, _>>();
+        }
+        c.init |= self.init;
+        if let Some(v) = self.heartbeat_ms {
+            c.heartbeat_ms = v;
+        }
+        if let Some(v) = self.election_timeout_ms {
+            c.election_timeout_ms = v;
+        }
+        if let Some(v) = self.snapshot_every {
+            c.snapshot_every = v;
+        }
+        if let Some(v) = self.keep_logs {
+            c.keep_logs = v;
+        }
+        Ok(c)
+    }
+}
+
+/// The policy validator controllers use: the policy language's checker.
+pub fn validator() -> Arc<dyn PolicyValidator> {
+    Arc::new(tribune_controller::validate::AcceptNonEmpty)
+}
+
+pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.resolve()?;
+    super::init_tracing();
+    super::client::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let controller = tribune_controller::Controller::open(config.clone(), validator()).await?;
+        controller.bootstrap().await?;
+        tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
+        tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+        let _ = controller.raft.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

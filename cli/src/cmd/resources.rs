@@ -1,0 +1,72 @@
+//! `tribune enclave ls|get` and `tribune host ls`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::client::{Client, ClientOpts};
+
+#[derive(Subcommand, Debug)]
+pub enum EnclaveCmd {
+    /// List enclaves.
+    Ls {
+        /// Serve from the answering controller without a linearizable read.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show one enclave.
+    Get { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// List hosts.
+    Ls {
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+const ENCLAVE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("TENANT", "/tenant"),
+    ("TEE", "/tee"),
+    ("STATE", "/state"),
+    ("HOST", "/placement/host"),
+    ("EPOCH", "/placement/epoch"),
+    ("CPU(m)", "/requested/cpu_millicores"),
+    ("PRIORITY", "/priority"),
+];
+
+pub fn enclave(cmd: EnclaveCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&opts)?;
+    super::client::runtime()?.block_on(async move {
+        let v = match cmd {
+            EnclaveCmd::Ls { stale } => client.get(&format!("/v1/enclaves?stale={stale}")).await?,
+            EnclaveCmd::Get { id } => client.get(&format!("/v1/enclaves/{id}")).await?,
+        };
+        client.print(&v, ENCLAVE_COLUMNS);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn host(cmd: HostCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&opts)?;
+    super::client::runtime()?.block_on(async move {
+        let HostCmd::Ls { stale } = cmd;
+        let v = client.get(&format!("/v1/hosts?stale={stale}")).await?;
+        client.print(
+            &v,
+            &[
+                ("ID", "/id"),
+                ("ADDRESS", "/address"),
+                ("TEE", "/tee"),
+                ("ATTESTATION", "/attestation_status"),
+                ("CPU(m)", "/capacity/cpu_millicores"),
+                ("MEMORY", "/capacity/memory_bytes"),
+                ("HEARTBEAT(ms)", "/last_heartbeat_ms"),
+            ],
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,204 @@
+//! gRPC front end of the control API (`ControlService`), over the same operations as HTTP.
+
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::control_service_server::ControlService;
+
+use super::problem::Problem;
+use super::service::Api;
+use crate::state::{Enclave, Expect, Host, Policy, Resources};
+
+pub struct ControlServer {
+    pub api: Arc<Api>,
+}
+
+impl From<Problem> for Status {
+    fn from(p: Problem) -> Self {
+        let code = match p.status {
+            400 => Code::InvalidArgument,
+            404 => Code::NotFound,
+            409 => Code::Aborted,
+            413 => Code::ResourceExhausted,
+            503 => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        Status::new(code, p.detail)
+    }
+}
+
+fn policy(p: Policy) -> pb::Policy {
+    pb::Policy {
+        name: p.name,
+        version: p.version,
+        source: p.source,
+        created_by: p.created_by,
+        updated_by: p.updated_by,
+        created_at_ms: p.created_at_ms,
+        updated_at_ms: p.updated_at_ms,
+    }
+}
+
+fn resources(r: Resources) -> pb::Resources {
+    pb::Resources {
+        cpu_millicores: r.cpu_millicores,
+        memory_bytes: r.memory_bytes,
+        egress_bits_per_sec: r.egress_bits_per_sec,
+        ingress_bits_per_sec: r.ingress_bits_per_sec,
+        gpu_percent: r.gpu_percent,
+    }
+}
+
+fn enclave(e: Enclave) -> pb::Enclave {
+    pb::Enclave {
+        id: e.id,
+        tenant: e.tenant,
+        labels: e.labels.into_iter().collect(),
+        tee: e.tee,
+        expected_measurements: e.expected_measurements,
+        requested: Some(resources(e.requested)),
+        priority: e.priority,
+        placement: e.placement.map(|p| pb::Placement {
+            host: p.host,
+            epoch: p.epoch,
+        }),
+        state: serde_json::to_value(e.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    }
+}
+
+fn host(h: Host) -> pb::Host {
+    pb::Host {
+        id: h.id,
+        address: h.address,
+        capacity: Some(resources(h.capacity)),
+        tee: h.tee,
+        attestation_status: h.attestation_status,
+        last_heartbeat_ms: h.last_heartbeat_ms,
+        agent_cert_fingerprint: h.agent_cert_fingerprint,
+    }
+}
+
+fn expect(v: Option<u64>) -> Expect {
+    match v {
+        None => Expect::Any,
+        Some(0) => Expect::Absent,
+        Some(n) => Expect::Version(n),
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("x-tribune-actor")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+#[tonic::async_trait]
+impl ControlService for ControlServer {
+    async fn list_policies(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let ps = self.api.list_policies(req.get_ref().stale).await?;
+        Ok(Response::new(pb::ListPoliciesResponse {
+            policies: ps.into_iter().map(policy).collect(),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let r = req.get_ref();
+        Ok(Response::new(policy(
+            self.api.get_policy(&r.name, r.stale).await?,
+        )))
+    }
+
+    async fn put_policy(
+        &self,
+        req: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let (p, _) = self
+            .api
+            .put_policy(&r.name, r.source, expect(r.expected_version), &who)
+            .await?;
+        Ok(Response::new(policy(p)))
+    }
+
+    async fn delete_policy(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let v = self
+            .api
+            .delete_policy(&r.name, expect(r.expected_version), &who)
+            .await?;
+        Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
+    }
+
+    async fn list_enclaves(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListEnclavesResponse>, Status> {
+        let es = self.api.list_enclaves(req.get_ref().stale).await?;
+        Ok(Response::new(pb::ListEnclavesResponse {
+            enclaves: es.into_iter().map(enclave).collect(),
+        }))
+    }
+
+    async fn get_enclave(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Enclave>, Status> {
+        let r = req.get_ref();
+        Ok(Response::new(enclave(
+            self.api.get_enclave(&r.name, r.stale).await?,
+        )))
+    }
+
+    async fn list_hosts(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let hs = self.api.list_hosts(req.get_ref().stale).await?;
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: hs.into_iter().map(host).collect(),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let v = self.api.cluster().await?;
+        Ok(Response::new(pb::ClusterStatus {
+            responder: v.responder,
+            leader: v.leader,
+            term: v.term,
+            commit_index: v.commit_index,
+            last_applied: v.last_applied,
+            snapshot_index: v.snapshot_index,
+            members: v
+                .members
+                .into_iter()
+                .map(|m| pb::Member {
+                    id: m.id,
+                    address: m.address,
+                    voter: m.voter,
+                    reachable: m.healthy,
+                    matched_index: m.status.and_then(|s| s.last_applied),
+                })
+                .collect(),
+        }))
+    }
+}

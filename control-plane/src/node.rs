@@ -1,0 +1,747 @@
+//! One controller: its Raft instance, its stores, the write batcher and the server that carries
+//! gRPC (Raft transport, control API) and HTTP/JSON on one listener.
+//!
+//! Writes: any controller accepts them. The leader groups concurrent writes into one Raft entry
+//! (group commit); a follower forwards to the leader over `RaftService.Forward`. Reads are
+//! linearizable by default: the leader confirms its leadership with a quorum (read index), a
+//! follower asks the leader for the read index and waits until it has applied that far.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tribune_proto::v1::{RaftPayload, ReadIndexRequest};
+
+use crate::error::ControllerError;
+use crate::raft::log_store::{LogStore, open_database};
+use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::state_machine::{SharedState, StateMachineStore};
+use crate::raft::{Node, NodeId, Raft, Request};
+use crate::state::{Command, Outcome};
+use crate::validate::PolicyValidator;
+
+/// Start-up configuration of one controller.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub id: NodeId,
+    /// Address to bind (gRPC and HTTP share it).
+    pub listen: SocketAddr,
+    /// Address the other controllers and clients use; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Initial cluster: id → address, this node included or not. The lowest id initialises.
+    #[serde(default)]
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    /// Initialise a single-node cluster even without peers.
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default = "defaults::heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "defaults::election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot after this many log entries.
+    #[serde(default = "defaults::snapshot_every")]
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the snapshot (for followers slightly behind).
+    #[serde(default = "defaults::keep_logs")]
+    pub keep_logs: u64,
+    /// How long a write or a linearizable read may wait for a leader before giving up with 503.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+mod defaults {
+    pub fn heartbeat_ms() -> u64 {
+        50
+    }
+    pub fn election_timeout_ms() -> u64 {
+        250
+    }
+    pub fn snapshot_every() -> u64 {
+        5000
+    }
+    pub fn keep_logs() -> u64 {
+        1000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        3000
+    }
+}
+
+impl ControllerConfig {
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            listen,
+            advertise: None,
+            peers: BTreeMap::new(),
+            data_dir,
+            init: false,
+            heartbeat_ms: defaults::heartbeat_ms(),
+            election_timeout_ms: defaults::election_timeout_ms(),
+            snapshot_every: defaults::snapshot_every(),
+            keep_logs: defaults::keep_logs(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+        }
+    }
+
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    fn raft_config(&self) -> Result<Config, ControllerError> {
+        let c = Config {
+            cluster_name: "tribune".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            max_payload_entries: 512,
+            // Snapshot chunks well below the transport's message limit.
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| ControllerError::Invalid(format!("raft configuration: {e}")))
+    }
+}
+
+/// Largest number of commands one Raft entry carries.
+const BATCH_COMMANDS_MAX: usize = 1024;
+/// Batches proposed but not yet committed, at most: bounds memory under overload.
+const BATCHES_IN_FLIGHT_MAX: usize = 16;
+/// Queue of writes waiting for a batch slot; when full, callers wait (back-pressure).
+const WRITE_QUEUE_MAX: usize = 16 * 1024;
+
+struct Pending {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Outcome, SubmitError>>,
+}
+
+#[derive(Debug, Clone)]
+enum SubmitError {
+    NotLeader,
+    Failed(String),
+}
+
+/// Requests a follower hands to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write(Vec<Command>),
+    AddMember {
+        id: NodeId,
+        addr: String,
+        voter: bool,
+    },
+    Promote {
+        id: NodeId,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+}
+
+/// One controller's own view, served by `RaftService.Status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Only the leader knows it: the highest index stored on a quorum of voters.
+    pub commit_index: Option<u64>,
+}
+
+pub struct Controller {
+    pub id: NodeId,
+    pub addr: String,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub peers: Peers,
+    pub config: ControllerConfig,
+    pub validator: Arc<dyn PolicyValidator>,
+    applied: watch::Receiver<u64>,
+    writes: mpsc::Sender<Pending>,
+}
+
+impl Controller {
+    /// Opens storage and starts Raft. Does not start serving: see [`crate::server::serve`].
+    pub async fn open(
+        config: ControllerConfig,
+        validator: Arc<dyn PolicyValidator>,
+    ) -> Result<Arc<Self>, ControllerError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let db = open_database(&config.data_dir.join("raft")).map_err(|e| {
+            ControllerError::Internal(format!("opening {}: {e}", config.data_dir.display()))
+        })?;
+        let log = LogStore::open(db)
+            .map_err(|e| ControllerError::Internal(format!("opening the raft log: {e}")))?;
+        let (sm, state, applied) = StateMachineStore::open(log.clone())
+            .map_err(|e| ControllerError::Internal(format!("opening the state machine: {e}")))?;
+        let peers = Peers::default();
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ControllerError::Internal(format!("starting raft: {e}")))?;
+
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let controller = Arc::new(Self {
+            id: config.id,
+            addr: config.advertised(),
+            raft: raft.clone(),
+            state,
+            peers,
+            config,
+            validator,
+            applied,
+            writes: tx,
+        });
+        tokio::spawn(batch_writes(raft, rx));
+        Ok(controller)
+    }
+
+    /// Initialises the cluster if this node is the one to do it and nothing is initialised yet.
+    pub async fn bootstrap(&self) -> Result<(), ControllerError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ControllerError::Internal(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let mut members: BTreeMap<NodeId, Node> = self
+            .config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+            .collect();
+        let lowest = members
+            .keys()
+            .copied()
+            .chain(std::iter::once(self.id))
+            .min();
+        let should_init = self.config.init || (!members.is_empty() && lowest == Some(self.id));
+        if !should_init {
+            tracing::info!("waiting to be initialised by the lowest-id peer or added to a cluster");
+            return Ok(());
+        }
+        members.insert(
+            self.id,
+            Node {
+                addr: self.addr.clone(),
+            },
+        );
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialising cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another start of this node already did it.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ControllerError::Internal(format!(
+                "initialising the cluster: {e}"
+            ))),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// The current leader's id and address, as this node believes.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Waits until the leader changes or `dur` passes.
+    async fn wait_for_leader_change(&self, dur: Duration) {
+        let mut rx = self.raft.metrics();
+        let before = rx.borrow().current_leader;
+        let _ = tokio::time::timeout(dur, rx.wait_for(|m| m.current_leader != before)).await;
+    }
+
+    /// Writes commands through Raft from any controller. Outcomes are in command order.
+    pub async fn write(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, ControllerError> {
+        match self.forwardable(Forwarded::Write(cmds)).await? {
+            ForwardReply::Outcomes(o) => Ok(o),
+            ForwardReply::Done => Err(ControllerError::Internal(
+                "leader answered a write without outcomes".into(),
+            )),
+        }
+    }
+
+    /// Runs a request on the leader: here if this node leads, else forwarded.
+    pub async fn forwardable(&self, req: Forwarded) -> Result<ForwardReply, ControllerError> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            match self.leader() {
+                Some((id, _)) if id == self.id => match self.run_on_leader(&req, deadline).await {
+                    Err(LeaderError::NotLeader) => {}
+                    Err(LeaderError::Failed(e)) => return Err(e),
+                    Ok(r) => return Ok(r),
+                },
+                Some((_, addr)) => match self.forward(&addr, &req, deadline).await {
+                    Err(ForwardFailure::NotSent(reason)) => {
+                        tracing::debug!(%reason, "forwarding failed before sending; retrying");
+                    }
+                    Err(ForwardFailure::Failed(e)) => return Err(e),
+                    Ok(r) => return Ok(r),
+                },
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ControllerError::NoLeader {
+                    retry_after_ms: 1000,
+                });
+            }
+            self.wait_for_leader_change(left.min(Duration::from_millis(100)))
+                .await;
+        }
+    }
+
+    /// Serves a forwarded request (this node believes it leads).
+    pub async fn serve_forwarded(&self, req: Forwarded) -> Result<ForwardReply, ControllerError> {
+        let deadline = Instant::now() + self.timeout();
+        match self.run_on_leader(&req, deadline).await {
+            Ok(r) => Ok(r),
+            Err(LeaderError::NotLeader) => Err(ControllerError::Unavailable {
+                reason: format!("controller {} is no longer the leader", self.id),
+                retry_after_ms: 100,
+            }),
+            Err(LeaderError::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn run_on_leader(
+        &self,
+        req: &Forwarded,
+        deadline: Instant,
+    ) -> Result<ForwardReply, LeaderError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = |what: &str| {
+            LeaderError::Failed(ControllerError::OutcomeUnknown {
+                reason: format!(
+                    "{what} not committed within {} ms",
+                    self.config.request_timeout_ms
+                ),
+            })
+        };
+        match req {
+            Forwarded::Write(cmds) => {
+                let mut rxs = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    let (reply, rx) = oneshot::channel();
+                    self.writes
+                        .send(Pending {
+                            cmd: cmd.clone(),
+                            reply,
+                        })
+                        .await
+                        .map_err(|_| {
+                            LeaderError::Failed(ControllerError::Internal(
+                                "write batcher stopped".into(),
+                            ))
+                        })?;
+                    rxs.push(rx);
+                }
+                let mut outcomes = Vec::with_capacity(rxs.len());
+                for rx in rxs {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, rx).await {
+                        Err(_) => return Err(timed_out("the write was")),
+                        Ok(Err(_)) => {
+                            return Err(LeaderError::Failed(ControllerError::Internal(
+                                "write dropped".into(),
+                            )));
+                        }
+                        Ok(Ok(Err(SubmitError::NotLeader))) => return Err(LeaderError::NotLeader),
+                        Ok(Ok(Err(SubmitError::Failed(e)))) => {
+                            return Err(LeaderError::Failed(ControllerError::OutcomeUnknown {
+                                reason: e,
+                            }));
+                        }
+                        Ok(Ok(Ok(o))) => outcomes.push(o),
+                    }
+                }
+                Ok(ForwardReply::Outcomes(outcomes))
+            }
+            Forwarded::AddMember { id, addr, voter } => {
+                let node = Node { addr: addr.clone() };
+                let r = tokio::time::timeout(left, self.raft.add_learner(*id, node, true))
+                    .await
+                    .map_err(|_| timed_out("adding the learner was"))?;
+                membership_result(r)?;
+                if *voter {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let r = tokio::time::timeout(
+                        left,
+                        self.raft.change_membership(
+                            ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
+                            false,
+                        ),
+                    )
+                    .await
+                    .map_err(|_| timed_out("promoting the member was"))?;
+                    membership_result(r)?;
+                }
+                Ok(ForwardReply::Done)
+            }
+            Forwarded::Promote { id } => {
+                let r = tokio::time::timeout(
+                    left,
+                    self.raft.change_membership(
+                        ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
+                        false,
+                    ),
+                )
+                .await
+                .map_err(|_| timed_out("promoting the member was"))?;
+                membership_result(r)?;
+                Ok(ForwardReply::Done)
+            }
+            Forwarded::RemoveMember { id } => {
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let is_voter = membership.membership().voter_ids().any(|v| v == *id);
+                let is_node = membership.membership().get_node(id).is_some();
+                if !is_node {
+                    return Err(LeaderError::Failed(ControllerError::Invalid(format!(
+                        "controller {id} is not a member of this cluster"
+                    ))));
+                }
+                if is_voter {
+                    let r = tokio::time::timeout(
+                        left,
+                        self.raft.change_membership(
+                            ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
+                            false,
+                        ),
+                    )
+                    .await
+                    .map_err(|_| timed_out("removing the voter was"))?;
+                    membership_result(r)?;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let r = tokio::time::timeout(
+                    left,
+                    self.raft.change_membership(
+                        ChangeMembers::RemoveNodes(BTreeSet::from([*id])),
+                        false,
+                    ),
+                )
+                .await
+                .map_err(|_| timed_out("removing the node was"))?;
+                membership_result(r)?;
+                Ok(ForwardReply::Done)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        req: &Forwarded,
+        deadline: Instant,
+    ) -> Result<ForwardReply, ForwardFailure> {
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|e| ForwardFailure::NotSent(e.to_string()))?;
+        let data = serde_json::to_vec(req)
+            .map_err(|e| ForwardFailure::Failed(ControllerError::Internal(e.to_string())))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = match tokio::time::timeout(left, client.forward(RaftPayload { data })).await {
+            Err(_) => {
+                return Err(ForwardFailure::Failed(ControllerError::OutcomeUnknown {
+                    reason: format!("the leader at {addr} did not answer in time"),
+                }));
+            }
+            Ok(Err(status)) if is_connect_error(&status) => {
+                return Err(ForwardFailure::NotSent(status.to_string()));
+            }
+            Ok(Err(status)) => {
+                return Err(ForwardFailure::Failed(ControllerError::OutcomeUnknown {
+                    reason: format!("forwarding to the leader at {addr}: {}", status.message()),
+                }));
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<ForwardReply, ControllerError> = serde_json::from_slice(&reply.data)
+            .map_err(|e| {
+                ForwardFailure::Failed(ControllerError::Internal(format!(
+                    "bad reply from leader: {e}"
+                )))
+            })?;
+        match result {
+            // The peer was not the leader after all (it stepped down): nothing was proposed.
+            Err(ControllerError::Unavailable { reason, .. })
+                if reason.contains("no longer the leader") =>
+            {
+                Err(ForwardFailure::NotSent(reason))
+            }
+            Err(e) => Err(ForwardFailure::Failed(e)),
+            Ok(r) => Ok(r),
+        }
+    }
+
+    /// Blocks until a linearizable read may be served from this node's state.
+    pub async fn read_barrier(&self) -> Result<(), ControllerError> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.leader() {
+                Some((id, _)) if id == self.id => {
+                    match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "read index on leader failed; retrying")
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Some((_, addr)) => {
+                    if let Some(index) = self.leader_read_index(&addr, left).await {
+                        let mut applied = self.applied.clone();
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        return match tokio::time::timeout(left, applied.wait_for(|a| *a >= index))
+                            .await
+                        {
+                            Ok(Ok(_)) => Ok(()),
+                            _ => Err(ControllerError::Unavailable {
+                                reason: format!(
+                                    "this controller has not caught up to the leader's index {index}"
+                                ),
+                                retry_after_ms: 200,
+                            }),
+                        };
+                    }
+                }
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.wait_for_leader_change(left.min(Duration::from_millis(100)))
+                .await;
+        }
+        Err(ControllerError::NoLeader {
+            retry_after_ms: 1000,
+        })
+    }
+
+    async fn leader_read_index(&self, addr: &str, left: Duration) -> Option<u64> {
+        let mut client = self.peers.client(addr).ok()?;
+        let r = tokio::time::timeout(left, client.read_index(ReadIndexRequest {}))
+            .await
+            .ok()?
+            .ok()?;
+        Some(r.into_inner().index.unwrap_or(0))
+    }
+
+    /// Leader side of a follower's read: confirms leadership with a quorum, returns the index.
+    pub async fn read_index(&self) -> Result<u64, ControllerError> {
+        let left = self.timeout();
+        match tokio::time::timeout(left, self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(e)) => Err(ControllerError::Unavailable {
+                reason: e.to_string(),
+                retry_after_ms: 100,
+            }),
+            Err(_) => Err(ControllerError::NoLeader {
+                retry_after_ms: 1000,
+            }),
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let commit_index = if m.state == ServerState::Leader {
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let mut matched: Vec<u64> = voters
+                .iter()
+                .map(|v| {
+                    if *v == self.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(v).cloned().flatten())
+                            .map_or(0, |l| l.index)
+                    }
+                })
+                .collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            matched.get(voters.len() / 2).copied()
+        } else {
+            None
+        };
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            commit_index,
+        }
+    }
+
+    /// Members from this node's membership config: (id, address, voter).
+    pub fn members(&self) -> Vec<(NodeId, String, bool)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// Asks one member for its status (this node answers locally).
+    pub async fn member_status(&self, id: NodeId, addr: &str) -> Option<NodeStatus> {
+        if id == self.id {
+            return Some(self.status());
+        }
+        let mut client = self.peers.client(addr).ok()?;
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.status(ReadIndexRequest {}),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        serde_json::from_slice(&r.into_inner().data).ok()
+    }
+
+    /// Ready: a leader is known and this node has applied what it has.
+    pub fn ready(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader.is_none() {
+            return Err("no leader known".into());
+        }
+        if m.running_state.is_err() {
+            return Err("raft has stopped".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_connect_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && {
+        let m = status.message().to_ascii_lowercase();
+        m.contains("connect") || m.contains("refused") || m.contains("transport")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Outcomes(Vec<Outcome>),
+    Done,
+}
+
+enum LeaderError {
+    NotLeader,
+    Failed(ControllerError),
+}
+
+enum ForwardFailure {
+    NotSent(String),
+    Failed(ControllerError),
+}
+
+fn membership_result<T>(
+    r: Result<T, RaftError<NodeId, ClientWriteError<NodeId, Node>>>,
+) -> Result<(), LeaderError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            Err(LeaderError::NotLeader)
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(LeaderError::Failed(ControllerError::Invalid(format!(
+                "membership change refused: {e}"
+            ))))
+        }
+        Err(e) => Err(LeaderError::Failed(ControllerError::Internal(
+            e.to_string(),
+        ))),
+    }
+}
+
+/// Groups queued writes into Raft entries. Several batches may be in flight at once
+/// (pipelining); while they are, new writes queue up and form the next batch.
+async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (cmds, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+            let n = cmds.len();
+            let result = raft.client_write(Request(cmds)).await;
+            drop(permit);
+            match result {
+                Ok(resp) => {
+                    let outcomes = resp.data.0;
+                    debug_assert_eq!(outcomes.len(), n, "one outcome per command");
+                    for (reply, o) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(o));
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(SubmitError::NotLeader));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(SubmitError::Failed(msg.clone())));
+                    }
+                }
+            }
+        });
+    }
+}

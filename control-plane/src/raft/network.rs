@@ -1,0 +1,172 @@
+//! Controller-to-controller transport for openraft over tonic (`RaftService`).
+//!
+//! Payloads are openraft's request/response types as JSON inside `RaftPayload`. Channels come
+//! from [`Peers`], which is also what forwarding uses; mTLS slots in by giving `Peers` a TLS
+//! endpoint configuration, nothing else changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use tribune_proto::v1::RaftPayload;
+use tribune_proto::v1::raft_service_client::RaftServiceClient;
+
+use super::{Node, NodeId, TypeConfig};
+
+/// Largest message a controller accepts or sends on the Raft transport (snapshot chunks and
+/// append batches stay well under it).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Lazily connected, shared gRPC channels to other controllers, keyed by address.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid peer address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: String },
+}
+
+impl Peers {
+    pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, PeerError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| PeerError::BadAddress {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let c = endpoint.connect_lazy();
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX))
+    }
+}
+
+pub struct NetworkFactory {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
+        Connection {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+pub struct Connection {
+    target: NodeId,
+    addr: String,
+    peers: Peers,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+type RpcErr<E> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &self,
+        which: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let payload = RaftPayload { data };
+        let fut = async {
+            match which {
+                Rpc::Vote => client.vote(payload).await,
+                Rpc::Append => client.append_entries(payload).await,
+                Rpc::Snapshot => client.install_snapshot(payload).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "{which:?} to node {} timed out after {ttl:?}",
+                    self.target
+                )))));
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Vote,
+    Append,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call(Rpc::Append, &req, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call(Rpc::Snapshot, &req, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call(Rpc::Vote, &req, option.hard_ttl()).await
+    }
+}

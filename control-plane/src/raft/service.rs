@@ -1,0 +1,80 @@
+//! Server side of `RaftService`: hands openraft's RPCs to the local Raft instance and serves
+//! forwarded writes, read-index requests and status for the other controllers.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tribune_proto::v1::raft_service_server::RaftService;
+use tribune_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+
+use crate::node::{Controller, Forwarded};
+
+pub struct RaftServer {
+    pub controller: Arc<Controller>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.data)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(v)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(format!("encoding reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServer {
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let r = self.controller.raft.vote(decode(req.get_ref())?).await;
+        encode(&r)
+    }
+
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let r = self
+            .controller
+            .raft
+            .append_entries(decode(req.get_ref())?)
+            .await;
+        encode(&r)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let r = self
+            .controller
+            .raft
+            .install_snapshot(decode(req.get_ref())?)
+            .await;
+        encode(&r)
+    }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let fwd: Forwarded = decode(req.get_ref())?;
+        let r = self.controller.serve_forwarded(fwd).await;
+        encode(&r)
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.controller.read_index().await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index: Some(index) })),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+
+    async fn status(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        encode(&self.controller.status())
+    }
+}

@@ -1,0 +1,266 @@
+//! The replicated domain state (DESIGN.md §3) and its deterministic `apply`.
+//!
+//! Everything here is pure: a [`Command`] applied to a [`State`] yields an [`Outcome`] and a new
+//! state, with no I/O, no clock and no randomness. Time enters only as a field the leader stamped
+//! into the command before proposing it, so every replica computes the same result.
+
+mod log;
+mod types;
+
+pub use log::{AttestationLog, LogEntry, LogEntryKind};
+pub use types::{Allocation, Enclave, EnclaveState, Host, Placement, Policy, Resources};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Optimistic-concurrency precondition for a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// Write whatever the current version is.
+    Any,
+    /// The object must not exist yet (`If-None-Match: *`).
+    Absent,
+    /// The object must currently be at this version (`If-Match: "N"`).
+    Version(u64),
+}
+
+/// One replicated state change. The leader fills in `at_ms` and `actor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    PutPolicy {
+        name: String,
+        source: String,
+        expect: Expect,
+        actor: String,
+        at_ms: i64,
+    },
+    DeletePolicy {
+        name: String,
+        expect: Expect,
+        actor: String,
+        at_ms: i64,
+    },
+    PutHost {
+        host: Host,
+        at_ms: i64,
+    },
+    PutEnclave {
+        enclave: Enclave,
+        expect: Expect,
+        at_ms: i64,
+    },
+    SetAllocation {
+        allocation: Allocation,
+        at_ms: i64,
+    },
+    /// Appends an entry to the attestation log as it is (verdicts, actions, digests).
+    AppendLog {
+        kind: LogEntryKind,
+        subject: String,
+        detail: serde_json::Value,
+        at_ms: i64,
+    },
+}
+
+/// The result of applying one [`Command`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Policy(Policy),
+    PolicyDeleted {
+        name: String,
+        version: u64,
+    },
+    Host(Host),
+    Enclave(Enclave),
+    Allocation(Allocation),
+    Logged {
+        index: u64,
+    },
+    /// The precondition did not hold; nothing was written.
+    Conflict {
+        what: String,
+        current_version: Option<u64>,
+    },
+    NotFound {
+        what: String,
+    },
+}
+
+/// The whole replicated state of a Tribune cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub policies: BTreeMap<String, Policy>,
+    pub hosts: BTreeMap<String, Host>,
+    pub enclaves: BTreeMap<String, Enclave>,
+    pub allocations: BTreeMap<String, Allocation>,
+    /// Per host: the version of the last enforcement plan derived from this state.
+    pub plan_versions: BTreeMap<String, u64>,
+    pub log: AttestationLog,
+}
+
+fn precondition(what: &str, current: Option<u64>, expect: Expect) -> Result<(), Outcome> {
+    let ok = match (expect, current) {
+        (Expect::Any, _) => true,
+        (Expect::Absent, None) => true,
+        (Expect::Absent, Some(_)) => false,
+        (Expect::Version(v), Some(c)) => v == c,
+        (Expect::Version(_), None) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Outcome::Conflict {
+            what: what.to_string(),
+            current_version: current,
+        })
+    }
+}
+
+impl State {
+    /// Applies one command. Deterministic: the same state and command give the same result on
+    /// every replica. A failed precondition changes nothing.
+    pub fn apply(&mut self, cmd: Command) -> Outcome {
+        match cmd {
+            Command::PutPolicy {
+                name,
+                source,
+                expect,
+                actor,
+                at_ms,
+            } => {
+                let current = self.policies.get(&name);
+                if let Err(conflict) = precondition(
+                    &format!("policy {name:?}"),
+                    current.map(|p| p.version),
+                    expect,
+                ) {
+                    return conflict;
+                }
+                let policy = match current {
+                    Some(p) => Policy {
+                        version: p.version + 1,
+                        source,
+                        updated_by: actor.clone(),
+                        updated_at_ms: at_ms,
+                        ..p.clone()
+                    },
+                    None => Policy {
+                        name: name.clone(),
+                        version: 1,
+                        source,
+                        created_by: actor.clone(),
+                        updated_by: actor.clone(),
+                        created_at_ms: at_ms,
+                        updated_at_ms: at_ms,
+                    },
+                };
+                self.log.append(
+                    LogEntryKind::PolicyChange,
+                    &name,
+                    serde_json::json!({"op": "put", "version": policy.version, "actor": actor,
+                        "source_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(policy.source.as_bytes()))}),
+                    at_ms,
+                );
+                self.policies.insert(name, policy.clone());
+                Outcome::Policy(policy)
+            }
+            Command::DeletePolicy {
+                name,
+                expect,
+                actor,
+                at_ms,
+            } => {
+                let Some(current) = self.policies.get(&name) else {
+                    return Outcome::NotFound {
+                        what: format!("policy {name:?}"),
+                    };
+                };
+                let version = current.version;
+                if let Err(conflict) =
+                    precondition(&format!("policy {name:?}"), Some(version), expect)
+                {
+                    return conflict;
+                }
+                self.policies.remove(&name);
+                self.log.append(
+                    LogEntryKind::PolicyChange,
+                    &name,
+                    serde_json::json!({"op": "delete", "version": version, "actor": actor}),
+                    at_ms,
+                );
+                Outcome::PolicyDeleted { name, version }
+            }
+            Command::PutHost { mut host, at_ms } => {
+                host.last_heartbeat_ms = host.last_heartbeat_ms.max(at_ms);
+                self.hosts.insert(host.id.clone(), host.clone());
+                Outcome::Host(host)
+            }
+            Command::PutEnclave {
+                mut enclave,
+                expect,
+                at_ms,
+            } => {
+                let current = self.enclaves.get(&enclave.id);
+                if let Err(conflict) = precondition(
+                    &format!("enclave {:?}", enclave.id),
+                    current.map(|e| e.version),
+                    expect,
+                ) {
+                    return conflict;
+                }
+                enclave.version = current.map_or(1, |e| e.version + 1);
+                // Placement epochs only move forward: a stale writer can never reuse an epoch.
+                if let (Some(cur), Some(new)) = (
+                    current.and_then(|e| e.placement.as_ref()),
+                    enclave.placement.as_mut(),
+                ) {
+                    if new.host != cur.host && new.epoch <= cur.epoch {
+                        new.epoch = cur.epoch + 1;
+                    }
+                }
+                self.log.append(
+                    LogEntryKind::EnclaveChange,
+                    &enclave.id,
+                    serde_json::json!({"version": enclave.version, "state": enclave.state}),
+                    at_ms,
+                );
+                self.enclaves.insert(enclave.id.clone(), enclave.clone());
+                Outcome::Enclave(enclave)
+            }
+            Command::SetAllocation {
+                allocation,
+                at_ms: _,
+            } => {
+                if !self.enclaves.contains_key(&allocation.enclave) {
+                    return Outcome::NotFound {
+                        what: format!("enclave {:?}", allocation.enclave),
+                    };
+                }
+                if let Some(host) = self
+                    .enclaves
+                    .get(&allocation.enclave)
+                    .and_then(|e| e.placement.as_ref())
+                    .map(|p| p.host.clone())
+                {
+                    *self.plan_versions.entry(host).or_insert(0) += 1;
+                }
+                self.allocations
+                    .insert(allocation.enclave.clone(), allocation.clone());
+                Outcome::Allocation(allocation)
+            }
+            Command::AppendLog {
+                kind,
+                subject,
+                detail,
+                at_ms,
+            } => {
+                let index = self.log.append(kind, &subject, detail, at_ms);
+                Outcome::Logged { index }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

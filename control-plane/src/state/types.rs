@@ -1,0 +1,105 @@
+//! Replicated domain types. The same names appear in proto, the JSON API, the CLI and the docs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    /// Starts at 1 and grows by one on every successful write.
+    pub version: u64,
+    /// Policy-language source text, stored as written.
+    pub source: String,
+    pub created_by: String,
+    pub updated_by: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Resource amounts with their units in the names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    pub cpu_millicores: u64,
+    pub memory_bytes: u64,
+    pub egress_bits_per_sec: u64,
+    pub ingress_bits_per_sec: u64,
+    pub gpu_percent: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub id: String,
+    pub address: String,
+    #[serde(default)]
+    pub capacity: Resources,
+    /// "sev-snp", "tdx" or "sim".
+    pub tee: String,
+    #[serde(default = "unverified")]
+    pub attestation_status: String,
+    #[serde(default)]
+    pub last_heartbeat_ms: i64,
+    #[serde(default)]
+    pub agent_cert_fingerprint: String,
+}
+
+fn unverified() -> String {
+    "unverified".to_string()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    pub host: String,
+    /// Fencing token: grows whenever the enclave moves, so an old host's plan is recognisably stale.
+    pub epoch: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnclaveState {
+    #[default]
+    Pending,
+    Running,
+    Throttled,
+    Suspended,
+    Migrating,
+    Stopped,
+    Untrusted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enclave {
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub tee: String,
+    #[serde(default)]
+    pub expected_measurements: Vec<String>,
+    #[serde(default)]
+    pub requested: Resources,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub placement: Option<Placement>,
+    #[serde(default)]
+    pub state: EnclaveState,
+    /// Set by the state machine; ignored on input.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// Current limits and fair-share weight of one enclave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    pub enclave: String,
+    pub limits: Resources,
+    pub guaranteed: Resources,
+    pub weight: u32,
+    pub suspended: bool,
+}

@@ -1,0 +1,18 @@
+//! Compiles the .proto files with protox (pure Rust), so no `protoc` install is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/tribune/v1/control.proto",
+        "proto/tribune/v1/raft.proto",
+        "proto/tribune/v1/attestation.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
