@@ -1,0 +1,263 @@
+//! Test harness: real `tribune controller` processes on loopback, each with its own ports and
+//! data dir, and a small HTTP client that retries only where retrying cannot double-apply.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tribune");
+
+/// Generous: 2 shared cores, several processes fsyncing.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, Node>,
+    pub http: reqwest::Client,
+    pub extra: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    pub fn empty(extra: &[&str]) -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("tribune-test-")
+                .tempdir()
+                .expect("temp dir"),
+            nodes: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Starts `n` controllers that form one cluster (ids 1..=n).
+    pub fn start(n: u64, extra: &[&str]) -> Self {
+        let mut c = Self::empty(extra);
+        let addrs: Vec<(u64, String)> = (1..=n)
+            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        for (id, addr) in &addrs {
+            let mut args = vec![];
+            for (pid, paddr) in &addrs {
+                args.push("--peer".to_string());
+                args.push(format!("{pid}={paddr}"));
+            }
+            c.add_node(*id, addr.clone(), args);
+        }
+        c
+    }
+
+    /// Starts one more controller with the given extra arguments.
+    pub fn add_node(&mut self, id: u64, addr: String, args: Vec<String>) {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        let mut n = Node {
+            id,
+            addr,
+            data_dir,
+            log,
+            child: None,
+            args,
+        };
+        self.spawn(&mut n);
+        self.nodes.insert(id, n);
+    }
+
+    fn spawn(&self, n: &mut Node) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args([
+                "controller",
+                "--id",
+                &n.id.to_string(),
+                "--listen",
+                &n.addr,
+                "--data-dir",
+            ])
+            .arg(&n.data_dir)
+            .args(&n.args)
+            .args(&self.extra)
+            .env("RUST_LOG", "warn,tribune_controller=info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn controller");
+        n.child = Some(child);
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if let Some(mut c) = n.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let mut n = self.nodes.remove(&id).expect("node");
+        assert!(n.child.is_none(), "node {id} is still running");
+        self.spawn(&mut n);
+        self.nodes.insert(id, n);
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{}", self.nodes[&id].addr, path)
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| format!("http://{}", n.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in self.nodes.values() {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            s.push_str(&format!(
+                "--- node {} ---\n{}\n",
+                n.id,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        s
+    }
+
+    pub async fn get_json(&self, id: u64, path: &str) -> Option<(u16, Value)> {
+        let r = self.http.get(self.url(id, path)).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits until some running node reports a leader that every running node agrees on.
+    pub async fn wait_leader(&self) -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut leaders = vec![];
+            for id in self.running() {
+                if let Some((200, v)) = self.get_json(id, "/v1/cluster").await {
+                    leaders.push(v["leader"].as_u64());
+                }
+            }
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| *x == Some(*l)) && self.running().contains(l) {
+                    return *l;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {DEADLINE:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// PUT a policy on node `id`. Retries only answers that say nothing was applied
+    /// (connection refused, no leader). Returns the final status and body.
+    pub async fn put_policy(
+        &self,
+        id: u64,
+        name: &str,
+        source: &str,
+        if_match: Option<u64>,
+    ) -> (u16, Value) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut req = self
+                .http
+                .put(self.url(id, &format!("/v1/policies/{name}")))
+                .json(&json!({"source": source}));
+            if let Some(v) = if_match {
+                req = req.header("if-match", format!("\"{v}\""));
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    let retry = status == 503
+                        && body["type"]
+                            .as_str()
+                            .is_some_and(|t| t.ends_with("/no-leader"));
+                    if !retry || Instant::now() > deadline {
+                        return (status, body);
+                    }
+                }
+                Err(e) if e.is_connect() && Instant::now() < deadline => {}
+                Err(e) => return (0, json!({"error": e.to_string()})),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Linearizable GET of a policy from node `id`, retrying 503s.
+    pub async fn get_policy(&self, id: u64, name: &str) -> (u16, Value) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.get_json(id, &format!("/v1/policies/{name}")).await {
+                Some((503, _)) | None if Instant::now() < deadline => {}
+                Some(r) => return r,
+                None => return (0, Value::Null),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Status of one node as it reports itself.
+    pub async fn node_status(&self, id: u64) -> Option<Value> {
+        let (_, v) = self.get_json(id, "/v1/cluster").await?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["status"].clone())
+    }
+}
