@@ -79,13 +79,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>() {
-                if json_errors && !f.problem.is_null() {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&f.problem).unwrap_or_default()
-                    );
-                }
+            if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>()
+                && json_errors
+                && !f.problem.is_null()
+            {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&f.problem).unwrap_or_default()
+                );
             }
             // An answer from the API (not found, conflict, invalid) is a failure of the request
             // (exit 1); anything else is a usage or environment problem (exit 2).

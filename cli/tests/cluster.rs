@@ -75,14 +75,13 @@ fn start_writer(c: &Arc<tokio::sync::RwLock<Cluster>>, prefix: &str) -> Writer {
                 .json(&json!({"source": format!("policy \"{name}\" {{}}")}))
                 .timeout(Duration::from_secs(5));
             drop(cluster);
-            if let Ok(r) = req.send().await {
-                if r.status().is_success() {
-                    if let Ok(v) = r.json::<serde_json::Value>().await {
-                        a.lock()
-                            .unwrap()
-                            .insert(name, v["version"].as_u64().unwrap_or(0));
-                    }
-                }
+            if let Ok(r) = req.send().await
+                && r.status().is_success()
+                && let Ok(v) = r.json::<serde_json::Value>().await
+            {
+                a.lock()
+                    .unwrap()
+                    .insert(name, v["version"].as_u64().unwrap_or(0));
             }
             i += 1;
         }

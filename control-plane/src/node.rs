@@ -112,7 +112,6 @@ impl ControllerConfig {
             // InstallSnapshot RPC well inside its timeout on a loaded machine.
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: 3000,
-            send_snapshot_timeout: 3000,
             ..Default::default()
         };
         c.validate()

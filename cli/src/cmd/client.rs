@@ -174,7 +174,7 @@ impl Client {
                     ),
                 });
             }
-            if attempt % self.endpoints.len() == 0 {
+            if attempt.is_multiple_of(self.endpoints.len()) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

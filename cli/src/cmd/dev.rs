@@ -62,7 +62,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let n = args.controllers;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         bail!(
             "--controllers must be odd (1, 3, 5 or 7): an even count tolerates no more failures than one fewer"
         );

@@ -187,10 +187,11 @@ impl Cluster {
                     leaders.push(v["leader"].as_u64());
                 }
             }
-            if let Some(Some(l)) = leaders.first() {
-                if leaders.iter().all(|x| *x == Some(*l)) && self.running().contains(l) {
-                    return *l;
-                }
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && self.running().contains(l)
+            {
+                return *l;
             }
             assert!(
                 Instant::now() < deadline,

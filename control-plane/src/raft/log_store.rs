@@ -194,7 +194,7 @@ fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
         for op in ops {
             match op {
                 Op::Append { done, .. } => {
-                    done.log_io_completed(result.clone().map_err(|e| std::io::Error::other(e)));
+                    done.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
                 Op::Meta {
                     done: Some(done), ..

@@ -214,10 +214,10 @@ impl State {
                 if let (Some(cur), Some(new)) = (
                     current.and_then(|e| e.placement.as_ref()),
                     enclave.placement.as_mut(),
-                ) {
-                    if new.host != cur.host && new.epoch <= cur.epoch {
-                        new.epoch = cur.epoch + 1;
-                    }
+                ) && new.host != cur.host
+                    && new.epoch <= cur.epoch
+                {
+                    new.epoch = cur.epoch + 1;
                 }
                 self.log.append(
                     LogEntryKind::EnclaveChange,

@@ -143,7 +143,7 @@ fn placement_epoch_never_reused_when_moving_hosts() {
 
 #[test]
 fn apply_is_deterministic() {
-    let cmds = vec![
+    let cmds = [
         put("a", "1", Expect::Any),
         put("b", "1", Expect::Absent),
         put("a", "2", Expect::Version(1)),
