@@ -45,6 +45,9 @@ enum Command {
     Attest(cmd::attest::AttestCmd),
     /// Run or drive the host agent.
     Agent(cmd::agent::AgentArgs),
+    /// Benchmark scenarios (see bench/README.md).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         /// Shell to generate completions for.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Host(c) => cmd::resources::host(c, client),
         Command::Attest(c) => cmd::attest::run(c),
         Command::Agent(c) => cmd::agent::run(c),
+        Command::Bench(c) => cmd::bench::run(c, client),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod attest;
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod controller;
