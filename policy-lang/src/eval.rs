@@ -679,3 +679,97 @@ impl Decision {
         s
     }
 }
+
+/// Whether an enclave may send to a peer (`talk` rules, first match wins; no rule: denied).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TalkDecision {
+    pub allowed: bool,
+    /// The sender's share of the mediated channel (0 when denied).
+    pub share: f64,
+    /// The policy whose `talk` block decided (index into the set), if any.
+    pub policy: Option<u16>,
+    /// 1-based index of the deciding rule in that `talk` block (0: none matched).
+    pub rule: u16,
+}
+
+impl PolicySet {
+    /// The first matching policy (in precedence order) that has `talk` rules decides.
+    pub fn talk(&self, facts: &Facts, peer: &Enclave) -> TalkDecision {
+        for (i, p) in self.policies.iter().enumerate() {
+            if p.talk.is_empty() || !p.matches(&facts.enclave) {
+                continue;
+            }
+            let (allowed, share, rule) = p.talk_to(facts, peer);
+            return TalkDecision {
+                allowed,
+                share,
+                policy: Some(i.min(u16::MAX as usize) as u16),
+                rule: rule.min(u16::MAX as usize) as u16,
+            };
+        }
+        TalkDecision::default()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The decision and the `talk` verdict for each of `facts.peers`, as documented JSON.
+    pub fn report_json(&self, facts: &Facts) -> serde_json::Value {
+        let names = self.names();
+        let d = self.evaluate(facts);
+        let mut v = d.to_json(&names);
+        let ids: Vec<&str> = self
+            .policies
+            .iter()
+            .find(|p| p.matches(&facts.enclave))
+            .map(|p| p.condition_ids())
+            .unwrap_or_default();
+        let true_ids: Vec<&str> = ids.iter().enumerate().filter(|(i, _)| d.conditions_true & (1u64 << (*i).min(63)) != 0).map(|(_, s)| *s).collect();
+        let talk: Vec<serde_json::Value> = facts
+            .peers
+            .iter()
+            .map(|peer| {
+                let t = self.talk(facts, peer);
+                serde_json::json!({
+                    "peer": peer,
+                    "allowed": t.allowed,
+                    "share": t.share,
+                    "from": t.policy.map(|p| serde_json::json!({
+                        "policy": names.get(p as usize).copied().unwrap_or("?"),
+                        "rule": if t.rule == 0 { "default-deny".to_string() } else { format!("talk#{}", t.rule) },
+                    })),
+                })
+            })
+            .collect();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("conditions_true".into(), serde_json::json!(true_ids));
+            obj.insert("talk".into(), serde_json::json!(talk));
+            obj.insert(
+                "matched_policies".into(),
+                serde_json::json!(self.policies.iter().filter(|p| p.matches(&facts.enclave)).map(|p| p.name.as_str()).collect::<Vec<_>>()),
+            );
+        }
+        v
+    }
+
+    /// A human-readable report for the CLI.
+    pub fn report_text(&self, facts: &Facts) -> String {
+        use std::fmt::Write;
+        let names = self.names();
+        let d = self.evaluate(facts);
+        let mut s = d.render_text(&names);
+        for peer in &facts.peers {
+            let t = self.talk(facts, peer);
+            let who = if peer.tenant.is_empty() { "(no tenant)".to_string() } else { format!("tenant {}", peer.tenant) };
+            let verdict = if t.allowed { format!("allowed, share {}", t.share) } else { "denied".to_string() };
+            let from = match t.policy {
+                Some(p) if t.rule > 0 => format!("  ({}: talk#{})", names.get(p as usize).copied().unwrap_or("?"), t.rule),
+                Some(p) => format!("  ({}: no rule matched)", names.get(p as usize).copied().unwrap_or("?")),
+                None => "  (no talk rules)".to_string(),
+            };
+            let _ = writeln!(s, "talk to {who}: {verdict}{from}");
+        }
+        s
+    }
+}
