@@ -16,6 +16,8 @@ pub struct Policy {
     pub name: String,
     pub name_span: Span,
     pub body: Block<Item>,
+    /// Some items had syntax errors and were skipped (suppresses "missing item" warnings).
+    pub recovered: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -97,6 +97,13 @@ impl<'s, 'k> Checker<'s, 'k> {
         };
         let Some(meaning) = units::unit_meaning(suffix) else {
             let d = self.sink.error("E0003", span, format!("unknown unit `{suffix}`"), "unknown unit");
+            let lower = suffix.to_ascii_lowercase();
+            let bandwidth = lower.contains("bps") || lower.contains("bit") || lower == "mb" || lower == "gb" || lower == "kb";
+            let prefix = suffix.chars().next().map(|c| c.to_ascii_uppercase()).filter(|c| "KMGT".contains(*c));
+            if let (true, Some(p)) = (bandwidth, prefix) {
+                d.with_hint(format!("bandwidth is written `{digits}{p}bit` (bits per second); memory `{digits}{p}iB`"));
+                return None;
+            }
             match did_you_mean(suffix, units::unit_names()) {
                 Some(s) => d.with_hint(format!("did you mean `{digits}{s}`?")),
                 None => d.with_hint("units: m (millicores or minutes), KiB MiB GiB TiB, Kbit Mbit Gbit, %, ms s m h"),
@@ -803,12 +810,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                 .error("E0113", p.name_span, format!("policy \"{}\" has more than {MAX_RULES} rules", p.name), "too many rules")
                 .with_hint("split it into several policies");
         }
-        if selector.is_none() && !p.body.items.iter().any(|i| matches!(i.kind, ItemKind::Match(_))) {
+        if !p.recovered && selector.is_none() && !p.body.items.iter().any(|i| matches!(i.kind, ItemKind::Match(_))) {
             self.sink
                 .warning("W0404", p.name_span, format!("policy \"{}\" has no `match`: it applies to every enclave", p.name), "no selector")
                 .with_hint("add `match tenant == \"…\"` or `match true` to say so");
         }
-        if attest.is_some() && !ladders.iter().any(|l: &Ladder| matches!(l.event, Event::Cond(c) if matches!(self.conds.get(c as usize), Some(Cond::Flag(BoolFact::AttestationFailed))))) {
+        if !p.recovered && attest.is_some() && !ladders.iter().any(|l: &Ladder| matches!(l.event, Event::Cond(c) if matches!(self.conds.get(c as usize), Some(Cond::Flag(BoolFact::AttestationFailed))))) {
             self.sink
                 .warning("W0405", p.name_span, "the `attest` block has no `on attestation.failed { … }` ladder", "no attestation-failure action")
                 .with_hint("add `on attestation.failed { suspend now }`");

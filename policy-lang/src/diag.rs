@@ -215,6 +215,12 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// The closest candidate within a small edit distance, if any.
 pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1) + 1;
+    let candidates: Vec<&'c str> = candidates.into_iter().collect();
+    if word.len() >= 3 {
+        if let Some(c) = candidates.iter().find(|c| c.starts_with(word) && **c != word) {
+            return Some(c);
+        }
+    }
     candidates
         .into_iter()
         .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), c))

@@ -82,6 +82,10 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
 
     fn unexpected(&mut self, what: &str) -> Fail {
         let t = self.peek();
+        if t.kind == Tok::Error {
+            // The lexer has reported it already.
+            return Fail;
+        }
         let found = if t.kind == Tok::Ident {
             format!("`{}`", self.text(t))
         } else {
@@ -180,6 +184,7 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
         let name_lit = self.text(name_tok).to_string();
         let open = self.expect(Tok::LBrace)?.span;
         let mut items = Vec::new();
+        let mut recovered = false;
         loop {
             while self.peek().kind == Tok::Semi {
                 self.bump();
@@ -201,6 +206,7 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                     if self.fatal {
                         return Err(Fail);
                     }
+                    recovered = true;
                     self.pos = start + 1;
                     self.skip_to_next_item();
                 }
@@ -213,6 +219,7 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
             name_lit,
             name_span: name_tok.span,
             body: Block { open, close, items },
+            recovered,
         })
     }
 
