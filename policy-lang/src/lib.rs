@@ -112,3 +112,16 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
     diagnostics.sort_by_key(|d| (d.offset, d.end_offset));
     CheckOutcome { policies, diagnostics }
 }
+
+/// The meaningful tokens of a source (comments and `;` dropped), for property tests of the
+/// formatter. Not part of the API.
+#[doc(hidden)]
+pub fn __tokens_for_tests(source: &str) -> Vec<String> {
+    let mut sink = diag::Sink::new("t", source);
+    lexer::lex(source, &mut sink, MAX_TOKENS)
+        .tokens
+        .iter()
+        .filter(|t| t.kind != lexer::Tok::Semi)
+        .map(|t| source.get(t.span.range()).unwrap_or("").to_string())
+        .collect()
+}
