@@ -77,7 +77,7 @@ impl Fmt<'_> {
     fn trailing(&mut self, end: u32) {
         if let Some(c) = self.comments.get(self.next) {
             let between = self.src.get(end as usize..c.span.start as usize).unwrap_or("\n");
-            if c.span.start >= end && !between.contains('\n') {
+            if c.span.start >= end && between.trim().is_empty() && !between.contains('\n') {
                 if self.out.ends_with('\n') {
                     self.out.pop();
                 }
