@@ -53,7 +53,11 @@ pub enum ItemKind {
     /// `guarantee { … }`, `limit { … }`, `reclaim { … }`, `attest { … }`, `talk { … }`
     Block(Block<Stmt>),
     /// `when EXPR [for EXPR] { … }`
-    When { cond: Expr, held: Option<Expr>, body: Block<Stmt> },
+    When {
+        cond: Expr,
+        held: Option<Expr>,
+        body: Block<Stmt>,
+    },
     /// `on EXPR { … }`
     On { event: Expr, body: Block<Stmt> },
 }
@@ -83,7 +87,11 @@ pub enum StmtKind {
     /// `min_tcb snp >= 8`
     MinTcb { tee: Ident, value: Expr },
     /// `allow to SELECTOR [share N]`, `deny to *`
-    Talk { allow: bool, to: Expr, share: Option<Expr> },
+    Talk {
+        allow: bool,
+        to: Expr,
+        share: Option<Expr>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,9 +171,19 @@ pub enum ExprKind {
     /// `tenant`, `labels.tier`, `host.cpu.utilization`, `sev-snp`
     Path(Vec<Ident>),
     /// `usage.cpu.p95(5m)`
-    Call { path: Vec<Ident>, args: Vec<Expr> },
-    Unary { op: UnOp, expr: Box<Expr> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Call {
+        path: Vec<Ident>,
+        args: Vec<Expr>,
+    },
+    Unary {
+        op: UnOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     List(Vec<Expr>),
     Paren(Box<Expr>),
     /// `*` (any enclave) in `talk` rules.

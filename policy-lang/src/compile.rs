@@ -70,7 +70,14 @@ fn err_count(s: &Sink<'_>) -> usize {
 impl<'s, 'k> Checker<'s, 'k> {
     pub fn new(sink: &'k mut Sink<'s>) -> Self {
         let errors_at_start = err_count(sink);
-        Checker { sink, nums: Vec::new(), conds: Vec::new(), guarantee: [None; 5], limit: [None; 5], errors_at_start }
+        Checker {
+            sink,
+            nums: Vec::new(),
+            conds: Vec::new(),
+            guarantee: [None; 5],
+            limit: [None; 5],
+            errors_at_start,
+        }
     }
 
     fn num_node(&mut self, n: Num) -> NumId {
@@ -89,17 +96,37 @@ impl<'s, 'k> Checker<'s, 'k> {
 
     /// A literal number with its unit, resolved against the expected dimension.
     fn literal(&mut self, text: &str, span: Span, expected: Option<Dim>) -> Option<(f64, Dim)> {
-        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
         let (digits, suffix) = text.split_at(split);
         let Ok(value) = digits.parse::<f64>() else {
-            self.sink.error("E0003", span, format!("`{text}` is not a number"), "invalid number");
+            self.sink.error(
+                "E0003",
+                span,
+                format!("`{text}` is not a number"),
+                "invalid number",
+            );
             return None;
         };
         let Some(meaning) = units::unit_meaning(suffix) else {
-            let d = self.sink.error("E0003", span, format!("unknown unit `{suffix}`"), "unknown unit");
+            let d = self.sink.error(
+                "E0003",
+                span,
+                format!("unknown unit `{suffix}`"),
+                "unknown unit",
+            );
             let lower = suffix.to_ascii_lowercase();
-            let bandwidth = lower.contains("bps") || lower.contains("bit") || lower == "mb" || lower == "gb" || lower == "kb";
-            let prefix = suffix.chars().next().map(|c| c.to_ascii_uppercase()).filter(|c| "KMGT".contains(*c));
+            let bandwidth = lower.contains("bps")
+                || lower.contains("bit")
+                || lower == "mb"
+                || lower == "gb"
+                || lower == "kb";
+            let prefix = suffix
+                .chars()
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .filter(|c| "KMGT".contains(*c));
             if let (true, Some(p)) = (bandwidth, prefix) {
                 d.with_hint(format!("bandwidth is written `{digits}{p}bit` (bits per second); memory `{digits}{p}iB`"));
                 return None;
@@ -124,7 +151,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                         _ => format!("{digits}"),
                     };
                     self.sink
-                        .error("E0203", span, format!("`{text}` needs a unit: expected {}", exp.describe()), "missing unit")
+                        .error(
+                            "E0203",
+                            span,
+                            format!("`{text}` needs a unit: expected {}", exp.describe()),
+                            "missing unit",
+                        )
                         .with_hint(format!("write `{example}`"));
                 } else {
                     self.sink
@@ -149,47 +181,98 @@ impl<'s, 'k> Checker<'s, 'k> {
             }
             ExprKind::Time(t) => {
                 let (h, m) = t.split_once(':').unwrap_or((t, "0"));
-                let (h, m) = (h.parse::<u32>().unwrap_or(99), m.parse::<u32>().unwrap_or(99));
+                let (h, m) = (
+                    h.parse::<u32>().unwrap_or(99),
+                    m.parse::<u32>().unwrap_or(99),
+                );
                 if h > 23 || m > 59 || t.len() != 5 {
                     self.sink
-                        .error("E0302", e.span, format!("`{t}` is not a time of day"), "out of range")
+                        .error(
+                            "E0302",
+                            e.span,
+                            format!("`{t}` is not a time of day"),
+                            "out of range",
+                        )
                         .with_hint("times are HH:MM from 00:00 to 23:59");
                     return None;
                 }
-                Some((self.num_node(Num::Const(f64::from(h * 60 + m))), Dim::TimeOfDay))
+                Some((
+                    self.num_node(Num::Const(f64::from(h * 60 + m))),
+                    Dim::TimeOfDay,
+                ))
             }
             ExprKind::Paren(inner) => self.num(inner, expected, ctx),
-            ExprKind::Unary { op: UnOp::Neg, expr } => {
+            ExprKind::Unary {
+                op: UnOp::Neg,
+                expr,
+            } => {
                 let (id, d) = self.num(expr, expected, ctx)?;
                 Some((self.num_node(Num::Neg(id)), d))
             }
-            ExprKind::Binary { op: op @ (BinOp::Add | BinOp::Sub), lhs, rhs } => {
+            ExprKind::Binary {
+                op: op @ (BinOp::Add | BinOp::Sub),
+                lhs,
+                rhs,
+            } => {
                 let (l, ld) = self.num(lhs, expected, ctx)?;
                 let (r, rd) = self.num_same(rhs, ld, ctx, *op, lhs.span)?;
                 let _ = rd;
-                let n = if *op == BinOp::Add { Num::Add(l, r) } else { Num::Sub(l, r) };
+                let n = if *op == BinOp::Add {
+                    Num::Add(l, r)
+                } else {
+                    Num::Sub(l, r)
+                };
                 Some((self.num_node(n), ld))
             }
-            ExprKind::Binary { op: op @ (BinOp::Mul | BinOp::Div), lhs, rhs } => {
+            ExprKind::Binary {
+                op: op @ (BinOp::Mul | BinOp::Div),
+                lhs,
+                rhs,
+            } => {
                 let (l, ld) = self.num(lhs, expected, ctx)?;
                 let (r, rd) = self.num(rhs, Some(Dim::Scalar), ctx)?;
                 if rd != Dim::Scalar {
                     self.sink
-                        .error("E0201", rhs.span, format!("can only {} by a plain number, found {}", if *op == BinOp::Mul { "multiply" } else { "divide" }, rd), "not a plain number")
+                        .error(
+                            "E0201",
+                            rhs.span,
+                            format!(
+                                "can only {} by a plain number, found {}",
+                                if *op == BinOp::Mul {
+                                    "multiply"
+                                } else {
+                                    "divide"
+                                },
+                                rd
+                            ),
+                            "not a plain number",
+                        )
                         .with_hint("to take a share of a quantity, write `30% of limit.cpu`");
                     return None;
                 }
-                let n = if *op == BinOp::Mul { Num::Mul(l, r) } else { Num::Div(l, r) };
+                let n = if *op == BinOp::Mul {
+                    Num::Mul(l, r)
+                } else {
+                    Num::Div(l, r)
+                };
                 Some((self.num_node(n), ld))
             }
-            ExprKind::Binary { op: BinOp::Of, lhs, rhs } => {
+            ExprKind::Binary {
+                op: BinOp::Of,
+                lhs,
+                rhs,
+            } => {
                 let (l, ld) = self.num(lhs, Some(Dim::Percent), ctx)?;
                 let _ = ld;
                 let (r, rd) = self.num(rhs, expected, ctx)?;
                 Some((self.num_node(Num::Of(l, r)), rd))
             }
             ExprKind::Path(p) | ExprKind::Call { path: p, .. } => {
-                let args = if let ExprKind::Call { args, .. } = &e.kind { Some(args.as_slice()) } else { None };
+                let args = if let ExprKind::Call { args, .. } = &e.kind {
+                    Some(args.as_slice())
+                } else {
+                    None
+                };
                 self.num_path(e, p, args, ctx)
             }
             _ => {
@@ -197,7 +280,10 @@ impl<'s, 'k> Checker<'s, 'k> {
                 let d = self.sink.error(
                     "E0205",
                     e.span,
-                    format!("expected {}, found {what}", expected.map(|d| d.describe()).unwrap_or("a number")),
+                    format!(
+                        "expected {}, found {what}",
+                        expected.map(|d| d.describe()).unwrap_or("a number")
+                    ),
                     "not a number",
                 );
                 if matches!(e.kind, ExprKind::Str(_)) {
@@ -209,11 +295,20 @@ impl<'s, 'k> Checker<'s, 'k> {
     }
 
     /// The right operand of `+`/`-` or a comparison must have the left operand's dimension.
-    fn num_same(&mut self, e: &Expr, want: Dim, ctx: Ctx, op: BinOp, lhs_span: Span) -> Option<(NumId, Dim)> {
+    fn num_same(
+        &mut self,
+        e: &Expr,
+        want: Dim,
+        ctx: Ctx,
+        op: BinOp,
+        lhs_span: Span,
+    ) -> Option<(NumId, Dim)> {
         // Resolve ambiguous literals (`2m`) against the left side; report a mismatch ourselves
         // so the message names both sides.
         if let ExprKind::Number(t) = &e.kind {
-            let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
             if let Some(m) = units::unit_meaning(&t[split..]) {
                 if units::resolve(0.0, m, Some(want)).is_none() && m != UnitMeaning::Bare {
                     self.mismatch(op, lhs_span, e.span, want, units::natural_dim(m));
@@ -236,21 +331,41 @@ impl<'s, 'k> Checker<'s, 'k> {
             _ => "compare",
         };
         self.sink
-            .error("E0201", lhs.to(rhs), format!("mismatched units: cannot {verb} {l} and {r}"), format!("{l} {} {r}", op.text()))
+            .error(
+                "E0201",
+                lhs.to(rhs),
+                format!("mismatched units: cannot {verb} {l} and {r}"),
+                format!("{l} {} {r}", op.text()),
+            )
             .with_hint(format!("both sides must be {}", l.describe()));
     }
 
-    fn num_path(&mut self, e: &Expr, p: &[Ident], args: Option<&[Expr]>, ctx: Ctx) -> Option<(NumId, Dim)> {
+    fn num_path(
+        &mut self,
+        e: &Expr,
+        p: &[Ident],
+        args: Option<&[Expr]>,
+        ctx: Ctx,
+    ) -> Option<(NumId, Dim)> {
         let names: Vec<&str> = p.iter().map(|i| i.name.as_str()).collect();
         let fact = match (names.as_slice(), args) {
             (["limit" | "guarantee", r], None) if Resource::from_name(r).is_some() => {
                 let res = Resource::from_name(r)?;
-                let table = if names[0] == "limit" { self.limit } else { self.guarantee };
+                let table = if names[0] == "limit" {
+                    self.limit
+                } else {
+                    self.guarantee
+                };
                 match table[res as usize] {
                     Some(v) => return Some((self.num_node(Num::Const(v)), res.dim())),
                     None => {
                         self.sink
-                            .error("E0104", e.span, format!("`{}` is not set in this policy", join_path(p)), "not set")
+                            .error(
+                                "E0104",
+                                e.span,
+                                format!("`{}` is not set in this policy", join_path(p)),
+                                "not set",
+                            )
                             .with_hint(format!("set it in the `{} {{ … }}` block first", names[0]));
                         return None;
                     }
@@ -258,7 +373,11 @@ impl<'s, 'k> Checker<'s, 'k> {
             }
             (["host" | "cluster", r, "utilization"], None) if Resource::from_name(r).is_some() => {
                 let res = Resource::from_name(r)?;
-                if names[0] == "host" { NumFact::HostUtil(res) } else { NumFact::ClusterUtil(res) }
+                if names[0] == "host" {
+                    NumFact::HostUtil(res)
+                } else {
+                    NumFact::ClusterUtil(res)
+                }
             }
             (["usage", "divergence"], None) => NumFact::Divergence,
             (["time"], None) => NumFact::Time,
@@ -267,7 +386,12 @@ impl<'s, 'k> Checker<'s, 'k> {
             (["usage", r, a], Some(args)) if Resource::from_name(r).is_some() => {
                 let res = Resource::from_name(r)?;
                 let Some(agg) = Agg::from_name(a) else {
-                    let d = self.sink.error("E0306", p[2].span, format!("unknown usage aggregate `{a}`"), "unknown aggregate");
+                    let d = self.sink.error(
+                        "E0306",
+                        p[2].span,
+                        format!("unknown usage aggregate `{a}`"),
+                        "unknown aggregate",
+                    );
                     match did_you_mean(a, Agg::NAMES) {
                         Some(s) => d.with_hint(format!("did you mean `{s}`? (avg, max, p95)")),
                         None => d.with_hint("aggregates are avg, max and p95"),
@@ -276,7 +400,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                 };
                 let [w] = args else {
                     self.sink
-                        .error("E0306", e.span, format!("`{}` takes one window, e.g. `({a}(5m))`", join_path(p)), "expected one window")
+                        .error(
+                            "E0306",
+                            e.span,
+                            format!("`{}` takes one window, e.g. `({a}(5m))`", join_path(p)),
+                            "expected one window",
+                        )
                         .with_hint(format!("write `usage.{r}.{a}(5m)`"));
                     return None;
                 };
@@ -284,22 +413,43 @@ impl<'s, 'k> Checker<'s, 'k> {
                 let window_ms = match self.nums.get(wid as usize) {
                     Some(Num::Const(v)) => *v,
                     _ => {
-                        self.sink.error("E0306", w.span, "the window must be a constant duration", "not constant");
+                        self.sink.error(
+                            "E0306",
+                            w.span,
+                            "the window must be a constant duration",
+                            "not constant",
+                        );
                         return None;
                     }
                 };
                 let window_s = window_ms / 1000.0;
                 if !(1.0..=MAX_WINDOW_S).contains(&window_s) || window_s.fract() != 0.0 {
                     self.sink
-                        .error("E0302", w.span, "usage windows are whole seconds from 1s to 1h", "window out of range")
+                        .error(
+                            "E0302",
+                            w.span,
+                            "usage windows are whole seconds from 1s to 1h",
+                            "window out of range",
+                        )
                         .with_hint("use a window such as 30s, 5m or 1h");
                     return None;
                 }
-                NumFact::Usage { resource: res, agg, window_s: window_s as u32 }
+                NumFact::Usage {
+                    resource: res,
+                    agg,
+                    window_s: window_s as u32,
+                }
             }
-            (["usage", r, a], None) if Resource::from_name(r).is_some() && Agg::from_name(a).is_some() => {
+            (["usage", r, a], None)
+                if Resource::from_name(r).is_some() && Agg::from_name(a).is_some() =>
+            {
                 self.sink
-                    .error("E0306", e.span, format!("`{}` needs a window", join_path(p)), "missing window")
+                    .error(
+                        "E0306",
+                        e.span,
+                        format!("`{}` needs a window", join_path(p)),
+                        "missing window",
+                    )
                     .with_hint(format!("write `{}(5m)`", join_path(p)));
                 return None;
             }
@@ -324,13 +474,20 @@ impl<'s, 'k> Checker<'s, 'k> {
     fn unknown_name(&mut self, e: &Expr, p: &[Ident], _ctx: Ctx) {
         let full = join_path(p);
         let all = fact_paths();
-        let d = self.sink.error("E0104", e.span, format!("unknown name `{full}`"), "not a known fact or field");
+        let d = self.sink.error(
+            "E0104",
+            e.span,
+            format!("unknown name `{full}`"),
+            "not a known fact or field",
+        );
         if let Some(s) = did_you_mean(&full, all.iter().map(|s| s.as_str())) {
             d.with_hint(format!("did you mean `{s}`?"));
         } else if let Some(first) = p.first() {
             if ["host", "cluster", "usage", "limit", "guarantee"].contains(&first.name.as_str()) {
                 d.with_hint(format!("resources are {}", Resource::NAMES.join(", ")));
-            } else if TeeKind::from_name(&first.name).is_some() || AttestStatus::NAMES.contains(&first.name.as_str()) {
+            } else if TeeKind::from_name(&first.name).is_some()
+                || AttestStatus::NAMES.contains(&first.name.as_str())
+            {
                 d.with_hint("this value can only be compared with `tee` or `attestation.status`");
             }
         }
@@ -341,26 +498,58 @@ impl<'s, 'k> Checker<'s, 'k> {
     fn cond(&mut self, e: &Expr, ctx: Ctx) -> Option<CondId> {
         match &e.kind {
             ExprKind::Paren(inner) => self.cond(inner, ctx),
-            ExprKind::Unary { op: UnOp::Not, expr } => {
+            ExprKind::Unary {
+                op: UnOp::Not,
+                expr,
+            } => {
                 let c = self.cond(expr, ctx)?;
                 Some(self.cond_node(Cond::Not(c)))
             }
-            ExprKind::Binary { op: op @ (BinOp::And | BinOp::Or), lhs, rhs } => {
+            ExprKind::Binary {
+                op: op @ (BinOp::And | BinOp::Or),
+                lhs,
+                rhs,
+            } => {
                 let l = self.cond(lhs, ctx);
                 let r = self.cond(rhs, ctx);
                 let (l, r) = (l?, r?);
-                Some(self.cond_node(if *op == BinOp::And { Cond::And(l, r) } else { Cond::Or(l, r) }))
+                Some(self.cond_node(if *op == BinOp::And {
+                    Cond::And(l, r)
+                } else {
+                    Cond::Or(l, r)
+                }))
             }
-            ExprKind::Binary { op: op @ (BinOp::Eq | BinOp::Ne), lhs, rhs } => {
+            ExprKind::Binary {
+                op: op @ (BinOp::Eq | BinOp::Ne),
+                lhs,
+                rhs,
+            } => {
                 let c = self.equality(e, lhs, rhs, ctx)?;
-                Some(if *op == BinOp::Ne { self.cond_node(Cond::Not(c)) } else { c })
+                Some(if *op == BinOp::Ne {
+                    self.cond_node(Cond::Not(c))
+                } else {
+                    c
+                })
             }
-            ExprKind::Binary { op: BinOp::In, lhs, rhs } => self.membership(lhs, rhs, ctx),
-            ExprKind::Binary { op: op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge), lhs, rhs } => {
+            ExprKind::Binary {
+                op: BinOp::In,
+                lhs,
+                rhs,
+            } => self.membership(lhs, rhs, ctx),
+            ExprKind::Binary {
+                op: op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge),
+                lhs,
+                rhs,
+            } => {
                 if let Some(path) = lhs.path_text() {
                     if str_field(&path).is_some() || path == "tee" {
                         self.sink
-                            .error("E0202", e.span, format!("`{path}` cannot be ordered"), "not a number")
+                            .error(
+                                "E0202",
+                                e.span,
+                                format!("`{path}` cannot be ordered"),
+                                "not a number",
+                            )
                             .with_hint("use `==`, `!=` or `in [ … ]`");
                         return None;
                     }
@@ -387,8 +576,15 @@ impl<'s, 'k> Checker<'s, 'k> {
                     _ => {
                         if fact_paths().contains(&path) || path.starts_with("labels.") {
                             self.sink
-                                .error("E0205", e.span, format!("expected a condition, found `{path}`"), "not a condition")
-                                .with_hint(format!("compare it, e.g. `{path} == …` or `{path} > …`"));
+                                .error(
+                                    "E0205",
+                                    e.span,
+                                    format!("expected a condition, found `{path}`"),
+                                    "not a condition",
+                                )
+                                .with_hint(format!(
+                                    "compare it, e.g. `{path} == …` or `{path} > …`"
+                                ));
                         } else {
                             self.unknown_name(e, p, ctx);
                         }
@@ -403,8 +599,19 @@ impl<'s, 'k> Checker<'s, 'k> {
             }
             _ => {
                 let what = describe_expr(e);
-                let d = self.sink.error("E0205", e.span, format!("expected a condition, found {what}"), "not a condition");
-                if matches!(e.kind, ExprKind::Binary { op: BinOp::Add | BinOp::Sub | BinOp::Of | BinOp::Mul | BinOp::Div, .. } | ExprKind::Number(_)) {
+                let d = self.sink.error(
+                    "E0205",
+                    e.span,
+                    format!("expected a condition, found {what}"),
+                    "not a condition",
+                );
+                if matches!(
+                    e.kind,
+                    ExprKind::Binary {
+                        op: BinOp::Add | BinOp::Sub | BinOp::Of | BinOp::Mul | BinOp::Div,
+                        ..
+                    } | ExprKind::Number(_)
+                ) {
                     d.with_hint("compare the value, e.g. `host.cpu.utilization > 80%`");
                 }
                 None
@@ -417,7 +624,12 @@ impl<'s, 'k> Checker<'s, 'k> {
         if let Some(field) = str_field(&path) {
             let ExprKind::Str(lit) = &rhs.kind else {
                 self.sink
-                    .error("E0202", rhs.span, format!("`{path}` is a string; compare it with a string"), "expected a string")
+                    .error(
+                        "E0202",
+                        rhs.span,
+                        format!("`{path}` is a string; compare it with a string"),
+                        "expected a string",
+                    )
                     .with_hint(format!("write `{path} == \"…\"`"));
                 return None;
             };
@@ -433,19 +645,40 @@ impl<'s, 'k> Checker<'s, 'k> {
                     self.live_in_selector(lhs.span, &path);
                     return None;
                 }
-                let names: &[&str] = if path == "attestation.status" { &AttestStatus::NAMES } else { &TcbStatus::NAMES };
+                let names: &[&str] = if path == "attestation.status" {
+                    &AttestStatus::NAMES
+                } else {
+                    &TcbStatus::NAMES
+                };
                 let v = rhs.path_text().unwrap_or_default();
                 let Some(i) = names.iter().position(|n| *n == v) else {
-                    let d = self.sink.error("E0202", rhs.span, format!("`{path}` is one of {}", names.join(", ")), "unknown value");
+                    let d = self.sink.error(
+                        "E0202",
+                        rhs.span,
+                        format!("`{path}` is one of {}", names.join(", ")),
+                        "unknown value",
+                    );
                     if let Some(s) = did_you_mean(&v, names.iter().copied()) {
                         d.with_hint(format!("did you mean `{s}`?"));
                     }
                     return None;
                 };
                 let c = if path == "attestation.status" {
-                    Cond::Attest([AttestStatus::Trusted, AttestStatus::Pending, AttestStatus::Failed][i])
+                    Cond::Attest(
+                        [
+                            AttestStatus::Trusted,
+                            AttestStatus::Pending,
+                            AttestStatus::Failed,
+                        ][i],
+                    )
                 } else {
-                    Cond::Tcb([TcbStatus::UpToDate, TcbStatus::OutOfDate, TcbStatus::Revoked][i])
+                    Cond::Tcb(
+                        [
+                            TcbStatus::UpToDate,
+                            TcbStatus::OutOfDate,
+                            TcbStatus::Revoked,
+                        ][i],
+                    )
                 };
                 return Some(self.cond_node(c));
             }
@@ -462,7 +695,19 @@ impl<'s, 'k> Checker<'s, 'k> {
         match TeeKind::from_name(&v) {
             Some(t) => Some(t.bit()),
             None => {
-                let d = self.sink.error("E0112", e.span, format!("unknown TEE kind `{}`", if v.is_empty() { "…".to_string() } else { v.clone() }), "not a TEE kind");
+                let d = self.sink.error(
+                    "E0112",
+                    e.span,
+                    format!(
+                        "unknown TEE kind `{}`",
+                        if v.is_empty() {
+                            "…".to_string()
+                        } else {
+                            v.clone()
+                        }
+                    ),
+                    "not a TEE kind",
+                );
                 match did_you_mean(&v, TeeKind::NAMES) {
                     Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                     None => d.with_hint("TEE kinds are sev-snp, tdx and sim"),
@@ -479,25 +724,43 @@ impl<'s, 'k> Checker<'s, 'k> {
                 self.live_in_selector(lhs.span, "time");
                 return None;
             }
-            if let ExprKind::Binary { op: BinOp::Range, lhs: a, rhs: b } = &rhs.kind {
+            if let ExprKind::Binary {
+                op: BinOp::Range,
+                lhs: a,
+                rhs: b,
+            } = &rhs.kind
+            {
                 let (a, _) = self.num(a, Some(Dim::TimeOfDay), ctx)?;
                 let (b, _) = self.num(b, Some(Dim::TimeOfDay), ctx)?;
-                if let (Some(Num::Const(a)), Some(Num::Const(b))) = (self.nums.get(a as usize).copied(), self.nums.get(b as usize).copied()) {
+                if let (Some(Num::Const(a)), Some(Num::Const(b))) = (
+                    self.nums.get(a as usize).copied(),
+                    self.nums.get(b as usize).copied(),
+                ) {
                     if a == b {
-                        self.sink.warning("W0401", rhs.span, "this time range is empty", "empty range").with_hint("a range `A..B` includes A and excludes B");
+                        self.sink
+                            .warning("W0401", rhs.span, "this time range is empty", "empty range")
+                            .with_hint("a range `A..B` includes A and excludes B");
                     }
                     return Some(self.cond_node(Cond::TimeIn(a, b)));
                 }
             }
             self.sink
-                .error("E0202", rhs.span, "`time in` takes a range of times of day", "expected `HH:MM..HH:MM`")
+                .error(
+                    "E0202",
+                    rhs.span,
+                    "`time in` takes a range of times of day",
+                    "expected `HH:MM..HH:MM`",
+                )
                 .with_hint("write `time in 09:00..17:00`");
             return None;
         }
         let ExprKind::List(items) = &rhs.kind else {
             self.sink
                 .error("E0202", rhs.span, "`in` takes a list", "expected `[ … ]`")
-                .with_hint(format!("write `{} in [ … ]`", if path.is_empty() { "x" } else { &path }));
+                .with_hint(format!(
+                    "write `{} in [ … ]`",
+                    if path.is_empty() { "x" } else { &path }
+                ));
             return None;
         };
         if path == "tee" {
@@ -514,14 +777,24 @@ impl<'s, 'k> Checker<'s, 'k> {
                     ExprKind::Str(s) => vals.push(crate::lexer::unquote(s)),
                     _ => {
                         self.sink
-                            .error("E0202", i.span, format!("`{path}` is a string; the list must hold strings"), "expected a string")
+                            .error(
+                                "E0202",
+                                i.span,
+                                format!("`{path}` is a string; the list must hold strings"),
+                                "expected a string",
+                            )
                             .with_hint("write each value in double quotes");
                         return None;
                     }
                 }
             }
             if vals.is_empty() {
-                self.sink.warning("W0401", rhs.span, "the list is empty: this condition is never true", "empty list");
+                self.sink.warning(
+                    "W0401",
+                    rhs.span,
+                    "the list is empty: this condition is never true",
+                    "empty list",
+                );
             }
             return Some(self.cond_node(Cond::StrIn(field, vals)));
         }
@@ -543,29 +816,62 @@ impl<'s, 'k> Checker<'s, 'k> {
         let (id, d) = self.num(e, Some(dim), Ctx::Live)?;
         if d != dim {
             self.sink
-                .error("E0204", e.span, format!("expected {}, found {}", dim.describe(), d.short()), format!("this is {}", d.short()))
+                .error(
+                    "E0204",
+                    e.span,
+                    format!("expected {}, found {}", dim.describe(), d.short()),
+                    format!("this is {}", d.short()),
+                )
                 .with_hint(unit_hint(dim));
             return None;
         }
         match fold(&self.nums, id) {
             Some(v) if v.is_finite() => Some(v),
             Some(_) => {
-                self.sink.error("E0302", e.span, "this value is not finite (division by zero?)", "not finite");
+                self.sink.error(
+                    "E0302",
+                    e.span,
+                    "this value is not finite (division by zero?)",
+                    "not finite",
+                );
                 None
             }
             None => {
                 self.sink
-                    .error("E0205", e.span, "this value must be a constant", "depends on live facts")
+                    .error(
+                        "E0205",
+                        e.span,
+                        "this value must be a constant",
+                        "depends on live facts",
+                    )
                     .with_hint("live facts can be used in `when` rules");
                 None
             }
         }
     }
 
-    fn range(&mut self, e: &Expr, v: f64, lo: f64, hi: f64, what: &str, show: impl Fn(f64) -> String) -> Option<f64> {
+    fn range(
+        &mut self,
+        e: &Expr,
+        v: f64,
+        lo: f64,
+        hi: f64,
+        what: &str,
+        show: impl Fn(f64) -> String,
+    ) -> Option<f64> {
         if v < lo || v > hi {
             self.sink
-                .error("E0302", e.span, format!("{what} must be between {} and {}, found {}", show(lo), show(hi), show(v)), "out of range")
+                .error(
+                    "E0302",
+                    e.span,
+                    format!(
+                        "{what} must be between {} and {}, found {}",
+                        show(lo),
+                        show(hi),
+                        show(v)
+                    ),
+                    "out of range",
+                )
                 .with_hint(format!("use a value from {} to {}", show(lo), show(hi)));
             return None;
         }
@@ -580,12 +886,16 @@ impl<'s, 'k> Checker<'s, 'k> {
             Resource::Memory => 64.0 * 1024f64.powi(4),
             _ => 10e12,
         };
-        self.range(e, v, 0.0, hi, &format!("`{}`", res.name()), |x| units::display(res.dim(), x))
+        self.range(e, v, 0.0, hi, &format!("`{}`", res.name()), |x| {
+            units::display(res.dim(), x)
+        })
     }
 
     fn duration(&mut self, e: &Expr, hi_ms: f64) -> Option<f64> {
         let v = self.constant(e, Dim::Duration)?;
-        self.range(e, v, 0.0, hi_ms, "a duration", |x| units::display(Dim::Duration, x))
+        self.range(e, v, 0.0, hi_ms, "a duration", |x| {
+            units::display(Dim::Duration, x)
+        })
     }
 
     // ---------------------------------------------------------------- reachability
@@ -599,11 +909,23 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
         match &self.conds.get(c as usize) {
             Some(Cond::Const(false)) => {
-                self.sink.warning("W0401", span, format!("this {what} can never apply: its condition is always false"), "always false");
+                self.sink.warning(
+                    "W0401",
+                    span,
+                    format!("this {what} can never apply: its condition is always false"),
+                    "always false",
+                );
                 return;
             }
             Some(Cond::Const(true)) => {
-                self.sink.warning("W0402", span, format!("this {what}'s condition is always true"), "always true").with_hint("drop the condition");
+                self.sink
+                    .warning(
+                        "W0402",
+                        span,
+                        format!("this {what}'s condition is always true"),
+                        "always true",
+                    )
+                    .with_hint("drop the condition");
                 return;
             }
             _ => {}
@@ -637,12 +959,22 @@ impl<'s, 'k> Checker<'s, 'k> {
             if lo > hi {
                 let (a, b) = f.natural_range();
                 let hint = if atoms.len() == 1 {
-                    format!("{} is always between {} and {}", fact_name(*f), units::display(f.dim(), a), units::display(f.dim(), b))
+                    format!(
+                        "{} is always between {} and {}",
+                        fact_name(*f),
+                        units::display(f.dim(), a),
+                        units::display(f.dim(), b)
+                    )
                 } else {
                     format!("the bounds on {} contradict each other", fact_name(*f))
                 };
                 self.sink
-                    .warning("W0401", span, format!("this {what} can never apply: its condition is always false"), "always false")
+                    .warning(
+                        "W0401",
+                        span,
+                        format!("this {what} can never apply: its condition is always false"),
+                        "always false",
+                    )
                     .with_hint(hint);
                 return;
             }
@@ -652,8 +984,18 @@ impl<'s, 'k> Checker<'s, 'k> {
             let (a, b) = f.natural_range();
             if lo <= a && hi >= b && atoms[0].1 != CmpOp::Ne && atoms[0].1 != CmpOp::Eq {
                 self.sink
-                    .warning("W0402", span, format!("this {what}'s condition is always true"), "always true")
-                    .with_hint(format!("{} is always between {} and {}", fact_name(f), units::display(f.dim(), a), units::display(f.dim(), b)));
+                    .warning(
+                        "W0402",
+                        span,
+                        format!("this {what}'s condition is always true"),
+                        "always true",
+                    )
+                    .with_hint(format!(
+                        "{} is always between {} and {}",
+                        fact_name(f),
+                        units::display(f.dim(), a),
+                        units::display(f.dim(), b)
+                    ));
             }
         }
     }
@@ -671,7 +1013,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                 if let Some(prev) = seen.get(kw) {
                     let prev_line = self.line(*prev);
                     self.sink
-                        .error("E0107", it.keyword.span, format!("`{kw}` is given twice in policy \"{}\"", p.name), "second definition")
+                        .error(
+                            "E0107",
+                            it.keyword.span,
+                            format!("`{kw}` is given twice in policy \"{}\"", p.name),
+                            "second definition",
+                        )
                         .with_hint(format!("the first is on line {prev_line}; merge them"));
                     continue;
                 }
@@ -686,11 +1033,18 @@ impl<'s, 'k> Checker<'s, 'k> {
                         self.not_here(s, kw);
                         continue;
                     };
-                    let Some(res) = self.resource_name(target) else { continue };
+                    let Some(res) = self.resource_name(target) else {
+                        continue;
+                    };
                     if vals[res as usize].is_some() {
                         let first = self.line(spans[res as usize]);
                         self.sink
-                            .error("E0108", s.span, format!("`{}` is set twice in `{kw}`", res.name()), "set again here")
+                            .error(
+                                "E0108",
+                                s.span,
+                                format!("`{}` is set twice in `{kw}`", res.name()),
+                                "set again here",
+                            )
                             .with_hint(format!("the first is on line {first}"));
                         continue;
                     }
@@ -722,10 +1076,17 @@ impl<'s, 'k> Checker<'s, 'k> {
                         .error(
                             "E0301",
                             span,
-                            format!("the {} guarantee ({}) is above its limit ({})", r.name(), units::display(r.dim(), g), units::display(r.dim(), l)),
+                            format!(
+                                "the {} guarantee ({}) is above its limit ({})",
+                                r.name(),
+                                units::display(r.dim(), g),
+                                units::display(r.dim(), l)
+                            ),
                             "guarantee above limit",
                         )
-                        .with_hint(format!("lower the guarantee or raise the limit on line {limit_line}"));
+                        .with_hint(format!(
+                            "lower the guarantee or raise the limit on line {limit_line}"
+                        ));
                 }
             }
         }
@@ -745,7 +1106,9 @@ impl<'s, 'k> Checker<'s, 'k> {
         let mut seen2: BTreeMap<&str, ()> = BTreeMap::new();
         for it in &p.body.items {
             let kw = it.keyword.name.as_str();
-            if !matches!(it.kind, ItemKind::When { .. } | ItemKind::On { .. }) && seen2.insert(kw, ()).is_some() {
+            if !matches!(it.kind, ItemKind::When { .. } | ItemKind::On { .. })
+                && seen2.insert(kw, ()).is_some()
+            {
                 continue;
             }
             let line = self.line(it.keyword.span);
@@ -755,7 +1118,11 @@ impl<'s, 'k> Checker<'s, 'k> {
                         selector = Some(c);
                         let mut a = Atoms::new();
                         let mut n = 0;
-                        atoms = if selector_atoms(&self.conds, c, &mut a, &mut n) { Some(a) } else { None };
+                        atoms = if selector_atoms(&self.conds, c, &mut a, &mut n) {
+                            Some(a)
+                        } else {
+                            None
+                        };
                         specificity = n;
                         if let Some(a) = &atoms {
                             if a.values().any(|v| v.is_empty()) {
@@ -764,9 +1131,17 @@ impl<'s, 'k> Checker<'s, 'k> {
                         }
                     }
                 }
-                (ItemKind::Priority { value, preempt: pre }, _) => {
+                (
+                    ItemKind::Priority {
+                        value,
+                        preempt: pre,
+                    },
+                    _,
+                ) => {
                     if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) = self.range(value, v, 0.0, 1000.0, "`priority`", |x| format!("{x}")) {
+                        if let Some(v) =
+                            self.range(value, v, 0.0, 1000.0, "`priority`", |x| format!("{x}"))
+                        {
                             priority = Some((v, line));
                         }
                     }
@@ -774,14 +1149,20 @@ impl<'s, 'k> Checker<'s, 'k> {
                 }
                 (ItemKind::Weight(value), _) => {
                     if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) = self.range(value, v, 0.01, 1000.0, "`weight`", |x| format!("{x}")) {
+                        if let Some(v) =
+                            self.range(value, v, 0.01, 1000.0, "`weight`", |x| format!("{x}"))
+                        {
                             weight = Some((v, line));
                         }
                     }
                 }
                 (ItemKind::Precedence(value), _) => {
                     if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) = self.range(value, v, -1000.0, 1000.0, "`precedence`", |x| format!("{x}")) {
+                        if let Some(v) =
+                            self.range(value, v, -1000.0, 1000.0, "`precedence`", |x| {
+                                format!("{x}")
+                            })
+                        {
                             precedence = v;
                         }
                     }
@@ -807,12 +1188,32 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
         if rules.len() + ladders.len() > MAX_RULES {
             self.sink
-                .error("E0113", p.name_span, format!("policy \"{}\" has more than {MAX_RULES} rules", p.name), "too many rules")
+                .error(
+                    "E0113",
+                    p.name_span,
+                    format!("policy \"{}\" has more than {MAX_RULES} rules", p.name),
+                    "too many rules",
+                )
                 .with_hint("split it into several policies");
         }
-        if !p.recovered && selector.is_none() && !p.body.items.iter().any(|i| matches!(i.kind, ItemKind::Match(_))) {
+        if !p.recovered
+            && selector.is_none()
+            && !p
+                .body
+                .items
+                .iter()
+                .any(|i| matches!(i.kind, ItemKind::Match(_)))
+        {
             self.sink
-                .warning("W0404", p.name_span, format!("policy \"{}\" has no `match`: it applies to every enclave", p.name), "no selector")
+                .warning(
+                    "W0404",
+                    p.name_span,
+                    format!(
+                        "policy \"{}\" has no `match`: it applies to every enclave",
+                        p.name
+                    ),
+                    "no selector",
+                )
                 .with_hint("add `match tenant == \"…\"` or `match true` to say so");
         }
         if !p.recovered && attest.is_some() && !ladders.iter().any(|l: &Ladder| matches!(l.event, Event::Cond(c) if matches!(self.conds.get(c as usize), Some(Cond::Flag(BoolFact::AttestationFailed))))) {
@@ -861,13 +1262,22 @@ impl<'s, 'k> Checker<'s, 'k> {
         let allowed = match block {
             "guarantee" | "limit" => "`RESOURCE = VALUE` (cpu, memory, egress, ingress, gpu)",
             "reclaim" => "`when …`, `keep RESOURCE = …`, `return DURATION`",
-            "attest" => "`measurement in [ … ]`, `min_tcb KIND >= N`, `debug = …`, `simulated = …`, `every DURATION`",
+            "attest" => {
+                "`measurement in [ … ]`, `min_tcb KIND >= N`, `debug = …`, `simulated = …`, `every DURATION`"
+            }
             "talk" => "`allow to SELECTOR [share N]`, `deny to SELECTOR`",
-            "when" => "`limit.RESOURCE = …`, `guarantee.RESOURCE = …`, `weight = …`, `priority = …`, `ACTION now`",
+            "when" => {
+                "`limit.RESOURCE = …`, `guarantee.RESOURCE = …`, `weight = …`, `priority = …`, `ACTION now`"
+            }
             _ => "`ACTION now` or `ACTION after DURATION`",
         };
         self.sink
-            .error("E0110", s.span, format!("this statement is not allowed in `{block}`"), "not allowed here")
+            .error(
+                "E0110",
+                s.span,
+                format!("this statement is not allowed in `{block}`"),
+                "not allowed here",
+            )
             .with_hint(format!("`{block}` takes {allowed}"));
     }
 
@@ -878,7 +1288,12 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
         let span = target.first().map(|f| f.span).unwrap_or_default();
         let span = target.last().map(|l| span.to(l.span)).unwrap_or(span);
-        let d = self.sink.error("E0103", span, format!("unknown resource `{name}`"), "not a resource");
+        let d = self.sink.error(
+            "E0103",
+            span,
+            format!("unknown resource `{name}`"),
+            "not a resource",
+        );
         match did_you_mean(&name, Resource::NAMES) {
             Some(s) => d.with_hint(format!("did you mean `{s}`?")),
             None => d.with_hint(format!("resources are {}", Resource::NAMES.join(", "))),
@@ -890,7 +1305,12 @@ impl<'s, 'k> Checker<'s, 'k> {
         match Action::from_name(&id.name) {
             Some(a) => Some(a),
             None => {
-                let d = self.sink.error("E0109", id.span, format!("unknown action `{}`", id.name), "not an action");
+                let d = self.sink.error(
+                    "E0109",
+                    id.span,
+                    format!("unknown action `{}`", id.name),
+                    "not an action",
+                );
                 match did_you_mean(&id.name, Action::NAMES) {
                     Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                     None => d.with_hint("actions are notify, throttle, suspend and migrate"),
@@ -900,7 +1320,15 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
     }
 
-    fn rule(&mut self, id: String, line: u32, it: &Item, cond: &Expr, held: Option<&Expr>, body: &Block<Stmt>) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        id: String,
+        line: u32,
+        it: &Item,
+        cond: &Expr,
+        held: Option<&Expr>,
+        body: &Block<Stmt>,
+    ) -> Option<Rule> {
         let c = self.cond(cond, Ctx::Live);
         let held_ms = match held {
             Some(h) => self.duration(h, 86_400_000.0),
@@ -917,15 +1345,37 @@ impl<'s, 'k> Checker<'s, 'k> {
                         ["priority"] => Target::Priority,
                         ["limit", _] | ["guarantee", _] => match self.resource_name(&target[1..]) {
                             Some(res) => {
-                                if names[0] == "limit" { Target::Limit(res) } else { Target::Guarantee(res) }
+                                if names[0] == "limit" {
+                                    Target::Limit(res)
+                                } else {
+                                    Target::Guarantee(res)
+                                }
                             }
                             None => continue,
                         },
                         _ => {
                             let full = join_path(target);
-                            let cands = ["weight", "priority", "limit.cpu", "limit.memory", "limit.egress", "limit.ingress", "limit.gpu", "guarantee.cpu", "guarantee.memory", "guarantee.egress", "guarantee.ingress", "guarantee.gpu"];
+                            let cands = [
+                                "weight",
+                                "priority",
+                                "limit.cpu",
+                                "limit.memory",
+                                "limit.egress",
+                                "limit.ingress",
+                                "limit.gpu",
+                                "guarantee.cpu",
+                                "guarantee.memory",
+                                "guarantee.egress",
+                                "guarantee.ingress",
+                                "guarantee.gpu",
+                            ];
                             let span = target[0].span.to(target[target.len() - 1].span);
-                            let d = self.sink.error("E0104", span, format!("`{full}` cannot be changed by a rule"), "not a settable field");
+                            let d = self.sink.error(
+                                "E0104",
+                                span,
+                                format!("`{full}` cannot be changed by a rule"),
+                                "not a settable field",
+                            );
                             match did_you_mean(&full, cands) {
                                 Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                                 None => d.with_hint("rules set limit.RESOURCE, guarantee.RESOURCE, weight or priority"),
@@ -937,10 +1387,17 @@ impl<'s, 'k> Checker<'s, 'k> {
                         Target::Limit(r) | Target::Guarantee(r) => r.dim(),
                         _ => Dim::Scalar,
                     };
-                    let Some((v, d)) = self.num(value, Some(dim), Ctx::Live) else { continue };
+                    let Some((v, d)) = self.num(value, Some(dim), Ctx::Live) else {
+                        continue;
+                    };
                     if d != dim {
                         self.sink
-                            .error("E0204", value.span, format!("expected {}, found {}", dim.describe(), d.short()), format!("this is {}", d.short()))
+                            .error(
+                                "E0204",
+                                value.span,
+                                format!("expected {}, found {}", dim.describe(), d.short()),
+                                format!("this is {}", d.short()),
+                            )
                             .with_hint(unit_hint(dim));
                         continue;
                     }
@@ -953,18 +1410,29 @@ impl<'s, 'k> Checker<'s, 'k> {
                             }
                         }
                         if r == Resource::Gpu && k > 100.0 {
-                            self.range(value, k, 0.0, 100.0, "`gpu`", |x| units::display(Dim::Percent, x));
+                            self.range(value, k, 0.0, 100.0, "`gpu`", |x| {
+                                units::display(Dim::Percent, x)
+                            });
                         }
                     }
                     if let (Target::Weight, Some(k)) = (t, fold(&self.nums, v)) {
                         self.range(value, k, 0.01, 1000.0, "`weight`", |x| format!("{x}"));
                     }
-                    effects.push(Effect { target: t, value: v, line: self.line(s.span) });
+                    effects.push(Effect {
+                        target: t,
+                        value: v,
+                        line: self.line(s.span),
+                    });
                 }
                 StmtKind::Step { action: a, after } => {
                     if let Some(after) = after {
                         self.sink
-                            .error("E0110", after.span, "a `when` rule acts at once; `after` belongs in an `on` ladder", "not allowed here")
+                            .error(
+                                "E0110",
+                                after.span,
+                                "a `when` rule acts at once; `after` belongs in an `on` ladder",
+                                "not allowed here",
+                            )
                             .with_hint("use `when COND for DURATION { … now }`");
                         continue;
                     }
@@ -978,12 +1446,33 @@ impl<'s, 'k> Checker<'s, 'k> {
         let c = c?;
         self.reachability(c, cond.span, "rule");
         if effects.is_empty() && action == Action::None && body.items.is_empty() {
-            self.sink.warning("W0403", it.keyword.span, "this rule does nothing", "empty body").with_hint("set a limit, weight or priority, or take an action");
+            self.sink
+                .warning(
+                    "W0403",
+                    it.keyword.span,
+                    "this rule does nothing",
+                    "empty body",
+                )
+                .with_hint("set a limit, weight or priority, or take an action");
         }
-        Some(Rule { id, line, cond: c, held_ms: held_ms?, effects, action })
+        Some(Rule {
+            id,
+            line,
+            cond: c,
+            held_ms: held_ms?,
+            effects,
+            action,
+        })
     }
 
-    fn ladder(&mut self, id: String, line: u32, _it: &Item, event: &Expr, body: &Block<Stmt>) -> Option<Ladder> {
+    fn ladder(
+        &mut self,
+        id: String,
+        line: u32,
+        _it: &Item,
+        event: &Expr,
+        body: &Block<Stmt>,
+    ) -> Option<Ladder> {
         let ev = if event.path_text().as_deref() == Some("over_limit") {
             Event::OverLimit
         } else {
@@ -998,7 +1487,9 @@ impl<'s, 'k> Checker<'s, 'k> {
                 self.not_here(s, "on");
                 continue;
             };
-            let Some(a) = self.action(action) else { continue };
+            let Some(a) = self.action(action) else {
+                continue;
+            };
             let after_ms = match after {
                 Some(e) => match self.duration(e, 86_400_000.0) {
                     Some(v) => v,
@@ -1027,13 +1518,28 @@ impl<'s, 'k> Checker<'s, 'k> {
             }
             let _ = prev_span;
             prev_span = s.span;
-            steps.push(Step { action: a, after_ms, line: self.line(s.span) });
+            steps.push(Step {
+                action: a,
+                after_ms,
+                line: self.line(s.span),
+            });
         }
-        Some(Ladder { id, line, event: ev, steps })
+        Some(Ladder {
+            id,
+            line,
+            event: ev,
+            steps,
+        })
     }
 
     fn reclaim(&mut self, b: &Block<Stmt>, line: u32) -> Option<Reclaim> {
-        let mut r = Reclaim { line, idle: None, held_ms: 0.0, keep: [None; 5], return_ms: None };
+        let mut r = Reclaim {
+            line,
+            idle: None,
+            held_ms: 0.0,
+            keep: [None; 5],
+            return_ms: None,
+        };
         for s in &b.items {
             match &s.kind {
                 StmtKind::When { cond, held } => {
@@ -1046,8 +1552,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                     }
                 }
                 StmtKind::Keep { target, value } => {
-                    let Some(res) = self.resource_name(target) else { continue };
-                    let Some(v) = self.resource_value(res, value) else { continue };
+                    let Some(res) = self.resource_name(target) else {
+                        continue;
+                    };
+                    let Some(v) = self.resource_value(res, value) else {
+                        continue;
+                    };
                     match self.guarantee[res as usize] {
                         Some(g) if v > g => {
                             self.sink
@@ -1056,8 +1566,20 @@ impl<'s, 'k> Checker<'s, 'k> {
                         }
                         None => {
                             self.sink
-                                .error("E0304", target[0].span, format!("`keep {}` but the policy guarantees no {}", res.name(), res.name()), "nothing to reclaim")
-                                .with_hint(format!("add `{} = …` to the `guarantee` block", res.name()));
+                                .error(
+                                    "E0304",
+                                    target[0].span,
+                                    format!(
+                                        "`keep {}` but the policy guarantees no {}",
+                                        res.name(),
+                                        res.name()
+                                    ),
+                                    "nothing to reclaim",
+                                )
+                                .with_hint(format!(
+                                    "add `{} = …` to the `guarantee` block",
+                                    res.name()
+                                ));
                         }
                         _ => r.keep[res as usize] = Some(v),
                     }
@@ -1070,23 +1592,46 @@ impl<'s, 'k> Checker<'s, 'k> {
     }
 
     fn attest(&mut self, b: &Block<Stmt>, line: u32) -> Option<AttestReq> {
-        let mut a = AttestReq { line, ..AttestReq::default() };
+        let mut a = AttestReq {
+            line,
+            ..AttestReq::default()
+        };
         for s in &b.items {
             match &s.kind {
                 StmtKind::MeasurementIn(e) => {
                     let ExprKind::List(items) = &e.kind else {
-                        self.sink.error("E0202", e.span, "`measurement in` takes a list of hex strings", "expected `[ … ]`");
+                        self.sink.error(
+                            "E0202",
+                            e.span,
+                            "`measurement in` takes a list of hex strings",
+                            "expected `[ … ]`",
+                        );
                         continue;
                     };
                     for i in items {
                         let ExprKind::Str(lit) = &i.kind else {
-                            self.sink.error("E0202", i.span, "measurements are hex strings", "expected a string").with_hint("write the measurement in double quotes");
+                            self.sink
+                                .error(
+                                    "E0202",
+                                    i.span,
+                                    "measurements are hex strings",
+                                    "expected a string",
+                                )
+                                .with_hint("write the measurement in double quotes");
                             continue;
                         };
                         let m = crate::lexer::unquote(lit);
-                        if m.len() < 8 || m.len() % 2 != 0 || !m.chars().all(|c| c.is_ascii_hexdigit()) {
+                        if m.len() < 8
+                            || m.len() % 2 != 0
+                            || !m.chars().all(|c| c.is_ascii_hexdigit())
+                        {
                             self.sink
-                                .error("E0305", i.span, "a measurement is an even number of hex digits (at least 8)", "not a measurement")
+                                .error(
+                                    "E0305",
+                                    i.span,
+                                    "a measurement is an even number of hex digits (at least 8)",
+                                    "not a measurement",
+                                )
                                 .with_hint("SNP measurements are 96 hex digits, TDX MRTD 96");
                             continue;
                         }
@@ -1098,16 +1643,25 @@ impl<'s, 'k> Checker<'s, 'k> {
                         "snp" | "sev-snp" => 0,
                         "tdx" => 1,
                         other => {
-                            let d = self.sink.error("E0112", tee.span, format!("`min_tcb` is for snp or tdx, found `{other}`"), "unknown TEE kind");
+                            let d = self.sink.error(
+                                "E0112",
+                                tee.span,
+                                format!("`min_tcb` is for snp or tdx, found `{other}`"),
+                                "unknown TEE kind",
+                            );
                             match did_you_mean(other, ["snp", "sev-snp", "tdx"]) {
                                 Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                                None => d.with_hint("write `min_tcb snp >= 8` or `min_tcb tdx >= 3`"),
+                                None => {
+                                    d.with_hint("write `min_tcb snp >= 8` or `min_tcb tdx >= 3`")
+                                }
                             };
                             continue;
                         }
                     };
                     if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) = self.range(value, v, 0.0, 255.0, "a TCB version", |x| format!("{x}")) {
+                        if let Some(v) =
+                            self.range(value, v, 0.0, 255.0, "a TCB version", |x| format!("{x}"))
+                        {
                             a.min_tcb[slot] = Some(v);
                         }
                     }
@@ -1115,7 +1669,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                 StmtKind::Assign { target, value } => {
                     let key = join_path(target);
                     if key != "debug" && key != "simulated" {
-                        let d = self.sink.error("E0103", target[0].span, format!("unknown attestation setting `{key}`"), "unknown setting");
+                        let d = self.sink.error(
+                            "E0103",
+                            target[0].span,
+                            format!("unknown attestation setting `{key}`"),
+                            "unknown setting",
+                        );
                         match did_you_mean(&key, ["debug", "simulated"]) {
                             Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                             None => d.with_hint("settings are debug and simulated; also `measurement in`, `min_tcb`, `every`"),
@@ -1127,18 +1686,34 @@ impl<'s, 'k> Checker<'s, 'k> {
                         "allowed" => true,
                         "forbidden" => false,
                         _ => {
-                            let d = self.sink.error("E0202", value.span, format!("`{key}` is `allowed` or `forbidden`"), "expected allowed or forbidden");
+                            let d = self.sink.error(
+                                "E0202",
+                                value.span,
+                                format!("`{key}` is `allowed` or `forbidden`"),
+                                "expected allowed or forbidden",
+                            );
                             if let Some(s) = did_you_mean(&v, ["allowed", "forbidden"]) {
                                 d.with_hint(format!("did you mean `{s}`?"));
                             }
                             continue;
                         }
                     };
-                    if key == "debug" { a.debug_allowed = allowed } else { a.simulated_allowed = allowed }
+                    if key == "debug" {
+                        a.debug_allowed = allowed
+                    } else {
+                        a.simulated_allowed = allowed
+                    }
                 }
                 StmtKind::Every(e) => {
                     if let Some(v) = self.constant(e, Dim::Duration) {
-                        a.every_ms = self.range(e, v, 1000.0, 86_400_000.0, "the re-attestation interval", |x| units::display(Dim::Duration, x));
+                        a.every_ms = self.range(
+                            e,
+                            v,
+                            1000.0,
+                            86_400_000.0,
+                            "the re-attestation interval",
+                            |x| units::display(Dim::Duration, x),
+                        );
                     }
                 }
                 _ => self.not_here(s, "attest"),
@@ -1172,16 +1747,31 @@ impl<'s, 'k> Checker<'s, 'k> {
             };
             let share = match (share, allow) {
                 (Some(e), false) => {
-                    self.sink.error("E0110", e.span, "a `deny` rule has no share", "not allowed here").with_hint("remove `share …`");
+                    self.sink
+                        .error(
+                            "E0110",
+                            e.span,
+                            "a `deny` rule has no share",
+                            "not allowed here",
+                        )
+                        .with_hint("remove `share …`");
                     continue;
                 }
-                (Some(e), true) => match self.constant(e, Dim::Scalar).and_then(|v| self.range(e, v, 1.0, 1000.0, "a share", |x| format!("{x}"))) {
+                (Some(e), true) => match self
+                    .constant(e, Dim::Scalar)
+                    .and_then(|v| self.range(e, v, 1.0, 1000.0, "a share", |x| format!("{x}")))
+                {
                     Some(v) => v,
                     None => continue,
                 },
                 (None, _) => 1.0,
             };
-            out.push(TalkRule { line, allow: *allow, to: sel, share });
+            out.push(TalkRule {
+                line,
+                allow: *allow,
+                to: sel,
+                share,
+            });
         }
         out
     }
@@ -1219,7 +1809,10 @@ fn str_field(path: &str) -> Option<StrField> {
         "tenant" => Some(StrField::Tenant),
         "measurement" => Some(StrField::Measurement),
         "class" => Some(StrField::Class),
-        _ => path.strip_prefix("labels.").filter(|l| !l.is_empty()).map(|l| StrField::Label(l.to_string())),
+        _ => path
+            .strip_prefix("labels.")
+            .filter(|l| !l.is_empty())
+            .map(|l| StrField::Label(l.to_string())),
     }
 }
 
@@ -1227,7 +1820,9 @@ fn fact_name(f: NumFact) -> String {
     match f {
         NumFact::HostUtil(r) => format!("host.{}.utilization", r.name()),
         NumFact::ClusterUtil(r) => format!("cluster.{}.utilization", r.name()),
-        NumFact::Usage { resource, agg, .. } => format!("usage.{}.{}", resource.name(), Agg::NAMES[agg as usize]),
+        NumFact::Usage { resource, agg, .. } => {
+            format!("usage.{}.{}", resource.name(), Agg::NAMES[agg as usize])
+        }
         NumFact::Divergence => "usage.divergence".into(),
         NumFact::Time => "time".into(),
         NumFact::ReattestFailures => "reattestation.failures".into(),
@@ -1236,13 +1831,17 @@ fn fact_name(f: NumFact) -> String {
 }
 
 fn find_assign(p: &Policy, block: &str, field: &str) -> Option<Span> {
-    p.body.items.iter().find(|i| i.keyword.name == block).and_then(|i| match &i.kind {
-        ItemKind::Block(b) => b.items.iter().find_map(|s| match &s.kind {
-            StmtKind::Assign { target, .. } if join_path(target) == field => Some(s.span),
+    p.body
+        .items
+        .iter()
+        .find(|i| i.keyword.name == block)
+        .and_then(|i| match &i.kind {
+            ItemKind::Block(b) => b.items.iter().find_map(|s| match &s.kind {
+                StmtKind::Assign { target, .. } if join_path(target) == field => Some(s.span),
+                _ => None,
+            }),
             _ => None,
-        }),
-        _ => None,
-    })
+        })
 }
 
 /// Fold a numeric node to a constant, if it has no live facts.
@@ -1260,10 +1859,22 @@ pub(crate) fn fold(nums: &[Num], id: NumId) -> Option<f64> {
 }
 
 /// Flatten a conjunction into `fact OP constant` atoms; false if it has any other shape.
-fn conj_atoms(conds: &[Cond], nums: &[Num], c: CondId, out: &mut Vec<(NumFact, CmpOp, f64)>) -> bool {
+fn conj_atoms(
+    conds: &[Cond],
+    nums: &[Num],
+    c: CondId,
+    out: &mut Vec<(NumFact, CmpOp, f64)>,
+) -> bool {
     match conds.get(c as usize) {
-        Some(Cond::And(a, b)) => conj_atoms(conds, nums, *a, out) && conj_atoms(conds, nums, *b, out),
-        Some(Cond::Cmp(op, l, r)) => match (nums.get(*l as usize), fold(nums, *r), nums.get(*r as usize), fold(nums, *l)) {
+        Some(Cond::And(a, b)) => {
+            conj_atoms(conds, nums, *a, out) && conj_atoms(conds, nums, *b, out)
+        }
+        Some(Cond::Cmp(op, l, r)) => match (
+            nums.get(*l as usize),
+            fold(nums, *r),
+            nums.get(*r as usize),
+            fold(nums, *l),
+        ) {
             (Some(Num::Fact(f)), Some(k), _, _) => {
                 out.push((*f, *op, k));
                 true
@@ -1297,7 +1908,9 @@ fn selector_atoms(conds: &[Cond], c: CondId, out: &mut Atoms, n: &mut u32) -> bo
         }
     }
     match conds.get(c as usize) {
-        Some(Cond::And(a, b)) => selector_atoms(conds, *a, out, n) && selector_atoms(conds, *b, out, n),
+        Some(Cond::And(a, b)) => {
+            selector_atoms(conds, *a, out, n) && selector_atoms(conds, *b, out, n)
+        }
         Some(Cond::StrEq(f, v)) => {
             *n += 1;
             add(out, StrField2::Str(f.clone()), vec![v.clone()]);
@@ -1310,7 +1923,12 @@ fn selector_atoms(conds: &[Cond], c: CondId, out: &mut Atoms, n: &mut u32) -> bo
         }
         Some(Cond::TeeIn(m)) => {
             *n += 1;
-            let vals = TeeKind::NAMES.iter().enumerate().filter(|(i, _)| m & (1 << i) != 0).map(|(_, s)| s.to_string()).collect();
+            let vals = TeeKind::NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| m & (1 << i) != 0)
+                .map(|(_, s)| s.to_string())
+                .collect();
             add(out, StrField2::Tee, vals);
             true
         }

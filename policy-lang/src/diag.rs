@@ -128,13 +128,25 @@ impl<'a> Sink<'a> {
             hint,
         }
     }
-    pub fn error(&mut self, code: &str, span: Span, message: impl Into<String>, label: impl Into<String>) -> &mut Diagnostic {
+    pub fn error(
+        &mut self,
+        code: &str,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
         let d = self.make(Severity::Error, code, span, message, label, None);
         self.diags.push(d);
         let last = self.diags.len() - 1;
         &mut self.diags[last]
     }
-    pub fn warning(&mut self, code: &str, span: Span, message: impl Into<String>, label: impl Into<String>) -> &mut Diagnostic {
+    pub fn warning(
+        &mut self,
+        code: &str,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
         let d = self.make(Severity::Warning, code, span, message, label, None);
         self.diags.push(d);
         let last = self.diags.len() - 1;
@@ -213,11 +225,17 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate within a small edit distance, if any.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1) + 1;
     let candidates: Vec<&'c str> = candidates.into_iter().collect();
     if word.len() >= 3 {
-        if let Some(c) = candidates.iter().find(|c| c.starts_with(word) && **c != word) {
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| c.starts_with(word) && **c != word)
+        {
             return Some(c);
         }
     }

@@ -37,7 +37,13 @@ pub struct Utilization {
 
 impl Default for Utilization {
     fn default() -> Self {
-        Utilization { cpu: f64::NAN, memory: f64::NAN, egress: f64::NAN, ingress: f64::NAN, gpu: f64::NAN }
+        Utilization {
+            cpu: f64::NAN,
+            memory: f64::NAN,
+            egress: f64::NAN,
+            ingress: f64::NAN,
+            gpu: f64::NAN,
+        }
     }
 }
 
@@ -83,7 +89,10 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { reattestation_failures: 0, divergence_pct: 0.0 }
+        Events {
+            reattestation_failures: 0,
+            divergence_pct: 0.0,
+        }
     }
 }
 
@@ -137,11 +146,15 @@ mod time_of_day {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
         let Some(s) = s else { return Ok(None) };
-        let (h, m) = s.split_once(':').ok_or_else(|| serde::de::Error::custom("time must be \"HH:MM\""))?;
+        let (h, m) = s
+            .split_once(':')
+            .ok_or_else(|| serde::de::Error::custom("time must be \"HH:MM\""))?;
         let h: u32 = h.parse().map_err(serde::de::Error::custom)?;
         let m: u32 = m.parse().map_err(serde::de::Error::custom)?;
         if h > 23 || m > 59 {
-            return Err(serde::de::Error::custom("time must be between 00:00 and 23:59"));
+            return Err(serde::de::Error::custom(
+                "time must be between 00:00 and 23:59",
+            ));
         }
         Ok(Some(h * 60 + m))
     }
@@ -265,7 +278,11 @@ impl Ctx<'_> {
         match f {
             NumFact::HostUtil(r) => facts.host.get(r),
             NumFact::ClusterUtil(r) => facts.cluster.get(r),
-            NumFact::Usage { resource, agg, window_s } => facts
+            NumFact::Usage {
+                resource,
+                agg,
+                window_s,
+            } => facts
                 .usage
                 .iter()
                 .find(|u| u.resource == resource && u.agg == agg && u.window_s == window_s)
@@ -283,7 +300,9 @@ impl Ctx<'_> {
 
     /// Selectors in `talk` rules look at the peer instead of the enclave.
     fn cond_of(&self, id: CondId, who: &Enclave) -> bool {
-        let Some(c) = self.p.conds.get(id as usize) else { return false };
+        let Some(c) = self.p.conds.get(id as usize) else {
+            return false;
+        };
         match c {
             Cond::Const(b) => *b,
             Cond::And(a, b) => self.cond_of(*a, who) && self.cond_of(*b, who),
@@ -304,9 +323,15 @@ impl Ctx<'_> {
             Cond::StrIn(f, vs) => str_field(who, f).is_some_and(|s| vs.iter().any(|v| v == s)),
             Cond::TeeIn(mask) => mask & who.tee.bit() != 0,
             Cond::TimeIn(a, b) => {
-                let Some(t) = self.f.minute_of_day else { return false };
+                let Some(t) = self.f.minute_of_day else {
+                    return false;
+                };
                 let t = f64::from(t);
-                if a <= b { *a <= t && t < *b } else { t >= *a || t < *b }
+                if a <= b {
+                    *a <= t && t < *b
+                } else {
+                    t >= *a || t < *b
+                }
             }
             Cond::Attest(s) => self.f.attestation.status == *s,
             Cond::Tcb(s) => self.f.attestation.tcb == *s,
@@ -332,7 +357,12 @@ fn str_field<'a>(e: &'a Enclave, f: &StrField) -> Option<&'a str> {
 }
 
 fn origin(policy: u16, kind: SourceKind, index: usize, line: u32) -> Origin {
-    Origin { policy, kind, index: index.min(u16::MAX as usize) as u16, line }
+    Origin {
+        policy,
+        kind,
+        index: index.min(u16::MAX as usize) as u16,
+        line,
+    }
 }
 
 impl CompiledPolicy {
@@ -343,7 +373,12 @@ impl CompiledPolicy {
             Some(c) => {
                 // Selectors only read identity; empty live facts (no allocation) suffice.
                 let f = Facts::default();
-                Ctx { p: self, f: &f, attest_failed: false }.cond_of(c, enclave)
+                Ctx {
+                    p: self,
+                    f: &f,
+                    attest_failed: false,
+                }
+                .cond_of(c, enclave)
             }
         }
     }
@@ -352,7 +387,11 @@ impl CompiledPolicy {
     pub fn evaluate_as(&self, facts: &Facts, policy_index: u16) -> Decision {
         let pi = policy_index;
         let mut d = Decision::default();
-        let ctx0 = Ctx { p: self, f: facts, attest_failed: false };
+        let ctx0 = Ctx {
+            p: self,
+            f: facts,
+            attest_failed: false,
+        };
         if let Some(sel) = self.selector {
             if !ctx0.cond(sel) {
                 return d;
@@ -362,17 +401,29 @@ impl CompiledPolicy {
         for r in Resource::ALL {
             let i = r as usize;
             if let Some(v) = self.guarantee[i] {
-                d.guarantee[i] = Setting { value: Some(v), origin: origin(pi, SourceKind::Static, 0, self.guarantee_line[i]) };
+                d.guarantee[i] = Setting {
+                    value: Some(v),
+                    origin: origin(pi, SourceKind::Static, 0, self.guarantee_line[i]),
+                };
             }
             if let Some(v) = self.limit[i] {
-                d.limit[i] = Setting { value: Some(v), origin: origin(pi, SourceKind::Static, 0, self.limit_line[i]) };
+                d.limit[i] = Setting {
+                    value: Some(v),
+                    origin: origin(pi, SourceKind::Static, 0, self.limit_line[i]),
+                };
             }
         }
         if let Some((v, line)) = self.weight {
-            d.weight = Setting { value: Some(v), origin: origin(pi, SourceKind::Static, 0, line) };
+            d.weight = Setting {
+                value: Some(v),
+                origin: origin(pi, SourceKind::Static, 0, line),
+            };
         }
         if let Some((v, line)) = self.priority {
-            d.priority = Setting { value: Some(v), origin: origin(pi, SourceKind::Static, 0, line) };
+            d.priority = Setting {
+                value: Some(v),
+                origin: origin(pi, SourceKind::Static, 0, line),
+            };
         }
         d.preempt = self.preempt;
 
@@ -393,7 +444,12 @@ impl CompiledPolicy {
             };
             let violation = if attest_failed {
                 Some(AttestViolation::StatusFailed)
-            } else if !a.measurements.is_empty() && !a.measurements.iter().any(|m| m.eq_ignore_ascii_case(&e.measurement)) {
+            } else if !a.measurements.is_empty()
+                && !a
+                    .measurements
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&e.measurement))
+            {
                 Some(AttestViolation::MeasurementNotAllowed)
             } else if min.is_some_and(|m| f64::from(facts.attestation.tcb_version) < m) {
                 Some(AttestViolation::TcbTooOld)
@@ -408,7 +464,11 @@ impl CompiledPolicy {
             d.attestation.ok = !attest_failed;
             d.attestation.violation = violation;
         }
-        let ctx = Ctx { p: self, f: facts, attest_failed };
+        let ctx = Ctx {
+            p: self,
+            f: facts,
+            attest_failed,
+        };
 
         let mut bit = 0u32;
         for (ri, rule) in self.rules.iter().enumerate() {
@@ -425,7 +485,10 @@ impl CompiledPolicy {
                 if v.is_nan() {
                     continue;
                 }
-                let s = Setting { value: Some(v), origin: origin(pi, SourceKind::When, ri + 1, e.line) };
+                let s = Setting {
+                    value: Some(v),
+                    origin: origin(pi, SourceKind::When, ri + 1, e.line),
+                };
                 match e.target {
                     Target::Limit(r) => d.limit[r as usize] = s,
                     Target::Guarantee(r) => d.guarantee[r as usize] = s,
@@ -434,7 +497,10 @@ impl CompiledPolicy {
                 }
             }
             if rule.action > d.action.action {
-                d.action = ActionOutcome { action: rule.action, origin: origin(pi, SourceKind::When, ri + 1, rule.line) };
+                d.action = ActionOutcome {
+                    action: rule.action,
+                    origin: origin(pi, SourceKind::When, ri + 1, rule.line),
+                };
             }
         }
         for (li, l) in self.ladders.iter().enumerate() {
@@ -449,10 +515,19 @@ impl CompiledPolicy {
             if !active {
                 continue;
             }
-            if let Some((si, s)) = l.steps.iter().enumerate().rev().find(|(_, s)| s.after_ms <= held) {
+            if let Some((si, s)) = l
+                .steps
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, s)| s.after_ms <= held)
+            {
                 if s.action > d.action.action {
                     let _ = si;
-                    d.action = ActionOutcome { action: s.action, origin: origin(pi, SourceKind::On, li + 1, s.line) };
+                    d.action = ActionOutcome {
+                        action: s.action,
+                        origin: origin(pi, SourceKind::On, li + 1, s.line),
+                    };
                 }
             }
         }
@@ -484,7 +559,11 @@ impl CompiledPolicy {
     /// Whether the enclave may send to `peer`, with its share of the channel, and the
     /// 1-based index of the deciding `talk` rule (0: no rule matched; denied by default).
     pub fn talk_to(&self, facts: &Facts, peer: &Enclave) -> (bool, f64, usize) {
-        let ctx = Ctx { p: self, f: facts, attest_failed: false };
+        let ctx = Ctx {
+            p: self,
+            f: facts,
+            attest_failed: false,
+        };
         for (i, t) in self.talk.iter().enumerate() {
             if t.to.is_none_or(|c| ctx.cond_of(c, peer)) {
                 return (t.allow, if t.allow { t.share } else { 0.0 }, i + 1);
@@ -582,7 +661,9 @@ fn origin_json(o: &Origin, names: &[&str]) -> serde_json::Value {
 fn setting_json(s: &Setting, dim: Dim, names: &[&str]) -> serde_json::Value {
     match s.value {
         None => serde_json::Value::Null,
-        Some(v) => serde_json::json!({ "value": v, "display": units::display(dim, v), "from": origin_json(&s.origin, names) }),
+        Some(v) => {
+            serde_json::json!({ "value": v, "display": units::display(dim, v), "from": origin_json(&s.origin, names) })
+        }
     }
 }
 
@@ -595,10 +676,19 @@ impl Decision {
         let mut lend = serde_json::Map::new();
         for r in Resource::ALL {
             let i = r as usize;
-            g.insert(r.name().into(), setting_json(&self.guarantee[i], r.dim(), names));
-            l.insert(r.name().into(), setting_json(&self.limit[i], r.dim(), names));
+            g.insert(
+                r.name().into(),
+                setting_json(&self.guarantee[i], r.dim(), names),
+            );
+            l.insert(
+                r.name().into(),
+                setting_json(&self.limit[i], r.dim(), names),
+            );
             if let Some(v) = self.reclaim.lendable[i] {
-                lend.insert(r.name().into(), serde_json::json!({ "value": v, "display": units::display(r.dim(), v) }));
+                lend.insert(
+                    r.name().into(),
+                    serde_json::json!({ "value": v, "display": units::display(r.dim(), v) }),
+                );
             }
         }
         serde_json::json!({
@@ -651,28 +741,68 @@ impl Decision {
             for r in Resource::ALL {
                 let st = &arr[r as usize];
                 if let Some(v) = st.value {
-                    let _ = writeln!(s, "{title:<10} {:<8} {:>10}{}", r.name(), units::display(r.dim(), v), from(&st.origin));
+                    let _ = writeln!(
+                        s,
+                        "{title:<10} {:<8} {:>10}{}",
+                        r.name(),
+                        units::display(r.dim(), v),
+                        from(&st.origin)
+                    );
                 }
             }
         }
         if let Some(v) = self.weight.value {
-            let _ = writeln!(s, "{:<19} {:>10}{}", "weight", units::display(Dim::Scalar, v), from(&self.weight.origin));
+            let _ = writeln!(
+                s,
+                "{:<19} {:>10}{}",
+                "weight",
+                units::display(Dim::Scalar, v),
+                from(&self.weight.origin)
+            );
         }
         if let Some(v) = self.priority.value {
             let pre = if self.preempt { " preempt" } else { "" };
-            let _ = writeln!(s, "{:<19} {:>10}{pre}{}", "priority", units::display(Dim::Scalar, v), from(&self.priority.origin));
+            let _ = writeln!(
+                s,
+                "{:<19} {:>10}{pre}{}",
+                "priority",
+                units::display(Dim::Scalar, v),
+                from(&self.priority.origin)
+            );
         }
         let act = format!("{:?}", self.action.action).to_lowercase();
-        let _ = writeln!(s, "{:<19} {:>10}{}", "action", act, from(&self.action.origin));
+        let _ = writeln!(
+            s,
+            "{:<19} {:>10}{}",
+            "action",
+            act,
+            from(&self.action.origin)
+        );
         let att = match self.attestation.violation {
             None => "ok".to_string(),
-            Some(v) => serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            Some(v) => serde_json::to_value(v)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
         };
-        let _ = writeln!(s, "{:<19} {:>10}{}", "attestation", att, from(&self.attestation.origin));
+        let _ = writeln!(
+            s,
+            "{:<19} {:>10}{}",
+            "attestation",
+            att,
+            from(&self.attestation.origin)
+        );
         if self.reclaim.active {
             for r in Resource::ALL {
                 if let Some(v) = self.reclaim.lendable[r as usize] {
-                    let _ = writeln!(s, "{:<10} {:<8} {:>10}{}", "lendable", r.name(), units::display(r.dim(), v), from(&self.reclaim.origin));
+                    let _ = writeln!(
+                        s,
+                        "{:<10} {:<8} {:>10}{}",
+                        "lendable",
+                        r.name(),
+                        units::display(r.dim(), v),
+                        from(&self.reclaim.origin)
+                    );
                 }
             }
         }
@@ -725,7 +855,12 @@ impl PolicySet {
             .find(|p| p.matches(&facts.enclave))
             .map(|p| p.condition_ids())
             .unwrap_or_default();
-        let true_ids: Vec<&str> = ids.iter().enumerate().filter(|(i, _)| d.conditions_true & (1u64 << (*i).min(63)) != 0).map(|(_, s)| *s).collect();
+        let true_ids: Vec<&str> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| d.conditions_true & (1u64 << (*i).min(63)) != 0)
+            .map(|(_, s)| *s)
+            .collect();
         let talk: Vec<serde_json::Value> = facts
             .peers
             .iter()
@@ -747,7 +882,13 @@ impl PolicySet {
             obj.insert("talk".into(), serde_json::json!(talk));
             obj.insert(
                 "matched_policies".into(),
-                serde_json::json!(self.policies.iter().filter(|p| p.matches(&facts.enclave)).map(|p| p.name.as_str()).collect::<Vec<_>>()),
+                serde_json::json!(
+                    self.policies
+                        .iter()
+                        .filter(|p| p.matches(&facts.enclave))
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                ),
             );
         }
         v
@@ -761,11 +902,26 @@ impl PolicySet {
         let mut s = d.render_text(&names);
         for peer in &facts.peers {
             let t = self.talk(facts, peer);
-            let who = if peer.tenant.is_empty() { "(no tenant)".to_string() } else { format!("tenant {}", peer.tenant) };
-            let verdict = if t.allowed { format!("allowed, share {}", t.share) } else { "denied".to_string() };
+            let who = if peer.tenant.is_empty() {
+                "(no tenant)".to_string()
+            } else {
+                format!("tenant {}", peer.tenant)
+            };
+            let verdict = if t.allowed {
+                format!("allowed, share {}", t.share)
+            } else {
+                "denied".to_string()
+            };
             let from = match t.policy {
-                Some(p) if t.rule > 0 => format!("  ({}: talk#{})", names.get(p as usize).copied().unwrap_or("?"), t.rule),
-                Some(p) => format!("  ({}: no rule matched)", names.get(p as usize).copied().unwrap_or("?")),
+                Some(p) if t.rule > 0 => format!(
+                    "  ({}: talk#{})",
+                    names.get(p as usize).copied().unwrap_or("?"),
+                    t.rule
+                ),
+                Some(p) => format!(
+                    "  ({}: no rule matched)",
+                    names.get(p as usize).copied().unwrap_or("?")
+                ),
                 None => "  (no talk rules)".to_string(),
             };
             let _ = writeln!(s, "talk to {who}: {verdict}{from}");

@@ -24,11 +24,24 @@ pub struct FormatError {
 /// stop formatting).
 pub fn format(source: &str) -> Result<String, FormatError> {
     let parsed = crate::parse("<input>", source);
-    let errors: Vec<Diagnostic> = parsed.sink.diags.into_iter().filter(Diagnostic::is_error).collect();
+    let errors: Vec<Diagnostic> = parsed
+        .sink
+        .diags
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
     if !errors.is_empty() {
-        return Err(FormatError { errors: errors.len(), diagnostics: errors });
+        return Err(FormatError {
+            errors: errors.len(),
+            diagnostics: errors,
+        });
     }
-    let mut f = Fmt { src: source, comments: &parsed.comments, next: 0, out: String::new() };
+    let mut f = Fmt {
+        src: source,
+        comments: &parsed.comments,
+        next: 0,
+        out: String::new(),
+    };
     f.file(&parsed.file);
     Ok(f.out)
 }
@@ -76,7 +89,10 @@ impl Fmt<'_> {
     /// Append a comment that starts on the same line as `end`, after the text just printed.
     fn trailing(&mut self, end: u32) {
         if let Some(c) = self.comments.get(self.next) {
-            let between = self.src.get(end as usize..c.span.start as usize).unwrap_or("\n");
+            let between = self
+                .src
+                .get(end as usize..c.span.start as usize)
+                .unwrap_or("\n");
             if c.span.start >= end && between.trim().is_empty() && !between.contains('\n') {
                 if self.out.ends_with('\n') {
                     self.out.pop();
@@ -90,7 +106,9 @@ impl Fmt<'_> {
     }
 
     fn has_comment_in(&self, start: u32, end: u32) -> bool {
-        self.comments[self.next..].iter().any(|c| c.span.start >= start && c.span.start < end)
+        self.comments[self.next..]
+            .iter()
+            .any(|c| c.span.start >= start && c.span.start < end)
     }
 
     fn file(&mut self, f: &File) {
@@ -133,7 +151,11 @@ impl Fmt<'_> {
         let head = match &it.kind {
             ItemKind::Match(e) => format!("match {}", expr(e)),
             ItemKind::Priority { value, preempt } => {
-                format!("priority {}{}", expr(value), if preempt.is_some() { " preempt" } else { "" })
+                format!(
+                    "priority {}{}",
+                    expr(value),
+                    if preempt.is_some() { " preempt" } else { "" }
+                )
             }
             ItemKind::Weight(e) => format!("weight {}", expr(e)),
             ItemKind::Precedence(e) => format!("precedence {}", expr(e)),
@@ -145,7 +167,9 @@ impl Fmt<'_> {
             ItemKind::On { event, .. } => format!("on {}", expr(event)),
         };
         match &it.kind {
-            ItemKind::Block(b) | ItemKind::When { body: b, .. } | ItemKind::On { body: b, .. } => self.block(&head, b, 1),
+            ItemKind::Block(b) | ItemKind::When { body: b, .. } | ItemKind::On { body: b, .. } => {
+                self.block(&head, b, 1)
+            }
             _ => {
                 self.push_line(1, &head);
                 self.trailing(it.span.end);
@@ -156,7 +180,11 @@ impl Fmt<'_> {
     fn block(&mut self, head: &str, b: &Block<Stmt>, indent: usize) {
         let stmts: Vec<String> = b.items.iter().map(stmt).collect();
         if !self.has_comment_in(b.open.start, b.close.end) {
-            let one = if stmts.is_empty() { format!("{head} {{}}") } else { format!("{head} {{ {} }}", stmts.join("; ")) };
+            let one = if stmts.is_empty() {
+                format!("{head} {{}}")
+            } else {
+                format!("{head} {{ {} }}", stmts.join("; "))
+            };
             if one.len() + indent * 2 <= MAX_WIDTH {
                 self.push_line(indent, &one);
                 self.trailing(b.close.end);
@@ -214,13 +242,30 @@ pub(crate) fn expr(e: &Expr) -> String {
         ExprKind::Number(t) | ExprKind::Time(t) | ExprKind::Str(t) => t.clone(),
         ExprKind::Path(p) => join_path(p),
         ExprKind::Call { path, args } => {
-            format!("{}({})", join_path(path), args.iter().map(expr).collect::<Vec<_>>().join(", "))
+            format!(
+                "{}({})",
+                join_path(path),
+                args.iter().map(expr).collect::<Vec<_>>().join(", ")
+            )
         }
-        ExprKind::Unary { op: UnOp::Not, expr: x } => format!("!{}", expr(x)),
-        ExprKind::Unary { op: UnOp::Neg, expr: x } => format!("-{}", expr(x)),
-        ExprKind::Binary { op: BinOp::Range, lhs, rhs } => format!("{}..{}", expr(lhs), expr(rhs)),
+        ExprKind::Unary {
+            op: UnOp::Not,
+            expr: x,
+        } => format!("!{}", expr(x)),
+        ExprKind::Unary {
+            op: UnOp::Neg,
+            expr: x,
+        } => format!("-{}", expr(x)),
+        ExprKind::Binary {
+            op: BinOp::Range,
+            lhs,
+            rhs,
+        } => format!("{}..{}", expr(lhs), expr(rhs)),
         ExprKind::Binary { op, lhs, rhs } => format!("{} {} {}", expr(lhs), op.text(), expr(rhs)),
-        ExprKind::List(items) => format!("[{}]", items.iter().map(expr).collect::<Vec<_>>().join(", ")),
+        ExprKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(expr).collect::<Vec<_>>().join(", ")
+        ),
         ExprKind::Paren(x) => format!("({})", expr(x)),
         ExprKind::Wildcard => "*".to_string(),
     }

@@ -33,7 +33,11 @@ impl Agg {
 pub enum NumFact {
     HostUtil(Resource),
     ClusterUtil(Resource),
-    Usage { resource: Resource, agg: Agg, window_s: u32 },
+    Usage {
+        resource: Resource,
+        agg: Agg,
+        window_s: u32,
+    },
     Divergence,
     Time,
     ReattestFailures,
@@ -53,7 +57,10 @@ impl NumFact {
     pub fn natural_range(self) -> (f64, f64) {
         match self {
             NumFact::HostUtil(_) | NumFact::ClusterUtil(_) => (0.0, 100.0),
-            NumFact::Usage { resource: Resource::Gpu, .. } => (0.0, 100.0),
+            NumFact::Usage {
+                resource: Resource::Gpu,
+                ..
+            } => (0.0, 100.0),
             NumFact::Time => (0.0, 1439.0),
             _ => (0.0, f64::INFINITY),
         }
@@ -169,7 +176,18 @@ pub enum Cond {
 }
 
 /// Escalation actions, in increasing severity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     #[default]

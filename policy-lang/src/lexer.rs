@@ -111,7 +111,11 @@ fn is_ident_char(c: char) -> bool {
 /// `name`, `sev-snp`, `over_limit`: letters, digits, `_`, and inner `-` between word parts.
 fn ident<'s>(input: &mut &'s str) -> WResult<&'s str> {
     let start = *input;
-    let _ = (take_while(1, is_ident_start), take_while(0.., is_ident_char)).parse_next(input)?;
+    let _ = (
+        take_while(1, is_ident_start),
+        take_while(0.., is_ident_char),
+    )
+        .parse_next(input)?;
     loop {
         let rest = *input;
         let mut chars = rest.chars();
@@ -215,7 +219,9 @@ pub fn lex(src: &str, sink: &mut Sink<'_>, max_tokens: usize) -> Lexed {
             break;
         }
         if c == '#' {
-            let text = take_till::<_, _, ()>(0.., '\n').parse_next(&mut input).unwrap_or("");
+            let text = take_till::<_, _, ()>(0.., '\n')
+                .parse_next(&mut input)
+                .unwrap_or("");
             comments.push(Comment {
                 span: Span::new(start, pos(input)),
                 text: text[1..].trim_end().to_string(),
@@ -229,9 +235,17 @@ pub fn lex(src: &str, sink: &mut Sink<'_>, max_tokens: usize) -> Lexed {
             number(&mut input).unwrap_or(Tok::Error)
         } else if c == '"' {
             if !string(&mut input).unwrap_or(false) {
-                sink.error("E0002", Span::new(start, pos(input)), "unterminated string", "this string has no closing `\"`")
-                    .with_hint("strings end with `\"` on the same line");
-                tokens.push(Token { kind: Tok::Error, span: Span::new(start, pos(input)) });
+                sink.error(
+                    "E0002",
+                    Span::new(start, pos(input)),
+                    "unterminated string",
+                    "this string has no closing `\"`",
+                )
+                .with_hint("strings end with `\"` on the same line");
+                tokens.push(Token {
+                    kind: Tok::Error,
+                    span: Span::new(start, pos(input)),
+                });
                 continue;
             }
             Tok::Str
@@ -253,9 +267,15 @@ pub fn lex(src: &str, sink: &mut Sink<'_>, max_tokens: usize) -> Lexed {
             }
             Tok::Error
         };
-        tokens.push(Token { kind, span: Span::new(start, pos(input)) });
+        tokens.push(Token {
+            kind,
+            span: Span::new(start, pos(input)),
+        });
     }
-    tokens.push(Token { kind: Tok::Eof, span: Span::new(total, total) });
+    tokens.push(Token {
+        kind: Tok::Eof,
+        span: Span::new(total, total),
+    });
     Lexed { tokens, comments }
 }
 

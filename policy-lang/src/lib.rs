@@ -31,8 +31,8 @@ pub mod units;
 
 pub use diag::{Diagnostic, Severity, render_diagnostics};
 pub use eval::{
-    ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events, Facts, Origin, PolicySet,
-    ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
+    ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
+    Facts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
 };
 pub use fmt::{FormatError, format};
 pub use ir::{Action, Agg, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
@@ -74,18 +74,31 @@ pub(crate) fn parse<'s>(file_name: &'s str, source: &'s str) -> Parsed<'s> {
         sink.error(
             "E0106",
             diag::Span::new(0, 0),
-            format!("the policy source is {} bytes; the limit is {MAX_SOURCE_BYTES}", source.len()),
+            format!(
+                "the policy source is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                source.len()
+            ),
             "too large",
         )
         .with_hint("split the policies over several files");
-        return Parsed { file: ast::File { policies: Vec::new() }, comments: Vec::new(), sink };
+        return Parsed {
+            file: ast::File {
+                policies: Vec::new(),
+            },
+            comments: Vec::new(),
+            sink,
+        };
     }
     let lexed = lexer::lex(source, &mut sink, MAX_TOKENS);
     let file = {
         let mut p = parser::Parser::new(source, &lexed.tokens, &mut sink);
         p.file()
     };
-    Parsed { file, comments: lexed.comments, sink }
+    Parsed {
+        file,
+        comments: lexed.comments,
+        sink,
+    }
 }
 
 /// Check a source file: parse it, type- and unit-check every policy, compile the good ones,
@@ -110,7 +123,10 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
     let mut diagnostics = sink.diags;
     diagnostics.extend(check_set(&policies));
     diagnostics.sort_by_key(|d| (d.offset, d.end_offset));
-    CheckOutcome { policies, diagnostics }
+    CheckOutcome {
+        policies,
+        diagnostics,
+    }
 }
 
 /// The meaningful tokens of a source (comments and `;` dropped), for property tests of the

@@ -26,7 +26,6 @@ pub const ITEM_KEYWORDS: &[&str] = &[
     "talk",
 ];
 
-
 #[derive(Debug)]
 pub(crate) struct Fail;
 
@@ -43,20 +42,27 @@ pub struct Parser<'s, 't, 'k> {
 
 impl<'s, 't, 'k> Parser<'s, 't, 'k> {
     pub fn new(src: &'s str, toks: &'t [Token], sink: &'k mut Sink<'s>) -> Self {
-        Parser { src, toks, pos: 0, sink, depth: 0, fatal: false }
+        Parser {
+            src,
+            toks,
+            pos: 0,
+            sink,
+            depth: 0,
+            fatal: false,
+        }
     }
 
     fn peek(&self) -> Token {
-        self.toks
-            .get(self.pos)
-            .copied()
-            .unwrap_or(Token { kind: Tok::Eof, span: Span::new(self.src.len(), self.src.len()) })
+        self.toks.get(self.pos).copied().unwrap_or(Token {
+            kind: Tok::Eof,
+            span: Span::new(self.src.len(), self.src.len()),
+        })
     }
     fn peek_at(&self, n: usize) -> Token {
-        self.toks
-            .get(self.pos + n)
-            .copied()
-            .unwrap_or(Token { kind: Tok::Eof, span: Span::new(self.src.len(), self.src.len()) })
+        self.toks.get(self.pos + n).copied().unwrap_or(Token {
+            kind: Tok::Eof,
+            span: Span::new(self.src.len(), self.src.len()),
+        })
     }
     fn text(&self, t: Token) -> &'s str {
         self.src.get(t.span.range()).unwrap_or("")
@@ -113,7 +119,10 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
 
     fn ident(&mut self) -> PResult<Ident> {
         let t = self.expect(Tok::Ident)?;
-        Ok(Ident { name: self.text(t).to_string(), span: t.span })
+        Ok(Ident {
+            name: self.text(t).to_string(),
+            span: t.span,
+        })
     }
 
     /// Parse a whole file. Never fails: what could not be parsed is reported in the sink.
@@ -134,13 +143,18 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 }
             } else {
                 let t = self.peek();
-                let near_policy = t.kind == Tok::Ident && did_you_mean(self.text(t), ["policy"]).is_some();
+                let near_policy =
+                    t.kind == Tok::Ident && did_you_mean(self.text(t), ["policy"]).is_some();
                 let d = self.sink.error(
                     "E0101",
                     t.span,
                     format!(
                         "expected `policy`, found {}",
-                        if t.kind == Tok::Ident { format!("`{}`", self.text(t)) } else { t.kind.describe().to_string() }
+                        if t.kind == Tok::Ident {
+                            format!("`{}`", self.text(t))
+                        } else {
+                            t.kind.describe().to_string()
+                        }
                     ),
                     "a file holds `policy \"name\" { … }` blocks",
                 );
@@ -193,7 +207,12 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 Tok::RBrace => break,
                 Tok::Eof => {
                     self.sink
-                        .error("E0101", open, "this `{` is never closed", "unclosed policy body")
+                        .error(
+                            "E0101",
+                            open,
+                            "this `{` is never closed",
+                            "unclosed policy body",
+                        )
                         .with_hint("add `}` at the end of the policy");
                     return Err(Fail);
                 }
@@ -259,7 +278,11 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
             "match" => ItemKind::Match(self.expr()?),
             "priority" => {
                 let value = self.expr()?;
-                let preempt = if self.at_ident("preempt") { Some(self.ident()?) } else { None };
+                let preempt = if self.at_ident("preempt") {
+                    Some(self.ident()?)
+                } else {
+                    None
+                };
                 ItemKind::Priority { value, preempt }
             }
             "weight" => ItemKind::Weight(self.expr()?),
@@ -273,11 +296,18 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 } else {
                     None
                 };
-                ItemKind::When { cond, held, body: self.block()? }
+                ItemKind::When {
+                    cond,
+                    held,
+                    body: self.block()?,
+                }
             }
             "on" => {
                 let event = self.expr()?;
-                ItemKind::On { event, body: self.block()? }
+                ItemKind::On {
+                    event,
+                    body: self.block()?,
+                }
             }
             other => {
                 let d = self.sink.error(
@@ -293,8 +323,15 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 return Err(Fail);
             }
         };
-        let span = keyword.span.to(Span { start: self.prev_end(), end: self.prev_end() });
-        Ok(Item { span, keyword, kind })
+        let span = keyword.span.to(Span {
+            start: self.prev_end(),
+            end: self.prev_end(),
+        });
+        Ok(Item {
+            span,
+            keyword,
+            kind,
+        })
     }
 
     fn block(&mut self) -> PResult<Block<Stmt>> {
@@ -327,7 +364,11 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
         }
         let word = self.text(first);
         let next = self.peek_at(1);
-        let next_word = if next.kind == Tok::Ident { self.text(next) } else { "" };
+        let next_word = if next.kind == Tok::Ident {
+            self.text(next)
+        } else {
+            ""
+        };
         let kind = match word {
             "when" => {
                 self.bump();
@@ -344,7 +385,10 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 self.bump();
                 let target = self.path()?;
                 self.expect(Tok::Assign)?;
-                StmtKind::Keep { target, value: self.expr()? }
+                StmtKind::Keep {
+                    target,
+                    value: self.expr()?,
+                }
             }
             "return" => {
                 self.bump();
@@ -363,7 +407,10 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 self.bump();
                 let tee = self.ident()?;
                 self.expect(Tok::Ge)?;
-                StmtKind::MinTcb { tee, value: self.expr()? }
+                StmtKind::MinTcb {
+                    tee,
+                    value: self.expr()?,
+                }
             }
             "allow" | "deny" if next_word == "to" => {
                 self.bump();
@@ -375,12 +422,20 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 } else {
                     None
                 };
-                StmtKind::Talk { allow: word == "allow", to, share }
+                StmtKind::Talk {
+                    allow: word == "allow",
+                    to,
+                    share,
+                }
             }
             _ if next_word == "now" || next_word == "after" => {
                 let action = self.ident()?;
                 let timing = self.ident()?;
-                let after = if timing.name == "after" { Some(self.expr()?) } else { None };
+                let after = if timing.name == "after" {
+                    Some(self.expr()?)
+                } else {
+                    None
+                };
                 StmtKind::Step { action, after }
             }
             _ => {
@@ -396,15 +451,23 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                     if matches!(t.kind, Tok::Number | Tok::Str | Tok::Time) {
                         d.with_hint(format!("write `{} = …`", join_path(&target)));
                     } else if t.kind == Tok::Ident {
-                        d.with_hint("a ladder step is written `ACTION now` or `ACTION after DURATION`");
+                        d.with_hint(
+                            "a ladder step is written `ACTION now` or `ACTION after DURATION`",
+                        );
                     }
                     return Err(Fail);
                 }
                 self.bump();
-                StmtKind::Assign { target, value: self.expr()? }
+                StmtKind::Assign {
+                    target,
+                    value: self.expr()?,
+                }
             }
         };
-        let span = first.span.to(Span { start: self.prev_end(), end: self.prev_end() });
+        let span = first.span.to(Span {
+            start: self.prev_end(),
+            end: self.prev_end(),
+        });
         Ok(Stmt { span, kind })
     }
 
@@ -495,7 +558,15 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
             let rhs = self.binary(prec + 1)?;
             let span = lhs.span.to(rhs.span);
             let depth = lhs.depth.max(rhs.depth) + 1;
-            lhs = self.node(span, depth, ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) })?;
+            lhs = self.node(
+                span,
+                depth,
+                ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+            )?;
         }
         Ok(lhs)
     }
@@ -514,7 +585,14 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
         let inner = inner?;
         let span = t.span.to(inner.span);
         let depth = inner.depth + 1;
-        self.node(span, depth, ExprKind::Unary { op, expr: Box::new(inner) })
+        self.node(
+            span,
+            depth,
+            ExprKind::Unary {
+                op,
+                expr: Box::new(inner),
+            },
+        )
     }
 
     fn primary(&mut self) -> PResult<Expr> {
@@ -538,7 +616,10 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
             }
             Tok::Ident => {
                 let path = self.path()?;
-                let mut span = t.span.to(Span { start: self.prev_end(), end: self.prev_end() });
+                let mut span = t.span.to(Span {
+                    start: self.prev_end(),
+                    end: self.prev_end(),
+                });
                 if self.peek().kind == Tok::LParen {
                     self.bump();
                     self.enter(span)?;
@@ -561,7 +642,11 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
                 let inner = inner?;
                 let close = self.expect(Tok::RParen)?;
                 let depth = inner.depth + 1;
-                self.node(t.span.to(close.span), depth, ExprKind::Paren(Box::new(inner)))
+                self.node(
+                    t.span.to(close.span),
+                    depth,
+                    ExprKind::Paren(Box::new(inner)),
+                )
             }
             Tok::LBracket => {
                 self.bump();

@@ -40,15 +40,25 @@ fn differing(a: &CompiledPolicy, b: &CompiledPolicy) -> Vec<(String, String, Str
     let mut out = Vec::new();
     for r in Resource::ALL {
         let i = r as usize;
-        for (what, x, y) in [("guarantee", a.guarantee[i], b.guarantee[i]), ("limit", a.limit[i], b.limit[i])] {
+        for (what, x, y) in [
+            ("guarantee", a.guarantee[i], b.guarantee[i]),
+            ("limit", a.limit[i], b.limit[i]),
+        ] {
             if let (Some(x), Some(y)) = (x, y) {
                 if x != y {
-                    out.push((format!("{what}.{}", r.name()), units::display(r.dim(), x), units::display(r.dim(), y)));
+                    out.push((
+                        format!("{what}.{}", r.name()),
+                        units::display(r.dim(), x),
+                        units::display(r.dim(), y),
+                    ));
                 }
             }
         }
     }
-    for (what, x, y) in [("weight", a.weight, b.weight), ("priority", a.priority, b.priority)] {
+    for (what, x, y) in [
+        ("weight", a.weight, b.weight),
+        ("priority", a.priority, b.priority),
+    ] {
         if let (Some((x, _)), Some((y, _))) = (x, y) {
             if x != y {
                 out.push((what.to_string(), x.to_string(), y.to_string()));
@@ -69,11 +79,15 @@ pub fn check_set(policies: &[CompiledPolicy]) -> Vec<Diagnostic> {
                     "E0402",
                     format!("policy \"{}\" is defined twice", b.name),
                     "defined again here",
-                    format!("the first is at {}:{}; policy names must be unique", a.loc.file, a.loc.line),
+                    format!(
+                        "the first is at {}:{}; policy names must be unique",
+                        a.loc.file, a.loc.line
+                    ),
                 ));
                 break;
             }
-            if a.precedence != b.precedence || a.specificity != b.specificity || !may_overlap(a, b) {
+            if a.precedence != b.precedence || a.specificity != b.specificity || !may_overlap(a, b)
+            {
                 continue;
             }
             let diffs = differing(a, b);

@@ -52,7 +52,9 @@ impl fmt::Display for Dim {
 }
 
 /// The resources a policy can guarantee and limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Cpu,
@@ -151,7 +153,9 @@ pub fn resolve(value: f64, meaning: UnitMeaning, expected: Option<Dim>) -> Optio
     match (meaning, expected) {
         (UnitMeaning::One(d, _), Some(e)) if d != e => None,
         (UnitMeaning::One(d, f), _) => Some((d, value * f)),
-        (UnitMeaning::MilliOrMinute, Some(Dim::Duration)) => Some((Dim::Duration, value * 60_000.0)),
+        (UnitMeaning::MilliOrMinute, Some(Dim::Duration)) => {
+            Some((Dim::Duration, value * 60_000.0))
+        }
         (UnitMeaning::MilliOrMinute, Some(Dim::Cpu) | None) => Some((Dim::Cpu, value)),
         (UnitMeaning::MilliOrMinute, Some(_)) => None,
         (UnitMeaning::Bare, Some(Dim::Cpu)) => Some((Dim::Cpu, value * 1000.0)),
@@ -180,7 +184,12 @@ pub fn display(dim: Dim, v: f64) -> String {
         Dim::Scalar => trim(v),
         Dim::Cpu => format!("{}m", trim(v)),
         Dim::Memory => {
-            let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+            let units = [
+                ("TiB", 1u64 << 40),
+                ("GiB", 1 << 30),
+                ("MiB", 1 << 20),
+                ("KiB", 1 << 10),
+            ];
             for (n, f) in units {
                 if v >= f as f64 {
                     return format!("{}{n}", trim(v / f as f64));

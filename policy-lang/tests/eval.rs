@@ -4,23 +4,37 @@ use tribune_policy::*;
 
 fn compile(src: &str) -> CompiledPolicy {
     let out = check("t.tribune", src);
-    assert!(!out.has_errors(), "{}", render_diagnostics("t.tribune", src, &out.diagnostics));
+    assert!(
+        !out.has_errors(),
+        "{}",
+        render_diagnostics("t.tribune", src, &out.diagnostics)
+    );
     assert_eq!(out.policies.len(), 1);
     out.policies.into_iter().next().expect("one policy")
 }
 
 fn set(src: &str) -> PolicySet {
     let out = check("t.tribune", src);
-    assert!(!out.has_errors(), "{}", render_diagnostics("t.tribune", src, &out.diagnostics));
+    assert!(
+        !out.has_errors(),
+        "{}",
+        render_diagnostics("t.tribune", src, &out.diagnostics)
+    );
     PolicySet::new(out.policies)
 }
 
 fn enclave(tenant: &str) -> Enclave {
-    Enclave { tenant: tenant.into(), ..Enclave::default() }
+    Enclave {
+        tenant: tenant.into(),
+        ..Enclave::default()
+    }
 }
 
 fn facts(tenant: &str) -> Facts {
-    Facts { enclave: enclave(tenant), ..Facts::default() }
+    Facts {
+        enclave: enclave(tenant),
+        ..Facts::default()
+    }
 }
 
 const CPU: usize = Resource::Cpu as usize;
@@ -65,7 +79,11 @@ fn resource_units_are_canonical() {
         }"#,
     );
     let d = p.evaluate(&Facts::default());
-    assert_eq!(d.guarantee[CPU].value, Some(250.0), "a quarter core is 250 millicores");
+    assert_eq!(
+        d.guarantee[CPU].value,
+        Some(250.0),
+        "a quarter core is 250 millicores"
+    );
     assert_eq!(d.guarantee[MEM].value, Some(512.0 * 1024.0 * 1024.0));
     assert_eq!(d.guarantee[EGRESS].value, Some(100e6));
     assert_eq!(d.guarantee[GPU].value, Some(30.0));
@@ -101,8 +119,16 @@ fn when_rules_need_their_duration_and_record_their_origin() {
     let mut f = Facts::default();
     f.host.cpu = 90.0;
     let d = p.evaluate(&f);
-    assert_eq!(d.limit[CPU].value, Some(1000.0), "condition true but not for 30s yet");
-    assert_eq!(d.conditions_true & 1, 1, "the caller is told the condition holds");
+    assert_eq!(
+        d.limit[CPU].value,
+        Some(1000.0),
+        "condition true but not for 30s yet"
+    );
+    assert_eq!(
+        d.conditions_true & 1,
+        1,
+        "the caller is told the condition holds"
+    );
     f.held_ms.insert("when#1".into(), 30_000);
     let d = p.evaluate(&f);
     assert_eq!(d.limit[CPU].value, Some(500.0));
@@ -128,9 +154,14 @@ fn missing_facts_never_fire_rules() {
 
 #[test]
 fn time_of_day_ranges_wrap_midnight() {
-    let p = compile(r#"policy "p" { match true; limit { cpu = 1 } when time in 22:00..06:00 { limit.cpu = 2 } }"#);
+    let p = compile(
+        r#"policy "p" { match true; limit { cpu = 1 } when time in 22:00..06:00 { limit.cpu = 2 } }"#,
+    );
     let at = |h: u32, m: u32| {
-        let f = Facts { minute_of_day: Some(h * 60 + m), ..Facts::default() };
+        let f = Facts {
+            minute_of_day: Some(h * 60 + m),
+            ..Facts::default()
+        };
         p.evaluate(&f).limit[CPU].value
     };
     assert_eq!(at(23, 0), Some(2000.0));
@@ -152,17 +183,41 @@ fn usage_windows_and_percent_of() {
         }"#,
     );
     let mut f = Facts::default();
-    f.usage.push(UsageFact { resource: Resource::Cpu, agg: Agg::P95, window_s: 300, value: 1700.0 });
-    assert_eq!(p.evaluate(&f).action.action, Action::None, "avg(1m) missing");
-    f.usage.push(UsageFact { resource: Resource::Cpu, agg: Agg::Avg, window_s: 60, value: 600.0 });
+    f.usage.push(UsageFact {
+        resource: Resource::Cpu,
+        agg: Agg::P95,
+        window_s: 300,
+        value: 1700.0,
+    });
+    assert_eq!(
+        p.evaluate(&f).action.action,
+        Action::None,
+        "avg(1m) missing"
+    );
+    f.usage.push(UsageFact {
+        resource: Resource::Cpu,
+        agg: Agg::Avg,
+        window_s: 60,
+        value: 600.0,
+    });
     let d = p.evaluate(&f);
     assert_eq!(d.action.action, Action::Notify);
     assert_eq!(d.action.origin.index, 1);
-    f.usage.push(UsageFact { resource: Resource::Memory, agg: Agg::Max, window_s: 30, value: 2e9 });
+    f.usage.push(UsageFact {
+        resource: Resource::Memory,
+        agg: Agg::Max,
+        window_s: 30,
+        value: 2e9,
+    });
     assert_eq!(p.evaluate(&f).action.action, Action::Throttle);
     // A window that does not match the rule's is not used.
     let mut g = Facts::default();
-    g.usage.push(UsageFact { resource: Resource::Memory, agg: Agg::Max, window_s: 60, value: 2e9 });
+    g.usage.push(UsageFact {
+        resource: Resource::Memory,
+        agg: Agg::Max,
+        window_s: 60,
+        value: 2e9,
+    });
     assert_eq!(p.evaluate(&g).action.action, Action::None);
 }
 
@@ -189,7 +244,11 @@ fn attestation_status_tcb_and_security_events() {
     assert_eq!(d.action.origin.kind, SourceKind::On);
     let mut g = Facts::default();
     g.attestation.status = AttestStatus::Pending;
-    assert_eq!(p.evaluate(&g).action.action, Action::None, "pending for less than 30s");
+    assert_eq!(
+        p.evaluate(&g).action.action,
+        Action::None,
+        "pending for less than 30s"
+    );
     g.held_ms.insert("on#2".into(), 31_000);
     assert_eq!(p.evaluate(&g).action.action, Action::Notify);
 }
@@ -204,7 +263,10 @@ fn violation_ladder_climbs_with_time_over_limit() {
         }"#,
     );
     let step = |ms: u64| {
-        let f = Facts { over_limit_ms: ms, ..Facts::default() };
+        let f = Facts {
+            over_limit_ms: ms,
+            ..Facts::default()
+        };
         let d = p.evaluate(&f);
         (d.action.action, d.action.origin.line)
     };
@@ -239,11 +301,26 @@ fn attestation_requirements() {
     assert_eq!(d.attestation.reattest_every_ms, Some(60_000.0));
     assert_eq!(d.action.action, Action::None);
     let cases: [(&dyn Fn(&mut Facts), AttestViolation); 5] = [
-        (&|f| f.enclave.measurement = "deadbeef".into(), AttestViolation::MeasurementNotAllowed),
-        (&|f| f.attestation.tcb_version = 7, AttestViolation::TcbTooOld),
-        (&|f| f.attestation.debug = true, AttestViolation::DebugForbidden),
-        (&|f| f.enclave.tee = TeeKind::Sim, AttestViolation::SimulatedForbidden),
-        (&|f| f.attestation.status = AttestStatus::Failed, AttestViolation::StatusFailed),
+        (
+            &|f| f.enclave.measurement = "deadbeef".into(),
+            AttestViolation::MeasurementNotAllowed,
+        ),
+        (
+            &|f| f.attestation.tcb_version = 7,
+            AttestViolation::TcbTooOld,
+        ),
+        (
+            &|f| f.attestation.debug = true,
+            AttestViolation::DebugForbidden,
+        ),
+        (
+            &|f| f.enclave.tee = TeeKind::Sim,
+            AttestViolation::SimulatedForbidden,
+        ),
+        (
+            &|f| f.attestation.status = AttestStatus::Failed,
+            AttestViolation::StatusFailed,
+        ),
     ];
     for (change, want) in cases {
         let mut g = f.clone();
@@ -251,10 +328,22 @@ fn attestation_requirements() {
         let d = p.evaluate(&g);
         assert!(!d.attestation.ok);
         assert_eq!(d.attestation.violation, Some(want));
-        assert_eq!(d.action.action, Action::Suspend, "{want:?} triggers the attestation ladder");
+        assert_eq!(
+            d.action.action,
+            Action::Suspend,
+            "{want:?} triggers the attestation ladder"
+        );
     }
-    let dev = compile(r#"policy "dev" { match true; attest { simulated = allowed } on attestation.failed { notify now } }"#);
-    let g = Facts { enclave: Enclave { tee: TeeKind::Sim, ..Enclave::default() }, ..Facts::default() };
+    let dev = compile(
+        r#"policy "dev" { match true; attest { simulated = allowed } on attestation.failed { notify now } }"#,
+    );
+    let g = Facts {
+        enclave: Enclave {
+            tee: TeeKind::Sim,
+            ..Enclave::default()
+        },
+        ..Facts::default()
+    };
     assert!(dev.evaluate(&g).attestation.ok);
 }
 
@@ -274,7 +363,12 @@ fn reclamation_lends_above_the_floor_after_the_idle_window() {
         }"#,
     );
     let mut f = Facts::default();
-    f.usage.push(UsageFact { resource: Resource::Cpu, agg: Agg::Avg, window_s: 600, value: 100.0 });
+    f.usage.push(UsageFact {
+        resource: Resource::Cpu,
+        agg: Agg::Avg,
+        window_s: 600,
+        value: 100.0,
+    });
     let d = p.evaluate(&f);
     assert!(!d.reclaim.active, "idle, but not for 10 minutes yet");
     assert_eq!(d.reclaim.return_within_ms, Some(1000.0));
@@ -282,23 +376,24 @@ fn reclamation_lends_above_the_floor_after_the_idle_window() {
     let d = p.evaluate(&f);
     assert!(d.reclaim.active);
     assert_eq!(d.reclaim.lendable[CPU], Some(1500.0));
-    assert_eq!(d.reclaim.lendable[MEM], Some(3.0 * 1024.0 * 1024.0 * 1024.0));
+    assert_eq!(
+        d.reclaim.lendable[MEM],
+        Some(3.0 * 1024.0 * 1024.0 * 1024.0)
+    );
     f.usage[0].value = 300.0;
     assert!(!p.evaluate(&f).reclaim.active, "busy again: nothing lent");
 }
 
 #[test]
 fn talk_rules_first_match_default_deny() {
-    let s = set(
-        r#"policy "p" {
+    let s = set(r#"policy "p" {
           match tenant == "acme"
           talk {
             allow to tenant == "acme" && labels.role == "db" share 6
             deny to tenant == "acme"
             allow to labels.service == "audit" share 1
           }
-        }"#,
-    );
+        }"#);
     let f = facts("acme");
     let mut db = enclave("acme");
     db.labels.insert("role".into(), "db".into());
@@ -312,34 +407,50 @@ fn talk_rules_first_match_default_deny() {
     audit.labels.insert("service".into(), "audit".into());
     assert!(s.talk(&f, &audit).allowed);
     let t = s.talk(&f, &enclave("globex"));
-    assert!(!t.allowed && t.rule == 0, "no rule matched: denied by default");
-    assert_eq!(s.talk(&facts("other"), &db).policy, None, "no policy with talk rules matches the sender");
+    assert!(
+        !t.allowed && t.rule == 0,
+        "no rule matched: denied by default"
+    );
+    assert_eq!(
+        s.talk(&facts("other"), &db).policy,
+        None,
+        "no policy with talk rules matches the sender"
+    );
 }
 
 #[test]
 fn precedence_then_specificity_layers_policies() {
-    let s = set(
-        r#"
+    let s = set(r#"
         policy "base" { match true; precedence -10; limit { cpu = 1; memory = 1GiB }; weight 1
                         on over_limit { throttle now } }
         policy "acme" { match tenant == "acme"; limit { cpu = 2 } }
         policy "acme-gpu" { match tenant == "acme" && labels.gpu == "yes"; limit { cpu = 3; gpu = 50% }
                             on over_limit { notify now; suspend after 1m } }
-        "#,
-    );
+        "#);
     let names = s.names();
-    assert_eq!(names, vec!["acme-gpu", "acme", "base"], "precedence, then specificity");
+    assert_eq!(
+        names,
+        vec!["acme-gpu", "acme", "base"],
+        "precedence, then specificity"
+    );
     let mut f = facts("acme");
     let d = s.evaluate(&f);
     assert_eq!(d.limit[CPU].value, Some(2000.0));
     assert_eq!(names[d.limit[CPU].origin.policy as usize], "acme");
-    assert_eq!(names[d.limit[MEM].origin.policy as usize], "base", "unset fields fall through");
+    assert_eq!(
+        names[d.limit[MEM].origin.policy as usize], "base",
+        "unset fields fall through"
+    );
     assert_eq!(d.weight.value, Some(1.0));
     f.enclave.labels.insert("gpu".into(), "yes".into());
     f.over_limit_ms = 90_000;
     let d = s.evaluate(&f);
     assert_eq!(d.limit[CPU].value, Some(3000.0));
-    assert_eq!(d.action.action, Action::Suspend, "the most severe action of all matching policies");
+    assert_eq!(
+        d.action.action,
+        Action::Suspend,
+        "the most severe action of all matching policies"
+    );
     assert_eq!(names[d.action.origin.policy as usize], "acme-gpu");
     assert!(!s.evaluate(&facts("globex")).limit[GPU].value.is_some());
 }
@@ -351,7 +462,11 @@ fn conflicts_are_reported_only_when_real() {
         r#"policy "a" { match tenant == "acme"; weight 2 }
            policy "b" { match class == "batch"; weight 3 }"#,
     );
-    assert!(conflict.diagnostics.iter().any(|d| d.code == "E0401"), "{:?}", conflict.diagnostics);
+    assert!(
+        conflict.diagnostics.iter().any(|d| d.code == "E0401"),
+        "{:?}",
+        conflict.diagnostics
+    );
     for ok in [
         // disjoint tenants
         r#"policy "a" { match tenant == "acme"; weight 2 } policy "b" { match tenant == "globex"; weight 3 }"#,
@@ -368,8 +483,16 @@ fn conflicts_are_reported_only_when_real() {
         assert!(!out.has_errors(), "{ok}: {:?}", out.diagnostics);
     }
     // check_set works across files too.
-    let a = check("a.tribune", r#"policy "a" { match true; limit { cpu = 1 } }"#).policies;
-    let b = check("b.tribune", r#"policy "b" { match true; limit { cpu = 2 } }"#).policies;
+    let a = check(
+        "a.tribune",
+        r#"policy "a" { match true; limit { cpu = 1 } }"#,
+    )
+    .policies;
+    let b = check(
+        "b.tribune",
+        r#"policy "b" { match true; limit { cpu = 2 } }"#,
+    )
+    .policies;
     let all: Vec<_> = a.into_iter().chain(b).collect();
     let diags = check_set(&all);
     assert_eq!(diags.len(), 1);
@@ -378,7 +501,11 @@ fn conflicts_are_reported_only_when_real() {
 
 #[test]
 fn evaluation_is_deterministic_and_json_is_stable() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policies/acme-batch.tribune")).expect("example");
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/policies/acme-batch.tribune"
+    ))
+    .expect("example");
     let s = set(&src);
     let f: Facts = serde_json::from_str(
         r#"{ "enclave": { "tenant": "acme", "labels": { "tier": "batch" }, "tee": "sev-snp", "measurement": "3a7f0c1d9e2b4a6f" },

@@ -10,7 +10,11 @@ fn examples() -> Vec<(String, String)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "tribune"))
         .map(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string();
             (name, std::fs::read_to_string(&p).expect("read example"))
         })
         .collect();
@@ -32,24 +36,86 @@ fn every_example_checks_clean_and_is_formatted() {
         );
         assert!(!out.policies.is_empty(), "{name} defines a policy");
         let formatted = tribune_policy::format(src).expect("formats");
-        assert_eq!(&formatted, src, "{name} is not in canonical format (run `tribune policy fmt`)");
+        assert_eq!(
+            &formatted, src,
+            "{name} is not in canonical format (run `tribune policy fmt`)"
+        );
         policies.extend(out.policies);
     }
     let cross = tribune_policy::check_set(&policies);
-    assert!(cross.is_empty(), "examples conflict with each other: {cross:?}");
+    assert!(
+        cross.is_empty(),
+        "examples conflict with each other: {cross:?}"
+    );
 }
 
 #[test]
 fn examples_together_use_every_construct() {
-    let text: String = examples().into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("\n");
+    let text: String = examples()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join("\n");
     for needle in [
-        "match", "tenant ==", "labels.", "tee in", "tee ==", "measurement in", "class", "priority", "preempt", "weight",
-        "precedence", "guarantee {", "limit {", "cpu = 0.25", "250m", "MiB", "GiB", "Mbit", "Gbit", "gpu =", "ingress",
-        "egress", "when", " for ", "host.cpu.utilization", "cluster.", ".avg(", ".max(", ".p95(", "time in",
-        "attestation.failed", "attestation.tcb", "reattestation.failed", "usage.divergence", "on over_limit", "throttle now",
-        "suspend after 30s", "migrate after 2m", "notify", "reclaim {", "keep", "return", "of guarantee", "attest {",
-        "min_tcb", "debug = forbidden", "simulated = forbidden", "simulated = allowed", "every", "talk {", "allow to",
-        "deny to *", "share", "limit.cpu =", "weight =", "priority =", "||", "&&", "!=",
+        "match",
+        "tenant ==",
+        "labels.",
+        "tee in",
+        "tee ==",
+        "measurement in",
+        "class",
+        "priority",
+        "preempt",
+        "weight",
+        "precedence",
+        "guarantee {",
+        "limit {",
+        "cpu = 0.25",
+        "250m",
+        "MiB",
+        "GiB",
+        "Mbit",
+        "Gbit",
+        "gpu =",
+        "ingress",
+        "egress",
+        "when",
+        " for ",
+        "host.cpu.utilization",
+        "cluster.",
+        ".avg(",
+        ".max(",
+        ".p95(",
+        "time in",
+        "attestation.failed",
+        "attestation.tcb",
+        "reattestation.failed",
+        "usage.divergence",
+        "on over_limit",
+        "throttle now",
+        "suspend after 30s",
+        "migrate after 2m",
+        "notify",
+        "reclaim {",
+        "keep",
+        "return",
+        "of guarantee",
+        "attest {",
+        "min_tcb",
+        "debug = forbidden",
+        "simulated = forbidden",
+        "simulated = allowed",
+        "every",
+        "talk {",
+        "allow to",
+        "deny to *",
+        "share",
+        "limit.cpu =",
+        "weight =",
+        "priority =",
+        "||",
+        "&&",
+        "!=",
     ] {
         assert!(text.contains(needle), "no example uses `{needle}`");
     }

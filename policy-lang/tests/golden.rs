@@ -19,10 +19,16 @@ fn diagnostics_match_golden_files() {
     let mut codes = BTreeSet::new();
     let mut failures = Vec::new();
     for input in &inputs {
-        let name = input.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+        let name = input
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name");
         let src = std::fs::read_to_string(input).expect("read input");
         let out = tribune_policy::check(name, &src);
-        assert!(!out.diagnostics.is_empty(), "{name}: expected at least one diagnostic");
+        assert!(
+            !out.diagnostics.is_empty(),
+            "{name}: expected at least one diagnostic"
+        );
         codes.extend(out.diagnostics.iter().map(|d| d.code.clone()));
         let text = tribune_policy::render_diagnostics(name, &src, &out.diagnostics);
         let json = serde_json::to_string_pretty(&out.diagnostics).expect("json") + "\n";
@@ -34,13 +40,25 @@ fn diagnostics_match_golden_files() {
             }
             let expected = std::fs::read_to_string(&path).unwrap_or_default();
             if &expected != actual {
-                failures.push(format!("{}:\n--- expected\n{expected}\n--- actual\n{actual}", path.display()));
+                failures.push(format!(
+                    "{}:\n--- expected\n{expected}\n--- actual\n{actual}",
+                    path.display()
+                ));
             }
         }
         // JSON diagnostics round-trip through serde.
-        let back: Vec<tribune_policy::Diagnostic> = serde_json::from_str(&json).expect("parse json back");
+        let back: Vec<tribune_policy::Diagnostic> =
+            serde_json::from_str(&json).expect("parse json back");
         assert_eq!(back, out.diagnostics);
     }
-    assert!(failures.is_empty(), "golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
-    assert!(codes.len() >= 20, "only {} distinct diagnostic codes: {codes:?}", codes.len());
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        codes.len() >= 20,
+        "only {} distinct diagnostic codes: {codes:?}",
+        codes.len()
+    );
 }

@@ -17,7 +17,10 @@ fn quantity() -> impl Strategy<Value = (String, String)> {
 }
 
 fn comment() -> impl Strategy<Value = String> {
-    prop_oneof![Just(String::new()), "[a-z ]{0,12}".prop_map(|c| format!(" # {c}"))]
+    prop_oneof![
+        Just(String::new()),
+        "[a-z ]{0,12}".prop_map(|c| format!(" # {c}"))
+    ]
 }
 
 fn ws() -> impl Strategy<Value = String> {
@@ -65,13 +68,20 @@ fn item() -> impl Strategy<Value = String> {
 
 fn source() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        (ident(), cond(), prop::collection::vec((item(), comment(), ws()), 0..6), comment()),
+        (
+            ident(),
+            cond(),
+            prop::collection::vec((item(), comment(), ws()), 0..6),
+            comment(),
+        ),
         1..3,
     )
     .prop_map(|ps| {
         let mut s = String::new();
         for (i, (name, c, items, top)) in ps.into_iter().enumerate() {
-            s.push_str(&format!("#{top}\npolicy \"{name}{i}\" {{{top}\n  match {c}\n"));
+            s.push_str(&format!(
+                "#{top}\npolicy \"{name}{i}\" {{{top}\n  match {c}\n"
+            ));
             for (it, com, w) in items {
                 s.push_str(&format!("{w}{it}{com}\n"));
             }

@@ -66,7 +66,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         sources.insert(name, src);
     }
     // Cross-file conflicts; drop the ones each file already reported.
-    let seen: BTreeSet<(String, u32, String)> = diags.iter().map(|d| (d.file.clone(), d.offset, d.code.clone())).collect();
+    let seen: BTreeSet<(String, u32, String)> = diags
+        .iter()
+        .map(|d| (d.file.clone(), d.offset, d.code.clone()))
+        .collect();
     diags.extend(
         tribune_policy::check_set(&policies)
             .into_iter()
@@ -85,14 +88,22 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": diags,
             });
-            writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&v)?)?;
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&v)?
+            )?;
         }
         Output::Text => {
             let mut err = std::io::stderr().lock();
             for (name, src) in &sources {
                 let mine: Vec<_> = diags.iter().filter(|d| &d.file == name).cloned().collect();
                 if !mine.is_empty() {
-                    write!(err, "{}", tribune_policy::render_diagnostics(name, src, &mine))?;
+                    write!(
+                        err,
+                        "{}",
+                        tribune_policy::render_diagnostics(name, src, &mine)
+                    )?;
                 }
             }
             if ok {
@@ -100,14 +111,22 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     "ok: {} file(s), {} policy(ies){}",
                     args.files.len(),
                     policies.len(),
-                    if warnings > 0 { format!(", {warnings} warning(s)") } else { String::new() }
+                    if warnings > 0 {
+                        format!(", {warnings} warning(s)")
+                    } else {
+                        String::new()
+                    }
                 );
             } else {
                 writeln!(err, "error: {errors} error(s), {warnings} warning(s)")?;
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
@@ -126,7 +145,10 @@ pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprint!("{}", tribune_policy::render_diagnostics("<stdin>", &src, &e.diagnostics));
+                eprint!(
+                    "{}",
+                    tribune_policy::render_diagnostics("<stdin>", &src, &e.diagnostics)
+                );
                 Ok(ExitCode::FAILURE)
             }
         };
@@ -147,16 +169,27 @@ pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(e) => {
-                let diags: Vec<_> = e.diagnostics.into_iter().map(|mut d| {
-                    d.file = name.clone();
-                    d
-                }).collect();
-                eprint!("{}", tribune_policy::render_diagnostics(&name, &src, &diags));
+                let diags: Vec<_> = e
+                    .diagnostics
+                    .into_iter()
+                    .map(|mut d| {
+                        d.file = name.clone();
+                        d
+                    })
+                    .collect();
+                eprint!(
+                    "{}",
+                    tribune_policy::render_diagnostics(&name, &src, &diags)
+                );
                 failed = true;
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -164,7 +197,10 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let src = read(&args.file)?;
     let out = tribune_policy::check(&name, &src);
     if out.has_errors() {
-        eprint!("{}", tribune_policy::render_diagnostics(&name, &src, &out.diagnostics));
+        eprint!(
+            "{}",
+            tribune_policy::render_diagnostics(&name, &src, &out.diagnostics)
+        );
         return Ok(ExitCode::FAILURE);
     }
     let facts_text = read(&args.facts)?;
@@ -172,7 +208,10 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} is not a valid facts file", args.facts.display()))?;
     let set = tribune_policy::PolicySet::new(out.policies);
     let text = match args.output {
-        Output::Json => format!("{}\n", serde_json::to_string_pretty(&set.report_json(&facts))?),
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&set.report_json(&facts))?
+        ),
         Output::Text => set.report_text(&facts),
     };
     let mut stdout = std::io::stdout().lock();

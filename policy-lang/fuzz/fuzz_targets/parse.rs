@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(src) = std::str::from_utf8(data) else { return };
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
     let out = tribune_policy::check("fuzz.tribune", src);
     let _ = tribune_policy::render_diagnostics("fuzz.tribune", src, &out.diagnostics);
     if let Ok(formatted) = tribune_policy::format(src) {
