@@ -148,7 +148,7 @@ impl<'s, 'k> Checker<'s, 'k> {
                         Dim::Bandwidth => format!("{digits}Mbit"),
                         Dim::Percent => format!("{digits}%"),
                         Dim::Duration => format!("{digits}s"),
-                        _ => format!("{digits}"),
+                        _ => digits.to_string(),
                     };
                     self.sink
                         .error(
@@ -309,11 +309,12 @@ impl<'s, 'k> Checker<'s, 'k> {
             let split = t
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .unwrap_or(t.len());
-            if let Some(m) = units::unit_meaning(&t[split..]) {
-                if units::resolve(0.0, m, Some(want)).is_none() && m != UnitMeaning::Bare {
-                    self.mismatch(op, lhs_span, e.span, want, units::natural_dim(m));
-                    return None;
-                }
+            if let Some(m) = units::unit_meaning(&t[split..])
+                && units::resolve(0.0, m, Some(want)).is_none()
+                && m != UnitMeaning::Bare
+            {
+                self.mismatch(op, lhs_span, e.span, want, units::natural_dim(m));
+                return None;
             }
         }
         let (id, d) = self.num(e, Some(want), ctx)?;
@@ -541,18 +542,18 @@ impl<'s, 'k> Checker<'s, 'k> {
                 lhs,
                 rhs,
             } => {
-                if let Some(path) = lhs.path_text() {
-                    if str_field(&path).is_some() || path == "tee" {
-                        self.sink
-                            .error(
-                                "E0202",
-                                e.span,
-                                format!("`{path}` cannot be ordered"),
-                                "not a number",
-                            )
-                            .with_hint("use `==`, `!=` or `in [ … ]`");
-                        return None;
-                    }
+                if let Some(path) = lhs.path_text()
+                    && (str_field(&path).is_some() || path == "tee")
+                {
+                    self.sink
+                        .error(
+                            "E0202",
+                            e.span,
+                            format!("`{path}` cannot be ordered"),
+                            "not a number",
+                        )
+                        .with_hint("use `==`, `!=` or `in [ … ]`");
+                    return None;
                 }
                 let (l, ld) = self.num(lhs, None, ctx)?;
                 let (r, _) = self.num_same(rhs, ld, ctx, *op, lhs.span)?;
@@ -1068,26 +1069,26 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
         // guarantee ≤ limit
         for r in Resource::ALL {
-            if let (Some(g), Some(l)) = (self.guarantee[r as usize], self.limit[r as usize]) {
-                if g > l {
-                    let span = find_assign(p, "guarantee", r.name()).unwrap_or(p.name_span);
-                    let limit_line = limit_line[r as usize];
-                    self.sink
-                        .error(
-                            "E0301",
-                            span,
-                            format!(
-                                "the {} guarantee ({}) is above its limit ({})",
-                                r.name(),
-                                units::display(r.dim(), g),
-                                units::display(r.dim(), l)
-                            ),
-                            "guarantee above limit",
-                        )
-                        .with_hint(format!(
-                            "lower the guarantee or raise the limit on line {limit_line}"
-                        ));
-                }
+            if let (Some(g), Some(l)) = (self.guarantee[r as usize], self.limit[r as usize])
+                && g > l
+            {
+                let span = find_assign(p, "guarantee", r.name()).unwrap_or(p.name_span);
+                let limit_line = limit_line[r as usize];
+                self.sink
+                    .error(
+                        "E0301",
+                        span,
+                        format!(
+                            "the {} guarantee ({}) is above its limit ({})",
+                            r.name(),
+                            units::display(r.dim(), g),
+                            units::display(r.dim(), l)
+                        ),
+                        "guarantee above limit",
+                    )
+                    .with_hint(format!(
+                        "lower the guarantee or raise the limit on line {limit_line}"
+                    ));
             }
         }
 
@@ -1124,10 +1125,10 @@ impl<'s, 'k> Checker<'s, 'k> {
                             None
                         };
                         specificity = n;
-                        if let Some(a) = &atoms {
-                            if a.values().any(|v| v.is_empty()) {
-                                self.sink.warning("W0401", e.span, "this selector can never match: its constraints contradict each other", "matches nothing");
-                            }
+                        if let Some(a) = &atoms
+                            && a.values().any(|v| v.is_empty())
+                        {
+                            self.sink.warning("W0401", e.span, "this selector can never match: its constraints contradict each other", "matches nothing");
                         }
                     }
                 }
@@ -1138,33 +1139,30 @@ impl<'s, 'k> Checker<'s, 'k> {
                     },
                     _,
                 ) => {
-                    if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) =
+                    if let Some(v) = self.constant(value, Dim::Scalar)
+                        && let Some(v) =
                             self.range(value, v, 0.0, 1000.0, "`priority`", |x| format!("{x}"))
-                        {
-                            priority = Some((v, line));
-                        }
+                    {
+                        priority = Some((v, line));
                     }
                     preempt = pre.is_some();
                 }
                 (ItemKind::Weight(value), _) => {
-                    if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) =
+                    if let Some(v) = self.constant(value, Dim::Scalar)
+                        && let Some(v) =
                             self.range(value, v, 0.01, 1000.0, "`weight`", |x| format!("{x}"))
-                        {
-                            weight = Some((v, line));
-                        }
+                    {
+                        weight = Some((v, line));
                     }
                 }
                 (ItemKind::Precedence(value), _) => {
-                    if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) =
+                    if let Some(v) = self.constant(value, Dim::Scalar)
+                        && let Some(v) =
                             self.range(value, v, -1000.0, 1000.0, "`precedence`", |x| {
                                 format!("{x}")
                             })
-                        {
-                            precedence = v;
-                        }
+                    {
+                        precedence = v;
                     }
                 }
                 (ItemKind::Block(_), "guarantee" | "limit") => {}
@@ -1402,12 +1400,12 @@ impl<'s, 'k> Checker<'s, 'k> {
                         continue;
                     }
                     if let (Target::Limit(r), Some(k)) = (t, fold(&self.nums, v)) {
-                        if let Some(g) = self.guarantee[r as usize] {
-                            if k < g {
-                                self.sink
+                        if let Some(g) = self.guarantee[r as usize]
+                            && k < g
+                        {
+                            self.sink
                                     .error("E0301", value.span, format!("this rule lowers the {} limit ({}) below its guarantee ({})", r.name(), units::display(dim, k), units::display(dim, g)), "below the guarantee")
                                     .with_hint("a limit can never be below the guarantee; lower the guarantee too or raise this value");
-                            }
                         }
                         if r == Resource::Gpu && k > 100.0 {
                             self.range(value, k, 0.0, 100.0, "`gpu`", |x| {
@@ -1622,7 +1620,7 @@ impl<'s, 'k> Checker<'s, 'k> {
                         };
                         let m = crate::lexer::unquote(lit);
                         if m.len() < 8
-                            || m.len() % 2 != 0
+                            || !m.len().is_multiple_of(2)
                             || !m.chars().all(|c| c.is_ascii_hexdigit())
                         {
                             self.sink
@@ -1658,12 +1656,11 @@ impl<'s, 'k> Checker<'s, 'k> {
                             continue;
                         }
                     };
-                    if let Some(v) = self.constant(value, Dim::Scalar) {
-                        if let Some(v) =
+                    if let Some(v) = self.constant(value, Dim::Scalar)
+                        && let Some(v) =
                             self.range(value, v, 0.0, 255.0, "a TCB version", |x| format!("{x}"))
-                        {
-                            a.min_tcb[slot] = Some(v);
-                        }
+                    {
+                        a.min_tcb[slot] = Some(v);
                     }
                 }
                 StmtKind::Assign { target, value } => {

@@ -231,13 +231,12 @@ pub fn did_you_mean<'c>(
 ) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1) + 1;
     let candidates: Vec<&'c str> = candidates.into_iter().collect();
-    if word.len() >= 3 {
-        if let Some(c) = candidates
+    if word.len() >= 3
+        && let Some(c) = candidates
             .iter()
             .find(|c| c.starts_with(word) && **c != word)
-        {
-            return Some(c);
-        }
+    {
+        return Some(c);
     }
     candidates
         .into_iter()

@@ -99,6 +99,7 @@ impl Default for Events {
 /// Everything the evaluator may look at. Serde form is the `--facts` JSON file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Facts {
     pub enclave: Enclave,
     /// Minutes after midnight (UTC); JSON takes `"HH:MM"`.
@@ -115,23 +116,6 @@ pub struct Facts {
     pub held_ms: BTreeMap<String, u64>,
     /// Peers to decide communication with (`talk`), for `tribune policy eval`.
     pub peers: Vec<Enclave>,
-}
-
-impl Default for Facts {
-    fn default() -> Self {
-        Facts {
-            enclave: Enclave::default(),
-            minute_of_day: None,
-            host: Utilization::default(),
-            cluster: Utilization::default(),
-            usage: Vec::new(),
-            attestation: AttestationFacts::default(),
-            events: Events::default(),
-            over_limit_ms: 0,
-            held_ms: BTreeMap::new(),
-            peers: Vec::new(),
-        }
-    }
 }
 
 mod time_of_day {
@@ -392,10 +376,10 @@ impl CompiledPolicy {
             f: facts,
             attest_failed: false,
         };
-        if let Some(sel) = self.selector {
-            if !ctx0.cond(sel) {
-                return d;
-            }
+        if let Some(sel) = self.selector
+            && !ctx0.cond(sel)
+        {
+            return d;
         }
         d.matched = true;
         for r in Resource::ALL {
@@ -521,14 +505,13 @@ impl CompiledPolicy {
                 .enumerate()
                 .rev()
                 .find(|(_, s)| s.after_ms <= held)
+                && s.action > d.action.action
             {
-                if s.action > d.action.action {
-                    let _ = si;
-                    d.action = ActionOutcome {
-                        action: s.action,
-                        origin: origin(pi, SourceKind::On, li + 1, s.line),
-                    };
-                }
+                let _ = si;
+                d.action = ActionOutcome {
+                    action: s.action,
+                    origin: origin(pi, SourceKind::On, li + 1, s.line),
+                };
             }
         }
         if let Some(r) = &self.reclaim {

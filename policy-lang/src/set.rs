@@ -44,14 +44,14 @@ fn differing(a: &CompiledPolicy, b: &CompiledPolicy) -> Vec<(String, String, Str
             ("guarantee", a.guarantee[i], b.guarantee[i]),
             ("limit", a.limit[i], b.limit[i]),
         ] {
-            if let (Some(x), Some(y)) = (x, y) {
-                if x != y {
-                    out.push((
-                        format!("{what}.{}", r.name()),
-                        units::display(r.dim(), x),
-                        units::display(r.dim(), y),
-                    ));
-                }
+            if let (Some(x), Some(y)) = (x, y)
+                && x != y
+            {
+                out.push((
+                    format!("{what}.{}", r.name()),
+                    units::display(r.dim(), x),
+                    units::display(r.dim(), y),
+                ));
             }
         }
     }
@@ -59,10 +59,10 @@ fn differing(a: &CompiledPolicy, b: &CompiledPolicy) -> Vec<(String, String, Str
         ("weight", a.weight, b.weight),
         ("priority", a.priority, b.priority),
     ] {
-        if let (Some((x, _)), Some((y, _))) = (x, y) {
-            if x != y {
-                out.push((what.to_string(), x.to_string(), y.to_string()));
-            }
+        if let (Some((x, _)), Some((y, _))) = (x, y)
+            && x != y
+        {
+            out.push((what.to_string(), x.to_string(), y.to_string()));
         }
     }
     out

@@ -300,7 +300,8 @@ fn attestation_requirements() {
     assert!(d.attestation.ok, "{d:?}");
     assert_eq!(d.attestation.reattest_every_ms, Some(60_000.0));
     assert_eq!(d.action.action, Action::None);
-    let cases: [(&dyn Fn(&mut Facts), AttestViolation); 5] = [
+    type Change<'a> = &'a dyn Fn(&mut Facts);
+    let cases: [(Change, AttestViolation); 5] = [
         (
             &|f| f.enclave.measurement = "deadbeef".into(),
             AttestViolation::MeasurementNotAllowed,
@@ -452,7 +453,7 @@ fn precedence_then_specificity_layers_policies() {
         "the most severe action of all matching policies"
     );
     assert_eq!(names[d.action.origin.policy as usize], "acme-gpu");
-    assert!(!s.evaluate(&facts("globex")).limit[GPU].value.is_some());
+    assert!(s.evaluate(&facts("globex")).limit[GPU].value.is_none());
 }
 
 #[test]
