@@ -1334,6 +1334,8 @@ impl<'s, 'k> Checker<'s, 'k> {
         };
         let mut effects = Vec::new();
         let mut action = Action::None;
+        let mut raised: Vec<(Resource, f64, Span)> = Vec::new();
+        let mut rule_limit: [Option<f64>; 5] = [None; 5];
         for s in &body.items {
             match &s.kind {
                 StmtKind::Assign { target, value } => {
@@ -1416,6 +1418,26 @@ impl<'s, 'k> Checker<'s, 'k> {
                     if let (Target::Weight, Some(k)) = (t, fold(&self.nums, v)) {
                         self.range(value, k, 0.01, 1000.0, "`weight`", |x| format!("{x}"));
                     }
+                    if let (Target::Priority, Some(k)) = (t, fold(&self.nums, v)) {
+                        self.range(value, k, 0.0, 1000.0, "`priority`", |x| format!("{x}"));
+                    }
+                    match (t, fold(&self.nums, v)) {
+                        (Target::Guarantee(r), Some(k)) => raised.push((r, k, value.span)),
+                        (Target::Limit(r), Some(k)) => rule_limit[r as usize] = Some(k),
+                        _ => {}
+                    }
+                    if let Some(k) = fold(&self.nums, v)
+                        && (!k.is_finite() || k < 0.0)
+                    {
+                        self.sink
+                            .error(
+                                "E0302",
+                                value.span,
+                                "this value must be finite and not negative",
+                                "out of range",
+                            )
+                            .with_hint("check for a division by zero or a subtraction below zero");
+                    }
                     effects.push(Effect {
                         target: t,
                         value: v,
@@ -1439,6 +1461,25 @@ impl<'s, 'k> Checker<'s, 'k> {
                     }
                 }
                 _ => self.not_here(s, "when"),
+            }
+        }
+        for (r, k, span) in raised {
+            if let Some(l) = rule_limit[r as usize].or(self.limit[r as usize])
+                && k > l
+            {
+                self.sink
+                    .error(
+                        "E0301",
+                        span,
+                        format!(
+                            "this rule raises the {} guarantee ({}) above its limit ({})",
+                            r.name(),
+                            units::display(r.dim(), k),
+                            units::display(r.dim(), l)
+                        ),
+                        "above the limit",
+                    )
+                    .with_hint("raise the limit in the same rule, or lower this value");
             }
         }
         let c = c?;
