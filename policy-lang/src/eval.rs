@@ -651,6 +651,16 @@ fn setting_json(s: &Setting, dim: Dim, names: &[&str]) -> serde_json::Value {
 }
 
 impl Decision {
+    /// The effective limit of one resource, in canonical units.
+    pub fn limit_of(&self, r: Resource) -> Option<f64> {
+        self.limit[r as usize].value
+    }
+
+    /// The effective guarantee of one resource, in canonical units.
+    pub fn guarantee_of(&self, r: Resource) -> Option<f64> {
+        self.guarantee[r as usize].value
+    }
+
     /// The documented JSON form (`docs/policy-language.md`, "Decision JSON"). `names` are
     /// the policy names indexed by `Origin::policy`.
     pub fn to_json(&self, names: &[&str]) -> serde_json::Value {

@@ -358,6 +358,26 @@ impl CompiledPolicy {
     pub fn reattest_every_ms(&self) -> Option<f64> {
         self.attest.as_ref().and_then(|a| a.every_ms)
     }
+    /// The usage aggregates this policy reads (`usage.R.agg(W)`), deduplicated and sorted:
+    /// what the caller must put in `Facts::usage`.
+    pub fn usage_windows(&self) -> Vec<(Resource, Agg, u32)> {
+        let mut v: Vec<(Resource, Agg, u32)> = self
+            .nums
+            .iter()
+            .filter_map(|n| match n {
+                Num::Fact(NumFact::Usage {
+                    resource,
+                    agg,
+                    window_s,
+                }) => Some((*resource, *agg, *window_s)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(r, a, w)| (*r, *a as u8, *w));
+        v.dedup();
+        v
+    }
+
     /// The ids of the conditions whose durations the caller tracks (`Facts::held_ms` keys),
     /// in the bit order of `Decision::conditions_true`.
     pub fn condition_ids(&self) -> Vec<&str> {
