@@ -1850,7 +1850,13 @@ fn str_field(path: &str) -> Option<StrField> {
         _ => path
             .strip_prefix("labels.")
             .filter(|l| !l.is_empty())
-            .map(|l| StrField::Label(l.to_string())),
+            .map(|l| {
+                if l.starts_with('"') {
+                    StrField::Label(crate::lexer::unquote(l))
+                } else {
+                    StrField::Label(l.to_string())
+                }
+            }),
     }
 }
 

@@ -475,6 +475,15 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
         let mut p = vec![self.ident()?];
         while self.peek().kind == Tok::Dot {
             self.bump();
+            // A quoted last segment: `labels."app.kubernetes.io/name"`.
+            if self.peek().kind == Tok::Str {
+                let t = self.bump();
+                p.push(Ident {
+                    name: self.text(t).to_string(),
+                    span: t.span,
+                });
+                break;
+            }
             p.push(self.ident()?);
         }
         Ok(p)

@@ -70,6 +70,22 @@ fn selectors_on_tenant_labels_tee_measurement_class() {
 }
 
 #[test]
+fn quoted_label_keys() {
+    let p = compile(
+        r#"policy "p" { match labels."app.kubernetes.io/name" == "web" && labels.tier != "db" }"#,
+    );
+    let mut f = Facts::default();
+    f.enclave
+        .labels
+        .insert("app.kubernetes.io/name".into(), "web".into());
+    assert!(p.evaluate(&f).matched);
+    f.enclave.labels.insert("tier".into(), "db".into());
+    assert!(!p.evaluate(&f).matched);
+    let src = "policy \"p\" {\n  match labels.\"a.b/c\" == \"x\"\n}\n";
+    assert_eq!(format(src).expect("formats"), src);
+}
+
+#[test]
 fn resource_units_are_canonical() {
     let p = compile(
         r#"policy "p" {
