@@ -215,8 +215,7 @@ impl<'s, 'k> Checker<'s, 'k> {
                 rhs,
             } => {
                 let (l, ld) = self.num(lhs, expected, ctx)?;
-                let (r, rd) = self.num_same(rhs, ld, ctx, *op, lhs.span)?;
-                let _ = rd;
+                let (r, _) = self.num_same(rhs, ld, ctx, *op, lhs.span)?;
                 let n = if *op == BinOp::Add {
                     Num::Add(l, r)
                 } else {
@@ -263,7 +262,17 @@ impl<'s, 'k> Checker<'s, 'k> {
                 rhs,
             } => {
                 let (l, ld) = self.num(lhs, Some(Dim::Percent), ctx)?;
-                let _ = ld;
+                if ld != Dim::Percent {
+                    self.sink
+                        .error(
+                            "E0201",
+                            lhs.span,
+                            format!("the left side of `of` must be a percentage, found {ld}"),
+                            "not a percentage",
+                        )
+                        .with_hint("write `20% of guarantee.cpu`");
+                    return None;
+                }
                 let (r, rd) = self.num(rhs, expected, ctx)?;
                 Some((self.num_node(Num::Of(l, r)), rd))
             }
@@ -525,7 +534,7 @@ impl<'s, 'k> Checker<'s, 'k> {
                 lhs,
                 rhs,
             } => {
-                let c = self.equality(e, lhs, rhs, ctx)?;
+                let c = self.equality(lhs, rhs, ctx)?;
                 Some(if *op == BinOp::Ne {
                     self.cond_node(Cond::Not(c))
                 } else {
@@ -620,7 +629,7 @@ impl<'s, 'k> Checker<'s, 'k> {
         }
     }
 
-    fn equality(&mut self, e: &Expr, lhs: &Expr, rhs: &Expr, ctx: Ctx) -> Option<CondId> {
+    fn equality(&mut self, lhs: &Expr, rhs: &Expr, ctx: Ctx) -> Option<CondId> {
         let path = lhs.path_text().unwrap_or_default();
         if let Some(field) = str_field(&path) {
             let ExprKind::Str(lit) = &rhs.kind else {
@@ -685,7 +694,6 @@ impl<'s, 'k> Checker<'s, 'k> {
             }
             _ => {}
         }
-        let _ = e;
         let (l, ld) = self.num(lhs, None, ctx)?;
         let (r, _) = self.num_same(rhs, ld, ctx, BinOp::Eq, lhs.span)?;
         Some(self.cond_node(Cond::Cmp(CmpOp::Eq, l, r)))
@@ -1061,10 +1069,6 @@ impl<'s, 'k> Checker<'s, 'k> {
                     self.limit = vals;
                     limit_line = lines;
                 }
-                if kw == "limit" || self.limit.iter().any(Option::is_some) {
-                    // Checked once both are known (below).
-                }
-                let _ = spans;
             }
         }
         // guarantee ≤ limit
@@ -1520,7 +1524,6 @@ impl<'s, 'k> Checker<'s, 'k> {
             Event::Cond(c)
         };
         let mut steps: Vec<Step> = Vec::new();
-        let mut prev_span = Span::default();
         for s in &body.items {
             let StmtKind::Step { action, after } = &s.kind else {
                 self.not_here(s, "on");
@@ -1555,8 +1558,6 @@ impl<'s, 'k> Checker<'s, 'k> {
                         .with_hint("each step should be more severe than the one before (notify < throttle < suspend < migrate)");
                 }
             }
-            let _ = prev_span;
-            prev_span = s.span;
             steps.push(Step {
                 action: a,
                 after_ms,

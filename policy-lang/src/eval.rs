@@ -499,15 +499,9 @@ impl CompiledPolicy {
             if !active {
                 continue;
             }
-            if let Some((si, s)) = l
-                .steps
-                .iter()
-                .enumerate()
-                .rev()
-                .find(|(_, s)| s.after_ms <= held)
+            if let Some(s) = l.steps.iter().rev().find(|s| s.after_ms <= held)
                 && s.action > d.action.action
             {
-                let _ = si;
                 d.action = ActionOutcome {
                     action: s.action,
                     origin: origin(pi, SourceKind::On, li + 1, s.line),
