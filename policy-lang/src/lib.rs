@@ -1,2 +1,143 @@
 //! The Tribune policy language: lexer, parser, checker, evaluator, formatter, diagnostics.
-//! Pure: no I/O.
+//! Pure: no I/O. See `docs/policy-language.md` for the language itself.
+//!
+//! Pipeline: [`check`] lexes (winnow), parses (recursive descent with a nesting limit), and
+//! checks/compiles each `policy` block into a [`CompiledPolicy`] — a flat arena form that
+//! [`CompiledPolicy::evaluate`] runs against [`Facts`] without allocating. [`format`] prints
+//! the canonical layout; [`render_diagnostics`] prints findings like rustc.
+//!
+//! ```
+//! let out = tribune_policy::check("p.tribune", r#"
+//! policy "batch" {
+//!   match tenant == "acme"
+//!   guarantee { cpu = 250m }
+//!   limit { cpu = 1 }
+//! }"#);
+//! assert!(!out.has_errors());
+//! let d = out.policies[0].evaluate(&tribune_policy::Facts::default());
+//! assert_eq!(d.limit[0].value, None); // tenant "" does not match
+//! ```
+
+mod ast;
+mod compile;
+mod diag;
+mod eval;
+mod fmt;
+mod ir;
+mod lexer;
+mod parser;
+mod set;
+pub mod units;
+
+pub use diag::{Diagnostic, Severity, render_diagnostics};
+pub use eval::{
+    ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
+    Facts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
+};
+pub use fmt::{FormatError, format};
+pub use ir::{Action, Agg, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
+pub use set::check_set;
+pub use units::{Dim, Resource};
+
+/// Largest policy source accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// Most tokens in one source.
+pub const MAX_TOKENS: usize = 200_000;
+/// Most policies in one source.
+pub const MAX_POLICIES: usize = 1000;
+pub use parser::MAX_DEPTH;
+
+/// The result of checking one source file.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The policies that compiled without errors, in source order.
+    pub policies: Vec<CompiledPolicy>,
+    /// Errors and warnings, in source order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckOutcome {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+pub(crate) struct Parsed<'s> {
+    pub file: ast::File,
+    pub comments: Vec<lexer::Comment>,
+    pub sink: diag::Sink<'s>,
+}
+
+pub(crate) fn parse<'s>(file_name: &'s str, source: &'s str) -> Parsed<'s> {
+    let mut sink = diag::Sink::new(file_name, source);
+    if source.len() > MAX_SOURCE_BYTES {
+        sink.error(
+            "E0106",
+            diag::Span::new(0, 0),
+            format!(
+                "the policy source is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                source.len()
+            ),
+            "too large",
+        )
+        .with_hint("split the policies over several files");
+        return Parsed {
+            file: ast::File {
+                policies: Vec::new(),
+            },
+            comments: Vec::new(),
+            sink,
+        };
+    }
+    let lexed = lexer::lex(source, &mut sink, MAX_TOKENS);
+    let file = {
+        let mut p = parser::Parser::new(source, &lexed.tokens, &mut sink);
+        p.file()
+    };
+    Parsed {
+        file,
+        comments: lexed.comments,
+        sink,
+    }
+}
+
+/// Check a source file: parse it, type- and unit-check every policy, compile the good ones,
+/// and check the file's policies against each other ([`check_set`]). Never panics.
+pub fn check(file_name: &str, source: &str) -> CheckOutcome {
+    let Parsed { file, mut sink, .. } = parse(file_name, source);
+    let mut policies = Vec::new();
+    if file.policies.len() > MAX_POLICIES {
+        sink.error(
+            "E0106",
+            file.policies[MAX_POLICIES].name_span,
+            format!("more than {MAX_POLICIES} policies in one file"),
+            "policy limit reached",
+        );
+    } else {
+        for p in &file.policies {
+            if let Some(c) = compile::Checker::new(&mut sink).policy(p) {
+                policies.push(c);
+            }
+        }
+    }
+    let mut diagnostics = sink.diags;
+    diagnostics.extend(check_set(&policies));
+    diagnostics.sort_by_key(|d| (d.offset, d.end_offset));
+    CheckOutcome {
+        policies,
+        diagnostics,
+    }
+}
+
+/// The meaningful tokens of a source (comments and `;` dropped), for property tests of the
+/// formatter. Not part of the API.
+#[doc(hidden)]
+pub fn __tokens_for_tests(source: &str) -> Vec<String> {
+    let mut sink = diag::Sink::new("t", source);
+    lexer::lex(source, &mut sink, MAX_TOKENS)
+        .tokens
+        .iter()
+        .filter(|t| t.kind != lexer::Tok::Semi)
+        .map(|t| source.get(t.span.range()).unwrap_or("").to_string())
+        .collect()
+}

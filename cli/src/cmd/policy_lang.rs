@@ -1,35 +1,221 @@
 //! `tribune policy check|fmt|eval`: local verbs over the policy language (no cluster needed).
+//! All language logic lives in `tribune_policy`; this module reads files and prints.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text (diagnostics rendered like rustc).
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Policy files to check.
-    pub files: Vec<std::path::PathBuf>,
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]
 pub struct FmtArgs {
-    /// Policy files to format.
-    pub files: Vec<std::path::PathBuf>,
+    /// Policy files to format in place (none: read stdin, write stdout).
+    pub files: Vec<PathBuf>,
+    /// Do not write; exit 1 and list the files that are not formatted.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Policy file to evaluate.
-    pub file: std::path::PathBuf,
+    pub file: PathBuf,
+    /// Facts JSON file (see docs/policy-language.md, "Facts").
+    #[arg(long)]
+    pub facts: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
-pub fn check(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("policy check is not built yet")
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-pub fn fmt(_args: FmtArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("policy fmt is not built yet")
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut sources = BTreeMap::new();
+    let mut policies = Vec::new();
+    let mut diags = Vec::new();
+    for f in &args.files {
+        let name = f.display().to_string();
+        let src = read(f)?;
+        let out = tribune_policy::check(&name, &src);
+        diags.extend(out.diagnostics);
+        policies.extend(out.policies);
+        sources.insert(name, src);
+    }
+    // Cross-file conflicts; drop the ones each file already reported.
+    let seen: BTreeSet<(String, u32, String)> = diags
+        .iter()
+        .map(|d| (d.file.clone(), d.offset, d.code.clone()))
+        .collect();
+    diags.extend(
+        tribune_policy::check_set(&policies)
+            .into_iter()
+            .filter(|d| !seen.contains(&(d.file.clone(), d.offset, d.code.clone()))),
+    );
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    let ok = errors == 0;
+    match args.output {
+        Output::Json => {
+            let v = serde_json::json!({
+                "ok": ok,
+                "files": args.files.len(),
+                "policies": policies.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diags,
+            });
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&v)?
+            )?;
+        }
+        Output::Text => {
+            let mut err = std::io::stderr().lock();
+            for (name, src) in &sources {
+                let mine: Vec<_> = diags.iter().filter(|d| &d.file == name).cloned().collect();
+                if !mine.is_empty() {
+                    write!(
+                        err,
+                        "{}",
+                        tribune_policy::render_diagnostics(name, src, &mine)
+                    )?;
+                }
+            }
+            if ok {
+                println!(
+                    "ok: {} file(s), {} policy(ies){}",
+                    args.files.len(),
+                    policies.len(),
+                    if warnings > 0 {
+                        format!(", {warnings} warning(s)")
+                    } else {
+                        String::new()
+                    }
+                );
+            } else {
+                writeln!(err, "error: {errors} error(s), {warnings} warning(s)")?;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-pub fn eval(_args: EvalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("policy eval is not built yet")
+pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
+    if args.files.is_empty() {
+        let mut src = String::new();
+        std::io::stdin().read_to_string(&mut src)?;
+        return match tribune_policy::format(&src) {
+            Ok(out) => {
+                if args.check && out != src {
+                    eprintln!("<stdin> is not formatted");
+                    return Ok(ExitCode::FAILURE);
+                }
+                if !args.check {
+                    print!("{out}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!(
+                    "{}",
+                    tribune_policy::render_diagnostics("<stdin>", &src, &e.diagnostics)
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    let mut failed = false;
+    for f in &args.files {
+        let name = f.display().to_string();
+        let src = read(f)?;
+        match tribune_policy::format(&src) {
+            Ok(out) if out == src => {}
+            Ok(out) => {
+                if args.check {
+                    println!("would reformat {name}");
+                    failed = true;
+                } else {
+                    std::fs::write(f, out).with_context(|| format!("cannot write {name}"))?;
+                    println!("formatted {name}");
+                }
+            }
+            Err(e) => {
+                let diags: Vec<_> = e
+                    .diagnostics
+                    .into_iter()
+                    .map(|mut d| {
+                        d.file = name.clone();
+                        d
+                    })
+                    .collect();
+                eprint!(
+                    "{}",
+                    tribune_policy::render_diagnostics(&name, &src, &diags)
+                );
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let name = args.file.display().to_string();
+    let src = read(&args.file)?;
+    let out = tribune_policy::check(&name, &src);
+    if out.has_errors() {
+        eprint!(
+            "{}",
+            tribune_policy::render_diagnostics(&name, &src, &out.diagnostics)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let facts_text = read(&args.facts)?;
+    let facts: tribune_policy::Facts = serde_json::from_str(&facts_text)
+        .with_context(|| format!("{} is not a valid facts file", args.facts.display()))?;
+    let set = tribune_policy::PolicySet::new(out.policies);
+    let text = match args.output {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&set.report_json(&facts))?
+        ),
+        Output::Text => set.report_text(&facts),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
