@@ -11,7 +11,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::{self, CgroupEnforcer, CgroupVersion};
-use crate::collector::{Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval};
+use crate::collector::{
+    NetCounters, OOM_EVERY, Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval,
+};
 use crate::error::{AgentError, Result};
 use crate::gpu::{self, GpuBackend};
 use crate::net::{self, NetConfig, NetIdentity, Network};
@@ -177,6 +179,8 @@ pub struct Agent {
     gpu: Box<dyn GpuBackend>,
     link: LinkState,
     buf: Vec<u8>,
+    net_counters: Option<NetCounters>,
+    ticks: u64,
 }
 
 fn now_ms() -> u64 {
@@ -236,6 +240,8 @@ impl Agent {
             events: VecDeque::new(),
             gpu: gpu::detect(),
             buf: Vec::with_capacity(4096),
+            net_counters: NetCounters::open().ok(),
+            ticks: 0,
         };
         if let Some(plan) = agent.store.load()? {
             tracing::info!(version = plan.version, "re-applying the last applied plan");
@@ -522,10 +528,19 @@ impl Agent {
     pub async fn sample(&mut self) {
         let now = tokio::time::Instant::now();
         let mut events = Vec::new();
+        self.ticks += 1;
+        let with_oom = self.ticks % OOM_EVERY == 1;
+        let links = match self.net_counters.as_mut() {
+            Some(n) => n.read(),
+            None => Default::default(),
+        };
         for (name, r) in self.enclaves.iter_mut() {
-            let Ok(mut s) = r.probe.read(&mut self.buf) else {
+            let Ok(mut s) = r.probe.read(&mut self.buf, &links, with_oom) else {
                 continue;
             };
+            if !with_oom {
+                s.oom_kills = r.last.map_or(0, |(_, p)| p.oom_kills);
+            }
             if let Some(pids) = r.enclave.pid().map(|p| vec![p]) {
                 s.gpu_percent = self.gpu.utilization_percent(&pids);
             }

@@ -111,6 +111,12 @@ pub struct CgroupProbe {
 impl CgroupProbe {
     /// Reads the three counters; `buf` is reused between calls to avoid allocating per sample.
     pub fn read(&self, buf: &mut Vec<u8>) -> Result<CgroupSample> {
+        self.read_with(buf, true)
+    }
+
+    /// As [`read`](Self::read); the OOM counter (a third file) only when `with_oom`, so the
+    /// collector can read it at a lower rate (`oom_kills` is 0 otherwise).
+    pub fn read_with(&self, buf: &mut Vec<u8>, with_oom: bool) -> Result<CgroupSample> {
         let cpu = pread_text(&self.cpu, buf)?;
         let cpu_ns = match self.version {
             CgroupVersion::V1 => parse_u64(cpu.trim()),
@@ -118,7 +124,11 @@ impl CgroupProbe {
         }
         .unwrap_or(0);
         let memory_bytes = parse_u64(pread_text(&self.memory, buf)?.trim()).unwrap_or(0);
-        let oom_kills = parse_keyed(pread_text(&self.oom, buf)?, "oom_kill").unwrap_or(0);
+        let oom_kills = if with_oom {
+            parse_keyed(pread_text(&self.oom, buf)?, "oom_kill").unwrap_or(0)
+        } else {
+            0
+        };
         Ok(CgroupSample {
             cpu_ns,
             memory_bytes,

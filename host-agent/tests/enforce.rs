@@ -1,0 +1,192 @@
+//! Enforcement on the real kernel (root only): CPU cap, weights, memory limit, suspend/resume.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tribune_agent::agent::EventKind;
+use tribune_agent::{Agent, LaunchSpec, RunState, RuntimeKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_cap_holds_and_changes_within_100ms() {
+    if skip("cpu_cap") {
+        return;
+    }
+    let _g = lock();
+    let (mut cfg, _dir) = config("cap", RuntimeKind::Process);
+    cfg.cpuset_cpus = Some(test_cpu());
+    let mut agent = Agent::start(cfg).await.unwrap();
+    prioritise(&agent);
+    agent
+        .apply(plan(1, &[("busy", enclave(busy(), Some(250), 1))]))
+        .await
+        .unwrap();
+    let g = agent.group_of("busy");
+    let cg = agent.cgroups().clone();
+    std::thread::sleep(Duration::from_millis(300));
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(5),
+    )[0];
+    eprintln!(
+        "figure: cap 250m over 5 s -> {:.2}% of a core",
+        used * 100.0
+    );
+    assert!(
+        (used - 0.25).abs() <= 0.015,
+        "capped at 250m used {used:.4} cores"
+    );
+
+    let t0 = Instant::now();
+    let rep = agent
+        .apply(plan(2, &[("busy", enclave(busy(), Some(500), 1))]))
+        .await
+        .unwrap();
+    let apply_latency = t0.elapsed();
+    assert_eq!(rep.writes, 1, "only the cap changed: {rep:?}");
+    assert_eq!(cg.cpu_cap(&g).unwrap(), Some(500));
+    // The new quota is in force from the next CFS period (100 ms): measure from there.
+    let wait = Duration::from_millis(100).saturating_sub(t0.elapsed());
+    std::thread::sleep(wait);
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(1),
+    )[0];
+    eprintln!(
+        "figure: cap 250m -> 500m: apply took {:?}; usage from +100 ms over 1 s -> {:.2}%",
+        apply_latency,
+        used * 100.0
+    );
+    assert!(apply_latency < Duration::from_millis(100));
+    assert!(
+        (used - 0.5).abs() <= 0.03,
+        "after raising to 500m used {used:.4}"
+    );
+    shutdown_clean(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_one_two_four_share_one_core() {
+    if skip("weights") {
+        return;
+    }
+    let _g = lock();
+    let (mut cfg, _dir) = config("weights", RuntimeKind::Process);
+    cfg.cpuset_cpus = Some(test_cpu());
+    let mut agent = Agent::start(cfg).await.unwrap();
+    prioritise(&agent);
+    agent
+        .apply(plan(
+            1,
+            &[
+                ("w1", enclave(busy(), None, 1)),
+                ("w2", enclave(busy(), None, 2)),
+                ("w4", enclave(busy(), None, 4)),
+            ],
+        ))
+        .await
+        .unwrap();
+    let groups: Vec<String> = ["w1", "w2", "w4"]
+        .iter()
+        .map(|n| agent.group_of(n))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let used = measure_cores(agent.cgroups().as_ref(), &groups, Duration::from_secs(5));
+    let total: f64 = used.iter().sum();
+    let ideal = [1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0];
+    for (i, u) in used.iter().enumerate() {
+        let share = u / total;
+        let rel = (share - ideal[i]).abs() / ideal[i];
+        eprintln!(
+            "figure: weight {} -> share {:.4} (ideal {:.4}, off {:.2}% of ideal); total {:.3} cores",
+            [1, 2, 4][i],
+            share,
+            ideal[i],
+            rel * 100.0,
+            total
+        );
+        assert!(
+            rel <= 0.03,
+            "weight share {share:.4} vs ideal {:.4}",
+            ideal[i]
+        );
+    }
+    shutdown_clean(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_holds_and_oom_is_reported() {
+    if skip("memory") {
+        return;
+    }
+    let _g = lock();
+    let (cfg, _dir) = config("mem", RuntimeKind::Process);
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let limit: u64 = 32 << 20;
+    let mut e = enclave(
+        LaunchSpec::Process {
+            // `tail` buffers a "line" that never ends: memory grows until the limit.
+            cmd: vec!["tail".into(), "/dev/zero".into()],
+            network: false,
+        },
+        None,
+        1,
+    );
+    e.limits.memory_bytes = Some(limit);
+    agent.apply(plan(1, &[("hog", e)])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut oom = false;
+    let mut peak = 0;
+    while Instant::now() < deadline && !oom {
+        agent.sample().await;
+        let st = agent.status().await;
+        peak = peak.max(st.enclaves[0].usage.memory_bytes);
+        oom = st.events.iter().any(|ev| {
+            ev.enclave.as_deref() == Some("hog") && matches!(ev.kind, EventKind::OomKill { .. })
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("figure: memory limit {limit} B, peak sampled usage {peak} B, oom reported: {oom}");
+    assert!(oom, "agent did not report the OOM kill");
+    assert!(peak <= limit, "usage {peak} above limit {limit}");
+    shutdown_clean(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_stops_cpu_and_resume_runs_again() {
+    if skip("suspend") {
+        return;
+    }
+    let _g = lock();
+    let (mut cfg, _dir) = config("freeze", RuntimeKind::Process);
+    cfg.cpuset_cpus = Some(test_cpu());
+    let mut agent = Agent::start(cfg).await.unwrap();
+    prioritise(&agent);
+    let mut e = enclave(busy(), Some(500), 1);
+    agent.apply(plan(1, &[("f", e.clone())])).await.unwrap();
+    let g = agent.group_of("f");
+    let cg = agent.cgroups().clone();
+    e.state = RunState::Suspend;
+    let rep = agent.apply(plan(2, &[("f", e.clone())])).await.unwrap();
+    assert_eq!(rep.writes, 1);
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(1),
+    )[0];
+    eprintln!("figure: suspended -> {:.4}% of a core", used * 100.0);
+    assert_eq!(used, 0.0, "a frozen enclave used CPU");
+    e.state = RunState::Run;
+    agent.apply(plan(3, &[("f", e)])).await.unwrap();
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(1),
+    )[0];
+    eprintln!("figure: resumed -> {:.2}% of a core", used * 100.0);
+    assert!(used > 0.3, "resumed enclave used only {used:.3} cores");
+    shutdown_clean(agent).await;
+}

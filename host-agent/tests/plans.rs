@@ -1,0 +1,130 @@
+//! Plans on the real kernel (root only): re-applied after a restart, stale versions refused,
+//! kept (and re-enforced) when the controller link is down, served over the control socket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::sync::{mpsc, oneshot};
+use tribune_agent::agent::{EventKind, LinkState};
+use tribune_agent::control::{self, ClientRequest};
+use tribune_agent::{Agent, AgentError, LaunchSpec, LinkEvent, Request, RuntimeKind};
+
+fn sleeper() -> LaunchSpec {
+    LaunchSpec::Process {
+        cmd: vec!["sleep".into(), "600".into()],
+        network: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
+    if skip("restart") {
+        return;
+    }
+    let _g = lock();
+    let (cfg, _dir) = config("restart", RuntimeKind::Process);
+    let mut agent = Agent::start(cfg.clone()).await.unwrap();
+    let mut e = enclave(sleeper(), Some(250), 2);
+    e.limits.memory_bytes = Some(64 << 20);
+    agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
+    // Same plan again: nothing written.
+    let rep = agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
+    assert_eq!(rep.writes, 0);
+    shutdown_clean(agent).await;
+
+    let mut agent = Agent::start(cfg).await.unwrap();
+    assert_eq!(agent.applied().map(|p| p.version), Some(3));
+    let g = agent.group_of("s");
+    assert_eq!(agent.cgroups().cpu_cap(&g).unwrap(), Some(250));
+    assert_eq!(agent.cgroups().memory_limit(&g).unwrap(), Some(64 << 20));
+    assert!(
+        !agent.cgroups().pids(&g).unwrap().is_empty(),
+        "enclave relaunched"
+    );
+    let err = agent.apply(plan(2, &[("s", e)])).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AgentError::StalePlan {
+                offered: 2,
+                applied: 3
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(agent.cgroups().cpu_cap(&g).unwrap(), Some(250));
+    shutdown_clean(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
+    if skip("link_down") {
+        return;
+    }
+    let _g = lock();
+    let (mut cfg, dir) = config("linkdown", RuntimeKind::Process);
+    cfg.controllers = vec!["127.0.0.1:1".into()];
+    cfg.reconcile_period = Duration::from_millis(200);
+    let agent = Agent::start(cfg).await.unwrap();
+    let g = agent.group_of("s");
+    let cg = agent.cgroups().clone();
+    let (req_tx, req_rx) = mpsc::channel(8);
+    let (link_tx, link_rx) = mpsc::channel(8);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = control::serve(dir.path(), req_tx.clone()).unwrap();
+    let task = tokio::spawn(agent.run(req_rx, Some(link_rx), async {
+        let _ = stop_rx.await;
+    }));
+    link_tx.send(LinkEvent::Up).await.unwrap();
+    link_tx
+        .send(LinkEvent::Plan(plan(
+            1,
+            &[("s", enclave(sleeper(), Some(300), 1))],
+        )))
+        .await
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()
+        == Some(Some(300))));
+    // The controller goes away.
+    drop(link_tx);
+    // Someone lifts the limit behind the agent's back: the last plan is enforced again.
+    std::fs::write(format!("/sys/fs/cgroup/cpu/{g}/cpu.cfs_quota_us"), "-1").ok();
+    assert!(
+        wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()
+            == Some(Some(300))),
+        "limit not re-enforced after the link went down"
+    );
+    let status = control::request(dir.path(), &ClientRequest::Status)
+        .await
+        .unwrap();
+    assert_eq!(status["applied_version"], 1);
+    assert_eq!(status["controller_link"], "down");
+    let (tx, rx) = oneshot::channel();
+    req_tx.send(Request::Status(tx)).await.unwrap();
+    let st = rx.await.unwrap();
+    assert_eq!(st.controller_link, LinkState::Down);
+    assert!(st.events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::ControllerLinkDown {
+            keeping_version: Some(1)
+        }
+    )));
+    // A plan through the control socket still works, and writes only what changed.
+    let v2 = plan(2, &[("s", enclave(sleeper(), Some(400), 1))]);
+    let rep = control::request(dir.path(), &ClientRequest::Apply(v2))
+        .await
+        .unwrap();
+    assert_eq!(rep["writes"], 1);
+    assert_eq!(cg.cpu_cap(&g).unwrap(), Some(400));
+    let stale = plan(1, &[]);
+    let err = control::request(dir.path(), &ClientRequest::Apply(stale))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("older"), "{err}");
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    server.abort();
+    assert_clean(cg.as_ref());
+}
