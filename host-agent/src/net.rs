@@ -120,11 +120,16 @@ fn shape_whole_device(ns: Option<&str>, dev: &str, bw: Option<Bandwidth>) -> Res
         return Ok(());
     };
     let (r, c) = (rate(bw.guarantee_bits_per_sec), rate(bw.limit_bits_per_sec));
-    let mut a = pre.clone();
-    a.extend([
-        "qdisc", "replace", "dev", dev, "root", "handle", &root, "htb", "default", "1",
-    ]);
-    run("tc", &a)?;
+    // HTB refuses `replace` of itself: create the root once, then only replace the class.
+    let mut show = pre.clone();
+    show.extend(["qdisc", "show", "dev", dev, "root"]);
+    if !run("tc", &show)?.contains(&format!("htb {root}")) {
+        let mut a = pre.clone();
+        a.extend([
+            "qdisc", "replace", "dev", dev, "root", "handle", &root, "htb", "default", "1",
+        ]);
+        run("tc", &a)?;
+    }
     let mut a = pre.clone();
     a.extend([
         "class", "replace", "dev", dev, "parent", &root, "classid", &class, "htb", "rate", &r,
@@ -156,6 +161,7 @@ impl Network {
             let top = format!("{QDISC_MAJOR}:1");
             let other = format!("{QDISC_MAJOR}:fffe");
             let cap = rate(up.capacity_bits_per_sec);
+            remove_our_root_qdisc(None, &up.device);
             run(
                 "tc",
                 &[
