@@ -423,6 +423,18 @@ impl Agent {
             }
             _ => None,
         };
+        // Shaping before the first packet, too.
+        if let (Some(n), Some(id)) = (&self.net, &net_id) {
+            let shaped = n
+                .set_egress(id, wanted.limits.egress)
+                .and_then(|_| n.set_ingress(id, wanted.limits.ingress));
+            if let Err(e) = shaped {
+                let _ = n.detach(id);
+                let _ = self.cgroups.remove(&group);
+                return Err(e);
+            }
+            writes += 2;
+        }
         let identity = Identity {
             name: name.to_string(),
             group: group.clone(),
@@ -462,10 +474,7 @@ impl Agent {
             },
         );
         for change in initial_changes(wanted) {
-            if !matches!(
-                change,
-                Change::CpuCap(_) | Change::Weight(_) | Change::Memory { .. }
-            ) {
+            if matches!(change, Change::State(_) | Change::Gpu(_)) {
                 self.apply_change(name, &change).await?;
                 writes += 1;
             }

@@ -52,7 +52,7 @@ fn sampling_100_enclaves_costs_under_2_percent_of_a_core() {
         while t0.elapsed() < Duration::from_secs(3) {
             tick.tick().await;
             let links = net.read();
-            let with_oom = ticks % OOM_EVERY == 0;
+            let with_oom = ticks.is_multiple_of(OOM_EVERY);
             for p in &probes {
                 let s = p.read(&mut buf, &links, with_oom).unwrap();
                 sink = sink.wrapping_add(s.cpu_ns + s.net_tx_bytes);
