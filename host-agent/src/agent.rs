@@ -22,9 +22,13 @@ use crate::runtime::{
     Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, new_runtime,
 };
 use crate::store::PlanStore;
+use crate::supervisor::{AuthenticatedReport, Supervisor, UnsignedDev, UsageSigner};
 
 /// Most events kept for `status` (oldest dropped).
 pub const EVENTS_MAX: usize = 256;
+/// Most usage reports buffered per enclave while no controller drains them (60 s at 100 ms);
+/// the oldest are dropped, and the gap shows in `seq`.
+pub const REPORTS_MAX: usize = 600;
 
 /// How the agent is set up on this host.
 #[derive(Clone, Debug)]
@@ -165,6 +169,8 @@ struct Running {
     last: Option<(tokio::time::Instant, Sample)>,
     usage: Usage,
     exited: bool,
+    supervisor: Supervisor,
+    reports: VecDeque<AuthenticatedReport>,
 }
 
 pub struct Agent {
@@ -181,6 +187,18 @@ pub struct Agent {
     buf: Vec<u8>,
     net_counters: Option<NetCounters>,
     ticks: u64,
+    signer_factory: SignerFactory,
+}
+
+/// Makes the enclave-side key holder of a new enclave (the attestation crate's MAC/checkpoint
+/// signer at integration; [`UnsignedDev`] until then).
+pub type SignerFactory = Box<dyn Fn(&str) -> Box<dyn UsageSigner> + Send>;
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn now_ms() -> u64 {
@@ -242,12 +260,27 @@ impl Agent {
             buf: Vec::with_capacity(4096),
             net_counters: NetCounters::open().ok(),
             ticks: 0,
+            signer_factory: Box::new(|_| Box::new(UnsignedDev)),
         };
         if let Some(plan) = agent.store.load()? {
             tracing::info!(version = plan.version, "re-applying the last applied plan");
             agent.apply(plan).await?;
         }
         Ok(agent)
+    }
+
+    /// Sets how enclaves launched from now on get their usage signer.
+    pub fn set_signer_factory(&mut self, f: SignerFactory) {
+        self.signer_factory = f;
+    }
+
+    /// Takes the buffered usage reports of every enclave (oldest first per enclave), for the
+    /// controller stream to batch into one message.
+    pub fn drain_reports(&mut self) -> Vec<AuthenticatedReport> {
+        self.enclaves
+            .values_mut()
+            .flat_map(|r| r.reports.drain(..))
+            .collect()
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -471,6 +504,8 @@ impl Agent {
                 last: None,
                 usage: Usage::default(),
                 exited: false,
+                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
+                reports: VecDeque::new(),
             },
         );
         for change in initial_changes(wanted) {
@@ -565,6 +600,12 @@ impl Agent {
                 }
             }
             r.last = Some((now, s));
+            if let Some(rep) = r.supervisor.report(unix_ns(), s) {
+                if r.reports.len() == REPORTS_MAX {
+                    r.reports.pop_front();
+                }
+                r.reports.push_back(rep);
+            }
             if !r.exited
                 && let Ok(EnclaveStatus::Exited { code }) = r.enclave.status().await
             {

@@ -32,6 +32,17 @@ async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
     let mut e = enclave(sleeper(), Some(250), 2);
     e.limits.memory_bytes = Some(64 << 20);
     agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
+    // Usage reports are produced per window with increasing seq, ready for the stream.
+    agent.sample().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    agent.sample().await;
+    agent.sample().await;
+    let reports = agent.drain_reports();
+    assert_eq!(
+        reports.iter().map(|r| r.report.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(agent.drain_reports().is_empty());
     // Same plan again: nothing written.
     let rep = agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
     assert_eq!(rep.writes, 0);

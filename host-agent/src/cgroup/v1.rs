@@ -201,3 +201,15 @@ impl CgroupEnforcer for V1 {
         CONTROLLERS.iter().map(|c| self.dir(c, group)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_hierarchy_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = V1::new(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("cgroup v1 controller `cpu`"), "{err}");
+    }
+}
