@@ -24,7 +24,12 @@ fn is_root() -> bool {
 
 fn skip_unless_root(test: &str) -> bool {
     if !is_root() {
-        eprintln!("skipped: {test}: not root (the agent needs cgroups and namespaces)");
+        // Straight to stderr: the harness captures eprintln! of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test}: not root (the agent needs cgroups and namespaces)"
+        );
         return true;
     }
     false

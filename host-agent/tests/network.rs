@@ -142,7 +142,7 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
         return;
     }
     if !std::path::Path::new("/bin/bash").exists() {
-        eprintln!("skipped: network: /bin/bash (used as the TCP sender) not installed");
+        say_skipped("network: /bin/bash (used as the TCP sender) not installed");
         return;
     }
     let _g = lock();

@@ -26,9 +26,7 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
         return;
     }
     if !have_qemu() {
-        eprintln!(
-            "skipped: qemu: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-        );
+        say_skipped("qemu: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)");
         return;
     }
     let _g = lock();

@@ -18,18 +18,26 @@ pub fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `Some(reason)` when this test cannot run here; prints `skipped: …` so it never passes
-/// silently.
+/// Prints `skipped: …` straight to stderr: `eprintln!` output of a passing test is captured
+/// by the test harness and would never be seen.
+pub fn say_skipped(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
+}
+
+/// True when this test cannot run here; says why so it never passes silently.
 pub fn skip(test: &str) -> bool {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: {test}: not root (cgroups, netns and tc need root)");
+        say_skipped(&format!(
+            "{test}: not root (cgroups, netns and tc need root)"
+        ));
         return true;
     }
     if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists()
         && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     {
-        eprintln!("skipped: {test}: no cgroup cpu controller");
+        say_skipped(&format!("{test}: no cgroup cpu controller"));
         return true;
     }
     false
