@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ use tribune_agent::net::{self, NetConfig, Uplink, short_hash};
 use tribune_agent::{Agent, Bandwidth, EnclavePlan, LaunchSpec, Limits, RunState, RuntimeKind};
 
 const PORT: u16 = 5001;
+const PORT_DOWN: u16 = 5002;
 const UPLINK_BITS: u64 = 35_000_000;
 
 type Counts = Arc<Mutex<HashMap<IpAddr, u64>>>;
@@ -70,6 +71,49 @@ fn sink(ns: &str, stop: Arc<AtomicBool>) -> (Counts, std::thread::JoinHandle<()>
         }
     });
     (counts, h)
+}
+
+/// A TCP source inside namespace `ns` on `PORT_DOWN`: writes zeros flat out to every client
+/// until `stop`.
+fn source(ns: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only; threads it spawns inherit the namespace.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let l = TcpListener::bind(("0.0.0.0", PORT_DOWN)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let mut writers = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_write_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    let stop = stop.clone();
+                    writers.push(std::thread::spawn(move || {
+                        let buf = vec![0u8; 64 << 10];
+                        while !stop.load(Ordering::Relaxed) {
+                            match s.write(&buf) {
+                                Ok(_) => {}
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        for w in writers {
+            let _ = w.join();
+        }
+    })
 }
 
 /// Bytes sent by each HTB class on `dev` (`tc -s class show`).
@@ -179,6 +223,7 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (counts, sink_thread) = sink(&sink_ns, stop.clone());
+    let source_thread = source(&sink_ns, stop.clone());
     let mut agent = Agent::start(cfg).await.unwrap();
 
     // Phase 1: fixed rates 5/10/20 Mbit (ceil = rate); one enclave greedy with 8 streams.
@@ -251,10 +296,47 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
         sum / 1e6
     );
 
+    // Phase 3: the other direction. One enclave downloads flat out; its ingress class on the
+    // host-side veth holds it to the plan.
+    let ingress_bits = 8_000_000u64;
+    let down = LaunchSpec::Process {
+        cmd: vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            format!("cat < /dev/tcp/{sink_ip}/{PORT_DOWN} > /dev/null"),
+        ],
+        network: true,
+    };
+    let mut d = shaped(down, 1_000_000, 1_000_000);
+    d.limits.ingress = Some(Bandwidth {
+        guarantee_bits_per_sec: ingress_bits,
+        limit_bits_per_sec: ingress_bits,
+    });
+    let rep = agent.apply(plan(3, &[("d", d)])).await.unwrap();
+    assert_eq!(rep.stopped, vec!["a", "b", "c"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let veth = agent.net_of("d").unwrap().host_veth.clone();
+    let class = format!("{}:1", net::QDISC_MAJOR);
+    let a = class_bytes(&veth).get(&class).copied().unwrap_or(0);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let b = class_bytes(&veth).get(&class).copied().unwrap_or(0);
+    let down_rate = (b - a) as f64 * 8.0 / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "figure: ingress planned {:.1} Mbit/s -> class {:.2} Mbit/s ({:+.2}%)",
+        ingress_bits as f64 / 1e6,
+        down_rate / 1e6,
+        (down_rate / ingress_bits as f64 - 1.0) * 100.0
+    );
+    if (down_rate - ingress_bits as f64).abs() / ingress_bits as f64 > 0.05 {
+        failures.push(format!("ingress d: {:.3} Mbit/s", down_rate / 1e6));
+    }
+
     stop.store(true, Ordering::Relaxed);
     let cg = agent.cgroups().clone();
     agent.shutdown().await.unwrap();
     sink_thread.join().unwrap();
+    source_thread.join().unwrap();
     net::run("ip", &["netns", "del", &sink_ns]).unwrap();
     // The namespace goes away asynchronously; its veth peer may outlive it for a moment.
     let _ = net::run("ip", &["link", "del", &up]);
