@@ -478,6 +478,7 @@ impl Agent {
             spec,
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
+            env: self.gpu.launch_env(wanted.limits.gpu_percent),
         };
         let enclave = match self.runtime.launch(ctx).await {
             Ok(e) => e,
@@ -619,14 +620,36 @@ impl Agent {
     }
 
     /// Reads back what the plan says and writes it again where it drifted (fail-safe: a limit
-    /// removed behind our back comes back).
+    /// removed behind our back comes back, a suspended enclave someone resumed is suspended
+    /// again; the other direction is left to the next plan).
     pub async fn reconcile(&mut self) {
         let mut fixes = Vec::new();
+        let mut resuspended = Vec::new();
+        for (name, r) in self.enclaves.iter_mut() {
+            if r.plan.state == RunState::Suspend
+                && !r.exited
+                && matches!(r.enclave.status().await, Ok(EnclaveStatus::Running))
+                && r.enclave.suspend().await.is_ok()
+            {
+                resuspended.push(name.clone());
+            }
+        }
+        for name in resuspended {
+            self.event(
+                Some(&name),
+                EventKind::Reenforced {
+                    what: "suspend".into(),
+                },
+            );
+        }
         for (name, r) in &self.enclaves {
             let g = &r.enclave.identity().group;
             let l = &r.plan.limits;
             if self.cgroups.cpu_cap(g).ok() != Some(l.cpu_millicores) {
                 fixes.push((name.clone(), Change::CpuCap(l.cpu_millicores), "cpu cap"));
+            }
+            if self.cgroups.weight_is(g, r.plan.weight).ok() == Some(false) {
+                fixes.push((name.clone(), Change::Weight(r.plan.weight), "weight"));
             }
             if let Ok(m) = self.cgroups.memory_limit(g)
                 && !same_memory(m, l.memory_bytes)

@@ -15,6 +15,10 @@ pub trait GpuBackend: Send {
     /// Records the enclave's GPU share. With MPS this becomes
     /// `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` for its clients; without a GPU it is a no-op.
     fn set_share(&mut self, enclave: &str, percent: Option<u32>) -> Result<()>;
+    /// Environment for a new enclave's process under this share (MPS clients read it).
+    fn launch_env(&self, _percent: Option<u32>) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A host without a GPU.
@@ -56,6 +60,14 @@ impl NvmlGpu {
 impl GpuBackend for NvmlGpu {
     fn name(&self) -> &'static str {
         "nvml"
+    }
+    fn launch_env(&self, percent: Option<u32>) -> Vec<(String, String)> {
+        percent.map_or_else(Vec::new, |p| {
+            vec![(
+                "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_string(),
+                p.clamp(1, 100).to_string(),
+            )]
+        })
     }
     fn absent_reason(&self) -> Option<&str> {
         None

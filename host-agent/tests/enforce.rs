@@ -182,6 +182,10 @@ async fn suspend_stops_cpu_and_resume_runs_again() {
     )[0];
     eprintln!("figure: suspended -> {:.4}% of a core", used * 100.0);
     assert_eq!(used, 0.0, "a frozen enclave used CPU");
+    // Someone thaws it behind the agent's back: reconcile suspends it again.
+    cg.thaw(&g).unwrap();
+    agent.reconcile().await;
+    assert!(cg.is_frozen(&g).unwrap(), "suspension not re-enforced");
     e.state = RunState::Run;
     agent.apply(plan(3, &[("f", e)])).await.unwrap();
     let used = measure_cores(

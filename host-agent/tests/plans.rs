@@ -110,6 +110,12 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
             == Some(Some(300))),
         "limit not re-enforced after the link went down"
     );
+    std::fs::write(format!("/sys/fs/cgroup/cpu/{g}/cpu.shares"), "2").ok();
+    assert!(
+        wait_for(Duration::from_secs(10), || cg.weight_is(&g, 1).ok()
+            == Some(true)),
+        "weight not re-enforced"
+    );
     let status = control::request(dir.path(), &ClientRequest::Status)
         .await
         .unwrap();

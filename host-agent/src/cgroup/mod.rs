@@ -52,6 +52,8 @@ pub trait CgroupEnforcer: Send + Sync + std::fmt::Debug {
     fn cpu_cap(&self, group: &str) -> Result<Option<u64>>;
     /// Fair-share weight (1..=256, 1 = the default share of a plain process).
     fn set_weight(&self, group: &str, weight: u32) -> Result<()>;
+    /// Whether the group's weight file holds what `set_weight(weight)` writes.
+    fn weight_is(&self, group: &str, weight: u32) -> Result<bool>;
     fn set_memory(&self, group: &str, limit: Option<u64>, high: Option<u64>) -> Result<()>;
     fn memory_limit(&self, group: &str) -> Result<Option<u64>>;
     /// Pins the group to CPUs (`"0"`, `"0-1"`), as tests do to measure shares on one core.

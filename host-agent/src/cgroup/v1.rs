@@ -145,6 +145,11 @@ impl CgroupEnforcer for V1 {
         )
     }
 
+    fn weight_is(&self, group: &str, weight: u32) -> Result<bool> {
+        Ok(read(&self.file("cpu", group, "cpu.shares"))?.trim()
+            == weight_to_shares(weight).to_string())
+    }
+
     fn set_memory(&self, group: &str, limit: Option<u64>, high: Option<u64>) -> Result<()> {
         let fmt = |v: Option<u64>| v.map_or("-1".to_string(), |b| b.to_string());
         write(

@@ -123,6 +123,10 @@ impl CgroupEnforcer for V2 {
         write(&self.file(group, "cpu.weight"), &format_cpu_weight(weight))
     }
 
+    fn weight_is(&self, group: &str, weight: u32) -> Result<bool> {
+        Ok(read(&self.file(group, "cpu.weight"))?.trim() == format_cpu_weight(weight))
+    }
+
     fn set_memory(&self, group: &str, limit: Option<u64>, high: Option<u64>) -> Result<()> {
         write(&self.file(group, "memory.max"), &format_memory(limit))?;
         write(&self.file(group, "memory.high"), &format_memory(high))

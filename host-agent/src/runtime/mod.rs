@@ -76,6 +76,8 @@ pub struct LaunchContext {
     /// Private directory for sockets and firmware (inside the agent's data dir).
     pub work_dir: PathBuf,
     pub cgroups: Arc<dyn CgroupEnforcer>,
+    /// Extra environment (e.g. the MPS GPU share).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running enclave.
@@ -135,6 +137,7 @@ pub(crate) fn spawn_confined(
     let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&argv[1..])
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
         .process_group(0)
         .stdin(std::process::Stdio::null());
     if quiet {
