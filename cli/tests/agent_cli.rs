@@ -196,6 +196,21 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     agent.kill().unwrap();
     agent.wait().unwrap();
     assert!(!gone(&instance), "a crash leaves the enclave behind");
+    let quota = format!("/sys/fs/cgroup/cpu/tribune/{instance}/s/cpu.cfs_quota_us");
+    // Restarted on the same data dir: it clears its leftovers and re-applies the plan.
+    let _ = std::fs::remove_file(dir.path().join("agent.sock"));
+    let mut again = start_agent(dir.path(), &instance);
+    let out = Command::new(BIN)
+        .args(["agent", "status", "--output", "json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied_version"], 1);
+    assert_eq!(v["enclaves"][0]["status"]["state"], "running");
+    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "10000");
+    again.kill().unwrap();
+    again.wait().unwrap();
     let out = tribune(&["agent", "cleanup"]);
     assert!(
         out.status.success(),
