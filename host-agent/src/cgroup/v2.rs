@@ -80,8 +80,12 @@ impl CgroupEnforcer for V2 {
     fn create(&self, group: &str) -> Result<()> {
         let mut path = self.root.clone();
         for part in Path::new(group).components() {
-            // Children only get controllers their parent hands down.
-            write(&path.join("cgroup.subtree_control"), "+cpu +memory +cpuset")?;
+            // Children only get controllers their parent hands down; cpuset is optional (only
+            // tests pin CPUs), cpu and memory are not.
+            let control = path.join("cgroup.subtree_control");
+            if write(&control, "+cpu +memory +cpuset").is_err() {
+                write(&control, "+cpu +memory")?;
+            }
             path.push(part);
             if !path.exists() {
                 std::fs::create_dir(&path).map_err(|e| AgentError::io("mkdir", &path, e))?;
