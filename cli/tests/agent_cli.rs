@@ -70,8 +70,22 @@ fn write_plan(dir: &Path, version: u64, cpu: u64) -> std::path::PathBuf {
 }
 
 fn gone(instance: &str) -> bool {
-    !Path::new(&format!("/sys/fs/cgroup/cpu/tribune/{instance}")).exists()
-        && !Path::new(&format!("/sys/fs/cgroup/memory/tribune/{instance}")).exists()
+    ["cpu/", "memory/", ""]
+        .iter()
+        .all(|h| !Path::new(&format!("/sys/fs/cgroup/{h}tribune/{instance}")).exists())
+}
+
+/// CFS quota in µs of enclave `s` of `instance` (cgroup v1 `cpu.cfs_quota_us` or v2 `cpu.max`).
+fn quota_us(instance: &str) -> String {
+    let v1 = format!("/sys/fs/cgroup/cpu/tribune/{instance}/s/cpu.cfs_quota_us");
+    let v2 = format!("/sys/fs/cgroup/tribune/{instance}/s/cpu.max");
+    std::fs::read_to_string(v1)
+        .or_else(|_| std::fs::read_to_string(v2))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -142,11 +156,7 @@ fn run_apply_status_and_clean_exit() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"launched\":[\"s\"]"));
-    let quota = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/cpu/tribune/{instance}/s/cpu.cfs_quota_us"
-    ))
-    .unwrap();
-    assert_eq!(quota.trim(), "25000");
+    assert_eq!(quota_us(&instance), "25000");
     let out = Command::new(BIN)
         .args(["agent", "status", "--output", "json", "--data-dir"])
         .arg(dir.path())
@@ -196,7 +206,6 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     agent.kill().unwrap();
     agent.wait().unwrap();
     assert!(!gone(&instance), "a crash leaves the enclave behind");
-    let quota = format!("/sys/fs/cgroup/cpu/tribune/{instance}/s/cpu.cfs_quota_us");
     // Restarted on the same data dir: it clears its leftovers and re-applies the plan.
     let _ = std::fs::remove_file(dir.path().join("agent.sock"));
     let mut again = start_agent(dir.path(), &instance);
@@ -208,7 +217,7 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["applied_version"], 1);
     assert_eq!(v["enclaves"][0]["status"]["state"], "running");
-    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "10000");
+    assert_eq!(quota_us(&instance), "10000");
     again.kill().unwrap();
     again.wait().unwrap();
     let out = tribune(&["agent", "cleanup"]);
@@ -219,7 +228,7 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&instance));
     assert!(gone(&instance));
-    assert!(!Path::new("/sys/fs/cgroup/cpu/tribune").exists());
+    assert!(gone(""), "tribune/ itself left");
     let out = tribune(&["agent", "cleanup"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to clean up"));
 }

@@ -104,13 +104,13 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     // The controller goes away.
     drop(link_tx);
     // Someone lifts the limit behind the agent's back: the last plan is enforced again.
-    std::fs::write(format!("/sys/fs/cgroup/cpu/{g}/cpu.cfs_quota_us"), "-1").ok();
+    cg.set_cpu_cap(&g, None).unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()
             == Some(Some(300))),
         "limit not re-enforced after the link went down"
     );
-    std::fs::write(format!("/sys/fs/cgroup/cpu/{g}/cpu.shares"), "2").ok();
+    cg.set_weight(&g, 200).unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || cg.weight_is(&g, 1).ok()
             == Some(true)),

@@ -70,9 +70,8 @@ fn sampling_100_enclaves_costs_under_2_percent_of_a_core() {
     );
     drop(probes);
     cg.remove(&root).unwrap();
-    let _ = std::fs::remove_dir("/sys/fs/cgroup/cpu/tribune");
-    for c in ["cpuacct", "memory", "freezer", "cpuset"] {
-        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/tribune"));
+    for d in cg.group_dirs(cgroup::PREFIX) {
+        let _ = std::fs::remove_dir(d);
     }
     assert_clean(cg.as_ref());
     assert!(share < 0.02, "sampling cost {share:.4} of a core");
