@@ -203,20 +203,25 @@ fn cleanup_removes_what_a_crashed_agent_left() {
             .unwrap()
             .success()
     );
+    let status = || -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["agent", "status", "--output", "json", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pid = status()["enclaves"][0]["pid"].clone();
     agent.kill().unwrap();
     agent.wait().unwrap();
     assert!(!gone(&instance), "a crash leaves the enclave behind");
-    // Restarted on the same data dir: it clears its leftovers and re-applies the plan.
+    // Restarted on the same data dir: it adopts the enclave and keeps enforcing the plan.
     let _ = std::fs::remove_file(dir.path().join("agent.sock"));
     let mut again = start_agent(dir.path(), &instance);
-    let out = Command::new(BIN)
-        .args(["agent", "status", "--output", "json", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = status();
     assert_eq!(v["applied_version"], 1);
     assert_eq!(v["enclaves"][0]["status"]["state"], "running");
+    assert_eq!(v["enclaves"][0]["pid"], pid, "adopted, not restarted");
     assert_eq!(quota_us(&instance), "10000");
     again.kill().unwrap();
     again.wait().unwrap();

@@ -231,9 +231,25 @@ impl Agent {
         plan_name_ok(&cfg.instance)?;
         let cgroups: Arc<dyn CgroupEnforcer> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
         let store = PlanStore::new(&cfg.data_dir)?;
-        // Leftovers of a crash of this instance: the plan on disk describes what to rebuild.
-        crate::cleanup::cleanup_instance(cgroups.as_ref(), &cfg.instance)?;
+        let stored = store.load()?;
         let root = cfg.group_root();
+        // After a crash: enclaves of the last plan still running are adopted (their limits never
+        // left the kernel); everything else of this instance is cleared.
+        let survivors: BTreeMap<String, Vec<u32>> = stored
+            .iter()
+            .flat_map(|p| p.enclaves.iter())
+            .filter(|(_, e)| {
+                e.launch
+                    .as_ref()
+                    .is_some_and(|l| RuntimeKind::of(l) == cfg.runtime)
+            })
+            .filter_map(|(n, _)| {
+                let pids = cgroups.pids(&format!("{root}/{n}")).ok()?;
+                (!pids.is_empty()).then(|| (n.clone(), pids))
+            })
+            .collect();
+        let keep: Vec<&str> = survivors.keys().map(String::as_str).collect();
+        crate::cleanup::cleanup_instance_except(cgroups.as_ref(), &cfg.instance, &keep)?;
         cgroups.create(&root)?;
         if let Some(cpus) = &cfg.cpuset_cpus {
             cgroups.set_cpuset(&root, cpus)?;
@@ -262,11 +278,88 @@ impl Agent {
             ticks: 0,
             signer_factory: Box::new(|_| Box::new(UnsignedDev)),
         };
-        if let Some(plan) = agent.store.load()? {
+        if let Some(plan) = stored {
+            for (name, pids) in survivors {
+                let wanted = &plan.enclaves[&name];
+                if let Err(e) = agent.adopt(&name, wanted, pids).await {
+                    tracing::warn!(enclave = %name, "cannot adopt, relaunching: {e}");
+                    agent.forget(&name);
+                }
+            }
             tracing::info!(version = plan.version, "re-applying the last applied plan");
             agent.apply(plan).await?;
         }
         Ok(agent)
+    }
+
+    /// Takes over an enclave that outlived an agent crash and writes its limits again.
+    async fn adopt(&mut self, name: &str, wanted: &EnclavePlan, pids: Vec<u32>) -> Result<()> {
+        let group = self.group_of(name);
+        let net_id = self.net.as_ref().and_then(|n| n.adopt(name));
+        let spec = wanted
+            .launch
+            .clone()
+            .ok_or_else(|| AgentError::InvalidPlan(format!("{name}: no launch spec")))?;
+        let ctx = LaunchContext {
+            identity: Identity {
+                name: name.to_string(),
+                group: group.clone(),
+                netns: net_id.as_ref().map(|n| n.netns.clone()),
+            },
+            spec,
+            work_dir: self.cfg.data_dir.join("enclaves").join(name),
+            cgroups: self.cgroups.clone(),
+            env: Vec::new(),
+        };
+        let mut enclave = self.runtime.adopt(ctx, pids).await?;
+        let probe = Probe::open(
+            self.cgroups.as_ref(),
+            &group,
+            net_id.as_ref().map(|n| n.host_veth.as_str()),
+        )?;
+        let suspended = matches!(enclave.status().await, Ok(EnclaveStatus::Suspended));
+        self.enclaves.insert(
+            name.to_string(),
+            Running {
+                plan: wanted.clone(),
+                enclave,
+                net: net_id,
+                probe,
+                last: None,
+                usage: Usage::default(),
+                exited: false,
+                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
+                reports: VecDeque::new(),
+            },
+        );
+        // Re-write everything the plan says: the kernel should still hold it, but an uplink
+        // re-created at start lost its classes, and a crash may have cut an apply short.
+        for change in initial_changes(wanted) {
+            let needed = match change {
+                Change::State(RunState::Suspend) => !suspended,
+                Change::Egress(_) | Change::Ingress(_) => self.enclaves[name].net.is_some(),
+                _ => true,
+            };
+            if needed {
+                self.apply_change(name, &change).await?;
+            }
+        }
+        if wanted.state == RunState::Run && suspended {
+            self.apply_change(name, &Change::State(RunState::Run))
+                .await?;
+        }
+        tracing::info!(enclave = name, "adopted after restart");
+        Ok(())
+    }
+
+    /// Drops an enclave the agent could not adopt, killing what is left of it.
+    fn forget(&mut self, name: &str) {
+        if let Some(r) = self.enclaves.remove(name)
+            && let (Some(n), Some(id)) = (&self.net, &r.net)
+        {
+            let _ = n.detach(id);
+        }
+        let _ = self.cgroups.remove(&self.group_of(name));
     }
 
     /// Sets how enclaves launched from now on get their usage signer.

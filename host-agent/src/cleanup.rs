@@ -33,6 +33,43 @@ fn remove_prefix_if_empty(cg: &dyn CgroupEnforcer) {
     }
 }
 
+/// Removes what an instance left except the enclaves in `keep` (adopted after a crash); with
+/// nothing to keep it is [`cleanup_instance`].
+pub fn cleanup_instance_except(
+    cg: &dyn CgroupEnforcer,
+    instance: &str,
+    keep: &[&str],
+) -> Result<()> {
+    if keep.is_empty() {
+        return cleanup_instance(cg, instance);
+    }
+    let root = format!("{PREFIX}/{instance}");
+    let mut children: Vec<String> = Vec::new();
+    for d in cg.group_dirs(&root) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    children.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    children.sort();
+    children.dedup();
+    for c in children.iter().filter(|c| !keep.contains(&c.as_str())) {
+        cg.remove(&format!("{root}/{c}"))?;
+    }
+    let ns_prefix = format!("{LINK_PREFIX}{instance}-");
+    for ns in net::our_netns() {
+        if let Some(enclave) = ns.strip_prefix(&ns_prefix)
+            && !keep.contains(&enclave)
+        {
+            let _ = net::run("ip", &["netns", "del", &ns]);
+        }
+    }
+    Ok(())
+}
+
 /// Removes the cgroups, namespaces and bridge of one agent instance.
 pub fn cleanup_instance(cg: &dyn CgroupEnforcer, instance: &str) -> Result<()> {
     cg.remove(&format!("{PREFIX}/{instance}"))?;

@@ -249,6 +249,44 @@ impl Network {
         Ok(id)
     }
 
+    /// The identity of an enclave attached before an agent crash, if its namespace and veth
+    /// are still there (the slot is read back from the enclave's address).
+    pub fn adopt(&self, enclave: &str) -> Option<NetIdentity> {
+        let h = short_hash(&format!("{}/{enclave}", self.tag));
+        let netns = format!("{LINK_PREFIX}{}-{enclave}", self.tag);
+        let enclave_veth = format!("{LINK_PREFIX}{h}e");
+        let out = run(
+            "ip",
+            &[
+                "-n",
+                &netns,
+                "-o",
+                "-4",
+                "addr",
+                "show",
+                "dev",
+                &enclave_veth,
+            ],
+        )
+        .ok()?;
+        let ip: Ipv4Addr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()?;
+        let slot = u16::from(ip.octets()[3]).checked_sub(1)?;
+        Some(NetIdentity {
+            netns,
+            host_veth: format!("{LINK_PREFIX}{h}h"),
+            enclave_veth,
+            ip,
+            slot,
+        })
+    }
+
     /// Removes an enclave's namespace and links (and with them their qdiscs).
     pub fn detach(&self, id: &NetIdentity) -> Result<()> {
         let _ = self.set_egress(id, None);

@@ -332,6 +332,21 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
         failures.push(format!("ingress d: {:.3} Mbit/s", down_rate / 1e6));
     }
 
+    // A crash and restart: the downloading enclave is adopted with its address, and its
+    // classes are back on the uplink (re-created at start) and on its veth.
+    let before = agent.net_of("d").unwrap().clone();
+    let cfg = agent.config().clone();
+    drop(agent);
+    let agent = Agent::start(cfg).await.unwrap();
+    let after = agent.net_of("d").expect("d adopted with its network");
+    assert_eq!((after.ip, after.slot), (before.ip, before.slot));
+    let up_class = format!("{}:{:x}", net::QDISC_MAJOR, u32::from(after.slot) + 0x10);
+    assert!(
+        class_bytes(&up).contains_key(&up_class),
+        "egress class not restored"
+    );
+    assert!(class_bytes(&after.host_veth).contains_key(&class));
+
     stop.store(true, Ordering::Relaxed);
     let cg = agent.cgroups().clone();
     agent.shutdown().await.unwrap();

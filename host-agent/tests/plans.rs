@@ -148,3 +148,43 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     server.abort();
     assert_clean(cg.as_ref());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enclaves_outliving_an_agent_crash_are_adopted_not_restarted() {
+    if skip("adopt") {
+        return;
+    }
+    let _g = lock();
+    let (cfg, _dir) = config("adopt", RuntimeKind::Process);
+    let mut agent = Agent::start(cfg.clone()).await.unwrap();
+    let mut frozen = enclave(busy(), Some(200), 1);
+    frozen.state = tribune_agent::RunState::Suspend;
+    agent
+        .apply(plan(
+            4,
+            &[("s", enclave(sleeper(), Some(250), 2)), ("f", frozen)],
+        ))
+        .await
+        .unwrap();
+    let before = agent.status().await;
+    let pid_of = |st: &tribune_agent::AgentStatus, n: &str| {
+        st.enclaves.iter().find(|e| e.name == n).and_then(|e| e.pid)
+    };
+    let (s_pid, f_pid) = (pid_of(&before, "s"), pid_of(&before, "f"));
+    // A crash: the agent vanishes without cleaning up.
+    // Dropping the agent without `shutdown` is a crash: nothing is cleaned up, and its
+    // connections (QMP) close as they would when the process dies.
+    drop(agent);
+
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let after = agent.status().await;
+    assert_eq!(after.applied_version, Some(4));
+    assert_eq!(pid_of(&after, "s"), s_pid, "s was restarted, not adopted");
+    assert_eq!(pid_of(&after, "f"), f_pid, "f was restarted, not adopted");
+    let cg = agent.cgroups().clone();
+    assert_eq!(cg.cpu_cap(&agent.group_of("s")).unwrap(), Some(250));
+    assert!(cg.is_frozen(&agent.group_of("f")).unwrap());
+    let f = after.enclaves.iter().find(|e| e.name == "f").unwrap();
+    assert_eq!(f.status, tribune_agent::runtime::EnclaveStatus::Suspended);
+    shutdown_clean(agent).await;
+}

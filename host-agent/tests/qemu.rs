@@ -1,5 +1,6 @@
 //! The QEMU runtime on the real kernel (root + qemu-system-x86_64): every QEMU thread in the
-//! enclave's cgroup, the cap holds, QMP stop takes the VM to ~0 CPU and cont runs it again.
+//! enclave's cgroup, the cap holds, QMP stop takes the VM to ~0 CPU and cont runs it again,
+//! and a restarted agent adopts the running VM.
 // The lock serialises tests across threads; each test owns its runtime, so holding it
 // over awaits cannot deadlock.
 #![allow(clippy::await_holding_lock)]
@@ -110,5 +111,19 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
         used * 100.0
     );
     assert!(used > 0.3, "continued VM used {used:.3} cores");
+
+    // The agent crashes; the VM runs on and the restarted agent adopts it over QMP.
+    let cfg = agent.config().clone();
+    // Dropping the agent without `shutdown` is a crash: nothing is cleaned up, and its
+    // connections (QMP) close as they would when the process dies.
+    drop(agent);
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let st = agent.status().await;
+    assert_eq!(
+        st.enclaves[0].pid,
+        Some(pid),
+        "VM restarted instead of adopted"
+    );
+    assert_eq!(st.enclaves[0].status, EnclaveStatus::Running);
     shutdown_clean(agent).await;
 }

@@ -94,6 +94,34 @@ pub trait Enclave: Send {
 pub trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
     fn launch(&self, ctx: LaunchContext) -> BoxFut<'_, Box<dyn Enclave>>;
+    /// Takes over an enclave that survived an agent crash (its cgroup still holds `pids`).
+    fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>>;
+}
+
+/// Whether every process of `group` is gone (how adopted enclaves, which are not our
+/// children, are seen to exit).
+pub(crate) fn group_empty(cgroups: &dyn CgroupEnforcer, group: &str) -> bool {
+    cgroups.pids(group).map(|p| p.is_empty()).unwrap_or(true)
+}
+
+/// SIGTERM to every process of `group`; true once the group is empty within `grace`.
+pub(crate) async fn terminate_group(
+    cgroups: &dyn CgroupEnforcer,
+    group: &str,
+    grace: std::time::Duration,
+) -> bool {
+    for pid in cgroups.pids(group).unwrap_or_default() {
+        // SAFETY: plain syscall; a stale pid is harmless (ESRCH).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if group_empty(cgroups, group) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    group_empty(cgroups, group)
 }
 
 /// Builds a runtime.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, spawn_confined,
-    terminate,
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, group_empty,
+    spawn_confined, terminate, terminate_group,
 };
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
@@ -16,7 +16,8 @@ pub struct ProcessRuntime;
 
 pub struct ProcessEnclave {
     identity: Identity,
-    child: tokio::process::Child,
+    /// `None` for an enclave adopted after an agent crash (not our child).
+    child: Option<tokio::process::Child>,
     pid: Option<u32>,
     cgroups: Arc<dyn CgroupEnforcer>,
     exited: Option<Option<i32>>,
@@ -38,8 +39,20 @@ impl Runtime for ProcessRuntime {
             let pid = child.id();
             Ok(Box::new(ProcessEnclave {
                 identity: ctx.identity,
-                child,
+                child: Some(child),
                 pid,
+                cgroups: ctx.cgroups,
+                exited: None,
+            }) as Box<dyn Enclave>)
+        })
+    }
+
+    fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>> {
+        Box::pin(async move {
+            Ok(Box::new(ProcessEnclave {
+                identity: ctx.identity,
+                child: None,
+                pid: pids.iter().min().copied(),
                 cgroups: ctx.cgroups,
                 exited: None,
             }) as Box<dyn Enclave>)
@@ -49,13 +62,23 @@ impl Runtime for ProcessRuntime {
 
 impl ProcessEnclave {
     fn poll_exit(&mut self) -> Result<Option<Option<i32>>> {
-        if self.exited.is_none()
-            && let Some(st) = self
-                .child
-                .try_wait()
-                .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
-        {
-            self.exited = Some(st.code());
+        if self.exited.is_some() {
+            return Ok(self.exited);
+        }
+        match &mut self.child {
+            Some(child) => {
+                if let Some(st) = child
+                    .try_wait()
+                    .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
+                {
+                    self.exited = Some(st.code());
+                }
+            }
+            None => {
+                if group_empty(self.cgroups.as_ref(), &self.identity.group) {
+                    self.exited = Some(None);
+                }
+            }
         }
         Ok(self.exited)
     }
@@ -96,7 +119,18 @@ impl Enclave for ProcessEnclave {
             // A frozen process cannot act on signals.
             self.cgroups.thaw(&self.identity.group)?;
             if self.poll_exit()?.is_none() {
-                terminate(&mut self.child, Duration::from_secs(2)).await;
+                match &mut self.child {
+                    Some(child) => terminate(child, Duration::from_secs(2)).await,
+                    // Not our child: the agent's cgroup removal SIGKILLs what is left.
+                    None => {
+                        terminate_group(
+                            self.cgroups.as_ref(),
+                            &self.identity.group,
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                    }
+                }
                 self.exited = Some(None);
             }
             Ok(())

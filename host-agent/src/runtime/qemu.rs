@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use super::qmp::Qmp;
 use super::{
-    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, spawn_confined,
-    terminate,
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, group_empty,
+    spawn_confined, terminate, terminate_group,
 };
+use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
 use crate::plan::LaunchSpec;
+use std::sync::Arc;
 
 pub struct QemuRuntime {
     pub binary: PathBuf,
@@ -22,9 +24,11 @@ pub struct QemuRuntime {
 
 pub struct QemuEnclave {
     identity: Identity,
-    child: tokio::process::Child,
+    /// `None` for a VM adopted after an agent crash (not our child).
+    child: Option<tokio::process::Child>,
     pid: Option<u32>,
     qmp: Qmp,
+    cgroups: Arc<dyn CgroupEnforcer>,
     exited: Option<Option<i32>>,
 }
 
@@ -98,9 +102,24 @@ impl Runtime for QemuRuntime {
             };
             Ok(Box::new(QemuEnclave {
                 identity: ctx.identity,
-                child,
+                child: Some(child),
                 pid,
                 qmp,
+                cgroups: ctx.cgroups,
+                exited: None,
+            }) as Box<dyn Enclave>)
+        })
+    }
+
+    fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>> {
+        Box::pin(async move {
+            let qmp = Qmp::connect(&ctx.work_dir.join("qmp.sock"), Duration::from_secs(2)).await?;
+            Ok(Box::new(QemuEnclave {
+                identity: ctx.identity,
+                child: None,
+                pid: pids.iter().min().copied(),
+                qmp,
+                cgroups: ctx.cgroups,
                 exited: None,
             }) as Box<dyn Enclave>)
         })
@@ -109,13 +128,23 @@ impl Runtime for QemuRuntime {
 
 impl QemuEnclave {
     fn poll_exit(&mut self) -> Result<Option<Option<i32>>> {
-        if self.exited.is_none()
-            && let Some(st) = self
-                .child
-                .try_wait()
-                .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
-        {
-            self.exited = Some(st.code());
+        if self.exited.is_some() {
+            return Ok(self.exited);
+        }
+        match &mut self.child {
+            Some(child) => {
+                if let Some(st) = child
+                    .try_wait()
+                    .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
+                {
+                    self.exited = Some(st.code());
+                }
+            }
+            None => {
+                if group_empty(self.cgroups.as_ref(), &self.identity.group) {
+                    self.exited = Some(None);
+                }
+            }
         }
         Ok(self.exited)
     }
@@ -161,11 +190,23 @@ impl Enclave for QemuEnclave {
         Box::pin(async move {
             if self.poll_exit()?.is_none() {
                 let _ = self.qmp.quit().await;
-                if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
-                    .await
-                    .is_err()
-                {
-                    terminate(&mut self.child, Duration::from_millis(500)).await;
+                match &mut self.child {
+                    Some(child) => {
+                        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                            .await
+                            .is_err()
+                        {
+                            terminate(child, Duration::from_millis(500)).await;
+                        }
+                    }
+                    None => {
+                        terminate_group(
+                            self.cgroups.as_ref(),
+                            &self.identity.group,
+                            Duration::from_secs(3),
+                        )
+                        .await;
+                    }
                 }
                 self.exited = Some(None);
             }
