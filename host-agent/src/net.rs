@@ -3,10 +3,10 @@
 //! bridge uplink, one class per enclave: rate = guarantee, ceil = limit; fq_codel leaves where
 //! the kernel has them, pfifo otherwise).
 //!
-//! Drives `ip` and `tc` (iproute2) rather than netlink: the maintained netlink crates
-//! (rtnetlink / netlink-packet-route) have no HTB class or u32 filter attributes, so the tc half
-//! would be hand-built netlink messages; setup runs once per enclave launch, not per sample.
-//! Counters for the collectors come from sysfs, never from `tc -s`.
+//! Drives `ip` and `tc` (iproute2) rather than netlink: netlink-packet-route (under rtnetlink)
+//! models only the fq_codel and ingress qdiscs, so HTB qdiscs and classes would be hand-built
+//! netlink messages; setup runs once per enclave launch or plan change, never per sample.
+//! Counters for the collectors come from `/proc/net/dev`, never from `tc -s`.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
