@@ -386,14 +386,6 @@ pub fn our_netns() -> Vec<String> {
         .collect()
 }
 
-/// Bytes counted by a link (sysfs), for collectors.
-pub fn stat_path(dev: &str, counter: &str) -> std::path::PathBuf {
-    std::path::Path::new("/sys/class/net")
-        .join(dev)
-        .join("statistics")
-        .join(counter)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
