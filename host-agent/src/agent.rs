@@ -701,7 +701,7 @@ impl Agent {
                 r.reports.push_back(rep);
             }
             if !r.exited
-                && let Ok(EnclaveStatus::Exited { code }) = r.enclave.status().await
+                && let Ok(Some(code)) = r.enclave.exit_code()
             {
                 r.exited = true;
                 events.push((name.clone(), EventKind::Exited { code }));

@@ -85,6 +85,8 @@ pub trait Enclave: Send {
     fn identity(&self) -> &Identity;
     fn pid(&self) -> Option<u32>;
     fn status(&mut self) -> BoxFut<'_, EnclaveStatus>;
+    /// Cheap exit check for the sampling path (no QMP round trip): `Some(code)` once exited.
+    fn exit_code(&mut self) -> Result<Option<Option<i32>>>;
     fn suspend(&mut self) -> BoxFut<'_, ()>;
     fn resume(&mut self) -> BoxFut<'_, ()>;
     /// Stops the workload; the agent then removes the cgroup.

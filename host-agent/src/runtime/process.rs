@@ -93,6 +93,10 @@ impl Enclave for ProcessEnclave {
         self.pid
     }
 
+    fn exit_code(&mut self) -> Result<Option<Option<i32>>> {
+        self.poll_exit()
+    }
+
     fn status(&mut self) -> BoxFut<'_, EnclaveStatus> {
         Box::pin(async move {
             if let Some(code) = self.poll_exit()? {
