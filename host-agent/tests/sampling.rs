@@ -76,3 +76,50 @@ fn sampling_100_enclaves_costs_under_2_percent_of_a_core() {
     assert_clean(cg.as_ref());
     assert!(share < 0.02, "sampling cost {share:.4} of a core");
 }
+
+/// The same bound for the agent's whole sampling path (probes, exit checks, usage, enclave-side
+/// reports) with 100 real enclaves running.
+#[test]
+fn agent_sampling_of_100_running_enclaves_costs_under_2_percent_of_a_core() {
+    if skip("agent_sampling_cost") {
+        return;
+    }
+    let _g = lock();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cfg, _dir) = config("sample100", tribune_agent::RuntimeKind::Process);
+    let (share, ticks, reports) = rt.block_on(async {
+        let mut agent = tribune_agent::Agent::start(cfg).await.unwrap();
+        let sleeper = tribune_agent::LaunchSpec::Process {
+            cmd: vec!["sleep".into(), "600".into()],
+            network: false,
+        };
+        let names: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
+        let enclaves: Vec<(&str, tribune_agent::EnclavePlan)> = names
+            .iter()
+            .map(|n| (n.as_str(), enclave(sleeper.clone(), Some(100), 1)))
+            .collect();
+        agent.apply(plan(1, &enclaves)).await.unwrap();
+        let mut tick = sampling_interval(Duration::from_millis(100));
+        tick.tick().await;
+        let (c0, t0) = (thread_cpu_ns(), Instant::now());
+        let mut ticks = 0u64;
+        while t0.elapsed() < Duration::from_secs(3) {
+            tick.tick().await;
+            agent.sample().await;
+            ticks += 1;
+        }
+        let share = (thread_cpu_ns() - c0) as f64 / t0.elapsed().as_nanos() as f64;
+        let reports = agent.drain_reports().len();
+        shutdown_clean(agent).await;
+        (share, ticks, reports)
+    });
+    eprintln!(
+        "figure: Agent::sample with 100 running enclaves x {ticks} ticks: {:.3}% of one core ({reports} reports)",
+        share * 100.0
+    );
+    assert!(reports >= 100 * (ticks as usize - 1));
+    assert!(share < 0.02, "agent sampling cost {share:.4} of a core");
+}
