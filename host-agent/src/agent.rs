@@ -159,6 +159,8 @@ pub enum LinkEvent {
 pub enum Request {
     Apply(Plan, oneshot::Sender<Result<ApplyReport, String>>),
     Status(oneshot::Sender<AgentStatus>),
+    /// The buffered enclave-side usage reports (for the controller stream to batch).
+    DrainReports(oneshot::Sender<Vec<AuthenticatedReport>>),
 }
 
 struct Running {
@@ -846,6 +848,9 @@ impl Agent {
                     Some(Request::Status(reply)) => {
                         let s = self.status().await;
                         let _ = reply.send(s);
+                    }
+                    Some(Request::DrainReports(reply)) => {
+                        let _ = reply.send(self.drain_reports());
                     }
                     None => requests_open = false,
                 },

@@ -125,6 +125,12 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     req_tx.send(Request::Status(tx)).await.unwrap();
     let st = rx.await.unwrap();
     assert_eq!(st.controller_link, LinkState::Down);
+    let (tx, rx) = oneshot::channel();
+    req_tx.send(Request::DrainReports(tx)).await.unwrap();
+    assert!(
+        !rx.await.unwrap().is_empty(),
+        "the loop samples and buffers reports"
+    );
     assert!(st.events.iter().any(|e| matches!(
         e.kind,
         EventKind::ControllerLinkDown {
