@@ -854,7 +854,12 @@ impl Agent {
                     }
                     None => requests_open = false,
                 },
-                ev = async { link.as_mut().expect("guarded").recv().await }, if link.is_some() => {
+                ev = async {
+                    match link.as_mut() {
+                        Some(l) => l.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if link.is_some() => {
                     match ev {
                         Some(ev) => self.on_link(ev).await,
                         None => {
