@@ -41,8 +41,14 @@ pub fn serve(data_dir: &Path, agent: mpsc::Sender<Request>) -> Result<tokio::tas
     let listener = UnixListener::bind(&path).map_err(|e| AgentError::io("bind", &path, e))?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("control socket accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let agent = agent.clone();
             tokio::spawn(async move {
