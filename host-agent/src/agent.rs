@@ -85,6 +85,10 @@ pub enum EventKind {
     OomKill {
         total: u64,
     },
+    /// Usage hit the memory limit and the kernel reclaimed (reported at most once a second).
+    MemoryReclaim {
+        limit_hits_total: u64,
+    },
     Exited {
         code: Option<i32>,
     },
@@ -680,6 +684,7 @@ impl Agent {
             };
             if !with_oom {
                 s.oom_kills = r.last.map_or(0, |(_, p)| p.oom_kills);
+                s.memory_limit_hits = r.last.map_or(0, |(_, p)| p.memory_limit_hits);
             }
             if let Some(pids) = r.enclave.pid().map(|p| vec![p]) {
                 s.gpu_percent = self.gpu.utilization_percent(&pids);
@@ -687,6 +692,14 @@ impl Agent {
             if let Some((t0, prev)) = r.last {
                 if s.oom_kills > prev.oom_kills {
                     events.push((name.clone(), EventKind::OomKill { total: s.oom_kills }));
+                }
+                if s.memory_limit_hits > prev.memory_limit_hits {
+                    events.push((
+                        name.clone(),
+                        EventKind::MemoryReclaim {
+                            limit_hits_total: s.memory_limit_hits,
+                        },
+                    ));
                 }
                 r.usage = Usage::between(&prev, &s, now - t0);
             } else {

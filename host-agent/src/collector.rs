@@ -28,6 +28,7 @@ pub struct Sample {
     pub cpu_ns: u64,
     pub memory_bytes: u64,
     pub oom_kills: u64,
+    pub memory_limit_hits: u64,
     /// Bytes the enclave sent (host-side veth received).
     pub net_tx_bytes: u64,
     /// Bytes the enclave received (host-side veth sent).
@@ -121,6 +122,7 @@ impl Probe {
             cpu_ns: c.cpu_ns,
             memory_bytes: c.memory_bytes,
             oom_kills: c.oom_kills,
+            memory_limit_hits: c.memory_limit_hits,
             // The host side of the veth receives what the enclave sends.
             net_tx_bytes: rx,
             net_rx_bytes: tx,
@@ -147,6 +149,7 @@ pub struct Usage {
     pub net_rx_bytes: u64,
     pub gpu_percent: Option<f32>,
     pub oom_kills: u64,
+    pub memory_limit_hits: u64,
 }
 
 impl Usage {
@@ -160,6 +163,7 @@ impl Usage {
             net_rx_bytes: now.net_rx_bytes,
             gpu_percent: now.gpu_percent,
             oom_kills: now.oom_kills,
+            memory_limit_hits: now.memory_limit_hits,
         }
     }
 }

@@ -197,3 +197,67 @@ async fn suspend_stops_cpu_and_resume_runs_again() {
     assert!(used > 0.3, "resumed enclave used only {used:.3} cores");
     shutdown_clean(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_reclaims_page_cache_and_reports_it() {
+    if skip("memory_reclaim") {
+        return;
+    }
+    let _g = lock();
+    // A 96 MiB file, written and then dropped from the page cache, so that reading it inside
+    // the enclave charges clean, reclaimable pages to the enclave's 32 MiB limit.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("fill");
+    {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..96 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.sync_all().unwrap();
+        // SAFETY: valid fd; advisory only.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    let (cfg, _data) = config("reclaim", RuntimeKind::Process);
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let limit: u64 = 32 << 20;
+    let mut e = enclave(
+        LaunchSpec::Process {
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("cat {} > /dev/null; sleep 600", path.display()),
+            ],
+            network: false,
+        },
+        None,
+        1,
+    );
+    e.limits.memory_bytes = Some(limit);
+    agent.apply(plan(1, &[("reader", e)])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut reclaim, mut oom) = (false, false);
+    while Instant::now() < deadline && !reclaim {
+        agent.sample().await;
+        let st = agent.status().await;
+        for ev in &st.events {
+            reclaim |= matches!(ev.kind, EventKind::MemoryReclaim { .. });
+            oom |= matches!(ev.kind, EventKind::OomKill { .. });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = agent.status().await;
+    eprintln!(
+        "figure: 96 MiB read under a {limit} B limit: reclaim reported {reclaim}, oom {oom}, usage now {} B",
+        st.enclaves[0].usage.memory_bytes
+    );
+    assert!(reclaim, "agent did not report reclaim at the limit");
+    assert!(!oom, "clean page cache should be reclaimed, not OOM-killed");
+    assert_eq!(
+        st.enclaves[0].status,
+        tribune_agent::runtime::EnclaveStatus::Running
+    );
+    shutdown_clean(agent).await;
+}

@@ -34,6 +34,9 @@ pub struct CgroupSample {
     pub memory_bytes: u64,
     /// Processes the kernel killed for hitting the memory limit, since the group was created.
     pub oom_kills: u64,
+    /// Times usage hit the limit and the kernel reclaimed (v1 `memory.failcnt`, v2 `max` of
+    /// `memory.events`).
+    pub memory_limit_hits: u64,
 }
 
 /// Enforcement and accounting for one cgroup layout.
@@ -107,6 +110,8 @@ pub struct CgroupProbe {
     pub(crate) cpu: File,
     pub(crate) memory: File,
     pub(crate) oom: File,
+    /// v1 `memory.failcnt`; on v2 the limit hits are in `oom` (`memory.events`) too.
+    pub(crate) failcnt: Option<File>,
     pub(crate) version: CgroupVersion,
 }
 
@@ -116,8 +121,8 @@ impl CgroupProbe {
         self.read_with(buf, true)
     }
 
-    /// As [`read`](Self::read); the OOM counter (a third file) only when `with_oom`, so the
-    /// collector can read it at a lower rate (`oom_kills` is 0 otherwise).
+    /// As [`read`](Self::read); the memory event counters (OOM kills, limit hits) only when
+    /// `with_oom`, so the collector can read them at a lower rate (0 otherwise).
     pub fn read_with(&self, buf: &mut Vec<u8>, with_oom: bool) -> Result<CgroupSample> {
         let cpu = pread_text(&self.cpu, buf)?;
         let cpu_ns = match self.version {
@@ -126,15 +131,21 @@ impl CgroupProbe {
         }
         .unwrap_or(0);
         let memory_bytes = parse_u64(pread_text(&self.memory, buf)?.trim()).unwrap_or(0);
-        let oom_kills = if with_oom {
-            parse_keyed(pread_text(&self.oom, buf)?, "oom_kill").unwrap_or(0)
-        } else {
-            0
-        };
+        let (mut oom_kills, mut memory_limit_hits) = (0, 0);
+        if with_oom {
+            let events = pread_text(&self.oom, buf)?;
+            oom_kills = parse_keyed(events, "oom_kill").unwrap_or(0);
+            memory_limit_hits = match (&self.failcnt, self.version) {
+                (Some(f), _) => parse_u64(pread_text(f, buf)?.trim()).unwrap_or(0),
+                (None, CgroupVersion::V2) => parse_keyed(events, "max").unwrap_or(0),
+                (None, CgroupVersion::V1) => 0,
+            };
+        }
         Ok(CgroupSample {
             cpu_ns,
             memory_bytes,
             oom_kills,
+            memory_limit_hits,
         })
     }
 }

@@ -194,6 +194,7 @@ impl CgroupEnforcer for V1 {
             cpu: open(&self.file("cpuacct", group, "cpuacct.usage"))?,
             memory: open(&self.file("memory", group, "memory.usage_in_bytes"))?,
             oom: open(&self.file("memory", group, "memory.oom_control"))?,
+            failcnt: Some(open(&self.file("memory", group, "memory.failcnt"))?),
             version: CgroupVersion::V1,
         })
     }

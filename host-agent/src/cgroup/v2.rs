@@ -165,6 +165,7 @@ impl CgroupEnforcer for V2 {
             cpu: open(&self.file(group, "cpu.stat"))?,
             memory: open(&self.file(group, "memory.current"))?,
             oom: open(&self.file(group, "memory.events"))?,
+            failcnt: None,
             version: CgroupVersion::V2,
         })
     }
@@ -247,8 +248,13 @@ mod tests {
         assert!(v2.is_frozen(g).unwrap());
         std::fs::write(tmp.path().join(g).join("cpu.stat"), "usage_usec 42\n").unwrap();
         std::fs::write(tmp.path().join(g).join("memory.current"), "8192\n").unwrap();
-        std::fs::write(tmp.path().join(g).join("memory.events"), "oom_kill 2\n").unwrap();
+        std::fs::write(
+            tmp.path().join(g).join("memory.events"),
+            "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
         let s = v2.open_probe(g).unwrap().read(&mut Vec::new()).unwrap();
         assert_eq!((s.cpu_ns, s.memory_bytes, s.oom_kills), (42_000, 8192, 2));
+        assert_eq!(s.memory_limit_hits, 7);
     }
 }
