@@ -272,6 +272,25 @@ fn print_table(v: &serde_json::Value) {
             s(&u["net_rx_bytes"]),
         );
     }
+    let events = v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !events.is_empty() {
+        println!("recent events:");
+        for e in events.iter().rev().take(8).rev() {
+            let mut detail = e.clone();
+            if let Some(m) = detail.as_object_mut() {
+                for k in ["at_unix_ms", "enclave", "kind"] {
+                    m.remove(k);
+                }
+            }
+            println!(
+                "  {} {:<20} {:<14} {}",
+                s(&e["at_unix_ms"]),
+                s(&e["enclave"]),
+                s(&e["kind"]),
+                detail
+            );
+        }
+    }
 }
 
 async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
