@@ -49,12 +49,40 @@ pub fn test_cpu() -> String {
     (n - 1).to_string()
 }
 
+/// A test's data dir; dropping it (also when the test panics) removes whatever the test's
+/// agent instance left, so a failed assertion never leaks running enclaves.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    instance: String,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Ok(cg) = tribune_agent::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")) {
+            let _ = tribune_agent::cleanup::cleanup_instance(cg.as_ref(), &self.instance);
+        }
+        // Namespaces a test made itself next to the agent's (e.g. the bandwidth sink).
+        for ns in tribune_agent::net::our_netns() {
+            if ns.starts_with(&format!("tb-{}", self.instance)) {
+                let _ = tribune_agent::net::run("ip", &["netns", "del", &ns]);
+            }
+        }
+    }
+}
+
 /// An agent config with a unique instance and data dir.
-pub fn config(test: &str, runtime: RuntimeKind) -> (AgentConfig, tempfile::TempDir) {
+pub fn config(test: &str, runtime: RuntimeKind) -> (AgentConfig, TestDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = AgentConfig::new(dir.path(), runtime);
     cfg.instance = format!("t{}-{test}", std::process::id());
-    (cfg, dir)
+    let instance = cfg.instance.clone();
+    (cfg, TestDir { dir, instance })
 }
 
 pub fn busy() -> LaunchSpec {
