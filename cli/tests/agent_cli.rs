@@ -50,6 +50,9 @@ fn start_agent(dir: &Path, instance: &str) -> Child {
     let child = Command::new(BIN)
         .args(["agent", "run", "--instance", instance, "--data-dir"])
         .arg(dir)
+        // Its enclaves inherit these: never let them hold the harness's pipes.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert!(
