@@ -1,0 +1,274 @@
+//! `tribune agent …` end to end: argument parsing everywhere; as root also run → apply →
+//! status → SIGTERM (clean exit leaves nothing), a crash (SIGKILL) cleaned by `cleanup`, and
+//! `run-enclave` returning the enclave's exit code.
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tribune");
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn tribune(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if !is_root() {
+        // Straight to stderr: the harness captures eprintln! of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test}: not root (the agent needs cgroups and namespaces)"
+        );
+        return true;
+    }
+    false
+}
+
+fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn start_agent(dir: &Path, instance: &str) -> Child {
+    let child = Command::new(BIN)
+        .args(["agent", "run", "--instance", instance, "--data-dir"])
+        .arg(dir)
+        // Its enclaves inherit these: never let them hold the harness's pipes.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || dir.join("agent.sock").exists()),
+        "agent did not open its control socket"
+    );
+    child
+}
+
+fn write_plan(dir: &Path, version: u64, cpu: u64) -> std::path::PathBuf {
+    let p = dir.join(format!("plan-{version}.json"));
+    let text = format!(
+        r#"{{"version": {version}, "enclaves": {{"s": {{"limits": {{"cpu_millicores": {cpu}}},
+            "launch": {{"process": {{"cmd": ["sleep", "600"]}}}}}}}}}}"#
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn gone(instance: &str) -> bool {
+    ["cpu/", "memory/", ""]
+        .iter()
+        .all(|h| !Path::new(&format!("/sys/fs/cgroup/{h}tribune/{instance}")).exists())
+}
+
+/// CFS quota in µs of enclave `s` of `instance` (cgroup v1 `cpu.cfs_quota_us` or v2 `cpu.max`).
+fn quota_us(instance: &str) -> String {
+    let v1 = format!("/sys/fs/cgroup/cpu/tribune/{instance}/s/cpu.cfs_quota_us");
+    let v2 = format!("/sys/fs/cgroup/tribune/{instance}/s/cpu.max");
+    std::fs::read_to_string(v1)
+        .or_else(|_| std::fs::read_to_string(v2))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn help_lists_the_agent_verbs() {
+    let out = tribune(&["agent", "--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for verb in ["run", "apply", "status", "run-enclave", "cleanup"] {
+        assert!(text.contains(verb), "{verb} missing from:\n{text}");
+    }
+    for verb in ["run", "apply", "status", "run-enclave", "cleanup"] {
+        assert!(tribune(&["agent", verb, "--help"]).status.success());
+    }
+}
+
+#[test]
+fn apply_without_a_running_agent_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), 1, 250);
+    let out = Command::new(BIN)
+        .args(["agent", "apply", "--plan"])
+        .arg(&plan)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no agent listening"), "{err}");
+}
+
+#[test]
+fn bad_plan_is_refused_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.json");
+    std::fs::write(&p, r#"{"version": 1, "enclaves": {"a": {"weight": 0}}}"#).unwrap();
+    let out = Command::new(BIN)
+        .args(["agent", "apply", "--plan"])
+        .arg(&p)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weight"));
+}
+
+#[test]
+fn run_apply_status_and_clean_exit() {
+    if skip_unless_root("run_apply_status") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("cli{}", std::process::id());
+    let mut agent = start_agent(dir.path(), &instance);
+    let plan = write_plan(dir.path(), 1, 250);
+    let out = Command::new(BIN)
+        .args(["agent", "apply", "--plan"])
+        .arg(&plan)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"launched\":[\"s\"]"));
+    assert_eq!(quota_us(&instance), "25000");
+    let out = Command::new(BIN)
+        .args(["agent", "status", "--output", "json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied_version"], 1);
+    assert_eq!(v["enclaves"][0]["name"], "s");
+    assert_eq!(v["enclaves"][0]["status"]["state"], "running");
+    let out = Command::new(BIN)
+        .args(["agent", "status", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ENCLAVE"));
+    Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    let st = agent.wait().unwrap();
+    assert!(st.success(), "agent exit {st:?}");
+    assert!(gone(&instance), "cgroups left after a clean exit");
+    assert!(dir.path().join("applied-plan.json").exists());
+}
+
+#[test]
+fn cleanup_removes_what_a_crashed_agent_left() {
+    if skip_unless_root("cleanup_after_crash") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("crash{}", std::process::id());
+    let mut agent = start_agent(dir.path(), &instance);
+    let plan = write_plan(dir.path(), 1, 100);
+    assert!(
+        Command::new(BIN)
+            .args(["agent", "apply", "--plan"])
+            .arg(&plan)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = || -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["agent", "status", "--output", "json", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pid = status()["enclaves"][0]["pid"].clone();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(!gone(&instance), "a crash leaves the enclave behind");
+    // Restarted on the same data dir: it adopts the enclave and keeps enforcing the plan.
+    let _ = std::fs::remove_file(dir.path().join("agent.sock"));
+    let mut again = start_agent(dir.path(), &instance);
+    let v = status();
+    assert_eq!(v["applied_version"], 1);
+    assert_eq!(v["enclaves"][0]["status"]["state"], "running");
+    assert_eq!(v["enclaves"][0]["pid"], pid, "adopted, not restarted");
+    assert_eq!(quota_us(&instance), "10000");
+    again.kill().unwrap();
+    again.wait().unwrap();
+    let out = tribune(&["agent", "cleanup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&instance));
+    assert!(gone(&instance));
+    assert!(gone(""), "tribune/ itself left");
+    let out = tribune(&["agent", "cleanup"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to clean up"));
+}
+
+#[test]
+fn run_enclave_returns_the_enclave_exit_code_and_cleans_up() {
+    if skip_unless_root("run_enclave") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("re{}", std::process::id());
+    let out = tribune(&[
+        "agent",
+        "run-enclave",
+        "--name",
+        &name,
+        "--cpu",
+        "250m",
+        "--memory",
+        "64MiB",
+        "--weight",
+        "2",
+        "--cmd",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gone(&format!("run-{name}")));
+}

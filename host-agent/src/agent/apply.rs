@@ -1,0 +1,341 @@
+//! Applying plans: the diff of applied and wanted per enclave becomes launches, cgroup and tc
+//! writes, suspend/resume and stops; and taking over enclaves that outlived an agent crash.
+
+use std::collections::VecDeque;
+
+use super::{Agent, ApplyReport, EventKind, Running};
+use crate::collector::{Probe, Usage};
+use crate::error::{AgentError, Result};
+use crate::net::{self};
+use crate::plan::{Change, EnclavePlan, LaunchSpec, Plan, RunState, changes, initial_changes};
+use crate::runtime::{EnclaveStatus, Identity, LaunchContext, RuntimeKind};
+use crate::supervisor::Supervisor;
+
+impl Agent {
+    /// Applies `plan`, writing only what differs from the applied plan, and records it.
+    pub async fn apply(&mut self, plan: Plan) -> Result<ApplyReport> {
+        let version = plan.version;
+        let r = self.apply_inner(plan).await;
+        match &r {
+            Ok(rep) => self.event(
+                None,
+                EventKind::PlanApplied {
+                    version,
+                    writes: rep.writes,
+                },
+            ),
+            Err(e) => self.event(
+                None,
+                EventKind::PlanRefused {
+                    version,
+                    error: e.to_string(),
+                },
+            ),
+        }
+        r
+    }
+
+    pub(super) async fn apply_inner(&mut self, plan: Plan) -> Result<ApplyReport> {
+        plan.validate()?;
+        if let Some(a) = &self.applied {
+            if plan.version < a.version {
+                return Err(AgentError::StalePlan {
+                    offered: plan.version,
+                    applied: a.version,
+                });
+            }
+            if plan.version == a.version {
+                if plan == *a {
+                    return Ok(ApplyReport {
+                        version: plan.version,
+                        ..ApplyReport::default()
+                    });
+                }
+                return Err(AgentError::InvalidPlan(format!(
+                    "version {} was already applied with different content",
+                    plan.version
+                )));
+            }
+        }
+        for (name, e) in &plan.enclaves {
+            if !self.enclaves.contains_key(name) {
+                match &e.launch {
+                    None => {
+                        return Err(AgentError::InvalidPlan(format!(
+                            "enclave {name} is not running and has no launch spec"
+                        )));
+                    }
+                    Some(spec) if RuntimeKind::of(spec) != self.cfg.runtime => {
+                        return Err(AgentError::InvalidPlan(format!(
+                            "enclave {name} needs the {:?} runtime; this agent runs {:?}",
+                            RuntimeKind::of(spec),
+                            self.cfg.runtime
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let mut report = ApplyReport {
+            version: plan.version,
+            ..ApplyReport::default()
+        };
+        let gone: Vec<String> = self
+            .enclaves
+            .keys()
+            .filter(|n| !plan.enclaves.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.stop_enclave(&name).await?;
+            report.writes += 1;
+            report.stopped.push(name);
+        }
+        for (name, wanted) in &plan.enclaves {
+            if self.enclaves.contains_key(name) {
+                let applied = self.enclaves[name].plan.clone();
+                for change in changes(&applied, wanted) {
+                    self.apply_change(name, &change).await?;
+                    report.writes += 1;
+                }
+                if let Some(r) = self.enclaves.get_mut(name) {
+                    r.plan = wanted.clone();
+                }
+            } else {
+                report.writes += self.launch(name, wanted).await?;
+                report.launched.push(name.clone());
+            }
+        }
+        self.store.save(&plan)?;
+        self.applied = Some(plan);
+        Ok(report)
+    }
+
+    pub(super) async fn launch(&mut self, name: &str, wanted: &EnclavePlan) -> Result<u32> {
+        let group = self.group_of(name);
+        let spec = wanted
+            .launch
+            .clone()
+            .ok_or_else(|| AgentError::InvalidPlan(format!("{name}: no launch spec")))?;
+        self.cgroups.create(&group)?;
+        let mut writes = 0;
+        // Limits before the first instruction runs.
+        for change in initial_changes(wanted) {
+            if matches!(
+                change,
+                Change::CpuCap(_) | Change::Weight(_) | Change::Memory { .. }
+            ) {
+                self.write_cgroup(&group, &change)?;
+                writes += 1;
+            }
+        }
+        let wants_net = matches!(spec, LaunchSpec::Process { network: true, .. })
+            || wanted.limits.egress.is_some()
+            || wanted.limits.ingress.is_some();
+        let net_id = match (&self.net, wants_net) {
+            (Some(n), true) => {
+                let used: Vec<u16> = self
+                    .enclaves
+                    .values()
+                    .filter_map(|r| r.net.as_ref().map(|n| n.slot))
+                    .collect();
+                let slot = (1..=net::SLOTS_MAX)
+                    .find(|s| !used.contains(s))
+                    .ok_or_else(|| AgentError::Runtime("no free network slot".into()))?;
+                Some(n.attach(name, slot)?)
+            }
+            (None, true) => {
+                return Err(AgentError::InvalidPlan(format!(
+                    "enclave {name} wants networking but the agent runs without --network"
+                )));
+            }
+            _ => None,
+        };
+        // Shaping before the first packet, too.
+        if let (Some(n), Some(id)) = (&self.net, &net_id) {
+            let shaped = n
+                .set_egress(id, wanted.limits.egress)
+                .and_then(|_| n.set_ingress(id, wanted.limits.ingress));
+            if let Err(e) = shaped {
+                let _ = n.detach(id);
+                let _ = self.cgroups.remove(&group);
+                return Err(e);
+            }
+            writes += 2;
+        }
+        let identity = Identity {
+            name: name.to_string(),
+            group: group.clone(),
+            netns: net_id.as_ref().map(|n| n.netns.clone()),
+        };
+        let ctx = LaunchContext {
+            identity,
+            spec,
+            work_dir: self.cfg.data_dir.join("enclaves").join(name),
+            cgroups: self.cgroups.clone(),
+            env: self.gpu.launch_env(wanted.limits.gpu_percent),
+        };
+        let enclave = match self.runtime.launch(ctx).await {
+            Ok(e) => e,
+            Err(e) => {
+                if let (Some(n), Some(id)) = (&self.net, &net_id) {
+                    let _ = n.detach(id);
+                }
+                let _ = self.cgroups.remove(&group);
+                return Err(e);
+            }
+        };
+        let probe = Probe::open(
+            self.cgroups.as_ref(),
+            &group,
+            net_id.as_ref().map(|n| n.host_veth.as_str()),
+        )?;
+        self.enclaves.insert(
+            name.to_string(),
+            Running {
+                plan: wanted.clone(),
+                enclave,
+                net: net_id,
+                probe,
+                last: None,
+                usage: Usage::default(),
+                exited: false,
+                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
+                reports: VecDeque::new(),
+            },
+        );
+        for change in initial_changes(wanted) {
+            if matches!(change, Change::State(_) | Change::Gpu(_)) {
+                self.apply_change(name, &change).await?;
+                writes += 1;
+            }
+        }
+        Ok(writes + 1)
+    }
+
+    pub(super) fn write_cgroup(&self, group: &str, change: &Change) -> Result<()> {
+        match change {
+            Change::CpuCap(c) => self.cgroups.set_cpu_cap(group, *c),
+            Change::Weight(w) => self.cgroups.set_weight(group, *w),
+            Change::Memory {
+                limit_bytes,
+                high_bytes,
+            } => self.cgroups.set_memory(group, *limit_bytes, *high_bytes),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn apply_change(&mut self, name: &str, change: &Change) -> Result<()> {
+        let group = self.group_of(name);
+        let r = self
+            .enclaves
+            .get_mut(name)
+            .ok_or_else(|| AgentError::UnknownEnclave(name.into()))?;
+        match change {
+            Change::CpuCap(_) | Change::Weight(_) | Change::Memory { .. } => {
+                self.write_cgroup(&group, change)
+            }
+            Change::Egress(bw) | Change::Ingress(bw) => {
+                let (Some(n), Some(id)) = (&self.net, &r.net) else {
+                    return Err(AgentError::InvalidPlan(format!(
+                        "enclave {name} has no network to shape"
+                    )));
+                };
+                if matches!(change, Change::Egress(_)) {
+                    n.set_egress(id, *bw)
+                } else {
+                    n.set_ingress(id, *bw)
+                }
+            }
+            Change::Gpu(p) => self.gpu.set_share(name, *p),
+            Change::State(RunState::Suspend) => r.enclave.suspend().await,
+            Change::State(RunState::Run) => r.enclave.resume().await,
+        }
+    }
+
+    pub(super) async fn stop_enclave(&mut self, name: &str) -> Result<()> {
+        if let Some(mut r) = self.enclaves.remove(name) {
+            r.enclave.stop().await?;
+            if let (Some(n), Some(id)) = (&self.net, &r.net) {
+                n.detach(id)?;
+            }
+            self.cgroups.remove(&r.enclave.identity().group)?;
+        }
+        Ok(())
+    }
+
+    /// Takes over an enclave that outlived an agent crash and writes its limits again.
+    pub(super) async fn adopt(
+        &mut self,
+        name: &str,
+        wanted: &EnclavePlan,
+        pids: Vec<u32>,
+    ) -> Result<()> {
+        let group = self.group_of(name);
+        let net_id = self.net.as_ref().and_then(|n| n.adopt(name));
+        let spec = wanted
+            .launch
+            .clone()
+            .ok_or_else(|| AgentError::InvalidPlan(format!("{name}: no launch spec")))?;
+        let ctx = LaunchContext {
+            identity: Identity {
+                name: name.to_string(),
+                group: group.clone(),
+                netns: net_id.as_ref().map(|n| n.netns.clone()),
+            },
+            spec,
+            work_dir: self.cfg.data_dir.join("enclaves").join(name),
+            cgroups: self.cgroups.clone(),
+            env: Vec::new(),
+        };
+        let mut enclave = self.runtime.adopt(ctx, pids).await?;
+        let probe = Probe::open(
+            self.cgroups.as_ref(),
+            &group,
+            net_id.as_ref().map(|n| n.host_veth.as_str()),
+        )?;
+        let suspended = matches!(enclave.status().await, Ok(EnclaveStatus::Suspended));
+        self.enclaves.insert(
+            name.to_string(),
+            Running {
+                plan: wanted.clone(),
+                enclave,
+                net: net_id,
+                probe,
+                last: None,
+                usage: Usage::default(),
+                exited: false,
+                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
+                reports: VecDeque::new(),
+            },
+        );
+        // Re-write everything the plan says: the kernel should still hold it, but an uplink
+        // re-created at start lost its classes, and a crash may have cut an apply short.
+        for change in initial_changes(wanted) {
+            let needed = match change {
+                Change::State(RunState::Suspend) => !suspended,
+                Change::Egress(_) | Change::Ingress(_) => self.enclaves[name].net.is_some(),
+                _ => true,
+            };
+            if needed {
+                self.apply_change(name, &change).await?;
+            }
+        }
+        if wanted.state == RunState::Run && suspended {
+            self.apply_change(name, &Change::State(RunState::Run))
+                .await?;
+        }
+        tracing::info!(enclave = name, "adopted after restart");
+        Ok(())
+    }
+
+    /// Drops an enclave the agent could not adopt, killing what is left of it.
+    pub(super) fn forget(&mut self, name: &str) {
+        if let Some(r) = self.enclaves.remove(name)
+            && let (Some(n), Some(id)) = (&self.net, &r.net)
+        {
+            let _ = n.detach(id);
+        }
+        let _ = self.cgroups.remove(&self.group_of(name));
+    }
+}

@@ -1,0 +1,344 @@
+//! The agent: owns the enclaves of this host and applies plans to them. It decides nothing:
+//! every limit it writes comes from a plan, and without a newer plan it keeps enforcing the
+//! last one (re-applied after a restart, re-written if someone changes it behind our back).
+//!
+//! - this file: configuration, the state the agent owns, start (re-apply or adopt), the event
+//!   loop and shutdown;
+//! - [`apply`]: plans → launches, writes, stops, and adoption after a crash;
+//! - [`observe`]: sampling, reconcile (re-enforcing), status;
+//! - [`report`]: what the agent says about itself (status, events, apply reports, requests).
+
+mod apply;
+mod observe;
+mod report;
+
+pub use report::{
+    AgentEvent, AgentStatus, ApplyReport, EnclaveReport, EventKind, LinkEvent, LinkState, Request,
+};
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::cgroup::{self, CgroupEnforcer};
+use crate::collector::{
+    NetCounters, Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval,
+};
+use crate::error::{AgentError, Result};
+use crate::gpu::{self, GpuBackend};
+use crate::net::{NetConfig, NetIdentity, Network};
+use crate::plan::{EnclavePlan, Plan};
+use crate::runtime::{Enclave, Runtime, RuntimeKind, new_runtime};
+use crate::store::PlanStore;
+use crate::supervisor::{AuthenticatedReport, Supervisor, UnsignedDev, UsageSigner};
+
+/// Most events kept for `status` (oldest dropped).
+pub const EVENTS_MAX: usize = 256;
+/// Most usage reports buffered per enclave while no controller drains them (60 s at 100 ms);
+/// the oldest are dropped, and the gap shows in `seq`.
+pub const REPORTS_MAX: usize = 600;
+
+/// How the agent is set up on this host.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    /// Names our cgroup subtree (`tribune/<instance>`) and namespaces (`tb-<instance>-…`).
+    pub instance: String,
+    pub runtime: RuntimeKind,
+    pub cgroup_root: PathBuf,
+    /// Pin every enclave to these CPUs (`"0"`), e.g. to measure shares on one core.
+    pub cpuset_cpus: Option<String>,
+    pub sample_period: Duration,
+    /// How often the written limits are read back and re-written if they drifted.
+    pub reconcile_period: Duration,
+    pub network: Option<NetConfig>,
+    pub qemu_binary: PathBuf,
+    /// Controller addresses (the stream client arrives with the attestation-loop issue).
+    pub controllers: Vec<String>,
+}
+
+impl AgentConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, runtime: RuntimeKind) -> AgentConfig {
+        AgentConfig {
+            data_dir: data_dir.into(),
+            instance: "agent".into(),
+            runtime,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cpuset_cpus: None,
+            sample_period: SAMPLE_PERIOD_DEFAULT,
+            reconcile_period: Duration::from_secs(1),
+            network: None,
+            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            controllers: Vec::new(),
+        }
+    }
+
+    /// Our cgroup subtree.
+    pub fn group_root(&self) -> String {
+        format!("{}/{}", cgroup::PREFIX, self.instance)
+    }
+}
+
+struct Running {
+    plan: EnclavePlan,
+    enclave: Box<dyn Enclave>,
+    net: Option<NetIdentity>,
+    probe: Probe,
+    last: Option<(tokio::time::Instant, Sample)>,
+    usage: Usage,
+    exited: bool,
+    supervisor: Supervisor,
+    reports: VecDeque<AuthenticatedReport>,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    cgroups: Arc<dyn CgroupEnforcer>,
+    runtime: Box<dyn Runtime>,
+    net: Option<Network>,
+    store: PlanStore,
+    applied: Option<Plan>,
+    enclaves: BTreeMap<String, Running>,
+    events: VecDeque<AgentEvent>,
+    gpu: Box<dyn GpuBackend>,
+    link: LinkState,
+    buf: Vec<u8>,
+    net_counters: Option<NetCounters>,
+    ticks: u64,
+    signer_factory: SignerFactory,
+}
+
+/// Makes the enclave-side key holder of a new enclave (the attestation crate's MAC/checkpoint
+/// signer at integration; [`UnsignedDev`] until then).
+pub type SignerFactory = Box<dyn Fn(&str) -> Box<dyn UsageSigner> + Send>;
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Fails with a clear error when not root.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        Ok(())
+    } else {
+        Err(AgentError::NotRoot { euid })
+    }
+}
+
+impl Agent {
+    /// Checks the host, clears leftovers of this instance, and re-applies the last plan.
+    pub async fn start(cfg: AgentConfig) -> Result<Agent> {
+        require_root()?;
+        plan_name_ok(&cfg.instance)?;
+        let cgroups: Arc<dyn CgroupEnforcer> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
+        let store = PlanStore::new(&cfg.data_dir)?;
+        let stored = store.load()?;
+        let root = cfg.group_root();
+        // After a crash: enclaves of the last plan still running are adopted (their limits never
+        // left the kernel); everything else of this instance is cleared.
+        let survivors: BTreeMap<String, Vec<u32>> = stored
+            .iter()
+            .flat_map(|p| p.enclaves.iter())
+            .filter(|(_, e)| {
+                e.launch
+                    .as_ref()
+                    .is_some_and(|l| RuntimeKind::of(l) == cfg.runtime)
+            })
+            .filter_map(|(n, _)| {
+                let pids = cgroups.pids(&format!("{root}/{n}")).ok()?;
+                (!pids.is_empty()).then(|| (n.clone(), pids))
+            })
+            .collect();
+        let keep: Vec<&str> = survivors.keys().map(String::as_str).collect();
+        crate::cleanup::cleanup_instance_except(cgroups.as_ref(), &cfg.instance, &keep)?;
+        cgroups.create(&root)?;
+        if let Some(cpus) = &cfg.cpuset_cpus {
+            cgroups.set_cpuset(&root, cpus)?;
+        }
+        let net = match &cfg.network {
+            Some(n) => Some(Network::setup(&cfg.instance, n.clone())?),
+            None => None,
+        };
+        let mut agent = Agent {
+            runtime: new_runtime(cfg.runtime, cfg.qemu_binary.clone()),
+            link: if cfg.controllers.is_empty() {
+                LinkState::Standalone
+            } else {
+                LinkState::Down
+            },
+            cfg,
+            cgroups,
+            net,
+            store,
+            applied: None,
+            enclaves: BTreeMap::new(),
+            events: VecDeque::new(),
+            gpu: gpu::detect(),
+            buf: Vec::with_capacity(4096),
+            net_counters: NetCounters::open().ok(),
+            ticks: 0,
+            signer_factory: Box::new(|_| Box::new(UnsignedDev)),
+        };
+        if let Some(plan) = stored {
+            for (name, pids) in survivors {
+                let wanted = &plan.enclaves[&name];
+                if let Err(e) = agent.adopt(&name, wanted, pids).await {
+                    tracing::warn!(enclave = %name, "cannot adopt, relaunching: {e}");
+                    agent.forget(&name);
+                }
+            }
+            tracing::info!(version = plan.version, "re-applying the last applied plan");
+            agent.apply(plan).await?;
+        }
+        Ok(agent)
+    }
+
+    /// Sets how enclaves launched from now on get their usage signer.
+    pub fn set_signer_factory(&mut self, f: SignerFactory) {
+        self.signer_factory = f;
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    pub fn cgroups(&self) -> &Arc<dyn CgroupEnforcer> {
+        &self.cgroups
+    }
+
+    pub fn applied(&self) -> Option<&Plan> {
+        self.applied.as_ref()
+    }
+
+    /// The cgroup path of `enclave`.
+    pub fn group_of(&self, enclave: &str) -> String {
+        format!("{}/{enclave}", self.cfg.group_root())
+    }
+
+    /// The network identity of `enclave`, if it has one.
+    pub fn net_of(&self, enclave: &str) -> Option<&NetIdentity> {
+        self.enclaves.get(enclave).and_then(|r| r.net.as_ref())
+    }
+
+    fn event(&mut self, enclave: Option<&str>, kind: EventKind) {
+        tracing::info!(?enclave, ?kind, "agent event");
+        if self.events.len() == EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back(AgentEvent {
+            at_unix_ms: now_ms(),
+            enclave: enclave.map(str::to_string),
+            kind,
+        });
+    }
+
+    /// Handles a controller-link event. Down never changes what is enforced.
+    pub async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Plan(p) => {
+                let _ = self.apply(p).await;
+            }
+            LinkEvent::Up => {
+                self.link = LinkState::Up;
+                self.event(None, EventKind::ControllerLinkUp);
+            }
+            LinkEvent::Down => {
+                self.link = LinkState::Down;
+                let keeping_version = self.applied.as_ref().map(|p| p.version);
+                self.event(None, EventKind::ControllerLinkDown { keeping_version });
+            }
+        }
+    }
+
+    /// The event loop: samples on the grid, reconciles, serves requests and link events,
+    /// until `shutdown` resolves; then stops every enclave and removes what it created.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut link: Option<mpsc::Receiver<LinkEvent>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        let mut sample_tick = sampling_interval(self.cfg.sample_period);
+        let mut reconcile_tick = sampling_interval(self.cfg.reconcile_period);
+        tokio::pin!(shutdown);
+        let mut requests_open = true;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = sample_tick.tick() => self.sample().await,
+                _ = reconcile_tick.tick() => self.reconcile().await,
+                req = requests.recv(), if requests_open => match req {
+                    Some(Request::Apply(plan, reply)) => {
+                        let r = self.apply(plan).await.map_err(|e| e.to_string());
+                        let _ = reply.send(r);
+                    }
+                    Some(Request::Status(reply)) => {
+                        let s = self.status().await;
+                        let _ = reply.send(s);
+                    }
+                    Some(Request::DrainReports(reply)) => {
+                        let _ = reply.send(self.drain_reports());
+                    }
+                    None => requests_open = false,
+                },
+                ev = async {
+                    match link.as_mut() {
+                        Some(l) => l.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if link.is_some() => {
+                    match ev {
+                        Some(ev) => self.on_link(ev).await,
+                        None => {
+                            // The stream is gone: keep enforcing the last plan.
+                            link = None;
+                            self.on_link(LinkEvent::Down).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops every enclave and removes our cgroups, namespaces, links and qdiscs. The applied
+    /// plan stays on disk so the next start re-applies it.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let names: Vec<String> = self.enclaves.keys().cloned().collect();
+        let mut first_err = None;
+        for n in names {
+            if let Err(e) = self.stop_enclave(&n).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(n) = &self.net {
+            let _ = n.teardown();
+        }
+        if let Err(e) = crate::cleanup::cleanup_instance(self.cgroups.as_ref(), &self.cfg.instance)
+        {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn plan_name_ok(instance: &str) -> Result<()> {
+    crate::plan::validate_name(instance).map_err(|_| {
+        AgentError::InvalidPlan(format!("instance name {instance:?}: use a-z, 0-9, - and _"))
+    })
+}

@@ -1,0 +1,188 @@
+//! Watching: sampling usage on the grid, re-enforcing what drifted, reporting status.
+
+use std::time::Duration;
+
+use super::REPORTS_MAX;
+use super::{Agent, AgentStatus, EnclaveReport, EventKind, unix_ns};
+use crate::collector::{OOM_EVERY, Usage};
+use crate::plan::{Change, RunState};
+use crate::runtime::EnclaveStatus;
+use crate::supervisor::AuthenticatedReport;
+
+/// Memory limits read back page-rounded: compare in pages.
+fn same_memory(a: Option<u64>, b: Option<u64>) -> bool {
+    a.map(|v| v / 4096) == b.map(|v| v / 4096)
+}
+
+impl Agent {
+    /// Takes the buffered usage reports of every enclave (oldest first per enclave), for the
+    /// controller stream to batch into one message.
+    pub fn drain_reports(&mut self) -> Vec<AuthenticatedReport> {
+        self.enclaves
+            .values_mut()
+            .flat_map(|r| r.reports.drain(..))
+            .collect()
+    }
+
+    /// Takes one sample of every enclave; reports OOM kills and exits as events.
+    pub async fn sample(&mut self) {
+        let now = tokio::time::Instant::now();
+        let mut events = Vec::new();
+        self.ticks += 1;
+        let with_oom = self.ticks % OOM_EVERY == 1;
+        let links = match self.net_counters.as_mut() {
+            Some(n) => n.read(),
+            None => Default::default(),
+        };
+        for (name, r) in self.enclaves.iter_mut() {
+            let Ok(mut s) = r.probe.read(&mut self.buf, &links, with_oom) else {
+                continue;
+            };
+            if !with_oom {
+                s.oom_kills = r.last.map_or(0, |(_, p)| p.oom_kills);
+                s.memory_limit_hits = r.last.map_or(0, |(_, p)| p.memory_limit_hits);
+            }
+            if let Some(pids) = r.enclave.pid().map(|p| vec![p]) {
+                s.gpu_percent = self.gpu.utilization_percent(&pids);
+            }
+            if let Some((t0, prev)) = r.last {
+                if s.oom_kills > prev.oom_kills {
+                    events.push((name.clone(), EventKind::OomKill { total: s.oom_kills }));
+                }
+                if s.memory_limit_hits > prev.memory_limit_hits {
+                    events.push((
+                        name.clone(),
+                        EventKind::MemoryReclaim {
+                            limit_hits_total: s.memory_limit_hits,
+                        },
+                    ));
+                }
+                r.usage = Usage::between(&prev, &s, now - t0);
+            } else {
+                r.usage = Usage::between(&s, &s, Duration::from_nanos(1));
+                if s.oom_kills > 0 {
+                    events.push((name.clone(), EventKind::OomKill { total: s.oom_kills }));
+                }
+            }
+            r.last = Some((now, s));
+            if let Some(rep) = r.supervisor.report(unix_ns(), s) {
+                if r.reports.len() == REPORTS_MAX {
+                    r.reports.pop_front();
+                }
+                r.reports.push_back(rep);
+            }
+            if !r.exited
+                && let Ok(Some(code)) = r.enclave.exit_code()
+            {
+                r.exited = true;
+                events.push((name.clone(), EventKind::Exited { code }));
+            }
+        }
+        for (name, kind) in events {
+            self.event(Some(&name), kind);
+        }
+    }
+
+    /// Reads back what the plan says and writes it again where it drifted (fail-safe: a limit
+    /// removed behind our back comes back, a suspended enclave someone resumed is suspended
+    /// again; the other direction is left to the next plan).
+    pub async fn reconcile(&mut self) {
+        let mut fixes = Vec::new();
+        let mut resuspended = Vec::new();
+        for (name, r) in self.enclaves.iter_mut() {
+            if r.plan.state == RunState::Suspend
+                && !r.exited
+                && matches!(r.enclave.status().await, Ok(EnclaveStatus::Running))
+                && r.enclave.suspend().await.is_ok()
+            {
+                resuspended.push(name.clone());
+            }
+        }
+        for name in resuspended {
+            self.event(
+                Some(&name),
+                EventKind::Reenforced {
+                    what: "suspend".into(),
+                },
+            );
+        }
+        for (name, r) in &self.enclaves {
+            let g = &r.enclave.identity().group;
+            let l = &r.plan.limits;
+            if self.cgroups.cpu_cap(g).ok() != Some(l.cpu_millicores) {
+                fixes.push((name.clone(), Change::CpuCap(l.cpu_millicores), "cpu cap"));
+            }
+            if self.cgroups.weight_is(g, r.plan.weight).ok() == Some(false) {
+                fixes.push((name.clone(), Change::Weight(r.plan.weight), "weight"));
+            }
+            if let Ok(m) = self.cgroups.memory_limit(g)
+                && !same_memory(m, l.memory_bytes)
+            {
+                fixes.push((
+                    name.clone(),
+                    Change::Memory {
+                        limit_bytes: l.memory_bytes,
+                        high_bytes: l.memory_high_bytes,
+                    },
+                    "memory limit",
+                ));
+            }
+        }
+        for (name, change, what) in fixes {
+            let g = self.group_of(&name);
+            if self.write_cgroup(&g, &change).is_ok() {
+                self.event(
+                    Some(&name),
+                    EventKind::Reenforced {
+                        what: what.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub async fn status(&mut self) -> AgentStatus {
+        let mut enclaves = Vec::new();
+        for (name, r) in self.enclaves.iter_mut() {
+            let status = r
+                .enclave
+                .status()
+                .await
+                .unwrap_or(EnclaveStatus::Exited { code: None });
+            enclaves.push(EnclaveReport {
+                name: name.clone(),
+                status,
+                pid: r.enclave.pid(),
+                identity: r.enclave.identity().clone(),
+                ip: r.net.as_ref().map(|n| n.ip),
+                plan: r.plan.clone(),
+                usage: r.usage,
+            });
+        }
+        AgentStatus {
+            instance: self.cfg.instance.clone(),
+            runtime: self.cfg.runtime,
+            cgroup_version: self.cgroups.version(),
+            gpu: self
+                .gpu
+                .absent_reason()
+                .map_or_else(|| self.gpu.name().to_string(), str::to_string),
+            applied_version: self.applied.as_ref().map(|p| p.version),
+            controller_link: self.link,
+            enclaves,
+            events: self.events.iter().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn memory_compare_in_pages() {
+        assert!(same_memory(Some(10_000), Some(8192)));
+        assert!(!same_memory(Some(8192), None));
+        assert!(same_memory(None, None));
+    }
+}

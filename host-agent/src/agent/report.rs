@@ -1,0 +1,107 @@
+//! What the agent says about itself and what it is asked: status, events, apply reports,
+//! controller-link events and local requests.
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::cgroup::CgroupVersion;
+use crate::collector::Usage;
+use crate::plan::{EnclavePlan, Plan};
+use crate::runtime::{EnclaveStatus, Identity, RuntimeKind};
+use crate::supervisor::AuthenticatedReport;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum EventKind {
+    PlanApplied {
+        version: u64,
+        writes: u32,
+    },
+    PlanRefused {
+        version: u64,
+        error: String,
+    },
+    OomKill {
+        total: u64,
+    },
+    /// Usage hit the memory limit and the kernel reclaimed (reported at most once a second).
+    MemoryReclaim {
+        limit_hits_total: u64,
+    },
+    Exited {
+        code: Option<i32>,
+    },
+    /// A limit read back differently from the plan and was written again.
+    Reenforced {
+        what: String,
+    },
+    ControllerLinkDown {
+        keeping_version: Option<u64>,
+    },
+    ControllerLinkUp,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentEvent {
+    pub at_unix_ms: u64,
+    pub enclave: Option<String>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EnclaveReport {
+    pub name: String,
+    pub status: EnclaveStatus,
+    pub pid: Option<u32>,
+    pub identity: Identity,
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub plan: EnclavePlan,
+    pub usage: Usage,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Standalone,
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentStatus {
+    pub instance: String,
+    pub runtime: RuntimeKind,
+    pub cgroup_version: CgroupVersion,
+    pub gpu: String,
+    pub applied_version: Option<u64>,
+    pub controller_link: LinkState,
+    pub enclaves: Vec<EnclaveReport>,
+    pub events: Vec<AgentEvent>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub version: u64,
+    /// Kernel/runtime writes made (0 when the plan was already applied).
+    pub writes: u32,
+    pub launched: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+/// What the controller stream hands the agent.
+#[derive(Debug)]
+pub enum LinkEvent {
+    Plan(Plan),
+    Up,
+    Down,
+}
+
+/// A request from the control socket (or a test) to the running agent.
+#[derive(Debug)]
+pub enum Request {
+    Apply(Plan, oneshot::Sender<Result<ApplyReport, String>>),
+    Status(oneshot::Sender<AgentStatus>),
+    /// The buffered enclave-side usage reports (for the controller stream to batch).
+    DrainReports(oneshot::Sender<Vec<AuthenticatedReport>>),
+}

@@ -1,0 +1,320 @@
+//! Versioned enforcement plans: what the controllers want on this host, and the pure diff that
+//! turns "what is applied" plus "what is wanted" into the few writes that differ.
+//!
+//! A plan is the whole desired state of the host (not a delta), so applying it twice is a no-op
+//! and a restarted agent only needs the last one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AgentError, Result};
+
+/// Highest fair-share weight accepted (maps to the top of cpu.shares / cpu.weight).
+pub const WEIGHT_MAX: u32 = 256;
+/// Lowest CPU cap accepted: below 10m the CFS quota (1 ms per 100 ms period) loses accuracy.
+pub const CPU_MILLICORES_MIN: u64 = 10;
+/// Lowest memory limit accepted: a process cannot start below a few MiB.
+pub const MEMORY_BYTES_MIN: u64 = 4 << 20;
+/// Most enclaves one plan may name.
+pub const ENCLAVES_MAX: usize = 4096;
+
+/// The whole desired state of one host, versioned by the controllers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Monotonic per host; a plan older than the applied one is refused.
+    pub version: u64,
+    #[serde(default)]
+    pub enclaves: BTreeMap<String, EnclavePlan>,
+}
+
+/// Desired state of one enclave.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnclavePlan {
+    /// How to start the enclave when it is not running yet. Ignored once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<LaunchSpec>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Fair-share weight among the enclaves of this host (1..=256).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: RunState,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Upper bounds (and guarantees, for bandwidth). `None` means "no limit".
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millicores: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Soft mark: reclaim starts here (v1 `memory.soft_limit_in_bytes`, v2 `memory.high`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high_bytes: Option<u64>,
+    /// Enclave → outside, shaped on the bridge uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Bandwidth>,
+    /// Outside → enclave, shaped on the host-side veth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Bandwidth>,
+    /// GPU share in percent (MPS active threads / time slice), where the host has a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_percent: Option<u32>,
+}
+
+/// An HTB class: `rate` is guaranteed, `ceil` is the most it may borrow up to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bandwidth {
+    pub guarantee_bits_per_sec: u64,
+    pub limit_bits_per_sec: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    #[default]
+    Run,
+    Suspend,
+}
+
+/// How an enclave is started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum LaunchSpec {
+    /// A command run as a simulated enclave.
+    Process {
+        cmd: Vec<String>,
+        /// Give it its own network namespace joined to the host bridge.
+        #[serde(default)]
+        network: bool,
+    },
+    /// A VM under qemu-system-x86_64.
+    Qemu {
+        #[serde(default = "default_vm_memory_mib")]
+        memory_mib: u32,
+        /// Extra arguments (firmware, disks, SEV-SNP/TDX objects on real hosts).
+        #[serde(default)]
+        args: Vec<String>,
+    },
+}
+
+fn default_vm_memory_mib() -> u32 {
+    64
+}
+
+/// One write the agent has to make to move an enclave from its applied to its wanted state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    CpuCap(Option<u64>),
+    Weight(u32),
+    Memory {
+        limit_bytes: Option<u64>,
+        high_bytes: Option<u64>,
+    },
+    Egress(Option<Bandwidth>),
+    Ingress(Option<Bandwidth>),
+    Gpu(Option<u32>),
+    State(RunState),
+}
+
+/// The changes from `applied` to `wanted`, in a safe order: tighten before resuming, so a
+/// resumed enclave never runs a moment under the old, looser limits.
+pub fn changes(applied: &EnclavePlan, wanted: &EnclavePlan) -> Vec<Change> {
+    let (a, w) = (&applied.limits, &wanted.limits);
+    let mut out = Vec::new();
+    if applied.state != wanted.state && wanted.state == RunState::Suspend {
+        out.push(Change::State(RunState::Suspend));
+    }
+    if a.cpu_millicores != w.cpu_millicores {
+        out.push(Change::CpuCap(w.cpu_millicores));
+    }
+    if applied.weight != wanted.weight {
+        out.push(Change::Weight(wanted.weight));
+    }
+    if a.memory_bytes != w.memory_bytes || a.memory_high_bytes != w.memory_high_bytes {
+        out.push(Change::Memory {
+            limit_bytes: w.memory_bytes,
+            high_bytes: w.memory_high_bytes,
+        });
+    }
+    if a.egress != w.egress {
+        out.push(Change::Egress(w.egress));
+    }
+    if a.ingress != w.ingress {
+        out.push(Change::Ingress(w.ingress));
+    }
+    if a.gpu_percent != w.gpu_percent {
+        out.push(Change::Gpu(w.gpu_percent));
+    }
+    if applied.state != wanted.state && wanted.state == RunState::Run {
+        out.push(Change::State(RunState::Run));
+    }
+    out
+}
+
+/// Every change needed to bring a freshly created enclave to `wanted` (from an unlimited start).
+pub fn initial_changes(wanted: &EnclavePlan) -> Vec<Change> {
+    let unlimited = EnclavePlan {
+        launch: None,
+        limits: Limits::default(),
+        weight: 0,
+        state: RunState::Run,
+    };
+    changes(&unlimited, wanted)
+}
+
+/// Checks a name is safe to use in cgroup paths and netns names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::InvalidPlan(format!(
+            "enclave name {name:?}: use 1-40 characters of a-z, 0-9, '-' and '_'"
+        )))
+    }
+}
+
+impl Plan {
+    /// Reads a plan from JSON text.
+    pub fn from_json(text: &str) -> Result<Plan> {
+        let plan: Plan =
+            serde_json::from_str(text).map_err(|e| AgentError::InvalidPlan(e.to_string()))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Rejects what the kernel would refuse or misapply.
+    pub fn validate(&self) -> Result<()> {
+        if self.enclaves.len() > ENCLAVES_MAX {
+            return Err(AgentError::InvalidPlan(format!(
+                "{} enclaves, at most {ENCLAVES_MAX}",
+                self.enclaves.len()
+            )));
+        }
+        for (name, e) in &self.enclaves {
+            validate_name(name)?;
+            let bad = |why: String| Err(AgentError::InvalidPlan(format!("enclave {name}: {why}")));
+            if !(1..=WEIGHT_MAX).contains(&e.weight) {
+                return bad(format!("weight {} not in 1..={WEIGHT_MAX}", e.weight));
+            }
+            if let Some(c) = e.limits.cpu_millicores
+                && c < CPU_MILLICORES_MIN
+            {
+                return bad(format!("cpu {c}m below {CPU_MILLICORES_MIN}m"));
+            }
+            for m in [e.limits.memory_bytes, e.limits.memory_high_bytes]
+                .into_iter()
+                .flatten()
+            {
+                if m < MEMORY_BYTES_MIN {
+                    return bad(format!("memory {m} bytes below {MEMORY_BYTES_MIN}"));
+                }
+            }
+            for b in [e.limits.egress, e.limits.ingress].into_iter().flatten() {
+                if b.guarantee_bits_per_sec == 0 || b.guarantee_bits_per_sec > b.limit_bits_per_sec
+                {
+                    return bad("bandwidth guarantee must be > 0 and <= limit".into());
+                }
+            }
+            if let Some(g) = e.limits.gpu_percent
+                && g > 100
+            {
+                return bad(format!("gpu {g}% above 100%"));
+            }
+            if let Some(LaunchSpec::Process { cmd, .. }) = &e.launch
+                && cmd.is_empty()
+            {
+                return bad("empty command".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enclave(cpu: Option<u64>, weight: u32, state: RunState) -> EnclavePlan {
+        EnclavePlan {
+            launch: None,
+            limits: Limits {
+                cpu_millicores: cpu,
+                ..Limits::default()
+            },
+            weight,
+            state,
+        }
+    }
+
+    #[test]
+    fn same_plan_means_no_writes() {
+        let e = enclave(Some(250), 2, RunState::Run);
+        assert!(changes(&e, &e.clone()).is_empty());
+    }
+
+    #[test]
+    fn only_what_changed_is_written() {
+        let a = enclave(Some(250), 2, RunState::Run);
+        let b = enclave(Some(500), 2, RunState::Run);
+        assert_eq!(changes(&a, &b), vec![Change::CpuCap(Some(500))]);
+    }
+
+    #[test]
+    fn suspend_first_resume_last() {
+        let a = enclave(Some(250), 1, RunState::Run);
+        let b = enclave(Some(100), 1, RunState::Suspend);
+        assert_eq!(
+            changes(&a, &b),
+            vec![Change::State(RunState::Suspend), Change::CpuCap(Some(100))]
+        );
+        assert_eq!(
+            changes(&b, &a),
+            vec![Change::CpuCap(Some(250)), Change::State(RunState::Run)]
+        );
+    }
+
+    #[test]
+    fn initial_changes_set_everything_given() {
+        let e = enclave(Some(250), 1, RunState::Run);
+        assert_eq!(
+            initial_changes(&e),
+            vec![Change::CpuCap(Some(250)), Change::Weight(1)]
+        );
+    }
+
+    #[test]
+    fn json_round_trip_and_validation() {
+        let text = r#"{"version": 3, "enclaves": {"a": {"limits": {"cpu_millicores": 250,
+            "egress": {"guarantee_bits_per_sec": 10000000, "limit_bits_per_sec": 20000000}},
+            "weight": 2, "launch": {"process": {"cmd": ["sleep", "1"]}}}}}"#;
+        let p = Plan::from_json(text).unwrap();
+        assert_eq!(p.version, 3);
+        assert_eq!(p.enclaves["a"].state, RunState::Run);
+        let again = Plan::from_json(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(p, again);
+        assert!(Plan::from_json(r#"{"version":1,"enclaves":{"A/..":{}}}"#).is_err());
+        assert!(Plan::from_json(r#"{"version":1,"enclaves":{"a":{"weight":0}}}"#).is_err());
+        assert!(Plan::from_json(r#"{"version":1,"bogus":1}"#).is_err());
+        assert!(
+            Plan::from_json(r#"{"version":1,"enclaves":{"a":{"limits":{"cpu_millicores":1}}}}"#)
+                .is_err()
+        );
+    }
+}

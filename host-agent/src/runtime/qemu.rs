@@ -1,0 +1,220 @@
+//! The `qemu` runtime: `qemu-system-x86_64` in the enclave's cgroups (every QEMU thread, since
+//! the process joins before `exec`), driven over QMP. Suspend/resume is QMP `stop`/`cont`.
+//!
+//! Without extra arguments the VM boots a 64 KiB firmware that spins at the reset vector
+//! (`jmp $`): a guest that only burns CPU, enough to test caps and stop/cont under TCG. Real
+//! hosts pass `-accel kvm` and the SEV-SNP/TDX objects in `args`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::qmp::Qmp;
+use super::{
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, group_empty,
+    spawn_confined, terminate, terminate_group,
+};
+use crate::cgroup::CgroupEnforcer;
+use crate::error::{AgentError, Result};
+use crate::plan::LaunchSpec;
+use std::sync::Arc;
+
+pub struct QemuRuntime {
+    pub binary: PathBuf,
+}
+
+pub struct QemuEnclave {
+    identity: Identity,
+    /// `None` for a VM adopted after an agent crash (not our child).
+    child: Option<tokio::process::Child>,
+    pid: Option<u32>,
+    qmp: Qmp,
+    cgroups: Arc<dyn CgroupEnforcer>,
+    exited: Option<Option<i32>>,
+}
+
+/// Size QEMU requires of a PC BIOS image (a multiple of 64 KiB).
+const SPIN_FIRMWARE_BYTES: usize = 64 * 1024;
+
+/// A BIOS image whose reset vector (16 bytes from the end) is `jmp $`.
+pub fn spin_firmware() -> Vec<u8> {
+    let mut fw = vec![0u8; SPIN_FIRMWARE_BYTES];
+    fw[SPIN_FIRMWARE_BYTES - 16] = 0xEB;
+    fw[SPIN_FIRMWARE_BYTES - 15] = 0xFE;
+    fw
+}
+
+impl Runtime for QemuRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Qemu
+    }
+
+    fn launch(&self, ctx: LaunchContext) -> BoxFut<'_, Box<dyn Enclave>> {
+        Box::pin(async move {
+            let LaunchSpec::Qemu { memory_mib, args } = &ctx.spec else {
+                return Err(AgentError::Runtime(
+                    "the qemu runtime cannot launch a process spec".into(),
+                ));
+            };
+            std::fs::create_dir_all(&ctx.work_dir)
+                .map_err(|e| AgentError::io("mkdir", &ctx.work_dir, e))?;
+            let sock = ctx.work_dir.join("qmp.sock");
+            let _ = std::fs::remove_file(&sock);
+            let mut argv: Vec<String> = vec![
+                self.binary.display().to_string(),
+                "-nodefaults".into(),
+                "-display".into(),
+                "none".into(),
+                "-name".into(),
+                ctx.identity.name.clone(),
+                "-m".into(),
+                memory_mib.to_string(),
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", sock.display()),
+            ];
+            if args.is_empty() {
+                let fw = ctx.work_dir.join("spin.bin");
+                std::fs::write(&fw, spin_firmware())
+                    .map_err(|e| AgentError::io("write", &fw, e))?;
+                argv.extend([
+                    "-machine".into(),
+                    "q35,accel=tcg".into(),
+                    "-bios".into(),
+                    fw.display().to_string(),
+                ]);
+            } else {
+                argv.extend(args.iter().cloned());
+            }
+            let mut child = spawn_confined(&argv, &ctx, true).map_err(|e| match e {
+                AgentError::Runtime(m) if m.contains("No such file") => AgentError::MissingTool {
+                    tool: self.binary.display().to_string(),
+                    package: "qemu-system-x86".into(),
+                    why: m,
+                },
+                e => e,
+            })?;
+            let pid = child.id();
+            let qmp = match Qmp::connect(&sock, Duration::from_secs(10)).await {
+                Ok(q) => q,
+                Err(e) => {
+                    terminate(&mut child, Duration::from_millis(100)).await;
+                    return Err(e);
+                }
+            };
+            Ok(Box::new(QemuEnclave {
+                identity: ctx.identity,
+                child: Some(child),
+                pid,
+                qmp,
+                cgroups: ctx.cgroups,
+                exited: None,
+            }) as Box<dyn Enclave>)
+        })
+    }
+
+    fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>> {
+        Box::pin(async move {
+            let qmp = Qmp::connect(&ctx.work_dir.join("qmp.sock"), Duration::from_secs(2)).await?;
+            Ok(Box::new(QemuEnclave {
+                identity: ctx.identity,
+                child: None,
+                pid: pids.iter().min().copied(),
+                qmp,
+                cgroups: ctx.cgroups,
+                exited: None,
+            }) as Box<dyn Enclave>)
+        })
+    }
+}
+
+impl QemuEnclave {
+    fn poll_exit(&mut self) -> Result<Option<Option<i32>>> {
+        if self.exited.is_some() {
+            return Ok(self.exited);
+        }
+        match &mut self.child {
+            Some(child) => {
+                if let Some(st) = child
+                    .try_wait()
+                    .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
+                {
+                    self.exited = Some(st.code());
+                }
+            }
+            None => {
+                if group_empty(self.cgroups.as_ref(), &self.identity.group) {
+                    self.exited = Some(None);
+                }
+            }
+        }
+        Ok(self.exited)
+    }
+
+    /// The QMP client, for migration and other commands the trait does not cover.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+}
+
+impl Enclave for QemuEnclave {
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn exit_code(&mut self) -> Result<Option<Option<i32>>> {
+        self.poll_exit()
+    }
+
+    fn status(&mut self) -> BoxFut<'_, EnclaveStatus> {
+        Box::pin(async move {
+            if let Some(code) = self.poll_exit()? {
+                return Ok(EnclaveStatus::Exited { code });
+            }
+            let st = self.qmp.query_status().await?;
+            Ok(if st.running {
+                EnclaveStatus::Running
+            } else {
+                EnclaveStatus::Suspended
+            })
+        })
+    }
+
+    fn suspend(&mut self) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.qmp.stop().await })
+    }
+
+    fn resume(&mut self) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.qmp.cont().await })
+    }
+
+    fn stop(&mut self) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            if self.poll_exit()?.is_none() {
+                let _ = self.qmp.quit().await;
+                match &mut self.child {
+                    Some(child) => {
+                        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                            .await
+                            .is_err()
+                        {
+                            terminate(child, Duration::from_millis(500)).await;
+                        }
+                    }
+                    None => {
+                        terminate_group(
+                            self.cgroups.as_ref(),
+                            &self.identity.group,
+                            Duration::from_secs(3),
+                        )
+                        .await;
+                    }
+                }
+                self.exited = Some(None);
+            }
+            Ok(())
+        })
+    }
+}

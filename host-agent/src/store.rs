@@ -1,0 +1,86 @@
+//! The applied plan on disk: written atomically (temp file, fsync, rename, fsync of the
+//! directory) so a crash leaves either the old or the new plan, never a torn one.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{AgentError, Result};
+use crate::plan::Plan;
+
+/// Name of the applied-plan file inside the data directory.
+pub const APPLIED_PLAN_FILE: &str = "applied-plan.json";
+
+#[derive(Debug, Clone)]
+pub struct PlanStore {
+    dir: PathBuf,
+}
+
+impl PlanStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<PlanStore> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| AgentError::io("create data dir", &dir, e))?;
+        Ok(PlanStore { dir })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(APPLIED_PLAN_FILE)
+    }
+
+    /// The last applied plan, if any.
+    pub fn load(&self) -> Result<Option<Plan>> {
+        let path = self.path();
+        match fs::read_to_string(&path) {
+            Ok(text) => Plan::from_json(&text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AgentError::io("read", path, e)),
+        }
+    }
+
+    /// Records `plan` as applied.
+    pub fn save(&self, plan: &Plan) -> Result<()> {
+        let path = self.path();
+        let tmp = self.dir.join(format!(".{APPLIED_PLAN_FILE}.tmp"));
+        let text = serde_json::to_vec_pretty(plan)
+            .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
+        write_synced(&tmp, &text)?;
+        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| AgentError::io("create", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| AgentError::io("write", path, e))?;
+    f.sync_all().map_err(|e| AgentError::io("fsync", path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AgentError::io("fsync dir", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let plan = Plan {
+            version: 7,
+            ..Plan::default()
+        };
+        store.save(&plan).unwrap();
+        assert_eq!(store.load().unwrap(), Some(plan));
+        assert!(
+            !dir.path()
+                .join(format!(".{APPLIED_PLAN_FILE}.tmp"))
+                .exists()
+        );
+    }
+}

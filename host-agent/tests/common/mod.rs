@@ -1,0 +1,167 @@
+//! Helpers shared by the kernel tests: skip loudly when not root, one test at a time per
+//! binary (they measure CPU shares), unique names, CPU measured by the cgroup's own accounting,
+//! and an assertion that nothing of ours is left.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tribune_agent::cgroup::CgroupEnforcer;
+use tribune_agent::{
+    Agent, AgentConfig, EnclavePlan, LaunchSpec, Limits, Plan, RunState, RuntimeKind,
+};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Serialises the kernel tests of one binary.
+pub fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Prints `skipped: …` straight to stderr: `eprintln!` output of a passing test is captured
+/// by the test harness and would never be seen.
+pub fn say_skipped(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
+}
+
+/// True when this test cannot run here; says why so it never passes silently.
+pub fn skip(test: &str) -> bool {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        say_skipped(&format!(
+            "{test}: not root (cgroups, netns and tc need root)"
+        ));
+        return true;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        say_skipped(&format!("{test}: no cgroup cpu controller"));
+        return true;
+    }
+    false
+}
+
+/// The last CPU of the host: tests pin enclaves there to measure shares of one core.
+pub fn test_cpu() -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n - 1).to_string()
+}
+
+/// A test's data dir; dropping it (also when the test panics) removes whatever the test's
+/// agent instance left, so a failed assertion never leaks running enclaves.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    instance: String,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Ok(cg) = tribune_agent::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")) {
+            let _ = tribune_agent::cleanup::cleanup_instance(cg.as_ref(), &self.instance);
+        }
+        // Namespaces a test made itself next to the agent's (e.g. the bandwidth sink).
+        for ns in tribune_agent::net::our_netns() {
+            if ns.starts_with(&format!("tb-{}", self.instance)) {
+                let _ = tribune_agent::net::run("ip", &["netns", "del", &ns]);
+            }
+        }
+    }
+}
+
+/// An agent config with a unique instance and data dir.
+pub fn config(test: &str, runtime: RuntimeKind) -> (AgentConfig, TestDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AgentConfig::new(dir.path(), runtime);
+    cfg.instance = format!("t{}-{test}", std::process::id());
+    let instance = cfg.instance.clone();
+    (cfg, TestDir { dir, instance })
+}
+
+pub fn busy() -> LaunchSpec {
+    LaunchSpec::Process {
+        cmd: vec!["/bin/sh".into(), "-c".into(), "while :; do :; done".into()],
+        network: false,
+    }
+}
+
+pub fn enclave(launch: LaunchSpec, cpu: Option<u64>, weight: u32) -> EnclavePlan {
+    EnclavePlan {
+        launch: Some(launch),
+        limits: Limits {
+            cpu_millicores: cpu,
+            ..Limits::default()
+        },
+        weight,
+        state: RunState::Run,
+    }
+}
+
+pub fn plan(version: u64, enclaves: &[(&str, EnclavePlan)]) -> Plan {
+    Plan {
+        version,
+        enclaves: enclaves
+            .iter()
+            .map(|(n, e)| (n.to_string(), e.clone()))
+            .collect(),
+    }
+}
+
+/// Cumulative CPU ns of a group, from its own accounting.
+pub fn cpu_ns(cg: &dyn CgroupEnforcer, group: &str) -> u64 {
+    cg.open_probe(group)
+        .and_then(|p| p.read(&mut Vec::new()))
+        .map(|s| s.cpu_ns)
+        .unwrap_or(0)
+}
+
+/// CPU used by each group over `window`, in cores (usage delta / wall time).
+pub fn measure_cores(cg: &dyn CgroupEnforcer, groups: &[String], window: Duration) -> Vec<f64> {
+    let t0 = Instant::now();
+    let a: Vec<u64> = groups.iter().map(|g| cpu_ns(cg, g)).collect();
+    std::thread::sleep(window);
+    let b: Vec<u64> = groups.iter().map(|g| cpu_ns(cg, g)).collect();
+    let wall = t0.elapsed().as_nanos() as f64;
+    a.iter()
+        .zip(&b)
+        .map(|(a, b)| (b - a) as f64 / wall)
+        .collect()
+}
+
+/// Gives the test's instance group the top weight so other work on the machine (parallel
+/// builds) cannot starve the enclaves being measured.
+pub fn prioritise(agent: &Agent) {
+    let root = agent.config().group_root();
+    agent.cgroups().set_weight(&root, 256).unwrap();
+}
+
+/// Shuts the agent down and asserts nothing of ours is left on the host.
+pub async fn shutdown_clean(agent: Agent) {
+    let cg = agent.cgroups().clone();
+    agent.shutdown().await.unwrap();
+    assert_clean(cg.as_ref());
+}
+
+pub fn assert_clean(cg: &dyn CgroupEnforcer) {
+    let left = tribune_agent::cleanup::leftovers(cg);
+    assert!(left.is_empty(), "leftovers after test: {left:?}");
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}

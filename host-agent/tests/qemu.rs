@@ -1,0 +1,129 @@
+//! The QEMU runtime on the real kernel (root + qemu-system-x86_64): every QEMU thread in the
+//! enclave's cgroup, the cap holds, QMP stop takes the VM to ~0 CPU and cont runs it again,
+//! and a restarted agent adopts the running VM.
+// The lock serialises tests across threads; each test owns its runtime, so holding it
+// over awaits cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tribune_agent::runtime::EnclaveStatus;
+use tribune_agent::{Agent, LaunchSpec, RunState, RuntimeKind};
+
+fn have_qemu() -> bool {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
+    if skip("qemu") {
+        return;
+    }
+    if !have_qemu() {
+        say_skipped("qemu: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)");
+        return;
+    }
+    let _g = lock();
+    let (mut cfg, _dir) = config("qemu", RuntimeKind::Qemu);
+    cfg.cpuset_cpus = Some(test_cpu());
+    let mut agent = Agent::start(cfg).await.unwrap();
+    prioritise(&agent);
+    let mut e = enclave(
+        LaunchSpec::Qemu {
+            memory_mib: 64,
+            args: vec![],
+        },
+        Some(500),
+        1,
+    );
+    agent.apply(plan(1, &[("vm", e.clone())])).await.unwrap();
+    let g = agent.group_of("vm");
+    let cg = agent.cgroups().clone();
+
+    // Every thread of QEMU is in the enclave's cgroup.
+    let st = agent.status().await;
+    assert_eq!(st.enclaves[0].status, EnclaveStatus::Running);
+    let pid = st.enclaves[0].pid.unwrap();
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(tasks.len() > 1, "QEMU runs several threads");
+    for t in &tasks {
+        let cgs = std::fs::read_to_string(t.path().join("cgroup")).unwrap_or_default();
+        assert!(
+            cgs.lines().any(|l| l.ends_with(&format!(":/{g}"))),
+            "thread {:?} outside {g}: {cgs}",
+            t.file_name()
+        );
+    }
+
+    std::thread::sleep(Duration::from_millis(500));
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(2),
+    )[0];
+    eprintln!(
+        "figure: QEMU (TCG, {} threads) capped at 500m -> {:.2}% of a core",
+        tasks.len(),
+        used * 100.0
+    );
+    assert!(used > 0.3 && used < 0.53, "capped VM used {used:.3} cores");
+
+    e.state = RunState::Suspend;
+    agent.apply(plan(2, &[("vm", e.clone())])).await.unwrap();
+    assert_eq!(
+        agent.status().await.enclaves[0].status,
+        EnclaveStatus::Suspended
+    );
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(1),
+    )[0];
+    eprintln!(
+        "figure: QEMU after QMP stop -> {:.3}% of a core",
+        used * 100.0
+    );
+    assert!(used < 0.01, "stopped VM used {used:.4} cores");
+
+    e.state = RunState::Run;
+    agent.apply(plan(3, &[("vm", e)])).await.unwrap();
+    assert_eq!(
+        agent.status().await.enclaves[0].status,
+        EnclaveStatus::Running
+    );
+    let used = measure_cores(
+        cg.as_ref(),
+        std::slice::from_ref(&g),
+        Duration::from_secs(1),
+    )[0];
+    eprintln!(
+        "figure: QEMU after QMP cont -> {:.2}% of a core",
+        used * 100.0
+    );
+    assert!(used > 0.3, "continued VM used {used:.3} cores");
+
+    // The agent crashes; the VM runs on and the restarted agent adopts it over QMP.
+    let cfg = agent.config().clone();
+    // Dropping the agent without `shutdown` is a crash: nothing is cleaned up, and its
+    // connections (QMP) close as they would when the process dies.
+    drop(agent);
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let st = agent.status().await;
+    assert_eq!(
+        st.enclaves[0].pid,
+        Some(pid),
+        "VM restarted instead of adopted"
+    );
+    assert_eq!(st.enclaves[0].status, EnclaveStatus::Running);
+    shutdown_clean(agent).await;
+}
