@@ -146,7 +146,7 @@ async fn write_once(
         i += 1;
         let r = http
             .put(format!("{ep}/v1/policies/{name}"))
-            .json(&json!({"source": "policy \"failover\" {}"}))
+            .json(&json!({"source": format!("policy \"{name}\" {{}}")}))
             .timeout(Duration::from_millis(1500))
             .send()
             .await;

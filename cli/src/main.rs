@@ -18,8 +18,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    client: cmd::client::ClientOpts,
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,18 +55,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = cli.client;
-    let json_errors = client.output == cmd::client::Output::Json;
+    let json_errors = std::env::args().any(|a| a == "json");
     let result = match cli.command {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Controller(a) => cmd::controller::run(a),
-        Command::Cluster(c) => cmd::cluster::run(c, client),
-        Command::Policy(c) => cmd::policy::run(c, client),
-        Command::Enclave(c) => cmd::resources::enclave(c, client),
-        Command::Host(c) => cmd::resources::host(c, client),
+        Command::Cluster(c) => cmd::cluster::run(c),
+        Command::Policy(c) => cmd::policy::run(c),
+        Command::Enclave(c) => cmd::resources::enclave(c),
+        Command::Host(c) => cmd::resources::host(c),
         Command::Attest(c) => cmd::attest::run(c),
         Command::Agent(c) => cmd::agent::run(c),
-        Command::Bench(c) => cmd::bench::run(c, client),
+        Command::Bench(c) => cmd::bench::run(c),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -87,7 +87,7 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
         &c,
         http.put(&url)
             .header("if-match", "\"7\"")
-            .json(&json!({"source": "y"})),
+            .json(&json!({"source": "policy \"base\" { match true }"})),
     )
     .await;
     assert_problem(s, &h, &b, 409, "is at version 1, not 7");
@@ -97,7 +97,7 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
         &c,
         http.put(&url)
             .header("if-none-match", "*")
-            .json(&json!({"source": "y"})),
+            .json(&json!({"source": "policy \"base\" { match true }"})),
     )
     .await;
     assert_problem(s, &h, &b, 409, "already exists");
@@ -106,7 +106,7 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
         &c,
         http.put(&url)
             .header("if-match", "yesterday")
-            .json(&json!({"source": "y"})),
+            .json(&json!({"source": "policy \"base\" { match true }"})),
     )
     .await;
     assert_problem(s, &h, &b, 400, "If-Match must be a version number");
@@ -114,7 +114,7 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
     let (s, h, b) = send(
         &c,
         http.put(c.url(1, "/v1/policies/Bad%20Name"))
-            .json(&json!({"source": "y"})),
+            .json(&json!({"source": "policy \"base\" { match true }"})),
     )
     .await;
     assert_problem(s, &h, &b, 400, "invalid policy name");
@@ -130,6 +130,29 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
         b["diagnostics"].as_array().is_some_and(|d| !d.is_empty()),
         "{b}"
     );
+    // A policy that does not check: rejected with rustc-style diagnostics, line and column.
+    let bad = "policy \"typo\" {\n  match true\n  limit { cpu = 2GiB }\n}\n";
+    let (s, h, b) = send(
+        &c,
+        http.put(c.url(1, "/v1/policies/typo"))
+            .json(&json!({"source": bad})),
+    )
+    .await;
+    assert_problem(s, &h, &b, 400, "typo.tribune:3:");
+    let d = &b["diagnostics"][0];
+    assert_eq!(
+        (d["severity"].as_str(), d["line"].as_u64()),
+        (Some("error"), Some(3)),
+        "{b}"
+    );
+    // Name in the source and in the URL must agree.
+    let (s, h, b) = send(
+        &c,
+        http.put(c.url(1, "/v1/policies/other"))
+            .json(&json!({"source": "policy \"base\" { match true }"})),
+    )
+    .await;
+    assert_problem(s, &h, &b, 400, "names must match");
     // Unknown route and unknown query parameter.
     let (s, h, b) = send(&c, http.get(c.url(1, "/v1/polices"))).await;
     assert_problem(s, &h, &b, 404, "no such endpoint");
@@ -158,7 +181,7 @@ async fn bad_requests_get_clear_problems_and_write_nothing() {
         &c,
         http.put(&url)
             .header("if-match", "\"1\"")
-            .json(&json!({"source": "z"})),
+            .json(&json!({"source": "policy \"base\" { match true }"})),
     )
     .await;
     assert_eq!(s, 200, "{b}");

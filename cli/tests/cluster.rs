@@ -208,7 +208,12 @@ async fn follower_stopped_during_10000_writes_catches_up_by_snapshot() {
                 }
                 let node = live[((i + t) as usize) % live.len()];
                 let (status, body) = c
-                    .put_policy(node, &format!("bulk-{i}"), "policy \"x\" {}", None)
+                    .put_policy(
+                        node,
+                        &format!("bulk-{i}"),
+                        &format!("policy \"bulk-{i}\" {{}}"),
+                        None,
+                    )
                     .await;
                 assert!(status == 200 || status == 201, "write {i}: {status} {body}");
             }

@@ -47,6 +47,66 @@ impl PolicyValidator for AcceptNonEmpty {
     }
 }
 
+/// The policy language's checker: types, units, ranges, unreachable rules. The source must
+/// define exactly one policy, named as it is stored.
+pub struct PolicyLanguage;
+
+impl PolicyValidator for PolicyLanguage {
+    fn validate(&self, name: &str, source: &str) -> Result<(), (Vec<PolicyProblem>, String)> {
+        let file = format!("{name}.tribune");
+        let outcome = tribune_policy::check(&file, source);
+        let mut problems: Vec<PolicyProblem> = Vec::new();
+        let mut rendered = String::new();
+        if outcome.has_errors() {
+            let errors: Vec<_> = outcome
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .cloned()
+                .collect();
+            rendered = tribune_policy::render_diagnostics(&file, source, &errors);
+            problems.extend(errors.into_iter().map(|d| PolicyProblem {
+                severity: "error".into(),
+                code: d.code,
+                message: d.message,
+                line: d.line,
+                column: d.column,
+                hint: d.hint,
+            }));
+        } else {
+            let names: Vec<&str> = outcome.policies.iter().map(|p| p.name()).collect();
+            let problem = match names.as_slice() {
+                [only] if *only == name => None,
+                [only] => Some(format!(
+                    "the source defines policy {only:?} but is being stored as {name:?}; the names must match"
+                )),
+                [] => Some("the source defines no policy".to_string()),
+                many => Some(format!(
+                    "the source defines {} policies ({}); store each under its own name",
+                    many.len(),
+                    many.join(", ")
+                )),
+            };
+            if let Some(message) = problem {
+                rendered = format!("error[E0900]: {message}");
+                problems.push(PolicyProblem {
+                    severity: "error".into(),
+                    code: "E0900".into(),
+                    message,
+                    line: 1,
+                    column: 1,
+                    hint: Some(format!("write `policy \"{name}\" {{ … }}`")),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err((problems, rendered))
+        }
+    }
+}
+
 /// Names are used in URLs, CLI arguments and Terraform addresses: keep them plain.
 pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok_len = (1..=63).contains(&name.len());
@@ -68,6 +128,35 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_language_decides_what_is_stored() {
+        let v = PolicyLanguage;
+        assert!(
+            v.validate("acme", "policy \"acme\" { match tenant == \"acme\" }")
+                .is_ok()
+        );
+        let (problems, rendered) = v
+            .validate("acme", "policy \"acme\" { limit { cpu = 2GiB } }")
+            .unwrap_err();
+        assert!(
+            !problems.is_empty() && problems.iter().all(|p| p.severity == "error"),
+            "{problems:?}"
+        );
+        assert!(
+            rendered.contains("acme.tribune:1:"),
+            "rendered like rustc: {rendered}"
+        );
+        let (problems, _) = v
+            .validate("other", "policy \"acme\" { match true }")
+            .unwrap_err();
+        assert!(
+            problems[0].message.contains("names must match"),
+            "{problems:?}"
+        );
+        let (problems, _) = v.validate("acme", "# nothing here\n").unwrap_err();
+        assert!(problems[0].message.contains("no policy"), "{problems:?}");
+    }
 
     #[test]
     fn names() {

@@ -25,19 +25,23 @@ pub enum BenchCmd {
         /// Start a fresh local 3-controller cluster (fsync on) instead of using --endpoint.
         #[arg(long)]
         local: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// kill -9 the leader under load, time until the next acknowledged write.
     Failover {
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
 }
 
-pub fn run(cmd: BenchCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the tribune binary")?;
     super::client::runtime()?.block_on(async move {
         match cmd {
-            BenchCmd::Writes { clients, seconds, value_bytes, local } => {
+            BenchCmd::Writes { clients, seconds, value_bytes, local, opts } => {
                 let _cluster;
                 let endpoints: Vec<String> = if local {
                     let c = tribune_bench::cluster::LocalCluster::start(&exe, 3, &[])?;
@@ -64,7 +68,7 @@ pub fn run(cmd: BenchCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                 }
                 println!("{}", serde_json::json!({"scenario": "writes", "results": reports}));
             }
-            BenchCmd::Failover { trials } => {
+            BenchCmd::Failover { trials, opts } => {
                 let r = tribune_bench::failover(&exe, trials, |i, d| eprintln!("trial {:>2}: {:.0} ms", i + 1, d.as_secs_f64() * 1000.0))
                     .await?;
                 if opts.output == Output::Table {

@@ -22,13 +22,13 @@ pub enum Output {
 #[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Controller API endpoints, comma-separated; tried in turn when one is down.
-    #[arg(long, env = "TRIBUNE_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    #[arg(long, env = "TRIBUNE_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up after this many seconds of retrying (no leader, controller down).
-    #[arg(long, default_value_t = 10, global = true)]
+    #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
 }
 

@@ -12,7 +12,10 @@ use super::client::{Client, ClientOpts, Output};
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Members, leader, term, commit index and each member's health.
-    Status,
+    Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Add a controller (as a learner; `--voter` to promote it once it has caught up).
     Add {
         /// The new controller's id.
@@ -24,19 +27,37 @@ pub enum ClusterCmd {
         /// Make it a voter.
         #[arg(long)]
         voter: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// Promote a learner to voter.
-    Promote { id: u64 },
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Remove a controller from the cluster.
-    Remove { id: u64 },
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
-pub fn run(cmd: ClusterCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
+    let opts = match &cmd {
+        ClusterCmd::Status { opts }
+        | ClusterCmd::Add { opts, .. }
+        | ClusterCmd::Promote { opts, .. }
+        | ClusterCmd::Remove { opts, .. } => opts.clone(),
+    };
     let client = Client::new(&opts)?;
     super::client::runtime()?.block_on(async move {
         let view = match cmd {
-            ClusterCmd::Status => client.get("/v1/cluster").await?,
-            ClusterCmd::Add { id, address, voter } => {
+            ClusterCmd::Status { .. } => client.get("/v1/cluster").await?,
+            ClusterCmd::Add {
+                id, address, voter, ..
+            } => {
                 let body = json!({"id": id, "address": address, "voter": voter});
                 client
                     .call(Method::POST, "/v1/cluster/members", Some(&body), &[])
@@ -44,7 +65,7 @@ pub fn run(cmd: ClusterCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!(e))?
                     .2
             }
-            ClusterCmd::Promote { id } => {
+            ClusterCmd::Promote { id, .. } => {
                 let path = format!("/v1/cluster/members/{id}/promote");
                 client
                     .call(Method::POST, &path, None, &[])
@@ -52,7 +73,7 @@ pub fn run(cmd: ClusterCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!(e))?
                     .2
             }
-            ClusterCmd::Remove { id } => {
+            ClusterCmd::Remove { id, .. } => {
                 let path = format!("/v1/cluster/members/{id}");
                 client
                     .call(Method::DELETE, &path, None, &[])

@@ -118,7 +118,7 @@ impl ControllerArgs {
 
 /// The policy validator controllers use: the policy language's checker.
 pub fn validator() -> Arc<dyn PolicyValidator> {
-    Arc::new(tribune_controller::validate::AcceptNonEmpty)
+    Arc::new(tribune_controller::validate::PolicyLanguage)
 }
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {

@@ -33,6 +33,8 @@ pub enum PolicyCmd {
         /// Only create: fail if a policy of this name exists.
         #[arg(long)]
         create: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// Show a stored policy.
     Get {
@@ -40,12 +42,16 @@ pub enum PolicyCmd {
         /// Print only the source text.
         #[arg(long)]
         source: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// List stored policies.
     Ls {
         /// Serve from the answering controller without a linearizable read.
         #[arg(long)]
         stale: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// Remove a stored policy.
     Rm {
@@ -53,6 +59,8 @@ pub enum PolicyCmd {
         /// Only remove it if it is still at this version.
         #[arg(long)]
         if_version: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
 }
 
@@ -63,12 +71,21 @@ const POLICY_COLUMNS: &[(&str, &str)] = &[
     ("UPDATED (ms)", "/updated_at_ms"),
 ];
 
-pub fn run(cmd: PolicyCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     let remote = match cmd {
         PolicyCmd::Check(a) => return policy_lang::check(a),
         PolicyCmd::Fmt(a) => return policy_lang::fmt(a),
         PolicyCmd::Eval(a) => return policy_lang::eval(a),
         other => other,
+    };
+    let opts = match &remote {
+        PolicyCmd::Put { opts, .. }
+        | PolicyCmd::Get { opts, .. }
+        | PolicyCmd::Ls { opts, .. }
+        | PolicyCmd::Rm { opts, .. } => opts.clone(),
+        PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) => {
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let client = Client::new(&opts)?;
     super::client::runtime()?.block_on(async move {
@@ -78,6 +95,7 @@ pub fn run(cmd: PolicyCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                 name,
                 if_version,
                 create,
+                ..
             } => {
                 let source = std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?;
@@ -114,7 +132,7 @@ pub fn run(cmd: PolicyCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            PolicyCmd::Get { name, source } => {
+            PolicyCmd::Get { name, source, .. } => {
                 let v = client.get(&format!("/v1/policies/{name}")).await?;
                 if source {
                     print!("{}", v["source"].as_str().unwrap_or_default());
@@ -125,11 +143,13 @@ pub fn run(cmd: PolicyCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
                     println!("\n{}", v["source"].as_str().unwrap_or_default());
                 }
             }
-            PolicyCmd::Ls { stale } => {
+            PolicyCmd::Ls { stale, .. } => {
                 let v = client.get(&format!("/v1/policies?stale={stale}")).await?;
                 client.print(&v, POLICY_COLUMNS);
             }
-            PolicyCmd::Rm { name, if_version } => {
+            PolicyCmd::Rm {
+                name, if_version, ..
+            } => {
                 let mut headers = vec![("x-tribune-actor", whoami())];
                 if let Some(v) = if_version {
                     headers.push(("if-match", format!("\"{v}\"")));

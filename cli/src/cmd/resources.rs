@@ -13,9 +13,15 @@ pub enum EnclaveCmd {
         /// Serve from the answering controller without a linearizable read.
         #[arg(long)]
         stale: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// Show one enclave.
-    Get { id: String },
+    Get {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,6 +30,8 @@ pub enum HostCmd {
     Ls {
         #[arg(long)]
         stale: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
 }
 
@@ -38,22 +46,25 @@ const ENCLAVE_COLUMNS: &[(&str, &str)] = &[
     ("PRIORITY", "/priority"),
 ];
 
-pub fn enclave(cmd: EnclaveCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&opts)?;
+pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
+    let (EnclaveCmd::Ls { opts, .. } | EnclaveCmd::Get { opts, .. }) = &cmd;
+    let client = Client::new(opts)?;
     super::client::runtime()?.block_on(async move {
         let v = match cmd {
-            EnclaveCmd::Ls { stale } => client.get(&format!("/v1/enclaves?stale={stale}")).await?,
-            EnclaveCmd::Get { id } => client.get(&format!("/v1/enclaves/{id}")).await?,
+            EnclaveCmd::Ls { stale, .. } => {
+                client.get(&format!("/v1/enclaves?stale={stale}")).await?
+            }
+            EnclaveCmd::Get { id, .. } => client.get(&format!("/v1/enclaves/{id}")).await?,
         };
         client.print(&v, ENCLAVE_COLUMNS);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-pub fn host(cmd: HostCmd, opts: ClientOpts) -> anyhow::Result<ExitCode> {
+pub fn host(cmd: HostCmd) -> anyhow::Result<ExitCode> {
+    let HostCmd::Ls { stale, opts } = cmd;
     let client = Client::new(&opts)?;
     super::client::runtime()?.block_on(async move {
-        let HostCmd::Ls { stale } = cmd;
         let v = client.get(&format!("/v1/hosts?stale={stale}")).await?;
         client.print(
             &v,
