@@ -158,3 +158,40 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_flags_override_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, include_str!("../../../deploy/controller.toml")).expect("write");
+        let args = ControllerArgs {
+            config: Some(path),
+            id: None,
+            listen: None,
+            advertise: None,
+            peers: vec![],
+            data_dir: None,
+            init: false,
+            heartbeat_ms: Some(75),
+            election_timeout_ms: None,
+            snapshot_every: None,
+            keep_logs: None,
+        };
+        let c = args.resolve().expect("resolves");
+        assert_eq!((c.id, c.heartbeat_ms, c.election_timeout_ms), (1, 75, 250));
+        assert_eq!(c.peers.get(&3).map(String::as_str), Some("10.0.0.13:7401"));
+        assert_eq!(c.advertised(), "10.0.0.11:7401");
+    }
+
+    #[test]
+    fn peers_must_be_id_equals_address() {
+        assert_eq!(parse_peer("2=127.0.0.1:7402"), Ok((2, "127.0.0.1:7402".to_string())));
+        assert!(parse_peer("127.0.0.1:7402").is_err());
+        assert!(parse_peer("x=127.0.0.1:7402").is_err());
+        assert!(parse_peer("2=localhost").is_err());
+    }
+}
