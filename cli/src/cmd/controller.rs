@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn peers_must_be_id_equals_address() {
-        assert_eq!(parse_peer("2=127.0.0.1:7402"), Ok((2, "127.0.0.1:7402".to_string())));
+        assert_eq!(
+            parse_peer("2=127.0.0.1:7402"),
+            Ok((2, "127.0.0.1:7402".to_string()))
+        );
         assert!(parse_peer("127.0.0.1:7402").is_err());
         assert!(parse_peer("x=127.0.0.1:7402").is_err());
         assert!(parse_peer("2=localhost").is_err());
