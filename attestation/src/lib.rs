@@ -22,7 +22,7 @@ pub mod snp;
 pub mod tdx;
 pub mod time;
 pub mod usage;
-mod x509;
+pub mod x509;
 
 pub use error::{AttestError, Result};
 pub use time::VerifyAt;

@@ -137,6 +137,11 @@ impl SnpVerifier {
         }
     }
 
+    /// Check a VEK certificate's chain to the embedded roots (cached); returns the product.
+    pub fn check_vek(&self, vek: &CertDer, kind: SigningKey) -> Result<Product> {
+        self.vek_entry(vek, kind).map(|e| e.product)
+    }
+
     fn vek_entry(&self, vek: &CertDer, kind: SigningKey) -> Result<Arc<VekEntry>> {
         let mut fp = [0u8; 32];
         fp.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &vek.0).as_ref());
