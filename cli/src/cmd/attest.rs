@@ -74,7 +74,7 @@ fn read_file(p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 fn fixed_hex<const N: usize>(s: &str, what: &str) -> anyhow::Result<[u8; N]> {
     let s = s.trim();
     anyhow::ensure!(
-        s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+        s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit()),
         "{what} is not hex"
     );
     let v: Vec<u8> = (0..s.len())
