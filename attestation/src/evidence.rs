@@ -198,15 +198,9 @@ pub fn verify_evidence(
     let kind = detect(&bytes)?;
     let mut v = match kind {
         TeeKind::Sim => verify_sim(config, &bytes)?,
-        TeeKind::SevSnp => verify_snp(verifiers, &bytes, inputs)?,
+        TeeKind::SevSnp => verify_snp(verifiers, &bytes, inputs, at)?,
         TeeKind::Tdx => verify_tdx(verifiers, &bytes, inputs, at, &config.policy)?,
     };
-    if kind == TeeKind::SevSnp {
-        // The SNP verifier needs the time; done here to keep one signature.
-        let report = SnpReport::parse(&bytes)?;
-        let o = verifiers.snp.verify(&report, inputs.certs, at);
-        fill_snp(&mut v, &o);
-    }
     apply_policy(&mut v, config, &bytes, kind);
     v.verified_at = at.to_rfc3339();
     v.valid = v.reasons.is_empty();
@@ -262,7 +256,12 @@ fn verify_sim(config: &VerifierConfig, bytes: &[u8]) -> Result<Verdict> {
     Ok(v)
 }
 
-fn verify_snp(_verifiers: &Verifiers, bytes: &[u8], _inputs: &Inputs<'_>) -> Result<Verdict> {
+fn verify_snp(
+    verifiers: &Verifiers,
+    bytes: &[u8],
+    inputs: &Inputs<'_>,
+    at: VerifyAt,
+) -> Result<Verdict> {
     let r = SnpReport::parse(bytes)?;
     let mut v = blank(
         TeeKind::SevSnp,
@@ -281,6 +280,8 @@ fn verify_snp(_verifiers: &Verifiers, bytes: &[u8], _inputs: &Inputs<'_>) -> Res
             "Azure HCL wrapper: report_data binds the HCL runtime data, not checked here".into(),
         );
     }
+    let o = verifiers.snp.verify(&r, inputs.certs, at);
+    fill_snp(&mut v, &o);
     Ok(v)
 }
 
