@@ -76,8 +76,14 @@ fn evidence(c: &mut Criterion) {
     g.bench_function("parse_and_verify_cached", |b| {
         b.iter(|| tdx.verify(&TdxQuote::parse(&qraw).unwrap(), None, t))
     });
-    g.bench_function("verify_with_collateral_dcap_qvl", |b| {
+    g.bench_function("verify_with_collateral_cached", |b| {
         b.iter(|| tdx.verify(&q, Some(&coll), t))
+    });
+    g.bench_function("verify_with_collateral_cold_dcap_qvl", |b| {
+        b.iter(|| {
+            tdx.clear_cache();
+            tdx.verify(&q, Some(&coll), t)
+        })
     });
     g.finish();
 }

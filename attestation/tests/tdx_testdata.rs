@@ -53,6 +53,17 @@ fn dcap_qvl_quotes() {
     assert!(tcb.advisory_ids.is_empty());
     assert_eq!(tcb.qe_status, "UpToDate");
     assert_eq!(hex::encode(o.fmspc.unwrap()), "b0c06f000000");
+    // Second time from the TCB cache: same verdict; outside the collateral window the cache
+    // does not answer and the CRL/collateral dates reject it.
+    let again = v.verify(&q, Some(&coll), t);
+    assert_eq!(
+        again.tcb.as_ref().map(|t| t.status.as_str()),
+        Some("UpToDate")
+    );
+    let late = v.verify(&q, Some(&coll), at("2026-07-01T00:00:00Z"));
+    assert!(!late.is_valid() && late.tcb.is_none(), "{:?}", late.errors);
+    let early = v.verify(&q, Some(&coll), at("2025-06-01T00:00:00Z"));
+    assert!(!early.is_valid(), "{:?}", early.errors);
 
     for f in ["quote-from-tappd.hex", "tdx-quote.hex"] {
         let q = quote(&dir, f);

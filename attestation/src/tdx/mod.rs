@@ -224,6 +224,72 @@ impl TdxOutcome {
 pub struct TdxVerifier {
     root: CertDer,
     cache: Mutex<HashMap<[u8; 32], Arc<PckEntry>>>,
+    /// TCB results per (collateral, PCK chain, TCB-relevant quote fields), with the window in
+    /// which every collateral item and certificate behind them is valid.
+    tcb_cache: Mutex<HashMap<[u8; 32], CachedTcb>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedTcb {
+    tcb: TdxTcb,
+    valid_from: u64,
+    valid_until: u64,
+}
+
+/// Accept every claim: the TCB status is reported, and judged by [`crate::evidence`].
+struct ReportAll;
+
+impl dcap_qvl::policy::Policy for ReportAll {
+    fn validate(&self, _: &dcap_qvl::policy::QuoteClaims) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Key of a TCB evaluation: everything dcap-qvl's TCB matching reads, and nothing that
+/// changes per attestation (report_data, RTMRs). `None` for bodies we do not cache.
+fn tcb_key(quote: &TdxQuote, collateral: &dcap_qvl::QuoteCollateralV3) -> Option<[u8; 32]> {
+    let td = match &quote.quote.report {
+        Report::TD10(td) => td,
+        Report::TD15(td) => &td.base,
+        _ => return None,
+    };
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut put = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    put(&collateral.root_ca_crl);
+    put(&collateral.pck_crl);
+    put(collateral.pck_crl_issuer_chain.as_bytes());
+    put(collateral.tcb_info_issuer_chain.as_bytes());
+    put(collateral.tcb_info.as_bytes());
+    put(&collateral.tcb_info_signature);
+    put(collateral.qe_identity_issuer_chain.as_bytes());
+    put(collateral.qe_identity.as_bytes());
+    put(&collateral.qe_identity_signature);
+    put(collateral
+        .pck_certificate_chain
+        .as_deref()
+        .unwrap_or("")
+        .as_bytes());
+    put(quote.raw.get(..48)?);
+    put(&td.tee_tcb_svn);
+    put(&td.mr_seam);
+    put(&td.mr_signer_seam);
+    put(&td.seam_attributes);
+    put(&td.td_attributes);
+    put(&td.xfam);
+    if let Report::TD15(td15) = &quote.quote.report {
+        put(&td15.tee_tcb_svn2);
+        put(&td15.mr_service_td);
+    }
+    let auth = quote.auth();
+    put(&auth.qe_report);
+    put(&auth.certification_data.body.data);
+    let d = h.finish();
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    Some(k)
 }
 
 impl TdxVerifier {
@@ -234,12 +300,16 @@ impl TdxVerifier {
         Ok(TdxVerifier {
             root,
             cache: Mutex::new(HashMap::new()),
+            tcb_cache: Mutex::new(HashMap::new()),
         })
     }
 
     /// Forget cached chain results.
     pub fn clear_cache(&self) {
         if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+        if let Ok(mut c) = self.tcb_cache.lock() {
             c.clear();
         }
     }
@@ -317,26 +387,67 @@ impl TdxVerifier {
                 "TCB status not evaluated: no collateral (TCB info, QE identity, CRLs) given"
                     .into(),
             ),
-            Some(c) => {
-                let v = dcap_qvl::verify::QuoteVerifier::new(self.root.0.clone()).allow_debug(true);
-                match v.verify(quote.bytes(), c.inner(), at.0) {
-                    Ok(r) => {
-                        out.tcb = Some(TdxTcb {
-                            status: r.status.clone(),
-                            advisory_ids: r.advisory_ids.clone(),
-                            platform_status: format!("{:?}", r.platform_status.status),
-                            qe_status: format!("{:?}", r.qe_status.status),
-                        });
-                        if !matches!(r.status.as_str(), "UpToDate") {
-                            out.warnings
-                                .push(format!("TCB status {} (policy decides)", r.status));
-                        }
+            Some(c) => match self.evaluate_tcb(quote, c, at, out.crypto_valid) {
+                Ok(t) => {
+                    if t.status != "UpToDate" {
+                        out.warnings
+                            .push(format!("TCB status {} (policy decides)", t.status));
                     }
-                    Err(e) => out.errors.push(format!("collateral / TCB: {e:#}")),
+                    out.tcb = Some(t);
                 }
-            }
+                Err(e) => out.errors.push(e),
+            },
         }
         out
+    }
+
+    /// TCB status from collateral with dcap-qvl, cached (only for quotes whose own
+    /// cryptography verified) while `at` is inside the collateral's common validity window.
+    fn evaluate_tcb(
+        &self,
+        quote: &TdxQuote,
+        c: &Collateral,
+        at: VerifyAt,
+        crypto_valid: bool,
+    ) -> std::result::Result<TdxTcb, String> {
+        let key = if crypto_valid {
+            tcb_key(quote, c.inner())
+        } else {
+            None
+        };
+        if let Some(k) = key
+            && let Ok(cache) = self.tcb_cache.lock()
+            && let Some(hit) = cache.get(&k)
+            && (hit.valid_from..=hit.valid_until).contains(&at.0)
+        {
+            return Ok(hit.tcb.clone());
+        }
+        let v = dcap_qvl::verify::QuoteVerifier::new(self.root.0.clone()).allow_debug(true);
+        let claims = v
+            .verify_with_policy(quote.bytes(), c.inner(), at.0, &ReportAll)
+            .map_err(|e| format!("collateral / TCB: {e:#}"))?;
+        let tcb = TdxTcb {
+            status: claims.tcb.status.to_string(),
+            advisory_ids: claims.tcb.advisory_ids.clone(),
+            platform_status: claims.platform.tcb_level.tcb_status.to_string(),
+            qe_status: claims.qe.tcb_level.tcb_status.to_string(),
+        };
+        if let Some(k) = key
+            && let Ok(mut cache) = self.tcb_cache.lock()
+        {
+            if cache.len() >= PCK_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                k,
+                CachedTcb {
+                    tcb: tcb.clone(),
+                    valid_from: claims.latest_issue_date,
+                    valid_until: claims.earliest_expiration_date,
+                },
+            );
+        }
+        Ok(tcb)
     }
 
     fn verify_crypto(&self, quote: &TdxQuote, at: VerifyAt, out: &mut TdxOutcome) -> Result<()> {
