@@ -246,32 +246,154 @@ fn coco_trustee_quotes() {
     assert_eq!(hex::encode(o.fmspc.unwrap()), "00806f050000");
 }
 
-#[test]
-fn collateral_signatures_in_coco_folder_verify() {
-    // tcbInfo.json / enclaveIdentity.json (2025-10/11) carry valid signatures: assembling them
-    // with CRLs of another month must fail on the CRL dates, not on a signature.
-    let d = testdata_or_skip!();
-    let c = d.join("tdx/coco-trustee");
+fn no_crl_collateral(d: &Path, tcb: &Path, qe: &Path) -> Collateral {
     let chain =
-        String::from_utf8(common::read(&d, "tdx/dcap-qvl/tcb_info_issuer_chain.pem")).unwrap();
-    let near = collateral(&d.join("tdx/dcap-qvl"), "near_quote_collateral.json");
-    let coll = Collateral::assemble(
-        &common::read(&c, "tcbInfo.json"),
-        &common::read(&c, "enclaveIdentity.json"),
+        String::from_utf8(common::read(d, "tdx/dcap-qvl/tcb_info_issuer_chain.pem")).unwrap();
+    Collateral::assemble(
+        &std::fs::read(tcb).unwrap(),
+        &std::fs::read(qe).unwrap(),
         &chain,
         &[],
         &[],
         &chain,
     )
     .unwrap()
-    .with_crls_from(&near);
+}
+
+#[test]
+fn coco_tcb_info_gives_out_of_date_without_crls() {
+    // tcbInfo.json / enclaveIdentity.json (2025-10/11): no CRL in shared/ covers that month,
+    // so dcap-qvl cannot run; the CRL-less evaluation (signatures, dates, levels) can.
+    let d = testdata_or_skip!();
+    let c = d.join("tdx/coco-trustee");
+    let coll = no_crl_collateral(&d, &c.join("tcbInfo.json"), &c.join("enclaveIdentity.json"));
+    assert!(!coll.has_crls());
     let v = TdxVerifier::new().unwrap();
     let q = quote(&c, "tdx_quote_6.dat");
     let o = v.verify(&q, Some(&coll), at("2025-11-01T00:00:00Z"));
+    assert!(o.is_valid(), "{:?}", o.errors);
+    let tcb = o.tcb.unwrap();
+    assert_eq!(tcb.status, "OutOfDate");
+    assert_eq!(tcb.qe_status, "UpToDate");
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("revocation not checked"))
+    );
+    // Outside the TCB info window: a time rejection.
+    let o = v.verify(&q, Some(&coll), at("2025-12-01T00:00:00Z"));
+    assert!(
+        o.errors.iter().any(|e| e.contains("expired")),
+        "{:?}",
+        o.errors
+    );
+    // A tampered TCB info signature is caught.
+    let mut bad_tcb = common::read(&c, "tcbInfo.json");
+    let pos = bad_tcb.windows(9).position(|w| w == b"OutOfDate").unwrap();
+    bad_tcb[pos] = b'o';
+    let dir = tempfile_dir();
+    let p = dir.join("tcb.json");
+    std::fs::write(&p, &bad_tcb).unwrap();
+    let coll = no_crl_collateral(&d, &p, &c.join("enclaveIdentity.json"));
+    let o = v.verify(&q, Some(&coll), at("2025-11-01T00:00:00Z"));
+    assert!(
+        o.errors.iter().any(|e| e.contains("signature")),
+        "{:?}",
+        o.errors
+    );
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("tribune-attest-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn crl_less_evaluation_agrees_with_dcap_qvl() {
+    let d = testdata_or_skip!();
+    let dq = d.join("tdx/dcap-qvl");
+    let v = TdxVerifier::new().unwrap();
+    let strip = |coll: &Collateral| coll.clone().without_crls();
+    let june = collateral(&dq, "tdx_quote_collateral.json");
+    let t = at("2025-06-20T00:00:00Z");
+    for (f, coll, t, want) in [
+        ("tdx_quote", &june, t, Some("UpToDate")),
+        ("quote-from-tappd.hex", &june, t, None),
+        ("tdx-quote.hex", &june, t, None),
+    ] {
+        let q = quote(&dq, f);
+        let a = v.verify(&q, Some(coll), t);
+        let b = v.verify(&q, Some(&strip(coll)), t);
+        assert_eq!(
+            a.tcb.as_ref().map(|x| x.status.as_str()),
+            want,
+            "{f} dcap-qvl"
+        );
+        assert_eq!(
+            b.tcb.as_ref().map(|x| x.status.as_str()),
+            want,
+            "{f} crl-less"
+        );
+        if want.is_none() {
+            assert!(
+                b.errors.iter().any(|e| e.contains("No matching TCB level")),
+                "{f}: {:?}",
+                b.errors
+            );
+        }
+    }
+    let near = collateral(&dq, "near_quote_collateral.json");
+    let q = quote(&dq, "near_quote_hex.txt");
+    let o = v.verify(&q, Some(&strip(&near)), at("2025-09-03T00:00:00Z"));
+    assert_eq!(o.tcb.map(|x| x.status), Some("UpToDate".to_string()));
+    // The other 90c06f TCB info (go-tdx-guest v5 sample): tdx_quote_5.dat is below every
+    // level, quote_v5_sample.dat is UpToDate.
+    let g = d.join("tdx/go-tdx-guest");
+    let feb = collateral(&dq, "tdx_quote_outdated_collateral.json");
+    let v5 = no_crl_collateral(
+        &d,
+        &g.join("sample_tcbinfo_response_v5.json"),
+        &g.join("sample_qeIdentity_response.json"),
+    )
+    .with_qe_identity_from(&feb);
+    let t = at("2026-02-19T00:00:00Z");
+    let o = v.verify(
+        &quote(&d.join("tdx/coco-trustee"), "tdx_quote_5.dat"),
+        Some(&v5),
+        t,
+    );
     assert!(o.crypto_valid);
-    let msg = o.errors.join("; ");
-    assert!(!msg.contains("Signature is invalid"), "{msg}");
-    assert!(!o.is_valid(), "no PCK CRL covers 2025-11: {msg}");
+    assert!(
+        o.errors.iter().any(|e| e.contains("No matching TCB level")),
+        "{:?}",
+        o.errors
+    );
+    let o = v.verify(&quote(&g, "quote_v5_sample.dat"), Some(&v5), t);
+    assert_eq!(
+        o.tcb.map(|x| x.status),
+        Some("UpToDate".to_string()),
+        "{:?}",
+        o.errors
+    );
+    // 2023 collateral with the 2025 signing certificate: a time rejection at any time.
+    let coll = no_crl_collateral(
+        &d,
+        &g.join("sample_tcbInfo_response.json"),
+        &g.join("sample_qeIdentity_response.json"),
+    );
+    let q = quote(&g, "tdx_prod_quote_SPR_E4.dat");
+    for t in ["2023-07-01T00:00:00Z", "2025-06-01T00:00:00Z"] {
+        let o = v.verify(&q, Some(&coll), at(t));
+        assert!(o.crypto_valid && !o.is_valid(), "{t}");
+        assert!(
+            o.errors
+                .iter()
+                .any(|e| e.contains("not yet valid") || e.contains("expired")),
+            "{t}: {:?}",
+            o.errors
+        );
+    }
 }
 
 #[test]

@@ -67,6 +67,19 @@ impl Collateral {
         self
     }
 
+    /// The same collateral without CRLs (tests; collateral of months without CRLs at hand).
+    pub fn without_crls(mut self) -> Self {
+        self.0.root_ca_crl.clear();
+        self.0.pck_crl.clear();
+        self
+    }
+
+    /// Both CRLs present? Without them dcap-qvl cannot run and the CRL-less evaluation of
+    /// [`crate::tdx::tcb`] is used (revocation unchecked, said in the verdict).
+    pub fn has_crls(&self) -> bool {
+        !self.0.root_ca_crl.is_empty() && !self.0.pck_crl.is_empty()
+    }
+
     pub(crate) fn inner(&self) -> &dcap_qvl::QuoteCollateralV3 {
         &self.0
     }

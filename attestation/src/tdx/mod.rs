@@ -14,6 +14,7 @@
 //! upstream sample) are ignored, as Intel's QVL and dcap-qvl do, and reported as `trailing`.
 
 pub mod collateral;
+pub mod tcb;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -387,6 +388,42 @@ impl TdxVerifier {
                 "TCB status not evaluated: no collateral (TCB info, QE identity, CRLs) given"
                     .into(),
             ),
+            Some(c) if !c.has_crls() => {
+                out.warnings.push(
+                    "collateral has no CRLs: PCK revocation not checked (TCB evaluated without dcap-qvl)"
+                        .into(),
+                );
+                let leaf = quote
+                    .pck_chain_pem()
+                    .ok()
+                    .and_then(|p| self.pck_entry(&p).ok())
+                    .map(|e| e.chain[0].clone());
+                match (out.crypto_valid, leaf) {
+                    (true, Some(leaf)) => {
+                        let inner = c.inner();
+                        let u = tcb::UnrevokedCollateral {
+                            tcb_info: &inner.tcb_info,
+                            tcb_info_signature: &inner.tcb_info_signature,
+                            qe_identity: &inner.qe_identity,
+                            qe_identity_signature: &inner.qe_identity_signature,
+                            signing_chain_pem: &inner.tcb_info_issuer_chain,
+                        };
+                        match tcb::evaluate(quote, &leaf, &self.root, &u, at) {
+                            Ok(t) => {
+                                if t.status != "UpToDate" {
+                                    out.warnings
+                                        .push(format!("TCB status {} (policy decides)", t.status));
+                                }
+                                out.tcb = Some(t);
+                            }
+                            Err(e) => out.errors.push(format!("collateral / TCB: {e}")),
+                        }
+                    }
+                    _ => out
+                        .errors
+                        .push("TCB not evaluated: the quote's own verification failed".into()),
+                }
+            }
             Some(c) => match self.evaluate_tcb(quote, c, at, out.crypto_valid) {
                 Ok(t) => {
                     if t.status != "UpToDate" {
