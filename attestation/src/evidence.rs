@@ -68,6 +68,21 @@ pub struct VerifierConfig {
     pub policy: AttestPolicy,
 }
 
+impl VerifierConfig {
+    /// Production: simulated evidence refused, debug forbidden.
+    pub fn production() -> Self {
+        Self::default()
+    }
+
+    /// `tribune dev`: simulated evidence accepted (still labelled `sim`).
+    pub fn dev() -> Self {
+        VerifierConfig {
+            allow_sim: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// What a caller supplies besides the evidence.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs<'a> {
