@@ -385,3 +385,87 @@ fn truncated_padded_and_garbage_inputs() {
     assert!(!v.verify(&r, &[], at("2025-01-01T00:00:00Z")).is_valid());
     assert!(SnpReport::parse(&vec![0xFFu8; 1184]).is_err());
 }
+
+#[test]
+fn e2e_genoa_json_matches_the_rebuilt_report() {
+    let d = testdata_or_skip!();
+    let dir = d.join("snp/coco-trustee");
+    let json: serde_json::Value =
+        serde_json::from_slice(&common::read(&dir, "e2e-genoa-evidence.json")).unwrap();
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u8)
+            .collect()
+    };
+    let rep = &json["attestation_report"];
+    let r = SnpReport::parse(&common::read(&dir, "e2e-genoa-report.bin")).unwrap();
+    assert_eq!(bytes(&rep["measurement"]), r.measurement());
+    assert_eq!(bytes(&rep["report_data"]), r.report_data());
+    assert_eq!(bytes(&rep["chip_id"]), r.chip_id());
+    assert_eq!(rep["version"].as_u64(), Some(3));
+    let vcek = &json["cert_chain"][0];
+    assert_eq!(vcek["cert_type"], "VCEK");
+    assert_eq!(
+        bytes(&vcek["data"]),
+        common::read(&dir, "e2e-genoa-vcek.der")
+    );
+}
+
+#[test]
+fn certificates_from_cert_table_disk_cache_and_fetcher() {
+    use tribune_attest::snp::{DiskCache, KdsFetcher, TcbVersion};
+    let d = testdata_or_skip!();
+    let v = SnpVerifier::new().unwrap();
+    let dir = d.join("snp/coco-trustee");
+    let raw = common::read(&dir, "az-milan-v3-report.bin");
+    let r = SnpReport::parse(&raw).unwrap();
+    let vcek = load_certs(&dir.join("az-milan-v3-vcek.pem"))
+        .unwrap()
+        .remove(0);
+    let t = at("2026-01-01T00:00:00Z");
+
+    // Extended report cert table: one VCEK entry, then the zero terminator.
+    let mut table = vec![0u8; 48];
+    table[..16].copy_from_slice(&[
+        0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac,
+        0xcd,
+    ]);
+    table[16..20].copy_from_slice(&48u32.to_le_bytes());
+    table[20..24].copy_from_slice(&(vcek.0.len() as u32).to_le_bytes());
+    table.extend_from_slice(&vcek.0);
+    let certs = tribune_attest::snp::parse_cert_table(&table).unwrap();
+    assert!(v.verify(&r, &certs, t).is_valid());
+    table[20] ^= 0xff; // length out of bounds
+    assert!(tribune_attest::snp::parse_cert_table(&table).is_err());
+
+    // A fetcher (stands in for AMD KDS) fills the disk cache; the next verifier is offline.
+    struct Fake(Vec<u8>);
+    impl KdsFetcher for Fake {
+        fn fetch_vcek(
+            &self,
+            _: Product,
+            _: &[u8],
+            _: &TcbVersion,
+        ) -> tribune_attest::Result<Vec<u8>> {
+            Ok(self.0.clone())
+        }
+    }
+    let cache_dir = std::env::temp_dir().join(format!("tribune-vcek-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let online = SnpVerifier::new()
+        .unwrap()
+        .with_disk_cache(DiskCache::new(&cache_dir))
+        .with_kds(Box::new(Fake(vcek.0.clone())));
+    assert!(online.verify(&r, &[], t).is_valid());
+    let offline = SnpVerifier::new()
+        .unwrap()
+        .with_disk_cache(DiskCache::new(&cache_dir));
+    let o = offline.verify(&r, &[], t);
+    assert!(o.is_valid(), "{:?}", o.errors);
+    // Without cache or certs: a clear "missing" reason.
+    let o = SnpVerifier::new().unwrap().verify(&r, &[], t);
+    assert!(o.errors[0].contains("no SEV-VCEK certificate supplied"));
+    let _ = std::fs::remove_dir_all(&cache_dir);
+}
