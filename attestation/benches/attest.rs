@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p tribune-attest --bench attest`. The evidence benches need the shared
 //! test data (see tests/common); they print `skipped:` without it.
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::VerifyingKey;
@@ -17,19 +18,8 @@ use tribune_attest::usage::{
     verify_checkpoint_signatures,
 };
 
-fn testdata() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TRIBUNE_TESTDATA") {
-        return Some(PathBuf::from(p));
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|up| repo.join(up).join("testdata/attestation"))
-        .find(|p| p.is_dir())
-}
-
 fn evidence(c: &mut Criterion) {
-    let Some(d) = testdata() else {
+    let Some(d) = common::testdata() else {
         eprintln!("skipped: evidence benches (no test data)");
         return;
     };

@@ -121,6 +121,8 @@ pub struct Verdict {
     pub measurements: Vec<Measurement>,
     pub report_data: String,
     pub debug: bool,
+    /// SNP VMPL of the report.
+    pub vmpl: Option<u32>,
     pub tcb: Option<TcbInfo>,
     /// SNP CHIP_ID (hex).
     pub chip_id: Option<String>,
@@ -213,10 +215,10 @@ pub fn verify_evidence(
     let kind = detect(&bytes)?;
     let mut v = match kind {
         TeeKind::Sim => verify_sim(config, &bytes)?,
-        TeeKind::SevSnp => verify_snp(verifiers, &bytes, inputs, at)?,
+        TeeKind::SevSnp => verify_snp(verifiers, &bytes, inputs, at, &config.policy)?,
         TeeKind::Tdx => verify_tdx(verifiers, &bytes, inputs, at, &config.policy)?,
     };
-    apply_policy(&mut v, config, &bytes, kind);
+    apply_policy(&mut v, config);
     v.verified_at = at.to_rfc3339();
     v.valid = v.reasons.is_empty();
     Ok(v)
@@ -232,6 +234,7 @@ fn blank(tee: TeeKind, format: String) -> Verdict {
         measurements: Vec::new(),
         report_data: String::new(),
         debug: false,
+        vmpl: None,
         tcb: None,
         chip_id: None,
         fmspc: None,
@@ -276,6 +279,7 @@ fn verify_snp(
     bytes: &[u8],
     inputs: &Inputs<'_>,
     at: VerifyAt,
+    policy: &AttestPolicy,
 ) -> Result<Verdict> {
     let r = SnpReport::parse(bytes)?;
     let mut v = blank(
@@ -297,6 +301,22 @@ fn verify_snp(
     }
     let o = verifiers.snp.verify(&r, inputs.certs, at);
     fill_snp(&mut v, &o);
+    v.vmpl = Some(r.vmpl());
+    if let Some(max) = policy.vmpl_max
+        && r.vmpl() > max
+    {
+        v.reasons
+            .push(format!("VMPL {} above the allowed {max}", r.vmpl()));
+    }
+    if let (Some(min), Some(rep)) = (&policy.min_snp_tcb, &o.reported_tcb) {
+        if !rep.at_least(min) {
+            v.reasons
+                .push(format!("REPORTED_TCB {rep} below the minimum {min}"));
+        }
+    } else if policy.min_snp_tcb.is_some() {
+        v.reasons
+            .push("minimum TCB not checkable: the report's product is unknown".into());
+    }
     Ok(v)
 }
 
@@ -320,10 +340,6 @@ fn fill_snp(v: &mut Verdict, o: &crate::snp::SnpOutcome) {
             ),
         });
     }
-    v.measurements.push(Measurement {
-        name: "vmpl".into(),
-        hex: o.report.vmpl().to_string(),
-    });
 }
 
 fn verify_tdx(
@@ -388,28 +404,10 @@ fn verify_tdx(
     Ok(v)
 }
 
-fn apply_policy(v: &mut Verdict, config: &VerifierConfig, bytes: &[u8], kind: TeeKind) {
+fn apply_policy(v: &mut Verdict, config: &VerifierConfig) {
     let p = &config.policy;
     if v.debug && !p.allow_debug {
         v.reasons.push("debug mode is forbidden".into());
-    }
-    if kind == TeeKind::SevSnp
-        && let Ok(r) = SnpReport::parse(bytes)
-    {
-        if let Some(max) = p.vmpl_max
-            && r.vmpl() > max
-        {
-            v.reasons
-                .push(format!("VMPL {} above the allowed {max}", r.vmpl()));
-        }
-        if let Some(min) = &p.min_snp_tcb {
-            let product = r.product_hint().unwrap_or(crate::snp::Product::Milan);
-            let rep = TcbVersion::decode(r.reported_tcb_raw(), product);
-            if !rep.at_least(min) {
-                v.reasons
-                    .push(format!("REPORTED_TCB {rep} below the minimum {min}"));
-            }
-        }
     }
     if !p.measurements.is_empty() {
         let launch = v

@@ -90,30 +90,53 @@ pub fn verify_issued_by(child: &CertDer, issuer: &CertDer) -> Result<()> {
     })
 }
 
+/// A certificate's validity window, parsed once (chain caches keep these so the hot path
+/// does not re-parse certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    pub fn of(cert: &CertDer) -> Result<Self> {
+        let c = cert.parse()?;
+        let v = c.validity();
+        Ok(Validity {
+            subject: cert.subject_cn(),
+            not_before: v.not_before.timestamp(),
+            not_after: v.not_after.timestamp(),
+        })
+    }
+
+    /// Inside the window at `at`?
+    pub fn check(&self, at: VerifyAt) -> Result<()> {
+        let t = i64::try_from(at.0).unwrap_or(i64::MAX);
+        let show = |s: i64| VerifyAt(u64::try_from(s).unwrap_or(0)).to_rfc3339();
+        if t < self.not_before {
+            return Err(AttestError::Time(format!(
+                "certificate {} not yet valid (from {}) at {}",
+                self.subject,
+                show(self.not_before),
+                at.to_rfc3339()
+            )));
+        }
+        if t > self.not_after {
+            return Err(AttestError::Time(format!(
+                "certificate {} expired ({}) at {}",
+                self.subject,
+                show(self.not_after),
+                at.to_rfc3339()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Check `cert` is inside its validity window at `at`.
 pub fn check_validity(cert: &CertDer, at: VerifyAt) -> Result<()> {
-    let c = cert.parse()?;
-    let v = c.validity();
-    let t = i64::try_from(at.0).unwrap_or(i64::MAX);
-    let nb = v.not_before.timestamp();
-    let na = v.not_after.timestamp();
-    if t < nb {
-        return Err(AttestError::Time(format!(
-            "certificate {} not yet valid (from {}) at {}",
-            cert.subject_cn(),
-            v.not_before,
-            at.to_rfc3339()
-        )));
-    }
-    if t > na {
-        return Err(AttestError::Time(format!(
-            "certificate {} expired ({}) at {}",
-            cert.subject_cn(),
-            v.not_after,
-            at.to_rfc3339()
-        )));
-    }
-    Ok(())
+    Validity::of(cert)?.check(at)
 }
 
 /// Raw subject public key bytes (for ring).

@@ -10,7 +10,7 @@ use crate::error::{AttestError, Result};
 use crate::snp::certs::{DiskCache, KdsFetcher, OfflineKds, VekExtensions, vek_extensions};
 use crate::snp::report::{Product, SigningKey, SnpReport, TcbVersion};
 use crate::time::VerifyAt;
-use crate::x509::{CertDer, check_validity, load_bundle, public_key_bytes, verify_issued_by};
+use crate::x509::{CertDer, Validity, load_bundle, public_key_bytes, verify_issued_by};
 
 const MILAN: &[u8] = include_bytes!("roots/milan_ask_ark_asvk.pem");
 const GENOA: &[u8] = include_bytes!("roots/genoa_ask_ark_asvk.pem");
@@ -60,8 +60,8 @@ pub struct VekEntry {
     pub vek: CertDer,
     pub vek_public_key: Vec<u8>,
     pub extensions: VekExtensions,
-    /// Certificates from VEK to ARK (for validity checks at each verification).
-    pub chain: Vec<CertDer>,
+    /// Validity windows from VEK to ARK (checked at each verification).
+    pub chain_validity: Vec<Validity>,
     /// Subject CNs of the chain, VEK first.
     pub chain_names: Vec<String>,
 }
@@ -142,9 +142,15 @@ impl SnpVerifier {
         self.vek_entry(vek, kind).map(|e| e.product)
     }
 
+    fn is_cached(&self, vek: &CertDer, kind: SigningKey) -> bool {
+        let fp = fingerprint(vek);
+        self.cache
+            .lock()
+            .is_ok_and(|c| c.get(&fp).is_some_and(|e| e.kind == kind))
+    }
+
     fn vek_entry(&self, vek: &CertDer, kind: SigningKey) -> Result<Arc<VekEntry>> {
-        let mut fp = [0u8; 32];
-        fp.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &vek.0).as_ref());
+        let fp = fingerprint(vek);
         if let Ok(c) = self.cache.lock()
             && let Some(e) = c.get(&fp)
             && e.kind == kind
@@ -173,7 +179,7 @@ impl SnpVerifier {
             };
             match verify_issued_by(vek, issuer) {
                 Ok(()) => {
-                    let chain = vec![vek.clone(), issuer.clone(), r.ark.clone()];
+                    let chain = [vek, issuer, &r.ark];
                     return Ok(VekEntry {
                         product: r.product,
                         kind,
@@ -181,7 +187,10 @@ impl SnpVerifier {
                         vek_public_key: public_key_bytes(vek)?,
                         extensions: vek_extensions(vek)?,
                         chain_names: chain.iter().map(|c| c.subject_cn()).collect(),
-                        chain,
+                        chain_validity: chain
+                            .iter()
+                            .map(|c| Validity::of(c))
+                            .collect::<Result<_>>()?,
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -243,9 +252,10 @@ impl SnpVerifier {
                 return out;
             }
         };
+        // Known VEKs are recognised by fingerprint (no certificate parsing on the hot path).
         let mut candidates: Vec<CertDer> = certs
             .iter()
-            .filter(|c| c.subject_cn() == want_cn)
+            .filter(|c| self.is_cached(c, signing_key) || c.subject_cn() == want_cn)
             .cloned()
             .collect();
         if candidates.is_empty() && signing_key == SigningKey::Vcek {
@@ -307,8 +317,8 @@ impl SnpVerifier {
         let reported = TcbVersion::decode(report.reported_tcb_raw(), e.product);
         out.reported_tcb = Some(reported);
         out.current_tcb = Some(TcbVersion::decode(report.current_tcb_raw(), e.product));
-        for c in &e.chain {
-            if let Err(err) = check_validity(c, at) {
+        for v in &e.chain_validity {
+            if let Err(err) = v.check(at) {
                 out.errors.push(err.to_string());
             }
         }
@@ -340,6 +350,12 @@ impl SnpVerifier {
         }
         out
     }
+}
+
+fn fingerprint(c: &CertDer) -> [u8; 32] {
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &c.0).as_ref());
+    fp
 }
 
 fn hw_id_for(report: &SnpReport, product: Product) -> &[u8] {

@@ -25,7 +25,7 @@ pub use collateral::Collateral;
 
 use crate::error::{AttestError, Result};
 use crate::time::VerifyAt;
-use crate::x509::{CertDer, check_validity, load_bundle, public_key_bytes, verify_issued_by};
+use crate::x509::{CertDer, Validity, load_bundle, public_key_bytes, verify_issued_by};
 
 /// The Intel SGX Root CA (SHA-256 44a0196b…74d3), embedded.
 pub const INTEL_SGX_ROOT_CA_DER: &[u8] = include_bytes!("intel_sgx_root_ca.der");
@@ -183,7 +183,8 @@ impl TdxQuote {
 #[derive(Debug)]
 struct PckEntry {
     pck_public_key: Vec<u8>,
-    chain: Vec<CertDer>,
+    pck_leaf: CertDer,
+    chain_validity: Vec<Validity>,
     chain_names: Vec<String>,
     fmspc: [u8; 6],
 }
@@ -341,11 +342,15 @@ impl TdxVerifier {
         verify_issued_by(&leaf, &ca)?;
         let ext = dcap_qvl::intel::parse_pck_extension(&leaf.0)
             .map_err(|e| AttestError::Chain(format!("PCK SGX extension: {e:#}")))?;
-        let chain = vec![leaf.clone(), ca, self.root.clone()];
+        let chain = [&leaf, &ca, &self.root];
         let entry = Arc::new(PckEntry {
             pck_public_key: public_key_bytes(&leaf)?,
             chain_names: chain.iter().map(|c| c.subject_cn()).collect(),
-            chain,
+            chain_validity: chain
+                .iter()
+                .map(|c| Validity::of(c))
+                .collect::<Result<_>>()?,
+            pck_leaf: leaf.clone(),
             fmspc: ext.fmspc,
         });
         if let Ok(mut c) = self.cache.lock() {
@@ -397,7 +402,7 @@ impl TdxVerifier {
                     .pck_chain_pem()
                     .ok()
                     .and_then(|p| self.pck_entry(&p).ok())
-                    .map(|e| e.chain[0].clone());
+                    .map(|e| e.pck_leaf.clone());
                 match (out.crypto_valid, leaf) {
                     (true, Some(leaf)) => {
                         let inner = c.inner();
@@ -503,8 +508,8 @@ impl TdxVerifier {
         let entry = self.pck_entry(&pem)?;
         out.chain = entry.chain_names.clone();
         out.fmspc = Some(entry.fmspc);
-        for c in &entry.chain {
-            if let Err(e) = check_validity(c, at) {
+        for v in &entry.chain_validity {
+            if let Err(e) = v.check(at) {
                 out.errors.push(e.to_string());
             }
         }

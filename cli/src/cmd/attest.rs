@@ -196,6 +196,9 @@ fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
     }
     println!("report_data:  {}", v.report_data);
     println!("debug:        {}", v.debug);
+    if let Some(vmpl) = v.vmpl {
+        println!("vmpl:         {vmpl}");
+    }
     if let Some(t) = &v.tcb {
         println!("tcb:          {} ({})", t.status, t.detail);
         if !t.advisory_ids.is_empty() {
