@@ -481,6 +481,19 @@ pub struct Confirmed {
     pub head: [u8; 32],
 }
 
+impl From<&Checkpoint> for Confirmed {
+    /// The point a verified checkpoint confirms (to [`StreamVerifier::resume`] from, e.g.
+    /// after [`verify_by_checkpoint`]).
+    fn from(cp: &Checkpoint) -> Self {
+        Confirmed {
+            enclave: cp.enclave,
+            first_seq: cp.first_seq,
+            last_seq: cp.last_seq,
+            head: cp.head,
+        }
+    }
+}
+
 /// Controller side for one enclave's stream: MAC, strictly increasing `seq`, freshness, and
 /// checkpoints that must match the chain of the reports they cover. Bounded: at most
 /// [`CHECKPOINT_SPAN_MAX`] reports wait for a checkpoint.

@@ -100,12 +100,7 @@ fn attest_bind_stream_failover() {
         .sign_rekey(&id, ctl2.nonce(), &ctl2.eph_public());
     let bound2 = ctl2.rekey(id, ed_pub, x_pub, &sig).unwrap();
     producer.rekey(ctl2.nonce(), &ctl2.eph_public()).unwrap();
-    let resumed = Confirmed {
-        enclave: id,
-        first_seq: cp.first_seq,
-        last_seq: cp.last_seq,
-        head: cp.head,
-    };
+    let resumed = Confirmed::from(&cp);
     let mut sv2 = StreamVerifier::resume(&bound2, Freshness::default(), &resumed).unwrap();
     // Old-key reports do not verify under the new key, and are replays anyway.
     assert!(sv2.verify_report(&wires[29], now(30)).is_err());
