@@ -171,7 +171,9 @@ pub fn detect(bytes: &[u8]) -> Result<TeeKind> {
             return Ok(TeeKind::Tdx);
         }
         let v32 = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        if (2..=5).contains(&v32) && bytes.len() >= crate::snp::report::REPORT_LEN {
+        // Short inputs with an SNP version still go to the SNP parser, whose error says
+        // how many bytes are missing.
+        if (2..=5).contains(&v32) {
             return Ok(TeeKind::SevSnp);
         }
     }

@@ -91,3 +91,20 @@ fn snp_vmpl_and_min_tcb() {
         r.reasons
     );
 }
+
+#[test]
+fn truncated_evidence_says_what_is_missing() {
+    let d = testdata_or_skip!();
+    let v = Verifiers::new().unwrap();
+    let cfg = VerifierConfig::default();
+    let now = VerifyAt::now();
+    let snp = common::read(&d, "snp/virtee-sev/report_milan.bin");
+    let e = verify_evidence(&v, &cfg, &snp[..1000], &Inputs::default(), now).unwrap_err();
+    assert!(e.to_string().contains("1000 bytes, need 1184"), "{e}");
+    let tdx = common::read(&d, "tdx/dcap-qvl/tdx_quote");
+    let e = verify_evidence(&v, &cfg, &tdx[..2000], &Inputs::default(), now).unwrap_err();
+    assert!(e.to_string().contains("TDX quote"), "{e}");
+    let sim = SimEvidence::create([1; 48], [2; 64], 0).encode();
+    let e = verify_evidence(&v, &cfg, &sim[..100], &Inputs::default(), now).unwrap_err();
+    assert!(e.to_string().contains("sim evidence"), "{e}");
+}
