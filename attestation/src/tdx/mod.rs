@@ -383,62 +383,57 @@ impl TdxVerifier {
             errors: Vec::new(),
             warnings: Vec::new(),
         };
-        if let Err(e) = self.verify_crypto(quote, at, &mut out) {
-            out.errors.push(e.to_string());
-        } else {
-            out.crypto_valid = out.errors.is_empty();
-        }
-        match collateral {
-            None => out.warnings.push(
-                "TCB status not evaluated: no collateral (TCB info, QE identity, CRLs) given"
-                    .into(),
-            ),
-            Some(c) if !c.has_crls() => {
+        let entry = match self.verify_crypto(quote, at, &mut out) {
+            Ok(e) => {
+                out.crypto_valid = out.errors.is_empty();
+                Some(e)
+            }
+            Err(e) => {
+                out.errors.push(e.to_string());
+                None
+            }
+        };
+        let tcb = match (collateral, entry.filter(|_| out.crypto_valid)) {
+            (None, _) => {
                 out.warnings.push(
-                    "collateral has no CRLs: PCK revocation not checked (TCB evaluated without dcap-qvl)"
+                    "TCB status not evaluated: no collateral (TCB info, QE identity, CRLs) given"
                         .into(),
                 );
-                let leaf = quote
-                    .pck_chain_pem()
-                    .ok()
-                    .and_then(|p| self.pck_entry(&p).ok())
-                    .map(|e| e.pck_leaf.clone());
-                match (out.crypto_valid, leaf) {
-                    (true, Some(leaf)) => {
-                        let inner = c.inner();
-                        let u = tcb::UnrevokedCollateral {
-                            tcb_info: &inner.tcb_info,
-                            tcb_info_signature: &inner.tcb_info_signature,
-                            qe_identity: &inner.qe_identity,
-                            qe_identity_signature: &inner.qe_identity_signature,
-                            signing_chain_pem: &inner.tcb_info_issuer_chain,
-                        };
-                        match tcb::evaluate(quote, &leaf, &self.root, &u, at) {
-                            Ok(t) => {
-                                if t.status != "UpToDate" {
-                                    out.warnings
-                                        .push(format!("TCB status {} (policy decides)", t.status));
-                                }
-                                out.tcb = Some(t);
-                            }
-                            Err(e) => out.errors.push(format!("collateral / TCB: {e}")),
-                        }
-                    }
-                    _ => out
-                        .errors
-                        .push("TCB not evaluated: the quote's own verification failed".into()),
-                }
+                return out;
             }
-            Some(c) => match self.evaluate_tcb(quote, c, at, out.crypto_valid) {
-                Ok(t) => {
-                    if t.status != "UpToDate" {
-                        out.warnings
-                            .push(format!("TCB status {} (policy decides)", t.status));
-                    }
-                    out.tcb = Some(t);
+            (Some(_), None) => {
+                out.errors
+                    .push("TCB not evaluated: the quote's own verification failed".into());
+                return out;
+            }
+            (Some(c), Some(_)) if c.has_crls() => self.evaluate_tcb(quote, c, at),
+            (Some(c), Some(e)) => {
+                out.warnings.push(
+                    "collateral has no CRLs: PCK revocation not checked (TCB evaluated without \
+                     dcap-qvl)"
+                        .into(),
+                );
+                let inner = c.inner();
+                let u = tcb::UnrevokedCollateral {
+                    tcb_info: &inner.tcb_info,
+                    tcb_info_signature: &inner.tcb_info_signature,
+                    qe_identity: &inner.qe_identity,
+                    qe_identity_signature: &inner.qe_identity_signature,
+                    signing_chain_pem: &inner.tcb_info_issuer_chain,
+                };
+                tcb::evaluate(quote, &e.pck_leaf, &self.root, &u, at)
+                    .map_err(|e| format!("collateral / TCB: {e}"))
+            }
+        };
+        match tcb {
+            Ok(t) => {
+                if t.status != "UpToDate" {
+                    out.warnings
+                        .push(format!("TCB status {} (policy decides)", t.status));
                 }
-                Err(e) => out.errors.push(e),
-            },
+                out.tcb = Some(t);
+            }
+            Err(e) => out.errors.push(e),
         }
         out
     }
@@ -450,13 +445,8 @@ impl TdxVerifier {
         quote: &TdxQuote,
         c: &Collateral,
         at: VerifyAt,
-        crypto_valid: bool,
     ) -> std::result::Result<TdxTcb, String> {
-        let key = if crypto_valid {
-            tcb_key(quote, c.inner())
-        } else {
-            None
-        };
+        let key = tcb_key(quote, c.inner());
         if let Some(k) = key
             && let Ok(cache) = self.tcb_cache.lock()
             && let Some(hit) = cache.get(&k)
@@ -492,7 +482,12 @@ impl TdxVerifier {
         Ok(tcb)
     }
 
-    fn verify_crypto(&self, quote: &TdxQuote, at: VerifyAt, out: &mut TdxOutcome) -> Result<()> {
+    fn verify_crypto(
+        &self,
+        quote: &TdxQuote,
+        at: VerifyAt,
+        out: &mut TdxOutcome,
+    ) -> Result<Arc<PckEntry>> {
         let h = &quote.quote.header;
         if h.attestation_key_type != ATT_KEY_ECDSA_P256 {
             return Err(AttestError::unsupported(
@@ -541,6 +536,9 @@ impl TdxVerifier {
             .ok_or_else(|| AttestError::malformed("TDX quote", "signed region out of range"))?;
         ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &key)
             .verify(signed, &auth.ecdsa_signature)
-            .map_err(|_| AttestError::BadSignature("quote signature by the attestation key".into()))
+            .map_err(|_| {
+                AttestError::BadSignature("quote signature by the attestation key".into())
+            })?;
+        Ok(entry)
     }
 }
