@@ -1,2 +1,28 @@
 //! Evidence formats (SEV-SNP, TDX, simulated), verification, authenticated usage reports,
 //! Merkle log primitives. Knows nothing about Raft or gRPC.
+//!
+//! Map of the crate:
+//! - [`evidence`]: format detection and the one entry point [`evidence::verify_evidence`] that
+//!   turns bytes into a [`evidence::Verdict`].
+//! - [`snp`], [`tdx`], [`sim`]: one module per TEE kind.
+//! - [`session`]: binding of enclave keys to evidence (`report_data`) and the session key.
+//! - [`usage`]: the canonical usage-report encoding, the enclave-side [`usage::Producer`] and
+//!   the controller-side [`usage::StreamVerifier`] (MAC, replay, freshness, checkpoints).
+//! - [`merkle`]: RFC 6962/9162 tree hashing, inclusion/consistency proofs, signed tree heads.
+//!
+//! Every verification takes the time to verify "at" ([`VerifyAt`]); nothing reads the clock
+//! except [`VerifyAt::now`].
+
+pub mod error;
+pub mod evidence;
+pub mod merkle;
+pub mod session;
+pub mod sim;
+pub mod snp;
+pub mod tdx;
+pub mod time;
+pub mod usage;
+pub mod x509;
+
+pub use error::{AttestError, Result};
+pub use time::VerifyAt;

@@ -1,0 +1,145 @@
+//! TDX collateral: dcap-qvl's `QuoteCollateralV3` JSON, or assembled from Intel PCS bodies.
+//!
+//! PCS serves `{"tcbInfo": {...}, "signature": "<hex r‖s>"}`; the signature covers the exact
+//! bytes of the `tcbInfo` value, so assembly cuts that value out byte-exact (re-serialising
+//! would break the signature).
+
+use crate::error::{AttestError, Result};
+
+/// Upper bound on a collateral file.
+pub const COLLATERAL_LEN_MAX: usize = 4 << 20;
+
+/// Collateral for one quote's TCB evaluation.
+#[derive(Debug, Clone)]
+pub struct Collateral(dcap_qvl::QuoteCollateralV3);
+
+impl Collateral {
+    /// Parse dcap-qvl's collateral JSON.
+    pub fn from_json(data: &[u8]) -> Result<Self> {
+        if data.len() > COLLATERAL_LEN_MAX {
+            return Err(AttestError::Limit("collateral file too large".into()));
+        }
+        serde_json::from_slice(data)
+            .map(Collateral)
+            .map_err(|e| AttestError::malformed("TDX collateral JSON", e.to_string()))
+    }
+
+    /// Assemble from PCS bodies: a TCB info response, a QE identity response, the PEM issuer
+    /// chain that signed them, and the DER root-CA and PCK-CA CRLs with their issuer chain.
+    pub fn assemble(
+        tcb_info_response: &[u8],
+        qe_identity_response: &[u8],
+        signing_chain_pem: &str,
+        root_ca_crl_der: &[u8],
+        pck_crl_der: &[u8],
+        pck_crl_issuer_chain_pem: &str,
+    ) -> Result<Self> {
+        let (tcb_info, tcb_info_signature) = cut_signed(tcb_info_response, "tcbInfo")?;
+        let (qe_identity, qe_identity_signature) =
+            cut_signed(qe_identity_response, "enclaveIdentity")?;
+        Ok(Collateral(dcap_qvl::QuoteCollateralV3 {
+            pck_crl_issuer_chain: pck_crl_issuer_chain_pem.to_string(),
+            root_ca_crl: root_ca_crl_der.to_vec(),
+            pck_crl: pck_crl_der.to_vec(),
+            tcb_info_issuer_chain: signing_chain_pem.to_string(),
+            tcb_info,
+            tcb_info_signature,
+            qe_identity_issuer_chain: signing_chain_pem.to_string(),
+            qe_identity,
+            qe_identity_signature,
+            pck_certificate_chain: None,
+        }))
+    }
+
+    /// Replace parts (tests combine collateral of matching dates from several sources).
+    pub fn with_qe_identity_from(mut self, other: &Collateral) -> Self {
+        self.0.qe_identity = other.0.qe_identity.clone();
+        self.0.qe_identity_signature = other.0.qe_identity_signature.clone();
+        self.0.qe_identity_issuer_chain = other.0.qe_identity_issuer_chain.clone();
+        self
+    }
+
+    /// Take the CRLs (and their issuer chain) from another collateral.
+    pub fn with_crls_from(mut self, other: &Collateral) -> Self {
+        self.0.root_ca_crl = other.0.root_ca_crl.clone();
+        self.0.pck_crl = other.0.pck_crl.clone();
+        self.0.pck_crl_issuer_chain = other.0.pck_crl_issuer_chain.clone();
+        self
+    }
+
+    /// The same collateral without CRLs (tests; collateral of months without CRLs at hand).
+    pub fn without_crls(mut self) -> Self {
+        self.0.root_ca_crl.clear();
+        self.0.pck_crl.clear();
+        self
+    }
+
+    /// Both CRLs present? Without them dcap-qvl cannot run and the CRL-less evaluation of
+    /// [`crate::tdx::tcb`] is used (revocation unchecked, said in the verdict).
+    pub fn has_crls(&self) -> bool {
+        !self.0.root_ca_crl.is_empty() && !self.0.pck_crl.is_empty()
+    }
+
+    pub(crate) fn inner(&self) -> &dcap_qvl::QuoteCollateralV3 {
+        &self.0
+    }
+}
+
+/// Cut the raw JSON value of `key` and the hex `signature` out of a PCS response.
+fn cut_signed(body: &[u8], key: &str) -> Result<(String, Vec<u8>)> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| AttestError::malformed("PCS response", "not UTF-8"))?;
+    let needle = format!("\"{key}\"");
+    let k = text
+        .find(&needle)
+        .ok_or_else(|| AttestError::malformed("PCS response", format!("no {key}")))?;
+    let after = &text[k + needle.len()..];
+    let colon = after
+        .find(':')
+        .ok_or_else(|| AttestError::malformed("PCS response", "no ':'"))?;
+    let value_start = after[colon + 1..]
+        .find('{')
+        .map(|i| k + needle.len() + colon + 1 + i)
+        .ok_or_else(|| AttestError::malformed("PCS response", format!("{key} is no object")))?;
+    let value = balanced_object(&text[value_start..])
+        .ok_or_else(|| AttestError::malformed("PCS response", "unbalanced JSON"))?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| AttestError::malformed("PCS response", e.to_string()))?;
+    let sig_hex = v
+        .get("signature")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| AttestError::malformed("PCS response", "no signature"))?;
+    let sig = hex::decode(sig_hex)
+        .map_err(|_| AttestError::malformed("PCS response", "signature is not hex"))?;
+    Ok((value.to_string(), sig))
+}
+
+/// The prefix of `s` (starting at `{`) up to its matching `}`, string-aware.
+fn balanced_object(s: &str) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut esc = false;
+    for (i, c) in s.char_indices() {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(&s[..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}

@@ -1,0 +1,48 @@
+//! Locating the shared, read-only test data outside the repository.
+//!
+//! Order: `$TRIBUNE_TESTDATA` (the `attestation` folder itself), then
+//! `<repo>/../shared/testdata/attestation` (CI layout, and /work/<checkout>), then
+//! `<repo>/../../shared/testdata/attestation` (a worktree under /work/wt/).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn testdata() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TRIBUNE_TESTDATA") {
+        let p = PathBuf::from(p);
+        if p.is_dir() {
+            return Some(p);
+        }
+        eprintln!("TRIBUNE_TESTDATA={} is not a directory", p.display());
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for up in ["../shared", "../../shared"] {
+        let p = repo.join(up).join("testdata/attestation");
+        if p.is_dir() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The test data folder, or print `skipped: …` loudly and return from the test.
+#[macro_export]
+macro_rules! testdata_or_skip {
+    () => {
+        match common::testdata() {
+            Some(p) => p,
+            None => {
+                eprintln!(
+                    "\n*** skipped: attestation test data not found (set TRIBUNE_TESTDATA or \
+                     place shared/ beside the repository) ***\n"
+                );
+                println!("skipped: attestation test data not found");
+                return;
+            }
+        }
+    };
+}
+
+pub fn read(dir: &Path, rel: &str) -> Vec<u8> {
+    std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
