@@ -46,5 +46,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
