@@ -404,68 +404,60 @@ impl Controller {
                     .map_err(|_| timed_out("adding the learner was"))?;
                 membership_result(r)?;
                 if *voter {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let r = tokio::time::timeout(
-                        left,
-                        self.raft.change_membership(
-                            ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
-                            false,
-                        ),
+                    self.change_membership(
+                        ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
+                        deadline,
                     )
-                    .await
-                    .map_err(|_| timed_out("promoting the member was"))?;
-                    membership_result(r)?;
+                    .await?;
                 }
                 Ok(ForwardReply::Done)
             }
             Forwarded::Promote { id } => {
-                let r = tokio::time::timeout(
-                    left,
-                    self.raft.change_membership(
-                        ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
-                        false,
-                    ),
-                )
-                .await
-                .map_err(|_| timed_out("promoting the member was"))?;
-                membership_result(r)?;
+                self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), deadline)
+                    .await?;
                 Ok(ForwardReply::Done)
             }
             Forwarded::RemoveMember { id } => {
                 let membership = self.raft.metrics().borrow().membership_config.clone();
                 let is_voter = membership.membership().voter_ids().any(|v| v == *id);
-                let is_node = membership.membership().get_node(id).is_some();
-                if !is_node {
+                if membership.membership().get_node(id).is_none() {
                     return Err(LeaderError::Failed(ControllerError::Invalid(format!(
                         "controller {id} is not a member of this cluster"
                     ))));
                 }
+                // A voter leaves the voter set first (joint consensus), then the node list.
                 if is_voter {
-                    let r = tokio::time::timeout(
-                        left,
-                        self.raft.change_membership(
-                            ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
-                            false,
-                        ),
+                    self.change_membership(
+                        ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
+                        deadline,
                     )
-                    .await
-                    .map_err(|_| timed_out("removing the voter was"))?;
-                    membership_result(r)?;
+                    .await?;
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                let r = tokio::time::timeout(
-                    left,
-                    self.raft.change_membership(
-                        ChangeMembers::RemoveNodes(BTreeSet::from([*id])),
-                        false,
-                    ),
-                )
-                .await
-                .map_err(|_| timed_out("removing the node was"))?;
-                membership_result(r)?;
+                self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([*id])), deadline)
+                    .await?;
                 Ok(ForwardReply::Done)
             }
         }
+    }
+
+    /// One membership change on the leader, bounded by the request deadline.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, Node>,
+        deadline: Instant,
+    ) -> Result<(), LeaderError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = tokio::time::timeout(left, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| {
+                LeaderError::Failed(ControllerError::OutcomeUnknown {
+                    reason: format!(
+                        "the membership change was not committed within {} ms",
+                        self.config.request_timeout_ms
+                    ),
+                })
+            })?;
+        membership_result(r)
     }
 
     async fn forward(
