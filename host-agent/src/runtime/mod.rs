@@ -100,6 +100,36 @@ pub trait Runtime: Send + Sync {
     fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>>;
 }
 
+/// Exit state of an enclave's main process, shared by the runtimes: a child we launched is
+/// waited on; an adopted one (not our child, after an agent restart) is gone when its cgroup is
+/// empty. Once seen, the exit is remembered.
+pub(crate) fn poll_exit(
+    child: &mut Option<tokio::process::Child>,
+    exited: &mut Option<Option<i32>>,
+    cgroups: &dyn CgroupEnforcer,
+    group: &str,
+) -> Result<Option<Option<i32>>> {
+    if exited.is_some() {
+        return Ok(*exited);
+    }
+    match child {
+        Some(c) => {
+            if let Some(st) = c
+                .try_wait()
+                .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
+            {
+                *exited = Some(st.code());
+            }
+        }
+        None => {
+            if group_empty(cgroups, group) {
+                *exited = Some(None);
+            }
+        }
+    }
+    Ok(*exited)
+}
+
 /// Whether every process of `group` is gone (how adopted enclaves, which are not our
 /// children, are seen to exit).
 pub(crate) fn group_empty(cgroups: &dyn CgroupEnforcer, group: &str) -> bool {

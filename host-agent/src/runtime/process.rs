@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, group_empty,
-    spawn_confined, terminate, terminate_group,
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, spawn_confined,
+    terminate, terminate_group,
 };
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
@@ -62,25 +62,12 @@ impl Runtime for ProcessRuntime {
 
 impl ProcessEnclave {
     fn poll_exit(&mut self) -> Result<Option<Option<i32>>> {
-        if self.exited.is_some() {
-            return Ok(self.exited);
-        }
-        match &mut self.child {
-            Some(child) => {
-                if let Some(st) = child
-                    .try_wait()
-                    .map_err(|e| AgentError::Runtime(format!("wait: {e}")))?
-                {
-                    self.exited = Some(st.code());
-                }
-            }
-            None => {
-                if group_empty(self.cgroups.as_ref(), &self.identity.group) {
-                    self.exited = Some(None);
-                }
-            }
-        }
-        Ok(self.exited)
+        super::poll_exit(
+            &mut self.child,
+            &mut self.exited,
+            self.cgroups.as_ref(),
+            &self.identity.group,
+        )
     }
 }
 
