@@ -243,3 +243,53 @@ async fn a_node_cut_off_from_the_leader_answers_503_with_a_retry_hint_never_hang
     let (s, _) = c.get_json(3, "/healthz").await.expect("healthz");
     assert_eq!(s, 200, "but it is alive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_put_takes_the_name_from_the_source_and_checks_locally_first() {
+    let c = Cluster::start(1, &[]);
+    c.wait_leader().await;
+    let endpoint = c.endpoints();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .args(["--endpoint", &endpoint, "--timeout-secs", "60"])
+            .current_dir(root)
+            .output()
+            .expect("run tribune")
+    };
+    // One policy in the file: stored under the name it declares, not the file name.
+    let out = run(&["policy", "put", "examples/policies/gpu-inference.tribune"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, v) = c.get_policy(1, "umbrella-inference").await;
+    assert_eq!((s, v["version"].as_u64()), (200, Some(1)), "{v}");
+    // Several policies in one file: refused locally with the names, nothing sent.
+    let out = run(&["policy", "put", "examples/policies/tenant-quotas.tribune"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("defines 3 policies"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A policy that does not check never leaves the machine.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.tribune");
+    std::fs::write(
+        &bad,
+        "policy \"bad\" {\n  match true\n  limit { cpu = 2GiB }\n}\n",
+    )
+    .expect("write");
+    let out = run(&["policy", "put", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.tribune:3:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, list) = c.get_json(1, "/v1/policies").await.expect("list");
+    assert_eq!((s, list.as_array().map(Vec::len)), (200, Some(1)));
+}

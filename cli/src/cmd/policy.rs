@@ -24,7 +24,7 @@ pub enum PolicyCmd {
     Put {
         /// Policy source file.
         file: PathBuf,
-        /// Name to store it under (default: the file name without extension).
+        /// Name to store it under (default: the name the file's one policy declares).
         #[arg(long)]
         name: Option<String>,
         /// Only replace the policy if it is still at this version (optimistic concurrency).
@@ -101,11 +101,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("reading {}", file.display()))?;
                 let name = match name {
                     Some(n) => n,
-                    None => file
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .map(str::to_string)
-                        .context("cannot derive a policy name from the file name; pass --name")?,
+                    None => policy_name(&file, &source)?,
                 };
                 let mut headers = vec![("x-tribune-actor", whoami())];
                 if let Some(v) = if_version {
@@ -169,6 +165,35 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The name a file's single policy declares, checked locally first so a policy that does not
+/// check never leaves the machine.
+fn policy_name(file: &std::path::Path, source: &str) -> anyhow::Result<String> {
+    let shown = file.display().to_string();
+    let outcome = tribune_policy::check(&shown, source);
+    if outcome.has_errors() {
+        let errors: Vec<_> = outcome
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .cloned()
+            .collect();
+        anyhow::bail!(
+            "{} does not check; nothing was sent:\n{}",
+            shown,
+            tribune_policy::render_diagnostics(&shown, source, &errors)
+        );
+    }
+    match outcome.policies.as_slice() {
+        [one] => Ok(one.name().to_string()),
+        [] => anyhow::bail!("{shown} defines no policy"),
+        many => anyhow::bail!(
+            "{shown} defines {} policies ({}): the cluster stores one policy per name; put each in its own file, or pass --name with a file holding one",
+            many.len(),
+            many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn whoami() -> String {
