@@ -12,6 +12,10 @@ pub enum ControllerError {
     NoLeader { retry_after_ms: u64 },
     #[error("{reason}; retry in {retry_after_ms} ms")]
     Unavailable { reason: String, retry_after_ms: u64 },
+    /// A forwarded request reached a controller that no longer leads: nothing was proposed,
+    /// so the sender may safely try the new leader.
+    #[error("controller {id} is no longer the leader; retry in 100 ms")]
+    NotLeader { id: u64 },
     #[error(
         "the write may or may not have been applied ({reason}); read the object back before retrying"
     )]
@@ -29,6 +33,7 @@ impl ControllerError {
                 Some(*retry_after_ms)
             }
             Self::OutcomeUnknown { .. } => Some(500),
+            Self::NotLeader { .. } => Some(100),
             _ => None,
         }
     }

@@ -274,7 +274,9 @@ impl Controller {
 
     /// The current leader's id and address, as this node believes.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Called on every request: read the metrics in place, do not copy them.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let addr = m
             .membership_config
@@ -336,10 +338,7 @@ impl Controller {
         let deadline = Instant::now() + self.timeout();
         match self.run_on_leader(&req, deadline).await {
             Ok(r) => Ok(r),
-            Err(LeaderError::NotLeader) => Err(ControllerError::Unavailable {
-                reason: format!("controller {} is no longer the leader", self.id),
-                retry_after_ms: 100,
-            }),
+            Err(LeaderError::NotLeader) => Err(ControllerError::NotLeader { id: self.id }),
             Err(LeaderError::Failed(e)) => Err(e),
         }
     }
@@ -497,10 +496,8 @@ impl Controller {
             })?;
         match result {
             // The peer was not the leader after all (it stepped down): nothing was proposed.
-            Err(ControllerError::Unavailable { reason, .. })
-                if reason.contains("no longer the leader") =>
-            {
-                Err(ForwardFailure::NotSent(reason))
+            Err(e @ ControllerError::NotLeader { .. }) => {
+                Err(ForwardFailure::NotSent(e.to_string()))
             }
             Err(e) => Err(ForwardFailure::Failed(e)),
             Ok(r) => Ok(r),
@@ -641,7 +638,8 @@ impl Controller {
 
     /// Ready: a leader is known and this node has applied what it has.
     pub fn ready(&self) -> Result<(), String> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         if m.current_leader.is_none() {
             return Err("no leader known".into());
         }

@@ -67,11 +67,13 @@ impl From<ControllerError> for Problem {
             ControllerError::NoLeader { .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "no-leader", e.to_string())
             }
-            ControllerError::Unavailable { .. } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
+            ControllerError::Unavailable { .. } | ControllerError::NotLeader { .. } => {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            }
             ControllerError::OutcomeUnknown { .. } => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outcome-unknown",
