@@ -82,6 +82,7 @@ fn derive_session_key(
 }
 
 /// The enclave's long-lived keys (ed25519 for signatures, X25519 for key agreement).
+#[derive(Clone)]
 pub struct EnclaveKeys {
     signing: SigningKey,
     x25519: StaticSecret,

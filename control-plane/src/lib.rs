@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod attest;
 pub mod error;
 pub mod node;
 pub mod raft;

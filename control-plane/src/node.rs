@@ -56,6 +56,9 @@ pub struct ControllerConfig {
     /// How long a write or a linearizable read may wait for a leader before giving up with 503.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Accept simulated-TEE evidence from agents (`tribune dev`; never in production).
+    #[serde(default)]
+    pub allow_sim_evidence: bool,
 }
 
 mod defaults {
@@ -90,6 +93,7 @@ impl ControllerConfig {
             snapshot_every: defaults::snapshot_every(),
             keep_logs: defaults::keep_logs(),
             request_timeout_ms: defaults::request_timeout_ms(),
+            allow_sim_evidence: false,
         }
     }
 
@@ -270,6 +274,11 @@ impl Controller {
 
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// Fires after every applied log entry (with the last applied index).
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     /// The current leader's id and address, as this node believes.

@@ -17,6 +17,7 @@ pub mod collector;
 pub mod control;
 pub mod error;
 pub mod gpu;
+pub mod link;
 pub mod net;
 pub mod plan;
 pub mod runtime;

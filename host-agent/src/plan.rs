@@ -97,6 +97,9 @@ pub enum LaunchSpec {
         /// Give it its own network namespace joined to the host bridge.
         #[serde(default)]
         network: bool,
+        /// The simulated TEE's identity (development).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sim: Option<SimOptions>,
     },
     /// A VM under qemu-system-x86_64.
     Qemu {
@@ -106,6 +109,19 @@ pub enum LaunchSpec {
         #[serde(default)]
         args: Vec<String>,
     },
+}
+
+/// How a process enclave's simulated TEE presents itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SimOptions {
+    /// Hex launch measurement (48 bytes); default: SHA-384 of the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+    /// Demonstration only: after this many seconds its evidence is signed by a key no verifier
+    /// trusts (as if the enclave had been tampered with), so re-attestation fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper_evidence_after_s: Option<u64>,
 }
 
 fn default_vm_memory_mib() -> u32 {

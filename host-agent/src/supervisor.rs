@@ -112,3 +112,169 @@ mod tests {
         assert_eq!((r2.seq, r2.cpu_ns), (2, 20));
     }
 }
+
+/// The enclave side of a process enclave's simulated TEE: its keys, its evidence, and the
+/// producer of its MAC'd usage reports and signed checkpoints (tribune-attest `usage`).
+///
+/// On a real SEV-SNP or TDX guest this runs inside the guest and the agent only relays its
+/// output; for the process runtime it runs in the agent process, which is the simulated TEE
+/// boundary. The keys never leave this value.
+pub struct SimEnclave {
+    name: String,
+    id: tribune_attest::usage::EnclaveId,
+    keys: tribune_attest::session::EnclaveKeys,
+    measurement: [u8; 48],
+    started: std::time::Instant,
+    tamper_after: Option<std::time::Duration>,
+    producer: Option<tribune_attest::usage::Producer>,
+}
+
+/// One window as the enclave reports it (wire pieces for the stream).
+pub struct SealedReport {
+    pub seq: u64,
+    /// Canonical 78-byte report.
+    pub report: Vec<u8>,
+    /// 32-byte MAC under the session key.
+    pub mac: Vec<u8>,
+    pub checkpoint: Option<tribune_attest::usage::Checkpoint>,
+}
+
+impl SimEnclave {
+    /// New keys; the measurement is the given hex (48 bytes) or SHA-384 of `cmdline`.
+    pub fn new(
+        name: &str,
+        measurement_hex: Option<&str>,
+        cmdline: &str,
+        tamper_after_s: Option<u64>,
+    ) -> SimEnclave {
+        use sha2::Digest;
+        let mut measurement = [0u8; 48];
+        let parsed = measurement_hex
+            .and_then(|h| hex::decode(h).ok())
+            .filter(|b| b.len() == 48);
+        match parsed {
+            Some(b) => measurement.copy_from_slice(&b),
+            None => measurement.copy_from_slice(&sha2::Sha384::digest(cmdline.as_bytes())),
+        }
+        SimEnclave {
+            name: name.to_string(),
+            id: tribune_attest::usage::EnclaveId::from_name(name),
+            keys: tribune_attest::session::EnclaveKeys::generate(),
+            measurement,
+            started: std::time::Instant::now(),
+            tamper_after: tamper_after_s.map(std::time::Duration::from_secs),
+            producer: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ed25519_public(&self) -> [u8; 32] {
+        self.keys.ed25519_public()
+    }
+
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.keys.x25519_public()
+    }
+
+    /// Evidence binding this enclave's keys to `nonce` (sim format, development root).
+    pub fn evidence(&self, nonce: &[u8; 32]) -> Vec<u8> {
+        use tribune_attest::sim::SimEvidence;
+        let rd = self.keys.report_data(nonce);
+        let tampered = self
+            .tamper_after
+            .is_some_and(|t| self.started.elapsed() >= t);
+        if tampered {
+            // Signed by a key no verifier trusts: what a modified enclave would produce.
+            let key = ed25519_dalek::SigningKey::from_bytes(&[0x7a; 32]);
+            SimEvidence::create_with(&key, self.measurement, rd, 0).encode()
+        } else {
+            SimEvidence::create(self.measurement, rd, 0).encode()
+        }
+    }
+
+    /// Starts (or, with a new controller, re-keys) the usage session; seq and the hash chain
+    /// continue across re-keying.
+    pub fn start_session(
+        &mut self,
+        nonce: &[u8; 32],
+        controller_eph: &[u8; 32],
+        checkpoint_every: u32,
+    ) -> std::result::Result<(), String> {
+        match self.producer.as_mut() {
+            Some(p) => p.rekey(nonce, controller_eph).map_err(|e| e.to_string()),
+            None => {
+                let p = tribune_attest::usage::Producer::new(
+                    self.id,
+                    self.keys.clone(),
+                    nonce,
+                    controller_eph,
+                    checkpoint_every,
+                )
+                .map_err(|e| e.to_string())?;
+                self.producer = Some(p);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.producer.is_some()
+    }
+
+    /// Seals one window; `None` before the first session.
+    pub fn seal(&mut self, w: &UsageReport) -> Option<SealedReport> {
+        let p = self.producer.as_mut()?;
+        let sample = to_sample(w);
+        let e = p.emit(&sample);
+        let (report, mac) = e.report.split_at(tribune_attest::usage::REPORT_LEN);
+        let seq = tribune_attest::usage::UsageReport::decode(report)
+            .map(|r| r.seq)
+            .unwrap_or(0);
+        Some(SealedReport {
+            seq,
+            report: report.to_vec(),
+            mac: mac.to_vec(),
+            checkpoint: e.checkpoint,
+        })
+    }
+
+    /// Closes the current span with a checkpoint (before a replay).
+    pub fn checkpoint_now(&mut self) -> Option<tribune_attest::usage::Checkpoint> {
+        self.producer.as_mut()?.checkpoint_now()
+    }
+}
+
+/// The canonical encoding of a window as the host measured it.
+pub fn host_view(w: &UsageReport) -> Vec<u8> {
+    let s = to_sample(w);
+    tribune_attest::usage::UsageReport {
+        enclave: tribune_attest::usage::EnclaveId::from_name(&w.enclave),
+        seq: w.seq,
+        window_start_ns: s.window_start_ns,
+        window_len_ns: s.window_len_ns,
+        cpu_ns: s.cpu_ns,
+        mem_bytes: s.mem_bytes,
+        net_tx_bytes: s.net_tx_bytes,
+        net_rx_bytes: s.net_rx_bytes,
+        gpu_util_bp: s.gpu_util_bp,
+    }
+    .encode()
+    .to_vec()
+}
+
+fn to_sample(w: &UsageReport) -> tribune_attest::usage::UsageSample {
+    tribune_attest::usage::UsageSample {
+        window_start_ns: w.window_start_unix_ns,
+        window_len_ns: w.window_ns.max(1),
+        cpu_ns: w.cpu_ns,
+        mem_bytes: w.mem_bytes,
+        net_tx_bytes: w.net_tx_bytes,
+        net_rx_bytes: w.net_rx_bytes,
+        gpu_util_bp: w.gpu_util_percent.map_or(0, |p| {
+            (f64::from(p) * 100.0).round().clamp(0.0, 640_000.0) as u32
+        }),
+    }
+}

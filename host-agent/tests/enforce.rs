@@ -152,6 +152,7 @@ async fn memory_limit_holds_and_oom_is_reported() {
             // `tail` buffers a "line" that never ends: memory grows until the limit.
             cmd: vec!["tail".into(), "/dev/zero".into()],
             network: false,
+            sim: None,
         },
         None,
         1,
@@ -249,6 +250,7 @@ async fn memory_limit_reclaims_page_cache_and_reports_it() {
                 format!("cat {} > /dev/null; sleep 600", path.display()),
             ],
             network: false,
+            sim: None,
         },
         None,
         1,

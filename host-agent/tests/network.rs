@@ -140,6 +140,7 @@ fn sender(ip: &str, streams: u32) -> LaunchSpec {
     LaunchSpec::Process {
         cmd: vec!["/bin/bash".into(), "-c".into(), script],
         network: true,
+        sim: None,
     }
 }
 
@@ -306,6 +307,7 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
             format!("cat < /dev/tcp/{sink_ip}/{PORT_DOWN} > /dev/null"),
         ],
         network: true,
+        sim: None,
     };
     let mut d = shaped(down, 1_000_000, 1_000_000);
     d.limits.ingress = Some(Bandwidth {

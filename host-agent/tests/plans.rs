@@ -18,6 +18,7 @@ fn sleeper() -> LaunchSpec {
     LaunchSpec::Process {
         cmd: vec!["sleep".into(), "600".into()],
         network: false,
+        sim: None,
     }
 }
 

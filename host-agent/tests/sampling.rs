@@ -95,6 +95,7 @@ fn agent_sampling_of_100_running_enclaves_costs_under_2_percent_of_a_core() {
         let sleeper = tribune_agent::LaunchSpec::Process {
             cmd: vec!["sleep".into(), "600".into()],
             network: false,
+            sim: None,
         };
         let names: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
         let enclaves: Vec<(&str, tribune_agent::EnclavePlan)> = names

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tribune_agent::agent::{AgentStatus, Request};
 use tribune_agent::control::{self, ClientRequest};
+use tribune_agent::link::{self, LinkConfig};
 use tribune_agent::net::{NetConfig, Uplink};
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::units::{parse_bits_per_sec, parse_bytes, parse_cpu_millicores};
@@ -68,9 +69,13 @@ pub struct RunArgs {
     pub data_dir: PathBuf,
     #[arg(long, value_enum, default_value = "process")]
     pub runtime: RuntimeArg,
-    /// Controller addresses (the stream link arrives later; until then the agent is standalone).
-    #[arg(long, num_args = 1..)]
+    /// Controller addresses (HOST:PORT), tried in order; without any the agent runs standalone
+    /// on its local plan.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub controllers: Vec<String>,
+    /// The host this agent speaks for (must match its certificate); default: the instance name.
+    #[arg(long)]
+    pub host_id: Option<String>,
     /// Names this agent's cgroups (`tribune/INSTANCE`) and namespaces (`tb-INSTANCE-…`).
     #[arg(long, default_value = "agent")]
     pub instance: String,
@@ -204,18 +209,36 @@ async fn terminated() {
 
 async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
-    let agent = Agent::start(cfg).await?;
+    let mut agent = Agent::start(cfg).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let server = control::serve(&a.data_dir, tx)?;
+    let mut link_events = None;
     if !a.controllers.is_empty() {
-        tracing::warn!("controller link not built yet: running standalone on the local plan");
+        let host_id = a.host_id.clone().unwrap_or_else(|| a.instance.clone());
+        let (up_tx, up_rx) = tokio::sync::mpsc::channel(64);
+        let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(16);
+        agent.set_uplink(up_tx);
+        let link_cfg = LinkConfig {
+            host_id: host_id.clone(),
+            controllers: a.controllers.clone(),
+            can_enforce: true,
+            enforce_problem: String::new(),
+            tls: None,
+        };
+        tokio::spawn(link::run(link_cfg, up_rx, ev_tx));
+        link_events = Some(ev_rx);
+        eprintln!(
+            "agent {} streaming to {} as host {host_id}",
+            a.instance,
+            a.controllers.join(", ")
+        );
     }
     eprintln!(
         "agent {} running: control socket {}",
         a.instance,
         control::socket_path(&a.data_dir).display()
     );
-    agent.run(rx, None, terminated()).await?;
+    agent.run(rx, link_events, terminated()).await?;
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(&a.data_dir));
     Ok(ExitCode::SUCCESS)
@@ -316,6 +339,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
             LaunchSpec::Process {
                 cmd: a.cmd.clone(),
                 network: egress.is_some(),
+                sim: None,
             },
             RuntimeKind::Process,
         )

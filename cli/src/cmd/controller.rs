@@ -46,6 +46,9 @@ pub struct ControllerArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long)]
     pub keep_logs: Option<u64>,
+    /// Accept simulated-TEE evidence from agents (development clusters only).
+    #[arg(long)]
+    pub allow_sim_evidence: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -112,6 +115,7 @@ impl ControllerArgs {
         if let Some(v) = self.keep_logs {
             c.keep_logs = v;
         }
+        c.allow_sim_evidence |= self.allow_sim_evidence;
         Ok(c)
     }
 }
@@ -180,6 +184,7 @@ mod tests {
             election_timeout_ms: None,
             snapshot_every: None,
             keep_logs: None,
+            allow_sim_evidence: false,
         };
         let c = args.resolve().expect("resolves");
         assert_eq!((c.id, c.heartbeat_ms, c.election_timeout_ms), (1, 75, 250));

@@ -4,9 +4,14 @@
 //! state, with no I/O, no clock and no randomness. Time enters only as a field the leader stamped
 //! into the command before proposing it, so every replica computes the same result.
 
+mod enforce;
 mod log;
 mod types;
 
+pub use enforce::{
+    Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
+    VerdictCmd,
+};
 pub use log::{AttestationLog, LogEntry, LogEntryKind};
 pub use types::{Allocation, Enclave, EnclaveState, Host, Placement, Policy, Resources};
 
@@ -54,6 +59,24 @@ pub enum Command {
         allocation: Allocation,
         at_ms: i64,
     },
+    /// Verdicts on evidence relayed by `host`'s agent (the attestation loop).
+    Verdicts {
+        host: String,
+        verdicts: Vec<VerdictCmd>,
+        at_ms: i64,
+    },
+    /// Checkpointed usage digests from `host`'s stream: each must continue its enclave's chain.
+    UsageDigests {
+        host: String,
+        digests: Vec<UsageDigest>,
+        at_ms: i64,
+    },
+    /// Enforcement decisions for enclaves on `host`.
+    Enforce {
+        host: String,
+        changes: Vec<Enforcement>,
+        at_ms: i64,
+    },
     /// Appends an entry to the attestation log as it is (verdicts, actions, digests).
     AppendLog {
         kind: LogEntryKind,
@@ -77,6 +100,7 @@ pub enum Outcome {
     Logged {
         index: u64,
     },
+    Loop(LoopOutcome),
     /// The precondition did not hold; nothing was written.
     Conflict {
         what: String,
@@ -96,6 +120,9 @@ pub struct State {
     pub allocations: BTreeMap<String, Allocation>,
     /// Per host: the version of the last enforcement plan derived from this state.
     pub plan_versions: BTreeMap<String, u64>,
+    /// Per enclave: verdict, confirmed usage point, ladder step, lending.
+    #[serde(default)]
+    pub status: BTreeMap<String, EnclaveStatus>,
     pub log: AttestationLog,
 }
 
@@ -219,6 +246,24 @@ impl State {
                 {
                     new.epoch = cur.epoch + 1;
                 }
+                // An operator resuming a suspended or throttled enclave restarts its ladder;
+                // it is re-evaluated on its next verified report.
+                let resumed = enclave.state == EnclaveState::Running
+                    && current.is_some_and(|c| {
+                        matches!(c.state, EnclaveState::Suspended | EnclaveState::Throttled)
+                    });
+                if resumed {
+                    if let Some(st) = self.status.get_mut(&enclave.id) {
+                        st.ladder = Ladder::default();
+                    }
+                    if let Some(a) = self.allocations.get_mut(&enclave.id) {
+                        a.suspended = false;
+                        a.limits.cpu_millicores = 0;
+                    }
+                }
+                if let Some(p) = &enclave.placement {
+                    *self.plan_versions.entry(p.host.clone()).or_insert(0) += 1;
+                }
                 self.log.append(
                     LogEntryKind::EnclaveChange,
                     &enclave.id,
@@ -249,6 +294,21 @@ impl State {
                     .insert(allocation.enclave.clone(), allocation.clone());
                 Outcome::Allocation(allocation)
             }
+            Command::Verdicts {
+                host,
+                verdicts,
+                at_ms,
+            } => self.apply_verdicts(&host, verdicts, at_ms),
+            Command::UsageDigests {
+                host,
+                digests,
+                at_ms,
+            } => self.apply_digests(&host, digests, at_ms),
+            Command::Enforce {
+                host,
+                changes,
+                at_ms,
+            } => self.apply_enforcements(&host, changes, at_ms),
             Command::AppendLog {
                 kind,
                 subject,

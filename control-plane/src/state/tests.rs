@@ -24,6 +24,7 @@ fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
             epoch,
         }),
         state: EnclaveState::Pending,
+        launch: None,
         version: 0,
     }
 }

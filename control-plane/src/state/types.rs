@@ -43,6 +43,9 @@ pub struct Host {
     pub last_heartbeat_ms: i64,
     #[serde(default)]
     pub agent_cert_fingerprint: String,
+    /// "enforcing", or why the agent can only observe (e.g. "observe-only: not root").
+    #[serde(default)]
+    pub enforcement: String,
 }
 
 fn unverified() -> String {
@@ -88,6 +91,9 @@ pub struct Enclave {
     pub placement: Option<Placement>,
     #[serde(default)]
     pub state: EnclaveState,
+    /// How the host agent starts it (the agent's launch spec, passed through as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<serde_json::Value>,
     /// Set by the state machine; ignored on input.
     #[serde(default)]
     pub version: u64,

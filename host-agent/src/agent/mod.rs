@@ -109,6 +109,8 @@ pub struct Agent {
     net_counters: Option<NetCounters>,
     ticks: u64,
     signer_factory: SignerFactory,
+    /// The attestation stream's link (windows, running enclaves, applied plans).
+    uplink: Option<mpsc::Sender<crate::link::ToLink>>,
 }
 
 /// Makes the enclave-side key holder of a new enclave (the attestation crate's MAC/checkpoint
@@ -193,6 +195,7 @@ impl Agent {
             net_counters: NetCounters::open().ok(),
             ticks: 0,
             signer_factory: Box::new(|_| Box::new(UnsignedDev)),
+            uplink: None,
         };
         if let Some(plan) = stored {
             for (name, pids) in survivors {
@@ -211,6 +214,27 @@ impl Agent {
     /// Sets how enclaves launched from now on get their usage signer.
     pub fn set_signer_factory(&mut self, f: SignerFactory) {
         self.signer_factory = f;
+    }
+
+    /// Connects the agent to the attestation stream's link ([`crate::link::run`]).
+    pub fn set_uplink(&mut self, tx: mpsc::Sender<crate::link::ToLink>) {
+        self.uplink = Some(tx);
+    }
+
+    /// Tells the link which enclaves run now (new ones get keys and evidence).
+    fn announce_enclaves(&self) {
+        if let Some(u) = &self.uplink {
+            let list = self
+                .enclaves
+                .iter()
+                .map(|(n, r)| (n.clone(), r.plan.launch.clone()))
+                .collect();
+            if u.try_send(crate::link::ToLink::Enclaves(list)).is_err() {
+                tracing::warn!(
+                    "the controller link is not keeping up: enclave list not handed over"
+                );
+            }
+        }
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -251,7 +275,13 @@ impl Agent {
     pub async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Plan(p) => {
-                let _ = self.apply(p).await;
+                let version = p.version;
+                let r = self.apply(p).await;
+                if let Some(u) = &self.uplink {
+                    let error = r.err().map(|e| e.to_string());
+                    let _ = u.try_send(crate::link::ToLink::Applied { version, error });
+                }
+                self.announce_enclaves();
             }
             LinkEvent::Up => {
                 self.link = LinkState::Up;
@@ -273,6 +303,7 @@ impl Agent {
         mut link: Option<mpsc::Receiver<LinkEvent>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
+        self.announce_enclaves();
         let mut sample_tick = sampling_interval(self.cfg.sample_period);
         let mut reconcile_tick = sampling_interval(self.cfg.reconcile_period);
         tokio::pin!(shutdown);

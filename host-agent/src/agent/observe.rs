@@ -28,6 +28,7 @@ impl Agent {
     pub async fn sample(&mut self) {
         let now = tokio::time::Instant::now();
         let mut events = Vec::new();
+        let mut windows = Vec::new();
         self.ticks += 1;
         let with_oom = self.ticks % OOM_EVERY == 1;
         let links = match self.net_counters.as_mut() {
@@ -66,6 +67,9 @@ impl Agent {
             }
             r.last = Some((now, s));
             if let Some(rep) = r.supervisor.report(unix_ns(), s) {
+                if self.uplink.is_some() {
+                    windows.push(rep.report.clone());
+                }
                 if r.reports.len() == REPORTS_MAX {
                     r.reports.pop_front();
                 }
@@ -80,6 +84,13 @@ impl Agent {
         }
         for (name, kind) in events {
             self.event(Some(&name), kind);
+        }
+        if let Some(u) = &self.uplink
+            && !windows.is_empty()
+            && u.try_send(crate::link::ToLink::Windows(windows)).is_err()
+        {
+            // Dropped before sealing: no sequence number is spent, the next window follows.
+            tracing::debug!("the controller link is not keeping up: one tick of windows dropped");
         }
     }
 

@@ -89,6 +89,7 @@ pub fn busy() -> LaunchSpec {
     LaunchSpec::Process {
         cmd: vec!["/bin/sh".into(), "-c".into(), "while :; do :; done".into()],
         network: false,
+        sim: None,
     }
 }
 

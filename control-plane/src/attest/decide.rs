@@ -1,0 +1,442 @@
+//! Decisions (DESIGN.md §5): a pure function from the replicated state of one host's enclaves,
+//! their latest verified usage and the policies to the enforcement changes to propose.
+//!
+//! Semantics, per enclave:
+//! - **over the limit**: the enclave's own (MAC'd) CPU usage over the last window is above its
+//!   effective limit (policy `limit.cpu` plus what it borrows) by more than
+//!   [`OVER_TOLERANCE`]; once capped (throttled), it stays over while it presses against the
+//!   cap (at least [`PRESSING`] of it): a well-behaved enclave backs off below its limit.
+//! - the **ladder** comes from the policy's `on over_limit { … }` (and every other `on`/`when`
+//!   action): the most severe step due now. `throttle` writes the CPU cap (the effective
+//!   limit) at once; `suspend` freezes; `migrate` is recorded (carrying it out comes with the
+//!   migration work) and keeps the enclave suspended. Suspension is sticky: only an operator
+//!   resumes a suspended enclave (`PUT` it with `"state": "running"`), so a frozen enclave whose
+//!   usage fell to zero is not thawed by its own silence.
+//! - **reclamation**: an enclave whose `reclaim` condition holds lends its guarantee above the
+//!   `keep` floor; the pool is shared by weight among the throttled enclaves of the same host
+//!   (raising their caps); the moment the owner's condition stops holding, the pool shrinks
+//!   and the borrowers' caps come back down in the same decision.
+//! - **attestation**: a failed verdict or evidence outside the `attest` requirements makes
+//!   `attestation.failed` true for the policy's `on attestation.failed { … }` ladder.
+//!
+//! No clock, no I/O: `now_ms` comes in, changes go out.
+
+use std::collections::BTreeMap;
+
+use tribune_policy::{
+    Action, AttestStatus, AttestationFacts, Decision, Events, Facts, PolicySet, Resource,
+    SourceKind, TeeKind, UsageFact, Utilization,
+};
+
+use crate::state::{
+    Allocation, Enclave, EnclaveState, EnclaveStatus, Enforcement, Ladder, LogEntryKind, Resources,
+    Step,
+};
+
+/// Usage above the limit by more than this fraction is over the limit (measurement noise).
+pub const OVER_TOLERANCE: f64 = 0.02;
+/// A capped enclave using, over the last second, at least this fraction of its cap is still
+/// pressing against it (CFS enforces a cap per 100 ms period, so single windows read a little
+/// under or over it).
+pub const PRESSING: f64 = 0.9;
+/// A throttled enclave is released only once its last second's usage is below this fraction
+/// of its cap; in between it stays capped but its ladder clock stops.
+pub const RELEASE: f64 = 0.75;
+
+/// What the controller measured for one enclave (verified reports only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// Enclave view of the last report window, millicores.
+    pub cpu_millicores: f64,
+    /// Enclave view averaged over the last second, millicores.
+    pub cpu_recent_millicores: f64,
+    /// The aggregates the policies read.
+    pub usage: Vec<UsageFact>,
+    /// How far the enclave's view differs from the host's, percent (last window).
+    pub divergence_pct: f64,
+    /// The report the observation ends with.
+    pub seq: u64,
+}
+
+/// One enclave, as the decision sees it.
+pub struct Input<'a> {
+    pub enclave: &'a Enclave,
+    pub status: Option<&'a EnclaveStatus>,
+    pub allocation: Option<&'a Allocation>,
+    pub observation: Option<&'a Observation>,
+    /// Since when each condition id (`when#N`, `on#N`, `reclaim`) has been true (controller
+    /// memory, not replicated: a new controller restarts these durations, never shortens a
+    /// ladder that is replicated in [`Ladder`]).
+    pub held_since: &'a BTreeMap<String, i64>,
+}
+
+/// The outcome for one enclave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// `Some` when anything replicated changes.
+    pub enforcement: Option<Enforcement>,
+    pub held_since: BTreeMap<String, i64>,
+    /// The policy's re-attestation interval.
+    pub reattest_every_ms: Option<f64>,
+    /// The whole decision, for `tribune` to explain.
+    pub decision: Decision,
+}
+
+fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
+    let e = input.enclave;
+    let attestation = input.status.and_then(|s| s.attestation.as_ref());
+    let status = match attestation {
+        Some(a) if a.trusted => AttestStatus::Trusted,
+        Some(_) => AttestStatus::Failed,
+        None => AttestStatus::Pending,
+    };
+    Facts {
+        enclave: tribune_policy::Enclave {
+            tenant: e.tenant.clone(),
+            labels: e.labels.clone(),
+            tee: TeeKind::from_name(&e.tee).unwrap_or(TeeKind::Sim),
+            measurement: attestation
+                .map(|a| a.measurement.clone())
+                .unwrap_or_default(),
+            class: e.labels.get("class").cloned().unwrap_or_default(),
+        },
+        minute_of_day: Some(((now_ms.rem_euclid(86_400_000)) / 60_000) as u32),
+        host: Utilization::default(),
+        cluster: Utilization::default(),
+        usage: input
+            .observation
+            .map(|o| o.usage.clone())
+            .unwrap_or_default(),
+        attestation: AttestationFacts {
+            status,
+            debug: attestation.is_some_and(|a| a.debug),
+            ..AttestationFacts::default()
+        },
+        events: Events {
+            reattestation_failures: attestation.map_or(0, |a| a.failures),
+            divergence_pct: input.observation.map_or(0.0, |o| o.divergence_pct),
+        },
+        over_limit_ms,
+        held_ms: input
+            .held_since
+            .iter()
+            .map(|(k, since)| (k.clone(), now_ms.saturating_sub(*since).max(0) as u64))
+            .collect(),
+        peers: Vec::new(),
+    }
+}
+
+fn step_of(a: Action) -> Step {
+    match a {
+        Action::None => Step::None,
+        Action::Notify => Step::Notify,
+        Action::Throttle => Step::Throttle,
+        Action::Suspend => Step::Suspend,
+        Action::Migrate => Step::Migrate,
+    }
+}
+
+fn millis(v: Option<f64>) -> u64 {
+    v.filter(|x| x.is_finite() && *x > 0.0)
+        .map_or(0, |x| x.round() as u64)
+}
+
+fn resources(values: &[tribune_policy::Setting; 5]) -> Resources {
+    Resources {
+        cpu_millicores: millis(values[Resource::Cpu as usize].value),
+        memory_bytes: millis(values[Resource::Memory as usize].value),
+        egress_bits_per_sec: millis(values[Resource::Egress as usize].value),
+        ingress_bits_per_sec: millis(values[Resource::Ingress as usize].value),
+        gpu_percent: millis(values[Resource::Gpu as usize].value).min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// Per enclave, the first pass: is it over its limit, and the policy's decision.
+struct Pass {
+    decision: Decision,
+    over_since: Option<i64>,
+    limit_cpu: Option<f64>,
+    held_since: BTreeMap<String, i64>,
+    cause: String,
+    /// Throttled, not pressing, but not yet backed off far enough to be released.
+    hold_throttle: bool,
+}
+
+fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
+    let prev = input.status.map(|s| s.ladder.clone()).unwrap_or_default();
+    let borrowed = input.status.map_or(0, |s| s.borrowed_cpu_millicores) as f64;
+    // The limit does not depend on over_limit; evaluate once without it to learn the limit.
+    let probe = policies.evaluate(&facts_for(input, now_ms, 0));
+    let limit_cpu = probe.limit_of(Resource::Cpu);
+    let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
+    let mut hold_throttle = false;
+    let over = match (input.observation, limit_cpu) {
+        (Some(o), Some(limit)) => {
+            let effective = limit + borrowed;
+            let pressing = cap > 0.0 && o.cpu_recent_millicores >= cap * PRESSING;
+            hold_throttle = cap > 0.0 && !pressing && o.cpu_recent_millicores >= cap * RELEASE;
+            o.cpu_millicores > effective * (1.0 + OVER_TOLERANCE) || pressing
+        }
+        // No fresh usage: keep whatever was established (never lift on silence).
+        (None, Some(_)) => prev.over_since_ms.is_some(),
+        (_, None) => false,
+    };
+    let over_since = if over {
+        Some(prev.over_since_ms.unwrap_or(now_ms))
+    } else {
+        None
+    };
+    let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
+    let facts = facts_for(input, now_ms, over_ms);
+    let decision = policies.evaluate(&facts);
+    // Track how long each condition of the first matching policy has held.
+    let mut held_since = BTreeMap::new();
+    if let Some(p) = policies
+        .policies()
+        .iter()
+        .find(|p| p.matches(&facts.enclave))
+    {
+        for (bit, id) in p.condition_ids().into_iter().enumerate() {
+            if bit < 64 && decision.conditions_true & (1 << bit) != 0 {
+                let since = input.held_since.get(id).copied().unwrap_or(now_ms);
+                held_since.insert(id.to_string(), since);
+            }
+        }
+    }
+    let cause = match decision.action.origin.kind {
+        SourceKind::On => {
+            let names: Vec<&str> = policies.policies().iter().map(|p| p.name()).collect();
+            let policy = names
+                .get(decision.action.origin.policy as usize)
+                .copied()
+                .unwrap_or("?");
+            format!(
+                "{policy} on#{} (line {})",
+                decision.action.origin.index, decision.action.origin.line
+            )
+        }
+        SourceKind::When => format!("when#{}", decision.action.origin.index),
+        SourceKind::Attest => "attest".into(),
+        _ => String::new(),
+    };
+    Pass {
+        decision,
+        over_since,
+        limit_cpu,
+        held_since,
+        cause,
+        hold_throttle,
+    }
+}
+
+/// Decides for every enclave of one host. `inputs` and the result are in the same order.
+pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<Output> {
+    let passes: Vec<Pass> = inputs
+        .iter()
+        .map(|i| first_pass(policies, i, now_ms))
+        .collect();
+
+    // Steps, with suspension sticky.
+    let steps: Vec<Step> = inputs
+        .iter()
+        .zip(&passes)
+        .map(|(i, p)| {
+            let prev = i.status.map_or(Step::None, |s| s.ladder.step);
+            let now = step_of(p.decision.action.action);
+            if prev >= Step::Suspend {
+                prev.max(now)
+            } else if prev == Step::Throttle && now < Step::Throttle && p.hold_throttle {
+                Step::Throttle
+            } else {
+                now
+            }
+        })
+        .collect();
+
+    // Lending: idle owners' guarantee above `keep`, shared by weight among the throttled.
+    let lendable: Vec<u64> = passes
+        .iter()
+        .zip(&steps)
+        .map(|(p, s)| {
+            if p.decision.reclaim.active && *s < Step::Throttle && p.over_since.is_none() {
+                millis(p.decision.reclaim.lendable[Resource::Cpu as usize])
+            } else {
+                0
+            }
+        })
+        .collect();
+    let weight_of = |p: &Pass| {
+        p.decision
+            .weight
+            .value
+            .filter(|w| w.is_finite() && *w > 0.0)
+            .unwrap_or(1.0)
+    };
+    let borrowers: Vec<usize> = (0..inputs.len())
+        .filter(|&i| steps[i] == Step::Throttle && passes[i].limit_cpu.is_some())
+        .collect();
+    let pool: u64 = if borrowers.is_empty() {
+        0
+    } else {
+        lendable.iter().sum()
+    };
+    let total_weight: f64 = borrowers.iter().map(|&i| weight_of(&passes[i])).sum();
+    let mut borrowed = vec![0u64; inputs.len()];
+    for &i in &borrowers {
+        borrowed[i] = ((pool as f64) * weight_of(&passes[i]) / total_weight).floor() as u64;
+    }
+    let lent: Vec<u64> = lendable
+        .iter()
+        .map(|&l| if pool > 0 { l } else { 0 })
+        .collect();
+
+    inputs
+        .iter()
+        .zip(passes)
+        .enumerate()
+        .map(|(i, (input, pass))| {
+            let step = steps[i];
+            let d = &pass.decision;
+            let mut limits = resources(&d.limit);
+            let guaranteed = resources(&d.guarantee);
+            let effective_limit = pass.limit_cpu.map(|l| millis(Some(l)) + borrowed[i]);
+            limits.cpu_millicores = if step >= Step::Throttle {
+                effective_limit.unwrap_or(0)
+            } else {
+                0
+            };
+            let allocation = Allocation {
+                enclave: input.enclave.id.clone(),
+                limits,
+                guaranteed,
+                weight: weight_of(&pass).round().clamp(1.0, 256.0) as u32,
+                suspended: step >= Step::Suspend,
+            };
+            let state = if step >= Step::Suspend {
+                EnclaveState::Suspended
+            } else if step == Step::Throttle {
+                EnclaveState::Throttled
+            } else {
+                EnclaveState::Running
+            };
+            let prev = input.status.map(|s| s.ladder.clone()).unwrap_or_default();
+            let ladder = Ladder {
+                step,
+                over_since_ms: pass.over_since,
+                cause: if step == prev.step && step != Step::None {
+                    prev.cause.clone()
+                } else if step == Step::None {
+                    String::new()
+                } else {
+                    pass.cause.clone()
+                },
+                since_ms: if step == prev.step {
+                    prev.since_ms
+                } else {
+                    now_ms
+                },
+            };
+            let prev_borrowed = input.status.map_or(0, |s| s.borrowed_cpu_millicores);
+            let prev_lent = input.status.map_or(0, |s| s.lent_cpu_millicores);
+
+            let mut log = Vec::new();
+            let usage = input.observation.map(|o| (o.cpu_millicores, o.seq));
+            if pass.over_since.is_some() && prev.over_since_ms.is_none() {
+                log.push((
+                    LogEntryKind::Violation,
+                    serde_json::json!({
+                        "event": "over_limit",
+                        "cpu_millicores": usage.map(|u| u.0.round()),
+                        "limit_cpu_millicores": effective_limit,
+                        "seq": usage.map(|u| u.1),
+                    }),
+                ));
+            }
+            if d.attestation.violation.is_some() && step != prev.step {
+                log.push((
+                    LogEntryKind::Violation,
+                    serde_json::json!({
+                        "event": "attestation.failed",
+                        "violation": d.attestation.violation,
+                    }),
+                ));
+            }
+            if step != prev.step {
+                log.push((
+                    LogEntryKind::Action,
+                    serde_json::json!({
+                        "action": step,
+                        "from": prev.step,
+                        "cause": ladder.cause,
+                        "cpu_cap_millicores": allocation.limits.cpu_millicores,
+                        "suspended": allocation.suspended,
+                        "over_limit_ms": pass.over_since.map(|s| now_ms - s),
+                    }),
+                ));
+            }
+            if borrowed[i] != prev_borrowed {
+                log.push((
+                    LogEntryKind::Action,
+                    serde_json::json!({
+                        "action": if borrowed[i] > prev_borrowed { "borrow" } else { "return" },
+                        "borrowed_cpu_millicores": borrowed[i],
+                        "was": prev_borrowed,
+                        "cpu_cap_millicores": allocation.limits.cpu_millicores,
+                    }),
+                ));
+            }
+            if lent[i] != prev_lent {
+                log.push((
+                    LogEntryKind::Action,
+                    serde_json::json!({
+                        "action": if lent[i] > prev_lent { "lend" } else { "reclaim" },
+                        "lent_cpu_millicores": lent[i],
+                        "was": prev_lent,
+                    }),
+                ));
+            }
+
+            let changed = input.allocation != Some(&allocation)
+                || ladder.step != prev.step
+                || ladder.over_since_ms != prev.over_since_ms
+                || borrowed[i] != prev_borrowed
+                || lent[i] != prev_lent
+                || (input.enclave.state != state && input.enclave.state != EnclaveState::Untrusted);
+            let enforcement = changed.then(|| Enforcement {
+                enclave: input.enclave.id.clone(),
+                epoch: input.enclave.placement.as_ref().map_or(0, |p| p.epoch),
+                allocation,
+                state,
+                ladder,
+                borrowed_cpu_millicores: borrowed[i],
+                lent_cpu_millicores: lent[i],
+                log,
+            });
+            Output {
+                enforcement,
+                held_since: pass.held_since,
+                reattest_every_ms: d.attestation.reattest_every_ms,
+                decision: pass.decision,
+            }
+        })
+        .collect()
+}
+
+/// Compiles the stored policies into a set. Policies that do not compile (they were checked
+/// when stored, so only a newer language version could refuse them) are skipped and named.
+pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet, Vec<String>) {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for p in policies.values() {
+        let checked = tribune_policy::check(&format!("{}.tribune", p.name), &p.source);
+        if checked.has_errors() {
+            bad.push(p.name.clone());
+        } else {
+            out.extend(checked.policies);
+        }
+    }
+    (PolicySet::new(out), bad)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+use super::*;
+use crate::state::{Attestation, Placement};
+
+const POLICIES: &str = r#"
+policy "greedy" {
+  match tenant == "acme"
+  weight 2
+  guarantee { cpu = 100m }
+  limit { cpu = 200m  memory = 256MiB }
+  on over_limit { throttle now; suspend after 3s }
+  on attestation.failed { suspend now }
+}
+policy "lender" {
+  match tenant == "hooli"
+  weight 1
+  guarantee { cpu = 500m }
+  limit { cpu = 1 }
+  reclaim { when usage.cpu.max(1s) < 20% of guarantee.cpu; keep cpu = 100m }
+}
+"#;
+
+fn set() -> PolicySet {
+    let c = tribune_policy::check("t.tribune", POLICIES);
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    PolicySet::new(c.policies)
+}
+
+fn enclave(id: &str, tenant: &str) -> Enclave {
+    Enclave {
+        id: id.into(),
+        tenant: tenant.into(),
+        labels: Default::default(),
+        tee: "sim".into(),
+        expected_measurements: vec![],
+        requested: Resources::default(),
+        priority: 0,
+        placement: Some(Placement {
+            host: "h1".into(),
+            epoch: 1,
+        }),
+        state: EnclaveState::Running,
+        launch: None,
+        version: 1,
+    }
+}
+
+fn trusted() -> EnclaveStatus {
+    EnclaveStatus {
+        attestation: Some(Attestation {
+            trusted: true,
+            ..Attestation::default()
+        }),
+        ..EnclaveStatus::default()
+    }
+}
+
+fn obs(cpu: f64, wanted: &[(Resource, tribune_policy::Agg, u32)]) -> Observation {
+    Observation {
+        cpu_millicores: cpu,
+        cpu_recent_millicores: cpu,
+        usage: wanted
+            .iter()
+            .map(|&(resource, agg, window_s)| UsageFact {
+                resource,
+                agg,
+                window_s,
+                value: if resource == Resource::Cpu { cpu } else { 0.0 },
+            })
+            .collect(),
+        divergence_pct: 0.0,
+        seq: 7,
+    }
+}
+
+/// Runs one enclave alone through a decision and applies the result to its state.
+struct Sim {
+    enclave: Enclave,
+    status: EnclaveStatus,
+    allocation: Option<Allocation>,
+    held: BTreeMap<String, i64>,
+}
+
+impl Sim {
+    fn new(id: &str, tenant: &str) -> Sim {
+        Sim {
+            enclave: enclave(id, tenant),
+            status: trusted(),
+            allocation: None,
+            held: BTreeMap::new(),
+        }
+    }
+    fn absorb(&mut self, out: &Output) {
+        self.held = out.held_since.clone();
+        if let Some(e) = &out.enforcement {
+            self.allocation = Some(e.allocation.clone());
+            self.status.ladder = e.ladder.clone();
+            self.status.borrowed_cpu_millicores = e.borrowed_cpu_millicores;
+            self.status.lent_cpu_millicores = e.lent_cpu_millicores;
+            if self.enclave.state != EnclaveState::Untrusted {
+                self.enclave.state = e.state;
+            }
+        }
+    }
+}
+
+fn step_all(p: &PolicySet, sims: &mut [Sim], cpus: &[Option<f64>], now: i64) -> Vec<Output> {
+    let wanted: Vec<_> = p
+        .policies()
+        .iter()
+        .flat_map(|p| p.usage_windows())
+        .collect();
+    let observations: Vec<Option<Observation>> =
+        cpus.iter().map(|c| c.map(|c| obs(c, &wanted))).collect();
+    let outs = {
+        let inputs: Vec<Input> = sims
+            .iter()
+            .zip(&observations)
+            .map(|(s, o)| Input {
+                enclave: &s.enclave,
+                status: Some(&s.status),
+                allocation: s.allocation.as_ref(),
+                observation: o.as_ref(),
+                held_since: &s.held,
+            })
+            .collect();
+        decide_host(p, &inputs, now)
+    };
+    for (s, o) in sims.iter_mut().zip(&outs) {
+        s.absorb(o);
+    }
+    outs
+}
+
+fn step(p: &PolicySet, sim: &mut Sim, cpu: Option<f64>, now: i64) -> Output {
+    step_all(p, std::slice::from_mut(sim), &[cpu], now).remove(0)
+}
+
+#[test]
+fn within_limit_has_no_cap_and_static_settings() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    let out = step(&p, &mut s, Some(150.0), 1_000);
+    let e = out
+        .enforcement
+        .expect("first decision writes the allocation");
+    assert_eq!(e.allocation.limits.cpu_millicores, 0);
+    assert_eq!(e.allocation.limits.memory_bytes, 256 << 20);
+    assert_eq!(e.allocation.guaranteed.cpu_millicores, 100);
+    assert_eq!(e.allocation.weight, 2);
+    assert_eq!(e.state, EnclaveState::Running);
+    assert!(e.log.is_empty());
+    // Nothing changes: nothing to write.
+    assert!(step(&p, &mut s, Some(150.0), 1_100).enforcement.is_none());
+}
+
+#[test]
+fn the_ladder_throttles_at_once_then_suspends_and_stays_suspended() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    step(&p, &mut s, Some(100.0), 0);
+    // First over-limit report: throttled to the limit, violation and action logged.
+    let e = step(&p, &mut s, Some(900.0), 1_000)
+        .enforcement
+        .expect("throttle");
+    assert_eq!(e.ladder.step, Step::Throttle);
+    assert_eq!(e.allocation.limits.cpu_millicores, 200);
+    assert_eq!(e.state, EnclaveState::Throttled);
+    let kinds: Vec<_> = e.log.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, vec![LogEntryKind::Violation, LogEntryKind::Action]);
+    // Pressing against the cap keeps it over; 3 s later it is suspended.
+    assert!(step(&p, &mut s, Some(199.0), 2_000).enforcement.is_none());
+    let e = step(&p, &mut s, Some(198.0), 4_000)
+        .enforcement
+        .expect("suspend");
+    assert_eq!(e.ladder.step, Step::Suspend);
+    assert!(e.allocation.suspended);
+    assert_eq!(e.state, EnclaveState::Suspended);
+    // Frozen, it uses nothing: still suspended (sticky), nothing to write but the over flag.
+    let out = step(&p, &mut s, Some(0.0), 5_000);
+    assert_eq!(s.status.ladder.step, Step::Suspend);
+    assert!(s.allocation.as_ref().is_some_and(|a| a.suspended));
+    drop(out);
+}
+
+#[test]
+fn a_throttled_enclave_that_backs_off_is_released() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    step(&p, &mut s, Some(900.0), 0);
+    assert_eq!(s.status.ladder.step, Step::Throttle);
+    // Just under the cap: still capped, but the ladder clock stops.
+    let e = step(&p, &mut s, Some(170.0), 300)
+        .enforcement
+        .expect("clock stops");
+    assert_eq!(e.ladder.step, Step::Throttle);
+    assert_eq!(e.ladder.over_since_ms, None);
+    assert_eq!(e.allocation.limits.cpu_millicores, 200);
+    let e = step(&p, &mut s, Some(120.0), 500)
+        .enforcement
+        .expect("release");
+    assert_eq!(e.ladder.step, Step::None);
+    assert_eq!(e.allocation.limits.cpu_millicores, 0);
+    assert_eq!(e.ladder.over_since_ms, None);
+}
+
+#[test]
+fn silence_never_lifts_a_limit() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    step(&p, &mut s, Some(900.0), 0);
+    // No verified usage (agent gone, reports refused): the throttle stays, the clock runs on.
+    for t in [100, 1_000, 2_000] {
+        step(&p, &mut s, None, t);
+        assert_eq!(s.status.ladder.step, Step::Throttle);
+        assert_eq!(
+            s.allocation.as_ref().map(|a| a.limits.cpu_millicores),
+            Some(200)
+        );
+    }
+    step(&p, &mut s, None, 3_500);
+    assert_eq!(s.status.ladder.step, Step::Suspend);
+}
+
+#[test]
+fn failed_attestation_suspends_now() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    step(&p, &mut s, Some(50.0), 0);
+    s.status.attestation = Some(Attestation {
+        trusted: false,
+        reasons: vec!["signature".into()],
+        ..Attestation::default()
+    });
+    s.enclave.state = EnclaveState::Untrusted;
+    let e = step(&p, &mut s, Some(50.0), 100)
+        .enforcement
+        .expect("suspend");
+    assert!(e.allocation.suspended);
+    assert_eq!(e.ladder.step, Step::Suspend);
+    assert!(
+        e.log
+            .iter()
+            .any(|(k, d)| *k == LogEntryKind::Violation && d["event"] == "attestation.failed")
+    );
+}
+
+#[test]
+fn idle_capacity_is_lent_by_weight_and_returned_at_once() {
+    let p = set();
+    // b1 (weight 2) and b2 (acme, weight 2) greedy; owner (hooli) idle with 500m guaranteed.
+    let mut sims = vec![
+        Sim::new("owner", "hooli"),
+        Sim::new("b1", "acme"),
+        Sim::new("b2", "acme"),
+    ];
+    step_all(&p, &mut sims, &[Some(10.0), Some(900.0), Some(900.0)], 0);
+    // Lendable: 500m - 100m keep = 400m, split by weight (2:2) → 200m each.
+    assert_eq!(sims[0].status.lent_cpu_millicores, 400);
+    assert_eq!(sims[1].status.borrowed_cpu_millicores, 200);
+    assert_eq!(sims[2].status.borrowed_cpu_millicores, 200);
+    assert_eq!(
+        sims[1].allocation.as_ref().map(|a| a.limits.cpu_millicores),
+        Some(400)
+    );
+    // Borrowers press against their raised caps: they keep what they borrowed.
+    step_all(&p, &mut sims, &[Some(10.0), Some(395.0), Some(396.0)], 100);
+    assert_eq!(sims[1].status.borrowed_cpu_millicores, 200);
+    // The owner gets busy: in the same decision, borrowers are back to their limit.
+    let outs = step_all(&p, &mut sims, &[Some(450.0), Some(395.0), Some(396.0)], 200);
+    assert_eq!(sims[0].status.lent_cpu_millicores, 0);
+    for b in &sims[1..] {
+        assert_eq!(b.status.borrowed_cpu_millicores, 0);
+        assert_eq!(
+            b.allocation.as_ref().map(|a| a.limits.cpu_millicores),
+            Some(200)
+        );
+    }
+    assert!(
+        outs[1]
+            .enforcement
+            .as_ref()
+            .is_some_and(|e| e.log.iter().any(|(_, d)| d["action"] == "return"))
+    );
+}
+
+#[test]
+fn nothing_is_lent_without_a_borrower() {
+    let p = set();
+    let mut sims = vec![Sim::new("owner", "hooli"), Sim::new("b1", "acme")];
+    step_all(&p, &mut sims, &[Some(10.0), Some(100.0)], 0);
+    assert_eq!(sims[0].status.lent_cpu_millicores, 0);
+    assert_eq!(sims[1].status.borrowed_cpu_millicores, 0);
+}
+
+#[test]
+fn decisions_are_deterministic_over_a_grid_of_inputs() {
+    let p = set();
+    let cpus = [
+        None,
+        Some(0.0),
+        Some(150.0),
+        Some(199.0),
+        Some(205.0),
+        Some(5000.0),
+    ];
+    for &c1 in &cpus {
+        for &c2 in &cpus {
+            let run = || {
+                let mut sims = vec![Sim::new("owner", "hooli"), Sim::new("b1", "acme")];
+                let mut all = Vec::new();
+                for t in 0..6 {
+                    all.push(step_all(&p, &mut sims, &[c1, c2], t * 1000));
+                }
+                (
+                    all,
+                    sims.iter().map(|s| s.status.clone()).collect::<Vec<_>>(),
+                )
+            };
+            let (a, sa) = run();
+            let (b, sb) = run();
+            assert_eq!(a, b);
+            assert_eq!(sa, sb);
+            // Invariants on every outcome: a cap never exceeds limit + borrowed, a suspended
+            // enclave is never released by usage alone.
+            for s in &sa {
+                assert!(s.borrowed_cpu_millicores <= 400);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_enclave_no_policy_matches_gets_nothing_capped() {
+    let p = set();
+    let mut s = Sim::new("x", "nobody");
+    let e = step(&p, &mut s, Some(5000.0), 0)
+        .enforcement
+        .expect("first");
+    assert_eq!(e.allocation.limits, Resources::default());
+    assert_eq!(e.ladder.step, Step::None);
+}

@@ -1,0 +1,74 @@
+//! Committed state → the versioned enforcement plan of one host (DESIGN.md §4.6).
+//!
+//! Pure. An enclave without an allocation yet (nothing decided, e.g. before its first report)
+//! gets the static settings of its policies, so its limits are in place before its first
+//! instruction; it is never sent unlimited because nothing was decided.
+
+use std::collections::BTreeMap;
+
+use tribune_policy::PolicySet;
+use tribune_proto::v1 as pb;
+
+use super::decide::{Input, decide_host};
+use crate::state::{Allocation, EnclaveState, State};
+
+/// The plan for `host` at the state's current plan version.
+pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) -> pb::Plan {
+    let version = state.plan_versions.get(host).copied().unwrap_or(0);
+    let placed: Vec<_> = state
+        .enclaves
+        .values()
+        .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == host))
+        .filter(|e| e.state != EnclaveState::Stopped)
+        .collect();
+    let empty = BTreeMap::new();
+    let enclaves = placed
+        .iter()
+        .map(|e| {
+            let allocation: Allocation = match state.allocations.get(&e.id) {
+                Some(a) => a.clone(),
+                None => {
+                    let input = Input {
+                        enclave: e,
+                        status: state.status.get(&e.id),
+                        allocation: None,
+                        observation: None,
+                        held_since: &empty,
+                    };
+                    decide_host(policies, std::slice::from_ref(&input), now_ms)
+                        .pop()
+                        .and_then(|o| o.enforcement)
+                        .map(|en| en.allocation)
+                        .unwrap_or(Allocation {
+                            enclave: e.id.clone(),
+                            limits: Default::default(),
+                            guaranteed: Default::default(),
+                            weight: 1,
+                            suspended: false,
+                        })
+                }
+            };
+            pb::EnclavePlan {
+                enclave_id: e.id.clone(),
+                cpu_quota_millicores: allocation.limits.cpu_millicores,
+                cpu_weight: u64::from(allocation.weight.max(1)),
+                memory_limit_bytes: allocation.limits.memory_bytes,
+                egress_ceil_bits_per_sec: allocation.limits.egress_bits_per_sec,
+                ingress_ceil_bits_per_sec: allocation.limits.ingress_bits_per_sec,
+                gpu_percent: allocation.limits.gpu_percent,
+                suspended: allocation.suspended,
+                placement_epoch: e.placement.as_ref().map_or(0, |p| p.epoch),
+                launch_json: e.launch.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+                cpu_guarantee_millicores: allocation.guaranteed.cpu_millicores,
+                memory_high_bytes: 0,
+                egress_guarantee_bits_per_sec: allocation.guaranteed.egress_bits_per_sec,
+                ingress_guarantee_bits_per_sec: allocation.guaranteed.ingress_bits_per_sec,
+            }
+        })
+        .collect();
+    pb::Plan {
+        host_id: host.to_string(),
+        version,
+        enclaves,
+    }
+}

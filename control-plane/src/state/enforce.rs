@@ -1,0 +1,315 @@
+//! Replicated results of the attestation loop (DESIGN.md §4–§5): verdicts, confirmed usage
+//! points (so a controller taking over a stream continues the hash chain without a gap or a
+//! duplicate), and enforcement decisions (allocation, ladder step, lending).
+//!
+//! Pure like the rest of `state`: the controller that verified the evidence or the reports
+//! proposes a command; every replica applies it the same way. Raw usage samples never come
+//! here, only per-checkpoint digests.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Allocation, EnclaveState, LogEntryKind, Outcome, State};
+
+/// The last verdict on an enclave's evidence, with the keys the evidence bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub trusted: bool,
+    /// The host whose agent relayed the evidence.
+    pub host: String,
+    pub tee: String,
+    /// Hex launch measurement.
+    pub measurement: String,
+    pub debug: bool,
+    /// Hex ed25519 key bound by the evidence: checkpoints verify under it.
+    pub ed25519_pub: String,
+    /// Hex X25519 key bound by the evidence.
+    pub x25519_pub: String,
+    /// Why it is not trusted (empty when trusted).
+    pub reasons: Vec<String>,
+    pub verified_at_ms: i64,
+    /// Failed verifications since the last success.
+    pub failures: u32,
+}
+
+/// How far an enclave's usage stream is confirmed (by a signed checkpoint whose digest is in
+/// the log): the next digest must start right after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// Hex ed25519 key of the stream (a new key starts a new chain at seq 1).
+    pub key: String,
+    pub last_seq: u64,
+    /// Hex hash-chain head after `last_seq`.
+    pub head: String,
+}
+
+/// The violation ladder's position (DESIGN.md §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    #[default]
+    None,
+    Notify,
+    Throttle,
+    Suspend,
+    Migrate,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ladder {
+    pub step: Step,
+    /// Since when usage has been over the limit, continuously (None: within the limit).
+    pub over_since_ms: Option<i64>,
+    /// What put the enclave on this step (`over_limit`, `attestation.failed`, …).
+    pub cause: String,
+    pub since_ms: i64,
+}
+
+/// Everything the loop keeps about one enclave besides its spec and allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnclaveStatus {
+    pub attestation: Option<Attestation>,
+    pub confirmed: Option<UsagePoint>,
+    pub ladder: Ladder,
+    /// CPU this enclave borrows from idle neighbours on its host (raises its cap).
+    pub borrowed_cpu_millicores: u64,
+    /// CPU of its guarantee lent to neighbours while it is idle.
+    pub lent_cpu_millicores: u64,
+}
+
+/// A verdict on evidence, as the verifying controller proposes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictCmd {
+    pub enclave: String,
+    pub attestation: Attestation,
+}
+
+/// The digest of one checkpointed span of an enclave's usage reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageDigest {
+    pub enclave: String,
+    /// Hex ed25519 key the checkpoint verified under.
+    pub key: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Hex chain head before `first_seq` and after `last_seq`.
+    pub prev_head: String,
+    pub head: String,
+    /// Hex RFC 6962 Merkle root over the span's encoded reports (leaf i = report first_seq+i):
+    /// any one sample is provable against this entry.
+    pub samples_root: String,
+    /// Hex of the signed checkpoint (162 bytes): verifiable by anyone with the key.
+    pub checkpoint: String,
+    /// Summary of the span, enclave view.
+    pub cpu_millicores_avg: f64,
+    pub mem_bytes_max: u64,
+    pub net_tx_bytes: u64,
+    pub net_rx_bytes: u64,
+    /// Largest divergence of the enclave's view from the host's, percent.
+    pub divergence_pct_max: f64,
+    /// true when the span was replayed from an agent's buffer after a controller change.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// One enforcement decision for one enclave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub enclave: String,
+    /// The placement epoch the decision was made for (fencing: a stale decision is dropped).
+    pub epoch: u64,
+    pub allocation: Allocation,
+    pub state: EnclaveState,
+    pub ladder: Ladder,
+    pub borrowed_cpu_millicores: u64,
+    pub lent_cpu_millicores: u64,
+    /// Log entries explaining the change (violations, actions, lending), in order.
+    pub log: Vec<(LogEntryKind, serde_json::Value)>,
+}
+
+/// What a batch of loop commands did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopOutcome {
+    /// Log indexes written, in order.
+    pub logged: Vec<u64>,
+    /// Items refused (a gap, a duplicate, a stale epoch, an unknown enclave), with why.
+    pub refused: Vec<String>,
+}
+
+fn placed_on<'a>(
+    state: &'a State,
+    enclave: &str,
+    host: &str,
+) -> Result<&'a super::Enclave, String> {
+    let Some(e) = state.enclaves.get(enclave) else {
+        return Err(format!("enclave {enclave:?} does not exist"));
+    };
+    match &e.placement {
+        Some(p) if p.host == host => Ok(e),
+        Some(p) => Err(format!(
+            "enclave {enclave:?} is placed on host {:?}, not {host:?}",
+            p.host
+        )),
+        None => Err(format!("enclave {enclave:?} is not placed on any host")),
+    }
+}
+
+impl State {
+    pub(super) fn apply_verdicts(
+        &mut self,
+        host: &str,
+        verdicts: Vec<VerdictCmd>,
+        at_ms: i64,
+    ) -> Outcome {
+        let mut out = LoopOutcome::default();
+        for v in verdicts {
+            if let Err(why) = placed_on(self, &v.enclave, host) {
+                out.refused.push(why);
+                continue;
+            }
+            let status = self.status.entry(v.enclave.clone()).or_default();
+            let mut a = v.attestation;
+            a.failures = if a.trusted {
+                0
+            } else {
+                status.attestation.as_ref().map_or(0, |p| p.failures) + 1
+            };
+            // A new key starts a new usage chain; the old confirmed point no longer applies.
+            if a.trusted
+                && status
+                    .confirmed
+                    .as_ref()
+                    .is_some_and(|c| c.key != a.ed25519_pub)
+            {
+                status.confirmed = None;
+            }
+            let detail = serde_json::json!({
+                "trusted": a.trusted, "host": host, "tee": a.tee, "measurement": a.measurement,
+                "debug": a.debug, "ed25519_pub": a.ed25519_pub, "reasons": a.reasons,
+                "failures": a.failures,
+            });
+            status.attestation = Some(a.clone());
+            let changed_state = match self.enclaves.get_mut(&v.enclave) {
+                Some(e) if !a.trusted && e.state != EnclaveState::Untrusted => {
+                    e.state = EnclaveState::Untrusted;
+                    true
+                }
+                Some(e)
+                    if a.trusted
+                        && matches!(e.state, EnclaveState::Pending | EnclaveState::Untrusted) =>
+                {
+                    e.state = EnclaveState::Running;
+                    true
+                }
+                _ => false,
+            };
+            if changed_state {
+                *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
+            }
+            out.logged.push(
+                self.log
+                    .append(LogEntryKind::Verdict, &v.enclave, detail, at_ms),
+            );
+        }
+        Outcome::Loop(out)
+    }
+
+    pub(super) fn apply_digests(
+        &mut self,
+        host: &str,
+        digests: Vec<UsageDigest>,
+        at_ms: i64,
+    ) -> Outcome {
+        let mut out = LoopOutcome::default();
+        for d in digests {
+            if let Err(why) = placed_on(self, &d.enclave, host) {
+                out.refused.push(why);
+                continue;
+            }
+            let status = self.status.entry(d.enclave.clone()).or_default();
+            let trusted_key = status
+                .attestation
+                .as_ref()
+                .filter(|a| a.trusted)
+                .map(|a| a.ed25519_pub.as_str());
+            if trusted_key != Some(d.key.as_str()) {
+                out.refused.push(format!(
+                    "digest of {:?} seq {}..={}: its key is not bound to currently trusted evidence",
+                    d.enclave, d.first_seq, d.last_seq
+                ));
+                continue;
+            }
+            let (next, prev_head) = match &status.confirmed {
+                Some(c) if c.key == d.key => (c.last_seq + 1, Some(c.head.as_str())),
+                _ => (1, None),
+            };
+            if d.first_seq != next || prev_head.is_some_and(|h| h != d.prev_head) {
+                out.refused.push(format!(
+                    "digest of {:?} seq {}..={}: the log is confirmed up to seq {} (no gap, no duplicate)",
+                    d.enclave,
+                    d.first_seq,
+                    d.last_seq,
+                    next - 1
+                ));
+                continue;
+            }
+            status.confirmed = Some(UsagePoint {
+                key: d.key.clone(),
+                last_seq: d.last_seq,
+                head: d.head.clone(),
+            });
+            let subject = d.enclave.clone();
+            let detail = serde_json::to_value(&d).unwrap_or(serde_json::Value::Null);
+            out.logged.push(
+                self.log
+                    .append(LogEntryKind::UsageDigest, &subject, detail, at_ms),
+            );
+        }
+        Outcome::Loop(out)
+    }
+
+    pub(super) fn apply_enforcements(
+        &mut self,
+        host: &str,
+        changes: Vec<Enforcement>,
+        at_ms: i64,
+    ) -> Outcome {
+        let mut out = LoopOutcome::default();
+        for c in changes {
+            let epoch = match placed_on(self, &c.enclave, host) {
+                Ok(e) => e.placement.as_ref().map_or(0, |p| p.epoch),
+                Err(why) => {
+                    out.refused.push(why);
+                    continue;
+                }
+            };
+            if epoch != c.epoch {
+                out.refused.push(format!(
+                    "decision for {:?} made for placement epoch {}, now {epoch}",
+                    c.enclave, c.epoch
+                ));
+                continue;
+            }
+            let mut plan_changed = self.allocations.get(&c.enclave) != Some(&c.allocation);
+            if let Some(e) = self.enclaves.get_mut(&c.enclave) {
+                // Untrusted is only lifted by a trusted verdict, never by a usage decision.
+                if e.state != EnclaveState::Untrusted && e.state != c.state {
+                    e.state = c.state;
+                    plan_changed = true;
+                }
+            }
+            let status = self.status.entry(c.enclave.clone()).or_default();
+            status.ladder = c.ladder;
+            status.borrowed_cpu_millicores = c.borrowed_cpu_millicores;
+            status.lent_cpu_millicores = c.lent_cpu_millicores;
+            self.allocations.insert(c.enclave.clone(), c.allocation);
+            if plan_changed {
+                *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
+            }
+            for (kind, detail) in c.log {
+                out.logged
+                    .push(self.log.append(kind, &c.enclave, detail, at_ms));
+            }
+        }
+        Outcome::Loop(out)
+    }
+}

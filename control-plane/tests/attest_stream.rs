@@ -1,0 +1,445 @@
+//! The attestation stream against a real (single-node, fsync'd) controller, driven by a
+//! hand-made agent that can lie: every forged, replayed or misattributed input must be
+//! refused, recorded in the log, and change no allocation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tribune_attest::session::EnclaveKeys;
+use tribune_attest::sim::SimEvidence;
+use tribune_attest::usage::{EnclaveId, Producer, REPORT_LEN, UsageSample};
+use tribune_controller::state::{
+    Command, Enclave, EnclaveState, Expect, LogEntryKind, Placement, State,
+};
+use tribune_controller::{Controller, ControllerConfig};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
+
+const POLICY: &str = r#"
+policy "t" {
+  match tenant == "t"
+  limit { cpu = 200m  memory = 256MiB }
+  on over_limit { throttle now; suspend after 30s }
+  on attestation.failed { suspend now }
+}
+"#;
+
+struct Harness {
+    controller: Arc<Controller>,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut cfg = ControllerConfig::new(1, addr, dir.path().to_path_buf());
+    cfg.init = true;
+    cfg.allow_sim_evidence = true;
+    let controller = Controller::open(cfg, Arc::new(tribune_controller::validate::PolicyLanguage))
+        .await
+        .expect("open");
+    controller.bootstrap().await.expect("bootstrap");
+    let c = controller.clone();
+    tokio::spawn(async move {
+        let _ = tribune_controller::server::serve(listener, c, std::future::pending()).await;
+    });
+    let h = Harness {
+        controller,
+        addr: addr.to_string(),
+        _dir: dir,
+    };
+    h.write(Command::PutPolicy {
+        name: "t".into(),
+        source: POLICY.into(),
+        expect: Expect::Any,
+        actor: "test".into(),
+        at_ms: 1,
+    })
+    .await;
+    for (id, host) in [("e1", "h1"), ("other", "h2")] {
+        h.write(Command::PutEnclave {
+            enclave: Enclave {
+                id: id.into(),
+                tenant: "t".into(),
+                labels: Default::default(),
+                tee: "sim".into(),
+                expected_measurements: vec![],
+                requested: Default::default(),
+                priority: 0,
+                placement: Some(Placement {
+                    host: host.into(),
+                    epoch: 1,
+                }),
+                state: EnclaveState::Pending,
+                launch: None,
+                version: 0,
+            },
+            expect: Expect::Any,
+            at_ms: 1,
+        })
+        .await;
+    }
+    h
+}
+
+impl Harness {
+    async fn write(&self, cmd: Command) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.controller.write(vec![cmd.clone()]).await {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("waiting for a leader: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+    }
+
+    fn state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.controller.state.read().expect("state lock"))
+    }
+
+    /// Waits (generously) until `f` holds on the replicated state.
+    async fn until(&self, what: &str, f: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.state(&f) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn refusals(&self, subject: &str, what: &str) -> Vec<String> {
+        self.state(|s| {
+            s.log
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.kind == LogEntryKind::Violation
+                        && e.subject == subject
+                        && e.detail["event"] == "refused"
+                        && e.detail["what"] == what
+                })
+                .map(|e| e.detail["why"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+    }
+
+    fn digests(&self, subject: &str) -> Vec<(u64, u64)> {
+        self.state(|s| {
+            s.log
+                .entries
+                .iter()
+                .filter(|e| e.kind == LogEntryKind::UsageDigest && e.subject == subject)
+                .map(|e| {
+                    (
+                        e.detail["first_seq"].as_u64().unwrap_or(0),
+                        e.detail["last_seq"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+/// A hand-made agent for host `host`.
+struct FakeAgent {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    rx: tonic::Streaming<pb::ControllerMessage>,
+    nonce: [u8; 32],
+    eph: [u8; 32],
+}
+
+fn msg(body: pb::agent_message::Body) -> pb::AgentMessage {
+    pb::AgentMessage { body: Some(body) }
+}
+
+impl FakeAgent {
+    async fn connect(addr: &str, host: &str) -> FakeAgent {
+        let mut client = AttestationServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(msg(pb::agent_message::Body::Hello(pb::Hello {
+            host_id: host.into(),
+            applied_plan_version: 0,
+            enclave_ids: vec![],
+            can_enforce: true,
+            enforce_problem: String::new(),
+        })))
+        .await
+        .expect("hello");
+        let mut rx = client
+            .attest(ReceiverStream::new(rx))
+            .await
+            .expect("attest")
+            .into_inner();
+        loop {
+            let m = rx.message().await.expect("message").expect("challenge");
+            if let Some(pb::controller_message::Body::Challenge(c)) = m.body {
+                return FakeAgent {
+                    tx,
+                    rx,
+                    nonce: c.nonce.try_into().expect("nonce"),
+                    eph: c.controller_x25519.try_into().expect("key"),
+                };
+            }
+        }
+    }
+
+    async fn send(&self, body: pb::agent_message::Body) {
+        self.tx.send(msg(body)).await.expect("send");
+    }
+
+    async fn evidence(&self, enclave: &str, keys: &EnclaveKeys, good_signer: bool) {
+        let rd = keys.report_data(&self.nonce);
+        let ev = if good_signer {
+            SimEvidence::create([1; 48], rd, 0)
+        } else {
+            let k = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+            SimEvidence::create_with(&k, [1; 48], rd, 0)
+        };
+        self.send(pb::agent_message::Body::Evidence(pb::EvidenceBatch {
+            evidence: vec![pb::Evidence {
+                enclave_id: enclave.into(),
+                tee: "sim".into(),
+                report: ev.encode(),
+                certs: vec![],
+                enclave_ed25519: keys.ed25519_public().to_vec(),
+                enclave_x25519: keys.x25519_public().to_vec(),
+                rekey_signature: vec![],
+            }],
+        }))
+        .await;
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn sample(cpu_millicores: u64) -> UsageSample {
+    let len = 100_000_000;
+    UsageSample {
+        window_start_ns: now_ns() - len,
+        window_len_ns: len,
+        cpu_ns: cpu_millicores * len / 1000,
+        mem_bytes: 1 << 20,
+        ..UsageSample::default()
+    }
+}
+
+fn report(enclave: &str, wire: &[u8]) -> pb::UsageReport {
+    pb::UsageReport {
+        enclave_id: enclave.into(),
+        report: wire[..REPORT_LEN].to_vec(),
+        mac: wire[REPORT_LEN..].to_vec(),
+        host_view: wire[..REPORT_LEN].to_vec(),
+    }
+}
+
+fn checkpoint(enclave: &str, cp: &tribune_attest::usage::Checkpoint) -> pb::Checkpoint {
+    pb::Checkpoint {
+        enclave_id: enclave.into(),
+        first_seq: cp.first_seq,
+        last_seq: cp.last_seq,
+        chain_head: cp.head.to_vec(),
+        signature: cp.signature.to_vec(),
+        encoded: cp.encode().to_vec(),
+    }
+}
+
+fn producer(enclave: &str, keys: &EnclaveKeys, agent: &FakeAgent) -> Producer {
+    Producer::new(
+        EnclaveId::from_name(enclave),
+        keys.clone(),
+        &agent.nonce,
+        &agent.eph,
+        1000,
+    )
+    .expect("producer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_reports_are_digested_and_forgeries_are_refused_and_logged() {
+    let h = start().await;
+    let agent = FakeAgent::connect(&h.addr, "h1").await;
+    let keys = EnclaveKeys::generate();
+    agent.evidence("e1", &keys, true).await;
+    h.until("e1 trusted", |s| {
+        s.status
+            .get("e1")
+            .and_then(|st| st.attestation.as_ref())
+            .is_some_and(|a| a.trusted)
+    })
+    .await;
+    let mut p = producer("e1", &keys, &agent);
+
+    // Three honest reports within the limit, then a checkpoint: one digest 1..=3.
+    let mut wires = Vec::new();
+    for _ in 0..3 {
+        wires.push(p.emit(&sample(50)).report);
+    }
+    agent
+        .send(pb::agent_message::Body::Usage(pb::UsageBatch {
+            reports: wires.iter().map(|w| report("e1", w)).collect(),
+        }))
+        .await;
+    let cp = p.checkpoint_now().expect("checkpoint");
+    agent
+        .send(pb::agent_message::Body::Checkpoints(pb::CheckpointBatch {
+            checkpoints: vec![checkpoint("e1", &cp)],
+        }))
+        .await;
+    h.until("digest 1..=3", |s| {
+        s.status
+            .get("e1")
+            .and_then(|st| st.confirmed.as_ref())
+            .is_some_and(|c| c.last_seq == 3)
+    })
+    .await;
+    assert_eq!(h.digests("e1"), vec![(1, 3)]);
+    let alloc_before = h.state(|s| s.allocations.get("e1").cloned());
+    assert!(
+        alloc_before.is_some(),
+        "the first verified window allocates"
+    );
+
+    // Forged MAC on an over-limit report: refused, logged, no throttle.
+    let mut forged = p.emit(&sample(5000)).report;
+    forged[REPORT_LEN] ^= 1;
+    // A replay of seq 1, and a report for an enclave placed on another host.
+    let other = p.emit(&sample(50)).report;
+    agent
+        .send(pb::agent_message::Body::Usage(pb::UsageBatch {
+            reports: vec![
+                report("e1", &forged),
+                report("e1", &wires[0]),
+                report("other", &other),
+            ],
+        }))
+        .await;
+    h.until("mac refusal logged", |_| {
+        !h.refusals("e1", "usage report").is_empty()
+    })
+    .await;
+    h.until("other-host refusal logged", |_| {
+        !h.refusals("other", "usage report").is_empty()
+    })
+    .await;
+    let why = h.refusals("e1", "usage report").join(" | ");
+    assert!(why.contains("MAC") || why.contains("mac"), "{why}");
+    assert!(
+        h.refusals("other", "usage report")[0].contains("not placed on host \"h1\""),
+        "{:?}",
+        h.refusals("other", "usage report")
+    );
+    // The replay is refused too (the forged report did not advance seq).
+    h.until("replay refusal logged", |_| {
+        h.refusals("e1", "usage report")
+            .iter()
+            .any(|w| w.contains("replay"))
+    })
+    .await;
+
+    // A checkpoint signed by another key, and one whose chain does not match.
+    let impostor = EnclaveKeys::generate();
+    let mut q = Producer::new(
+        EnclaveId::from_name("e1"),
+        impostor,
+        &agent.nonce,
+        &agent.eph,
+        1000,
+    )
+    .expect("producer");
+    for _ in 0..3 {
+        q.emit(&sample(50));
+    }
+    let bad_sig = q.checkpoint_now().expect("cp");
+    agent
+        .send(pb::agent_message::Body::Checkpoints(pb::CheckpointBatch {
+            checkpoints: vec![checkpoint("e1", &bad_sig)],
+        }))
+        .await;
+    h.until("checkpoint refusal logged", |_| {
+        !h.refusals("e1", "checkpoint").is_empty()
+    })
+    .await;
+    assert_eq!(h.digests("e1"), vec![(1, 3)], "no digest from forged input");
+    let alloc_after = h.state(|s| s.allocations.get("e1").cloned());
+    assert_eq!(
+        alloc_before, alloc_after,
+        "forged input changed an allocation"
+    );
+    assert_eq!(
+        h.state(|s| s.status.get("e1").map(|st| st.ladder.step)),
+        Some(tribune_controller::state::Step::None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_evidence_is_untrusted_logged_and_suspended() {
+    let h = start().await;
+    let agent = FakeAgent::connect(&h.addr, "h1").await;
+    let keys = EnclaveKeys::generate();
+    agent.evidence("e1", &keys, false).await;
+    h.until("e1 untrusted", |s| {
+        s.enclaves.get("e1").map(|e| e.state) == Some(EnclaveState::Untrusted)
+    })
+    .await;
+    let a = h
+        .state(|s| s.status["e1"].attestation.clone())
+        .expect("verdict");
+    assert!(!a.trusted);
+    assert!(
+        a.reasons.join(" ").contains("development root"),
+        "{:?}",
+        a.reasons
+    );
+    h.until("evidence refusal logged", |_| {
+        !h.refusals("e1", "evidence").is_empty()
+    })
+    .await;
+    // Its reports do not count.
+    let mut p = producer("e1", &keys, &agent);
+    agent
+        .send(pb::agent_message::Body::Usage(pb::UsageBatch {
+            reports: vec![report("e1", &p.emit(&sample(5000)).report)],
+        }))
+        .await;
+    h.until("report refused", |_| {
+        !h.refusals("e1", "usage report").is_empty()
+    })
+    .await;
+    // The policy's `on attestation.failed { suspend now }` runs on the next decision.
+    h.until("suspended", |s| {
+        s.allocations.get("e1").is_some_and(|a| a.suspended)
+    })
+    .await;
+    assert!(h.digests("e1").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_for_an_enclave_of_another_host_is_refused() {
+    let h = start().await;
+    let agent = FakeAgent::connect(&h.addr, "h1").await;
+    agent
+        .evidence("other", &EnclaveKeys::generate(), true)
+        .await;
+    h.until("refusal logged", |_| {
+        !h.refusals("other", "evidence").is_empty()
+    })
+    .await;
+    assert!(h.state(|s| !s.status.contains_key("other")));
+    drop(agent.rx);
+}

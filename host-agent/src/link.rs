@@ -1,0 +1,637 @@
+//! The agent's side of the attestation stream (DESIGN.md §4): connects to any controller,
+//! relays each enclave's evidence and sealed usage reports, receives plans.
+//!
+//! Failure rules:
+//! - a broken stream or an unreachable controller → the next controller in the list, at once
+//!   (then with a short back-off once every controller was tried); the agent keeps enforcing
+//!   its last plan meanwhile ([`LinkEvent::Down`] changes nothing it enforces);
+//! - reports not yet acknowledged as committed are kept (bounded: [`REPLAY_MAX`] per
+//!   enclave, oldest dropped first) and replayed to the next controller with the checkpoints
+//!   that cover them, so the log has no gap and — since controllers skip spans they already
+//!   confirmed — no duplicate;
+//! - back-pressure: the stream's send queue is bounded; when the controller is slow the agent's
+//!   loop hands windows over with `try_send` and drops the windows it cannot hand over before
+//!   they are sealed (no sequence number is spent on them), so memory never grows.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tribune_attest::usage::Checkpoint;
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
+
+use crate::agent::LinkEvent;
+use crate::plan::{
+    Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, Plan, RunState, WEIGHT_MAX,
+};
+use crate::supervisor::{SimEnclave, UsageReport, host_view};
+
+/// Reports kept per enclave until a controller acknowledges them (60 s at 100 ms).
+pub const REPLAY_MAX: usize = 600;
+/// Reports per checkpoint (1 s at 100 ms).
+pub const CHECKPOINT_EVERY: u32 = 10;
+/// Outbound messages queued on one stream.
+const SEND_QUEUE: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(3);
+const MESSAGE_BYTES_MAX: usize = 8 << 20;
+
+/// What the agent's loop hands to the link.
+#[derive(Debug)]
+pub enum ToLink {
+    /// One window per enclave, as the supervisor cut them.
+    Windows(Vec<UsageReport>),
+    /// The enclaves running now, with how they were launched.
+    Enclaves(Vec<(String, Option<LaunchSpec>)>),
+    /// A plan was applied (or refused).
+    Applied { version: u64, error: Option<String> },
+}
+
+/// How the link connects.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    pub host_id: String,
+    pub controllers: Vec<String>,
+    pub can_enforce: bool,
+    pub enforce_problem: String,
+    /// Builds the channel to a controller (TLS lives here); `None`: plain text (`--insecure`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+struct Buffered {
+    seq: u64,
+    report: Vec<u8>,
+    mac: Vec<u8>,
+    host_view: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Replay {
+    reports: BTreeMap<String, VecDeque<Buffered>>,
+    checkpoints: BTreeMap<String, VecDeque<Checkpoint>>,
+}
+
+impl Replay {
+    fn push(&mut self, enclave: &str, b: Buffered) {
+        let q = self.reports.entry(enclave.to_string()).or_default();
+        if q.len() >= REPLAY_MAX {
+            q.pop_front();
+        }
+        q.push_back(b);
+    }
+
+    fn push_checkpoint(&mut self, enclave: &str, cp: Checkpoint) {
+        let q = self.checkpoints.entry(enclave.to_string()).or_default();
+        if q.len() >= REPLAY_MAX {
+            q.pop_front();
+        }
+        q.push_back(cp);
+    }
+
+    fn ack(&mut self, enclave: &str, seq: u64) {
+        if let Some(q) = self.reports.get_mut(enclave) {
+            while q.front().is_some_and(|b| b.seq <= seq) {
+                q.pop_front();
+            }
+        }
+        if let Some(q) = self.checkpoints.get_mut(enclave) {
+            while q.front().is_some_and(|c| c.last_seq <= seq) {
+                q.pop_front();
+            }
+        }
+    }
+
+    fn forget(&mut self, enclave: &str) {
+        self.reports.remove(enclave);
+        self.checkpoints.remove(enclave);
+    }
+
+    fn batch(&self) -> Option<pb::ReplayBatch> {
+        let reports: Vec<pb::UsageReport> = self
+            .reports
+            .iter()
+            .flat_map(|(e, q)| {
+                q.iter().map(move |b| pb::UsageReport {
+                    enclave_id: e.clone(),
+                    report: b.report.clone(),
+                    mac: b.mac.clone(),
+                    host_view: b.host_view.clone(),
+                })
+            })
+            .collect();
+        let checkpoints: Vec<pb::Checkpoint> = self
+            .checkpoints
+            .iter()
+            .flat_map(|(e, q)| q.iter().map(move |c| pb_checkpoint(e, c)))
+            .collect();
+        (!checkpoints.is_empty()).then_some(pb::ReplayBatch {
+            reports,
+            checkpoints,
+        })
+    }
+}
+
+fn pb_checkpoint(enclave: &str, c: &Checkpoint) -> pb::Checkpoint {
+    pb::Checkpoint {
+        enclave_id: enclave.to_string(),
+        first_seq: c.first_seq,
+        last_seq: c.last_seq,
+        chain_head: c.head.to_vec(),
+        signature: c.signature.to_vec(),
+        encoded: c.encode().to_vec(),
+    }
+}
+
+fn agent_msg(body: pb::agent_message::Body) -> pb::AgentMessage {
+    pb::AgentMessage { body: Some(body) }
+}
+
+/// A controller's plan in the agent's terms. Values below what the kernel can enforce are
+/// raised to the smallest enforceable value (never dropped: a cap stays a cap).
+pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, String> {
+    let mut enclaves = BTreeMap::new();
+    for e in &p.enclaves {
+        let launch = if e.launch_json.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str::<LaunchSpec>(&e.launch_json)
+                    .map_err(|err| format!("enclave {:?}: launch spec: {err}", e.enclave_id))?,
+            )
+        };
+        let nz = |v: u64| (v > 0).then_some(v);
+        let bw = |ceil: u64, guarantee: u64| {
+            nz(ceil).map(|limit| Bandwidth {
+                guarantee_bits_per_sec: guarantee.clamp(1, limit),
+                limit_bits_per_sec: limit,
+            })
+        };
+        let plan = EnclavePlan {
+            launch,
+            limits: Limits {
+                cpu_millicores: nz(e.cpu_quota_millicores).map(|c| c.max(CPU_MILLICORES_MIN)),
+                memory_bytes: nz(e.memory_limit_bytes)
+                    .map(|m| m.max(crate::plan::MEMORY_BYTES_MIN)),
+                memory_high_bytes: nz(e.memory_high_bytes),
+                egress: bw(e.egress_ceil_bits_per_sec, e.egress_guarantee_bits_per_sec),
+                ingress: bw(
+                    e.ingress_ceil_bits_per_sec,
+                    e.ingress_guarantee_bits_per_sec,
+                ),
+                gpu_percent: (e.gpu_percent > 0).then_some(e.gpu_percent),
+            },
+            weight: e.cpu_weight.clamp(1, u64::from(WEIGHT_MAX)) as u32,
+            state: if e.suspended {
+                RunState::Suspend
+            } else {
+                RunState::Run
+            },
+        };
+        enclaves.insert(e.enclave_id.clone(), plan);
+    }
+    Ok(Plan {
+        version: p.version,
+        enclaves,
+    })
+}
+
+/// The link's state, which outlives any one stream.
+struct Link {
+    cfg: LinkConfig,
+    enclaves: BTreeMap<String, SimEnclave>,
+    running: BTreeSet<String>,
+    replay: Replay,
+    applied_version: u64,
+    events: mpsc::Sender<LinkEvent>,
+}
+
+impl Link {
+    fn on_enclaves(&mut self, list: Vec<(String, Option<LaunchSpec>)>) -> Vec<String> {
+        let now: BTreeSet<String> = list.iter().map(|(n, _)| n.clone()).collect();
+        for gone in self.running.difference(&now) {
+            self.enclaves.remove(gone);
+            self.replay.forget(gone);
+        }
+        let mut new = Vec::new();
+        for (name, spec) in list {
+            if self.enclaves.contains_key(&name) {
+                continue;
+            }
+            let (cmdline, sim) = match &spec {
+                Some(LaunchSpec::Process { cmd, sim, .. }) => (cmd.join(" "), sim.clone()),
+                Some(LaunchSpec::Qemu { args, .. }) => (args.join(" "), None),
+                None => (String::new(), None),
+            };
+            let sim = sim.unwrap_or_default();
+            self.enclaves.insert(
+                name.clone(),
+                SimEnclave::new(
+                    &name,
+                    sim.measurement.as_deref(),
+                    &cmdline,
+                    sim.tamper_evidence_after_s,
+                ),
+            );
+            new.push(name);
+        }
+        self.running = now;
+        new
+    }
+
+    fn evidence(&self, names: &[String], nonce: &[u8; 32]) -> Vec<pb::Evidence> {
+        names
+            .iter()
+            .filter_map(|n| self.enclaves.get(n))
+            .map(|e| pb::Evidence {
+                enclave_id: e.name().to_string(),
+                tee: "sim".into(),
+                report: e.evidence(nonce),
+                certs: Vec::new(),
+                enclave_ed25519: e.ed25519_public().to_vec(),
+                enclave_x25519: e.x25519_public().to_vec(),
+                rekey_signature: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Seals this tick's windows; returns what to send live.
+    fn seal(&mut self, windows: Vec<UsageReport>) -> (Vec<pb::UsageReport>, Vec<pb::Checkpoint>) {
+        let mut reports = Vec::with_capacity(windows.len());
+        let mut checkpoints = Vec::new();
+        for w in windows {
+            let Some(e) = self.enclaves.get_mut(&w.enclave) else {
+                continue;
+            };
+            let Some(s) = e.seal(&w) else {
+                continue;
+            };
+            let hv = host_view(&w);
+            self.replay.push(
+                &w.enclave,
+                Buffered {
+                    seq: s.seq,
+                    report: s.report.clone(),
+                    mac: s.mac.clone(),
+                    host_view: hv.clone(),
+                },
+            );
+            reports.push(pb::UsageReport {
+                enclave_id: w.enclave.clone(),
+                report: s.report,
+                mac: s.mac,
+                host_view: hv,
+            });
+            if let Some(cp) = s.checkpoint {
+                checkpoints.push(pb_checkpoint(&w.enclave, &cp));
+                self.replay.push_checkpoint(&w.enclave, cp);
+            }
+        }
+        (reports, checkpoints)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Channel, String> {
+        let scheme = if self.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("{scheme}://{addr}")
+        };
+        let mut ep = Endpoint::from_shared(url)
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(500))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.cfg.tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| format!("{addr}: tls: {e}"))?;
+        }
+        ep.connect().await.map_err(|e| format!("{addr}: {e}"))
+    }
+
+    /// One stream to one controller, until it breaks or `uplink` closes (Ok).
+    async fn stream(
+        &mut self,
+        addr: &str,
+        uplink: &mut mpsc::Receiver<ToLink>,
+    ) -> Result<(), String> {
+        let channel = self.connect(addr).await?;
+        let mut client = AttestationServiceClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let hello = pb::Hello {
+            host_id: self.cfg.host_id.clone(),
+            applied_plan_version: self.applied_version,
+            enclave_ids: self.running.iter().cloned().collect(),
+            can_enforce: self.cfg.can_enforce,
+            enforce_problem: self.cfg.enforce_problem.clone(),
+        };
+        tx.send(agent_msg(pb::agent_message::Body::Hello(hello)))
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+        let mut inbound = client
+            .attest(ReceiverStream::new(rx))
+            .await
+            .map_err(|e| format!("{addr}: {}", e.message()))?
+            .into_inner();
+        let first = tokio::time::timeout(CHALLENGE_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| format!("{addr}: no challenge within {CHALLENGE_TIMEOUT:?}"))?
+            .map_err(|e| format!("{addr}: {}", e.message()))?;
+        let challenge = match first.and_then(|m| m.body) {
+            Some(pb::controller_message::Body::Challenge(c)) => c,
+            Some(pb::controller_message::Body::Goodbye(g)) => return Err(g.reason),
+            _ => return Err(format!("{addr}: expected a challenge")),
+        };
+        let nonce: [u8; 32] = challenge
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| "challenge nonce is not 32 bytes".to_string())?;
+        let eph: [u8; 32] = challenge
+            .controller_x25519
+            .as_slice()
+            .try_into()
+            .map_err(|_| "challenge key is not 32 bytes".to_string())?;
+        tracing::info!(controller = %addr, id = challenge.controller_id, "attestation stream up");
+        let names: Vec<String> = self.enclaves.keys().cloned().collect();
+        self.start_sessions(&names, &nonce, &eph, &tx).await?;
+        // Close every open span so all buffered reports are covered, then replay them.
+        for (name, e) in self.enclaves.iter_mut() {
+            if let Some(cp) = e.checkpoint_now() {
+                self.replay.push_checkpoint(name, cp);
+            }
+        }
+        if let Some(batch) = self.replay.batch() {
+            tx.send(agent_msg(pb::agent_message::Body::Replay(batch)))
+                .await
+                .map_err(|_| "stream closed".to_string())?;
+        }
+        let _ = self.events.send(LinkEvent::Up).await;
+        loop {
+            tokio::select! {
+                m = inbound.message() => {
+                    let m = m.map_err(|e| format!("{addr}: {}", e.message()))?;
+                    let Some(m) = m else { return Err(format!("{addr}: stream ended")) };
+                    self.on_controller(m, &nonce, &eph, &tx).await?;
+                }
+                u = uplink.recv() => {
+                    let Some(u) = u else { return Ok(()) };
+                    self.on_uplink(u, Some((&tx, &nonce, &eph))).await?;
+                }
+            }
+        }
+    }
+
+    async fn start_sessions(
+        &mut self,
+        names: &[String],
+        nonce: &[u8; 32],
+        eph: &[u8; 32],
+        tx: &mpsc::Sender<pb::AgentMessage>,
+    ) -> Result<(), String> {
+        for n in names {
+            if let Some(e) = self.enclaves.get_mut(n)
+                && let Err(err) = e.start_session(nonce, eph, CHECKPOINT_EVERY)
+            {
+                tracing::warn!(enclave = %n, "cannot start a usage session: {err}");
+            }
+        }
+        let evidence = self.evidence(names, nonce);
+        if evidence.is_empty() {
+            return Ok(());
+        }
+        tx.send(agent_msg(pb::agent_message::Body::Evidence(
+            pb::EvidenceBatch { evidence },
+        )))
+        .await
+        .map_err(|_| "stream closed".to_string())
+    }
+
+    async fn on_controller(
+        &mut self,
+        m: pb::ControllerMessage,
+        _nonce: &[u8; 32],
+        _eph: &[u8; 32],
+        tx: &mpsc::Sender<pb::AgentMessage>,
+    ) -> Result<(), String> {
+        use pb::controller_message::Body;
+        match m.body {
+            Some(Body::Plan(p)) => match plan_from_pb(&p) {
+                Ok(plan) => {
+                    let _ = self.events.send(LinkEvent::Plan(plan)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(version = p.version, "plan refused: {e}");
+                    let ack = pb::PlanAck {
+                        version: p.version,
+                        error: e,
+                    };
+                    let _ = tx
+                        .send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
+                        .await;
+                }
+            },
+            Some(Body::AttestNow(a)) => {
+                let nonce: [u8; 32] = a
+                    .nonce
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "attest-now nonce is not 32 bytes".to_string())?;
+                let evidence = self.evidence(&a.enclave_ids, &nonce);
+                if !evidence.is_empty() {
+                    tx.send(agent_msg(pb::agent_message::Body::Evidence(
+                        pb::EvidenceBatch { evidence },
+                    )))
+                    .await
+                    .map_err(|_| "stream closed".to_string())?;
+                }
+            }
+            Some(Body::UsageAcks(a)) => {
+                for ack in a.acks {
+                    self.replay.ack(&ack.enclave_id, ack.confirmed_seq);
+                }
+            }
+            Some(Body::Goodbye(g)) => return Err(format!("controller said goodbye: {}", g.reason)),
+            Some(Body::Verdicts(_)) | Some(Body::Credit(_)) | Some(Body::Challenge(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    async fn on_uplink(
+        &mut self,
+        u: ToLink,
+        live: Option<(&mpsc::Sender<pb::AgentMessage>, &[u8; 32], &[u8; 32])>,
+    ) -> Result<(), String> {
+        match u {
+            ToLink::Windows(w) => {
+                let (reports, checkpoints) = self.seal(w);
+                if let Some((tx, ..)) = live {
+                    if !reports.is_empty() {
+                        tx.send(agent_msg(pb::agent_message::Body::Usage(pb::UsageBatch {
+                            reports,
+                        })))
+                        .await
+                        .map_err(|_| "stream closed".to_string())?;
+                    }
+                    if !checkpoints.is_empty() {
+                        tx.send(agent_msg(pb::agent_message::Body::Checkpoints(
+                            pb::CheckpointBatch { checkpoints },
+                        )))
+                        .await
+                        .map_err(|_| "stream closed".to_string())?;
+                    }
+                }
+            }
+            ToLink::Enclaves(list) => {
+                let new = self.on_enclaves(list);
+                if let Some((tx, nonce, eph)) = live
+                    && !new.is_empty()
+                {
+                    self.start_sessions(&new, nonce, eph, tx).await?;
+                }
+            }
+            ToLink::Applied { version, error } => {
+                if error.is_none() {
+                    self.applied_version = self.applied_version.max(version);
+                }
+                if let Some((tx, ..)) = live {
+                    let ack = pb::PlanAck {
+                        version,
+                        error: error.unwrap_or_default(),
+                    };
+                    tx.send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
+                        .await
+                        .map_err(|_| "stream closed".to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the link until `uplink` closes: connects, streams, fails over.
+pub async fn run(
+    cfg: LinkConfig,
+    mut uplink: mpsc::Receiver<ToLink>,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    if cfg.controllers.is_empty() {
+        return;
+    }
+    let mut link = Link {
+        cfg,
+        enclaves: BTreeMap::new(),
+        running: BTreeSet::new(),
+        replay: Replay::default(),
+        applied_version: 0,
+        events,
+    };
+    let mut next = 0usize;
+    let mut failures = 0usize;
+    loop {
+        let addr = link.cfg.controllers[next % link.cfg.controllers.len()].clone();
+        next += 1;
+        match link.stream(&addr, &mut uplink).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(controller = %addr, "attestation stream: {e}");
+                let _ = link.events.send(LinkEvent::Down).await;
+                failures += 1;
+            }
+        }
+        // After a full round of failures, wait a little — while still sealing and buffering
+        // the windows the agent hands over, so nothing is lost while no controller answers.
+        if failures.is_multiple_of(link.cfg.controllers.len()) {
+            let pause = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    u = uplink.recv() => match u {
+                        None => return,
+                        Some(u) => { let _ = link.on_uplink(u, None).await; }
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_conversion_keeps_caps_and_raises_tiny_values() {
+        let p = pb::Plan {
+            host_id: "h".into(),
+            version: 7,
+            enclaves: vec![pb::EnclavePlan {
+                enclave_id: "a".into(),
+                cpu_quota_millicores: 5,
+                cpu_weight: 1000,
+                memory_limit_bytes: 1,
+                egress_ceil_bits_per_sec: 10_000_000,
+                egress_guarantee_bits_per_sec: 0,
+                suspended: true,
+                launch_json: r#"{"process":{"cmd":["sleep","1"]}}"#.into(),
+                ..Default::default()
+            }],
+        };
+        let plan = plan_from_pb(&p).unwrap();
+        let a = &plan.enclaves["a"];
+        assert_eq!(plan.version, 7);
+        assert_eq!(a.limits.cpu_millicores, Some(CPU_MILLICORES_MIN));
+        assert_eq!(a.limits.memory_bytes, Some(crate::plan::MEMORY_BYTES_MIN));
+        assert_eq!(a.weight, WEIGHT_MAX);
+        assert_eq!(a.state, RunState::Suspend);
+        assert_eq!(
+            a.limits
+                .egress
+                .map(|b| (b.guarantee_bits_per_sec, b.limit_bits_per_sec)),
+            Some((1, 10_000_000))
+        );
+        assert!(matches!(a.launch, Some(LaunchSpec::Process { .. })));
+        let bad = pb::Plan {
+            enclaves: vec![pb::EnclavePlan {
+                enclave_id: "a".into(),
+                launch_json: "{".into(),
+                ..Default::default()
+            }],
+            ..p
+        };
+        assert!(plan_from_pb(&bad).unwrap_err().contains("launch spec"));
+    }
+
+    #[test]
+    fn replay_buffer_is_bounded_and_acks_drop_what_is_committed() {
+        let mut r = Replay::default();
+        for seq in 1..=(REPLAY_MAX as u64 + 5) {
+            r.push(
+                "a",
+                Buffered {
+                    seq,
+                    report: vec![],
+                    mac: vec![],
+                    host_view: vec![],
+                },
+            );
+        }
+        assert_eq!(r.reports["a"].len(), REPLAY_MAX);
+        assert_eq!(r.reports["a"].front().map(|b| b.seq), Some(6));
+        r.ack("a", 100);
+        assert_eq!(r.reports["a"].front().map(|b| b.seq), Some(101));
+        assert!(r.batch().is_none(), "nothing to replay without checkpoints");
+    }
+}
