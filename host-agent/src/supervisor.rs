@@ -94,25 +94,6 @@ impl Supervisor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_are_deltas_with_increasing_seq() {
-        let mut sup = Supervisor::new("a", Box::new(UnsignedDev));
-        let s = |cpu| Sample {
-            cpu_ns: cpu,
-            ..Sample::default()
-        };
-        assert!(sup.report(0, s(100)).is_none());
-        let r1 = sup.report(100, s(150)).unwrap().report;
-        let r2 = sup.report(200, s(170)).unwrap().report;
-        assert_eq!((r1.seq, r1.cpu_ns, r1.window_ns), (1, 50, 100));
-        assert_eq!((r2.seq, r2.cpu_ns), (2, 20));
-    }
-}
-
 /// The enclave side of a process enclave's simulated TEE: its keys, its evidence, and the
 /// producer of its MAC'd usage reports and signed checkpoints (tribune-attest `usage`).
 ///
@@ -276,5 +257,93 @@ fn to_sample(w: &UsageReport) -> tribune_attest::usage::UsageSample {
         gpu_util_bp: w.gpu_util_percent.map_or(0, |p| {
             (f64::from(p) * 100.0).round().clamp(0.0, 640_000.0) as u32
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_deltas_with_increasing_seq() {
+        let mut sup = Supervisor::new("a", Box::new(UnsignedDev));
+        let s = |cpu| Sample {
+            cpu_ns: cpu,
+            ..Sample::default()
+        };
+        assert!(sup.report(0, s(100)).is_none());
+        let r1 = sup.report(100, s(150)).unwrap().report;
+        let r2 = sup.report(200, s(170)).unwrap().report;
+        assert_eq!((r1.seq, r1.cpu_ns, r1.window_ns), (1, 50, 100));
+        assert_eq!((r2.seq, r2.cpu_ns), (2, 20));
+    }
+
+    #[test]
+    fn sim_enclave_evidence_binds_its_keys_and_tampering_breaks_it() {
+        use tribune_attest::evidence::{Inputs, VerifierConfig, Verifiers, verify_evidence};
+        use tribune_attest::session::ControllerExchange;
+        let v = Verifiers::new().unwrap();
+        let ctl = ControllerExchange::new();
+        let mut e = SimEnclave::new("a", None, "sleep 1", None);
+        let verdict = verify_evidence(
+            &v,
+            &VerifierConfig::dev(),
+            &e.evidence(ctl.nonce()),
+            &Inputs::default(),
+            tribune_attest::VerifyAt::now(),
+        )
+        .unwrap();
+        assert!(verdict.valid, "{:?}", verdict.reasons);
+        let bound = ctl
+            .bind(
+                tribune_attest::usage::EnclaveId::from_name("a"),
+                e.ed25519_public(),
+                e.x25519_public(),
+                &verdict.report_data_raw,
+            )
+            .unwrap();
+        // Reports sealed after the session starts verify under the controller's key.
+        e.start_session(ctl.nonce(), &ctl.eph_public(), 2).unwrap();
+        let mut verifier = tribune_attest::usage::StreamVerifier::new(
+            &bound,
+            tribune_attest::usage::Freshness::default(),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let w = UsageReport {
+            enclave: "a".into(),
+            seq: 1,
+            window_start_unix_ns: now - 100_000_000,
+            window_ns: 100_000_000,
+            cpu_ns: 1,
+            mem_bytes: 2,
+            net_tx_bytes: 3,
+            net_rx_bytes: 4,
+            gpu_util_percent: None,
+        };
+        for _ in 0..2 {
+            let s = e.seal(&w).unwrap();
+            let mut wire = s.report.clone();
+            wire.extend_from_slice(&s.mac);
+            verifier.verify_report(&wire, now).unwrap();
+            if let Some(cp) = s.checkpoint {
+                verifier.verify_checkpoint(&cp).unwrap();
+            }
+        }
+        assert_eq!(verifier.confirmed_seq(), 2);
+        // Tampered: its evidence no longer verifies.
+        let t = SimEnclave::new("b", None, "sleep 1", Some(0));
+        let verdict = verify_evidence(
+            &v,
+            &VerifierConfig::dev(),
+            &t.evidence(ctl.nonce()),
+            &Inputs::default(),
+            tribune_attest::VerifyAt::now(),
+        )
+        .unwrap();
+        assert!(!verdict.valid);
     }
 }
