@@ -340,7 +340,18 @@ impl Session {
         tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
     ) -> Result<(), String> {
         tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
-        self.register_host(&hello).await?;
+        // Recorded in the background: the stream must not wait for an election.
+        let host = self.host_record(&hello);
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            let at_ms = now_ms();
+            if let Err(e) = controller
+                .write(vec![Command::PutHost { host, at_ms }])
+                .await
+            {
+                tracing::warn!("recording the host: {e}");
+            }
+        });
         let challenge = pb::Challenge {
             nonce: self.exchange.nonce().to_vec(),
             controller_x25519: self.exchange.eph_public().to_vec(),
@@ -369,14 +380,14 @@ impl Session {
         }
     }
 
-    async fn register_host(&self, hello: &pb::Hello) -> Result<(), String> {
+    fn host_record(&self, hello: &pb::Hello) -> Host {
         let existing = self.state().hosts.get(&self.host).cloned();
         let enforcement = if hello.can_enforce {
             "enforcing".to_string()
         } else {
             format!("observe-only: {}", hello.enforce_problem)
         };
-        let host = match existing {
+        match existing {
             Some(mut h) => {
                 h.enforcement = enforcement;
                 h
@@ -391,13 +402,7 @@ impl Session {
                 agent_cert_fingerprint: String::new(),
                 enforcement,
             },
-        };
-        self.write(Command::PutHost {
-            host,
-            at_ms: now_ms(),
-        })
-        .await
-        .map(|_| ())
+        }
     }
 
     async fn push_plan(
@@ -520,6 +525,7 @@ impl Session {
             host: self.host.clone(),
             tee: ev.tee.clone(),
             verified_at_ms: now_ms(),
+            verified_by: self.controller.id,
             ..Attestation::default()
         };
         let keys = key32(&ev.enclave_ed25519, "enclave_ed25519")

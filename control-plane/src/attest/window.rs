@@ -1,8 +1,8 @@
 //! Sliding usage windows per enclave: one bucket per second, enough of them for the longest
 //! window any policy reads (`usage.R.agg(W)`), capped at [`WINDOW_S_MAX`].
 //!
-//! Aggregates are over per-second averages: `avg` is exact, `max` is the highest one-second
-//! average, `p95` the 95th percentile of one-second averages.
+//! `avg` is exact, `max` is the highest single report (so a burst counts from the report that
+//! shows it), `p95` is the 95th percentile of one-second averages.
 
 use std::collections::VecDeque;
 
@@ -17,6 +17,8 @@ struct Bucket {
     /// Sums over the reports of this second, canonical units (cpu millicores, memory bytes,
     /// bits/s), and how many reports.
     sum: [f64; 5],
+    /// The highest single report of this second, per resource.
+    max: [f64; 5],
     n: u32,
 }
 
@@ -83,8 +85,9 @@ impl Windows {
         let values = rates.as_array();
         match self.buckets.back_mut() {
             Some(b) if b.second == second => {
-                for (s, v) in b.sum.iter_mut().zip(values) {
+                for ((s, m), v) in b.sum.iter_mut().zip(b.max.iter_mut()).zip(values) {
                     *s += v;
+                    *m = m.max(v);
                 }
                 b.n += 1;
             }
@@ -92,6 +95,7 @@ impl Windows {
             _ => self.buckets.push_back(Bucket {
                 second,
                 sum: values,
+                max: values,
                 n: 1,
             }),
         }
@@ -126,19 +130,18 @@ impl Windows {
             return f64::NAN;
         };
         let from = last.second.saturating_sub(u64::from(window_s.max(1)) - 1);
-        let mut vals: Vec<f64> = self
-            .buckets
-            .iter()
-            .rev()
-            .take_while(|b| b.second >= from)
-            .map(|b| b.avg(r))
-            .collect();
+        let recent = || self.buckets.iter().rev().take_while(|b| b.second >= from);
+        if agg == Agg::Max {
+            // The highest single report: a burst counts from the report that shows it.
+            return recent().map(|b| b.max[r as usize]).fold(f64::NAN, f64::max);
+        }
+        let mut vals: Vec<f64> = recent().map(|b| b.avg(r)).collect();
         if vals.is_empty() {
             return f64::NAN;
         }
         match agg {
             Agg::Avg => vals.iter().sum::<f64>() / vals.len() as f64,
-            Agg::Max => vals.iter().copied().fold(f64::MIN, f64::max),
+            Agg::Max => f64::NAN, // answered above
             Agg::P95 => {
                 vals.sort_by(f64::total_cmp);
                 let rank = ((vals.len() as f64) * 0.95).ceil() as usize;
@@ -181,8 +184,9 @@ mod tests {
         w.push(3_000, &cpu(1000.0));
         w.push(3_500, &cpu(0.0));
         assert_eq!(w.aggregate(Resource::Cpu, Agg::Avg, 3), 300.0);
-        assert_eq!(w.aggregate(Resource::Cpu, Agg::Max, 3), 500.0);
-        assert_eq!(w.aggregate(Resource::Cpu, Agg::Max, 1), 500.0);
+        assert_eq!(w.aggregate(Resource::Cpu, Agg::Max, 3), 1000.0);
+        assert_eq!(w.aggregate(Resource::Cpu, Agg::Max, 1), 1000.0);
+        assert_eq!(w.aggregate(Resource::Cpu, Agg::Max, 2), 1000.0);
         assert_eq!(w.aggregate(Resource::Cpu, Agg::P95, 3), 500.0);
         assert_eq!(w.aggregate(Resource::Cpu, Agg::Avg, 2), 400.0);
         assert!(w.aggregate(Resource::Memory, Agg::Avg, 1) == 0.0);

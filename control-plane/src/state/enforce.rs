@@ -29,6 +29,9 @@ pub struct Attestation {
     pub verified_at_ms: i64,
     /// Failed verifications since the last success.
     pub failures: u32,
+    /// The controller that verified it.
+    #[serde(default)]
+    pub verified_by: u64,
 }
 
 /// How far an enclave's usage stream is confirmed (by a signed checkpoint whose digest is in
@@ -185,7 +188,7 @@ impl State {
             let detail = serde_json::json!({
                 "trusted": a.trusted, "host": host, "tee": a.tee, "measurement": a.measurement,
                 "debug": a.debug, "ed25519_pub": a.ed25519_pub, "reasons": a.reasons,
-                "failures": a.failures,
+                "failures": a.failures, "verified_by": a.verified_by,
             });
             status.attestation = Some(a.clone());
             let changed_state = match self.enclaves.get_mut(&v.enclave) {

@@ -1,0 +1,421 @@
+//! The attestation loop end to end, as root: 3 controllers, a real host agent (process
+//! runtime, cgroups) streaming to them, simulated-TEE enclaves.
+//!
+//! - a greedy enclave's CPU cap is written on its host within 1 s of its first over-limit
+//!   report (the 150 ms p99 is measured by `tribune bench enforce-latency`, not here);
+//! - kill -9 of the controller the agent streams to: the agent is on another controller within
+//!   1 s, the cap stays in force throughout, and the usage digests in the log have no gap and
+//!   no duplicate;
+//! - reclamation: an idle enclave's CPU is lent to a throttled neighbour (its cgroup cap rises)
+//!   and comes back within one report interval of the owner getting busy.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{BIN, Cluster, DEADLINE};
+use serde_json::{Value, json};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if !is_root() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test}: not root (the host agent needs cgroups)"
+        );
+        return true;
+    }
+    false
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Agent {
+    child: Child,
+    instance: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, instance: &str, host: &str, controllers: &[String]) -> Agent {
+        let log = dir.join(format!("agent-{instance}.log"));
+        let file = std::fs::File::create(&log).expect("agent log");
+        let child = Command::new(BIN)
+            .args(["agent", "run", "--instance", instance, "--host-id", host])
+            .arg("--data-dir")
+            .arg(dir.join(format!("agent-{instance}")))
+            .arg("--controllers")
+            .args(controllers)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn agent");
+        Agent {
+            child,
+            instance: instance.to_string(),
+            log,
+        }
+    }
+
+    fn cgroup_file(&self, enclave: &str, file: &str) -> String {
+        let (hier, _) = file.split_once('.').unwrap_or(("cpu", ""));
+        let hier = if hier == "cpu" { "cpu" } else { hier };
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{hier}/tribune/{}/{enclave}/{file}",
+            self.instance
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    }
+
+    /// CFS quota in µs (-1: none, empty: no such cgroup yet).
+    fn quota(&self, enclave: &str) -> String {
+        self.cgroup_file(enclave, "cpu.cfs_quota_us")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SIGTERM: the agent stops its enclaves and removes its cgroups.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = c.http.put(c.url(id, path)).json(&body).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
+            Ok(r) => panic!(
+                "PUT {path}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            Err(e) if e.is_connect() && Instant::now() < deadline => {}
+            Err(e) => panic!("PUT {path}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every log entry, from the first running node that answers.
+async fn entries(c: &Cluster) -> Vec<Value> {
+    for id in c.running() {
+        if let Some((200, v)) = c.get_json(id, "/v1/log/entries?stale=true").await {
+            let list = if v.is_array() {
+                v
+            } else {
+                v["entries"].clone()
+            };
+            if let Some(a) = list.as_array() {
+                return a.clone();
+            }
+        }
+    }
+    Vec::new()
+}
+
+async fn wait_entry(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(e) = entries(c).await.into_iter().find(|e| f(e)) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log entry: {what}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn enclave(id: &str, tenant: &str, host: &str, cmd: &[&str]) -> Value {
+    json!({
+        "id": id, "tenant": tenant, "tee": "sim",
+        "placement": {"host": host, "epoch": 1},
+        "launch": {"process": {"cmd": cmd}},
+    })
+}
+
+/// Digest spans per enclave in log order: they must run 1.., each right after the previous.
+fn assert_no_gap_no_duplicate(all: &[Value], enclave: &str) -> u64 {
+    let spans: Vec<(u64, u64)> = all
+        .iter()
+        .filter(|e| e["kind"] == "usage_digest" && e["subject"] == enclave)
+        .map(|e| {
+            (
+                e["detail"]["first_seq"].as_u64().unwrap_or(0),
+                e["detail"]["last_seq"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(!spans.is_empty(), "no digests for {enclave}");
+    let mut next = 1;
+    for (first, last) in &spans {
+        assert_eq!(
+            *first, next,
+            "digests of {enclave} have a gap or a duplicate: {spans:?}"
+        );
+        assert!(last >= first);
+        next = last + 1;
+    }
+    next - 1
+}
+
+const GREEDY_POLICY: &str = r#"
+policy "loop-greedy" {
+  match tenant == "greedy"
+  guarantee { cpu = 100m }
+  limit { cpu = 200m  memory = 256MiB }
+  on over_limit { throttle now; suspend after 10m }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
+    if skip_unless_root("greedy_is_capped_fast_and_survives_kill9_of_its_controller") {
+        return;
+    }
+    let mut c = Cluster::start(3, &["--allow-sim-evidence"]);
+    let leader = c.wait_leader().await;
+    let (s, b) = c
+        .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
+        .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    put(
+        &c,
+        leader,
+        "/v1/enclaves/greedy",
+        enclave(
+            "greedy",
+            "greedy",
+            "h1",
+            &["sh", "-c", "while :; do :; done"],
+        ),
+    )
+    .await;
+    // The agent streams to node 1 first; node 1 is the one killed below.
+    let addrs: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let agent = Agent::start(c.dir.path(), "loopa", "h1", &addrs);
+
+    // 1. Throttled: the cap reaches the cgroup within 1 s of the first over-limit report.
+    let violation = wait_entry(&c, "over_limit violation", |e| {
+        e["kind"] == "violation" && e["subject"] == "greedy" && e["detail"]["event"] == "over_limit"
+    })
+    .await;
+    let at = violation["at_ms"].as_i64().expect("at_ms");
+    let deadline = Instant::now() + DEADLINE;
+    while agent.quota("greedy") != "20000" {
+        assert!(
+            Instant::now() < deadline,
+            "cap never written: {}\n{}",
+            agent.quota("greedy"),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let lag = now_ms() - at;
+    eprintln!("cap written {lag} ms after the violation");
+    assert!(
+        lag <= 1000,
+        "cap written {lag} ms after the violation was decided"
+    );
+
+    // 2. kill -9 the controller the agent streams to.
+    let victim = 1;
+    let killed_at = now_ms();
+    c.kill9(victim);
+    // Limits stay in force throughout; the agent re-attests with another controller in < 1 s.
+    let mut moved_at = None;
+    let deadline = Instant::now() + DEADLINE;
+    while moved_at.is_none() {
+        assert_eq!(
+            agent.quota("greedy"),
+            "20000",
+            "the cap was lifted during failover"
+        );
+        if let Some(v) = entries(&c).await.into_iter().find(|e| {
+            e["kind"] == "verdict"
+                && e["subject"] == "greedy"
+                && e["at_ms"].as_i64().unwrap_or(0) >= killed_at
+                && e["detail"]["verified_by"].as_u64().unwrap_or(victim) != victim
+        }) {
+            moved_at = v["at_ms"].as_i64();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never moved\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let moved = moved_at.unwrap_or(0) - killed_at;
+    eprintln!("agent re-attested on another controller {moved} ms after kill -9");
+    assert!(
+        moved <= 1000,
+        "agent moved to another controller after {moved} ms"
+    );
+
+    // 3. Digests keep coming, with no gap and no duplicate across the failover.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let all = entries(&c).await;
+        let after: Vec<&Value> = all
+            .iter()
+            .filter(|e| {
+                e["kind"] == "usage_digest"
+                    && e["subject"] == "greedy"
+                    && e["at_ms"].as_i64().unwrap_or(0) > killed_at + 2000
+            })
+            .collect();
+        if after.len() >= 2 {
+            assert_no_gap_no_duplicate(&all, "greedy");
+            break;
+        }
+        assert_eq!(
+            agent.quota("greedy"),
+            "20000",
+            "the cap was lifted after failover"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no digests after failover\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const OWNER_POLICY: &str = r#"
+policy "loop-owner" {
+  match tenant == "owner"
+  guarantee { cpu = 500m }
+  limit { cpu = 1 }
+  reclaim { when usage.cpu.max(1s) < 20% of guarantee.cpu; keep cpu = 100m }
+}
+"#;
+
+const BORROWER_POLICY: &str = r#"
+policy "loop-borrower" {
+  match tenant == "borrower"
+  guarantee { cpu = 50m }
+  limit { cpu = 100m }
+  on over_limit { throttle now; suspend after 10m }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
+    if skip_unless_root("idle_cpu_is_lent_by_weight_and_returned_within_one_interval") {
+        return;
+    }
+    let c = Cluster::start(3, &["--allow-sim-evidence"]);
+    let leader = c.wait_leader().await;
+    for (name, src) in [
+        ("loop-owner", OWNER_POLICY),
+        ("loop-borrower", BORROWER_POLICY),
+    ] {
+        let (s, b) = c.put_policy(leader, name, src, None).await;
+        assert!(s == 200 || s == 201, "{s} {b}");
+    }
+    // The owner idles until the file `busy` appears, then spins.
+    let dir = c.dir.path().to_path_buf();
+    let flag = dir.join("busy");
+    let owner_cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; while :; do :; done",
+        flag.display()
+    );
+    put(
+        &c,
+        leader,
+        "/v1/enclaves/owner",
+        enclave("owner", "owner", "h2", &["sh", "-c", &owner_cmd]),
+    )
+    .await;
+    put(
+        &c,
+        leader,
+        "/v1/enclaves/borrower",
+        enclave(
+            "borrower",
+            "borrower",
+            "h2",
+            &["sh", "-c", "while :; do :; done"],
+        ),
+    )
+    .await;
+    let addrs: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let agent = Agent::start(&dir, "loopr", "h2", &addrs);
+
+    // Borrower throttled at 100m + the owner's 400m lendable = 500m (quota 50000 µs).
+    let deadline = Instant::now() + DEADLINE;
+    while agent.quota("borrower") != "50000" {
+        assert!(
+            Instant::now() < deadline,
+            "borrower never got the lent CPU: quota {}\n{}",
+            agent.quota("borrower"),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The owner gets busy: the lent CPU comes back.
+    std::fs::write(&flag, b"").expect("flag");
+    let busy_at = Instant::now();
+    let deadline = Instant::now() + DEADLINE;
+    while agent.quota("borrower") != "10000" {
+        assert!(
+            Instant::now() < deadline,
+            "lent CPU never returned\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let returned = busy_at.elapsed();
+    eprintln!("lent CPU returned {returned:?} after the owner got busy");
+    // One report interval is 100 ms; measured from the cgroup, through controller and plan.
+    // On 2 shared cores the first busy window may be the one after the flag (≤ 200 ms),
+    // then the decision and the plan: asserted loosely here, measured in the benchmark.
+    assert!(
+        returned <= Duration::from_secs(1),
+        "lent CPU came back after {returned:?}"
+    );
+    let all = entries(&c).await;
+    assert!(all.iter().any(|e| e["kind"] == "action"
+        && e["subject"] == "owner"
+        && e["detail"]["action"] == "lend"));
+    assert!(all.iter().any(|e| e["kind"] == "action"
+        && e["subject"] == "borrower"
+        && e["detail"]["action"] == "return"));
+}
