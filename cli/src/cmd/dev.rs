@@ -20,6 +20,9 @@ pub struct DevArgs {
     /// Number of controllers (1, 3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
     pub controllers: u16,
+    /// Start only the controllers: no agents, no demo policies or enclaves.
+    #[arg(long)]
+    pub no_demo: bool,
 }
 
 struct Children(Vec<(u64, Child)>);
@@ -92,7 +95,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let mut cmd = Command::new(&exe);
         cmd.arg("controller")
             .args(["--id", &id.to_string(), "--listen", addr, "--data-dir"])
-            .arg(&data);
+            .arg(&data)
+            .arg("--allow-sim-evidence");
         if n == 1 {
             cmd.arg("--init");
         }
@@ -153,11 +157,39 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  tribune policy put examples/policies/acme-batch.tribune");
     println!("  tribune policy ls");
     println!("  curl -s http://{}/v1/cluster", addrs[0].1);
+    // The demo: two agents and three enclaves whose stories play out within seconds.
+    let api = format!("http://{}", addrs[0].1);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let mut agents = None;
+    if !args.no_demo {
+        rt.block_on(super::dev_demo::seed(&http, &api))?;
+        println!();
+        if super::dev_demo::is_root() {
+            let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
+            agents = Some(super::dev_demo::start_agents(&exe, &dir, &ctl)?);
+            println!("Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:");
+            println!("  web     (h1) well-behaved: stays within its limit");
+            println!("  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s");
+            println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
+            for l in super::dev_demo::agent_logs(&dir) {
+                println!("  agent log  {}", l.display());
+            }
+            println!("Decisions as the controllers log them:");
+        } else {
+            println!("WARNING: not root — no host agent started, so nothing is enforced or measured.");
+            println!("  The agents need cgroups (and root) to confine enclaves; run `sudo tribune dev` for the");
+            println!("  whole loop. Policies and enclaves of the demo are stored; `tribune enclave ls` shows them");
+            println!("  pending.");
+        }
+    }
     println!("Ctrl-C stops everything.");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
     rt.block_on(async {
+        let mut next_entry = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let stop = super::controller::shutdown_signal();
         tokio::pin!(stop);
@@ -174,11 +206,21 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                     if children.0.is_empty() {
                         break;
                     }
+                    if agents.is_some() {
+                        for e in super::dev_demo::entries_since(&http, &api, next_entry).await {
+                            next_entry = next_entry.max(e["index"].as_u64().unwrap_or(0) + 1);
+                            if let Some(line) = super::dev_demo::describe(&e) {
+                                println!("{line}");
+                            }
+                        }
+                        let _ = std::io::stdout().flush();
+                    }
                 }
             }
         }
     });
     println!("stopping…");
+    drop(agents);
     drop(children);
     Ok(ExitCode::SUCCESS)
 }

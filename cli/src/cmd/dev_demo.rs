@@ -1,0 +1,209 @@
+//! The `tribune dev` demonstration: two host agents (process runtime) and three simulated-TEE
+//! enclaves whose stories play out within seconds — a well-behaved one, a greedy one that is
+//! throttled and then suspended, and one whose evidence stops verifying and is suspended —
+//! with every decision printed as the controllers log it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+pub const POLICIES: [(&str, &str); 2] = [
+    (
+        "demo-web",
+        r#"# The well-behaved tenant: a quarter core guaranteed, one core at most.
+policy "demo-web" {
+  match tenant == "demo" && labels.tier == "web"
+  weight 2
+  guarantee { cpu = 250m  memory = 128MiB }
+  limit     { cpu = 1     memory = 256MiB }
+  on over_limit { throttle now; suspend after 30s }
+  attest    { simulated = allowed; every 10s }
+  on attestation.failed { suspend now }
+}
+"#,
+    ),
+    (
+        "demo-batch",
+        r#"# Batch work: 200m at most; over it, throttled at once and suspended after 5 s.
+policy "demo-batch" {
+  match tenant == "demo" && labels.tier == "batch"
+  guarantee { cpu = 100m  memory = 64MiB }
+  limit     { cpu = 200m  memory = 128MiB }
+  on over_limit { throttle now; suspend after 5s }
+  attest    { simulated = allowed; every 3s }
+  on attestation.failed { suspend now }
+}
+"#,
+    ),
+];
+
+/// (id, host, tier, command, seconds until its evidence is tampered with)
+const ENCLAVES: [(&str, &str, &str, &str, Option<u64>); 3] = [
+    ("web", "h1", "web", "while :; do sleep 0.2; done", None),
+    ("miner", "h1", "batch", "while :; do :; done", None),
+    ("ledger", "h2", "batch", "while :; do sleep 1; done", Some(6)),
+];
+
+pub struct Agents(pub Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: plain signal to our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+        for c in &mut self.0 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Stores the demo policies and enclaves through the API.
+pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+    for (name, source) in POLICIES {
+        let r = http
+            .put(format!("{api}/v1/policies/{name}"))
+            .json(&json!({ "source": source }))
+            .send()
+            .await
+            .with_context(|| format!("storing policy {name}"))?;
+        if !r.status().is_success() {
+            anyhow::bail!("storing policy {name}: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    for (id, host, tier, cmd, tamper) in ENCLAVES {
+        let mut process = json!({ "cmd": ["sh", "-c", cmd] });
+        if let Some(s) = tamper {
+            process["sim"] = json!({ "tamper_evidence_after_s": s });
+        }
+        let body = json!({
+            "id": id, "tenant": "demo", "labels": { "tier": tier }, "tee": "sim",
+            "placement": { "host": host, "epoch": 1 },
+            "launch": { "process": process },
+        });
+        let r = http
+            .put(format!("{api}/v1/enclaves/{id}"))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("storing enclave {id}"))?;
+        if !r.status().is_success() {
+            anyhow::bail!("storing enclave {id}: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Starts one agent per demo host (as root).
+pub fn start_agents(exe: &Path, dir: &Path, controllers: &[String]) -> anyhow::Result<Agents> {
+    let mut agents = Agents(Vec::new());
+    for host in ["h1", "h2"] {
+        let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
+        let child = Command::new(exe)
+            .args(["agent", "run", "--instance", &format!("dev-{host}"), "--host-id", host])
+            .arg("--data-dir")
+            .arg(dir.join(format!("agent-{host}")))
+            .arg("--controllers")
+            .args(controllers)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the agent of {host}"))?;
+        agents.0.push(child);
+    }
+    Ok(agents)
+}
+
+pub fn agent_logs(dir: &Path) -> Vec<PathBuf> {
+    ["h1", "h2"]
+        .iter()
+        .map(|h| dir.join(format!("agent-{h}.log")))
+        .collect()
+}
+
+/// One line for a log entry worth showing, or `None`.
+pub fn describe(e: &Value) -> Option<String> {
+    let kind = e["kind"].as_str()?;
+    let subject = e["subject"].as_str().unwrap_or("?");
+    let d = &e["detail"];
+    let index = e["index"].as_u64().unwrap_or(0);
+    let what = match kind {
+        "verdict" if d["trusted"] == true => {
+            if d["failures"].as_u64().unwrap_or(0) == 0 && d["reasons"].as_array().is_some_and(|r| r.is_empty()) {
+                format!("attested (sim, verified by controller {})", d["verified_by"])
+            } else {
+                return None;
+            }
+        }
+        "verdict" => format!(
+            "evidence REFUSED: {}",
+            d["reasons"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                .unwrap_or_default()
+        ),
+        "violation" if d["event"] == "over_limit" => format!(
+            "over its limit: {} millicores > {} (report seq {})",
+            d["cpu_millicores"], d["limit_cpu_millicores"], d["seq"]
+        ),
+        "violation" if d["event"] == "refused" => return None,
+        "violation" => format!("violation: {}", d["event"]),
+        "action" => {
+            let a = d["action"].as_str().unwrap_or("?");
+            match a {
+                "throttle" => format!("THROTTLED to {} millicores ({})", d["cpu_cap_millicores"], d["cause"].as_str().unwrap_or("")),
+                "suspend" => format!("SUSPENDED ({})", d["cause"].as_str().unwrap_or("")),
+                "migrate" => "migration requested".to_string(),
+                "none" => "released: back within its limit".to_string(),
+                "lend" => format!("lends {} millicores of idle guarantee", d["lent_cpu_millicores"]),
+                "borrow" => format!("borrows {} millicores", d["borrowed_cpu_millicores"]),
+                "return" | "reclaim" => "lent CPU returned".to_string(),
+                other => other.to_string(),
+            }
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "  [{index:>4}] {subject:<8} {what}\n         inspect: tribune enclave get {subject}   tribune log prove {index}"
+    ))
+}
+
+/// Fetches log entries from `start` on (either a bare array or `{entries: [...]}`).
+pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec<Value> {
+    let Ok(r) = http
+        .get(format!("{api}/v1/log/entries?start={start}&stale=true"))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let list = if v.is_array() { v } else { v["entries"].clone() };
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["index"].as_u64().unwrap_or(0) >= start)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
