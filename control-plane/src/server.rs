@@ -1,5 +1,6 @@
 //! Serves one controller: gRPC (Raft transport and `ControlService`) and HTTP/JSON on a single
-//! listener, until the shutdown signal fires.
+//! listener, until the shutdown signal fires. With TLS (the default; plain text only with
+//! `insecure`), each request carries the caller's verified identity: see [`crate::tls`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +39,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    let tls = controller.tls.as_ref().map(|t| t.server.clone());
     let app = router(controller);
+    if let Some(tls) = tls {
+        // TCP_NODELAY is set by the TLS listener, for the reason given below.
+        let listener = crate::tls::TlsListener::new(listener, &tls)?;
+        return axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<crate::tls::PeerInfo>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+    }
     // Small request/response pairs, and gRPC trailers written apart from the body: with Nagle's
     // algorithm each would wait for the peer's delayed ACK (~40 ms).
     let listener = listener.tap_io(|tcp| {

@@ -1,0 +1,185 @@
+//! mTLS for the controller's one listener: a TLS-terminating [`axum::serve::Listener`] that
+//! records each connection's [`PeerIdentity`], and [`peer_identity`] for the services to read
+//! it back from a request.
+//!
+//! Handshakes run in their own tasks (bounded in number and time), so a slow or silent client
+//! never holds up the accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tribune_tls::tokio_rustls::TlsAcceptor;
+use tribune_tls::tokio_rustls::server::TlsStream;
+
+pub use tribune_tls::{ClientTls, PeerIdentity, ServerTls, TlsFiles};
+
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once, at most; further connections wait in the kernel backlog.
+pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+
+/// What a controller knows about the other end of one connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// From the client certificate rustls verified against the CA; `None` when the client
+    /// presented none (or, logged, one without a Tribune identity).
+    pub identity: Option<PeerIdentity>,
+}
+
+/// The verified identity of the caller of this request, when it came over mTLS with a client
+/// certificate. Works on tonic requests (`req.extensions()`) and on axum requests alike.
+pub fn peer_identity(extensions: &tonic::Extensions) -> Option<&PeerIdentity> {
+    extensions
+        .get::<ConnectInfo<PeerInfo>>()
+        .and_then(|c| c.0.identity.as_ref())
+}
+
+/// Accepts TCP connections, sets TCP_NODELAY, completes the TLS handshake and hands over the
+/// stream with its [`PeerInfo`].
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, PeerInfo)>,
+    local: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, tls: &ServerTls) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(tls.config.clone());
+        let (tx, ready) = mpsc::channel(64);
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, tx));
+        Ok(Self {
+            ready,
+            local,
+            accept_task,
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, PeerInfo)>,
+) {
+    let slots = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Per-connection errors (reset before accept) are harmless; others (out of
+                // file descriptors) get a short pause instead of a busy loop.
+                tracing::debug!(error = %e, "accept failed");
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        // Small request/response pairs: see `server::serve`.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let identity = match tribune_tls::peer_identity_of(
+                stream.get_ref().1.peer_certificates(),
+            ) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(e)) => {
+                    tracing::warn!(%remote, error = %e, "client certificate verified but names no Tribune identity; treating the client as anonymous");
+                    None
+                }
+            };
+            tracing::debug!(%remote, identity = ?identity, "TLS connection");
+            let _ = tx.send((stream, PeerInfo { remote, identity })).await;
+        });
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = PeerInfo;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept task only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(PeerInfo {
+            remote: self.local,
+            identity: None,
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A controller's TLS material, loaded once at start-up: what it serves and how it dials the
+/// other controllers (the same certificate, as a client).
+#[derive(Clone, Debug)]
+pub struct ControllerTls {
+    pub server: ServerTls,
+    pub client: ClientTls,
+}
+
+impl ControllerTls {
+    /// Loads `files` and checks that the certificate is controller `id`'s.
+    pub fn load(files: &TlsFiles, id: crate::raft::NodeId) -> Result<Self, crate::ControllerError> {
+        let invalid =
+            |e: tribune_tls::TlsError| crate::ControllerError::Invalid(format!("TLS: {e}"));
+        let server = tribune_tls::server_config(files).map_err(invalid)?;
+        let want = PeerIdentity::Controller { id };
+        if server.identity != want {
+            return Err(crate::ControllerError::Invalid(format!(
+                "TLS: {} is the certificate of {}, not of controller {id}; issue one with `tribune ca issue controller {id}`",
+                files.cert.display(),
+                server.identity
+            )));
+        }
+        let client = ClientTls::from_files(files).map_err(invalid)?;
+        Ok(Self { server, client })
+    }
+}
