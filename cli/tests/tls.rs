@@ -94,7 +94,7 @@ async fn a_tls_cluster_replicates_and_admits_only_its_own_controllers_to_raft() 
         .await
         .expect_err("an agent is refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("controllers only"), "{err:?}");
+    assert!(err.message().contains("for controllers only"), "{err:?}");
     assert!(err.message().contains("kvm-1"), "{err:?}");
 
     // …nor a caller with no certificate at all.
@@ -272,4 +272,49 @@ async fn a_controller_with_another_cas_certificate_cannot_join() {
     // The cluster itself carries on.
     let (status, body) = c.put_policy(1, "after", "policy \"after\" {}", None).await;
     assert!(status == 200 || status == 201, "{status} {body}");
+}
+
+#[test]
+fn a_controller_needs_certificates_of_its_own_or_an_explicit_insecure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "controller",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tribune ca init") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    let ca = dir.path().join("ca");
+    make_ca(&ca);
+    let two = issue(&ca, &PeerIdentity::Controller { id: 2 });
+    let out = run(&[
+        "--ca",
+        &two.ca.display().to_string(),
+        "--cert",
+        &two.cert.display().to_string(),
+        "--key",
+        &two.key.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not of controller 1"), "{stderr}");
+
+    let out = run(&["--insecure", "--tls-dir", &ca.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "TLS and --insecure together");
 }

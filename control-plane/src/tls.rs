@@ -41,6 +41,48 @@ pub fn peer_identity(extensions: &tonic::Extensions) -> Option<&PeerIdentity> {
         .and_then(|c| c.0.identity.as_ref())
 }
 
+/// For controller-only services (`RaftService`): with TLS on, the caller must present a
+/// controller certificate; PERMISSION_DENIED otherwise. Without TLS (`--insecure`) anyone may.
+pub fn require_controller(
+    tls_on: bool,
+    extensions: &tonic::Extensions,
+) -> Result<(), tonic::Status> {
+    if !tls_on {
+        return Ok(());
+    }
+    match peer_identity(extensions) {
+        Some(PeerIdentity::Controller { .. }) => Ok(()),
+        Some(other) => Err(tonic::Status::permission_denied(format!(
+            "this service is for controllers only; the caller's certificate is for {other}"
+        ))),
+        None => Err(tonic::Status::permission_denied(
+            "this service is for controllers only; the caller presented no client certificate",
+        )),
+    }
+}
+
+/// For agent-facing services: the host the caller may speak for. With TLS on, the host named
+/// in its agent certificate (`Ok(Some(host))`), PERMISSION_DENIED for any other caller; compare
+/// it with every host id the caller sends. Without TLS (`--insecure`): `Ok(None)`, nothing is
+/// known about the caller.
+pub fn require_agent(
+    tls_on: bool,
+    extensions: &tonic::Extensions,
+) -> Result<Option<String>, tonic::Status> {
+    if !tls_on {
+        return Ok(None);
+    }
+    match peer_identity(extensions) {
+        Some(PeerIdentity::Agent { host }) => Ok(Some(host.clone())),
+        Some(other) => Err(tonic::Status::permission_denied(format!(
+            "this service is for host agents only; the caller's certificate is for {other}"
+        ))),
+        None => Err(tonic::Status::permission_denied(
+            "this service is for host agents only; the caller presented no client certificate (issue one with `tribune ca issue agent HOST-ID`)",
+        )),
+    }
+}
+
 /// Accepts TCP connections, sets TCP_NODELAY, completes the TLS handshake and hands over the
 /// stream with its [`PeerInfo`].
 pub struct TlsListener {
@@ -181,5 +223,53 @@ impl ControllerTls {
         }
         let client = ClientTls::from_files(files).map_err(invalid)?;
         Ok(Self { server, client })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(identity: Option<PeerIdentity>) -> tonic::Extensions {
+        let mut e = tonic::Extensions::new();
+        e.insert(ConnectInfo(PeerInfo {
+            remote: SocketAddr::from(([127, 0, 0, 1], 1)),
+            identity,
+        }));
+        e
+    }
+
+    #[test]
+    fn services_admit_only_their_role_when_tls_is_on() {
+        let ctl = with(Some(PeerIdentity::Controller { id: 2 }));
+        let agent = with(Some(PeerIdentity::Agent { host: "h1".into() }));
+        let client = with(Some(PeerIdentity::Client { name: "a".into() }));
+        let anonymous = with(None);
+        let nothing = tonic::Extensions::new();
+
+        assert_eq!(
+            peer_identity(&ctl),
+            Some(&PeerIdentity::Controller { id: 2 })
+        );
+        assert_eq!(peer_identity(&anonymous), None);
+        assert_eq!(peer_identity(&nothing), None);
+
+        assert!(require_controller(true, &ctl).is_ok());
+        for e in [&agent, &client, &anonymous, &nothing] {
+            let err = require_controller(true, e).expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        }
+        assert_eq!(
+            require_agent(true, &agent).ok(),
+            Some(Some("h1".to_string()))
+        );
+        for e in [&ctl, &client, &anonymous] {
+            let err = require_agent(true, e).expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::PermissionDenied);
+            assert!(err.message().contains("host agents only"), "{err:?}");
+        }
+        // --insecure: nothing to check against.
+        assert!(require_controller(false, &agent).is_ok());
+        assert_eq!(require_agent(false, &ctl).ok(), Some(None));
     }
 }

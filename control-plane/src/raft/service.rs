@@ -11,7 +11,7 @@ use tribune_proto::v1::raft_service_server::RaftService;
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 
 use crate::node::{Controller, Forwarded};
-use crate::tls::{PeerIdentity, peer_identity};
+use crate::tls::require_controller;
 
 pub struct RaftServer {
     pub controller: Arc<Controller>,
@@ -31,18 +31,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 impl RaftServer {
     /// Lets only controllers in (when the controller runs with TLS).
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if self.controller.tls.is_none() {
-            return Ok(());
-        }
-        match peer_identity(req.extensions()) {
-            Some(PeerIdentity::Controller { .. }) => Ok(()),
-            Some(other) => Err(Status::permission_denied(format!(
-                "RaftService is for controllers only; the caller's certificate is for {other}"
-            ))),
-            None => Err(Status::permission_denied(
-                "RaftService is for controllers only; the caller presented no client certificate",
-            )),
-        }
+        require_controller(self.controller.tls.is_some(), req.extensions())
     }
 }
 
