@@ -108,7 +108,11 @@ impl ControllerConfig {
             (Some(_), true) => Err(ControllerError::Invalid(
                 "both TLS files and insecure are set: choose one".into(),
             )),
-            (Some(files), false) => ControllerTls::load(files, self.id).map(Some),
+            (Some(files), false) => {
+                let tls = ControllerTls::load(files, self.id)?;
+                tls.check_advertised(&self.advertised())?;
+                Ok(Some(tls))
+            }
             (None, true) => Ok(None),
             (None, false) => Err(ControllerError::Invalid(format!(
                 "no TLS certificate: create a CA with `tribune ca init --dir DIR`, issue this controller's certificate with `tribune ca issue controller {id} --dir DIR`, then pass `--tls-dir DIR` (or --ca/--cert/--key); `--insecure` runs without TLS",

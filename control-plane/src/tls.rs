@@ -224,6 +224,33 @@ impl ControllerTls {
         let client = ClientTls::from_files(files).map_err(invalid)?;
         Ok(Self { server, client })
     }
+
+    /// Checks the own certificate the way the other controllers will when they dial
+    /// `advertised` (`HOST:PORT`): a certificate the CA bundle does not vouch for is an error; one
+    /// that does not name HOST only a warning (the name may be valid elsewhere, e.g. behind NAT),
+    /// but peers dialling that address will refuse it.
+    pub fn check_advertised(&self, advertised: &str) -> Result<(), crate::ControllerError> {
+        let host = advertised
+            .rsplit_once(':')
+            .map_or(advertised, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        // Listening on every address with no --advertise: nothing to compare with.
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Ok(());
+        }
+        match self.client.check_own_certificate(host) {
+            Ok(tribune_tls::OwnCertificate::Valid) => Ok(()),
+            Ok(tribune_tls::OwnCertificate::WrongName(why)) => {
+                tracing::warn!(%host, reason = %why, "this controller's certificate does not name its advertised host: peers and clients dialling it will refuse it; reissue it with `tribune ca issue controller ID --san HOST --force`");
+                Ok(())
+            }
+            Err(e) => Err(crate::ControllerError::Invalid(format!("TLS: {e}"))),
+        }
+    }
 }
 
 #[cfg(test)]

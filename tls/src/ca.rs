@@ -251,6 +251,13 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool, overwrite: bool) -> Result
             err(e)
         }
     })?;
+    // `mode` applies only to new files: a replaced key is made private too.
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
 }

@@ -286,6 +286,55 @@ impl ClientTls {
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
     }
+
+    /// Checks this client's own certificate as a server certificate for `host`, the way a
+    /// peer dialling `host` will: it must chain to the CA bundle, be valid now and name `host`.
+    /// A missing name is [`OwnCertificate::WrongName`] (the caller decides how bad that is).
+    pub fn check_own_certificate(&self, host: &str) -> Result<OwnCertificate, TlsError> {
+        use rustls::client::danger::ServerCertVerifier;
+        let (l, _) = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| TlsError::Config("no certificate loaded to check".into()))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            TlsError::BadAddress {
+                addr: host.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("server certificate verifier: {e}")))?;
+        match verifier.verify_server_cert(
+            &l.chain[0],
+            &l.chain[1..],
+            &name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        ) {
+            Ok(_) => Ok(OwnCertificate::Valid),
+            Err(rustls::Error::InvalidCertificate(
+                e @ (rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }),
+            )) => Ok(OwnCertificate::WrongName(format!("{e:?}"))),
+            Err(e) => Err(TlsError::Certificate(format!(
+                "this process's own certificate does not verify against {}: {e}",
+                self.ca_path.display()
+            ))),
+        }
+    }
+}
+
+/// Outcome of [`ClientTls::check_own_certificate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnCertificate {
+    Valid,
+    /// Chains to the CA and is current, but does not name the host (the reason says which
+    /// names it has).
+    WrongName(String),
 }
 
 /// A tonic endpoint for `addr` (`HOST:PORT`, or a URL whose scheme is dropped): over TLS with

@@ -4,6 +4,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};
 
 use super::*;
+use crate::OwnCertificate;
 use crate::ca::IssueOptions;
 
 struct Pki {
@@ -148,7 +149,22 @@ fn only_controller_certificates_can_serve_and_names_are_checked() {
     assert!(handshake(&client, &server, "127.0.0.1").is_err());
 
     // A controller certificate is valid only for the names it carries.
-    let ctl = server_config(&pki.issue(Role::Controller, "1")).expect("server");
+    let ctl_files = pki.issue(Role::Controller, "1");
+    let own = ClientTls::from_files(&ctl_files).expect("own");
+    assert_eq!(
+        own.check_own_certificate("127.0.0.1").ok(),
+        Some(OwnCertificate::Valid)
+    );
+    assert!(matches!(
+        own.check_own_certificate("10.1.2.3"),
+        Ok(OwnCertificate::WrongName(_))
+    ));
+    // Its own certificate from another CA than the bundle it was given: an error.
+    let other = Pki::new();
+    let mixed =
+        ClientTls::load(&other.ca(), Some((&ctl_files.cert, &ctl_files.key))).expect("loads");
+    assert!(mixed.check_own_certificate("127.0.0.1").is_err());
+    let ctl = server_config(&ctl_files).expect("server");
     let err = handshake(&client, &ctl, "10.1.2.3").expect_err("not its name");
     assert!(err.contains("not valid for name"), "{err}");
 }
