@@ -73,10 +73,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Whether a request failed in the TLS handshake (retrying will not help).
-fn is_tls_failure(chain: &str) -> bool {
-    let c = chain.to_ascii_lowercase();
-    c.contains("certificate") || c.contains("handshake") || c.contains("tls")
+/// Whether a request failed in TLS (a certificate or handshake error: retrying will not help).
+/// The rustls error is wrapped (`io::Error`, boxed connector errors) in ways that do not always
+/// downcast, so the causes' messages are read too — never the top error, which holds the URL.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let typed = c.is::<tribune_tls::rustls::Error>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<tribune_tls::rustls::Error>());
+        let m = c.to_string().to_ascii_lowercase();
+        if typed
+            || m.contains("peer certificate")
+            || m.contains("fatal alert")
+            || m.contains("handshake")
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
@@ -256,7 +273,7 @@ impl Client {
                 req = req.json(b);
             }
             match req.send().await {
-                Err(e) if e.is_connect() && is_tls_failure(&error_chain(&e)) => {
+                Err(e) if is_tls_failure(&e) => {
                     return Err(ApiFailure {
                         problem: Value::Null,
                         message: format!(
