@@ -1,4 +1,7 @@
 //! A local cluster of real `tribune controller` processes for the scenarios that need one.
+//!
+//! The controllers run `--insecure` (plain text): the scenarios measure Raft and the write
+//! path on loopback, and keep their numbers comparable with earlier runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,6 +78,7 @@ impl LocalCluster {
                 "--data-dir",
             ])
             .arg(&node.2)
+            .arg("--insecure")
             .args(&peers)
             .args(&self.extra)
             .stdin(Stdio::null())

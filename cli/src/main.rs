@@ -26,6 +26,9 @@ enum Command {
     Dev(cmd::dev::DevArgs),
     /// Run one controller.
     Controller(cmd::controller::ControllerArgs),
+    /// Certificates: create a CA, issue controller, agent and client certificates.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCmd),
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Controller(a) => cmd::controller::run(a),
+        Command::Ca(c) => cmd::ca::run(c),
         Command::Cluster(c) => cmd::cluster::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Enclave(c) => cmd::resources::enclave(c),

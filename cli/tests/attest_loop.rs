@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,15 +48,28 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(dir: &Path, instance: &str, host: &str, controllers: &[String]) -> Agent {
+    /// An agent with its own certificate from the cluster's CA (mTLS, as in production).
+    fn start(c: &Cluster, instance: &str, host: &str) -> Agent {
+        let dir = c.dir.path();
+        let tls_dir = c.tls_dir.as_ref().expect("a TLS cluster");
+        common::issue(
+            tls_dir,
+            &tribune_tls::PeerIdentity::Agent {
+                host: host.to_string(),
+            },
+        );
+        // The agent streams to node 1 first; it is the one killed in the failover test.
+        let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
         let log = dir.join(format!("agent-{instance}.log"));
         let file = std::fs::File::create(&log).expect("agent log");
         let child = Command::new(BIN)
             .args(["agent", "run", "--instance", instance, "--host-id", host])
             .arg("--data-dir")
             .arg(dir.join(format!("agent-{instance}")))
+            .arg("--tls-dir")
+            .arg(tls_dir)
             .arg("--controllers")
-            .args(controllers)
+            .args(&controllers)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
@@ -208,7 +221,7 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
     if skip_unless_root("greedy_is_capped_fast_and_survives_kill9_of_its_controller") {
         return;
     }
-    let mut c = Cluster::start(3, &["--allow-sim-evidence"]);
+    let mut c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
     let leader = c.wait_leader().await;
     let (s, b) = c
         .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
@@ -226,9 +239,7 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
         ),
     )
     .await;
-    // The agent streams to node 1 first; node 1 is the one killed below.
-    let addrs: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-    let agent = Agent::start(c.dir.path(), "loopa", "h1", &addrs);
+    let agent = Agent::start(&c, "loopa", "h1");
 
     // 1. Throttled: the cap reaches the cgroup within 1 s of the first over-limit report.
     let violation = wait_entry(&c, "over_limit violation", |e| {
@@ -341,7 +352,7 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
     if skip_unless_root("idle_cpu_is_lent_by_weight_and_returned_within_one_interval") {
         return;
     }
-    let c = Cluster::start(3, &["--allow-sim-evidence"]);
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
     let leader = c.wait_leader().await;
     for (name, src) in [
         ("loop-owner", OWNER_POLICY),
@@ -376,8 +387,7 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
         ),
     )
     .await;
-    let addrs: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-    let agent = Agent::start(&dir, "loopr", "h2", &addrs);
+    let agent = Agent::start(&c, "loopr", "h2");
 
     // Borrower throttled at 100m + the owner's 400m lendable = 500m (quota 50000 µs).
     let deadline = Instant::now() + DEADLINE;

@@ -1,4 +1,5 @@
-//! `tribune dev` starts a healthy 3-controller cluster quickly and stops it cleanly.
+//! `tribune dev` starts a healthy 3-controller cluster with mTLS quickly, lets the CLI find it
+//! with no flags, and stops it cleanly.
 
 mod common;
 
@@ -22,10 +23,13 @@ fn free_base() -> u16 {
 fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
     let base = free_base();
     let dir = tempfile::tempdir().expect("temp dir");
+    // The client config file dev writes for the CLI: here, not in the user's home.
+    let config = dir.path().join("client.toml");
     let started = Instant::now();
     let mut dev = Command::new(common::BIN)
         .args(["dev", "--port-base", &base.to_string(), "--data-dir"])
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
+        .env("TRIBUNE_CONFIG", &config)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -37,32 +41,45 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
             let _ = tx.send(line);
         }
     });
-    let up = loop {
+    let mut up = None;
+    let mut printed = Vec::new();
+    loop {
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("cluster is up") => break started.elapsed(),
-            Ok(_) => {}
+            Ok(line) if line.contains("cluster is up") => {
+                up = Some(started.elapsed());
+                printed.push(line);
+            }
+            Ok(line) if line.contains("Ctrl-C") => break,
+            Ok(line) => printed.push(line),
             Err(e) => {
                 let _ = dev.kill();
-                panic!("tribune dev did not come up: {e}");
+                panic!("tribune dev did not come up: {e}\n{}", printed.join("\n"));
             }
         }
-    };
+    }
+    let up = up.expect("the cluster came up");
     eprintln!("tribune dev up in {up:?}");
     assert!(up < Duration::from_secs(10), "tribune dev took {up:?}");
+    let printed = printed.join("\n");
+    let tls = dir.path().join("data").join("tls");
+    for want in [
+        format!("export TRIBUNE_CA={}", tls.join("ca.pem").display()),
+        format!(
+            "export TRIBUNE_CERT={}",
+            tls.join("client-dev.pem").display()
+        ),
+        format!("https://127.0.0.1:{}", base + 1),
+    ] {
+        assert!(printed.contains(&want), "{want:?} not in:\n{printed}");
+    }
+    assert!(config.exists(), "dev wrote the CLI config");
 
-    let endpoint = (1..=3)
-        .map(|i| format!("http://127.0.0.1:{}", base + i))
-        .collect::<Vec<_>>()
-        .join(",");
+    // No --endpoint, no --ca: the CLI reads the config dev wrote and speaks mTLS.
     let out = Command::new(common::BIN)
-        .args([
-            "cluster",
-            "status",
-            "--output",
-            "json",
-            "--endpoint",
-            &endpoint,
-        ])
+        .args(["cluster", "status", "--output", "json"])
+        .env("TRIBUNE_CONFIG", &config)
+        .env_remove("TRIBUNE_ENDPOINT")
+        .env_remove("TRIBUNE_CA")
         .output()
         .expect("cluster status");
     assert!(
@@ -81,8 +98,23 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
     );
     assert!(v["leader"].as_u64().is_some(), "{v}");
 
+    // The controllers speak TLS only: plain HTTP gets nowhere.
+    let plain = Command::new(common::BIN)
+        .args(["cluster", "status", "--timeout-secs", "1", "--endpoint"])
+        .arg(format!("http://127.0.0.1:{}", base + 1))
+        .output()
+        .expect("plain status");
+    assert!(!plain.status.success(), "plain HTTP was answered");
+
+    let endpoint = (1..=3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
     let table = Command::new(common::BIN)
-        .args(["cluster", "status", "--endpoint", &endpoint])
+        .args(["cluster", "status", "--endpoint", &endpoint, "--ca"])
+        .arg(tls.join("ca.pem"))
+        .env_remove("TRIBUNE_CERT")
+        .env_remove("TRIBUNE_KEY")
         .output()
         .expect("status");
     let text = String::from_utf8_lossy(&table.stdout);
@@ -106,6 +138,7 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(!config.exists(), "dev removed the CLI config on exit");
     for i in 1..=3 {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpListener::bind(("127.0.0.1", base + i)).is_err() {

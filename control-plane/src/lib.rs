@@ -5,6 +5,7 @@
 //!   machine, tonic transport.
 //! - [`node`]: one controller — write batching and forwarding, linearizable reads, membership.
 //! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
+//! - [`tls`]: mTLS on the listener; [`tls::peer_identity`] tells a service who is calling.
 //!
 //! This crate never touches cgroups or tc: it decides, agents enforce.
 
@@ -18,6 +19,7 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod validate;
 
 pub use error::ControllerError;

@@ -24,6 +24,7 @@ use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::{SharedState, StateMachineStore};
 use crate::raft::{Node, NodeId, Raft, Request};
 use crate::state::{Command, Outcome};
+use crate::tls::{ControllerTls, TlsFiles};
 use crate::validate::PolicyValidator;
 
 /// Start-up configuration of one controller.
@@ -59,6 +60,12 @@ pub struct ControllerConfig {
     /// Accept simulated-TEE evidence from agents (`tribune dev`; never in production).
     #[serde(default)]
     pub allow_sim_evidence: bool,
+    /// mTLS on every link: the CA bundle, this controller's certificate and its key.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Run without TLS (plain-text gRPC and HTTP). Required, explicitly, when `tls` is absent.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 mod defaults {
@@ -94,6 +101,27 @@ impl ControllerConfig {
             keep_logs: defaults::keep_logs(),
             request_timeout_ms: defaults::request_timeout_ms(),
             allow_sim_evidence: false,
+            tls: None,
+            insecure: false,
+        }
+    }
+
+    /// Loads the TLS material, or checks that plain text was asked for explicitly.
+    pub fn transport(&self) -> Result<Option<ControllerTls>, ControllerError> {
+        match (&self.tls, self.insecure) {
+            (Some(_), true) => Err(ControllerError::Invalid(
+                "both TLS files and insecure are set: choose one".into(),
+            )),
+            (Some(files), false) => {
+                let tls = ControllerTls::load(files, self.id)?;
+                tls.check_advertised(&self.advertised())?;
+                Ok(Some(tls))
+            }
+            (None, true) => Ok(None),
+            (None, false) => Err(ControllerError::Invalid(format!(
+                "no TLS certificate: create a CA with `tribune ca init --dir DIR`, issue this controller's certificate with `tribune ca issue controller {id} --dir DIR`, then pass `--tls-dir DIR` (or --ca/--cert/--key); `--insecure` runs without TLS",
+                id = self.id
+            ))),
         }
     }
 
@@ -182,6 +210,8 @@ pub struct Controller {
     pub peers: Peers,
     pub config: ControllerConfig,
     pub validator: Arc<dyn PolicyValidator>,
+    /// `None` only when the controller runs `--insecure`.
+    pub tls: Option<ControllerTls>,
     applied: watch::Receiver<u64>,
     writes: mpsc::Sender<Pending>,
 }
@@ -193,6 +223,7 @@ impl Controller {
         validator: Arc<dyn PolicyValidator>,
     ) -> Result<Arc<Self>, ControllerError> {
         let raft_config = Arc::new(config.raft_config()?);
+        let tls = config.transport()?;
         let db = open_database(&config.data_dir.join("raft")).map_err(|e| {
             ControllerError::Internal(format!("opening {}: {e}", config.data_dir.display()))
         })?;
@@ -200,7 +231,7 @@ impl Controller {
             .map_err(|e| ControllerError::Internal(format!("opening the raft log: {e}")))?;
         let (sm, state, applied) = StateMachineStore::open(log.clone())
             .map_err(|e| ControllerError::Internal(format!("opening the state machine: {e}")))?;
-        let peers = Peers::default();
+        let peers = Peers::new(tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -222,6 +253,7 @@ impl Controller {
             peers,
             config,
             validator,
+            tls,
             applied,
             writes: tx,
         });

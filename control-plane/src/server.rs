@@ -1,5 +1,6 @@
 //! Serves one controller: gRPC (Raft transport and `ControlService`) and HTTP/JSON on a single
-//! listener, until the shutdown signal fires.
+//! listener, until the shutdown signal fires. With TLS (the default; plain text only with
+//! `insecure`), each request carries the caller's verified identity: see [`crate::tls`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +25,7 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
     });
     let loop_config = LoopConfig {
         allow_sim: controller.config.allow_sim_evidence,
-        // Until TLS identities reach the request, the Hello's host id is taken as said.
-        insecure: true,
+        insecure: controller.tls.is_none(),
         ..LoopConfig::default()
     };
     let attest = match AttestServer::new(controller.clone(), loop_config) {
@@ -64,7 +64,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
-    let app = router(controller);
+    let tls = controller.tls.as_ref().map(|t| t.server.clone());
+    let app = router(controller.clone());
+    if let Some(tls) = tls {
+        let (failures_tx, failures) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(log_refused_handshakes(controller, failures));
+        // TCP_NODELAY is set by the TLS listener, for the reason given below.
+        let listener = crate::tls::TlsListener::new(listener, &tls, Some(failures_tx))?;
+        return axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<crate::tls::PeerInfo>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+    }
     // Small request/response pairs, and gRPC trailers written apart from the body: with Nagle's
     // algorithm each would wait for the peer's delayed ACK (~40 ms).
     let listener = listener.tap_io(|tcp| {
@@ -75,4 +88,48 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Records refused TLS handshakes (a certificate from another CA, a forged one) in the
+/// attestation log: the first from each address at once, then at most one a minute per
+/// address, and at most 60 entries a minute in all, so a scanner cannot flood the log.
+async fn log_refused_handshakes(
+    controller: Arc<Controller>,
+    mut failures: tokio::sync::mpsc::Receiver<crate::tls::HandshakeFailure>,
+) {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+    let mut last: HashMap<std::net::IpAddr, Instant> = HashMap::new();
+    let mut window = (Instant::now(), 0u32);
+    while let Some((remote, why)) = failures.recv().await {
+        let now = Instant::now();
+        if now.duration_since(window.0) > Duration::from_secs(60) {
+            window = (now, 0);
+            last.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        if last
+            .get(&remote.ip())
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+            || window.1 >= 60
+        {
+            continue;
+        }
+        last.insert(remote.ip(), now);
+        window.1 += 1;
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let cmd = crate::state::Command::AppendLog {
+            kind: crate::state::LogEntryKind::Violation,
+            subject: remote.ip().to_string(),
+            detail: serde_json::json!({
+                "event": "refused", "what": "tls handshake", "why": why,
+                "remote": remote.to_string(), "controller": controller.id,
+            }),
+            at_ms,
+        };
+        if let Err(e) = controller.write(vec![cmd]).await {
+            tracing::debug!("recording a refused handshake: {e}");
+        }
+    }
 }

@@ -40,6 +40,7 @@ async fn start() -> Harness {
     let addr = listener.local_addr().expect("addr");
     let mut cfg = ControllerConfig::new(1, addr, dir.path().to_path_buf());
     cfg.init = true;
+    cfg.insecure = true;
     cfg.allow_sim_evidence = true;
     let controller = Controller::open(cfg, Arc::new(tribune_controller::validate::PolicyLanguage))
         .await

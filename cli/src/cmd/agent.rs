@@ -76,6 +76,21 @@ pub struct RunArgs {
     /// The host this agent speaks for (must match its certificate); default: the instance name.
     #[arg(long)]
     pub host_id: Option<String>,
+    /// mTLS from a `tribune ca` directory: DIR/ca.pem, DIR/agent-HOST.pem, DIR/agent-HOST.key.
+    #[arg(long, conflicts_with_all = ["ca", "cert", "key"])]
+    pub tls_dir: Option<PathBuf>,
+    /// mTLS: CA certificate(s) to trust (PEM); with --cert and --key.
+    #[arg(long, requires_all = ["cert", "key"])]
+    pub ca: Option<PathBuf>,
+    /// mTLS: this agent's certificate (PEM), issued with `tribune ca issue agent HOST`.
+    #[arg(long, requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// mTLS: this agent's private key (PEM).
+    #[arg(long, requires_all = ["ca", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Stream to the controllers in plain text (they must run `--insecure` too).
+    #[arg(long, conflicts_with_all = ["tls_dir", "ca", "cert", "key"])]
+    pub insecure: bool,
     /// Names this agent's cgroups (`tribune/INSTANCE`) and namespaces (`tb-INSTANCE-…`).
     #[arg(long, default_value = "agent")]
     pub instance: String,
@@ -198,6 +213,36 @@ fn config(a: &RunArgs) -> anyhow::Result<AgentConfig> {
     Ok(cfg)
 }
 
+/// The agent's TLS for the controller link; an error says how to get a certificate.
+fn link_tls(
+    a: &RunArgs,
+    host_id: &str,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let files = match (&a.tls_dir, &a.ca, &a.cert, &a.key) {
+        (Some(dir), ..) => tribune_tls::TlsFiles::in_dir(dir, &format!("agent-{host_id}")),
+        (None, Some(ca), Some(cert), Some(key)) => tribune_tls::TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ if a.insecure => return Ok(None),
+        _ => anyhow::bail!(
+            "no TLS certificate for the controller link: issue one with `tribune ca issue agent {host_id} --dir DIR` and pass `--tls-dir DIR` (or --ca/--cert/--key); `--insecure` streams in plain text"
+        ),
+    };
+    let tls = tribune_tls::ClientTls::from_files(&files)
+        .with_context(|| format!("loading {}", files.cert.display()))?;
+    match tls.identity() {
+        Some(tribune_tls::PeerIdentity::Agent { host }) if host == host_id => {}
+        Some(other) => anyhow::bail!(
+            "{} is a certificate for {other}, not for agent {host_id:?}",
+            files.cert.display()
+        ),
+        None => anyhow::bail!("{} carries no Tribune identity", files.cert.display()),
+    }
+    Ok(Some(tls.tonic_config()))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn terminated() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -218,12 +263,13 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(64);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(16);
         agent.set_uplink(up_tx);
+        let tls = link_tls(&a, &host_id)?;
         let link_cfg = LinkConfig {
             host_id: host_id.clone(),
             controllers: a.controllers.clone(),
             can_enforce: true,
             enforce_problem: String::new(),
-            tls: None,
+            tls,
         };
         tokio::spawn(link::run(link_cfg, up_rx, ev_tx));
         link_events = Some(ev_rx);

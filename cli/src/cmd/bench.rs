@@ -52,7 +52,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     _cluster = c;
                     eps
                 } else {
-                    opts.endpoint.split(',').map(|s| s.trim().to_string()).collect()
+                    // The load generator speaks plain HTTP: point it at an `--insecure` cluster.
+                    let (eps, tls) = opts.resolve()?;
+                    anyhow::ensure!(tls.is_none(), "bench writes speaks plain HTTP only: run it with --local, or against controllers started with --insecure and an http:// --endpoint");
+                    eps
                 };
                 let mut reports = Vec::new();
                 for n in clients {

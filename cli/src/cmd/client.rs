@@ -1,16 +1,100 @@
 //! The HTTP/JSON client behind every client verb: several endpoints tried in turn, bounded
 //! retries where retrying is safe, and problem details turned into messages a person can act on.
+//!
+//! TLS: `--ca` (the cluster's CA) turns it on, `--cert`/`--key` present a client certificate.
+//! With no `--endpoint` at all, the client config file that `tribune dev` writes (see
+//! [`client_config_path`]) supplies the endpoints and the TLS files.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
 use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tribune_tls::ClientTls;
 
-/// Where the dev cluster listens by default (`tribune dev`).
-pub const DEFAULT_ENDPOINT: &str =
-    "http://127.0.0.1:7401,http://127.0.0.1:7402,http://127.0.0.1:7403";
+/// Where the dev cluster listens by default (`tribune dev`); the scheme is https when a CA is
+/// known, http otherwise.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403";
+
+/// Environment variable naming the client config file (default: [`client_config_path`]).
+pub const CONFIG_ENV: &str = "TRIBUNE_CONFIG";
+
+/// What `tribune dev` writes for the CLI: where its cluster is and the TLS files to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfigFile {
+    pub endpoint: String,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// `$TRIBUNE_CONFIG`, else `$XDG_CONFIG_HOME/tribune/dev.toml`, else `~/.config/tribune/dev.toml`.
+pub fn client_config_path() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = env(CONFIG_ENV) {
+        return Some(p);
+    }
+    let base = env("XDG_CONFIG_HOME").or_else(|| env("HOME").map(|h| h.join(".config")))?;
+    Some(base.join("tribune").join("dev.toml"))
+}
+
+/// A reqwest client builder that speaks TLS with `tls` (HTTP/1.1, as without TLS).
+pub fn http_builder(tls: Option<&ClientTls>) -> anyhow::Result<reqwest::ClientBuilder> {
+    let b = reqwest::Client::builder();
+    Ok(match tls {
+        Some(t) => b.use_preconfigured_tls(t.rustls_config(&[b"http/1.1"])?),
+        None => b,
+    })
+}
+
+/// An error with its causes, one after another (reqwest hides TLS failures in the sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a request failed in TLS (a certificate or handshake error: retrying will not help).
+/// The rustls error is wrapped (`io::Error`, boxed connector errors) in ways that do not always
+/// downcast, so the causes' messages are read too — never the top error, which holds the URL.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let typed = c.is::<tribune_tls::rustls::Error>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<tribune_tls::rustls::Error>());
+        let m = c.to_string().to_ascii_lowercase();
+        if typed
+            || m.contains("peer certificate")
+            || m.contains("fatal alert")
+            || m.contains("handshake")
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
 pub enum Output {
@@ -21,9 +105,20 @@ pub enum Output {
 
 #[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
-    /// Controller API endpoints, comma-separated; tried in turn when one is down.
-    #[arg(long, env = "TRIBUNE_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    pub endpoint: String,
+    /// Controller API endpoints, comma-separated; tried in turn when one is down. Without a
+    /// scheme: https when a CA is given, else http. Default: the cluster of `tribune dev` (from
+    /// the file it writes, see TRIBUNE_CONFIG), else 127.0.0.1:7401-7403.
+    #[arg(long, env = "TRIBUNE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// CA certificate(s) (PEM) to verify controllers with; turns TLS on.
+    #[arg(long, env = "TRIBUNE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, from `tribune ca issue client NAME`.
+    #[arg(long, env = "TRIBUNE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, env = "TRIBUNE_KEY")]
+    pub key: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -63,27 +158,85 @@ fn safe_to_retry(status: StatusCode, problem: &Value, idempotent: bool) -> bool 
     idempotent || kind.ends_with("/no-leader") || kind.ends_with("/not-ready")
 }
 
+impl ClientOpts {
+    /// The endpoints (with their scheme) and the TLS settings to reach them.
+    pub fn resolve(&self) -> anyhow::Result<(Vec<String>, Option<ClientTls>)> {
+        let mut endpoint = self.endpoint.clone();
+        let (mut ca, mut cert, mut key) = (self.ca.clone(), self.cert.clone(), self.key.clone());
+        if endpoint.is_none()
+            && let Some(path) = client_config_path()
+            && path.exists()
+        {
+            let file = read_client_config(&path)?;
+            endpoint = Some(file.endpoint);
+            if ca.is_none() {
+                ca = file.ca;
+                if cert.is_none() && key.is_none() {
+                    (cert, key) = (file.cert, file.key);
+                }
+            }
+        }
+        let tls = match (ca, cert, key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(ClientTls::load(&ca, Some((cert.as_path(), key.as_path())))?)
+            }
+            (Some(ca), None, None) => Some(ClientTls::load(&ca, None)?),
+            (None, None, None) => None,
+            (None, _, _) => bail!("--cert and --key need --ca (the cluster's CA certificate)"),
+            _ => bail!("--cert and --key go together"),
+        };
+        let endpoints = parse_endpoints(
+            endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT),
+            tls.is_some(),
+        )?;
+        Ok((endpoints, tls))
+    }
+}
+
+fn read_client_config(path: &Path) -> anyhow::Result<ClientConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the client config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "parsing the client config {} (written by `tribune dev`; remove it or pass --endpoint)",
+            path.display()
+        )
+    })
+}
+
+/// Splits a comma-separated endpoint list; a bare `HOST:PORT` gets https with TLS, else http.
+pub fn parse_endpoints(list: &str, tls: bool) -> anyhow::Result<Vec<String>> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s
+            } else if tls {
+                format!("https://{s}")
+            } else {
+                format!("http://{s}")
+            }
+        })
+        .collect();
+    if endpoints.is_empty() {
+        bail!(
+            "--endpoint is empty: give at least one controller address, e.g. https://127.0.0.1:7401"
+        );
+    }
+    if !tls && let Some(e) = endpoints.iter().find(|e| e.starts_with("https://")) {
+        bail!(
+            "{e} is https: pass --ca (or set TRIBUNE_CA) with the cluster's CA certificate (`tribune dev` prints it)"
+        );
+    }
+    Ok(endpoints)
+}
+
 impl Client {
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Self> {
-        let endpoints: Vec<String> = opts
-            .endpoint
-            .split(',')
-            .map(|s| s.trim().trim_end_matches('/').to_string())
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                if s.contains("://") {
-                    s
-                } else {
-                    format!("http://{s}")
-                }
-            })
-            .collect();
-        if endpoints.is_empty() {
-            bail!(
-                "--endpoint is empty: give at least one controller address, e.g. http://127.0.0.1:7401"
-            );
-        }
-        let http = reqwest::Client::builder()
+        let (endpoints, tls) = opts.resolve()?;
+        let http = http_builder(tls.as_ref())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()
@@ -120,13 +273,22 @@ impl Client {
                 req = req.json(b);
             }
             match req.send().await {
+                Err(e) if is_tls_failure(&e) => {
+                    return Err(ApiFailure {
+                        problem: Value::Null,
+                        message: format!(
+                            "{base}: TLS handshake failed: {}; is --ca the cluster's CA, and was --cert issued by it?",
+                            error_chain(&e)
+                        ),
+                    });
+                }
                 Err(e) if e.is_connect() || (idempotent && e.is_timeout()) => {
-                    last_err = format!("{base}: {e}");
+                    last_err = format!("{base}: {}", error_chain(&e));
                 }
                 Err(e) => {
                     return Err(ApiFailure {
                         problem: Value::Null,
-                        message: format!("{base}: {e}"),
+                        message: format!("{base}: {}", error_chain(&e)),
                     });
                 }
                 Ok(resp) => {

@@ -1,12 +1,78 @@
 //! `tribune dev`: the whole system locally in one command — three controllers as separate
 //! processes on 127.0.0.1, each with its own data dir, formed into a cluster.
+//!
+//! It speaks mTLS like a real cluster: a CA and certificates under `DATA_DIR/tls` (kept when
+//! the data dir is reused), and a client config file (see `client::client_config_path`) that
+//! lets the CLI find the cluster with no flags; it is removed on exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use tribune_tls::ca::{self, IssueOptions};
+use tribune_tls::{ClientTls, PeerIdentity};
+
+use super::client::{ClientConfigFile, client_config_path};
+
+/// The client certificate `tribune dev` issues for the CLI.
+const DEV_CLIENT: &str = "dev";
+
+/// Creates the CA and certificates that are missing under `tls_dir`.
+fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
+    if !tls_dir.join(ca::CA_CERT).exists() {
+        ca::init(tls_dir, ca::CA_DAYS_DEFAULT).context("creating the dev CA")?;
+    }
+    let mut ids: Vec<PeerIdentity> = (1..=u64::from(controllers))
+        .map(|id| PeerIdentity::Controller { id })
+        .collect();
+    for host in super::dev_demo::HOSTS {
+        ids.push(PeerIdentity::Agent { host: host.into() });
+    }
+    ids.push(PeerIdentity::Client {
+        name: DEV_CLIENT.into(),
+    });
+    for id in &ids {
+        if !tls_dir.join(format!("{}.pem", id.file_stem())).exists() {
+            ca::issue(tls_dir, tls_dir, id, &IssueOptions::default())
+                .with_context(|| format!("issuing the dev certificate for {id}"))?;
+        }
+    }
+    let client = tribune_tls::TlsFiles::in_dir(tls_dir, &ids[ids.len() - 1].file_stem());
+    Ok(ClientTls::from_files(&client)?)
+}
+
+/// The client config file this process wrote; removed on exit if it is still ours.
+struct ClientConfigGuard {
+    path: PathBuf,
+    text: String,
+}
+
+impl Drop for ClientConfigGuard {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|t| t == self.text) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn write_client_config(file: &ClientConfigFile) -> anyhow::Result<Option<ClientConfigGuard>> {
+    let Some(path) = client_config_path() else {
+        return Ok(None);
+    };
+    let text = format!(
+        "# Written by `tribune dev` (pid {}); removed when it stops. The CLI reads it when no\n# --endpoint is given.\n{}",
+        std::process::id(),
+        toml::to_string(file).context("encoding the client config")?
+    );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(ClientConfigGuard { path, text }))
+}
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -86,6 +152,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let tls_dir = dir.join("tls");
+    let client_tls = dev_pki(&tls_dir, n)?;
     let exe = std::env::current_exe().context("locating the tribune binary")?;
     let mut children = Children(Vec::new());
     for (id, addr) in &addrs {
@@ -96,7 +164,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         cmd.arg("controller")
             .args(["--id", &id.to_string(), "--listen", addr, "--data-dir"])
             .arg(&data)
-            .arg("--allow-sim-evidence");
+            .arg("--allow-sim-evidence")
+            .arg("--tls-dir")
+            .arg(&tls_dir);
         if n == 1 {
             cmd.arg("--init");
         }
@@ -116,12 +186,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     let endpoint = addrs
         .iter()
-        .map(|(_, a)| format!("http://{a}"))
+        .map(|(_, a)| format!("https://{a}"))
         .collect::<Vec<_>>()
         .join(",");
     let rt = super::client::runtime()?;
     let leader = rt.block_on(wait_for_cluster(
         &addrs,
+        &client_tls,
         &mut children,
         Duration::from_secs(30),
     ))?;
@@ -130,7 +201,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "  API        http://{}  (gRPC and HTTP/JSON on each controller)",
+        "  API        https://{}  (gRPC and HTTP/JSON on each controller, mTLS)",
         addrs[0].1
     );
     for (id, a) in &addrs {
@@ -148,18 +219,41 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    println!();
-    println!("Try:");
-    if args.port_base != 7400 {
-        println!("  export TRIBUNE_ENDPOINT={endpoint}");
+    let client_files = tribune_tls::TlsFiles::in_dir(&tls_dir, &format!("client-{DEV_CLIENT}"));
+    let config = ClientConfigFile {
+        endpoint: endpoint.clone(),
+        ca: Some(client_files.ca.clone()),
+        cert: Some(client_files.cert.clone()),
+        key: Some(client_files.key.clone()),
+    };
+    let _config_guard = write_client_config(&config)?;
+    println!("  TLS        CA and certificates in {}", tls_dir.display());
+    if let Some(g) = &_config_guard {
+        println!(
+            "  CLI config {}  (the CLI uses it when no --endpoint is given)",
+            g.path.display()
+        );
     }
+    println!();
+    println!("From another shell (or set these to skip the CLI config):");
+    println!("  export TRIBUNE_ENDPOINT={endpoint}");
+    println!("  export TRIBUNE_CA={}", client_files.ca.display());
+    println!("  export TRIBUNE_CERT={}", client_files.cert.display());
+    println!("  export TRIBUNE_KEY={}", client_files.key.display());
+    println!("Try:");
     println!("  tribune cluster status");
     println!("  tribune policy put examples/policies/acme-batch.tribune");
     println!("  tribune policy ls");
-    println!("  curl -s http://{}/v1/cluster", addrs[0].1);
+    println!(
+        "  curl -s --cacert {} --cert {} --key {} https://{}/v1/cluster",
+        client_files.ca.display(),
+        client_files.cert.display(),
+        client_files.key.display(),
+        addrs[0].1
+    );
     // The demo: two agents and three enclaves whose stories play out within seconds.
-    let api = format!("http://{}", addrs[0].1);
-    let http = reqwest::Client::builder()
+    let api = format!("https://{}", addrs[0].1);
+    let http = super::client::http_builder(Some(&client_tls))?
         .timeout(Duration::from_secs(5))
         .build()?;
     let mut agents = None;
@@ -168,19 +262,29 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         println!();
         if super::dev_demo::is_root() {
             let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
-            agents = Some(super::dev_demo::start_agents(&exe, &dir, &ctl)?);
-            println!("Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:");
+            agents = Some(super::dev_demo::start_agents(&exe, &dir, &tls_dir, &ctl)?);
+            println!(
+                "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
+            );
             println!("  web     (h1) well-behaved: stays within its limit");
-            println!("  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s");
+            println!(
+                "  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s"
+            );
             println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
             for l in super::dev_demo::agent_logs(&dir) {
                 println!("  agent log  {}", l.display());
             }
             println!("Decisions as the controllers log them:");
         } else {
-            println!("WARNING: not root — no host agent started, so nothing is enforced or measured.");
-            println!("  The agents need cgroups (and root) to confine enclaves; run `sudo tribune dev` for the");
-            println!("  whole loop. Policies and enclaves of the demo are stored; `tribune enclave ls` shows them");
+            println!(
+                "WARNING: not root — no host agent started, so nothing is enforced or measured."
+            );
+            println!(
+                "  The agents need cgroups (and root) to confine enclaves; run `sudo tribune dev` for the"
+            );
+            println!(
+                "  whole loop. Policies and enclaves of the demo are stored; `tribune enclave ls` shows them"
+            );
             println!("  pending.");
         }
     }
@@ -190,6 +294,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     rt.block_on(async {
         let mut next_entry = 0u64;
+        let mut attested = std::collections::HashSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let stop = super::controller::shutdown_signal();
         tokio::pin!(stop);
@@ -209,7 +314,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                     if agents.is_some() {
                         for e in super::dev_demo::entries_since(&http, &api, next_entry).await {
                             next_entry = next_entry.max(e["index"].as_u64().unwrap_or(0) + 1);
-                            if let Some(line) = super::dev_demo::describe(&e) {
+                            if let Some(line) = super::dev_demo::describe(&e, &mut attested) {
                                 println!("{line}");
                             }
                         }
@@ -227,10 +332,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 async fn wait_for_cluster(
     addrs: &[(u64, String)],
+    tls: &ClientTls,
     children: &mut Children,
     limit: Duration,
 ) -> anyhow::Result<u64> {
-    let http = reqwest::Client::builder()
+    let http = super::client::http_builder(Some(tls))?
         .timeout(Duration::from_secs(2))
         .build()?;
     let deadline = Instant::now() + limit;
@@ -242,7 +348,7 @@ async fn wait_for_cluster(
             }
         }
         match http
-            .get(format!("http://{}/v1/cluster", addrs[0].1))
+            .get(format!("https://{}/v1/cluster", addrs[0].1))
             .send()
             .await
         {
@@ -259,7 +365,7 @@ async fn wait_for_cluster(
                 }
             }
             Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = super::client::error_chain(&e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod attest;
 pub mod bench;
+pub mod ca;
 pub mod client;
 pub mod cluster;
 pub mod controller;

@@ -1,5 +1,9 @@
 //! Test harness: real `tribune controller` processes on loopback, each with its own ports and
 //! data dir, and a small HTTP client that retries only where retrying cannot double-apply.
+//!
+//! Clusters run `--insecure` unless made with [`Cluster::start_tls`]/[`Cluster::empty_tls`]:
+//! those get a CA of their own under the test's temp dir, a certificate per controller and a
+//! client certificate for the harness and the CLI ([`Cluster::tls_args`]).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -33,6 +37,31 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, Node>,
     pub http: reqwest::Client,
     pub extra: Vec<String>,
+    /// The cluster's CA directory when it runs with TLS.
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// Name of the harness's client certificate in a TLS cluster's CA directory.
+pub const TEST_CLIENT: &str = "test";
+
+/// Creates a CA in `dir` and issues the harness's client certificate.
+pub fn make_ca(dir: &std::path::Path) {
+    tribune_tls::ca::init(dir, 30).expect("ca init");
+    issue(
+        dir,
+        &tribune_tls::PeerIdentity::Client {
+            name: TEST_CLIENT.into(),
+        },
+    );
+}
+
+/// Issues a certificate for `id` from the CA in `dir` (unless it exists) and returns its files.
+pub fn issue(dir: &std::path::Path, id: &tribune_tls::PeerIdentity) -> tribune_tls::TlsFiles {
+    let files = tribune_tls::TlsFiles::in_dir(dir, &id.file_stem());
+    if !files.cert.exists() {
+        tribune_tls::ca::issue(dir, dir, id, &Default::default()).expect("issue");
+    }
+    files
 }
 
 impl Drop for Cluster {
@@ -59,12 +88,37 @@ impl Cluster {
                 .build()
                 .expect("client"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_dir: None,
         }
+    }
+
+    /// No controllers yet; those added will run with mTLS from this cluster's own CA.
+    pub fn empty_tls(extra: &[&str]) -> Self {
+        let mut c = Self::empty(extra);
+        let dir = c.dir.path().join("tls");
+        make_ca(&dir);
+        let files = tribune_tls::TlsFiles::in_dir(&dir, &format!("client-{TEST_CLIENT}"));
+        let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
+        c.http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.rustls_config(&[b"http/1.1"]).expect("rustls config"))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        c.tls_dir = Some(dir);
+        c
     }
 
     /// Starts `n` controllers that form one cluster (ids 1..=n).
     pub fn start(n: u64, extra: &[&str]) -> Self {
-        let mut c = Self::empty(extra);
+        Self::start_in(Self::empty(extra), n)
+    }
+
+    /// Starts `n` controllers with mTLS that form one cluster (ids 1..=n).
+    pub fn start_tls(n: u64, extra: &[&str]) -> Self {
+        Self::start_in(Self::empty_tls(extra), n)
+    }
+
+    fn start_in(mut c: Self, n: u64) -> Self {
         let addrs: Vec<(u64, String)> = (1..=n)
             .map(|i| (i, format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -101,16 +155,26 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("log file");
-        let child = Command::new(BIN)
-            .args([
-                "controller",
-                "--id",
-                &n.id.to_string(),
-                "--listen",
-                &n.addr,
-                "--data-dir",
-            ])
-            .arg(&n.data_dir)
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "controller",
+            "--id",
+            &n.id.to_string(),
+            "--listen",
+            &n.addr,
+            "--data-dir",
+        ])
+        .arg(&n.data_dir);
+        match &self.tls_dir {
+            Some(dir) => {
+                issue(dir, &tribune_tls::PeerIdentity::Controller { id: n.id });
+                cmd.arg("--tls-dir").arg(dir);
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
+        let child = cmd
             .args(&n.args)
             .args(&self.extra)
             .env("RUST_LOG", "warn,tribune_controller=info,openraft=warn")
@@ -137,16 +201,40 @@ impl Cluster {
         self.nodes.insert(id, n);
     }
 
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.nodes[&id].addr, path)
+        format!("{}://{}{}", self.scheme(), self.nodes[&id].addr, path)
     }
 
     pub fn endpoints(&self) -> String {
         self.nodes
             .values()
-            .map(|n| format!("http://{}", n.addr))
+            .map(|n| format!("{}://{}", self.scheme(), n.addr))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// `--ca … --cert … --key …` for CLI client verbs (empty without TLS).
+    pub fn tls_args(&self) -> Vec<String> {
+        let Some(dir) = &self.tls_dir else {
+            return vec![];
+        };
+        let f = tribune_tls::TlsFiles::in_dir(dir, &format!("client-{TEST_CLIENT}"));
+        vec![
+            "--ca".into(),
+            f.ca.display().to_string(),
+            "--cert".into(),
+            f.cert.display().to_string(),
+            "--key".into(),
+            f.key.display().to_string(),
+        ]
     }
 
     pub fn running(&self) -> Vec<u64> {

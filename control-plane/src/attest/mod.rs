@@ -9,4 +9,4 @@ pub mod plan;
 pub mod stream;
 pub mod window;
 
-pub use stream::{AgentIdentity, AttestServer, LoopConfig};
+pub use stream::{AttestServer, LoopConfig};

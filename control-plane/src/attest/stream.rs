@@ -64,21 +64,17 @@ const OUTBOUND_MAX: usize = 64;
 pub struct LoopConfig {
     /// Accept simulated evidence (`tribune dev`).
     pub allow_sim: bool,
-    /// No TLS: the host id of `Hello` is taken as said (development only).
+    /// No TLS (`--insecure`): the host id of `Hello` is taken as said.
     pub insecure: bool,
     pub freshness: Freshness,
-}
-
-/// The host an authenticated peer may speak for (set by the TLS layer as a request extension).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentIdentity {
-    pub host: String,
 }
 
 pub struct AttestServer {
     controller: Arc<Controller>,
     config: LoopConfig,
     verifiers: Arc<Verifiers>,
+    /// Refused streams logged in the current minute (at most 60, against floods).
+    refusals: std::sync::Mutex<(Instant, u32)>,
 }
 
 impl AttestServer {
@@ -88,7 +84,40 @@ impl AttestServer {
             controller,
             config,
             verifiers: Arc::new(verifiers),
+            refusals: std::sync::Mutex::new((Instant::now(), 0)),
         })
+    }
+}
+
+impl AttestServer {
+    /// Records a refused stream in the log (in the background: refusing does not wait).
+    fn record_refusal(&self, subject: &str, why: &str) {
+        tracing::warn!(subject, "attestation stream refused: {why}");
+        {
+            let mut r = self
+                .refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if r.0.elapsed() > Duration::from_secs(60) {
+                *r = (Instant::now(), 0);
+            }
+            if r.1 >= 60 {
+                return;
+            }
+            r.1 += 1;
+        }
+        let cmd = Command::AppendLog {
+            kind: LogEntryKind::Violation,
+            subject: subject.to_string(),
+            detail: serde_json::json!({"event": "refused", "what": "attestation stream", "why": why}),
+            at_ms: now_ms(),
+        };
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            if let Err(e) = controller.write(vec![cmd]).await {
+                tracing::debug!("recording a refused stream: {e}");
+            }
+        });
     }
 }
 
@@ -102,12 +131,16 @@ impl AttestationService for AttestServer {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
-        let identity = request.extensions().get::<AgentIdentity>().cloned();
-        if identity.is_none() && !self.config.insecure {
-            return Err(Status::unauthenticated(
-                "the attestation stream needs an agent certificate (tribune ca issue agent HOST)",
-            ));
-        }
+        // With TLS, the host is the one in the agent's certificate; without (`--insecure`),
+        // the Hello is taken as said.
+        let identity = match crate::tls::require_agent(!self.config.insecure, request.extensions())
+        {
+            Ok(i) => i,
+            Err(status) => {
+                self.record_refusal("attestation stream", status.message());
+                return Err(status);
+            }
+        };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -119,13 +152,15 @@ impl AttestationService for AttestServer {
             Some(Err(e)) => return Err(e),
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        if let Some(id) = &identity
-            && id.host != hello.host_id
+        if let Some(host) = &identity
+            && *host != hello.host_id
         {
-            return Err(Status::permission_denied(format!(
-                "this agent's certificate is for host {:?}; it cannot speak for {:?}",
-                id.host, hello.host_id
-            )));
+            let why = format!(
+                "this agent's certificate is for host {host:?}; it cannot speak for {:?}",
+                hello.host_id
+            );
+            self.record_refusal(&hello.host_id, &why);
+            return Err(Status::permission_denied(why));
         }
         if let Err(e) = crate::validate::check_name("host", &hello.host_id) {
             return Err(Status::invalid_argument(e));

@@ -1,8 +1,9 @@
 //! Controller-to-controller transport for openraft over tonic (`RaftService`).
 //!
 //! Payloads are openraft's request/response types as JSON inside `RaftPayload`. Channels come
-//! from [`Peers`], which is also what forwarding uses; mTLS slots in by giving `Peers` a TLS
-//! endpoint configuration, nothing else changes.
+//! from [`Peers`], which is also what forwarding uses. With TLS, every channel verifies the
+//! peer's certificate against the CA and presents this controller's own certificate (the peer's
+//! `RaftService` accepts only controller certificates).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,10 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tribune_proto::v1::RaftPayload;
 use tribune_proto::v1::raft_service_client::RaftServiceClient;
+use tribune_tls::ClientTls;
 
 use super::{Node, NodeId, TypeConfig};
 
@@ -32,6 +34,8 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// `None` only for `--insecure` controllers: plain-text channels.
+    tls: Option<Arc<ClientTls>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +45,19 @@ pub enum PeerError {
 }
 
 impl Peers {
+    pub fn new(tls: Option<ClientTls>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls: tls.map(Arc::new),
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, PeerError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                let endpoint = tribune_tls::endpoint(addr, self.tls.as_deref())
                     .map_err(|e| PeerError::BadAddress {
                         addr: addr.to_string(),
                         reason: e.to_string(),

@@ -1,5 +1,8 @@
 //! Server side of `RaftService`: hands openraft's RPCs to the local Raft instance and serves
 //! forwarded writes, read-index requests and status for the other controllers.
+//!
+//! With TLS, only callers whose client certificate names a controller get in: an agent or a
+//! user holding a certificate from the same CA is refused with PERMISSION_DENIED.
 
 use std::sync::Arc;
 
@@ -8,6 +11,7 @@ use tribune_proto::v1::raft_service_server::RaftService;
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 
 use crate::node::{Controller, Forwarded};
+use crate::tls::require_controller;
 
 pub struct RaftServer {
     pub controller: Arc<Controller>,
@@ -24,9 +28,17 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
         .map_err(|e| Status::internal(format!("encoding reply: {e}")))
 }
 
+impl RaftServer {
+    /// Lets only controllers in (when the controller runs with TLS).
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        require_controller(self.controller.tls.is_some(), req.extensions())
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
         let r = self.controller.raft.vote(decode(req.get_ref())?).await;
         encode(&r)
     }
@@ -35,6 +47,7 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
         let r = self
             .controller
             .raft
@@ -47,6 +60,7 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
         let r = self
             .controller
             .raft
@@ -56,6 +70,7 @@ impl RaftService for RaftServer {
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
         let fwd: Forwarded = decode(req.get_ref())?;
         let r = self.controller.serve_forwarded(fwd).await;
         encode(&r)
@@ -63,8 +78,9 @@ impl RaftService for RaftServer {
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        self.authorize(&req)?;
         match self.controller.read_index().await {
             Ok(index) => Ok(Response::new(ReadIndexResponse { index: Some(index) })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
@@ -73,8 +89,9 @@ impl RaftService for RaftServer {
 
     async fn status(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
         encode(&self.controller.status())
     }
 }
