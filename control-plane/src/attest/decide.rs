@@ -54,8 +54,9 @@ pub struct Observation {
     pub usage: Vec<UsageFact>,
     /// How far the enclave's view differs from the host's, percent (last window).
     pub divergence_pct: f64,
-    /// The report the observation ends with.
+    /// The report the observation ends with, and when its window ended (Unix ms).
     pub seq: u64,
+    pub window_end_ms: u64,
 }
 
 /// One enclave, as the decision sees it.
@@ -340,7 +341,9 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
             let prev_lent = input.status.map_or(0, |s| s.lent_cpu_millicores);
 
             let mut log = Vec::new();
-            let usage = input.observation.map(|o| (o.cpu_millicores, o.seq));
+            let usage = input
+                .observation
+                .map(|o| (o.cpu_millicores, o.seq, o.window_end_ms));
             if pass.over_since.is_some() && prev.over_since_ms.is_none() {
                 log.push((
                     LogEntryKind::Violation,
@@ -349,6 +352,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                         "cpu_millicores": usage.map(|u| u.0.round()),
                         "limit_cpu_millicores": effective_limit,
                         "seq": usage.map(|u| u.1),
+                        "window_end_ms": usage.map(|u| u.2),
                     }),
                 ));
             }

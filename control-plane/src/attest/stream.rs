@@ -832,6 +832,7 @@ impl Session {
                 usage: t.windows.facts(&wanted),
                 divergence_pct: divergence,
                 seq: report.seq,
+                window_end_ms: end_ms,
             });
             t.span
                 .push((report.seq, report.encode(), rates, divergence));

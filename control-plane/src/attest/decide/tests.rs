@@ -69,6 +69,7 @@ fn obs(cpu: f64, wanted: &[(Resource, tribune_policy::Agg, u32)]) -> Observation
             .collect(),
         divergence_pct: 0.0,
         seq: 7,
+        window_end_ms: 0,
     }
 }
 
