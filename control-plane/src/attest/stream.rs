@@ -1061,6 +1061,14 @@ impl Session {
             // Decisions also run on silence, so a stopped stream still ages the ladder.
             return self.decide().await;
         }
+        self.commit_digests(tx).await?;
+        self.decide().await
+    }
+
+    async fn commit_digests(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    ) -> Result<(), String> {
         let digests = std::mem::take(&mut self.digests);
         let acks: Vec<pb::UsageAck> = digests
             .iter()
