@@ -50,6 +50,10 @@ struct Agent {
 impl Agent {
     /// An agent with its own certificate from the cluster's CA (mTLS, as in production).
     fn start(c: &Cluster, instance: &str, host: &str) -> Agent {
+        Self::start_with(c, instance, host, &[])
+    }
+
+    fn start_with(c: &Cluster, instance: &str, host: &str, extra: &[&str]) -> Agent {
         let dir = c.dir.path();
         let tls_dir = c.tls_dir.as_ref().expect("a TLS cluster");
         common::issue(
@@ -68,6 +72,7 @@ impl Agent {
             .arg(dir.join(format!("agent-{instance}")))
             .arg("--tls-dir")
             .arg(tls_dir)
+            .args(extra)
             .arg("--controllers")
             .args(&controllers)
             .env("RUST_LOG", "info")
@@ -258,6 +263,14 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let lag = now_ms() - at;
+    let (code, st) = c
+        .get_json(leader, "/v1/enclaves/greedy/status")
+        .await
+        .expect("status");
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["status"]["ladder"]["step"], "throttle", "{st}");
+    assert_eq!(st["allocation"]["limits"]["cpu_millicores"], 200, "{st}");
+    assert_eq!(st["status"]["attestation"]["trusted"], true, "{st}");
     eprintln!("cap written {lag} ms after the violation");
     assert!(
         lag <= 1000,
@@ -428,4 +441,55 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
     assert!(all.iter().any(|e| e["kind"] == "action"
         && e["subject"] == "borrower"
         && e["detail"]["action"] == "return"));
+}
+
+/// Without root (or with `--observe-only`) an agent still runs and measures its enclaves and
+/// the controllers still decide and log, but nothing is confined — and the host says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observe_only_agent_reports_and_says_it_cannot_enforce() {
+    let c = Cluster::start_tls(1, &["--allow-sim-evidence"]);
+    let leader = c.wait_leader().await;
+    let (s, b) = c
+        .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
+        .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    put(
+        &c,
+        leader,
+        "/v1/enclaves/spin",
+        enclave("spin", "greedy", "h3", &["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+    let agent = Agent::start_with(&c, "loopo", "h3", &["--observe-only"]);
+    // Measured and decided: the violation and the throttle decision are logged…
+    wait_entry(&c, "throttle decided", |e| {
+        e["kind"] == "action" && e["subject"] == "spin" && e["detail"]["action"] == "throttle"
+    })
+    .await;
+    // …but no cgroup exists for it, and the host is recorded as observe-only.
+    assert_eq!(
+        agent.quota("spin"),
+        "",
+        "an observe-only agent wrote a cgroup"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, hosts) = c.get_json(leader, "/v1/hosts").await.expect("hosts");
+        let h3 = hosts
+            .as_array()
+            .and_then(|a| a.iter().find(|h| h["id"] == "h3").cloned());
+        if let Some(h) = h3
+            && h["enforcement"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("observe-only"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host h3 not shown observe-only: {hosts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent.log_text().contains("OBSERVE-ONLY"));
 }

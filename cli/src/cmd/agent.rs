@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Stream to the controllers in plain text (they must run `--insecure` too).
     #[arg(long, conflicts_with_all = ["tls_dir", "ca", "cert", "key"])]
     pub insecure: bool,
+    /// Without root: launch and measure enclaves (from /proc) but enforce nothing. The
+    /// controllers show the host as observe-only.
+    #[arg(long)]
+    pub observe_only: bool,
     /// Names this agent's cgroups (`tribune/INSTANCE`) and namespaces (`tb-INSTANCE-…`).
     #[arg(long, default_value = "agent")]
     pub instance: String,
@@ -189,6 +193,7 @@ fn config(a: &RunArgs) -> anyhow::Result<AgentConfig> {
     let mut cfg = AgentConfig::new(&a.data_dir, a.runtime.into());
     cfg.instance = a.instance.clone();
     cfg.controllers = a.controllers.clone();
+    cfg.observe_only = a.observe_only;
     cfg.sample_period = Duration::from_millis(a.sample_period_ms.clamp(10, 60_000));
     cfg.cpuset_cpus = a.cpuset.clone();
     cfg.qemu_binary = a.qemu_binary.clone();
@@ -267,8 +272,12 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
         let link_cfg = LinkConfig {
             host_id: host_id.clone(),
             controllers: a.controllers.clone(),
-            can_enforce: true,
-            enforce_problem: String::new(),
+            can_enforce: !a.observe_only,
+            enforce_problem: if a.observe_only {
+                "started with --observe-only (not root): nothing is confined".into()
+            } else {
+                String::new()
+            },
             tls,
         };
         tokio::spawn(link::run(link_cfg, up_rx, ev_tx));
@@ -277,6 +286,12 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
             "agent {} streaming to {} as host {host_id}",
             a.instance,
             a.controllers.join(", ")
+        );
+    }
+    if a.observe_only {
+        eprintln!(
+            "WARNING: agent {} is OBSERVE-ONLY: enclaves run and are measured, but no limit is enforced (no cgroups, no tc, no freezer without root)",
+            a.instance
         );
     }
     eprintln!(

@@ -260,33 +260,35 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if !args.no_demo {
         rt.block_on(super::dev_demo::seed(&http, &api))?;
         println!();
-        if super::dev_demo::is_root() {
-            let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
-            agents = Some(super::dev_demo::start_agents(&exe, &dir, &tls_dir, &ctl)?);
-            println!(
-                "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
-            );
-            println!("  web     (h1) well-behaved: stays within its limit");
-            println!(
-                "  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s"
-            );
-            println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
-            for l in super::dev_demo::agent_logs(&dir) {
-                println!("  agent log  {}", l.display());
-            }
-            println!("Decisions as the controllers log them:");
-        } else {
-            println!(
-                "WARNING: not root — no host agent started, so nothing is enforced or measured."
-            );
-            println!(
-                "  The agents need cgroups (and root) to confine enclaves; run `sudo tribune dev` for the"
-            );
-            println!(
-                "  whole loop. Policies and enclaves of the demo are stored; `tribune enclave ls` shows them"
-            );
-            println!("  pending.");
+        let root = super::dev_demo::is_root();
+        let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
+        agents = Some(super::dev_demo::start_agents(
+            &exe, &dir, &tls_dir, &ctl, !root,
+        )?);
+        println!(
+            "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
+        );
+        println!("  web     (h1) well-behaved: stays within its limit");
+        println!(
+            "  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s"
+        );
+        println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
+        for l in super::dev_demo::agent_logs(&dir) {
+            println!("  agent log  {}", l.display());
         }
+        if !root {
+            println!();
+            println!(
+                "WARNING: not root — the agents run OBSERVE-ONLY: enclaves run and are measured and"
+            );
+            println!(
+                "  every decision is made and logged, but nothing is confined (no cgroups, no tc, no"
+            );
+            println!(
+                "  freezer without root). `tribune host ls` shows it. Run `sudo tribune dev` to enforce."
+            );
+        }
+        println!("Decisions as the controllers log them:");
     }
     println!("Ctrl-C stops everything.");
     use std::io::Write;

@@ -127,12 +127,13 @@ pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one agent per demo host (as root).
+/// Starts one agent per demo host: enforcing as root, observe-only otherwise.
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
     tls_dir: &Path,
     controllers: &[String],
+    observe_only: bool,
 ) -> anyhow::Result<Agents> {
     let mut agents = Agents(Vec::new());
     for host in HOSTS {
@@ -150,6 +151,7 @@ pub fn start_agents(
             .arg(dir.join(format!("agent-{host}")))
             .arg("--tls-dir")
             .arg(tls_dir)
+            .args(observe_only.then_some("--observe-only"))
             .arg("--controllers")
             .args(controllers)
             .stdin(Stdio::null())
@@ -223,7 +225,7 @@ pub fn describe(e: &Value, attested: &mut std::collections::HashSet<String>) -> 
         _ => return None,
     };
     Some(format!(
-        "  [{index:>4}] {subject:<8} {what}\n         inspect: tribune enclave get {subject}   tribune log prove {index}"
+        "  [{index:>4}] {subject:<8} {what}\n         inspect: tribune enclave status {subject}   tribune log prove {index}"
     ))
 }
 

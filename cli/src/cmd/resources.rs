@@ -22,7 +22,27 @@ pub enum EnclaveCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// What the attestation loop knows: verdict, ladder step, cap, lending, confirmed usage.
+    Status {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
+
+const STATUS_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("STATE", "/state"),
+    ("HOST", "/host"),
+    ("TRUSTED", "/status/attestation/trusted"),
+    ("STEP", "/status/ladder/step"),
+    ("CAUSE", "/status/ladder/cause"),
+    ("CAP(m)", "/allocation/limits/cpu_millicores"),
+    ("SUSPENDED", "/allocation/suspended"),
+    ("BORROWED(m)", "/status/borrowed_cpu_millicores"),
+    ("LENT(m)", "/status/lent_cpu_millicores"),
+    ("CONFIRMED SEQ", "/status/confirmed/last_seq"),
+];
 
 #[derive(Subcommand, Debug)]
 pub enum HostCmd {
@@ -47,16 +67,26 @@ const ENCLAVE_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
-    let (EnclaveCmd::Ls { opts, .. } | EnclaveCmd::Get { opts, .. }) = &cmd;
+    let (EnclaveCmd::Ls { opts, .. }
+    | EnclaveCmd::Get { opts, .. }
+    | EnclaveCmd::Status { opts, .. }) = &cmd;
     let client = Client::new(opts)?;
     super::client::runtime()?.block_on(async move {
-        let v = match cmd {
-            EnclaveCmd::Ls { stale, .. } => {
-                client.get(&format!("/v1/enclaves?stale={stale}")).await?
-            }
-            EnclaveCmd::Get { id, .. } => client.get(&format!("/v1/enclaves/{id}")).await?,
+        let (v, columns) = match cmd {
+            EnclaveCmd::Ls { stale, .. } => (
+                client.get(&format!("/v1/enclaves?stale={stale}")).await?,
+                ENCLAVE_COLUMNS,
+            ),
+            EnclaveCmd::Get { id, .. } => (
+                client.get(&format!("/v1/enclaves/{id}")).await?,
+                ENCLAVE_COLUMNS,
+            ),
+            EnclaveCmd::Status { id, .. } => (
+                client.get(&format!("/v1/enclaves/{id}/status")).await?,
+                STATUS_COLUMNS,
+            ),
         };
-        client.print(&v, ENCLAVE_COLUMNS);
+        client.print(&v, columns);
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -73,6 +103,7 @@ pub fn host(cmd: HostCmd) -> anyhow::Result<ExitCode> {
                 ("ADDRESS", "/address"),
                 ("TEE", "/tee"),
                 ("ATTESTATION", "/attestation_status"),
+                ("ENFORCEMENT", "/enforcement"),
                 ("CPU(m)", "/capacity/cpu_millicores"),
                 ("MEMORY", "/capacity/memory_bytes"),
                 ("HEARTBEAT(ms)", "/last_heartbeat_ms"),

@@ -115,6 +115,7 @@ pub fn router(api: Shared) -> Router {
         )
         .route("/v1/enclaves", get(list_enclaves))
         .route("/v1/enclaves/{id}", get(get_enclave).put(put_enclave))
+        .route("/v1/enclaves/{id}/status", get(enclave_status))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}", axum::routing::put(put_host))
         .route("/v1/cluster", get(cluster))
@@ -242,6 +243,14 @@ async fn get_enclave(
 ) -> Result<Response, Problem> {
     let e = api.get_enclave(&id, q.stale).await?;
     Ok(with_etag(e.version, Json(e)))
+}
+
+async fn enclave_status(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ReadOpts>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.enclave_status(&id, q.stale).await?).into_response())
 }
 
 async fn put_enclave(

@@ -173,6 +173,29 @@ impl Api {
             .ok_or_else(|| Problem::not_found(format!("no enclave {id:?}")))
     }
 
+    /// What the loop knows about an enclave: its verdict, confirmed usage point, ladder step,
+    /// lending, and the allocation its host enforces.
+    pub async fn enclave_status(
+        &self,
+        id: &str,
+        stale: bool,
+    ) -> Result<serde_json::Value, Problem> {
+        check_name("enclave", id).map_err(Problem::bad_request)?;
+        self.read(stale).await?;
+        let st = self.state();
+        let e = st
+            .enclaves
+            .get(id)
+            .ok_or_else(|| Problem::not_found(format!("no enclave {id:?}")))?;
+        Ok(serde_json::json!({
+            "id": id,
+            "state": e.state,
+            "host": e.placement.as_ref().map(|p| p.host.clone()),
+            "status": st.status.get(id),
+            "allocation": st.allocations.get(id),
+        }))
+    }
+
     pub async fn put_enclave(&self, enclave: Enclave, expect: Expect) -> Result<Enclave, Problem> {
         check_name("enclave", &enclave.id).map_err(Problem::bad_request)?;
         if !["sev-snp", "tdx", "sim"].contains(&enclave.tee.as_str()) {

@@ -56,8 +56,10 @@ pub struct AgentConfig {
     pub reconcile_period: Duration,
     pub network: Option<NetConfig>,
     pub qemu_binary: PathBuf,
-    /// Controller addresses (the stream client arrives with the attestation-loop issue).
+    /// Controller addresses (the attestation stream: `crate::link`).
     pub controllers: Vec<String>,
+    /// Not root: launch and measure enclaves but enforce nothing (`cgroup::observe`).
+    pub observe_only: bool,
 }
 
 impl AgentConfig {
@@ -73,6 +75,7 @@ impl AgentConfig {
             network: None,
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             controllers: Vec::new(),
+            observe_only: false,
         }
     }
 
@@ -145,9 +148,22 @@ pub fn require_root() -> Result<()> {
 impl Agent {
     /// Checks the host, clears leftovers of this instance, and re-applies the last plan.
     pub async fn start(cfg: AgentConfig) -> Result<Agent> {
-        require_root()?;
         plan_name_ok(&cfg.instance)?;
-        let cgroups: Arc<dyn CgroupEnforcer> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
+        let cgroups: Arc<dyn CgroupEnforcer> = if cfg.observe_only {
+            if cfg.network.is_some() || cfg.runtime != RuntimeKind::Process {
+                return Err(AgentError::InvalidPlan(
+                    "observe-only runs process enclaves without networking".into(),
+                ));
+            }
+            tracing::warn!(
+                "OBSERVE-ONLY: this agent launches and measures enclaves but enforces no limit \
+                 (not root: no cgroups, no tc, no freezer)"
+            );
+            Arc::new(cgroup::observe::ObserveOnly::new())
+        } else {
+            require_root()?;
+            Arc::from(cgroup::detect(&cfg.cgroup_root)?)
+        };
         let store = PlanStore::new(&cfg.data_dir)?;
         let stored = store.load()?;
         let root = cfg.group_root();

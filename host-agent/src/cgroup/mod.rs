@@ -5,6 +5,7 @@
 //! agent only ever creates groups under `tribune/`. Our own thin cgroupfs layer instead of
 //! `cgroups-rs`: we need a dozen files, and the crate pulls zbus and an old nix.
 
+pub mod observe;
 pub mod v1;
 pub mod v2;
 
@@ -25,6 +26,8 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 pub enum CgroupVersion {
     V1,
     V2,
+    /// No cgroups: observe-only, measured from `/proc` ([`observe::ObserveOnly`]).
+    Proc,
 }
 
 /// What one read of a group's accounting gives.
@@ -71,6 +74,9 @@ pub trait CgroupEnforcer: Send + Sync + std::fmt::Debug {
     fn exists(&self, group: &str) -> bool;
     /// The directories of `group` (one per hierarchy).
     fn group_dirs(&self, group: &str) -> Vec<PathBuf>;
+    /// A runtime started `pid` as the main process of `group` (already placed in the group
+    /// by its own write to `cgroup.procs`; only the observe-only enforcer needs to be told).
+    fn observe_pid(&self, _group: &str, _pid: u32) {}
 }
 
 /// Kubernetes' conversion from cgroup v1 `cpu.shares` to v2 `cpu.weight`
@@ -128,17 +134,23 @@ impl CgroupProbe {
         let cpu_ns = match self.version {
             CgroupVersion::V1 => parse_u64(cpu.trim()),
             CgroupVersion::V2 => v2::parse_cpu_stat_usage_ns(cpu),
+            CgroupVersion::Proc => observe::parse_proc_stat_cpu_ns(cpu),
         }
         .unwrap_or(0);
-        let memory_bytes = parse_u64(pread_text(&self.memory, buf)?.trim()).unwrap_or(0);
+        let memory = pread_text(&self.memory, buf)?;
+        let memory_bytes = match self.version {
+            CgroupVersion::Proc => observe::parse_proc_statm_bytes(memory),
+            _ => parse_u64(memory.trim()),
+        }
+        .unwrap_or(0);
         let (mut oom_kills, mut memory_limit_hits) = (0, 0);
-        if with_oom {
+        if with_oom && self.version != CgroupVersion::Proc {
             let events = pread_text(&self.oom, buf)?;
             oom_kills = parse_keyed(events, "oom_kill").unwrap_or(0);
             memory_limit_hits = match (&self.failcnt, self.version) {
                 (Some(f), _) => parse_u64(pread_text(f, buf)?.trim()).unwrap_or(0),
                 (None, CgroupVersion::V2) => parse_keyed(events, "max").unwrap_or(0),
-                (None, CgroupVersion::V1) => 0,
+                (None, CgroupVersion::V1 | CgroupVersion::Proc) => 0,
             };
         }
         Ok(CgroupSample {

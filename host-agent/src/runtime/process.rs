@@ -37,6 +37,9 @@ impl Runtime for ProcessRuntime {
             };
             let child = spawn_confined(cmd, &ctx, false)?;
             let pid = child.id();
+            if let Some(p) = pid {
+                ctx.cgroups.observe_pid(&ctx.identity.group, p);
+            }
             Ok(Box::new(ProcessEnclave {
                 identity: ctx.identity,
                 child: Some(child),
