@@ -328,11 +328,25 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
             assert_no_gap_no_duplicate(&all, "greedy");
             break;
         }
-        assert_eq!(
-            agent.quota("greedy"),
-            "20000",
-            "the cap was lifted after failover"
-        );
+        if agent.quota("greedy") != "20000" {
+            let story: Vec<String> = entries(&c)
+                .await
+                .iter()
+                .filter(|e| e["kind"] != "usage_digest")
+                .map(|e| {
+                    format!(
+                        "{} {} {} {}",
+                        e["index"], e["kind"], e["subject"], e["detail"]
+                    )
+                })
+                .collect();
+            panic!(
+                "the cap was lifted after failover: {}\n{}\n{}",
+                agent.quota("greedy"),
+                story.join("\n"),
+                c.logs()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "no digests after failover\n{}",

@@ -444,3 +444,98 @@ async fn evidence_for_an_enclave_of_another_host_is_refused() {
     assert!(h.state(|s| !s.status.contains_key("other")));
     drop(agent.rx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_rekeys_by_signature_and_doubt_asks_for_evidence() {
+    let h = start().await;
+    let keys = EnclaveKeys::generate();
+    let first = FakeAgent::connect(&h.addr, "h1").await;
+    first.evidence("e1", &keys, true).await;
+    h.until("e1 trusted", |s| {
+        s.status
+            .get("e1")
+            .and_then(|st| st.attestation.as_ref())
+            .is_some_and(|a| a.trusted)
+    })
+    .await;
+    drop(first);
+
+    // The agent moved: it signs the new exchange with the bound key, no evidence.
+    let second = FakeAgent::connect(&h.addr, "h1").await;
+    let rekey = |sig: [u8; 64]| pb::Evidence {
+        enclave_id: "e1".into(),
+        tee: "sim".into(),
+        report: vec![],
+        certs: vec![],
+        enclave_ed25519: keys.ed25519_public().to_vec(),
+        enclave_x25519: keys.x25519_public().to_vec(),
+        rekey_signature: sig.to_vec(),
+    };
+    let good = keys.sign_rekey(&EnclaveId::from_name("e1"), &second.nonce, &second.eph);
+    second
+        .send(pb::agent_message::Body::Evidence(pb::EvidenceBatch {
+            evidence: vec![rekey(good)],
+        }))
+        .await;
+    h.until("re-keyed verdict", |s| {
+        s.status
+            .get("e1")
+            .and_then(|st| st.attestation.as_ref())
+            .is_some_and(|a| a.trusted && a.rekeyed)
+    })
+    .await;
+    // Reports under the new session key count.
+    let mut p = producer("e1", &keys, &second);
+    for _ in 0..2 {
+        let w = p.emit(&sample(50)).report;
+        second
+            .send(pb::agent_message::Body::Usage(pb::UsageBatch {
+                reports: vec![report("e1", &w)],
+            }))
+            .await;
+    }
+    let cp = p.checkpoint_now().expect("cp");
+    second
+        .send(pb::agent_message::Body::Checkpoints(pb::CheckpointBatch {
+            checkpoints: vec![checkpoint("e1", &cp)],
+        }))
+        .await;
+    h.until("digest under the re-keyed session", |_| {
+        h.digests("e1") == vec![(1, 2)]
+    })
+    .await;
+
+    // A third stream with a forged re-key signature: no verdict, a request for evidence.
+    let mut third = FakeAgent::connect(&h.addr, "h1").await;
+    let forged =
+        EnclaveKeys::generate().sign_rekey(&EnclaveId::from_name("e1"), &third.nonce, &third.eph);
+    third
+        .send(pb::agent_message::Body::Evidence(pb::EvidenceBatch {
+            evidence: vec![rekey(forged)],
+        }))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), third.rx.message())
+            .await
+            .expect("an answer")
+            .expect("message")
+            .expect("open stream");
+        if let Some(pb::controller_message::Body::AttestNow(a)) = m.body {
+            assert_eq!(a.enclave_ids, vec!["e1".to_string()]);
+            assert_eq!(a.nonce, third.nonce.to_vec());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no AttestNow after a forged re-key"
+        );
+    }
+    assert!(h.state(|s| {
+        s.status["e1"]
+            .attestation
+            .as_ref()
+            .is_some_and(|a| a.trusted)
+    }));
+    drop(second.rx);
+}

@@ -393,6 +393,9 @@ impl Link {
         }
     }
 
+    /// Starts (or re-keys) the usage sessions of `names` on a new stream: enclaves that already
+    /// had a session (attested before, this is a controller change) send only their signature
+    /// over the new exchange; the others send evidence.
     async fn start_sessions(
         &mut self,
         names: &[String],
@@ -400,14 +403,33 @@ impl Link {
         eph: &[u8; 32],
         tx: &mpsc::Sender<pb::AgentMessage>,
     ) -> Result<(), String> {
+        let mut fresh = Vec::new();
+        let mut rekeys = Vec::new();
         for n in names {
-            if let Some(e) = self.enclaves.get_mut(n)
-                && let Err(err) = e.start_session(nonce, eph, CHECKPOINT_EVERY)
-            {
+            let Some(e) = self.enclaves.get_mut(n) else {
+                continue;
+            };
+            let had_session = e.has_session();
+            if let Err(err) = e.start_session(nonce, eph, CHECKPOINT_EVERY) {
                 tracing::warn!(enclave = %n, "cannot start a usage session: {err}");
+                continue;
+            }
+            if had_session {
+                rekeys.push(pb::Evidence {
+                    enclave_id: n.clone(),
+                    tee: "sim".into(),
+                    report: Vec::new(),
+                    certs: Vec::new(),
+                    enclave_ed25519: e.ed25519_public().to_vec(),
+                    enclave_x25519: e.x25519_public().to_vec(),
+                    rekey_signature: e.rekey_signature(nonce, eph).to_vec(),
+                });
+            } else {
+                fresh.push(n.clone());
             }
         }
-        let evidence = self.evidence(names, nonce);
+        let mut evidence = self.evidence(&fresh, nonce);
+        evidence.extend(rekeys);
         if evidence.is_empty() {
             return Ok(());
         }

@@ -205,6 +205,13 @@ impl SimEnclave {
         self.producer.is_some()
     }
 
+    /// The enclave's ed25519 signature over a new controller's exchange (DESIGN.md §4.5): lets
+    /// that controller re-key without an evidence round trip, when its replicated state already
+    /// trusts these keys.
+    pub fn rekey_signature(&self, nonce: &[u8; 32], controller_eph: &[u8; 32]) -> [u8; 64] {
+        self.keys.sign_rekey(&self.id, nonce, controller_eph)
+    }
+
     /// Seals one window; `None` before the first session.
     pub fn seal(&mut self, w: &UsageReport) -> Option<SealedReport> {
         let p = self.producer.as_mut()?;

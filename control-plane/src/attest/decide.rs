@@ -39,9 +39,13 @@ pub const OVER_TOLERANCE: f64 = 0.02;
 /// pressing against it (CFS enforces a cap per 100 ms period, so single windows read a little
 /// under or over it).
 pub const PRESSING: f64 = 0.9;
-/// A throttled enclave is released only once its last second's usage is below this fraction
-/// of its cap; in between it stays capped but its ladder clock stops.
+/// Below this fraction of its cap (last second) a throttled enclave has backed off; between
+/// this and [`PRESSING`] it stays capped but its ladder clock stops.
 pub const RELEASE: f64 = 0.75;
+/// A throttled enclave is released only after it stayed backed off this long: capped at its
+/// own limit a compliant enclave loses nothing, while an enclave merely starved by a busy host
+/// (usage below its cap for a moment) must not be uncapped by it.
+pub const RELEASE_AFTER_MS: i64 = 10_000;
 
 /// What the controller measured for one enclave (verified reports only).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -160,6 +164,9 @@ struct Pass {
     held_since: BTreeMap<String, i64>,
     cause: String,
     /// Throttled, not pressing, but not yet backed off far enough to be released.
+    /// Throttled and backed off since (None: not backed off, or no fresh usage).
+    under_since: Option<i64>,
+    /// Fresh usage says it still needs the cap (not backed off long enough).
     hold_throttle: bool,
 }
 
@@ -171,15 +178,27 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
     let mut hold_throttle = false;
+    let mut under_since = prev.under_since_ms;
     let over = match (input.observation, limit_cpu) {
         (Some(o), Some(limit)) => {
             let effective = limit + borrowed;
             let pressing = cap > 0.0 && o.cpu_recent_millicores >= cap * PRESSING;
-            hold_throttle = cap > 0.0 && !pressing && o.cpu_recent_millicores >= cap * RELEASE;
+            let backed_off = cap > 0.0 && o.cpu_recent_millicores < cap * RELEASE;
+            under_since = if backed_off {
+                Some(prev.under_since_ms.unwrap_or(now_ms))
+            } else {
+                None
+            };
+            hold_throttle = cap > 0.0
+                && !pressing
+                && under_since.is_none_or(|since| now_ms - since < RELEASE_AFTER_MS);
             o.cpu_millicores > effective * (1.0 + OVER_TOLERANCE) || pressing
         }
         // No fresh usage: keep whatever was established (never lift on silence).
-        (None, Some(_)) => prev.over_since_ms.is_some(),
+        (None, Some(_)) => {
+            hold_throttle = cap > 0.0;
+            prev.over_since_ms.is_some()
+        }
         (_, None) => false,
     };
     let over_since = if over {
@@ -226,6 +245,7 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
         limit_cpu,
         held_since,
         cause,
+        under_since,
         hold_throttle,
     }
 }
@@ -324,6 +344,11 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
             let ladder = Ladder {
                 step,
                 over_since_ms: pass.over_since,
+                under_since_ms: if step == Step::Throttle {
+                    pass.under_since
+                } else {
+                    None
+                },
                 cause: if step == prev.step && step != Step::None {
                     prev.cause.clone()
                 } else if step == Step::None {
@@ -403,6 +428,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
             let changed = input.allocation != Some(&allocation)
                 || ladder.step != prev.step
                 || ladder.over_since_ms != prev.over_since_ms
+                || ladder.under_since_ms != prev.under_since_ms
                 || borrowed[i] != prev_borrowed
                 || lent[i] != prev_lent
                 || (input.enclave.state != state && input.enclave.state != EnclaveState::Untrusted);

@@ -466,7 +466,7 @@ impl Session {
         match m.body {
             Some(Body::Evidence(b)) => {
                 check_len(b.evidence.len(), "evidence")?;
-                self.on_evidence(b.evidence).await?;
+                self.on_evidence(b.evidence, tx).await?;
             }
             Some(Body::Replay(b)) => {
                 check_len(b.reports.len() + b.checkpoints.len(), "replay")?;
@@ -497,8 +497,13 @@ impl Session {
         Ok(())
     }
 
-    async fn on_evidence(&mut self, evidence: Vec<pb::Evidence>) -> Result<(), String> {
+    async fn on_evidence(
+        &mut self,
+        evidence: Vec<pb::Evidence>,
+        tx: &mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    ) -> Result<(), String> {
         let mut verdicts = Vec::new();
+        let mut need_evidence = Vec::new();
         for ev in evidence {
             let id = ev.enclave_id.clone();
             let placed = {
@@ -523,6 +528,19 @@ impl Session {
                 self.reject(&id, "evidence", "too many enclaves on one stream".into());
                 continue;
             }
+            if ev.report.is_empty() && !ev.rekey_signature.is_empty() {
+                match self.rekey_one(&ev) {
+                    Ok(attestation) => verdicts.push(VerdictCmd {
+                        enclave: id,
+                        attestation,
+                    }),
+                    Err(why) => {
+                        tracing::info!(host = %self.host, enclave = %id, "re-keying refused, asking for evidence: {why}");
+                        need_evidence.push(id);
+                    }
+                }
+                continue;
+            }
             let attestation = self.verify_one(&ev);
             if !attestation.trusted {
                 // Its reports stop counting at once.
@@ -533,6 +551,16 @@ impl Session {
                 enclave: id,
                 attestation,
             });
+        }
+        if !need_evidence.is_empty() {
+            send(
+                tx,
+                pb::controller_message::Body::AttestNow(pb::AttestNow {
+                    enclave_ids: need_evidence,
+                    nonce: self.exchange.nonce().to_vec(),
+                }),
+            )
+            .await?;
         }
         if verdicts.is_empty() {
             return Ok(());
@@ -659,13 +687,21 @@ impl Session {
                 return a;
             }
         };
-        // Continue the chain the log confirmed for this key; a new key starts at seq 1.
+        self.track(id, bound, vk);
+        a
+    }
+
+    /// Starts counting an enclave's reports under `bound`, continuing the chain the log
+    /// confirmed for this key (a new key starts at seq 1).
+    fn track(&mut self, id: String, bound: BoundEnclave, vk: VerifyingKey) {
+        let eid = bound.enclave;
+        let key_hex = hex::encode(bound.ed25519_pub);
         let confirmed = {
             let st = self.state();
             st.status
                 .get(&id)
                 .and_then(|s| s.confirmed.as_ref())
-                .filter(|c| c.key == a.ed25519_pub)
+                .filter(|c| c.key == key_hex)
                 .and_then(|c| {
                     let head: [u8; 32] = hex::decode(&c.head).ok()?.try_into().ok()?;
                     Some(Confirmed {
@@ -693,7 +729,7 @@ impl Session {
             id,
             Tracked {
                 bound,
-                key_hex: a.ed25519_pub.clone(),
+                key_hex,
                 vk,
                 verifier: None,
                 confirmed,
@@ -705,7 +741,45 @@ impl Session {
                 reattest_pending: None,
             },
         );
-        a
+    }
+
+    /// Re-keying on a new stream without evidence (DESIGN.md §4.5): the enclave signs this
+    /// stream's exchange with the ed25519 key that earlier trusted evidence bound, as the
+    /// replicated state records. Any doubt (no such record, other keys, a bad signature) is
+    /// answered by asking for evidence, never by trusting.
+    fn rekey_one(&mut self, ev: &pb::Evidence) -> Result<Attestation, String> {
+        let id = ev.enclave_id.clone();
+        let ed = key32(&ev.enclave_ed25519, "enclave_ed25519")?;
+        let x = key32(&ev.enclave_x25519, "enclave_x25519")?;
+        let sig: [u8; 64] = ev
+            .rekey_signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("re-key signature of {} bytes", ev.rekey_signature.len()))?;
+        let prior = self
+            .state()
+            .status
+            .get(&id)
+            .and_then(|s| s.attestation.clone())
+            .filter(|a| {
+                a.trusted && a.ed25519_pub == hex::encode(ed) && a.x25519_pub == hex::encode(x)
+            })
+            .ok_or("no trusted evidence bound these keys")?;
+        let bound = self
+            .exchange
+            .rekey(EnclaveId::from_name(&id), ed, x, &sig)
+            .map_err(|e| e.to_string())?;
+        let vk = VerifyingKey::from_bytes(&ed).map_err(|_| "ed25519 key is not a valid point")?;
+        self.track(id, bound, vk);
+        Ok(Attestation {
+            host: self.host.clone(),
+            reasons: Vec::new(),
+            verified_at_ms: now_ms(),
+            verified_by: self.controller.id,
+            rekeyed: true,
+            failures: 0,
+            ..prior
+        })
     }
 
     /// Reports buffered by the agent while it had no controller: each span must come with

@@ -32,6 +32,10 @@ pub struct Attestation {
     /// The controller that verified it.
     #[serde(default)]
     pub verified_by: u64,
+    /// Trusted on a new stream by the enclave's signature over the new key exchange, under keys
+    /// earlier trusted evidence bound (no evidence round trip: DESIGN.md §4.5).
+    #[serde(default)]
+    pub rekeyed: bool,
 }
 
 /// How far an enclave's usage stream is confirmed (by a signed checkpoint whose digest is in
@@ -62,6 +66,9 @@ pub struct Ladder {
     pub step: Step,
     /// Since when usage has been over the limit, continuously (None: within the limit).
     pub over_since_ms: Option<i64>,
+    /// Throttled and backed off (well under the cap) since; released after a while.
+    #[serde(default)]
+    pub under_since_ms: Option<i64>,
     /// What put the enclave on this step (`over_limit`, `attestation.failed`, …).
     pub cause: String,
     pub since_ms: i64,
@@ -188,7 +195,7 @@ impl State {
             let detail = serde_json::json!({
                 "trusted": a.trusted, "host": host, "tee": a.tee, "measurement": a.measurement,
                 "debug": a.debug, "ed25519_pub": a.ed25519_pub, "reasons": a.reasons,
-                "failures": a.failures, "verified_by": a.verified_by,
+                "failures": a.failures, "verified_by": a.verified_by, "rekeyed": a.rekeyed,
             });
             status.attestation = Some(a.clone());
             let changed_state = match self.enclaves.get_mut(&v.enclave) {

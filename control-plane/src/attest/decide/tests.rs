@@ -196,7 +196,20 @@ fn a_throttled_enclave_that_backs_off_is_released() {
     assert_eq!(e.ladder.step, Step::Throttle);
     assert_eq!(e.ladder.over_since_ms, None);
     assert_eq!(e.allocation.limits.cpu_millicores, 200);
+    // Backed off: still capped for RELEASE_AFTER_MS (a starved enclave looks the same)…
     let e = step(&p, &mut s, Some(120.0), 500)
+        .enforcement
+        .expect("backed off");
+    assert_eq!(e.ladder.step, Step::Throttle);
+    assert_eq!(e.ladder.under_since_ms, Some(500));
+    assert!(step(&p, &mut s, Some(100.0), 5_000).enforcement.is_none());
+    // …pressing again in between restarts the wait…
+    step(&p, &mut s, Some(160.0), 6_000);
+    assert_eq!(s.status.ladder.under_since_ms, None);
+    step(&p, &mut s, Some(100.0), 7_000);
+    assert!(step(&p, &mut s, Some(100.0), 16_000).enforcement.is_none());
+    // …and after it the cap is lifted.
+    let e = step(&p, &mut s, Some(120.0), 17_000)
         .enforcement
         .expect("release");
     assert_eq!(e.ladder.step, Step::None);
