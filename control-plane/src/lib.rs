@@ -4,6 +4,7 @@
 //! - [`raft`]: openraft adaptors — redb log store with group commit, snapshot-backed state
 //!   machine, tonic transport.
 //! - [`node`]: one controller — write batching and forwarding, linearizable reads, membership.
+//! - [`log_key`]: this controller's tree-head signing key.
 //! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
 //!
 //! This crate never touches cgroups or tc: it decides, agents enforce.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod error;
+pub mod log_key;
 pub mod node;
 pub mod raft;
 pub mod server;
