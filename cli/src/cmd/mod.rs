@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod dev;
+pub mod log;
 pub mod policy;
 pub mod policy_lang;
 pub mod resources;
