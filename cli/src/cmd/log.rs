@@ -199,9 +199,9 @@ fn pin_keys(s: &mut TrustState, fetched: Vec<LogKey>) -> anyhow::Result<Vec<Stri
     }
     let mut added = Vec::new();
     for (id, k) in fetched {
-        if !s.keys.contains_key(&id) {
-            added.push(id.clone());
-            s.keys.insert(id, k);
+        if let std::collections::btree_map::Entry::Vacant(slot) = s.keys.entry(id) {
+            added.push(slot.key().clone());
+            slot.insert(k);
         }
     }
     Ok(added)
@@ -465,7 +465,7 @@ async fn verify(client: &Client, path: &Path, s: &mut TrustState) -> anyhow::Res
             ));
             continue;
         }
-        if !proofs.contains_key(&old.size) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = proofs.entry(old.size) {
             let p: ConsistencyProofView = fetch(
                 client,
                 &format!(
@@ -474,7 +474,7 @@ async fn verify(client: &Client, path: &Path, s: &mut TrustState) -> anyhow::Res
                 ),
             )
             .await?;
-            proofs.insert(old.size, p);
+            slot.insert(p);
         }
         if let Some(p) = proofs.get(&old.size)
             && let Err(e) = p.verify(old, &newest)
