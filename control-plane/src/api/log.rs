@@ -482,3 +482,104 @@ impl Api {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_key::LogSigner;
+
+    fn setup() -> (LogSigner, BTreeMap<String, LogKey>, MerkleTree) {
+        let signer = LogSigner::from_key(ed25519_dalek::SigningKey::from_bytes(&[7; 32]), 1);
+        let key = LogKey {
+            key_id: signer.key_id.clone(),
+            node_id: 1,
+            public_key: signer.public_key.clone(),
+            registered_at_ms: 0,
+            log_index: 0,
+        };
+        let mut tree = MerkleTree::new();
+        for i in 0..9u8 {
+            tree.push(&[i]);
+        }
+        (signer, BTreeMap::from([(key.key_id.clone(), key)]), tree)
+    }
+
+    fn head(signer: &LogSigner, tree: &MerkleTree, size: u64) -> SthView {
+        let sth = signer.sign(size, 5, tree.root_at(size).expect("root"));
+        SthView::new(&sth, &signer.key_id, 1)
+    }
+
+    #[test]
+    fn heads_verify_under_their_key_and_nothing_else() {
+        let (signer, keys, tree) = setup();
+        let view = head(&signer, &tree, 9);
+        let json: SthView =
+            serde_json::from_str(&serde_json::to_string(&view).expect("json")).expect("parse");
+        assert_eq!(json.verify(&keys).expect("verifies").root, tree.root());
+
+        let mut forged = view.clone();
+        forged.root_hash = hex::encode([0u8; 32]);
+        forged.sth.clear();
+        assert!(matches!(
+            forged.verify(&keys),
+            Err(LogCheckError::BadSignature { tree_size: 9, .. })
+        ));
+        let mut disagreeing = view.clone();
+        disagreeing.tree_size = 8;
+        assert!(matches!(
+            disagreeing.verify(&keys),
+            Err(LogCheckError::Malformed { what: "sth", .. })
+        ));
+        assert!(matches!(
+            view.verify(&BTreeMap::new()),
+            Err(LogCheckError::UnknownKey(_))
+        ));
+        let mut wrong_id = keys.clone();
+        if let Some(k) = wrong_id.values_mut().next() {
+            k.public_key = hex::encode([9u8; 32]);
+        }
+        assert!(matches!(
+            view.verify(&wrong_id),
+            Err(LogCheckError::BadKey { .. })
+        ));
+    }
+
+    #[test]
+    fn proofs_check_against_signed_heads() {
+        let (signer, keys, tree) = setup();
+        let new = head(&signer, &tree, 9).verify(&keys).expect("new");
+        let old = head(&signer, &tree, 4).verify(&keys).expect("old");
+        let leaf = *tree.leaf(3).expect("leaf");
+        let incl = InclusionProofView {
+            leaf_index: 3,
+            tree_size: 9,
+            leaf_hash: hex::encode(leaf),
+            root_hash: hex::encode(tree.root()),
+            audit_path: hexes(&tree.inclusion_proof(3, 9).expect("proof")),
+        };
+        incl.verify(&leaf, &new).expect("included");
+        assert!(incl.verify(tree.leaf(4).expect("leaf"), &new).is_err());
+        assert!(incl.verify(&leaf, &old).is_err(), "sizes differ");
+
+        let cons = ConsistencyProofView {
+            first: 4,
+            second: 9,
+            first_root: String::new(),
+            second_root: String::new(),
+            proof: hexes(&tree.consistency_proof(4, 9).expect("proof")),
+        };
+        cons.verify(&old, &new).expect("consistent");
+        let mut fork = old;
+        fork.root = [1; 32];
+        assert!(matches!(
+            cons.verify(&fork, &new),
+            Err(LogCheckError::Proof(_))
+        ));
+        let mut bad = cons.clone();
+        bad.proof = vec!["zz".into()];
+        assert!(matches!(
+            bad.verify(&old, &new),
+            Err(LogCheckError::Malformed { .. })
+        ));
+    }
+}

@@ -278,3 +278,48 @@ fn apply_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// Costs of the in-memory log at scale (prints, asserts nothing about time):
+/// `cargo test -p tribune-controller --release -- --ignored log_costs --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn log_costs() {
+    use std::time::Instant;
+    let n = 100_000u64;
+    let mut s = State::default();
+    let t = Instant::now();
+    for i in 0..n {
+        s.apply(Command::AppendLog {
+            kind: LogEntryKind::UsageDigest,
+            subject: format!("enclave-{}", i % 1000),
+            detail: serde_json::json!({"window": i, "samples": 10, "root": "ab".repeat(32)}),
+            at_ms: i as i64,
+        });
+    }
+    let append = t.elapsed();
+    let t = Instant::now();
+    let root = s.log.tree().root();
+    let root_t = t.elapsed();
+    let t = Instant::now();
+    let tree = s.log.tree().clone();
+    let clone_tree = t.elapsed();
+    let t = Instant::now();
+    let _proof = tree.inclusion_proof(n / 2, n).expect("proof");
+    let proof_t = t.elapsed();
+    let t = Instant::now();
+    let copy = s.clone();
+    let clone_state = t.elapsed();
+    let t = Instant::now();
+    let json = serde_json::to_vec(&copy).expect("json");
+    let ser = t.elapsed();
+    let t = Instant::now();
+    let back: State = serde_json::from_slice(&json).expect("parse");
+    let de = t.elapsed();
+    assert_eq!(back.log.tree().root(), root);
+    println!(
+        "{n} entries: append {append:?} total; root {root_t:?}; tree clone {clone_tree:?}; \
+         inclusion proof {proof_t:?}; state clone {clone_state:?}; snapshot JSON {} MiB, \
+         serialise {ser:?}, restore (tree rebuilt) {de:?}",
+        json.len() / (1 << 20)
+    );
+}
