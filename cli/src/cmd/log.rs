@@ -99,7 +99,7 @@ fn check_err(context: &str, e: LogCheckError) -> anyhow::Error {
 
 /// Tree heads kept in the state file; the oldest (smallest) go first beyond this. Dropping them
 /// loses nothing: each was proven consistent with a newer head before it was dropped.
-const STHS_KEPT_MAX: usize = 10_000;
+const STHS_KEPT_MAX: usize = 1000;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -528,4 +528,71 @@ async fn verify(client: &Client, path: &Path, s: &mut TrustState) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8, node_id: u64) -> LogKey {
+        let public = public_key(seed);
+        LogKey {
+            key_id: tribune_controller::state::key_id(&public),
+            node_id,
+            public_key: hex::encode(public),
+            registered_at_ms: 0,
+            log_index: 0,
+        }
+    }
+
+    fn public_key(seed: u8) -> [u8; 32] {
+        tribune_controller::log_key::LogSigner::from_key(
+            ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+            1,
+        )
+        .verifying_key()
+        .to_bytes()
+    }
+
+    #[test]
+    fn keys_are_pinned_on_first_use_and_may_only_grow() {
+        let mut s = TrustState::default();
+        let added = pin_keys(&mut s, vec![key(1, 1), key(2, 2)]).expect("first use");
+        assert_eq!(added.len(), 2);
+        assert_eq!(
+            pin_keys(&mut s, vec![key(1, 1), key(2, 2), key(3, 3)]).expect("a new controller"),
+            vec![key(3, 3).key_id]
+        );
+        let e = pin_keys(&mut s, vec![key(1, 1), key(3, 3)]).expect_err("dropped");
+        assert!(e.to_string().contains("PINNED KEY DROPPED"), "{e}");
+        let mut moved = key(2, 2);
+        moved.node_id = 9;
+        let e = pin_keys(&mut s, vec![key(1, 1), moved, key(3, 3)]).expect_err("changed");
+        assert!(e.to_string().contains("PINNED KEY CHANGED"), "{e}");
+        let mut forged = key(4, 4);
+        forged.key_id = key(1, 1).key_id;
+        assert!(pin_keys(&mut TrustState::default(), vec![forged]).is_err());
+    }
+
+    #[test]
+    fn heads_are_remembered_once_per_tree_and_bounded() {
+        let mut s = TrustState::default();
+        let head = |size: u64, ts: u64| SthView {
+            tree_size: size,
+            timestamp_ms: ts,
+            root_hash: format!("{size:064x}"),
+            signature: String::new(),
+            key_id: String::new(),
+            node_id: 1,
+            sth: String::new(),
+        };
+        remember(&mut s, &head(1, 1));
+        remember(&mut s, &head(1, 2));
+        assert_eq!(s.sths.len(), 1, "same tree, another signature");
+        for size in 2..=(STHS_KEPT_MAX as u64 + 5) {
+            remember(&mut s, &head(size, 0));
+        }
+        assert_eq!(s.sths.len(), STHS_KEPT_MAX);
+        assert_eq!(s.sths[0].tree_size, 6, "the smallest go first");
+    }
 }
