@@ -152,6 +152,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  tribune cluster status");
     println!("  tribune policy put examples/policies/acme-batch.tribune");
     println!("  tribune policy ls");
+    // A dev cluster is a new log each time: keep its pinned keys and tree heads beside it.
+    println!(
+        "  tribune log verify --state {}   # every signed tree head consistent",
+        dir.join("log-state.json").display()
+    );
     println!("  curl -s http://{}/v1/cluster", addrs[0].1);
     println!("Ctrl-C stops everything.");
     use std::io::Write;
