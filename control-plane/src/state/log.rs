@@ -30,7 +30,8 @@ pub enum LogEntryKind {
 }
 
 impl LogEntryKind {
-    /// The name used in JSON, the API's `kind=` filter and the CLI.
+    /// The name used in JSON, the API's `kind=` filter and the CLI (a new kind goes here and in
+    /// [`Self::ALL`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Verdict => "verdict",

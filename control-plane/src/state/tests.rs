@@ -323,3 +323,12 @@ fn log_costs() {
         json.len() / (1 << 20)
     );
 }
+
+#[test]
+fn kind_names_in_leaves_are_their_json_names() {
+    // The leaf spells `kind` with `as_str`; independent verifiers read the JSON name.
+    for k in LogEntryKind::ALL {
+        assert_eq!(serde_json::to_value(k).expect("json"), k.as_str());
+        assert_eq!(LogEntryKind::parse(k.as_str()), Some(k));
+    }
+}
