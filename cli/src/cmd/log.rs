@@ -77,24 +77,24 @@ pub enum LogCmd {
     },
 }
 
-/// The log does not check out: printed, exit 1.
+/// The log does not check out, or what was asked for is not there: printed, exit 1.
 #[derive(Debug)]
-struct Untrusted(String);
+struct CheckFailed(String);
 
-impl std::fmt::Display for Untrusted {
+impl std::fmt::Display for CheckFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Untrusted {}
+impl std::error::Error for CheckFailed {}
 
-fn untrusted(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Untrusted(msg.into()))
+fn failed(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(CheckFailed(msg.into()))
 }
 
 fn check_err(context: &str, e: LogCheckError) -> anyhow::Error {
-    untrusted(format!("{context}: {e}"))
+    failed(format!("{context}: {e}"))
 }
 
 /// Tree heads kept in the state file; the oldest (smallest) go first beyond this. Dropping them
@@ -134,7 +134,7 @@ fn load_state(path: &Path) -> anyhow::Result<TrustState> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let s: TrustState = serde_json::from_str(&text).map_err(|e| {
-        untrusted(format!(
+        failed(format!(
             "state file {} is not a tribune log state ({e}); it may have been tampered with",
             path.display()
         ))
@@ -181,7 +181,7 @@ fn pin_keys(s: &mut TrustState, fetched: Vec<LogKey>) -> anyhow::Result<Vec<Stri
     for (id, pinned) in &s.keys {
         match fetched.get(id) {
             None => {
-                return Err(untrusted(format!(
+                return Err(failed(format!(
                     "PINNED KEY DROPPED: key {id} of controller {} (pinned on first use) is no longer in the cluster's key set. \
                      This is not the log you checked before (or its history was rewritten); do not trust it. \
                      If the cluster was deliberately rebuilt, start over with a new --state file.",
@@ -189,7 +189,7 @@ fn pin_keys(s: &mut TrustState, fetched: Vec<LogKey>) -> anyhow::Result<Vec<Stri
                 )));
             }
             Some(k) if k.public_key != pinned.public_key || k.node_id != pinned.node_id => {
-                return Err(untrusted(format!(
+                return Err(failed(format!(
                     "PINNED KEY CHANGED: key {id} was controller {}'s {} and is now controller {}'s {}",
                     pinned.node_id, pinned.public_key, k.node_id, k.public_key
                 )));
@@ -242,7 +242,7 @@ pub fn run(cmd: LogCmd) -> anyhow::Result<ExitCode> {
     let client = Client::new(&opts)?;
     let result = super::client::runtime()?.block_on(run_async(cmd, &client));
     match result {
-        Err(e) if e.downcast_ref::<Untrusted>().is_some() => {
+        Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
             if client.output == Output::Json {
                 println!(
                     "{}",
@@ -351,10 +351,10 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             let mut s = load_state(&path)?;
             let (view, sth, added) = current_head(client, &mut s).await?;
             if entry >= sth.size {
-                bail!(
+                return Err(failed(format!(
                     "entry {entry} is not in the log: the current tree head covers entries 0..={}",
                     sth.size.saturating_sub(1)
-                );
+                )));
             }
             let page: EntriesPage = fetch(
                 client,
@@ -362,11 +362,11 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             )
             .await?;
             let Some(e) = page.entries.into_iter().find(|e| e.entry.index == entry) else {
-                bail!("the cluster did not return entry {entry}");
+                return Err(failed(format!("the cluster did not return entry {entry}")));
             };
             let leaf = e.entry.leaf_hash();
             if hex::encode(leaf) != e.leaf_hash {
-                return Err(untrusted(format!(
+                return Err(failed(format!(
                     "entry {entry}: the leaf hash computed from its content ({}) differs from the cluster's ({})",
                     hex::encode(leaf),
                     e.leaf_hash
@@ -381,7 +381,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             )
             .await?;
             if proof.leaf_index != entry {
-                return Err(untrusted(format!(
+                return Err(failed(format!(
                     "asked for a proof of entry {entry}, got one for entry {}",
                     proof.leaf_index
                 )));
@@ -491,7 +491,7 @@ async fn verify(client: &Client, path: &Path, s: &mut TrustState) -> anyhow::Res
     }
     if !failures.is_empty() {
         let n = failures.len();
-        return Err(untrusted(format!(
+        return Err(failed(format!(
             "{n} check(s) failed; {} left unchanged:\n  {}",
             path.display(),
             failures.join("\n  ")

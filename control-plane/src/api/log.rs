@@ -415,6 +415,9 @@ impl Api {
                 })?,
                 (None, None) => 0,
             };
+            if tree_size == 0 {
+                return Err(Problem::bad_request("the log is empty: no entry to prove"));
+            }
             if index >= tree_size {
                 return Err(Problem::bad_request(format!(
                     "index {index} is not in the tree of size {tree_size} (entries 0..={})",

@@ -280,7 +280,7 @@ fn apply_is_deterministic() {
 }
 
 /// Costs of the in-memory log at scale (prints, asserts nothing about time):
-/// `cargo test -p tribune-controller --release -- --ignored log_costs --nocapture`.
+/// `cargo test -p tribune-controller --release --lib -- --ignored log_costs --nocapture`.
 #[test]
 #[ignore = "measurement, not a check"]
 fn log_costs() {
