@@ -90,6 +90,11 @@ impl MerkleTree {
         (self.leaves.len() - 1) as u64
     }
 
+    /// The leaf hash at `index`, if the tree has that many leaves.
+    pub fn leaf(&self, index: u64) -> Option<&Hash> {
+        usize::try_from(index).ok().and_then(|i| self.leaves.get(i))
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.leaves.len() as u64

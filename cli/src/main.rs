@@ -44,6 +44,9 @@ enum Command {
     /// Verify attestation evidence (SEV-SNP report, TDX quote, simulated TEE).
     #[command(subcommand)]
     Attest(cmd::attest::AttestCmd),
+    /// The attestation log: entries, signed tree heads, inclusion and consistency proofs.
+    #[command(subcommand)]
+    Log(cmd::log::LogCmd),
     /// Run or drive the host agent.
     Agent(cmd::agent::AgentArgs),
     /// Benchmark scenarios (see bench/README.md).
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Enclave(c) => cmd::resources::enclave(c),
         Command::Host(c) => cmd::resources::host(c),
         Command::Attest(c) => cmd::attest::run(c),
+        Command::Log(c) => cmd::log::run(c),
         Command::Agent(c) => cmd::agent::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Completions { shell } => {

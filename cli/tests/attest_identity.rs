@@ -47,22 +47,12 @@ async fn open_stream(
 }
 
 async fn refusals(c: &Cluster, what: &str) -> Vec<serde_json::Value> {
-    let Some((200, v)) = c.get_json(1, "/v1/log/entries?stale=true").await else {
-        return vec![];
-    };
-    let list = if v.is_array() {
-        v
-    } else {
-        v["entries"].clone()
-    };
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|e| e["detail"]["event"] == "refused" && e["detail"]["what"] == what)
-                .cloned()
-                .collect()
-        })
+    c.log_entries(1)
+        .await
         .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["detail"]["event"] == "refused" && e["detail"]["what"] == what)
+        .collect()
 }
 
 async fn wait_refusal(c: &Cluster, what: &str, needle: &str) {

@@ -150,15 +150,8 @@ async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
 /// Every log entry, from the first running node that answers.
 async fn entries(c: &Cluster) -> Vec<Value> {
     for id in c.running() {
-        if let Some((200, v)) = c.get_json(id, "/v1/log/entries?stale=true").await {
-            let list = if v.is_array() {
-                v
-            } else {
-                v["entries"].clone()
-            };
-            if let Some(a) = list.as_array() {
-                return a.clone();
-            }
+        if let Some(all) = c.log_entries(id).await {
+            return all;
         }
     }
     Vec::new()
@@ -185,6 +178,28 @@ fn enclave(id: &str, tenant: &str, host: &str, cmd: &[&str]) -> Value {
         "placement": {"host": host, "epoch": 1},
         "launch": {"process": {"cmd": cmd}},
     })
+}
+
+/// `tribune log …` against the cluster with its TLS client certificate.
+fn log_cli(c: &Cluster, args: &[&str], state: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("log")
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .args(["--endpoint", &c.endpoints(), "--timeout-secs", "60"])
+        .args(c.tls_args())
+        .output()
+        .expect("run tribune log")
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Digest spans per enclave in log order: they must run 1.., each right after the previous.
@@ -277,6 +292,11 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
         "cap written {lag} ms after the violation was decided"
     );
 
+    // The log so far: every tree head the client sees is kept and checked later.
+    let log_state = c.dir.path().join("log-state.json");
+    let o = log_cli(&c, &["verify"], &log_state);
+    assert!(o.status.success(), "{}", out(&o));
+
     // 2. kill -9 the controller the agent streams to.
     let victim = 1;
     let killed_at = now_ms();
@@ -326,6 +346,20 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
             .collect();
         if after.len() >= 2 {
             assert_no_gap_no_duplicate(&all, "greedy");
+            // Every verdict, violation and action of the run proves against a signed tree
+            // head, and every tree head seen is consistent with the newest.
+            let mut proved = 0;
+            for e in all.iter().filter(|e| {
+                ["verdict", "violation", "action"].contains(&e["kind"].as_str().unwrap_or(""))
+            }) {
+                let index = e["index"].as_u64().expect("index").to_string();
+                let o = log_cli(&c, &["prove", &index], &log_state);
+                assert!(o.status.success(), "entry {index}: {}", out(&o));
+                proved += 1;
+            }
+            assert!(proved >= 4, "only {proved} entries to prove");
+            let o = log_cli(&c, &["verify"], &log_state);
+            assert!(o.status.success(), "{}", out(&o));
             break;
         }
         if agent.quota("greedy") != "20000" {

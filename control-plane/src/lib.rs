@@ -4,6 +4,7 @@
 //! - [`raft`]: openraft adaptors — redb log store with group commit, snapshot-backed state
 //!   machine, tonic transport.
 //! - [`node`]: one controller — write batching and forwarding, linearizable reads, membership.
+//! - [`log_key`]: this controller's tree-head signing key.
 //! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
 //! - [`tls`]: mTLS on the listener; [`tls::peer_identity`] tells a service who is calling.
 //!
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod attest;
 pub mod error;
+pub mod log_key;
 pub mod node;
 pub mod raft;
 pub mod server;

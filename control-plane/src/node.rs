@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest};
 
 use crate::error::ControllerError;
+use crate::log_key::LogSigner;
 use crate::raft::log_store::{LogStore, open_database};
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::{SharedState, StateMachineStore};
@@ -210,6 +211,8 @@ pub struct Controller {
     pub peers: Peers,
     pub config: ControllerConfig,
     pub validator: Arc<dyn PolicyValidator>,
+    /// This controller's tree-head signing key (`crate::log_key`).
+    pub log_signer: Arc<LogSigner>,
     /// `None` only when the controller runs `--insecure`.
     pub tls: Option<ControllerTls>,
     applied: watch::Receiver<u64>,
@@ -223,6 +226,7 @@ impl Controller {
         validator: Arc<dyn PolicyValidator>,
     ) -> Result<Arc<Self>, ControllerError> {
         let raft_config = Arc::new(config.raft_config()?);
+        let log_signer = Arc::new(LogSigner::load_or_create(&config.data_dir, config.id)?);
         let tls = config.transport()?;
         let db = open_database(&config.data_dir.join("raft")).map_err(|e| {
             ControllerError::Internal(format!("opening {}: {e}", config.data_dir.display()))
@@ -253,11 +257,13 @@ impl Controller {
             peers,
             config,
             validator,
+            log_signer,
             tls,
             applied,
             writes: tx,
         });
         tokio::spawn(batch_writes(raft, rx));
+        tokio::spawn(register_log_key(Arc::downgrade(&controller)));
         Ok(controller)
     }
 
@@ -730,6 +736,46 @@ fn membership_result<T>(
         Err(e) => Err(LeaderError::Failed(ControllerError::Internal(
             e.to_string(),
         ))),
+    }
+}
+
+/// Registers this controller's log signing key in the replicated state, retrying (with backoff)
+/// until it is applied or the controller is dropped. Idempotent: a restart finds it registered.
+async fn register_log_key(controller: Weak<Controller>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(c) = controller.upgrade() else {
+            return;
+        };
+        let registered = c
+            .state
+            .read()
+            .map(|s| s.log_keys.contains_key(&c.log_signer.key_id))
+            .unwrap_or(false);
+        if registered {
+            return;
+        }
+        let cmd = Command::RegisterLogKey {
+            node_id: c.id,
+            public_key: c.log_signer.public_key.clone(),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        match c.write(vec![cmd]).await.map(|mut o| o.pop()) {
+            Ok(Some(Outcome::LogKey(k))) => {
+                tracing::info!(key_id = %k.key_id, log_index = k.log_index, "log signing key registered");
+                return;
+            }
+            Ok(other) => {
+                tracing::error!(outcome = ?other, "registering the log signing key was refused");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registering the log signing key; will retry"),
+        }
+        drop(c);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

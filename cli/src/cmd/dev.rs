@@ -244,6 +244,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  tribune cluster status");
     println!("  tribune policy put examples/policies/acme-batch.tribune");
     println!("  tribune policy ls");
+    // A dev cluster is a new log each time: keep its pinned keys and tree heads beside it.
+    println!(
+        "  tribune log verify --state {}   # every signed tree head consistent",
+        dir.join("log-state.json").display()
+    );
     println!(
         "  curl -s --cacert {} --cert {} --key {} https://{}/v1/cluster",
         client_files.ca.display(),

@@ -229,10 +229,13 @@ pub fn describe(e: &Value, attested: &mut std::collections::HashSet<String>) -> 
     ))
 }
 
-/// Fetches log entries from `start` on (either a bare array or `{entries: [...]}`).
+/// Fetches up to 1000 log entries from `start` on (the next call continues after them).
 pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec<Value> {
     let r = match http
-        .get(format!("{api}/v1/log/entries?from={start}&stale=true"))
+        .get(format!(
+            "{api}/v1/log/entries?start={start}&end={}&stale=true",
+            start + 999
+        ))
         .send()
         .await
     {
@@ -243,12 +246,8 @@ pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec
         }
     };
     let v: Value = r.json().await.unwrap_or(Value::Null);
-    let list = if v.is_array() {
-        v
-    } else {
-        v["entries"].clone()
-    };
-    list.as_array()
+    v["entries"]
+        .as_array()
         .map(|a| {
             a.iter()
                 .filter(|e| e["index"].as_u64().unwrap_or(0) >= start)

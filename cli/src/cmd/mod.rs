@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod controller;
 pub mod dev;
 pub mod dev_demo;
+pub mod log;
 pub mod policy;
 pub mod policy_lang;
 pub mod resources;

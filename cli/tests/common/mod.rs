@@ -349,4 +349,26 @@ impl Cluster {
             .find(|m| m["id"] == id)
             .map(|m| m["status"].clone())
     }
+
+    /// Every attestation-log entry as node `id` has it (paged, local read), or `None` if it
+    /// does not answer.
+    pub async fn log_entries(&self, id: u64) -> Option<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut start = 0u64;
+        loop {
+            let path = format!(
+                "/v1/log/entries?start={start}&end={}&stale=true",
+                start + 999
+            );
+            let (status, v) = self.get_json(id, &path).await?;
+            if status != 200 {
+                return None;
+            }
+            all.extend(v["entries"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_u64() {
+                Some(n) if n > start => start = n,
+                _ => return Some(all),
+            }
+        }
+    }
 }

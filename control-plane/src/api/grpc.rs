@@ -6,6 +6,7 @@ use tonic::{Code, Request, Response, Status};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::control_service_server::ControlService;
 
+use super::log;
 use super::problem::Problem;
 use super::service::Api;
 use crate::state::{Enclave, Expect, Host, Policy, Resources};
@@ -173,6 +174,119 @@ impl ControlService for ControlServer {
         let hs = self.api.list_hosts(req.get_ref().stale).await?;
         Ok(Response::new(pb::ListHostsResponse {
             hosts: hs.into_iter().map(host).collect(),
+        }))
+    }
+
+    async fn get_log_tree_head(
+        &self,
+        _req: Request<pb::LogTreeHeadRequest>,
+    ) -> Result<Response<pb::LogTreeHead>, Status> {
+        let h = self.api.log_sth().await?;
+        Ok(Response::new(pb::LogTreeHead {
+            tree_size: h.tree_size,
+            timestamp_ms: h.timestamp_ms,
+            root_hash: h.root_hash,
+            signature: h.signature,
+            key_id: h.key_id,
+            node_id: h.node_id,
+            sth: h.sth,
+        }))
+    }
+
+    async fn list_log_keys(
+        &self,
+        _req: Request<pb::LogKeysRequest>,
+    ) -> Result<Response<pb::LogKeysResponse>, Status> {
+        let keys = self.api.log_keys().await?;
+        Ok(Response::new(pb::LogKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::LogKeyInfo {
+                    key_id: k.key_id,
+                    node_id: k.node_id,
+                    public_key: k.public_key,
+                    registered_at_ms: k.registered_at_ms,
+                    log_index: k.log_index,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_log_entries(
+        &self,
+        req: Request<pb::LogEntriesRequest>,
+    ) -> Result<Response<pb::LogEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let page = self
+            .api
+            .log_entries(log::EntriesQuery {
+                start: r.start,
+                end: r.end,
+                kind: r.kind,
+                subject: r.subject,
+                stale: r.stale,
+            })
+            .await?;
+        Ok(Response::new(pb::LogEntriesResponse {
+            tree_size: page.tree_size,
+            entries: page
+                .entries
+                .into_iter()
+                .map(|e| pb::LogEntryInfo {
+                    index: e.entry.index,
+                    at_ms: e.entry.at_ms,
+                    kind: e.entry.kind.as_str().to_string(),
+                    subject: e.entry.subject,
+                    detail_json: e.entry.detail.to_string(),
+                    leaf_hash: e.leaf_hash,
+                })
+                .collect(),
+            next: page.next,
+        }))
+    }
+
+    async fn get_log_inclusion_proof(
+        &self,
+        req: Request<pb::LogInclusionProofRequest>,
+    ) -> Result<Response<pb::LogInclusionProof>, Status> {
+        let r = req.into_inner();
+        let p = self
+            .api
+            .log_inclusion(log::InclusionQuery {
+                index: r.index,
+                leaf_hash: r.leaf_hash,
+                tree_size: r.tree_size,
+                stale: r.stale,
+            })
+            .await?;
+        Ok(Response::new(pb::LogInclusionProof {
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            leaf_hash: p.leaf_hash,
+            root_hash: p.root_hash,
+            audit_path: p.audit_path,
+        }))
+    }
+
+    async fn get_log_consistency_proof(
+        &self,
+        req: Request<pb::LogConsistencyProofRequest>,
+    ) -> Result<Response<pb::LogConsistencyProof>, Status> {
+        let r = req.into_inner();
+        let p = self
+            .api
+            .log_consistency(log::ConsistencyQuery {
+                first: r.first,
+                second: r.second,
+                stale: r.stale,
+            })
+            .await?;
+        Ok(Response::new(pb::LogConsistencyProof {
+            first: p.first,
+            second: p.second,
+            first_root: p.first_root,
+            second_root: p.second_root,
+            proof: p.proof,
         }))
     }
 

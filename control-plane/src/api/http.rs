@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::log;
 use super::problem::Problem;
 use super::service::Api;
 use crate::raft::NodeId;
@@ -87,21 +88,6 @@ struct AddMemberBody {
     voter: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogQuery {
-    #[serde(default)]
-    from: u64,
-    #[serde(default = "default_limit")]
-    limit: usize,
-    #[serde(default)]
-    stale: bool,
-}
-
-fn default_limit() -> usize {
-    100
-}
-
 type Shared = Arc<Api>;
 
 pub fn router(api: Shared) -> Router {
@@ -125,7 +111,11 @@ pub fn router(api: Shared) -> Router {
             axum::routing::delete(remove_member),
         )
         .route("/v1/cluster/members/{id}/promote", post(promote))
+        .route("/v1/log/sth", get(log_sth))
+        .route("/v1/log/keys", get(log_keys))
         .route("/v1/log/entries", get(log_entries))
+        .route("/v1/log/proof/inclusion", get(log_inclusion))
+        .route("/v1/log/proof/consistency", get(log_consistency))
         .fallback(|| async {
             Problem::not_found("no such endpoint; see docs/api.md for the routes")
         })
@@ -315,9 +305,42 @@ async fn remove_member(
     Ok(Json(api.cluster().await?).into_response())
 }
 
+async fn log_sth(
+    State(api): State<Shared>,
+    ApiQuery(_): ApiQuery<NoQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.log_sth().await?).into_response())
+}
+
+async fn log_keys(
+    State(api): State<Shared>,
+    ApiQuery(_): ApiQuery<NoQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.log_keys().await?).into_response())
+}
+
 async fn log_entries(
     State(api): State<Shared>,
-    ApiQuery(q): ApiQuery<LogQuery>,
+    ApiQuery(q): ApiQuery<log::EntriesQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_entries(q.from, q.limit, q.stale).await?).into_response())
+    Ok(Json(api.log_entries(q).await?).into_response())
 }
+
+async fn log_inclusion(
+    State(api): State<Shared>,
+    ApiQuery(q): ApiQuery<log::InclusionQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.log_inclusion(q).await?).into_response())
+}
+
+async fn log_consistency(
+    State(api): State<Shared>,
+    ApiQuery(q): ApiQuery<log::ConsistencyQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.log_consistency(q).await?).into_response())
+}
+
+/// Endpoints that take no query parameters refuse unknown ones rather than ignore them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}

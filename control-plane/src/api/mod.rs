@@ -3,5 +3,6 @@
 
 pub mod grpc;
 pub mod http;
+pub mod log;
 pub mod problem;
 pub mod service;

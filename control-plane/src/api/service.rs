@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::problem::Problem;
 use crate::node::{Controller, Forwarded, NodeStatus};
 use crate::raft::NodeId;
-use crate::state::{Command, Enclave, Expect, Host, LogEntry, Outcome, Policy};
+use crate::state::{Command, Enclave, Expect, Host, Outcome, Policy};
 use crate::validate::{POLICY_SOURCE_BYTES_MAX, check_name};
 
 #[derive(Clone, Debug, Serialize)]
@@ -39,7 +39,7 @@ pub struct Api {
     pub controller: Arc<Controller>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -62,14 +62,14 @@ fn unexpected(o: Outcome) -> Problem {
 }
 
 impl Api {
-    async fn read(&self, stale: bool) -> Result<(), Problem> {
+    pub(super) async fn read(&self, stale: bool) -> Result<(), Problem> {
         if !stale {
             self.controller.read_barrier().await?;
         }
         Ok(())
     }
 
-    fn state(&self) -> std::sync::RwLockReadGuard<'_, crate::state::State> {
+    pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, crate::state::State> {
         self.controller
             .state
             .read()
@@ -240,24 +240,6 @@ impl Api {
             Outcome::Host(h) => Ok(h),
             o => Err(unexpected(o)),
         }
-    }
-
-    pub async fn log_entries(
-        &self,
-        from: u64,
-        limit: usize,
-        stale: bool,
-    ) -> Result<Vec<LogEntry>, Problem> {
-        self.read(stale).await?;
-        let st = self.state();
-        Ok(st
-            .log
-            .entries
-            .iter()
-            .skip(from as usize)
-            .take(limit.min(1000))
-            .cloned()
-            .collect())
     }
 
     pub async fn cluster(&self) -> Result<ClusterView, Problem> {

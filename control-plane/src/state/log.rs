@@ -1,13 +1,21 @@
-//! The attestation log as an append-only, hash-chained sequence.
+//! The attestation log: an append-only sequence of entries and the RFC 6962/9162 Merkle tree over
+//! them (DESIGN.md §3, §6.2).
 //!
-//! Each entry's hash covers the previous entry's hash and the entry's canonical JSON, so altering
-//! or dropping any entry changes every later hash. (The Merkle tree over the same entries comes
-//! with the attestation loop; the chain already makes the history tamper-evident.)
+//! Leaf `i` of the tree is the entry's canonical bytes ([`LogEntry::leaf_bytes`]): the compact
+//! JSON of `{"at_ms", "detail", "index", "kind", "subject"}` with every object's keys sorted
+//! bytewise. The tree itself is not serialised: it is a pure function of the entries and is
+//! rebuilt whenever the log is deserialised (snapshot install, restart), so every replica holds
+//! the same tree for the same entries. Signing tree heads is the controllers' business
+//! (`crate::log_key`); this module stays pure.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tribune_attest::merkle::{Hash, MerkleTree};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogEntryKind {
     Verdict,
@@ -17,82 +25,236 @@ pub enum LogEntryKind {
     PolicyChange,
     EnclaveChange,
     UsageDigest,
+    /// A controller registered its tree-head signing key.
+    LogKey,
 }
 
+impl LogEntryKind {
+    /// The name used in JSON, the API's `kind=` filter and the CLI (a new kind goes here and in
+    /// [`Self::ALL`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verdict => "verdict",
+            Self::Violation => "violation",
+            Self::Action => "action",
+            Self::Migration => "migration",
+            Self::PolicyChange => "policy_change",
+            Self::EnclaveChange => "enclave_change",
+            Self::UsageDigest => "usage_digest",
+            Self::LogKey => "log_key",
+        }
+    }
+
+    pub const ALL: [LogEntryKind; 8] = [
+        Self::Verdict,
+        Self::Violation,
+        Self::Action,
+        Self::Migration,
+        Self::PolicyChange,
+        Self::EnclaveChange,
+        Self::UsageDigest,
+        Self::LogKey,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One log entry. Its Merkle leaf is [`LogEntry::leaf_bytes`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub index: u64,
     pub at_ms: i64,
     pub kind: LogEntryKind,
     pub subject: String,
-    pub detail: serde_json::Value,
-    /// Hex SHA-256 of the previous entry (all zeros for the first).
-    pub prev_hash: String,
-    /// Hex SHA-256 over `prev_hash ‖ canonical body`.
-    pub hash: String,
+    pub detail: Value,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+impl LogEntry {
+    /// The canonical leaf bytes: compact JSON of `{at_ms, detail, index, kind, subject}`,
+    /// object keys sorted bytewise at every depth, strings and numbers as `serde_json` writes
+    /// them. Stable across a JSON round trip, so a client that fetched the entry as JSON
+    /// recomputes the same bytes.
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"at_ms\":");
+        out.extend_from_slice(self.at_ms.to_string().as_bytes());
+        out.extend_from_slice(b",\"detail\":");
+        write_canonical(&self.detail, &mut out);
+        out.extend_from_slice(b",\"index\":");
+        out.extend_from_slice(self.index.to_string().as_bytes());
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"subject\":");
+        write_json_string(&self.subject, &mut out);
+        out.push(b'}');
+        out
+    }
+
+    /// RFC 6962 leaf hash of [`Self::leaf_bytes`].
+    pub fn leaf_hash(&self) -> Hash {
+        tribune_attest::merkle::leaf_hash(&self.leaf_bytes())
+    }
+}
+
+fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    // Serialising a string cannot fail; the fallback is never taken.
+    out.extend_from_slice(
+        serde_json::to_string(s)
+            .unwrap_or_else(|_| "\"\"".into())
+            .as_bytes(),
+    );
+}
+
+/// Compact JSON with object keys sorted bytewise, independent of serde_json's map feature.
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(k, out);
+                out.push(b':');
+                if let Some(child) = m.get(k) {
+                    write_canonical(child, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, child) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(child, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_json_string(s, out),
+        // null, booleans and numbers: serde_json's own text (never fails for these).
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+/// A tree-head signing key a controller registered (`Command::RegisterLogKey`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogKey {
+    /// First 8 bytes of SHA-256(public key), hex.
+    pub key_id: String,
+    pub node_id: u64,
+    /// The 32-byte ed25519 public key, hex.
+    pub public_key: String,
+    pub registered_at_ms: i64,
+    /// Index of the `log_key` entry that recorded it.
+    pub log_index: u64,
+}
+
+/// `key_id` of an ed25519 public key: hex of the first 8 bytes of its SHA-256.
+pub fn key_id(public_key: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public_key)[..8])
+}
+
+/// The log: entries plus the Merkle tree over them (rebuilt, never trusted, on deserialise).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(try_from = "LogWire")]
 pub struct AttestationLog {
     pub entries: Vec<LogEntry>,
+    #[serde(skip)]
+    tree: MerkleTree,
+    #[serde(skip)]
+    by_leaf: HashMap<Hash, u64>,
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The serialised form: entries only. (Entries written before the Merkle tree carried
+/// `prev_hash`/`hash` fields; they are ignored.)
+#[derive(Deserialize)]
+struct LogWire {
+    #[serde(default)]
+    entries: Vec<LogEntry>,
+}
 
-fn entry_hash(
-    prev_hash: &str,
-    index: u64,
-    at_ms: i64,
-    kind: LogEntryKind,
-    subject: &str,
-    detail: &serde_json::Value,
-) -> String {
-    // serde_json writes object keys in sorted order (no preserve_order feature), so this body is
-    // canonical for a given value.
-    let body = serde_json::json!({"index": index, "at_ms": at_ms, "kind": kind, "subject": subject, "detail": detail});
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(body.to_string().as_bytes());
-    hex::encode(h.finalize())
+impl TryFrom<LogWire> for AttestationLog {
+    type Error = String;
+
+    fn try_from(w: LogWire) -> Result<Self, String> {
+        let mut log = AttestationLog::default();
+        for (i, e) in w.entries.into_iter().enumerate() {
+            if e.index != i as u64 {
+                return Err(format!(
+                    "attestation log entry at position {i} has index {}",
+                    e.index
+                ));
+            }
+            log.push(e);
+        }
+        Ok(log)
+    }
+}
+
+impl PartialEq for AttestationLog {
+    fn eq(&self, other: &Self) -> bool {
+        // The tree and the index are functions of the entries.
+        self.entries == other.entries
+    }
 }
 
 impl AttestationLog {
-    pub fn head(&self) -> &str {
-        self.entries.last().map_or(GENESIS, |e| e.hash.as_str())
+    fn push(&mut self, e: LogEntry) {
+        let h = e.leaf_hash();
+        let index = self.tree.push_hash(h);
+        self.by_leaf.insert(h, index);
+        self.entries.push(e);
     }
 
     /// Appends an entry and returns its index.
-    pub fn append(
-        &mut self,
-        kind: LogEntryKind,
-        subject: &str,
-        detail: serde_json::Value,
-        at_ms: i64,
-    ) -> u64 {
+    pub fn append(&mut self, kind: LogEntryKind, subject: &str, detail: Value, at_ms: i64) -> u64 {
         let index = self.entries.len() as u64;
-        let prev_hash = self.head().to_string();
-        let hash = entry_hash(&prev_hash, index, at_ms, kind, subject, &detail);
-        self.entries.push(LogEntry {
+        self.push(LogEntry {
             index,
             at_ms,
             kind,
             subject: subject.to_string(),
             detail,
-            prev_hash,
-            hash,
         });
         index
     }
 
-    /// Recomputes the chain; returns the index of the first entry that does not match.
-    pub fn verify_chain(&self) -> Result<(), u64> {
-        let mut prev = GENESIS.to_string();
+    /// Number of entries (= tree size).
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The Merkle tree over the entries. Clone it to compute roots and proofs outside a lock.
+    pub fn tree(&self) -> &MerkleTree {
+        &self.tree
+    }
+
+    /// Leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
+        self.tree.leaf(index).copied()
+    }
+
+    /// Index of the entry with this leaf hash.
+    pub fn index_of(&self, leaf_hash: &Hash) -> Option<u64> {
+        self.by_leaf.get(leaf_hash).copied()
+    }
+
+    /// Checks the tree against the entries (every leaf recomputed); returns the first index
+    /// that does not match. For tests and audits: O(n).
+    pub fn verify(&self) -> Result<(), u64> {
+        if self.tree.size() != self.entries.len() as u64 {
+            return Err(self.tree.size().min(self.entries.len() as u64));
+        }
         for (i, e) in self.entries.iter().enumerate() {
-            let expected = entry_hash(&prev, i as u64, e.at_ms, e.kind, &e.subject, &e.detail);
-            if e.index != i as u64 || e.prev_hash != prev || e.hash != expected {
+            if e.index != i as u64 || self.tree.leaf(i as u64) != Some(&e.leaf_hash()) {
                 return Err(i as u64);
             }
-            prev = e.hash.clone();
         }
         Ok(())
     }

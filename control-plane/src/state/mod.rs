@@ -12,7 +12,7 @@ pub use enforce::{
     Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
     VerdictCmd,
 };
-pub use log::{AttestationLog, LogEntry, LogEntryKind};
+pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
 pub use types::{Allocation, Enclave, EnclaveState, Host, Placement, Policy, Resources};
 
 use std::collections::BTreeMap;
@@ -84,6 +84,13 @@ pub enum Command {
         detail: serde_json::Value,
         at_ms: i64,
     },
+    /// A controller's tree-head signing key (ed25519, 32 bytes hex). Idempotent; keys are never
+    /// removed, so tree heads signed by a replaced key stay verifiable.
+    RegisterLogKey {
+        node_id: u64,
+        public_key: String,
+        at_ms: i64,
+    },
 }
 
 /// The result of applying one [`Command`].
@@ -99,6 +106,11 @@ pub enum Outcome {
     Allocation(Allocation),
     Logged {
         index: u64,
+    },
+    LogKey(LogKey),
+    /// The command is malformed; nothing was written.
+    Invalid {
+        reason: String,
     },
     Loop(LoopOutcome),
     /// The precondition did not hold; nothing was written.
@@ -124,6 +136,9 @@ pub struct State {
     #[serde(default)]
     pub status: BTreeMap<String, EnclaveStatus>,
     pub log: AttestationLog,
+    /// Tree-head signing keys by `key_id`.
+    #[serde(default)]
+    pub log_keys: BTreeMap<String, LogKey>,
 }
 
 fn precondition(what: &str, current: Option<u64>, expect: Expect) -> Result<(), Outcome> {
@@ -317,6 +332,42 @@ impl State {
             } => {
                 let index = self.log.append(kind, &subject, detail, at_ms);
                 Outcome::Logged { index }
+            }
+            Command::RegisterLogKey {
+                node_id,
+                public_key,
+                at_ms,
+            } => {
+                let bytes = match hex::decode(&public_key) {
+                    Ok(b) if b.len() == 32 => b,
+                    _ => {
+                        return Outcome::Invalid {
+                            reason: format!(
+                                "log key of controller {node_id} is not 32 bytes of hex"
+                            ),
+                        };
+                    }
+                };
+                let key_id = key_id(&bytes);
+                let public_key = hex::encode(&bytes);
+                if let Some(existing) = self.log_keys.get(&key_id) {
+                    return Outcome::LogKey(existing.clone());
+                }
+                let log_index = self.log.append(
+                    LogEntryKind::LogKey,
+                    &format!("controller-{node_id}"),
+                    serde_json::json!({"node_id": node_id, "key_id": key_id, "public_key": public_key}),
+                    at_ms,
+                );
+                let key = LogKey {
+                    key_id: key_id.clone(),
+                    node_id,
+                    public_key,
+                    registered_at_ms: at_ms,
+                    log_index,
+                };
+                self.log_keys.insert(key_id, key.clone());
+                Outcome::LogKey(key)
             }
         }
     }
