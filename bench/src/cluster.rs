@@ -22,7 +22,8 @@ impl Drop for LocalCluster {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free right now (the OS picks it).
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -92,6 +93,14 @@ impl LocalCluster {
             .collect()
     }
 
+    /// (id, pid) of every running controller.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.3.as_ref().map(|c| (n.0, c.id())))
+            .collect()
+    }
+
     pub fn endpoints_except(&self, id: u64) -> Vec<String> {
         self.nodes
             .iter()
@@ -114,6 +123,9 @@ impl LocalCluster {
         self.spawn(id)
     }
 
+    /// Waits until the healthy members agree on one leader that itself reports being leader,
+    /// and returns its id. (A single member's `leader` field may be stale right after a kill
+    /// or a restart; killing a stale "leader" would time nothing.)
     pub async fn wait_leader(
         &self,
         http: &reqwest::Client,
@@ -122,16 +134,42 @@ impl LocalCluster {
         let start = Instant::now();
         while start.elapsed() < limit {
             for ep in self.endpoints() {
-                if let Ok(r) = http.get(format!("{ep}/v1/cluster")).send().await
-                    && let Ok(v) = r.json::<serde_json::Value>().await
-                    && let Some(l) = v["leader"].as_u64()
+                if let Some(v) = cluster_view(http, &ep).await
+                    && let Some(l) = agreed_leader(&v)
                 {
                     return Ok(l);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::bail!("no leader within {limit:?}")
+        anyhow::bail!("no agreed leader within {limit:?}")
+    }
+
+    /// Waits until every member answers and has applied all but `max_lag` committed entries.
+    pub async fn wait_caught_up(
+        &self,
+        http: &reqwest::Client,
+        limit: Duration,
+        max_lag: u64,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            for ep in self.endpoints() {
+                if let Some(v) = cluster_view(http, &ep).await
+                    && v["members"].as_array().is_some_and(|m| {
+                        m.len() == self.nodes.len()
+                            && m.iter().all(|m| {
+                                m["healthy"] == true
+                                    && m["lag"].as_u64().is_some_and(|l| l <= max_lag)
+                            })
+                    })
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("cluster not caught up within {limit:?}")
     }
 
     pub async fn wait_all_healthy(
@@ -139,19 +177,31 @@ impl LocalCluster {
         http: &reqwest::Client,
         limit: Duration,
     ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(ep) = self.endpoints().first()
-                && let Ok(r) = http.get(format!("{ep}/v1/cluster")).send().await
-                && let Ok(v) = r.json::<serde_json::Value>().await
-                && v["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().all(|m| m["healthy"] == true && m["lag"] == 0))
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        anyhow::bail!("cluster not healthy within {limit:?}")
+        self.wait_caught_up(http, limit, 0).await
     }
+}
+
+async fn cluster_view(http: &reqwest::Client, ep: &str) -> Option<serde_json::Value> {
+    let r = http
+        .get(format!("{ep}/v1/cluster"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    r.json::<serde_json::Value>().await.ok()
+}
+
+/// The leader every answering member names, if that member says it leads.
+fn agreed_leader(v: &serde_json::Value) -> Option<u64> {
+    let members = v["members"].as_array()?;
+    let statuses: Vec<&serde_json::Value> = members
+        .iter()
+        .filter(|m| m["healthy"] == true)
+        .map(|m| &m["status"])
+        .collect();
+    let leader = statuses.iter().find(|s| s["state"] == "leader")?["id"].as_u64()?;
+    statuses
+        .iter()
+        .all(|s| s["leader"].as_u64() == Some(leader))
+        .then_some(leader)
 }
