@@ -66,6 +66,17 @@ impl LocalCluster {
             .iter_mut()
             .find(|n| n.0 == id)
             .ok_or_else(|| anyhow::anyhow!("no node {id}"))?;
+        // TRIBUNE_BENCH_LOG_DIR=DIR keeps each controller's log (appended across restarts) for
+        // looking into a run; by default logs are dropped.
+        let log = match std::env::var_os("TRIBUNE_BENCH_LOG_DIR") {
+            Some(dir) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::path::Path::new(&dir).join(format!("controller-{id}.log")))?,
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(&self.binary)
             .args([
                 "controller",
@@ -80,7 +91,7 @@ impl LocalCluster {
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
         node.3 = Some(child);
         Ok(())

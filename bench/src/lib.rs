@@ -28,6 +28,43 @@ pub struct WritesReport {
     pub errors: u64,
     pub writes_per_sec: f64,
     pub latency_ms: Summary,
+    /// CPU time (user + system) the servers' processes spent per acknowledged write, in µs,
+    /// summed over the members; None when the servers' pids are not known (remote cluster).
+    pub server_cpu_us_per_write: Option<f64>,
+}
+
+/// User + system CPU time of `pids` so far, in seconds (`/proc/PID/stat`, USER_HZ = 100).
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    let mut total = 0.0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        total += (utime + stime) / 100.0;
+    }
+    Some(total)
+}
+
+/// Measures `run` and fills in the servers' CPU per write from `pids`.
+async fn with_cpu(
+    pids: &[u32],
+    run: impl Future<Output = anyhow::Result<WritesReport>>,
+) -> anyhow::Result<WritesReport> {
+    let before = if pids.is_empty() {
+        None
+    } else {
+        cpu_seconds(pids)
+    };
+    let mut r = run.await?;
+    if let (Some(b), Some(a)) = (before, cpu_seconds(pids))
+        && r.writes > 0
+    {
+        r.server_cpu_us_per_write = Some((a - b) * 1e6 / r.writes as f64);
+    }
+    Ok(r)
 }
 
 /// Runs `clients` concurrent loops of `op(client, i)` until `duration` has passed; `op` returns
@@ -78,6 +115,7 @@ where
         errors,
         writes_per_sec: all.len() as f64 / seconds,
         latency_ms: Summary::of_durations(&all),
+        server_cpu_us_per_write: None,
     }
 }
 
@@ -184,12 +222,19 @@ pub struct CompareRow {
     pub tribune_p99_ms: f64,
     pub etcd_p50_ms: f64,
     pub etcd_p99_ms: f64,
+    /// Median over rounds of the servers' CPU µs per write.
+    pub tribune_cpu_us_per_write: Option<f64>,
+    pub etcd_cpu_us_per_write: Option<f64>,
 }
 
 impl CompareRow {
     pub fn new(clients: usize, tribune: Vec<WritesReport>, etcd: Vec<WritesReport>) -> Self {
         let med = |v: &[WritesReport], f: fn(&WritesReport) -> f64| {
             Summary::of_ms(&mut v.iter().map(f).collect::<Vec<_>>())
+        };
+        let cpu = |v: &[WritesReport]| {
+            let mut c: Vec<f64> = v.iter().filter_map(|r| r.server_cpu_us_per_write).collect();
+            (!c.is_empty()).then(|| Summary::of_ms(&mut c).p50)
         };
         let ratio = |f: fn(&WritesReport) -> f64| {
             let mut r: Vec<f64> = tribune
@@ -210,6 +255,8 @@ impl CompareRow {
             tribune_p99_ms: med(&tribune, |r| r.latency_ms.p99).p50,
             etcd_p50_ms: med(&etcd, |r| r.latency_ms.p50).p50,
             etcd_p99_ms: med(&etcd, |r| r.latency_ms.p99).p50,
+            tribune_cpu_us_per_write: cpu(&tribune),
+            etcd_cpu_us_per_write: cpu(&etcd),
             tribune,
             etcd,
         }
@@ -218,9 +265,11 @@ impl CompareRow {
 
 /// Runs `rounds` rounds; in each, every client count runs against Tribune and then against etcd
 /// (`etcd` = None: Tribune only). Interleaving keeps both under the same machine noise.
+#[allow(clippy::too_many_arguments)]
 pub async fn compare_writes(
     tribune_endpoints: &[String],
-    etcd: Option<&[etcd::KvClient]>,
+    tribune_pids: &[u32],
+    etcd: Option<(&[etcd::KvClient], &[u32])>,
     clients: &[usize],
     rounds: usize,
     duration: Duration,
@@ -231,7 +280,11 @@ pub async fn compare_writes(
     let mut e: Vec<Vec<WritesReport>> = vec![Vec::new(); clients.len()];
     for round in 0..rounds {
         for (k, &n) in clients.iter().enumerate() {
-            let r = writes(tribune_endpoints, n, duration, value_bytes).await?;
+            let r = with_cpu(
+                tribune_pids,
+                writes(tribune_endpoints, n, duration, value_bytes),
+            )
+            .await?;
             progress(&format!(
                 "round {}/{rounds}: tribune {n:>3} clients: {:>7.0} writes/s, p99 {:.2} ms",
                 round + 1,
@@ -239,8 +292,8 @@ pub async fn compare_writes(
                 r.latency_ms.p99
             ));
             t[k].push(r);
-            if let Some(kv) = etcd {
-                let r = etcd_writes(kv, n, duration, value_bytes).await?;
+            if let Some((kv, pids)) = etcd {
+                let r = with_cpu(pids, etcd_writes(kv, n, duration, value_bytes)).await?;
                 progress(&format!(
                     "round {}/{rounds}: etcd    {n:>3} clients: {:>7.0} writes/s, p99 {:.2} ms",
                     round + 1,

@@ -76,7 +76,7 @@ fn enclave(i: usize) -> serde_json::Value {
     json!({
         "id": format!("enc-{i:06}"),
         "tenant": format!("tenant-{}", i % 97),
-        "labels": {"tier": if i % 3 == 0 { "batch" } else { "web" }, "app": format!("app-{}", i % 31)},
+        "labels": {"tier": if i.is_multiple_of(3) { "batch" } else { "web" }, "app": format!("app-{}", i % 31)},
         "tee": "sim",
         "expected_measurements": [format!("{:096x}", i)],
         "requested": {"cpu_millicores": 250, "memory_bytes": 268_435_456u64, "egress_bits_per_sec": 50_000_000u64},

@@ -55,10 +55,10 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         trials: usize,
         /// Leader heartbeat interval given to every controller.
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = 20)]
         heartbeat_ms: u64,
         /// Minimum election timeout given to every controller (the maximum is twice this).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 75)]
         election_timeout_ms: u64,
         /// Background writers kept running through every kill.
         #[arg(long, default_value_t = 4)]
@@ -191,6 +191,7 @@ async fn writes(
     opts: &ClientOpts,
 ) -> anyhow::Result<ExitCode> {
     let _cluster;
+    let mut tribune_pids = Vec::new();
     let endpoints: Vec<String> = if a.local {
         eprintln!("writes: starting a local 3-controller cluster …");
         let c = tribune_bench::cluster::LocalCluster::start(exe, 3, &[])?;
@@ -198,6 +199,7 @@ async fn writes(
         c.wait_leader(&http, Duration::from_secs(30)).await?;
         c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
         let eps = c.endpoints();
+        tribune_pids = c.pids().into_iter().map(|(_, p)| p).collect();
         _cluster = c;
         eps
     } else {
@@ -242,9 +244,14 @@ async fn writes(
         }
     }
 
+    let etcd_pids = _etcd_cluster
+        .as_ref()
+        .map(tribune_bench::etcd::EtcdCluster::pids)
+        .unwrap_or_default();
     let rows = tribune_bench::compare_writes(
         &endpoints,
-        etcd_clients.as_deref(),
+        &tribune_pids,
+        etcd_clients.as_deref().map(|c| (c, etcd_pids.as_slice())),
         &a.clients,
         a.rounds,
         Duration::from_secs(a.seconds),
@@ -264,6 +271,7 @@ async fn writes(
                 "p99 ms",
                 "writes/s ratio (min–max)",
                 "p99 ratio",
+                "server CPU µs/write tribune | etcd",
             ]);
         }
         t.set_header(header);
@@ -294,6 +302,13 @@ async fn writes(
                         r.throughput_ratio.p50, r.throughput_ratio.min, r.throughput_ratio.max
                     ),
                     format!("{:.2}x", r.p99_ratio.p50),
+                    format!(
+                        "{} | {}",
+                        r.tribune_cpu_us_per_write
+                            .map_or("-".into(), |c| format!("{c:.0}")),
+                        r.etcd_cpu_us_per_write
+                            .map_or("-".into(), |c| format!("{c:.0}"))
+                    ),
                 ]);
             }
             t.add_row(row);
