@@ -25,7 +25,8 @@ impl Drop for LocalCluster {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free right now (the OS picks it).
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -68,6 +69,17 @@ impl LocalCluster {
             .iter_mut()
             .find(|n| n.0 == id)
             .ok_or_else(|| anyhow::anyhow!("no node {id}"))?;
+        // TRIBUNE_BENCH_LOG_DIR=DIR keeps each controller's log (appended across restarts) for
+        // looking into a run; by default logs are dropped.
+        let log = match std::env::var_os("TRIBUNE_BENCH_LOG_DIR") {
+            Some(dir) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::path::Path::new(&dir).join(format!("controller-{id}.log")))?,
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(&self.binary)
             .args([
                 "controller",
@@ -83,7 +95,7 @@ impl LocalCluster {
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
         node.3 = Some(child);
         Ok(())
@@ -93,6 +105,14 @@ impl LocalCluster {
         self.nodes
             .iter()
             .map(|n| format!("http://{}", n.1))
+            .collect()
+    }
+
+    /// (id, pid) of every running controller.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.3.as_ref().map(|c| (n.0, c.id())))
             .collect()
     }
 
@@ -118,6 +138,9 @@ impl LocalCluster {
         self.spawn(id)
     }
 
+    /// Waits until the healthy members agree on one leader that itself reports being leader,
+    /// and returns its id. (A single member's `leader` field may be stale right after a kill
+    /// or a restart; killing a stale "leader" would time nothing.)
     pub async fn wait_leader(
         &self,
         http: &reqwest::Client,
@@ -126,16 +149,42 @@ impl LocalCluster {
         let start = Instant::now();
         while start.elapsed() < limit {
             for ep in self.endpoints() {
-                if let Ok(r) = http.get(format!("{ep}/v1/cluster")).send().await
-                    && let Ok(v) = r.json::<serde_json::Value>().await
-                    && let Some(l) = v["leader"].as_u64()
+                if let Some(v) = cluster_view(http, &ep).await
+                    && let Some(l) = agreed_leader(&v)
                 {
                     return Ok(l);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::bail!("no leader within {limit:?}")
+        anyhow::bail!("no agreed leader within {limit:?}")
+    }
+
+    /// Waits until every member answers and has applied all but `max_lag` committed entries.
+    pub async fn wait_caught_up(
+        &self,
+        http: &reqwest::Client,
+        limit: Duration,
+        max_lag: u64,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            for ep in self.endpoints() {
+                if let Some(v) = cluster_view(http, &ep).await
+                    && v["members"].as_array().is_some_and(|m| {
+                        m.len() == self.nodes.len()
+                            && m.iter().all(|m| {
+                                m["healthy"] == true
+                                    && m["lag"].as_u64().is_some_and(|l| l <= max_lag)
+                            })
+                    })
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("cluster not caught up within {limit:?}")
     }
 
     pub async fn wait_all_healthy(
@@ -143,19 +192,31 @@ impl LocalCluster {
         http: &reqwest::Client,
         limit: Duration,
     ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(ep) = self.endpoints().first()
-                && let Ok(r) = http.get(format!("{ep}/v1/cluster")).send().await
-                && let Ok(v) = r.json::<serde_json::Value>().await
-                && v["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().all(|m| m["healthy"] == true && m["lag"] == 0))
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        anyhow::bail!("cluster not healthy within {limit:?}")
+        self.wait_caught_up(http, limit, 0).await
     }
+}
+
+async fn cluster_view(http: &reqwest::Client, ep: &str) -> Option<serde_json::Value> {
+    let r = http
+        .get(format!("{ep}/v1/cluster"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    r.json::<serde_json::Value>().await.ok()
+}
+
+/// The leader every answering member names, if that member says it leads.
+fn agreed_leader(v: &serde_json::Value) -> Option<u64> {
+    let members = v["members"].as_array()?;
+    let statuses: Vec<&serde_json::Value> = members
+        .iter()
+        .filter(|m| m["healthy"] == true)
+        .map(|m| &m["status"])
+        .collect();
+    let leader = statuses.iter().find(|s| s["state"] == "leader")?["id"].as_u64()?;
+    statuses
+        .iter()
+        .all(|s| s["leader"].as_u64() == Some(leader))
+        .then_some(leader)
 }

@@ -1,13 +1,18 @@
 //! Benchmark scenarios. Speed is claimed only from here: each scenario reports medians and
 //! tails measured in one run, and prints one JSON line for machines.
 //!
-//! - [`writes`]: concurrent policy writes against a running cluster (writes/s, p50/p99).
+//! - [`writes`]: concurrent policy writes against a running Tribune cluster (writes/s, p50/p99);
+//!   [`compare_writes`] runs the same load against Tribune and etcd side by side.
 //! - [`failover`]: kill -9 the leader of a local 3-process cluster under load; time until the
 //!   next acknowledged write.
+//! - [`memory`]: resident memory of a controller holding N enclaves and of an agent running M.
 
 pub mod cluster;
+pub mod etcd;
+pub mod memory;
 pub mod stats;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -15,7 +20,7 @@ use serde_json::json;
 
 pub use stats::Summary;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WritesReport {
     pub clients: usize,
     pub seconds: f64,
@@ -23,43 +28,67 @@ pub struct WritesReport {
     pub errors: u64,
     pub writes_per_sec: f64,
     pub latency_ms: Summary,
+    /// CPU time (user + system) the servers' processes spent per acknowledged write, in µs,
+    /// summed over the members; None when the servers' pids are not known (remote cluster).
+    pub server_cpu_us_per_write: Option<f64>,
 }
 
-/// `clients` concurrent writers, each writing policies of `value_bytes` as fast as acknowledged,
-/// round-robin over `endpoints`, for `duration`.
-pub async fn writes(
-    endpoints: &[String],
-    clients: usize,
-    duration: Duration,
-    value_bytes: usize,
+/// User + system CPU time of `pids` so far, in seconds (`/proc/PID/stat`, USER_HZ = 100).
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    let mut total = 0.0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        total += (utime + stime) / 100.0;
+    }
+    Some(total)
+}
+
+/// Measures `run` and fills in the servers' CPU per write from `pids`.
+async fn with_cpu(
+    pids: &[u32],
+    run: impl Future<Output = anyhow::Result<WritesReport>>,
 ) -> anyhow::Result<WritesReport> {
-    anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let value = "x".repeat(value_bytes);
+    let before = if pids.is_empty() {
+        None
+    } else {
+        cpu_seconds(pids)
+    };
+    let mut r = run.await?;
+    if let (Some(b), Some(a)) = (before, cpu_seconds(pids))
+        && r.writes > 0
+    {
+        r.server_cpu_us_per_write = Some((a - b) * 1e6 / r.writes as f64);
+    }
+    Ok(r)
+}
+
+/// Runs `clients` concurrent loops of `op(client, i)` until `duration` has passed; `op` returns
+/// whether the write was acknowledged. Latency is measured around each call.
+pub async fn load<F, Fut>(clients: usize, duration: Duration, op: F) -> WritesReport
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let started = Instant::now();
     let stop_at = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (http, endpoints, value) = (http.clone(), endpoints.to_vec(), value.clone());
+        let op = op.clone();
         tasks.spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut i = 0u64;
             while Instant::now() < stop_at {
-                let ep = &endpoints[(c + i as usize) % endpoints.len()];
-                let name = format!("bench-{c}-{}", i % 64);
                 let t = Instant::now();
-                let r = http
-                    .put(format!("{ep}/v1/policies/{name}"))
-                    .json(&json!({"source": format!("policy \"{name}\" {{}} # {value}")}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
-                    _ => errors += 1,
+                if op(c, i).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
                 }
                 i += 1;
             }
@@ -69,19 +98,217 @@ pub async fn writes(
     let mut all = Vec::new();
     let mut errors = 0;
     while let Some(r) = tasks.join_next().await {
-        let (lat, e) = r?;
-        all.extend(lat);
-        errors += e;
+        // A panicked client counts as one error; the others' samples still count.
+        match r {
+            Ok((lat, e)) => {
+                all.extend(lat);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(WritesReport {
+    WritesReport {
         clients,
         seconds,
         writes: all.len() as u64,
         errors,
         writes_per_sec: all.len() as f64 / seconds,
         latency_ms: Summary::of_durations(&all),
+        server_cpu_us_per_write: None,
+    }
+}
+
+/// Whether this process runs as root (the agent and installing etcd need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// An HTTP client with one pooled connection per concurrent writer.
+pub fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(clients.max(1))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// The policy a writer puts: ~`value_bytes` of source, 64 names per client (overwritten).
+fn policy_body(c: usize, i: u64, value: &str) -> (String, serde_json::Value) {
+    let name = format!("bench-{c}-{}", i % 64);
+    let source = format!("policy \"{name}\" {{}} # {value}");
+    (name, json!({ "source": source }))
+}
+
+/// `clients` concurrent writers, each writing policies of `value_bytes` as fast as acknowledged,
+/// round-robin over `endpoints` (Tribune's HTTP/JSON API), for `duration`.
+pub async fn writes(
+    endpoints: &[String],
+    clients: usize,
+    duration: Duration,
+    value_bytes: usize,
+) -> anyhow::Result<WritesReport> {
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
+    let http = http_client(clients)?;
+    let value = "x".repeat(value_bytes);
+    let endpoints = endpoints.to_vec();
+    Ok(load(clients, duration, move |c, i| {
+        let (http, endpoints, value) = (http.clone(), endpoints.clone(), value.clone());
+        async move {
+            let ep = &endpoints[(c + i as usize) % endpoints.len()];
+            let (name, body) = policy_body(c, i, &value);
+            let r = http
+                .put(format!("{ep}/v1/policies/{name}"))
+                .json(&body)
+                .send()
+                .await;
+            matches!(r, Ok(r) if r.status().is_success())
+        }
     })
+    .await)
+}
+
+/// The same load against etcd: `Put` under the same names of the very JSON body Tribune's
+/// writers send, round-robin over the members' gRPC endpoints.
+pub async fn etcd_writes(
+    clients_per_member: &[etcd::KvClient],
+    clients: usize,
+    duration: Duration,
+    value_bytes: usize,
+) -> anyhow::Result<WritesReport> {
+    anyhow::ensure!(!clients_per_member.is_empty(), "no etcd endpoints");
+    let kvs = clients_per_member.to_vec();
+    let value = "x".repeat(value_bytes);
+    Ok(load(clients, duration, move |c, i| {
+        let (kvs, value) = (kvs.clone(), value.clone());
+        async move {
+            let mut kv = kvs[(c + i as usize) % kvs.len()].clone();
+            let (name, body) = policy_body(c, i, &value);
+            let req = etcd::pb::PutRequest {
+                key: format!("/policies/{name}").into_bytes(),
+                value: body.to_string().into_bytes(),
+                ..Default::default()
+            };
+            tokio::time::timeout(Duration::from_secs(10), kv.put(req))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
+    })
+    .await)
+}
+
+/// One row of the side-by-side table: one client count, every round.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRow {
+    pub clients: usize,
+    pub tribune: Vec<WritesReport>,
+    pub etcd: Vec<WritesReport>,
+    /// Median (min–max over rounds) of Tribune's writes/s.
+    pub tribune_writes_per_sec: Summary,
+    pub etcd_writes_per_sec: Summary,
+    /// Tribune writes/s ÷ etcd writes/s, per round: median and min–max.
+    pub throughput_ratio: Summary,
+    /// Tribune p99 ÷ etcd p99, per round (below 1: Tribune's tail is shorter).
+    pub p99_ratio: Summary,
+    /// Median over rounds of each round's p50 and p99.
+    pub tribune_p50_ms: f64,
+    pub tribune_p99_ms: f64,
+    pub etcd_p50_ms: f64,
+    pub etcd_p99_ms: f64,
+    /// Median over rounds of the servers' CPU µs per write.
+    pub tribune_cpu_us_per_write: Option<f64>,
+    pub etcd_cpu_us_per_write: Option<f64>,
+}
+
+impl CompareRow {
+    pub fn new(clients: usize, tribune: Vec<WritesReport>, etcd: Vec<WritesReport>) -> Self {
+        let med = |v: &[WritesReport], f: fn(&WritesReport) -> f64| {
+            Summary::of_ms(&mut v.iter().map(f).collect::<Vec<_>>())
+        };
+        let cpu = |v: &[WritesReport]| {
+            let mut c: Vec<f64> = v.iter().filter_map(|r| r.server_cpu_us_per_write).collect();
+            (!c.is_empty()).then(|| Summary::of_ms(&mut c).p50)
+        };
+        let ratio = |f: fn(&WritesReport) -> f64| {
+            let mut r: Vec<f64> = tribune
+                .iter()
+                .zip(&etcd)
+                .filter(|(_, e)| f(e) > 0.0)
+                .map(|(t, e)| f(t) / f(e))
+                .collect();
+            Summary::of_ms(&mut r)
+        };
+        Self {
+            clients,
+            tribune_writes_per_sec: med(&tribune, |r| r.writes_per_sec),
+            etcd_writes_per_sec: med(&etcd, |r| r.writes_per_sec),
+            throughput_ratio: ratio(|r| r.writes_per_sec),
+            p99_ratio: ratio(|r| r.latency_ms.p99),
+            tribune_p50_ms: med(&tribune, |r| r.latency_ms.p50).p50,
+            tribune_p99_ms: med(&tribune, |r| r.latency_ms.p99).p50,
+            etcd_p50_ms: med(&etcd, |r| r.latency_ms.p50).p50,
+            etcd_p99_ms: med(&etcd, |r| r.latency_ms.p99).p50,
+            tribune_cpu_us_per_write: cpu(&tribune),
+            etcd_cpu_us_per_write: cpu(&etcd),
+            tribune,
+            etcd,
+        }
+    }
+}
+
+/// Runs `rounds` rounds; in each, every client count runs against Tribune and then against etcd
+/// (`etcd` = None: Tribune only). Interleaving keeps both under the same machine noise.
+#[allow(clippy::too_many_arguments)]
+pub async fn compare_writes(
+    tribune_endpoints: &[String],
+    tribune_pids: &[u32],
+    etcd: Option<(&[etcd::KvClient], &[u32])>,
+    clients: &[usize],
+    rounds: usize,
+    duration: Duration,
+    value_bytes: usize,
+    progress: impl Fn(&str),
+) -> anyhow::Result<Vec<CompareRow>> {
+    let mut t: Vec<Vec<WritesReport>> = vec![Vec::new(); clients.len()];
+    let mut e: Vec<Vec<WritesReport>> = vec![Vec::new(); clients.len()];
+    for round in 0..rounds {
+        for (k, &n) in clients.iter().enumerate() {
+            let r = with_cpu(
+                tribune_pids,
+                writes(tribune_endpoints, n, duration, value_bytes),
+            )
+            .await?;
+            progress(&format!(
+                "round {}/{rounds}: tribune {n:>3} clients: {:>7.0} writes/s, p99 {:.2} ms",
+                round + 1,
+                r.writes_per_sec,
+                r.latency_ms.p99
+            ));
+            t[k].push(r);
+            if let Some((kv, pids)) = etcd {
+                let r = with_cpu(pids, etcd_writes(kv, n, duration, value_bytes)).await?;
+                progress(&format!(
+                    "round {}/{rounds}: etcd    {n:>3} clients: {:>7.0} writes/s, p99 {:.2} ms",
+                    round + 1,
+                    r.writes_per_sec,
+                    r.latency_ms.p99
+                ));
+                e[k].push(r);
+            }
+        }
+    }
+    Ok(clients
+        .iter()
+        .zip(t.into_iter().zip(e))
+        .map(|(&n, (t, e))| CompareRow::new(n, t, e))
+        .collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -89,50 +316,132 @@ pub struct FailoverReport {
     pub trials: usize,
     /// kill -9 of the leader → next acknowledged write, per trial.
     pub recovery_ms: Summary,
+    pub samples_ms: Vec<f64>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// Concurrent background writers kept running through each kill.
+    pub load_clients: usize,
+    /// Writes the background load had acknowledged over the whole run.
+    pub load_writes: u64,
+    /// Background writes refused or unanswered (mostly: sent to the killed controller).
+    pub load_failed: u64,
+}
+
+/// Failover settings: Raft timing passed to every controller, background load.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverOpts {
+    pub trials: usize,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub load_clients: usize,
 }
 
 /// Runs `trials` leader kills against a fresh local 3-controller cluster under write load.
 pub async fn failover(
     binary: &std::path::Path,
-    trials: usize,
+    opts: FailoverOpts,
     progress: impl Fn(usize, Duration),
 ) -> anyhow::Result<FailoverReport> {
-    let mut c = cluster::LocalCluster::start(binary, 3, &[])?;
+    let timing = [
+        "--heartbeat-ms".to_string(),
+        opts.heartbeat_ms.to_string(),
+        "--election-timeout-ms".to_string(),
+        opts.election_timeout_ms.to_string(),
+    ];
+    let extra: Vec<&str> = timing.iter().map(String::as_str).collect();
+    let mut c = cluster::LocalCluster::start(binary, 3, &extra)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
         .build()?;
-    let mut samples = Vec::new();
-    for trial in 0..trials {
-        let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
-        let survivors: Vec<String> = c.endpoints_except(leader);
-        // Warm: a write must go through before the kill.
-        write_once(&http, &survivors, "warm", Duration::from_secs(30)).await?;
-        let killed = Instant::now();
-        c.kill9(leader)?;
-        write_once(
-            &http,
-            &survivors,
-            &format!("after-kill-{trial}"),
-            Duration::from_secs(30),
-        )
-        .await?;
-        let recovery = killed.elapsed();
-        progress(trial, recovery);
-        samples.push(recovery);
-        c.restart(leader)?;
-        c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+    c.wait_leader(&http, Duration::from_secs(30)).await?;
+    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+
+    // Background writers over every member (the killed one's requests fail until it is back).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut load_tasks = tokio::task::JoinSet::new();
+    for w in 0..opts.load_clients {
+        let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+        let endpoints = c.endpoints();
+        let http = http.clone();
+        load_tasks.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ep = &endpoints[(w + i as usize) % endpoints.len()];
+                let (name, body) = policy_body(1000 + w, i, "load");
+                let r = http
+                    .put(format!("{ep}/v1/policies/{name}"))
+                    .json(&body)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if matches!(r, Ok(r) if r.status().is_success()) {
+                    acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                i += 1;
+            }
+        });
     }
+
+    let mut samples = Vec::new();
+    let result: anyhow::Result<()> = async {
+        for trial in 0..opts.trials {
+            let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
+            let survivors: Vec<String> = c.endpoints_except(leader);
+            // Warm: a write must go through before the kill.
+            write_once(&http, &survivors, "warm", Duration::from_secs(30)).await?;
+            let killed = Instant::now();
+            c.kill9(leader)?;
+            write_once(
+                &http,
+                &survivors,
+                &format!("after-kill-{trial}"),
+                Duration::from_secs(30),
+            )
+            .await?;
+            let recovery = killed.elapsed();
+            progress(trial, recovery);
+            samples.push(recovery);
+            c.restart(leader)?;
+            // Back and nearly caught up (the background load keeps a small lag), then steady
+            // state under load for a while: a crash strikes a cluster that has been up, at a
+            // random point of the heartbeat cycle, not one still settling from the last kill.
+            c.wait_caught_up(&http, Duration::from_secs(30), 64).await?;
+            tokio::time::sleep(settle_time()).await;
+        }
+        Ok(())
+    }
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while load_tasks.join_next().await.is_some() {}
+    result?;
     Ok(FailoverReport {
-        trials,
+        trials: opts.trials,
         recovery_ms: Summary::of_durations(&samples),
-        heartbeat_ms: 50,
-        election_timeout_ms: 250,
+        samples_ms: samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+        heartbeat_ms: opts.heartbeat_ms,
+        election_timeout_ms: opts.election_timeout_ms,
+        load_clients: opts.load_clients,
+        load_writes: acked.load(std::sync::atomic::Ordering::Relaxed),
+        load_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
-/// Writes until one write is acknowledged.
+/// 700–1200 ms, varied from the clock (no rand dependency for one number).
+fn settle_time() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_millis(700 + u64::from(nanos % 500))
+}
+
+/// Writes until one write is acknowledged. Each attempt goes to the next survivor; a survivor
+/// that still believes in the dead leader waits (server side) for the new one and forwards.
 async fn write_once(
     http: &reqwest::Client,
     endpoints: &[String],

@@ -1,30 +1,52 @@
-//! `tribune bench SCENARIO`: runs a benchmark scenario from `tribune-bench`, prints a table and
-//! one JSON line.
+//! `tribune bench SCENARIO`: runs a benchmark scenario from `tribune-bench`, prints a table,
+//! one line per goal, and one JSON line. Progress goes to stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use serde_json::json;
+use tribune_bench::memory::AgentOutcome;
 
 use super::client::{ClientOpts, Output};
 
+/// The issue-6 goals these scenarios are judged against.
+const GOAL_THROUGHPUT_RATIO: f64 = 2.0;
+const GOAL_FAILOVER_P99_MS: f64 = 500.0;
+const GOAL_CONTROLLER_MIB: f64 = 300.0;
+const GOAL_AGENT_MIB: f64 = 40.0;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
-    /// Concurrent policy writes: writes/s and latency for each client count.
+    /// Concurrent policy writes: writes/s and latency for each client count; with --local,
+    /// side by side with a local 3-member etcd cluster under the same load.
     Writes {
         /// Client counts to run, comma-separated.
         #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
         clients: Vec<usize>,
-        /// Seconds per client count.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per client count, per system, per round.
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Rounds; each runs every client count against Tribune, then etcd.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Policy source size in bytes.
         #[arg(long, default_value_t = 256)]
         value_bytes: usize,
         /// Start a fresh local 3-controller cluster (fsync on) instead of using --endpoint.
         #[arg(long)]
         local: bool,
+        /// Do not run etcd side by side (it runs with --local by default).
+        #[arg(long)]
+        no_etcd: bool,
+        /// The etcd binary (default: `etcd` on PATH).
+        #[arg(long)]
+        etcd_binary: Option<PathBuf>,
+        /// Do not apt-get install etcd-server when etcd is missing.
+        #[arg(long)]
+        no_install: bool,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -32,57 +54,404 @@ pub enum BenchCmd {
     Failover {
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Leader heartbeat interval given to every controller.
+        #[arg(long, default_value_t = 20)]
+        heartbeat_ms: u64,
+        /// Minimum election timeout given to every controller (the maximum is twice this).
+        #[arg(long, default_value_t = 75)]
+        election_timeout_ms: u64,
+        /// Background writers kept running through every kill.
+        #[arg(long, default_value_t = 4)]
+        load_clients: usize,
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Resident memory of a controller holding N enclaves and of an agent running M.
+    Memory {
+        /// Enclaves loaded into the local 3-controller cluster.
+        #[arg(long, default_value_t = 10_000)]
+        enclaves: usize,
+        /// Process enclaves (`sleep`) run by one agent (needs root; 0 skips the agent).
+        #[arg(long, default_value_t = 100)]
+        agent_enclaves: usize,
+        /// Concurrent writers loading the enclaves.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+fn goal_line(name: &str, met: bool, detail: &str) {
+    println!(
+        "goal {name}: {} — {detail}",
+        if met { "met" } else { "NOT met" }
+    );
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the tribune binary")?;
     super::client::runtime()?.block_on(async move {
         match cmd {
-            BenchCmd::Writes { clients, seconds, value_bytes, local, opts } => {
-                let _cluster;
-                let endpoints: Vec<String> = if local {
-                    let c = tribune_bench::cluster::LocalCluster::start(&exe, 3, &[])?;
-                    let http = reqwest::Client::new();
-                    c.wait_leader(&http, Duration::from_secs(30)).await?;
-                    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
-                    let eps = c.endpoints();
-                    _cluster = c;
-                    eps
-                } else {
-                    // The load generator speaks plain HTTP: point it at an `--insecure` cluster.
-                    let (eps, tls) = opts.resolve()?;
-                    anyhow::ensure!(tls.is_none(), "bench writes speaks plain HTTP only: run it with --local, or against controllers started with --insecure and an http:// --endpoint");
-                    eps
-                };
-                let mut reports = Vec::new();
-                for n in clients {
-                    eprintln!("writes: {n} clients for {seconds}s …");
-                    let r = tribune_bench::writes(&endpoints, n, Duration::from_secs(seconds), value_bytes).await?;
-                    if opts.output == Output::Table {
-                        println!(
-                            "clients {:>3}  writes/s {:>9.0}  p50 {:>7.2} ms  p99 {:>7.2} ms  (min {:.2}, max {:.2}; {} writes, {} errors)",
-                            r.clients, r.writes_per_sec, r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.min, r.latency_ms.max, r.writes, r.errors
-                        );
-                    }
-                    reports.push(r);
-                }
-                println!("{}", serde_json::json!({"scenario": "writes", "results": reports}));
+            BenchCmd::Writes {
+                clients,
+                seconds,
+                rounds,
+                value_bytes,
+                local,
+                no_etcd,
+                etcd_binary,
+                no_install,
+                opts,
+            } => {
+                writes(
+                    &exe,
+                    WritesArgs {
+                        clients,
+                        seconds,
+                        rounds: rounds.max(1),
+                        value_bytes,
+                        local,
+                        etcd: !no_etcd,
+                        etcd_binary,
+                        install: !no_install,
+                    },
+                    &opts,
+                )
+                .await
             }
-            BenchCmd::Failover { trials, opts } => {
-                let r = tribune_bench::failover(&exe, trials, |i, d| eprintln!("trial {:>2}: {:.0} ms", i + 1, d.as_secs_f64() * 1000.0))
-                    .await?;
+            BenchCmd::Failover {
+                trials,
+                heartbeat_ms,
+                election_timeout_ms,
+                load_clients,
+                opts,
+            } => {
+                let r = tribune_bench::failover(
+                    &exe,
+                    tribune_bench::FailoverOpts {
+                        trials,
+                        heartbeat_ms,
+                        election_timeout_ms,
+                        load_clients,
+                    },
+                    |i, d| eprintln!("trial {:>2}: {:.0} ms", i + 1, d.as_secs_f64() * 1000.0),
+                )
+                .await?;
                 if opts.output == Output::Table {
                     println!(
-                        "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms",
-                        r.trials, r.recovery_ms.p50, r.recovery_ms.p99, r.recovery_ms.min, r.recovery_ms.max, r.heartbeat_ms, r.election_timeout_ms, r.election_timeout_ms * 2
+                        "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms, {} background writers",
+                        r.trials,
+                        r.recovery_ms.p50,
+                        r.recovery_ms.p99,
+                        r.recovery_ms.min,
+                        r.recovery_ms.max,
+                        r.heartbeat_ms,
+                        r.election_timeout_ms,
+                        r.election_timeout_ms * 2,
+                        r.load_clients
+                    );
+                    goal_line(
+                        "failover p99 <= 500 ms",
+                        r.recovery_ms.p99 <= GOAL_FAILOVER_P99_MS,
+                        &format!(
+                            "p99 {:.0} ms = {:.2}x the goal",
+                            r.recovery_ms.p99,
+                            r.recovery_ms.p99 / GOAL_FAILOVER_P99_MS
+                        ),
                     );
                 }
-                println!("{}", serde_json::json!({"scenario": "failover", "result": r}));
+                println!("{}", json!({"scenario": "failover", "result": r}));
+                Ok(ExitCode::SUCCESS)
+            }
+            BenchCmd::Memory {
+                enclaves,
+                agent_enclaves,
+                clients,
+                opts,
+            } => memory(&exe, enclaves, agent_enclaves, clients, &opts).await,
+        }
+    })
+}
+
+struct WritesArgs {
+    clients: Vec<usize>,
+    seconds: u64,
+    rounds: usize,
+    value_bytes: usize,
+    local: bool,
+    etcd: bool,
+    etcd_binary: Option<PathBuf>,
+    install: bool,
+}
+
+async fn writes(
+    exe: &std::path::Path,
+    a: WritesArgs,
+    opts: &ClientOpts,
+) -> anyhow::Result<ExitCode> {
+    let _cluster;
+    let mut tribune_pids = Vec::new();
+    let endpoints: Vec<String> = if a.local {
+        eprintln!("writes: starting a local 3-controller cluster …");
+        let c = tribune_bench::cluster::LocalCluster::start(exe, 3, &[])?;
+        let http = reqwest::Client::new();
+        c.wait_leader(&http, Duration::from_secs(30)).await?;
+        c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+        let eps = c.endpoints();
+        tribune_pids = c.pids().into_iter().map(|(_, p)| p).collect();
+        _cluster = c;
+        eps
+    } else {
+        // The load generator speaks plain HTTP: point it at an `--insecure` cluster.
+        let (eps, tls) = opts.resolve()?;
+        anyhow::ensure!(
+            tls.is_none(),
+            "bench writes speaks plain HTTP only: run it with --local, or against controllers started with --insecure and an http:// --endpoint"
+        );
+        eps
+    };
+
+    // etcd side by side: only against a local cluster (same machine, same load).
+    let mut etcd_skipped: Option<String> = None;
+    let mut etcd_version = None;
+    let mut _etcd_cluster = None;
+    let mut etcd_clients = None;
+    if !a.etcd {
+        etcd_skipped = Some("--no-etcd".into());
+    } else if !a.local {
+        etcd_skipped = Some("etcd runs side by side only with --local".into());
+    } else {
+        match tribune_bench::etcd::locate(a.etcd_binary.as_deref(), a.install) {
+            Err(why) => etcd_skipped = Some(why),
+            Ok(bin) => {
+                let v = tribune_bench::etcd::version(&bin);
+                eprintln!("writes: starting a local 3-member etcd cluster ({v}) …");
+                let mut c = tribune_bench::etcd::EtcdCluster::start(&bin, 3)?;
+                match c.wait_ready(Duration::from_secs(30)).await {
+                    Ok(()) => {
+                        etcd_clients = Some(c.clients()?);
+                        etcd_version = Some(v);
+                        _etcd_cluster = Some(c);
+                    }
+                    Err(e) => etcd_skipped = Some(format!("the etcd cluster did not start: {e}")),
+                }
             }
         }
-        Ok(ExitCode::SUCCESS)
-    })
+    }
+    if let Some(why) = &etcd_skipped {
+        // Loud, on both streams: a run without the comparison must not pass for one with it.
+        eprintln!("skipped etcd: {why}");
+        if opts.output == Output::Table {
+            println!("skipped etcd: {why}");
+        }
+    }
+
+    let etcd_pids = _etcd_cluster
+        .as_ref()
+        .map(tribune_bench::etcd::EtcdCluster::pids)
+        .unwrap_or_default();
+    let rows = tribune_bench::compare_writes(
+        &endpoints,
+        &tribune_pids,
+        etcd_clients.as_deref().map(|c| (c, etcd_pids.as_slice())),
+        &a.clients,
+        a.rounds,
+        Duration::from_secs(a.seconds),
+        a.value_bytes,
+        |line| eprintln!("writes: {line}"),
+    )
+    .await?;
+
+    if opts.output == Output::Table {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+        let mut header = vec!["clients", "tribune writes/s (min–max)", "p50 ms", "p99 ms"];
+        if etcd_clients.is_some() {
+            header.extend([
+                "etcd writes/s (min–max)",
+                "p50 ms",
+                "p99 ms",
+                "writes/s ratio (min–max)",
+                "p99 ratio",
+                "server CPU µs/write tribune | etcd",
+            ]);
+        }
+        t.set_header(header);
+        for r in &rows {
+            let mut row = vec![
+                r.clients.to_string(),
+                format!(
+                    "{:.0} ({:.0}–{:.0})",
+                    r.tribune_writes_per_sec.p50,
+                    r.tribune_writes_per_sec.min,
+                    r.tribune_writes_per_sec.max
+                ),
+                format!("{:.2}", r.tribune_p50_ms),
+                format!("{:.2}", r.tribune_p99_ms),
+            ];
+            if etcd_clients.is_some() {
+                row.extend([
+                    format!(
+                        "{:.0} ({:.0}–{:.0})",
+                        r.etcd_writes_per_sec.p50,
+                        r.etcd_writes_per_sec.min,
+                        r.etcd_writes_per_sec.max
+                    ),
+                    format!("{:.2}", r.etcd_p50_ms),
+                    format!("{:.2}", r.etcd_p99_ms),
+                    format!(
+                        "{:.2}x ({:.2}–{:.2})",
+                        r.throughput_ratio.p50, r.throughput_ratio.min, r.throughput_ratio.max
+                    ),
+                    format!("{:.2}x", r.p99_ratio.p50),
+                    format!(
+                        "{} | {}",
+                        r.tribune_cpu_us_per_write
+                            .map_or("-".into(), |c| format!("{c:.0}")),
+                        r.etcd_cpu_us_per_write
+                            .map_or("-".into(), |c| format!("{c:.0}"))
+                    ),
+                ]);
+            }
+            t.add_row(row);
+        }
+        println!("{t}");
+        println!(
+            "{} rounds x {} s per client count and system; medians over rounds, ratio = Tribune / etcd per round",
+            a.rounds, a.seconds
+        );
+        if etcd_clients.is_some() {
+            for r in &rows {
+                let met = r.throughput_ratio.p50 >= GOAL_THROUGHPUT_RATIO && r.p99_ratio.p50 <= 1.0;
+                goal_line(
+                    &format!(
+                        ">= 2x etcd writes/s with p99 no worse, {} clients",
+                        r.clients
+                    ),
+                    met,
+                    &format!(
+                        "{:.2}x etcd's writes/s ({:.2}x the goal), p99 {:.2}x etcd's",
+                        r.throughput_ratio.p50,
+                        r.throughput_ratio.p50 / GOAL_THROUGHPUT_RATIO,
+                        r.p99_ratio.p50
+                    ),
+                );
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "scenario": "writes",
+            "rounds": a.rounds,
+            "seconds": a.seconds,
+            "value_bytes": a.value_bytes,
+            "etcd": etcd_version,
+            "etcd_skipped": etcd_skipped,
+            "results": rows,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn memory(
+    exe: &std::path::Path,
+    enclaves: usize,
+    agent_enclaves: usize,
+    clients: usize,
+    opts: &ClientOpts,
+) -> anyhow::Result<ExitCode> {
+    eprintln!("memory: loading {enclaves} enclaves into a local 3-controller cluster …");
+    let c = tribune_bench::memory::controller(exe, enclaves, clients, |l| eprintln!("memory: {l}"))
+        .await?;
+    let agent = if agent_enclaves == 0 {
+        AgentOutcome::Skipped("--agent-enclaves 0".into())
+    } else {
+        eprintln!("memory: starting an agent with {agent_enclaves} process enclaves …");
+        tribune_bench::memory::agent(exe, agent_enclaves, |l| eprintln!("memory: {l}")).await?
+    };
+    if opts.output == Output::Table {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+        t.set_header(vec![
+            "process",
+            "holding",
+            "VmRSS MiB",
+            "VmHWM MiB",
+            "idle VmRSS MiB",
+        ]);
+        for (id, r) in &c.nodes {
+            let idle = c
+                .idle
+                .iter()
+                .find(|(i, _)| i == id)
+                .map_or("-".to_string(), |(_, r)| format!("{:.1}", r.rss_mib));
+            let role = if *id == c.leader {
+                "leader"
+            } else {
+                "follower"
+            };
+            t.add_row(vec![
+                format!("controller {id} ({role})"),
+                format!("{} enclaves", c.enclaves),
+                format!("{:.1}", r.rss_mib),
+                format!("{:.1}", r.hwm_mib),
+                idle,
+            ]);
+        }
+        if let AgentOutcome::Measured(a) = &agent {
+            t.add_row(vec![
+                "agent".to_string(),
+                format!("{} enclaves", a.enclaves),
+                format!("{:.1}", a.agent.rss_mib),
+                format!("{:.1}", a.agent.hwm_mib),
+                format!("{:.1}", a.idle.rss_mib),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "{} enclaves loaded in {:.1} s through the HTTP API",
+            c.enclaves, c.load_seconds
+        );
+        goal_line(
+            &format!("controller with {} enclaves <= 300 MiB", c.enclaves),
+            c.max_rss_mib() <= GOAL_CONTROLLER_MIB,
+            &format!(
+                "largest VmRSS {:.1} MiB = {:.2}x the goal (peak VmHWM {:.1} MiB)",
+                c.max_rss_mib(),
+                c.max_rss_mib() / GOAL_CONTROLLER_MIB,
+                c.max_hwm_mib()
+            ),
+        );
+        match &agent {
+            AgentOutcome::Measured(a) => goal_line(
+                &format!("agent with {} enclaves <= 40 MiB", a.enclaves),
+                a.agent.rss_mib <= GOAL_AGENT_MIB,
+                &format!(
+                    "VmRSS {:.1} MiB = {:.2}x the goal",
+                    a.agent.rss_mib,
+                    a.agent.rss_mib / GOAL_AGENT_MIB
+                ),
+            ),
+            AgentOutcome::Skipped(why) => println!("skipped agent: {why}"),
+        }
+    }
+    let (agent_json, agent_skipped) = match &agent {
+        AgentOutcome::Measured(a) => (Some(a), None),
+        AgentOutcome::Skipped(why) => {
+            eprintln!("skipped agent: {why}");
+            (None, Some(why.clone()))
+        }
+    };
+    println!(
+        "{}",
+        json!({
+            "scenario": "memory",
+            "controller": c,
+            "agent": agent_json,
+            "agent_skipped": agent_skipped,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

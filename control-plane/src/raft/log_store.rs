@@ -209,7 +209,23 @@ fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
 }
 
 fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
+    let mut tx = db.begin_write()?;
+    // A group holding nothing but the committed-index hint needs no fsync of its own: losing
+    // it only means re-applying from the snapshot on restart, and the next durable commit
+    // persists it anyway. Without this, every commit-index advance (on the leader once per
+    // write, on followers once per heartbeat) cost a second fsync.
+    if ops.iter().all(|op| {
+        matches!(
+            op,
+            Op::Meta {
+                key: "committed",
+                done: None,
+                ..
+            }
+        )
+    }) {
+        tx.set_durability(redb::Durability::None)?;
+    }
     {
         let mut logs = tx.open_table(LOGS)?;
         let mut meta = tx.open_table(META)?;
@@ -238,7 +254,7 @@ fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
             }
         }
     }
-    // Durability::Immediate (redb's default): the commit returns after fsync.
+    // Durability::Immediate (redb's default) unless set above: the commit returns after fsync.
     tx.commit()?;
     Ok(())
 }

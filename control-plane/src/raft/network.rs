@@ -12,7 +12,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -20,8 +20,8 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
-use tribune_proto::v1::RaftPayload;
 use tribune_proto::v1::raft_service_client::RaftServiceClient;
+use tribune_proto::v1::{RaftPayload, ReadIndexRequest};
 use tribune_tls::ClientTls;
 
 use super::{Node, NodeId, TypeConfig};
@@ -29,6 +29,14 @@ use super::{Node, NodeId, TypeConfig};
 /// Largest message a controller accepts or sends on the Raft transport (snapshot chunks and
 /// append batches stay well under it).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long replication to an unreachable peer pauses before the next try (openraft's default
+/// is 500 ms). A restarted controller must hear the leader before its own election timer
+/// fires (lease + election timeout, 300 ms at the shortest with the bench's 25/100 ms timing):
+/// otherwise it starts an election it cannot win, and its higher term deposes the leader. A
+/// refused connect on a dead peer costs microseconds, so retrying every 50 ms is cheap — as long
+/// as the retry does not first serialise a large payload: see [`Connection::call`].
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(50);
 
 /// Lazily connected, shared gRPC channels to other controllers, keyed by address.
 #[derive(Clone, Default)]
@@ -89,6 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            unreachable: false,
         }
     }
 }
@@ -97,6 +106,8 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     peers: Peers,
+    /// The last call found the peer unreachable.
+    unreachable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +118,22 @@ type RpcErr<E> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
 
 impl Connection {
     async fn call<Req, Resp, E>(
+        &mut self,
+        which: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let r = self.call_once(which, req, ttl).await;
+        self.unreachable = matches!(r, Err(RPCError::Unreachable(_)));
+        r
+    }
+
+    async fn call_once<Req, Resp, E>(
         &self,
         which: Rpc,
         req: &Req,
@@ -117,6 +144,21 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        // A peer that was unreachable gets a cheap probe first: replicating to it may mean a
+        // batch of entries or a snapshot chunk (megabytes of JSON), not worth building every
+        // retry while it is down.
+        if self.unreachable && !matches!(which, Rpc::Vote) {
+            let mut client = self
+                .peers
+                .client(&self.addr)
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            if let Ok(Err(status)) =
+                tokio::time::timeout(ttl, client.status(ReadIndexRequest {})).await
+                && status.code() == tonic::Code::Unavailable
+            {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+        }
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self
             .peers
@@ -179,5 +221,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         self.call(Rpc::Vote, &req, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_RETRY))
     }
 }

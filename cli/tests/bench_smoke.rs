@@ -1,0 +1,102 @@
+//! Smoke runs of every `tribune bench` scenario at a tiny size, so the scenarios keep working.
+//! Seconds each; no figure is asserted (speed is claimed only from bench/README.md), only that
+//! each scenario completes, prints its JSON line and measured something.
+
+use std::io::Write;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tribune");
+
+/// Runs `tribune bench ARGS --output json`, returns the JSON line and stderr.
+fn bench(args: &[&str]) -> (serde_json::Value, String) {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .expect("running tribune bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "tribune bench {args:?} failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
+    let v = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    (v, stderr)
+}
+
+#[test]
+fn writes_runs_against_tribune_and_etcd_when_there() {
+    let (v, stderr) = bench(&[
+        "writes",
+        "--local",
+        "--clients",
+        "1,4",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        // Never install from a test: CI's scripts/test installs etcd-server up front.
+        "--no-install",
+    ]);
+    assert_eq!(v["scenario"], "writes");
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert!(r["tribune"][0]["writes"].as_u64() > Some(0), "{r}");
+    }
+    match v["etcd_skipped"].as_str() {
+        Some(why) => {
+            let _ = writeln!(std::io::stderr(), "skipped etcd: {why}");
+            assert!(stderr.contains("skipped etcd:"), "{stderr}");
+            assert!(
+                rows.iter()
+                    .all(|r| r["etcd"].as_array().is_some_and(Vec::is_empty))
+            );
+        }
+        None => {
+            for r in rows {
+                assert!(r["etcd"][0]["writes"].as_u64() > Some(0), "{r}");
+                assert!(r["throughput_ratio"]["p50"].as_f64().is_some(), "{r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn failover_runs_two_trials() {
+    let (v, _) = bench(&["failover", "--trials", "2", "--load-clients", "1"]);
+    assert_eq!(v["scenario"], "failover");
+    assert_eq!(v["result"]["trials"], 2);
+    assert_eq!(v["result"]["recovery_ms"]["n"], 2, "{v}");
+}
+
+#[test]
+fn memory_runs_at_a_small_size() {
+    let (v, _) = bench(&[
+        "memory",
+        "--enclaves",
+        "40",
+        "--agent-enclaves",
+        "3",
+        "--clients",
+        "4",
+    ]);
+    assert_eq!(v["scenario"], "memory");
+    assert_eq!(v["controller"]["enclaves"], 40);
+    let nodes = v["controller"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(nodes.iter().all(|n| n[1]["rss_mib"].as_f64() > Some(0.0)));
+    match v["agent_skipped"].as_str() {
+        Some(why) => {
+            let _ = writeln!(std::io::stderr(), "skipped agent: {why}");
+        }
+        None => assert!(v["agent"]["agent"]["rss_mib"].as_f64() > Some(0.0), "{v}"),
+    }
+}
