@@ -249,12 +249,12 @@ async fn policy_put_takes_the_name_from_the_source_and_checks_locally_first() {
     let c = Cluster::start(1, &[]);
     c.wait_leader().await;
     let endpoint = c.endpoints();
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let root = manifest_dir().join("..");
     let run = |args: &[&str]| {
         std::process::Command::new(common::BIN)
             .args(args)
             .args(["--endpoint", &endpoint, "--timeout-secs", "60"])
-            .current_dir(root)
+            .current_dir(&root)
             .output()
             .expect("run tribune")
     };
@@ -292,4 +292,12 @@ async fn policy_put_takes_the_name_from_the_source_and_checks_locally_first() {
     );
     let (s, list) = c.get_json(1, "/v1/policies").await.expect("list");
     assert_eq!((s, list.as_array().map(Vec::len)), (200, Some(1)));
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -10,7 +10,7 @@ fn testdata() -> Option<PathBuf> {
             return Some(p);
         }
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = manifest_dir().join("..");
     ["../shared", "../../shared"]
         .iter()
         .map(|up| repo.join(up).join("testdata/attestation"))
@@ -212,4 +212,12 @@ fn usage_and_io_errors_exit_2_garbage_exits_1() {
         "yesterday",
     ]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

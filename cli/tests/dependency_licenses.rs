@@ -37,7 +37,7 @@ fn no_dependency_is_gpl_or_agpl() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .current_dir(manifest_dir().join(".."))
         .output()
         .expect("cargo metadata runs");
     assert!(
@@ -71,4 +71,12 @@ fn no_dependency_is_gpl_or_agpl() {
         "dependencies with licences Tribune cannot ship:\n{}",
         bad.join("\n")
     );
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -1,6 +1,6 @@
 //! End-to-end: the built `tribune` binary's `policy check|fmt|eval` verbs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn tribune(args: &[&str]) -> Output {
@@ -11,7 +11,7 @@ fn tribune(args: &[&str]) -> Output {
 }
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
+    manifest_dir().join("../examples/policies")
 }
 
 fn stdout(o: &Output) -> String {
@@ -234,4 +234,12 @@ fn eval_rejects_bad_facts_and_bad_policies() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("E0201"));
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(&policy).evaluate(black_box(&f)))
     });
 
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policies");
+    let dir = manifest_dir().join("../examples/policies");
     let mut all = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .expect("examples")
@@ -90,3 +90,11 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}

@@ -518,11 +518,9 @@ fn conflicts_are_reported_only_when_real() {
 
 #[test]
 fn evaluation_is_deterministic_and_json_is_stable() {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/policies/acme-batch.tribune"
-    ))
-    .expect("example");
+    let src =
+        std::fs::read_to_string(manifest_dir().join("../examples/policies/acme-batch.tribune"))
+            .expect("example");
     let s = set(&src);
     let f: Facts = serde_json::from_str(
         r#"{ "enclave": { "tenant": "acme", "labels": { "tier": "batch" }, "tee": "sev-snp", "measurement": "3a7f0c1d9e2b4a6f" },
@@ -546,4 +544,12 @@ fn facts_json_rejects_unknown_fields_and_bad_times() {
     assert!(serde_json::from_str::<Facts>(r#"{ "time": "25:00" }"#).is_err());
     let f: Facts = serde_json::from_str(r#"{ "time": "06:05" }"#).expect("valid");
     assert_eq!(f.minute_of_day, Some(365));
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -3,11 +3,10 @@
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p tribune-policy --test golden`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 #[test]
 fn diagnostics_match_golden_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = manifest_dir().join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .expect("golden dir")
@@ -61,4 +60,12 @@ fn diagnostics_match_golden_files() {
         "only {} distinct diagnostic codes: {codes:?}",
         codes.len()
     );
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -15,7 +15,7 @@ pub fn testdata() -> Option<PathBuf> {
         }
         eprintln!("TRIBUNE_TESTDATA={} is not a directory", p.display());
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = manifest_dir().join("..");
     for up in ["../shared", "../../shared"] {
         let p = repo.join(up).join("testdata/attestation");
         if p.is_dir() {
@@ -45,4 +45,12 @@ macro_rules! testdata_or_skip {
 
 pub fn read(dir: &Path, rel: &str) -> Vec<u8> {
     std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
+/// from a shared target dir built in another checkout still finds this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -175,7 +175,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 cmd.args(["--peer", &format!("{pid}={paddr}")]);
             }
         }
-        let child = cmd
+        let child = super::dev_demo::die_with_parent(&mut cmd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

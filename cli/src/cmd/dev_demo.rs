@@ -80,6 +80,21 @@ impl Drop for Agents {
     }
 }
 
+/// The child gets SIGTERM when `tribune dev` dies, however it dies (a signal before its own
+/// handler is installed, SIGKILL): nothing of a dev session outlives it.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -138,7 +153,8 @@ pub fn start_agents(
     let mut agents = Agents(Vec::new());
     for host in HOSTS {
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        let child = die_with_parent(&mut cmd)
             .args([
                 "agent",
                 "run",
