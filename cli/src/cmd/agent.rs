@@ -76,21 +76,8 @@ pub struct RunArgs {
     /// The host this agent speaks for (must match its certificate); default: the instance name.
     #[arg(long)]
     pub host_id: Option<String>,
-    /// mTLS from a `tribune ca` directory: DIR/ca.pem, DIR/agent-HOST.pem, DIR/agent-HOST.key.
-    #[arg(long, conflicts_with_all = ["ca", "cert", "key"])]
-    pub tls_dir: Option<PathBuf>,
-    /// mTLS: CA certificate(s) to trust (PEM); with --cert and --key.
-    #[arg(long, requires_all = ["cert", "key"])]
-    pub ca: Option<PathBuf>,
-    /// mTLS: this agent's certificate (PEM), issued with `tribune ca issue agent HOST`.
-    #[arg(long, requires_all = ["ca", "key"])]
-    pub cert: Option<PathBuf>,
-    /// mTLS: this agent's private key (PEM).
-    #[arg(long, requires_all = ["ca", "cert"])]
-    pub key: Option<PathBuf>,
-    /// Stream to the controllers in plain text (they must run `--insecure` too).
-    #[arg(long, conflicts_with_all = ["tls_dir", "ca", "cert", "key"])]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub tls: super::tls_args::TlsArgs,
     /// Without root: launch and measure enclaves (from /proc) but enforce nothing. The
     /// controllers show the host as observe-only.
     #[arg(long)]
@@ -223,15 +210,10 @@ fn link_tls(
     a: &RunArgs,
     host_id: &str,
 ) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
-    let files = match (&a.tls_dir, &a.ca, &a.cert, &a.key) {
-        (Some(dir), ..) => tribune_tls::TlsFiles::in_dir(dir, &format!("agent-{host_id}")),
-        (None, Some(ca), Some(cert), Some(key)) => tribune_tls::TlsFiles {
-            ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ if a.insecure => return Ok(None),
-        _ => anyhow::bail!(
+    let files = match a.tls.files(&format!("agent-{host_id}")) {
+        Some(f) => f,
+        None if a.tls.insecure => return Ok(None),
+        None => anyhow::bail!(
             "no TLS certificate for the controller link: issue one with `tribune ca issue agent {host_id} --dir DIR` and pass `--tls-dir DIR` (or --ca/--cert/--key); `--insecure` streams in plain text"
         ),
     };

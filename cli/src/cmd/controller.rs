@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use tribune_controller::node::ControllerConfig;
-use tribune_controller::tls::TlsFiles;
 use tribune_controller::validate::PolicyValidator;
+
+use super::tls_args::TlsArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
@@ -50,22 +51,8 @@ pub struct ControllerArgs {
     /// Accept simulated-TEE evidence from agents (development clusters only).
     #[arg(long)]
     pub allow_sim_evidence: bool,
-    /// mTLS from a `tribune ca` directory: DIR/ca.pem, DIR/controller-ID.pem, DIR/controller-ID.key.
-    #[arg(long, conflicts_with_all = ["ca", "cert", "key"])]
-    pub tls_dir: Option<PathBuf>,
-    /// mTLS: CA certificate(s) to trust (PEM); with --cert and --key.
-    #[arg(long, requires_all = ["cert", "key"])]
-    pub ca: Option<PathBuf>,
-    /// mTLS: this controller's certificate (PEM).
-    #[arg(long, requires_all = ["ca", "key"])]
-    pub cert: Option<PathBuf>,
-    /// mTLS: this controller's private key (PEM).
-    #[arg(long, requires_all = ["ca", "cert"])]
-    pub key: Option<PathBuf>,
-    /// Run without TLS: plain-text gRPC and HTTP, no peer authentication. For tests and
-    /// benchmarks on one machine only.
-    #[arg(long, conflicts_with_all = ["tls_dir", "ca", "cert", "key"])]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -133,18 +120,10 @@ impl ControllerArgs {
             c.keep_logs = v;
         }
         c.allow_sim_evidence |= self.allow_sim_evidence;
-        let tls = match (&self.tls_dir, &self.ca, &self.cert, &self.key) {
-            (Some(dir), ..) => Some(TlsFiles::in_dir(dir, &format!("controller-{id}"))),
-            (None, Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        };
+        let tls = self.tls.files(&format!("controller-{id}"));
         if tls.is_some() {
             (c.tls, c.insecure) = (tls, false);
-        } else if self.insecure {
+        } else if self.tls.insecure {
             (c.tls, c.insecure) = (None, true);
         }
         Ok(c)
@@ -216,11 +195,7 @@ mod tests {
             snapshot_every: None,
             keep_logs: None,
             allow_sim_evidence: false,
-            tls_dir: None,
-            ca: None,
-            cert: None,
-            key: None,
-            insecure: false,
+            tls: TlsArgs::default(),
         };
         let c = args.resolve().expect("resolves");
         assert_eq!((c.id, c.heartbeat_ms, c.election_timeout_ms), (1, 75, 250));
@@ -229,19 +204,25 @@ mod tests {
         assert!(!c.insecure);
 
         let flags = ControllerArgs {
-            tls_dir: Some(PathBuf::from("/srv/ca")),
+            tls: TlsArgs {
+                tls_dir: Some(PathBuf::from("/srv/ca")),
+                ..TlsArgs::default()
+            },
             ..args.clone()
         };
         let c = flags.resolve().expect("resolves");
         assert_eq!(
             c.tls,
-            Some(TlsFiles::in_dir(
+            Some(tribune_controller::tls::TlsFiles::in_dir(
                 std::path::Path::new("/srv/ca"),
                 "controller-1"
             ))
         );
         let insecure = ControllerArgs {
-            insecure: true,
+            tls: TlsArgs {
+                insecure: true,
+                ..TlsArgs::default()
+            },
             ..args
         };
         let c = insecure.resolve().expect("resolves");
