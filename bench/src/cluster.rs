@@ -114,6 +114,14 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// (node id, process id) of every running controller.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.3.as_ref().map(|c| (n.0, c.id())))
+            .collect()
+    }
+
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         self.spawn(id)
     }

@@ -4,8 +4,13 @@
 //! - [`writes`]: concurrent policy writes against a running cluster (writes/s, p50/p99).
 //! - [`failover`]: kill -9 the leader of a local 3-process cluster under load; time until the
 //!   next acknowledged write.
+//! - [`ingest`]: simulated agents stream authenticated usage to a local cluster (reports/s).
+//! - [`enforce`]: over-limit report → cgroup cap written by a real host agent (latency).
 
 pub mod cluster;
+pub mod enforce;
+pub mod ingest;
+pub mod proc;
 pub mod stats;
 
 use std::time::{Duration, Instant};
