@@ -269,6 +269,9 @@ struct Session {
     reattest_every_ms: HashMap<String, f64>,
     sent_plan: Option<u64>,
     last_flush: Instant,
+    /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
+    /// number of enclaves): a decision looks them up instead of scanning every enclave.
+    placed: Option<((Option<u64>, usize), Vec<String>)>,
 }
 
 impl Session {
@@ -292,6 +295,7 @@ impl Session {
             reattest_every_ms: HashMap::new(),
             sent_plan: None,
             last_flush: Instant::now(),
+            placed: None,
         }
     }
 
@@ -906,9 +910,26 @@ impl Session {
                 .state
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let enclaves: Vec<_> = st
-                .enclaves
-                .values()
+            // Placing an enclave on this host bumps its plan version and removing one changes
+            // the count, so the cached ids are a superset of the enclaves placed here; each is
+            // checked again below (one moved elsewhere drops out).
+            let key = (st.plan_versions.get(&self.host).copied(), st.enclaves.len());
+            if self.placed.as_ref().is_none_or(|(k, _)| *k != key) {
+                let ids = st
+                    .enclaves
+                    .values()
+                    .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
+                    .map(|e| e.id.clone())
+                    .collect();
+                self.placed = Some((key, ids));
+            }
+            let enclaves: Vec<_> = self
+                .placed
+                .as_ref()
+                .map(|(_, ids)| ids.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| st.enclaves.get(id))
                 .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
                 .collect();
             let empty = BTreeMap::new();
