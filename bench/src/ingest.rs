@@ -330,10 +330,8 @@ fn seal(
     cfg: &IngestConfig,
     host: usize,
     enclaves: &[(String, EnclaveKeys)],
-    nonce: &[u8; 32],
-    eph: &[u8; 32],
-    t0_ns: u64,
-    ticks: u64,
+    (nonce, eph): (&[u8; 32], &[u8; 32]),
+    (t0_ns, ticks): (u64, u64),
     injected: &HashMap<usize, u64>,
 ) -> anyhow::Result<Sealed> {
     let len = cfg.interval_ms * 1_000_000;
@@ -424,6 +422,23 @@ impl Seen {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .join("; ")
     }
+}
+
+/// Reports covered by the committed usage digests among `entries`.
+fn digested(entries: &[serde_json::Value]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "usage_digest")
+        .map(|e| {
+            match (
+                e["detail"]["first_seq"].as_u64(),
+                e["detail"]["last_seq"].as_u64(),
+            ) {
+                (Some(f), Some(l)) if l >= f => l - f + 1,
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 /// Runs the scenario against a fresh local cluster of `binary`.
@@ -567,7 +582,12 @@ pub async fn ingest(
         let (cfg2, injected2) = (cfg.clone(), injected.clone());
         sealing.spawn_blocking(move || {
             let sealed = seal(
-                &cfg2, index, &enclaves, &nonce, &eph, t0_ns, ticks, &injected2,
+                &cfg2,
+                index,
+                &enclaves,
+                (&nonce, &eph),
+                (t0_ns, ticks),
+                &injected2,
             );
             sealed.map(|s| (index, s))
         });
@@ -732,12 +752,22 @@ pub async fn ingest(
             break;
         }
         // Acks of streams held by followers can stop one flush short (they read the
-        // follower's state): the count comes from the log; stop once acks settle.
-        if let Some(done) = sends_done
-            && (done.elapsed() > Duration::from_secs(30)
-                || last_progress.1.elapsed() > Duration::from_secs(3))
-        {
-            break;
+        // follower's state): the count comes from the log. Once acks settle, stop when the
+        // log holds every report (or 30 s after the last send).
+        if let Some(done) = sends_done {
+            if done.elapsed() > Duration::from_secs(30) {
+                progress("not every report is in the log 30 s after the last send");
+                break;
+            }
+            if last_progress.1.elapsed() > Duration::from_secs(2) {
+                let leader = cluster.wait_leader(&http, Duration::from_secs(10)).await?;
+                let ep = &endpoints[(leader as usize).saturating_sub(1).min(endpoints.len() - 1)];
+                let entries = log_entries(&http, ep, log_start, true).await?;
+                if digested(&entries) >= expected {
+                    break;
+                }
+                last_progress.1 = Instant::now();
+            }
         }
     }
     let sends_done = sends_done.unwrap_or_else(Instant::now);

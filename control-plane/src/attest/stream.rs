@@ -255,6 +255,9 @@ type CompiledPolicies = (
     Vec<(Resource, Agg, u32)>,
 );
 
+/// ((the host's plan version, number of enclaves), the ids of the enclaves placed on the host).
+type PlacedIds = ((Option<u64>, usize), Vec<String>);
+
 struct Session {
     controller: Arc<Controller>,
     config: LoopConfig,
@@ -271,7 +274,7 @@ struct Session {
     last_flush: Instant,
     /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
     /// number of enclaves): a decision looks them up instead of scanning every enclave.
-    placed: Option<((Option<u64>, usize), Vec<String>)>,
+    placed: Option<PlacedIds>,
 }
 
 impl Session {
