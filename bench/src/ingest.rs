@@ -15,11 +15,12 @@
 //! ed25519 signatures) therefore stays out of the 2 cores the controllers measure on; the seal
 //! rate is reported beside the result.
 //!
-//! Counting: a report counts as *verified and evaluated* once the controller that holds its
-//! stream acknowledged it (`UsageAcks`): its MAC verified, its seq was new and fresh, it went
-//! through the policy decision of its host, a signed checkpoint covering it verified, and the
-//! window digest holding it was committed through Raft. Rate = acknowledged reports ÷ (first
-//! send → last acknowledgement).
+//! Counting: a report counts as *verified and evaluated* once a usage digest covering it is
+//! committed in the replicated log: its MAC verified, its seq was new and fresh, it went
+//! through the policy decision of its host, the signed checkpoint covering it verified, and
+//! the digest went through Raft. Rate = reports in digests committed from 2 s after the start
+//! to the last send, per second. (`UsageAcks` drive the progress line only: a stream held by a
+//! follower can be acknowledged one flush short, see the README.)
 //!
 //! Latency: every `over_limit_every`-th enclave goes over its CPU limit once, at a time spread
 //! over the run. *Decided* = the violation's `at_ms` (stamped when the controller decided) −
@@ -108,18 +109,18 @@ pub struct IngestReport {
     /// First send → last send.
     pub send_seconds: f64,
     pub sent_per_sec: f64,
-    /// Acknowledged reports (MAC, seq, freshness, decision, checkpoint signature, digest
-    /// committed through Raft).
+    /// Reports in committed usage digests (MAC, seq, freshness, decision, checkpoint
+    /// signature, digest committed through Raft).
     pub verified_reports: u64,
-    /// Schedule start → last acknowledgement.
+    /// Schedule start → the last committed digest.
     pub verified_seconds: f64,
-    /// Acknowledged reports per second in the steady state (2 s after the start → the last
-    /// send); when the run is too short for that, `verified_overall_per_sec`.
+    /// Verified reports per second in the steady state (digests committed from 2 s after the
+    /// start to the last send); when the run is too short for that, `verified_overall_per_sec`.
     pub verified_per_sec: f64,
     pub verified_steady: bool,
-    /// All acknowledged reports ÷ `verified_seconds`.
+    /// All verified reports ÷ `verified_seconds`.
     pub verified_overall_per_sec: f64,
-    /// Last send → last acknowledgement.
+    /// Last send → the last committed digest.
     pub ack_trail_seconds: f64,
     /// verified_per_sec ÷ offered_per_sec.
     pub verified_ratio: f64,
@@ -408,7 +409,6 @@ fn checkpoint_msg(id: &str, cp: &Checkpoint) -> pb::Checkpoint {
 #[derive(Default)]
 struct Seen {
     acked: AtomicU64,
-    last_ack_ns: AtomicU64,
     /// Enclave → (window end ms of its first over-limit report, ms the capped plan arrived).
     planned: Mutex<HashMap<String, i64>>,
     /// Why controllers ended streams.
@@ -644,7 +644,6 @@ pub async fn ingest(
                             }
                         }
                         seen.acked.fetch_add(delta, Ordering::Relaxed);
-                        seen.last_ack_ns.fetch_max(unix_ns(), Ordering::Relaxed);
                     }
                     Some(pb::controller_message::Body::Plan(p)) => {
                         let now = unix_ms();
@@ -794,7 +793,6 @@ pub async fn ingest(
     let generator_cores = (self_after - self_before).max(0.0) / wall;
     drop(open_streams);
 
-    let last_ack_ns = seen.last_ack_ns.load(Ordering::Relaxed);
     let send_seconds = sends_done.saturating_duration_since(t0).as_secs_f64();
     let sent_reports = sent.load(Ordering::Relaxed);
 
@@ -805,7 +803,7 @@ pub async fn ingest(
     let on_leader = &endpoints[(leader as usize).saturating_sub(1).min(endpoints.len() - 1)];
     let all = log_entries(&http, on_leader, log_start, true).await?;
     let t0_ms = (t0_ns / 1_000_000) as i64;
-    let mut acked = 0u64;
+    let mut verified = 0u64;
     let mut last_digest_ms = t0_ms;
     let mut steady_reports = 0u64;
     let steady_from_ms = t0_ms + 2000;
@@ -819,14 +817,13 @@ pub async fn ingest(
             _ => 0,
         };
         let at = e["at_ms"].as_i64().unwrap_or(0);
-        acked += span;
+        verified += span;
         last_digest_ms = last_digest_ms.max(at);
         if at > steady_from_ms && at <= steady_to_ms {
             steady_reports += span;
         }
     }
     let verified_seconds = (last_digest_ms - t0_ms).max(0) as f64 / 1000.0;
-    let _ = last_ack_ns;
     // Decision latency: the first over_limit violation of each injected enclave.
     let mut first: HashMap<&str, f64> = HashMap::new();
     for e in all
@@ -851,7 +848,7 @@ pub async fn ingest(
         .collect();
     let offered_per_sec = total as f64 * 1000.0 / cfg.interval_ms as f64;
     let verified_overall_per_sec = if verified_seconds > 0.0 {
-        acked as f64 / verified_seconds
+        verified as f64 / verified_seconds
     } else {
         0.0
     };
@@ -870,7 +867,7 @@ pub async fn ingest(
         sent_reports,
         send_seconds,
         sent_per_sec: sent_reports as f64 / send_seconds.max(1e-9),
-        verified_reports: acked,
+        verified_reports: verified,
         verified_seconds,
         verified_per_sec,
         verified_overall_per_sec,

@@ -167,7 +167,7 @@ fn print_ingest(r: &tribune_bench::ingest::IngestReport) {
         r.send_lag_ms.max
     );
     println!(
-        "verified + evaluated + acked  {:>10.0} reports/s  ({:.2}× offered{}; {} reports in all, the last acked {:.1} s after the last send)",
+        "verified + evaluated         {:>10.0} reports/s  ({:.2}× offered{}; {} reports in all, the last digest committed {:.1} s after the last send)",
         r.verified_per_sec,
         r.verified_ratio,
         if r.verified_steady {
