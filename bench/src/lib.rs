@@ -6,10 +6,15 @@
 //! - [`failover`]: kill -9 the leader of a local 3-process cluster under load; time until the
 //!   next acknowledged write.
 //! - [`memory`]: resident memory of a controller holding N enclaves and of an agent running M.
+//! - [`ingest`]: simulated agents stream authenticated usage to a local cluster (reports/s).
+//! - [`enforce`]: over-limit report → cgroup cap written by a real host agent (latency).
 
 pub mod cluster;
+pub mod enforce;
 pub mod etcd;
+pub mod ingest;
 pub mod memory;
+pub mod proc;
 pub mod stats;
 
 use std::future::Future;

@@ -80,6 +80,32 @@ pub enum BenchCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Simulated agents stream MAC'd usage reports and signed checkpoints to a local
+    /// 3-controller cluster: reports/s verified, report-to-decision latency, controller CPU.
+    Ingest {
+        #[arg(long, default_value_t = 100)]
+        hosts: usize,
+        #[arg(long, default_value_t = 100)]
+        enclaves_per_host: usize,
+        /// Seconds of streaming.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Report interval per enclave, milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Every this many-th enclave goes over its CPU limit once (the latency samples).
+        #[arg(long, default_value_t = 50)]
+        over_limit_every: usize,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Over-limit report → CPU cap written into the cgroup by a real host agent (root).
+    EnforceLatency {
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 fn goal_line(name: &str, met: bool, detail: &str) {
@@ -170,6 +196,53 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                 clients,
                 opts,
             } => memory(&exe, enclaves, agent_enclaves, clients, &opts).await,
+            BenchCmd::Ingest { hosts, enclaves_per_host, seconds, interval_ms, over_limit_every, opts } => {
+                let cfg = tribune_bench::ingest::IngestConfig {
+                    hosts,
+                    enclaves_per_host,
+                    seconds,
+                    interval_ms,
+                    over_limit_every,
+                    ..Default::default()
+                };
+                let r = tribune_bench::ingest::ingest(&exe, &cfg, |m| eprintln!("ingest: {m}")).await?;
+                if opts.output == Output::Table {
+                    print_ingest(&r);
+                }
+                goal_line(
+                    "ingest ≥ 100,000 reports/s verified and evaluated",
+                    r.verified_per_sec >= 100_000.0,
+                    &format!("{:.0} reports/s ({:.2}× the goal)", r.verified_per_sec, r.verified_per_sec / 100_000.0),
+                );
+                println!("{}", serde_json::json!({"scenario": "ingest", "result": r}));
+                Ok(ExitCode::SUCCESS)
+            }
+            BenchCmd::EnforceLatency { trials, opts } => {
+                if !tribune_bench::enforce::is_root() {
+                    eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");
+                    println!("{}", serde_json::json!({"scenario": "enforce-latency", "skipped": "not root"}));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let r = tribune_bench::enforce::enforce_latency(&exe, trials, |m| eprintln!("enforce-latency: {m}")).await?;
+                if opts.output == Output::Table {
+                    let row = |name: &str, s: &tribune_bench::Summary| {
+                        println!(
+                            "{name:<34} p50 {:>7.1} ms  p99 {:>7.1} ms  (min {:.1}, max {:.1}; n {})",
+                            s.p50, s.p99, s.min, s.max, s.n
+                        )
+                    };
+                    row("window end → cap in cgroup", &r.latency_ms);
+                    row("window end → violation decided", &r.decided_ms);
+                    row("idle → cap lifted", &r.release_ms);
+                }
+                goal_line(
+                    "enforce-latency p99 ≤ 150 ms",
+                    r.latency_ms.p99 <= 150.0,
+                    &format!("p99 {:.1} ms ({:.2}× the goal)", r.latency_ms.p99, r.latency_ms.p99 / 150.0),
+                );
+                println!("{}", serde_json::json!({"scenario": "enforce-latency", "result": r}));
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
 }
@@ -454,4 +527,58 @@ async fn memory(
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_ingest(r: &tribune_bench::ingest::IngestReport) {
+    println!(
+        "{} enclaves on {} hosts, a report every {} ms each, checkpoint every {} reports (stream sealed ahead of time)",
+        r.enclaves, r.hosts, r.interval_ms, r.checkpoint_every
+    );
+    println!(
+        "offered (schedule)            {:>10.0} reports/s",
+        r.offered_per_sec
+    );
+    println!(
+        "sent                          {:>10.0} reports/s  ({} reports in {:.1} s; send lag p50 {:.1} ms, p99 {:.1} ms, max {:.1})",
+        r.sent_per_sec,
+        r.sent_reports,
+        r.send_seconds,
+        r.send_lag_ms.p50,
+        r.send_lag_ms.p99,
+        r.send_lag_ms.max
+    );
+    println!(
+        "verified + evaluated         {:>10.0} reports/s  ({:.2}× offered{}; {} reports in all, the last digest committed {:.1} s after the last send)",
+        r.verified_per_sec,
+        r.verified_ratio,
+        if r.verified_steady {
+            ", steady state"
+        } else {
+            ", whole run"
+        },
+        r.verified_reports,
+        r.ack_trail_seconds
+    );
+    let row = |name: &str, s: &tribune_bench::Summary| {
+        println!(
+            "{name:<29} p50 {:>7.1} ms  p99 {:>7.1} ms  (min {:.1}, max {:.1}; n {} of {})",
+            s.p50, s.p99, s.min, s.max, s.n, r.over_limit_injected
+        )
+    };
+    row("window end → decided", &r.decided_ms);
+    row("window end → plan received", &r.planned_ms);
+    let per: Vec<String> = r
+        .controllers
+        .iter()
+        .map(|c| format!("{}: {:.2}", c.id, c.cores))
+        .collect();
+    println!(
+        "controller CPU                {:>10.2} cores  ({})",
+        r.controllers_cores,
+        per.join(", ")
+    );
+    println!(
+        "generator CPU (sending)       {:>10.2} cores  (sealing: {:.0} reports/s, {:.1} s)",
+        r.generator_cores, r.seal_reports_per_sec, r.seal_seconds
+    );
 }

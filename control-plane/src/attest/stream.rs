@@ -255,6 +255,9 @@ type CompiledPolicies = (
     Vec<(Resource, Agg, u32)>,
 );
 
+/// ((the host's plan version, number of enclaves), the ids of the enclaves placed on the host).
+type PlacedIds = ((Option<u64>, usize), Vec<String>);
+
 struct Session {
     controller: Arc<Controller>,
     config: LoopConfig,
@@ -269,6 +272,9 @@ struct Session {
     reattest_every_ms: HashMap<String, f64>,
     sent_plan: Option<u64>,
     last_flush: Instant,
+    /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
+    /// number of enclaves): a decision looks them up instead of scanning every enclave.
+    placed: Option<PlacedIds>,
 }
 
 impl Session {
@@ -292,6 +298,7 @@ impl Session {
             reattest_every_ms: HashMap::new(),
             sent_plan: None,
             last_flush: Instant::now(),
+            placed: None,
         }
     }
 
@@ -332,14 +339,29 @@ impl Session {
         }
     }
 
+    /// Writes through Raft and returns once *this* controller has applied the write too, so
+    /// what the session reads next (acks, the ladder it decides from) includes it. On a
+    /// follower the leader answers as soon as it applied; without waiting here, a session
+    /// would ack one flush short and propose the same transition twice.
     async fn write(&self, cmd: Command) -> Result<Outcome, String> {
         let mut out = self
             .controller
             .write(vec![cmd])
             .await
             .map_err(|e| format!("writing through raft: {e}"))?;
+        self.applied_here().await;
         out.pop()
             .ok_or_else(|| "raft answered without an outcome".to_string())
+    }
+
+    async fn applied_here(&self) {
+        let leads = self
+            .controller
+            .leader()
+            .is_some_and(|(id, _)| id == self.controller.id);
+        if !leads && let Err(e) = self.controller.read_barrier().await {
+            tracing::debug!(host = %self.host, "waiting to apply our own write locally: {e}");
+        }
     }
 
     /// Records a refused input in the log: the first of each kind (subject, what, why) at
@@ -980,9 +1002,26 @@ impl Session {
                 .state
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let enclaves: Vec<_> = st
-                .enclaves
-                .values()
+            // Placing an enclave on this host bumps its plan version and removing one changes
+            // the count, so the cached ids are a superset of the enclaves placed here; each is
+            // checked again below (one moved elsewhere drops out).
+            let key = (st.plan_versions.get(&self.host).copied(), st.enclaves.len());
+            if self.placed.as_ref().is_none_or(|(k, _)| *k != key) {
+                let ids = st
+                    .enclaves
+                    .values()
+                    .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
+                    .map(|e| e.id.clone())
+                    .collect();
+                self.placed = Some((key, ids));
+            }
+            let enclaves: Vec<_> = self
+                .placed
+                .as_ref()
+                .map(|(_, ids)| ids.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| st.enclaves.get(id))
                 .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
                 .collect();
             let empty = BTreeMap::new();
