@@ -233,7 +233,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     };
                     row("window end → cap in cgroup", &r.latency_ms);
                     row("window end → violation decided", &r.decided_ms);
-                    row("idle → cap lifted", &r.release_ms);
+                    row("operator resume → cap lifted", &r.release_ms);
                 }
                 goal_line(
                     "enforce-latency p99 ≤ 150 ms",
