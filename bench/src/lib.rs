@@ -38,19 +38,10 @@ pub struct WritesReport {
     pub server_cpu_us_per_write: Option<f64>,
 }
 
-/// User + system CPU time of `pids` so far, in seconds (`/proc/PID/stat`, USER_HZ = 100).
+/// User + system CPU time of `pids` so far, in seconds (`/proc/PID/stat`); `None` if any is
+/// gone.
 pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
-    let mut total = 0.0;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = f.get(11)?.parse().ok()?;
-        let stime: f64 = f.get(12)?.parse().ok()?;
-        total += (utime + stime) / 100.0;
-    }
-    Some(total)
+    pids.iter().map(|p| proc::cpu_seconds(*p)).sum()
 }
 
 /// Measures `run` and fills in the servers' CPU per write from `pids`.

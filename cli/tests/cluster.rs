@@ -207,14 +207,24 @@ async fn follower_stopped_during_10000_writes_catches_up_by_snapshot() {
                     break;
                 }
                 let node = live[((i + t) as usize) % live.len()];
-                let (status, body) = c
-                    .put_policy(
-                        node,
-                        &format!("bulk-{i}"),
-                        &format!("policy \"bulk-{i}\" {{}}"),
-                        None,
-                    )
-                    .await;
+                // An unconditional PUT of the same source is safe to repeat: a 503 (the
+                // leader did not answer within the request deadline, e.g. while it builds a
+                // snapshot on 2 loaded cores) is retried, anything else must succeed.
+                let deadline = Instant::now() + DEADLINE;
+                let (status, body) = loop {
+                    let (status, body) = c
+                        .put_policy(
+                            node,
+                            &format!("bulk-{i}"),
+                            &format!("policy \"bulk-{i}\" {{}}"),
+                            None,
+                        )
+                        .await;
+                    if status != 503 || Instant::now() > deadline {
+                        break (status, body);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
                 assert!(status == 200 || status == 201, "write {i}: {status} {body}");
             }
         });

@@ -172,8 +172,8 @@ impl CgroupEnforcer for ObserveOnly {
     }
 }
 
-/// CPU time (ns) from `/proc/PID/stat`: utime + stime, in clock ticks.
-pub(crate) fn parse_proc_stat_cpu_ns(text: &str) -> Option<u64> {
+/// CPU time (ns) from the text of `/proc/PID/stat`: utime + stime (clock ticks → ns).
+pub fn parse_proc_stat_cpu_ns(text: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces and ')': fields resume after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
