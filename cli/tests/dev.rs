@@ -1,5 +1,5 @@
 //! `tribune dev` starts a healthy 3-controller cluster with mTLS quickly, lets the CLI find it
-//! with no flags, and stops it cleanly.
+//! with no flags, shows the three demo stories within 30 s, and stops it cleanly.
 
 mod common;
 
@@ -122,6 +122,34 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         text.contains("leader:") && text.matches("true").count() >= 6,
         "{text}"
     );
+
+    // The demo's three stories, as dev prints the decisions, within 30 s of start: the greedy
+    // enclave throttled then suspended, the tampered one's evidence refused and suspended
+    // (without root the agents run observe-only: the same decisions, nothing confined).
+    let stories = [
+        ("miner", "THROTTLED"),
+        ("miner", "SUSPENDED"),
+        ("ledger", "evidence REFUSED"),
+        ("ledger", "SUSPENDED"),
+    ];
+    let mut seen = Vec::new();
+    while !stories.iter().all(|(who, what)| {
+        seen.iter()
+            .any(|l: &String| l.contains(who) && l.contains(what))
+    }) {
+        let left = Duration::from_secs(30).saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = dev.kill();
+                panic!(
+                    "the demo stories did not all show within 30 s of start:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+    eprintln!("demo stories shown {:?} after start", started.elapsed());
 
     // SIGTERM stops dev and every controller it started.
     unsafe {
