@@ -239,8 +239,8 @@ struct Tracked {
     /// Created at the first live report, from `confirmed` (after any replay).
     verifier: Option<StreamVerifier>,
     confirmed: Confirmed,
-    /// Accepted reports not yet covered by a checkpoint: (seq, report bytes, rates, divergence).
-    span: Vec<(u64, [u8; REPORT_LEN], Rates, f64)>,
+    /// Accepted reports not yet covered by a checkpoint, in seq order, with their divergence.
+    span: Vec<(UsageReport, f64)>,
     windows: Windows,
     observation: Option<Observation>,
     held_since: BTreeMap<String, i64>,
@@ -808,9 +808,16 @@ impl Session {
     /// its checkpoint, continue the confirmed chain, and verify under the bound key. Spans
     /// already confirmed (the old controller committed them) are skipped: no duplicate.
     fn on_replay(&mut self, b: pb::ReplayBatch) {
-        let mut by_enclave: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        // Each replayed report decoded once, indexed by enclave and seq; a checkpoint then
+        // takes its range. Undecodable ones are left out (their span fails to verify).
+        let mut by_enclave: HashMap<String, BTreeMap<u64, Vec<u8>>> = HashMap::new();
         for r in b.reports {
-            by_enclave.entry(r.enclave_id).or_default().push(r.report);
+            if let Ok(decoded) = UsageReport::decode(r.report.get(..REPORT_LEN).unwrap_or(&[])) {
+                by_enclave
+                    .entry(r.enclave_id)
+                    .or_default()
+                    .insert(decoded.seq, r.report);
+            }
         }
         for c in b.checkpoints {
             let id = c.enclave_id.clone();
@@ -828,16 +835,6 @@ impl Session {
             if cp.last_seq <= t.confirmed.last_seq {
                 continue; // already in the log
             }
-            let reports = by_enclave.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-            let wires: Vec<&[u8]> = reports
-                .iter()
-                .map(Vec::as_slice)
-                .filter(|w| {
-                    w.len() >= REPORT_LEN
-                        && UsageReport::decode(&w[..REPORT_LEN])
-                            .is_ok_and(|r| (cp.first_seq..=cp.last_seq).contains(&r.seq))
-                })
-                .collect();
             if cp.first_seq != t.confirmed.last_seq + 1 || cp.prev_head != t.confirmed.head {
                 let why = format!(
                     "replayed span {}..={} does not continue the confirmed seq {}",
@@ -846,12 +843,19 @@ impl Session {
                 self.reject(&id, "replay", why);
                 continue;
             }
+            let wires: Vec<&[u8]> = by_enclave
+                .get(&id)
+                .map(|m| {
+                    m.range(cp.first_seq..=cp.last_seq)
+                        .map(|(_, w)| w.as_slice())
+                        .collect()
+                })
+                .unwrap_or_default();
             match usage::verify_by_checkpoint(&cp, &t.vk, &wires) {
                 Ok(decoded) => {
-                    let span: Vec<(u64, [u8; REPORT_LEN], Rates, f64)> = decoded
-                        .iter()
-                        .map(|r| (r.seq, r.encode(), rates_of(r), 0.0))
-                        .collect();
+                    // No host view is replayed: divergence is not known for these windows.
+                    let span: Vec<(UsageReport, f64)> =
+                        decoded.into_iter().map(|r| (r, 0.0)).collect();
                     let digest = digest_of(&id, &t.key_hex, &cp, &span, true);
                     t.confirmed = Confirmed::from(&cp);
                     self.digests.push(digest);
@@ -930,8 +934,7 @@ impl Session {
                 seq: report.seq,
                 window_end_ms: end_ms,
             });
-            t.span
-                .push((report.seq, report.encode(), rates, divergence));
+            t.span.push((report, divergence));
         }
     }
 
@@ -978,14 +981,14 @@ impl Session {
                 continue;
             };
             let confirmed = v.confirm(&cp);
-            let (covered, rest): (Vec<_>, Vec<_>) = t
+            // The span holds only unconfirmed reports in seq order, and the checkpoint starts
+            // right after the confirmed point: it covers the span's head up to `last_seq`.
+            let n = t
                 .span
-                .drain(..)
-                .partition(|(seq, ..)| *seq >= cp.first_seq && *seq <= cp.last_seq);
-            t.span = rest
-                .into_iter()
-                .filter(|(seq, ..)| *seq > cp.last_seq)
-                .collect();
+                .iter()
+                .take_while(|(r, _)| r.seq <= cp.last_seq)
+                .count();
+            let covered: Vec<(UsageReport, f64)> = t.span.drain(..n).collect();
             let digest = digest_of(&id, &t.key_hex, &cp, &covered, false);
             t.confirmed = confirmed;
             self.digests.push(digest);
@@ -1264,10 +1267,10 @@ fn digest_of(
     id: &str,
     key_hex: &str,
     cp: &Checkpoint,
-    span: &[(u64, [u8; REPORT_LEN], Rates, f64)],
+    span: &[(UsageReport, f64)],
     replayed: bool,
 ) -> UsageDigest {
-    let leaves: Vec<[u8; 32]> = span.iter().map(|(_, b, ..)| leaf_hash(b)).collect();
+    let leaves: Vec<[u8; 32]> = span.iter().map(|(r, _)| leaf_hash(&r.encode())).collect();
     let n = span.len().max(1) as f64;
     UsageDigest {
         enclave: id.to_string(),
@@ -1278,15 +1281,16 @@ fn digest_of(
         head: hex::encode(cp.head),
         samples_root: hex::encode(root_of(&leaves)),
         checkpoint: hex::encode(cp.encode()),
-        cpu_millicores_avg: (span.iter().map(|s| s.2.cpu_millicores).sum::<f64>() / n).round(),
-        mem_bytes_max: span
+        cpu_millicores_avg: (span
             .iter()
-            .map(|s| s.2.memory_bytes as u64)
-            .max()
-            .unwrap_or(0),
-        net_tx_bytes: 0,
-        net_rx_bytes: 0,
-        divergence_pct_max: span.iter().map(|s| s.3).fold(0.0, f64::max).round(),
+            .map(|(r, _)| rates_of(r).cpu_millicores)
+            .sum::<f64>()
+            / n)
+            .round(),
+        mem_bytes_max: span.iter().map(|(r, _)| r.mem_bytes).max().unwrap_or(0),
+        net_tx_bytes: span.iter().map(|(r, _)| r.net_tx_bytes).sum(),
+        net_rx_bytes: span.iter().map(|(r, _)| r.net_rx_bytes).sum(),
+        divergence_pct_max: span.iter().map(|(_, d)| *d).fold(0.0, f64::max).round(),
         replayed,
     }
 }
