@@ -249,11 +249,9 @@ struct Tracked {
 }
 
 /// The compiled policy set, the versions it was compiled from, and the usage windows it reads.
-type CompiledPolicies = (
-    Vec<(String, u64)>,
-    Arc<PolicySet>,
-    Vec<(Resource, Agg, u32)>,
-);
+type CompiledPolicies = (Vec<(String, u64)>, Arc<PolicySet>, UsageWindows);
+/// The usage aggregates (`usage.R.agg(W)`) the policies read.
+type UsageWindows = Arc<[(Resource, Agg, u32)]>;
 
 /// ((the host's plan version, number of enclaves), the ids of the enclaves placed on the host).
 type PlacedIds = ((Option<u64>, usize), Vec<String>);
@@ -310,32 +308,37 @@ impl Session {
     }
 
     /// The compiled policy set, recompiled only when a policy version changes.
-    fn policy_set(&mut self) -> (Arc<PolicySet>, Vec<(Resource, Agg, u32)>) {
-        let (key, policies) = {
+    fn policy_set(&mut self) -> (Arc<PolicySet>, UsageWindows) {
+        let stale_policies = {
             let st = self.state();
-            let key: Vec<(String, u64)> = st
-                .policies
-                .values()
-                .map(|p| (p.name.clone(), p.version))
-                .collect();
-            let stale = self.policies.as_ref().is_none_or(|(k, _, _)| *k != key);
-            (key, stale.then(|| st.policies.clone()))
+            // Compared in place: this runs after every usage batch and allocates nothing
+            // unless a policy changed.
+            let same = self.policies.as_ref().is_some_and(|(k, _, _)| {
+                k.iter()
+                    .map(|(n, v)| (n.as_str(), *v))
+                    .eq(st.policies.values().map(|p| (p.name.as_str(), p.version)))
+            });
+            (!same).then(|| st.policies.clone())
         };
-        if let Some(policies) = policies {
+        if let Some(policies) = stale_policies {
             let (set, bad) = super::decide::compile(&policies);
             if !bad.is_empty() {
                 tracing::warn!(?bad, "stored policies that no longer compile are ignored");
             }
-            let wanted: Vec<(Resource, Agg, u32)> = set
+            let wanted: UsageWindows = set
                 .policies()
                 .iter()
                 .flat_map(|p| p.usage_windows())
+                .collect();
+            let key = policies
+                .values()
+                .map(|p| (p.name.clone(), p.version))
                 .collect();
             self.policies = Some((key, Arc::new(set), wanted));
         }
         match &self.policies {
             Some((_, set, wanted)) => (set.clone(), wanted.clone()),
-            None => (Arc::new(PolicySet::new(Vec::new())), Vec::new()),
+            None => (Arc::new(PolicySet::new(Vec::new())), Arc::from([])),
         }
     }
 
