@@ -95,23 +95,8 @@ struct Children(Vec<(u64, Child)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            // SIGTERM first so each controller shuts down cleanly.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, c) in &mut self.0 {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // SIGTERM first so each controller shuts down cleanly.
+        super::dev_demo::terminate(self.0.iter_mut().map(|(_, c)| c), Duration::from_secs(5));
     }
 }
 

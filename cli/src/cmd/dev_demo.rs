@@ -60,23 +60,30 @@ pub struct Agents(pub Vec<Child>);
 
 impl Drop for Agents {
     fn drop(&mut self) {
-        for c in &mut self.0 {
-            // SAFETY: plain signal to our own child.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
+        // Agents stop their enclaves and remove their cgroups on SIGTERM: give them longer.
+        terminate(self.0.iter_mut(), Duration::from_secs(10));
+    }
+}
+
+/// SIGTERM to every child, then waits up to `grace` for all of them before killing the rest.
+pub fn terminate<'a>(children: impl Iterator<Item = &'a mut Child>, grace: Duration) {
+    let mut children: Vec<&mut Child> = children.collect();
+    for c in &children {
+        // SAFETY: plain signal to our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
         }
-        for c in &mut self.0 {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = std::time::Instant::now() + grace;
+    for c in &mut children {
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
