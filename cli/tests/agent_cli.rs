@@ -2,37 +2,22 @@
 //! status → SIGTERM (clean exit leaves nothing), a crash (SIGKILL) cleaned by `cleanup`, and
 //! `run-enclave` returning the enclave's exit code.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tribune");
+use common::BIN;
 static LOCK: Mutex<()> = Mutex::new(());
 
 fn tribune(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 fn skip_unless_root(test: &str) -> bool {
-    if !is_root() {
-        // Straight to stderr: the harness captures eprintln! of passing tests.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: {test}: not root (the agent needs cgroups and namespaces)"
-        );
-        return true;
-    }
-    false
+    common::skip_unless_root(test, "the agent needs cgroups and namespaces")
 }
 
 fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {

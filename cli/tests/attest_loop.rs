@@ -18,21 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn skip_unless_root(test: &str) -> bool {
-    if !is_root() {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: {test}: not root (the host agent needs cgroups)"
-        );
-        return true;
-    }
-    false
+    common::skip_unless_root(test, "the host agent needs cgroups")
 }
 
 fn now_ms() -> i64 {

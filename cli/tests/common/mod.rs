@@ -18,6 +18,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tribune");
 /// Generous: 2 shared cores, several processes fsyncing.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// True (after saying `skipped: TEST: not root (WHY)` on stderr) when this test cannot run.
+pub fn skip_unless_root(test: &str, why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return false;
+    }
+    // Straight to stderr: the harness captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: not root ({why})");
+    true
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
