@@ -61,11 +61,10 @@ pub struct LinkConfig {
     pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
+/// A sealed report kept until acknowledged, in the form it is sent.
 struct Buffered {
     seq: u64,
-    report: Vec<u8>,
-    mac: Vec<u8>,
-    host_view: Vec<u8>,
+    msg: pb::UsageReport,
 }
 
 #[derive(Default)]
@@ -112,15 +111,8 @@ impl Replay {
     fn batch(&self) -> Option<pb::ReplayBatch> {
         let reports: Vec<pb::UsageReport> = self
             .reports
-            .iter()
-            .flat_map(|(e, q)| {
-                q.iter().map(move |b| pb::UsageReport {
-                    enclave_id: e.clone(),
-                    report: b.report.clone(),
-                    mac: b.mac.clone(),
-                    host_view: b.host_view.clone(),
-                })
-            })
+            .values()
+            .flat_map(|q| q.iter().map(|b| b.msg.clone()))
             .collect();
         let checkpoints: Vec<pb::Checkpoint> = self
             .checkpoints
@@ -268,22 +260,14 @@ impl Link {
             let Some(s) = e.seal(&w) else {
                 continue;
             };
-            let hv = host_view(&w);
-            self.replay.push(
-                &w.enclave,
-                Buffered {
-                    seq: s.seq,
-                    report: s.report.clone(),
-                    mac: s.mac.clone(),
-                    host_view: hv.clone(),
-                },
-            );
-            reports.push(pb::UsageReport {
+            let msg = pb::UsageReport {
                 enclave_id: w.enclave.clone(),
                 report: s.report,
                 mac: s.mac,
-                host_view: hv,
-            });
+                host_view: host_view(&w),
+            };
+            reports.push(msg.clone());
+            self.replay.push(&w.enclave, Buffered { seq: s.seq, msg });
             if let Some(cp) = s.checkpoint {
                 checkpoints.push(pb_checkpoint(&w.enclave, &cp));
                 self.replay.push_checkpoint(&w.enclave, cp);
@@ -644,9 +628,7 @@ mod tests {
                 "a",
                 Buffered {
                     seq,
-                    report: vec![],
-                    mac: vec![],
-                    host_view: vec![],
+                    msg: pb::UsageReport::default(),
                 },
             );
         }
