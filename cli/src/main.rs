@@ -26,7 +26,7 @@ enum Command {
     Dev(cmd::dev::DevArgs),
     /// Run one controller.
     Controller(cmd::controller::ControllerArgs),
-    /// Certificates: create a CA, issue controller, agent and client certificates.
+    /// Certificates: create a CA, issue controller, agent and user (admin, operator, auditor, tenant) certificates.
     #[command(subcommand)]
     Ca(cmd::ca::CaCmd),
     /// Cluster membership and health.
@@ -47,6 +47,9 @@ enum Command {
     /// The attestation log: entries, signed tree heads, inclusion and consistency proofs.
     #[command(subcommand)]
     Log(cmd::log::LogCmd),
+    /// Bearer tokens: create, list, revoke (admins).
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
     /// Run or drive the host agent.
     Agent(cmd::agent::AgentArgs),
     /// Benchmark scenarios (see bench/README.md).
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Host(c) => cmd::resources::host(c),
         Command::Attest(c) => cmd::attest::run(c),
         Command::Log(c) => cmd::log::run(c),
+        Command::Token(c) => cmd::token::run(c),
         Command::Agent(c) => cmd::agent::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Completions { shell } => {

@@ -103,8 +103,10 @@ async fn only_the_clusters_agents_speak_and_only_for_their_own_host() {
     // A user's client certificate from the same CA: not an agent.
     let user = common::issue(
         &dir,
-        &PeerIdentity::Client {
+        &PeerIdentity::User {
+            role: tribune_tls::UserRole::Admin,
             name: "alice".into(),
+            tenant: None,
         },
     );
     let tls = ClientTls::load(&ca, Some((&user.cert, &user.key))).expect("client tls");

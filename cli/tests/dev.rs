@@ -66,7 +66,7 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         format!("export TRIBUNE_CA={}", tls.join("ca.pem").display()),
         format!(
             "export TRIBUNE_CERT={}",
-            tls.join("client-dev.pem").display()
+            tls.join("admin-dev.pem").display()
         ),
         format!("https://127.0.0.1:{}", base + 1),
     ] {

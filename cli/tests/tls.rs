@@ -135,8 +135,10 @@ async fn a_tls_cluster_replicates_and_admits_only_its_own_controllers_to_raft() 
     // With the cluster's CA and a client certificate from another CA: the server refuses it.
     let stranger = issue(
         other.path(),
-        &PeerIdentity::Client {
+        &PeerIdentity::User {
+            role: tribune_tls::UserRole::Admin,
             name: "mallory".into(),
+            tenant: None,
         },
     );
     let out = cli(
@@ -247,7 +249,7 @@ async fn a_controller_with_another_cas_certificate_cannot_join() {
     if let Some(m2) = m2 {
         assert_eq!(m2["healthy"], false, "{view}");
     }
-    let other_files = tribune_tls::TlsFiles::in_dir(other.path(), "client-test");
+    let other_files = tribune_tls::TlsFiles::in_dir(other.path(), common::TEST_CLIENT_STEM);
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(
             ClientTls::from_files(&other_files)

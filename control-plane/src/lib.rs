@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod attest;
+pub mod auth;
 pub mod error;
 pub mod log_key;
 pub mod node;

@@ -140,7 +140,9 @@ impl ControllerConfig {
             election_timeout_max: self.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
-            max_payload_entries: 512,
+            // Entries are batches of up to ~1 MiB: a bounded number per AppendEntries keeps each
+            // RPC well inside its (size-proportional) timeout.
+            max_payload_entries: 32,
             // Chunks travel as JSON (about 3.5 bytes per byte): 1 MiB chunks keep each
             // InstallSnapshot RPC well inside its timeout on a loaded machine.
             snapshot_max_chunk_size: 1024 * 1024,
@@ -154,6 +156,9 @@ impl ControllerConfig {
 
 /// Largest number of commands one Raft entry carries.
 const BATCH_COMMANDS_MAX: usize = 1024;
+/// A batch stops growing at about this many bytes ([`Command::approx_bytes`]), so no entry is
+/// large enough to hold up heartbeats behind it (a single larger command is bounded by the API).
+const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Batches proposed but not yet committed, at most: bounds memory under overload.
 const BATCHES_IN_FLIGHT_MAX: usize = 16;
 /// Queue of writes waiting for a batch slot; when full, callers wait (back-pressure).
@@ -783,14 +788,32 @@ async fn register_log_key(controller: Weak<Controller>) {
 /// (pipelining); while they are, new writes queue up and form the next batch.
 async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    while let Some(first) = rx.recv().await {
+    // A write that would have made the previous batch too large starts the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.cmd.approx_bytes();
         let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
+        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    let more = p.cmd.approx_bytes();
+                    if bytes + more > BATCH_BYTES_MAX {
+                        carried = Some(p);
+                        break;
+                    }
+                    bytes += more;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

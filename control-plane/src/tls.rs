@@ -283,7 +283,11 @@ mod tests {
     fn services_admit_only_their_role_when_tls_is_on() {
         let ctl = with(Some(PeerIdentity::Controller { id: 2 }));
         let agent = with(Some(PeerIdentity::Agent { host: "h1".into() }));
-        let client = with(Some(PeerIdentity::Client { name: "a".into() }));
+        let client = with(Some(PeerIdentity::User {
+            role: tribune_tls::UserRole::Admin,
+            name: "a".into(),
+            tenant: None,
+        }));
         let anonymous = with(None);
         let nothing = tonic::Extensions::new();
 

@@ -20,18 +20,40 @@ pub struct PolicyProblem {
     pub hint: Option<String>,
 }
 
+/// What the API needs to know about a policy that checks: whom it can apply to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyScope {
+    /// The tenants its `match` is limited to; `None`: it could match any tenant.
+    pub tenants: Option<Vec<String>>,
+}
+
+impl PolicyScope {
+    /// Whether the policy can apply to `tenant`'s enclaves only.
+    pub fn only_tenant(&self, tenant: &str) -> bool {
+        self.tenants.as_deref() == Some(&[tenant.to_string()][..])
+    }
+}
+
 /// Checks a policy's source for a given name.
 pub trait PolicyValidator: Send + Sync + 'static {
-    /// `Ok(())` if the source may be stored under `name`; otherwise every problem found, plus a
-    /// rendered, human-readable form of them.
-    fn validate(&self, name: &str, source: &str) -> Result<(), (Vec<PolicyProblem>, String)>;
+    /// The policy's scope if the source may be stored under `name`; otherwise every problem
+    /// found, plus a rendered, human-readable form of them.
+    fn validate(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<PolicyScope, (Vec<PolicyProblem>, String)>;
 }
 
 /// Accepts any non-empty source: used where the policy language is not wired in.
 pub struct AcceptNonEmpty;
 
 impl PolicyValidator for AcceptNonEmpty {
-    fn validate(&self, _name: &str, source: &str) -> Result<(), (Vec<PolicyProblem>, String)> {
+    fn validate(
+        &self,
+        _name: &str,
+        source: &str,
+    ) -> Result<PolicyScope, (Vec<PolicyProblem>, String)> {
         if source.trim().is_empty() {
             let p = PolicyProblem {
                 severity: "error".into(),
@@ -43,7 +65,7 @@ impl PolicyValidator for AcceptNonEmpty {
             };
             return Err((vec![p], "error: the policy source is empty".into()));
         }
-        Ok(())
+        Ok(PolicyScope::default())
     }
 }
 
@@ -52,7 +74,11 @@ impl PolicyValidator for AcceptNonEmpty {
 pub struct PolicyLanguage;
 
 impl PolicyValidator for PolicyLanguage {
-    fn validate(&self, name: &str, source: &str) -> Result<(), (Vec<PolicyProblem>, String)> {
+    fn validate(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<PolicyScope, (Vec<PolicyProblem>, String)> {
         let file = format!("{name}.tribune");
         let outcome = tribune_policy::check(&file, source);
         let mut problems: Vec<PolicyProblem> = Vec::new();
@@ -100,7 +126,13 @@ impl PolicyValidator for PolicyLanguage {
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(PolicyScope {
+                tenants: outcome
+                    .policies
+                    .first()
+                    .and_then(|p| p.tenants())
+                    .map(<[String]>::to_vec),
+            })
         } else {
             Err((problems, rendered))
         }

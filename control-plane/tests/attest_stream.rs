@@ -82,6 +82,7 @@ async fn start() -> Harness {
                 version: 0,
             },
             expect: Expect::Any,
+            actor: "tribune://operator/test".into(),
             at_ms: 1,
         })
         .await;

@@ -350,6 +350,15 @@ impl CompiledPolicy {
     pub fn precedence(&self) -> f64 {
         self.precedence
     }
+    /// The tenants this policy can apply to, when its `match` is a conjunction that names them
+    /// (`tenant == "acme" && …`, `tenant in [...]`); `None` when it could match any tenant.
+    /// The API lets a tenant store only a policy that names exactly its own tenant here.
+    pub fn tenants(&self) -> Option<&[String]> {
+        self.atoms
+            .as_ref()?
+            .get(&StrField2::Str(StrField::Tenant))
+            .map(Vec::as_slice)
+    }
     /// How many identity constraints the `match` has; breaks precedence ties.
     pub fn specificity(&self) -> u32 {
         self.specificity

@@ -188,7 +188,7 @@ pub fn issue(
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Agent | Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);

@@ -13,15 +13,79 @@ pub const URI_PREFIX: &str = "tribune://";
 /// Longest host or client name accepted (a DNS name's limit).
 pub const NAME_LEN_MAX: usize = 253;
 
-/// The three kinds of certificate the Tribune CA issues.
+/// The kinds of certificate the Tribune CA issues. `Controller` and `Agent` are services; the
+/// other four are people or programs using the API, with the role the API authorises them by
+/// (`docs/security.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A controller; also serves TLS, so its certificate carries DNS/IP names.
     Controller,
     /// A host agent, speaking for one host.
     Agent,
-    /// A person or program using the API.
-    Client,
+    /// Everything: membership, hosts, tokens, policies, enclaves.
+    Admin,
+    /// Policies, enclaves, suspend/resume.
+    Operator,
+    /// Reads everything, changes nothing.
+    Auditor,
+    /// One tenant's own enclaves, policies and proofs, nothing of other tenants.
+    Tenant,
+}
+
+/// The four roles a user (certificate or token) can hold.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    Admin,
+    Operator,
+    Auditor,
+    Tenant,
+}
+
+impl UserRole {
+    pub const ALL: [UserRole; 4] = [
+        UserRole::Admin,
+        UserRole::Operator,
+        UserRole::Auditor,
+        UserRole::Tenant,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Role::from(self).as_str()
+    }
+}
+
+impl From<UserRole> for Role {
+    fn from(r: UserRole) -> Self {
+        match r {
+            UserRole::Admin => Role::Admin,
+            UserRole::Operator => Role::Operator,
+            UserRole::Auditor => Role::Auditor,
+            UserRole::Tenant => Role::Tenant,
+        }
+    }
+}
+
+impl fmt::Display for UserRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UserRole {
+    type Err = TlsError;
+
+    fn from_str(s: &str) -> Result<Self, TlsError> {
+        match s.parse::<Role>()?.user() {
+            Some(r) => Ok(r),
+            None => Err(TlsError::BadIdentity {
+                identity: s.to_string(),
+                reason: "a user's role must be admin, operator, auditor or tenant".into(),
+            }),
+        }
+    }
 }
 
 impl Role {
@@ -29,7 +93,21 @@ impl Role {
         match self {
             Role::Controller => "controller",
             Role::Agent => "agent",
-            Role::Client => "client",
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+            Role::Tenant => "tenant",
+        }
+    }
+
+    /// The user role, for the four user kinds.
+    pub fn user(self) -> Option<UserRole> {
+        match self {
+            Role::Controller | Role::Agent => None,
+            Role::Admin => Some(UserRole::Admin),
+            Role::Operator => Some(UserRole::Operator),
+            Role::Auditor => Some(UserRole::Auditor),
+            Role::Tenant => Some(UserRole::Tenant),
         }
     }
 }
@@ -47,10 +125,17 @@ impl FromStr for Role {
         match s {
             "controller" => Ok(Role::Controller),
             "agent" => Ok(Role::Agent),
-            "client" => Ok(Role::Client),
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "auditor" => Ok(Role::Auditor),
+            "tenant" => Ok(Role::Tenant),
+            "client" => Err(TlsError::BadIdentity {
+                identity: s.to_string(),
+                reason: "the `client` role carries no permissions any more: reissue the certificate as admin, operator, auditor or tenant (`tribune ca issue operator NAME`)".into(),
+            }),
             other => Err(TlsError::BadIdentity {
                 identity: other.to_string(),
-                reason: "the role must be controller, agent or client".into(),
+                reason: "the role must be controller, agent, admin, operator, auditor or tenant".into(),
             }),
         }
     }
@@ -59,13 +144,23 @@ impl FromStr for Role {
 /// The authenticated identity of a TLS peer, read from its verified certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PeerIdentity {
-    Controller { id: u64 },
-    Agent { host: String },
-    Client { name: String },
+    Controller {
+        id: u64,
+    },
+    Agent {
+        host: String,
+    },
+    /// A person or program using the API; `tenant` is set exactly when `role` is `Tenant`.
+    User {
+        role: UserRole,
+        name: String,
+        tenant: Option<String>,
+    },
 }
 
 impl PeerIdentity {
-    /// Builds an identity from a role and a name (controller: its numeric id), checking the name.
+    /// Builds an identity from a role and a name (controller: its numeric id), checking the
+    /// name. A tenant user also needs its tenant ([`Self::user`]).
     pub fn new(role: Role, name: &str) -> Result<Self, TlsError> {
         let bad = |reason: String| TlsError::BadIdentity {
             identity: format!("{role}/{name}"),
@@ -78,46 +173,84 @@ impl PeerIdentity {
                     "a controller's name is its id, a number greater than 0".into(),
                 )),
             },
-            Role::Agent | Role::Client => {
+            Role::Agent => {
                 check_name(name).map_err(bad)?;
-                Ok(if role == Role::Agent {
-                    PeerIdentity::Agent {
-                        host: name.to_string(),
-                    }
-                } else {
-                    PeerIdentity::Client {
-                        name: name.to_string(),
-                    }
+                Ok(PeerIdentity::Agent {
+                    host: name.to_string(),
                 })
             }
+            Role::Tenant => match name.split_once('/') {
+                Some((tenant, user)) => Self::user(UserRole::Tenant, user, Some(tenant)),
+                None => Err(bad("a tenant user needs its tenant (TENANT/NAME)".into())),
+            },
+            Role::Admin | Role::Operator | Role::Auditor => {
+                Self::user(role.user().unwrap_or(UserRole::Auditor), name, None)
+            }
         }
+    }
+
+    /// A user identity. `tenant` is required for the tenant role and refused for the others.
+    pub fn user(role: UserRole, name: &str, tenant: Option<&str>) -> Result<Self, TlsError> {
+        let bad = |reason: String| TlsError::BadIdentity {
+            identity: format!("{role}/{name}"),
+            reason,
+        };
+        check_name(name).map_err(bad)?;
+        let tenant = match (role, tenant) {
+            (UserRole::Tenant, Some(t)) => {
+                check_name(t).map_err(|r| bad(format!("tenant: {r}")))?;
+                Some(t.to_string())
+            }
+            (UserRole::Tenant, None) => {
+                return Err(bad("a tenant user needs its tenant (--tenant)".into()));
+            }
+            (_, Some(_)) => {
+                return Err(bad(format!(
+                    "only tenant users belong to a tenant; an {role} sees every tenant"
+                )));
+            }
+            (_, None) => None,
+        };
+        Ok(PeerIdentity::User {
+            role,
+            name: name.to_string(),
+            tenant,
+        })
     }
 
     pub fn role(&self) -> Role {
         match self {
             PeerIdentity::Controller { .. } => Role::Controller,
             PeerIdentity::Agent { .. } => Role::Agent,
-            PeerIdentity::Client { .. } => Role::Client,
+            PeerIdentity::User { role, .. } => Role::from(*role),
         }
     }
 
-    /// The name part: a controller's id, an agent's host id, a client's name.
+    /// The name part: a controller's id, an agent's host id, a user's name (a tenant user's
+    /// as `TENANT/NAME`).
     pub fn name(&self) -> String {
         match self {
             PeerIdentity::Controller { id } => id.to_string(),
             PeerIdentity::Agent { host } => host.clone(),
-            PeerIdentity::Client { name } => name.clone(),
+            PeerIdentity::User {
+                name,
+                tenant: Some(t),
+                ..
+            } => format!("{t}/{name}"),
+            PeerIdentity::User { name, .. } => name.clone(),
         }
     }
 
-    /// `tribune://ROLE/NAME`, as written in the certificate's subjectAltName.
+    /// `tribune://ROLE/NAME` (a tenant user: `tribune://tenant/TENANT/NAME`), as written in
+    /// the certificate's subjectAltName.
     pub fn uri(&self) -> String {
         format!("{URI_PREFIX}{}/{}", self.role(), self.name())
     }
 
-    /// File name stem of this identity's certificate and key: `ROLE-NAME`.
+    /// File name stem of this identity's certificate and key: `ROLE-NAME`
+    /// (`tenant-TENANT-NAME`).
     pub fn file_stem(&self) -> String {
-        format!("{}-{}", self.role(), self.name())
+        format!("{}-{}", self.role(), self.name().replace('/', "-"))
     }
 
     /// Parses `tribune://ROLE/NAME`.
@@ -179,7 +312,12 @@ impl fmt::Display for PeerIdentity {
         match self {
             PeerIdentity::Controller { id } => write!(f, "controller {id}"),
             PeerIdentity::Agent { host } => write!(f, "agent for host {host:?}"),
-            PeerIdentity::Client { name } => write!(f, "client {name:?}"),
+            PeerIdentity::User {
+                role,
+                name,
+                tenant: Some(t),
+            } => write!(f, "{role} {name:?} of tenant {t:?}"),
+            PeerIdentity::User { role, name, .. } => write!(f, "{role} {name:?}"),
         }
     }
 }
@@ -215,8 +353,15 @@ mod tests {
             PeerIdentity::Agent {
                 host: "kvm-03.rack2".into(),
             },
-            PeerIdentity::Client {
+            PeerIdentity::User {
+                role: UserRole::Operator,
                 name: "alice".into(),
+                tenant: None,
+            },
+            PeerIdentity::User {
+                role: UserRole::Tenant,
+                name: "bob".into(),
+                tenant: Some("acme".into()),
             },
         ] {
             assert_eq!(PeerIdentity::from_uri(&id.uri()).expect("parses"), id);
@@ -230,6 +375,10 @@ mod tests {
             "tribune://root/x",
             "spiffe://agent/x",
             "tribune://agent",
+            "tribune://client/alice",
+            "tribune://tenant/alice",
+            "tribune://admin/acme/alice",
+            "tribune://tenant/acme/b/c",
         ] {
             assert!(PeerIdentity::from_uri(bad).is_err(), "{bad} accepted");
         }

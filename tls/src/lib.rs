@@ -22,7 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-pub use identity::{NAME_LEN_MAX, PeerIdentity, Role, URI_PREFIX};
+pub use identity::{NAME_LEN_MAX, PeerIdentity, Role, URI_PREFIX, UserRole};
 pub use rustls;
 pub use tokio_rustls;
 

@@ -74,7 +74,7 @@ fn issued_certificates_carry_their_identity_and_complete_a_handshake() {
     let pki = Pki::new();
     let ctl = pki.issue(Role::Controller, "1");
     let agent = pki.issue(Role::Agent, "kvm-03");
-    let alice = pki.issue(Role::Client, "alice");
+    let alice = pki.issue(Role::Operator, "alice");
 
     let server = server_config(&ctl).expect("server config");
     assert_eq!(server.identity, PeerIdentity::Controller { id: 1 });
@@ -89,8 +89,10 @@ fn issued_certificates_carry_their_identity_and_complete_a_handshake() {
         ),
         (
             &alice,
-            PeerIdentity::Client {
+            PeerIdentity::User {
+                role: crate::UserRole::Operator,
                 name: "alice".into(),
+                tenant: None,
             },
         ),
     ] {
@@ -206,8 +208,8 @@ fn extra_sans_are_added_and_files_are_not_overwritten() {
 #[test]
 fn key_files_are_private_and_mismatched_pairs_are_refused() {
     let pki = Pki::new();
-    let a = pki.issue(Role::Client, "a");
-    let b = pki.issue(Role::Client, "b");
+    let a = pki.issue(Role::Admin, "a");
+    let b = pki.issue(Role::Admin, "b");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -22,9 +22,14 @@ pub enum CaCmd {
     },
     /// Issue a certificate signed by the CA in --dir: ROLE-NAME.pem and ROLE-NAME.key.
     Issue {
-        /// controller (NAME is its id), agent (NAME is the host id) or client (NAME is a user).
+        /// controller (NAME is its id), agent (NAME is the host id), or a user's role: admin
+        /// (everything), operator (policies, enclaves), auditor (reads everything), tenant
+        /// (one tenant's own objects; needs --tenant). See docs/security.md.
         role: RoleArg,
         name: String,
+        /// The tenant a `tenant` certificate belongs to.
+        #[arg(long)]
+        tenant: Option<String>,
         /// The CA's directory (from `tribune ca init`).
         #[arg(long)]
         dir: PathBuf,
@@ -48,7 +53,10 @@ pub enum CaCmd {
 pub enum RoleArg {
     Controller,
     Agent,
-    Client,
+    Admin,
+    Operator,
+    Auditor,
+    Tenant,
 }
 
 impl From<RoleArg> for Role {
@@ -56,7 +64,10 @@ impl From<RoleArg> for Role {
         match r {
             RoleArg::Controller => Role::Controller,
             RoleArg::Agent => Role::Agent,
-            RoleArg::Client => Role::Client,
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Tenant => Role::Tenant,
         }
     }
 }
@@ -75,13 +86,19 @@ pub fn run(cmd: CaCmd) -> anyhow::Result<ExitCode> {
         CaCmd::Issue {
             role,
             name,
+            tenant,
             dir,
             out,
             sans,
             days,
             force,
         } => {
-            let identity = PeerIdentity::new(role.into(), &name)?;
+            let role = Role::from(role);
+            let identity = match (role.user(), tenant) {
+                (Some(user), tenant) => PeerIdentity::user(user, &name, tenant.as_deref())?,
+                (None, Some(_)) => anyhow::bail!("--tenant is only for tenant certificates"),
+                (None, None) => PeerIdentity::new(role, &name)?,
+            };
             let out = out.unwrap_or_else(|| dir.clone());
             let opts = IssueOptions {
                 sans,

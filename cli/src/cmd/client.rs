@@ -113,12 +113,16 @@ pub struct ClientOpts {
     /// CA certificate(s) (PEM) to verify controllers with; turns TLS on.
     #[arg(long, env = "TRIBUNE_CA")]
     pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) to present, from `tribune ca issue client NAME`.
+    /// Client certificate (PEM) to present, from `tribune ca issue admin|operator|auditor|tenant NAME`.
     #[arg(long, env = "TRIBUNE_CERT")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
     #[arg(long, env = "TRIBUNE_KEY")]
     pub key: Option<PathBuf>,
+    /// Bearer token (`tribune token create`) to authenticate with instead of a certificate.
+    /// Prefer the environment variable: a flag shows in the process list.
+    #[arg(long, env = "TRIBUNE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -145,6 +149,7 @@ impl std::error::Error for ApiFailure {}
 pub struct Client {
     endpoints: Vec<String>,
     http: reqwest::Client,
+    token: Option<String>,
     deadline: Duration,
     pub output: Output,
 }
@@ -244,6 +249,7 @@ impl Client {
         Ok(Self {
             endpoints,
             http,
+            token: opts.token.clone(),
             deadline: Duration::from_secs(opts.timeout_secs),
             output: opts.output,
         })
@@ -266,6 +272,9 @@ impl Client {
             let base = &self.endpoints[attempt % self.endpoints.len()];
             attempt += 1;
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
             for (k, v) in headers {
                 req = req.header(*k, v);
             }

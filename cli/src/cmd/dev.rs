@@ -16,8 +16,8 @@ use tribune_tls::{ClientTls, PeerIdentity};
 
 use super::client::{ClientConfigFile, client_config_path};
 
-/// The client certificate `tribune dev` issues for the CLI.
-const DEV_CLIENT: &str = "dev";
+/// The admin certificate `tribune dev` issues for the CLI.
+const DEV_ADMIN: &str = "dev";
 
 /// Creates the CA and certificates that are missing under `tls_dir`.
 fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
@@ -30,8 +30,10 @@ fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
     for host in super::dev_demo::HOSTS {
         ids.push(PeerIdentity::Agent { host: host.into() });
     }
-    ids.push(PeerIdentity::Client {
-        name: DEV_CLIENT.into(),
+    ids.push(PeerIdentity::User {
+        role: tribune_tls::UserRole::Admin,
+        name: DEV_ADMIN.into(),
+        tenant: None,
     });
     for id in &ids {
         if !tls_dir.join(format!("{}.pem", id.file_stem())).exists() {
@@ -204,7 +206,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    let client_files = tribune_tls::TlsFiles::in_dir(&tls_dir, &format!("client-{DEV_CLIENT}"));
+    let client_files = tribune_tls::TlsFiles::in_dir(&tls_dir, &format!("admin-{DEV_ADMIN}"));
     let config = ClientConfigFile {
         endpoint: endpoint.clone(),
         ca: Some(client_files.ca.clone()),
@@ -225,6 +227,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  export TRIBUNE_CA={}", client_files.ca.display());
     println!("  export TRIBUNE_CERT={}", client_files.cert.display());
     println!("  export TRIBUNE_KEY={}", client_files.key.display());
+    println!("The CLI acts as the admin `{DEV_ADMIN}`. Other identities (docs/security.md):");
+    println!(
+        "  tribune ca issue operator alice --dir {}          # or auditor, admin",
+        tls_dir.display()
+    );
+    println!(
+        "  tribune ca issue tenant bob --tenant acme --dir {}",
+        tls_dir.display()
+    );
+    println!("  tribune token create --name ci --role operator --ttl 24h");
     println!("Try:");
     println!("  tribune cluster status");
     println!("  tribune policy put examples/policies/acme-batch.tribune");

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod policy_lang;
 pub mod resources;
 pub mod tls_args;
+pub mod token;
 
 /// Logs to stderr; `RUST_LOG` selects what (default: info for Tribune, warn for the rest).
 pub fn init_tracing() {

@@ -103,7 +103,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                     Some(n) => n,
                     None => policy_name(&file, &source)?,
                 };
-                let mut headers = vec![("x-tribune-actor", whoami())];
+                let mut headers: Vec<(&str, String)> = vec![];
                 if let Some(v) = if_version {
                     headers.push(("if-match", format!("\"{v}\"")));
                 }
@@ -146,7 +146,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             PolicyCmd::Rm {
                 name, if_version, ..
             } => {
-                let mut headers = vec![("x-tribune-actor", whoami())];
+                let mut headers: Vec<(&str, String)> = vec![];
                 if let Some(v) = if_version {
                     headers.push(("if-match", format!("\"{v}\"")));
                 }
@@ -194,8 +194,4 @@ fn policy_name(file: &std::path::Path, source: &str) -> anyhow::Result<String> {
             many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
         ),
     }
-}
-
-fn whoami() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "cli".to_string())
 }

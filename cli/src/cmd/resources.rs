@@ -1,4 +1,4 @@
-//! `tribune enclave ls|get` and `tribune host ls`.
+//! `tribune enclave ls|get|status|suspend|resume` and `tribune host ls`.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,19 @@ pub enum EnclaveCmd {
     },
     /// What the attestation loop knows: verdict, ladder step, cap, lending, confirmed usage.
     Status {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Suspend an enclave (operator): it stays suspended, whatever the policy decides, until
+    /// an operator resumes it.
+    Suspend {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Resume an enclave suspended by an operator or by its policy (operator).
+    Resume {
         id: String,
         #[command(flatten)]
         opts: ClientOpts,
@@ -69,7 +82,9 @@ const ENCLAVE_COLUMNS: &[(&str, &str)] = &[
 pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
     let (EnclaveCmd::Ls { opts, .. }
     | EnclaveCmd::Get { opts, .. }
-    | EnclaveCmd::Status { opts, .. }) = &cmd;
+    | EnclaveCmd::Status { opts, .. }
+    | EnclaveCmd::Suspend { opts, .. }
+    | EnclaveCmd::Resume { opts, .. }) = &cmd;
     let client = Client::new(opts)?;
     super::client::runtime()?.block_on(async move {
         let (v, columns) = match cmd {
@@ -85,10 +100,34 @@ pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
                 client.get(&format!("/v1/enclaves/{id}/status")).await?,
                 STATUS_COLUMNS,
             ),
+            EnclaveCmd::Suspend { id, .. } => {
+                (set_state(&client, &id, "suspended").await?, ENCLAVE_COLUMNS)
+            }
+            EnclaveCmd::Resume { id, .. } => {
+                (set_state(&client, &id, "running").await?, ENCLAVE_COLUMNS)
+            }
         };
         client.print(&v, columns);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reads the enclave and writes it back with `state`, only if nobody changed it in between.
+async fn set_state(client: &Client, id: &str, state: &str) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/v1/enclaves/{id}");
+    let mut e = client.get(&path).await?;
+    let version = e["version"].as_u64().unwrap_or(0);
+    e["state"] = serde_json::Value::from(state);
+    let (_, _, v) = client
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&e),
+            &[("if-match", format!("\"{version}\""))],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(v)
 }
 
 pub fn host(cmd: HostCmd) -> anyhow::Result<ExitCode> {

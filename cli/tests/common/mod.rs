@@ -53,16 +53,20 @@ pub struct Cluster {
     pub tls_dir: Option<PathBuf>,
 }
 
-/// Name of the harness's client certificate in a TLS cluster's CA directory.
+/// Name of the harness's (admin) client certificate in a TLS cluster's CA directory.
 pub const TEST_CLIENT: &str = "test";
+/// File stem of that certificate.
+pub const TEST_CLIENT_STEM: &str = "admin-test";
 
 /// Creates a CA in `dir` and issues the harness's client certificate.
 pub fn make_ca(dir: &std::path::Path) {
     tribune_tls::ca::init(dir, 30).expect("ca init");
     issue(
         dir,
-        &tribune_tls::PeerIdentity::Client {
+        &tribune_tls::PeerIdentity::User {
+            role: tribune_tls::UserRole::Admin,
             name: TEST_CLIENT.into(),
+            tenant: None,
         },
     );
 }
@@ -109,7 +113,7 @@ impl Cluster {
         let mut c = Self::empty(extra);
         let dir = c.dir.path().join("tls");
         make_ca(&dir);
-        let files = tribune_tls::TlsFiles::in_dir(&dir, &format!("client-{TEST_CLIENT}"));
+        let files = tribune_tls::TlsFiles::in_dir(&dir, TEST_CLIENT_STEM);
         let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
         c.http = reqwest::Client::builder()
             .use_preconfigured_tls(tls.rustls_config(&[b"http/1.1"]).expect("rustls config"))
@@ -238,7 +242,7 @@ impl Cluster {
         let Some(dir) = &self.tls_dir else {
             return vec![];
         };
-        let f = tribune_tls::TlsFiles::in_dir(dir, &format!("client-{TEST_CLIENT}"));
+        let f = tribune_tls::TlsFiles::in_dir(dir, TEST_CLIENT_STEM);
         vec![
             "--ca".into(),
             f.ca.display().to_string(),

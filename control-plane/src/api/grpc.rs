@@ -9,6 +9,7 @@ use tribune_proto::v1::control_service_server::ControlService;
 use super::log;
 use super::problem::Problem;
 use super::service::Api;
+use crate::auth::Principal;
 use crate::state::{Enclave, Expect, Host, Policy, Resources};
 
 pub struct ControlServer {
@@ -19,6 +20,8 @@ impl From<Problem> for Status {
     fn from(p: Problem) -> Self {
         let code = match p.status {
             400 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
             404 => Code::NotFound,
             409 => Code::Aborted,
             413 => Code::ResourceExhausted,
@@ -91,12 +94,16 @@ fn expect(v: Option<u64>) -> Expect {
     }
 }
 
-fn actor<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("x-tribune-actor")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("anonymous")
-        .to_string()
+impl ControlServer {
+    /// The caller of this request: its client certificate or its `authorization: Bearer …`
+    /// metadata, exactly as for HTTP. UNAUTHENTICATED with what to do when there is none.
+    fn who<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let peer = crate::tls::peer_identity(req.extensions());
+        let authorization = req.metadata().get("authorization").map(|v| v.as_bytes());
+        self.api
+            .authenticate(peer, authorization)
+            .map_err(|e| Status::from(Problem::from(e)))
+    }
 }
 
 #[tonic::async_trait]
@@ -105,7 +112,8 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let ps = self.api.list_policies(req.get_ref().stale).await?;
+        let who = self.who(&req)?;
+        let ps = self.api.list_policies(&who, req.get_ref().stale).await?;
         Ok(Response::new(pb::ListPoliciesResponse {
             policies: ps.into_iter().map(policy).collect(),
         }))
@@ -115,9 +123,10 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
+        let who = self.who(&req)?;
         let r = req.get_ref();
         Ok(Response::new(policy(
-            self.api.get_policy(&r.name, r.stale).await?,
+            self.api.get_policy(&who, &r.name, r.stale).await?,
         )))
     }
 
@@ -125,11 +134,11 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
-        let who = actor(&req);
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let (p, _) = self
             .api
-            .put_policy(&r.name, r.source, expect(r.expected_version), &who)
+            .put_policy(&who, &r.name, r.source, expect(r.expected_version))
             .await?;
         Ok(Response::new(policy(p)))
     }
@@ -138,11 +147,11 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = actor(&req);
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let v = self
             .api
-            .delete_policy(&r.name, expect(r.expected_version), &who)
+            .delete_policy(&who, &r.name, expect(r.expected_version))
             .await?;
         Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
     }
@@ -151,7 +160,8 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListEnclavesResponse>, Status> {
-        let es = self.api.list_enclaves(req.get_ref().stale).await?;
+        let who = self.who(&req)?;
+        let es = self.api.list_enclaves(&who, req.get_ref().stale).await?;
         Ok(Response::new(pb::ListEnclavesResponse {
             enclaves: es.into_iter().map(enclave).collect(),
         }))
@@ -161,9 +171,10 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Enclave>, Status> {
+        let who = self.who(&req)?;
         let r = req.get_ref();
         Ok(Response::new(enclave(
-            self.api.get_enclave(&r.name, r.stale).await?,
+            self.api.get_enclave(&who, &r.name, r.stale).await?,
         )))
     }
 
@@ -171,7 +182,8 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        let hs = self.api.list_hosts(req.get_ref().stale).await?;
+        let who = self.who(&req)?;
+        let hs = self.api.list_hosts(&who, req.get_ref().stale).await?;
         Ok(Response::new(pb::ListHostsResponse {
             hosts: hs.into_iter().map(host).collect(),
         }))
@@ -179,9 +191,10 @@ impl ControlService for ControlServer {
 
     async fn get_log_tree_head(
         &self,
-        _req: Request<pb::LogTreeHeadRequest>,
+        req: Request<pb::LogTreeHeadRequest>,
     ) -> Result<Response<pb::LogTreeHead>, Status> {
-        let h = self.api.log_sth().await?;
+        let who = self.who(&req)?;
+        let h = self.api.log_sth(&who).await?;
         Ok(Response::new(pb::LogTreeHead {
             tree_size: h.tree_size,
             timestamp_ms: h.timestamp_ms,
@@ -195,9 +208,10 @@ impl ControlService for ControlServer {
 
     async fn list_log_keys(
         &self,
-        _req: Request<pb::LogKeysRequest>,
+        req: Request<pb::LogKeysRequest>,
     ) -> Result<Response<pb::LogKeysResponse>, Status> {
-        let keys = self.api.log_keys().await?;
+        let who = self.who(&req)?;
+        let keys = self.api.log_keys(&who).await?;
         Ok(Response::new(pb::LogKeysResponse {
             keys: keys
                 .into_iter()
@@ -216,16 +230,20 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::LogEntriesRequest>,
     ) -> Result<Response<pb::LogEntriesResponse>, Status> {
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let page = self
             .api
-            .log_entries(log::EntriesQuery {
-                start: r.start,
-                end: r.end,
-                kind: r.kind,
-                subject: r.subject,
-                stale: r.stale,
-            })
+            .log_entries(
+                &who,
+                log::EntriesQuery {
+                    start: r.start,
+                    end: r.end,
+                    kind: r.kind,
+                    subject: r.subject,
+                    stale: r.stale,
+                },
+            )
             .await?;
         Ok(Response::new(pb::LogEntriesResponse {
             tree_size: page.tree_size,
@@ -249,15 +267,19 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::LogInclusionProofRequest>,
     ) -> Result<Response<pb::LogInclusionProof>, Status> {
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let p = self
             .api
-            .log_inclusion(log::InclusionQuery {
-                index: r.index,
-                leaf_hash: r.leaf_hash,
-                tree_size: r.tree_size,
-                stale: r.stale,
-            })
+            .log_inclusion(
+                &who,
+                log::InclusionQuery {
+                    index: r.index,
+                    leaf_hash: r.leaf_hash,
+                    tree_size: r.tree_size,
+                    stale: r.stale,
+                },
+            )
             .await?;
         Ok(Response::new(pb::LogInclusionProof {
             leaf_index: p.leaf_index,
@@ -272,14 +294,18 @@ impl ControlService for ControlServer {
         &self,
         req: Request<pb::LogConsistencyProofRequest>,
     ) -> Result<Response<pb::LogConsistencyProof>, Status> {
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let p = self
             .api
-            .log_consistency(log::ConsistencyQuery {
-                first: r.first,
-                second: r.second,
-                stale: r.stale,
-            })
+            .log_consistency(
+                &who,
+                log::ConsistencyQuery {
+                    first: r.first,
+                    second: r.second,
+                    stale: r.stale,
+                },
+            )
             .await?;
         Ok(Response::new(pb::LogConsistencyProof {
             first: p.first,
@@ -292,9 +318,10 @@ impl ControlService for ControlServer {
 
     async fn cluster_status(
         &self,
-        _req: Request<pb::ClusterStatusRequest>,
+        req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let v = self.api.cluster().await?;
+        let who = self.who(&req)?;
+        let v = self.api.cluster(&who).await?;
         Ok(Response::new(pb::ClusterStatus {
             responder: v.responder,
             leader: v.leader,

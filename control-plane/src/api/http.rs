@@ -2,24 +2,53 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tribune_tls::UserRole;
 
 use super::log;
 use super::problem::Problem;
 use super::service::Api;
+use crate::auth::Principal;
 use crate::raft::NodeId;
 use crate::state::{Enclave, Expect, Host};
+use crate::tls::PeerInfo;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Longest request target (path and query) accepted, in bytes.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// Request headers accepted, at most: their number and their total size.
+pub const HEADERS_MAX: usize = 64;
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+
+/// `Path<T>` whose rejections are problem details (a `%FF` or a non-number where a number
+/// belongs says which).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Self(p.0)),
+            Err(e @ PathRejection::FailedToDeserializePathParams(_)) => Err(Problem::bad_request(
+                format!("invalid path parameter: {}", e.body_text()),
+            )),
+            Err(e) => Err(Problem::bad_request(e.body_text())),
+        }
+    }
+}
 
 /// `Json<T>` whose rejections are problem details with what was wrong and where.
 pub struct ApiJson<T>(pub T);
@@ -88,12 +117,23 @@ struct AddMemberBody {
     voter: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTokenBody {
+    name: String,
+    role: UserRole,
+    #[serde(default)]
+    tenant: Option<String>,
+    /// Lifetime in seconds.
+    ttl_s: u64,
+}
+
 type Shared = Arc<Api>;
 
+/// Every route but `/healthz` and `/readyz` is behind [`authenticate`]; the operations check
+/// the caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
 pub fn router(api: Shared) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
         .route("/v1/policies", get(list_policies))
         .route(
             "/v1/policies/{name}",
@@ -116,20 +156,82 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/log/entries", get(log_entries))
         .route("/v1/log/proof/inclusion", get(log_inclusion))
         .route("/v1/log/proof/consistency", get(log_consistency))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             Problem::not_found("no such endpoint; see docs/api.md for the routes")
         })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this endpoint does not take that method; see docs/api.md for the routes",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn(bound_request))
         .with_state(api)
 }
 
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-tribune-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-        .unwrap_or("anonymous")
-        .to_string()
+/// Refuses oversized request targets and header sets with a problem saying which limit, before
+/// any other work.
+async fn bound_request(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > URI_BYTES_MAX {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request target is {uri_len} bytes; at most {URI_BYTES_MAX}"),
+        )
+        .into_response();
+    }
+    let headers = req.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers.len() > HEADERS_MAX || header_bytes > HEADER_BYTES_MAX {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!(
+                "{} headers of {header_bytes} bytes; at most {HEADERS_MAX} headers of {HEADER_BYTES_MAX} bytes",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Works out the caller (certificate or bearer token) and puts its [`Principal`] into the
+/// request; 401 with what to do when there is none.
+async fn authenticate(State(api): State<Shared>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<PeerInfo>>()
+        .and_then(|c| c.0.identity.clone());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    match api.authenticate(peer.as_ref(), authorization.as_deref()) {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => {
+            let mut r = Problem::from(e).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tribune\""),
+            );
+            r
+        }
+    }
 }
 
 /// `If-Match: "3"` → version 3; `If-None-Match: *` → must not exist; neither → unconditional.
@@ -177,30 +279,31 @@ async fn readyz(State(api): State<Shared>) -> Response {
 
 async fn list_policies(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.list_policies(q.stale).await?).into_response())
+    Ok(Json(api.list_policies(&who, q.stale).await?).into_response())
 }
 
 async fn get_policy(
     State(api): State<Shared>,
-    Path(name): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    let p = api.get_policy(&name, q.stale).await?;
+    let p = api.get_policy(&who, &name, q.stale).await?;
     Ok(with_etag(p.version, Json(p)))
 }
 
 async fn put_policy(
     State(api): State<Shared>,
-    Path(name): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PutPolicyBody>,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    let (p, created) = api
-        .put_policy(&name, body.source, expect, &actor(&headers))
-        .await?;
+    let (p, created) = api.put_policy(&who, &name, body.source, expect).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -211,41 +314,46 @@ async fn put_policy(
 
 async fn delete_policy(
     State(api): State<Shared>,
-    Path(name): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    api.delete_policy(&name, expect, &actor(&headers)).await?;
+    api.delete_policy(&who, &name, expect).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_enclaves(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.list_enclaves(q.stale).await?).into_response())
+    Ok(Json(api.list_enclaves(&who, q.stale).await?).into_response())
 }
 
 async fn get_enclave(
     State(api): State<Shared>,
-    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    let e = api.get_enclave(&id, q.stale).await?;
+    let e = api.get_enclave(&who, &id, q.stale).await?;
     Ok(with_etag(e.version, Json(e)))
 }
 
 async fn enclave_status(
     State(api): State<Shared>,
-    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.enclave_status(&id, q.stale).await?).into_response())
+    Ok(Json(api.enclave_status(&who, &id, q.stale).await?).into_response())
 }
 
 async fn put_enclave(
     State(api): State<Shared>,
-    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(enclave): ApiJson<Enclave>,
 ) -> Result<Response, Problem> {
@@ -255,20 +363,24 @@ async fn put_enclave(
             enclave.id
         )));
     }
-    let e = api.put_enclave(enclave, expectation(&headers)?).await?;
+    let e = api
+        .put_enclave(&who, enclave, expectation(&headers)?)
+        .await?;
     Ok(with_etag(e.version, Json(e)))
 }
 
 async fn list_hosts(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.list_hosts(q.stale).await?).into_response())
+    Ok(Json(api.list_hosts(&who, q.stale).await?).into_response())
 }
 
 async fn put_host(
     State(api): State<Shared>,
-    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(host): ApiJson<Host>,
 ) -> Result<Response, Problem> {
     if host.id != id {
@@ -277,67 +389,109 @@ async fn put_host(
             host.id
         )));
     }
-    Ok(Json(api.put_host(host).await?).into_response())
+    Ok(Json(api.put_host(&who, host).await?).into_response())
 }
 
-async fn cluster(State(api): State<Shared>) -> Result<Response, Problem> {
-    Ok(Json(api.cluster().await?).into_response())
+async fn cluster(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.cluster(&who).await?).into_response())
 }
 
 async fn add_member(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<AddMemberBody>,
 ) -> Result<Response, Problem> {
-    api.add_member(body.id, body.address, body.voter).await?;
-    Ok(Json(api.cluster().await?).into_response())
+    api.add_member(&who, body.id, body.address, body.voter)
+        .await?;
+    Ok(Json(api.cluster(&who).await?).into_response())
 }
 
-async fn promote(State(api): State<Shared>, Path(id): Path<NodeId>) -> Result<Response, Problem> {
-    api.promote(id).await?;
-    Ok(Json(api.cluster().await?).into_response())
+async fn promote(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<Response, Problem> {
+    api.promote(&who, id).await?;
+    Ok(Json(api.cluster(&who).await?).into_response())
 }
 
 async fn remove_member(
     State(api): State<Shared>,
-    Path(id): Path<NodeId>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Response, Problem> {
-    api.remove_member(id).await?;
-    Ok(Json(api.cluster().await?).into_response())
+    api.remove_member(&who, id).await?;
+    Ok(Json(api.cluster(&who).await?).into_response())
 }
 
 async fn log_sth(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(_): ApiQuery<NoQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_sth().await?).into_response())
+    Ok(Json(api.log_sth(&who).await?).into_response())
 }
 
 async fn log_keys(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(_): ApiQuery<NoQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_keys().await?).into_response())
+    Ok(Json(api.log_keys(&who).await?).into_response())
 }
 
 async fn log_entries(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<log::EntriesQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_entries(q).await?).into_response())
+    Ok(Json(api.log_entries(&who, q).await?).into_response())
 }
 
 async fn log_inclusion(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<log::InclusionQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_inclusion(q).await?).into_response())
+    Ok(Json(api.log_inclusion(&who, q).await?).into_response())
 }
 
 async fn log_consistency(
     State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<log::ConsistencyQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(api.log_consistency(q).await?).into_response())
+    Ok(Json(api.log_consistency(&who, q).await?).into_response())
+}
+
+async fn list_tokens(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.list_tokens(&who).await?).into_response())
+}
+
+async fn create_token(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson<CreateTokenBody>,
+) -> Result<Response, Problem> {
+    let ttl_ms = i64::try_from(body.ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let t = api
+        .create_token(&who, &body.name, body.role, body.tenant.as_deref(), ttl_ms)
+        .await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn revoke_token(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.revoke_token(&who, &id).await?).into_response())
 }
 
 /// Endpoints that take no query parameters refuse unknown ones rather than ignore them.

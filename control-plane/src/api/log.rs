@@ -15,6 +15,7 @@ use tribune_attest::merkle::{
 
 use super::problem::Problem;
 use super::service::{Api, now_ms};
+use crate::auth::{Op, Principal};
 use crate::state::{LogEntry, LogEntryKind, LogKey, key_id};
 
 /// Most entries one `GET /v1/log/entries` returns.
@@ -272,7 +273,8 @@ fn tree_size_problem(tree_size: u64, size: u64) -> Problem {
 
 impl Api {
     /// A tree head over the current log (linearizable read), signed by this controller.
-    pub async fn log_sth(&self) -> Result<SthView, Problem> {
+    pub async fn log_sth(&self, who: &Principal) -> Result<SthView, Problem> {
+        who.require(Op::ReadLog)?;
         self.read(false).await?;
         let signer = self.controller.log_signer.clone();
         let (size, root) = {
@@ -310,12 +312,44 @@ impl Api {
         Ok(SthView::new(&sth, &signer.key_id, signer.node_id))
     }
 
-    pub async fn log_keys(&self) -> Result<Vec<LogKey>, Problem> {
+    pub async fn log_keys(&self, who: &Principal) -> Result<Vec<LogKey>, Problem> {
+        who.require(Op::ReadLog)?;
         self.read(false).await?;
         Ok(self.state().log_keys.values().cloned().collect())
     }
 
-    pub async fn log_entries(&self, q: EntriesQuery) -> Result<EntriesPage, Problem> {
+    /// Whether a tenant may see this entry: one about an enclave of its tenant, or a change of
+    /// a policy of its own. Everyone else sees every entry.
+    fn entry_visible(&self, who: &Principal, st: &crate::state::State, e: &LogEntry) -> bool {
+        if who.tenant.is_none() {
+            return true;
+        }
+        if let Some(enclave) = st.enclaves.get(&e.subject)
+            && matches!(
+                e.kind,
+                LogEntryKind::Verdict
+                    | LogEntryKind::Violation
+                    | LogEntryKind::Action
+                    | LogEntryKind::Migration
+                    | LogEntryKind::EnclaveChange
+                    | LogEntryKind::UsageDigest
+            )
+        {
+            return who.sees_tenant(&enclave.tenant);
+        }
+        e.kind == LogEntryKind::PolicyChange
+            && st
+                .policies
+                .get(&e.subject)
+                .is_some_and(|p| self.policy_visible(who, p))
+    }
+
+    pub async fn log_entries(
+        &self,
+        who: &Principal,
+        q: EntriesQuery,
+    ) -> Result<EntriesPage, Problem> {
+        who.require(Op::ReadLog)?;
         let end = match q.end {
             Some(end) if end < q.start => {
                 return Err(Problem::bad_request(format!(
@@ -362,6 +396,7 @@ impl Api {
                 };
                 if kind.is_some_and(|k| k != e.kind)
                     || q.subject.as_ref().is_some_and(|s| *s != e.subject)
+                    || !self.entry_visible(who, &st, e)
                 {
                     continue;
                 }
@@ -379,7 +414,12 @@ impl Api {
         })
     }
 
-    pub async fn log_inclusion(&self, q: InclusionQuery) -> Result<InclusionProofView, Problem> {
+    pub async fn log_inclusion(
+        &self,
+        who: &Principal,
+        q: InclusionQuery,
+    ) -> Result<InclusionProofView, Problem> {
+        who.require(Op::ReadLog)?;
         let by_hash = match (&q.index, &q.leaf_hash) {
             (Some(_), Some(_)) => {
                 return Err(Problem::bad_request("give index= or leaf_hash=, not both"));
@@ -424,6 +464,16 @@ impl Api {
                     tree_size.saturating_sub(1)
                 )));
             }
+            let visible = usize::try_from(index)
+                .ok()
+                .and_then(|i| st.log.entries.get(i))
+                .is_some_and(|e| self.entry_visible(who, &st, e));
+            if !visible {
+                return Err(Problem::not_found(format!(
+                    "no log entry {index} that {} may see",
+                    who.actor
+                )));
+            }
             let leaf = st.log.leaf_hash(index).unwrap_or_default();
             (index, tree_size, leaf, st.log.tree().clone())
         };
@@ -443,8 +493,10 @@ impl Api {
 
     pub async fn log_consistency(
         &self,
+        who: &Principal,
         q: ConsistencyQuery,
     ) -> Result<ConsistencyProofView, Problem> {
+        who.require(Op::ReadLog)?;
         let Some(first) = q.first else {
             return Err(Problem::bad_request(
                 "give first= (the older tree size) and optionally second= (default: the current size)",

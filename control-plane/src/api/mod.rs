@@ -1,8 +1,10 @@
 //! The control API: one set of operations ([`service`]) served as HTTP/JSON ([`http`]) and as
 //! gRPC ([`grpc`]), so the two can never disagree about what an operation does.
 
+pub mod bounds;
 pub mod grpc;
 pub mod http;
 pub mod log;
 pub mod problem;
 pub mod service;
+pub mod tokens;

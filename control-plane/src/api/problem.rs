@@ -55,8 +55,40 @@ impl Problem {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
     }
 
+    /// 401: nobody we know made this request.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+    }
+
+    /// 403: the caller is known but may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl From<crate::auth::Denied> for Problem {
+    fn from(d: crate::auth::Denied) -> Self {
+        Problem::forbidden(d.to_string())
+    }
+}
+
+impl From<crate::auth::AuthError> for Problem {
+    fn from(e: crate::auth::AuthError) -> Self {
+        Problem::unauthorized(e.to_string())
+    }
+}
+
+impl From<super::bounds::OutOfBounds> for Problem {
+    fn from(e: super::bounds::OutOfBounds) -> Self {
+        if e.too_large {
+            Problem::too_large(e.to_string())
+        } else {
+            Problem::bad_request(e.to_string())
+        }
     }
 }
 

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::bounds;
 use super::problem::Problem;
+use crate::auth::{Op, Principal};
 use crate::node::{Controller, Forwarded, NodeStatus};
 use crate::raft::NodeId;
-use crate::state::{Command, Enclave, Expect, Host, Outcome, Policy};
-use crate::validate::{POLICY_SOURCE_BYTES_MAX, check_name};
+use crate::state::{Command, Enclave, Expect, Host, LogEntryKind, Outcome, Policy};
+use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberView {
@@ -46,7 +48,7 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn single(mut outcomes: Vec<Outcome>) -> Result<Outcome, Problem> {
+pub(super) fn single(mut outcomes: Vec<Outcome>) -> Result<Outcome, Problem> {
     match (outcomes.pop(), outcomes.is_empty()) {
         (Some(o), true) => Ok(o),
         _ => Err(Problem::from(crate::error::ControllerError::Internal(
@@ -55,13 +57,34 @@ fn single(mut outcomes: Vec<Outcome>) -> Result<Outcome, Problem> {
     }
 }
 
-fn unexpected(o: Outcome) -> Problem {
+pub(super) fn unexpected(o: Outcome) -> Problem {
+    if let Outcome::Quota { reason } = o {
+        return Problem::new(axum::http::StatusCode::FORBIDDEN, "quota-exceeded", reason);
+    }
     Problem::from(crate::error::ControllerError::Internal(format!(
         "unexpected outcome {o:?}"
     )))
 }
 
 impl Api {
+    /// Who made a request: see [`crate::auth::authenticate`]. Tokens are read from this
+    /// controller's applied state (a revocation takes effect on each controller as it applies
+    /// it, within milliseconds on a healthy cluster).
+    pub fn authenticate(
+        &self,
+        peer: Option<&tribune_tls::PeerIdentity>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Principal, crate::auth::AuthError> {
+        let st = self.state();
+        crate::auth::authenticate(
+            self.controller.tls.is_some(),
+            peer,
+            authorization,
+            &st.tokens,
+            now_ms(),
+        )
+    }
+
     pub(super) async fn read(&self, stale: bool) -> Result<(), Problem> {
         if !stale {
             self.controller.read_barrier().await?;
@@ -76,28 +99,85 @@ impl Api {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn list_policies(&self, stale: bool) -> Result<Vec<Policy>, Problem> {
-        self.read(stale).await?;
-        Ok(self.state().policies.values().cloned().collect())
+    /// Whether a tenant caller may see (and change) this policy: only one whose `match` names
+    /// exactly its own tenant. Everyone else sees every policy.
+    pub(super) fn policy_visible(&self, who: &Principal, p: &Policy) -> bool {
+        match &who.tenant {
+            None => true,
+            Some(t) => self
+                .controller
+                .validator
+                .validate(&p.name, &p.source)
+                .is_ok_and(|scope| scope.only_tenant(t)),
+        }
     }
 
-    pub async fn get_policy(&self, name: &str, stale: bool) -> Result<Policy, Problem> {
+    pub async fn list_policies(
+        &self,
+        who: &Principal,
+        stale: bool,
+    ) -> Result<Vec<Policy>, Problem> {
+        who.require(Op::ReadPolicies)?;
+        self.read(stale).await?;
+        let all: Vec<Policy> = self.state().policies.values().cloned().collect();
+        Ok(all
+            .into_iter()
+            .filter(|p| self.policy_visible(who, p))
+            .collect())
+    }
+
+    pub async fn get_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+        stale: bool,
+    ) -> Result<Policy, Problem> {
+        who.require(Op::ReadPolicies)?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         self.read(stale).await?;
-        self.state()
-            .policies
-            .get(name)
-            .cloned()
+        let p = self.state().policies.get(name).cloned();
+        p.filter(|p| self.policy_visible(who, p))
             .ok_or_else(|| Problem::not_found(format!("no policy named {name:?}")))
+    }
+
+    /// A tenant may change only a policy that is (and stays) its own.
+    fn check_tenant_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+        scope: Option<&PolicyScope>,
+    ) -> Result<(), Problem> {
+        let Some(t) = &who.tenant else {
+            return Ok(());
+        };
+        if let Some(scope) = scope
+            && !scope.only_tenant(t)
+        {
+            return Err(Problem::forbidden(format!(
+                "{} may store only policies whose match is limited to its own tenant (`match tenant == \"{t}\" && …`)",
+                who.actor
+            )));
+        }
+        let existing = self.state().policies.get(name).cloned();
+        if let Some(p) = existing
+            && !self.policy_visible(who, &p)
+        {
+            return Err(Problem::forbidden(format!(
+                "policy {name:?} belongs to another tenant or to the whole cluster; {} may not change it",
+                who.actor
+            )));
+        }
+        Ok(())
     }
 
     pub async fn put_policy(
         &self,
+        who: &Principal,
         name: &str,
         source: String,
         expect: Expect,
-        actor: &str,
     ) -> Result<(Policy, bool), Problem> {
+        who.require(Op::WritePolicy)?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         if source.len() > POLICY_SOURCE_BYTES_MAX {
             return Err(Problem::too_large(format!(
@@ -105,20 +185,24 @@ impl Api {
                 source.len()
             )));
         }
-        if let Err((diagnostics, rendered)) = self.controller.validator.validate(name, &source) {
-            let mut p = Problem::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "invalid-policy",
-                format!("policy {name:?} does not check; nothing was stored:\n{rendered}"),
-            );
-            p.diagnostics = diagnostics;
-            return Err(p);
-        }
+        let scope = match self.controller.validator.validate(name, &source) {
+            Ok(scope) => scope,
+            Err((diagnostics, rendered)) => {
+                let mut p = Problem::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid-policy",
+                    format!("policy {name:?} does not check; nothing was stored:\n{rendered}"),
+                );
+                p.diagnostics = diagnostics;
+                return Err(p);
+            }
+        };
+        self.check_tenant_policy(who, name, Some(&scope))?;
         let cmd = Command::PutPolicy {
             name: name.to_string(),
             source,
             expect,
-            actor: actor.to_string(),
+            actor: who.actor.clone(),
             at_ms: now_ms(),
         };
         match single(self.controller.write(vec![cmd]).await?)? {
@@ -136,15 +220,17 @@ impl Api {
 
     pub async fn delete_policy(
         &self,
+        who: &Principal,
         name: &str,
         expect: Expect,
-        actor: &str,
     ) -> Result<u64, Problem> {
+        who.require(Op::WritePolicy)?;
         check_name("policy", name).map_err(Problem::bad_request)?;
+        self.check_tenant_policy(who, name, None)?;
         let cmd = Command::DeletePolicy {
             name: name.to_string(),
             expect,
-            actor: actor.to_string(),
+            actor: who.actor.clone(),
             at_ms: now_ms(),
         };
         match single(self.controller.write(vec![cmd]).await?)? {
@@ -158,17 +244,35 @@ impl Api {
         }
     }
 
-    pub async fn list_enclaves(&self, stale: bool) -> Result<Vec<Enclave>, Problem> {
+    pub async fn list_enclaves(
+        &self,
+        who: &Principal,
+        stale: bool,
+    ) -> Result<Vec<Enclave>, Problem> {
+        who.require(Op::ReadEnclaves)?;
         self.read(stale).await?;
-        Ok(self.state().enclaves.values().cloned().collect())
+        Ok(self
+            .state()
+            .enclaves
+            .values()
+            .filter(|e| who.sees_tenant(&e.tenant))
+            .cloned()
+            .collect())
     }
 
-    pub async fn get_enclave(&self, id: &str, stale: bool) -> Result<Enclave, Problem> {
+    pub async fn get_enclave(
+        &self,
+        who: &Principal,
+        id: &str,
+        stale: bool,
+    ) -> Result<Enclave, Problem> {
+        who.require(Op::ReadEnclaves)?;
         check_name("enclave", id).map_err(Problem::bad_request)?;
         self.read(stale).await?;
         self.state()
             .enclaves
             .get(id)
+            .filter(|e| who.sees_tenant(&e.tenant))
             .cloned()
             .ok_or_else(|| Problem::not_found(format!("no enclave {id:?}")))
     }
@@ -177,15 +281,18 @@ impl Api {
     /// lending, and the allocation its host enforces.
     pub async fn enclave_status(
         &self,
+        who: &Principal,
         id: &str,
         stale: bool,
     ) -> Result<serde_json::Value, Problem> {
+        who.require(Op::ReadEnclaves)?;
         check_name("enclave", id).map_err(Problem::bad_request)?;
         self.read(stale).await?;
         let st = self.state();
         let e = st
             .enclaves
             .get(id)
+            .filter(|e| who.sees_tenant(&e.tenant))
             .ok_or_else(|| Problem::not_found(format!("no enclave {id:?}")))?;
         Ok(serde_json::json!({
             "id": id,
@@ -196,19 +303,20 @@ impl Api {
         }))
     }
 
-    pub async fn put_enclave(&self, enclave: Enclave, expect: Expect) -> Result<Enclave, Problem> {
-        check_name("enclave", &enclave.id).map_err(Problem::bad_request)?;
-        if !["sev-snp", "tdx", "sim"].contains(&enclave.tee.as_str()) {
-            return Err(Problem::bad_request(format!(
-                "unknown TEE kind {:?}: use \"sev-snp\", \"tdx\" or \"sim\"",
-                enclave.tee
-            )));
-        }
+    pub async fn put_enclave(
+        &self,
+        who: &Principal,
+        enclave: Enclave,
+        expect: Expect,
+    ) -> Result<Enclave, Problem> {
+        who.require(Op::WriteEnclave)?;
+        bounds::enclave(&enclave)?;
         match single(
             self.controller
                 .write(vec![Command::PutEnclave {
                     enclave,
                     expect,
+                    actor: who.actor.clone(),
                     at_ms: now_ms(),
                 }])
                 .await?,
@@ -222,17 +330,33 @@ impl Api {
         }
     }
 
-    pub async fn list_hosts(&self, stale: bool) -> Result<Vec<Host>, Problem> {
+    pub async fn list_hosts(&self, who: &Principal, stale: bool) -> Result<Vec<Host>, Problem> {
+        who.require(Op::ReadHosts)?;
         self.read(stale).await?;
         Ok(self.state().hosts.values().cloned().collect())
     }
 
-    pub async fn put_host(&self, host: Host) -> Result<Host, Problem> {
-        check_name("host", &host.id).map_err(Problem::bad_request)?;
+    /// An admin's host record. What only the host's agent and the verifier may say — its
+    /// attestation status, heartbeat, certificate and enforcement mode — is kept as stored
+    /// (`unverified` for a new host), whatever the body says.
+    pub async fn put_host(&self, who: &Principal, mut host: Host) -> Result<Host, Problem> {
+        who.require(Op::WriteHost)?;
+        bounds::host(&host)?;
+        {
+            let st = self.state();
+            let current = st.hosts.get(&host.id);
+            host.attestation_status =
+                current.map_or_else(|| "unverified".into(), |h| h.attestation_status.clone());
+            host.last_heartbeat_ms = current.map_or(0, |h| h.last_heartbeat_ms);
+            host.agent_cert_fingerprint =
+                current.map_or_else(String::new, |h| h.agent_cert_fingerprint.clone());
+            host.enforcement = current.map_or_else(String::new, |h| h.enforcement.clone());
+        }
         match single(
             self.controller
                 .write(vec![Command::PutHost {
                     host,
+                    actor: who.actor.clone(),
                     at_ms: now_ms(),
                 }])
                 .await?,
@@ -242,7 +366,8 @@ impl Api {
         }
     }
 
-    pub async fn cluster(&self) -> Result<ClusterView, Problem> {
+    pub async fn cluster(&self, who: &Principal) -> Result<ClusterView, Problem> {
+        who.require(Op::ReadCluster)?;
         let c = &self.controller;
         let me = c.status();
         let members = c.members();
@@ -279,28 +404,64 @@ impl Api {
         })
     }
 
-    pub async fn add_member(&self, id: NodeId, addr: String, voter: bool) -> Result<(), Problem> {
-        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+    pub async fn add_member(
+        &self,
+        who: &Principal,
+        id: NodeId,
+        addr: String,
+        voter: bool,
+    ) -> Result<(), Problem> {
+        who.require(Op::ChangeMembership)?;
+        if addr.len() > bounds::HOST_TEXT_BYTES_MAX
+            || addr.chars().any(char::is_control)
+            || (addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':'))
+        {
             return Err(Problem::bad_request(format!(
-                "invalid controller address {addr:?}: expected HOST:PORT"
+                "invalid controller address {:?}: expected HOST:PORT",
+                addr.escape_debug().to_string()
             )));
         }
+        let detail = serde_json::json!({"op": "add", "id": id, "address": addr, "voter": voter,
+            "actor": who.actor});
         self.controller
             .forwardable(Forwarded::AddMember { id, addr, voter })
             .await?;
-        Ok(())
+        self.log_membership(id, detail).await
     }
 
-    pub async fn promote(&self, id: NodeId) -> Result<(), Problem> {
+    pub async fn promote(&self, who: &Principal, id: NodeId) -> Result<(), Problem> {
+        who.require(Op::ChangeMembership)?;
         self.controller
             .forwardable(Forwarded::Promote { id })
             .await?;
-        Ok(())
+        self.log_membership(
+            id,
+            serde_json::json!({"op": "promote", "id": id, "actor": who.actor}),
+        )
+        .await
     }
 
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), Problem> {
+    pub async fn remove_member(&self, who: &Principal, id: NodeId) -> Result<(), Problem> {
+        who.require(Op::ChangeMembership)?;
         self.controller
             .forwardable(Forwarded::RemoveMember { id })
+            .await?;
+        self.log_membership(
+            id,
+            serde_json::json!({"op": "remove", "id": id, "actor": who.actor}),
+        )
+        .await
+    }
+
+    /// Records a membership change that took effect, with who made it.
+    async fn log_membership(&self, id: NodeId, detail: serde_json::Value) -> Result<(), Problem> {
+        self.controller
+            .write(vec![Command::AppendLog {
+                kind: LogEntryKind::MembershipChange,
+                subject: format!("controller-{id}"),
+                detail,
+                at_ms: now_ms(),
+            }])
             .await?;
         Ok(())
     }

@@ -48,6 +48,15 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                         })
                 }
             };
+            // An operator's suspension holds whatever the allocation says.
+            let allocation = Allocation {
+                suspended: allocation.suspended
+                    || state
+                        .status
+                        .get(&e.id)
+                        .is_some_and(|s| s.operator_hold.is_some()),
+                ..allocation
+            };
             pb::EnclavePlan {
                 enclave_id: e.id.clone(),
                 cpu_quota_millicores: allocation.limits.cpu_millicores,

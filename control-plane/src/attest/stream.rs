@@ -406,7 +406,11 @@ impl Session {
         tokio::spawn(async move {
             let at_ms = now_ms();
             if let Err(e) = controller
-                .write(vec![Command::PutHost { host, at_ms }])
+                .write(vec![Command::PutHost {
+                    host,
+                    actor: String::new(),
+                    at_ms,
+                }])
                 .await
             {
                 tracing::warn!("recording the host: {e}");

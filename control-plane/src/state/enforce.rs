@@ -84,6 +84,9 @@ pub struct EnclaveStatus {
     pub borrowed_cpu_millicores: u64,
     /// CPU of its guarantee lent to neighbours while it is idle.
     pub lent_cpu_millicores: u64,
+    /// Suspended by an operator: sticky until an operator resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_hold: Option<super::OperatorHold>,
 }
 
 /// A verdict on evidence, as the verifying controller proposes it.
@@ -207,7 +210,12 @@ impl State {
                     if a.trusted
                         && matches!(e.state, EnclaveState::Pending | EnclaveState::Untrusted) =>
                 {
-                    e.state = EnclaveState::Running;
+                    // Trust restored does not lift an operator's suspension.
+                    e.state = if status.operator_hold.is_some() {
+                        EnclaveState::Suspended
+                    } else {
+                        EnclaveState::Running
+                    };
                     true
                 }
                 _ => false,
@@ -284,7 +292,7 @@ impl State {
         at_ms: i64,
     ) -> Outcome {
         let mut out = LoopOutcome::default();
-        for c in changes {
+        for mut c in changes {
             let epoch = match placed_on(self, &c.enclave, host) {
                 Ok(e) => e.placement.as_ref().map_or(0, |p| p.epoch),
                 Err(why) => {
@@ -298,6 +306,15 @@ impl State {
                     c.enclave, c.epoch
                 ));
                 continue;
+            }
+            // An operator's suspension outranks every decision: only an operator lifts it.
+            if self
+                .status
+                .get(&c.enclave)
+                .is_some_and(|s| s.operator_hold.is_some())
+            {
+                c.allocation.suspended = true;
+                c.state = EnclaveState::Suspended;
             }
             let mut plan_changed = self.allocations.get(&c.enclave) != Some(&c.allocation);
             if let Some(e) = self.enclaves.get_mut(&c.enclave) {

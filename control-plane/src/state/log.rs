@@ -27,6 +27,12 @@ pub enum LogEntryKind {
     UsageDigest,
     /// A controller registered its tree-head signing key.
     LogKey,
+    /// A host record was written through the API (not by its agent's stream).
+    HostChange,
+    /// A controller was added, promoted or removed.
+    MembershipChange,
+    /// A bearer token was created or revoked.
+    TokenChange,
 }
 
 impl LogEntryKind {
@@ -42,10 +48,13 @@ impl LogEntryKind {
             Self::EnclaveChange => "enclave_change",
             Self::UsageDigest => "usage_digest",
             Self::LogKey => "log_key",
+            Self::HostChange => "host_change",
+            Self::MembershipChange => "membership_change",
+            Self::TokenChange => "token_change",
         }
     }
 
-    pub const ALL: [LogEntryKind; 8] = [
+    pub const ALL: [LogEntryKind; 11] = [
         Self::Verdict,
         Self::Violation,
         Self::Action,
@@ -54,6 +63,9 @@ impl LogEntryKind {
         Self::EnclaveChange,
         Self::UsageDigest,
         Self::LogKey,
+        Self::HostChange,
+        Self::MembershipChange,
+        Self::TokenChange,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -13,7 +13,10 @@ pub use enforce::{
     VerdictCmd,
 };
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
-pub use types::{Allocation, Enclave, EnclaveState, Host, Placement, Policy, Resources};
+pub use types::{
+    Allocation, Enclave, EnclaveState, Host, OperatorHold, Placement, Policy, Resources,
+    Revocation, Token,
+};
 
 use std::collections::BTreeMap;
 
@@ -46,13 +49,29 @@ pub enum Command {
         actor: String,
         at_ms: i64,
     },
+    /// A host record. `actor` is empty when the host's own agent stream records it, and names
+    /// the API caller otherwise (then the change is logged).
     PutHost {
         host: Host,
+        #[serde(default)]
+        actor: String,
         at_ms: i64,
     },
     PutEnclave {
         enclave: Enclave,
         expect: Expect,
+        #[serde(default)]
+        actor: String,
+        at_ms: i64,
+    },
+    /// A new bearer token (its secret's hash only). Refused if the id exists.
+    CreateToken {
+        token: Token,
+        at_ms: i64,
+    },
+    RevokeToken {
+        id: String,
+        actor: String,
         at_ms: i64,
     },
     SetAllocation {
@@ -93,6 +112,42 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// About how many bytes this command takes in a Raft entry: cheap (no encoding), for
+    /// bounding batches. Generous for the fixed-size parts.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + match self {
+                Command::PutPolicy { source, .. } => source.len(),
+                Command::PutEnclave { enclave, .. } => {
+                    enclave
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 8)
+                        .sum::<usize>()
+                        + enclave
+                            .expected_measurements
+                            .iter()
+                            .map(String::len)
+                            .sum::<usize>()
+                        + enclave.launch.as_ref().map_or(0, |l| l.to_string().len())
+                        + enclave.tenant.len()
+                }
+                Command::PutHost { host, .. } => host.address.len() + host.enforcement.len(),
+                Command::Verdicts { verdicts, .. } => verdicts.len() * 1024,
+                Command::UsageDigests { digests, .. } => digests.len() * 512,
+                Command::Enforce { changes, .. } => changes.len() * 1024,
+                Command::AppendLog { detail, .. } => detail.to_string().len(),
+                Command::CreateToken { .. }
+                | Command::RevokeToken { .. }
+                | Command::DeletePolicy { .. }
+                | Command::SetAllocation { .. }
+                | Command::RegisterLogKey { .. } => 0,
+            }
+    }
+}
+
 /// The result of applying one [`Command`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -121,6 +176,11 @@ pub enum Outcome {
     NotFound {
         what: String,
     },
+    /// A quota would be exceeded; nothing was written.
+    Quota {
+        reason: String,
+    },
+    Token(Token),
 }
 
 /// The whole replicated state of a Tribune cluster.
@@ -139,7 +199,17 @@ pub struct State {
     /// Tree-head signing keys by `key_id`.
     #[serde(default)]
     pub log_keys: BTreeMap<String, LogKey>,
+    /// Bearer tokens by id.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Token>,
 }
+
+/// Policies a cluster holds at most (the policy language evaluates at most this many).
+pub const POLICIES_MAX: usize = 1000;
+/// Enclaves one tenant may have at most.
+pub const ENCLAVES_PER_TENANT_MAX: usize = 10_000;
+/// Tokens (revoked ones included) a cluster holds at most.
+pub const TOKENS_MAX: usize = 10_000;
 
 fn precondition(what: &str, current: Option<u64>, expect: Expect) -> Result<(), Outcome> {
     let ok = match (expect, current) {
@@ -178,6 +248,13 @@ impl State {
                     expect,
                 ) {
                     return conflict;
+                }
+                if current.is_none() && self.policies.len() >= POLICIES_MAX {
+                    return Outcome::Quota {
+                        reason: format!(
+                            "the cluster holds {POLICIES_MAX} policies, the most it may; delete one first"
+                        ),
+                    };
                 }
                 let policy = match current {
                     Some(p) => Policy {
@@ -233,60 +310,73 @@ impl State {
                 );
                 Outcome::PolicyDeleted { name, version }
             }
-            Command::PutHost { mut host, at_ms } => {
+            Command::PutHost {
+                mut host,
+                actor,
+                at_ms,
+            } => {
                 host.last_heartbeat_ms = host.last_heartbeat_ms.max(at_ms);
+                if !actor.is_empty() {
+                    self.log.append(
+                        LogEntryKind::HostChange,
+                        &host.id,
+                        serde_json::json!({"op": "put", "actor": actor,
+                            "attestation_status": host.attestation_status,
+                            "capacity": host.capacity, "tee": host.tee}),
+                        at_ms,
+                    );
+                }
                 self.hosts.insert(host.id.clone(), host.clone());
                 Outcome::Host(host)
             }
             Command::PutEnclave {
-                mut enclave,
+                enclave,
                 expect,
+                actor,
                 at_ms,
-            } => {
-                let current = self.enclaves.get(&enclave.id);
-                if let Err(conflict) = precondition(
-                    &format!("enclave {:?}", enclave.id),
-                    current.map(|e| e.version),
-                    expect,
-                ) {
-                    return conflict;
+            } => self.put_enclave(enclave, expect, actor, at_ms),
+            Command::CreateToken { token, at_ms } => {
+                if self.tokens.contains_key(&token.id) {
+                    return Outcome::Conflict {
+                        what: format!("token {}", token.id),
+                        current_version: None,
+                    };
                 }
-                enclave.version = current.map_or(1, |e| e.version + 1);
-                // Placement epochs only move forward: a stale writer can never reuse an epoch.
-                if let (Some(cur), Some(new)) = (
-                    current.and_then(|e| e.placement.as_ref()),
-                    enclave.placement.as_mut(),
-                ) && new.host != cur.host
-                    && new.epoch <= cur.epoch
-                {
-                    new.epoch = cur.epoch + 1;
-                }
-                // An operator resuming a suspended or throttled enclave restarts its ladder;
-                // it is re-evaluated on its next verified report.
-                let resumed = enclave.state == EnclaveState::Running
-                    && current.is_some_and(|c| {
-                        matches!(c.state, EnclaveState::Suspended | EnclaveState::Throttled)
-                    });
-                if resumed {
-                    if let Some(st) = self.status.get_mut(&enclave.id) {
-                        st.ladder = Ladder::default();
-                    }
-                    if let Some(a) = self.allocations.get_mut(&enclave.id) {
-                        a.suspended = false;
-                        a.limits.cpu_millicores = 0;
-                    }
-                }
-                if let Some(p) = &enclave.placement {
-                    *self.plan_versions.entry(p.host.clone()).or_insert(0) += 1;
+                if self.tokens.len() >= TOKENS_MAX {
+                    return Outcome::Quota {
+                        reason: format!("the cluster holds {TOKENS_MAX} tokens, the most it may"),
+                    };
                 }
                 self.log.append(
-                    LogEntryKind::EnclaveChange,
-                    &enclave.id,
-                    serde_json::json!({"version": enclave.version, "state": enclave.state}),
+                    LogEntryKind::TokenChange,
+                    &format!("token-{}", token.id),
+                    serde_json::json!({"op": "create", "actor": token.created_by,
+                        "name": token.name, "role": token.role, "tenant": token.tenant,
+                        "expires_at_ms": token.expires_at_ms}),
                     at_ms,
                 );
-                self.enclaves.insert(enclave.id.clone(), enclave.clone());
-                Outcome::Enclave(enclave)
+                self.tokens.insert(token.id.clone(), token.clone());
+                Outcome::Token(token)
+            }
+            Command::RevokeToken { id, actor, at_ms } => {
+                let Some(t) = self.tokens.get_mut(&id) else {
+                    return Outcome::NotFound {
+                        what: format!("token {id}"),
+                    };
+                };
+                if t.revoked.is_none() {
+                    t.revoked = Some(Revocation {
+                        by: actor.clone(),
+                        at_ms,
+                    });
+                    self.log.append(
+                        LogEntryKind::TokenChange,
+                        &format!("token-{id}"),
+                        serde_json::json!({"op": "revoke", "actor": actor}),
+                        at_ms,
+                    );
+                }
+                Outcome::Token(t.clone())
             }
             Command::SetAllocation {
                 allocation,
@@ -375,3 +465,97 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+impl State {
+    fn put_enclave(
+        &mut self,
+        mut enclave: Enclave,
+        expect: Expect,
+        actor: String,
+        at_ms: i64,
+    ) -> Outcome {
+        let current = self.enclaves.get(&enclave.id);
+        if let Err(conflict) = precondition(
+            &format!("enclave {:?}", enclave.id),
+            current.map(|e| e.version),
+            expect,
+        ) {
+            return conflict;
+        }
+        let same_tenant = current.is_some_and(|c| c.tenant == enclave.tenant);
+        if !same_tenant
+            && self
+                .enclaves
+                .values()
+                .filter(|e| e.tenant == enclave.tenant)
+                .count()
+                >= ENCLAVES_PER_TENANT_MAX
+        {
+            return Outcome::Quota {
+                reason: format!(
+                    "tenant {:?} has {ENCLAVES_PER_TENANT_MAX} enclaves, the most a tenant may have",
+                    enclave.tenant
+                ),
+            };
+        }
+        enclave.version = current.map_or(1, |e| e.version + 1);
+        // Placement epochs only move forward: a stale writer can never reuse an epoch.
+        if let (Some(cur), Some(new)) = (
+            current.and_then(|e| e.placement.as_ref()),
+            enclave.placement.as_mut(),
+        ) && new.host != cur.host
+            && new.epoch <= cur.epoch
+        {
+            new.epoch = cur.epoch + 1;
+        }
+        let held = self
+            .status
+            .get(&enclave.id)
+            .is_some_and(|s| s.operator_hold.is_some());
+        let was = current.map(|c| c.state);
+        // What the operator asked for, in the log's words.
+        let mut op = "put";
+        if enclave.state == EnclaveState::Suspended && !held && current.is_some() {
+            // An operator's suspension: sticky until an operator resumes it.
+            op = "suspend";
+            let status = self.status.entry(enclave.id.clone()).or_default();
+            status.operator_hold = Some(OperatorHold {
+                by: actor.clone(),
+                since_ms: at_ms,
+            });
+            if let Some(a) = self.allocations.get_mut(&enclave.id) {
+                a.suspended = true;
+            }
+        } else if enclave.state == EnclaveState::Running
+            && (held || matches!(was, Some(EnclaveState::Suspended | EnclaveState::Throttled)))
+        {
+            // An operator resuming a suspended or throttled enclave restarts its ladder; it is
+            // re-evaluated on its next verified report.
+            op = "resume";
+            if let Some(st) = self.status.get_mut(&enclave.id) {
+                st.ladder = Ladder::default();
+                st.operator_hold = None;
+            }
+            if let Some(a) = self.allocations.get_mut(&enclave.id) {
+                a.suspended = false;
+                a.limits.cpu_millicores = 0;
+            }
+        } else if held {
+            // Any other write keeps the enclave suspended.
+            enclave.state = EnclaveState::Suspended;
+        }
+        if let Some(p) = &enclave.placement {
+            *self.plan_versions.entry(p.host.clone()).or_insert(0) += 1;
+        }
+        self.log.append(
+            LogEntryKind::EnclaveChange,
+            &enclave.id,
+            serde_json::json!({"op": op, "version": enclave.version, "state": enclave.state,
+                "actor": actor, "tenant": enclave.tenant,
+                "host": enclave.placement.as_ref().map(|p| p.host.clone())}),
+            at_ms,
+        );
+        self.enclaves.insert(enclave.id.clone(), enclave.clone());
+        Outcome::Enclave(enclave)
+    }
+}

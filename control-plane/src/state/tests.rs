@@ -241,12 +241,14 @@ fn placement_epoch_never_reused_when_moving_hosts() {
     s.apply(Command::PutEnclave {
         enclave: enclave("e", "h1", 3),
         expect: Expect::Any,
+        actor: "tribune://operator/test".into(),
         at_ms: 0,
     });
     // A writer that moves the enclave but presents a stale epoch gets a fresh, larger one.
     let Outcome::Enclave(e) = s.apply(Command::PutEnclave {
         enclave: enclave("e", "h2", 3),
         expect: Expect::Any,
+        actor: "tribune://operator/test".into(),
         at_ms: 0,
     }) else {
         panic!("written")
@@ -269,6 +271,7 @@ fn apply_is_deterministic() {
         Command::PutEnclave {
             enclave: enclave("e", "h", 1),
             expect: Expect::Absent,
+            actor: "tribune://operator/test".into(),
             at_ms: 3,
         },
     ];

@@ -109,3 +109,40 @@ pub struct Allocation {
     pub weight: u32,
     pub suspended: bool,
 }
+
+/// A bearer token (`tribune token create`). Only the secret's SHA-256 is replicated; the secret
+/// itself was shown once to its creator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// 16 hex digits: the public half of `tbt_ID_SECRET`.
+    pub id: String,
+    /// What it is for (`ci`, `terraform`, a person's name).
+    pub name: String,
+    pub role: tribune_tls::UserRole,
+    /// Set exactly for the tenant role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub secret_sha256: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub by: String,
+    pub at_ms: i64,
+}
+
+/// An operator's suspension of an enclave: sticky until an operator resumes it; no policy
+/// decision lifts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorHold {
+    pub by: String,
+    pub since_ms: i64,
+}
