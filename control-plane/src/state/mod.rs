@@ -559,3 +559,6 @@ impl State {
         Outcome::Enclave(enclave)
     }
 }
+
+#[cfg(test)]
+mod tests_admin;

@@ -1,0 +1,272 @@
+//! Operator suspension, tokens, quotas and the audit trail of API changes.
+
+use super::*;
+
+fn enclave(id: &str, tenant: &str, state: EnclaveState) -> Enclave {
+    Enclave {
+        id: id.into(),
+        tenant: tenant.into(),
+        labels: Default::default(),
+        tee: "sim".into(),
+        expected_measurements: vec![],
+        requested: Resources::default(),
+        priority: 0,
+        placement: Some(Placement {
+            host: "h1".into(),
+            epoch: 1,
+        }),
+        state,
+        launch: None,
+        version: 0,
+    }
+}
+
+fn put(s: &mut State, e: Enclave, actor: &str) -> Outcome {
+    s.apply(Command::PutEnclave {
+        enclave: e,
+        expect: Expect::Any,
+        actor: actor.into(),
+        at_ms: 5,
+    })
+}
+
+/// What the loop would propose for a compliant enclave: run, uncapped.
+fn decide_running(s: &mut State, id: &str) -> Outcome {
+    s.apply(Command::Enforce {
+        host: "h1".into(),
+        changes: vec![Enforcement {
+            enclave: id.into(),
+            epoch: 1,
+            allocation: Allocation {
+                enclave: id.into(),
+                limits: Resources::default(),
+                guaranteed: Resources::default(),
+                weight: 1,
+                suspended: false,
+            },
+            state: EnclaveState::Running,
+            ladder: Ladder::default(),
+            borrowed_cpu_millicores: 0,
+            lent_cpu_millicores: 0,
+            log: vec![],
+        }],
+        at_ms: 10,
+    })
+}
+
+#[test]
+fn an_operators_suspension_outlasts_every_decision_until_an_operator_resumes() {
+    let mut s = State::default();
+    put(&mut s, enclave("e", "acme", EnclaveState::Running), "op");
+    decide_running(&mut s, "e");
+    let v0 = s.plan_versions["h1"];
+    put(
+        &mut s,
+        enclave("e", "acme", EnclaveState::Suspended),
+        "tribune://operator/alice",
+    );
+    let hold = s.status["e"].operator_hold.clone().expect("held");
+    assert_eq!(hold.by, "tribune://operator/alice");
+    assert!(s.allocations["e"].suspended);
+    assert!(s.plan_versions["h1"] > v0, "the host's plan changed");
+
+    // The next decision rounds say "running": the enclave stays suspended.
+    for _ in 0..3 {
+        decide_running(&mut s, "e");
+        assert_eq!(s.enclaves["e"].state, EnclaveState::Suspended);
+        assert!(s.allocations["e"].suspended);
+    }
+    // A trusted verdict after an untrusted one does not lift it either.
+    if let Some(e) = s.enclaves.get_mut("e") {
+        e.state = EnclaveState::Untrusted;
+    }
+    let verdict = VerdictCmd {
+        enclave: "e".into(),
+        attestation: Attestation {
+            trusted: true,
+            host: "h1".into(),
+            tee: "sim".into(),
+            measurement: String::new(),
+            debug: false,
+            ed25519_pub: "00".into(),
+            x25519_pub: "00".into(),
+            reasons: vec![],
+            verified_at_ms: 1,
+            failures: 0,
+            verified_by: 1,
+            rekeyed: false,
+        },
+    };
+    s.apply(Command::Verdicts {
+        host: "h1".into(),
+        verdicts: vec![verdict],
+        at_ms: 11,
+    });
+    assert_eq!(s.enclaves["e"].state, EnclaveState::Suspended);
+    // Another write that does not resume keeps it suspended.
+    put(&mut s, enclave("e", "acme", EnclaveState::Pending), "op2");
+    assert_eq!(s.enclaves["e"].state, EnclaveState::Suspended);
+    assert!(s.status["e"].operator_hold.is_some());
+
+    // An operator resumes: the hold is gone, the next decision applies.
+    put(
+        &mut s,
+        enclave("e", "acme", EnclaveState::Running),
+        "tribune://operator/bob",
+    );
+    assert!(s.status["e"].operator_hold.is_none());
+    decide_running(&mut s, "e");
+    assert_eq!(s.enclaves["e"].state, EnclaveState::Running);
+    assert!(!s.allocations["e"].suspended);
+
+    let ops: Vec<(String, String)> = s
+        .log
+        .entries
+        .iter()
+        .filter(|e| e.kind == LogEntryKind::EnclaveChange)
+        .map(|e| {
+            (
+                e.detail["op"].as_str().unwrap_or("").to_string(),
+                e.detail["actor"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(ops.contains(&("suspend".into(), "tribune://operator/alice".into())));
+    assert!(ops.contains(&("resume".into(), "tribune://operator/bob".into())));
+}
+
+#[test]
+fn tokens_are_created_once_revoked_once_and_logged_without_secrets() {
+    let mut s = State::default();
+    let token = Token {
+        id: "00112233aabbccdd".into(),
+        name: "ci".into(),
+        role: tribune_tls::UserRole::Operator,
+        tenant: None,
+        secret_sha256: "ab".repeat(32),
+        created_by: "tribune://admin/root".into(),
+        created_at_ms: 1,
+        expires_at_ms: 100,
+        revoked: None,
+    };
+    assert!(matches!(
+        s.apply(Command::CreateToken {
+            token: token.clone(),
+            at_ms: 1
+        }),
+        Outcome::Token(_)
+    ));
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(Command::CreateToken {
+            token: token.clone(),
+            at_ms: 2
+        }),
+        Outcome::Conflict { .. }
+    ));
+    assert_eq!(s, before, "a duplicate id writes nothing");
+    let revoke = Command::RevokeToken {
+        id: token.id.clone(),
+        actor: "tribune://admin/root".into(),
+        at_ms: 3,
+    };
+    let Outcome::Token(t) = s.apply(revoke.clone()) else {
+        panic!("revoked")
+    };
+    assert_eq!(t.revoked.map(|r| r.at_ms), Some(3));
+    let n = s.log.entries.len();
+    s.apply(revoke);
+    assert_eq!(s.log.entries.len(), n, "revoking twice logs once");
+    assert!(matches!(
+        s.apply(Command::RevokeToken {
+            id: "ffffffffffffffff".into(),
+            actor: "x".into(),
+            at_ms: 4
+        }),
+        Outcome::NotFound { .. }
+    ));
+    for e in &s.log.entries {
+        assert_eq!(e.kind, LogEntryKind::TokenChange);
+        assert!(!e.detail.to_string().contains(&token.secret_sha256));
+    }
+}
+
+#[test]
+fn quotas_refuse_without_writing() {
+    let mut s = State::default();
+    for i in 0..ENCLAVES_PER_TENANT_MAX {
+        s.enclaves.insert(
+            format!("e{i}"),
+            enclave(&format!("e{i}"), "acme", EnclaveState::Pending),
+        );
+    }
+    let before = s.clone();
+    assert!(matches!(
+        put(
+            &mut s,
+            enclave("one-more", "acme", EnclaveState::Pending),
+            "op"
+        ),
+        Outcome::Quota { .. }
+    ));
+    assert_eq!(s, before);
+    // Rewriting an existing enclave, or another tenant's, is not held back.
+    assert!(matches!(
+        put(&mut s, enclave("e1", "acme", EnclaveState::Pending), "op"),
+        Outcome::Enclave(_)
+    ));
+    assert!(matches!(
+        put(&mut s, enclave("g", "globex", EnclaveState::Pending), "op"),
+        Outcome::Enclave(_)
+    ));
+
+    let mut s = State::default();
+    for i in 0..POLICIES_MAX {
+        s.policies.insert(
+            format!("p{i}"),
+            Policy {
+                name: format!("p{i}"),
+                version: 1,
+                source: String::new(),
+                created_by: String::new(),
+                updated_by: String::new(),
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            },
+        );
+    }
+    let before = s.clone();
+    let put_policy = |name: &str| Command::PutPolicy {
+        name: name.into(),
+        source: "x".into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 1,
+    };
+    assert!(matches!(s.apply(put_policy("new")), Outcome::Quota { .. }));
+    assert_eq!(s, before);
+    assert!(matches!(s.apply(put_policy("p3")), Outcome::Policy(_)));
+}
+
+#[test]
+fn host_writes_through_the_api_are_logged_with_their_actor_and_agent_records_are_not() {
+    let mut s = State::default();
+    let host: Host = serde_json::from_value(serde_json::json!({
+        "id": "h1", "address": "a:1", "tee": "sim"
+    }))
+    .expect("host");
+    s.apply(Command::PutHost {
+        host: host.clone(),
+        actor: String::new(),
+        at_ms: 1,
+    });
+    assert!(s.log.entries.is_empty());
+    s.apply(Command::PutHost {
+        host,
+        actor: "tribune://admin/root".into(),
+        at_ms: 2,
+    });
+    assert_eq!(s.log.entries.len(), 1);
+    assert_eq!(s.log.entries[0].kind, LogEntryKind::HostChange);
+    assert_eq!(s.log.entries[0].detail["actor"], "tribune://admin/root");
+}
