@@ -26,6 +26,8 @@ use crate::tls::PeerInfo;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// A refused HTTP/2 body up to this size is read and dropped so the problem reaches the client.
+pub const BODY_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Longest request target (path and query) accepted, in bytes.
 pub const URI_BYTES_MAX: usize = 8 * 1024;
 /// Request headers accepted, at most: their number and their total size.
@@ -204,7 +206,72 @@ async fn bound_request(req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    next.run(req).await
+    // The body is read here, whole (bounded), before any handler runs: a handler that refuses
+    // a request early (wrong content type, no credentials) would otherwise leave it unread,
+    // and over HTTP/2 the client would see its stream reset instead of the problem.
+    let (parts, body) = req.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |n: String| {
+        Problem::too_large(format!(
+            "request body is {n} bytes; at most {BODY_BYTES_MAX}"
+        ))
+        .into_response()
+    };
+    if let Some(n) = announced
+        && n > BODY_BYTES_MAX as u64
+    {
+        // A body of moderate size is read and dropped so the answer arrives (HTTP/2 would
+        // reset the stream) and the connection stays usable (HTTP/1.1 would close it).
+        if n <= BODY_DRAIN_BYTES_MAX as u64 {
+            drain(body).await;
+        }
+        return too_large(n.to_string());
+    }
+    let bytes = match read_bounded(body).await {
+        Some(b) => b,
+        None => return too_large(format!("more than {BODY_BYTES_MAX}")),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// The whole body if it is at most [`BODY_BYTES_MAX`]; `None` (after draining it) if it is
+/// larger. A body that breaks off counts as empty (the handler then refuses it).
+async fn read_bounded(mut body: axum::body::Body) -> Option<axum::body::Bytes> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Some(axum::body::Bytes::new());
+        };
+        if let Some(d) = frame.data_ref() {
+            if buf.len() + d.len() > BODY_BYTES_MAX {
+                drain(body).await;
+                return None;
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Some(buf.into())
+}
+
+/// Reads and discards a refused body, up to [`BODY_DRAIN_BYTES_MAX`] and for a few seconds.
+async fn drain(mut body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut left = BODY_DRAIN_BYTES_MAX;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                left = left.saturating_sub(f.data_ref().map_or(0, |d| d.len()));
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Works out the caller (certificate or bearer token) and puts its [`Principal`] into the
