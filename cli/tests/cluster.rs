@@ -362,4 +362,30 @@ async fn membership_grows_1_to_3_to_5_and_shrinks_to_3_while_writes_continue() {
         acked.len()
     );
     assert_all_present(&*c.read().await, &acked).await;
+    // Every membership change is in the log, with who made it (issue 11, finding 4).
+    let mut want: Vec<(String, u64)> = (2..=5u64).map(|id| ("add".to_string(), id)).collect();
+    want.extend([5u64, 4].map(|id| ("remove".to_string(), id)));
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let entries = c.read().await.log_entries(1).await.unwrap_or_default();
+        let changes: Vec<(String, u64)> = entries
+            .iter()
+            .filter(|e| e["kind"] == "membership_change")
+            .map(|e| {
+                assert_eq!(e["detail"]["actor"], "anonymous (--insecure)", "{e}");
+                (
+                    e["detail"]["op"].as_str().unwrap_or("").to_string(),
+                    e["detail"]["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        if want.iter().all(|w| changes.contains(w)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "membership changes logged: {changes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

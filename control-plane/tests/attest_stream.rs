@@ -540,3 +540,91 @@ async fn a_new_stream_rekeys_by_signature_and_doubt_asks_for_evidence() {
     }));
     drop(second.rx);
 }
+
+/// Finding 7 of issue 11: an operator's suspension is not undone by the next decision round.
+/// The enclave keeps reporting well within its limit (the policy alone would run it); it stays
+/// suspended, and the plan its host receives keeps it frozen, until an operator resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_suspension_survives_the_decisions_that_follow() {
+    let h = start().await;
+    let mut agent = FakeAgent::connect(&h.addr, "h1").await;
+    let keys = EnclaveKeys::generate();
+    agent.evidence("e1", &keys, true).await;
+    h.until("e1 running", |s| {
+        s.enclaves.get("e1").map(|e| e.state) == Some(EnclaveState::Running)
+    })
+    .await;
+    let mut p = producer("e1", &keys, &agent);
+    let round = |agent: &FakeAgent, p: &mut Producer| {
+        let wires: Vec<_> = (0..3).map(|_| p.emit(&sample(50)).report).collect();
+        let cp = p.checkpoint_now().expect("checkpoint");
+        let agent_tx = agent.tx.clone();
+        async move {
+            for body in [
+                pb::agent_message::Body::Usage(pb::UsageBatch {
+                    reports: wires.iter().map(|w| report("e1", w)).collect(),
+                }),
+                pb::agent_message::Body::Checkpoints(pb::CheckpointBatch {
+                    checkpoints: vec![checkpoint("e1", &cp)],
+                }),
+            ] {
+                agent_tx.send(msg(body)).await.expect("send");
+            }
+        }
+    };
+    round(&agent, &mut p).await;
+    h.until("allocated", |s| s.allocations.contains_key("e1"))
+        .await;
+
+    let mut e = h.state(|s| s.enclaves["e1"].clone());
+    e.state = EnclaveState::Suspended;
+    h.write(Command::PutEnclave {
+        enclave: e.clone(),
+        expect: Expect::Any,
+        actor: "tribune://operator/alice".into(),
+        at_ms: 2,
+    })
+    .await;
+    // Three more rounds of compliant usage, each confirmed, so decisions ran after the hold.
+    for n in 2..=4u64 {
+        round(&agent, &mut p).await;
+        h.until("confirmed", |s| {
+            s.status["e1"]
+                .confirmed
+                .as_ref()
+                .is_some_and(|c| c.last_seq == 3 * n)
+        })
+        .await;
+        assert_eq!(
+            h.state(|s| s.enclaves["e1"].state),
+            EnclaveState::Suspended,
+            "round {n}"
+        );
+        assert!(h.state(|s| s.allocations["e1"].suspended), "round {n}");
+    }
+    // The host's newest plan freezes it.
+    let version = h.state(|s| s.plan_versions["h1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no plan at version {version}");
+        let m = agent.rx.message().await.expect("message").expect("open");
+        if let Some(pb::controller_message::Body::Plan(plan)) = m.body
+            && plan.version >= version
+        {
+            let e1 = plan.enclaves.iter().find(|x| x.enclave_id == "e1");
+            assert!(e1.is_some_and(|x| x.suspended), "{plan:?}");
+            break;
+        }
+    }
+    // An operator resumes it: the hold is gone.
+    e.state = EnclaveState::Running;
+    h.write(Command::PutEnclave {
+        enclave: e,
+        expect: Expect::Any,
+        actor: "tribune://operator/bob".into(),
+        at_ms: 3,
+    })
+    .await;
+    assert!(h.state(|s| s.status["e1"].operator_hold.is_none()));
+    assert_eq!(h.state(|s| s.enclaves["e1"].state), EnclaveState::Running);
+}

@@ -217,7 +217,7 @@ async fn bound_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = |n: String| {
         Problem::too_large(format!(
-            "request body is {n} bytes; at most {BODY_BYTES_MAX}"
+            "request body is larger than {BODY_BYTES_MAX} bytes ({n})"
         ))
         .into_response()
     };
@@ -229,11 +229,11 @@ async fn bound_request(req: Request, next: Next) -> Response {
         if n <= BODY_DRAIN_BYTES_MAX as u64 {
             drain(body).await;
         }
-        return too_large(n.to_string());
+        return too_large(format!("{n} bytes"));
     }
     let bytes = match read_bounded(body).await {
         Some(b) => b,
-        None => return too_large(format!("more than {BODY_BYTES_MAX}")),
+        None => return too_large("sent without a length".into()),
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
