@@ -110,11 +110,25 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()
         .join(",");
-    let table = Command::new(common::BIN)
+    // With only the CA, a caller is nobody: 401, and the message says what to present.
+    let anonymous = Command::new(common::BIN)
         .args(["cluster", "status", "--endpoint", &endpoint, "--ca"])
         .arg(tls.join("ca.pem"))
         .env_remove("TRIBUNE_CERT")
         .env_remove("TRIBUNE_KEY")
+        .env_remove("TRIBUNE_TOKEN")
+        .output()
+        .expect("status");
+    assert!(!anonymous.status.success());
+    let err = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(err.contains("client certificate"), "{err}");
+    let table = Command::new(common::BIN)
+        .args(["cluster", "status", "--endpoint", &endpoint, "--ca"])
+        .arg(tls.join("ca.pem"))
+        .arg("--cert")
+        .arg(tls.join("admin-dev.pem"))
+        .arg("--key")
+        .arg(tls.join("admin-dev.key"))
         .output()
         .expect("status");
     let text = String::from_utf8_lossy(&table.stdout);

@@ -204,8 +204,10 @@ pub struct State {
     pub tokens: BTreeMap<String, Token>,
 }
 
-/// Policies a cluster holds at most (the policy language evaluates at most this many).
-pub const POLICIES_MAX: usize = 1000;
+/// Policies a cluster holds at most.
+pub const POLICIES_MAX: usize = 10_000;
+/// Policy source a cluster holds at most, all policies together (each is at most 256 KiB).
+pub const POLICY_SOURCE_TOTAL_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Enclaves one tenant may have at most.
 pub const ENCLAVES_PER_TENANT_MAX: usize = 10_000;
 /// Tokens (revoked ones included) a cluster holds at most.
@@ -253,6 +255,20 @@ impl State {
                     return Outcome::Quota {
                         reason: format!(
                             "the cluster holds {POLICIES_MAX} policies, the most it may; delete one first"
+                        ),
+                    };
+                }
+                let others: usize = self
+                    .policies
+                    .values()
+                    .filter(|p| p.name != name)
+                    .map(|p| p.source.len())
+                    .sum();
+                if others + source.len() > POLICY_SOURCE_TOTAL_BYTES_MAX {
+                    return Outcome::Quota {
+                        reason: format!(
+                            "the cluster's policies would hold {} bytes of source; at most {POLICY_SOURCE_TOTAL_BYTES_MAX}",
+                            others + source.len()
                         ),
                     };
                 }
