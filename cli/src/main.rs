@@ -91,7 +91,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Errors carry what servers said (problem details, bodies): escaped for the terminal.
+            eprintln!("error: {}", cmd::output::text(&format!("{err:#}")));
             if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>()
                 && json_errors
                 && !f.problem.is_null()

@@ -2,27 +2,43 @@
 //! records each connection's [`PeerIdentity`], and [`peer_identity`] for the services to read
 //! it back from a request.
 //!
-//! Handshakes run in their own tasks (bounded in number and time), so a slow or silent client
-//! never holds up the accept loop.
+//! Handshakes run in their own tasks, so a slow or silent client never holds up the accept
+//! loop. They are bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number, in all
+//! ([`HANDSHAKES_IN_FLIGHT_MAX`]) and per source ([`HANDSHAKES_PER_SOURCE_MAX`]); at a bound
+//! the oldest pending handshake is closed instead of the new connection waiting (see
+//! [`slots`]), so idle sockets cannot starve a real client, wherever they come from.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tribune_tls::tokio_rustls::TlsAcceptor;
 use tribune_tls::tokio_rustls::server::TlsStream;
 
 pub use tribune_tls::{ClientTls, PeerIdentity, ServerTls, TlsFiles};
 
-/// A TLS handshake must finish within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once, at most; further connections wait in the kernel backlog.
+pub mod slots;
+
+use slots::HandshakeSlots;
+
+/// A TLS handshake must finish within this. A real one takes milliseconds (a few round trips
+/// and one signature each way); 3 s leaves room for a slow link without letting a silent
+/// client hold a slot for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once, at most. At the bound a new connection is admitted and the
+/// oldest pending handshake closed.
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Handshakes in progress from one source (IPv4 address, IPv6 /64) at once, at most: at the
+/// bound a new connection from it closes that source's oldest pending handshake, so one source
+/// cannot take the slots of others.
+pub const HANDSHAKES_PER_SOURCE_MAX: usize = 64;
+/// How often, at most, evictions are reported at `warn` (with their count since the last).
+const EVICTION_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a controller knows about the other end of one connection.
 #[derive(Clone, Debug)]
@@ -125,11 +141,15 @@ async fn accept_loop(
     tx: mpsc::Sender<(TlsStream<TcpStream>, PeerInfo)>,
     failures: Option<mpsc::Sender<HandshakeFailure>>,
 ) {
-    let slots = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    // Each pending handshake is held as the sender of a oneshot its task waits on: evicting it
+    // drops the sender, which ends the task and closes the connection. The lock is held only
+    // for the bookkeeping, never across an await.
+    let slots = Arc::new(Mutex::new(HandshakeSlots::<oneshot::Sender<()>>::new(
+        HANDSHAKES_IN_FLIGHT_MAX,
+        HANDSHAKES_PER_SOURCE_MAX,
+    )));
+    let mut evictions = (Instant::now(), 0u64);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -151,25 +171,57 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
         }
+        let (evict_tx, evicted_rx) = oneshot::channel::<()>();
+        let admitted = match slots.lock() {
+            Ok(mut s) => s.admit(remote.ip(), evict_tx),
+            // Poisoned only if a holder panicked; the bookkeeping cannot be trusted, stop
+            // serving TLS rather than serve it unbounded.
+            Err(_) => {
+                tracing::error!("TLS handshake bookkeeping poisoned; no longer accepting");
+                return;
+            }
+        };
+        if let Some(closed) = admitted.evicted {
+            drop(closed);
+            evictions.1 += 1;
+            tracing::debug!(%remote, "handshake slots full: closed the oldest pending handshake");
+            if evictions.0.elapsed() >= EVICTION_WARN_INTERVAL {
+                tracing::warn!(
+                    closed = evictions.1,
+                    "pending TLS handshakes at their bound: closed the oldest to admit new connections (idle or flooding clients)"
+                );
+                evictions = (Instant::now(), 0);
+            }
+        }
+        let slot = Slot {
+            slots: slots.clone(),
+            id: admitted.id,
+        };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let failures = failures.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(%remote, error = %e, "TLS handshake failed");
-                    if let Some(f) = &failures {
-                        let _ = f.try_send((remote, e.to_string()));
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "TLS handshake failed");
+                        if let Some(f) = &failures {
+                            let _ = f.try_send((remote, e.to_string()));
+                        }
+                        return;
                     }
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%remote, "TLS handshake timed out");
-                    return;
-                }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                // Evicted: the sender was dropped. Returning drops the connection.
+                _ = evicted_rx => return,
             };
+            // Established: no longer half-open.
+            drop(slot);
             let identity = match tribune_tls::peer_identity_of(
                 stream.get_ref().1.peer_certificates(),
             ) {
@@ -183,6 +235,20 @@ async fn accept_loop(
             tracing::debug!(%remote, identity = ?identity, "TLS connection");
             let _ = tx.send((stream, PeerInfo { remote, identity })).await;
         });
+    }
+}
+
+/// A pending handshake's slot, freed when its task ends or the handshake completes.
+struct Slot {
+    slots: Arc<Mutex<HandshakeSlots<oneshot::Sender<()>>>>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.finish(self.id);
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::ast::*;
 use crate::diag::{Sink, Span, did_you_mean};
+use crate::grain;
 use crate::ir::*;
 use crate::units::{self, Dim, Resource, UnitMeaning};
 
@@ -895,9 +896,10 @@ impl<'s, 'k> Checker<'s, 'k> {
             Resource::Memory => 64.0 * 1024f64.powi(4),
             _ => 10e12,
         };
-        self.range(e, v, 0.0, hi, &format!("`{}`", res.name()), |x| {
+        let v = self.range(e, v, 0.0, hi, &format!("`{}`", res.name()), |x| {
             units::display(res.dim(), x)
-        })
+        })?;
+        grain::whole(self.sink, res, e.span, v)
     }
 
     fn duration(&mut self, e: &Expr, hi_ms: f64) -> Option<f64> {
@@ -1059,7 +1061,10 @@ impl<'s, 'k> Checker<'s, 'k> {
                     }
                     spans[res as usize] = s.span;
                     lines[res as usize] = self.line(s.span);
-                    vals[res as usize] = self.resource_value(res, value).or(Some(f64::NAN));
+                    let v = self.resource_value(res, value).filter(|v| {
+                        kw != "limit" || !grain::zero_limit(self.sink, res, value.span, *v, false)
+                    });
+                    vals[res as usize] = v.or(Some(f64::NAN));
                 }
                 let vals = vals.map(|v| v.filter(|x| !x.is_nan()));
                 if kw == "guarantee" {
@@ -1403,6 +1408,16 @@ impl<'s, 'k> Checker<'s, 'k> {
                                 format!("this is {}", d.short()),
                             )
                             .with_hint(unit_hint(dim));
+                        continue;
+                    }
+                    if let (Target::Limit(r) | Target::Guarantee(r), Some(k)) =
+                        (t, fold(&self.nums, v))
+                        && k.is_finite()
+                        && k >= 0.0
+                        && (grain::whole(self.sink, r, value.span, k).is_none()
+                            || matches!(t, Target::Limit(_))
+                                && grain::zero_limit(self.sink, r, value.span, k, true))
+                    {
                         continue;
                     }
                     if let (Target::Limit(r), Some(k)) = (t, fold(&self.nums, v)) {

@@ -23,6 +23,7 @@ mod compile;
 mod diag;
 mod eval;
 mod fmt;
+mod grain;
 mod ir;
 mod lexer;
 mod parser;

@@ -306,11 +306,8 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_table(v: &serde_json::Value) {
-    let s = |k: &serde_json::Value| match k {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    // Enclave names, states and event details come from plans (the controllers): escaped.
+    let s = |k: &serde_json::Value| super::client::cell(Some(k));
     println!(
         "instance {}  runtime {}  cgroup {}  plan v{}  controller link {}  gpu {}",
         s(&v["instance"]),
@@ -353,7 +350,7 @@ fn print_table(v: &serde_json::Value) {
                 s(&e["at_unix_ms"]),
                 s(&e["enclave"]),
                 s(&e["kind"]),
-                detail
+                s(&detail)
             );
         }
     }

@@ -12,6 +12,8 @@ use tribune_attest::VerifyAt;
 use tribune_attest::evidence::{Inputs, Verdict, VerifierConfig, Verifiers, verify_evidence};
 use tribune_attest::tdx::Collateral;
 
+use super::output;
+
 /// Upper bound on files this verb reads.
 const FILE_LEN_MAX: u64 = 8 << 20;
 
@@ -169,7 +171,7 @@ fn verify(
                 ),
                 Output::Table => {
                     println!("valid:        no");
-                    println!("reason:       {e}");
+                    println!("reason:       {}", output::cell(&e.to_string()));
                 }
             }
             Ok(ExitCode::from(1))
@@ -186,10 +188,10 @@ fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
     println!("format:       {}", v.format);
     println!("valid:        {}", if v.valid { "yes" } else { "no" });
     for r in &v.reasons {
-        println!("reason:       {r}");
+        println!("reason:       {}", output::cell(r));
     }
     for w in &v.warnings {
-        println!("warning:      {w}");
+        println!("warning:      {}", output::cell(w));
     }
     for m in &v.measurements {
         println!("{:<13} {}", format!("{}:", m.name), m.hex);
@@ -200,7 +202,7 @@ fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
         println!("vmpl:         {vmpl}");
     }
     if let Some(t) = &v.tcb {
-        println!("tcb:          {} ({})", t.status, t.detail);
+        println!("tcb:          {} ({})", t.status, output::cell(&t.detail));
         if !t.advisory_ids.is_empty() {
             println!("advisories:   {}", t.advisory_ids.join(", "));
         }
@@ -212,7 +214,7 @@ fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
         println!("fmspc:        {f}");
     }
     if !v.chain.is_empty() {
-        println!("chain:        {}", v.chain.join(" <- "));
+        println!("chain:        {}", output::cell(&v.chain.join(" <- ")));
     }
     println!("verified_at:  {}", v.verified_at);
     Ok(())

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tribune_tls::ClientTls;
 
+use super::output;
+
 /// Where the dev cluster listens by default (`tribune dev`); the scheme is https when a CA is
 /// known, http otherwise.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403";
@@ -382,12 +384,15 @@ impl Client {
     }
 }
 
+/// A JSON value as one table cell, escaped for the terminal ([`super::output`]): strings
+/// bare, other values as JSON (which escapes C0 controls but not DEL or C1, so it goes through
+/// the escaper too).
 pub fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => output::cell(s).into_owned(),
         Some(Value::Object(m)) if m.is_empty() => "-".into(),
-        Some(v) => v.to_string(),
+        Some(v) => output::cell(&v.to_string()).into_owned(),
     }
 }
 

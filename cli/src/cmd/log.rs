@@ -22,6 +22,7 @@ use tribune_controller::api::log::{
 use tribune_controller::state::LogKey;
 
 use super::client::{Client, ClientOpts, Output};
+use super::output;
 
 #[derive(Subcommand, Debug)]
 pub enum LogCmd {
@@ -250,7 +251,7 @@ pub fn run(cmd: LogCmd) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::text(&e.to_string()));
             Ok(ExitCode::from(1))
         }
         other => other,
@@ -266,11 +267,12 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                 client.print(&serde_json::to_value(&view)?, &[]);
             } else {
                 println!("tree size   {}", view.tree_size);
-                println!("root hash   {}", view.root_hash);
+                println!("root hash   {}", output::cell(&view.root_hash));
                 println!("timestamp   {} ms", view.timestamp_ms);
                 println!(
                     "signed by   controller {} (key {}); signature verifies",
-                    view.node_id, view.key_id
+                    view.node_id,
+                    output::cell(&view.key_id)
                 );
             }
         }
@@ -408,14 +410,18 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                     e.entry.subject,
                     e.entry.at_ms
                 );
-                println!("detail      {}", e.entry.detail);
+                println!("detail      {}", output::cell(&e.entry.detail.to_string()));
                 println!(
                     "leaf hash   {} (recomputed from the entry)",
                     hex::encode(leaf)
                 );
                 println!(
                     "tree head   size {}, root {}, signed by controller {} (key {}) at {} ms",
-                    view.tree_size, view.root_hash, view.node_id, view.key_id, view.timestamp_ms
+                    view.tree_size,
+                    output::cell(&view.root_hash),
+                    view.node_id,
+                    output::cell(&view.key_id),
+                    view.timestamp_ms
                 );
                 for (i, h) in proof.audit_path.iter().enumerate() {
                     let label = if i == 0 { "audit path" } else { "" };

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod dev;
 pub mod dev_demo;
 pub mod log;
+pub mod output;
 pub mod policy;
 pub mod policy_lang;
 pub mod resources;

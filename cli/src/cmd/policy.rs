@@ -1,6 +1,7 @@
 //! `tribune policy …`: local verbs (check, fmt, eval) come from `policy_lang`; cluster verbs
 //! (put, get, ls, rm) talk to the API.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::client::{Client, ClientOpts, Output};
-use super::policy_lang;
+use super::{output, policy_lang};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -131,12 +132,21 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             PolicyCmd::Get { name, source, .. } => {
                 let v = client.get(&format!("/v1/policies/{name}")).await?;
                 if source {
-                    print!("{}", v["source"].as_str().unwrap_or_default());
+                    // Exact bytes into a pipe or file (round trip); escaped on a terminal.
+                    let src = v["source"].as_str().unwrap_or_default();
+                    if std::io::stdout().is_terminal() {
+                        print!("{}", output::text(src));
+                    } else {
+                        print!("{src}");
+                    }
                 } else if client.output == Output::Json {
                     client.print(&v, &[]);
                 } else {
                     client.print(&v, POLICY_COLUMNS);
-                    println!("\n{}", v["source"].as_str().unwrap_or_default());
+                    println!(
+                        "\n{}",
+                        output::text(v["source"].as_str().unwrap_or_default())
+                    );
                 }
             }
             PolicyCmd::Ls { stale, .. } => {
