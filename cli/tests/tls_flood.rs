@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, TEST_CLIENT};
+use common::Cluster;
 
 /// How many idle connections the flood holds.
 const IDLE_CONNECTIONS: usize = 1000;
@@ -45,7 +45,7 @@ async fn a_thousand_idle_connections_do_not_starve_tls_probes() {
 
     // A fresh TLS connection (and so a fresh handshake) for every probe.
     let dir = c.tls_dir.clone().expect("tls cluster");
-    let files = tribune_tls::TlsFiles::in_dir(&dir, &format!("client-{TEST_CLIENT}"));
+    let files = tribune_tls::TlsFiles::in_dir(&dir, common::TEST_CLIENT_STEM);
     let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
     let probe = reqwest::Client::builder()
         .use_preconfigured_tls(tls.rustls_config(&[b"http/1.1"]).expect("rustls config"))
