@@ -1,6 +1,7 @@
 //! The control operations, shared by the HTTP and gRPC front ends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -62,11 +63,20 @@ fn unexpected(o: Outcome) -> Problem {
 }
 
 impl Api {
+    /// Before any read: the integrity gate (a diverged controller serves nothing; a linearizable
+    /// read waits for the comparison with the peers), then, unless `stale`, the read barrier.
     pub(super) async fn read(&self, stale: bool) -> Result<(), Problem> {
+        let wait = Duration::from_millis(self.controller.config.request_timeout_ms);
+        self.controller.integrity.readable(stale, wait).await?;
         if !stale {
             self.controller.read_barrier().await?;
         }
         Ok(())
+    }
+
+    /// Before any write: a diverged controller takes none.
+    fn writable(&self) -> Result<(), Problem> {
+        Ok(self.controller.integrity.writable()?)
     }
 
     pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, crate::state::State> {
@@ -98,6 +108,7 @@ impl Api {
         expect: Expect,
         actor: &str,
     ) -> Result<(Policy, bool), Problem> {
+        self.writable()?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         if source.len() > POLICY_SOURCE_BYTES_MAX {
             return Err(Problem::too_large(format!(
@@ -140,6 +151,7 @@ impl Api {
         expect: Expect,
         actor: &str,
     ) -> Result<u64, Problem> {
+        self.writable()?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         let cmd = Command::DeletePolicy {
             name: name.to_string(),
@@ -197,6 +209,7 @@ impl Api {
     }
 
     pub async fn put_enclave(&self, enclave: Enclave, expect: Expect) -> Result<Enclave, Problem> {
+        self.writable()?;
         check_name("enclave", &enclave.id).map_err(Problem::bad_request)?;
         if !["sev-snp", "tdx", "sim"].contains(&enclave.tee.as_str()) {
             return Err(Problem::bad_request(format!(
@@ -228,6 +241,7 @@ impl Api {
     }
 
     pub async fn put_host(&self, host: Host) -> Result<Host, Problem> {
+        self.writable()?;
         check_name("host", &host.id).map_err(Problem::bad_request)?;
         match single(
             self.controller
@@ -280,6 +294,7 @@ impl Api {
     }
 
     pub async fn add_member(&self, id: NodeId, addr: String, voter: bool) -> Result<(), Problem> {
+        self.writable()?;
         if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
             return Err(Problem::bad_request(format!(
                 "invalid controller address {addr:?}: expected HOST:PORT"
@@ -292,6 +307,7 @@ impl Api {
     }
 
     pub async fn promote(&self, id: NodeId) -> Result<(), Problem> {
+        self.writable()?;
         self.controller
             .forwardable(Forwarded::Promote { id })
             .await?;
@@ -299,6 +315,7 @@ impl Api {
     }
 
     pub async fn remove_member(&self, id: NodeId) -> Result<(), Problem> {
+        self.writable()?;
         self.controller
             .forwardable(Forwarded::RemoveMember { id })
             .await?;
