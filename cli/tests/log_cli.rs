@@ -229,12 +229,9 @@ async fn every_entry_proves_and_every_tree_head_is_consistent() {
     assert!(text(&o).contains("left unchanged"), "{}", text(&o));
 
     // --- Negative: a forked head, validly signed with a real controller key. ---
-    let key_hex =
+    let key_text =
         std::fs::read_to_string(c.nodes[&1].data_dir.join("log-signing.key")).expect("key file");
-    let seed: [u8; 32] = hex::decode(key_hex.trim())
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
+    let seed = tribune_controller::log_key::seed_from_file_text(&key_text).expect("key file");
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let key_id = saved["keys"]
         .as_object()
@@ -265,6 +262,41 @@ async fn every_entry_proves_and_every_tree_head_is_consistent() {
         text(&o).contains(&format!("size {fork_size}")),
         "{}",
         text(&o)
+    );
+
+    // --- Negative: `prove` checks the head it proves against the pinned ones. A fork of the
+    // current size, validly signed with a real controller key, pinned as the largest head: the
+    // cluster's head does not extend it, so no proof is printed as ok. ---
+    let current = sth(&c, 1).await["tree_size"].as_u64().expect("size");
+    let forged = tribune_attest::merkle::SignedTreeHead::sign(&key, current, 2, [0x42; 32]);
+    let mut s = saved.clone();
+    s["sths"]
+        .as_array_mut()
+        .expect("sths")
+        .push(serde_json::json!({
+            "tree_size": current, "timestamp_ms": 2, "root_hash": hex::encode(forged.root),
+            "signature": hex::encode(forged.signature), "key_id": key_id, "node_id": 1,
+            "sth": hex::encode(forged.encode()),
+        }));
+    let pinned_fork = dir.path().join("pinned-fork.json");
+    let before = serde_json::to_vec(&s).expect("json");
+    std::fs::write(&pinned_fork, &before).expect("write");
+    let o = tribune(&[
+        "log",
+        "prove",
+        "1",
+        "--state",
+        pinned_fork.to_str().expect("path"),
+        "--endpoint",
+        &c.endpoints(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("INCONSISTENT"), "{}", text(&o));
+    assert!(!text(&o).contains("ok: entry"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&pinned_fork).expect("state"),
+        before,
+        "a refused proof pins nothing"
     );
 
     // --- Negative: a pinned key the cluster no longer lists. ---

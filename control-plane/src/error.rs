@@ -24,6 +24,10 @@ pub enum ControllerError {
     Invalid(String),
     #[error("{0}")]
     Internal(String),
+    /// This controller's stored state cannot be vouched for (a record failed its check, or the
+    /// local log disagrees with the other controllers'): it refuses to serve until re-synced.
+    #[error("{0}")]
+    Integrity(String),
 }
 
 impl ControllerError {

@@ -5,6 +5,8 @@
 //!   machine, tonic transport.
 //! - [`node`]: one controller — write batching and forwarding, linearizable reads, membership.
 //! - [`log_key`]: this controller's tree-head signing key.
+//! - [`integrity`]: checksummed records, the damaged-file guard, the comparison with the peers'
+//!   signed tree heads and the gate the API asks before it serves.
 //! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
 //! - [`tls`]: mTLS on the listener; [`tls::peer_identity`] tells a service who is calling.
 //!
@@ -17,6 +19,7 @@ pub mod api;
 pub mod attest;
 pub mod auth;
 pub mod error;
+pub mod integrity;
 pub mod log_key;
 pub mod node;
 pub mod raft;

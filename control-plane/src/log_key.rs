@@ -1,11 +1,25 @@
 //! This controller's tree-head signing key (DESIGN.md §3: "controllers sign tree heads").
 //!
-//! Each controller keeps an ed25519 key in `<data_dir>/log-signing.key` (64 hex characters, file
-//! mode 0600), created at its first start. The public half is registered in the replicated state
-//! with `Command::RegisterLogKey` (idempotent, retried in the background until it is applied), so
+//! Each controller keeps an ed25519 key in `<data_dir>/log-signing.key` (mode 0600), created at
+//! its first start. The public half is registered in the replicated state with
+//! `Command::RegisterLogKey` (idempotent, retried in the background until it is applied), so
 //! every controller and every client can learn the cluster's key set from `GET /v1/log/keys`.
 //! A controller signs a tree head only over a linearizable read of the log, so every head any
 //! controller signs is a prefix-consistent view of the one replicated log.
+//!
+//! The file checks itself: it holds the seed *and* the public key derived from it,
+//!
+//! ```text
+//! tribune log-signing-key v1
+//! seed 9f…(64 hex)
+//! public 3b…(64 hex)
+//! ```
+//!
+//! so a changed character anywhere is refused rather than silently becoming another (valid, but
+//! unregistered) key. A key file that is unreadable, malformed or in the old one-line format
+//! stops the controller with what is wrong and what to do. Only a missing file on a controller
+//! that has no data yet (its first start) creates a key; replacing one is explicit:
+//! [`rotate`] (`tribune controller --rotate-log-key`) moves the old file aside.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,18 +54,86 @@ impl std::fmt::Debug for LogSigner {
     }
 }
 
+/// First line of a key file.
+const HEADER: &str = "tribune log-signing-key v1";
+
 fn key_error(path: &Path, what: impl std::fmt::Display) -> ControllerError {
     ControllerError::Internal(format!("log signing key {}: {what}", path.display()))
 }
 
+/// The key file is there but cannot be used: the controller stops.
+fn corrupt_key(path: &Path, what: impl std::fmt::Display) -> ControllerError {
+    ControllerError::Integrity(format!(
+        "LOG SIGNING KEY {} is unusable: {what}. The controller stops rather than sign tree heads with a key the cluster never registered. \
+         Restore the file from a backup of the data directory, or replace the key on purpose with `tribune controller … --rotate-log-key` \
+         (the old file is moved aside; heads signed with the old key still verify). See docs/operations.md, \"The log signing key\"",
+        path.display()
+    ))
+}
+
+/// What [`rotate`] did.
+#[derive(Debug)]
+pub struct Rotated {
+    /// Where the old key file went (`None` when there was none).
+    pub old: Option<PathBuf>,
+    pub key_id: String,
+}
+
+/// Replaces `<data_dir>/log-signing.key` with a new key, moving the old file (readable or not)
+/// aside to `log-signing.key.rotated-<unix seconds>`. The new key is registered when the
+/// controller starts; the old one stays registered, so heads it signed still verify.
+pub fn rotate(data_dir: &Path) -> Result<Rotated, ControllerError> {
+    let path = data_dir.join(KEY_FILE);
+    std::fs::create_dir_all(data_dir).map_err(|e| key_error(&path, e))?;
+    let old = if path.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut to = data_dir.join(format!("{KEY_FILE}.rotated-{secs}"));
+        let mut n = 1;
+        while to.exists() {
+            to = data_dir.join(format!("{KEY_FILE}.rotated-{secs}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(&path, &to)
+            .map_err(|e| key_error(&path, format!("moving it aside to {}: {e}", to.display())))?;
+        Some(to)
+    } else {
+        None
+    };
+    let key = create_key(&path)?;
+    let key_id = key_id(&key.verifying_key().to_bytes());
+    tracing::warn!(
+        path = %path.display(),
+        old = ?old.as_ref().map(|p| p.display().to_string()),
+        %key_id,
+        "rotated the log signing key (--rotate-log-key): the new key is registered at start; the old one stays registered"
+    );
+    Ok(Rotated { old, key_id })
+}
+
 impl LogSigner {
-    /// Loads `<data_dir>/log-signing.key`, creating it (mode 0600) if it does not exist.
+    /// Loads `<data_dir>/log-signing.key`. Creates it (mode 0600) only when it is missing and
+    /// the controller has no data yet (`<data_dir>/raft/tribune.redb` does not exist); a missing
+    /// key beside existing data, or a key file that does not check, is an error.
     pub fn load_or_create(data_dir: &Path, node_id: u64) -> Result<Self, ControllerError> {
         let path = data_dir.join(KEY_FILE);
         std::fs::create_dir_all(data_dir).map_err(|e| key_error(&path, e))?;
         let key = match read_key(&path)? {
             Some(k) => k,
-            None => create_key(&path)?,
+            None => {
+                let data = crate::raft::log_store::data_file(data_dir);
+                if data.exists() {
+                    return Err(ControllerError::Integrity(format!(
+                        "LOG SIGNING KEY {} is missing, but {} holds this controller's data: the key was lost or deleted. \
+                         Restore it from a backup of the data directory, or create a new one on purpose with \
+                         `tribune controller … --rotate-log-key` (clients then pin it as a new key; heads signed with the old key still verify)",
+                        path.display(),
+                        data.display()
+                    )));
+                }
+                create_key(&path)?
+            }
         };
         Ok(Self::from_key(key, node_id))
     }
@@ -107,12 +189,60 @@ fn read_key(path: &PathBuf) -> Result<Option<SigningKey>, ControllerError> {
             );
         }
     }
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| key_error(path, "not hex (expected 64 hex characters)"))?;
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| key_error(path, format!("{} bytes, expected 32", b.len())))?;
-    Ok(Some(SigningKey::from_bytes(&seed)))
+    parse_key(&text).map(Some).map_err(|e| corrupt_key(path, e))
+}
+
+fn hex32(line: Option<&str>, label: &str) -> Result<[u8; 32], String> {
+    let value = line
+        .and_then(|l| l.strip_prefix(label))
+        .and_then(|l| l.strip_prefix(' '))
+        .ok_or_else(|| format!("expected a line `{label} <64 hex characters>`"))?;
+    hex::decode(value.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("the {label} line is not 64 hex characters"))
+}
+
+/// The key in a key file's text, after checking the public key it records is the seed's.
+fn parse_key(text: &str) -> Result<SigningKey, String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match lines.next() {
+        Some(HEADER) => {}
+        Some(l) if l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            return Err(
+                "it is in the old one-line format, which cannot be checked (a changed character would be another valid key)"
+                    .into(),
+            );
+        }
+        _ => return Err(format!("the first line is not `{HEADER}`")),
+    }
+    let seed = hex32(lines.next(), "seed")?;
+    let public = hex32(lines.next(), "public")?;
+    if lines.next().is_some() {
+        return Err("unexpected lines after the public key".into());
+    }
+    let key = SigningKey::from_bytes(&seed);
+    if key.verifying_key().to_bytes() != public {
+        return Err(
+            "the seed does not give the public key recorded beside it: the file was changed or damaged"
+                .into(),
+        );
+    }
+    Ok(key)
+}
+
+/// The text of a key file for `key`.
+fn key_text(key: &SigningKey) -> String {
+    format!(
+        "{HEADER}\nseed {}\npublic {}\n",
+        hex::encode(key.to_bytes()),
+        hex::encode(key.verifying_key().to_bytes())
+    )
+}
+
+/// The seed in a key file's text (for tests and tools that sign with a controller's key).
+pub fn seed_from_file_text(text: &str) -> Result<[u8; 32], String> {
+    parse_key(text).map(|k| k.to_bytes())
 }
 
 fn create_key(path: &PathBuf) -> Result<SigningKey, ControllerError> {
@@ -132,7 +262,7 @@ fn create_key(path: &PathBuf) -> Result<SigningKey, ControllerError> {
         }
         Err(e) => return Err(key_error(path, e)),
     };
-    let text = format!("{}\n", hex::encode(key.to_bytes()));
+    let text = key_text(&key);
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| key_error(path, e))?;
@@ -165,10 +295,67 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_key_file_is_a_clear_error() {
+    fn a_key_file_that_does_not_check_stops_the_controller_and_is_left_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(KEY_FILE), "zz").expect("write");
-        let e = LogSigner::load_or_create(dir.path(), 1).expect_err("corrupt");
-        assert!(e.to_string().contains("not hex"), "{e}");
+        let a = LogSigner::load_or_create(dir.path(), 1).expect("create");
+        let path = dir.path().join(KEY_FILE);
+        let good = std::fs::read_to_string(&path).expect("read");
+        assert!(good.starts_with(HEADER), "{good}");
+        // Every single-character change of a hex digit is refused.
+        let lines: Vec<&str> = good.lines().collect();
+        for (line, prefix) in [(1usize, "seed "), (2, "public ")] {
+            for i in 0..64 {
+                let mut l: Vec<u8> = lines[line].as_bytes().to_vec();
+                let at = prefix.len() + i;
+                l[at] = if l[at] == b'0' { b'1' } else { b'0' };
+                let mut all: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+                all[line] = String::from_utf8(l).expect("utf8");
+                let text = all.join("\n");
+                std::fs::write(&path, &text).expect("write");
+                let e = LogSigner::load_or_create(dir.path(), 1).expect_err("refused");
+                assert!(matches!(e, ControllerError::Integrity(_)), "{e}");
+                assert!(e.to_string().contains("--rotate-log-key"), "{e}");
+                assert_eq!(
+                    std::fs::read_to_string(&path).expect("read"),
+                    text,
+                    "not replaced"
+                );
+            }
+        }
+        for (text, says) in [
+            ("zz", "first line"),
+            (
+                &format!("{}\n", "ab".repeat(32)) as &str,
+                "old one-line format",
+            ),
+            (&format!("{HEADER}\nseed 00\n"), "seed line"),
+            (&format!("{HEADER}\nseed {}\n", "00".repeat(32)), "public"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let e = LogSigner::load_or_create(dir.path(), 1).expect_err("corrupt");
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
+        // Rotation is explicit, keeps the old file, and gives a new key.
+        std::fs::write(&path, "zz").expect("write");
+        let r = rotate(dir.path()).expect("rotate");
+        let old = r.old.expect("moved aside");
+        assert_eq!(std::fs::read_to_string(&old).expect("old"), "zz");
+        let b = LogSigner::load_or_create(dir.path(), 1).expect("the new key loads");
+        assert_eq!(b.key_id, r.key_id);
+        assert_ne!(b.key_id, a.key_id);
+        assert_eq!(seed_from_file_text(&good).map(|s| s.len()), Ok(32));
+    }
+
+    #[test]
+    fn a_missing_key_is_created_only_at_first_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = crate::raft::log_store::data_file(dir.path());
+        std::fs::create_dir_all(data.parent().expect("raft dir")).expect("mkdir");
+        std::fs::write(&data, b"").expect("data file");
+        let e = LogSigner::load_or_create(dir.path(), 1).expect_err("data without a key");
+        assert!(e.to_string().contains("is missing"), "{e}");
+        assert!(!dir.path().join(KEY_FILE).exists(), "nothing created");
+        rotate(dir.path()).expect("explicit");
+        LogSigner::load_or_create(dir.path(), 1).expect("loads");
     }
 }

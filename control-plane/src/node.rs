@@ -19,8 +19,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest};
 
 use crate::error::ControllerError;
+use crate::integrity::Gate;
 use crate::log_key::LogSigner;
-use crate::raft::log_store::{LogStore, open_database};
+use crate::raft::log_store::{LogStore, RAFT_DIR};
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::{SharedState, StateMachineStore};
 use crate::raft::{Node, NodeId, Raft, Request};
@@ -220,6 +221,8 @@ pub struct Controller {
     pub log_signer: Arc<LogSigner>,
     /// `None` only when the controller runs `--insecure`.
     pub tls: Option<ControllerTls>,
+    /// Whether this controller may serve what it holds (`crate::integrity`).
+    pub integrity: Arc<Gate>,
     applied: watch::Receiver<u64>,
     writes: mpsc::Sender<Pending>,
 }
@@ -233,13 +236,11 @@ impl Controller {
         let raft_config = Arc::new(config.raft_config()?);
         let log_signer = Arc::new(LogSigner::load_or_create(&config.data_dir, config.id)?);
         let tls = config.transport()?;
-        let db = open_database(&config.data_dir.join("raft")).map_err(|e| {
-            ControllerError::Internal(format!("opening {}: {e}", config.data_dir.display()))
-        })?;
-        let log = LogStore::open(db)
-            .map_err(|e| ControllerError::Internal(format!("opening the raft log: {e}")))?;
-        let (sm, state, applied) = StateMachineStore::open(log.clone())
-            .map_err(|e| ControllerError::Internal(format!("opening the state machine: {e}")))?;
+        // Every page and record is checked on the way in: a damaged file stops the start with
+        // ControllerError::Integrity naming it (crate::integrity).
+        let integrity = Arc::new(Gate::new());
+        let log = LogStore::open_dir(&config.data_dir.join(RAFT_DIR))?;
+        let (sm, state, applied) = StateMachineStore::open(log.clone(), integrity.clone())?;
         let peers = Peers::new(tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(
             config.id,
@@ -264,11 +265,13 @@ impl Controller {
             validator,
             log_signer,
             tls,
+            integrity,
             applied,
             writes: tx,
         });
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
+        tokio::spawn(crate::integrity::peers::watch(Arc::downgrade(&controller)));
         Ok(controller)
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use tribune_controller::ControllerError;
 use tribune_controller::node::ControllerConfig;
 use tribune_controller::validate::PolicyValidator;
 
@@ -51,9 +52,24 @@ pub struct ControllerArgs {
     /// Accept simulated-TEE evidence from agents (development clusters only).
     #[arg(long)]
     pub allow_sim_evidence: bool,
+    /// Start over from the other controllers: move DATA_DIR/raft aside (never deleted) and join
+    /// with an empty log; the leader sends the data. For a controller whose data is corrupt or
+    /// disagrees with the cluster. Needs --peer for at least one running controller. One-shot:
+    /// do not leave it in a service definition.
+    #[arg(long)]
+    pub resync_from_peers: bool,
+    /// Replace this controller's log signing key: move DATA_DIR/log-signing.key aside and create
+    /// a new one, registered at start (the old key stays registered). One-shot.
+    #[arg(long)]
+    pub rotate_log_key: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
+
+/// Exit status of a controller that refuses to start on data it cannot vouch for (a corrupt
+/// data file or log signing key): restarting it will not help, so service managers can be told
+/// not to (`RestartPreventExitStatus=3`).
+pub const EXIT_INTEGRITY: u8 = 3;
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
     let (id, addr) = s
@@ -138,17 +154,45 @@ pub fn validator() -> Arc<dyn PolicyValidator> {
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
     super::init_tracing();
-    super::client::runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let controller = tribune_controller::Controller::open(config.clone(), validator()).await?;
+    let result = super::client::runtime()?.block_on(serve(args, config));
+    match result {
+        Err(e) => match e.downcast_ref::<ControllerError>() {
+            Some(ControllerError::Integrity(msg)) => {
+                eprintln!("error: refusing to start: {msg}");
+                Ok(ExitCode::from(EXIT_INTEGRITY))
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    if args.rotate_log_key {
+        let r = tribune_controller::log_key::rotate(&config.data_dir)?;
+        tracing::warn!(key_id = %r.key_id, old = ?r.old, "log signing key rotated");
+    }
+    if args.resync_from_peers {
+        let r = tribune_controller::integrity::resync::prepare(&config).await?;
+        tracing::warn!(
+            moved_to = ?r.moved_to,
+            peers = ?r.peers,
+            term = r.term,
+            "re-syncing from the other controllers: the old data was moved aside, not deleted; the leader sends the log or a snapshot"
+        );
+    }
+    let controller = tribune_controller::Controller::open(config.clone(), validator()).await?;
+    // A re-synced controller joins the cluster that exists: it never initialises one.
+    if !args.resync_from_peers {
         controller.bootstrap().await?;
-        tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
-        tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
-        let _ = controller.raft.shutdown().await;
-        Ok(ExitCode::SUCCESS)
-    })
+    }
+    tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
+    tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+    let _ = controller.raft.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -195,6 +239,8 @@ mod tests {
             snapshot_every: None,
             keep_logs: None,
             allow_sim_evidence: false,
+            resync_from_peers: false,
+            rotate_log_key: false,
             tls: TlsArgs::default(),
         };
         let c = args.resolve().expect("resolves");

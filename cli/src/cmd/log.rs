@@ -55,8 +55,9 @@ pub enum LogCmd {
         opts: ClientOpts,
     },
     /// Prove that entry ENTRY is in the log: recompute its leaf hash from its content, fetch an
-    /// inclusion proof to the current signed tree head, check the head's signature and the proof.
-    /// Exit 1 if anything does not verify.
+    /// inclusion proof to the current signed tree head, check the head's signature, that the
+    /// head extends the largest head pinned in the state file (a consistency proof), and the
+    /// inclusion proof. The head is pinned on first use. Exit 1 if anything does not verify.
     Prove {
         /// Entry index.
         entry: u64,
@@ -213,6 +214,59 @@ async fn fetch<T: DeserializeOwned>(client: &Client, path: &str) -> anyhow::Resu
     serde_json::from_value(v).with_context(|| format!("unexpected answer from {path}"))
 }
 
+/// Checks that `newest` (just verified under the pinned keys) extends the largest head pinned
+/// in `s`, and so every pinned head: each head is stored only after it was checked against the
+/// largest before it, so the pinned heads are prefixes of one another. Returns the pinned head
+/// it was checked against (`None` on first use, when there is none).
+async fn check_against_pinned(
+    client: &Client,
+    path: &Path,
+    s: &TrustState,
+    newest: &SignedTreeHead,
+) -> anyhow::Result<Option<SthView>> {
+    let Some(pinned) = s.sths.iter().max_by_key(|h| h.tree_size).cloned() else {
+        return Ok(None);
+    };
+    let old = pinned.verify(&s.keys).map_err(|e| {
+        failed(format!(
+            "the largest tree head pinned in {} (size {}, root {}): {e}; the state file was altered",
+            path.display(),
+            pinned.tree_size,
+            short(&pinned.root_hash)
+        ))
+    })?;
+    if old.size > newest.size {
+        return Err(failed(format!(
+            "INCONSISTENT: the cluster's current tree head (size {}) is smaller than the one pinned in {} (size {}, root {}): the log lost entries it had signed",
+            newest.size,
+            path.display(),
+            old.size,
+            short(&pinned.root_hash)
+        )));
+    }
+    let proof: ConsistencyProofView = fetch(
+        client,
+        &format!(
+            "/v1/log/proof/consistency?first={}&second={}",
+            old.size, newest.size
+        ),
+    )
+    .await?;
+    proof.verify(&old, newest).map_err(|e| {
+        failed(format!(
+            "INCONSISTENT: the cluster's tree head (size {}, root {}) does not extend the head pinned in {} (size {}, root {}, signed by key {}): {e}. \
+             The controller that answered serves a different log from the one you checked before: do not trust it",
+            newest.size,
+            hex::encode(newest.root),
+            path.display(),
+            old.size,
+            hex::encode(old.root),
+            pinned.key_id
+        ))
+    })?;
+    Ok(Some(pinned))
+}
+
 /// The current head (checked against the cluster's keys, which are pinned on the way).
 async fn current_head(
     client: &Client,
@@ -352,6 +406,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             };
             let mut s = load_state(&path)?;
             let (view, sth, added) = current_head(client, &mut s).await?;
+            let pinned = check_against_pinned(client, &path, &s, &sth).await?;
             if entry >= sth.size {
                 return Err(failed(format!(
                     "entry {entry} is not in the log: the current tree head covers entries 0..={}",
@@ -396,7 +451,8 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             if client.output == Output::Json {
                 client.print(
                     &json!({"ok": true, "entry": e.entry, "leaf_hash": hex::encode(leaf),
-                        "tree_head": view, "audit_path": proof.audit_path}),
+                        "tree_head": view, "audit_path": proof.audit_path,
+                        "extends_pinned": pinned}),
                     &[],
                 );
             } else {
@@ -426,6 +482,18 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                 for (i, h) in proof.audit_path.iter().enumerate() {
                     let label = if i == 0 { "audit path" } else { "" };
                     println!("{label:<11} {h}");
+                }
+                match &pinned {
+                    Some(p) => println!(
+                        "pinned      extends the pinned head of size {} (root {}) in {}",
+                        p.tree_size,
+                        short(&p.root_hash),
+                        path.display()
+                    ),
+                    None => println!(
+                        "pinned      first tree head pinned in {} (trust on first use)",
+                        path.display()
+                    ),
                 }
                 println!(
                     "ok: entry {entry} is included in the tree of size {} signed by controller {}",

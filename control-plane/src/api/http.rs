@@ -334,7 +334,13 @@ fn with_etag(version: u64, body: impl IntoResponse) -> Response {
 }
 
 async fn readyz(State(api): State<Shared>) -> Response {
-    match api.controller.ready() {
+    // The integrity gate first: a diverged controller has stopped Raft, and says why.
+    let ready = api
+        .controller
+        .integrity
+        .ready()
+        .and_then(|()| api.controller.ready());
+    match ready {
         Ok(()) => "ready".into_response(),
         Err(why) => {
             let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", why);

@@ -115,6 +115,11 @@ impl From<ControllerError> for Problem {
             ControllerError::Internal(_) => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
+            ControllerError::Integrity(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state-diverged",
+                e.to_string(),
+            ),
         };
         p.retry_after_ms = retry;
         p

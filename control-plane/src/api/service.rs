@@ -1,6 +1,7 @@
 //! The control operations, shared by the HTTP and gRPC front ends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -85,11 +86,20 @@ impl Api {
         )
     }
 
+    /// Before any read: the integrity gate (a diverged controller serves nothing; a linearizable
+    /// read waits for the comparison with the peers), then, unless `stale`, the read barrier.
     pub(super) async fn read(&self, stale: bool) -> Result<(), Problem> {
+        let wait = Duration::from_millis(self.controller.config.request_timeout_ms);
+        self.controller.integrity.readable(stale, wait).await?;
         if !stale {
             self.controller.read_barrier().await?;
         }
         Ok(())
+    }
+
+    /// Before any write: a diverged controller takes none.
+    pub(super) fn writable(&self) -> Result<(), Problem> {
+        Ok(self.controller.integrity.writable()?)
     }
 
     pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, crate::state::State> {
@@ -178,6 +188,7 @@ impl Api {
         expect: Expect,
     ) -> Result<(Policy, bool), Problem> {
         who.require(Op::WritePolicy)?;
+        self.writable()?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         if source.len() > POLICY_SOURCE_BYTES_MAX {
             return Err(Problem::too_large(format!(
@@ -225,6 +236,7 @@ impl Api {
         expect: Expect,
     ) -> Result<u64, Problem> {
         who.require(Op::WritePolicy)?;
+        self.writable()?;
         check_name("policy", name).map_err(Problem::bad_request)?;
         self.check_tenant_policy(who, name, None)?;
         let cmd = Command::DeletePolicy {
@@ -310,6 +322,7 @@ impl Api {
         expect: Expect,
     ) -> Result<Enclave, Problem> {
         who.require(Op::WriteEnclave)?;
+        self.writable()?;
         bounds::enclave(&enclave)?;
         match single(
             self.controller
@@ -341,6 +354,7 @@ impl Api {
     /// (`unverified` for a new host), whatever the body says.
     pub async fn put_host(&self, who: &Principal, mut host: Host) -> Result<Host, Problem> {
         who.require(Op::WriteHost)?;
+        self.writable()?;
         bounds::host(&host)?;
         {
             let st = self.state();
@@ -412,6 +426,7 @@ impl Api {
         voter: bool,
     ) -> Result<(), Problem> {
         who.require(Op::ChangeMembership)?;
+        self.writable()?;
         if addr.len() > bounds::HOST_TEXT_BYTES_MAX
             || addr.chars().any(char::is_control)
             || (addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':'))
@@ -431,6 +446,7 @@ impl Api {
 
     pub async fn promote(&self, who: &Principal, id: NodeId) -> Result<(), Problem> {
         who.require(Op::ChangeMembership)?;
+        self.writable()?;
         self.controller
             .forwardable(Forwarded::Promote { id })
             .await?;
@@ -443,6 +459,7 @@ impl Api {
 
     pub async fn remove_member(&self, who: &Principal, id: NodeId) -> Result<(), Problem> {
         who.require(Op::ChangeMembership)?;
+        self.writable()?;
         self.controller
             .forwardable(Forwarded::RemoveMember { id })
             .await?;

@@ -61,6 +61,7 @@ impl Api {
         ttl_ms: i64,
     ) -> Result<CreatedToken, Problem> {
         who.require(Op::ManageTokens)?;
+        self.writable()?;
         check_name("token", name).map_err(Problem::bad_request)?;
         // Same rules as certificates: a tenant token names its tenant, others none.
         tribune_tls::PeerIdentity::user(role, name, tenant)
@@ -117,6 +118,7 @@ impl Api {
 
     pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<TokenView, Problem> {
         who.require(Op::ManageTokens)?;
+        self.writable()?;
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Problem::bad_request(format!(
                 "{:?} is not a token id (16 hex digits, as `tribune token ls` shows)",

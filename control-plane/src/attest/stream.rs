@@ -131,6 +131,11 @@ impl AttestationService for AttestServer {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
+        // A controller whose state disagrees with the cluster derives no plans from it: the
+        // agent goes to another controller.
+        if let Err(e) = self.controller.integrity.writable() {
+            return Err(Status::unavailable(e.to_string()));
+        }
         // With TLS, the host is the one in the agent's certificate; without (`--insecure`),
         // the Hello is taken as said.
         let identity = match crate::tls::require_agent(!self.config.insecure, request.extensions())

@@ -1,5 +1,5 @@
 //! Server side of `RaftService`: hands openraft's RPCs to the local Raft instance and serves
-//! forwarded writes, read-index requests and status for the other controllers.
+//! forwarded writes, read-index requests, status and log heads for the other controllers.
 //!
 //! With TLS, only callers whose client certificate names a controller get in: an agent or a
 //! user holding a certificate from the same CA is refused with PERMISSION_DENIED.
@@ -93,5 +93,14 @@ impl RaftService for RaftServer {
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
         encode(&self.controller.status())
+    }
+
+    async fn log_head(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req)?;
+        let q = decode(req.get_ref())?;
+        match crate::integrity::peers::serve_head(&self.controller, q).await {
+            Ok(reply) => encode(&reply),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
     }
 }

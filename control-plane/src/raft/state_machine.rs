@@ -4,6 +4,11 @@
 //! On start the last snapshot is loaded and openraft re-applies the committed log after it, so
 //! the state after a restart is exactly the state before it. Snapshots are the state's JSON,
 //! written by the log store's writer thread before the log they cover may be purged.
+//!
+//! A snapshot read from disk is a checked record (`LogStore::load_snapshot`), and every snapshot
+//! loaded or installed must agree with its own attestation log (`integrity::audit`) before it
+//! replaces anything. An installed snapshot replaces the state wholesale, so the integrity gate
+//! compares with the peers again before this controller serves linearizable reads.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -15,9 +20,19 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::log_store::LogStore;
+use super::log_store::{LogStore, SNAPSHOT_TABLE};
 use super::{Entry, LogId, Node, NodeId, Response, StorageError, TypeConfig};
+use crate::integrity::{Gate, StoreError, audit::audit};
 use crate::state::State;
+
+/// A snapshot's state, decoded and checked against its own attestation log.
+fn decode_checked(data: &[u8]) -> Result<State, String> {
+    let state: State = serde_json::from_slice(data)
+        .map_err(|e| format!("the snapshot's state does not decode: {e}"))?;
+    audit(&state)
+        .map_err(|e| format!("the snapshot disagrees with its own attestation log: {e}"))?;
+    Ok(state)
+}
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -37,6 +52,8 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     /// Published after each apply so readers can wait for an index without polling.
     applied_tx: Arc<watch::Sender<u64>>,
+    /// Told when an installed snapshot replaces the state.
+    gate: Arc<Gate>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -45,8 +62,19 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
     }
 }
 
+fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::read_snapshot(None, &e),
+    }
+}
+
 impl StateMachineStore {
-    pub fn open(log: LogStore) -> Result<(Self, SharedState, watch::Receiver<u64>), StorageError> {
+    /// Loads the stored snapshot, if any; refuses one that fails its checksum, does not decode
+    /// or disagrees with its own attestation log.
+    pub fn open(
+        log: LogStore,
+        gate: Arc<Gate>,
+    ) -> Result<(Self, SharedState, watch::Receiver<u64>), StoreError> {
         let (applied_tx, applied_rx) = watch::channel(0);
         let mut sm = Self {
             state: Arc::new(RwLock::new(State::default())),
@@ -55,17 +83,32 @@ impl StateMachineStore {
             log,
             snapshot_seq: 0,
             applied_tx: Arc::new(applied_tx),
+            gate,
         };
         if let Some(bytes) = sm.log.load_snapshot()? {
-            let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(sm_err)?;
-            sm.restore(&stored)?;
+            let file = sm.log.file().to_path_buf();
+            let corrupt = |record: String, problem: String| StoreError::Corrupt {
+                file: file.clone(),
+                table: SNAPSHOT_TABLE,
+                record,
+                problem,
+            };
+            let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(|e| {
+                corrupt(
+                    "record \"current\"".into(),
+                    format!("the checksum holds but the snapshot does not decode: {e}"),
+                )
+            })?;
+            let label = format!("snapshot {}", stored.meta.snapshot_id);
+            let state = decode_checked(&stored.data).map_err(|e| corrupt(label, e))?;
+            sm.restore(&stored, state)
+                .map_err(|e| corrupt("record \"current\"".into(), e.to_string()))?;
         }
         let shared = sm.state.clone();
         Ok((sm, shared, applied_rx))
     }
 
-    fn restore(&mut self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let state: State = serde_json::from_slice(&stored.data).map_err(sm_err)?;
+    fn restore(&mut self, stored: &StoredSnapshot, state: State) -> Result<(), StorageError> {
         *self
             .state
             .write()
@@ -174,22 +217,119 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: snapshot.into_inner(),
         };
-        // Check it decodes before anything is replaced: a bad snapshot must not half-install.
-        let _: State = serde_json::from_slice(&stored.data).map_err(sm_err)?;
+        // Check it decodes and agrees with its own log before anything is replaced: a bad
+        // snapshot must not half-install.
+        let state = decode_checked(&stored.data).map_err(|e| {
+            tracing::error!(snapshot = %meta.snapshot_id, "refusing an installed snapshot: {e}");
+            sm_err(std::io::Error::other(format!(
+                "snapshot {} from the leader: {e}",
+                meta.snapshot_id
+            )))
+        })?;
         self.log
             .save_snapshot(serde_json::to_vec(&stored).map_err(sm_err)?)
             .await?;
-        self.restore(&stored)
+        self.restore(&stored, state)?;
+        self.gate.invalidate(&format!(
+            "snapshot {} was installed; comparing it with the other controllers",
+            meta.snapshot_id
+        ));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(bytes) = self.log.load_snapshot()? else {
-            return Ok(None);
+        let bytes = match self.log.load_snapshot() {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                // A stored snapshot that no longer reads back: nothing stored can be vouched
+                // for any more.
+                tracing::error!("{e}");
+                self.gate.diverge(e.to_string());
+                return Err(snapshot_err(e));
+            }
         };
         let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(sm_err)?;
         Ok(Some(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::record;
+    use crate::raft::log_store::{DATA_FILE, SNAPSHOT, SNAPSHOT_KEY, snapshot_context};
+    use crate::state::{Command, Expect};
+
+    fn stored(state: &State) -> Vec<u8> {
+        let s = StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: "1-7-1".into(),
+            },
+            data: serde_json::to_vec(state).expect("json"),
+        };
+        serde_json::to_vec(&s).expect("json")
+    }
+
+    fn open_with_snapshot(dir: &std::path::Path, value: &[u8]) -> Result<State, StoreError> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        {
+            let db = redb::Database::create(dir.join(DATA_FILE)).expect("create");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut t = tx.open_table(SNAPSHOT).expect("table");
+                t.insert(SNAPSHOT_KEY, value).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let log = LogStore::open_dir(dir)?;
+        let (_, state, _) = StateMachineStore::open(log, Arc::new(Gate::new()))?;
+        let s = state.read().expect("lock").clone();
+        Ok(s)
+    }
+
+    #[test]
+    fn a_snapshot_loads_only_if_its_record_holds_and_it_agrees_with_its_own_log() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut state = State::default();
+        state.apply(Command::PutPolicy {
+            name: "p".into(),
+            source: "precedence -10".into(),
+            expect: Expect::Any,
+            actor: "t".into(),
+            at_ms: 1,
+        });
+        let good = record::seal(&snapshot_context(), &stored(&state));
+        let loaded = open_with_snapshot(&root.path().join("ok"), &good).expect("loads");
+        assert_eq!(loaded, state);
+
+        let mut flipped = good.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x01;
+        let e = open_with_snapshot(&root.path().join("flip"), &flipped).expect_err("flipped");
+        assert!(
+            e.to_string()
+                .contains("table snapshot, record \"current\" (snapshot 1-7-1"),
+            "{e}"
+        );
+
+        // Resealed after the policy changed: the record holds, the audit does not.
+        let mut tampered = state.clone();
+        if let Some(p) = tampered.policies.get_mut("p") {
+            p.source = "precedence -19".into();
+        }
+        let resealed = record::seal(&snapshot_context(), &stored(&tampered));
+        let e = open_with_snapshot(&root.path().join("audit"), &resealed).expect_err("audit");
+        let e = e.to_string();
+        assert!(
+            e.contains("table snapshot, snapshot 1-7-1")
+                && e.contains("disagrees with its own attestation log"),
+            "{e}"
+        );
     }
 }
