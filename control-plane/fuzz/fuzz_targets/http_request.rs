@@ -30,7 +30,15 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
+        // tmpfs when there is one: the fuzzer measures the request path, not the disk.
+        let dir = tempfile::Builder::new()
+            .prefix("tribune-fuzz-")
+            .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
+                "/dev/shm"
+            } else {
+                "/tmp"
+            })
+            .expect("temp dir");
         let tls = dir.path().join("tls");
         tribune_tls::ca::init(&tls, 30).expect("ca");
         let ctl = PeerIdentity::Controller { id: 1 };
@@ -43,6 +51,7 @@ fn world() -> &'static World {
         let controller = rt.block_on(async {
             let config = ControllerConfig {
                 init: true,
+                request_timeout_ms: 500,
                 tls: Some(TlsFiles::in_dir(&tls, &ctl.file_stem())),
                 ..ControllerConfig::new(
                     1,
@@ -53,6 +62,7 @@ fn world() -> &'static World {
             let c = Controller::open(config, Arc::new(PolicyLanguage))
                 .await
                 .expect("controller");
+            c.bootstrap().await.expect("bootstrap");
             for _ in 0..200 {
                 if c.ready().is_ok() {
                     break;
