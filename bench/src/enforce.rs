@@ -158,6 +158,11 @@ pub async fn enforce_latency(
     let dir = tempfile::Builder::new()
         .prefix("tribune-bench-enforce-")
         .tempdir()?;
+    // The enclave runs as an unprivileged uid: it must be able to see the flag.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
     let flag = dir.path().join("busy");
     let cluster = LocalCluster::start(binary, 3, &["--allow-sim-evidence"])?;
     let http = reqwest::Client::builder()
@@ -183,7 +188,7 @@ pub async fn enforce_latency(
     let spec = json!({
         "id": ENCLAVE, "tenant": "bench-enforce", "tee": "sim",
         "placement": {"host": HOST, "epoch": 1},
-        "launch": {"process": {"cmd": ["sh", "-c", script]}},
+        "launch": {"process": {"cmd": ["/bin/sh", "-c", script]}},
         "state": "running",
     });
     put_json(&http, &endpoints, &format!("/v1/enclaves/{ENCLAVE}"), &spec).await?;
@@ -201,6 +206,8 @@ pub async fn enforce_latency(
         .args(["--host-id", HOST])
         .arg("--data-dir")
         .arg(dir.path().join("agent"))
+        .arg("--launch-policy")
+        .arg(crate::write_launch_policy(dir.path(), &["/bin/sh"])?)
         .arg("--controllers")
         .args(&controllers)
         .env("RUST_LOG", "info")

@@ -115,6 +115,21 @@ where
     }
 }
 
+/// Writes a launch allow-list for a benchmark's agent to `dir/launch-policy.toml`: `programs`
+/// (hashed now) with any arguments. Agents launch nothing without one.
+pub fn write_launch_policy(
+    dir: &std::path::Path,
+    programs: &[&str],
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut list = tribune_agent::AllowList::default();
+    for p in programs {
+        list.allow_program(p, None)?;
+    }
+    let path = dir.join("launch-policy.toml");
+    list.write(&path)?;
+    Ok(path)
+}
+
 /// Whether this process runs as root (the agent and installing etcd need it).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -253,6 +253,14 @@ pub async fn agent(
     let child = Command::new(binary)
         .args(["agent", "run", "--instance", &instance, "--data-dir"])
         .arg(dir.path())
+        .arg("--launch-policy")
+        .arg(crate::write_launch_policy(dir.path(), &["/bin/sleep"])?)
+        // A uid per enclave, however many the run asks for.
+        .arg("--enclave-uids")
+        .arg({
+            let first = tribune_agent::launch::users::UID_FIRST_DEFAULT as usize;
+            format!("{first}-{}", first + enclaves.max(1) - 1)
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -279,7 +287,7 @@ pub async fn agent(
         .map(|i| {
             (
                 format!("e{i:03}"),
-                json!({"limits": {"cpu_millicores": 10}, "launch": {"process": {"cmd": ["sleep", "3600"]}}}),
+                json!({"limits": {"cpu_millicores": 10}, "launch": {"process": {"cmd": ["/bin/sleep", "3600"]}}}),
             )
         })
         .collect();

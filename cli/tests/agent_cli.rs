@@ -35,6 +35,8 @@ fn start_agent(dir: &Path, instance: &str) -> Child {
     let child = Command::new(BIN)
         .args(["agent", "run", "--instance", instance, "--data-dir"])
         .arg(dir)
+        .arg("--launch-policy")
+        .arg(common::write_launch_policy(dir, &["/bin/sleep"]))
         // Its enclaves inherit these: never let them hold the harness's pipes.
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -51,7 +53,7 @@ fn write_plan(dir: &Path, version: u64, cpu: u64) -> std::path::PathBuf {
     let p = dir.join(format!("plan-{version}.json"));
     let text = format!(
         r#"{{"version": {version}, "enclaves": {{"s": {{"limits": {{"cpu_millicores": {cpu}}},
-            "launch": {{"process": {{"cmd": ["sleep", "600"]}}}}}}}}}}"#
+            "launch": {{"process": {{"cmd": ["/bin/sleep", "600"]}}}}}}}}}}"#
     );
     std::fs::write(&p, text).unwrap();
     p

@@ -59,6 +59,8 @@ impl Agent {
             .arg(dir.join(format!("agent-{instance}")))
             .arg("--tls-dir")
             .arg(tls_dir)
+            .arg("--launch-policy")
+            .arg(common::write_launch_policy(dir, &["/bin/sh"]))
             .args(extra)
             .arg("--controllers")
             .args(&controllers)
@@ -242,7 +244,7 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
             "greedy",
             "greedy",
             "h1",
-            &["sh", "-c", "while :; do :; done"],
+            &["/bin/sh", "-c", "while :; do :; done"],
         ),
     )
     .await;
@@ -409,9 +411,15 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
         let (s, b) = c.put_policy(leader, name, src, None).await;
         assert!(s == 200 || s == 201, "{s} {b}");
     }
-    // The owner idles until the file `busy` appears, then spins.
-    let dir = c.dir.path().to_path_buf();
-    let flag = dir.join("busy");
+    // The owner idles until the file `busy` appears, then spins. It runs as an unprivileged
+    // uid of its own: the flag lives where any uid can see it.
+    let flags = tempfile::tempdir().expect("temp dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(flags.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let flag = flags.path().join("busy");
     let owner_cmd = format!(
         "while [ ! -e {} ]; do sleep 0.05; done; while :; do :; done",
         flag.display()
@@ -420,7 +428,7 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
         &c,
         leader,
         "/v1/enclaves/owner",
-        enclave("owner", "owner", "h2", &["sh", "-c", &owner_cmd]),
+        enclave("owner", "owner", "h2", &["/bin/sh", "-c", &owner_cmd]),
     )
     .await;
     put(
@@ -431,7 +439,7 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
             "borrower",
             "borrower",
             "h2",
-            &["sh", "-c", "while :; do :; done"],
+            &["/bin/sh", "-c", "while :; do :; done"],
         ),
     )
     .await;
@@ -492,7 +500,12 @@ async fn an_observe_only_agent_reports_and_says_it_cannot_enforce() {
         &c,
         leader,
         "/v1/enclaves/spin",
-        enclave("spin", "greedy", "h3", &["sh", "-c", "while :; do :; done"]),
+        enclave(
+            "spin",
+            "greedy",
+            "h3",
+            &["/bin/sh", "-c", "while :; do :; done"],
+        ),
     )
     .await;
     let agent = Agent::start_with(&c, "loopo", "h3", &["--observe-only"]);

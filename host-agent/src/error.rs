@@ -31,6 +31,12 @@ pub enum AgentError {
     StalePlan { offered: u64, applied: u64 },
     #[error("invalid plan: {0}")]
     InvalidPlan(String),
+    #[error("invalid agent configuration: {0}")]
+    InvalidConfig(String),
+    /// A launch spec the host's allow-list does not let through (boxed: it is large and
+    /// rare, and every `Result` of the agent carries this enum).
+    #[error(transparent)]
+    LaunchRefused(Box<crate::launch::LaunchRefused>),
     #[error("`{cmd}` failed: {stderr}")]
     Command { cmd: String, stderr: String },
     #[error(
@@ -49,6 +55,12 @@ pub enum AgentError {
     Runtime(String),
     #[error("control socket: {0}")]
     Control(String),
+}
+
+impl From<crate::launch::LaunchRefused> for AgentError {
+    fn from(r: crate::launch::LaunchRefused) -> Self {
+        AgentError::LaunchRefused(Box::new(r))
+    }
 }
 
 impl AgentError {

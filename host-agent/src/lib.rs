@@ -2,6 +2,8 @@
 //! controllers decide; decides nothing itself.
 //!
 //! - [`plan`]: the versioned desired state and the pure diff from applied to wanted.
+//! - [`launch`]: what this host agrees to launch (its allow-list, checked before anything is
+//!   created) and as whom (never root).
 //! - [`agent`]: owns the enclaves, applies plans, samples usage, keeps enforcing.
 //! - [`cgroup`]: CPU cap/weight, memory, freezer and accounting on cgroup v1 and v2.
 //! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions.
@@ -17,6 +19,7 @@ pub mod collector;
 pub mod control;
 pub mod error;
 pub mod gpu;
+pub mod launch;
 pub mod link;
 pub mod net;
 pub mod plan;
@@ -27,5 +30,6 @@ pub mod units;
 
 pub use agent::{Agent, AgentConfig, AgentStatus, ApplyReport, LinkEvent, Request};
 pub use error::{AgentError, Result};
+pub use launch::{AllowList, EnclaveUsers, LaunchPolicy};
 pub use plan::{Bandwidth, EnclavePlan, LaunchSpec, Limits, Plan, RunState};
 pub use runtime::RuntimeKind;

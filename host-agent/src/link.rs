@@ -46,8 +46,13 @@ pub enum ToLink {
     Windows(Vec<UsageReport>),
     /// The enclaves running now, with how they were launched.
     Enclaves(Vec<(String, Option<LaunchSpec>)>),
-    /// A plan was applied (or refused).
-    Applied { version: u64, error: Option<String> },
+    /// A plan was applied (or refused as a whole: `error`), with the enclaves whose launch
+    /// the host's allow-list refused.
+    Applied {
+        version: u64,
+        error: Option<String>,
+        refused: Vec<crate::agent::RefusedLaunch>,
+    },
 }
 
 /// How the link connects.
@@ -442,6 +447,7 @@ impl Link {
                     let ack = pb::PlanAck {
                         version: p.version,
                         error: e,
+                        refused: Vec::new(),
                     };
                     let _ = tx
                         .send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
@@ -507,7 +513,11 @@ impl Link {
                     self.start_sessions(&new, nonce, eph, tx).await?;
                 }
             }
-            ToLink::Applied { version, error } => {
+            ToLink::Applied {
+                version,
+                error,
+                refused,
+            } => {
                 if error.is_none() {
                     self.applied_version = self.applied_version.max(version);
                 }
@@ -515,6 +525,13 @@ impl Link {
                     let ack = pb::PlanAck {
                         version,
                         error: error.unwrap_or_default(),
+                        refused: refused
+                            .into_iter()
+                            .map(|r| pb::LaunchRefusal {
+                                enclave_id: r.enclave,
+                                reason: r.error,
+                            })
+                            .collect(),
                     };
                     tx.send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
                         .await

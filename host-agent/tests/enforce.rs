@@ -150,7 +150,7 @@ async fn memory_limit_holds_and_oom_is_reported() {
     let mut e = enclave(
         LaunchSpec::Process {
             // `tail` buffers a "line" that never ends: memory grows until the limit.
-            cmd: vec!["tail".into(), "/dev/zero".into()],
+            cmd: vec!["/usr/bin/tail".into(), "/dev/zero".into()],
             network: false,
             sim: None,
         },
@@ -226,6 +226,9 @@ async fn memory_limit_reclaims_page_cache_and_reports_it() {
     // A 96 MiB file, written and then dropped from the page cache, so that reading it inside
     // the enclave charges clean, reclaimable pages to the enclave's 32 MiB limit.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The enclave runs as an unprivileged uid of its own: it must be able to reach the file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("fill");
     {
         use std::io::Write;

@@ -16,7 +16,7 @@ use tribune_agent::{Agent, AgentError, LaunchSpec, LinkEvent, Request, RuntimeKi
 
 fn sleeper() -> LaunchSpec {
     LaunchSpec::Process {
-        cmd: vec!["sleep".into(), "600".into()],
+        cmd: vec!["/bin/sleep".into(), "600".into()],
         network: false,
         sim: None,
     }

@@ -43,7 +43,23 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
         Some(500),
         1,
     );
-    agent.apply(plan(1, &[("vm", e.clone())])).await.unwrap();
+    // Extra arguments the host's allow-list does not list are refused; the rest of the plan
+    // runs.
+    let evil = enclave(
+        LaunchSpec::Qemu {
+            memory_mib: 64,
+            args: vec!["-monitor".into(), "stdio".into()],
+        },
+        None,
+        1,
+    );
+    let rep = agent
+        .apply(plan(1, &[("vm", e.clone()), ("evil", evil)]))
+        .await
+        .unwrap();
+    assert_eq!(rep.launched, vec!["vm"]);
+    assert_eq!(rep.refused.len(), 1);
+    assert!(rep.refused[0].error.contains("-monitor"), "{rep:?}");
     let g = agent.group_of("vm");
     let cg = agent.cgroups().clone();
 
@@ -63,6 +79,40 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
             "thread {:?} outside {g}: {cgs}",
             t.file_name()
         );
+    }
+
+    // QEMU dropped to the enclave's own uid before the guest ran, cannot regain privileges,
+    // and lives in its own mount namespace.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let user = st.enclaves[0].user.expect("credentials");
+    assert_eq!(field("Uid"), vec![user.uid.to_string(); 4], "{status}");
+    assert_eq!(field("Gid"), vec![user.gid.to_string(); 4], "{status}");
+    assert_ne!(user.uid, 0);
+    assert_eq!(field("NoNewPrivs"), ["1"]);
+    for caps in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{caps}");
+    }
+    // Only what its own drop to the enclave user needed: CAP_SETGID | CAP_SETUID.
+    assert_eq!(field("CapBnd"), ["00000000000000c0"]);
+    let mnt = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(mnt(&pid.to_string()), mnt("self"));
+    // Where this QEMU has seccomp, it runs under its `-sandbox`.
+    let has_sandbox = std::process::Command::new("qemu-system-x86_64")
+        .args(["-sandbox", "on", "-version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    eprintln!("figure: QEMU seccomp sandbox available: {has_sandbox}");
+    if has_sandbox {
+        assert_eq!(field("Seccomp"), ["2"], "{status}");
     }
 
     std::thread::sleep(Duration::from_millis(500));

@@ -93,7 +93,7 @@ fn agent_sampling_of_100_running_enclaves_costs_under_2_percent_of_a_core() {
     let (share, ticks, reports) = rt.block_on(async {
         let mut agent = tribune_agent::Agent::start(cfg).await.unwrap();
         let sleeper = tribune_agent::LaunchSpec::Process {
-            cmd: vec!["sleep".into(), "600".into()],
+            cmd: vec!["/bin/sleep".into(), "600".into()],
             network: false,
             sim: None,
         };

@@ -3,6 +3,10 @@
 //! `tribune agent [run] --data-dir DIR --runtime process|qemu [--controllers ADDR…]` runs the
 //! agent; `apply` and `status` talk to a running agent through `DIR/agent.sock`; `run-enclave`
 //! launches one enclave under limits until Ctrl-C; `cleanup` removes leftovers of a crash.
+//!
+//! What the agent launches is the host's own decision: `--launch-policy FILE` (the allow-list,
+//! docs/agent.md); without one every launch is refused. Enclaves run unprivileged
+//! (`--enclave-uids`, or one `--enclave-uid`/`--enclave-gid` for all).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,12 +16,15 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tribune_agent::agent::{AgentStatus, Request};
 use tribune_agent::control::{self, ClientRequest};
+use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
+use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_agent::link::{self, LinkConfig};
 use tribune_agent::net::{NetConfig, Uplink};
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::units::{parse_bits_per_sec, parse_bytes, parse_cpu_millicores};
 use tribune_agent::{
-    Agent, AgentConfig, Bandwidth, EnclavePlan, LaunchSpec, Limits, Plan, RunState, RuntimeKind,
+    Agent, AgentConfig, AllowList, Bandwidth, EnclavePlan, LaunchPolicy, LaunchSpec, Limits, Plan,
+    RunState, RuntimeKind,
 };
 
 const DATA_DIR_DEFAULT: &str = "/var/lib/tribune/agent";
@@ -102,6 +109,79 @@ pub struct RunArgs {
     pub uplink_rate: String,
     #[arg(long, default_value = "qemu-system-x86_64")]
     pub qemu_binary: PathBuf,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// What the agent launches, and as whom.
+#[derive(Args, Debug, Clone)]
+pub struct LaunchArgs {
+    /// The host's launch allow-list (TOML, see docs/agent.md): the runtimes, programs (absolute
+    /// path + SHA-256) and QEMU arguments enclaves may use. Without it every launch is refused.
+    #[arg(long, env = "TRIBUNE_LAUNCH_POLICY", value_name = "FILE")]
+    pub launch_policy: Option<PathBuf>,
+    /// Development only: launch any spec a plan names, unchecked (still unprivileged). Whoever
+    /// can write plans for this host then chooses what it runs.
+    #[arg(long, conflicts_with = "launch_policy")]
+    pub insecure_allow_any_launch: bool,
+    /// The uids enclaves get, one each (gid = uid), as FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value_t = default_uid_range())]
+    pub enclave_uids: String,
+    /// Run every enclave as this uid instead (never 0); needs --enclave-gid.
+    #[arg(long, requires = "enclave_gid")]
+    pub enclave_uid: Option<u32>,
+    /// The gid for --enclave-uid (never 0).
+    #[arg(long, requires = "enclave_uid")]
+    pub enclave_gid: Option<u32>,
+}
+
+fn default_uid_range() -> String {
+    format!(
+        "{UID_FIRST_DEFAULT}-{}",
+        UID_FIRST_DEFAULT + UID_COUNT_DEFAULT - 1
+    )
+}
+
+impl LaunchArgs {
+    /// The launch policy these flags name (the file is read and checked now).
+    pub fn policy(&self) -> anyhow::Result<LaunchPolicy> {
+        Ok(
+            match (&self.launch_policy, self.insecure_allow_any_launch) {
+                (Some(path), _) => LaunchPolicy::load(path)?,
+                (None, true) => LaunchPolicy::AllowAnyDev,
+                (None, false) => LaunchPolicy::Unconfigured,
+            },
+        )
+    }
+
+    pub fn users(&self) -> anyhow::Result<EnclaveUsers> {
+        let users = match (self.enclave_uid, self.enclave_gid) {
+            (Some(uid), Some(gid)) => EnclaveUsers::Fixed(Credentials { uid, gid }),
+            _ => {
+                let bad = || {
+                    anyhow::anyhow!(
+                        "--enclave-uids {:?}: expected FIRST-LAST, e.g. {}",
+                        self.enclave_uids,
+                        default_uid_range()
+                    )
+                };
+                let (a, b) = self.enclave_uids.split_once('-').ok_or_else(bad)?;
+                let (first, last): (u32, u32) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if last < first {
+                    return Err(bad());
+                }
+                EnclaveUsers::Range {
+                    first,
+                    count: (last - first).saturating_add(1),
+                }
+            }
+        };
+        users.validate().map_err(anyhow::Error::msg)?;
+        Ok(users)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -150,9 +230,14 @@ pub struct RunEnclaveArgs {
     /// Extra QEMU argument (with `--qemu`; repeat for several), e.g. `--qemu-arg=-kernel`.
     #[arg(long, allow_hyphen_values = true, requires = "qemu")]
     pub qemu_arg: Vec<String>,
-    /// The command to run as the enclave: everything after `--cmd` (give it last).
+    /// The command to run as the enclave: everything after `--cmd` (give it last). A bare
+    /// program name is looked up in PATH.
     #[arg(long, num_args = 1.., allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+    /// Without --launch-policy, exactly the command given here is allowed (you are on the
+    /// host); with it, the host's allow-list decides as for plans.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +269,8 @@ fn config(a: &RunArgs) -> anyhow::Result<AgentConfig> {
     cfg.sample_period = Duration::from_millis(a.sample_period_ms.clamp(10, 60_000));
     cfg.cpuset_cpus = a.cpuset.clone();
     cfg.qemu_binary = a.qemu_binary.clone();
+    cfg.launch_policy = a.launch.policy()?;
+    cfg.enclave_users = a.launch.users()?;
     if let Some(s) = &a.subnet {
         let octets: Vec<u8> = s
             .split('.')
@@ -270,6 +357,17 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
             a.controllers.join(", ")
         );
     }
+    if a.launch.insecure_allow_any_launch {
+        eprintln!(
+            "WARNING: agent {} runs with --insecure-allow-any-launch: it launches ANY program a plan names (unprivileged, but unchecked). Development only: give it --launch-policy FILE instead.",
+            a.instance
+        );
+    } else if a.launch.launch_policy.is_none() {
+        eprintln!(
+            "WARNING: agent {} has no launch allow-list: every enclave launch will be refused (give it --launch-policy FILE, see docs/agent.md)",
+            a.instance
+        );
+    }
     if a.observe_only {
         eprintln!(
             "WARNING: agent {} is OBSERVE-ONLY: enclaves run and are measured, but no limit is enforced (no cgroups, no tc, no freezer without root)",
@@ -335,6 +433,10 @@ fn print_table(v: &serde_json::Value) {
             s(&u["net_rx_bytes"]),
         );
     }
+    println!("launch: {}", s(&v["launch_policy"]));
+    for r in v["refused"].as_array().into_iter().flatten() {
+        println!("{:<20} REFUSED    {}", s(&r["enclave"]), s(&r["error"]));
+    }
     let events = v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     if !events.is_empty() {
         println!("recent events:");
@@ -372,12 +474,14 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
             RuntimeKind::Qemu,
         )
     } else {
-        if a.cmd.is_empty() {
+        let Some((program, args)) = a.cmd.split_first() else {
             anyhow::bail!("give the enclave's command with --cmd … (or use --qemu)");
-        }
+        };
+        let mut cmd = vec![in_path(program)?];
+        cmd.extend(args.iter().cloned());
         (
             LaunchSpec::Process {
-                cmd: a.cmd.clone(),
+                cmd,
                 network: egress.is_some(),
                 sim: None,
             },
@@ -388,6 +492,16 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
     let data_dir: &Path = a.data_dir.as_deref().unwrap_or(&tmp);
     let mut cfg = AgentConfig::new(data_dir, runtime);
     cfg.instance = format!("run-{}", a.name);
+    cfg.enclave_users = a.launch.users()?;
+    cfg.launch_policy = if a.launch.launch_policy.is_some() || a.launch.insecure_allow_any_launch {
+        a.launch.policy()?
+    } else {
+        // You typed it on the host: allow exactly that, nothing else.
+        let list = AllowList::exactly(&launch, Path::new("(the command line of run-enclave)"))
+            .context("hashing the program")?;
+        list.validate().map_err(anyhow::Error::msg)?;
+        LaunchPolicy::AllowList(list)
+    };
     if egress.is_some() {
         cfg.network = Some(NetConfig {
             subnet: [10, 78, 0],
@@ -413,9 +527,13 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
     // A fresh data dir each time: no earlier plan to re-apply.
     let _ = std::fs::remove_file(data_dir.join(tribune_agent::store::APPLIED_PLAN_FILE));
     let mut agent = Agent::start(cfg).await?;
-    if let Err(e) = agent.apply(plan).await {
+    let refused = match agent.apply(plan).await {
+        Ok(rep) => rep.refused.into_iter().next().map(|r| r.error),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = refused {
         agent.shutdown().await?;
-        return Err(e.into());
+        anyhow::bail!("{why}");
     }
     eprintln!("enclave {} running; Ctrl-C to stop", a.name);
     let (tx, rx) = tokio::sync::mpsc::channel::<Request>(4);
@@ -457,6 +575,25 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
         Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// `program` as an absolute path: as given when it has a `/`, else the first executable of
+/// that name in PATH (the allow-list names files, not commands).
+fn in_path(program: &str) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        let p = std::path::absolute(program).with_context(|| program.to_string())?;
+        return Ok(p.display().to_string());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .filter(|p| p.is_absolute())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| anyhow::anyhow!("{program:?}: not found in PATH; give its absolute path"))
 }
 
 fn cleanup(a: CleanupArgs) -> anyhow::Result<ExitCode> {

@@ -56,6 +56,26 @@ const ENCLAVES: [(&str, &str, &str, &str, Option<u64>); 3] = [
     ),
 ];
 
+/// The demo enclaves' program: a shell, allowed only with the demo's own scripts.
+const DEMO_SHELL: &str = "/bin/sh";
+
+/// Writes the demo hosts' launch allow-list to `dir/launch-policy.toml`: [`DEMO_SHELL`]
+/// (hashed now) with exactly the demo scripts, and nothing else — a stored enclave running
+/// anything other than the demo is refused by the agents, as on a real host.
+pub fn write_launch_policy(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("launch-policy.toml");
+    let mut list = tribune_agent::AllowList::default();
+    let scripts = ENCLAVES
+        .iter()
+        .map(|(.., script, _)| vec!["-c".to_string(), script.to_string()])
+        .collect();
+    list.allow_program(DEMO_SHELL, Some(scripts))
+        .with_context(|| format!("hashing {DEMO_SHELL}"))?;
+    list.write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 pub struct Agents(pub Vec<Child>);
 
 impl Drop for Agents {
@@ -124,7 +144,7 @@ pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
         }
     }
     for (id, host, tier, cmd, tamper) in ENCLAVES {
-        let mut process = json!({ "cmd": ["sh", "-c", cmd] });
+        let mut process = json!({ "cmd": [DEMO_SHELL, "-c", cmd] });
         if let Some(s) = tamper {
             process["sim"] = json!({ "tamper_evidence_after_s": s });
         }
@@ -149,7 +169,8 @@ pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one agent per demo host: enforcing as root, observe-only otherwise.
+/// Starts one agent per demo host: enforcing as root, observe-only otherwise; both launch
+/// only what [`write_launch_policy`] allows.
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
@@ -157,6 +178,7 @@ pub fn start_agents(
     controllers: &[String],
     observe_only: bool,
 ) -> anyhow::Result<Agents> {
+    let policy = write_launch_policy(dir)?;
     let mut agents = Agents(Vec::new());
     for host in HOSTS {
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
@@ -174,6 +196,8 @@ pub fn start_agents(
             .arg(dir.join(format!("agent-{host}")))
             .arg("--tls-dir")
             .arg(tls_dir)
+            .arg("--launch-policy")
+            .arg(&policy)
             .args(observe_only.then_some("--observe-only"))
             .arg("--controllers")
             .args(controllers)

@@ -30,6 +30,19 @@ pub fn skip_unless_root(test: &str, why: &str) -> bool {
     true
 }
 
+/// Writes a launch allow-list to `dir/launch-policy.toml` allowing `programs` (absolute paths,
+/// hashed now) with any arguments; agents launch nothing without one.
+pub fn write_launch_policy(dir: &std::path::Path, programs: &[&str]) -> PathBuf {
+    let mut list = tribune_agent::AllowList::default();
+    for p in programs {
+        list.allow_program(p, None)
+            .expect("hash an allowed program");
+    }
+    let path = dir.join("launch-policy.toml");
+    list.write(&path).expect("write the launch allow-list");
+    path
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()

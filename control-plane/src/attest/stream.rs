@@ -524,6 +524,10 @@ impl Session {
                 } else {
                     tracing::warn!(host = %self.host, version = a.version, error = %a.error, "plan refused by the agent");
                 }
+                check_len(a.refused.len(), "launch refusals")?;
+                for r in &a.refused {
+                    tracing::warn!(host = %self.host, version = a.version, enclave = %r.enclave_id, reason = %r.reason, "launch refused by the host's allow-list");
+                }
             }
             Some(Body::Hello(_)) => return Err("Hello sent twice".into()),
             None => return Err("empty message".into()),

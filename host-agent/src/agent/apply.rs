@@ -1,14 +1,20 @@
 //! Applying plans: the diff of applied and wanted per enclave becomes launches, cgroup and tc
 //! writes, suspend/resume and stops; and taking over enclaves that outlived an agent crash.
+//!
+//! A new enclave is launched only once the host's allow-list lets its spec through
+//! (`crate::launch::check`, before anything is created for it). A refused one is logged, shown
+//! as an event and in `status`, reported to the controllers with the plan's ack — and the
+//! rest of the plan is applied: one bad enclave never blocks a host's plan.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use super::{Agent, ApplyReport, EventKind, Running};
+use super::{Agent, ApplyReport, EventKind, RefusedLaunch, Running};
 use crate::collector::{Probe, Usage};
 use crate::error::{AgentError, Result};
+use crate::launch::{self, CheckedLaunch, Credentials, users};
 use crate::net::{self};
 use crate::plan::{Change, EnclavePlan, LaunchSpec, Plan, RunState, changes, initial_changes};
-use crate::runtime::{EnclaveStatus, Identity, LaunchContext, RuntimeKind};
+use crate::runtime::{EnclaveStatus, Identity, LaunchContext, RunAs, RuntimeKind};
 use crate::supervisor::Supervisor;
 
 impl Agent {
@@ -57,6 +63,10 @@ impl Agent {
                 )));
             }
         }
+        // Before any write: what the new enclaves would run, checked against the host's
+        // allow-list.
+        let mut checked: BTreeMap<&str, CheckedLaunch> = BTreeMap::new();
+        let mut refused: Vec<(&str, launch::LaunchRefused)> = Vec::new();
         for (name, e) in &plan.enclaves {
             if !self.enclaves.contains_key(name) {
                 match &e.launch {
@@ -72,7 +82,12 @@ impl Agent {
                             self.cfg.runtime
                         )));
                     }
-                    Some(_) => {}
+                    Some(spec) => match launch::check(&self.cfg.launch_policy, spec, &self.files) {
+                        Ok(c) => {
+                            checked.insert(name, c);
+                        }
+                        Err(r) => refused.push((name, r)),
+                    },
                 }
             }
         }
@@ -80,6 +95,24 @@ impl Agent {
             version: plan.version,
             ..ApplyReport::default()
         };
+        for (name, why) in refused {
+            let error = why.to_string();
+            // Every newer plan retries the launch; the same refusal is said once.
+            if self.refused.get(name) != Some(&error) {
+                tracing::warn!(enclave = name, version = plan.version, "{why}");
+                self.event(
+                    Some(name),
+                    EventKind::LaunchRefused {
+                        version: plan.version,
+                        error: error.clone(),
+                    },
+                );
+            }
+            report.refused.push(RefusedLaunch {
+                enclave: name.to_string(),
+                error,
+            });
+        }
         let gone: Vec<String> = self
             .enclaves
             .keys()
@@ -101,22 +134,50 @@ impl Agent {
                 if let Some(r) = self.enclaves.get_mut(name) {
                     r.plan = wanted.clone();
                 }
-            } else {
-                report.writes += self.launch(name, wanted).await?;
+            } else if let Some(c) = checked.remove(name.as_str()) {
+                report.writes += self.launch(name, wanted, c).await?;
                 report.launched.push(name.clone());
             }
         }
         self.store.save(&plan)?;
         self.applied = Some(plan);
+        self.refused = report
+            .refused
+            .iter()
+            .map(|r| (r.enclave.clone(), r.error.clone()))
+            .collect();
         Ok(report)
     }
 
-    pub(super) async fn launch(&mut self, name: &str, wanted: &EnclavePlan) -> Result<u32> {
+    /// Whom a new enclave runs as: its own unprivileged credentials when the agent is root.
+    fn run_as_for_new(&self) -> Result<RunAs> {
+        if !self.root {
+            return Ok(RunAs::AgentUser);
+        }
+        let in_use: Vec<u32> = self
+            .enclaves
+            .values()
+            .filter_map(|r| r.user.map(|c| c.uid))
+            .collect();
+        let c = self.cfg.enclave_users.pick(&in_use).ok_or_else(|| {
+            AgentError::Runtime(format!(
+                "every enclave uid of {} is taken: give the agent a larger range \
+                 (--enclave-uids FIRST-LAST)",
+                self.cfg.enclave_users
+            ))
+        })?;
+        Ok(RunAs::User(c))
+    }
+
+    pub(super) async fn launch(
+        &mut self,
+        name: &str,
+        wanted: &EnclavePlan,
+        checked: CheckedLaunch,
+    ) -> Result<u32> {
         let group = self.group_of(name);
-        let spec = wanted
-            .launch
-            .clone()
-            .ok_or_else(|| AgentError::InvalidPlan(format!("{name}: no launch spec")))?;
+        let run_as = self.run_as_for_new()?;
+        let spec = checked.spec();
         self.cgroups.create(&group)?;
         let mut writes = 0;
         // Limits before the first instruction runs.
@@ -170,12 +231,12 @@ impl Agent {
         };
         let ctx = LaunchContext {
             identity,
-            spec,
+            run_as,
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env: self.gpu.launch_env(wanted.limits.gpu_percent),
         };
-        let enclave = match self.runtime.launch(ctx).await {
+        let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,
             Err(e) => {
                 if let (Some(n), Some(id)) = (&self.net, &net_id) {
@@ -202,6 +263,10 @@ impl Agent {
                 exited: false,
                 supervisor: Supervisor::new(name, (self.signer_factory)(name)),
                 reports: VecDeque::new(),
+                user: match run_as {
+                    RunAs::User(c) => Some(c),
+                    RunAs::AgentUser => None,
+                },
             },
         );
         for change in initial_changes(wanted) {
@@ -264,7 +329,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Takes over an enclave that outlived an agent crash and writes its limits again.
+    /// Takes over an enclave that outlived an agent crash and writes its limits again — if the
+    /// host's allow-list (which may have changed) still lets its spec through and it does not
+    /// run as root (an enclave from before enclaves ran unprivileged). Otherwise the caller
+    /// stops it and the plan relaunches it under today's rules.
     pub(super) async fn adopt(
         &mut self,
         name: &str,
@@ -272,18 +340,29 @@ impl Agent {
         pids: Vec<u32>,
     ) -> Result<()> {
         let group = self.group_of(name);
-        let net_id = self.net.as_ref().and_then(|n| n.adopt(name));
         let spec = wanted
             .launch
-            .clone()
+            .as_ref()
             .ok_or_else(|| AgentError::InvalidPlan(format!("{name}: no launch spec")))?;
+        launch::check(&self.cfg.launch_policy, spec, &self.files)?;
+        let user = match pids.iter().min().copied().and_then(users::credentials_of) {
+            Some(Credentials { uid: 0, .. }) | Some(Credentials { gid: 0, .. }) => {
+                return Err(AgentError::Runtime(
+                    "it runs as root (started before enclaves ran unprivileged)".into(),
+                ));
+            }
+            Some(c) if self.root => Some(c),
+            Some(_) => None,
+            None => return Err(AgentError::Runtime("its processes are gone".into())),
+        };
+        let net_id = self.net.as_ref().and_then(|n| n.adopt(name));
         let ctx = LaunchContext {
             identity: Identity {
                 name: name.to_string(),
                 group: group.clone(),
                 netns: net_id.as_ref().map(|n| n.netns.clone()),
             },
-            spec,
+            run_as: user.map_or(RunAs::AgentUser, RunAs::User),
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env: Vec::new(),
@@ -307,6 +386,7 @@ impl Agent {
                 exited: false,
                 supervisor: Supervisor::new(name, (self.signer_factory)(name)),
                 reports: VecDeque::new(),
+                user,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink

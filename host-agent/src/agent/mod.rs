@@ -13,7 +13,8 @@ mod observe;
 mod report;
 
 pub use report::{
-    AgentEvent, AgentStatus, ApplyReport, EnclaveReport, EventKind, LinkEvent, LinkState, Request,
+    AgentEvent, AgentStatus, ApplyReport, EnclaveReport, EventKind, LinkEvent, LinkState,
+    RefusedLaunch, Request,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +30,7 @@ use crate::collector::{
 };
 use crate::error::{AgentError, Result};
 use crate::gpu::{self, GpuBackend};
+use crate::launch::{Credentials, EnclaveUsers, HostFiles, LaunchPolicy};
 use crate::net::{NetConfig, NetIdentity, Network};
 use crate::plan::{EnclavePlan, Plan};
 use crate::runtime::{Enclave, Runtime, RuntimeKind, new_runtime};
@@ -60,6 +62,10 @@ pub struct AgentConfig {
     pub controllers: Vec<String>,
     /// Not root: launch and measure enclaves but enforce nothing (`cgroup::observe`).
     pub observe_only: bool,
+    /// What this host launches (`crate::launch`). The default refuses every launch.
+    pub launch_policy: LaunchPolicy,
+    /// Whom enclaves run as when the agent is root (never root itself).
+    pub enclave_users: EnclaveUsers,
 }
 
 impl AgentConfig {
@@ -76,6 +82,8 @@ impl AgentConfig {
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             controllers: Vec::new(),
             observe_only: false,
+            launch_policy: LaunchPolicy::Unconfigured,
+            enclave_users: EnclaveUsers::default(),
         }
     }
 
@@ -95,6 +103,8 @@ struct Running {
     exited: bool,
     supervisor: Supervisor,
     reports: VecDeque<AuthenticatedReport>,
+    /// Whom it runs as (`None`: the agent's own user, when the agent is not root).
+    user: Option<Credentials>,
 }
 
 pub struct Agent {
@@ -114,6 +124,12 @@ pub struct Agent {
     signer_factory: SignerFactory,
     /// The attestation stream's link (windows, running enclaves, applied plans).
     uplink: Option<mpsc::Sender<crate::link::ToLink>>,
+    /// Digests of the files the launch allow-list names.
+    files: HostFiles,
+    /// Enclaves of the applied plan whose launch the allow-list refused (name → why).
+    refused: BTreeMap<String, String>,
+    /// The agent runs as root: enclaves get their own unprivileged credentials.
+    root: bool,
 }
 
 /// Makes the enclave-side key holder of a new enclave (the attestation crate's MAC/checkpoint
@@ -149,6 +165,29 @@ impl Agent {
     /// Checks the host, clears leftovers of this instance, and re-applies the last plan.
     pub async fn start(cfg: AgentConfig) -> Result<Agent> {
         plan_name_ok(&cfg.instance)?;
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        if is_root {
+            cfg.enclave_users
+                .validate()
+                .map_err(AgentError::InvalidConfig)?;
+        }
+        match &cfg.launch_policy {
+            LaunchPolicy::AllowAnyDev => tracing::warn!(
+                "INSECURE LAUNCHES: --insecure-allow-any-launch is set, so whoever can write a \
+                 plan for this host chooses the program it runs (unprivileged, but unchecked); \
+                 development only — configure --launch-policy FILE instead"
+            ),
+            LaunchPolicy::Unconfigured => tracing::warn!(
+                "no launch allow-list (--launch-policy FILE): every enclave launch will be refused"
+            ),
+            p @ LaunchPolicy::AllowList(_) => tracing::info!("{}", p.summary()),
+        }
+        if is_root {
+            tracing::info!("enclaves run as {}", cfg.enclave_users);
+        } else {
+            tracing::info!("not root: enclaves run as the agent's own user, with no_new_privs");
+        }
         let cgroups: Arc<dyn CgroupEnforcer> = if cfg.observe_only {
             if cfg.network.is_some() || cfg.runtime != RuntimeKind::Process {
                 return Err(AgentError::InvalidPlan(
@@ -212,6 +251,9 @@ impl Agent {
             ticks: 0,
             signer_factory: Box::new(|_| Box::new(UnsignedDev)),
             uplink: None,
+            files: HostFiles::new(),
+            refused: BTreeMap::new(),
+            root: is_root,
         };
         if let Some(plan) = stored {
             for (name, pids) in survivors {
@@ -294,8 +336,15 @@ impl Agent {
                 let version = p.version;
                 let r = self.apply(p).await;
                 if let Some(u) = &self.uplink {
-                    let error = r.err().map(|e| e.to_string());
-                    let _ = u.try_send(crate::link::ToLink::Applied { version, error });
+                    let (error, refused) = match r {
+                        Ok(rep) => (None, rep.refused),
+                        Err(e) => (Some(e.to_string()), Vec::new()),
+                    };
+                    let _ = u.try_send(crate::link::ToLink::Applied {
+                        version,
+                        error,
+                        refused,
+                    });
                 }
                 self.announce_enclaves();
             }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::REPORTS_MAX;
-use super::{Agent, AgentStatus, EnclaveReport, EventKind, unix_ns};
+use super::{Agent, AgentStatus, EnclaveReport, EventKind, RefusedLaunch, unix_ns};
 use crate::collector::{OOM_EVERY, Usage};
 use crate::plan::{Change, RunState};
 use crate::runtime::EnclaveStatus;
@@ -168,6 +168,7 @@ impl Agent {
                 ip: r.net.as_ref().map(|n| n.ip),
                 plan: r.plan.clone(),
                 usage: r.usage,
+                user: r.user,
             });
         }
         AgentStatus {
@@ -181,6 +182,15 @@ impl Agent {
             applied_version: self.applied.as_ref().map(|p| p.version),
             controller_link: self.link,
             enclaves,
+            refused: self
+                .refused
+                .iter()
+                .map(|(enclave, error)| RefusedLaunch {
+                    enclave: enclave.clone(),
+                    error: error.clone(),
+                })
+                .collect(),
+            launch_policy: self.cfg.launch_policy.summary(),
             events: self.events.iter().cloned().collect(),
         }
     }

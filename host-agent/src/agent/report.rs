@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 
 use crate::cgroup::CgroupVersion;
 use crate::collector::Usage;
+use crate::launch::Credentials;
 use crate::plan::{EnclavePlan, Plan};
 use crate::runtime::{EnclaveStatus, Identity, RuntimeKind};
 use crate::supervisor::AuthenticatedReport;
@@ -18,6 +19,12 @@ pub enum EventKind {
         writes: u32,
     },
     PlanRefused {
+        version: u64,
+        error: String,
+    },
+    /// The enclave's launch spec broke the host's allow-list: nothing was started for it
+    /// (the rest of the plan was applied).
+    LaunchRefused {
         version: u64,
         error: String,
     },
@@ -58,6 +65,15 @@ pub struct EnclaveReport {
     pub ip: Option<std::net::Ipv4Addr>,
     pub plan: EnclavePlan,
     pub usage: Usage,
+    /// Whom it runs as (`None`: the agent's own user, when the agent is not root).
+    pub user: Option<Credentials>,
+}
+
+/// An enclave of the applied plan the host's allow-list refused to launch.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RefusedLaunch {
+    pub enclave: String,
+    pub error: String,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -77,6 +93,10 @@ pub struct AgentStatus {
     pub applied_version: Option<u64>,
     pub controller_link: LinkState,
     pub enclaves: Vec<EnclaveReport>,
+    /// Enclaves of the applied plan that are not running because their launch was refused.
+    pub refused: Vec<RefusedLaunch>,
+    /// What the launch allow-list lets through (one line).
+    pub launch_policy: String,
     pub events: Vec<AgentEvent>,
 }
 
@@ -87,6 +107,8 @@ pub struct ApplyReport {
     pub writes: u32,
     pub launched: Vec<String>,
     pub stopped: Vec<String>,
+    /// New enclaves not launched: the host's allow-list refused their spec.
+    pub refused: Vec<RefusedLaunch>,
 }
 
 /// What the controller stream hands the agent.

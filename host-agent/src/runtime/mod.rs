@@ -1,22 +1,26 @@
 //! Enclave runtimes behind one trait: `process` (a command as a simulated enclave) and `qemu`
 //! (a VM controlled over QMP). The agent prepares the enclave's cgroup and network namespace;
-//! a runtime starts the workload inside them and drives its lifecycle.
+//! a runtime starts the workload inside them — only a [`CheckedLaunch`], never a raw spec —
+//! confined and unprivileged from its first instruction ([`confine`]), and drives its
+//! lifecycle.
 
+pub mod confine;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
 
-use std::ffi::CString;
 use std::future::Future;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
+use crate::launch::CheckedLaunch;
 use crate::plan::LaunchSpec;
+
+pub use confine::RunAs;
+pub(crate) use confine::{PrivilegeDrop, spawn_confined};
 
 /// A boxed future, so the traits stay object-safe.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -69,10 +73,11 @@ pub struct Identity {
     pub netns: Option<String>,
 }
 
-/// Everything a runtime needs to start one enclave.
+/// Everything a runtime needs to start (or adopt) one enclave, besides what to launch.
 pub struct LaunchContext {
     pub identity: Identity,
-    pub spec: LaunchSpec,
+    /// Whom it runs as.
+    pub run_as: RunAs,
     /// Private directory for sockets and firmware (inside the agent's data dir).
     pub work_dir: PathBuf,
     pub cgroups: Arc<dyn CgroupEnforcer>,
@@ -95,7 +100,8 @@ pub trait Enclave: Send {
 
 pub trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
-    fn launch(&self, ctx: LaunchContext) -> BoxFut<'_, Box<dyn Enclave>>;
+    /// Starts what the host's allow-list let through.
+    fn launch(&self, ctx: LaunchContext, launch: CheckedLaunch) -> BoxFut<'_, Box<dyn Enclave>>;
     /// Takes over an enclave that survived an agent crash (its cgroup still holds `pids`).
     fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>>;
 }
@@ -160,79 +166,8 @@ pub(crate) async fn terminate_group(
 pub fn new_runtime(kind: RuntimeKind, qemu_binary: PathBuf) -> Box<dyn Runtime> {
     match kind {
         RuntimeKind::Process => Box::new(process::ProcessRuntime),
-        RuntimeKind::Qemu => Box::new(qemu::QemuRuntime {
-            binary: qemu_binary,
-        }),
+        RuntimeKind::Qemu => Box::new(qemu::QemuRuntime::new(qemu_binary)),
     }
-}
-
-/// Spawns `argv` so that the child joins the cgroups and network namespace *before* `exec`:
-/// no instruction of the workload ever runs unconfined, and its later threads inherit both.
-pub(crate) fn spawn_confined(
-    argv: &[String],
-    ctx: &LaunchContext,
-    quiet: bool,
-) -> Result<tokio::process::Child> {
-    let program = argv
-        .first()
-        .ok_or_else(|| AgentError::Runtime("empty command".into()))?;
-    let procs: Vec<CString> = ctx
-        .cgroups
-        .procs_files(&ctx.identity.group)
-        .iter()
-        .map(|p| CString::new(p.as_os_str().as_bytes()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| AgentError::Runtime("cgroup path with NUL".into()))?;
-    let netns: Option<OwnedFd> = match &ctx.identity.netns {
-        Some(ns) => {
-            let p = PathBuf::from("/run/netns").join(ns);
-            Some(
-                std::fs::File::open(&p)
-                    .map_err(|e| AgentError::io("open netns", &p, e))?
-                    .into(),
-            )
-        }
-        None => None,
-    };
-    let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&argv[1..])
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-        .process_group(0)
-        .stdin(std::process::Stdio::null());
-    if quiet {
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-    }
-    // SAFETY: the closure only makes async-signal-safe syscalls (open, write, close, setns) on
-    // memory prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            for p in &procs {
-                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" = the writing process.
-                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(fd) = netns_fd
-                && libc::setns(fd, libc::CLONE_NEWNET) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| AgentError::Runtime(format!("spawn {program}: {e}")))?;
-    drop(netns);
-    Ok(child)
 }
 
 /// SIGTERM to the process group, SIGKILL after `grace`.

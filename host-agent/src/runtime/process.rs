@@ -1,14 +1,16 @@
 //! The `process` runtime: a command run as a simulated enclave in its own cgroups and network
-//! namespace. Suspend/resume is the cgroup freezer.
+//! namespace, as the enclave's unprivileged user. Suspend/resume is the cgroup freezer.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, spawn_confined,
-    terminate, terminate_group,
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, PrivilegeDrop, Runtime, RuntimeKind,
+    spawn_confined, terminate, terminate_group,
 };
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
+use crate::launch::CheckedLaunch;
 use crate::plan::LaunchSpec;
 use std::sync::Arc;
 
@@ -28,14 +30,25 @@ impl Runtime for ProcessRuntime {
         RuntimeKind::Process
     }
 
-    fn launch(&self, ctx: LaunchContext) -> BoxFut<'_, Box<dyn Enclave>> {
+    fn launch(&self, ctx: LaunchContext, launch: CheckedLaunch) -> BoxFut<'_, Box<dyn Enclave>> {
         Box::pin(async move {
-            let LaunchSpec::Process { cmd, .. } = &ctx.spec else {
+            let LaunchSpec::Process { cmd, .. } = launch.spec() else {
                 return Err(AgentError::Runtime(
                     "the process runtime cannot launch a qemu spec".into(),
                 ));
             };
-            let child = spawn_confined(cmd, &ctx, false)?;
+            // The file whose digest the allow-list checked; `cmd[0]` only in development mode.
+            let arg0 = cmd
+                .first()
+                .ok_or_else(|| AgentError::Runtime("empty command".into()))?;
+            let program = launch.program().unwrap_or(Path::new(arg0));
+            let child = spawn_confined(
+                program,
+                cmd,
+                &ctx,
+                false,
+                PrivilegeDrop::for_process(ctx.run_as),
+            )?;
             let pid = child.id();
             if let Some(p) = pid {
                 ctx.cgroups.observe_pid(&ctx.identity.group, p);

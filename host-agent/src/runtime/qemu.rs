@@ -3,23 +3,109 @@
 //!
 //! Without extra arguments the VM boots a 64 KiB firmware that spins at the reset vector
 //! (`jmp $`): a guest that only burns CPU, enough to test caps and stop/cont under TCG. Real
-//! hosts pass `-accel kvm` and the SEV-SNP/TDX objects in `args`.
+//! hosts pass `-accel kvm` and the SEV-SNP/TDX objects in `args` (as the host's allow-list
+//! permits).
+//!
+//! Privileges: QEMU starts as uid 0 holding only `CAP_SETUID`/`CAP_SETGID` (bounding set
+//! included), `no_new_privs`, in its own mount namespace; it opens its devices and files, then
+//! drops to the enclave's uid/gid itself (`-runas`, or `-run-with user=` where QEMU has it)
+//! before the guest runs; the agent checks `/proc/PID/status` says so before it counts the VM
+//! as launched. Where QEMU has seccomp, `-sandbox on` also denies it `fork`/`exec`, obsolete
+//! and scheduler-changing syscalls.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
+
 use super::qmp::Qmp;
 use super::{
-    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, Runtime, RuntimeKind, spawn_confined,
-    terminate, terminate_group,
+    BoxFut, Enclave, EnclaveStatus, Identity, LaunchContext, PrivilegeDrop, RunAs, Runtime,
+    RuntimeKind, spawn_confined, terminate, terminate_group,
 };
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
+use crate::launch::{CheckedLaunch, Credentials, users};
 use crate::plan::LaunchSpec;
 use std::sync::Arc;
 
 pub struct QemuRuntime {
     pub binary: PathBuf,
+    /// What this QEMU binary supports, probed at the first launch.
+    features: OnceCell<QemuFeatures>,
+}
+
+/// Options that differ between QEMU versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuFeatures {
+    /// `-sandbox` (built with seccomp).
+    pub sandbox: bool,
+    /// `-run-with user=` (QEMU 9.1+, where `-runas` is deprecated).
+    pub run_with_user: bool,
+}
+
+/// The `-sandbox` setting: everything denied that QEMU does not need, except the
+/// set*id calls its own privilege drop makes when it starts as root.
+fn sandbox_arg(drops_itself: bool) -> String {
+    format!(
+        "on,obsolete=deny,elevateprivileges={},spawn=deny,resourcecontrol=deny",
+        if drops_itself { "allow" } else { "deny" }
+    )
+}
+
+impl QemuFeatures {
+    /// The arguments that make QEMU drop to `c` before the guest runs.
+    pub fn run_as_args(&self, c: Credentials) -> [String; 2] {
+        if self.run_with_user {
+            ["-run-with".into(), format!("user={}:{}", c.uid, c.gid)]
+        } else {
+            ["-runas".into(), format!("{}:{}", c.uid, c.gid)]
+        }
+    }
+}
+
+impl QemuRuntime {
+    pub fn new(binary: PathBuf) -> QemuRuntime {
+        QemuRuntime {
+            binary,
+            features: OnceCell::new(),
+        }
+    }
+
+    /// Probes (once) which options this QEMU accepts: `qemu OPTION… -version` exits 0 only
+    /// when every option before `-version` parsed.
+    async fn features(&self) -> Result<QemuFeatures> {
+        let accepts = |args: &'static [&'static str]| async move {
+            tokio::process::Command::new(&self.binary)
+                .args(args)
+                .arg("-version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .map(|s| s.success())
+        };
+        let f = self
+            .features
+            .get_or_try_init(|| async {
+                accepts(&[]).await.map_err(|e| AgentError::MissingTool {
+                    tool: self.binary.display().to_string(),
+                    package: "qemu-system-x86".into(),
+                    why: e.to_string(),
+                })?;
+                let f = QemuFeatures {
+                    sandbox: accepts(&["-sandbox", "on"]).await.unwrap_or(false),
+                    run_with_user: accepts(&["-run-with", "user=65534:65534"])
+                        .await
+                        .unwrap_or(false),
+                };
+                tracing::info!(binary = %self.binary.display(), ?f, "QEMU features");
+                Ok::<_, AgentError>(f)
+            })
+            .await?;
+        Ok(*f)
+    }
 }
 
 pub struct QemuEnclave {
@@ -48,13 +134,14 @@ impl Runtime for QemuRuntime {
         RuntimeKind::Qemu
     }
 
-    fn launch(&self, ctx: LaunchContext) -> BoxFut<'_, Box<dyn Enclave>> {
+    fn launch(&self, ctx: LaunchContext, launch: CheckedLaunch) -> BoxFut<'_, Box<dyn Enclave>> {
         Box::pin(async move {
-            let LaunchSpec::Qemu { memory_mib, args } = &ctx.spec else {
+            let LaunchSpec::Qemu { memory_mib, args } = launch.spec() else {
                 return Err(AgentError::Runtime(
                     "the qemu runtime cannot launch a process spec".into(),
                 ));
             };
+            let features = self.features().await?;
             std::fs::create_dir_all(&ctx.work_dir)
                 .map_err(|e| AgentError::io("mkdir", &ctx.work_dir, e))?;
             let sock = ctx.work_dir.join("qmp.sock");
@@ -71,6 +158,19 @@ impl Runtime for QemuRuntime {
                 "-qmp".into(),
                 format!("unix:{},server=on,wait=off", sock.display()),
             ];
+            let drop = match ctx.run_as {
+                RunAs::User(c) => {
+                    argv.extend(features.run_as_args(c));
+                    PrivilegeDrop::ProgramDropsItself
+                }
+                RunAs::AgentUser => PrivilegeDrop::Nothing,
+            };
+            if features.sandbox {
+                argv.extend([
+                    "-sandbox".into(),
+                    sandbox_arg(drop == PrivilegeDrop::ProgramDropsItself),
+                ]);
+            }
             if args.is_empty() {
                 let fw = ctx.work_dir.join("spin.bin");
                 std::fs::write(&fw, spin_firmware())
@@ -84,14 +184,17 @@ impl Runtime for QemuRuntime {
             } else {
                 argv.extend(args.iter().cloned());
             }
-            let mut child = spawn_confined(&argv, &ctx, true).map_err(|e| match e {
-                AgentError::Runtime(m) if m.contains("No such file") => AgentError::MissingTool {
-                    tool: self.binary.display().to_string(),
-                    package: "qemu-system-x86".into(),
-                    why: m,
-                },
-                e => e,
-            })?;
+            let mut child =
+                spawn_confined(&self.binary, &argv, &ctx, true, drop).map_err(|e| match e {
+                    AgentError::Runtime(m) if m.contains("No such file") => {
+                        AgentError::MissingTool {
+                            tool: self.binary.display().to_string(),
+                            package: "qemu-system-x86".into(),
+                            why: m,
+                        }
+                    }
+                    e => e,
+                })?;
             let pid = child.id();
             let qmp = match Qmp::connect(&sock, Duration::from_secs(10)).await {
                 Ok(q) => q,
@@ -100,6 +203,18 @@ impl Runtime for QemuRuntime {
                     return Err(e);
                 }
             };
+            // QMP answers from QEMU's main loop, which starts after its privilege drop: by now
+            // it must run as the enclave's user.
+            if let RunAs::User(want) = ctx.run_as {
+                let now = pid.and_then(users::credentials_of);
+                if now != Some(want) {
+                    terminate(&mut child, Duration::from_millis(100)).await;
+                    return Err(AgentError::Runtime(format!(
+                        "QEMU did not drop to uid {} gid {} (it runs as {now:?}): stopped",
+                        want.uid, want.gid
+                    )));
+                }
+            }
             Ok(Box::new(QemuEnclave {
                 identity: ctx.identity,
                 child: Some(child),

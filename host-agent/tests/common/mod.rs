@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tribune_agent::cgroup::CgroupEnforcer;
 use tribune_agent::{
-    Agent, AgentConfig, EnclavePlan, LaunchSpec, Limits, Plan, RunState, RuntimeKind,
+    Agent, AgentConfig, AllowList, EnclavePlan, LaunchPolicy, LaunchSpec, Limits, Plan, RunState,
+    RuntimeKind,
 };
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -76,10 +77,28 @@ impl Drop for TestDir {
     }
 }
 
-/// An agent config with a unique instance and data dir.
+/// The programs the kernel tests launch (by absolute path: the allow-list names files).
+pub const TEST_PROGRAMS: [&str; 4] = ["/bin/sh", "/bin/bash", "/bin/sleep", "/usr/bin/tail"];
+
+/// Writes the launch allow-list the tests run under to `dir/launch-policy.toml` and loads it
+/// as the agent would: [`TEST_PROGRAMS`] (hashed now) with any arguments, and the qemu
+/// runtime with no extra arguments (the spinning guest).
+pub fn test_policy(dir: &std::path::Path) -> LaunchPolicy {
+    let mut list = AllowList::default();
+    for p in TEST_PROGRAMS {
+        list.allow_program(p, None).unwrap();
+    }
+    list.qemu = Some(Default::default());
+    let path = dir.join("launch-policy.toml");
+    list.write(&path).unwrap();
+    LaunchPolicy::load(&path).unwrap()
+}
+
+/// An agent config with a unique instance and data dir, launching under [`test_policy`].
 pub fn config(test: &str, runtime: RuntimeKind) -> (AgentConfig, TestDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = AgentConfig::new(dir.path(), runtime);
+    cfg.launch_policy = test_policy(dir.path());
     cfg.instance = format!("t{}-{test}", std::process::id());
     let instance = cfg.instance.clone();
     (cfg, TestDir { dir, instance })
