@@ -43,7 +43,7 @@ impl Principal {
         }
     }
 
-    /// The system itself (decisions, registrations): used where no caller exists.
+    /// The caller a verified certificate speaks for; its actor is the certificate's URI.
     pub fn of_identity(id: &PeerIdentity) -> Self {
         let (role, tenant) = match id {
             PeerIdentity::User { tenant, .. } => (id.role(), tenant.clone()),
