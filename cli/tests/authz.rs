@@ -462,6 +462,14 @@ async fn every_route_and_method_against_every_role() {
     grpc_matrix(&c, leader, &callers).await;
 }
 
+/// A gRPC method's name, its answer, the callers allowed and those it hides objects from.
+type Answer<'a> = (
+    &'a str,
+    Result<(), tonic::Status>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+);
+
 async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
     let addr = c.nodes[&leader].addr.clone();
     let readers = [
@@ -479,7 +487,7 @@ async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
             .await
             .expect("connect");
         let mut g = ControlServiceClient::new(channel);
-        let results: Vec<(&str, Result<(), tonic::Status>, Vec<&str>, Vec<&str>)> = vec![
+        let results: Vec<Answer> = vec![
             (
                 "ListPolicies",
                 g.list_policies(pb::ListRequest { stale: false })

@@ -209,7 +209,9 @@ mod tests {
     #[test]
     fn every_caller_controlled_field_is_bounded() {
         assert_eq!(enclave(&ok_enclave()), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut Enclave)>, bool)> = vec![
+        /// The field the refusal names, the change that breaks it, whether it is "too large".
+        type Case = (&'static str, Box<dyn Fn(&mut Enclave)>, bool);
+        let cases: Vec<Case> = vec![
             (
                 "tenant",
                 Box::new(|e| e.tenant = "a".repeat(500_000)),
