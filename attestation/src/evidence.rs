@@ -54,6 +54,10 @@ pub struct AttestPolicy {
     pub tdx_tcb_statuses: Vec<String>,
     /// Require TDX collateral (a TCB status) for a valid verdict.
     pub require_tdx_tcb: bool,
+    /// Accept a TDX TD whose SEPT_VE_DISABLE attribute is clear (the TD lets EPT violations
+    /// become #VE exceptions it must handle itself). Refused by default, as Intel's QVL and
+    /// dcap-qvl do; the TCB status is reported either way.
+    pub allow_sept_ve: bool,
     /// `report_data` the evidence must carry (e.g. the session binding).
     pub report_data: Option<[u8; 64]>,
 }
@@ -112,7 +116,13 @@ pub struct TcbInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub tee: TeeKind,
+    /// The overall verdict: signature and chain valid, and every policy check passed.
     pub valid: bool,
+    /// The evidence itself, apart from policy: its signature verifies under a certificate
+    /// chain to the embedded roots, valid at the verification time (SNP: with the VEK's TCB
+    /// and hwID matching the report; TDX: quote, QE report and PCK chain; sim: the development
+    /// root's signature). TCB collateral and policy checks do not change it.
+    pub signature_and_chain_valid: bool,
     /// Every reason the evidence is not valid (empty when valid).
     pub reasons: Vec<String>,
     /// Things worth knowing that do not invalidate (e.g. TCB not evaluated, trailing bytes).
@@ -230,6 +240,7 @@ fn blank(tee: TeeKind, format: String) -> Verdict {
     Verdict {
         tee,
         valid: false,
+        signature_and_chain_valid: false,
         reasons: Vec::new(),
         warnings: Vec::new(),
         format,
@@ -270,8 +281,9 @@ fn verify_sim(config: &VerifierConfig, bytes: &[u8]) -> Result<Verdict> {
     } else {
         config.sim_roots.clone()
     };
-    if let Err(err) = e.verify(&roots) {
-        v.reasons.push(err.to_string());
+    match e.verify(&roots) {
+        Ok(()) => v.signature_and_chain_valid = true,
+        Err(err) => v.reasons.push(err.to_string()),
     }
     Ok(v)
 }
@@ -302,6 +314,7 @@ fn verify_snp(
         );
     }
     let o = verifiers.snp.verify(&r, inputs.certs, at);
+    v.signature_and_chain_valid = o.is_valid();
     fill_snp(&mut v, &o);
     v.vmpl = Some(r.vmpl());
     if let Some(max) = policy.vmpl_max
@@ -376,6 +389,7 @@ fn verify_tdx(
         v.report_data_raw = m.report_data;
     }
     v.debug = o.debug;
+    v.signature_and_chain_valid = o.crypto_valid;
     v.fmspc = o.fmspc.map(hex::encode);
     v.chain = o.chain.clone();
     v.reasons.extend(o.errors.iter().cloned());
@@ -385,6 +399,13 @@ fn verify_tdx(
             "{} bytes after the quote's signature data ignored",
             o.trailing
         ));
+    }
+    if !q.sept_ve_disabled() && !policy.allow_sept_ve {
+        v.reasons.push(
+            "policy: TD attribute SEPT_VE_DISABLE is clear (EPT violations reach the TD as #VE); \
+             allow it with allow_sept_ve / --allow-sept-ve"
+                .into(),
+        );
     }
     match &o.tcb {
         Some(t) => {

@@ -45,37 +45,51 @@ impl CertDer {
     }
 }
 
-/// Split a bundle (one DER certificate, or PEM with any number of certificates) into DERs.
+/// Split a bundle into DERs: one DER certificate, or PEM with any number of certificates.
+/// PEM may carry explanatory text (RFC 7468 §2) before, between and after the encapsulation
+/// boundaries, e.g. `# SEV-VCEK` comment lines; it is ignored, as are blocks that are not
+/// `CERTIFICATE`. Input that holds no certificate is refused with a message that says so.
 pub fn load_bundle(data: &[u8]) -> Result<Vec<CertDer>> {
-    let trimmed = data
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|i| &data[i..])
-        .unwrap_or(&[]);
-    if trimmed.starts_with(b"-----BEGIN") {
-        let mut out = Vec::new();
-        for pem in x509_parser::pem::Pem::iter_from_buffer(data) {
-            let pem = pem.map_err(|e| AttestError::Chain(format!("bad PEM: {e}")))?;
-            if pem.label != "CERTIFICATE" {
-                continue;
-            }
-            if out.len() >= BUNDLE_CERTS_MAX {
-                return Err(AttestError::Limit(format!(
-                    "more than {BUNDLE_CERTS_MAX} certificates in one bundle"
-                )));
-            }
-            out.push(CertDer(pem.contents));
-        }
-        if out.is_empty() {
-            return Err(AttestError::Chain("no certificate in PEM".into()));
-        }
-        Ok(out)
-    } else {
+    // A DER certificate starts with a SEQUENCE; PEM is text.
+    if data.first() == Some(&0x30) {
         let c = CertDer(data.to_vec());
         c.parse()?;
-        Ok(vec![c])
+        return Ok(vec![c]);
     }
+    if !data.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN) {
+        return Err(AttestError::Missing(format!(
+            "certificate: no DER certificate and no PEM \"-----BEGIN CERTIFICATE-----\" block \
+             in {} bytes{}",
+            data.len(),
+            if data.iter().all(|b| b.is_ascii()) {
+                " of text"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, pem) in x509_parser::pem::Pem::iter_from_buffer(data).enumerate() {
+        let pem = pem.map_err(|e| AttestError::Chain(format!("bad PEM block {}: {e}", i + 1)))?;
+        if pem.label != "CERTIFICATE" {
+            continue;
+        }
+        if out.len() >= BUNDLE_CERTS_MAX {
+            return Err(AttestError::Limit(format!(
+                "more than {BUNDLE_CERTS_MAX} certificates in one bundle"
+            )));
+        }
+        out.push(CertDer(pem.contents));
+    }
+    if out.is_empty() {
+        return Err(AttestError::Missing(
+            "certificate: the PEM text has no \"-----BEGIN CERTIFICATE-----\" block".into(),
+        ));
+    }
+    Ok(out)
 }
+
+const PEM_BEGIN: &[u8] = b"-----BEGIN ";
 
 /// Check `child` was signed by `issuer`'s key.
 pub fn verify_issued_by(child: &CertDer, issuer: &CertDer) -> Result<()> {

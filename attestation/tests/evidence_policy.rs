@@ -103,7 +103,11 @@ fn truncated_evidence_says_what_is_missing() {
     assert!(e.to_string().contains("1000 bytes, need 1184"), "{e}");
     let tdx = common::read(&d, "tdx/dcap-qvl/tdx_quote");
     let e = verify_evidence(&v, &cfg, &tdx[..2000], &Inputs::default(), now).unwrap_err();
-    assert!(e.to_string().contains("TDX quote"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("malformed TDX quote: 2000 bytes, need 4936"),
+        "{e}"
+    );
     let sim = SimEvidence::create([1; 48], [2; 64], 0).encode();
     let e = verify_evidence(&v, &cfg, &sim[..100], &Inputs::default(), now).unwrap_err();
     assert!(e.to_string().contains("sim evidence"), "{e}");

@@ -323,13 +323,15 @@ fn another_chips_vcek_is_rejected() {
         "2025-01-01T00:00:00Z",
     );
     assert!(!o.is_valid());
+    // The message says why: the VCEK's hwID is another chip's, not just "bad signature".
+    let chip = hex::encode(o.report.chip_id());
+    let e = o.errors.join("\n");
+    assert!(e.contains("signature does not verify"), "{e}");
     assert!(
-        o.errors
-            .iter()
-            .any(|e| e.contains("signature does not verify")),
-        "{:?}",
-        o.errors
+        e.contains(&format!("does not match the report's CHIP_ID {chip}")),
+        "{e}"
     );
+    assert!(e.contains("a VCEK of another chip"), "{e}");
     let o = verify(
         &v,
         &d,
@@ -338,6 +340,17 @@ fn another_chips_vcek_is_rejected() {
         "2025-01-01T00:00:00Z",
     );
     assert!(!o.is_valid());
+    let e = o.errors.join("\n");
+    assert!(e.contains("does not match the report's CHIP_ID"), "{e}");
+    // The right chip's VCEK gives no such message.
+    let o = verify(
+        &v,
+        &d,
+        "snp/virtee-sev/report_milan.bin",
+        "snp/virtee-sev/vcek_milan.der",
+        "2025-01-01T00:00:00Z",
+    );
+    assert_valid(&o, "own VCEK");
 }
 
 #[test]
@@ -468,4 +481,69 @@ fn certificates_from_cert_table_disk_cache_and_fetcher() {
     let o = SnpVerifier::new().unwrap().verify(&r, &[], t);
     assert!(o.errors[0].contains("no SEV-VCEK certificate supplied"));
     let _ = std::fs::remove_dir_all(&cache_dir);
+}
+
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("tribune-snp-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn pem_with_explanatory_text_still_verifies() {
+    // RFC 7468 §2: text outside the encapsulation boundaries is allowed (e.g. the
+    // `# SEV-VCEK` comments tools write). A commented copy of the shipped VCEK+ASK+ARK bundle
+    // must verify az-milan-report.bin exactly as the original does.
+    let d = testdata_or_skip!();
+    let dir = d.join("snp/coco-trustee");
+    let pem = String::from_utf8(common::read(&dir, "az-milan-vcek-chain.pem")).unwrap();
+    let blocks: Vec<&str> = pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("-----BEGIN"))
+        .collect();
+    assert_eq!(blocks.len(), 3, "VCEK, ASK, ARK");
+    let mut commented = String::from("# SEV-VCEK\n# fetched from AMD KDS for this chip\n\n");
+    for (b, name) in blocks.iter().zip(["SEV-VCEK", "ASK", "ARK"]) {
+        commented.push_str(&format!("{name} follows; subject and issuer below\n"));
+        commented.push_str(b);
+        commented.push('\n');
+    }
+    commented.push_str("trailing notes\n");
+    let scratch = scratch_dir("pem");
+    let f = scratch.join("commented-chain.pem");
+    std::fs::write(&f, &commented).unwrap();
+    let certs = load_certs(&f).unwrap();
+    assert_eq!(certs.len(), 3);
+    let raw = common::read(&dir, "az-milan-report.bin");
+    let r = SnpReport::parse(&raw).unwrap();
+    let v = SnpVerifier::new().unwrap();
+    let o = v.verify(&r, &certs, at("2026-01-01T00:00:00Z"));
+    assert_valid(&o, "commented az-milan-vcek-chain.pem");
+    assert_eq!(o.chain, ["SEV-VCEK", "SEV-Milan", "ARK-Milan"]);
+
+    // The shipped AMD chain file with comments loads its three certificates too.
+    let chain = String::from_utf8(common::read(&dir, "chains/milan_ask_ark_asvk.pem")).unwrap();
+    let f = scratch.join("commented-ask-ark-asvk.pem");
+    std::fs::write(&f, format!("# AMD Milan ASK, ARK, ASVK\n{chain}\n# end\n")).unwrap();
+    assert_eq!(load_certs(&f).unwrap().len(), 3);
+
+    // Only text: a clear "no certificate", not a DER parse error.
+    let f = scratch.join("only-text.pem");
+    std::fs::write(&f, "# SEV-VCEK\n# (the certificate was not pasted)\n").unwrap();
+    let e = load_certs(&f).unwrap_err().to_string();
+    assert!(e.contains("no DER certificate and no PEM"), "{e}");
+    assert!(!e.contains("unparsable"), "{e}");
+    // PEM blocks but none of them a certificate.
+    let f = scratch.join("key-only.pem");
+    std::fs::write(
+        &f,
+        "# a key, not a certificate\n-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let e = load_certs(&f).unwrap_err().to_string();
+    assert!(
+        e.contains("no \"-----BEGIN CERTIFICATE-----\" block"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -434,3 +434,101 @@ fn truncated_padded_and_garbage_inputs() {
     hdr_only.extend_from_slice(&[0xff; 700]);
     assert!(TdxQuote::parse(&hdr_only).is_err());
 }
+
+#[test]
+fn expired_crl_is_named_with_its_dates() {
+    // tdx_quote's collateral (2025-06-19, CRLs to ≈07-19) a year later: the refusal names the
+    // CRL and gives dates, not webpki's `CrlExpired { time: UnixTime(…) }`.
+    let d = testdata_or_skip!();
+    let dq = d.join("tdx/dcap-qvl");
+    let v = TdxVerifier::new().unwrap();
+    let coll = collateral(&dq, "tdx_quote_collateral.json");
+    let t = at("2026-07-01T00:00:00Z");
+    let problems = coll.crl_problems(t);
+    assert!(!problems.is_empty());
+    let o = v.verify(&quote(&dq, "tdx_quote"), Some(&coll), t);
+    assert!(!o.is_valid());
+    let e = o.errors.join("\n");
+    eprintln!("{e}");
+    assert!(e.contains("CRL (issuer Intel SGX"), "{e}");
+    assert!(e.contains("expired: thisUpdate 2025-"), "{e}");
+    assert!(e.contains("verification time 2026-07-01T00:00:00Z"), "{e}");
+    assert!(!e.contains("UnixTime("), "{e}");
+    // Inside the window no CRL is reported.
+    assert!(coll.crl_problems(at("2025-06-20T00:00:00Z")).is_empty());
+}
+
+#[test]
+fn truncated_quote_says_how_many_bytes_it_has_and_needs() {
+    let d = testdata_or_skip!();
+    let raw = common::read(&d, "tdx/dcap-qvl/tdx_quote");
+    let len = TdxQuote::parse(&raw).unwrap().bytes().len();
+    assert_eq!(len, 4936);
+    for (n, want) in [
+        (20, "20 bytes, need 48".to_string()),
+        (600, "600 bytes, need 636".to_string()),
+        (2000, format!("2000 bytes, need {len}")),
+        (len - 1, format!("{} bytes, need {len}", len - 1)),
+    ] {
+        let e = TdxQuote::parse(&raw[..n]).unwrap_err().to_string();
+        assert!(e.contains(&want), "{n}: {e}");
+    }
+    // A v5 quote (TD 1.5 body): the body size comes from its descriptor.
+    let q5 = common::read(&d, "tdx/go-tdx-guest/quote_v5_sample.dat");
+    let len5 = TdxQuote::parse(&q5).unwrap().bytes().len();
+    let e = TdxQuote::parse(&q5[..700]).unwrap_err().to_string();
+    assert!(e.contains("700 bytes, need 706"), "{e}");
+    let e = TdxQuote::parse(&q5[..len5 - 10]).unwrap_err().to_string();
+    assert!(e.contains(&format!("need {len5}")), "{e}");
+}
+
+#[test]
+fn sept_ve_disable_is_a_policy_reason() {
+    // az-td-quote.bin (Azure) and tdx_prod_quote_SPR_E4.dat have SEPT_VE_DISABLE clear; every
+    // other shared quote has it set. The check is policy (`allow_sept_ve`), reported as a
+    // policy reason beside a valid signature and chain — on both TCB paths alike (dcap-qvl's
+    // own refusal of it is turned into the same policy reason; shared/ has no SEPT-clear
+    // quote with matching collateral to run that path on).
+    use tribune_attest::evidence::{Inputs, VerifierConfig, Verifiers, verify_evidence};
+    let d = testdata_or_skip!();
+    let vs = Verifiers::new().unwrap();
+    let t = at("2025-11-01T00:00:00Z");
+    let mut cfg = VerifierConfig::default();
+    for f in [
+        "tdx/coco-trustee/az-td-quote.bin",
+        "tdx/go-tdx-guest/tdx_prod_quote_SPR_E4.dat",
+    ] {
+        let raw = common::read(&d, f);
+        assert!(!TdxQuote::parse(&raw).unwrap().sept_ve_disabled(), "{f}");
+        cfg.policy.allow_sept_ve = false;
+        let r = verify_evidence(&vs, &cfg, &raw, &Inputs::default(), t).unwrap();
+        assert!(!r.valid && r.signature_and_chain_valid, "{f}");
+        assert_eq!(r.reasons.len(), 1, "{f}: {:?}", r.reasons);
+        assert!(
+            r.reasons[0].starts_with("policy: TD attribute SEPT_VE_DISABLE is clear"),
+            "{f}: {:?}",
+            r.reasons
+        );
+        cfg.policy.allow_sept_ve = true;
+        let r = verify_evidence(&vs, &cfg, &raw, &Inputs::default(), t).unwrap();
+        assert!(r.valid, "{f}: {:?}", r.reasons);
+    }
+    // Quotes with the bit set are not affected.
+    for f in [
+        "tdx/dcap-qvl/tdx_quote",
+        "tdx/go-tdx-guest/quote_v5_sample.dat",
+    ] {
+        assert!(quote(&d, f).sept_ve_disabled(), "{f}");
+    }
+    cfg.policy.allow_sept_ve = false;
+    let dq = d.join("tdx/dcap-qvl");
+    let coll = collateral(&dq, "tdx_quote_collateral.json");
+    let inputs = Inputs {
+        certs: &[],
+        collateral: Some(&coll),
+    };
+    let raw = common::read(&dq, "tdx_quote");
+    let r = verify_evidence(&vs, &cfg, &raw, &inputs, at("2025-06-20T00:00:00Z")).unwrap();
+    assert!(r.valid, "{:?}", r.reasons);
+    assert_eq!(r.tcb.unwrap().status, "UpToDate");
+}

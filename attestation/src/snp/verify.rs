@@ -289,11 +289,22 @@ impl SnpVerifier {
                         chosen = Some(e);
                         break;
                     }
-                    reasons.push(format!(
-                        "report signature does not verify under {} {}",
-                        want_cn,
-                        &c.fingerprint()[..16]
-                    ));
+                    // The usual cause: the VCEK of another chip. Say so when its hwID shows it.
+                    let other_chip = match (&e.extensions.hw_id, e.kind) {
+                        (Some(hw), SigningKey::Vcek) => hw_id_mismatch(hw, report.chip_id()),
+                        _ => None,
+                    };
+                    reasons.push(match other_chip {
+                        Some(m) => format!(
+                            "report signature does not verify under {want_cn} {}: {m} (a VCEK \
+                             of another chip)",
+                            &c.fingerprint()[..16]
+                        ),
+                        None => format!(
+                            "report signature does not verify under {want_cn} {}",
+                            &c.fingerprint()[..16]
+                        ),
+                    });
                 }
                 Err(e) => reasons.push(format!("{want_cn} {}: {e}", &c.fingerprint()[..16])),
             }
@@ -334,22 +345,30 @@ impl SnpVerifier {
                             "CHIP_ID is zero (MASK_CHIP_ID): the VCEK's hwID cannot be matched"
                                 .into(),
                         );
-                    } else if hw.is_empty()
-                        || hw.len() > chip.len()
-                        || hw[..] != chip[..hw.len()]
-                        || chip[hw.len()..].iter().any(|b| *b != 0)
-                    {
-                        out.errors.push(format!(
-                            "VCEK hwID {} != report CHIP_ID {}",
-                            hex::encode(hw),
-                            hex::encode(chip)
-                        ));
+                    } else if let Some(m) = hw_id_mismatch(hw, chip) {
+                        out.errors.push(m);
                     }
                 }
             }
         }
         out
     }
+}
+
+/// `Some(message)` when a VCEK's hwID is not the report's CHIP_ID (Turin: the 8-byte hwID is
+/// CHIP_ID's first 8 bytes, the rest zero).
+fn hw_id_mismatch(hw: &[u8], chip: &[u8]) -> Option<String> {
+    let matches = !hw.is_empty()
+        && hw.len() <= chip.len()
+        && hw[..] == chip[..hw.len()]
+        && chip[hw.len()..].iter().all(|b| *b == 0);
+    (!matches).then(|| {
+        format!(
+            "VCEK hwID {} does not match the report's CHIP_ID {}",
+            hex::encode(hw),
+            hex::encode(chip)
+        )
+    })
 }
 
 fn fingerprint(c: &CertDer) -> [u8; 32] {

@@ -4,7 +4,11 @@
 //! bytes of the `tcbInfo` value, so assembly cuts that value out byte-exact (re-serialising
 //! would break the signature).
 
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
+
 use crate::error::{AttestError, Result};
+use crate::time::VerifyAt;
 
 /// Upper bound on a collateral file.
 pub const COLLATERAL_LEN_MAX: usize = 4 << 20;
@@ -80,9 +84,79 @@ impl Collateral {
         !self.0.root_ca_crl.is_empty() && !self.0.pck_crl.is_empty()
     }
 
+    /// Every CRL of the collateral that is not valid at `at`, named, with its dates, e.g.
+    /// "PCK CRL (issuer Intel SGX PCK Platform CA) expired: nextUpdate 2025-07-19T…, thisUpdate
+    /// 2025-06-19T…, verification time 2026-07-01T00:00:00Z". Empty when both are in their
+    /// windows (or cannot be parsed: dcap-qvl says so itself).
+    pub fn crl_problems(&self, at: VerifyAt) -> Vec<String> {
+        [
+            ("root CA CRL", &self.0.root_ca_crl),
+            ("PCK CRL", &self.0.pck_crl),
+        ]
+        .into_iter()
+        .filter_map(|(name, der)| crl_problem(name, der, at))
+        .collect()
+    }
+
     pub(crate) fn inner(&self) -> &dcap_qvl::QuoteCollateralV3 {
         &self.0
     }
+}
+
+fn crl_problem(name: &str, der: &[u8], at: VerifyAt) -> Option<String> {
+    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    let issuer = crl
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok().map(str::to_string))
+        .unwrap_or_else(|| crl.issuer().to_string());
+    let show = |t: i64| VerifyAt(u64::try_from(t).unwrap_or(0)).to_rfc3339();
+    let this = crl.last_update().timestamp();
+    let next = crl.next_update().map(|t| t.timestamp());
+    let now = i64::try_from(at.0).unwrap_or(i64::MAX);
+    let dates = format!(
+        "thisUpdate {}, nextUpdate {}, verification time {}",
+        show(this),
+        next.map_or_else(|| "none".to_string(), show),
+        at.to_rfc3339()
+    );
+    if now < this {
+        Some(format!(
+            "{name} (issuer {issuer}) is not yet valid: {dates}"
+        ))
+    } else if next.is_some_and(|n| now > n) {
+        Some(format!("{name} (issuer {issuer}) expired: {dates}"))
+    } else {
+        None
+    }
+}
+
+/// Rewrite the `UnixTime(1751328000)` of Debug-formatted webpki errors as RFC 3339 dates.
+pub(crate) fn readable_times(msg: &str) -> String {
+    const TAG: &str = "UnixTime(";
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(TAG) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + TAG.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match (
+            after[..digits].parse::<u64>(),
+            after[digits..].starts_with(')'),
+        ) {
+            (Ok(secs), true) => {
+                out.push_str(&VerifyAt(secs).to_rfc3339());
+                rest = &after[digits + 1..];
+            }
+            _ => {
+                out.push_str(TAG);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Cut the raw JSON value of `key` and the hex `signature` out of a PCS response.

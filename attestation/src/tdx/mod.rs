@@ -35,6 +35,11 @@ pub const QUOTE_LEN_MAX: usize = 64 * 1024;
 pub const PCK_CACHE_MAX: usize = 16_384;
 
 const TEE_TYPE_TDX: u32 = 0x81;
+const HEADER_LEN: usize = 48;
+/// A TD 1.0 report (the v4 quote body).
+const TD10_BODY_LEN: usize = 584;
+/// dcap-qvl's message when its final TD-attribute check refuses SEPT_VE_DISABLE = 0.
+const DCAP_QVL_SEPT_VE_REFUSAL: &str = "SEPT_VE_DISABLE is not enabled";
 const ATT_KEY_ECDSA_P256: u16 = 2;
 const INTEL_QE_VENDOR_ID: [u8; 16] = [
     0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
@@ -72,14 +77,49 @@ impl TdxQuote {
                 input.len()
             )));
         }
-        if input.len() < 48 {
-            return Err(AttestError::malformed("TDX quote", "shorter than a header"));
+        let short = |need: usize, what: &str| {
+            AttestError::malformed(
+                "TDX quote",
+                format!("{} bytes, need {need} ({what})", input.len()),
+            )
+        };
+        if input.len() < HEADER_LEN {
+            return Err(short(HEADER_LEN, "the 48-byte header"));
         }
         let version = u16::from_le_bytes([input[0], input[1]]);
         if version != 4 && version != 5 {
             return Err(AttestError::unsupported(
                 "TDX quote version",
                 version.to_string(),
+            ));
+        }
+        let tee = u32::from_le_bytes([input[4], input[5], input[6], input[7]]);
+        if tee != TEE_TYPE_TDX {
+            return Err(AttestError::unsupported(
+                "quote TEE type",
+                format!("{tee:#x} (only TDX 0x81)"),
+            ));
+        }
+        // Say how long the quote must be before the parser meets the end of the input.
+        let signed = match version {
+            4 => HEADER_LEN + TD10_BODY_LEN,
+            _ => {
+                let d = input
+                    .get(HEADER_LEN..HEADER_LEN + 6)
+                    .ok_or_else(|| short(HEADER_LEN + 6, "header and v5 body descriptor"))?;
+                let size = u32::from_le_bytes([d[2], d[3], d[4], d[5]]) as usize;
+                HEADER_LEN + 6 + size.min(QUOTE_LEN_MAX)
+            }
+        };
+        let sig_len = input
+            .get(signed..signed + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| short(signed + 4, "header, TD report and signature data length"))?;
+        let need = signed + 4 + sig_len.min(QUOTE_LEN_MAX);
+        if input.len() < need {
+            return Err(short(
+                need,
+                &format!("header, TD report and {sig_len} bytes of signature data"),
             ));
         }
         let quote = Quote::parse(input)
@@ -157,6 +197,14 @@ impl TdxQuote {
             .report
             .as_td10()
             .is_some_and(|td| td.td_attributes[0] & 1 != 0)
+    }
+
+    /// TD attribute SEPT_VE_DISABLE (bit 28): EPT violations are not converted to #VE.
+    pub fn sept_ve_disabled(&self) -> bool {
+        self.quote
+            .report
+            .as_td10()
+            .is_some_and(|td| td.td_attributes[3] & 0x10 != 0)
     }
 
     fn auth(&self) -> AuthDataV3 {
@@ -406,23 +454,14 @@ impl TdxVerifier {
                     .push("TCB not evaluated: the quote's own verification failed".into());
                 return out;
             }
-            (Some(c), Some(_)) if c.has_crls() => self.evaluate_tcb(quote, c, at),
+            (Some(c), Some(e)) if c.has_crls() => self.evaluate_tcb(quote, c, &e, at),
             (Some(c), Some(e)) => {
                 out.warnings.push(
                     "collateral has no CRLs: PCK revocation not checked (TCB evaluated without \
                      dcap-qvl)"
                         .into(),
                 );
-                let inner = c.inner();
-                let u = tcb::UnrevokedCollateral {
-                    tcb_info: &inner.tcb_info,
-                    tcb_info_signature: &inner.tcb_info_signature,
-                    qe_identity: &inner.qe_identity,
-                    qe_identity_signature: &inner.qe_identity_signature,
-                    signing_chain_pem: &inner.tcb_info_issuer_chain,
-                };
-                tcb::evaluate(quote, &e.pck_leaf, &self.root, &u, at)
-                    .map_err(|e| format!("collateral / TCB: {e}"))
+                self.evaluate_without_crls(quote, c, &e, at)
             }
         };
         match tcb {
@@ -444,6 +483,7 @@ impl TdxVerifier {
         &self,
         quote: &TdxQuote,
         c: &Collateral,
+        pck: &PckEntry,
         at: VerifyAt,
     ) -> std::result::Result<TdxTcb, String> {
         let key = tcb_key(quote, c.inner());
@@ -455,9 +495,31 @@ impl TdxVerifier {
             return Ok(hit.tcb.clone());
         }
         let v = dcap_qvl::verify::QuoteVerifier::new(self.root.0.clone()).allow_debug(true);
-        let claims = v
-            .verify_with_policy(quote.bytes(), c.inner(), at.0, &ReportAll)
-            .map_err(|e| format!("collateral / TCB: {e:#}"))?;
+        let claims = match v.verify_with_policy(quote.bytes(), c.inner(), at.0, &ReportAll) {
+            Ok(claims) => claims,
+            // dcap-qvl refuses a TD with SEPT_VE_DISABLE clear in its last step, after every
+            // collateral, CRL and TCB check passed. That is a policy decision
+            // (`AttestPolicy::allow_sept_ve`), the same on both paths: the TCB status comes
+            // from the same collateral, evaluated by the CRL-less path (revocation was just
+            // checked by dcap-qvl).
+            Err(e)
+                if !quote.sept_ve_disabled()
+                    && format!("{e:#}").contains(DCAP_QVL_SEPT_VE_REFUSAL) =>
+            {
+                return self.evaluate_without_crls(quote, c, pck, at);
+            }
+            Err(e) => {
+                // dcap-qvl passes webpki's errors on in Debug form (`CrlExpired { time:
+                // UnixTime(…), … }`): name the CRL and give the dates.
+                let msg = collateral::readable_times(&format!("{e:#}"));
+                let crls = c.crl_problems(at);
+                return Err(if msg.contains("Crl") && !crls.is_empty() {
+                    format!("collateral / TCB: {}", crls.join("; "))
+                } else {
+                    format!("collateral / TCB: {msg}")
+                });
+            }
+        };
         let tcb = TdxTcb {
             status: claims.tcb.status.to_string(),
             advisory_ids: claims.tcb.advisory_ids.clone(),
@@ -480,6 +542,26 @@ impl TdxVerifier {
             );
         }
         Ok(tcb)
+    }
+
+    /// The CRL-less evaluation of [`tcb`] over the signed parts of `c`.
+    fn evaluate_without_crls(
+        &self,
+        quote: &TdxQuote,
+        c: &Collateral,
+        pck: &PckEntry,
+        at: VerifyAt,
+    ) -> std::result::Result<TdxTcb, String> {
+        let inner = c.inner();
+        let u = tcb::UnrevokedCollateral {
+            tcb_info: &inner.tcb_info,
+            tcb_info_signature: &inner.tcb_info_signature,
+            qe_identity: &inner.qe_identity,
+            qe_identity_signature: &inner.qe_identity_signature,
+            signing_chain_pem: &inner.tcb_info_issuer_chain,
+        };
+        tcb::evaluate(quote, &pck.pck_leaf, &self.root, &u, at)
+            .map_err(|e| format!("collateral / TCB: {e}"))
     }
 
     fn verify_crypto(
