@@ -62,9 +62,53 @@ enum Command {
     },
 }
 
+/// `--output json` (or `--output=json`) among the arguments: errors are then JSON on stdout
+/// too.
+fn wants_json(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
+}
+
+/// A usage or I/O error of `tribune attest …` in JSON mode: what scripts read on stdout.
+fn print_attest_error_json(message: &str) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "valid": false,
+            "signature_and_chain_valid": false,
+            "error": message,
+            "kind": "usage",
+        })
+    );
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let json_errors = std::env::args().any(|a| a == "json");
+    let args: Vec<String> = std::env::args().collect();
+    let json_errors = wants_json(&args);
+    let attest = args.get(1).is_some_and(|a| a == "attest");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if usage && attest && json_errors {
+                let _ = e.print();
+                // The message without the usage and help lines, on one line.
+                let rendered = e.render().to_string();
+                let message = rendered.split("\n\n").next().unwrap_or_default();
+                let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+                print_attest_error_json(message.trim_start_matches("error: "));
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     let result = match cli.command {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Controller(a) => cmd::controller::run(a),
@@ -93,6 +137,9 @@ fn main() -> ExitCode {
         Err(err) => {
             // Errors carry what servers said (problem details, bodies): escaped for the terminal.
             eprintln!("error: {}", cmd::output::text(&format!("{err:#}")));
+            if attest && json_errors && err.downcast_ref::<cmd::client::ApiFailure>().is_none() {
+                print_attest_error_json(&format!("{err:#}"));
+            }
             if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>()
                 && json_errors
                 && !f.problem.is_null()

@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use tribune_attest::VerifyAt;
-use tribune_attest::evidence::{Inputs, Verdict, VerifierConfig, Verifiers, verify_evidence};
+use tribune_attest::evidence::{
+    AttestPolicy, Inputs, Verdict, VerifierConfig, Verifiers, verify_evidence,
+};
+use tribune_attest::snp::TcbVersion;
 use tribune_attest::tdx::Collateral;
 
 use super::output;
@@ -42,6 +45,8 @@ pub enum AttestCmd {
         /// Accept simulated (`sim`) evidence.
         #[arg(long)]
         allow_sim: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -61,6 +66,98 @@ pub enum AttestCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// The policy knobs of `AttestPolicy` (what a policy's `attest { … }` block sets). Without
+/// them: debug refused, anything else accepted.
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Accept evidence whose TEE runs in debug mode (SNP policy DEBUG, TDX TD attribute DEBUG).
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// Highest SNP VMPL accepted (0 is the most privileged).
+    #[arg(long, value_name = "N")]
+    pub vmpl_max: Option<u32>,
+    /// Accepted launch measurement (SNP MEASUREMENT, TDX MRTD; hex); repeat for several.
+    #[arg(long = "measurement", value_name = "HEX")]
+    pub measurements: Vec<String>,
+    /// Minimum SNP REPORTED_TCB, component-wise: `bl=3,tee=0,snp=8,ucode=0x73` (Turin: add
+    /// `fmc=1`).
+    #[arg(long, value_name = "TCB")]
+    pub min_snp_tcb: Option<String>,
+    /// Accepted TDX TCB status (e.g. UpToDate, SWHardeningNeeded); repeat for several.
+    #[arg(long = "tdx-tcb-status", value_name = "STATUS")]
+    pub tdx_tcb_statuses: Vec<String>,
+    /// Require a TDX TCB status (collateral given and evaluated) for a valid verdict.
+    #[arg(long)]
+    pub require_tdx_tcb: bool,
+    /// Accept a TDX TD whose SEPT_VE_DISABLE attribute is clear.
+    #[arg(long)]
+    pub allow_sept_ve: bool,
+    /// The 64-byte report_data the evidence must carry (hex).
+    #[arg(long, value_name = "HEX")]
+    pub report_data: Option<String>,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> anyhow::Result<AttestPolicy> {
+        let measurements = self
+            .measurements
+            .iter()
+            .map(|m| {
+                hex::decode(m.trim()).with_context(|| format!("--measurement {m:?} is not hex"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(AttestPolicy {
+            allow_debug: self.allow_debug,
+            vmpl_max: self.vmpl_max,
+            measurements,
+            min_snp_tcb: self.min_snp_tcb.as_deref().map(parse_tcb).transpose()?,
+            tdx_tcb_statuses: self.tdx_tcb_statuses.clone(),
+            require_tdx_tcb: self.require_tdx_tcb,
+            allow_sept_ve: self.allow_sept_ve,
+            report_data: self
+                .report_data
+                .as_deref()
+                .map(|r| fixed_hex::<64>(r, "--report-data"))
+                .transpose()?,
+        })
+    }
+}
+
+/// `bl=3,tee=0,snp=8,ucode=0x73[,fmc=1]` (commas or spaces; decimal or 0x-hex).
+fn parse_tcb(s: &str) -> anyhow::Result<TcbVersion> {
+    let mut t = TcbVersion {
+        fmc: None,
+        bootloader: 0,
+        tee: 0,
+        snp: 0,
+        microcode: 0,
+    };
+    let mut seen = [false; 4];
+    for part in s.split([',', ' ']).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("--min-snp-tcb: {part:?} is not NAME=VALUE"))?;
+        let v = match v.strip_prefix("0x") {
+            Some(h) => u8::from_str_radix(h, 16),
+            None => v.parse::<u8>(),
+        }
+        .with_context(|| format!("--min-snp-tcb: {k}={v:?} is not a number 0..=255"))?;
+        match k {
+            "bl" | "bootloader" => (t.bootloader, seen[0]) = (v, true),
+            "tee" => (t.tee, seen[1]) = (v, true),
+            "snp" => (t.snp, seen[2]) = (v, true),
+            "ucode" | "microcode" => (t.microcode, seen[3]) = (v, true),
+            "fmc" => t.fmc = Some(v),
+            _ => anyhow::bail!("--min-snp-tcb: unknown component {k:?} (bl, tee, snp, ucode, fmc)"),
+        }
+    }
+    anyhow::ensure!(
+        seen.iter().all(|s| *s),
+        "--min-snp-tcb needs bl, tee, snp and ucode (got {s:?})"
+    );
+    Ok(t)
 }
 
 fn read_file(p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -96,8 +193,16 @@ pub fn run(cmd: AttestCmd) -> anyhow::Result<ExitCode> {
             collateral,
             at,
             allow_sim,
+            policy,
             output,
-        } => verify(evidence, certs, collateral, at, allow_sim, output),
+        } => {
+            let config = VerifierConfig {
+                allow_sim,
+                policy: policy.policy()?,
+                ..VerifierConfig::default()
+            };
+            verify(evidence, certs, collateral, at, &config, output)
+        }
         AttestCmd::SimEvidence {
             measurement,
             report_data,
@@ -124,7 +229,7 @@ fn verify(
     certs: Option<PathBuf>,
     collateral: Option<PathBuf>,
     at: Option<String>,
-    allow_sim: bool,
+    config: &VerifierConfig,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let at = match at {
@@ -146,15 +251,11 @@ fn verify(
         None => None,
     };
     let verifiers = Verifiers::new().map_err(|e| anyhow::anyhow!("embedded roots: {e}"))?;
-    let config = VerifierConfig {
-        allow_sim,
-        ..VerifierConfig::default()
-    };
     let inputs = Inputs {
         certs: &certs,
         collateral: collateral.as_ref(),
     };
-    match verify_evidence(&verifiers, &config, &bytes, &inputs, at) {
+    match verify_evidence(&verifiers, config, &bytes, &inputs, at) {
         Ok(v) => {
             print_verdict(&v, output)?;
             Ok(if v.valid {
@@ -167,7 +268,11 @@ fn verify(
             match output {
                 Output::Json => println!(
                     "{}",
-                    serde_json::json!({ "valid": false, "reasons": [e.to_string()] })
+                    serde_json::json!({
+                        "valid": false,
+                        "signature_and_chain_valid": false,
+                        "reasons": [e.to_string()],
+                    })
                 ),
                 Output::Table => {
                     println!("valid:        no");
@@ -187,6 +292,14 @@ fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
     println!("tee:          {}", v.tee.as_str());
     println!("format:       {}", v.format);
     println!("valid:        {}", if v.valid { "yes" } else { "no" });
+    println!(
+        "sig+chain:    {}",
+        if v.signature_and_chain_valid {
+            "valid"
+        } else {
+            "NOT valid"
+        }
+    );
     for r in &v.reasons {
         println!("reason:       {}", output::cell(r));
     }
