@@ -50,13 +50,17 @@ impl CertDer {
 /// boundaries, e.g. `# SEV-VCEK` comment lines; it is ignored, as are blocks that are not
 /// `CERTIFICATE`. Input that holds no certificate is refused with a message that says so.
 pub fn load_bundle(data: &[u8]) -> Result<Vec<CertDer>> {
-    // A DER certificate starts with a SEQUENCE; PEM is text.
+    // A DER certificate starts with a SEQUENCE (0x30, also the digit '0' of a text file).
+    let has_pem = data.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN);
     if data.first() == Some(&0x30) {
         let c = CertDer(data.to_vec());
-        c.parse()?;
-        return Ok(vec![c]);
+        match c.parse() {
+            Ok(_) => return Ok(vec![c]),
+            Err(e) if !has_pem => return Err(e),
+            Err(_) => {}
+        }
     }
-    if !data.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN) {
+    if !has_pem {
         return Err(AttestError::Missing(format!(
             "certificate: no DER certificate and no PEM \"-----BEGIN CERTIFICATE-----\" block \
              in {} bytes{}",

@@ -521,6 +521,11 @@ fn pem_with_explanatory_text_still_verifies() {
     assert_valid(&o, "commented az-milan-vcek-chain.pem");
     assert_eq!(o.chain, ["SEV-VCEK", "SEV-Milan", "ARK-Milan"]);
 
+    // Text starting with the digit '0' (the byte a DER SEQUENCE starts with) is still text.
+    let f0 = scratch.join("zero-first.pem");
+    std::fs::write(&f0, format!("0) the VCEK, then ASK and ARK\n{pem}")).unwrap();
+    assert_eq!(load_certs(&f0).unwrap().len(), 3);
+
     // The shipped AMD chain file with comments loads its three certificates too.
     let chain = String::from_utf8(common::read(&dir, "chains/milan_ask_ark_asvk.pem")).unwrap();
     let f = scratch.join("commented-ask-ark-asvk.pem");

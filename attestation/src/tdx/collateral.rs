@@ -217,3 +217,21 @@ fn balanced_object(s: &str) -> Option<&str> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::readable_times;
+
+    #[test]
+    fn unix_times_become_dates() {
+        assert_eq!(
+            readable_times("CrlExpired { time: UnixTime(1782864000), next_update: UnixTime(0) }"),
+            "CrlExpired { time: 2026-07-01T00:00:00Z, next_update: 1970-01-01T00:00:00Z }"
+        );
+        assert_eq!(
+            readable_times("UnixTime(12x) UnixTime("),
+            "UnixTime(12x) UnixTime("
+        );
+        assert_eq!(readable_times("no times"), "no times");
+    }
+}
