@@ -182,8 +182,6 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The name a file's single policy declares, checked locally first so a policy that does not
-/// check never leaves the machine.
 /// The file's text and the names of the policies it declares, or `None` once its errors
 /// have been printed ("does not check; nothing was sent": a failure, exit 1).
 fn checked(file: &std::path::Path, bytes: &[u8]) -> Option<(String, Vec<String>)> {
@@ -212,6 +210,7 @@ fn checked(file: &std::path::Path, bytes: &[u8]) -> Option<(String, Vec<String>)
     Some((text, names))
 }
 
+/// The name a file's single policy declares (the file already checked by [`checked`]).
 fn policy_name(file: &std::path::Path, declared: &[String]) -> anyhow::Result<String> {
     let shown = file.display().to_string();
     match declared {
