@@ -84,6 +84,34 @@ fn print_attest_error_json(message: &str) {
     );
 }
 
+/// Whether this run prints and exits (a client verb), as opposed to serving (a controller,
+/// an agent, a dev cluster, a benchmark driving them).
+fn prints_and_exits(command: &Command) -> bool {
+    match command {
+        Command::Dev(_) | Command::Controller(_) | Command::Bench(_) => false,
+        Command::Agent(a) => matches!(
+            a.command.as_deref(),
+            Some(
+                cmd::agent::AgentCmd::Status(_)
+                    | cmd::agent::AgentCmd::Apply(_)
+                    | cmd::agent::AgentCmd::Cleanup(_)
+            )
+        ),
+        _ => true,
+    }
+}
+
+/// A client verb whose reader went away (`tribune agent status | head`) ends quietly, as
+/// `cat` does: SIGPIPE's default action instead of Rust's (ignored, so `println!` panics on
+/// EPIPE). Servers keep it ignored: a peer hanging up is an error they handle, not their end.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any other thread exists; it changes only
+    // this process's disposition of SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let json_errors = wants_json(&args);
@@ -109,6 +137,9 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    if prints_and_exits(&cli.command) {
+        die_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Controller(a) => cmd::controller::run(a),

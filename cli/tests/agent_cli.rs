@@ -215,7 +215,7 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     assert_eq!(quota_us(&instance), "10000");
     again.kill().unwrap();
     again.wait().unwrap();
-    let out = tribune(&["agent", "cleanup"]);
+    let out = tribune(&["agent", "cleanup", "--instance", &instance]);
     assert!(
         out.status.success(),
         "{}",
@@ -223,9 +223,49 @@ fn cleanup_removes_what_a_crashed_agent_left() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&instance));
     assert!(gone(&instance));
-    assert!(gone(""), "tribune/ itself left");
-    let out = tribune(&["agent", "cleanup"]);
+    let out = tribune(&["agent", "cleanup", "--instance", &instance]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to clean up"));
+}
+
+#[test]
+fn cleanup_touches_only_its_own_instance() {
+    if skip_unless_root("cleanup_own_instance") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let (mine, theirs) = (
+        format!("cm{}", std::process::id()),
+        format!("co{}", std::process::id()),
+    );
+    let cg = tribune_agent::cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
+    for i in [&mine, &theirs] {
+        cg.create(&format!("tribune/{i}/s")).expect("create");
+    }
+    // Another agent's enclave, running: cleaning up `mine` must leave it alone.
+    let mut enclave = Command::new("sleep").arg("600").spawn().expect("sleep");
+    cg.add_pid(&format!("tribune/{theirs}/s"), enclave.id())
+        .expect("add pid");
+    let out = tribune(&["agent", "cleanup", "--instance", &mine]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&mine), "{stdout}");
+    assert!(!stdout.contains(&theirs), "{stdout}");
+    assert!(gone(&mine));
+    assert!(!gone(&theirs), "another instance's cgroups removed");
+    assert!(
+        enclave.try_wait().expect("try_wait").is_none(),
+        "another instance's enclave killed"
+    );
+    // Its own cleanup removes it, and ends its enclave.
+    let out = tribune(&["agent", "cleanup", "--instance", &theirs]);
+    assert!(out.status.success());
+    assert!(gone(&theirs));
+    let _ = enclave.kill();
+    let _ = enclave.wait();
 }
 
 #[test]

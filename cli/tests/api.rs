@@ -284,12 +284,23 @@ async fn policy_put_takes_the_name_from_the_source_and_checks_locally_first() {
     )
     .expect("write");
     let out = run(&["policy", "put", bad.to_str().expect("utf-8 path")]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bad.tribune:3:"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nor does one that is not UTF-8: a located diagnostic, not an I/O error.
+    let latin1 = dir.path().join("latin1.tribune");
+    std::fs::write(&latin1, b"policy \"l\" {\n  # caf\xe9\n  match true\n}\n").expect("write");
+    let out = run(&["policy", "put", latin1.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[E0004]: invalid UTF-8 byte 0xE9"),
+        "{err}"
+    );
+    assert!(err.contains("latin1.tribune:2:8"), "{err}");
     let (s, list) = c.get_json(1, "/v1/policies").await.expect("list");
     assert_eq!((s, list.as_array().map(Vec::len)), (200, Some(1)));
 }

@@ -236,6 +236,42 @@ fn eval_rejects_bad_facts_and_bad_policies() {
     assert!(stderr(&o).contains("E0201"));
 }
 
+#[test]
+fn a_file_that_is_not_utf8_is_a_located_diagnostic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("latin1.tribune");
+    // A Latin-1 `é` in a comment: line 2, column 8.
+    let bytes: &[u8] = b"policy \"p\" {\n  # caf\xe9\n  match true\n}\n";
+    std::fs::write(&f, bytes).expect("write");
+    let path = f.to_str().expect("path");
+    let facts = dir.path().join("facts.json");
+    std::fs::write(&facts, "{}").expect("write");
+    let facts = facts.to_str().expect("facts");
+    for args in [
+        vec!["policy", "check", path],
+        vec!["policy", "fmt", path],
+        vec!["policy", "fmt", "--check", path],
+        vec!["policy", "eval", path, "--facts", facts],
+    ] {
+        let o = tribune(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("error[E0004]: invalid UTF-8 byte 0xE9"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("latin1.tribune:2:8"), "{args:?}: {err}");
+        assert!(!err.contains("stream did not contain"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&f).expect("read"), bytes, "left untouched");
+    let o = tribune(&["policy", "check", "--output", "json", path]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["diagnostics"][0]["code"], "E0004");
+    assert_eq!(v["diagnostics"][0]["line"], 2);
+    assert_eq!(v["diagnostics"][0]["column"], 8);
+}
+
 /// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
 /// from a shared target dir built in another checkout still finds this checkout's files.
 fn manifest_dir() -> std::path::PathBuf {

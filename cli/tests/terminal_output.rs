@@ -1,5 +1,6 @@
 //! What a server stores cannot drive the terminal of whoever lists it: `tribune enclave ls`
 //! shows control characters in tenants and hosts escaped, and JSON output keeps them exact.
+//! A reader that goes away (`tribune … | head`) ends a client verb quietly, never a panic.
 
 mod common;
 
@@ -94,4 +95,52 @@ fn enclave_ls_escapes_control_characters_from_the_server() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(v[0]["tenant"], EVIL_TENANT);
     assert_eq!(v[0]["placement"]["host"], EVIL_HOST);
+}
+
+/// Runs `tribune ARGS` with its stdout a pipe whose reader is already closed, as in
+/// `tribune agent status | head` once `head` has its lines: the first write fails.
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(BIN)
+        .args(args)
+        .env_remove("TRIBUNE_CA")
+        .env_remove("TRIBUNE_CONFIG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run tribune")
+}
+
+#[test]
+fn a_closed_stdout_ends_a_client_verb_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let endpoint = fake_controller(json!([{
+        "id": "e1", "tenant": "acme", "tee": "sim", "state": "running", "version": 1,
+        "placement": {"host": "h1", "epoch": 1},
+    }]));
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/policies/acme-batch.tribune");
+    for args in [
+        vec!["completions", "bash"],
+        vec!["policy", "check", examples.to_str().expect("path")],
+        vec![
+            "enclave",
+            "ls",
+            "--endpoint",
+            &endpoint,
+            "--timeout-secs",
+            "60",
+        ],
+    ] {
+        let out = with_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}: {err}",
+            out.status
+        );
+    }
 }

@@ -1,5 +1,10 @@
 //! Hygiene: removing what the agent created, after a clean exit or a crash, and listing what
 //! is left (tests assert the list is empty).
+//!
+//! Everything is scoped to one **instance** (`tribune/INSTANCE` cgroups, `tb-INSTANCE-…`
+//! namespaces, its bridge) so that cleaning up one agent — or a test's — never touches another
+//! agent on the same host; only [`cleanup_all`] (`tribune agent cleanup --all`) removes every
+//! instance's, and the root qdiscs they share.
 
 use serde::Serialize;
 
@@ -114,7 +119,42 @@ pub fn leftovers(cg: &dyn CgroupEnforcer) -> Leftovers {
     }
 }
 
-/// `tribune agent cleanup`: removes every cgroup under `tribune/`, every `tb-` namespace and
+/// What one instance left: its cgroups (deepest first), namespaces and bridge.
+pub fn leftovers_of(cg: &dyn CgroupEnforcer, instance: &str) -> Leftovers {
+    let mut cgroups = Vec::new();
+    for d in cg.group_dirs(&format!("{PREFIX}/{instance}")) {
+        for sub in subtree_deepest_first(&d) {
+            cgroups.push(sub.display().to_string());
+        }
+    }
+    let ns_prefix = format!("{LINK_PREFIX}{instance}-");
+    let bridge = format!("{LINK_PREFIX}{}br", short_hash(instance));
+    Leftovers {
+        cgroups,
+        netns: net::our_netns()
+            .into_iter()
+            .filter(|n| n.starts_with(&ns_prefix))
+            .collect(),
+        links: net::our_links()
+            .into_iter()
+            .filter(|l| *l == bridge)
+            .collect(),
+        qdiscs: Vec::new(),
+    }
+}
+
+/// `tribune agent cleanup [--instance NAME]`: removes what one instance left (its cgroups,
+/// namespaces — with their veths and qdiscs — and bridge) and nothing of any other. Returns
+/// what it found.
+pub fn cleanup_one(cgroup_root: &std::path::Path, instance: &str) -> Result<Leftovers> {
+    crate::agent::require_root()?;
+    let cg = cgroup::detect(cgroup_root)?;
+    let found = leftovers_of(cg.as_ref(), instance);
+    cleanup_instance(cg.as_ref(), instance)?;
+    Ok(found)
+}
+
+/// `tribune agent cleanup --all`: removes every cgroup under `tribune/`, every `tb-` namespace and
 /// link, and every root qdisc with our handle. Returns what it found.
 pub fn cleanup_all(cgroup_root: &std::path::Path) -> Result<Leftovers> {
     crate::agent::require_root()?;

@@ -9,6 +9,8 @@
 //! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions.
 //! - [`runtime`]: `process` and `qemu` (QMP) runtimes behind one trait.
 //! - [`collector`]: drift-free sampling; [`supervisor`]: enclave-side usage reports.
+//! - [`link`]: the attestation stream to the controllers; [`reconnect`]: its outages and
+//!   back-off.
 //! - [`gpu`]: NVML or "no GPU"; [`store`]: the applied plan on disk; [`control`]: the local
 //!   socket for `apply`/`status`; [`cleanup`]: leftovers after a crash.
 
@@ -23,6 +25,7 @@ pub mod launch;
 pub mod link;
 pub mod net;
 pub mod plan;
+pub mod reconnect;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

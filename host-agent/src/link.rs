@@ -2,9 +2,10 @@
 //! relays each enclave's evidence and sealed usage reports, receives plans.
 //!
 //! Failure rules:
-//! - a broken stream or an unreachable controller → the next controller in the list, at once
-//!   (then with a short back-off once every controller was tried); the agent keeps enforcing
-//!   its last plan meanwhile ([`LinkEvent::Down`] changes nothing it enforces);
+//! - a broken stream or an unreachable controller → the next controller in the list, at once;
+//!   once every controller was tried, a capped exponential back-off with jitter
+//!   ([`crate::reconnect`]); one outage is one [`LinkEvent::Down`], however many attempts fail,
+//!   and the agent keeps enforcing its last plan meanwhile (Down changes nothing it enforces);
 //! - reports not yet acknowledged as committed are kept (bounded: [`REPLAY_MAX`] per
 //!   enclave, oldest dropped first) and replayed to the next controller with the checkpoints
 //!   that cover them, so the log has no gap and — since controllers skip spans they already
@@ -27,6 +28,7 @@ use crate::agent::LinkEvent;
 use crate::plan::{
     Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, Plan, RunState, WEIGHT_MAX,
 };
+use crate::reconnect::Reconnect;
 use crate::supervisor::{SimEnclave, UsageReport, host_view};
 
 /// Reports kept per enclave until a controller acknowledges them (60 s at 100 ms).
@@ -203,6 +205,7 @@ struct Link {
     replay: Replay,
     applied_version: u64,
     events: mpsc::Sender<LinkEvent>,
+    reconnect: Reconnect,
 }
 
 impl Link {
@@ -365,6 +368,9 @@ impl Link {
             tx.send(agent_msg(pb::agent_message::Body::Replay(batch)))
                 .await
                 .map_err(|_| "stream closed".to_string())?;
+        }
+        if self.reconnect.up() {
+            tracing::info!(controller = %addr, "controller link restored");
         }
         let _ = self.events.send(LinkEvent::Up).await;
         loop {
@@ -559,6 +565,7 @@ pub async fn run(
         replay: Replay::default(),
         applied_version: 0,
         events,
+        reconnect: Reconnect::new(),
     };
     let mut next = 0usize;
     let mut failures = 0usize;
@@ -568,15 +575,19 @@ pub async fn run(
         match link.stream(&addr, &mut uplink).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(controller = %addr, "attestation stream: {e}");
-                let _ = link.events.send(LinkEvent::Down).await;
+                if link.reconnect.failed() {
+                    tracing::warn!(controller = %addr, "attestation stream: {e}; link down");
+                    let _ = link.events.send(LinkEvent::Down).await;
+                } else {
+                    tracing::debug!(controller = %addr, "attestation stream: {e}");
+                }
                 failures += 1;
             }
         }
-        // After a full round of failures, wait a little — while still sealing and buffering
-        // the windows the agent hands over, so nothing is lost while no controller answers.
+        // After a full round of failures, back off — while still sealing and buffering the
+        // windows the agent hands over, so nothing is lost while no controller answers.
         if failures.is_multiple_of(link.cfg.controllers.len()) {
-            let pause = tokio::time::sleep(Duration::from_millis(200));
+            let pause = tokio::time::sleep(link.reconnect.next_pause(crate::reconnect::jitter()));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -594,6 +605,30 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_controller_is_one_link_down_event() {
+        // A port nobody listens on: every attempt is refused at once.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let cfg = LinkConfig {
+            host_id: "h".into(),
+            controllers: vec![addr.to_string()],
+            can_enforce: true,
+            enforce_problem: String::new(),
+            tls: None,
+        };
+        let (_uplink_tx, uplink_rx) = mpsc::channel(8);
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let link = tokio::spawn(run(cfg, uplink_rx, events_tx));
+        let first = tokio::time::timeout(Duration::from_secs(30), events.recv()).await;
+        assert!(matches!(first, Ok(Some(LinkEvent::Down))), "{first:?}");
+        // The old link sent one every 200 ms: 15 in the next 3 s.
+        let more = tokio::time::timeout(Duration::from_secs(3), events.recv()).await;
+        assert!(more.is_err(), "a second event in one outage: {more:?}");
+        link.abort();
+    }
 
     #[test]
     fn plan_conversion_keeps_caps_and_raises_tiny_values() {

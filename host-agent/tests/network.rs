@@ -351,6 +351,7 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
 
     stop.store(true, Ordering::Relaxed);
     let cg = agent.cgroups().clone();
+    let instance = agent.config().instance.clone();
     agent.shutdown().await.unwrap();
     sink_thread.join().unwrap();
     source_thread.join().unwrap();
@@ -361,7 +362,7 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
         wait_for(Duration::from_secs(5), || !net::our_links().contains(&up)),
         "uplink veth left"
     );
-    assert_clean(cg.as_ref());
+    assert_clean(cg.as_ref(), &instance);
     assert!(
         failures.is_empty(),
         "rates off by more than 5%: {failures:?}"

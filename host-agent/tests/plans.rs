@@ -153,7 +153,7 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     stop_tx.send(()).unwrap();
     task.await.unwrap().unwrap();
     server.abort();
-    assert_clean(cg.as_ref());
+    assert_clean(cg.as_ref(), dir.instance());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

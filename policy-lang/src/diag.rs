@@ -166,7 +166,8 @@ impl Diagnostic {
 
 /// Render diagnostics in rustc's layout (`error[E0201]: …`, ` --> file:line:col`, the source
 /// line, carets, `= help: …`), without colour. Diagnostics are rendered against `source`;
-/// ones whose offsets fall outside it are rendered without a snippet.
+/// ones whose offsets fall outside it are rendered without a snippet. For a source that was
+/// not UTF-8 ([`crate::check_bytes`]) pass `String::from_utf8_lossy(bytes)`.
 pub fn render_diagnostics(file_name: &str, source: &str, diags: &[Diagnostic]) -> String {
     let file = SimpleFile::new(file_name, source);
     let config = Config {
@@ -181,7 +182,12 @@ pub fn render_diagnostics(file_name: &str, source: &str, diags: &[Diagnostic]) -
         }
         .with_code(d.code.clone())
         .with_message(d.message.clone());
-        let (s, e) = (d.offset as usize, d.end_offset as usize);
+        let (s, mut e) = (d.offset as usize, d.end_offset as usize);
+        // A span ending inside a character (bytes that were not UTF-8, rendered against the
+        // lossy text where they became U+FFFD) ends after it.
+        while e < source.len() && !source.is_char_boundary(e) {
+            e += 1;
+        }
         if e <= source.len() && s <= e && source.is_char_boundary(s) && source.is_char_boundary(e) {
             cs = cs.with_labels(vec![Label::primary((), s..e).with_message(d.label.clone())]);
         }

@@ -20,6 +20,18 @@ pub struct FormatError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// [`format`] for a source given as bytes: a source that is not UTF-8 fails with its E0004
+/// diagnostic (see [`crate::check_bytes`]), named `<input>` like the others.
+pub fn format_bytes(source: &[u8]) -> Result<String, FormatError> {
+    match crate::decode("<input>", source) {
+        Ok(text) => format(text),
+        Err(d) => Err(FormatError {
+            errors: 1,
+            diagnostics: vec![*d],
+        }),
+    }
+}
+
 /// Format a source in the canonical layout. Fails only on syntax errors (type errors do not
 /// stop formatting).
 pub fn format(source: &str) -> Result<String, FormatError> {

@@ -35,7 +35,7 @@ pub use eval::{
     ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
     Facts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
 };
-pub use fmt::{FormatError, format};
+pub use fmt::{FormatError, format, format_bytes};
 pub use ir::{Action, Agg, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
 pub use set::check_set;
 pub use units::{Dim, Resource};
@@ -128,6 +128,48 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
         policies,
         diagnostics,
     }
+}
+
+/// Check a source file given as bytes, as read from disk: [`check`] if they are UTF-8, else
+/// one E0004 diagnostic at the first byte that is not (its line and column counted over the
+/// valid text before it) and no policies. Never panics.
+pub fn check_bytes(file_name: &str, source: &[u8]) -> CheckOutcome {
+    match decode(file_name, source) {
+        Ok(text) => check(file_name, text),
+        Err(d) => CheckOutcome {
+            policies: Vec::new(),
+            diagnostics: vec![*d],
+        },
+    }
+}
+
+/// The source as text, or the E0004 diagnostic for its first byte that is not UTF-8. Its
+/// span covers the bad byte(s) (`offset`/`end_offset` are byte offsets into `source`); render
+/// it against `String::from_utf8_lossy(source)`.
+pub(crate) fn decode<'b>(file_name: &str, source: &'b [u8]) -> Result<&'b str, Box<Diagnostic>> {
+    let err = match std::str::from_utf8(source) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let at = err.valid_up_to();
+    // The bytes before `at` are valid UTF-8 by definition of `valid_up_to`.
+    let prefix = std::str::from_utf8(source.get(..at).unwrap_or_default()).unwrap_or_default();
+    let bad_len = err.error_len().unwrap_or(source.len() - at).max(1);
+    let byte = source.get(at).copied().unwrap_or(0);
+    let sink = diag::Sink::new(file_name, prefix);
+    let mut d = sink.make(
+        Severity::Error,
+        "E0004",
+        diag::Span::new(at, at),
+        format!("invalid UTF-8 byte 0x{byte:02X}"),
+        "not UTF-8",
+        Some("policy files must be UTF-8; re-encode it (e.g. `iconv -f latin1 -t utf-8`)".into()),
+    );
+    // The span covers the bad bytes; they are on the same line, one character wide.
+    let end = at.saturating_add(bad_len);
+    d.end_offset = u32::try_from(end).unwrap_or(u32::MAX);
+    d.end_column = d.column.saturating_add(1);
+    Err(Box::new(d))
 }
 
 /// The meaningful tokens of a source (comments and `;` dropped), for property tests of the

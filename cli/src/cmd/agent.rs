@@ -50,7 +50,8 @@ pub enum AgentCmd {
     Status(StatusArgs),
     /// Launch one enclave under limits and run until Ctrl-C (or until it exits).
     RunEnclave(RunEnclaveArgs),
-    /// Remove every cgroup, namespace, link and qdisc the agent left behind (after a crash).
+    /// Remove the cgroups, namespaces and links an agent instance left behind (after a crash);
+    /// `--all`: every instance's.
     Cleanup(CleanupArgs),
 }
 
@@ -244,6 +245,14 @@ pub struct RunEnclaveArgs {
 pub struct CleanupArgs {
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// The instance whose leftovers to remove (as given to `run --instance`); nothing of any
+    /// other instance is touched.
+    #[arg(long, default_value = "agent", conflicts_with = "all")]
+    pub instance: String,
+    /// Remove every instance's leftovers (every `tribune/` cgroup, `tb-` namespace and link,
+    /// root qdisc with our handle), those of agents still running included.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -597,7 +606,11 @@ fn in_path(program: &str) -> anyhow::Result<String> {
 }
 
 fn cleanup(a: CleanupArgs) -> anyhow::Result<ExitCode> {
-    let found = tribune_agent::cleanup::cleanup_all(&a.cgroup_root)?;
+    let found = if a.all {
+        tribune_agent::cleanup::cleanup_all(&a.cgroup_root)?
+    } else {
+        tribune_agent::cleanup::cleanup_one(&a.cgroup_root, &a.instance)?
+    };
     if found.is_empty() {
         println!("nothing to clean up");
     } else {

@@ -98,11 +98,16 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                 create,
                 ..
             } => {
-                let source = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                // Checked here first (a file that is not UTF-8 included: E0004, with its line
+                // and column); one that does not check never leaves the machine.
+                let Some((source, declared)) = checked(&file, &bytes) else {
+                    return Ok(ExitCode::FAILURE);
+                };
                 let name = match name {
                     Some(n) => n,
-                    None => policy_name(&file, &source)?,
+                    None => policy_name(&file, &declared)?,
                 };
                 let mut headers: Vec<(&str, String)> = vec![];
                 if let Some(v) = if_version {
@@ -177,11 +182,12 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The name a file's single policy declares, checked locally first so a policy that does not
-/// check never leaves the machine.
-fn policy_name(file: &std::path::Path, source: &str) -> anyhow::Result<String> {
+/// The file's text and the names of the policies it declares, or `None` once its errors
+/// have been printed ("does not check; nothing was sent": a failure, exit 1).
+fn checked(file: &std::path::Path, bytes: &[u8]) -> Option<(String, Vec<String>)> {
     let shown = file.display().to_string();
-    let outcome = tribune_policy::check(&shown, source);
+    let outcome = tribune_policy::check_bytes(&shown, bytes);
+    let text = String::from_utf8_lossy(bytes).into_owned();
     if outcome.has_errors() {
         let errors: Vec<_> = outcome
             .diagnostics
@@ -189,19 +195,31 @@ fn policy_name(file: &std::path::Path, source: &str) -> anyhow::Result<String> {
             .filter(|d| d.is_error())
             .cloned()
             .collect();
-        anyhow::bail!(
-            "{} does not check; nothing was sent:\n{}",
-            shown,
-            tribune_policy::render_diagnostics(&shown, source, &errors)
+        eprint!(
+            "{}",
+            tribune_policy::render_diagnostics(&shown, &text, &errors)
         );
+        eprintln!("error: {shown} does not check; nothing was sent");
+        return None;
     }
-    match outcome.policies.as_slice() {
-        [one] => Ok(one.name().to_string()),
+    let names = outcome
+        .policies
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    Some((text, names))
+}
+
+/// The name a file's single policy declares (the file already checked by [`checked`]).
+fn policy_name(file: &std::path::Path, declared: &[String]) -> anyhow::Result<String> {
+    let shown = file.display().to_string();
+    match declared {
+        [one] => Ok(one.clone()),
         [] => anyhow::bail!("{shown} defines no policy"),
         many => anyhow::bail!(
             "{shown} defines {} policies ({}): the cluster stores one policy per name; put each in its own file, or pass --name with a file holding one",
             many.len(),
-            many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            many.join(", ")
         ),
     }
 }

@@ -53,17 +53,28 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// A policy file's bytes: ones that are not UTF-8 are the language's diagnostic (E0004),
+/// not an I/O error, so they are read as bytes and checked by `tribune_policy`.
+fn read_bytes(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Text to render diagnostics against: the source, with bytes that are not UTF-8 replaced.
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut sources = BTreeMap::new();
     let mut policies = Vec::new();
     let mut diags = Vec::new();
     for f in &args.files {
         let name = f.display().to_string();
-        let src = read(f)?;
-        let out = tribune_policy::check(&name, &src);
+        let bytes = read_bytes(f)?;
+        let out = tribune_policy::check_bytes(&name, &bytes);
         diags.extend(out.diagnostics);
         policies.extend(out.policies);
-        sources.insert(name, src);
+        sources.insert(name, text_of(&bytes));
     }
     // Cross-file conflicts; drop the ones each file already reported.
     let seen: BTreeSet<(String, u32, String)> = diags
@@ -131,11 +142,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
     if args.files.is_empty() {
-        let mut src = String::new();
-        std::io::stdin().read_to_string(&mut src)?;
-        return match tribune_policy::format(&src) {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        let src = text_of(&bytes);
+        return match tribune_policy::format_bytes(&bytes) {
             Ok(out) => {
-                if args.check && out != src {
+                if args.check && out.as_bytes() != bytes.as_slice() {
                     eprintln!("<stdin> is not formatted");
                     return Ok(ExitCode::FAILURE);
                 }
@@ -156,9 +168,10 @@ pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for f in &args.files {
         let name = f.display().to_string();
-        let src = read(f)?;
-        match tribune_policy::format(&src) {
-            Ok(out) if out == src => {}
+        let bytes = read_bytes(f)?;
+        let src = text_of(&bytes);
+        match tribune_policy::format_bytes(&bytes) {
+            Ok(out) if out.as_bytes() == bytes.as_slice() => {}
             Ok(out) => {
                 if args.check {
                     println!("would reformat {name}");
@@ -194,8 +207,9 @@ pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
-    let src = read(&args.file)?;
-    let out = tribune_policy::check(&name, &src);
+    let bytes = read_bytes(&args.file)?;
+    let src = text_of(&bytes);
+    let out = tribune_policy::check_bytes(&name, &bytes);
     if out.has_errors() {
         eprint!(
             "{}",

@@ -352,6 +352,8 @@ impl Agent {
                 self.link = LinkState::Up;
                 self.event(None, EventKind::ControllerLinkUp);
             }
+            // One event per outage, should a Down repeat (the link sends one per outage).
+            LinkEvent::Down if matches!(self.link, LinkState::Down) => {}
             LinkEvent::Down => {
                 self.link = LinkState::Down;
                 let keeping_version = self.applied.as_ref().map(|p| p.version);

@@ -61,6 +61,10 @@ impl TestDir {
     pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
+    /// The agent instance this test's config names (its cgroups, namespaces, bridge).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
 }
 
 impl Drop for TestDir {
@@ -162,15 +166,18 @@ pub fn prioritise(agent: &Agent) {
     agent.cgroups().set_weight(&root, 256).unwrap();
 }
 
-/// Shuts the agent down and asserts nothing of ours is left on the host.
+/// Shuts the agent down and asserts nothing of its instance is left on the host.
 pub async fn shutdown_clean(agent: Agent) {
     let cg = agent.cgroups().clone();
+    let instance = agent.config().instance.clone();
     agent.shutdown().await.unwrap();
-    assert_clean(cg.as_ref());
+    assert_clean(cg.as_ref(), &instance);
 }
 
-pub fn assert_clean(cg: &dyn CgroupEnforcer) {
-    let left = tribune_agent::cleanup::leftovers(cg);
+/// Nothing of `instance` is left. Only this test's instance: another agent (or test) on the
+/// same host is none of its business.
+pub fn assert_clean(cg: &dyn CgroupEnforcer, instance: &str) {
+    let left = tribune_agent::cleanup::leftovers_of(cg, instance);
     assert!(left.is_empty(), "leftovers after test: {left:?}");
 }
 
