@@ -96,7 +96,7 @@ fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `f`, turning a panic into `Err(message)`. The panic prints nothing (no "thread
+/// Runs `f`, turning a panic into a [`Panicked`] error. The panic prints nothing (no "thread
 /// panicked", no backtrace): the caller reports it. Panics elsewhere keep the usual hook.
 ///
 /// For calls into redb with a file that may be damaged: redb trusts what it reads from a file
