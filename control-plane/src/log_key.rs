@@ -192,41 +192,56 @@ fn read_key(path: &PathBuf) -> Result<Option<SigningKey>, ControllerError> {
     parse_key(&text).map(Some).map_err(|e| corrupt_key(path, e))
 }
 
-fn hex32(line: Option<&str>, label: &str) -> Result<[u8; 32], String> {
+/// Why a key file's text is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileError {
+    #[error(
+        "it is in the old one-line format, which cannot be checked (a changed character would be another valid key)"
+    )]
+    OldFormat,
+    #[error("the first line is not `{HEADER}`")]
+    NoHeader,
+    #[error("expected a line `{label} <64 hex characters>`")]
+    MissingLine { label: &'static str },
+    #[error("the {label} line is not 64 hex characters")]
+    NotHex { label: &'static str },
+    #[error("unexpected lines after the public key")]
+    TrailingLines,
+    #[error(
+        "the seed does not give the public key recorded beside it: the file was changed or damaged"
+    )]
+    KeyMismatch,
+}
+
+fn hex32(line: Option<&str>, label: &'static str) -> Result<[u8; 32], KeyFileError> {
     let value = line
         .and_then(|l| l.strip_prefix(label))
         .and_then(|l| l.strip_prefix(' '))
-        .ok_or_else(|| format!("expected a line `{label} <64 hex characters>`"))?;
+        .ok_or(KeyFileError::MissingLine { label })?;
     hex::decode(value.trim())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| format!("the {label} line is not 64 hex characters"))
+        .ok_or(KeyFileError::NotHex { label })
 }
 
 /// The key in a key file's text, after checking the public key it records is the seed's.
-fn parse_key(text: &str) -> Result<SigningKey, String> {
+fn parse_key(text: &str) -> Result<SigningKey, KeyFileError> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     match lines.next() {
         Some(HEADER) => {}
         Some(l) if l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            return Err(
-                "it is in the old one-line format, which cannot be checked (a changed character would be another valid key)"
-                    .into(),
-            );
+            return Err(KeyFileError::OldFormat);
         }
-        _ => return Err(format!("the first line is not `{HEADER}`")),
+        _ => return Err(KeyFileError::NoHeader),
     }
     let seed = hex32(lines.next(), "seed")?;
     let public = hex32(lines.next(), "public")?;
     if lines.next().is_some() {
-        return Err("unexpected lines after the public key".into());
+        return Err(KeyFileError::TrailingLines);
     }
     let key = SigningKey::from_bytes(&seed);
     if key.verifying_key().to_bytes() != public {
-        return Err(
-            "the seed does not give the public key recorded beside it: the file was changed or damaged"
-                .into(),
-        );
+        return Err(KeyFileError::KeyMismatch);
     }
     Ok(key)
 }
@@ -241,7 +256,7 @@ fn key_text(key: &SigningKey) -> String {
 }
 
 /// The seed in a key file's text (for tests and tools that sign with a controller's key).
-pub fn seed_from_file_text(text: &str) -> Result<[u8; 32], String> {
+pub fn seed_from_file_text(text: &str) -> Result<[u8; 32], KeyFileError> {
     parse_key(text).map(|k| k.to_bytes())
 }
 

@@ -32,7 +32,7 @@ pub enum AgentError {
     #[error("invalid plan: {0}")]
     InvalidPlan(String),
     #[error("invalid agent configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(crate::launch::UsersError),
     /// A launch spec the host's allow-list does not let through (boxed: it is large and
     /// rare, and every `Result` of the agent carries this enum).
     #[error(transparent)]

@@ -339,6 +339,7 @@ async fn readyz(State(api): State<Shared>) -> Response {
         .controller
         .integrity
         .ready()
+        .map_err(|e| e.to_string())
         .and_then(|()| api.controller.ready());
     match ready {
         Ok(()) => "ready".into_response(),

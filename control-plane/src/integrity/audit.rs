@@ -14,8 +14,36 @@ use sha2::{Digest, Sha256};
 
 use crate::state::{LogEntryKind, State};
 
+/// The first disagreement between a state's policies and its attestation log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "policy {name:?} is stored (version {version}), but log entry {index} records its deletion"
+    )]
+    StoredButDeleted {
+        name: String,
+        version: u64,
+        index: u64,
+    },
+    #[error(
+        "policy {name:?} is stored as version {version} with source SHA-256 {sha256}, but log entry {index} records version {} with source SHA-256 {}",
+        logged_version.map_or("?".into(), |v| v.to_string()),
+        logged_sha256.as_deref().unwrap_or("?"),
+    )]
+    Mismatch {
+        name: String,
+        version: u64,
+        sha256: String,
+        index: u64,
+        logged_version: Option<u64>,
+        logged_sha256: Option<String>,
+    },
+    #[error("log entry {index} records policy {name:?}, but the state holds no such policy")]
+    Missing { name: String, index: u64 },
+}
+
 /// `Err` describes the first disagreement found.
-pub fn audit(state: &State) -> Result<(), String> {
+pub fn audit(state: &State) -> Result<(), AuditError> {
     // The last put or delete logged for each policy name.
     let mut last: HashMap<&str, (u64, &serde_json::Value)> = HashMap::new();
     for e in &state.log.entries {
@@ -30,29 +58,33 @@ pub fn audit(state: &State) -> Result<(), String> {
         };
         let op = detail.get("op").and_then(|v| v.as_str()).unwrap_or("");
         if op == "delete" {
-            return Err(format!(
-                "policy {name:?} is stored (version {}), but log entry {index} records its deletion",
-                p.version
-            ));
+            return Err(AuditError::StoredButDeleted {
+                name: name.clone(),
+                version: p.version,
+                index: *index,
+            });
         }
         let logged_version = detail.get("version").and_then(|v| v.as_u64());
         let logged_sha = detail.get("source_sha256").and_then(|v| v.as_str());
         let sha = hex::encode(Sha256::digest(p.source.as_bytes()));
         if op == "put" && (logged_version != Some(p.version) || logged_sha != Some(sha.as_str())) {
-            return Err(format!(
-                "policy {name:?} is stored as version {} with source SHA-256 {sha}, but log entry {index} records version {} with source SHA-256 {}",
-                p.version,
-                logged_version.map_or("?".into(), |v| v.to_string()),
-                logged_sha.unwrap_or("?"),
-            ));
+            return Err(AuditError::Mismatch {
+                name: name.clone(),
+                version: p.version,
+                sha256: sha,
+                index: *index,
+                logged_version,
+                logged_sha256: logged_sha.map(str::to_string),
+            });
         }
     }
     for (name, (index, detail)) in &last {
         let put = detail.get("op").and_then(|v| v.as_str()) == Some("put");
         if put && !state.policies.contains_key(*name) {
-            return Err(format!(
-                "log entry {index} records policy {name:?}, but the state holds no such policy"
-            ));
+            return Err(AuditError::Missing {
+                name: name.to_string(),
+                index: *index,
+            });
         }
     }
     Ok(())
@@ -91,7 +123,7 @@ mod tests {
         if let Some(p) = tampered.policies.get_mut("a") {
             p.source = "precedence -19".into();
         }
-        let e = audit(&tampered).expect_err("source changed");
+        let e = audit(&tampered).expect_err("source changed").to_string();
         assert!(
             e.contains("policy \"a\"") && e.contains("log entry 1"),
             "{e}"
@@ -107,13 +139,19 @@ mod tests {
         let mut b = revived.policies["a"].clone();
         b.name = "b".into();
         revived.policies.insert("b".into(), b);
-        assert!(audit(&revived).expect_err("deleted").contains("deletion"));
+        assert!(
+            audit(&revived)
+                .expect_err("deleted")
+                .to_string()
+                .contains("deletion")
+        );
 
         let mut dropped = s.clone();
         dropped.policies.remove("a");
         assert!(
             audit(&dropped)
                 .expect_err("missing")
+                .to_string()
                 .contains("no such policy")
         );
     }

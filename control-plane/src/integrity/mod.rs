@@ -96,12 +96,12 @@ fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `f`, turning a panic into `Err(message)`. The panic prints nothing (no "thread
+/// Runs `f`, turning a panic into a [`Panicked`] error. The panic prints nothing (no "thread
 /// panicked", no backtrace): the caller reports it. Panics elsewhere keep the usual hook.
 ///
 /// For calls into redb with a file that may be damaged: redb trusts what it reads from a file
 /// it believes consistent and can panic (`entered unreachable code`) on one that is not.
-pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     QUIET_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -120,11 +120,27 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let outer = CATCHING.with(|c| c.replace(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     CATCHING.with(|c| c.set(outer));
-    result.map_err(|p| {
-        CAUGHT
+    result.map_err(|p| Panicked {
+        message: CAUGHT
             .with(|c| c.borrow_mut().take())
-            .unwrap_or_else(|| payload_text(&*p))
+            .unwrap_or_else(|| payload_text(&*p)),
     })
+}
+
+/// A panic [`catch_panic`] caught: its message, and where it was raised when known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Panicked {
+    pub message: String,
+}
+
+/// Why [`Gate::ready`] says no.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the local state is not yet checked against the other controllers' tree heads: {why}")]
+    Pending { why: String },
+    #[error("{}", diverged_message(detail))]
+    Diverged { detail: String },
 }
 
 /// Whether this controller may serve what it holds.
@@ -226,13 +242,11 @@ impl Gate {
     }
 
     /// For `/readyz`: ready only when vouched for.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         match &*self.standing.borrow() {
             Standing::Vouched { .. } => Ok(()),
-            Standing::Pending(why) => Err(format!(
-                "the local state is not yet checked against the other controllers' tree heads: {why}"
-            )),
-            Standing::Diverged(d) => Err(diverged_message(d)),
+            Standing::Pending(why) => Err(NotReady::Pending { why: why.clone() }),
+            Standing::Diverged(d) => Err(NotReady::Diverged { detail: d.clone() }),
         }
     }
 
@@ -289,7 +303,7 @@ mod tests {
     #[test]
     fn panics_become_errors_without_output() {
         let r = catch_panic(|| -> u32 { unreachable!("a corrupt page") });
-        let e = r.expect_err("panicked");
+        let e = r.expect_err("panicked").to_string();
         assert!(e.contains("a corrupt page"), "{e}");
         assert!(e.contains("mod.rs"), "names where: {e}");
         assert_eq!(catch_panic(|| 7), Ok(7));
@@ -299,7 +313,7 @@ mod tests {
             assert!(inner.is_err());
             panic!("outer")
         });
-        assert!(r.expect_err("outer").contains("outer"));
+        assert!(r.expect_err("outer").to_string().contains("outer"));
     }
 
     #[tokio::test]
@@ -342,6 +356,11 @@ mod tests {
             assert!(e.to_string().contains("--resync-from-peers"), "{e}");
         }
         assert!(g.writable().is_err());
-        assert!(g.ready().expect_err("diverged").contains("disagrees"));
+        assert!(
+            g.ready()
+                .expect_err("diverged")
+                .to_string()
+                .contains("disagrees")
+        );
     }
 }

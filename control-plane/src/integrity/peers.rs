@@ -25,6 +25,7 @@ use crate::api::log::{SthView, parse_hash};
 use crate::error::ControllerError;
 use crate::node::Controller;
 use crate::raft::NodeId;
+use crate::raft::network::PeerError;
 use crate::state::LogKey;
 
 /// `RaftService.LogHead` request: the asker's tree size.
@@ -215,14 +216,28 @@ pub fn tally(voters: usize, me_voter: bool, verdicts: &[(NodeId, bool, Verdict)]
     })
 }
 
-async fn ask(c: &Controller, addr: &str, since: u64) -> Result<HeadReply, String> {
-    let mut client = c.peers.client(addr).map_err(|e| e.to_string())?;
-    let data = serde_json::to_vec(&HeadRequest { since }).map_err(|e| e.to_string())?;
+/// Why a peer's tree head could not be had.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("{0}")]
+    Peer(#[from] PeerError),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no answer within {ASK_TIMEOUT:?}")]
+    Timeout,
+    /// The peer answered with an error status: its message.
+    #[error("{0}")]
+    Status(String),
+}
+
+async fn ask(c: &Controller, addr: &str, since: u64) -> Result<HeadReply, AskError> {
+    let mut client = c.peers.client(addr)?;
+    let data = serde_json::to_vec(&HeadRequest { since })?;
     let reply = tokio::time::timeout(ASK_TIMEOUT, client.log_head(RaftPayload { data }))
         .await
-        .map_err(|_| format!("no answer within {ASK_TIMEOUT:?}"))?
-        .map_err(|s| s.message().to_string())?;
-    serde_json::from_slice(&reply.into_inner().data).map_err(|e| e.to_string())
+        .map_err(|_| AskError::Timeout)?
+        .map_err(|s| AskError::Status(s.message().to_string()))?;
+    Ok(serde_json::from_slice(&reply.into_inner().data)?)
 }
 
 /// One round: catch up with the leader's commit index (so that nothing committed is applied

@@ -22,7 +22,7 @@ use crate::error::ControllerError;
 use crate::node::{ControllerConfig, NodeStatus};
 use crate::raft::NodeId;
 use crate::raft::log_store::{RAFT_DIR, seed_vote};
-use crate::raft::network::Peers;
+use crate::raft::network::{PeerError, Peers};
 
 /// What a re-sync did.
 #[derive(Debug)]
@@ -35,13 +35,27 @@ pub struct Resynced {
     pub peers: Vec<NodeId>,
 }
 
-async fn status(peers: &Peers, addr: &str) -> Result<NodeStatus, String> {
-    let mut client = peers.client(addr).map_err(|e| e.to_string())?;
+/// Why a peer's status could not be had.
+#[derive(Debug, thiserror::Error)]
+enum StatusError {
+    #[error("{0}")]
+    Peer(#[from] PeerError),
+    #[error("no answer within 3 s")]
+    Timeout,
+    /// The peer answered with an error status: its message.
+    #[error("{0}")]
+    Status(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+async fn status(peers: &Peers, addr: &str) -> Result<NodeStatus, StatusError> {
+    let mut client = peers.client(addr)?;
     let r = tokio::time::timeout(Duration::from_secs(3), client.status(ReadIndexRequest {}))
         .await
-        .map_err(|_| "no answer within 3 s".to_string())?
-        .map_err(|s| s.message().to_string())?;
-    serde_json::from_slice(&r.into_inner().data).map_err(|e| e.to_string())
+        .map_err(|_| StatusError::Timeout)?
+        .map_err(|s| StatusError::Status(s.message().to_string()))?;
+    Ok(serde_json::from_slice(&r.into_inner().data)?)
 }
 
 /// A name beside `dir` that does not exist yet: `raft.resync-<unix seconds>[-n]`.

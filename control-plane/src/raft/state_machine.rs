@@ -22,15 +22,23 @@ use tokio::sync::watch;
 
 use super::log_store::{LogStore, SNAPSHOT_TABLE};
 use super::{Entry, LogId, Node, NodeId, Response, StorageError, TypeConfig};
-use crate::integrity::{Gate, StoreError, audit::audit};
+use crate::integrity::audit::{AuditError, audit};
+use crate::integrity::{Gate, StoreError};
 use crate::state::State;
 
+/// Why a snapshot's state is refused.
+#[derive(Debug, thiserror::Error)]
+enum SnapshotError {
+    #[error("the snapshot's state does not decode: {0}")]
+    Decode(serde_json::Error),
+    #[error("the snapshot disagrees with its own attestation log: {0}")]
+    Audit(AuditError),
+}
+
 /// A snapshot's state, decoded and checked against its own attestation log.
-fn decode_checked(data: &[u8]) -> Result<State, String> {
-    let state: State = serde_json::from_slice(data)
-        .map_err(|e| format!("the snapshot's state does not decode: {e}"))?;
-    audit(&state)
-        .map_err(|e| format!("the snapshot disagrees with its own attestation log: {e}"))?;
+fn decode_checked(data: &[u8]) -> Result<State, SnapshotError> {
+    let state: State = serde_json::from_slice(data).map_err(SnapshotError::Decode)?;
+    audit(&state).map_err(SnapshotError::Audit)?;
     Ok(state)
 }
 
@@ -100,7 +108,7 @@ impl StateMachineStore {
                 )
             })?;
             let label = format!("snapshot {}", stored.meta.snapshot_id);
-            let state = decode_checked(&stored.data).map_err(|e| corrupt(label, e))?;
+            let state = decode_checked(&stored.data).map_err(|e| corrupt(label, e.to_string()))?;
             sm.restore(&stored, state)
                 .map_err(|e| corrupt("record \"current\"".into(), e.to_string()))?;
         }

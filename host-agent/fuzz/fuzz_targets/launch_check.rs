@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tribune_agent::LaunchSpec;
-use tribune_agent::launch::{AllowList, Digest, FileDigests, FileFacts, LaunchPolicy, check};
+use tribune_agent::launch::{
+    AllowList, Digest, FileDigests, FileError, FileFacts, LaunchPolicy, check,
+};
 
 const POLICY: &str = r#"
 [process]
@@ -57,7 +59,7 @@ fn content(path: &str) -> Digest {
 struct Files;
 
 impl FileDigests for Files {
-    fn digest(&self, path: &str) -> Result<FileFacts, String> {
+    fn digest(&self, path: &str) -> Result<FileFacts, FileError> {
         Ok(FileFacts {
             sha256: content(path),
             resolved: PathBuf::from(format!("/resolved{path}")),

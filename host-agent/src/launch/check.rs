@@ -31,7 +31,31 @@ pub struct FileFacts {
 /// Hashes the files an allow-list names (the I/O edge of the check).
 pub trait FileDigests {
     /// The facts of the file at `path` (following symlinks), or why it cannot be read.
-    fn digest(&self, path: &str) -> Result<FileFacts, String>;
+    fn digest(&self, path: &str) -> Result<FileFacts, FileError>;
+}
+
+/// Why a file named by the allow-list could not be hashed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// Resolving, opening or reading it failed.
+    #[error("{message}")]
+    Io {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("{len} bytes, more than the {max} the agent hashes")]
+    TooLarge { len: u64, max: u64 },
+}
+
+impl From<std::io::Error> for FileError {
+    fn from(e: std::io::Error) -> FileError {
+        FileError::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// A launch spec the host's allow-list lets through, with what the check resolved.
@@ -90,7 +114,7 @@ pub enum Refusal {
     #[error("program {program:?} is not in the allow-list")]
     ProgramNotListed { program: String },
     #[error("cannot check {path:?}: {error}")]
-    Unreadable { path: String, error: String },
+    Unreadable { path: String, error: FileError },
     #[error(
         "{path:?} ({}) has SHA-256 {actual}, the allow-list says {expected}: the file changed since it was allowed",
         resolved.display()
@@ -353,11 +377,15 @@ mod tests {
     struct Files(BTreeMap<&'static str, FileFacts>);
 
     impl FileDigests for Files {
-        fn digest(&self, path: &str) -> Result<FileFacts, String> {
-            self.0
-                .get(path)
-                .cloned()
-                .ok_or_else(|| "No such file or directory (os error 2)".to_string())
+        fn digest(&self, path: &str) -> Result<FileFacts, FileError> {
+            self.0.get(path).cloned().ok_or_else(not_found)
+        }
+    }
+
+    fn not_found() -> FileError {
+        FileError::Io {
+            kind: std::io::ErrorKind::NotFound,
+            message: "No such file or directory (os error 2)".into(),
         }
     }
 
@@ -561,7 +589,7 @@ mod tests {
                 process(&["/usr/bin/absent"]),
                 Unreadable {
                     path: "/usr/bin/absent".into(),
-                    error: "No such file or directory (os error 2)".into(),
+                    error: not_found(),
                 },
             ),
             (process(&["/usr/bin/sleep", "a\0b"]), NulByte),
@@ -745,9 +773,9 @@ mod tests {
     fn the_file_is_hashed_only_once_its_rule_matched() {
         struct Counting(std::cell::Cell<u32>);
         impl FileDigests for Counting {
-            fn digest(&self, _: &str) -> Result<FileFacts, String> {
+            fn digest(&self, _: &str) -> Result<FileFacts, FileError> {
                 self.0.set(self.0.get() + 1);
-                Err("unused".into())
+                Err(FileError::NotAFile)
             }
         }
         let c = Counting(std::cell::Cell::new(0));

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::check::{FileDigests, FileFacts};
+use super::check::{FileDigests, FileError, FileFacts};
 use super::policy::Digest;
 
 /// Largest file hashed (a kernel, firmware or read-only image; writable disks are not
@@ -48,18 +48,18 @@ impl HostFiles {
 }
 
 impl FileDigests for HostFiles {
-    fn digest(&self, path: &str) -> Result<FileFacts, String> {
-        let resolved = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
-        let mut f = std::fs::File::open(&resolved).map_err(|e| e.to_string())?;
-        let md = f.metadata().map_err(|e| e.to_string())?;
+    fn digest(&self, path: &str) -> Result<FileFacts, FileError> {
+        let resolved = std::fs::canonicalize(path)?;
+        let mut f = std::fs::File::open(&resolved)?;
+        let md = f.metadata()?;
         if !md.is_file() {
-            return Err("not a regular file".into());
+            return Err(FileError::NotAFile);
         }
         if md.len() > FILE_BYTES_MAX {
-            return Err(format!(
-                "{} bytes, more than the {FILE_BYTES_MAX} the agent hashes",
-                md.len()
-            ));
+            return Err(FileError::TooLarge {
+                len: md.len(),
+                max: FILE_BYTES_MAX,
+            });
         }
         let stamp = Stamp {
             dev: md.dev(),
@@ -85,7 +85,7 @@ impl FileDigests for HostFiles {
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+            let n = f.read(&mut buf)?;
             if n == 0 {
                 break;
             }
@@ -148,7 +148,16 @@ mod tests {
                 .unwrap()
                 .writable_by_others
         );
-        assert!(files.digest(dir.path().to_str().unwrap()).is_err());
-        assert!(files.digest("/nonexistent/x").is_err());
+        assert_eq!(
+            files.digest(dir.path().to_str().unwrap()),
+            Err(FileError::NotAFile)
+        );
+        assert!(matches!(
+            files.digest("/nonexistent/x"),
+            Err(FileError::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            })
+        ));
     }
 }

@@ -18,7 +18,7 @@ pub mod files;
 pub mod policy;
 pub mod users;
 
-pub use check::{CheckedLaunch, FileDigests, FileFacts, LaunchRefused, Refusal, check};
+pub use check::{CheckedLaunch, FileDigests, FileError, FileFacts, LaunchRefused, Refusal, check};
 pub use files::HostFiles;
-pub use policy::{AllowList, Digest, LaunchPolicy, PolicyError};
-pub use users::{Credentials, EnclaveUsers};
+pub use policy::{AllowList, Digest, DigestError, LaunchPolicy, PolicyError, RuleError};
+pub use users::{Credentials, EnclaveUsers, UsersError};

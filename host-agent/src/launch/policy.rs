@@ -158,14 +158,31 @@ impl std::fmt::Debug for Digest {
     }
 }
 
+/// Why text is not a SHA-256 digest.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DigestError {
+    #[error("sha256 {text:?}: expected 64 hex digits")]
+    Length { text: String },
+    #[error("sha256 {text:?}: {error}")]
+    Hex {
+        text: String,
+        error: hex::FromHexError,
+    },
+}
+
 impl std::str::FromStr for Digest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Digest, String> {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Digest, DigestError> {
         let mut out = [0u8; 32];
         if s.len() != 64 {
-            return Err(format!("sha256 {s:?}: expected 64 hex digits"));
+            return Err(DigestError::Length {
+                text: s.to_string(),
+            });
         }
-        hex::decode_to_slice(s, &mut out).map_err(|e| format!("sha256 {s:?}: {e}"))?;
+        hex::decode_to_slice(s, &mut out).map_err(|error| DigestError::Hex {
+            text: s.to_string(),
+            error,
+        })?;
         Ok(Digest(out))
     }
 }
@@ -197,7 +214,43 @@ pub enum PolicyError {
     #[error("the launch allow-list {path} is not valid TOML for it: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("the launch allow-list {path}: {what}")]
-    Invalid { path: PathBuf, what: String },
+    Invalid { path: PathBuf, what: RuleError },
+}
+
+/// The first rule of an allow-list that cannot be applied as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("{count} programs, at most {RULES_MAX}")]
+    TooManyPrograms { count: usize },
+    #[error("program {path:?}: {why}")]
+    ProgramPath { path: String, why: &'static str },
+    #[error("program {path:?} is listed twice")]
+    ProgramTwice { path: String },
+    #[error("program {path:?}: {count} argument lists, at most {ARG_LISTS_MAX}")]
+    TooManyArgLists { path: String, count: usize },
+    #[error("program {path:?}: an argument holds a NUL byte")]
+    ArgNulByte { path: String },
+    #[error("qemu: more than {RULES_MAX} files or options")]
+    TooManyQemuRules,
+    #[error("qemu file {path:?}: {why}")]
+    QemuFilePath { path: String, why: &'static str },
+    #[error("qemu file {path:?}: a path may not hold ','")]
+    QemuFileComma { path: String },
+    #[error("qemu file {path:?} is listed twice")]
+    QemuFileTwice { path: String },
+    #[error("qemu option {option:?}: write it with one leading dash, e.g. -kernel")]
+    QemuOptionForm { option: String },
+    #[error(
+        "qemu option {option}: the agent sets it itself (or it would undo the \
+         enclave's confinement); it cannot be allowed"
+    )]
+    QemuOptionReserved { option: String },
+    #[error("qemu option {option} is listed twice: give one entry all its values")]
+    QemuOptionTwice { option: String },
+    #[error("qemu option {option}: value {value:?} holds {FILE_PLACEHOLDER} more than once")]
+    QemuValuePlaceholders { option: String, value: String },
+    #[error("qemu option {option}: a value holds a NUL byte")]
+    QemuValueNulByte { option: String },
 }
 
 impl LaunchPolicy {
@@ -331,48 +384,57 @@ impl AllowList {
     }
 
     /// Checks every rule can be applied as written; the message names the first that cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         if let Some(p) = &self.process {
             if p.programs.len() > RULES_MAX {
-                return Err(format!(
-                    "{} programs, at most {RULES_MAX}",
-                    p.programs.len()
-                ));
+                return Err(RuleError::TooManyPrograms {
+                    count: p.programs.len(),
+                });
             }
             for (i, r) in p.programs.iter().enumerate() {
-                normal_absolute(&r.path).map_err(|why| format!("program {:?}: {why}", r.path))?;
+                normal_absolute(&r.path).map_err(|why| RuleError::ProgramPath {
+                    path: r.path.clone(),
+                    why,
+                })?;
                 if p.programs[..i].iter().any(|o| o.path == r.path) {
-                    return Err(format!("program {:?} is listed twice", r.path));
+                    return Err(RuleError::ProgramTwice {
+                        path: r.path.clone(),
+                    });
                 }
                 let lists = r.args.as_deref().unwrap_or_default();
                 if lists.len() > ARG_LISTS_MAX {
-                    return Err(format!(
-                        "program {:?}: {} argument lists, at most {ARG_LISTS_MAX}",
-                        r.path,
-                        lists.len()
-                    ));
+                    return Err(RuleError::TooManyArgLists {
+                        path: r.path.clone(),
+                        count: lists.len(),
+                    });
                 }
                 if lists.iter().flatten().any(|a| a.contains('\0')) {
-                    return Err(format!(
-                        "program {:?}: an argument holds a NUL byte",
-                        r.path
-                    ));
+                    return Err(RuleError::ArgNulByte {
+                        path: r.path.clone(),
+                    });
                 }
             }
         }
         if let Some(q) = &self.qemu {
             if q.files.len() > RULES_MAX || q.args.len() > RULES_MAX {
-                return Err(format!("qemu: more than {RULES_MAX} files or options"));
+                return Err(RuleError::TooManyQemuRules);
             }
             for (i, f) in q.files.iter().enumerate() {
-                normal_absolute(&f.path).map_err(|why| format!("qemu file {:?}: {why}", f.path))?;
+                normal_absolute(&f.path).map_err(|why| RuleError::QemuFilePath {
+                    path: f.path.clone(),
+                    why,
+                })?;
                 // QEMU splits option values at commas: a comma in a path would let the rest
                 // of a value be read as further sub-options.
                 if f.path.contains(',') {
-                    return Err(format!("qemu file {:?}: a path may not hold ','", f.path));
+                    return Err(RuleError::QemuFileComma {
+                        path: f.path.clone(),
+                    });
                 }
                 if q.files[..i].iter().any(|o| o.path == f.path) {
-                    return Err(format!("qemu file {:?} is listed twice", f.path));
+                    return Err(RuleError::QemuFileTwice {
+                        path: f.path.clone(),
+                    });
                 }
             }
             for (i, a) in q.args.iter().enumerate() {
@@ -384,29 +446,23 @@ impl AllowList {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 {
-                    return Err(format!(
-                        "qemu option {o:?}: write it with one leading dash, e.g. -kernel"
-                    ));
+                    return Err(RuleError::QemuOptionForm { option: o.clone() });
                 }
                 if QEMU_RESERVED_OPTIONS.contains(&o.as_str()) {
-                    return Err(format!(
-                        "qemu option {o}: the agent sets it itself (or it would undo the \
-                         enclave's confinement); it cannot be allowed"
-                    ));
+                    return Err(RuleError::QemuOptionReserved { option: o.clone() });
                 }
                 if q.args[..i].iter().any(|p| p.option == *o) {
-                    return Err(format!(
-                        "qemu option {o} is listed twice: give one entry all its values"
-                    ));
+                    return Err(RuleError::QemuOptionTwice { option: o.clone() });
                 }
                 for v in a.values.iter().flatten() {
                     if v.matches(FILE_PLACEHOLDER).count() > 1 {
-                        return Err(format!(
-                            "qemu option {o}: value {v:?} holds {FILE_PLACEHOLDER} more than once"
-                        ));
+                        return Err(RuleError::QemuValuePlaceholders {
+                            option: o.clone(),
+                            value: v.clone(),
+                        });
                     }
                     if v.contains('\0') {
-                        return Err(format!("qemu option {o}: a value holds a NUL byte"));
+                        return Err(RuleError::QemuValueNulByte { option: o.clone() });
                     }
                 }
             }
@@ -575,7 +631,7 @@ option = "-no-reboot"
         assert!(check(&p, &vm, &files).is_ok());
         assert!(check(&p, &qemu(&["-monitor", "stdio"]), &files).is_err());
         let bad = AllowList::exactly(&qemu(&["-m", "4096"]), Path::new("cli")).unwrap();
-        assert!(bad.validate().unwrap_err().contains("-m"));
+        assert!(bad.validate().unwrap_err().to_string().contains("-m"));
     }
 
     #[test]

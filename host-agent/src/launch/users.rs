@@ -54,34 +54,45 @@ impl std::fmt::Display for EnclaveUsers {
     }
 }
 
+/// Why an [`EnclaveUsers`] setting is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsersError {
+    #[error(
+        "enclave uid {uid} gid {gid}: enclaves never run as root (0) or as -1; \
+         choose an unprivileged user"
+    )]
+    Privileged { uid: u32, gid: u32 },
+    #[error("enclave uid range of {count}: give 1..={UID_COUNT_MAX} ids")]
+    RangeSize { count: u32 },
+    #[error(
+        "enclave uid range {first}+{count}: it must not hold 0 (root) or \
+         4294967295; the default is {UID_FIRST_DEFAULT}-{}",
+        UID_FIRST_DEFAULT + UID_COUNT_DEFAULT - 1
+    )]
+    RangeHoldsPrivileged { first: u32, count: u32 },
+}
+
 impl EnclaveUsers {
     /// Refuses what would run an enclave as root or with an id the kernel reads as "none".
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), UsersError> {
         // (uid_t)-1 means "leave unchanged" to setresuid; 0 is root.
         let bad = |id: u32| id == 0 || id == u32::MAX;
         match *self {
             EnclaveUsers::Fixed(c) => {
                 if bad(c.uid) || bad(c.gid) {
-                    return Err(format!(
-                        "enclave uid {} gid {}: enclaves never run as root (0) or as -1; \
-                         choose an unprivileged user",
-                        c.uid, c.gid
-                    ));
+                    return Err(UsersError::Privileged {
+                        uid: c.uid,
+                        gid: c.gid,
+                    });
                 }
             }
             EnclaveUsers::Range { first, count } => {
                 if count == 0 || count > UID_COUNT_MAX {
-                    return Err(format!(
-                        "enclave uid range of {count}: give 1..={UID_COUNT_MAX} ids"
-                    ));
+                    return Err(UsersError::RangeSize { count });
                 }
                 let last = first.checked_add(count - 1).filter(|l| !bad(*l));
                 if bad(first) || last.is_none() {
-                    return Err(format!(
-                        "enclave uid range {first}+{count}: it must not hold 0 (root) or \
-                         4294967295; the default is {UID_FIRST_DEFAULT}-{}",
-                        UID_FIRST_DEFAULT + UID_COUNT_DEFAULT - 1
-                    ));
+                    return Err(UsersError::RangeHoldsPrivileged { first, count });
                 }
             }
         }
