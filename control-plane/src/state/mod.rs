@@ -298,6 +298,7 @@ impl State {
                     at_ms,
                 );
                 self.policies.insert(name, policy.clone());
+                self.policies_changed();
                 Outcome::Policy(policy)
             }
             Command::DeletePolicy {
@@ -318,6 +319,7 @@ impl State {
                     return conflict;
                 }
                 self.policies.remove(&name);
+                self.policies_changed();
                 self.log.append(
                     LogEntryKind::PolicyChange,
                     &name,
@@ -483,6 +485,21 @@ impl State {
 mod tests;
 
 impl State {
+    /// A policy was stored or removed: the plan of every host with a placed enclave may differ
+    /// (static limits come from the policies before any decision), so its version moves. An
+    /// agent must never see one version with two contents (it would refuse the second after a
+    /// failover).
+    fn policies_changed(&mut self) {
+        let hosts: std::collections::BTreeSet<String> = self
+            .enclaves
+            .values()
+            .filter_map(|e| e.placement.as_ref().map(|p| p.host.clone()))
+            .collect();
+        for h in hosts {
+            *self.plan_versions.entry(h).or_insert(0) += 1;
+        }
+    }
+
     fn put_enclave(
         &mut self,
         mut enclave: Enclave,

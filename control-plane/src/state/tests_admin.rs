@@ -270,3 +270,35 @@ fn host_writes_through_the_api_are_logged_with_their_actor_and_agent_records_are
     assert_eq!(s.log.entries[0].kind, LogEntryKind::HostChange);
     assert_eq!(s.log.entries[0].detail["actor"], "tribune://admin/root");
 }
+
+#[test]
+fn a_policy_change_moves_the_plan_version_of_every_host_with_enclaves() {
+    let mut s = State::default();
+    put(&mut s, enclave("e", "acme", EnclaveState::Pending), "op");
+    let mut other = enclave("f", "acme", EnclaveState::Pending);
+    other.placement = None;
+    put(&mut s, other, "op");
+    let v0 = s.plan_versions["h1"];
+    let put_policy = Command::PutPolicy {
+        name: "p".into(),
+        source: "policy \"p\" {}".into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 1,
+    };
+    s.apply(put_policy);
+    let v1 = s.plan_versions["h1"];
+    assert!(v1 > v0, "a new policy may change h1's static limits");
+    s.apply(Command::DeletePolicy {
+        name: "p".into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 2,
+    });
+    assert!(s.plan_versions["h1"] > v1, "so may removing it");
+    assert_eq!(
+        s.plan_versions.len(),
+        1,
+        "only hosts with enclaves have plans"
+    );
+}
