@@ -87,6 +87,22 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An explicit --endpoint naming one of dev's controllers still finds dev's CA and
+    // certificate (issue 12: it used to fail with "pass --ca").
+    let named = Command::new(common::BIN)
+        .args(["cluster", "status", "--output", "json", "--endpoint"])
+        .arg(format!("https://127.0.0.1:{}", base + 2))
+        .env("TRIBUNE_CONFIG", &config)
+        .env_remove("TRIBUNE_CA")
+        .env_remove("TRIBUNE_CERT")
+        .env_remove("TRIBUNE_KEY")
+        .output()
+        .expect("cluster status --endpoint");
+    assert!(
+        named.status.success(),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let members = v["members"].as_array().expect("members");
     assert_eq!(members.len(), 3, "{v}");

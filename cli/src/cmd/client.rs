@@ -170,17 +170,26 @@ impl ClientOpts {
     pub fn resolve(&self) -> anyhow::Result<(Vec<String>, Option<ClientTls>)> {
         let mut endpoint = self.endpoint.clone();
         let (mut ca, mut cert, mut key) = (self.ca.clone(), self.cert.clone(), self.key.clone());
-        if endpoint.is_none()
+        // The config `tribune dev` wrote applies with no --endpoint, and also with an --endpoint
+        // that names one of its controllers (then its CA and certificate are the right ones).
+        if (endpoint.is_none() || ca.is_none())
             && let Some(path) = client_config_path()
             && path.exists()
         {
             let file = read_client_config(&path)?;
-            endpoint = Some(file.endpoint);
-            if ca.is_none() {
+            let applies = endpoint
+                .as_deref()
+                .is_none_or(|given| endpoints_overlap(given, &file.endpoint));
+            if !applies {
+                // Another cluster: nothing of this file is used.
+            } else if ca.is_none() {
+                endpoint.get_or_insert(file.endpoint);
                 ca = file.ca;
                 if cert.is_none() && key.is_none() {
                     (cert, key) = (file.cert, file.key);
                 }
+            } else {
+                endpoint.get_or_insert(file.endpoint);
             }
         }
         let tls = match (ca, cert, key) {
@@ -198,6 +207,21 @@ impl ClientOpts {
         )?;
         Ok((endpoints, tls))
     }
+}
+
+/// `HOST:PORT` of an endpoint, without scheme or trailing slash.
+fn host_port(e: &str) -> &str {
+    let e = e.trim().trim_end_matches('/');
+    e.split_once("://").map_or(e, |(_, rest)| rest)
+}
+
+/// Whether any endpoint in the comma-separated `given` is one of `known`'s.
+fn endpoints_overlap(given: &str, known: &str) -> bool {
+    let known: Vec<&str> = known.split(',').map(host_port).collect();
+    given
+        .split(',')
+        .map(host_port)
+        .any(|g| !g.is_empty() && known.contains(&g))
 }
 
 fn read_client_config(path: &Path) -> anyhow::Result<ClientConfigFile> {
@@ -401,4 +425,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoints_overlap;
+
+    #[test]
+    fn an_endpoint_of_the_dev_cluster_is_recognised_with_or_without_scheme() {
+        let dev = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403";
+        assert!(endpoints_overlap("https://127.0.0.1:7401", dev));
+        assert!(endpoints_overlap("127.0.0.1:7402/", dev));
+        assert!(endpoints_overlap("10.0.0.1:7401, 127.0.0.1:7403", dev));
+        assert!(!endpoints_overlap("https://127.0.0.1:7404", dev));
+        assert!(!endpoints_overlap("10.0.0.1:7401", dev));
+        assert!(!endpoints_overlap("", dev));
+    }
 }
