@@ -10,7 +10,7 @@ fn put(name: &str, source: &str, expect: Expect) -> Command {
     }
 }
 
-fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
+pub(super) fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
     Enclave {
         id: id.into(),
         tenant: "acme".into(),

@@ -4,20 +4,9 @@ use super::*;
 
 fn enclave(id: &str, tenant: &str, state: EnclaveState) -> Enclave {
     Enclave {
-        id: id.into(),
         tenant: tenant.into(),
-        labels: Default::default(),
-        tee: "sim".into(),
-        expected_measurements: vec![],
-        requested: Resources::default(),
-        priority: 0,
-        placement: Some(Placement {
-            host: "h1".into(),
-            epoch: 1,
-        }),
         state,
-        launch: None,
-        version: 0,
+        ..super::tests::enclave(id, "h1", 1)
     }
 }
 
