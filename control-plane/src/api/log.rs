@@ -5,7 +5,7 @@
 //! Roots and proofs cost O(n) leaf-hash reads; they are computed on a copy of the tree taken
 //! under the state lock (a memcpy of 32 bytes per entry), never while holding it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -318,12 +318,32 @@ impl Api {
         Ok(self.state().log_keys.values().cloned().collect())
     }
 
+    /// For a tenant, the policies it may see (compiled here, outside the state lock, once per
+    /// request); `None` for everyone else, who sees every entry.
+    fn visible_policies(&self, who: &Principal) -> Option<BTreeSet<String>> {
+        who.tenant.as_ref()?;
+        let policies: Vec<crate::state::Policy> = self.state().policies.values().cloned().collect();
+        Some(
+            policies
+                .into_iter()
+                .filter(|p| self.policy_visible(who, p))
+                .map(|p| p.name)
+                .collect(),
+        )
+    }
+
     /// Whether a tenant may see this entry: one about an enclave of its tenant, or a change of
-    /// a policy of its own. Everyone else sees every entry.
-    fn entry_visible(&self, who: &Principal, st: &crate::state::State, e: &LogEntry) -> bool {
-        if who.tenant.is_none() {
+    /// a policy of its own (`visible` from [`Self::visible_policies`]). Everyone else sees every
+    /// entry.
+    fn entry_visible(
+        who: &Principal,
+        visible: Option<&BTreeSet<String>>,
+        st: &crate::state::State,
+        e: &LogEntry,
+    ) -> bool {
+        let Some(visible) = visible else {
             return true;
-        }
+        };
         if let Some(enclave) = st.enclaves.get(&e.subject)
             && matches!(
                 e.kind,
@@ -337,11 +357,7 @@ impl Api {
         {
             return who.sees_tenant(&enclave.tenant);
         }
-        e.kind == LogEntryKind::PolicyChange
-            && st
-                .policies
-                .get(&e.subject)
-                .is_some_and(|p| self.policy_visible(who, p))
+        e.kind == LogEntryKind::PolicyChange && visible.contains(&e.subject)
     }
 
     pub async fn log_entries(
@@ -385,6 +401,7 @@ impl Api {
             )));
         }
         self.read(q.stale).await?;
+        let visible = self.visible_policies(who);
         let st = self.state();
         let size = st.log.size();
         let last = end.min(size.saturating_sub(1));
@@ -396,7 +413,7 @@ impl Api {
                 };
                 if kind.is_some_and(|k| k != e.kind)
                     || q.subject.as_ref().is_some_and(|s| *s != e.subject)
-                    || !self.entry_visible(who, &st, e)
+                    || !Self::entry_visible(who, visible.as_ref(), &st, e)
                 {
                     continue;
                 }
@@ -441,6 +458,7 @@ impl Api {
             ));
         }
         self.read(q.stale).await?;
+        let visible = self.visible_policies(who);
         let (index, tree_size, leaf, tree) = {
             let st = self.state();
             let size = st.log.size();
@@ -467,7 +485,7 @@ impl Api {
             let visible = usize::try_from(index)
                 .ok()
                 .and_then(|i| st.log.entries.get(i))
-                .is_some_and(|e| self.entry_visible(who, &st, e));
+                .is_some_and(|e| Self::entry_visible(who, visible.as_ref(), &st, e));
             if !visible {
                 return Err(Problem::not_found(format!(
                     "no log entry {index} that {} may see",
