@@ -101,6 +101,19 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // A failing test keeps its controllers' data directories and logs for the post-mortem.
+        if std::thread::panicking() {
+            let kept = self.dir.path().to_path_buf();
+            let _ = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("tribune-test-")
+                    .tempdir()
+                    .unwrap_or_else(|_| tempfile::tempdir().expect("temp dir")),
+            )
+            .keep();
+            eprintln!("kept the failed test's cluster directory: {}", kept.display());
+        }
     }
 }
 
