@@ -156,8 +156,10 @@ impl ControllerConfig {
 }
 
 mod batch;
+pub mod read;
 
 use batch::{Pending, SubmitError, WRITE_QUEUE_MAX, batch_writes};
+use read::Restored;
 
 /// Requests a follower hands to the leader.
 #[derive(Debug, Serialize, Deserialize)]
@@ -208,6 +210,8 @@ pub struct Controller {
     pub integrity: Arc<Gate>,
     applied: watch::Receiver<u64>,
     writes: mpsc::Sender<Pending>,
+    /// What the log held at start, for the read index of a restored leader ([`read`]).
+    restored: Restored,
 }
 
 impl Controller {
@@ -224,6 +228,7 @@ impl Controller {
         let integrity = Arc::new(Gate::new());
         let log = LogStore::open_dir(&config.data_dir.join(RAFT_DIR))?;
         let (sm, state, applied) = StateMachineStore::open(log.clone(), integrity.clone())?;
+        let restored = Restored::read(config.id, &log).await?;
         let peers = Peers::new(tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(
             config.id,
@@ -251,6 +256,7 @@ impl Controller {
             integrity,
             applied,
             writes: tx,
+            restored,
         });
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
@@ -539,76 +545,6 @@ impl Controller {
             }
             Err(e) => Err(ForwardFailure::Failed(e)),
             Ok(r) => Ok(r),
-        }
-    }
-
-    /// Blocks until a linearizable read may be served from this node's state.
-    pub async fn read_barrier(&self) -> Result<(), ControllerError> {
-        let deadline = Instant::now() + self.timeout();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.leader() {
-                Some((id, _)) if id == self.id => {
-                    match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
-                        Ok(Ok(_)) => return Ok(()),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "read index on leader failed; retrying")
-                        }
-                        Err(_) => break,
-                    }
-                }
-                Some((_, addr)) => {
-                    if let Some(index) = self.leader_read_index(&addr, left).await {
-                        let mut applied = self.applied.clone();
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        return match tokio::time::timeout(left, applied.wait_for(|a| *a >= index))
-                            .await
-                        {
-                            Ok(Ok(_)) => Ok(()),
-                            _ => Err(ControllerError::Unavailable {
-                                reason: format!(
-                                    "this controller has not caught up to the leader's index {index}"
-                                ),
-                                retry_after_ms: 200,
-                            }),
-                        };
-                    }
-                }
-                None => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.wait_for_leader_change(left.min(Duration::from_millis(100)))
-                .await;
-        }
-        Err(ControllerError::NoLeader {
-            retry_after_ms: 1000,
-        })
-    }
-
-    async fn leader_read_index(&self, addr: &str, left: Duration) -> Option<u64> {
-        let mut client = self.peers.client(addr).ok()?;
-        let r = tokio::time::timeout(left, client.read_index(ReadIndexRequest {}))
-            .await
-            .ok()?
-            .ok()?;
-        Some(r.into_inner().index.unwrap_or(0))
-    }
-
-    /// Leader side of a follower's read: confirms leadership with a quorum, returns the index.
-    pub async fn read_index(&self) -> Result<u64, ControllerError> {
-        let left = self.timeout();
-        match tokio::time::timeout(left, self.raft.get_read_log_id()).await {
-            Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
-            Ok(Err(e)) => Err(ControllerError::Unavailable {
-                reason: e.to_string(),
-                retry_after_ms: 100,
-            }),
-            Err(_) => Err(ControllerError::NoLeader {
-                retry_after_ms: 1000,
-            }),
         }
     }
 
