@@ -136,11 +136,19 @@ impl Controller {
         let term = self.raft.metrics().borrow().current_term;
         let left = self.timeout();
         match tokio::time::timeout(left, self.raft.get_read_log_id()).await {
-            Ok(Ok((read, _))) => Ok(leader_read_index(
-                read.map_or(0, |l| l.index),
-                term,
-                self.restored,
-            )),
+            Ok(Ok((read, _))) => {
+                let read = read.map_or(0, |l| l.index);
+                let index = leader_read_index(read, term, self.restored);
+                if index > read {
+                    tracing::info!(
+                        read,
+                        index,
+                        term,
+                        "restored leader: the read waits for the last index it started with"
+                    );
+                }
+                Ok(index)
+            }
             Ok(Err(e)) => Err(ControllerError::Unavailable {
                 reason: e.to_string(),
                 retry_after_ms: 100,
