@@ -73,7 +73,16 @@ pub struct Input<'a> {
     /// memory, not replicated: a new controller restarts these durations, never shortens a
     /// ladder that is replicated in [`Ladder`]).
     pub held_since: &'a BTreeMap<String, i64>,
+    /// How long its usage has not been accounted live (its report chain is resyncing, or every
+    /// report since was stale): `None` while it is. From [`ACCOUNTING_GRACE_MS`] on, the
+    /// policy sees `attestation.failed`: an enclave whose usage cannot be verified never
+    /// silently counts as compliant.
+    pub accounting_broken_ms: Option<u64>,
 }
+
+/// How long broken usage accounting is tolerated (a reconnect's replay) before the policy's
+/// `on attestation.failed` ladder sees it.
+pub const ACCOUNTING_GRACE_MS: u64 = 5_000;
 
 /// The outcome for one enclave.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,8 +99,11 @@ pub struct Output {
 fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
     let e = input.enclave;
     let attestation = input.status.and_then(|s| s.attestation.as_ref());
+    let accounting_broken = input
+        .accounting_broken_ms
+        .is_some_and(|ms| ms >= ACCOUNTING_GRACE_MS);
     let status = match attestation {
-        Some(a) if a.trusted => AttestStatus::Trusted,
+        Some(a) if a.trusted && !accounting_broken => AttestStatus::Trusted,
         Some(_) => AttestStatus::Failed,
         None => AttestStatus::Pending,
     };

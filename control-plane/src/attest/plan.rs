@@ -34,6 +34,7 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                         allocation: None,
                         observation: None,
                         held_since: &empty,
+                        accounting_broken_ms: None,
                     };
                     decide_host(policies, std::slice::from_ref(&input), now_ms)
                         .pop()

@@ -122,6 +122,11 @@ pub struct UsageDigest {
     /// true when the span was replayed from an agent's buffer after a controller change.
     #[serde(default)]
     pub replayed: bool,
+    /// Set when the chain resumes here after seqs this controller never saw: the first of them
+    /// (the last is `first_seq - 1`). Their usage is unaccounted, and the log says so; the span
+    /// itself is verified by its own checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unaccounted_from: Option<u64>,
 }
 
 /// One enforcement decision for one enclave.
@@ -260,7 +265,7 @@ impl State {
                 Some(c) if c.key == d.key => (c.last_seq + 1, Some(c.head.as_str())),
                 _ => (1, None),
             };
-            if d.first_seq != next || prev_head.is_some_and(|h| h != d.prev_head) {
+            if !digest_follows(next, prev_head, &d) {
                 out.refused.push(format!(
                     "digest of {:?} seq {}..={}: the log is confirmed up to seq {} (no gap, no duplicate)",
                     d.enclave,
@@ -338,5 +343,86 @@ impl State {
             }
         }
         Outcome::Loop(out)
+    }
+}
+
+/// "No gap, no duplicate": a digest starts right after the confirmed point (`next`, whose head
+/// is `prev_head`; none for a new key) and continues its head — or it declares, as
+/// `unaccounted_from = next`, exactly the seqs between the confirmed point and itself.
+pub fn digest_follows(next: u64, prev_head: Option<&str>, d: &UsageDigest) -> bool {
+    if d.last_seq < d.first_seq {
+        return false;
+    }
+    match d.unaccounted_from {
+        None => d.first_seq == next && prev_head.is_none_or(|h| h == d.prev_head),
+        Some(from) => from == next && d.first_seq > next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(first: u64, last: u64, prev: &str, from: Option<u64>) -> UsageDigest {
+        UsageDigest {
+            enclave: "e".into(),
+            key: "k".into(),
+            first_seq: first,
+            last_seq: last,
+            prev_head: prev.into(),
+            head: "h".into(),
+            samples_root: String::new(),
+            checkpoint: String::new(),
+            cpu_millicores_avg: 0.0,
+            mem_bytes_max: 0,
+            net_tx_bytes: 0,
+            net_rx_bytes: 0,
+            divergence_pct_max: 0.0,
+            replayed: false,
+            unaccounted_from: from,
+        }
+    }
+
+    #[test]
+    fn the_digest_chain_has_no_gap_and_no_duplicate() {
+        // Every combination over a small grid: only the exact successor (or a declared gap that
+        // starts exactly at the successor) follows.
+        for next in 1..6u64 {
+            for first in 0..8u64 {
+                for last in 0..8u64 {
+                    for same_head in [true, false] {
+                        let prev = if same_head { "p" } else { "q" };
+                        let plain = digest(first, last, prev, None);
+                        let want = first == next && last >= first && same_head;
+                        assert_eq!(
+                            digest_follows(next, Some("p"), &plain),
+                            want,
+                            "next {next} first {first} last {last} head {same_head}"
+                        );
+                        for from in 0..8u64 {
+                            let gap = digest(first, last, prev, Some(from));
+                            let want = from == next && first > next && last >= first;
+                            assert_eq!(digest_follows(next, Some("p"), &gap), want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_key_starts_at_seq_1_with_any_head() {
+        assert!(digest_follows(1, None, &digest(1, 10, "anything", None)));
+        assert!(!digest_follows(1, None, &digest(2, 10, "anything", None)));
+        assert!(digest_follows(1, None, &digest(5, 10, "x", Some(1))));
+    }
+
+    #[test]
+    fn an_old_digest_serialises_as_before() {
+        // `unaccounted_from` is left out when unset, so existing log leaves keep their bytes.
+        let v = serde_json::to_value(digest(1, 2, "p", None)).unwrap_or_default();
+        assert!(v.get("unaccounted_from").is_none(), "{v}");
+        let v = serde_json::to_value(digest(5, 6, "p", Some(1))).unwrap_or_default();
+        assert_eq!(v["unaccounted_from"], 1);
     }
 }

@@ -79,6 +79,7 @@ struct Sim {
     status: EnclaveStatus,
     allocation: Option<Allocation>,
     held: BTreeMap<String, i64>,
+    accounting_broken_ms: Option<u64>,
 }
 
 impl Sim {
@@ -88,6 +89,7 @@ impl Sim {
             status: trusted(),
             allocation: None,
             held: BTreeMap::new(),
+            accounting_broken_ms: None,
         }
     }
     fn absorb(&mut self, out: &Output) {
@@ -122,6 +124,7 @@ fn step_all(p: &PolicySet, sims: &mut [Sim], cpus: &[Option<f64>], now: i64) -> 
                 allocation: s.allocation.as_ref(),
                 observation: o.as_ref(),
                 held_since: &s.held,
+                accounting_broken_ms: s.accounting_broken_ms,
             })
             .collect();
         decide_host(p, &inputs, now)
@@ -352,4 +355,26 @@ fn an_enclave_no_policy_matches_gets_nothing_capped() {
         .expect("first");
     assert_eq!(e.allocation.limits, Resources::default());
     assert_eq!(e.ladder.step, Step::None);
+}
+
+#[test]
+fn usage_that_cannot_be_accounted_fails_attestation_after_the_grace() {
+    let p = set();
+    let mut s = Sim::new("a", "acme");
+    step(&p, &mut s, Some(100.0), 0);
+    // Broken for less than the grace (a reconnect's replay): nothing happens.
+    s.accounting_broken_ms = Some(ACCOUNTING_GRACE_MS - 1);
+    assert!(step(&p, &mut s, None, 1_000).enforcement.is_none());
+    assert_eq!(s.enclave.state, EnclaveState::Running);
+    // From the grace on, `on attestation.failed { suspend now }` applies.
+    s.accounting_broken_ms = Some(ACCOUNTING_GRACE_MS);
+    let e = step(&p, &mut s, None, 2_000)
+        .enforcement
+        .expect("the ladder sees broken accounting");
+    assert_eq!(e.state, EnclaveState::Suspended);
+    assert!(
+        e.log
+            .iter()
+            .any(|(k, d)| *k == LogEntryKind::Violation && d["event"] == "attestation.failed")
+    );
 }

@@ -1,0 +1,167 @@
+//! The `AttestationService` server (DESIGN.md §4): authenticates the agent, reads its `Hello`
+//! and hands the stream to a [`Session`] (`attest::session`), the per-stream task.
+//!
+//! Nothing here trusts the host: a report counts only if its MAC verifies under the session key
+//! of currently trusted evidence, its `seq` is new, and a signed checkpoint covers it; anything
+//! else is refused, recorded in the log (rate-limited), and changes no allocation.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tribune_attest::evidence::Verifiers;
+use tribune_attest::usage::Freshness;
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::attestation_service_server::AttestationService;
+
+use super::session::{Session, msg};
+use crate::node::Controller;
+use crate::state::{Command, LogEntryKind};
+
+/// Most enclaves one stream may carry.
+pub const ENCLAVES_PER_STREAM_MAX: usize = 4096;
+/// Most items in one batch message.
+pub const BATCH_ITEMS_MAX: usize = 16_384;
+/// Outbound queue per stream; a full queue slows this stream, never grows memory.
+const OUTBOUND_MAX: usize = 64;
+/// How long a new stream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the loop runs on this controller.
+#[derive(Clone, Debug, Default)]
+pub struct LoopConfig {
+    /// Accept simulated evidence (`tribune dev`).
+    pub allow_sim: bool,
+    /// No TLS (`--insecure`): the host id of `Hello` is taken as said.
+    pub insecure: bool,
+    pub freshness: Freshness,
+}
+
+pub struct AttestServer {
+    controller: Arc<Controller>,
+    config: LoopConfig,
+    verifiers: Arc<Verifiers>,
+    /// Refused streams logged in the current minute (at most 60, against floods).
+    refusals: std::sync::Mutex<(Instant, u32)>,
+}
+
+impl AttestServer {
+    pub fn new(controller: Arc<Controller>, config: LoopConfig) -> Result<AttestServer, String> {
+        let verifiers = Verifiers::new().map_err(|e| format!("evidence verifiers: {e}"))?;
+        Ok(AttestServer {
+            controller,
+            config,
+            verifiers: Arc::new(verifiers),
+            refusals: std::sync::Mutex::new((Instant::now(), 0)),
+        })
+    }
+}
+
+impl AttestServer {
+    /// Records a refused stream in the log (in the background: refusing does not wait).
+    fn record_refusal(&self, subject: &str, why: &str) {
+        tracing::warn!(subject, "attestation stream refused: {why}");
+        {
+            let mut r = self
+                .refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if r.0.elapsed() > Duration::from_secs(60) {
+                *r = (Instant::now(), 0);
+            }
+            if r.1 >= 60 {
+                return;
+            }
+            r.1 += 1;
+        }
+        let cmd = Command::AppendLog {
+            kind: LogEntryKind::Violation,
+            subject: subject.to_string(),
+            detail: serde_json::json!({"event": "refused", "what": "attestation stream", "why": why}),
+            at_ms: super::session::wall_ms(),
+        };
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            if let Err(e) = controller.write(vec![cmd]).await {
+                tracing::debug!("recording a refused stream: {e}");
+            }
+        });
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AttestationService for AttestServer {
+    type AttestStream = Outbound;
+
+    async fn attest(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        // A controller whose state disagrees with the cluster derives no plans from it: the
+        // agent goes to another controller.
+        if let Err(e) = self.controller.integrity.writable() {
+            return Err(Status::unavailable(e.to_string()));
+        }
+        // With TLS, the host is the one in the agent's certificate; without (`--insecure`),
+        // the Hello is taken as said.
+        let identity = match crate::tls::require_agent(!self.config.insecure, request.extensions())
+        {
+            Ok(i) => i,
+            Err(status) => {
+                self.record_refusal("attestation stream", status.message());
+                return Err(status);
+            }
+        };
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))?;
+        let hello = match first {
+            Some(Ok(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Hello(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if let Some(host) = &identity
+            && *host != hello.host_id
+        {
+            let why = format!(
+                "this agent's certificate is for host {host:?}; it cannot speak for {:?}",
+                hello.host_id
+            );
+            self.record_refusal(&hello.host_id, &why);
+            return Err(Status::permission_denied(why));
+        }
+        if let Err(e) = crate::validate::check_name("host", &hello.host_id) {
+            return Err(Status::invalid_argument(e));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND_MAX);
+        let mut session = Session::new(
+            self.controller.clone(),
+            self.config.clone(),
+            self.verifiers.clone(),
+            hello.host_id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = session.run(hello, inbound, tx.clone()).await {
+                tracing::info!(host = %session.host, "attestation stream ended: {e}");
+                let _ = tx
+                    .send(Ok(msg(pb::controller_message::Body::Goodbye(
+                        pb::Goodbye {
+                            reason: e.to_string(),
+                        },
+                    ))))
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

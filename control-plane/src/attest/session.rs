@@ -1,0 +1,787 @@
+//! One agent's attestation stream: the select loop and its effects (Raft writes, sends). The
+//! checks live in pure modules this calls: [`evidence`](super::evidence) (verdicts),
+//! [`ledger`](super::ledger) (reports, checkpoints, digests), [`reattest`](super::reattest)
+//! (schedules) and [`decide`](super::decide) (decisions).
+//!
+//! Order on a stream: `Hello` → `Challenge` (fresh nonce + ephemeral X25519) → evidence per
+//! enclave → `ReplayBatch` (reports buffered while no controller was reachable) → usage
+//! batches and checkpoints, live. Down the same stream: plans whenever the host's plan version
+//! moves, `AttestNow` on the policy's schedule, `UsageAcks` once digests are committed.
+//!
+//! Time: freshness and schedules read the session clock ([`SessionClock`]: wall time at the
+//! start, advanced monotonically), so a wall-clock step while the stream is up changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Status, Streaming};
+use tribune_attest::evidence::Verifiers;
+use tribune_attest::session::ControllerExchange;
+use tribune_attest::usage::{self, Confirmed};
+use tribune_policy::{Agg, PolicySet, Resource};
+use tribune_proto::v1 as pb;
+
+use super::clock::SessionClock;
+use super::decide::{Input, decide_host};
+use super::evidence::{self, Context, Reattesting, Verdict};
+use super::ledger::{Fault, Ledger, Refusal};
+use super::plan::plan_for;
+use super::reattest;
+use super::server::{BATCH_ITEMS_MAX, ENCLAVES_PER_STREAM_MAX, LoopConfig};
+use super::window::WINDOW_S_MAX;
+use crate::node::Controller;
+use crate::state::{
+    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, LogEntryKind, Outcome, State,
+    VerdictCmd,
+};
+
+/// How often committed digests are flushed and schedules checked.
+const TICK: Duration = Duration::from_millis(100);
+const DIGEST_FLUSH: Duration = Duration::from_millis(500);
+/// The same refusal (subject, what, fault) is logged again at most this often.
+const REJECT_REPEAT_MS: i64 = 60_000;
+/// Refusals waiting for the next flush, at most.
+const REJECTS_PENDING_MAX: usize = 1024;
+
+/// Why a stream ended (sent to the agent as `Goodbye`).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("agent stream: {0}")]
+    Agent(Status),
+    #[error("{what} batch of {n} items; at most {BATCH_ITEMS_MAX}")]
+    Batch { what: &'static str, n: usize },
+    #[error("{0}")]
+    Protocol(&'static str),
+    #[error("writing through raft: {0}")]
+    Raft(String),
+    #[error("the agent went away")]
+    Gone,
+    #[error("controller shutting down")]
+    Shutdown,
+}
+
+/// Wall-clock Unix milliseconds (for what is recorded, not for what is judged).
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn msg(body: pb::controller_message::Body) -> pb::ControllerMessage {
+    pb::ControllerMessage { body: Some(body) }
+}
+
+type Tx = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+
+/// The compiled policy set, the versions it was compiled from, and the usage windows it reads.
+type CompiledPolicies = (Vec<(String, u64)>, Arc<PolicySet>, UsageWindows);
+/// The usage aggregates (`usage.R.agg(W)`) the policies read.
+type UsageWindows = Arc<[(Resource, Agg, u32)]>;
+/// ((the host's plan version, number of enclaves), the ids of the enclaves placed on the host).
+type PlacedIds = ((Option<u64>, usize), Vec<String>);
+
+/// One enclave's replicated records, copied out from under the state lock for a decision.
+type Snapshot = (Enclave, Option<EnclaveStatus>, Option<Allocation>);
+
+pub struct Session {
+    controller: Arc<Controller>,
+    config: LoopConfig,
+    verifiers: Arc<Verifiers>,
+    pub host: String,
+    exchange: ControllerExchange,
+    ledger: Ledger,
+    clock: SessionClock,
+    rejects: Vec<Command>,
+    last_reject_ms: HashMap<(String, &'static str, Fault), i64>,
+    policies: Option<CompiledPolicies>,
+    reattest_every_ms: HashMap<String, f64>,
+    sent_plan: Option<u64>,
+    last_flush: Instant,
+    /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
+    /// number of enclaves): a decision looks them up instead of scanning every enclave.
+    placed: Option<PlacedIds>,
+}
+
+impl Session {
+    pub fn new(
+        controller: Arc<Controller>,
+        config: LoopConfig,
+        verifiers: Arc<Verifiers>,
+        host: String,
+    ) -> Session {
+        let freshness = config.freshness;
+        Session {
+            controller,
+            config,
+            verifiers,
+            host,
+            exchange: ControllerExchange::new(),
+            ledger: Ledger::new(freshness),
+            clock: SessionClock::start(),
+            rejects: Vec::new(),
+            last_reject_ms: HashMap::new(),
+            policies: None,
+            reattest_every_ms: HashMap::new(),
+            sent_plan: None,
+            last_flush: Instant::now(),
+            placed: None,
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.controller
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The compiled policy set, recompiled only when a policy version changes.
+    fn policy_set(&mut self) -> (Arc<PolicySet>, UsageWindows) {
+        let stale_policies = {
+            let st = self.state();
+            // Compared in place: this runs after every usage batch and allocates nothing
+            // unless a policy changed.
+            let same = self.policies.as_ref().is_some_and(|(k, _, _)| {
+                k.iter()
+                    .map(|(n, v)| (n.as_str(), *v))
+                    .eq(st.policies.values().map(|p| (p.name.as_str(), p.version)))
+            });
+            (!same).then(|| st.policies.clone())
+        };
+        if let Some(policies) = stale_policies {
+            let (set, bad) = super::decide::compile(&policies);
+            if !bad.is_empty() {
+                tracing::warn!(?bad, "stored policies that no longer compile are ignored");
+            }
+            let wanted: UsageWindows = set
+                .policies()
+                .iter()
+                .flat_map(|p| p.usage_windows())
+                .collect();
+            let key = policies
+                .values()
+                .map(|p| (p.name.clone(), p.version))
+                .collect();
+            self.policies = Some((key, Arc::new(set), wanted));
+        }
+        match &self.policies {
+            Some((_, set, wanted)) => (set.clone(), wanted.clone()),
+            None => (Arc::new(PolicySet::new(Vec::new())), Arc::from([])),
+        }
+    }
+
+    /// Writes through Raft and returns once *this* controller has applied the write too, so
+    /// what the session reads next (acks, the ladder it decides from) includes it. On a
+    /// follower the leader answers as soon as it applied; without waiting here, a session
+    /// would ack one flush short and propose the same transition twice.
+    async fn write(&self, cmd: Command) -> Result<Outcome, SessionError> {
+        let mut out = self
+            .controller
+            .write(vec![cmd])
+            .await
+            .map_err(|e| SessionError::Raft(e.to_string()))?;
+        self.applied_here().await;
+        out.pop()
+            .ok_or_else(|| SessionError::Raft("raft answered without an outcome".into()))
+    }
+
+    async fn applied_here(&self) {
+        let leads = self
+            .controller
+            .leader()
+            .is_some_and(|(id, _)| id == self.controller.id);
+        if !leads && let Err(e) = self.controller.read_barrier().await {
+            tracing::debug!(host = %self.host, "waiting to apply our own write locally: {e}");
+        }
+    }
+
+    /// Records refused inputs in the log: the first of each kind (subject, what, fault) at once,
+    /// the same kind again at most once a minute, so a misbehaving agent cannot flood the log.
+    fn refuse(&mut self, refusals: Vec<Refusal>) {
+        let now = self.clock.now_ms();
+        for r in refusals {
+            tracing::warn!(host = %self.host, subject = %r.subject, what = r.what, fault = ?r.fault, "refused: {}", r.why);
+            let key = (r.subject.clone(), r.what, r.fault);
+            let last = self.last_reject_ms.get(&key).copied().unwrap_or(i64::MIN);
+            if now.saturating_sub(last) < REJECT_REPEAT_MS
+                || self.rejects.len() >= REJECTS_PENDING_MAX
+            {
+                continue;
+            }
+            if self.last_reject_ms.len() >= 4096 {
+                self.last_reject_ms.clear();
+            }
+            self.last_reject_ms.insert(key, now);
+            self.rejects.push(Command::AppendLog {
+                kind: LogEntryKind::Violation,
+                subject: r.subject,
+                detail: serde_json::json!({
+                    "event": "refused", "what": r.what, "why": r.why, "host": self.host,
+                }),
+                at_ms: wall_ms(),
+            });
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        hello: pb::Hello,
+        mut inbound: Streaming<pb::AgentMessage>,
+        tx: Tx,
+    ) -> Result<(), SessionError> {
+        tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
+        // Recorded in the background: the stream must not wait for an election.
+        let host = self.host_record(&hello);
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            let at_ms = wall_ms();
+            if let Err(e) = controller
+                .write(vec![Command::PutHost {
+                    host,
+                    actor: String::new(),
+                    at_ms,
+                }])
+                .await
+            {
+                tracing::warn!("recording the host: {e}");
+            }
+        });
+        // What this session reads (confirmed points, prior attestations) must include every
+        // committed write, also on a controller restored as leader after a restart.
+        if let Err(e) = self.controller.read_barrier().await {
+            tracing::debug!(host = %self.host, "read barrier before the challenge: {e}");
+        }
+        let challenge = pb::Challenge {
+            nonce: self.exchange.nonce().to_vec(),
+            controller_x25519: self.exchange.eph_public().to_vec(),
+            controller_id: self.controller.id,
+        };
+        send(&tx, pb::controller_message::Body::Challenge(challenge)).await?;
+        let mut applied = self.controller.subscribe_applied();
+        self.push_plan(&tx).await?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                m = inbound.next() => match m {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(SessionError::Agent(e)),
+                    Some(Ok(m)) => self.on_message(m, &tx).await?,
+                },
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return Err(SessionError::Shutdown);
+                    }
+                    self.push_plan(&tx).await?;
+                }
+                _ = tick.tick() => self.on_tick(&tx).await?,
+            }
+        }
+    }
+
+    fn host_record(&self, hello: &pb::Hello) -> Host {
+        let existing = self.state().hosts.get(&self.host).cloned();
+        let enforcement = if hello.can_enforce {
+            "enforcing".to_string()
+        } else {
+            format!("observe-only: {}", hello.enforce_problem)
+        };
+        match existing {
+            Some(mut h) => {
+                h.enforcement = enforcement;
+                h
+            }
+            None => Host {
+                id: self.host.clone(),
+                address: String::new(),
+                capacity: Default::default(),
+                tee: "sim".into(),
+                attestation_status: "unverified".into(),
+                last_heartbeat_ms: 0,
+                agent_cert_fingerprint: String::new(),
+                enforcement,
+            },
+        }
+    }
+
+    async fn push_plan(&mut self, tx: &Tx) -> Result<(), SessionError> {
+        let version = self.state().plan_versions.get(&self.host).copied();
+        let Some(version) = version else {
+            return Ok(());
+        };
+        if self.sent_plan == Some(version) {
+            return Ok(());
+        }
+        let (set, _) = self.policy_set();
+        let plan = plan_for(&self.state(), &set, &self.host, wall_ms());
+        self.sent_plan = Some(version);
+        send(tx, pb::controller_message::Body::Plan(plan)).await
+    }
+
+    async fn on_message(&mut self, m: pb::AgentMessage, tx: &Tx) -> Result<(), SessionError> {
+        use pb::agent_message::Body;
+        match m.body {
+            Some(Body::Evidence(b)) => {
+                check_len(b.evidence.len(), "evidence")?;
+                self.on_evidence(b.evidence, tx).await?;
+            }
+            Some(Body::Replay(b)) => {
+                check_len(b.reports.len() + b.checkpoints.len(), "replay")?;
+                let mut out = Vec::new();
+                self.ledger.replay(b, &mut out);
+                self.refuse(out);
+            }
+            Some(Body::Usage(b)) => {
+                check_len(b.reports.len(), "usage")?;
+                let (_, wanted) = self.policy_set();
+                let placed: std::collections::HashSet<String> = {
+                    let st = self.state();
+                    b.reports
+                        .iter()
+                        .filter(|r| !self.ledger.contains(&r.enclave_id))
+                        .filter(|r| {
+                            st.enclaves
+                                .get(&r.enclave_id)
+                                .and_then(|e| e.placement.as_ref())
+                                .is_some_and(|p| p.host == self.host)
+                        })
+                        .map(|r| r.enclave_id.clone())
+                        .collect()
+                };
+                let mut out = Vec::new();
+                let now = self.clock.now_ns();
+                self.ledger
+                    .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                self.refuse(out);
+                self.decide().await?;
+            }
+            Some(Body::Checkpoints(b)) => {
+                check_len(b.checkpoints.len(), "checkpoints")?;
+                let mut out = Vec::new();
+                let now = self.clock.now_ns();
+                self.ledger.checkpoints(b, now, &mut out);
+                self.refuse(out);
+                if self.ledger.pending_digests() >= 1024 {
+                    self.flush(tx).await?;
+                }
+            }
+            Some(Body::PlanAck(a)) => {
+                if a.error.is_empty() {
+                    tracing::debug!(host = %self.host, version = a.version, "plan applied");
+                } else {
+                    tracing::warn!(host = %self.host, version = a.version, error = %a.error, "plan refused by the agent");
+                }
+                check_len(a.refused.len(), "launch refusals")?;
+                for r in &a.refused {
+                    tracing::warn!(host = %self.host, version = a.version, enclave = %r.enclave_id, reason = %r.reason, "launch refused by the host's allow-list");
+                }
+            }
+            Some(Body::Hello(_)) => return Err(SessionError::Protocol("Hello sent twice")),
+            None => return Err(SessionError::Protocol("empty message")),
+        }
+        Ok(())
+    }
+
+    async fn on_evidence(
+        &mut self,
+        evidence: Vec<pb::Evidence>,
+        tx: &Tx,
+    ) -> Result<(), SessionError> {
+        let mut verdicts = Vec::new();
+        let mut need_evidence = Vec::new();
+        let mut refused = Vec::new();
+        let now = Instant::now();
+        for ev in evidence {
+            let id = ev.enclave_id.clone();
+            // What the replicated state says about this enclave, copied out of the lock.
+            let (placed, expected, prior) = {
+                let st = self.state();
+                let e = st.enclaves.get(&id);
+                (
+                    e.and_then(|e| e.placement.as_ref())
+                        .map(|p| p.host == self.host),
+                    e.map(|e| e.expected_measurements.clone())
+                        .unwrap_or_default(),
+                    st.status.get(&id).and_then(|s| s.attestation.clone()),
+                )
+            };
+            if placed != Some(true) {
+                refused.push(Refusal::new(
+                    &id,
+                    "evidence",
+                    Fault::NotPlaced,
+                    format!("enclave {id:?} is not placed on host {:?}", self.host),
+                ));
+                continue;
+            }
+            if self.ledger.len() >= ENCLAVES_PER_STREAM_MAX && !self.ledger.contains(&id) {
+                refused.push(Refusal::new(
+                    &id,
+                    "evidence",
+                    Fault::TooMany,
+                    "too many enclaves on one stream",
+                ));
+                continue;
+            }
+            let cx = Context {
+                host: &self.host,
+                controller_id: self.controller.id,
+                allow_sim: self.config.allow_sim,
+                now_ms: wall_ms(),
+            };
+            if ev.report.is_empty() && !ev.rekey_signature.is_empty() {
+                match evidence::rekey(cx, &self.exchange, &ev, prior.as_ref()) {
+                    Ok((attestation, bound, vk)) => {
+                        self.track(id.clone(), bound, vk, now);
+                        verdicts.push(VerdictCmd {
+                            enclave: id,
+                            attestation,
+                        });
+                    }
+                    Err(why) => {
+                        tracing::info!(host = %self.host, enclave = %id, "re-keying refused, asking for evidence: {why}");
+                        need_evidence.push(id);
+                    }
+                }
+                continue;
+            }
+            let reattesting = self.ledger.get(&id).and_then(|t| {
+                t.schedule.pending.map(|(nonce, _)| Reattesting {
+                    ed25519_pub: t.bound.ed25519_pub,
+                    x25519_pub: t.bound.x25519_pub,
+                    nonce,
+                })
+            });
+            let verdict = evidence::verify(
+                cx,
+                &self.verifiers,
+                &self.exchange,
+                &ev,
+                &expected,
+                reattesting,
+            );
+            let trusted = verdict.attestation().trusted;
+            let attestation = match verdict {
+                Verdict::Reattested(a) => {
+                    if a.trusted
+                        && let Some(t) = self.ledger.get_mut(&id)
+                    {
+                        t.schedule = reattest::Schedule::new(now);
+                    }
+                    a
+                }
+                Verdict::Fresh { attestation, track } => {
+                    if let Some(t) = track {
+                        let (bound, vk) = *t;
+                        self.track(id.clone(), bound, vk, now);
+                    }
+                    attestation
+                }
+            };
+            if !trusted {
+                // Its reports stop counting at once.
+                self.ledger.untrack(&id);
+                refused.push(Refusal::new(
+                    &id,
+                    "evidence",
+                    Fault::Evidence,
+                    attestation.reasons.join("; "),
+                ));
+            }
+            verdicts.push(VerdictCmd {
+                enclave: id,
+                attestation,
+            });
+        }
+        self.refuse(refused);
+        if !need_evidence.is_empty() {
+            send(
+                tx,
+                pb::controller_message::Body::AttestNow(pb::AttestNow {
+                    enclave_ids: need_evidence,
+                    nonce: self.exchange.nonce().to_vec(),
+                }),
+            )
+            .await?;
+        }
+        if verdicts.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .write(Command::Verdicts {
+                host: self.host.clone(),
+                verdicts,
+                at_ms: wall_ms(),
+            })
+            .await?;
+        if let Outcome::Loop(o) = out
+            && !o.refused.is_empty()
+        {
+            tracing::warn!(host = %self.host, refused = ?o.refused, "verdicts refused");
+        }
+        Ok(())
+    }
+
+    /// Starts counting an enclave's reports under `bound`, continuing the chain the log
+    /// confirmed for this key (a new key starts at seq 1).
+    fn track(
+        &mut self,
+        id: String,
+        bound: tribune_attest::session::BoundEnclave,
+        vk: ed25519_dalek::VerifyingKey,
+        now: Instant,
+    ) {
+        let eid = bound.enclave;
+        let key_hex = hex::encode(bound.ed25519_pub);
+        let confirmed = {
+            let st = self.state();
+            st.status
+                .get(&id)
+                .and_then(|s| s.confirmed.as_ref())
+                .filter(|c| c.key == key_hex)
+                .and_then(|c| {
+                    let head: [u8; 32] = hex::decode(&c.head).ok()?.try_into().ok()?;
+                    Some(Confirmed {
+                        enclave: eid,
+                        first_seq: c.last_seq,
+                        last_seq: c.last_seq,
+                        head,
+                    })
+                })
+        }
+        .unwrap_or(Confirmed {
+            enclave: eid,
+            first_seq: 0,
+            last_seq: 0,
+            head: usage::chain_genesis(&eid),
+        });
+        let (_, wanted) = self.policy_set();
+        let keep = wanted
+            .iter()
+            .map(|w| w.2)
+            .max()
+            .unwrap_or(1)
+            .min(WINDOW_S_MAX);
+        self.ledger.track(id, bound, vk, confirmed, keep, now);
+    }
+
+    /// Decides for every enclave of this host and proposes what changed. The inputs are copied
+    /// under the state lock; the policies are evaluated after it is released, so Raft's apply
+    /// never waits for a decision.
+    async fn decide(&mut self) -> Result<(), SessionError> {
+        let (set, _) = self.policy_set();
+        let now = wall_ms();
+        let controller = self.controller.clone();
+        let snapshot: Vec<Snapshot> = {
+            let st = controller
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Placing an enclave on this host bumps its plan version and removing one changes
+            // the count, so the cached ids are a superset of the enclaves placed here; each is
+            // checked again below (one moved elsewhere drops out).
+            let key = (st.plan_versions.get(&self.host).copied(), st.enclaves.len());
+            if self.placed.as_ref().is_none_or(|(k, _)| *k != key) {
+                let ids = st
+                    .enclaves
+                    .values()
+                    .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
+                    .map(|e| e.id.clone())
+                    .collect();
+                self.placed = Some((key, ids));
+            }
+            self.placed
+                .as_ref()
+                .map(|(_, ids)| ids.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| st.enclaves.get(id))
+                .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == self.host))
+                .map(|e| {
+                    (
+                        e.clone(),
+                        st.status.get(&e.id).cloned(),
+                        st.allocations.get(&e.id).cloned(),
+                    )
+                })
+                .collect()
+        };
+        let empty = BTreeMap::new();
+        let inputs: Vec<Input> = snapshot
+            .iter()
+            .map(|(e, status, allocation)| {
+                let t = self.ledger.get(&e.id);
+                Input {
+                    enclave: e,
+                    status: status.as_ref(),
+                    allocation: allocation.as_ref(),
+                    observation: t.and_then(|t| t.observation.as_ref()),
+                    held_since: t.map_or(&empty, |t| &t.held_since),
+                    accounting_broken_ms: self
+                        .ledger
+                        .accounting_broken_since(&e.id)
+                        .map(|since| u64::try_from(now.saturating_sub(since)).unwrap_or(0)),
+                }
+            })
+            .collect();
+        let outs = decide_host(&set, &inputs, now);
+        drop(inputs);
+        let mut changes = Vec::new();
+        for ((e, _, _), o) in snapshot.iter().zip(outs) {
+            if let Some(t) = self.ledger.get_mut(&e.id) {
+                t.held_since = o.held_since;
+            }
+            if let Some(every) = o.reattest_every_ms {
+                self.reattest_every_ms.insert(e.id.clone(), every);
+            }
+            if let Some(en) = o.enforcement {
+                changes.push(en);
+            }
+        }
+        self.ledger.clear_observations();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for c in &changes {
+            for (kind, detail) in &c.log {
+                tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
+            }
+        }
+        let out = self
+            .write(Command::Enforce {
+                host: self.host.clone(),
+                changes,
+                at_ms: now,
+            })
+            .await?;
+        if let Outcome::Loop(o) = out
+            && !o.refused.is_empty()
+        {
+            tracing::warn!(host = %self.host, refused = ?o.refused, "decisions refused");
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, tx: &Tx) -> Result<(), SessionError> {
+        if self.last_flush.elapsed() >= DIGEST_FLUSH {
+            self.flush(tx).await?;
+        }
+        let now = Instant::now();
+        let schedules = || self.ledger.iter().map(|(id, t)| (id, &t.schedule));
+        let due = reattest::due(schedules(), &self.reattest_every_ms, now);
+        let overdue = reattest::overdue(schedules(), now);
+        if !due.is_empty() {
+            let nonce = ControllerExchange::new().nonce().to_owned();
+            for id in &due {
+                if let Some(t) = self.ledger.get_mut(id) {
+                    t.schedule.pending = Some((nonce, now));
+                }
+            }
+            send(
+                tx,
+                pb::controller_message::Body::AttestNow(pb::AttestNow {
+                    enclave_ids: due,
+                    nonce: nonce.to_vec(),
+                }),
+            )
+            .await?;
+        }
+        // Unanswered re-attestation: a failure.
+        if !overdue.is_empty() {
+            let verdicts = overdue
+                .into_iter()
+                .map(|id| {
+                    self.ledger.untrack(&id);
+                    VerdictCmd {
+                        enclave: id,
+                        attestation: Attestation {
+                            trusted: false,
+                            host: self.host.clone(),
+                            reasons: vec![format!(
+                                "no evidence within {} s of a re-attestation request",
+                                reattest::ANSWER_WITHIN.as_secs()
+                            )],
+                            verified_at_ms: wall_ms(),
+                            ..Attestation::default()
+                        },
+                    }
+                })
+                .collect();
+            self.write(Command::Verdicts {
+                host: self.host.clone(),
+                verdicts,
+                at_ms: wall_ms(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Commits pending digests and refusals; acknowledges what is durable.
+    async fn flush(&mut self, tx: &Tx) -> Result<(), SessionError> {
+        self.last_flush = Instant::now();
+        let rejects = std::mem::take(&mut self.rejects);
+        if !rejects.is_empty() {
+            self.controller
+                .write(rejects)
+                .await
+                .map_err(|e| SessionError::Raft(e.to_string()))?;
+        }
+        if self.ledger.pending_digests() > 0 {
+            self.commit_digests(tx).await?;
+        }
+        // Decisions also run on silence, so a stopped stream still ages the ladder.
+        self.decide().await
+    }
+
+    async fn commit_digests(&mut self, tx: &Tx) -> Result<(), SessionError> {
+        let digests = self.ledger.take_digests();
+        let enclaves: Vec<String> = digests.iter().map(|d| d.enclave.clone()).collect();
+        let out = self
+            .write(Command::UsageDigests {
+                host: self.host.clone(),
+                digests,
+                at_ms: wall_ms(),
+            })
+            .await?;
+        if let Outcome::Loop(o) = &out
+            && !o.refused.is_empty()
+        {
+            tracing::warn!(host = %self.host, refused = ?o.refused, "digests refused");
+        }
+        // Ack the confirmed point the log now holds for each enclave.
+        let acks = {
+            let st = self.state();
+            enclaves
+                .into_iter()
+                .filter_map(|id| {
+                    let c = st.status.get(&id)?.confirmed.as_ref()?;
+                    Some(pb::UsageAck {
+                        confirmed_seq: c.last_seq,
+                        enclave_id: id,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        send(
+            tx,
+            pb::controller_message::Body::UsageAcks(pb::UsageAcks { acks }),
+        )
+        .await
+    }
+}
+
+fn check_len(n: usize, what: &'static str) -> Result<(), SessionError> {
+    if n > BATCH_ITEMS_MAX {
+        Err(SessionError::Batch { what, n })
+    } else {
+        Ok(())
+    }
+}
+
+async fn send(tx: &Tx, body: pb::controller_message::Body) -> Result<(), SessionError> {
+    tx.send(Ok(msg(body))).await.map_err(|_| SessionError::Gone)
+}
