@@ -137,6 +137,8 @@ pub struct Tracked {
 
 /// The ledger of one stream.
 pub struct Ledger {
+    /// The stream's host (for refusals).
+    host: String,
     tracked: HashMap<String, Tracked>,
     digests: Vec<UsageDigest>,
     freshness: Freshness,
@@ -255,8 +257,9 @@ fn digest_of(
 }
 
 impl Ledger {
-    pub fn new(freshness: Freshness) -> Ledger {
+    pub fn new(host: &str, freshness: Freshness) -> Ledger {
         Ledger {
+            host: host.to_string(),
             tracked: HashMap::new(),
             digests: Vec::new(),
             freshness,
@@ -467,7 +470,7 @@ impl Ledger {
                 } else {
                     (
                         Fault::NotPlaced,
-                        format!("enclave {id:?} is not placed on this host"),
+                        format!("enclave {id:?} is not placed on host {:?}", self.host),
                     )
                 };
                 out.push(Refusal::new(&id, "usage report", fault, why));

@@ -30,7 +30,7 @@ fn fixture() -> Fixture {
         .expect("bind");
     let vk = VerifyingKey::from_bytes(&keys.ed25519_public()).expect("key");
     let producer = Producer::new(id, keys, ex.nonce(), &ex.eph_public(), 10).expect("producer");
-    let mut ledger = Ledger::new(Freshness::default());
+    let mut ledger = Ledger::new("h1", Freshness::default());
     let genesis = Confirmed {
         enclave: id,
         first_seq: 0,

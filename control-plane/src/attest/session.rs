@@ -113,13 +113,14 @@ impl Session {
         host: String,
     ) -> Session {
         let freshness = config.freshness;
+        let ledger = Ledger::new(&host, freshness);
         Session {
             controller,
             config,
             verifiers,
             host,
             exchange: ControllerExchange::new(),
-            ledger: Ledger::new(freshness),
+            ledger,
             clock: SessionClock::start(),
             rejects: Vec::new(),
             last_reject_ms: HashMap::new(),
