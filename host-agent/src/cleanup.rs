@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cgroup::{self, CgroupEnforcer, PREFIX, subtree_deepest_first};
 use crate::error::Result;
 use crate::net::{self, LINK_PREFIX, QDISC_MAJOR, short_hash};
+use crate::sys;
 
 /// What a cleanup removed, or what is left over.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -147,7 +148,7 @@ pub fn leftovers_of(cg: &dyn CgroupEnforcer, instance: &str) -> Leftovers {
 /// namespaces — with their veths and qdiscs — and bridge) and nothing of any other. Returns
 /// what it found.
 pub fn cleanup_one(cgroup_root: &std::path::Path, instance: &str) -> Result<Leftovers> {
-    crate::agent::require_root()?;
+    sys::require_root()?;
     let cg = cgroup::detect(cgroup_root)?;
     let found = leftovers_of(cg.as_ref(), instance);
     cleanup_instance(cg.as_ref(), instance)?;
@@ -157,7 +158,7 @@ pub fn cleanup_one(cgroup_root: &std::path::Path, instance: &str) -> Result<Left
 /// `tribune agent cleanup --all`: removes every cgroup under `tribune/`, every `tb-` namespace and
 /// link, and every root qdisc with our handle. Returns what it found.
 pub fn cleanup_all(cgroup_root: &std::path::Path) -> Result<Leftovers> {
-    crate::agent::require_root()?;
+    sys::require_root()?;
     let cg = cgroup::detect(cgroup_root)?;
     let found = leftovers(cg.as_ref());
     for dev in &found.qdiscs {

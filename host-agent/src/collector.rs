@@ -168,9 +168,73 @@ impl Usage {
     }
 }
 
+/// One window of one enclave's usage as this host measured it: what changed between two
+/// samples (memory and GPU: as of the later one), between two wall-clock times — the times
+/// a usage report carries. A clock stepped back gives an empty window, never a negative one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageWindow {
+    pub enclave: String,
+    pub start_unix_ns: u64,
+    pub len_ns: u64,
+    pub cpu_ns: u64,
+    pub mem_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub gpu_util_percent: Option<f32>,
+}
+
+impl UsageWindow {
+    /// The window from `prev` (taken at `prev_unix_ns`) to `now` (at `now_unix_ns`).
+    /// Counters that went back (a counter reset) count as nothing used.
+    pub fn between(
+        enclave: &str,
+        (prev_unix_ns, prev): (u64, &Sample),
+        (now_unix_ns, now): (u64, &Sample),
+    ) -> UsageWindow {
+        UsageWindow {
+            enclave: enclave.to_string(),
+            start_unix_ns: prev_unix_ns,
+            len_ns: now_unix_ns.saturating_sub(prev_unix_ns),
+            cpu_ns: now.cpu_ns.saturating_sub(prev.cpu_ns),
+            mem_bytes: now.memory_bytes,
+            net_tx_bytes: now.net_tx_bytes.saturating_sub(prev.net_tx_bytes),
+            net_rx_bytes: now.net_rx_bytes.saturating_sub(prev.net_rx_bytes),
+            gpu_util_percent: now.gpu_percent,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_are_deltas_between_samples() {
+        let s = |cpu, tx| Sample {
+            cpu_ns: cpu,
+            memory_bytes: cpu * 2,
+            net_tx_bytes: tx,
+            gpu_percent: Some(1.5),
+            ..Sample::default()
+        };
+        let w = UsageWindow::between("a", (100, &s(100, 10)), (200, &s(150, 40)));
+        assert_eq!(
+            w,
+            UsageWindow {
+                enclave: "a".into(),
+                start_unix_ns: 100,
+                len_ns: 100,
+                cpu_ns: 50,
+                mem_bytes: 300,
+                net_tx_bytes: 30,
+                net_rx_bytes: 0,
+                gpu_util_percent: Some(1.5),
+            }
+        );
+        // A clock stepped back, counters reset: an empty window, nothing used.
+        let w = UsageWindow::between("a", (200, &s(150, 40)), (150, &s(20, 0)));
+        assert_eq!((w.len_ns, w.cpu_ns, w.net_tx_bytes), (0, 0, 0));
+    }
 
     #[test]
     fn usage_rate() {

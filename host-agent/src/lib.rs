@@ -1,6 +1,8 @@
 //! The host agent: enclave runtimes, collectors, enforcers, plans. Applies what the
 //! controllers decide; decides nothing itself.
 //!
+//! Modules, each with one responsibility:
+//!
 //! - [`plan`]: the versioned desired state and the pure diff from applied to wanted.
 //! - [`launch`]: what this host agrees to launch (its allow-list, checked before anything is
 //!   created) and as whom (never root).
@@ -8,11 +10,24 @@
 //! - [`cgroup`]: CPU cap/weight, memory, freezer and accounting on cgroup v1 and v2.
 //! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions.
 //! - [`runtime`]: `process` and `qemu` (QMP) runtimes behind one trait.
-//! - [`collector`]: drift-free sampling; [`supervisor`]: enclave-side usage reports.
-//! - [`link`]: the attestation stream to the controllers; [`reconnect`]: its outages and
-//!   back-off.
+//! - [`collector`]: drift-free sampling, and the usage window between two samples.
+//! - [`link`]: the attestation stream to the controllers (evidence, sealed usage reports,
+//!   checkpoints, replay; plans in, acks out); [`reconnect`]: its outages and back-off.
+//! - [`link_messages`]: what the agent's loop and the link say to each other.
+//! - [`sim_tee`]: the simulated TEE of an enclave (keys, sim evidence, MAC'd usage reports,
+//!   signed checkpoints), which the link seals every window through.
+//! - [`sys`]: root checks.
 //! - [`gpu`]: NVML or "no GPU"; [`store`]: the applied plan on disk; [`control`]: the local
 //!   socket for `apply`/`status`; [`cleanup`]: leftovers after a crash.
+//! - [`units`], [`error`]: parsing of CPU/memory/bandwidth quantities; the error type.
+//!
+//! One usage pipeline, one direction: [`collector`] samples → [`agent`] cuts each enclave's
+//! window and hands it over ([`link_messages::ToLink`]) → [`link`] seals it through the
+//! enclave's [`sim_tee`], buffers it until acknowledged and sends it.
+//!
+//! Dependencies run one way: `agent` and `link` both use `link_messages` and neither uses the
+//! other (the caller wires them with two channels: `cli`'s `tribune agent`); `agent` uses
+//! `cleanup`, and both use `sys`; `sim_tee` uses only the attestation crate.
 
 pub mod agent;
 pub mod cgroup;
@@ -23,16 +38,19 @@ pub mod error;
 pub mod gpu;
 pub mod launch;
 pub mod link;
+pub mod link_messages;
 pub mod net;
 pub mod plan;
 pub mod reconnect;
 pub mod runtime;
+pub mod sim_tee;
 pub mod store;
-pub mod supervisor;
+pub mod sys;
 pub mod units;
 
-pub use agent::{Agent, AgentConfig, AgentStatus, ApplyReport, LinkEvent, Request};
+pub use agent::{Agent, AgentConfig, AgentStatus, ApplyReport, Request};
 pub use error::{AgentError, Result};
 pub use launch::{AllowList, EnclaveUsers, LaunchPolicy};
+pub use link_messages::{LinkEvent, RefusedLaunch, ToLink};
 pub use plan::{Bandwidth, EnclavePlan, LaunchSpec, Limits, Plan, RunState};
 pub use runtime::RuntimeKind;

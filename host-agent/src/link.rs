@@ -20,16 +20,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tribune_attest::usage::Checkpoint;
+use tribune_attest::usage::{self, Checkpoint, EnclaveId, GPU_UTIL_BP_MAX, UsageSample};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
 
-use crate::agent::LinkEvent;
+use crate::collector::UsageWindow;
+use crate::link_messages::{LinkEvent, ToLink};
 use crate::plan::{
-    Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, Plan, RunState, WEIGHT_MAX,
+    Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, MEMORY_BYTES_MIN, Plan,
+    RunState, WEIGHT_MAX,
 };
-use crate::reconnect::Reconnect;
-use crate::supervisor::{SimEnclave, UsageReport, host_view};
+use crate::reconnect::{self, Reconnect};
+use crate::sim_tee::SimTee;
 
 /// Reports kept per enclave until a controller acknowledges them (60 s at 100 ms).
 pub const REPLAY_MAX: usize = 600;
@@ -40,22 +42,6 @@ const SEND_QUEUE: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(3);
 const MESSAGE_BYTES_MAX: usize = 8 << 20;
-
-/// What the agent's loop hands to the link.
-#[derive(Debug)]
-pub enum ToLink {
-    /// One window per enclave, as the supervisor cut them.
-    Windows(Vec<UsageReport>),
-    /// The enclaves running now, with how they were launched.
-    Enclaves(Vec<(String, Option<LaunchSpec>)>),
-    /// A plan was applied (or refused as a whole: `error`), with the enclaves whose launch
-    /// the host's allow-list refused.
-    Applied {
-        version: u64,
-        error: Option<String>,
-        refused: Vec<crate::agent::RefusedLaunch>,
-    },
-}
 
 /// How the link connects.
 #[derive(Clone, Debug)]
@@ -83,6 +69,12 @@ struct Replay {
 impl Replay {
     fn push(&mut self, enclave: &str, b: Buffered) {
         let q = self.reports.entry(enclave.to_string()).or_default();
+        debug_assert!(
+            q.back().is_none_or(|last| last.seq < b.seq),
+            "{enclave}: usage seq {} buffered after {:?}",
+            b.seq,
+            q.back().map(|last| last.seq)
+        );
         if q.len() >= REPLAY_MAX {
             q.pop_front();
         }
@@ -91,6 +83,16 @@ impl Replay {
 
     fn push_checkpoint(&mut self, enclave: &str, cp: Checkpoint) {
         let q = self.checkpoints.entry(enclave.to_string()).or_default();
+        // Spans in order: each starts right after the one before, and none is empty.
+        debug_assert!(
+            cp.first_seq <= cp.last_seq
+                && q.back()
+                    .is_none_or(|prev| prev.last_seq + 1 == cp.first_seq),
+            "{enclave}: span {}..={} buffered after {:?}",
+            cp.first_seq,
+            cp.last_seq,
+            q.back().map(|prev| prev.first_seq..=prev.last_seq)
+        );
         if q.len() >= REPLAY_MAX {
             q.pop_front();
         }
@@ -172,8 +174,7 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, String> {
             launch,
             limits: Limits {
                 cpu_millicores: nz(e.cpu_quota_millicores).map(|c| c.max(CPU_MILLICORES_MIN)),
-                memory_bytes: nz(e.memory_limit_bytes)
-                    .map(|m| m.max(crate::plan::MEMORY_BYTES_MIN)),
+                memory_bytes: nz(e.memory_limit_bytes).map(|m| m.max(MEMORY_BYTES_MIN)),
                 memory_high_bytes: nz(e.memory_high_bytes),
                 egress: bw(e.egress_ceil_bits_per_sec, e.egress_guarantee_bits_per_sec),
                 ingress: bw(
@@ -197,10 +198,47 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, String> {
     })
 }
 
+/// A window in the attestation crate's terms: what the enclave's TEE seals.
+fn attest_sample(w: &UsageWindow) -> UsageSample {
+    UsageSample {
+        window_start_ns: w.start_unix_ns,
+        window_len_ns: w.len_ns.max(1),
+        cpu_ns: w.cpu_ns,
+        mem_bytes: w.mem_bytes,
+        net_tx_bytes: w.net_tx_bytes,
+        net_rx_bytes: w.net_rx_bytes,
+        gpu_util_bp: w.gpu_util_percent.map_or(0, |p| {
+            (f64::from(p) * 100.0)
+                .round()
+                .clamp(0.0, f64::from(GPU_UTIL_BP_MAX)) as u32
+        }),
+    }
+}
+
+/// The canonical encoding of a window as the host measured it, under the seq of the sealed
+/// report it travels with (the controller compares the two: `divergence`).
+fn host_view(enclave: &str, seq: u64, s: &UsageSample) -> Vec<u8> {
+    usage::UsageReport {
+        enclave: EnclaveId::from_name(enclave),
+        seq,
+        window_start_ns: s.window_start_ns,
+        window_len_ns: s.window_len_ns,
+        cpu_ns: s.cpu_ns,
+        mem_bytes: s.mem_bytes,
+        net_tx_bytes: s.net_tx_bytes,
+        net_rx_bytes: s.net_rx_bytes,
+        gpu_util_bp: s.gpu_util_bp,
+    }
+    .encode()
+    .to_vec()
+}
+
 /// The link's state, which outlives any one stream.
 struct Link {
     cfg: LinkConfig,
-    enclaves: BTreeMap<String, SimEnclave>,
+    /// The simulated TEE of each running enclave (of every runtime: relaying a QEMU guest's
+    /// own evidence is not built yet).
+    tees: BTreeMap<String, SimTee>,
     running: BTreeSet<String>,
     replay: Replay,
     applied_version: u64,
@@ -212,12 +250,12 @@ impl Link {
     fn on_enclaves(&mut self, list: Vec<(String, Option<LaunchSpec>)>) -> Vec<String> {
         let now: BTreeSet<String> = list.iter().map(|(n, _)| n.clone()).collect();
         for gone in self.running.difference(&now) {
-            self.enclaves.remove(gone);
+            self.tees.remove(gone);
             self.replay.forget(gone);
         }
         let mut new = Vec::new();
         for (name, spec) in list {
-            if self.enclaves.contains_key(&name) {
+            if self.tees.contains_key(&name) {
                 continue;
             }
             let (cmdline, sim) = match &spec {
@@ -226,9 +264,9 @@ impl Link {
                 None => (String::new(), None),
             };
             let sim = sim.unwrap_or_default();
-            self.enclaves.insert(
+            self.tees.insert(
                 name.clone(),
-                SimEnclave::new(
+                SimTee::new(
                     &name,
                     sim.measurement.as_deref(),
                     &cmdline,
@@ -244,7 +282,7 @@ impl Link {
     fn evidence(&self, names: &[String], nonce: &[u8; 32]) -> Vec<pb::Evidence> {
         names
             .iter()
-            .filter_map(|n| self.enclaves.get(n))
+            .filter_map(|n| self.tees.get(n))
             .map(|e| pb::Evidence {
                 enclave_id: e.name().to_string(),
                 tee: "sim".into(),
@@ -257,22 +295,25 @@ impl Link {
             .collect()
     }
 
-    /// Seals this tick's windows; returns what to send live.
-    fn seal(&mut self, windows: Vec<UsageReport>) -> (Vec<pb::UsageReport>, Vec<pb::Checkpoint>) {
+    /// Seals this tick's windows, each through its enclave's TEE, and buffers them until
+    /// acknowledged; returns what to send live. A window of an enclave without a session yet
+    /// is dropped (no seq is spent on it).
+    fn seal(&mut self, windows: Vec<UsageWindow>) -> (Vec<pb::UsageReport>, Vec<pb::Checkpoint>) {
         let mut reports = Vec::with_capacity(windows.len());
         let mut checkpoints = Vec::new();
         for w in windows {
-            let Some(e) = self.enclaves.get_mut(&w.enclave) else {
+            let Some(tee) = self.tees.get_mut(&w.enclave) else {
                 continue;
             };
-            let Some(s) = e.seal(&w) else {
+            let sample = attest_sample(&w);
+            let Some(s) = tee.seal(&sample) else {
                 continue;
             };
             let msg = pb::UsageReport {
                 enclave_id: w.enclave.clone(),
                 report: s.report,
                 mac: s.mac,
-                host_view: host_view(&w),
+                host_view: host_view(&w.enclave, s.seq, &sample),
             };
             reports.push(msg.clone());
             self.replay.push(&w.enclave, Buffered { seq: s.seq, msg });
@@ -356,11 +397,11 @@ impl Link {
             .try_into()
             .map_err(|_| "challenge key is not 32 bytes".to_string())?;
         tracing::info!(controller = %addr, id = challenge.controller_id, "attestation stream up");
-        let names: Vec<String> = self.enclaves.keys().cloned().collect();
+        let names: Vec<String> = self.tees.keys().cloned().collect();
         self.start_sessions(&names, &nonce, &eph, &tx).await?;
         // Close every open span so all buffered reports are covered, then replay them.
-        for (name, e) in self.enclaves.iter_mut() {
-            if let Some(cp) = e.checkpoint_now() {
+        for (name, tee) in self.tees.iter_mut() {
+            if let Some(cp) = tee.checkpoint_now() {
                 self.replay.push_checkpoint(name, cp);
             }
         }
@@ -401,7 +442,7 @@ impl Link {
         let mut fresh = Vec::new();
         let mut rekeys = Vec::new();
         for n in names {
-            let Some(e) = self.enclaves.get_mut(n) else {
+            let Some(e) = self.tees.get_mut(n) else {
                 continue;
             };
             let had_session = e.has_session();
@@ -560,7 +601,7 @@ pub async fn run(
     }
     let mut link = Link {
         cfg,
-        enclaves: BTreeMap::new(),
+        tees: BTreeMap::new(),
         running: BTreeSet::new(),
         replay: Replay::default(),
         applied_version: 0,
@@ -587,7 +628,7 @@ pub async fn run(
         // After a full round of failures, back off — while still sealing and buffering the
         // windows the agent hands over, so nothing is lost while no controller answers.
         if failures.is_multiple_of(link.cfg.controllers.len()) {
-            let pause = tokio::time::sleep(link.reconnect.next_pause(crate::reconnect::jitter()));
+            let pause = tokio::time::sleep(link.reconnect.next_pause(reconnect::jitter()));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -651,7 +692,7 @@ mod tests {
         let a = &plan.enclaves["a"];
         assert_eq!(plan.version, 7);
         assert_eq!(a.limits.cpu_millicores, Some(CPU_MILLICORES_MIN));
-        assert_eq!(a.limits.memory_bytes, Some(crate::plan::MEMORY_BYTES_MIN));
+        assert_eq!(a.limits.memory_bytes, Some(MEMORY_BYTES_MIN));
         assert_eq!(a.weight, WEIGHT_MAX);
         assert_eq!(a.state, RunState::Suspend);
         assert_eq!(
@@ -689,5 +730,33 @@ mod tests {
         r.ack("a", 100);
         assert_eq!(r.reports["a"].front().map(|b| b.seq), Some(101));
         assert!(r.batch().is_none(), "nothing to replay without checkpoints");
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "usage seq 3 buffered after Some(3)")]
+    fn a_buffered_seq_that_does_not_rise_is_a_bug() {
+        let mut r = Replay::default();
+        for seq in [1, 2, 3, 3] {
+            let msg = pb::UsageReport::default();
+            r.push("a", Buffered { seq, msg });
+        }
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "span 12..=20 buffered after Some(1..=10)")]
+    fn a_buffered_span_that_leaves_a_gap_is_a_bug() {
+        let mut r = Replay::default();
+        let span = |first_seq, last_seq| Checkpoint {
+            enclave: EnclaveId::from_name("a"),
+            first_seq,
+            last_seq,
+            prev_head: [0; 32],
+            head: [0; 32],
+            signature: [0; 64],
+        };
+        r.push_checkpoint("a", span(1, 10));
+        r.push_checkpoint("a", span(12, 20));
     }
 }

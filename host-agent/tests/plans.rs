@@ -1,5 +1,6 @@
 //! Plans on the real kernel (root only): re-applied after a restart, stale versions refused,
-//! kept (and re-enforced) when the controller link is down, served over the control socket.
+//! kept (and re-enforced) when the controller link is down, served over the control socket;
+//! and the usage of what runs, sampled and sent over the link.
 // The lock serialises tests across threads; each test owns its runtime, so holding it
 // over awaits cannot deadlock.
 #![allow(clippy::await_holding_lock)]
@@ -8,11 +9,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::controller::FakeController;
 use common::*;
 use tokio::sync::{mpsc, oneshot};
 use tribune_agent::agent::{EventKind, LinkState};
 use tribune_agent::control::{self, ClientRequest};
-use tribune_agent::{Agent, AgentError, LaunchSpec, LinkEvent, Request, RuntimeKind};
+use tribune_agent::link;
+use tribune_agent::{Agent, AgentError, LaunchSpec, LinkEvent, Request, RuntimeKind, ToLink};
 
 fn sleeper() -> LaunchSpec {
     LaunchSpec::Process {
@@ -30,24 +33,51 @@ async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
     let _g = lock();
     let (cfg, _dir) = config("restart", RuntimeKind::Process);
     let mut agent = Agent::start(cfg.clone()).await.unwrap();
+    // The agent's link to a controller, wired as `tribune agent` wires it.
+    let mut ctl = FakeController::start().await;
+    let (up_tx, up_rx) = mpsc::channel(64);
+    let (ev_tx, mut ev_rx) = mpsc::channel(64);
+    agent.set_uplink(up_tx);
+    let link = tokio::spawn(link::run(ctl.link_config("h"), up_rx, ev_tx));
+    let up = tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await;
+    assert!(matches!(up, Ok(Some(LinkEvent::Up))), "{up:?}");
     let mut e = enclave(sleeper(), Some(250), 2);
     e.limits.memory_bytes = Some(64 << 20);
-    agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
-    // Usage reports are produced per window with increasing seq, ready for the stream.
+    agent
+        .on_link(LinkEvent::Plan(plan(3, &[("s", e.clone())])))
+        .await;
+    assert_eq!(agent.applied().map(|p| p.version), Some(3));
+    // Usage: one window per sample after the first, sent as a sealed report numbered 1, 2, …
+    // that verifies under the session the enclave's evidence bound.
     agent.sample().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     agent.sample().await;
     agent.sample().await;
-    let reports = agent.drain_reports();
+    assert!(
+        ctl.receive_usage("s", 2, Duration::from_secs(10)).await,
+        "{:?}",
+        ctl.received
+    );
+    ctl.receive_for(Duration::from_millis(200)).await;
+    let (reports, _) = ctl.verify_usage("s");
     assert_eq!(
-        reports.iter().map(|r| r.report.seq).collect::<Vec<_>>(),
+        reports.iter().map(|r| r.seq).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    assert!(agent.drain_reports().is_empty());
+    assert!(
+        reports[0].window_len_ns >= 50_000_000,
+        "the first window spans the 50 ms pause: {:?}",
+        reports[0]
+    );
     // Same plan again: nothing written.
     let rep = agent.apply(plan(3, &[("s", e.clone())])).await.unwrap();
     assert_eq!(rep.writes, 0);
     shutdown_clean(agent).await;
+    // The agent is gone, so is its side of the link.
+    tokio::time::timeout(Duration::from_secs(10), link)
+        .await
+        .expect("the link ends with the agent")
+        .unwrap();
 
     let mut agent = Agent::start(cfg).await.unwrap();
     assert_eq!(agent.applied().map(|p| p.version), Some(3));
@@ -82,7 +112,10 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     let (mut cfg, dir) = config("linkdown", RuntimeKind::Process);
     cfg.controllers = vec!["127.0.0.1:1".into()];
     cfg.reconcile_period = Duration::from_millis(200);
-    let agent = Agent::start(cfg).await.unwrap();
+    let mut agent = Agent::start(cfg).await.unwrap();
+    // What the loop hands the controller link (no link runs: nothing would answer it).
+    let (up_tx, mut up_rx) = mpsc::channel(1024);
+    agent.set_uplink(up_tx);
     let g = agent.group_of("s");
     let cg = agent.cgroups().clone();
     let (req_tx, req_rx) = mpsc::channel(8);
@@ -126,11 +159,24 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     req_tx.send(Request::Status(tx)).await.unwrap();
     let st = rx.await.unwrap();
     assert_eq!(st.controller_link, LinkState::Down);
-    let (tx, rx) = oneshot::channel();
-    req_tx.send(Request::DrainReports(tx)).await.unwrap();
-    assert!(
-        !rx.await.unwrap().is_empty(),
-        "the loop samples and buffers reports"
+    // With the link down, the loop still samples and hands every window over (the link
+    // buffers what it sealed until a controller acknowledges it).
+    let windows_of_s = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        while n < 3 {
+            match up_rx.recv().await {
+                Some(ToLink::Windows(w)) => n += w.iter().filter(|w| w.enclave == "s").count(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        n
+    })
+    .await;
+    assert_eq!(
+        windows_of_s,
+        Ok(3),
+        "the loop samples and hands windows over"
     );
     assert!(st.events.iter().any(|e| matches!(
         e.kind,

@@ -6,7 +6,7 @@
 //! as an event and in `status`, reported to the controllers with the plan's ack — and the
 //! rest of the plan is applied: one bad enclave never blocks a host's plan.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::{Agent, ApplyReport, EventKind, RefusedLaunch, Running};
 use crate::collector::{Probe, Usage};
@@ -15,7 +15,6 @@ use crate::launch::{self, CheckedLaunch, Credentials, users};
 use crate::net::{self};
 use crate::plan::{Change, EnclavePlan, LaunchSpec, Plan, RunState, changes, initial_changes};
 use crate::runtime::{EnclaveStatus, Identity, LaunchContext, RunAs, RuntimeKind};
-use crate::supervisor::Supervisor;
 
 impl Agent {
     /// Applies `plan`, writing only what differs from the applied plan, and records it.
@@ -139,6 +138,15 @@ impl Agent {
                 report.launched.push(name.clone());
             }
         }
+        // Versions only rise: an older one was refused above, the same one returned early.
+        debug_assert!(
+            self.applied
+                .as_ref()
+                .is_none_or(|a| a.version < plan.version),
+            "plan version {} recorded over {:?}",
+            plan.version,
+            self.applied.as_ref().map(|a| a.version)
+        );
         self.store.save(&plan)?;
         self.applied = Some(plan);
         self.refused = report
@@ -261,8 +269,6 @@ impl Agent {
                 last: None,
                 usage: Usage::default(),
                 exited: false,
-                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
-                reports: VecDeque::new(),
                 user: match run_as {
                     RunAs::User(c) => Some(c),
                     RunAs::AgentUser => None,
@@ -384,8 +390,6 @@ impl Agent {
                 last: None,
                 usage: Usage::default(),
                 exited: false,
-                supervisor: Supervisor::new(name, (self.signer_factory)(name)),
-                reports: VecDeque::new(),
                 user,
             },
         );

@@ -3,7 +3,8 @@
 //! last one (re-applied after a restart, re-written if someone changes it behind our back).
 //!
 //! - this file: configuration, the state the agent owns, start (re-apply or adopt), the event
-//!   loop and shutdown;
+//!   loop and shutdown; the controllers are reached only through the link's two channels
+//!   (`crate::link_messages`), never by calling into `crate::link`;
 //! - [`apply`]: plans → launches, writes, stops, and adoption after a crash;
 //! - [`observe`]: sampling, reconcile (re-enforcing), status;
 //! - [`report`]: what the agent says about itself (status, events, apply reports, requests).
@@ -12,9 +13,9 @@ mod apply;
 mod observe;
 mod report;
 
+pub use crate::link_messages::{LinkEvent, RefusedLaunch};
 pub use report::{
-    AgentEvent, AgentStatus, ApplyReport, EnclaveReport, EventKind, LinkEvent, LinkState,
-    RefusedLaunch, Request,
+    AgentEvent, AgentStatus, ApplyReport, EnclaveReport, EventKind, LinkState, Request,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,23 +26,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::cgroup::{self, CgroupEnforcer};
+use crate::cleanup;
 use crate::collector::{
     NetCounters, Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval,
 };
 use crate::error::{AgentError, Result};
 use crate::gpu::{self, GpuBackend};
 use crate::launch::{Credentials, EnclaveUsers, HostFiles, LaunchPolicy};
+use crate::link_messages::ToLink;
 use crate::net::{NetConfig, NetIdentity, Network};
-use crate::plan::{EnclavePlan, Plan};
+use crate::plan::{self, EnclavePlan, Plan};
 use crate::runtime::{Enclave, Runtime, RuntimeKind, new_runtime};
 use crate::store::PlanStore;
-use crate::supervisor::{AuthenticatedReport, Supervisor, UnsignedDev, UsageSigner};
+use crate::sys;
 
 /// Most events kept for `status` (oldest dropped).
 pub const EVENTS_MAX: usize = 256;
-/// Most usage reports buffered per enclave while no controller drains them (60 s at 100 ms);
-/// the oldest are dropped, and the gap shows in `seq`.
-pub const REPORTS_MAX: usize = 600;
 
 /// How the agent is set up on this host.
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ pub struct AgentConfig {
     pub reconcile_period: Duration,
     pub network: Option<NetConfig>,
     pub qemu_binary: PathBuf,
-    /// Controller addresses (the attestation stream: `crate::link`).
+    /// Controller addresses (the attestation stream: `crate::link`, started by the caller).
     pub controllers: Vec<String>,
     /// Not root: launch and measure enclaves but enforce nothing (`cgroup::observe`).
     pub observe_only: bool,
@@ -98,13 +98,20 @@ struct Running {
     enclave: Box<dyn Enclave>,
     net: Option<NetIdentity>,
     probe: Probe,
-    last: Option<(tokio::time::Instant, Sample)>,
+    last: Option<Taken>,
     usage: Usage,
     exited: bool,
-    supervisor: Supervisor,
-    reports: VecDeque<AuthenticatedReport>,
     /// Whom it runs as (`None`: the agent's own user, when the agent is not root).
     user: Option<Credentials>,
+}
+
+/// An enclave's last sample and when it was taken: on the monotonic clock (its rate in
+/// `status`) and on the wall clock (the usage window the controllers get).
+#[derive(Clone, Copy, Debug)]
+struct Taken {
+    at: tokio::time::Instant,
+    at_unix_ns: u64,
+    sample: Sample,
 }
 
 pub struct Agent {
@@ -121,9 +128,8 @@ pub struct Agent {
     buf: Vec<u8>,
     net_counters: Option<NetCounters>,
     ticks: u64,
-    signer_factory: SignerFactory,
     /// The attestation stream's link (windows, running enclaves, applied plans).
-    uplink: Option<mpsc::Sender<crate::link::ToLink>>,
+    uplink: Option<mpsc::Sender<ToLink>>,
     /// Digests of the files the launch allow-list names.
     files: HostFiles,
     /// Enclaves of the applied plan whose launch the allow-list refused (name → why).
@@ -131,10 +137,6 @@ pub struct Agent {
     /// The agent runs as root: enclaves get their own unprivileged credentials.
     root: bool,
 }
-
-/// Makes the enclave-side key holder of a new enclave (the attestation crate's MAC/checkpoint
-/// signer at integration; [`UnsignedDev`] until then).
-pub type SignerFactory = Box<dyn Fn(&str) -> Box<dyn UsageSigner> + Send>;
 
 fn unix_ns() -> u64 {
     SystemTime::now()
@@ -150,23 +152,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fails with a clear error when not root.
-pub fn require_root() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        Ok(())
-    } else {
-        Err(AgentError::NotRoot { euid })
-    }
-}
-
 impl Agent {
     /// Checks the host, clears leftovers of this instance, and re-applies the last plan.
     pub async fn start(cfg: AgentConfig) -> Result<Agent> {
         plan_name_ok(&cfg.instance)?;
-        // SAFETY: geteuid has no preconditions.
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = sys::is_root();
         if is_root {
             cfg.enclave_users
                 .validate()
@@ -200,7 +190,7 @@ impl Agent {
             );
             Arc::new(cgroup::observe::ObserveOnly::new())
         } else {
-            require_root()?;
+            sys::require_root()?;
             Arc::from(cgroup::detect(&cfg.cgroup_root)?)
         };
         let store = PlanStore::new(&cfg.data_dir)?;
@@ -222,7 +212,7 @@ impl Agent {
             })
             .collect();
         let keep: Vec<&str> = survivors.keys().map(String::as_str).collect();
-        crate::cleanup::cleanup_instance_except(cgroups.as_ref(), &cfg.instance, &keep)?;
+        cleanup::cleanup_instance_except(cgroups.as_ref(), &cfg.instance, &keep)?;
         cgroups.create(&root)?;
         if let Some(cpus) = &cfg.cpuset_cpus {
             cgroups.set_cpuset(&root, cpus)?;
@@ -249,7 +239,6 @@ impl Agent {
             buf: Vec::with_capacity(4096),
             net_counters: NetCounters::open().ok(),
             ticks: 0,
-            signer_factory: Box::new(|_| Box::new(UnsignedDev)),
             uplink: None,
             files: HostFiles::new(),
             refused: BTreeMap::new(),
@@ -269,13 +258,9 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Sets how enclaves launched from now on get their usage signer.
-    pub fn set_signer_factory(&mut self, f: SignerFactory) {
-        self.signer_factory = f;
-    }
-
-    /// Connects the agent to the attestation stream's link ([`crate::link::run`]).
-    pub fn set_uplink(&mut self, tx: mpsc::Sender<crate::link::ToLink>) {
+    /// Connects the agent to the attestation stream's link ([`crate::link::run`]): from now
+    /// on every sample's windows, the running enclaves and plan acks go there.
+    pub fn set_uplink(&mut self, tx: mpsc::Sender<ToLink>) {
         self.uplink = Some(tx);
     }
 
@@ -287,7 +272,7 @@ impl Agent {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.plan.launch.clone()))
                 .collect();
-            if u.try_send(crate::link::ToLink::Enclaves(list)).is_err() {
+            if u.try_send(ToLink::Enclaves(list)).is_err() {
                 tracing::warn!(
                     "the controller link is not keeping up: enclave list not handed over"
                 );
@@ -340,7 +325,7 @@ impl Agent {
                         Ok(rep) => (None, rep.refused),
                         Err(e) => (Some(e.to_string()), Vec::new()),
                     };
-                    let _ = u.try_send(crate::link::ToLink::Applied {
+                    let _ = u.try_send(ToLink::Applied {
                         version,
                         error,
                         refused,
@@ -389,9 +374,6 @@ impl Agent {
                         let s = self.status().await;
                         let _ = reply.send(s);
                     }
-                    Some(Request::DrainReports(reply)) => {
-                        let _ = reply.send(self.drain_reports());
-                    }
                     None => requests_open = false,
                 },
                 ev = async {
@@ -427,8 +409,7 @@ impl Agent {
         if let Some(n) = &self.net {
             let _ = n.teardown();
         }
-        if let Err(e) = crate::cleanup::cleanup_instance(self.cgroups.as_ref(), &self.cfg.instance)
-        {
+        if let Err(e) = cleanup::cleanup_instance(self.cgroups.as_ref(), &self.cfg.instance) {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
@@ -436,7 +417,7 @@ impl Agent {
 }
 
 fn plan_name_ok(instance: &str) -> Result<()> {
-    crate::plan::validate_name(instance).map_err(|_| {
+    plan::validate_name(instance).map_err(|_| {
         AgentError::InvalidPlan(format!("instance name {instance:?}: use a-z, 0-9, - and _"))
     })
 }

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use super::REPORTS_MAX;
-use super::{Agent, AgentStatus, EnclaveReport, EventKind, RefusedLaunch, unix_ns};
-use crate::collector::{OOM_EVERY, Usage};
+use super::{Agent, AgentStatus, EnclaveReport, EventKind, RefusedLaunch, Taken, unix_ns};
+use crate::collector::{OOM_EVERY, Usage, UsageWindow};
+use crate::link_messages::ToLink;
 use crate::plan::{Change, RunState};
 use crate::runtime::EnclaveStatus;
-use crate::supervisor::AuthenticatedReport;
 
 /// Memory limits read back page-rounded: compare in pages.
 fn same_memory(a: Option<u64>, b: Option<u64>) -> bool {
@@ -15,16 +14,9 @@ fn same_memory(a: Option<u64>, b: Option<u64>) -> bool {
 }
 
 impl Agent {
-    /// Takes the buffered usage reports of every enclave (oldest first per enclave), for the
-    /// controller stream to batch into one message.
-    pub fn drain_reports(&mut self) -> Vec<AuthenticatedReport> {
-        self.enclaves
-            .values_mut()
-            .flat_map(|r| r.reports.drain(..))
-            .collect()
-    }
-
-    /// Takes one sample of every enclave; reports OOM kills and exits as events.
+    /// Takes one sample of every enclave; reports OOM kills and exits as events; hands the
+    /// window since the previous sample of each enclave to the controller link, if any (the
+    /// link seals and sends them: this is the only usage pipeline).
     pub async fn sample(&mut self) {
         let now = tokio::time::Instant::now();
         let mut events = Vec::new();
@@ -39,14 +31,20 @@ impl Agent {
             let Ok(mut s) = r.probe.read(&mut self.buf, &links, with_oom) else {
                 continue;
             };
+            let at_unix_ns = unix_ns();
             if !with_oom {
-                s.oom_kills = r.last.map_or(0, |(_, p)| p.oom_kills);
-                s.memory_limit_hits = r.last.map_or(0, |(_, p)| p.memory_limit_hits);
+                s.oom_kills = r.last.map_or(0, |l| l.sample.oom_kills);
+                s.memory_limit_hits = r.last.map_or(0, |l| l.sample.memory_limit_hits);
             }
             if let Some(pids) = r.enclave.pid().map(|p| vec![p]) {
                 s.gpu_percent = self.gpu.utilization_percent(&pids);
             }
-            if let Some((t0, prev)) = r.last {
+            if let Some(Taken {
+                at: t0,
+                at_unix_ns: t0_unix_ns,
+                sample: prev,
+            }) = r.last
+            {
                 if s.oom_kills > prev.oom_kills {
                     events.push((name.clone(), EventKind::OomKill { total: s.oom_kills }));
                 }
@@ -59,22 +57,24 @@ impl Agent {
                     ));
                 }
                 r.usage = Usage::between(&prev, &s, now - t0);
+                if self.uplink.is_some() {
+                    windows.push(UsageWindow::between(
+                        name,
+                        (t0_unix_ns, &prev),
+                        (at_unix_ns, &s),
+                    ));
+                }
             } else {
                 r.usage = Usage::between(&s, &s, Duration::from_nanos(1));
                 if s.oom_kills > 0 {
                     events.push((name.clone(), EventKind::OomKill { total: s.oom_kills }));
                 }
             }
-            r.last = Some((now, s));
-            if let Some(rep) = r.supervisor.report(unix_ns(), s) {
-                if self.uplink.is_some() {
-                    windows.push(rep.report.clone());
-                }
-                if r.reports.len() == REPORTS_MAX {
-                    r.reports.pop_front();
-                }
-                r.reports.push_back(rep);
-            }
+            r.last = Some(Taken {
+                at: now,
+                at_unix_ns,
+                sample: s,
+            });
             if !r.exited
                 && let Ok(Some(code)) = r.enclave.exit_code()
             {
@@ -87,7 +87,7 @@ impl Agent {
         }
         if let Some(u) = &self.uplink
             && !windows.is_empty()
-            && u.try_send(crate::link::ToLink::Windows(windows)).is_err()
+            && u.try_send(ToLink::Windows(windows)).is_err()
         {
             // Dropped before sealing: no sequence number is spent, the next window follows.
             tracing::debug!("the controller link is not keeping up: one tick of windows dropped");

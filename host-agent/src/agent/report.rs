@@ -1,5 +1,5 @@
-//! What the agent says about itself and what it is asked: status, events, apply reports,
-//! controller-link events and local requests.
+//! What the agent says about itself and what it is asked: status, events, apply reports and
+//! local requests. (What it says to the controller link: `crate::link_messages`.)
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -7,9 +7,9 @@ use tokio::sync::oneshot;
 use crate::cgroup::CgroupVersion;
 use crate::collector::Usage;
 use crate::launch::Credentials;
+use crate::link_messages::RefusedLaunch;
 use crate::plan::{EnclavePlan, Plan};
 use crate::runtime::{EnclaveStatus, Identity, RuntimeKind};
-use crate::supervisor::AuthenticatedReport;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -69,13 +69,6 @@ pub struct EnclaveReport {
     pub user: Option<Credentials>,
 }
 
-/// An enclave of the applied plan the host's allow-list refused to launch.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct RefusedLaunch {
-    pub enclave: String,
-    pub error: String,
-}
-
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
@@ -111,19 +104,9 @@ pub struct ApplyReport {
     pub refused: Vec<RefusedLaunch>,
 }
 
-/// What the controller stream hands the agent.
-#[derive(Debug)]
-pub enum LinkEvent {
-    Plan(Plan),
-    Up,
-    Down,
-}
-
 /// A request from the control socket (or a test) to the running agent.
 #[derive(Debug)]
 pub enum Request {
     Apply(Plan, oneshot::Sender<Result<ApplyReport, String>>),
     Status(oneshot::Sender<AgentStatus>),
-    /// The buffered enclave-side usage reports (for the controller stream to batch).
-    DrainReports(oneshot::Sender<Vec<AuthenticatedReport>>),
 }

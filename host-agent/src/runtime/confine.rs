@@ -85,8 +85,7 @@ pub(crate) fn spawn_confined(
     let arg0 = argv
         .first()
         .ok_or_else(|| AgentError::Runtime("empty command".into()))?;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::sys::is_root();
     if root && drop == PrivilegeDrop::Nothing {
         return Err(AgentError::Runtime(format!(
             "refusing to start {arg0:?} as root: the agent runs as root but was given no \

@@ -3,6 +3,8 @@
 //! and an assertion that nothing of ours is left.
 #![allow(dead_code)]
 
+pub mod controller;
+
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
