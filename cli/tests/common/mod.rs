@@ -112,7 +112,10 @@ impl Drop for Cluster {
                     .unwrap_or_else(|_| tempfile::tempdir().expect("temp dir")),
             )
             .keep();
-            eprintln!("kept the failed test's cluster directory: {}", kept.display());
+            eprintln!(
+                "kept the failed test's cluster directory: {}",
+                kept.display()
+            );
         }
     }
 }
