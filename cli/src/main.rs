@@ -5,9 +5,12 @@
 
 mod cmd;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use cmd::output::Format;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,6 +19,17 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Attested fair-share resource partitioning for confidential workloads"
 )]
 struct Cli {
+    /// Output format of every verb: table (for people, human units), json or yaml (for
+    /// programs, raw numbers; errors too, on stdout), wide (the table with more columns).
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Format::Table,
+        value_name = "FORMAT"
+    )]
+    output: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,26 +76,54 @@ enum Command {
     },
 }
 
-/// `--output json` (or `--output=json`) among the arguments: errors are then JSON on stdout
-/// too.
-fn wants_json(args: &[String]) -> bool {
-    args.iter().any(|a| a == "--output=json")
-        || args
-            .windows(2)
-            .any(|w| w[0] == "--output" && w[1] == "json")
+/// `tribune`'s command line: the derive's, with the environment variables of the serving
+/// modes attached ([`cmd::env_vars`]).
+fn command() -> clap::Command {
+    cmd::env_vars::attach(Cli::command())
 }
 
-/// A usage or I/O error of `tribune attest …` in JSON mode: what scripts read on stdout.
-fn print_attest_error_json(message: &str) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "valid": false,
-            "signature_and_chain_valid": false,
-            "error": message,
-            "kind": "usage",
-        })
+/// Parses a command line (the program name first) as `main` does.
+fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+}
+
+/// A command line that did not parse: clap's message on stderr (help and version on stdout,
+/// as clap prints them) and, for a usage error in JSON or YAML mode, the error document on
+/// stdout ([`cmd::errors`]). Exit 2 for usage errors.
+fn parse_failed(e: clap::Error, args: &[OsString]) -> ExitCode {
+    let usage = !matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
+    let scan = cmd::errors::format_of_failed_parse(&command(), args);
+    let note = cmd::env_vars::note_for(&e);
+    if usage && scan.format().is_structured() {
+        let _ = e.print();
+        if let Some(note) = &note {
+            eprintln!("{note}");
+        }
+        // The message without the usage and help lines, on one line.
+        let rendered = e.render().to_string();
+        let message = rendered.split("\n\n").next().unwrap_or_default();
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let doc = cmd::errors::document(
+            message.trim_start_matches("error: "),
+            "usage",
+            scan.verb.as_deref() == Some("attest"),
+        );
+        let _ = cmd::output::structured(scan.format(), &doc);
+        return ExitCode::from(2);
+    }
+    if let Some(note) = note {
+        let _ = e.print();
+        eprintln!("{note}");
+        return ExitCode::from(2);
+    }
+    e.exit()
 }
 
 /// Whether this run prints and exits (a client verb), as opposed to serving (a controller,
@@ -113,80 +155,229 @@ fn die_quietly_on_closed_stdout() {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let json_errors = wants_json(&args);
-    let attest = args.get(1).is_some_and(|a| a == "attest");
-    let cli = match Cli::try_parse_from(&args) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match parse(&args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let usage = !matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp
-                    | clap::error::ErrorKind::DisplayVersion
-                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            );
-            if usage && attest && json_errors {
-                let _ = e.print();
-                // The message without the usage and help lines, on one line.
-                let rendered = e.render().to_string();
-                let message = rendered.split("\n\n").next().unwrap_or_default();
-                let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-                print_attest_error_json(message.trim_start_matches("error: "));
-                return ExitCode::from(2);
-            }
-            e.exit()
-        }
+        Err(e) => return parse_failed(e, &args),
     };
     if prints_and_exits(&cli.command) {
         die_quietly_on_closed_stdout();
     }
+    let out = cli.output;
+    let attest = matches!(cli.command, Command::Attest(_));
     let result = match cli.command {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Controller(a) => cmd::controller::run(a),
         Command::Ca(c) => cmd::ca::run(c),
-        Command::Cluster(c) => cmd::cluster::run(c),
-        Command::Policy(c) => cmd::policy::run(c),
-        Command::Enclave(c) => cmd::resources::enclave(c),
-        Command::Host(c) => cmd::resources::host(c),
-        Command::Attest(c) => cmd::attest::run(c),
-        Command::Log(c) => cmd::log::run(c),
-        Command::Token(c) => cmd::token::run(c),
-        Command::Agent(c) => cmd::agent::run(c),
-        Command::Bench(c) => cmd::bench::run(c),
+        Command::Cluster(c) => cmd::cluster::run(c, out),
+        Command::Policy(c) => cmd::policy::run(c, out),
+        Command::Enclave(c) => cmd::resources::enclave(c, out),
+        Command::Host(c) => cmd::resources::host(c, out),
+        Command::Attest(c) => cmd::attest::run(c, out),
+        Command::Log(c) => cmd::log::run(c, out),
+        Command::Token(c) => cmd::token::run(c, out),
+        Command::Agent(c) => cmd::agent::run(c, out),
+        Command::Bench(c) => cmd::bench::run(c, out),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "tribune",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut command(), "tribune", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            // Errors carry what servers said (problem details, bodies): escaped for the terminal.
-            eprintln!("error: {}", cmd::output::text(&format!("{err:#}")));
-            if attest && json_errors && err.downcast_ref::<cmd::client::ApiFailure>().is_none() {
-                print_attest_error_json(&format!("{err:#}"));
+        Err(err) => failed(&err, out, attest),
+    }
+}
+
+/// A verb that failed: the message on stderr (and the error document on stdout in JSON or
+/// YAML mode, [`cmd::errors`]); exit 1 for an answer from the API (not found, conflict,
+/// invalid: the request failed), 2 for anything else (a usage or environment problem).
+fn failed(err: &anyhow::Error, out: Format, attest: bool) -> ExitCode {
+    // Errors carry what servers said (problem details, bodies): escaped for the terminal.
+    eprintln!("error: {}", cmd::output::text(&format!("{err:#}")));
+    let api = err.downcast_ref::<cmd::client::ApiFailure>();
+    if out.is_structured() {
+        let doc = match api {
+            Some(f) if !f.problem.is_null() => f.problem.clone(),
+            Some(f) => cmd::errors::document(&f.message, "request", attest),
+            None => cmd::errors::document(&format!("{err:#}"), "usage", attest),
+        };
+        let _ = cmd::output::structured(out, &doc);
+    }
+    if api.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmd::test_env;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("tribune")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn scan(args: &[&str]) -> cmd::errors::Scan {
+        cmd::errors::format_of_failed_parse(&command(), &argv(args))
+    }
+
+    #[test]
+    fn the_output_flag_is_global_and_parsed_on_every_verb() {
+        let _env = test_env::vars(&[]);
+        for args in [
+            &["-o", "json", "enclave", "ls"][..],
+            &["enclave", "ls", "-o", "json"],
+            &["enclave", "-ojson", "ls"],
+            &["--output=json", "policy", "check", "p.tribune"],
+            &["policy", "check", "p.tribune", "--output", "json"],
+            &["agent", "status", "--output", "json"],
+            &["attest", "verify", "--evidence", "e", "-o=json"],
+        ] {
+            let cli = parse(&argv(args)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.output, Format::Json, "{args:?}");
+        }
+        let cli = parse(&argv(&["host", "ls"])).expect("parses");
+        assert_eq!(cli.output, Format::Table, "the default");
+        let cli = parse(&argv(&[
+            "policy", "eval", "p", "--facts", "f", "-o", "text",
+        ]))
+        .expect("`text` is still accepted");
+        assert_eq!(cli.output, Format::Table);
+        for f in ["yaml", "wide"] {
+            assert!(parse(&argv(&["host", "ls", "-o", f])).is_ok(), "{f}");
+        }
+        assert!(parse(&argv(&["host", "ls", "-o", "xml"])).is_err());
+    }
+
+    #[test]
+    fn the_pre_scan_reads_only_the_output_flag_forms() {
+        for (args, want) in [
+            (
+                &["attest", "verify", "--output", "json"][..],
+                Some(Format::Json),
+            ),
+            (&["attest", "verify", "--output=yaml"], Some(Format::Yaml)),
+            (
+                &["-ojson", "attest", "verify", "--bogus"],
+                Some(Format::Json),
+            ),
+            (&["-o=json", "attest", "verify"], Some(Format::Json)),
+            (
+                &["attest", "-o", "json", "verify", "--vmpl-max", "many"],
+                Some(Format::Json),
+            ),
+            // A flag's value is not a flag: --evidence takes `json`, and `--output` is not
+            // the value of --evidence (clap refuses a value that looks like a flag too).
+            (&["attest", "verify", "--evidence", "json"], None),
+            (
+                &["attest", "verify", "--evidence", "--output", "json"],
+                Some(Format::Json),
+            ),
+            (&["attest", "verify", "--evidence=--output", "json"], None),
+            // Positional arguments that read `json`, or `--output json` as one.
+            (&["attest", "verify", "json"], None),
+            (&["policy", "check", "json", "--output"], None),
+            (&["policy", "check", "output", "json"], None),
+            // After `--`, and in what `--cmd` takes to the end of the line, nothing is a flag.
+            (&["policy", "check", "--", "--output", "json"], None),
+            (
+                &["agent", "run-enclave", "--cmd", "sh", "--output", "json"],
+                None,
+            ),
+            (&["attest", "verify", "--output", "xml"], None),
+        ] {
+            assert_eq!(scan(args).format, want, "{args:?}");
+        }
+        assert_eq!(
+            scan(&["-o", "json", "attest", "verify"]).verb.as_deref(),
+            Some("attest")
+        );
+        assert_eq!(
+            scan(&["policy", "check", "attest"]).verb.as_deref(),
+            Some("policy")
+        );
+    }
+
+    /// Every controller and agent flag has its variable, shown in `--help`, except the
+    /// one-shot actions.
+    #[test]
+    fn every_serving_flag_has_a_variable_in_its_help() {
+        let mut cmd = command();
+        cmd.build();
+        let modes = [
+            ("controller", vec!["controller"]),
+            ("agent", vec!["agent"]),
+            ("agent run", vec!["agent", "run"]),
+        ];
+        for (mode, path) in modes {
+            let mut c = &cmd;
+            for p in path {
+                c = c.find_subcommand(p).expect(mode);
             }
-            if let Some(f) = err.downcast_ref::<cmd::client::ApiFailure>()
-                && json_errors
-                && !f.problem.is_null()
-            {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&f.problem).unwrap_or_default()
+            let mut help = c.clone();
+            let help = help.render_long_help().to_string();
+            for a in c.get_arguments() {
+                let Some(long) = a.get_long() else { continue };
+                if [
+                    "help",
+                    "version",
+                    "output",
+                    "resync-from-peers",
+                    "rotate-log-key",
+                ]
+                .contains(&long)
+                {
+                    assert!(a.get_env().is_none(), "{mode} --{long} has a variable");
+                    continue;
+                }
+                let var = a
+                    .get_env()
+                    .unwrap_or_else(|| panic!("{mode} --{long}: no variable"));
+                let var = var.to_string_lossy();
+                assert!(
+                    var.starts_with("TRIBUNE_CONTROLLER_")
+                        || var.starts_with("TRIBUNE_AGENT_")
+                        || var == "TRIBUNE_LAUNCH_POLICY",
+                    "{mode} --{long}: {var}"
                 );
-            }
-            // An answer from the API (not found, conflict, invalid) is a failure of the request
-            // (exit 1); anything else is a usage or environment problem (exit 2).
-            if err.downcast_ref::<cmd::client::ApiFailure>().is_some() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::from(2)
+                assert!(help.contains(&*var), "{mode} --help does not show {var}");
             }
         }
+        let status = cmd
+            .find_subcommand("agent")
+            .and_then(|a| a.find_subcommand("status"));
+        let data_dir = status
+            .and_then(|s| s.get_arguments().find(|a| a.get_long() == Some("data-dir")))
+            .and_then(|a| a.get_env());
+        assert_eq!(
+            data_dir
+                .map(|v| v.to_string_lossy().into_owned())
+                .as_deref(),
+            Some("TRIBUNE_AGENT_DATA_DIR")
+        );
+    }
+
+    #[test]
+    fn the_documented_uid_default_is_the_agents() {
+        let mut cmd = command();
+        let help = cmd
+            .find_subcommand_mut("agent")
+            .expect("agent")
+            .render_long_help()
+            .to_string();
+        let default = format!(
+            "{}-{}",
+            tribune_agent::launch::users::UID_FIRST_DEFAULT,
+            tribune_agent::launch::users::UID_FIRST_DEFAULT
+                + tribune_agent::launch::users::UID_COUNT_DEFAULT
+                - 1
+        );
+        assert!(help.contains(&format!("[default: {default}]")), "{help}");
     }
 }

@@ -432,6 +432,52 @@ fn json_mode_usage_errors_are_json_on_stdout() {
     assert!(o.stdout.is_empty());
 }
 
+#[test]
+fn only_the_output_flag_switches_errors_to_json() {
+    // The global flag before the verb, and in YAML.
+    let o = tribune(&["-o", "json", "attest", "verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(json(&o)["kind"], "usage");
+    let o = tribune(&[
+        "attest",
+        "verify",
+        "-o",
+        "yaml",
+        "--evidence",
+        "/nonexistent/e.bin",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("kind: usage") && text.contains("valid: false"),
+        "{text}"
+    );
+    // An argument that reads `json` is not the flag: a positional, a flag's value, and what
+    // follows `--`.
+    for args in [
+        &["attest", "verify", "json"][..],
+        &["attest", "verify", "--evidence", "json", "--bogus"],
+        &[
+            "attest",
+            "verify",
+            "--evidence",
+            "e",
+            "--",
+            "--output",
+            "json",
+        ],
+    ] {
+        let o = tribune(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(!o.stderr.is_empty(), "{args:?}");
+    }
+}
+
 /// This package's directory, read at run time (`cargo test` sets it) so a test binary reused
 /// from a shared target dir built in another checkout still finds this checkout's files.
 fn manifest_dir() -> std::path::PathBuf {

@@ -103,6 +103,21 @@ fn check_json_output() {
 }
 
 #[test]
+fn check_yaml_output_is_the_same_document() {
+    let file = examples().join("gpu-inference.tribune");
+    let file = file.to_str().expect("path");
+    // The global flag, before the verb; and `text`, the old name of the default, still works.
+    let o = tribune(&["-o", "yaml", "policy", "check", file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.lines().any(|l| l == "ok: true"), "{text}");
+    assert!(text.contains("- umbrella-inference"), "{text}");
+    let o = tribune(&["policy", "check", file, "--output", "text"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ok: 1 file(s)"), "{}", stdout(&o));
+}
+
+#[test]
 fn check_finds_conflicts_across_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = dir.path().join("a.tribune");

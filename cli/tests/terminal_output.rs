@@ -97,6 +97,81 @@ fn enclave_ls_escapes_control_characters_from_the_server() {
     assert_eq!(v[0]["placement"]["host"], EVIL_HOST);
 }
 
+/// One answer in every `-o` format: the table in human units, `wide` with more columns,
+/// JSON and YAML with the raw numbers (and YAML, too, with no raw control character).
+#[test]
+fn host_ls_in_every_output_format() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let endpoint = fake_controller(json!([{
+        "id": "kvm-07", "address": "10.0.0.7:7402", "tee": "sim",
+        "attestation_status": "trusted", "enforcement": "enforcing",
+        "capacity": {"cpu_millicores": 16000, "memory_bytes": 68_719_476_736u64,
+                     "egress_bits_per_sec": 10_000_000_000u64, "ingress_bits_per_sec": 0,
+                     "gpu_percent": 0},
+        "last_heartbeat_ms": now_ms - 192_000,
+        "agent_cert_fingerprint": EVIL_TENANT,
+    }]));
+    let host_ls = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["host", "ls", "-o", format, "--endpoint", &endpoint])
+            .env_remove("TRIBUNE_CA")
+            .env_remove("TRIBUNE_CONFIG")
+            .output()
+            .expect("run tribune host ls");
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let table = host_ls("table");
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "kvm-07",
+            "10.0.0.7:7402",
+            "sim",
+            "trusted",
+            "enforcing",
+            "16",
+            "64Gi"
+        ],
+        "{table}"
+    );
+    // 3m12s ago when the answer was made; a slow machine may take a few seconds to print it.
+    assert!(row[7].starts_with("3m1"), "{table}");
+    assert!(!table.contains("EGRESS"), "{table}");
+    let wide = host_ls("wide");
+    assert!(
+        wide.lines().next().is_some_and(|h| h.contains("EGRESS")),
+        "{wide}"
+    );
+    assert!(wide.contains("10Gbit"), "{wide}");
+    assert!(
+        wide.contains("evil\\u{1b}]0;pwned"),
+        "escaped in the wide column: {wide}"
+    );
+    let v: Value = serde_json::from_str(&host_ls("json")).expect("JSON");
+    assert_eq!(v[0]["capacity"]["memory_bytes"], 68_719_476_736u64);
+    let yaml = host_ls("yaml");
+    assert!(yaml.contains("memory_bytes: 68719476736"), "{yaml}");
+    assert!(yaml.contains("cpu_millicores: 16000"), "{yaml}");
+    assert!(
+        !yaml.contains('\u{1b}') && !yaml.contains('\u{7}'),
+        "{yaml:?}"
+    );
+}
+
 /// Runs `tribune ARGS` with its stdout a pipe whose reader is already closed, as in
 /// `tribune agent status | head` once `head` has its lines: the first write fails.
 fn with_closed_stdout(args: &[&str]) -> std::process::Output {

@@ -1,8 +1,10 @@
 //! `tribune agent …`: the host agent and its debugging verbs.
 //!
-//! `tribune agent [run] --data-dir DIR --runtime process|qemu [--controllers ADDR…]` runs the
-//! agent; `apply` and `status` talk to a running agent through `DIR/agent.sock`; `run-enclave`
-//! launches one enclave under limits until Ctrl-C; `cleanup` removes leftovers of a crash.
+//! `tribune agent [run] [--config FILE] --data-dir DIR --runtime process|qemu [--controllers
+//! ADDR…]` runs the agent (settings: flag > `TRIBUNE_AGENT_…` variable > `--config` file >
+//! default, see [`super::agent_config`]); `apply` and `status` talk to a running agent through
+//! `DIR/agent.sock`; `run-enclave` launches one enclave under limits until Ctrl-C; `cleanup`
+//! removes leftovers of a crash.
 //!
 //! What the agent launches is the host's own decision: `--launch-policy FILE` (the allow-list,
 //! docs/agent.md); without one every launch is refused. Enclaves run unprivileged
@@ -13,11 +15,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
 use tribune_agent::agent::{AgentStatus, Request};
 use tribune_agent::control::{self, ClientRequest};
-use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
-use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_agent::link::{self, LinkConfig};
 use tribune_agent::net::{NetConfig, Uplink};
 use tribune_agent::runtime::EnclaveStatus;
@@ -27,7 +29,11 @@ use tribune_agent::{
     RunState, RuntimeKind,
 };
 
-const DATA_DIR_DEFAULT: &str = "/var/lib/tribune/agent";
+use super::agent_config::AgentSettings;
+use super::output::{self, Format};
+use super::units;
+
+pub const DATA_DIR_DEFAULT: &str = "/var/lib/tribune/agent";
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -55,8 +61,10 @@ pub enum AgentCmd {
     Cleanup(CleanupArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeArg {
+    #[default]
     Process,
     Qemu,
 }
@@ -70,13 +78,21 @@ impl From<RuntimeArg> for RuntimeKind {
     }
 }
 
-#[derive(Args, Debug, Clone)]
+/// The flags of `tribune agent run`. Each is also a `TRIBUNE_AGENT_…` variable and a key of the
+/// `--config` file; [`RunArgs::resolve`] applies the precedence and the defaults.
+#[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// Directory for the agent's state (applied plan, control socket).
-    #[arg(long, default_value = DATA_DIR_DEFAULT)]
-    pub data_dir: PathBuf,
-    #[arg(long, value_enum, default_value = "process")]
-    pub runtime: RuntimeArg,
+    /// TOML file with the same settings as these flags (docs/agent.md, deploy/agent.toml);
+    /// flags and variables win over it. Unknown keys are refused.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the agent's state (applied plan, control socket)
+    /// [default: /var/lib/tribune/agent].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// How enclaves run [default: process].
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
     /// Controller addresses (HOST:PORT), tried in order; without any the agent runs standalone
     /// on its local plan.
     #[arg(long, num_args = 1.., value_delimiter = ',')]
@@ -88,123 +104,85 @@ pub struct RunArgs {
     pub tls: super::tls_args::TlsArgs,
     /// Without root: launch and measure enclaves (from /proc) but enforce nothing. The
     /// controllers show the host as observe-only.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub observe_only: Option<bool>,
+    /// Names this agent's cgroups (`tribune/INSTANCE`) and namespaces (`tb-INSTANCE-…`)
+    /// [default: agent].
     #[arg(long)]
-    pub observe_only: bool,
-    /// Names this agent's cgroups (`tribune/INSTANCE`) and namespaces (`tb-INSTANCE-…`).
-    #[arg(long, default_value = "agent")]
-    pub instance: String,
-    /// Sampling period of the collectors, in milliseconds.
-    #[arg(long, default_value_t = 100)]
-    pub sample_period_ms: u64,
+    pub instance: Option<String>,
+    /// Sampling period of the collectors, in milliseconds [default: 100].
+    #[arg(long)]
+    pub sample_period_ms: Option<u64>,
     /// Pin enclaves to these CPUs (cpuset syntax, e.g. `1` or `0-3`).
     #[arg(long)]
     pub cpuset: Option<String>,
     /// Enable enclave networking on this /24 (first three octets, e.g. `10.77.0`).
     #[arg(long)]
     pub subnet: Option<String>,
-    /// Bridge uplink device, where enclave egress is shaped.
-    #[arg(long, requires = "subnet")]
+    /// Bridge uplink device, where enclave egress is shaped (needs --subnet).
+    #[arg(long)]
     pub uplink: Option<String>,
-    /// Capacity of the uplink (e.g. `1Gbit`).
-    #[arg(long, default_value = "1Gbit")]
-    pub uplink_rate: String,
-    #[arg(long, default_value = "qemu-system-x86_64")]
-    pub qemu_binary: PathBuf,
+    /// Capacity of the uplink [default: 1Gbit].
+    #[arg(long)]
+    pub uplink_rate: Option<String>,
+    /// The QEMU binary of the qemu runtime [default: qemu-system-x86_64].
+    #[arg(long)]
+    pub qemu_binary: Option<PathBuf>,
     #[command(flatten)]
     pub launch: LaunchArgs,
 }
 
-/// What the agent launches, and as whom.
-#[derive(Args, Debug, Clone)]
+/// What the agent launches, and as whom. Which of these may go together is checked once
+/// flags, variables and the config file are merged ([`super::agent_config::Launch`]).
+#[derive(Args, Debug, Clone, Default)]
 pub struct LaunchArgs {
     /// The host's launch allow-list (TOML, see docs/agent.md): the runtimes, programs (absolute
     /// path + SHA-256) and QEMU arguments enclaves may use. Without it every launch is refused.
     #[arg(long, env = "TRIBUNE_LAUNCH_POLICY", value_name = "FILE")]
     pub launch_policy: Option<PathBuf>,
     /// Development only: launch any spec a plan names, unchecked (still unprivileged). Whoever
-    /// can write plans for this host then chooses what it runs.
-    #[arg(long, conflicts_with = "launch_policy")]
-    pub insecure_allow_any_launch: bool,
-    /// The uids enclaves get, one each (gid = uid), as FIRST-LAST.
-    #[arg(long, value_name = "FIRST-LAST", default_value_t = default_uid_range())]
-    pub enclave_uids: String,
+    /// can write plans for this host then chooses what it runs. Excludes --launch-policy.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub insecure_allow_any_launch: Option<bool>,
+    /// The uids enclaves get, one each (gid = uid), as FIRST-LAST [default: 60600-61111].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub enclave_uids: Option<String>,
     /// Run every enclave as this uid instead (never 0); needs --enclave-gid.
-    #[arg(long, requires = "enclave_gid")]
+    #[arg(long)]
     pub enclave_uid: Option<u32>,
     /// The gid for --enclave-uid (never 0).
-    #[arg(long, requires = "enclave_uid")]
+    #[arg(long)]
     pub enclave_gid: Option<u32>,
-}
-
-fn default_uid_range() -> String {
-    format!(
-        "{UID_FIRST_DEFAULT}-{}",
-        UID_FIRST_DEFAULT + UID_COUNT_DEFAULT - 1
-    )
-}
-
-impl LaunchArgs {
-    /// The launch policy these flags name (the file is read and checked now).
-    pub fn policy(&self) -> anyhow::Result<LaunchPolicy> {
-        Ok(
-            match (&self.launch_policy, self.insecure_allow_any_launch) {
-                (Some(path), _) => LaunchPolicy::load(path)?,
-                (None, true) => LaunchPolicy::AllowAnyDev,
-                (None, false) => LaunchPolicy::Unconfigured,
-            },
-        )
-    }
-
-    pub fn users(&self) -> anyhow::Result<EnclaveUsers> {
-        let users = match (self.enclave_uid, self.enclave_gid) {
-            (Some(uid), Some(gid)) => EnclaveUsers::Fixed(Credentials { uid, gid }),
-            _ => {
-                let bad = || {
-                    anyhow::anyhow!(
-                        "--enclave-uids {:?}: expected FIRST-LAST, e.g. {}",
-                        self.enclave_uids,
-                        default_uid_range()
-                    )
-                };
-                let (a, b) = self.enclave_uids.split_once('-').ok_or_else(bad)?;
-                let (first, last): (u32, u32) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if last < first {
-                    return Err(bad());
-                }
-                EnclaveUsers::Range {
-                    first,
-                    count: (last - first).saturating_add(1),
-                }
-            }
-        };
-        users.validate().map_err(anyhow::Error::msg)?;
-        Ok(users)
-    }
 }
 
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     #[arg(long)]
     pub plan: PathBuf,
+    /// The running agent's data directory.
     #[arg(long, default_value = DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The running agent's data directory.
     #[arg(long, default_value = DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
 }
 
 #[derive(Args, Debug)]
@@ -255,22 +233,22 @@ pub struct CleanupArgs {
     pub all: bool,
 }
 
-pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: AgentArgs, format: Format) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     match args.command.map(|c| *c) {
-        None => rt.block_on(run_agent(*args.run)),
-        Some(AgentCmd::Run(a)) => rt.block_on(run_agent(a)),
-        Some(AgentCmd::Apply(a)) => rt.block_on(apply(a)),
-        Some(AgentCmd::Status(a)) => rt.block_on(status(a)),
+        None => rt.block_on(run_agent(args.run.resolve()?)),
+        Some(AgentCmd::Run(a)) => rt.block_on(run_agent(a.resolve()?)),
+        Some(AgentCmd::Apply(a)) => rt.block_on(apply(a, format)),
+        Some(AgentCmd::Status(a)) => rt.block_on(status(a, format)),
         Some(AgentCmd::RunEnclave(a)) => rt.block_on(run_enclave(a)),
-        Some(AgentCmd::Cleanup(a)) => cleanup(a),
+        Some(AgentCmd::Cleanup(a)) => cleanup(a, format),
     }
 }
 
-fn config(a: &RunArgs) -> anyhow::Result<AgentConfig> {
+fn config(a: &AgentSettings) -> anyhow::Result<AgentConfig> {
     let mut cfg = AgentConfig::new(&a.data_dir, a.runtime.into());
     cfg.instance = a.instance.clone();
     cfg.controllers = a.controllers.clone();
@@ -303,12 +281,12 @@ fn config(a: &RunArgs) -> anyhow::Result<AgentConfig> {
 
 /// The agent's TLS for the controller link; an error says how to get a certificate.
 fn link_tls(
-    a: &RunArgs,
+    a: &AgentSettings,
     host_id: &str,
 ) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
     let files = match a.tls.files(&format!("agent-{host_id}")) {
         Some(f) => f,
-        None if a.tls.insecure => return Ok(None),
+        None if a.tls.is_insecure() => return Ok(None),
         None => anyhow::bail!(
             "no TLS certificate for the controller link: issue one with `tribune ca issue agent {host_id} --dir DIR` and pass `--tls-dir DIR` (or --ca/--cert/--key); `--insecure` streams in plain text"
         ),
@@ -335,7 +313,7 @@ async fn terminated() {
     }
 }
 
-async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
     let mut agent = Agent::start(cfg).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -366,12 +344,12 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
             a.controllers.join(", ")
         );
     }
-    if a.launch.insecure_allow_any_launch {
+    if a.launch.insecure_allow_any {
         eprintln!(
             "WARNING: agent {} runs with --insecure-allow-any-launch: it launches ANY program a plan names (unprivileged, but unchecked). Development only: give it --launch-policy FILE instead.",
             a.instance
         );
-    } else if a.launch.launch_policy.is_none() {
+    } else if a.launch.policy_file.is_none() {
         eprintln!(
             "WARNING: agent {} has no launch allow-list: every enclave launch will be refused (give it --launch-policy FILE, see docs/agent.md)",
             a.instance
@@ -394,25 +372,34 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
+async fn apply(a: ApplyArgs, format: Format) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&a.plan)
         .with_context(|| format!("reading {}", a.plan.display()))?;
     let plan = Plan::from_json(&text).with_context(|| format!("{}", a.plan.display()))?;
     let rep = control::request(&a.data_dir, &ClientRequest::Apply(plan)).await?;
-    println!("{}", serde_json::to_string(&rep)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let v = control::request(&a.data_dir, &ClientRequest::Status).await?;
-    match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Table => print_table(&v),
+    // The table formats keep the one JSON line this verb always printed.
+    if !output::structured(format, &rep)? {
+        println!("{}", serde_json::to_string(&rep)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(v: &serde_json::Value) {
+async fn status(a: StatusArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let v = control::request(&a.data_dir, &ClientRequest::Status).await?;
+    if !output::structured(format, &v)? {
+        print_table(&v, format, units::now_ms());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON number in `unit` for a table cell (`-` when absent), else the value escaped.
+fn in_unit(v: &serde_json::Value, unit: units::Unit, now_ms: i64) -> String {
+    unit.show(v, now_ms)
+        .unwrap_or_else(|| super::client::cell(Some(v)))
+}
+
+fn print_table(v: &serde_json::Value, format: Format, now_ms: i64) {
+    use units::Unit;
     // Enclave names, states and event details come from plans (the controllers): escaped.
     let s = |k: &serde_json::Value| super::client::cell(Some(k));
     println!(
@@ -424,23 +411,43 @@ fn print_table(v: &serde_json::Value) {
         s(&v["controller_link"]),
         s(&v["gpu"]),
     );
-    println!(
-        "{:<20} {:<10} {:>8} {:>10} {:>10} {:>12} {:>12} {:>12}",
-        "ENCLAVE", "STATE", "PID", "CPU(m)", "CAP(m)", "MEM(B)", "TX(B)", "RX(B)"
+    let wide = format.is_wide();
+    let mut header = format!(
+        "{:<20} {:<10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "ENCLAVE", "STATE", "PID", "CPU", "CPU CAP", "MEMORY", "TX", "RX"
     );
+    if wide {
+        header.push_str(&format!(
+            " {:>9} {:>10} {:>6} {:>8} {:<15}",
+            "MEM CAP", "EGRESS CAP", "WEIGHT", "UID", "IP"
+        ));
+    }
+    println!("{header}");
     for e in v["enclaves"].as_array().into_iter().flatten() {
         let u = &e["usage"];
-        println!(
-            "{:<20} {:<10} {:>8} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        let limits = &e["plan"]["limits"];
+        let mut row = format!(
+            "{:<20} {:<10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
             s(&e["name"]),
             s(&e["status"]["state"]),
             s(&e["pid"]),
-            s(&u["cpu_millicores"]),
-            s(&e["plan"]["limits"]["cpu_millicores"]),
-            s(&u["memory_bytes"]),
-            s(&u["net_tx_bytes"]),
-            s(&u["net_rx_bytes"]),
+            in_unit(&u["cpu_millicores"], Unit::Cpu, now_ms),
+            in_unit(&limits["cpu_millicores"], Unit::Cpu, now_ms),
+            in_unit(&u["memory_bytes"], Unit::Bytes, now_ms),
+            in_unit(&u["net_tx_bytes"], Unit::Bytes, now_ms),
+            in_unit(&u["net_rx_bytes"], Unit::Bytes, now_ms),
         );
+        if wide {
+            row.push_str(&format!(
+                " {:>9} {:>10} {:>6} {:>8} {:<15}",
+                in_unit(&limits["memory_bytes"], Unit::Bytes, now_ms),
+                in_unit(&limits["egress"]["limit_bits_per_sec"], Unit::Bits, now_ms),
+                s(&e["plan"]["weight"]),
+                s(&e["user"]["uid"]),
+                s(&e["ip"]),
+            ));
+        }
+        println!("{row}");
     }
     println!("launch: {}", s(&v["launch_policy"]));
     for r in v["refused"].as_array().into_iter().flatten() {
@@ -457,8 +464,8 @@ fn print_table(v: &serde_json::Value) {
                 }
             }
             println!(
-                "  {} {:<20} {:<14} {}",
-                s(&e["at_unix_ms"]),
+                "  {:>8} ago {:<20} {:<14} {}",
+                in_unit(&e["at_unix_ms"], Unit::Age, now_ms),
                 s(&e["enclave"]),
                 s(&e["kind"]),
                 s(&detail)
@@ -501,16 +508,18 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
     let data_dir: &Path = a.data_dir.as_deref().unwrap_or(&tmp);
     let mut cfg = AgentConfig::new(data_dir, runtime);
     cfg.instance = format!("run-{}", a.name);
-    cfg.enclave_users = a.launch.users()?;
-    cfg.launch_policy = if a.launch.launch_policy.is_some() || a.launch.insecure_allow_any_launch {
-        a.launch.policy()?
-    } else {
-        // You typed it on the host: allow exactly that, nothing else.
-        let list = AllowList::exactly(&launch, Path::new("(the command line of run-enclave)"))
-            .context("hashing the program")?;
-        list.validate().map_err(anyhow::Error::msg)?;
-        LaunchPolicy::AllowList(list)
-    };
+    let launch_settings = a.launch.resolve(None)?;
+    cfg.enclave_users = launch_settings.users()?;
+    cfg.launch_policy =
+        if launch_settings.policy_file.is_some() || launch_settings.insecure_allow_any {
+            launch_settings.policy()?
+        } else {
+            // You typed it on the host: allow exactly that, nothing else.
+            let list = AllowList::exactly(&launch, Path::new("(the command line of run-enclave)"))
+                .context("hashing the program")?;
+            list.validate().map_err(anyhow::Error::msg)?;
+            LaunchPolicy::AllowList(list)
+        };
     if egress.is_some() {
         cfg.network = Some(NetConfig {
             subnet: [10, 78, 0],
@@ -605,16 +614,18 @@ fn in_path(program: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("{program:?}: not found in PATH; give its absolute path"))
 }
 
-fn cleanup(a: CleanupArgs) -> anyhow::Result<ExitCode> {
+fn cleanup(a: CleanupArgs, format: Format) -> anyhow::Result<ExitCode> {
     let found = if a.all {
         tribune_agent::cleanup::cleanup_all(&a.cgroup_root)?
     } else {
         tribune_agent::cleanup::cleanup_one(&a.cgroup_root, &a.instance)?
     };
-    if found.is_empty() {
-        println!("nothing to clean up");
-    } else {
-        println!("removed: {}", serde_json::to_string(&found)?);
+    if !output::structured(format, &serde_json::json!({ "removed": found }))? {
+        if found.is_empty() {
+            println!("nothing to clean up");
+        } else {
+            println!("removed: {}", serde_json::to_string(&found)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use tribune_attest::VerifyAt;
 use tribune_attest::evidence::{
     AttestPolicy, Inputs, Verdict, VerifierConfig, Verifiers, verify_evidence,
@@ -15,16 +15,10 @@ use tribune_attest::evidence::{
 use tribune_attest::snp::TcbVersion;
 use tribune_attest::tdx::Collateral;
 
-use super::output;
+use super::output::{self, Format};
 
 /// Upper bound on files this verb reads.
 const FILE_LEN_MAX: u64 = 8 << 20;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum AttestCmd {
@@ -47,9 +41,6 @@ pub enum AttestCmd {
         allow_sim: bool,
         #[command(flatten)]
         policy: PolicyArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
     },
     /// Create simulated evidence signed by the development root (for `tribune dev` and tests).
     SimEvidence {
@@ -185,7 +176,7 @@ fn fixed_hex<const N: usize>(s: &str, what: &str) -> anyhow::Result<[u8; N]> {
         .map_err(|_| anyhow::anyhow!("{what} must be {N} bytes, got {}", v.len()))
 }
 
-pub fn run(cmd: AttestCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: AttestCmd, output: Format) -> anyhow::Result<ExitCode> {
     match cmd {
         AttestCmd::Verify {
             evidence,
@@ -194,7 +185,6 @@ pub fn run(cmd: AttestCmd) -> anyhow::Result<ExitCode> {
             at,
             allow_sim,
             policy,
-            output,
         } => {
             let config = VerifierConfig {
                 allow_sim,
@@ -230,7 +220,7 @@ fn verify(
     collateral: Option<PathBuf>,
     at: Option<String>,
     config: &VerifierConfig,
-    output: Output,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let at = match at {
         Some(s) => VerifyAt::parse_rfc3339(&s).map_err(|e| anyhow::anyhow!("--at: {e}"))?,
@@ -257,7 +247,7 @@ fn verify(
     };
     match verify_evidence(&verifiers, config, &bytes, &inputs, at) {
         Ok(v) => {
-            print_verdict(&v, output)?;
+            print_verdict(&v, format)?;
             Ok(if v.valid {
                 ExitCode::SUCCESS
             } else {
@@ -265,28 +255,22 @@ fn verify(
             })
         }
         Err(e) => {
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "valid": false,
-                        "signature_and_chain_valid": false,
-                        "reasons": [e.to_string()],
-                    })
-                ),
-                Output::Table => {
-                    println!("valid:        no");
-                    println!("reason:       {}", output::cell(&e.to_string()));
-                }
+            let doc = serde_json::json!({
+                "valid": false,
+                "signature_and_chain_valid": false,
+                "reasons": [e.to_string()],
+            });
+            if !output::structured(format, &doc)? {
+                println!("valid:        no");
+                println!("reason:       {}", output::cell(&e.to_string()));
             }
             Ok(ExitCode::from(1))
         }
     }
 }
 
-fn print_verdict(v: &Verdict, output: Output) -> anyhow::Result<()> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+fn print_verdict(v: &Verdict, format: Format) -> anyhow::Result<()> {
+    if output::structured(format, v)? {
         return Ok(());
     }
     println!("tee:          {}", v.tee.as_str());

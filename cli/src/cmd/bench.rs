@@ -10,7 +10,8 @@ use clap::Subcommand;
 use serde_json::json;
 use tribune_bench::memory::AgentOutcome;
 
-use super::client::{ClientOpts, Output};
+use super::client::ClientOpts;
+use super::output::{self, Format};
 
 /// The issue-6 goals these scenarios are judged against.
 const GOAL_THROUGHPUT_RATIO: f64 = 2.0;
@@ -115,7 +116,18 @@ fn goal_line(name: &str, met: bool, detail: &str) {
     );
 }
 
-pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+/// The result line: one JSON line (after the table, or alone with `-o json`), or a YAML
+/// document with `-o yaml`.
+fn result_line(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
+    if format == Format::Yaml {
+        output::structured(format, v)?;
+    } else {
+        println!("{v}");
+    }
+    Ok(())
+}
+
+pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the tribune binary")?;
     super::client::runtime()?.block_on(async move {
         match cmd {
@@ -143,6 +155,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                         install: !no_install,
                     },
                     &opts,
+                    format,
                 )
                 .await
             }
@@ -151,7 +164,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                 heartbeat_ms,
                 election_timeout_ms,
                 load_clients,
-                opts,
+                opts: _,
             } => {
                 let r = tribune_bench::failover(
                     &exe,
@@ -164,7 +177,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     |i, d| eprintln!("trial {:>2}: {:.0} ms", i + 1, d.as_secs_f64() * 1000.0),
                 )
                 .await?;
-                if opts.output == Output::Table {
+                if !format.is_structured() {
                     println!(
                         "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms, {} background writers",
                         r.trials,
@@ -187,16 +200,16 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                         ),
                     );
                 }
-                println!("{}", json!({"scenario": "failover", "result": r}));
+                result_line(format, &json!({"scenario": "failover", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
             BenchCmd::Memory {
                 enclaves,
                 agent_enclaves,
                 clients,
-                opts,
-            } => memory(&exe, enclaves, agent_enclaves, clients, &opts).await,
-            BenchCmd::Ingest { hosts, enclaves_per_host, seconds, interval_ms, over_limit_every, opts } => {
+                opts: _,
+            } => memory(&exe, enclaves, agent_enclaves, clients, format).await,
+            BenchCmd::Ingest { hosts, enclaves_per_host, seconds, interval_ms, over_limit_every, opts: _ } => {
                 let cfg = tribune_bench::ingest::IngestConfig {
                     hosts,
                     enclaves_per_host,
@@ -206,7 +219,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 };
                 let r = tribune_bench::ingest::ingest(&exe, &cfg, |m| eprintln!("ingest: {m}")).await?;
-                if opts.output == Output::Table {
+                if !format.is_structured() {
                     print_ingest(&r);
                 }
                 goal_line(
@@ -214,17 +227,17 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     r.verified_per_sec >= 100_000.0,
                     &format!("{:.0} reports/s ({:.2}× the goal)", r.verified_per_sec, r.verified_per_sec / 100_000.0),
                 );
-                println!("{}", serde_json::json!({"scenario": "ingest", "result": r}));
+                result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
-            BenchCmd::EnforceLatency { trials, opts } => {
+            BenchCmd::EnforceLatency { trials, opts: _ } => {
                 if !tribune_bench::enforce::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");
-                    println!("{}", serde_json::json!({"scenario": "enforce-latency", "skipped": "not root"}));
+                    result_line(format, &json!({"scenario": "enforce-latency", "skipped": "not root"}))?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let r = tribune_bench::enforce::enforce_latency(&exe, trials, |m| eprintln!("enforce-latency: {m}")).await?;
-                if opts.output == Output::Table {
+                if !format.is_structured() {
                     let row = |name: &str, s: &tribune_bench::Summary| {
                         println!(
                             "{name:<34} p50 {:>7.1} ms  p99 {:>7.1} ms  (min {:.1}, max {:.1}; n {})",
@@ -240,7 +253,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
                     r.latency_ms.p99 <= 150.0,
                     &format!("p99 {:.1} ms ({:.2}× the goal)", r.latency_ms.p99, r.latency_ms.p99 / 150.0),
                 );
-                println!("{}", serde_json::json!({"scenario": "enforce-latency", "result": r}));
+                result_line(format, &json!({"scenario": "enforce-latency", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -262,6 +275,7 @@ async fn writes(
     exe: &std::path::Path,
     a: WritesArgs,
     opts: &ClientOpts,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let _cluster;
     let mut tribune_pids = Vec::new();
@@ -315,7 +329,7 @@ async fn writes(
     if let Some(why) = &etcd_skipped {
         // Loud, on both streams: a run without the comparison must not pass for one with it.
         eprintln!("skipped etcd: {why}");
-        if opts.output == Output::Table {
+        if !format.is_structured() {
             println!("skipped etcd: {why}");
         }
     }
@@ -336,7 +350,7 @@ async fn writes(
     )
     .await?;
 
-    if opts.output == Output::Table {
+    if !format.is_structured() {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
         let mut header = vec!["clients", "tribune writes/s (min–max)", "p50 ms", "p99 ms"];
@@ -413,9 +427,9 @@ async fn writes(
             }
         }
     }
-    println!(
-        "{}",
-        json!({
+    result_line(
+        format,
+        &json!({
             "scenario": "writes",
             "rounds": a.rounds,
             "seconds": a.seconds,
@@ -423,8 +437,8 @@ async fn writes(
             "etcd": etcd_version,
             "etcd_skipped": etcd_skipped,
             "results": rows,
-        })
-    );
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -433,7 +447,7 @@ async fn memory(
     enclaves: usize,
     agent_enclaves: usize,
     clients: usize,
-    opts: &ClientOpts,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     eprintln!("memory: loading {enclaves} enclaves into a local 3-controller cluster …");
     let c = tribune_bench::memory::controller(exe, enclaves, clients, |l| eprintln!("memory: {l}"))
@@ -444,7 +458,7 @@ async fn memory(
         eprintln!("memory: starting an agent with {agent_enclaves} process enclaves …");
         tribune_bench::memory::agent(exe, agent_enclaves, |l| eprintln!("memory: {l}")).await?
     };
-    if opts.output == Output::Table {
+    if !format.is_structured() {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
         t.set_header(vec![
@@ -517,15 +531,15 @@ async fn memory(
             (None, Some(why.clone()))
         }
     };
-    println!(
-        "{}",
-        json!({
+    result_line(
+        format,
+        &json!({
             "scenario": "memory",
             "controller": c,
             "agent": agent_json,
             "agent_skipped": agent_skipped,
-        })
-    );
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tribune_tls::ClientTls;
 
-use super::output;
+use super::output::{self, Format};
+use super::units::{self, Unit};
 
 /// Where the dev cluster listens by default (`tribune dev`); the scheme is https when a CA is
 /// known, http otherwise.
@@ -98,13 +99,6 @@ fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Controller API endpoints, comma-separated; tried in turn when one is down. Without a
@@ -125,9 +119,6 @@ pub struct ClientOpts {
     /// Prefer the environment variable: a flag shows in the process list.
     #[arg(long, env = "TRIBUNE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
-    pub output: Output,
     /// Give up after this many seconds of retrying (no leader, controller down).
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
@@ -153,7 +144,8 @@ pub struct Client {
     http: reqwest::Client,
     token: Option<String>,
     deadline: Duration,
-    pub output: Output,
+    /// The `-o/--output` format the verb prints in.
+    pub output: Format,
 }
 
 /// Whether a retry after this answer cannot apply a write twice.
@@ -265,7 +257,7 @@ pub fn parse_endpoints(list: &str, tls: bool) -> anyhow::Result<Vec<String>> {
 }
 
 impl Client {
-    pub fn new(opts: &ClientOpts) -> anyhow::Result<Self> {
+    pub fn new(opts: &ClientOpts, output: Format) -> anyhow::Result<Self> {
         let (endpoints, tls) = opts.resolve()?;
         let http = http_builder(tls.as_ref())?
             .connect_timeout(Duration::from_secs(2))
@@ -277,7 +269,7 @@ impl Client {
             http,
             token: opts.token.clone(),
             deadline: Duration::from_secs(opts.timeout_secs),
-            output: opts.output,
+            output,
         })
     }
 
@@ -384,28 +376,82 @@ impl Client {
             .map_err(|e| anyhow!(e))
     }
 
-    /// Prints JSON or a table with the given columns (JSON pointer per column).
+    /// Prints the JSON or YAML document, or a table with the given columns (JSON pointer per
+    /// column, values as they are).
     pub fn print(&self, value: &Value, columns: &[(&str, &str)]) {
-        match self.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            ),
-            Output::Table => {
-                let rows: Vec<&Value> = match value {
-                    Value::Array(a) => a.iter().collect(),
-                    v => vec![v],
-                };
-                let mut t = comfy_table::Table::new();
-                t.load_preset(comfy_table::presets::NOTHING);
-                t.set_header(columns.iter().map(|(h, _)| *h));
-                for r in rows {
-                    t.add_row(columns.iter().map(|(_, ptr)| cell(r.pointer(ptr))));
-                }
-                println!("{t}");
+        let columns: Vec<Column> = columns.iter().map(|&(h, p)| Column::new(h, p)).collect();
+        self.print_columns(value, &columns);
+    }
+
+    /// Prints the JSON or YAML document, or a table of `columns` (human units; the wide
+    /// columns with `-o wide` only).
+    pub fn print_columns(&self, value: &Value, columns: &[Column]) {
+        match output::structured(self.output, value) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                // A JSON value always serialises; anything else is a bug worth seeing.
+                eprintln!("error: printing the answer: {e:#}");
+                return;
             }
         }
+        println!("{}", table(value, columns, self.output, units::now_ms()));
     }
+}
+
+/// One column of a table: its header, where its value is in each row (a JSON pointer), how
+/// it is shown, and whether only `-o wide` shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Column<'a> {
+    pub header: &'a str,
+    pub pointer: &'a str,
+    pub unit: Unit,
+    pub wide: bool,
+}
+
+impl<'a> Column<'a> {
+    pub const fn new(header: &'a str, pointer: &'a str) -> Self {
+        Self {
+            header,
+            pointer,
+            unit: Unit::Raw,
+            wide: false,
+        }
+    }
+
+    /// Shown in `unit` (`250m`, `256Mi`, `3m12s`) in tables.
+    pub const fn unit(self, unit: Unit) -> Self {
+        Self { unit, ..self }
+    }
+
+    /// Shown with `-o wide` only.
+    pub const fn wide(self) -> Self {
+        Self { wide: true, ..self }
+    }
+}
+
+/// `value` (one row, or an array of rows) as a table of `columns` for `format` (the wide
+/// columns only with `-o wide`), times shown relative to `now_ms`.
+pub fn table(value: &Value, columns: &[Column], format: Format, now_ms: i64) -> String {
+    let rows: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    let shown: Vec<&Column> = columns
+        .iter()
+        .filter(|c| !c.wide || format.is_wide())
+        .collect();
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(shown.iter().map(|c| c.header));
+    for r in rows {
+        t.add_row(shown.iter().map(|c| {
+            let v = r.pointer(c.pointer);
+            v.and_then(|v| c.unit.show(v, now_ms))
+                .unwrap_or_else(|| cell(v))
+        }));
+    }
+    t.to_string()
 }
 
 /// A JSON value as one table cell, escaped for the terminal ([`super::output`]): strings
@@ -429,7 +475,39 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
-    use super::endpoints_overlap;
+    use super::*;
+
+    #[test]
+    fn tables_show_units_and_wide_columns_only_when_wide() {
+        let now = 1_700_000_000_000i64;
+        let rows = serde_json::json!([
+            {"id": "e1", "cpu": 250, "mem": 268_435_456u64, "at": now - 192_000, "rate": 10_000_000},
+            {"id": "e2", "cpu": 2000, "mem": null, "at": 0, "rate": 1_500_000_000u64},
+        ]);
+        let columns = [
+            Column::new("ID", "/id"),
+            Column::new("CPU", "/cpu").unit(Unit::Cpu),
+            Column::new("MEMORY", "/mem").unit(Unit::Bytes),
+            Column::new("AGE", "/at").unit(Unit::Age),
+            Column::new("EGRESS", "/rate").unit(Unit::Bits).wide(),
+        ];
+        let narrow = table(&rows, &columns, Format::Table, now);
+        let lines: Vec<Vec<&str>> = narrow
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0], ["ID", "CPU", "MEMORY", "AGE"], "{narrow}");
+        assert_eq!(lines[1], ["e1", "250m", "256Mi", "3m12s"], "{narrow}");
+        assert_eq!(lines[2], ["e2", "2", "-", "-"], "{narrow}");
+        let wide = table(&rows, &columns, Format::Wide, now);
+        let lines: Vec<Vec<&str>> = wide
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0].last(), Some(&"EGRESS"), "{wide}");
+        assert_eq!(lines[1].last(), Some(&"10Mbit"), "{wide}");
+        assert_eq!(lines[2].last(), Some(&"1.5Gbit"), "{wide}");
+    }
 
     #[test]
     fn an_endpoint_of_the_dev_cluster_is_recognised_with_or_without_scheme() {

@@ -7,7 +7,8 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::{Client, ClientOpts, Output};
+use super::client::{Client, ClientOpts, Column};
+use super::output::Format;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
@@ -44,14 +45,29 @@ pub enum ClusterCmd {
     },
 }
 
-pub fn run(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
+const MEMBER_COLUMNS: &[Column] = &[
+    Column::new("ID", "/id"),
+    Column::new("ADDRESS", "/address"),
+    Column::new("VOTER", "/voter"),
+    Column::new("HEALTHY", "/healthy"),
+    Column::new("STATE", "/status/state"),
+    Column::new("APPLIED", "/status/last_applied"),
+    Column::new("LAG", "/lag"),
+    Column::new("TERM", "/status/term").wide(),
+    Column::new("LEADER", "/status/leader").wide(),
+    Column::new("LAST LOG", "/status/last_log_index").wide(),
+    Column::new("SNAPSHOT", "/status/snapshot_index").wide(),
+    Column::new("PURGED", "/status/purged_index").wide(),
+];
+
+pub fn run(cmd: ClusterCmd, output: Format) -> anyhow::Result<ExitCode> {
     let opts = match &cmd {
         ClusterCmd::Status { opts }
         | ClusterCmd::Add { opts, .. }
         | ClusterCmd::Promote { opts, .. }
         | ClusterCmd::Remove { opts, .. } => opts.clone(),
     };
-    let client = Client::new(&opts)?;
+    let client = Client::new(&opts, output)?;
     super::client::runtime()?.block_on(async move {
         let view = match cmd {
             ClusterCmd::Status { .. } => client.get("/v1/cluster").await?,
@@ -82,7 +98,7 @@ pub fn run(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
                     .2
             }
         };
-        if client.output == Output::Table {
+        if !client.output.is_structured() {
             println!(
                 "leader: {}  term: {}  commit index: {}  (answered by {})",
                 super::client::cell(view.get("leader")),
@@ -91,18 +107,7 @@ pub fn run(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
                 super::client::cell(view.get("responder")),
             );
             let members = view.get("members").cloned().unwrap_or_default();
-            client.print(
-                &members,
-                &[
-                    ("ID", "/id"),
-                    ("ADDRESS", "/address"),
-                    ("VOTER", "/voter"),
-                    ("HEALTHY", "/healthy"),
-                    ("STATE", "/status/state"),
-                    ("APPLIED", "/status/last_applied"),
-                    ("LAG", "/lag"),
-                ],
-            );
+            client.print_columns(&members, MEMBER_COLUMNS);
         } else {
             client.print(&view, &[]);
         }

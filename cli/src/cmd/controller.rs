@@ -1,13 +1,18 @@
 //! `tribune controller`: runs one controller until SIGINT/SIGTERM.
+//!
+//! Settings: flag > `TRIBUNE_CONTROLLER_…` variable ([`super::env_vars`]) > `--config` file >
+//! default. The file's keys are `ControllerConfig`'s (deploy/controller.toml); one it does not
+//! know is refused, naming the key and the file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use tribune_controller::ControllerError;
 use tribune_controller::node::ControllerConfig;
 use tribune_controller::validate::PolicyValidator;
@@ -16,8 +21,9 @@ use super::tls_args::TlsArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
-    /// TOML file with the same settings as the flags (flags win).
-    #[arg(long)]
+    /// TOML file with the same settings as the flags (deploy/controller.toml); flags and
+    /// variables win over it. Unknown keys are refused.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This controller's id (unique in the cluster, > 0).
     #[arg(long)]
@@ -28,30 +34,49 @@ pub struct ControllerArgs {
     /// Address others reach this controller at (default: --listen).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Initial cluster member as ID=HOST:PORT; repeat for each. The lowest id initialises.
-    #[arg(long = "peer", value_parser = parse_peer)]
+    /// Initial cluster member as ID=HOST:PORT; repeat for each (or separate them with commas).
+    /// The lowest id initialises.
+    #[arg(long = "peer", value_parser = parse_peer, value_delimiter = ',')]
     pub peers: Vec<(u64, String)>,
     /// Directory for the Raft log, snapshots and state.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Initialise a one-node cluster (grow it with `tribune cluster add`).
-    #[arg(long)]
-    pub init: bool,
-    /// Leader heartbeat interval in milliseconds.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub init: Option<bool>,
+    /// Leader heartbeat interval in milliseconds [default: 50].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    /// Minimum election timeout in milliseconds (the maximum is twice this) [default: 250].
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
-    /// Take a snapshot after this many log entries.
+    /// Take a snapshot after this many log entries [default: 5000].
     #[arg(long)]
     pub snapshot_every: Option<u64>,
-    /// Log entries kept behind a snapshot.
+    /// Log entries kept behind a snapshot [default: 1000].
     #[arg(long)]
     pub keep_logs: Option<u64>,
-    /// Accept simulated-TEE evidence from agents (development clusters only).
+    /// How long a write or a linearizable read waits for a leader before answering 503, in
+    /// milliseconds [default: 3000].
     #[arg(long)]
-    pub allow_sim_evidence: bool,
+    pub request_timeout_ms: Option<u64>,
+    /// Accept simulated-TEE evidence from agents (development clusters only).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub allow_sim_evidence: Option<bool>,
     /// Start over from the other controllers: move DATA_DIR/raft aside (never deleted) and join
     /// with an empty log; the leader sends the data. For a controller whose data is corrupt or
     /// disagrees with the cluster. Needs --peer for at least one running controller. One-shot:
@@ -85,44 +110,78 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 }
 
 impl ControllerArgs {
+    /// The configuration: these flags (and variables) over the `--config` file over the
+    /// defaults.
     pub fn resolve(&self) -> anyhow::Result<ControllerConfig> {
-        let mut cfg: Option<ControllerConfig> = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                Some(toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
-            }
-            None => None,
+        let file = self.config.as_deref().map(read_config_file).transpose()?;
+        let id = match (self.id, &file, &self.config) {
+            (Some(id), _, _) => id,
+            (None, Some(table), Some(path)) if table.contains_key("id") => table["id"]
+                .as_integer()
+                .and_then(|i| u64::try_from(i).ok())
+                .with_context(|| {
+                    format!(
+                        "{}: id = {} is not a controller id (a number > 0)",
+                        path.display(),
+                        table["id"]
+                    )
+                })?,
+            _ => bail!("--id is required (or `id` in --config, or TRIBUNE_CONTROLLER_ID)"),
         };
-        let id = self
-            .id
-            .or(cfg.as_ref().map(|c| c.id))
-            .context("--id is required (or `id` in --config)")?;
         if id == 0 {
             bail!("--id must be greater than 0");
         }
-        let listen = self
-            .listen
-            .or(cfg.as_ref().map(|c| c.listen))
-            .context("--listen is required (or `listen` in --config)")?;
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(cfg.as_ref().map(|c| c.data_dir.clone()))
-            .context("--data-dir is required (or `data_dir` in --config)")?;
-        let mut c = cfg
-            .take()
-            .unwrap_or_else(|| ControllerConfig::new(id, listen, data_dir.clone()));
-        c.id = id;
-        c.listen = listen;
-        c.data_dir = data_dir;
+        let mut c = match (file, &self.config) {
+            (Some(mut table), Some(path)) => {
+                // The keys the file may leave to the flags; then the file is read whole.
+                table.insert(
+                    "id".into(),
+                    toml::Value::Integer(i64::try_from(id).context("--id is too large")?),
+                );
+                if let Some(l) = self.listen {
+                    table.insert("listen".into(), toml::Value::String(l.to_string()));
+                }
+                if let Some(d) = &self.data_dir {
+                    table.insert("data_dir".into(), toml::Value::String(path_str(d)?));
+                }
+                require(&table, "listen")?;
+                require(&table, "data_dir")?;
+                // A table's keys are strings: the peer ids are read here, the rest by serde.
+                let peers = table.remove("peers");
+                let mut c = table.try_into::<ControllerConfig>().map_err(|e| {
+                    anyhow::anyhow!("{}: not a valid controller config: {e}", path.display())
+                })?;
+                c.peers = peers
+                    .map(|p| read_peers(&p, path))
+                    .transpose()?
+                    .unwrap_or_default();
+                c
+            }
+            _ => {
+                let listen = self.listen.context(
+                    "--listen is required (or `listen` in --config, or TRIBUNE_CONTROLLER_LISTEN)",
+                )?;
+                let data_dir = self.data_dir.clone().context(
+                    "--data-dir is required (or `data_dir` in --config, or TRIBUNE_CONTROLLER_DATA_DIR)",
+                )?;
+                ControllerConfig::new(id, listen, data_dir)
+            }
+        };
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
         if self.advertise.is_some() {
             c.advertise = self.advertise.clone();
         }
         if !self.peers.is_empty() {
             c.peers = self.peers.iter().cloned().collect::<BTreeMap<_, _>>();
         }
-        c.init |= self.init;
+        if let Some(v) = self.init {
+            c.init = v;
+        }
         if let Some(v) = self.heartbeat_ms {
             c.heartbeat_ms = v;
         }
@@ -135,15 +194,64 @@ impl ControllerArgs {
         if let Some(v) = self.keep_logs {
             c.keep_logs = v;
         }
-        c.allow_sim_evidence |= self.allow_sim_evidence;
-        let tls = self.tls.files(&format!("controller-{id}"));
-        if tls.is_some() {
-            (c.tls, c.insecure) = (tls, false);
-        } else if self.tls.insecure {
-            (c.tls, c.insecure) = (None, true);
+        if let Some(v) = self.request_timeout_ms {
+            c.request_timeout_ms = v;
+        }
+        if let Some(v) = self.allow_sim_evidence {
+            c.allow_sim_evidence = v;
+        }
+        // TLS files from flags or variables replace the file's; `--insecure[=BOOL]` overrides
+        // the file's `insecure` (and, when on, drops its TLS files).
+        if let Some(files) = self.tls.files(&format!("controller-{id}")) {
+            (c.tls, c.insecure) = (Some(files), false);
+        } else if let Some(insecure) = self.tls.insecure {
+            c.insecure = insecure;
+            if insecure {
+                c.tls = None;
+            }
         }
         Ok(c)
     }
+}
+
+/// The `--config` file as a TOML table (a syntax error names the file, line and column).
+fn read_config_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The file's `[peers]` table: `ID = "HOST:PORT"`.
+fn read_peers(peers: &toml::Value, path: &Path) -> anyhow::Result<BTreeMap<u64, String>> {
+    let bad = |what: String| anyhow::anyhow!("{}: [peers]: {what}", path.display());
+    let table = peers
+        .as_table()
+        .ok_or_else(|| bad("expected a table of ID = \"HOST:PORT\"".into()))?;
+    table
+        .iter()
+        .map(|(id, addr)| {
+            let addr = addr
+                .as_str()
+                .ok_or_else(|| bad(format!("{id} = {addr} is not an address string")))?;
+            parse_peer(&format!("{id}={addr}")).map_err(bad)
+        })
+        .collect()
+}
+
+fn require(table: &toml::Table, key: &str) -> anyhow::Result<()> {
+    if table.contains_key(key) {
+        return Ok(());
+    }
+    let flag = key.replace('_', "-");
+    let var = super::env_vars::name(super::env_vars::CONTROLLER_PREFIX, &flag);
+    bail!("--{flag} is required (or `{key}` in --config, or {var})")
+}
+
+fn path_str(p: &Path) -> anyhow::Result<String> {
+    p.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
 /// The policy validator controllers use: the policy language's checker.
@@ -220,6 +328,7 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::test_env;
 
     #[test]
     fn the_example_config_parses_and_flags_override_it() {
@@ -233,12 +342,13 @@ mod tests {
             advertise: None,
             peers: vec![],
             data_dir: None,
-            init: false,
+            init: None,
             heartbeat_ms: Some(75),
             election_timeout_ms: None,
             snapshot_every: None,
             keep_logs: None,
-            allow_sim_evidence: false,
+            request_timeout_ms: None,
+            allow_sim_evidence: None,
             resync_from_peers: false,
             rotate_log_key: false,
             tls: TlsArgs::default(),
@@ -266,7 +376,7 @@ mod tests {
         );
         let insecure = ControllerArgs {
             tls: TlsArgs {
-                insecure: true,
+                insecure: Some(true),
                 ..TlsArgs::default()
             },
             ..args
@@ -275,6 +385,137 @@ mod tests {
         assert!(c.tls.is_none() && c.insecure);
         assert_eq!(c.peers.get(&3).map(String::as_str), Some("10.0.0.13:7401"));
         assert_eq!(c.advertised(), "10.0.0.11:7401");
+    }
+
+    /// `tribune ARGS` parsed as `main` parses it (variables included), resolved.
+    fn resolved(args: &[&str]) -> anyhow::Result<ControllerConfig> {
+        let mut argv = vec!["tribune", "controller"];
+        argv.extend_from_slice(args);
+        let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        let cli = crate::parse(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let crate::Command::Controller(a) = cli.command else {
+            panic!("not a controller command")
+        };
+        a.resolve()
+    }
+
+    /// Flag > variable > file > default, for numbers, addresses, lists and on/off settings.
+    #[test]
+    fn flags_win_over_variables_which_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "id = 2\nlisten = \"127.0.0.1:7402\"\ndata_dir = \"/srv/file\"\nheartbeat_ms = 60\ninit = true\n",
+        )
+        .expect("write");
+        let file = file.display().to_string();
+        {
+            let _env = test_env::vars(&[]);
+            let c = resolved(&["--config", &file]).expect("file");
+            assert_eq!(
+                (c.id, c.heartbeat_ms, c.keep_logs),
+                (2, 60, 1000),
+                "file, default"
+            );
+            assert!(c.init);
+            let c = resolved(&["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", "/d"])
+                .expect("flags only");
+            assert_eq!((c.heartbeat_ms, c.init), (50, false), "the defaults");
+        }
+        {
+            let _env = test_env::vars(&[
+                ("TRIBUNE_CONTROLLER_HEARTBEAT_MS", "70"),
+                ("TRIBUNE_CONTROLLER_DATA_DIR", "/srv/env"),
+                ("TRIBUNE_CONTROLLER_INIT", "false"),
+                ("TRIBUNE_CONTROLLER_PEER", "1=10.0.0.1:7401,2=10.0.0.2:7401"),
+                ("TRIBUNE_CONTROLLER_ALLOW_SIM_EVIDENCE", "1"),
+            ]);
+            let c = resolved(&["--config", &file]).expect("env");
+            assert_eq!(c.heartbeat_ms, 70);
+            assert_eq!(c.data_dir, PathBuf::from("/srv/env"));
+            assert!(!c.init, "a variable turns off what the file turned on");
+            assert_eq!(c.peers.len(), 2);
+            assert!(c.allow_sim_evidence);
+            let c =
+                resolved(&["--config", &file, "--heartbeat-ms", "80", "--init"]).expect("flags");
+            assert_eq!(c.heartbeat_ms, 80);
+            assert!(c.init);
+        }
+        {
+            // Without a file: the required settings from variables alone.
+            let _env = test_env::vars(&[
+                ("TRIBUNE_CONTROLLER_ID", "3"),
+                ("TRIBUNE_CONTROLLER_LISTEN", "127.0.0.1:7403"),
+                ("TRIBUNE_CONTROLLER_DATA_DIR", "/srv/3"),
+                ("TRIBUNE_CONTROLLER_INSECURE", "true"),
+            ]);
+            let c = resolved(&[]).expect("env only");
+            assert_eq!((c.id, c.listen.port()), (3, 7403));
+            assert!(c.insecure && c.tls.is_none());
+        }
+        {
+            // The variable names the config file too; the file may leave id to the flags.
+            let partial = dir.path().join("p.toml");
+            std::fs::write(&partial, "listen = \"127.0.0.1:7404\"\ndata_dir = \"/p\"\n")
+                .expect("write");
+            let partial = partial.display().to_string();
+            let _env = test_env::vars(&[("TRIBUNE_CONTROLLER_CONFIG", partial.as_str())]);
+            let e = resolved(&[]).expect_err("no id");
+            assert!(e.to_string().contains("--id is required"), "{e}");
+            assert_eq!(
+                resolved(&["--id", "4"])
+                    .expect("id from the flag")
+                    .listen
+                    .port(),
+                7404
+            );
+        }
+    }
+
+    /// The defaults `--help` states are the controller's.
+    #[test]
+    fn the_documented_defaults_are_the_controllers() {
+        let mut cmd = crate::command();
+        let help = cmd
+            .find_subcommand_mut("controller")
+            .expect("controller")
+            .render_long_help()
+            .to_string();
+        let c = ControllerConfig::new(1, "127.0.0.1:1".parse().expect("addr"), "/d".into());
+        for (flag, default) in [
+            ("--heartbeat-ms", c.heartbeat_ms),
+            ("--election-timeout-ms", c.election_timeout_ms),
+            ("--snapshot-every", c.snapshot_every),
+            ("--keep-logs", c.keep_logs),
+            ("--request-timeout-ms", c.request_timeout_ms),
+        ] {
+            let at = help.find(flag).expect(flag);
+            let next = help[at..].find("[env:").expect("env") + at;
+            assert!(
+                help[at..next].contains(&format!("[default: {default}]")),
+                "{flag}: {}",
+                &help[at..next]
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_the_key_and_the_file() {
+        let _env = test_env::vars(&[]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"/d\"\nheartbeat = 5\n",
+        )
+        .expect("write");
+        let file = file.display().to_string();
+        let e = format!(
+            "{:#}",
+            resolved(&["--config", &file]).expect_err("unknown key")
+        );
+        assert!(e.contains("heartbeat") && e.contains(&file), "{e}");
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&data)?;
         let log = std::fs::File::create(dir.join(format!("controller-{id}.log")))?;
         let mut cmd = Command::new(&exe);
+        // Configured by these flags alone, whatever TRIBUNE_CONTROLLER_… the shell holds.
+        super::env_vars::scrub(&mut cmd);
         cmd.arg("controller")
             .args(["--id", &id.to_string(), "--listen", addr, "--data-dir"])
             .arg(&data)

@@ -21,8 +21,8 @@ use tribune_controller::api::log::{
 };
 use tribune_controller::state::LogKey;
 
-use super::client::{Client, ClientOpts, Output};
-use super::output;
+use super::client::{Client, ClientOpts};
+use super::output::{self, Format};
 
 #[derive(Subcommand, Debug)]
 pub enum LogCmd {
@@ -286,7 +286,7 @@ fn short(h: &str) -> &str {
     h.get(..16).unwrap_or(h)
 }
 
-pub fn run(cmd: LogCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: LogCmd, format: Format) -> anyhow::Result<ExitCode> {
     let opts = match &cmd {
         LogCmd::Sth { opts }
         | LogCmd::Keys { opts }
@@ -294,17 +294,12 @@ pub fn run(cmd: LogCmd) -> anyhow::Result<ExitCode> {
         | LogCmd::Prove { opts, .. }
         | LogCmd::Verify { opts, .. } => opts.clone(),
     };
-    let client = Client::new(&opts)?;
+    let client = Client::new(&opts, format)?;
     let result = super::client::runtime()?.block_on(run_async(cmd, &client));
     match result {
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
-            if client.output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"ok": false, "error": e.to_string()}))
-                        .unwrap_or_default()
-                );
-            }
+            let _ =
+                output::structured(client.output, &json!({"ok": false, "error": e.to_string()}));
             eprintln!("error: {}", output::text(&e.to_string()));
             Ok(ExitCode::from(1))
         }
@@ -317,7 +312,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
         LogCmd::Sth { .. } => {
             let mut scratch = TrustState::default();
             let (view, _, _) = current_head(client, &mut scratch).await?;
-            if client.output == Output::Json {
+            if client.output.is_structured() {
                 client.print(&serde_json::to_value(&view)?, &[]);
             } else {
                 println!("tree size   {}", view.tree_size);
@@ -365,7 +360,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
             }
             let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
             let v = client.get(&path).await?;
-            if client.output == Output::Json {
+            if client.output.is_structured() {
                 client.print(&v, &[]);
             } else {
                 let page: EntriesPage =
@@ -448,7 +443,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                 .map_err(|err| check_err(&format!("entry {entry}"), err))?;
             remember(&mut s, &view);
             save_state(&path, &s)?;
-            if client.output == Output::Json {
+            if client.output.is_structured() {
                 client.print(
                     &json!({"ok": true, "entry": e.entry, "leaf_hash": hex::encode(leaf),
                         "tree_head": view, "audit_path": proof.audit_path,
@@ -574,7 +569,7 @@ async fn verify(client: &Client, path: &Path, s: &mut TrustState) -> anyhow::Res
     let checked = earlier.len();
     remember(s, &view);
     save_state(path, s)?;
-    if client.output == Output::Json {
+    if client.output.is_structured() {
         client.print(
             &json!({"ok": true, "newest": view, "checked": checked,
                 "keys_pinned": s.keys.len(), "keys_added": added, "state": path}),

@@ -1,6 +1,7 @@
 //! One module per top-level verb.
 
 pub mod agent;
+pub mod agent_config;
 pub mod attest;
 pub mod bench;
 pub mod ca;
@@ -9,13 +10,18 @@ pub mod cluster;
 pub mod controller;
 pub mod dev;
 pub mod dev_demo;
+pub mod env_vars;
+pub mod errors;
 pub mod log;
 pub mod output;
 pub mod policy;
 pub mod policy_lang;
 pub mod resources;
+#[cfg(test)]
+pub mod test_env;
 pub mod tls_args;
 pub mod token;
+pub mod units;
 
 /// Logs to stderr; `RUST_LOG` selects what (default: info for Tribune, warn for the rest).
 pub fn init_tracing() {

@@ -1,4 +1,17 @@
-//! Terminal safety for text output: every string the CLI did not write itself — whatever a
+//! What the CLI prints: the `-o/--output` format every verb shares ([`Format`], [`structured`])
+//! and terminal safety for text output.
+//!
+//! ## Formats
+//!
+//! `table` (the default; `text` is accepted as another name for it) is for people: columns,
+//! human units ([`super::units`]: `3m12s`, `256Mi`, `250m`), escaped strings. `wide` is the table
+//! with the extra columns a verb has (the same as `table` where it has none). `json` and `yaml`
+//! are for programs: the same document either way, raw numbers with their units in the field
+//! names (`memory_bytes`, `updated_at_ms`), exact strings.
+//!
+//! ## Terminal safety
+//!
+//! Every string the CLI did not write itself — whatever a
 //! server, an agent, a log or an evidence file supplied (tenants, enclave ids, labels, policy
 //! names and sources, log entry details, error details) — goes through [`escape`] before it
 //! reaches a terminal, so it can neither run terminal escape sequences (retitle the window,
@@ -12,9 +25,70 @@
 //! they are, so ordinary text reads the same; the exact bytes are in `--output json`.
 //!
 //! JSON output needs none of this: serde escapes C0 controls, and a JSON reader is not a
-//! terminal.
+//! terminal. YAML output neither: the emitter quotes and escapes control characters.
 
 use std::borrow::Cow;
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// The `-o/--output` format, one for every verb (a global flag of `tribune`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table or text for people, with human units (the default; also spelled `text`).
+    #[default]
+    #[value(alias = "text")]
+    Table,
+    /// JSON on stdout: raw numbers, exact strings (errors too).
+    Json,
+    /// YAML on stdout: the same document as `json`.
+    Yaml,
+    /// The table with more columns where the verb has them.
+    Wide,
+}
+
+impl Format {
+    /// JSON or YAML: a document for programs (and errors as documents on stdout).
+    pub fn is_structured(self) -> bool {
+        matches!(self, Format::Json | Format::Yaml)
+    }
+
+    /// Whether a table shows its extra columns.
+    pub fn is_wide(self) -> bool {
+        self == Format::Wide
+    }
+
+    /// `value` as this format's document (pretty JSON or YAML), ending in a newline; `None`
+    /// for the table formats, which each verb lays out itself.
+    pub fn document<T: Serialize + ?Sized>(self, value: &T) -> anyhow::Result<Option<String>> {
+        Ok(match self {
+            Format::Json => Some(format!("{}\n", serde_json::to_string_pretty(value)?)),
+            Format::Yaml => {
+                let mut text = serde_norway::to_string(value)?;
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                Some(text)
+            }
+            Format::Table | Format::Wide => None,
+        })
+    }
+}
+
+/// Prints `value` as the JSON or YAML document `format` asks for, and says whether it did
+/// (`false`: a table format, the caller prints its table).
+pub fn structured<T: Serialize + ?Sized>(format: Format, value: &T) -> anyhow::Result<bool> {
+    use std::io::Write;
+    match format.document(value)? {
+        Some(text) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
 
 /// Whether line breaks in the text are kept (`Text`: policy source, multi-line messages) or
 /// escaped (`Cell`: one table cell or one field, which must stay on its line).
@@ -69,6 +143,37 @@ pub fn text(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_and_yaml_are_the_same_document() {
+        let v =
+            serde_json::json!({"id": "e1", "memory_bytes": 268_435_456u64, "evil": "a\u{1b}[31m"});
+        let json = Format::Json.document(&v).unwrap().unwrap();
+        let yaml = Format::Yaml.document(&v).unwrap().unwrap();
+        assert!(json.ends_with('\n') && yaml.ends_with('\n'));
+        let from_json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let from_yaml: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(from_json, v);
+        assert_eq!(from_yaml, v, "{yaml}");
+        assert!(
+            yaml.contains("memory_bytes: 268435456"),
+            "raw numbers: {yaml}"
+        );
+        assert!(
+            !yaml.contains('\u{1b}'),
+            "YAML escapes control characters: {yaml:?}"
+        );
+        assert_eq!(Format::Table.document(&v).unwrap(), None);
+        assert_eq!(Format::Wide.document(&v).unwrap(), None);
+    }
+
+    #[test]
+    fn text_is_another_name_for_table() {
+        assert_eq!(Format::from_str("text", false), Ok(Format::Table));
+        assert_eq!(Format::from_str("wide", false), Ok(Format::Wide));
+        assert!(Format::Json.is_structured() && Format::Yaml.is_structured());
+        assert!(!Format::Table.is_structured() && !Format::Wide.is_structured());
+    }
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {

@@ -10,8 +10,10 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::{Client, ClientOpts, Output};
-use super::{output, policy_lang};
+use super::client::{Client, ClientOpts, Column};
+use super::output::{self, Format};
+use super::policy_lang;
+use super::units::Unit;
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -65,18 +67,22 @@ pub enum PolicyCmd {
     },
 }
 
-const POLICY_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "/name"),
-    ("VERSION", "/version"),
-    ("UPDATED BY", "/updated_by"),
-    ("UPDATED (ms)", "/updated_at_ms"),
+const POLICY_COLUMNS: &[Column] = &[
+    Column::new("NAME", "/name"),
+    Column::new("VERSION", "/version"),
+    Column::new("UPDATED BY", "/updated_by"),
+    Column::new("UPDATED", "/updated_at_ms").unit(Unit::Age),
+    Column::new("CREATED BY", "/created_by").wide(),
+    Column::new("CREATED", "/created_at_ms")
+        .unit(Unit::Age)
+        .wide(),
 ];
 
-pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PolicyCmd, output: Format) -> anyhow::Result<ExitCode> {
     let remote = match cmd {
-        PolicyCmd::Check(a) => return policy_lang::check(a),
+        PolicyCmd::Check(a) => return policy_lang::check(a, output),
         PolicyCmd::Fmt(a) => return policy_lang::fmt(a),
-        PolicyCmd::Eval(a) => return policy_lang::eval(a),
+        PolicyCmd::Eval(a) => return policy_lang::eval(a, output),
         other => other,
     };
     let opts = match &remote {
@@ -88,7 +94,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let client = Client::new(&opts)?;
+    let client = Client::new(&opts, output)?;
     super::client::runtime()?.block_on(async move {
         match remote {
             PolicyCmd::Put {
@@ -125,7 +131,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                     )
                     .await
                     .map_err(|e| anyhow!(e))?;
-                if client.output == Output::Json {
+                if client.output.is_structured() {
                     client.print(&v, &[]);
                 } else {
                     println!(
@@ -144,10 +150,10 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                     } else {
                         print!("{src}");
                     }
-                } else if client.output == Output::Json {
+                } else if client.output.is_structured() {
                     client.print(&v, &[]);
                 } else {
-                    client.print(&v, POLICY_COLUMNS);
+                    client.print_columns(&v, POLICY_COLUMNS);
                     println!(
                         "\n{}",
                         output::text(v["source"].as_str().unwrap_or_default())
@@ -156,7 +162,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             }
             PolicyCmd::Ls { stale, .. } => {
                 let v = client.get(&format!("/v1/policies?stale={stale}")).await?;
-                client.print(&v, POLICY_COLUMNS);
+                client.print_columns(&v, POLICY_COLUMNS);
             }
             PolicyCmd::Rm {
                 name, if_version, ..
@@ -174,7 +180,9 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                     )
                     .await
                     .map_err(|e| anyhow!(e))?;
-                println!("removed policy {name}");
+                if !output::structured(client.output, &json!({"removed": name}))? {
+                    println!("removed policy {name}");
+                }
             }
             PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) => {}
         }

@@ -7,25 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Human-readable text (diagnostics rendered like rustc).
-    #[default]
-    Text,
-    /// JSON on stdout.
-    Json,
-}
+use super::output::{self, Format};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Policy files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
 }
 
 #[derive(Args, Debug)]
@@ -44,9 +34,6 @@ pub struct EvalArgs {
     /// Facts JSON file (see docs/policy-language.md, "Facts").
     #[arg(long)]
     pub facts: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -64,7 +51,9 @@ fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+/// `tribune policy check`: text (diagnostics rendered like rustc, on stderr) in the table
+/// formats; the summary and the diagnostics as one document in `json` and `yaml`.
+pub fn check(args: CheckArgs, format: Format) -> anyhow::Result<ExitCode> {
     let mut sources = BTreeMap::new();
     let mut policies = Vec::new();
     let mut diags = Vec::new();
@@ -89,8 +78,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     let ok = errors == 0;
-    match args.output {
-        Output::Json => {
+    match format {
+        Format::Json | Format::Yaml => {
             let v = serde_json::json!({
                 "ok": ok,
                 "files": args.files.len(),
@@ -99,13 +88,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": diags,
             });
-            writeln!(
-                std::io::stdout().lock(),
-                "{}",
-                serde_json::to_string_pretty(&v)?
-            )?;
+            output::structured(format, &v)?;
         }
-        Output::Text => {
+        Format::Table | Format::Wide => {
             let mut err = std::io::stderr().lock();
             for (name, src) in &sources {
                 let mine: Vec<_> = diags.iter().filter(|d| &d.file == name).cloned().collect();
@@ -205,7 +190,7 @@ pub fn fmt(args: FmtArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+pub fn eval(args: EvalArgs, format: Format) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
     let bytes = read_bytes(&args.file)?;
     let src = text_of(&bytes);
@@ -221,12 +206,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let facts: tribune_policy::Facts = serde_json::from_str(&facts_text)
         .with_context(|| format!("{} is not a valid facts file", args.facts.display()))?;
     let set = tribune_policy::PolicySet::new(out.policies);
-    let text = match args.output {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&set.report_json(&facts))?
-        ),
-        Output::Text => set.report_text(&facts),
+    let text = match format.document(&set.report_json(&facts))? {
+        Some(document) => document,
+        None => set.report_text(&facts),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

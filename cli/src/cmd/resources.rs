@@ -1,10 +1,13 @@
-//! `tribune enclave ls|get|status|suspend|resume` and `tribune host ls`.
+//! `tribune enclave ls|get|status|suspend|resume` and `tribune host ls`. Tables show CPU,
+//! memory, bandwidth and ages in human units; `-o wide` adds the columns marked wide below.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::client::{Client, ClientOpts};
+use super::client::{Client, ClientOpts, Column};
+use super::output::Format;
+use super::units::Unit;
 
 #[derive(Subcommand, Debug)]
 pub enum EnclaveCmd {
@@ -43,18 +46,31 @@ pub enum EnclaveCmd {
     },
 }
 
-const STATUS_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("STATE", "/state"),
-    ("HOST", "/host"),
-    ("TRUSTED", "/status/attestation/trusted"),
-    ("STEP", "/status/ladder/step"),
-    ("CAUSE", "/status/ladder/cause"),
-    ("CAP(m)", "/allocation/limits/cpu_millicores"),
-    ("SUSPENDED", "/allocation/suspended"),
-    ("BORROWED(m)", "/status/borrowed_cpu_millicores"),
-    ("LENT(m)", "/status/lent_cpu_millicores"),
-    ("CONFIRMED SEQ", "/status/confirmed/last_seq"),
+const STATUS_COLUMNS: &[Column] = &[
+    Column::new("ID", "/id"),
+    Column::new("STATE", "/state"),
+    Column::new("HOST", "/host"),
+    Column::new("TRUSTED", "/status/attestation/trusted"),
+    Column::new("STEP", "/status/ladder/step"),
+    Column::new("CAUSE", "/status/ladder/cause"),
+    Column::new("CPU CAP", "/allocation/limits/cpu_millicores").unit(Unit::Cpu),
+    Column::new("SUSPENDED", "/allocation/suspended"),
+    Column::new("BORROWED", "/status/borrowed_cpu_millicores").unit(Unit::Cpu),
+    Column::new("LENT", "/status/lent_cpu_millicores").unit(Unit::Cpu),
+    Column::new("CONFIRMED SEQ", "/status/confirmed/last_seq"),
+    Column::new("STEP AGE", "/status/ladder/since_ms")
+        .unit(Unit::Age)
+        .wide(),
+    Column::new("MEMORY CAP", "/allocation/limits/memory_bytes")
+        .unit(Unit::Bytes)
+        .wide(),
+    Column::new("WEIGHT", "/allocation/weight").wide(),
+    Column::new("CPU AVG", "/status/confirmed/cpu_millicores_avg")
+        .unit(Unit::Cpu)
+        .wide(),
+    Column::new("MEMORY MAX", "/status/confirmed/mem_bytes_max")
+        .unit(Unit::Bytes)
+        .wide(),
 ];
 
 #[derive(Subcommand, Debug)]
@@ -68,24 +84,53 @@ pub enum HostCmd {
     },
 }
 
-const ENCLAVE_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("TENANT", "/tenant"),
-    ("TEE", "/tee"),
-    ("STATE", "/state"),
-    ("HOST", "/placement/host"),
-    ("EPOCH", "/placement/epoch"),
-    ("CPU(m)", "/requested/cpu_millicores"),
-    ("PRIORITY", "/priority"),
+const ENCLAVE_COLUMNS: &[Column] = &[
+    Column::new("ID", "/id"),
+    Column::new("TENANT", "/tenant"),
+    Column::new("TEE", "/tee"),
+    Column::new("STATE", "/state"),
+    Column::new("HOST", "/placement/host"),
+    Column::new("EPOCH", "/placement/epoch"),
+    Column::new("CPU", "/requested/cpu_millicores").unit(Unit::Cpu),
+    Column::new("MEMORY", "/requested/memory_bytes").unit(Unit::Bytes),
+    Column::new("PRIORITY", "/priority"),
+    Column::new("EGRESS", "/requested/egress_bits_per_sec")
+        .unit(Unit::Bits)
+        .wide(),
+    Column::new("INGRESS", "/requested/ingress_bits_per_sec")
+        .unit(Unit::Bits)
+        .wide(),
+    Column::new("GPU(%)", "/requested/gpu_percent").wide(),
+    Column::new("VERSION", "/version").wide(),
+    Column::new("LABELS", "/labels").wide(),
 ];
 
-pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
+const HOST_COLUMNS: &[Column] = &[
+    Column::new("ID", "/id"),
+    Column::new("ADDRESS", "/address"),
+    Column::new("TEE", "/tee"),
+    Column::new("ATTESTATION", "/attestation_status"),
+    Column::new("ENFORCEMENT", "/enforcement"),
+    Column::new("CPU", "/capacity/cpu_millicores").unit(Unit::Cpu),
+    Column::new("MEMORY", "/capacity/memory_bytes").unit(Unit::Bytes),
+    Column::new("HEARTBEAT", "/last_heartbeat_ms").unit(Unit::Age),
+    Column::new("EGRESS", "/capacity/egress_bits_per_sec")
+        .unit(Unit::Bits)
+        .wide(),
+    Column::new("INGRESS", "/capacity/ingress_bits_per_sec")
+        .unit(Unit::Bits)
+        .wide(),
+    Column::new("GPU(%)", "/capacity/gpu_percent").wide(),
+    Column::new("CERT FINGERPRINT", "/agent_cert_fingerprint").wide(),
+];
+
+pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
     let (EnclaveCmd::Ls { opts, .. }
     | EnclaveCmd::Get { opts, .. }
     | EnclaveCmd::Status { opts, .. }
     | EnclaveCmd::Suspend { opts, .. }
     | EnclaveCmd::Resume { opts, .. }) = &cmd;
-    let client = Client::new(opts)?;
+    let client = Client::new(opts, output)?;
     super::client::runtime()?.block_on(async move {
         let (v, columns) = match cmd {
             EnclaveCmd::Ls { stale, .. } => (
@@ -107,7 +152,7 @@ pub fn enclave(cmd: EnclaveCmd) -> anyhow::Result<ExitCode> {
                 (set_state(&client, &id, "running").await?, ENCLAVE_COLUMNS)
             }
         };
-        client.print(&v, columns);
+        client.print_columns(&v, columns);
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -130,24 +175,12 @@ async fn set_state(client: &Client, id: &str, state: &str) -> anyhow::Result<ser
     Ok(v)
 }
 
-pub fn host(cmd: HostCmd) -> anyhow::Result<ExitCode> {
+pub fn host(cmd: HostCmd, output: Format) -> anyhow::Result<ExitCode> {
     let HostCmd::Ls { stale, opts } = cmd;
-    let client = Client::new(&opts)?;
+    let client = Client::new(&opts, output)?;
     super::client::runtime()?.block_on(async move {
         let v = client.get(&format!("/v1/hosts?stale={stale}")).await?;
-        client.print(
-            &v,
-            &[
-                ("ID", "/id"),
-                ("ADDRESS", "/address"),
-                ("TEE", "/tee"),
-                ("ATTESTATION", "/attestation_status"),
-                ("ENFORCEMENT", "/enforcement"),
-                ("CPU(m)", "/capacity/cpu_millicores"),
-                ("MEMORY", "/capacity/memory_bytes"),
-                ("HEARTBEAT(ms)", "/last_heartbeat_ms"),
-            ],
-        );
+        client.print_columns(&v, HOST_COLUMNS);
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use tribune_tls::TlsFiles;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -23,11 +24,30 @@ pub struct TlsArgs {
     pub key: Option<PathBuf>,
     /// Run without TLS: plain text, no peer authentication (the other side must run
     /// `--insecure` too). For tests and benchmarks on one machine only.
-    #[arg(long, conflicts_with_all = ["tls_dir", "ca", "cert", "key"])]
-    pub insecure: bool,
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        conflicts_with_all = ["tls_dir", "ca", "cert", "key"]
+    )]
+    pub insecure: Option<bool>,
 }
 
 impl TlsArgs {
+    /// Whether TLS files were given (`--tls-dir`, or `--ca`/`--cert`/`--key`, or their
+    /// variables): then they replace a config file's TLS settings.
+    pub fn files_given(&self) -> bool {
+        self.tls_dir.is_some() || self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// `--insecure` (or `--insecure=true`).
+    pub fn is_insecure(&self) -> bool {
+        self.insecure == Some(true)
+    }
+
     /// The files for the identity whose files are named `stem` in a `--tls-dir` (e.g.
     /// `controller-1`, `agent-kvm-07`); `None` when no TLS flag was given.
     pub fn files(&self, stem: &str) -> Option<TlsFiles> {

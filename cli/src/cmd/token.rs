@@ -8,7 +8,9 @@ use clap::{Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::{Client, ClientOpts, Output};
+use super::client::{Client, ClientOpts, Column};
+use super::output::Format;
+use super::units::Unit;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TokenRole {
@@ -79,20 +81,26 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     Ok(secs)
 }
 
-const COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("NAME", "/name"),
-    ("ROLE", "/role"),
-    ("TENANT", "/tenant"),
-    ("CREATED BY", "/created_by"),
-    ("EXPIRES(ms)", "/expires_at_ms"),
-    ("REVOKED BY", "/revoked/by"),
+const COLUMNS: &[Column] = &[
+    Column::new("ID", "/id"),
+    Column::new("NAME", "/name"),
+    Column::new("ROLE", "/role"),
+    Column::new("TENANT", "/tenant"),
+    Column::new("CREATED BY", "/created_by"),
+    Column::new("EXPIRES IN", "/expires_at_ms").unit(Unit::Until),
+    Column::new("REVOKED BY", "/revoked/by"),
+    Column::new("CREATED", "/created_at_ms")
+        .unit(Unit::Age)
+        .wide(),
+    Column::new("REVOKED", "/revoked/at_ms")
+        .unit(Unit::Age)
+        .wide(),
 ];
 
-pub fn run(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: TokenCmd, output: Format) -> anyhow::Result<ExitCode> {
     let (TokenCmd::Create { opts, .. } | TokenCmd::Ls { opts } | TokenCmd::Revoke { opts, .. }) =
         &cmd;
-    let client = Client::new(opts)?;
+    let client = Client::new(opts, output)?;
     super::client::runtime()?.block_on(async move {
         match cmd {
             TokenCmd::Create {
@@ -108,8 +116,8 @@ pub fn run(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                     .call(Method::POST, "/v1/tokens", Some(&body), &[])
                     .await
                     .map_err(|e| anyhow!(e))?;
-                if client.output == Output::Json {
-                    client.print(&v, COLUMNS);
+                if client.output.is_structured() {
+                    client.print(&v, &[]);
                 } else {
                     println!("created token {} ({})", v["id"].as_str().unwrap_or("?"), name);
                     println!("{}", v["token"].as_str().unwrap_or(""));
@@ -120,14 +128,14 @@ pub fn run(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
             }
             TokenCmd::Ls { .. } => {
                 let v = client.get("/v1/tokens").await?;
-                client.print(&v, COLUMNS);
+                client.print_columns(&v, COLUMNS);
             }
             TokenCmd::Revoke { id, .. } => {
                 let (_, _, v) = client
                     .call(Method::DELETE, &format!("/v1/tokens/{id}"), None, &[])
                     .await
                     .map_err(|e| anyhow!(e))?;
-                client.print(&v, COLUMNS);
+                client.print_columns(&v, COLUMNS);
             }
         }
         Ok(ExitCode::SUCCESS)
