@@ -282,3 +282,25 @@ pub(crate) fn expr(e: &Expr) -> String {
         ExprKind::Wildcard => "*".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format;
+
+    #[test]
+    fn attest_blocks_round_trip() {
+        let src = "policy \"p\" {\nmatch true\n  attest {\n sept_ve   =   allowed\n\
+                   tdx_tcb = required # the collateral must be evaluated\n  debug = forbidden; every 30s }\n\
+                   on attestation.failed { suspend now }\n}\n";
+        let once = format(src).expect("format");
+        assert_eq!(
+            once,
+            "policy \"p\" {\n  match true\n  attest {\n    sept_ve = allowed\n    \
+             tdx_tcb = required # the collateral must be evaluated\n    debug = forbidden\n    \
+             every 30s\n  }\n  on attestation.failed { suspend now }\n}\n"
+        );
+        assert_eq!(format(&once).expect("again"), once, "idempotent");
+        let short = "policy \"p\" {\n  attest { sept_ve = allowed; tdx_tcb = optional }\n}\n";
+        assert_eq!(format(short).expect("format"), short, "fits on one line");
+    }
+}

@@ -19,7 +19,8 @@
 //! ```
 
 mod ast;
-mod compile;
+mod check;
+mod conflicts;
 mod diag;
 mod eval;
 mod fmt;
@@ -27,17 +28,16 @@ mod grain;
 mod ir;
 mod lexer;
 mod parser;
-mod set;
 pub mod units;
 
+pub use conflicts::check_set;
 pub use diag::{Diagnostic, Severity, render_diagnostics};
 pub use eval::{
     ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
     Facts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
 };
 pub use fmt::{FormatError, format, format_bytes};
-pub use ir::{Action, Agg, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
-pub use set::check_set;
+pub use ir::{Action, Agg, AttestKnobs, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
 pub use units::{Dim, Resource};
 
 /// Largest policy source accepted, in bytes.
@@ -116,7 +116,7 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
         );
     } else {
         for p in &file.policies {
-            if let Some(c) = compile::Checker::new(&mut sink).policy(p) {
+            if let Some(c) = check::Checker::new(&mut sink).policy(p) {
                 policies.push(c);
             }
         }
