@@ -20,7 +20,7 @@ pub struct FormatError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// [`format`] for a source given as bytes: a source that is not UTF-8 fails with its E0004
+/// [`format()`] for a source given as bytes: a source that is not UTF-8 fails with its E0004
 /// diagnostic (see [`crate::check_bytes`]), named `<input>` like the others.
 pub fn format_bytes(source: &[u8]) -> Result<String, FormatError> {
     match crate::decode("<input>", source) {

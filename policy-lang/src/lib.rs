@@ -1,9 +1,9 @@
 //! The Tribune policy language: lexer, parser, checker, evaluator, formatter, diagnostics.
 //! Pure: no I/O. See `docs/policy-language.md` for the language itself.
 //!
-//! Pipeline: [`check`] lexes (winnow), parses (recursive descent with a nesting limit), and
+//! Pipeline: [`check()`] lexes (winnow), parses (recursive descent with a nesting limit), and
 //! checks/compiles each `policy` block into a [`CompiledPolicy`] — a flat arena form that
-//! [`CompiledPolicy::evaluate`] runs against [`Facts`] without allocating. [`format`] prints
+//! [`CompiledPolicy::evaluate`] runs against [`Facts`] without allocating. [`format()`] prints
 //! the canonical layout; [`render_diagnostics`] prints findings like rustc.
 //!
 //! ```
@@ -130,7 +130,7 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
     }
 }
 
-/// Check a source file given as bytes, as read from disk: [`check`] if they are UTF-8, else
+/// Check a source file given as bytes, as read from disk: [`check()`] if they are UTF-8, else
 /// one E0004 diagnostic at the first byte that is not (its line and column counted over the
 /// valid text before it) and no policies. Never panics.
 pub fn check_bytes(file_name: &str, source: &[u8]) -> CheckOutcome {

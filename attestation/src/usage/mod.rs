@@ -30,10 +30,10 @@
 //! millions per second); every N reports a checkpoint is signed (third-party verifiable, goes
 //! into the log). A usage report *counts* only once a checkpoint covering it verifies.
 //!
-//! - [`wire`]: the reports and checkpoints and their strict encodings.
-//! - [`crypto`]: the report MAC, the hash chain and checkpoint signatures.
-//! - [`producer`]: the enclave side ([`Producer`]).
-//! - [`verifier`]: the controller side ([`StreamVerifier`], [`verify_by_checkpoint`]).
+//! - `wire`: the reports and checkpoints and their strict encodings.
+//! - `crypto`: the report MAC, the hash chain and checkpoint signatures.
+//! - `producer`: the enclave side ([`Producer`]).
+//! - `verifier`: the controller side ([`StreamVerifier`], [`verify_by_checkpoint`]).
 
 mod crypto;
 mod producer;

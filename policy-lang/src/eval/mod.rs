@@ -1,14 +1,15 @@
 //! Evaluation: compiled policy + facts → decision. Pure, deterministic, and allocation-free:
-//! it reads the flat arenas of [`CompiledPolicy`] and writes a `Copy` [`Decision`].
+//! it reads the flat arenas of [`CompiledPolicy`](crate::CompiledPolicy) and writes a `Copy` [`Decision`].
 //!
 //! Missing facts are NaN: every comparison with them is false, so a rule over a fact the
 //! caller did not supply does not fire.
 //!
-//! - [`facts`]: what an evaluation reads ([`Facts`]).
-//! - [`decision`]: what it decides ([`Decision`], [`TalkDecision`]).
-//! - [`evaluate`]: one policy ([`CompiledPolicy::evaluate`], [`CompiledPolicy::talk_to`]).
-//! - [`policy_set`]: several policies in precedence order ([`PolicySet`]).
-//! - [`report`]: the documented JSON and the CLI's text ([`Decision::to_json`],
+//! - `facts`: what an evaluation reads ([`Facts`]).
+//! - `decision`: what it decides ([`Decision`], [`TalkDecision`]).
+//! - `evaluate`: one policy ([`CompiledPolicy::evaluate`](crate::CompiledPolicy::evaluate),
+//!   [`CompiledPolicy::talk_to`](crate::CompiledPolicy::talk_to)).
+//! - `policy_set`: several policies in precedence order ([`PolicySet`]).
+//! - `report`: the documented JSON and the CLI's text ([`Decision::to_json`],
 //!   [`PolicySet::report_json`]).
 
 mod decision;
