@@ -70,7 +70,7 @@ pub struct Stmt {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum StmtKind {
-    /// `cpu = 250m`, `limit.cpu = 500m`, `debug = forbidden`
+    /// `cpu = 250m`, `limit.cpu = 500m`, `debug = forbidden`, `sept_ve = allowed`
     Assign { target: Vec<Ident>, value: Expr },
     /// `throttle now`, `suspend after 30s`
     Step { action: Ident, after: Option<Expr> },

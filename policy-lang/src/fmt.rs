@@ -20,7 +20,7 @@ pub struct FormatError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// [`format`] for a source given as bytes: a source that is not UTF-8 fails with its E0004
+/// [`format()`] for a source given as bytes: a source that is not UTF-8 fails with its E0004
 /// diagnostic (see [`crate::check_bytes`]), named `<input>` like the others.
 pub fn format_bytes(source: &[u8]) -> Result<String, FormatError> {
     match crate::decode("<input>", source) {
@@ -280,5 +280,27 @@ pub(crate) fn expr(e: &Expr) -> String {
         ),
         ExprKind::Paren(x) => format!("({})", expr(x)),
         ExprKind::Wildcard => "*".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format;
+
+    #[test]
+    fn attest_blocks_round_trip() {
+        let src = "policy \"p\" {\nmatch true\n  attest {\n sept_ve   =   allowed\n\
+                   tdx_tcb = required # the collateral must be evaluated\n  debug = forbidden; every 30s }\n\
+                   on attestation.failed { suspend now }\n}\n";
+        let once = format(src).expect("format");
+        assert_eq!(
+            once,
+            "policy \"p\" {\n  match true\n  attest {\n    sept_ve = allowed\n    \
+             tdx_tcb = required # the collateral must be evaluated\n    debug = forbidden\n    \
+             every 30s\n  }\n  on attestation.failed { suspend now }\n}\n"
+        );
+        assert_eq!(format(&once).expect("again"), once, "idempotent");
+        let short = "policy \"p\" {\n  attest { sept_ve = allowed; tdx_tcb = optional }\n}\n";
+        assert_eq!(format(short).expect("format"), short, "fits on one line");
     }
 }

@@ -281,7 +281,52 @@ pub struct AttestReq {
     pub min_tcb: [Option<f64>; 2],
     pub debug_allowed: bool,
     pub simulated_allowed: bool,
+    /// `sept_ve = allowed`: a TDX TD with SEPT_VE_DISABLE clear is accepted.
+    pub sept_ve_allowed: bool,
+    /// `tdx_tcb = required`: TDX evidence needs a TCB status (collateral evaluated).
+    pub tdx_tcb_required: bool,
     pub every_ms: Option<f64>,
+}
+
+impl AttestReq {
+    pub fn knobs(&self) -> AttestKnobs {
+        AttestKnobs {
+            allow_debug: self.debug_allowed,
+            allow_sept_ve: self.sept_ve_allowed,
+            require_tdx_tcb: self.tdx_tcb_required,
+        }
+    }
+}
+
+/// What an `attest { … }` block asks of the evidence verifier: the boolean fields of
+/// `tribune_attest::evidence::AttestPolicy`, under the same names, for the controller to copy
+/// into the `AttestPolicy` it verifies an enclave's evidence with. The default is an `attest`
+/// block that sets none of them (debug and SEPT_VE forbidden, no TCB status required).
+///
+/// `simulated = …` is not here: whether simulated evidence is verified at all is the
+/// controller's configuration (`VerifierConfig::allow_sim`), which a tenant's policy must not
+/// widen; the policy itself refuses a `sim` enclave it does not allow
+/// ([`AttestViolation::SimulatedForbidden`](crate::AttestViolation)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttestKnobs {
+    /// `debug = allowed` (default `forbidden`).
+    pub allow_debug: bool,
+    /// `sept_ve = allowed` (default `forbidden`).
+    pub allow_sept_ve: bool,
+    /// `tdx_tcb = required` (default `optional`).
+    pub require_tdx_tcb: bool,
+}
+
+impl AttestKnobs {
+    /// The knobs under which evidence must meet every one of `self` and `other` (several
+    /// matching policies: attestation requirements of all must hold).
+    pub fn strictest(self, other: AttestKnobs) -> AttestKnobs {
+        AttestKnobs {
+            allow_debug: self.allow_debug && other.allow_debug,
+            allow_sept_ve: self.allow_sept_ve && other.allow_sept_ve,
+            require_tdx_tcb: self.require_tdx_tcb || other.require_tdx_tcb,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -366,6 +411,13 @@ impl CompiledPolicy {
     /// The re-attestation interval the policy asks for, in milliseconds.
     pub fn reattest_every_ms(&self) -> Option<f64> {
         self.attest.as_ref().and_then(|a| a.every_ms)
+    }
+    /// The verifier settings of the policy's `attest` block (`debug`, `sept_ve`, `tdx_tcb`),
+    /// for the controller's `AttestPolicy`; `None` when the policy has no `attest` block (it
+    /// asks nothing of the verifier). For every policy that matches an enclave, see
+    /// [`PolicySet::attest_knobs`](crate::PolicySet::attest_knobs).
+    pub fn attest_knobs(&self) -> Option<AttestKnobs> {
+        self.attest.as_ref().map(AttestReq::knobs)
     }
     /// The usage aggregates this policy reads (`usage.R.agg(W)`), deduplicated and sorted:
     /// what the caller must put in `Facts::usage`.

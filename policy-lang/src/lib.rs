@@ -1,9 +1,9 @@
 //! The Tribune policy language: lexer, parser, checker, evaluator, formatter, diagnostics.
 //! Pure: no I/O. See `docs/policy-language.md` for the language itself.
 //!
-//! Pipeline: [`check`] lexes (winnow), parses (recursive descent with a nesting limit), and
+//! Pipeline: [`check()`] lexes (winnow), parses (recursive descent with a nesting limit), and
 //! checks/compiles each `policy` block into a [`CompiledPolicy`] — a flat arena form that
-//! [`CompiledPolicy::evaluate`] runs against [`Facts`] without allocating. [`format`] prints
+//! [`CompiledPolicy::evaluate`] runs against [`Facts`] without allocating. [`format()`] prints
 //! the canonical layout; [`render_diagnostics`] prints findings like rustc.
 //!
 //! ```
@@ -19,7 +19,8 @@
 //! ```
 
 mod ast;
-mod compile;
+mod check;
+mod conflicts;
 mod diag;
 mod eval;
 mod fmt;
@@ -27,17 +28,16 @@ mod grain;
 mod ir;
 mod lexer;
 mod parser;
-mod set;
 pub mod units;
 
+pub use conflicts::check_set;
 pub use diag::{Diagnostic, Severity, render_diagnostics};
 pub use eval::{
     ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
     Facts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact, Utilization,
 };
 pub use fmt::{FormatError, format, format_bytes};
-pub use ir::{Action, Agg, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
-pub use set::check_set;
+pub use ir::{Action, Agg, AttestKnobs, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};
 pub use units::{Dim, Resource};
 
 /// Largest policy source accepted, in bytes.
@@ -116,7 +116,7 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
         );
     } else {
         for p in &file.policies {
-            if let Some(c) = compile::Checker::new(&mut sink).policy(p) {
+            if let Some(c) = check::Checker::new(&mut sink).policy(p) {
                 policies.push(c);
             }
         }
@@ -130,7 +130,7 @@ pub fn check(file_name: &str, source: &str) -> CheckOutcome {
     }
 }
 
-/// Check a source file given as bytes, as read from disk: [`check`] if they are UTF-8, else
+/// Check a source file given as bytes, as read from disk: [`check()`] if they are UTF-8, else
 /// one E0004 diagnostic at the first byte that is not (its line and column counted over the
 /// valid text before it) and no policies. Never panics.
 pub fn check_bytes(file_name: &str, source: &[u8]) -> CheckOutcome {

@@ -684,3 +684,51 @@ impl<'s, 't, 'k> Parser<'s, 't, 'k> {
         Ok(items)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ast::*;
+
+    fn attest_stmts(block: &str) -> Vec<StmtKind> {
+        let src = format!("policy \"p\" {{\n  attest {{ {block} }}\n}}\n");
+        let parsed = crate::parse("t", &src);
+        assert!(parsed.sink.diags.is_empty(), "{:?}", parsed.sink.diags);
+        let item = &parsed.file.policies[0].body.items[0];
+        assert_eq!(item.keyword.name, "attest");
+        let ItemKind::Block(b) = &item.kind else {
+            panic!("not a block: {:?}", item.kind);
+        };
+        b.items.iter().map(|s| s.kind.clone()).collect()
+    }
+
+    fn assign(s: &StmtKind) -> (String, String) {
+        let StmtKind::Assign { target, value } = s else {
+            panic!("not an assignment: {s:?}");
+        };
+        (join_path(target), value.path_text().unwrap_or_default())
+    }
+
+    #[test]
+    fn attest_settings_parse_as_assignments() {
+        let stmts = attest_stmts("sept_ve = allowed; tdx_tcb = required\n debug = forbidden");
+        let got: Vec<(String, String)> = stmts.iter().map(assign).collect();
+        let want = [
+            ("sept_ve", "allowed"),
+            ("tdx_tcb", "required"),
+            ("debug", "forbidden"),
+        ];
+        assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
+    }
+
+    #[test]
+    fn attest_statements_of_every_kind() {
+        let stmts = attest_stmts(
+            "measurement in [\"aabbccdd\"]; min_tcb tdx >= 3; every 30s; allow_sept_ve = true",
+        );
+        assert!(matches!(stmts[0], StmtKind::MeasurementIn(_)));
+        assert!(matches!(&stmts[1], StmtKind::MinTcb { tee, .. } if tee.name == "tdx"));
+        assert!(matches!(stmts[2], StmtKind::Every(_)));
+        // Any `NAME = VALUE` parses; the checker decides which settings exist.
+        assert_eq!(assign(&stmts[3]), ("allow_sept_ve".into(), "true".into()));
+    }
+}

@@ -45,6 +45,22 @@ const INTEL_QE_VENDOR_ID: [u8; 16] = [
     0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
 ];
 
+/// Why a quote's TCB status could not be evaluated from its collateral. Every message starts
+/// with `collateral / TCB: `, as it appears in [`TdxOutcome::errors`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TcbError {
+    /// CRLs of the collateral are not usable at the verification time: one problem per CRL,
+    /// naming it and its dates.
+    #[error("collateral / TCB: {}", .0.join("; "))]
+    Crls(Vec<String>),
+    /// dcap-qvl refused the quote against the collateral (its message, times made readable).
+    #[error("collateral / TCB: {0}")]
+    Collateral(String),
+    /// The evaluation without CRLs (signed TCB info and QE identity) refused.
+    #[error("collateral / TCB: {0}")]
+    Evaluation(AttestError),
+}
+
 /// A parsed TDX quote, holding its exact bytes (without trailing padding).
 #[derive(Debug, Clone)]
 pub struct TdxQuote {
@@ -472,7 +488,7 @@ impl TdxVerifier {
                 }
                 out.tcb = Some(t);
             }
-            Err(e) => out.errors.push(e),
+            Err(e) => out.errors.push(e.to_string()),
         }
         out
     }
@@ -485,7 +501,7 @@ impl TdxVerifier {
         c: &Collateral,
         pck: &PckEntry,
         at: VerifyAt,
-    ) -> std::result::Result<TdxTcb, String> {
+    ) -> std::result::Result<TdxTcb, TcbError> {
         let key = tcb_key(quote, c.inner());
         if let Some(k) = key
             && let Ok(cache) = self.tcb_cache.lock()
@@ -514,9 +530,9 @@ impl TdxVerifier {
                 let msg = collateral::readable_times(&format!("{e:#}"));
                 let crls = c.crl_problems(at);
                 return Err(if msg.contains("Crl") && !crls.is_empty() {
-                    format!("collateral / TCB: {}", crls.join("; "))
+                    TcbError::Crls(crls)
                 } else {
-                    format!("collateral / TCB: {msg}")
+                    TcbError::Collateral(msg)
                 });
             }
         };
@@ -551,7 +567,7 @@ impl TdxVerifier {
         c: &Collateral,
         pck: &PckEntry,
         at: VerifyAt,
-    ) -> std::result::Result<TdxTcb, String> {
+    ) -> std::result::Result<TdxTcb, TcbError> {
         let inner = c.inner();
         let u = tcb::UnrevokedCollateral {
             tcb_info: &inner.tcb_info,
@@ -560,8 +576,7 @@ impl TdxVerifier {
             qe_identity_signature: &inner.qe_identity_signature,
             signing_chain_pem: &inner.tcb_info_issuer_chain,
         };
-        tcb::evaluate(quote, &pck.pck_leaf, &self.root, &u, at)
-            .map_err(|e| format!("collateral / TCB: {e}"))
+        tcb::evaluate(quote, &pck.pck_leaf, &self.root, &u, at).map_err(TcbError::Evaluation)
     }
 
     fn verify_crypto(
@@ -622,5 +637,29 @@ impl TdxVerifier {
                 AttestError::BadSignature("quote signature by the attestation key".into())
             })?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcb_errors_read_as_before() {
+        let crls = TcbError::Crls(vec![
+            "PCK CRL expired at 2025-01-01T00:00:00Z".into(),
+            "root CA CRL not yet valid".into(),
+        ]);
+        assert_eq!(
+            crls.to_string(),
+            "collateral / TCB: PCK CRL expired at 2025-01-01T00:00:00Z; root CA CRL not yet valid"
+        );
+        let qvl = TcbError::Collateral("TCB info expired".into());
+        assert_eq!(qvl.to_string(), "collateral / TCB: TCB info expired");
+        let ours = TcbError::Evaluation(AttestError::Chain("empty TCB signing chain".into()));
+        assert_eq!(
+            ours.to_string(),
+            "collateral / TCB: certificate chain: empty TCB signing chain"
+        );
     }
 }

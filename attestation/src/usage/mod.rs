@@ -1,0 +1,105 @@
+//! Authenticated usage reports (DESIGN.md §4.3–4.4).
+//!
+//! Wire formats (all integers big-endian, fixed layout, versioned, strict decoders):
+//!
+//! ```text
+//! UsageReport v1 (78 bytes)          MacReport = UsageReport ‖ HMAC-SHA256 tag (32) = 110 bytes
+//!   0  u16 version = 1
+//!   2  [16] enclave id
+//!  18  u64 seq
+//!  26  u64 window_start_ns (Unix ns)
+//!  34  u64 window_len_ns
+//!  42  u64 cpu_ns
+//!  50  u64 mem_bytes
+//!  58  u64 net_tx_bytes
+//!  66  u64 net_rx_bytes
+//!  74  u32 gpu_util_bp (basis points of one GPU; 10_000 = one GPU fully busy)
+//!
+//! Checkpoint v1 (162 bytes)
+//!   0  u16 version = 1
+//!   2  [16] enclave id
+//!  18  u64 first_seq
+//!  26  u64 last_seq
+//!  34  [32] prev_head   hash-chain head before first_seq
+//!  66  [32] head        hash-chain head after last_seq
+//!  98  [64] ed25519 signature over "tribune/checkpoint/v1" ‖ bytes 0..98
+//! ```
+//!
+//! The hash chain runs over the encoded reports: `head' = SHA-256(head ‖ report_bytes)`, from
+//! `genesis = SHA-256("tribune/usage-chain/v1/genesis" ‖ enclave)`. Reports are MAC'd (cheap,
+//! millions per second); every N reports a checkpoint is signed (third-party verifiable, goes
+//! into the log). A usage report *counts* only once a checkpoint covering it verifies.
+//!
+//! - `wire`: the reports and checkpoints and their strict encodings.
+//! - `crypto`: the report MAC, the hash chain and checkpoint signatures.
+//! - `producer`: the enclave side ([`Producer`]).
+//! - `verifier`: the controller side ([`StreamVerifier`], [`verify_by_checkpoint`]).
+
+mod crypto;
+mod producer;
+mod verifier;
+mod wire;
+
+pub use crypto::{MacKey, chain_genesis, chain_step, verify_checkpoint_signatures};
+pub use producer::{Emitted, Producer};
+pub use verifier::{Confirmed, Freshness, StreamVerifier, verify_by_checkpoint};
+pub use wire::{Checkpoint, EnclaveId, UsageReport, UsageSample};
+
+/// Current wire version of [`UsageReport`] and [`Checkpoint`].
+pub const WIRE_VERSION: u16 = 1;
+/// Encoded size of a [`UsageReport`].
+pub const REPORT_LEN: usize = 78;
+/// HMAC-SHA256 tag length.
+pub const TAG_LEN: usize = 32;
+/// Encoded size of a MAC'd report.
+pub const MAC_REPORT_LEN: usize = REPORT_LEN + TAG_LEN;
+/// Encoded size of a [`Checkpoint`].
+pub const CHECKPOINT_LEN: usize = 162;
+/// Upper bound on `gpu_util_bp` (64 GPUs fully busy): anything above is malformed.
+pub const GPU_UTIL_BP_MAX: u32 = 64 * 10_000;
+/// Upper bound on reports one checkpoint may cover, and on reports a verifier holds unconfirmed.
+pub const CHECKPOINT_SPAN_MAX: u64 = 4096;
+
+/// Shared by the unit tests of the usage modules.
+#[cfg(test)]
+mod testing {
+    use super::*;
+    use crate::session::{BoundEnclave, ControllerExchange, EnclaveKeys};
+
+    pub const ENCLAVE: EnclaveId = EnclaveId([7; 16]);
+
+    /// A producer and the controller's binding of it, after one key exchange.
+    pub fn bound(every: u32) -> (Producer, BoundEnclave) {
+        let keys = EnclaveKeys::from_seeds([1; 32], [2; 32]);
+        let ctl = ControllerExchange::from_parts([3; 32], [4; 32]);
+        let rd = keys.report_data(ctl.nonce());
+        let bound = ctl
+            .bind(ENCLAVE, keys.ed25519_public(), keys.x25519_public(), &rd)
+            .unwrap();
+        let p = Producer::new(ENCLAVE, keys, ctl.nonce(), &ctl.eph_public(), every).unwrap();
+        (p, bound)
+    }
+
+    /// A producer that signs a checkpoint every `every` reports, and its stream's verifier.
+    pub fn setup(every: u32) -> (Producer, StreamVerifier) {
+        let (p, bound) = bound(every);
+        let v = StreamVerifier::new(&bound, Freshness::default()).unwrap();
+        (p, v)
+    }
+
+    /// Window `i` of 100 ms, all before [`NOW`].
+    pub fn sample(i: u64) -> UsageSample {
+        UsageSample {
+            window_start_ns: 1_000_000_000_000 + i * 100_000_000,
+            window_len_ns: 100_000_000,
+            cpu_ns: 50_000_000 + i,
+            mem_bytes: 1 << 30,
+            net_tx_bytes: 1000 * i,
+            net_rx_bytes: 2000 * i,
+            gpu_util_bp: 0,
+        }
+    }
+
+    /// The end of window 100.
+    pub const NOW: u64 = 1_000_000_000_000 + 100 * 100_000_000;
+}
