@@ -29,8 +29,8 @@ use tribune_policy::{
 };
 
 use crate::state::{
-    Allocation, Enclave, EnclaveState, EnclaveStatus, Enforcement, Ladder, LogEntryKind, Resources,
-    Step,
+    Allocation, Attestation, Enclave, EnclaveState, EnclaveStatus, Enforcement, Ladder,
+    LogEntryKind, Resources, Step,
 };
 
 /// Usage above the limit by more than this fraction is over the limit (measurement noise).
@@ -96,6 +96,19 @@ pub struct Output {
     pub decision: Decision,
 }
 
+/// The enclave as the policy language sees it (what `match` and `attest_knobs` read).
+pub fn identity(e: &Enclave, attestation: Option<&Attestation>) -> tribune_policy::Enclave {
+    tribune_policy::Enclave {
+        tenant: e.tenant.clone(),
+        labels: e.labels.clone(),
+        tee: TeeKind::from_name(&e.tee).unwrap_or(TeeKind::Sim),
+        measurement: attestation
+            .map(|a| a.measurement.clone())
+            .unwrap_or_default(),
+        class: e.labels.get("class").cloned().unwrap_or_default(),
+    }
+}
+
 fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
     let e = input.enclave;
     let attestation = input.status.and_then(|s| s.attestation.as_ref());
@@ -108,15 +121,7 @@ fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
         None => AttestStatus::Pending,
     };
     Facts {
-        enclave: tribune_policy::Enclave {
-            tenant: e.tenant.clone(),
-            labels: e.labels.clone(),
-            tee: TeeKind::from_name(&e.tee).unwrap_or(TeeKind::Sim),
-            measurement: attestation
-                .map(|a| a.measurement.clone())
-                .unwrap_or_default(),
-            class: e.labels.get("class").cloned().unwrap_or_default(),
-        },
+        enclave: identity(e, attestation),
         minute_of_day: Some(((now_ms.rem_euclid(86_400_000)) / 60_000) as u32),
         host: Utilization::default(),
         cluster: Utilization::default(),

@@ -19,6 +19,11 @@ pub struct Context<'a> {
     /// Accept simulated evidence (`tribune dev`).
     pub allow_sim: bool,
     pub now_ms: i64,
+    /// When certificates, CRLs and collateral must be valid.
+    pub at: VerifyAt,
+    /// What the `attest` blocks of the policies matching the enclave allow and require
+    /// (`PolicySet::attest_knobs`); `None`: the verifier's defaults.
+    pub knobs: Option<tribune_policy::AttestKnobs>,
 }
 
 /// What the session tracks of an enclave that is being re-attested: the keys bound on this
@@ -113,14 +118,14 @@ pub fn verify(
     } else {
         VerifierConfig::production()
     };
-    config.policy.allow_debug = true; // the policy's `attest { debug = … }` decides
-    let verdict = match verify_evidence(
-        verifiers,
-        &config,
-        &ev.report,
-        &Inputs::default(),
-        VerifyAt::now(),
-    ) {
+    // Debug-mode evidence is verified and reported as such: the policy's `attest { debug = … }`
+    // decides what that means (`attestation.debug`), so the ladder sees it.
+    config.policy.allow_debug = true;
+    if let Some(k) = cx.knobs {
+        config.policy.allow_sept_ve = k.allow_sept_ve;
+        config.policy.require_tdx_tcb = k.require_tdx_tcb;
+    }
+    let verdict = match verify_evidence(verifiers, &config, &ev.report, &Inputs::default(), cx.at) {
         Ok(v) => v,
         Err(e) => {
             a.reasons.push(format!("not evidence: {e}"));

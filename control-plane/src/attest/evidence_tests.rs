@@ -11,6 +11,8 @@ fn cx(allow_sim: bool) -> Context<'static> {
         controller_id: 2,
         allow_sim,
         now_ms: 1_000,
+        at: VerifyAt::now(),
+        knobs: None,
     }
 }
 
@@ -206,4 +208,54 @@ fn rekey_needs_trusted_prior_evidence_for_the_same_keys_and_a_good_signature() {
         rekey(cx(true), &ex, &short, Some(&prior)),
         Err(RekeyError::Length { got: 10, .. })
     ));
+}
+
+/// The shared attestation test data (`$TRIBUNE_TESTDATA`, else `shared/` beside the checkout).
+fn testdata() -> Option<std::path::PathBuf> {
+    let env = std::env::var_os("TRIBUNE_TESTDATA").map(std::path::PathBuf::from);
+    let beside =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/attestation");
+    env.into_iter().chain([beside]).find(|p| p.is_dir())
+}
+
+#[test]
+fn the_policy_attest_knobs_reach_the_verifier() {
+    let Some(d) = testdata() else {
+        eprintln!("\n*** skipped: attestation test data not found (set TRIBUNE_TESTDATA) ***\n");
+        return;
+    };
+    // An Azure TDX quote whose TD has SEPT_VE_DISABLE clear (shared/…/SOURCE.md).
+    let Ok(raw) = std::fs::read(d.join("tdx/coco-trustee/az-td-quote.bin")) else {
+        panic!("az-td-quote.bin is missing from {}", d.display());
+    };
+    let ev = pb::Evidence {
+        enclave_id: "e1".into(),
+        tee: "tdx".into(),
+        report: raw,
+        enclave_ed25519: keys().ed25519_public().to_vec(),
+        enclave_x25519: keys().x25519_public().to_vec(),
+        ..pb::Evidence::default()
+    };
+    let ex = ControllerExchange::from_parts([3; 32], [4; 32]);
+    let sept = |knobs| {
+        let c = Context {
+            at: VerifyAt::parse_rfc3339("2025-11-01T00:00:00Z").expect("time"),
+            knobs,
+            ..cx(false)
+        };
+        verify(c, &verifiers(), &ex, &ev, &[], None)
+            .attestation()
+            .reasons
+            .iter()
+            .any(|r| r.contains("SEPT_VE_DISABLE"))
+    };
+    assert!(sept(None), "refused by default");
+    let allowed = tribune_policy::AttestKnobs {
+        allow_sept_ve: true,
+        ..tribune_policy::AttestKnobs::default()
+    };
+    assert!(
+        !sept(Some(allowed)),
+        "allowed by the policy's `sept_ve = allowed`"
+    );
 }

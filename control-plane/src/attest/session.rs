@@ -395,18 +395,21 @@ impl Session {
         let mut need_evidence = Vec::new();
         let mut refused = Vec::new();
         let now = Instant::now();
+        let (set, _) = self.policy_set();
         for ev in evidence {
             let id = ev.enclave_id.clone();
             // What the replicated state says about this enclave, copied out of the lock.
-            let (placed, expected, prior) = {
+            let (placed, expected, identity, prior) = {
                 let st = self.state();
                 let e = st.enclaves.get(&id);
+                let prior = st.status.get(&id).and_then(|s| s.attestation.clone());
                 (
                     e.and_then(|e| e.placement.as_ref())
                         .map(|p| p.host == self.host),
                     e.map(|e| e.expected_measurements.clone())
                         .unwrap_or_default(),
-                    st.status.get(&id).and_then(|s| s.attestation.clone()),
+                    e.map(|e| super::decide::identity(e, prior.as_ref())),
+                    prior,
                 )
             };
             if placed != Some(true) {
@@ -427,11 +430,14 @@ impl Session {
                 ));
                 continue;
             }
+            let knobs = identity.and_then(|i| set.attest_knobs(&i));
             let cx = Context {
                 host: &self.host,
                 controller_id: self.controller.id,
                 allow_sim: self.config.allow_sim,
                 now_ms: wall_ms(),
+                at: tribune_attest::VerifyAt::now(),
+                knobs,
             };
             if ev.report.is_empty() && !ev.rekey_signature.is_empty() {
                 match evidence::rekey(cx, &self.exchange, &ev, prior.as_ref()) {
