@@ -37,74 +37,9 @@ use tribune_proto::v1 as pb;
 
 use super::decide::Observation;
 use super::reattest::Schedule;
+pub use super::refusal::{Fault, Refusal};
 use super::window::{Rates, Windows};
 use crate::state::UsageDigest;
-
-/// What kind of input was refused: the key of refusal rate-limiting (never the error text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Fault {
-    /// The enclave is not placed on this stream's host.
-    NotPlaced,
-    /// No trusted evidence for the enclave on this stream.
-    Untracked,
-    /// Too many enclaves on one stream.
-    TooMany,
-    /// Evidence did not verify or does not meet the requirements.
-    Evidence,
-    /// A message or field is malformed.
-    Malformed,
-    /// A MAC or signature does not verify.
-    Signature,
-    /// A seq already accepted.
-    Replay,
-    /// A report window too old or in the future (still accounted).
-    Stale,
-    /// A report that does not follow the last accepted one.
-    Gap,
-    /// A checkpoint or replayed span that does not match the chain.
-    Chain,
-    /// A bound was hit.
-    Limit,
-}
-
-impl Fault {
-    /// The fault an [`AttestError`] from a report or checkpoint stands for.
-    pub fn of(e: &AttestError) -> Fault {
-        match e {
-            AttestError::Malformed { .. } | AttestError::Unsupported { .. } => Fault::Malformed,
-            AttestError::BadSignature(_) => Fault::Signature,
-            AttestError::Replay { .. } => Fault::Replay,
-            AttestError::Stale(_) | AttestError::Time(_) => Fault::Stale,
-            AttestError::Limit(_) => Fault::Limit,
-            AttestError::Checkpoint(_) | AttestError::Binding(_) | AttestError::Proof(_) => {
-                Fault::Chain
-            }
-            AttestError::Chain(_) | AttestError::Missing(_) | AttestError::Refused(_) => {
-                Fault::Evidence
-            }
-        }
-    }
-}
-
-/// One refused input: whose, what, of which kind, and why (for the log).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    pub subject: String,
-    pub what: &'static str,
-    pub fault: Fault,
-    pub why: String,
-}
-
-impl Refusal {
-    pub fn new(subject: &str, what: &'static str, fault: Fault, why: impl Into<String>) -> Self {
-        Refusal {
-            subject: subject.to_string(),
-            what,
-            fault,
-            why: why.into(),
-        }
-    }
-}
 
 /// An enclave whose chain broke: its reports, by seq, until a checkpoint re-anchors it.
 #[derive(Debug, Default)]
@@ -458,6 +393,7 @@ impl Ledger {
         placed_here: &dyn Fn(&str) -> bool,
         out: &mut Vec<Refusal>,
     ) {
+        let mut touched = Vec::new();
         for r in b.reports {
             let id = r.enclave_id.clone();
             let Some(t) = self.tracked.get_mut(&id) else {
@@ -480,15 +416,16 @@ impl Ledger {
             wire.extend_from_slice(&r.report);
             wire.extend_from_slice(&r.mac);
             let host_view = UsageReport::decode(&r.host_view).ok();
-            t.intake(
-                &id,
-                wire,
-                host_view.as_ref(),
-                now_ns,
-                self.freshness,
-                wanted,
-                out,
-            );
+            t.intake(&id, wire, host_view.as_ref(), now_ns, self.freshness, out);
+            touched.push(id);
+        }
+        // The window facts, once per enclave per batch (not per report).
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.observe(wanted);
+            }
         }
     }
 
@@ -580,7 +517,6 @@ impl Ledger {
 
 impl Tracked {
     /// One live MAC'd report.
-    #[allow(clippy::too_many_arguments)]
     fn intake(
         &mut self,
         id: &str,
@@ -588,7 +524,6 @@ impl Tracked {
         host_view: Option<&UsageReport>,
         now_ns: u64,
         freshness: Freshness,
-        wanted: &[(Resource, Agg, u32)],
         out: &mut Vec<Refusal>,
     ) {
         let now_ms = (now_ns / 1_000_000) as i64;
@@ -656,8 +591,9 @@ impl Tracked {
                 self.windows.push(end_ms, &rates);
                 self.observation = Some(Observation {
                     cpu_millicores: rates.cpu_millicores,
-                    cpu_recent_millicores: self.windows.recent_cpu(1000),
-                    usage: self.windows.facts(wanted),
+                    // Filled in once per batch (`Tracked::observe`).
+                    cpu_recent_millicores: 0.0,
+                    usage: Vec::new(),
                     divergence_pct: divergence,
                     seq: report.seq,
                     window_end_ms: end_ms,
@@ -683,6 +619,14 @@ impl Tracked {
         }
         self.span.push((report, divergence));
         self.check_invariants();
+    }
+
+    /// Completes the observation of the last fresh report with the window aggregates.
+    fn observe(&mut self, wanted: &[(Resource, Agg, u32)]) {
+        if let Some(o) = self.observation.as_mut() {
+            o.cpu_recent_millicores = self.windows.recent_cpu(1000);
+            o.usage = self.windows.facts(wanted);
+        }
     }
 
     /// The chain broke at the report in `wire`: keep the unconfirmed reports' bodies and buffer
@@ -763,8 +707,10 @@ impl Tracked {
         // their timeliness decides whether they are observations.
         let mut later = Vec::new();
         for w in after {
-            self.intake(id, w, None, now_ns, freshness, &[], &mut later);
+            self.intake(id, w, None, now_ns, freshness, &mut later);
         }
+        // Decisions resume with the next live batch (whose aggregates are complete).
+        self.observation = None;
         out.extend(later.into_iter().filter(|r| r.fault != Fault::Stale));
         Some(digest)
     }

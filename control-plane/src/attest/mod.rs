@@ -7,6 +7,7 @@
 //! - [`evidence`]: evidence and re-keying as pure verdicts.
 //! - [`ledger`]: tracked enclaves, usage reports, replay, checkpoints, digests, freshness, gaps.
 //! - [`reattest`]: re-attestation schedules (`due`, `overdue`).
+//! - [`refusal`]: refused inputs and their fault kinds (the key of log rate-limiting).
 //! - [`clock`]: the session clock (wall time at the start, advanced monotonically).
 //! - [`decide`]: pure decisions — the ladder, reclamation, allocations.
 //! - [`window`]: per-enclave sliding usage windows (the `usage.R.agg(W)` facts).
@@ -18,6 +19,7 @@ pub mod evidence;
 pub mod ledger;
 pub mod plan;
 pub mod reattest;
+pub mod refusal;
 pub mod server;
 pub mod session;
 pub mod window;
