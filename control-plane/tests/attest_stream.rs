@@ -241,24 +241,13 @@ fn sample(cpu_millicores: u64) -> UsageSample {
     }
 }
 
+/// A sealed report whose host view is the enclave's own.
 fn report(enclave: &str, wire: &[u8]) -> pb::UsageReport {
-    pb::UsageReport {
-        enclave_id: enclave.into(),
-        report: wire[..REPORT_LEN].to_vec(),
-        mac: wire[REPORT_LEN..].to_vec(),
-        host_view: wire[..REPORT_LEN].to_vec(),
-    }
+    pb::UsageReport::sealed(enclave, wire, wire[..REPORT_LEN].to_vec())
 }
 
 fn checkpoint(enclave: &str, cp: &tribune_attest::usage::Checkpoint) -> pb::Checkpoint {
-    pb::Checkpoint {
-        enclave_id: enclave.into(),
-        first_seq: cp.first_seq,
-        last_seq: cp.last_seq,
-        chain_head: cp.head.to_vec(),
-        signature: cp.signature.to_vec(),
-        encoded: cp.encode().to_vec(),
-    }
+    pb::Checkpoint::of(enclave, cp)
 }
 
 fn producer(enclave: &str, keys: &EnclaveKeys, agent: &FakeAgent) -> Producer {

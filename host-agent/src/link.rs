@@ -126,23 +126,12 @@ impl Replay {
         let checkpoints: Vec<pb::Checkpoint> = self
             .checkpoints
             .iter()
-            .flat_map(|(e, q)| q.iter().map(move |c| pb_checkpoint(e, c)))
+            .flat_map(|(e, q)| q.iter().map(move |c| pb::Checkpoint::of(e, c)))
             .collect();
         (!checkpoints.is_empty()).then_some(pb::ReplayBatch {
             reports,
             checkpoints,
         })
-    }
-}
-
-fn pb_checkpoint(enclave: &str, c: &Checkpoint) -> pb::Checkpoint {
-    pb::Checkpoint {
-        enclave_id: enclave.to_string(),
-        first_seq: c.first_seq,
-        last_seq: c.last_seq,
-        chain_head: c.head.to_vec(),
-        signature: c.signature.to_vec(),
-        encoded: c.encode().to_vec(),
     }
 }
 
@@ -318,7 +307,7 @@ impl Link {
             reports.push(msg.clone());
             self.replay.push(&w.enclave, Buffered { seq: s.seq, msg });
             if let Some(cp) = s.checkpoint {
-                checkpoints.push(pb_checkpoint(&w.enclave, &cp));
+                checkpoints.push(pb::Checkpoint::of(&w.enclave, &cp));
                 self.replay.push_checkpoint(&w.enclave, cp);
             }
         }

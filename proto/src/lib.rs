@@ -1,10 +1,12 @@
 //! Protocol buffers and generated tonic/prost code for Tribune's three gRPC services:
 //! `ControlService` (users), `RaftService` (controller to controller) and
-//! `AttestationService` (host agent to controller). No logic lives here.
-
-#![allow(clippy::all, clippy::pedantic)]
+//! `AttestationService` (host agent to controller). No logic lives here but the conversions
+//! between messages and the domain types they carry ([`convert`], one place for both sides).
 
 /// `tribune.v1`: every message and service.
+#[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("tribune.v1");
 }
+
+pub mod convert;

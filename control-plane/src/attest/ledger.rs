@@ -29,8 +29,8 @@ use tribune_attest::AttestError;
 use tribune_attest::merkle::{leaf_hash, root_of};
 use tribune_attest::session::BoundEnclave;
 use tribune_attest::usage::{
-    self, CHECKPOINT_LEN, CHECKPOINT_SPAN_MAX, Checkpoint, Confirmed, EnclaveId, Freshness,
-    REPORT_LEN, StreamVerifier, UsageReport,
+    self, CHECKPOINT_SPAN_MAX, Checkpoint, Confirmed, Freshness, REPORT_LEN, StreamVerifier,
+    UsageReport,
 };
 use tribune_policy::{Agg, Resource};
 use tribune_proto::v1 as pb;
@@ -133,26 +133,6 @@ pub fn divergence_pct(enclave: &Rates, host: &Rates) -> f64 {
     } else {
         (a - b).abs() / big * 100.0
     }
-}
-
-/// A checkpoint message → the signed checkpoint (`encoded`; the other fields must agree).
-pub fn pb_checkpoint(c: &pb::Checkpoint) -> Result<Checkpoint, AttestError> {
-    if c.encoded.len() != CHECKPOINT_LEN {
-        return Err(AttestError::Malformed {
-            what: "checkpoint",
-            detail: format!("{} bytes, expected {CHECKPOINT_LEN}", c.encoded.len()),
-        });
-    }
-    let cp = Checkpoint::decode(&c.encoded)?;
-    if cp.enclave != EnclaveId::from_name(&c.enclave_id)
-        || cp.first_seq != c.first_seq
-        || cp.last_seq != c.last_seq
-    {
-        return Err(AttestError::Checkpoint(
-            "checkpoint fields disagree with its signed encoding".into(),
-        ));
-    }
-    Ok(cp)
 }
 
 /// The digest of a confirmed span. `unaccounted_from`: the first seq of a run this controller
@@ -313,7 +293,7 @@ impl Ledger {
                 ));
                 continue;
             };
-            let cp = match pb_checkpoint(&c) {
+            let cp = match Checkpoint::try_from(&c) {
                 Ok(cp) => cp,
                 Err(e) => {
                     out.push(Refusal::new(
@@ -412,9 +392,7 @@ impl Ledger {
                 out.push(Refusal::new(&id, "usage report", fault, why));
                 continue;
             };
-            let mut wire = Vec::with_capacity(r.report.len() + r.mac.len());
-            wire.extend_from_slice(&r.report);
-            wire.extend_from_slice(&r.mac);
+            let wire = r.wire();
             let host_view = UsageReport::decode(&r.host_view).ok();
             t.intake(&id, wire, host_view.as_ref(), now_ns, self.freshness, out);
             touched.push(id);
@@ -436,7 +414,7 @@ impl Ledger {
         let mut checked = Vec::new();
         for c in b.checkpoints {
             let id = c.enclave_id.clone();
-            let cp = match pb_checkpoint(&c) {
+            let cp = match Checkpoint::try_from(&c) {
                 Ok(cp) => cp,
                 Err(e) => {
                     out.push(Refusal::new(

@@ -1,7 +1,7 @@
 use std::time::Instant;
 
 use tribune_attest::session::{ControllerExchange, EnclaveKeys};
-use tribune_attest::usage::{Emitted, Producer, UsageSample, chain_genesis};
+use tribune_attest::usage::{Emitted, EnclaveId, Producer, UsageSample, chain_genesis};
 
 use super::*;
 
@@ -46,23 +46,8 @@ fn fixture() -> Fixture {
 }
 
 fn to_pb(e: Emitted) -> (pb::UsageReport, Option<pb::Checkpoint>) {
-    let r = pb::UsageReport {
-        enclave_id: NAME.into(),
-        report: e.report[..REPORT_LEN].to_vec(),
-        mac: e.report[REPORT_LEN..].to_vec(),
-        host_view: Vec::new(),
-    };
-    (r, e.checkpoint.map(|cp| pb_cp(&cp)))
-}
-
-fn pb_cp(cp: &Checkpoint) -> pb::Checkpoint {
-    pb::Checkpoint {
-        enclave_id: NAME.into(),
-        first_seq: cp.first_seq,
-        last_seq: cp.last_seq,
-        encoded: cp.encode().to_vec(),
-        ..pb::Checkpoint::default()
-    }
+    let r = pb::UsageReport::sealed(NAME, &e.report, Vec::new());
+    (r, e.checkpoint.map(|cp| pb::Checkpoint::of(NAME, &cp)))
 }
 
 impl Fixture {
