@@ -163,6 +163,15 @@ fn millis(v: Option<f64>) -> u64 {
         .map_or(0, |x| x.round() as u64)
 }
 
+/// Invariant **lent = borrowed pool**, on one host: the borrowers share what the lenders lend,
+/// less the rounding down of each borrower's share (under a millicore each); nothing is lent
+/// without a borrower and nothing is borrowed that is not lent.
+fn pool_balances(lent: &[u64], borrowed: &[u64], borrowers: usize) -> bool {
+    let lent: u64 = lent.iter().sum();
+    let borrowed: u64 = borrowed.iter().sum();
+    borrowed <= lent && lent - borrowed <= borrowers as u64 && (borrowers > 0 || lent == 0)
+}
+
 fn resources(values: &[tribune_policy::Setting; 5]) -> Resources {
     Resources {
         cpu_millicores: millis(values[Resource::Cpu as usize].value),
@@ -327,6 +336,11 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
         .iter()
         .map(|&l| if pool > 0 { l } else { 0 })
         .collect();
+    debug_assert!(
+        pool_balances(&lent, &borrowed, borrowers.len()),
+        "lent = borrowed pool: lent {lent:?}, borrowed {borrowed:?}, {} borrowers",
+        borrowers.len()
+    );
 
     inputs
         .iter()

@@ -31,6 +31,35 @@ pub(super) enum SubmitError {
     Failed(String),
 }
 
+/// One batch: `first` and the writes queued behind it (taken without waiting), at most
+/// [`BATCH_COMMANDS_MAX`] commands and [`BATCH_BYTES_MAX`] bytes — a single larger write goes
+/// alone. The write that would have made it too large is returned, to start the next batch.
+fn fill_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.cmd.approx_bytes();
+    let mut batch = vec![first];
+    let mut carried = None;
+    while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+        match rx.try_recv() {
+            Ok(p) => {
+                let more = p.cmd.approx_bytes();
+                if bytes + more > BATCH_BYTES_MAX {
+                    carried = Some(p);
+                    break;
+                }
+                bytes += more;
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    debug_assert!(
+        batch.len() <= BATCH_COMMANDS_MAX && (batch.len() == 1 || bytes <= BATCH_BYTES_MAX),
+        "a batch is bounded: {} commands, {bytes} bytes",
+        batch.len()
+    );
+    (batch, carried)
+}
+
 /// Groups queued writes into Raft entries. Several batches may be in flight at once
 /// (pipelining); while they are, new writes queue up and form the next batch.
 pub(super) async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
@@ -48,22 +77,8 @@ pub(super) async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.cmd.approx_bytes();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
-            match rx.try_recv() {
-                Ok(p) => {
-                    let more = p.cmd.approx_bytes();
-                    if bytes + more > BATCH_BYTES_MAX {
-                        carried = Some(p);
-                        break;
-                    }
-                    bytes += more;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, next) = fill_batch(first, &mut rx);
+        carried = next;
         let raft = raft.clone();
         tokio::spawn(async move {
             let (cmds, replies): (Vec<Command>, Vec<_>) =
@@ -92,5 +107,83 @@ pub(super) async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Expect;
+
+    /// A write of about `bytes` bytes ([`Command::approx_bytes`]), named `n`.
+    fn pending(n: usize, bytes: usize) -> Pending {
+        let (reply, _) = oneshot::channel();
+        let cmd = Command::PutPolicy {
+            name: format!("p{n}"),
+            source: String::new(),
+            expect: Expect::Any,
+            actor: String::new(),
+            at_ms: 0,
+        };
+        let fixed = cmd.approx_bytes();
+        let cmd = Command::PutPolicy {
+            name: format!("p{n}"),
+            source: "x".repeat(bytes.saturating_sub(fixed)),
+            expect: Expect::Any,
+            actor: String::new(),
+            at_ms: 0,
+        };
+        Pending { cmd, reply }
+    }
+
+    fn name(p: &Pending) -> String {
+        match &p.cmd {
+            Command::PutPolicy { name, .. } => name.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// Queues writes of the given sizes, then cuts them into batches: the names per batch.
+    fn batches(sizes: &[usize]) -> Vec<Vec<String>> {
+        let (tx, mut rx) = mpsc::channel(sizes.len().max(1));
+        for (n, &b) in sizes.iter().enumerate() {
+            assert!(tx.try_send(pending(n, b)).is_ok());
+        }
+        let mut out = Vec::new();
+        let mut carried = None;
+        while let Some(first) = carried.take().or_else(|| rx.try_recv().ok()) {
+            let (batch, next) = fill_batch(first, &mut rx);
+            out.push(batch.iter().map(name).collect());
+            carried = next;
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_1024_commands() {
+        let b = batches(&[300; 2500]);
+        let lens: Vec<usize> = b.iter().map(Vec::len).collect();
+        assert_eq!(lens, [1024, 1024, 452]);
+        // In order, none lost, none twice.
+        let all: Vec<String> = b.into_iter().flatten().collect();
+        let want: Vec<String> = (0..2500).map(|n| format!("p{n}")).collect();
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn a_batch_holds_about_1_mib_and_a_larger_write_goes_alone() {
+        let mib = BATCH_BYTES_MAX;
+        let b = batches(&[mib / 2, mib / 2, 1, 2 * mib, mib / 3, mib / 3, mib / 3, 1]);
+        assert_eq!(
+            b,
+            [
+                vec!["p0", "p1"],
+                vec!["p2"],
+                vec!["p3"],
+                vec!["p4", "p5", "p6"],
+                vec!["p7"]
+            ]
+        );
+        assert_eq!(batches(&[5]), [vec!["p0"]]);
     }
 }

@@ -226,7 +226,7 @@ impl State {
                 _ => false,
             };
             if changed_state {
-                *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
+                self.bump_plan_version(host);
             }
             out.logged.push(
                 self.log
@@ -335,7 +335,7 @@ impl State {
             status.lent_cpu_millicores = c.lent_cpu_millicores;
             self.allocations.insert(c.enclave.clone(), c.allocation);
             if plan_changed {
-                *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
+                self.bump_plan_version(host);
             }
             for (kind, detail) in c.log {
                 out.logged

@@ -6,6 +6,7 @@
 
 mod enforce;
 mod log;
+mod plan_version;
 mod types;
 
 pub use enforce::{
@@ -411,7 +412,7 @@ impl State {
                     .and_then(|e| e.placement.as_ref())
                     .map(|p| p.host.clone())
                 {
-                    *self.plan_versions.entry(host).or_insert(0) += 1;
+                    self.bump_plan_version(&host);
                 }
                 self.allocations
                     .insert(allocation.enclave.clone(), allocation.clone());
@@ -496,7 +497,7 @@ impl State {
             .filter_map(|e| e.placement.as_ref().map(|p| p.host.clone()))
             .collect();
         for h in hosts {
-            *self.plan_versions.entry(h).or_insert(0) += 1;
+            self.bump_plan_version(&h);
         }
     }
 
@@ -578,7 +579,7 @@ impl State {
             enclave.state = EnclaveState::Suspended;
         }
         if let Some(p) = &enclave.placement {
-            *self.plan_versions.entry(p.host.clone()).or_insert(0) += 1;
+            self.bump_plan_version(&p.host);
         }
         self.log.append(
             LogEntryKind::EnclaveChange,
