@@ -14,6 +14,7 @@
 //! - [`link`]: the attestation stream to the controllers (evidence, sealed usage reports,
 //!   checkpoints, replay; plans in, acks out); [`reconnect`]: its outages and back-off.
 //! - [`link_messages`]: what the agent's loop and the link say to each other.
+//! - [`link_error`]: why a stream to a controller ended, why a plan was refused (typed).
 //! - [`sim_tee`]: the simulated TEE of an enclave (keys, sim evidence, MAC'd usage reports,
 //!   signed checkpoints), which the link seals every window through.
 //! - [`sys`]: root checks.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod gpu;
 pub mod launch;
 pub mod link;
+pub mod link_error;
 pub mod link_messages;
 pub mod net;
 pub mod plan;

@@ -25,6 +25,7 @@ use tribune_proto::v1 as pb;
 use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
 
 use crate::collector::UsageWindow;
+use crate::link_error::{LinkError, PlanError};
 use crate::link_messages::{LinkEvent, ToLink};
 use crate::plan::{
     Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, MEMORY_BYTES_MIN, Plan,
@@ -135,21 +136,39 @@ impl Replay {
     }
 }
 
+fn connect_err(addr: &str, detail: impl std::fmt::Display) -> LinkError {
+    LinkError::Connect {
+        addr: addr.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn rpc_err(addr: &str, status: tonic::Status) -> LinkError {
+    LinkError::Rpc {
+        addr: addr.to_string(),
+        status,
+    }
+}
+
 fn agent_msg(body: pb::agent_message::Body) -> pb::AgentMessage {
     pb::AgentMessage { body: Some(body) }
 }
 
 /// A controller's plan in the agent's terms. Values below what the kernel can enforce are
 /// raised to the smallest enforceable value (never dropped: a cap stays a cap).
-pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, String> {
+pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
     let mut enclaves = BTreeMap::new();
     for e in &p.enclaves {
         let launch = if e.launch_json.is_empty() {
             None
         } else {
             Some(
-                serde_json::from_str::<LaunchSpec>(&e.launch_json)
-                    .map_err(|err| format!("enclave {:?}: launch spec: {err}", e.enclave_id))?,
+                serde_json::from_str::<LaunchSpec>(&e.launch_json).map_err(|source| {
+                    PlanError::LaunchSpec {
+                        enclave: e.enclave_id.clone(),
+                        source,
+                    }
+                })?,
             )
         };
         let nz = |v: u64| (v > 0).then_some(v);
@@ -314,7 +333,7 @@ impl Link {
         (reports, checkpoints)
     }
 
-    async fn connect(&self, addr: &str) -> Result<Channel, String> {
+    async fn connect(&self, addr: &str) -> Result<Channel, LinkError> {
         let scheme = if self.cfg.tls.is_some() {
             "https"
         } else {
@@ -326,7 +345,7 @@ impl Link {
             format!("{scheme}://{addr}")
         };
         let mut ep = Endpoint::from_shared(url)
-            .map_err(|e| format!("{addr}: {e}"))?
+            .map_err(|e| connect_err(addr, e))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_millis(500))
@@ -335,9 +354,9 @@ impl Link {
         if let Some(tls) = &self.cfg.tls {
             ep = ep
                 .tls_config(tls.clone())
-                .map_err(|e| format!("{addr}: tls: {e}"))?;
+                .map_err(|e| connect_err(addr, format!("tls: {e}")))?;
         }
-        ep.connect().await.map_err(|e| format!("{addr}: {e}"))
+        ep.connect().await.map_err(|e| connect_err(addr, e))
     }
 
     /// One stream to one controller, until it breaks or `uplink` closes (Ok).
@@ -345,7 +364,7 @@ impl Link {
         &mut self,
         addr: &str,
         uplink: &mut mpsc::Receiver<ToLink>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let channel = self.connect(addr).await?;
         let mut client = AttestationServiceClient::new(channel)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -360,31 +379,45 @@ impl Link {
         };
         tx.send(agent_msg(pb::agent_message::Body::Hello(hello)))
             .await
-            .map_err(|_| "stream closed".to_string())?;
+            .map_err(|_| LinkError::Closed)?;
         let mut inbound = client
             .attest(ReceiverStream::new(rx))
             .await
-            .map_err(|e| format!("{addr}: {}", e.message()))?
+            .map_err(|status| rpc_err(addr, status))?
             .into_inner();
         let first = tokio::time::timeout(CHALLENGE_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| format!("{addr}: no challenge within {CHALLENGE_TIMEOUT:?}"))?
-            .map_err(|e| format!("{addr}: {}", e.message()))?;
+            .map_err(|_| LinkError::NoChallenge {
+                addr: addr.to_string(),
+                timeout: CHALLENGE_TIMEOUT,
+            })?
+            .map_err(|status| rpc_err(addr, status))?;
         let challenge = match first.and_then(|m| m.body) {
             Some(pb::controller_message::Body::Challenge(c)) => c,
-            Some(pb::controller_message::Body::Goodbye(g)) => return Err(g.reason),
-            _ => return Err(format!("{addr}: expected a challenge")),
+            Some(pb::controller_message::Body::Goodbye(g)) => {
+                return Err(LinkError::Refused(g.reason));
+            }
+            _ => {
+                return Err(LinkError::NotAChallenge {
+                    addr: addr.to_string(),
+                });
+            }
         };
-        let nonce: [u8; 32] = challenge
-            .nonce
-            .as_slice()
-            .try_into()
-            .map_err(|_| "challenge nonce is not 32 bytes".to_string())?;
+        let nonce: [u8; 32] =
+            challenge
+                .nonce
+                .as_slice()
+                .try_into()
+                .map_err(|_| LinkError::KeyLength {
+                    what: "challenge nonce",
+                })?;
         let eph: [u8; 32] = challenge
             .controller_x25519
             .as_slice()
             .try_into()
-            .map_err(|_| "challenge key is not 32 bytes".to_string())?;
+            .map_err(|_| LinkError::KeyLength {
+                what: "challenge key",
+            })?;
         tracing::info!(controller = %addr, id = challenge.controller_id, "attestation stream up");
         let names: Vec<String> = self.tees.keys().cloned().collect();
         self.start_sessions(&names, &nonce, &eph, &tx).await?;
@@ -397,7 +430,7 @@ impl Link {
         if let Some(batch) = self.replay.batch() {
             tx.send(agent_msg(pb::agent_message::Body::Replay(batch)))
                 .await
-                .map_err(|_| "stream closed".to_string())?;
+                .map_err(|_| LinkError::Closed)?;
         }
         if self.reconnect.up() {
             tracing::info!(controller = %addr, "controller link restored");
@@ -406,8 +439,10 @@ impl Link {
         loop {
             tokio::select! {
                 m = inbound.message() => {
-                    let m = m.map_err(|e| format!("{addr}: {}", e.message()))?;
-                    let Some(m) = m else { return Err(format!("{addr}: stream ended")) };
+                    let m = m.map_err(|status| rpc_err(addr, status))?;
+                    let Some(m) = m else {
+                        return Err(LinkError::Ended { addr: addr.to_string() });
+                    };
                     self.on_controller(m, &nonce, &eph, &tx).await?;
                 }
                 u = uplink.recv() => {
@@ -427,7 +462,7 @@ impl Link {
         nonce: &[u8; 32],
         eph: &[u8; 32],
         tx: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let mut fresh = Vec::new();
         let mut rekeys = Vec::new();
         for n in names {
@@ -462,7 +497,7 @@ impl Link {
             pb::EvidenceBatch { evidence },
         )))
         .await
-        .map_err(|_| "stream closed".to_string())
+        .map_err(|_| LinkError::Closed)
     }
 
     async fn on_controller(
@@ -471,7 +506,7 @@ impl Link {
         _nonce: &[u8; 32],
         _eph: &[u8; 32],
         tx: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         use pb::controller_message::Body;
         match m.body {
             Some(Body::Plan(p)) => match plan_from_pb(&p) {
@@ -482,7 +517,7 @@ impl Link {
                     tracing::warn!(version = p.version, "plan refused: {e}");
                     let ack = pb::PlanAck {
                         version: p.version,
-                        error: e,
+                        error: e.to_string(),
                         refused: Vec::new(),
                     };
                     let _ = tx
@@ -491,18 +526,20 @@ impl Link {
                 }
             },
             Some(Body::AttestNow(a)) => {
-                let nonce: [u8; 32] = a
-                    .nonce
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| "attest-now nonce is not 32 bytes".to_string())?;
+                let nonce: [u8; 32] =
+                    a.nonce
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| LinkError::KeyLength {
+                            what: "attest-now nonce",
+                        })?;
                 let evidence = self.evidence(&a.enclave_ids, &nonce);
                 if !evidence.is_empty() {
                     tx.send(agent_msg(pb::agent_message::Body::Evidence(
                         pb::EvidenceBatch { evidence },
                     )))
                     .await
-                    .map_err(|_| "stream closed".to_string())?;
+                    .map_err(|_| LinkError::Closed)?;
                 }
             }
             Some(Body::UsageAcks(a)) => {
@@ -510,7 +547,7 @@ impl Link {
                     self.replay.ack(&ack.enclave_id, ack.confirmed_seq);
                 }
             }
-            Some(Body::Goodbye(g)) => return Err(format!("controller said goodbye: {}", g.reason)),
+            Some(Body::Goodbye(g)) => return Err(LinkError::Goodbye(g.reason)),
             Some(Body::Verdicts(_)) | Some(Body::Credit(_)) | Some(Body::Challenge(_)) | None => {}
         }
         Ok(())
@@ -520,7 +557,7 @@ impl Link {
         &mut self,
         u: ToLink,
         live: Option<(&mpsc::Sender<pb::AgentMessage>, &[u8; 32], &[u8; 32])>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         match u {
             ToLink::Windows(w) => {
                 let (reports, checkpoints) = self.seal(w);
@@ -530,14 +567,14 @@ impl Link {
                             reports,
                         })))
                         .await
-                        .map_err(|_| "stream closed".to_string())?;
+                        .map_err(|_| LinkError::Closed)?;
                     }
                     if !checkpoints.is_empty() {
                         tx.send(agent_msg(pb::agent_message::Body::Checkpoints(
                             pb::CheckpointBatch { checkpoints },
                         )))
                         .await
-                        .map_err(|_| "stream closed".to_string())?;
+                        .map_err(|_| LinkError::Closed)?;
                     }
                 }
             }
@@ -571,7 +608,7 @@ impl Link {
                     };
                     tx.send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
                         .await
-                        .map_err(|_| "stream closed".to_string())?;
+                        .map_err(|_| LinkError::Closed)?;
                 }
             }
         }
@@ -699,7 +736,12 @@ mod tests {
             }],
             ..p
         };
-        assert!(plan_from_pb(&bad).unwrap_err().contains("launch spec"));
+        assert!(
+            plan_from_pb(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("launch spec")
+        );
     }
 
     #[test]
