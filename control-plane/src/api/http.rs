@@ -132,7 +132,7 @@ struct CreateTokenBody {
 
 type Shared = Arc<Api>;
 
-/// Every route but `/healthz` and `/readyz` is behind [`authenticate`]; the operations check
+/// Every route but `/healthz` and `/readyz` is behind `authenticate`; the operations check
 /// the caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
 pub fn router(api: Shared) -> Router {
     Router::new()

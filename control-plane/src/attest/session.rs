@@ -1,7 +1,7 @@
 //! One agent's attestation stream: the select loop and its effects (Raft writes, sends). The
-//! checks live in pure modules this calls: [`evidence`](super::evidence) (verdicts),
-//! [`ledger`](super::ledger) (reports, checkpoints, digests), [`reattest`](super::reattest)
-//! (schedules) and [`decide`](super::decide) (decisions).
+//! checks live in pure modules this calls: [`super::evidence`] (verdicts), [`super::ledger`]
+//! (reports, checkpoints, digests), [`super::reattest`] (schedules) and [`super::decide`]
+//! (decisions).
 //!
 //! Order on a stream: `Hello` → `Challenge` (fresh nonce + ephemeral X25519) → evidence per
 //! enclave → `ReplayBatch` (reports buffered while no controller was reachable) → usage

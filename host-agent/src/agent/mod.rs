@@ -5,9 +5,9 @@
 //! - this file: configuration, the state the agent owns, start (re-apply or adopt), the event
 //!   loop and shutdown; the controllers are reached only through the link's two channels
 //!   (`crate::link_messages`), never by calling into `crate::link`;
-//! - [`apply`]: plans → launches, writes, stops, and adoption after a crash;
-//! - [`observe`]: sampling, reconcile (re-enforcing), status;
-//! - [`report`]: what the agent says about itself (status, events, apply reports, requests).
+//! - `apply`: plans → launches, writes, stops, and adoption after a crash;
+//! - `observe`: sampling, reconcile (re-enforcing), status;
+//! - `report`: what the agent says about itself (status, events, apply reports, requests).
 
 mod apply;
 mod observe;
