@@ -24,6 +24,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tribune_attest::VerifyAt;
+use tribune_attest::continuity::continues;
 use tribune_attest::evidence::{Inputs, VerifierConfig, Verifiers, verify_evidence};
 use tribune_attest::merkle::{leaf_hash, root_of};
 use tribune_attest::session::{BoundEnclave, ControllerExchange, binding_report_data};
@@ -40,7 +41,7 @@ use super::plan::plan_for;
 use super::window::{Rates, WINDOW_S_MAX, Windows};
 use crate::node::Controller;
 use crate::state::{
-    Attestation, Command, Host, LogEntryKind, Outcome, State, UsageDigest, VerdictCmd,
+    Attestation, Command, Host, Outcome, Refusal, State, TeeKind, UsageDigest, VerdictCmd,
 };
 
 /// Most enclaves one stream may carry.
@@ -107,9 +108,8 @@ impl AttestServer {
             r.1 += 1;
         }
         let cmd = Command::AppendLog {
-            kind: LogEntryKind::Violation,
             subject: subject.to_string(),
-            detail: serde_json::json!({"event": "refused", "what": "attestation stream", "why": why}),
+            detail: Refusal::new("attestation stream", why).into(),
             at_ms: now_ms(),
         };
         let controller = self.controller.clone();
@@ -389,11 +389,12 @@ impl Session {
         }
         self.last_reject_ms.insert(key, now);
         self.rejects.push(Command::AppendLog {
-            kind: LogEntryKind::Violation,
             subject: subject.to_string(),
-            detail: serde_json::json!({
-                "event": "refused", "what": what, "why": why, "host": self.host,
-            }),
+            detail: Refusal {
+                host: Some(self.host.clone()),
+                ..Refusal::new(what, why)
+            }
+            .into(),
             at_ms: now,
         });
     }
@@ -465,7 +466,7 @@ impl Session {
                 id: self.host.clone(),
                 address: String::new(),
                 capacity: Default::default(),
-                tee: "sim".into(),
+                tee: TeeKind::Sim,
                 attestation_status: "unverified".into(),
                 last_heartbeat_ms: 0,
                 agent_cert_fingerprint: String::new(),
@@ -622,13 +623,18 @@ impl Session {
     /// enclave. Returns the verdict to record.
     fn verify_one(&mut self, ev: &pb::Evidence) -> Attestation {
         let id = ev.enclave_id.clone();
+        let claimed = ev.tee.parse::<TeeKind>();
         let mut a = Attestation {
             host: self.host.clone(),
-            tee: ev.tee.clone(),
+            tee: claimed.as_ref().ok().copied(),
             verified_at_ms: now_ms(),
             verified_by: self.controller.id,
             ..Attestation::default()
         };
+        if let Err(e) = claimed {
+            a.reasons.push(format!("evidence envelope: {e}"));
+            return a;
+        }
         let keys = key32(&ev.enclave_ed25519, "enclave_ed25519")
             .and_then(|ed| Ok((ed, key32(&ev.enclave_x25519, "enclave_x25519")?)));
         let (ed, x) = match keys {
@@ -659,7 +665,7 @@ impl Session {
                 return a;
             }
         };
-        a.tee = verdict.tee.as_str().to_string();
+        a.tee = Some(verdict.tee);
         a.debug = verdict.debug;
         a.measurement = verdict
             .measurements
@@ -851,7 +857,11 @@ impl Session {
             if cp.last_seq <= t.confirmed.last_seq {
                 continue; // already in the log
             }
-            if cp.first_seq != t.confirmed.last_seq + 1 || cp.prev_head != t.confirmed.head {
+            if !continues(
+                Some((t.confirmed.last_seq, &t.confirmed.head)),
+                cp.first_seq,
+                &cp.prev_head,
+            ) {
                 let why = format!(
                     "replayed span {}..={} does not continue the confirmed seq {}",
                     cp.first_seq, cp.last_seq, t.confirmed.last_seq
@@ -1080,7 +1090,8 @@ impl Session {
             return Ok(());
         }
         for c in &changes {
-            for (kind, detail) in &c.log {
+            for d in &c.log {
+                let (kind, detail) = (d.kind(), d.to_value());
                 tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
             }
         }

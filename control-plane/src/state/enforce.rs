@@ -7,8 +7,9 @@
 //! here, only per-checkpoint digests.
 
 use serde::{Deserialize, Serialize};
+use tribune_attest::continuity::continues;
 
-use super::{Allocation, EnclaveState, LogEntryKind, Outcome, State};
+use super::{Allocation, EnclaveState, LogDetail, Outcome, State, TeeKind, VerdictDetail};
 
 /// The last verdict on an enclave's evidence, with the keys the evidence bound.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +17,9 @@ pub struct Attestation {
     pub trusted: bool,
     /// The host whose agent relayed the evidence.
     pub host: String,
-    pub tee: String,
+    /// The TEE the evidence is from (as the agent named it until the evidence is read); `None`
+    /// when the evidence was refused before its kind was known.
+    pub tee: Option<TeeKind>,
     /// Hex launch measurement.
     pub measurement: String,
     pub debug: bool,
@@ -135,8 +138,10 @@ pub struct Enforcement {
     pub ladder: Ladder,
     pub borrowed_cpu_millicores: u64,
     pub lent_cpu_millicores: u64,
-    /// Log entries explaining the change (violations, actions, lending), in order.
-    pub log: Vec<(LogEntryKind, serde_json::Value)>,
+    /// Log entries explaining the change (violations, actions, lending), in order. In JSON
+    /// `[[kind, detail], …]`.
+    #[serde(with = "super::detail::pairs")]
+    pub log: Vec<LogDetail>,
 }
 
 /// What a batch of loop commands did.
@@ -195,10 +200,17 @@ impl State {
             {
                 status.confirmed = None;
             }
-            let detail = serde_json::json!({
-                "trusted": a.trusted, "host": host, "tee": a.tee, "measurement": a.measurement,
-                "debug": a.debug, "ed25519_pub": a.ed25519_pub, "reasons": a.reasons,
-                "failures": a.failures, "verified_by": a.verified_by, "rekeyed": a.rekeyed,
+            let detail = LogDetail::Verdict(VerdictDetail {
+                trusted: a.trusted,
+                host: host.to_string(),
+                tee: a.tee,
+                measurement: a.measurement.clone(),
+                debug: a.debug,
+                ed25519_pub: a.ed25519_pub.clone(),
+                reasons: a.reasons.clone(),
+                failures: a.failures,
+                verified_by: a.verified_by,
+                rekeyed: a.rekeyed,
             });
             status.attestation = Some(a.clone());
             let changed_state = match self.enclaves.get_mut(&v.enclave) {
@@ -223,10 +235,7 @@ impl State {
             if changed_state {
                 *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
             }
-            out.logged.push(
-                self.log
-                    .append(LogEntryKind::Verdict, &v.enclave, detail, at_ms),
-            );
+            out.logged.push(self.log.append(&v.enclave, detail, at_ms));
         }
         Outcome::Loop(out)
     }
@@ -256,17 +265,18 @@ impl State {
                 ));
                 continue;
             }
-            let (next, prev_head) = match &status.confirmed {
-                Some(c) if c.key == d.key => (c.last_seq + 1, Some(c.head.as_str())),
-                _ => (1, None),
-            };
-            if d.first_seq != next || prev_head.is_some_and(|h| h != d.prev_head) {
+            let confirmed = status
+                .confirmed
+                .as_ref()
+                .filter(|c| c.key == d.key)
+                .map(|c| (c.last_seq, c.head.as_str()));
+            if !continues(confirmed, d.first_seq, d.prev_head.as_str()) {
                 out.refused.push(format!(
                     "digest of {:?} seq {}..={}: the log is confirmed up to seq {} (no gap, no duplicate)",
                     d.enclave,
                     d.first_seq,
                     d.last_seq,
-                    next - 1
+                    confirmed.map_or(0, |c| c.0)
                 ));
                 continue;
             }
@@ -276,11 +286,8 @@ impl State {
                 head: d.head.clone(),
             });
             let subject = d.enclave.clone();
-            let detail = serde_json::to_value(&d).unwrap_or(serde_json::Value::Null);
-            out.logged.push(
-                self.log
-                    .append(LogEntryKind::UsageDigest, &subject, detail, at_ms),
-            );
+            out.logged
+                .push(self.log.append(&subject, LogDetail::UsageDigest(d), at_ms));
         }
         Outcome::Loop(out)
     }
@@ -332,9 +339,8 @@ impl State {
             if plan_changed {
                 *self.plan_versions.entry(host.to_string()).or_insert(0) += 1;
             }
-            for (kind, detail) in c.log {
-                out.logged
-                    .push(self.log.append(kind, &c.enclave, detail, at_ms));
+            for detail in c.log {
+                out.logged.push(self.log.append(&c.enclave, detail, at_ms));
             }
         }
         Outcome::Loop(out)
