@@ -16,27 +16,11 @@ use crate::tdx::{Collateral, TdxQuote, TdxVerifier};
 use crate::time::VerifyAt;
 use crate::x509::CertDer;
 
+/// Kind of TEE the evidence claims (defined in [`crate::tee`]).
+pub use crate::tee::TeeKind;
+
 /// Upper bound on an evidence input (hex text of the largest quote included).
 pub const EVIDENCE_LEN_MAX: usize = 256 * 1024;
-
-/// Kind of TEE the evidence claims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TeeKind {
-    SevSnp,
-    Tdx,
-    Sim,
-}
-
-impl TeeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TeeKind::SevSnp => "sev-snp",
-            TeeKind::Tdx => "tdx",
-            TeeKind::Sim => "sim",
-        }
-    }
-}
 
 /// Policy-facing checks (what a policy's `attest { … }` block compiles to).
 #[derive(Debug, Clone, Default)]

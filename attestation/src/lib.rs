@@ -8,11 +8,15 @@
 //! - [`session`]: binding of enclave keys to evidence (`report_data`) and the session key.
 //! - [`usage`]: the canonical usage-report encoding, the enclave-side [`usage::Producer`] and
 //!   the controller-side [`usage::StreamVerifier`] (MAC, replay, freshness, checkpoints).
+//! - [`continuity`]: the one rule by which a usage span continues a confirmed chain.
 //! - [`merkle`]: RFC 6962/9162 tree hashing, inclusion/consistency proofs, signed tree heads.
+//! - [`tee`]: [`TeeKind`], the TEE kinds by name, shared with the controller and the policy
+//!   language.
 //!
 //! Every verification takes the time to verify "at" ([`VerifyAt`]); nothing reads the clock
 //! except [`VerifyAt::now`].
 
+pub mod continuity;
 pub mod error;
 pub mod evidence;
 pub mod merkle;
@@ -20,9 +24,11 @@ pub mod session;
 pub mod sim;
 pub mod snp;
 pub mod tdx;
+pub mod tee;
 pub mod time;
 pub mod usage;
 pub mod x509;
 
 pub use error::{AttestError, Result};
+pub use tee::{TeeKind, UnknownTeeKind};
 pub use time::VerifyAt;

@@ -23,8 +23,10 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
+use tribune_controller::state::{LogDetail, OverLimit, ViolationDetail};
+
+use crate::api::{log_entries, put_json};
 use crate::cluster::LocalCluster;
-use crate::ingest::{log_entries, put_json};
 use crate::stats::Summary;
 
 const POLICY: &str = r#"
@@ -259,15 +261,16 @@ pub async fn enforce_latency(
         // The violation that caused this cap: the first over_limit of the enclave whose
         // window ended after the flag appeared (earlier windows were idle).
         let deadline = Instant::now() + Duration::from_secs(30);
-        let violation = loop {
+        let (at, end) = loop {
             let page = log_entries(&http, &endpoints[0], log_start, true).await?;
-            let found = page.into_iter().find(|e| {
-                e["kind"] == "violation"
-                    && e["subject"] == ENCLAVE
-                    && e["detail"]["event"] == "over_limit"
-                    && e["detail"]["window_end_ms"]
-                        .as_f64()
-                        .is_some_and(|end| end >= busy_at.floor())
+            let found = page.into_iter().find_map(|e| match e.detail {
+                LogDetail::Violation(ViolationDetail::OverLimit(OverLimit {
+                    window_end_ms: Some(end),
+                    ..
+                })) if e.subject == ENCLAVE && end as f64 >= busy_at.floor() => {
+                    Some((e.at_ms as f64, end as f64))
+                }
+                _ => None,
             });
             if let Some(v) = found {
                 break v;
@@ -279,10 +282,6 @@ pub async fn enforce_latency(
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let end = violation["detail"]["window_end_ms"]
-            .as_f64()
-            .ok_or_else(|| anyhow::anyhow!("violation without window_end_ms: {violation}"))?;
-        let at = violation["at_ms"].as_f64().unwrap_or(end);
         latency.push(capped_at - end);
         decided.push(at - end);
         put_json(&http, &endpoints, &format!("/v1/enclaves/{ENCLAVE}"), &spec).await?;

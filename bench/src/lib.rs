@@ -9,6 +9,7 @@
 //! - [`ingest`]: simulated agents stream authenticated usage to a local cluster (reports/s).
 //! - [`enforce`]: over-limit report → cgroup cap written by a real host agent (latency).
 
+mod api;
 pub mod cluster;
 pub mod enforce;
 pub mod etcd;

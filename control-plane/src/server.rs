@@ -120,12 +120,13 @@ async fn log_refused_handshakes(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let cmd = crate::state::Command::AppendLog {
-            kind: crate::state::LogEntryKind::Violation,
             subject: remote.ip().to_string(),
-            detail: serde_json::json!({
-                "event": "refused", "what": "tls handshake", "why": why,
-                "remote": remote.to_string(), "controller": controller.id,
-            }),
+            detail: crate::state::Refusal {
+                remote: Some(remote.to_string()),
+                controller: Some(controller.id),
+                ..crate::state::Refusal::new("tls handshake", why)
+            }
+            .into(),
             at_ms,
         };
         if let Err(e) = controller.write(vec![cmd]).await {

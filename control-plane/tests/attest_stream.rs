@@ -11,7 +11,7 @@ use tribune_attest::session::EnclaveKeys;
 use tribune_attest::sim::SimEvidence;
 use tribune_attest::usage::{EnclaveId, Producer, REPORT_LEN, UsageSample};
 use tribune_controller::state::{
-    Command, Enclave, EnclaveState, Expect, LogEntryKind, Placement, State,
+    Command, Enclave, EnclaveState, Expect, LogDetail, Placement, State, TeeKind, ViolationDetail,
 };
 use tribune_controller::{Controller, ControllerConfig};
 use tribune_proto::v1 as pb;
@@ -69,7 +69,7 @@ async fn start() -> Harness {
                 id: id.into(),
                 tenant: "t".into(),
                 labels: Default::default(),
-                tee: "sim".into(),
+                tee: TeeKind::Sim,
                 expected_measurements: vec![],
                 requested: Default::default(),
                 priority: 0,
@@ -123,13 +123,13 @@ impl Harness {
             s.log
                 .entries
                 .iter()
-                .filter(|e| {
-                    e.kind == LogEntryKind::Violation
-                        && e.subject == subject
-                        && e.detail["event"] == "refused"
-                        && e.detail["what"] == what
+                .filter(|e| e.subject == subject)
+                .filter_map(|e| match &e.detail {
+                    LogDetail::Violation(ViolationDetail::Refused(r)) if r.what == what => {
+                        Some(r.why.clone())
+                    }
+                    _ => None,
                 })
-                .map(|e| e.detail["why"].as_str().unwrap_or("").to_string())
                 .collect()
         })
     }
@@ -139,12 +139,10 @@ impl Harness {
             s.log
                 .entries
                 .iter()
-                .filter(|e| e.kind == LogEntryKind::UsageDigest && e.subject == subject)
-                .map(|e| {
-                    (
-                        e.detail["first_seq"].as_u64().unwrap_or(0),
-                        e.detail["last_seq"].as_u64().unwrap_or(0),
-                    )
+                .filter(|e| e.subject == subject)
+                .filter_map(|e| match &e.detail {
+                    LogDetail::UsageDigest(d) => Some((d.first_seq, d.last_seq)),
+                    _ => None,
                 })
                 .collect()
         })
@@ -201,6 +199,18 @@ impl FakeAgent {
     }
 
     async fn evidence(&self, enclave: &str, keys: &EnclaveKeys, good_signer: bool) {
+        self.evidence_claiming(enclave, keys, good_signer, "sim")
+            .await;
+    }
+
+    /// Evidence whose envelope names the TEE kind `tee` (the report itself is sim evidence).
+    async fn evidence_claiming(
+        &self,
+        enclave: &str,
+        keys: &EnclaveKeys,
+        good_signer: bool,
+        tee: &str,
+    ) {
         let rd = keys.report_data(&self.nonce);
         let ev = if good_signer {
             SimEvidence::create([1; 48], rd, 0)
@@ -211,7 +221,7 @@ impl FakeAgent {
         self.send(pb::agent_message::Body::Evidence(pb::EvidenceBatch {
             evidence: vec![pb::Evidence {
                 enclave_id: enclave.into(),
-                tee: "sim".into(),
+                tee: tee.into(),
                 report: ev.encode(),
                 certs: vec![],
                 enclave_ed25519: keys.ed25519_public().to_vec(),
@@ -418,6 +428,38 @@ async fn tampered_evidence_is_untrusted_logged_and_suspended() {
     })
     .await;
     assert!(h.digests("e1").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_naming_an_unknown_tee_kind_is_refused_not_taken_for_sim() {
+    let h = start().await;
+    let agent = FakeAgent::connect(&h.addr, "h1").await;
+    agent
+        .evidence_claiming("e1", &EnclaveKeys::generate(), true, "sgx")
+        .await;
+    h.until("e1 untrusted", |s| {
+        s.enclaves.get("e1").map(|e| e.state) == Some(EnclaveState::Untrusted)
+    })
+    .await;
+    let a = h
+        .state(|s| s.status["e1"].attestation.clone())
+        .expect("verdict");
+    assert!(!a.trusted);
+    assert_eq!(a.tee, None);
+    assert!(
+        a.reasons.join(" ").contains("unknown TEE kind \"sgx\""),
+        "{:?}",
+        a.reasons
+    );
+    // The same evidence naming its kind is trusted.
+    agent.evidence("e1", &EnclaveKeys::generate(), true).await;
+    h.until("e1 trusted", |s| {
+        s.status["e1"]
+            .attestation
+            .as_ref()
+            .is_some_and(|a| a.trusted && a.tee == Some(TeeKind::Sim))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

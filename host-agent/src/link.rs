@@ -293,7 +293,7 @@ impl Link {
             .filter_map(|n| self.tees.get(n))
             .map(|e| pb::Evidence {
                 enclave_id: e.name().to_string(),
-                tee: "sim".into(),
+                tee: tribune_attest::TeeKind::Sim.to_string(),
                 report: e.evidence(nonce),
                 certs: Vec::new(),
                 enclave_ed25519: e.ed25519_public().to_vec(),
@@ -477,7 +477,7 @@ impl Link {
             if had_session {
                 rekeys.push(pb::Evidence {
                     enclave_id: n.clone(),
-                    tee: "sim".into(),
+                    tee: tribune_attest::TeeKind::Sim.to_string(),
                     report: Vec::new(),
                     certs: Vec::new(),
                     enclave_ed25519: e.ed25519_public().to_vec(),

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::units::{Dim, Resource};
 
+/// The TEE kinds: the attestation crate's one type (`sev-snp`, `tdx`, `sim`).
+pub use tribune_attest::TeeKind;
+
 pub type NumId = u32;
 pub type CondId = u32;
 
@@ -96,30 +99,6 @@ pub enum StrField {
     Label(String),
     Measurement,
     Class,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TeeKind {
-    #[default]
-    SevSnp,
-    Tdx,
-    Sim,
-}
-
-impl TeeKind {
-    pub const NAMES: [&'static str; 3] = ["sev-snp", "tdx", "sim"];
-    pub fn from_name(s: &str) -> Option<TeeKind> {
-        match s {
-            "sev-snp" => Some(TeeKind::SevSnp),
-            "tdx" => Some(TeeKind::Tdx),
-            "sim" => Some(TeeKind::Sim),
-            _ => None,
-        }
-    }
-    pub fn bit(self) -> u8 {
-        1 << self as u8
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]

@@ -99,6 +99,8 @@ pub struct Lexed {
     pub comments: Vec<Comment>,
 }
 
+/// The lexer's parsers fail with `()`; they name it (`::<_, _, ()>`) rather than leave it to
+/// inference, which another crate's `impl From<…> for ()` in the build would make ambiguous.
 type WResult<T> = Result<T, ()>;
 
 fn is_ident_start(c: char) -> bool {
@@ -112,8 +114,8 @@ fn is_ident_char(c: char) -> bool {
 fn ident<'s>(input: &mut &'s str) -> WResult<&'s str> {
     let start = *input;
     let _ = (
-        take_while(1, is_ident_start),
-        take_while(0.., is_ident_char),
+        take_while::<_, _, ()>(1, is_ident_start),
+        take_while::<_, _, ()>(0.., is_ident_char),
     )
         .parse_next(input)?;
     loop {
@@ -122,7 +124,7 @@ fn ident<'s>(input: &mut &'s str) -> WResult<&'s str> {
         match (chars.next(), chars.next()) {
             (Some('-'), Some(c)) if is_ident_start(c) => {
                 *input = &rest[1..];
-                let _ = take_while(1.., is_ident_char).parse_next(input)?;
+                let _ = take_while::<_, _, ()>(1.., is_ident_char).parse_next(input)?;
             }
             _ => break,
         }
@@ -132,26 +134,28 @@ fn ident<'s>(input: &mut &'s str) -> WResult<&'s str> {
 
 /// Digits, an optional fraction, an optional unit suffix (letters or `%`).
 fn number(input: &mut &str) -> WResult<Tok> {
-    let _ = take_while(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
+    let _ = take_while::<_, _, ()>(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
     let rest = *input;
     let b = rest.as_bytes();
     if b.first() == Some(&b':') && b.get(1).is_some_and(u8::is_ascii_digit) {
         *input = &rest[1..];
-        let _ = take_while(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
+        let _ = take_while::<_, _, ()>(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
         return Ok(Tok::Time);
     }
     if b.first() == Some(&b'.') && b.get(1).is_some_and(u8::is_ascii_digit) {
         *input = &rest[1..];
-        let _ = take_while(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
+        let _ = take_while::<_, _, ()>(1.., |c: char| c.is_ascii_digit()).parse_next(input)?;
     }
-    let _ = take_while(0.., |c: char| c.is_ascii_alphabetic() || c == '%').parse_next(input)?;
+    let _ = take_while::<_, _, ()>(0.., |c: char| c.is_ascii_alphabetic() || c == '%')
+        .parse_next(input)?;
     Ok(Tok::Number)
 }
 
 fn string(input: &mut &str) -> WResult<bool> {
-    let _ = '"'.parse_next(input)?;
+    let _ = Parser::<_, _, ()>::parse_next(&mut '"', input)?;
     loop {
-        let _ = take_till(0.., |c: char| c == '"' || c == '\\' || c == '\n').parse_next(input)?;
+        let _ = take_till::<_, _, ()>(0.., |c: char| c == '"' || c == '\\' || c == '\n')
+            .parse_next(input)?;
         match input.chars().next() {
             Some('"') => {
                 *input = &input[1..];

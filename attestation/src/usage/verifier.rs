@@ -178,7 +178,11 @@ impl StreamVerifier {
         if cp.enclave != self.enclave {
             return Err(AttestError::Checkpoint("enclave differs".into()));
         }
-        if cp.first_seq != self.confirmed_seq + 1 || cp.prev_head != self.confirmed_head {
+        if !crate::continuity::continues(
+            Some((self.confirmed_seq, &self.confirmed_head)),
+            cp.first_seq,
+            &cp.prev_head,
+        ) {
             return Err(AttestError::Checkpoint(format!(
                 "covers {}..={} but the stream is confirmed up to {}",
                 cp.first_seq, cp.last_seq, self.confirmed_seq

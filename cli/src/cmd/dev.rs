@@ -319,7 +319,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                     }
                     if agents.is_some() {
                         for e in super::dev_demo::entries_since(&http, &api, next_entry).await {
-                            next_entry = next_entry.max(e["index"].as_u64().unwrap_or(0) + 1);
+                            next_entry = next_entry.max(e.index + 1);
                             if let Some(line) = super::dev_demo::describe(&e, &mut attested) {
                                 println!("{}", super::output::text(&line));
                             }

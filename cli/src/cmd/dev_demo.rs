@@ -8,7 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::json;
+use tribune_controller::api::log::EntriesPage;
+use tribune_controller::state::{
+    ActionDetail, BorrowMove, LendMove, LogDetail, LogEntry, Step, ViolationDetail,
+};
 
 pub const POLICIES: [(&str, &str); 2] = [
     (
@@ -220,55 +224,48 @@ pub fn agent_logs(dir: &Path) -> Vec<PathBuf> {
 
 /// One line for a log entry worth showing, or `None`. `attested`: enclaves whose first
 /// verdict was shown.
-pub fn describe(e: &Value, attested: &mut std::collections::HashSet<String>) -> Option<String> {
-    let kind = e["kind"].as_str()?;
-    let subject = e["subject"].as_str().unwrap_or("?");
-    let d = &e["detail"];
-    let index = e["index"].as_u64().unwrap_or(0);
-    let what = match kind {
+pub fn describe(e: &LogEntry, attested: &mut std::collections::HashSet<String>) -> Option<String> {
+    let subject = e.subject.as_str();
+    let index = e.index;
+    let what = match &e.detail {
         // Re-attestations succeed every few seconds: say it once per enclave.
-        "verdict" if d["trusted"] == true && attested.insert(subject.to_string()) => format!(
+        LogDetail::Verdict(v) if v.trusted && attested.insert(subject.to_string()) => format!(
             "attested (sim evidence, verified by controller {})",
-            d["verified_by"]
+            v.verified_by
         ),
-        "verdict" if d["trusted"] == true => return None,
-        "verdict" => format!(
-            "evidence REFUSED: {}",
-            d["reasons"]
-                .as_array()
-                .map(|r| r
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("; "))
-                .unwrap_or_default()
-        ),
-        "violation" if d["event"] == "over_limit" => format!(
+        LogDetail::Verdict(v) if v.trusted => return None,
+        LogDetail::Verdict(v) => format!("evidence REFUSED: {}", v.reasons.join("; ")),
+        LogDetail::Violation(ViolationDetail::OverLimit(o)) => format!(
             "over its limit: {} millicores > {} (report seq {})",
-            d["cpu_millicores"], d["limit_cpu_millicores"], d["seq"]
+            o.cpu_millicores.map_or("?".into(), |c| format!("{c:?}")),
+            shown(o.limit_cpu_millicores),
+            shown(o.seq)
         ),
-        "violation" if d["event"] == "refused" => return None,
-        "violation" => format!("violation: {}", d["event"]),
-        "action" => {
-            let a = d["action"].as_str().unwrap_or("?");
-            match a {
-                "throttle" => format!(
-                    "THROTTLED to {} millicores ({})",
-                    d["cpu_cap_millicores"],
-                    d["cause"].as_str().unwrap_or("")
-                ),
-                "suspend" => format!("SUSPENDED ({})", d["cause"].as_str().unwrap_or("")),
-                "migrate" => "migration requested".to_string(),
-                "none" => "released: back within its limit".to_string(),
-                "lend" => format!(
-                    "lends {} millicores of idle guarantee",
-                    d["lent_cpu_millicores"]
-                ),
-                "borrow" => format!("borrows {} millicores", d["borrowed_cpu_millicores"]),
-                "return" | "reclaim" => "lent CPU returned".to_string(),
-                other => other.to_string(),
-            }
+        LogDetail::Violation(ViolationDetail::Refused(_)) => return None,
+        LogDetail::Violation(ViolationDetail::AttestationFailed(_)) => {
+            "violation: \"attestation.failed\"".to_string()
         }
+        LogDetail::Action(ActionDetail::Ladder(a)) => match a.action {
+            Step::Throttle => format!(
+                "THROTTLED to {} millicores ({})",
+                a.cpu_cap_millicores, a.cause
+            ),
+            Step::Suspend => format!("SUSPENDED ({})", a.cause),
+            Step::Migrate => "migration requested".to_string(),
+            Step::None => "released: back within its limit".to_string(),
+            Step::Notify => "notify".to_string(),
+        },
+        LogDetail::Action(ActionDetail::Lend(l)) => match l.action {
+            LendMove::Lend => format!(
+                "lends {} millicores of idle guarantee",
+                l.lent_cpu_millicores
+            ),
+            LendMove::Reclaim => "lent CPU returned".to_string(),
+        },
+        LogDetail::Action(ActionDetail::Borrow(b)) => match b.action {
+            BorrowMove::Borrow => format!("borrows {} millicores", b.borrowed_cpu_millicores),
+            BorrowMove::Return => "lent CPU returned".to_string(),
+        },
         _ => return None,
     };
     Some(format!(
@@ -276,8 +273,13 @@ pub fn describe(e: &Value, attested: &mut std::collections::HashSet<String>) -> 
     ))
 }
 
+/// A number, or `?` when the log left it out.
+fn shown(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
 /// Fetches up to 1000 log entries from `start` on (the next call continues after them).
-pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec<Value> {
+pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec<LogEntry> {
     let r = match http
         .get(format!(
             "{api}/v1/log/entries?start={start}&end={}&stale=true",
@@ -292,14 +294,16 @@ pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec
             return Vec::new();
         }
     };
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    v["entries"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|e| e["index"].as_u64().unwrap_or(0) >= start)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
+    match r.json::<EntriesPage>().await {
+        Ok(page) => page
+            .entries
+            .into_iter()
+            .map(|v| v.entry)
+            .filter(|e| e.index >= start)
+            .collect(),
+        Err(e) => {
+            tracing::debug!("reading the log: {e}");
+            Vec::new()
+        }
+    }
 }

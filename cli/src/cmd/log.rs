@@ -370,8 +370,8 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|e| {
                         json!({"index": e.entry.index, "at_ms": e.entry.at_ms,
-                            "kind": e.entry.kind.as_str(), "subject": e.entry.subject,
-                            "leaf": short(&e.leaf_hash), "detail": e.entry.detail.to_string()})
+                            "kind": e.entry.kind().as_str(), "subject": e.entry.subject,
+                            "leaf": short(&e.leaf_hash), "detail": e.entry.detail.to_value().to_string()})
                     })
                     .collect();
                 client.print(
@@ -457,11 +457,14 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                 println!(
                     "entry       {} {} {:?} at {} ms",
                     entry,
-                    e.entry.kind.as_str(),
+                    e.entry.kind().as_str(),
                     e.entry.subject,
                     e.entry.at_ms
                 );
-                println!("detail      {}", output::cell(&e.entry.detail.to_string()));
+                println!(
+                    "detail      {}",
+                    output::cell(&e.entry.detail.to_value().to_string())
+                );
                 println!(
                     "leaf hash   {} (recomputed from the entry)",
                     hex::encode(leaf)

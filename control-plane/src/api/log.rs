@@ -346,7 +346,7 @@ impl Api {
         };
         if let Some(enclave) = st.enclaves.get(&e.subject)
             && matches!(
-                e.kind,
+                e.kind(),
                 LogEntryKind::Verdict
                     | LogEntryKind::Violation
                     | LogEntryKind::Action
@@ -357,7 +357,7 @@ impl Api {
         {
             return who.sees_tenant(&enclave.tenant);
         }
-        e.kind == LogEntryKind::PolicyChange && visible.contains(&e.subject)
+        e.kind() == LogEntryKind::PolicyChange && visible.contains(&e.subject)
     }
 
     pub async fn log_entries(
@@ -411,7 +411,7 @@ impl Api {
                 let Some(e) = usize::try_from(i).ok().and_then(|i| st.log.entries.get(i)) else {
                     break;
                 };
-                if kind.is_some_and(|k| k != e.kind)
+                if kind.is_some_and(|k| k != e.kind())
                     || q.subject.as_ref().is_some_and(|s| *s != e.subject)
                     || !Self::entry_visible(who, visible.as_ref(), &st, e)
                 {

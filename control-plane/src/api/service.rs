@@ -10,7 +10,9 @@ use super::problem::Problem;
 use crate::auth::{Op, Principal};
 use crate::node::{Controller, Forwarded, NodeStatus};
 use crate::raft::NodeId;
-use crate::state::{Command, Enclave, Expect, Host, LogEntryKind, Outcome, Policy};
+use crate::state::{
+    Command, Enclave, Expect, Host, LogDetail, MembershipChangeDetail, Outcome, Policy,
+};
 use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
 #[derive(Clone, Debug, Serialize)]
@@ -436,8 +438,12 @@ impl Api {
                 addr.escape_debug().to_string()
             )));
         }
-        let detail = serde_json::json!({"op": "add", "id": id, "address": addr, "voter": voter,
-            "actor": who.actor});
+        let detail = MembershipChangeDetail::Add {
+            id,
+            address: addr.clone(),
+            voter,
+            actor: who.actor.clone(),
+        };
         self.controller
             .forwardable(Forwarded::AddMember { id, addr, voter })
             .await?;
@@ -452,7 +458,10 @@ impl Api {
             .await?;
         self.log_membership(
             id,
-            serde_json::json!({"op": "promote", "id": id, "actor": who.actor}),
+            MembershipChangeDetail::Promote {
+                id,
+                actor: who.actor.clone(),
+            },
         )
         .await
     }
@@ -465,18 +474,24 @@ impl Api {
             .await?;
         self.log_membership(
             id,
-            serde_json::json!({"op": "remove", "id": id, "actor": who.actor}),
+            MembershipChangeDetail::Remove {
+                id,
+                actor: who.actor.clone(),
+            },
         )
         .await
     }
 
     /// Records a membership change that took effect, with who made it.
-    async fn log_membership(&self, id: NodeId, detail: serde_json::Value) -> Result<(), Problem> {
+    async fn log_membership(
+        &self,
+        id: NodeId,
+        detail: MembershipChangeDetail,
+    ) -> Result<(), Problem> {
         self.controller
             .write(vec![Command::AppendLog {
-                kind: LogEntryKind::MembershipChange,
                 subject: format!("controller-{id}"),
-                detail,
+                detail: LogDetail::MembershipChange(detail),
                 at_ms: now_ms(),
             }])
             .await?;

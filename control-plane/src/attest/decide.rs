@@ -25,12 +25,13 @@ use std::collections::BTreeMap;
 
 use tribune_policy::{
     Action, AttestStatus, AttestationFacts, Decision, Events, Facts, PolicySet, Resource,
-    SourceKind, TeeKind, UsageFact, Utilization,
+    SourceKind, UsageFact, Utilization,
 };
 
 use crate::state::{
-    Allocation, Attestation, Enclave, EnclaveState, EnclaveStatus, Enforcement, Ladder,
-    LogEntryKind, Resources, Step,
+    ActionDetail, Allocation, Attestation, AttestationFailed, BorrowAction, BorrowMove, Enclave,
+    EnclaveState, EnclaveStatus, Enforcement, Ladder, LadderAction, LendAction, LendMove,
+    LogDetail, OverLimit, Resources, Step, ViolationDetail,
 };
 
 /// Usage above the limit by more than this fraction is over the limit (measurement noise).
@@ -101,7 +102,7 @@ pub fn identity(e: &Enclave, attestation: Option<&Attestation>) -> tribune_polic
     tribune_policy::Enclave {
         tenant: e.tenant.clone(),
         labels: e.labels.clone(),
-        tee: TeeKind::from_name(&e.tee).unwrap_or(TeeKind::Sim),
+        tee: e.tee,
         measurement: attestation
             .map(|a| a.measurement.clone())
             .unwrap_or_default(),
@@ -401,59 +402,54 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                 .observation
                 .map(|o| (o.cpu_millicores, o.seq, o.window_end_ms));
             if pass.over_since.is_some() && prev.over_since_ms.is_none() {
-                log.push((
-                    LogEntryKind::Violation,
-                    serde_json::json!({
-                        "event": "over_limit",
-                        "cpu_millicores": usage.map(|u| u.0.round()),
-                        "limit_cpu_millicores": effective_limit,
-                        "seq": usage.map(|u| u.1),
-                        "window_end_ms": usage.map(|u| u.2),
-                    }),
-                ));
+                log.push(LogDetail::Violation(ViolationDetail::OverLimit(
+                    OverLimit {
+                        cpu_millicores: usage.map(|u| u.0.round()),
+                        limit_cpu_millicores: effective_limit,
+                        seq: usage.map(|u| u.1),
+                        window_end_ms: usage.map(|u| u.2),
+                    },
+                )));
             }
             if d.attestation.violation.is_some() && step != prev.step {
-                log.push((
-                    LogEntryKind::Violation,
-                    serde_json::json!({
-                        "event": "attestation.failed",
-                        "violation": d.attestation.violation,
-                    }),
-                ));
+                log.push(LogDetail::Violation(ViolationDetail::AttestationFailed(
+                    AttestationFailed {
+                        violation: d.attestation.violation,
+                    },
+                )));
             }
             if step != prev.step {
-                log.push((
-                    LogEntryKind::Action,
-                    serde_json::json!({
-                        "action": step,
-                        "from": prev.step,
-                        "cause": ladder.cause,
-                        "cpu_cap_millicores": allocation.limits.cpu_millicores,
-                        "suspended": allocation.suspended,
-                        "over_limit_ms": pass.over_since.map(|s| now_ms - s),
-                    }),
-                ));
+                log.push(LogDetail::Action(ActionDetail::Ladder(LadderAction {
+                    action: step,
+                    from: prev.step,
+                    cause: ladder.cause.clone(),
+                    cpu_cap_millicores: allocation.limits.cpu_millicores,
+                    suspended: allocation.suspended,
+                    over_limit_ms: pass.over_since.map(|s| now_ms - s),
+                })));
             }
             if borrowed[i] != prev_borrowed {
-                log.push((
-                    LogEntryKind::Action,
-                    serde_json::json!({
-                        "action": if borrowed[i] > prev_borrowed { "borrow" } else { "return" },
-                        "borrowed_cpu_millicores": borrowed[i],
-                        "was": prev_borrowed,
-                        "cpu_cap_millicores": allocation.limits.cpu_millicores,
-                    }),
-                ));
+                log.push(LogDetail::Action(ActionDetail::Borrow(BorrowAction {
+                    action: if borrowed[i] > prev_borrowed {
+                        BorrowMove::Borrow
+                    } else {
+                        BorrowMove::Return
+                    },
+                    borrowed_cpu_millicores: borrowed[i],
+                    was: prev_borrowed,
+                    cpu_cap_millicores: allocation.limits.cpu_millicores,
+                })));
             }
             if lent[i] != prev_lent {
-                log.push((
-                    LogEntryKind::Action,
-                    serde_json::json!({
-                        "action": if lent[i] > prev_lent { "lend" } else { "reclaim" },
-                        "lent_cpu_millicores": lent[i],
-                        "was": prev_lent,
-                    }),
-                ));
+                log.push(LogDetail::Action(ActionDetail::Lend(LendAction {
+                    action: if lent[i] > prev_lent {
+                        LendMove::Lend
+                    } else {
+                        LendMove::Reclaim
+                    },
+                    lent_cpu_millicores: lent[i],
+                    was: prev_lent,
+                })));
             }
 
             let changed = input.allocation != Some(&allocation)

@@ -9,7 +9,7 @@ use tribune_attest::session::{BoundEnclave, ControllerExchange, binding_report_d
 use tribune_attest::usage::EnclaveId;
 use tribune_proto::v1 as pb;
 
-use crate::state::Attestation;
+use crate::state::{Attestation, TeeKind};
 
 /// Who verifies, where and when.
 #[derive(Debug, Clone, Copy)]
@@ -91,9 +91,11 @@ pub fn verify(
     expected: &[String],
     reattesting: Option<Reattesting>,
 ) -> Verdict {
+    // The envelope's claim; the verified evidence says what it really is.
+    let claimed = ev.tee.parse::<TeeKind>();
     let mut a = Attestation {
         host: cx.host.to_string(),
-        tee: ev.tee.clone(),
+        tee: claimed.as_ref().ok().copied(),
         verified_at_ms: cx.now_ms,
         verified_by: cx.controller_id,
         ..Attestation::default()
@@ -102,6 +104,10 @@ pub fn verify(
         attestation,
         track: None,
     };
+    if let Err(e) = claimed {
+        a.reasons.push(format!("evidence envelope: {e}"));
+        return fresh(a);
+    }
     let keys = key32(&ev.enclave_ed25519, "enclave_ed25519")
         .and_then(|ed| Ok((ed, key32(&ev.enclave_x25519, "enclave_x25519")?)));
     let (ed, x) = match keys {
@@ -132,7 +138,7 @@ pub fn verify(
             return fresh(a);
         }
     };
-    a.tee = verdict.tee.as_str().to_string();
+    a.tee = Some(verdict.tee);
     a.debug = verdict.debug;
     a.measurement = verdict
         .measurements

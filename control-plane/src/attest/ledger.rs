@@ -106,9 +106,14 @@ pub fn timeliness(end_ns: u64, now_ns: u64, f: Freshness) -> Timeliness {
     }
 }
 
-/// Pure: whether a span starting at `first_seq` after `prev_head` continues `confirmed`.
+/// Whether a span starting at `first_seq` after `prev_head` continues `confirmed` (the one
+/// rule: `tribune_attest::continuity::continues`).
 pub fn continues(confirmed: &Confirmed, first_seq: u64, prev_head: &[u8; 32]) -> bool {
-    confirmed.last_seq.checked_add(1) == Some(first_seq) && *prev_head == confirmed.head
+    tribune_attest::continuity::continues(
+        Some((confirmed.last_seq, &confirmed.head)),
+        first_seq,
+        prev_head,
+    )
 }
 
 /// The rates of one report window, canonical units.

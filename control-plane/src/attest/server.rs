@@ -21,7 +21,7 @@ use tribune_proto::v1::attestation_service_server::AttestationService;
 
 use super::session::{Session, msg};
 use crate::node::Controller;
-use crate::state::{Command, LogEntryKind};
+use crate::state::Command;
 
 /// Most enclaves one stream may carry.
 pub const ENCLAVES_PER_STREAM_MAX: usize = 4096;
@@ -80,9 +80,8 @@ impl AttestServer {
             r.1 += 1;
         }
         let cmd = Command::AppendLog {
-            kind: LogEntryKind::Violation,
             subject: subject.to_string(),
-            detail: serde_json::json!({"event": "refused", "what": "attestation stream", "why": why}),
+            detail: crate::state::Refusal::new("attestation stream", why).into(),
             at_ms: super::session::wall_ms(),
         };
         let controller = self.controller.clone();

@@ -34,7 +34,7 @@ use super::server::{BATCH_ITEMS_MAX, ENCLAVES_PER_STREAM_MAX, LoopConfig};
 use super::window::WINDOW_S_MAX;
 use crate::node::Controller;
 use crate::state::{
-    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, LogEntryKind, Outcome, State,
+    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, Outcome, State, TeeKind,
     VerdictCmd,
 };
 
@@ -217,11 +217,12 @@ impl Session {
             }
             self.last_reject_ms.insert(key, now);
             self.rejects.push(Command::AppendLog {
-                kind: LogEntryKind::Violation,
                 subject: r.subject,
-                detail: serde_json::json!({
-                    "event": "refused", "what": r.what, "why": r.why, "host": self.host,
-                }),
+                detail: crate::state::Refusal {
+                    host: Some(self.host.clone()),
+                    ..crate::state::Refusal::new(r.what, r.why)
+                }
+                .into(),
                 at_ms: wall_ms(),
             });
         }
@@ -299,7 +300,8 @@ impl Session {
                 id: self.host.clone(),
                 address: String::new(),
                 capacity: Default::default(),
-                tee: "sim".into(),
+                // `Hello` names no TEE kind; the host's evidence does, per enclave.
+                tee: TeeKind::Sim,
                 attestation_status: "unverified".into(),
                 last_heartbeat_ms: 0,
                 agent_cert_fingerprint: String::new(),
@@ -653,7 +655,8 @@ impl Session {
             return Ok(());
         }
         for c in &changes {
-            for (kind, detail) in &c.log {
+            for d in &c.log {
+                let (kind, detail) = (d.kind(), d.to_value());
                 tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
             }
         }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::state::{LogEntryKind, State};
+use crate::state::{LogDetail, PolicyChangeDetail, State};
 
 /// The first disagreement between a state's policies and its attestation log.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,17 +26,15 @@ pub enum AuditError {
         index: u64,
     },
     #[error(
-        "policy {name:?} is stored as version {version} with source SHA-256 {sha256}, but log entry {index} records version {} with source SHA-256 {}",
-        logged_version.map_or("?".into(), |v| v.to_string()),
-        logged_sha256.as_deref().unwrap_or("?"),
+        "policy {name:?} is stored as version {version} with source SHA-256 {sha256}, but log entry {index} records version {logged_version} with source SHA-256 {logged_sha256}"
     )]
     Mismatch {
         name: String,
         version: u64,
         sha256: String,
         index: u64,
-        logged_version: Option<u64>,
-        logged_sha256: Option<String>,
+        logged_version: u64,
+        logged_sha256: String,
     },
     #[error("log entry {index} records policy {name:?}, but the state holds no such policy")]
     Missing { name: String, index: u64 },
@@ -45,41 +43,46 @@ pub enum AuditError {
 /// `Err` describes the first disagreement found.
 pub fn audit(state: &State) -> Result<(), AuditError> {
     // The last put or delete logged for each policy name.
-    let mut last: HashMap<&str, (u64, &serde_json::Value)> = HashMap::new();
+    let mut last: HashMap<&str, (u64, &PolicyChangeDetail)> = HashMap::new();
     for e in &state.log.entries {
-        if e.kind == LogEntryKind::PolicyChange && e.detail.get("op").is_some() {
-            last.insert(e.subject.as_str(), (e.index, &e.detail));
+        if let LogDetail::PolicyChange(change) = &e.detail {
+            last.insert(e.subject.as_str(), (e.index, change));
         }
     }
     for (name, p) in &state.policies {
         // A policy with no entry predates the log's policy entries: nothing to compare.
-        let Some((index, detail)) = last.get(name.as_str()) else {
+        let Some((index, change)) = last.get(name.as_str()) else {
             continue;
         };
-        let op = detail.get("op").and_then(|v| v.as_str()).unwrap_or("");
-        if op == "delete" {
-            return Err(AuditError::StoredButDeleted {
-                name: name.clone(),
-                version: p.version,
-                index: *index,
-            });
-        }
-        let logged_version = detail.get("version").and_then(|v| v.as_u64());
-        let logged_sha = detail.get("source_sha256").and_then(|v| v.as_str());
-        let sha = hex::encode(Sha256::digest(p.source.as_bytes()));
-        if op == "put" && (logged_version != Some(p.version) || logged_sha != Some(sha.as_str())) {
-            return Err(AuditError::Mismatch {
-                name: name.clone(),
-                version: p.version,
-                sha256: sha,
-                index: *index,
-                logged_version,
-                logged_sha256: logged_sha.map(str::to_string),
-            });
+        match change {
+            PolicyChangeDetail::Delete { .. } => {
+                return Err(AuditError::StoredButDeleted {
+                    name: name.clone(),
+                    version: p.version,
+                    index: *index,
+                });
+            }
+            PolicyChangeDetail::Put {
+                version,
+                source_sha256,
+                ..
+            } => {
+                let sha = hex::encode(Sha256::digest(p.source.as_bytes()));
+                if *version != p.version || *source_sha256 != sha {
+                    return Err(AuditError::Mismatch {
+                        name: name.clone(),
+                        version: p.version,
+                        sha256: sha,
+                        index: *index,
+                        logged_version: *version,
+                        logged_sha256: source_sha256.clone(),
+                    });
+                }
+            }
         }
     }
-    for (name, (index, detail)) in &last {
-        let put = detail.get("op").and_then(|v| v.as_str()) == Some("put");
+    for (name, (index, change)) in &last {
+        let put = matches!(change, PolicyChangeDetail::Put { .. });
         if put && !state.policies.contains_key(*name) {
             return Err(AuditError::Missing {
                 name: name.to_string(),

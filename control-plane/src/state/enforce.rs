@@ -7,8 +7,9 @@
 //! here, only per-checkpoint digests.
 
 use serde::{Deserialize, Serialize};
+use tribune_attest::continuity::continues;
 
-use super::{Allocation, EnclaveState, LogEntryKind, Outcome, State};
+use super::{Allocation, EnclaveState, LogDetail, Outcome, State, TeeKind, VerdictDetail};
 
 /// The last verdict on an enclave's evidence, with the keys the evidence bound.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +17,9 @@ pub struct Attestation {
     pub trusted: bool,
     /// The host whose agent relayed the evidence.
     pub host: String,
-    pub tee: String,
+    /// The TEE the evidence is from (as the agent named it until the evidence is read); `None`
+    /// when the evidence was refused before its kind was known.
+    pub tee: Option<TeeKind>,
     /// Hex launch measurement.
     pub measurement: String,
     pub debug: bool,
@@ -140,8 +143,10 @@ pub struct Enforcement {
     pub ladder: Ladder,
     pub borrowed_cpu_millicores: u64,
     pub lent_cpu_millicores: u64,
-    /// Log entries explaining the change (violations, actions, lending), in order.
-    pub log: Vec<(LogEntryKind, serde_json::Value)>,
+    /// Log entries explaining the change (violations, actions, lending), in order. In JSON
+    /// `[[kind, detail], …]`.
+    #[serde(with = "super::detail::pairs")]
+    pub log: Vec<LogDetail>,
 }
 
 /// What a batch of loop commands did.
@@ -200,10 +205,17 @@ impl State {
             {
                 status.confirmed = None;
             }
-            let detail = serde_json::json!({
-                "trusted": a.trusted, "host": host, "tee": a.tee, "measurement": a.measurement,
-                "debug": a.debug, "ed25519_pub": a.ed25519_pub, "reasons": a.reasons,
-                "failures": a.failures, "verified_by": a.verified_by, "rekeyed": a.rekeyed,
+            let detail = LogDetail::Verdict(VerdictDetail {
+                trusted: a.trusted,
+                host: host.to_string(),
+                tee: a.tee,
+                measurement: a.measurement.clone(),
+                debug: a.debug,
+                ed25519_pub: a.ed25519_pub.clone(),
+                reasons: a.reasons.clone(),
+                failures: a.failures,
+                verified_by: a.verified_by,
+                rekeyed: a.rekeyed,
             });
             status.attestation = Some(a.clone());
             let changed_state = match self.enclaves.get_mut(&v.enclave) {
@@ -228,10 +240,7 @@ impl State {
             if changed_state {
                 self.bump_plan_version(host);
             }
-            out.logged.push(
-                self.log
-                    .append(LogEntryKind::Verdict, &v.enclave, detail, at_ms),
-            );
+            out.logged.push(self.log.append(&v.enclave, detail, at_ms));
         }
         Outcome::Loop(out)
     }
@@ -261,17 +270,18 @@ impl State {
                 ));
                 continue;
             }
-            let (next, prev_head) = match &status.confirmed {
-                Some(c) if c.key == d.key => (c.last_seq + 1, Some(c.head.as_str())),
-                _ => (1, None),
-            };
-            if !digest_follows(next, prev_head, &d) {
+            let confirmed = status
+                .confirmed
+                .as_ref()
+                .filter(|c| c.key == d.key)
+                .map(|c| (c.last_seq, c.head.as_str()));
+            if !digest_follows(confirmed, &d) {
                 out.refused.push(format!(
                     "digest of {:?} seq {}..={}: the log is confirmed up to seq {} (no gap, no duplicate)",
                     d.enclave,
                     d.first_seq,
                     d.last_seq,
-                    next - 1
+                    confirmed.map_or(0, |c| c.0)
                 ));
                 continue;
             }
@@ -281,11 +291,8 @@ impl State {
                 head: d.head.clone(),
             });
             let subject = d.enclave.clone();
-            let detail = serde_json::to_value(&d).unwrap_or(serde_json::Value::Null);
-            out.logged.push(
-                self.log
-                    .append(LogEntryKind::UsageDigest, &subject, detail, at_ms),
-            );
+            out.logged
+                .push(self.log.append(&subject, LogDetail::UsageDigest(d), at_ms));
         }
         Outcome::Loop(out)
     }
@@ -337,25 +344,26 @@ impl State {
             if plan_changed {
                 self.bump_plan_version(host);
             }
-            for (kind, detail) in c.log {
-                out.logged
-                    .push(self.log.append(kind, &c.enclave, detail, at_ms));
+            for detail in c.log {
+                out.logged.push(self.log.append(&c.enclave, detail, at_ms));
             }
         }
         Outcome::Loop(out)
     }
 }
 
-/// "No gap, no duplicate": a digest starts right after the confirmed point (`next`, whose head
-/// is `prev_head`; none for a new key) and continues its head — or it declares, as
-/// `unaccounted_from = next`, exactly the seqs between the confirmed point and itself.
-pub fn digest_follows(next: u64, prev_head: Option<&str>, d: &UsageDigest) -> bool {
+/// "No gap, no duplicate": a digest continues the confirmed point (`confirmed = (last_seq,
+/// head)`; `None` for a new key) by the one chain rule (`tribune_attest::continuity`) — or it
+/// declares, as `unaccounted_from`, exactly the seqs between the confirmed point and itself
+/// (a chain the stream re-anchored at a complete signed checkpoint).
+pub fn digest_follows(confirmed: Option<(u64, &str)>, d: &UsageDigest) -> bool {
     if d.last_seq < d.first_seq {
         return false;
     }
+    let next = confirmed.map_or(Some(1), |(last, _)| last.checked_add(1));
     match d.unaccounted_from {
-        None => d.first_seq == next && prev_head.is_none_or(|h| h == d.prev_head),
-        Some(from) => from == next && d.first_seq > next,
+        None => continues(confirmed, d.first_seq, d.prev_head.as_str()),
+        Some(from) => Some(from) == next && d.first_seq > from,
     }
 }
 
@@ -395,14 +403,14 @@ mod tests {
                         let plain = digest(first, last, prev, None);
                         let want = first == next && last >= first && same_head;
                         assert_eq!(
-                            digest_follows(next, Some("p"), &plain),
+                            digest_follows(Some((next - 1, "p")), &plain),
                             want,
                             "next {next} first {first} last {last} head {same_head}"
                         );
                         for from in 0..8u64 {
                             let gap = digest(first, last, prev, Some(from));
                             let want = from == next && first > next && last >= first;
-                            assert_eq!(digest_follows(next, Some("p"), &gap), want);
+                            assert_eq!(digest_follows(Some((next - 1, "p")), &gap), want);
                         }
                     }
                 }
@@ -412,9 +420,9 @@ mod tests {
 
     #[test]
     fn a_new_key_starts_at_seq_1_with_any_head() {
-        assert!(digest_follows(1, None, &digest(1, 10, "anything", None)));
-        assert!(!digest_follows(1, None, &digest(2, 10, "anything", None)));
-        assert!(digest_follows(1, None, &digest(5, 10, "x", Some(1))));
+        assert!(digest_follows(None, &digest(1, 10, "anything", None)));
+        assert!(!digest_follows(None, &digest(2, 10, "anything", None)));
+        assert!(digest_follows(None, &digest(5, 10, "x", Some(1))));
     }
 
     #[test]

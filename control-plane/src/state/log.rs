@@ -3,17 +3,21 @@
 //!
 //! Leaf `i` of the tree is the entry's canonical bytes ([`LogEntry::leaf_bytes`]): the compact
 //! JSON of `{"at_ms", "detail", "index", "kind", "subject"}` with every object's keys sorted
-//! bytewise. The tree itself is not serialised: it is a pure function of the entries and is
-//! rebuilt whenever the log is deserialised (snapshot install, restart), so every replica holds
-//! the same tree for the same entries. Signing tree heads is the controllers' business
-//! (`crate::log_key`); this module stays pure.
+//! bytewise; the detail is typed per kind ([`LogDetail`], `state/detail.rs`) and serialises to
+//! the same objects the log has always held. The tree itself is not serialised: it is a pure
+//! function of the entries and is rebuilt whenever the log is deserialised (snapshot install,
+//! restart), so every replica holds the same tree for the same entries. Signing tree heads is
+//! the controllers' business (`crate::log_key`); this module stays pure.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tribune_attest::merkle::{Hash, MerkleTree};
+
+use super::detail::{Body, LogDetail};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,17 +77,21 @@ impl LogEntryKind {
     }
 }
 
-/// One log entry. Its Merkle leaf is [`LogEntry::leaf_bytes`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One log entry. Its Merkle leaf is [`LogEntry::leaf_bytes`]; its kind is its detail's
+/// ([`LogEntry::kind`]). JSON: `{"index", "at_ms", "kind", "subject", "detail"}`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogEntry {
     pub index: u64,
     pub at_ms: i64,
-    pub kind: LogEntryKind,
     pub subject: String,
-    pub detail: Value,
+    pub detail: LogDetail,
 }
 
 impl LogEntry {
+    pub fn kind(&self) -> LogEntryKind {
+        self.detail.kind()
+    }
+
     /// The canonical leaf bytes: compact JSON of `{at_ms, detail, index, kind, subject}`,
     /// object keys sorted bytewise at every depth, strings and numbers as `serde_json` writes
     /// them. Stable across a JSON round trip, so a client that fetched the entry as JSON
@@ -93,11 +101,11 @@ impl LogEntry {
         out.extend_from_slice(b"{\"at_ms\":");
         out.extend_from_slice(self.at_ms.to_string().as_bytes());
         out.extend_from_slice(b",\"detail\":");
-        write_canonical(&self.detail, &mut out);
+        write_canonical(&self.detail.to_value(), &mut out);
         out.extend_from_slice(b",\"index\":");
         out.extend_from_slice(self.index.to_string().as_bytes());
         out.extend_from_slice(b",\"kind\":\"");
-        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(self.kind().as_str().as_bytes());
         out.extend_from_slice(b"\",\"subject\":");
         write_json_string(&self.subject, &mut out);
         out.push(b'}');
@@ -107,6 +115,44 @@ impl LogEntry {
     /// RFC 6962 leaf hash of [`Self::leaf_bytes`].
     pub fn leaf_hash(&self) -> Hash {
         tribune_attest::merkle::leaf_hash(&self.leaf_bytes())
+    }
+}
+
+impl Serialize for LogEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut e = s.serialize_struct("LogEntry", 5)?;
+        e.serialize_field("index", &self.index)?;
+        e.serialize_field("at_ms", &self.at_ms)?;
+        e.serialize_field("kind", &self.kind())?;
+        e.serialize_field("subject", &self.subject)?;
+        e.serialize_field("detail", &Body(&self.detail))?;
+        e.end()
+    }
+}
+
+/// An entry as JSON holds it: the detail is checked against its kind's shape
+/// ([`LogDetail::from_value`]) once the kind is known.
+#[derive(Deserialize)]
+struct EntryWire {
+    index: u64,
+    at_ms: i64,
+    kind: LogEntryKind,
+    subject: String,
+    detail: Value,
+}
+
+impl<'de> Deserialize<'de> for LogEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = EntryWire::deserialize(d)?;
+        let detail = LogDetail::from_value(w.kind, w.detail).map_err(|e| {
+            serde::de::Error::custom(format!("attestation log entry {}: {e}", w.index))
+        })?;
+        Ok(LogEntry {
+            index: w.index,
+            at_ms: w.at_ms,
+            subject: w.subject,
+            detail,
+        })
     }
 }
 
@@ -225,12 +271,11 @@ impl AttestationLog {
     }
 
     /// Appends an entry and returns its index.
-    pub fn append(&mut self, kind: LogEntryKind, subject: &str, detail: Value, at_ms: i64) -> u64 {
+    pub fn append(&mut self, subject: &str, detail: LogDetail, at_ms: i64) -> u64 {
         let index = self.entries.len() as u64;
         self.push(LogEntry {
             index,
             at_ms,
-            kind,
             subject: subject.to_string(),
             detail,
         });

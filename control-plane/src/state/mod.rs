@@ -4,16 +4,25 @@
 //! state, with no I/O, no clock and no randomness. Time enters only as a field the leader stamped
 //! into the command before proposing it, so every replica computes the same result.
 
+mod detail;
 mod enforce;
 mod log;
 mod plan_version;
 mod types;
 
+pub use detail::{
+    ActionDetail, AttestationFailed, BorrowAction, BorrowMove, DetailError, EnclaveChangeDetail,
+    EnclaveOp, HostChangeDetail, LadderAction, LendAction, LendMove, LogDetail, LogKeyDetail,
+    MembershipChangeDetail, MigrationDetail, OverLimit, PolicyChangeDetail, Refusal,
+    TokenChangeDetail, VerdictDetail, ViolationDetail,
+};
 pub use enforce::{
     Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
     VerdictCmd,
 };
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
+/// The TEE kinds (one type with the verifier and the policy language).
+pub use tribune_attest::TeeKind;
 pub use types::{
     Allocation, Enclave, EnclaveState, Host, OperatorHold, Placement, Policy, Resources,
     Revocation, Token,
@@ -97,11 +106,12 @@ pub enum Command {
         changes: Vec<Enforcement>,
         at_ms: i64,
     },
-    /// Appends an entry to the attestation log as it is (verdicts, actions, digests).
+    /// Appends an entry to the attestation log as it is (refusals, membership changes). In
+    /// JSON the detail is two fields, `kind` and `detail`, as it always was.
     AppendLog {
-        kind: LogEntryKind,
         subject: String,
-        detail: serde_json::Value,
+        #[serde(flatten)]
+        detail: LogDetail,
         at_ms: i64,
     },
     /// A controller's tree-head signing key (ed25519, 32 bytes hex). Idempotent; keys are never
@@ -139,7 +149,7 @@ impl Command {
                 Command::Verdicts { verdicts, .. } => verdicts.len() * 1024,
                 Command::UsageDigests { digests, .. } => digests.len() * 512,
                 Command::Enforce { changes, .. } => changes.len() * 1024,
-                Command::AppendLog { detail, .. } => detail.to_string().len(),
+                Command::AppendLog { detail, .. } => detail.approx_bytes(),
                 Command::CreateToken { .. }
                 | Command::RevokeToken { .. }
                 | Command::DeletePolicy { .. }
@@ -292,10 +302,14 @@ impl State {
                     },
                 };
                 self.log.append(
-                    LogEntryKind::PolicyChange,
                     &name,
-                    serde_json::json!({"op": "put", "version": policy.version, "actor": actor,
-                        "source_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(policy.source.as_bytes()))}),
+                    LogDetail::PolicyChange(PolicyChangeDetail::Put {
+                        version: policy.version,
+                        actor,
+                        source_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                            policy.source.as_bytes(),
+                        )),
+                    }),
                     at_ms,
                 );
                 self.policies.insert(name, policy.clone());
@@ -322,9 +336,8 @@ impl State {
                 self.policies.remove(&name);
                 self.policies_changed();
                 self.log.append(
-                    LogEntryKind::PolicyChange,
                     &name,
-                    serde_json::json!({"op": "delete", "version": version, "actor": actor}),
+                    LogDetail::PolicyChange(PolicyChangeDetail::Delete { version, actor }),
                     at_ms,
                 );
                 Outcome::PolicyDeleted { name, version }
@@ -337,11 +350,13 @@ impl State {
                 host.last_heartbeat_ms = host.last_heartbeat_ms.max(at_ms);
                 if !actor.is_empty() {
                     self.log.append(
-                        LogEntryKind::HostChange,
                         &host.id,
-                        serde_json::json!({"op": "put", "actor": actor,
-                            "attestation_status": host.attestation_status,
-                            "capacity": host.capacity, "tee": host.tee}),
+                        LogDetail::HostChange(HostChangeDetail::Put {
+                            actor,
+                            attestation_status: host.attestation_status.clone(),
+                            capacity: host.capacity,
+                            tee: host.tee,
+                        }),
                         at_ms,
                     );
                 }
@@ -367,11 +382,14 @@ impl State {
                     };
                 }
                 self.log.append(
-                    LogEntryKind::TokenChange,
                     &format!("token-{}", token.id),
-                    serde_json::json!({"op": "create", "actor": token.created_by,
-                        "name": token.name, "role": token.role, "tenant": token.tenant,
-                        "expires_at_ms": token.expires_at_ms}),
+                    LogDetail::TokenChange(TokenChangeDetail::Create {
+                        actor: token.created_by.clone(),
+                        name: token.name.clone(),
+                        role: token.role,
+                        tenant: token.tenant.clone(),
+                        expires_at_ms: token.expires_at_ms,
+                    }),
                     at_ms,
                 );
                 self.tokens.insert(token.id.clone(), token.clone());
@@ -389,9 +407,8 @@ impl State {
                         at_ms,
                     });
                     self.log.append(
-                        LogEntryKind::TokenChange,
                         &format!("token-{id}"),
-                        serde_json::json!({"op": "revoke", "actor": actor}),
+                        LogDetail::TokenChange(TokenChangeDetail::Revoke { actor }),
                         at_ms,
                     );
                 }
@@ -434,12 +451,11 @@ impl State {
                 at_ms,
             } => self.apply_enforcements(&host, changes, at_ms),
             Command::AppendLog {
-                kind,
                 subject,
                 detail,
                 at_ms,
             } => {
-                let index = self.log.append(kind, &subject, detail, at_ms);
+                let index = self.log.append(&subject, detail, at_ms);
                 Outcome::Logged { index }
             }
             Command::RegisterLogKey {
@@ -463,9 +479,12 @@ impl State {
                     return Outcome::LogKey(existing.clone());
                 }
                 let log_index = self.log.append(
-                    LogEntryKind::LogKey,
                     &format!("controller-{node_id}"),
-                    serde_json::json!({"node_id": node_id, "key_id": key_id, "public_key": public_key}),
+                    LogDetail::LogKey(LogKeyDetail {
+                        node_id,
+                        key_id: key_id.clone(),
+                        public_key: public_key.clone(),
+                    }),
                     at_ms,
                 );
                 let key = LogKey {
@@ -548,10 +567,10 @@ impl State {
             .is_some_and(|s| s.operator_hold.is_some());
         let was = current.map(|c| c.state);
         // What the operator asked for, in the log's words.
-        let mut op = "put";
+        let mut op = EnclaveOp::Put;
         if enclave.state == EnclaveState::Suspended && !held && current.is_some() {
             // An operator's suspension: sticky until an operator resumes it.
-            op = "suspend";
+            op = EnclaveOp::Suspend;
             let status = self.status.entry(enclave.id.clone()).or_default();
             status.operator_hold = Some(OperatorHold {
                 by: actor.clone(),
@@ -565,7 +584,7 @@ impl State {
         {
             // An operator resuming a suspended or throttled enclave restarts its ladder; it is
             // re-evaluated on its next verified report.
-            op = "resume";
+            op = EnclaveOp::Resume;
             if let Some(st) = self.status.get_mut(&enclave.id) {
                 st.ladder = Ladder::default();
                 st.operator_hold = None;
@@ -582,11 +601,15 @@ impl State {
             self.bump_plan_version(&p.host);
         }
         self.log.append(
-            LogEntryKind::EnclaveChange,
             &enclave.id,
-            serde_json::json!({"op": op, "version": enclave.version, "state": enclave.state,
-                "actor": actor, "tenant": enclave.tenant,
-                "host": enclave.placement.as_ref().map(|p| p.host.clone())}),
+            LogDetail::EnclaveChange(EnclaveChangeDetail {
+                op,
+                version: enclave.version,
+                state: enclave.state,
+                actor,
+                tenant: enclave.tenant.clone(),
+                host: enclave.placement.as_ref().map(|p| p.host.clone()),
+            }),
             at_ms,
         );
         self.enclaves.insert(enclave.id.clone(), enclave.clone());
@@ -596,3 +619,5 @@ impl State {
 
 #[cfg(test)]
 mod tests_admin;
+#[cfg(test)]
+mod tests_golden;

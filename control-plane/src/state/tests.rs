@@ -15,7 +15,7 @@ pub(super) fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
         id: id.into(),
         tenant: "acme".into(),
         labels: Default::default(),
-        tee: "sim".into(),
+        tee: TeeKind::Sim,
         expected_measurements: vec![],
         requested: Resources::default(),
         priority: 0,
@@ -136,7 +136,11 @@ fn policy_changes_are_leaves_of_the_merkle_tree() {
     }
     // Changing any entry's content changes its leaf: the stored tree no longer matches.
     let mut tampered = s.log.clone();
-    tampered.entries[2].detail = serde_json::json!({"op": "put", "version": 99});
+    tampered.entries[2].detail = LogDetail::PolicyChange(PolicyChangeDetail::Put {
+        version: 99,
+        actor: "alice".into(),
+        source_sha256: String::new(),
+    });
     assert_eq!(tampered.verify(), Err(2));
 }
 
@@ -146,10 +150,20 @@ fn tree_survives_a_snapshot_round_trip_and_is_the_same_on_every_replica() {
         .map(|i| {
             if i % 3 == 0 {
                 Command::AppendLog {
-                    kind: LogEntryKind::UsageDigest,
                     subject: format!("enclave-{i}"),
-                    // Floats, nesting and keys out of order: the leaf must still be stable.
-                    detail: serde_json::json!({"z": 1.5e-7, "a": [1, -2, {"y": null, "b": true}], "gpu": 0.1}),
+                    // Floats, nesting, nulls and escapes: the leaf must still be stable.
+                    detail: LogDetail::Verdict(VerdictDetail {
+                        trusted: i % 2 == 0,
+                        host: "h\"1\u{e9}".into(),
+                        tee: (i % 5 != 0).then_some(TeeKind::Tdx),
+                        measurement: "ab".repeat(48),
+                        debug: false,
+                        ed25519_pub: "cd".repeat(32),
+                        reasons: vec![format!("reason {i}"), "\u{1b}[31m".into()],
+                        failures: i as u32,
+                        verified_by: 2,
+                        rekeyed: true,
+                    }),
                     at_ms: i,
                 }
             } else {
@@ -184,15 +198,23 @@ fn tree_survives_a_snapshot_round_trip_and_is_the_same_on_every_replica() {
 fn leaf_bytes_are_canonical_json_with_sorted_keys() {
     let mut log = AttestationLog::default();
     log.append(
-        LogEntryKind::Action,
         "e\"1",
-        serde_json::json!({"b": 1, "a": {"d": "x", "c": [2.5, "é"]}}),
+        LogDetail::HostChange(HostChangeDetail::Put {
+            actor: "é".into(),
+            attestation_status: "a\nb".into(),
+            capacity: Resources {
+                cpu_millicores: 2500,
+                memory_bytes: 1,
+                ..Resources::default()
+            },
+            tee: TeeKind::Tdx,
+        }),
         -3,
     );
     let e = &log.entries[0];
     assert_eq!(
         String::from_utf8(e.leaf_bytes()).expect("utf-8"),
-        r#"{"at_ms":-3,"detail":{"a":{"c":[2.5,"é"],"d":"x"},"b":1},"index":0,"kind":"action","subject":"e\"1"}"#
+        r#"{"at_ms":-3,"detail":{"actor":"é","attestation_status":"a\nb","capacity":{"cpu_millicores":2500,"egress_bits_per_sec":0,"gpu_percent":0,"ingress_bits_per_sec":0,"memory_bytes":1},"op":"put","tee":"tdx"},"index":0,"kind":"host_change","subject":"e\"1"}"#
     );
     // Through the API's JSON and back: the same bytes.
     let back: LogEntry =
@@ -202,11 +224,13 @@ fn leaf_bytes_are_canonical_json_with_sorted_keys() {
 
 #[test]
 fn a_log_written_before_the_merkle_tree_still_loads() {
-    let old = r#"{"entries":[{"index":0,"at_ms":1,"kind":"policy_change","subject":"p","detail":{"op":"put"},
+    let old = r#"{"entries":[{"index":0,"at_ms":1,"kind":"policy_change","subject":"p",
+        "detail":{"op":"put","version":1,"actor":"a","source_sha256":"ab"},
         "prev_hash":"00","hash":"ab"}]}"#;
     let log: AttestationLog = serde_json::from_str(old).expect("loads");
     assert_eq!((log.size(), log.verify()), (1, Ok(())));
-    let gap = r#"{"entries":[{"index":1,"at_ms":1,"kind":"action","subject":"p","detail":null}]}"#;
+    let gap = r#"{"entries":[{"index":1,"at_ms":1,"kind":"action","subject":"p",
+        "detail":{"action":"lend","lent_cpu_millicores":1,"was":0}}]}"#;
     let e = serde_json::from_str::<AttestationLog>(gap).expect_err("index gap");
     assert!(e.to_string().contains("position 0 has index 1"), "{e}");
 }
@@ -225,7 +249,7 @@ fn log_keys_register_once_and_are_logged() {
     };
     assert_eq!(k.key_id, key_id(&[0x11; 32]));
     assert_eq!((k.node_id, k.log_index), (2, 0));
-    assert_eq!(s.log.entries[0].kind, LogEntryKind::LogKey);
+    assert_eq!(s.log.entries[0].kind(), LogEntryKind::LogKey);
     // Again (a restart): nothing new is written.
     let before = s.clone();
     assert_eq!(s.apply(reg(&pk.to_uppercase())), Outcome::LogKey(k));
@@ -294,9 +318,24 @@ fn log_costs() {
     let t = Instant::now();
     for i in 0..n {
         s.apply(Command::AppendLog {
-            kind: LogEntryKind::UsageDigest,
             subject: format!("enclave-{}", i % 1000),
-            detail: serde_json::json!({"window": i, "samples": 10, "root": "ab".repeat(32)}),
+            detail: LogDetail::UsageDigest(UsageDigest {
+                enclave: format!("enclave-{}", i % 1000),
+                key: "cd".repeat(32),
+                first_seq: i * 10 + 1,
+                last_seq: i * 10 + 10,
+                prev_head: "ef".repeat(32),
+                head: "01".repeat(32),
+                samples_root: "ab".repeat(32),
+                checkpoint: "23".repeat(162),
+                cpu_millicores_avg: 250.0,
+                mem_bytes_max: 1 << 26,
+                net_tx_bytes: i,
+                net_rx_bytes: 0,
+                divergence_pct_max: 0.5,
+                replayed: false,
+                unaccounted_from: None,
+            }),
             at_ms: i as i64,
         });
     }

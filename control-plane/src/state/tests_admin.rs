@@ -74,7 +74,7 @@ fn an_operators_suspension_outlasts_every_decision_until_an_operator_resumes() {
         attestation: Attestation {
             trusted: true,
             host: "h1".into(),
-            tee: "sim".into(),
+            tee: Some(TeeKind::Sim),
             measurement: String::new(),
             debug: false,
             ed25519_pub: "00".into(),
@@ -108,20 +108,17 @@ fn an_operators_suspension_outlasts_every_decision_until_an_operator_resumes() {
     assert_eq!(s.enclaves["e"].state, EnclaveState::Running);
     assert!(!s.allocations["e"].suspended);
 
-    let ops: Vec<(String, String)> = s
+    let ops: Vec<(EnclaveOp, &str)> = s
         .log
         .entries
         .iter()
-        .filter(|e| e.kind == LogEntryKind::EnclaveChange)
-        .map(|e| {
-            (
-                e.detail["op"].as_str().unwrap_or("").to_string(),
-                e.detail["actor"].as_str().unwrap_or("").to_string(),
-            )
+        .filter_map(|e| match &e.detail {
+            LogDetail::EnclaveChange(c) => Some((c.op, c.actor.as_str())),
+            _ => None,
         })
         .collect();
-    assert!(ops.contains(&("suspend".into(), "tribune://operator/alice".into())));
-    assert!(ops.contains(&("resume".into(), "tribune://operator/bob".into())));
+    assert!(ops.contains(&(EnclaveOp::Suspend, "tribune://operator/alice")));
+    assert!(ops.contains(&(EnclaveOp::Resume, "tribune://operator/bob")));
 }
 
 #[test]
@@ -175,8 +172,13 @@ fn tokens_are_created_once_revoked_once_and_logged_without_secrets() {
         Outcome::NotFound { .. }
     ));
     for e in &s.log.entries {
-        assert_eq!(e.kind, LogEntryKind::TokenChange);
-        assert!(!e.detail.to_string().contains(&token.secret_sha256));
+        assert_eq!(e.kind(), LogEntryKind::TokenChange);
+        assert!(
+            !e.detail
+                .to_value()
+                .to_string()
+                .contains(&token.secret_sha256)
+        );
     }
 }
 
@@ -256,8 +258,11 @@ fn host_writes_through_the_api_are_logged_with_their_actor_and_agent_records_are
         at_ms: 2,
     });
     assert_eq!(s.log.entries.len(), 1);
-    assert_eq!(s.log.entries[0].kind, LogEntryKind::HostChange);
-    assert_eq!(s.log.entries[0].detail["actor"], "tribune://admin/root");
+    assert!(matches!(
+        &s.log.entries[0].detail,
+        LogDetail::HostChange(HostChangeDetail::Put { actor, tee: TeeKind::Sim, .. })
+            if actor == "tribune://admin/root"
+    ));
 }
 
 #[test]

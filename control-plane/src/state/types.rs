@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tribune_attest::TeeKind;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -35,8 +36,7 @@ pub struct Host {
     pub address: String,
     #[serde(default)]
     pub capacity: Resources,
-    /// "sev-snp", "tdx" or "sim".
-    pub tee: String,
+    pub tee: TeeKind,
     #[serde(default = "unverified")]
     pub attestation_status: String,
     #[serde(default)]
@@ -80,7 +80,7 @@ pub struct Enclave {
     pub tenant: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub tee: String,
+    pub tee: TeeKind,
     #[serde(default)]
     pub expected_measurements: Vec<String>,
     #[serde(default)]

@@ -9,7 +9,7 @@ use crate::ir::*;
 use crate::units::Resource;
 
 /// The enclave's identity, as selectors see it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Enclave {
     pub tenant: String,
@@ -17,6 +17,20 @@ pub struct Enclave {
     pub tee: TeeKind,
     pub measurement: String,
     pub class: String,
+}
+
+/// Every facts field is optional: left out, it is empty, and the TEE kind reads as `sev-snp`
+/// (as it always has; `TeeKind` itself has no default).
+impl Default for Enclave {
+    fn default() -> Self {
+        Enclave {
+            tenant: String::new(),
+            labels: BTreeMap::new(),
+            tee: TeeKind::SevSnp,
+            measurement: String::new(),
+            class: String::new(),
+        }
+    }
 }
 
 /// Utilization per resource, percent (0–100). A missing value is unknown (NaN).

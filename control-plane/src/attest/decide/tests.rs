@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::{Attestation, Placement};
+use crate::state::{Attestation, LogEntryKind, Placement};
 
 const POLICIES: &str = r#"
 policy "greedy" {
@@ -30,7 +30,7 @@ fn enclave(id: &str, tenant: &str) -> Enclave {
         id: id.into(),
         tenant: tenant.into(),
         labels: Default::default(),
-        tee: "sim".into(),
+        tee: tribune_attest::TeeKind::Sim,
         expected_measurements: vec![],
         requested: Resources::default(),
         priority: 0,
@@ -169,7 +169,7 @@ fn the_ladder_throttles_at_once_then_suspends_and_stays_suspended() {
     assert_eq!(e.ladder.step, Step::Throttle);
     assert_eq!(e.allocation.limits.cpu_millicores, 200);
     assert_eq!(e.state, EnclaveState::Throttled);
-    let kinds: Vec<_> = e.log.iter().map(|(k, _)| *k).collect();
+    let kinds: Vec<_> = e.log.iter().map(LogDetail::kind).collect();
     assert_eq!(kinds, vec![LogEntryKind::Violation, LogEntryKind::Action]);
     // Pressing against the cap keeps it over; 3 s later it is suspended.
     assert!(step(&p, &mut s, Some(199.0), 2_000).enforcement.is_none());
@@ -254,11 +254,10 @@ fn failed_attestation_suspends_now() {
         .expect("suspend");
     assert!(e.allocation.suspended);
     assert_eq!(e.ladder.step, Step::Suspend);
-    assert!(
-        e.log
-            .iter()
-            .any(|(k, d)| *k == LogEntryKind::Violation && d["event"] == "attestation.failed")
-    );
+    assert!(e.log.iter().any(|d| matches!(
+        d,
+        LogDetail::Violation(ViolationDetail::AttestationFailed(_))
+    )));
 }
 
 #[test]
@@ -296,7 +295,13 @@ fn idle_capacity_is_lent_by_weight_and_returned_at_once() {
         outs[1]
             .enforcement
             .as_ref()
-            .is_some_and(|e| e.log.iter().any(|(_, d)| d["action"] == "return"))
+            .is_some_and(|e| e.log.iter().any(|d| matches!(
+                d,
+                LogDetail::Action(ActionDetail::Borrow(BorrowAction {
+                    action: BorrowMove::Return,
+                    ..
+                }))
+            )))
     );
 }
 
@@ -372,11 +377,10 @@ fn usage_that_cannot_be_accounted_fails_attestation_after_the_grace() {
         .enforcement
         .expect("the ladder sees broken accounting");
     assert_eq!(e.state, EnclaveState::Suspended);
-    assert!(
-        e.log
-            .iter()
-            .any(|(k, d)| *k == LogEntryKind::Violation && d["event"] == "attestation.failed")
-    );
+    assert!(e.log.iter().any(|d| matches!(
+        d,
+        LogDetail::Violation(ViolationDetail::AttestationFailed(_))
+    )));
 }
 
 #[test]
