@@ -51,11 +51,6 @@ pub struct EnforceReport {
     pub cgroup_file: String,
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn unix_ms_f() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -69,28 +64,14 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tribune_testkit::cluster::tail(&self.log, 20)
     }
 }
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         // SIGTERM: the agent stops its enclaves and removes its cgroups.
-        // SAFETY: kill has no memory preconditions; the pid is our child's.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tribune_testkit::process::stop(&mut self.child, Duration::from_secs(20));
     }
 }
 
@@ -151,7 +132,7 @@ pub async fn enforce_latency(
     progress: impl Fn(&str),
 ) -> anyhow::Result<EnforceReport> {
     anyhow::ensure!(
-        is_root(),
+        crate::is_root(),
         "enforce-latency needs root (the host agent writes cgroups)"
     );
     anyhow::ensure!(trials > 0, "at least one trial");

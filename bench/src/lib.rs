@@ -131,16 +131,7 @@ pub fn write_launch_policy(
 }
 
 /// Whether this process runs as root (the agent and installing etcd need it).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
+pub use tribune_testkit::is_root;
 
 /// An HTTP client with one pooled connection per concurrent writer.
 pub fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {

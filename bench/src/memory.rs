@@ -219,18 +219,7 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
             // SIGTERM first: a clean exit removes the enclaves, cgroups and namespaces.
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if !matches!(c.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            tribune_testkit::process::stop(&mut c, Duration::from_secs(20));
         }
     }
 }

@@ -163,10 +163,7 @@ fn run_apply_status_and_clean_exit() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("ENCLAVE"));
-    Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status()
-        .unwrap();
+    tribune_testkit::process::sigterm(&agent);
     let st = agent.wait().unwrap();
     assert!(st.success(), "agent exit {st:?}");
     assert!(gone(&instance), "cgroups left after a clean exit");

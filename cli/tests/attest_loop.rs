@@ -102,18 +102,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // SIGTERM: the agent stops its enclaves and removes its cgroups.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tribune_testkit::process::stop(&mut self.child, Duration::from_secs(20));
     }
 }
 

@@ -231,7 +231,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BenchCmd::EnforceLatency { trials, opts: _ } => {
-                if !tribune_bench::enforce::is_root() {
+                if !tribune_testkit::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");
                     result_line(format, &json!({"scenario": "enforce-latency", "skipped": "not root"}))?;
                     return Ok(ExitCode::SUCCESS);

@@ -98,7 +98,10 @@ struct Children(Vec<(u64, Child)>);
 impl Drop for Children {
     fn drop(&mut self) {
         // SIGTERM first so each controller shuts down cleanly.
-        super::dev_demo::terminate(self.0.iter_mut().map(|(_, c)| c), Duration::from_secs(5));
+        tribune_testkit::process::terminate(
+            self.0.iter_mut().map(|(_, c)| c),
+            Duration::from_secs(5),
+        );
     }
 }
 
@@ -264,7 +267,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if !args.no_demo {
         rt.block_on(super::dev_demo::seed(&http, &api))?;
         println!();
-        let root = super::dev_demo::is_root();
+        let root = tribune_testkit::is_root();
         let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
         agents = Some(super::dev_demo::start_agents(
             &exe, &dir, &tls_dir, &ctl, !root,
