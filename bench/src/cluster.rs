@@ -25,6 +25,20 @@ impl LocalCluster {
         Ok(Self(tribune_testkit::LocalCluster::start(opts, n)?))
     }
 
+    /// [`LocalCluster::start`], then waits (up to 30 s each) for a leader every member agrees
+    /// on and for every member to be healthy and caught up.
+    pub async fn start_ready(
+        binary: &Path,
+        n: u64,
+        extra: &[&str],
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let c = Self::start(binary, n, extra)?;
+        c.wait_leader(http, Duration::from_secs(30)).await?;
+        c.wait_all_healthy(http, Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.0.endpoint_list()
     }

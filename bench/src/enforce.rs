@@ -145,14 +145,10 @@ pub async fn enforce_latency(
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let flag = dir.path().join("busy");
-    let cluster = LocalCluster::start(binary, 3, &["--allow-sim-evidence"])?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    cluster.wait_leader(&http, Duration::from_secs(30)).await?;
-    cluster
-        .wait_all_healthy(&http, Duration::from_secs(30))
-        .await?;
+    let cluster = LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
     let endpoints = cluster.endpoints();
     put_json(
         &http,

@@ -451,15 +451,11 @@ pub async fn ingest(
         cfg.enclaves_per_host <= 4096,
         "at most 4096 enclaves per host (one stream)"
     );
-    let cluster = LocalCluster::start(binary, 3, &["--allow-sim-evidence"])?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
         .build()?;
-    cluster.wait_leader(&http, Duration::from_secs(30)).await?;
-    cluster
-        .wait_all_healthy(&http, Duration::from_secs(30))
-        .await?;
+    let cluster = LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
     let endpoints = cluster.endpoints();
     put_json(
         &http,

@@ -351,13 +351,11 @@ pub async fn failover(
         opts.election_timeout_ms.to_string(),
     ];
     let extra: Vec<&str> = timing.iter().map(String::as_str).collect();
-    let mut c = cluster::LocalCluster::start(binary, 3, &extra)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .build()?;
-    c.wait_leader(&http, Duration::from_secs(30)).await?;
-    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+    let mut c = cluster::LocalCluster::start_ready(binary, 3, &extra, &http).await?;
 
     // Background writers over every member (the killed one's requests fail until it is back).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -93,10 +93,8 @@ pub async fn controller(
     clients: usize,
     progress: impl Fn(&str),
 ) -> anyhow::Result<ControllerMemory> {
-    let c = LocalCluster::start(binary, 3, &[])?;
     let http = crate::http_client(clients)?;
-    c.wait_leader(&http, Duration::from_secs(30)).await?;
-    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+    let c = LocalCluster::start_ready(binary, 3, &[], &http).await?;
     let idle = node_rss(&c)?;
     let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
 
