@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::BIN;
 static LOCK: Mutex<()> = Mutex::new(());
@@ -20,16 +20,7 @@ fn skip_unless_root(test: &str) -> bool {
     common::skip_unless_root(test, "the agent needs cgroups and namespaces")
 }
 
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
+use tribune_testkit::wait::within as wait_for;
 
 fn start_agent(dir: &Path, instance: &str) -> Child {
     let child = Command::new(BIN)

@@ -17,16 +17,14 @@ pub fn sigterm(child: &Child) {
 
 /// Waits up to `limit` for `child` to exit; its status, or `None` if it still runs.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            // Reaped already: there is nothing left to wait for.
-            Err(_) => return None,
-            Ok(None) if Instant::now() >= deadline => return None,
-            Ok(None) => std::thread::sleep(POLL),
-        }
-    }
+    crate::wait::until("a child's exit", limit, POLL, || match child.try_wait() {
+        Ok(Some(status)) => Some(Some(status)),
+        // Reaped already: there is nothing left to wait for.
+        Err(_) => Some(None),
+        Ok(None) => None,
+    })
+    .ok()
+    .flatten()
 }
 
 /// How a stopped process ended.

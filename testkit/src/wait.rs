@@ -29,6 +29,15 @@ pub fn until<T>(
     }
 }
 
+/// Polls `check` every 10 ms until it holds or `limit` has passed (it is asked once more at
+/// the deadline); whether it held.
+pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    until("a condition", limit, Duration::from_millis(10), || {
+        check().then_some(())
+    })
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +50,13 @@ mod tests {
             (n >= 3).then_some(n)
         });
         assert_eq!(v.expect("reached"), 3);
+    }
+
+    #[test]
+    fn within_says_whether_the_condition_held() {
+        let started = Instant::now();
+        assert!(within(DEADLINE, || started.elapsed() > Duration::from_millis(30)));
+        assert!(!within(Duration::from_millis(50), || false));
     }
 
     #[test]

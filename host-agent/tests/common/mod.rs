@@ -178,13 +178,5 @@ pub fn assert_clean(cg: &dyn CgroupEnforcer, instance: &str) {
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
-}
+#[allow(unused_imports)]
+pub use tribune_testkit::wait::within as wait_for;
