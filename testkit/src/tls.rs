@@ -1,6 +1,7 @@
-//! TLS material for a test cluster: a CA of its own (in a directory of the test's), a
-//! certificate per controller and agent, and an admin client certificate for the harness and
-//! the CLI. Files are named as `tribune-tls` names them (`ca.pem`, `ROLE-NAME.pem`/`.key`).
+//! TLS material for a local cluster (a test's, `tribune dev`'s): a CA of its own in a directory
+//! of the cluster's, a certificate per controller and agent, and an admin client certificate
+//! for the harness and the CLI. Files are named as `tribune-tls` names them (`ca.pem`,
+//! `ROLE-NAME.pem`/`.key`).
 
 use std::path::Path;
 

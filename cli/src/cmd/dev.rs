@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tribune_tls::ca::{self, IssueOptions};
+use tribune_tls::ca;
 use tribune_tls::{ClientTls, PeerIdentity};
 
 use super::client::{ClientConfigFile, client_config_path};
@@ -36,10 +36,8 @@ fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
         tenant: None,
     });
     for id in &ids {
-        if !tls_dir.join(format!("{}.pem", id.file_stem())).exists() {
-            ca::issue(tls_dir, tls_dir, id, &IssueOptions::default())
-                .with_context(|| format!("issuing the dev certificate for {id}"))?;
-        }
+        tribune_testkit::tls::try_issue(tls_dir, id)
+            .with_context(|| format!("issuing the dev certificate for {id}"))?;
     }
     let client = tribune_tls::TlsFiles::in_dir(tls_dir, &ids[ids.len() - 1].file_stem());
     Ok(ClientTls::from_files(&client)?)
