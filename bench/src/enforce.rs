@@ -16,12 +16,13 @@
 //! agent's cgroup write. All clocks are this machine's.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
+
+use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 use crate::cluster::LocalCluster;
 use crate::ingest::{log_entries, put_json};
@@ -55,24 +56,6 @@ fn unix_ms_f() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-struct AgentProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl AgentProcess {
-    fn log_tail(&self) -> String {
-        tribune_testkit::cluster::tail(&self.log, 20)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        // SIGTERM: the agent stops its enclaves and removes its cgroups.
-        tribune_testkit::process::stop(&mut self.child, Duration::from_secs(20));
-    }
 }
 
 /// The enclave's CPU quota file: cgroup v1 `cpu.cfs_quota_us`, or v2 `cpu.max`.
@@ -172,28 +155,20 @@ pub async fn enforce_latency(
     let log_start = log_entries(&http, &endpoints[0], 0, true).await?.len() as u64;
 
     let instance = format!("benchenf{}", std::process::id());
-    let log = dir.path().join("agent.log");
-    let file = std::fs::File::create(&log)?;
-    let controllers: Vec<String> = endpoints
-        .iter()
-        .map(|e| e.trim_start_matches("http://").to_string())
-        .collect();
-    let child = Command::new(binary)
-        .args(["agent", "run", "--insecure", "--instance", &instance])
-        .args(["--host-id", HOST])
-        .arg("--data-dir")
-        .arg(dir.path().join("agent"))
-        .arg("--launch-policy")
-        .arg(crate::write_launch_policy(dir.path(), &["/bin/sh"])?)
-        .arg("--controllers")
-        .args(&controllers)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .context("starting the host agent")?;
-    let agent = AgentProcess { child, log };
+    let agent = AgentProcess::start(&AgentOptions {
+        binary: binary.to_path_buf(),
+        instance: instance.clone(),
+        host: HOST.into(),
+        data_dir: dir.path().join("agent"),
+        launch_policy: crate::write_launch_policy(dir.path(), &["/bin/sh"])?,
+        controllers: endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect(),
+        tls_dir: None,
+        extra: vec![],
+        log: dir.path().join("agent.log"),
+    })?;
 
     // The enclave runs, uncapped, idle.
     let (v1, v2) = quota_file(&instance);

@@ -6,11 +6,13 @@
 //! - [`process`]: SIGTERM, then wait up to a deadline, then SIGKILL;
 //! - [`wait`]: waiting on a condition with a deadline that names what it waited for;
 //! - [`cluster`]: a local cluster of real `tribune controller` processes (spawn, kill -9,
-//!   restart, stop).
+//!   restart, stop);
+//! - [`agent`]: a real `tribune agent run` process streaming to such a cluster.
 //!
 //! Test code may `expect()` the `try_` variants away; `tribune bench` and `tribune dev` use
 //! the [`Error`]s.
 
+pub mod agent;
 pub mod cluster;
 pub mod dir;
 pub mod ports;
