@@ -272,3 +272,80 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options whose "binary" is a script that logs its arguments and sleeps.
+    fn fake(dir: &Path, tls: bool) -> Options {
+        let bin = dir.join("fake-tribune");
+        std::fs::write(&bin, "#!/bin/sh\necho \"$@\"\nexec sleep 30\n").expect("script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut o = Options::new(bin);
+        o.tls = tls;
+        o.extra = vec!["--extra".into()];
+        o
+    }
+
+    #[test]
+    fn nodes_get_own_ports_dirs_peers_and_stop() {
+        let bin = TestDir::new("tribune-testkit-bin-");
+        let mut c = LocalCluster::start(fake(bin.path(), false), 3).expect("start");
+        assert_eq!(c.running(), vec![1, 2, 3]);
+        let addrs: std::collections::HashSet<&str> =
+            c.nodes.values().map(|n| n.addr.as_str()).collect();
+        assert_eq!(addrs.len(), 3, "one port each");
+        assert_eq!(c.endpoint_list().len(), 3);
+        assert!(c.endpoint_list()[0].starts_with("http://127.0.0.1:"));
+        assert!(c.tls_args().is_empty());
+        let args = crate::wait::until(
+            "node 1 to log its arguments",
+            crate::DEADLINE,
+            Duration::from_millis(10),
+            || Some(tail(&c.nodes[&1].log, 1)).filter(|l| !l.is_empty()),
+        )
+        .expect("logged");
+        assert!(
+            args.starts_with("controller --id 1 --listen 127.0.0.1:"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--insecure") && args.ends_with("--extra"),
+            "{args}"
+        );
+        for n in c.nodes.values() {
+            assert!(
+                args.contains(&format!("--peer {}={}", n.id, n.addr)),
+                "{args}"
+            );
+        }
+
+        assert!(matches!(c.restart(2), Err(Error::StillRunning(2))));
+        c.kill9(2).expect("kill -9");
+        assert_eq!(c.running(), vec![1, 3]);
+        c.restart(2).expect("restart");
+        assert_eq!(c.running(), vec![1, 2, 3]);
+        // The script does not trap SIGTERM: it exits at once.
+        let stopped = c.stop(3, Duration::from_secs(20)).expect("stop");
+        assert!(matches!(stopped, Some(process::Stopped::Exited(_))));
+        assert_eq!(c.pids().len(), 2);
+        assert!(matches!(c.kill9(9), Err(Error::NoNode(9))));
+        assert!(c.logs().contains("--- node 3 ---"));
+    }
+
+    #[test]
+    fn a_tls_cluster_has_its_own_ca_and_certificates() {
+        let bin = TestDir::new("tribune-testkit-bin-");
+        let c = LocalCluster::start(fake(bin.path(), true), 1).expect("start");
+        let tls_dir = c.tls_dir.clone().expect("a CA");
+        assert_eq!(c.scheme(), "https");
+        assert_eq!(c.tls_args().len(), 6);
+        let cert = tribune_tls::TlsFiles::in_dir(
+            &tls_dir,
+            &tribune_tls::PeerIdentity::Controller { id: 1 }.file_stem(),
+        );
+        assert!(cert.cert.exists(), "controller 1's certificate");
+    }
+}
