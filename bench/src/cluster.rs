@@ -3,139 +3,66 @@
 //! The controllers run `--insecure` (plain text): the scenarios measure Raft and the write
 //! path on loopback, and keep their numbers comparable with earlier runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct LocalCluster {
-    binary: PathBuf,
-    _dir: tempfile::TempDir,
-    nodes: Vec<(u64, String, PathBuf, Option<Child>)>,
-    extra: Vec<String>,
-}
+use tribune_testkit::{Logs, Options};
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.3.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// A loopback port free right now (the OS picks it).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+/// The controllers ([`tribune_testkit::LocalCluster`]) and what the scenarios wait for.
+pub struct LocalCluster(tribune_testkit::LocalCluster);
 
 impl LocalCluster {
     pub fn start(binary: &Path, n: u64, extra: &[&str]) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("tribune-bench-")
-            .tempdir()?;
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            nodes.push((
-                id,
-                format!("127.0.0.1:{}", free_port()?),
-                dir.path().join(format!("node-{id}")),
-                None,
-            ));
-        }
-        let mut c = Self {
-            binary: binary.to_path_buf(),
-            _dir: dir,
-            nodes,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+        let mut opts = Options::new(binary);
+        opts.prefix = "tribune-bench-".into();
+        opts.extra = extra.iter().map(|s| s.to_string()).collect();
+        // TRIBUNE_BENCH_LOG_DIR=DIR keeps each controller's log (appended across restarts) for
+        // looking into a run; by default logs are dropped.
+        opts.logs = match std::env::var_os("TRIBUNE_BENCH_LOG_DIR") {
+            Some(dir) => Logs::Dir(dir.into()),
+            None => Logs::Discard,
         };
-        for id in 1..=n {
-            c.spawn(id)?;
-        }
+        Ok(Self(tribune_testkit::LocalCluster::start(opts, n)?))
+    }
+
+    /// [`LocalCluster::start`], then waits (up to 30 s each) for a leader every member agrees
+    /// on and for every member to be healthy and caught up.
+    pub async fn start_ready(
+        binary: &Path,
+        n: u64,
+        extra: &[&str],
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let c = Self::start(binary, n, extra)?;
+        c.wait_leader(http, Duration::from_secs(30)).await?;
+        c.wait_all_healthy(http, Duration::from_secs(30)).await?;
         Ok(c)
     }
 
-    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
-        let peers: Vec<String> = self
-            .nodes
-            .iter()
-            .flat_map(|(i, a, _, _)| ["--peer".to_string(), format!("{i}={a}")])
-            .collect();
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.0 == id)
-            .ok_or_else(|| anyhow::anyhow!("no node {id}"))?;
-        // TRIBUNE_BENCH_LOG_DIR=DIR keeps each controller's log (appended across restarts) for
-        // looking into a run; by default logs are dropped.
-        let log = match std::env::var_os("TRIBUNE_BENCH_LOG_DIR") {
-            Some(dir) => Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(std::path::Path::new(&dir).join(format!("controller-{id}.log")))?,
-            ),
-            None => Stdio::null(),
-        };
-        let child = Command::new(&self.binary)
-            .args([
-                "controller",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &node.1,
-                "--data-dir",
-            ])
-            .arg(&node.2)
-            .arg("--insecure")
-            .args(&peers)
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        node.3 = Some(child);
-        Ok(())
-    }
-
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("http://{}", n.1))
-            .collect()
+        self.0.endpoint_list()
     }
 
     /// (id, pid) of every running controller.
     pub fn pids(&self) -> Vec<(u64, u32)> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.3.as_ref().map(|c| (n.0, c.id())))
-            .collect()
+        self.0.pids()
     }
 
     pub fn endpoints_except(&self, id: u64) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.0 != id)
-            .map(|n| format!("http://{}", n.1))
+        self.0
+            .nodes
+            .values()
+            .filter(|n| n.id != id)
+            .map(|n| format!("http://{}", n.addr))
             .collect()
     }
 
     pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
-        if let Some(n) = self.nodes.iter_mut().find(|n| n.0 == id)
-            && let Some(mut c) = n.3.take()
-        {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
+        Ok(self.0.kill9(id)?)
     }
 
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        self.spawn(id)
+        Ok(self.0.restart(id)?)
     }
 
     /// Waits until the healthy members agree on one leader that itself reports being leader,
@@ -172,7 +99,7 @@ impl LocalCluster {
             for ep in self.endpoints() {
                 if let Some(v) = cluster_view(http, &ep).await
                     && v["members"].as_array().is_some_and(|m| {
-                        m.len() == self.nodes.len()
+                        m.len() == self.0.nodes.len()
                             && m.iter().all(|m| {
                                 m["healthy"] == true
                                     && m["lag"].as_u64().is_some_and(|l| l <= max_lag)

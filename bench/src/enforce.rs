@@ -16,7 +16,6 @@
 //! agent's cgroup write. All clocks are this machine's.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -24,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use tribune_controller::state::{LogDetail, OverLimit, ViolationDetail};
+use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 use crate::api::{log_entries, put_json};
 use crate::cluster::LocalCluster;
@@ -53,47 +53,10 @@ pub struct EnforceReport {
     pub cgroup_file: String,
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn unix_ms_f() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-struct AgentProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl AgentProcess {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        // SIGTERM: the agent stops its enclaves and removes its cgroups.
-        // SAFETY: kill has no memory preconditions; the pid is our child's.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The enclave's CPU quota file: cgroup v1 `cpu.cfs_quota_us`, or v2 `cpu.max`.
@@ -153,7 +116,7 @@ pub async fn enforce_latency(
     progress: impl Fn(&str),
 ) -> anyhow::Result<EnforceReport> {
     anyhow::ensure!(
-        is_root(),
+        crate::is_root(),
         "enforce-latency needs root (the host agent writes cgroups)"
     );
     anyhow::ensure!(trials > 0, "at least one trial");
@@ -166,14 +129,10 @@ pub async fn enforce_latency(
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let flag = dir.path().join("busy");
-    let cluster = LocalCluster::start(binary, 3, &["--allow-sim-evidence"])?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    cluster.wait_leader(&http, Duration::from_secs(30)).await?;
-    cluster
-        .wait_all_healthy(&http, Duration::from_secs(30))
-        .await?;
+    let cluster = LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
     let endpoints = cluster.endpoints();
     put_json(
         &http,
@@ -197,28 +156,20 @@ pub async fn enforce_latency(
     let log_start = log_entries(&http, &endpoints[0], 0, true).await?.len() as u64;
 
     let instance = format!("benchenf{}", std::process::id());
-    let log = dir.path().join("agent.log");
-    let file = std::fs::File::create(&log)?;
-    let controllers: Vec<String> = endpoints
-        .iter()
-        .map(|e| e.trim_start_matches("http://").to_string())
-        .collect();
-    let child = Command::new(binary)
-        .args(["agent", "run", "--insecure", "--instance", &instance])
-        .args(["--host-id", HOST])
-        .arg("--data-dir")
-        .arg(dir.path().join("agent"))
-        .arg("--launch-policy")
-        .arg(crate::write_launch_policy(dir.path(), &["/bin/sh"])?)
-        .arg("--controllers")
-        .args(&controllers)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .context("starting the host agent")?;
-    let agent = AgentProcess { child, log };
+    let agent = AgentProcess::start(&AgentOptions {
+        binary: binary.to_path_buf(),
+        instance: instance.clone(),
+        host: HOST.into(),
+        data_dir: dir.path().join("agent"),
+        launch_policy: crate::write_launch_policy(dir.path(), &["/bin/sh"])?,
+        controllers: endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect(),
+        tls_dir: None,
+        extra: vec![],
+        log: dir.path().join("agent.log"),
+    })?;
 
     // The enclave runs, uncapped, idle.
     let (v1, v2) = quota_file(&instance);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cluster::free_port;
+use tribune_testkit::try_free_port as free_port;
 
 /// Generated from `bench/proto/etcd/kv.proto`.
 #[allow(clippy::all, clippy::pedantic)]
@@ -106,8 +106,7 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for m in &mut self.members {
             if let Some(mut c) = m.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+                tribune_testkit::process::kill9(&mut c);
             }
         }
     }

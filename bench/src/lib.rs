@@ -132,16 +132,7 @@ pub fn write_launch_policy(
 }
 
 /// Whether this process runs as root (the agent and installing etcd need it).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
+pub use tribune_testkit::is_root;
 
 /// An HTTP client with one pooled connection per concurrent writer.
 pub fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {
@@ -361,13 +352,11 @@ pub async fn failover(
         opts.election_timeout_ms.to_string(),
     ];
     let extra: Vec<&str> = timing.iter().map(String::as_str).collect();
-    let mut c = cluster::LocalCluster::start(binary, 3, &extra)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .build()?;
-    c.wait_leader(&http, Duration::from_secs(30)).await?;
-    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+    let mut c = cluster::LocalCluster::start_ready(binary, 3, &extra, &http).await?;
 
     // Background writers over every member (the killed one's requests fail until it is back).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -93,10 +93,8 @@ pub async fn controller(
     clients: usize,
     progress: impl Fn(&str),
 ) -> anyhow::Result<ControllerMemory> {
-    let c = LocalCluster::start(binary, 3, &[])?;
     let http = crate::http_client(clients)?;
-    c.wait_leader(&http, Duration::from_secs(30)).await?;
-    c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+    let c = LocalCluster::start_ready(binary, 3, &[], &http).await?;
     let idle = node_rss(&c)?;
     let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
 
@@ -219,18 +217,7 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
             // SIGTERM first: a clean exit removes the enclaves, cgroups and namespaces.
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if !matches!(c.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            tribune_testkit::process::stop(&mut c, Duration::from_secs(20));
         }
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::BIN;
 static LOCK: Mutex<()> = Mutex::new(());
@@ -20,16 +20,7 @@ fn skip_unless_root(test: &str) -> bool {
     common::skip_unless_root(test, "the agent needs cgroups and namespaces")
 }
 
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
+use tribune_testkit::wait::within as wait_for;
 
 fn start_agent(dir: &Path, instance: &str) -> Child {
     let child = Command::new(BIN)
@@ -163,10 +154,7 @@ fn run_apply_status_and_clean_exit() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("ENCLAVE"));
-    Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status()
-        .unwrap();
+    tribune_testkit::process::sigterm(&agent);
     let st = agent.wait().unwrap();
     assert!(st.success(), "agent exit {st:?}");
     assert!(gone(&instance), "cgroups left after a clean exit");

@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
+use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 fn skip_unless_root(test: &str) -> bool {
     common::skip_unless_root(test, "the host agent needs cgroups")
@@ -29,9 +29,9 @@ fn now_ms() -> i64 {
 }
 
 struct Agent {
-    child: Child,
+    /// Stopped with SIGTERM when dropped: the agent stops its enclaves and removes its cgroups.
+    proc: AgentProcess,
     instance: String,
-    log: PathBuf,
 }
 
 impl Agent {
@@ -51,29 +51,21 @@ impl Agent {
         );
         // The agent streams to node 1 first; it is the one killed in the failover test.
         let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-        let log = dir.join(format!("agent-{instance}.log"));
-        let file = std::fs::File::create(&log).expect("agent log");
-        let child = Command::new(BIN)
-            .args(["agent", "run", "--instance", instance, "--host-id", host])
-            .arg("--data-dir")
-            .arg(dir.join(format!("agent-{instance}")))
-            .arg("--tls-dir")
-            .arg(tls_dir)
-            .arg("--launch-policy")
-            .arg(common::write_launch_policy(dir, &["/bin/sh"]))
-            .args(extra)
-            .arg("--controllers")
-            .args(&controllers)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn agent");
-        Agent {
-            child,
+        let proc = AgentProcess::start(&AgentOptions {
+            binary: BIN.into(),
             instance: instance.to_string(),
-            log,
+            host: host.to_string(),
+            data_dir: dir.join(format!("agent-{instance}")),
+            launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
+            controllers,
+            tls_dir: Some(tls_dir.clone()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: dir.join(format!("agent-{instance}.log")),
+        })
+        .expect("spawn agent");
+        Agent {
+            proc,
+            instance: instance.to_string(),
         }
     }
 
@@ -95,25 +87,7 @@ impl Agent {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SIGTERM: the agent stops its enclaves and removes its cgroups.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log_text()
     }
 }
 

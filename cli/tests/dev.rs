@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 fn free_base() -> u16 {
     // Three consecutive free ports above the base.
-    loop {
-        let base = common::free_port().saturating_sub(10);
-        if base > 1024
-            && (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
+    tribune_testkit::ports::free_port_base(3)
 }
 
 #[test]
@@ -182,20 +175,11 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
     eprintln!("demo stories shown {:?} after start", started.elapsed());
 
     // SIGTERM stops dev and every controller it started.
-    unsafe {
-        libc::kill(dev.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(_)) = dev.try_wait() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tribune dev did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tribune_testkit::process::sigterm(&dev);
+    assert!(
+        tribune_testkit::process::wait_exit(&mut dev, Duration::from_secs(20)).is_some(),
+        "tribune dev did not stop on SIGTERM"
+    );
     assert!(!config.exists(), "dev removed the CLI config on exit");
     for i in 1..=3 {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -41,23 +41,7 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
 
 /// Stops node `id` cleanly (SIGTERM) and reaps it.
 fn stop(c: &mut Cluster, id: u64) {
-    let n = c.nodes.get_mut(&id).expect("node");
-    let Some(mut child) = n.child.take() else {
-        return;
-    };
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    c.procs.stop(id, Duration::from_secs(20)).expect("node");
 }
 
 /// Restarts node `id` and waits for it to exit; returns its exit code and what it logged since.
@@ -65,21 +49,13 @@ fn restart_expecting_exit(c: &mut Cluster, id: u64) -> (Option<i32>, String) {
     let log = c.nodes[&id].log.clone();
     let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
     c.restart(id);
-    let deadline = Instant::now() + DEADLINE;
-    let code = loop {
-        let n = c.nodes.get_mut(&id).expect("node");
-        if let Some(status) = n.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten()) {
-            n.child = None;
-            break status.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {id} kept running\n{}",
-            logged_since(&log, from)
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let n = c.nodes.get_mut(&id).expect("node");
+    let child = n.child.as_mut().expect("restarted");
+    let Some(status) = tribune_testkit::process::wait_exit(child, DEADLINE) else {
+        panic!("node {id} kept running\n{}", logged_since(&log, from));
     };
-    (code, logged_since(&log, from))
+    n.child = None;
+    (status.code(), logged_since(&log, from))
 }
 
 fn logged_since(log: &Path, from: usize) -> String {

@@ -179,7 +179,7 @@ async fn a_controller_with_another_cas_certificate_cannot_join() {
     let addr2 = format!("127.0.0.1:{}", common::free_port());
     let log2 = c.dir.path().join("rogue-2.log");
     let log = std::fs::File::create(&log2).expect("log");
-    let mut rogue = Command::new(BIN)
+    let rogue = Command::new(BIN)
         .args(["controller", "--id", "2", "--listen", &addr2, "--data-dir"])
         .arg(c.dir.path().join("rogue-2"))
         .arg("--tls-dir")
@@ -190,14 +190,8 @@ async fn a_controller_with_another_cas_certificate_cannot_join() {
         .stderr(log)
         .spawn()
         .expect("spawn");
-    struct Reap<'a>(&'a mut std::process::Child);
-    impl Drop for Reap<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _reap = Reap(&mut rogue);
+    // Killed (-9) and reaped when the test ends, however it ends.
+    let _reap = tribune_testkit::process::Guard::new(rogue, std::time::Duration::ZERO);
 
     // The membership change is the leader's own business and may be recorded (as a learner;
     // not as a voter, which would stall a one-node cluster whatever the cause), but the leader

@@ -2,6 +2,8 @@
 //! hand-made agent that can lie: every forged, replayed or misattributed input must be
 //! refused, recorded in the log, and change no allocation.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,10 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tribune_attest::session::EnclaveKeys;
 use tribune_attest::sim::SimEvidence;
 use tribune_attest::usage::{EnclaveId, Producer, REPORT_LEN, UsageSample};
+use tribune_controller::Controller;
 use tribune_controller::state::{
     Command, Enclave, EnclaveState, Expect, LogDetail, Placement, State, TeeKind, ViolationDetail,
 };
-use tribune_controller::{Controller, ControllerConfig};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
 
@@ -29,31 +31,15 @@ policy "t" {
 struct Harness {
     controller: Arc<Controller>,
     addr: String,
-    _dir: tempfile::TempDir,
+    _served: common::InProcess,
 }
 
 async fn start() -> Harness {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut cfg = ControllerConfig::new(1, addr, dir.path().to_path_buf());
-    cfg.init = true;
-    cfg.insecure = true;
-    cfg.allow_sim_evidence = true;
-    let controller = Controller::open(cfg, Arc::new(tribune_controller::validate::PolicyLanguage))
-        .await
-        .expect("open");
-    controller.bootstrap().await.expect("bootstrap");
-    let c = controller.clone();
-    tokio::spawn(async move {
-        let _ = tribune_controller::server::serve(listener, c, std::future::pending()).await;
-    });
+    let served = common::start(|cfg| cfg.allow_sim_evidence = true).await;
     let h = Harness {
-        controller,
-        addr: addr.to_string(),
-        _dir: dir,
+        controller: served.controller.clone(),
+        addr: served.addr.to_string(),
+        _served: served,
     };
     h.write(Command::PutPolicy {
         name: "t".into(),

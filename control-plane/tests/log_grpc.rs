@@ -1,38 +1,20 @@
 //! The attestation log over gRPC (`ControlService`), against one in-process controller: the same
 //! operations as HTTP, answers that verify, and bad input as `INVALID_ARGUMENT`.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tribune_controller::api::log::{InclusionProofView, SthView};
 use tribune_controller::state::LogKey;
-use tribune_controller::{Controller, ControllerConfig};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::control_service_client::ControlServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_over_grpc() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut cfg = ControllerConfig::new(1, addr, dir.path().to_path_buf());
-    cfg.init = true;
-    cfg.insecure = true;
-    let c = Controller::open(cfg, Arc::new(tribune_controller::validate::PolicyLanguage))
-        .await
-        .expect("open");
-    c.bootstrap().await.expect("bootstrap");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tribune_controller::server::serve(
-        listener,
-        c.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let h = common::start(|_| {}).await;
+    let addr = h.addr;
     let mut client = ControlServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -148,7 +130,5 @@ async fn log_over_grpc() {
         .expect_err("end before start");
     assert_eq!(bad.code(), Code::InvalidArgument);
 
-    let _ = stop.send(());
-    let _ = server.await;
-    let _ = c.raft.shutdown().await;
+    h.shutdown().await;
 }

@@ -287,15 +287,12 @@ struct Target {
 impl Target {
     /// Starts three controllers, waits until they are healthy and writes the policy.
     async fn start(binary: &std::path::Path) -> anyhow::Result<Self> {
-        let cluster = LocalCluster::start(binary, 3, &["--allow-sim-evidence"])?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build()?;
-        cluster.wait_leader(&http, Duration::from_secs(30)).await?;
-        cluster
-            .wait_all_healthy(&http, Duration::from_secs(30))
-            .await?;
+        let cluster =
+            LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
         let endpoints = cluster.endpoints();
         put_json(
             &http,

@@ -231,7 +231,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BenchCmd::EnforceLatency { trials, opts: _ } => {
-                if !tribune_bench::enforce::is_root() {
+                if !tribune_testkit::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");
                     result_line(format, &json!({"scenario": "enforce-latency", "skipped": "not root"}))?;
                     return Ok(ExitCode::SUCCESS);
@@ -281,10 +281,8 @@ async fn writes(
     let mut tribune_pids = Vec::new();
     let endpoints: Vec<String> = if a.local {
         eprintln!("writes: starting a local 3-controller cluster …");
-        let c = tribune_bench::cluster::LocalCluster::start(exe, 3, &[])?;
         let http = reqwest::Client::new();
-        c.wait_leader(&http, Duration::from_secs(30)).await?;
-        c.wait_all_healthy(&http, Duration::from_secs(30)).await?;
+        let c = tribune_bench::cluster::LocalCluster::start_ready(exe, 3, &[], &http).await?;
         let eps = c.endpoints();
         tribune_pids = c.pids().into_iter().map(|(_, p)| p).collect();
         _cluster = c;

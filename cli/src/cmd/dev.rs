@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tribune_tls::ca::{self, IssueOptions};
+use tribune_tls::ca;
 use tribune_tls::{ClientTls, PeerIdentity};
 
 use super::client::{ClientConfigFile, client_config_path};
@@ -36,10 +36,8 @@ fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
         tenant: None,
     });
     for id in &ids {
-        if !tls_dir.join(format!("{}.pem", id.file_stem())).exists() {
-            ca::issue(tls_dir, tls_dir, id, &IssueOptions::default())
-                .with_context(|| format!("issuing the dev certificate for {id}"))?;
-        }
+        tribune_testkit::tls::try_issue(tls_dir, id)
+            .with_context(|| format!("issuing the dev certificate for {id}"))?;
     }
     let client = tribune_tls::TlsFiles::in_dir(tls_dir, &ids[ids.len() - 1].file_stem());
     Ok(ClientTls::from_files(&client)?)
@@ -98,7 +96,10 @@ struct Children(Vec<(u64, Child)>);
 impl Drop for Children {
     fn drop(&mut self) {
         // SIGTERM first so each controller shuts down cleanly.
-        super::dev_demo::terminate(self.0.iter_mut().map(|(_, c)| c), Duration::from_secs(5));
+        tribune_testkit::process::terminate(
+            self.0.iter_mut().map(|(_, c)| c),
+            Duration::from_secs(5),
+        );
     }
 }
 
@@ -264,7 +265,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if !args.no_demo {
         rt.block_on(super::dev_demo::seed(&http, &api))?;
         println!();
-        let root = super::dev_demo::is_root();
+        let root = tribune_testkit::is_root();
         let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
         agents = Some(super::dev_demo::start_agents(
             &exe, &dir, &tls_dir, &ctl, !root,

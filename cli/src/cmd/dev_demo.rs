@@ -85,29 +85,7 @@ pub struct Agents(pub Vec<Child>);
 impl Drop for Agents {
     fn drop(&mut self) {
         // Agents stop their enclaves and remove their cgroups on SIGTERM: give them longer.
-        terminate(self.0.iter_mut(), Duration::from_secs(10));
-    }
-}
-
-/// SIGTERM to every child, then waits up to `grace` for all of them before killing the rest.
-pub fn terminate<'a>(children: impl Iterator<Item = &'a mut Child>, grace: Duration) {
-    let mut children: Vec<&mut Child> = children.collect();
-    for c in &children {
-        // SAFETY: plain signal to our own child.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-    }
-    let deadline = std::time::Instant::now() + grace;
-    for c in &mut children {
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
+        tribune_testkit::process::terminate(self.0.iter_mut(), Duration::from_secs(10));
     }
 }
 
@@ -124,11 +102,6 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
             Ok(())
         })
     }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Stores the demo policies and enclaves through the API.

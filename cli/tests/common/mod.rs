@@ -1,257 +1,124 @@
-//! Test harness: real `tribune controller` processes on loopback, each with its own ports and
-//! data dir, and a small HTTP client that retries only where retrying cannot double-apply.
+//! Test harness: real `tribune controller` processes on loopback (a
+//! [`tribune_testkit::LocalCluster`]: each with its own ports and data dir), and a small HTTP
+//! client that retries only where retrying cannot double-apply.
 //!
 //! Clusters run `--insecure` unless made with [`Cluster::start_tls`]/[`Cluster::empty_tls`]:
 //! those get a CA of their own under the test's temp dir, a certificate per controller and a
 //! client certificate for the harness and the CLI ([`Cluster::tls_args`]).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tribune_testkit::{LocalCluster, Options};
+
+// Not every test binary uses all of these.
+#[allow(unused_imports)]
+pub use tribune_testkit::{
+    DEADLINE, free_port,
+    tls::{TEST_CLIENT, TEST_CLIENT_STEM, issue, make_ca},
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tribune");
 
-/// Generous: 2 shared cores, several processes fsyncing.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
 /// True (after saying `skipped: TEST: not root (WHY)` on stderr) when this test cannot run.
 pub fn skip_unless_root(test: &str, why: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if tribune_testkit::is_root() {
         return false;
     }
-    // Straight to stderr: the harness captures eprintln! of passing tests.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {test}: not root ({why})");
+    tribune_testkit::say_skipped(&format!("{test}: not root ({why})"));
     true
 }
 
 /// Writes a launch allow-list to `dir/launch-policy.toml` allowing `programs` (absolute paths,
 /// hashed now) with any arguments; agents launch nothing without one.
 pub fn write_launch_policy(dir: &std::path::Path, programs: &[&str]) -> PathBuf {
-    let mut list = tribune_agent::AllowList::default();
-    for p in programs {
-        list.allow_program(p, None)
-            .expect("hash an allowed program");
-    }
-    let path = dir.join("launch-policy.toml");
-    list.write(&path).expect("write the launch allow-list");
-    path
+    tribune_bench::write_launch_policy(dir, programs).expect("write the launch allow-list")
 }
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-pub struct Node {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-    pub args: Vec<String>,
-}
-
+/// The controllers (through `Deref`: `nodes`, `dir`, `tls_dir`, `running()`, `logs()`, …)
+/// and an HTTP client for them.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub nodes: BTreeMap<u64, Node>,
+    pub procs: LocalCluster,
     pub http: reqwest::Client,
-    pub extra: Vec<String>,
-    /// The cluster's CA directory when it runs with TLS.
-    pub tls_dir: Option<PathBuf>,
 }
 
-/// Name of the harness's (admin) client certificate in a TLS cluster's CA directory.
-pub const TEST_CLIENT: &str = "test";
-/// File stem of that certificate.
-pub const TEST_CLIENT_STEM: &str = "admin-test";
-
-/// Creates a CA in `dir` and issues the harness's client certificate.
-pub fn make_ca(dir: &std::path::Path) {
-    tribune_tls::ca::init(dir, 30).expect("ca init");
-    issue(
-        dir,
-        &tribune_tls::PeerIdentity::User {
-            role: tribune_tls::UserRole::Admin,
-            name: TEST_CLIENT.into(),
-            tenant: None,
-        },
-    );
-}
-
-/// Issues a certificate for `id` from the CA in `dir` (unless it exists) and returns its files.
-pub fn issue(dir: &std::path::Path, id: &tribune_tls::PeerIdentity) -> tribune_tls::TlsFiles {
-    let files = tribune_tls::TlsFiles::in_dir(dir, &id.file_stem());
-    if !files.cert.exists() {
-        tribune_tls::ca::issue(dir, dir, id, &Default::default()).expect("issue");
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.procs
     }
-    files
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in self.nodes.values_mut() {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        // A failing test keeps its controllers' data directories and logs for the post-mortem.
-        if std::thread::panicking() {
-            let kept = self.dir.path().to_path_buf();
-            let _ = std::mem::replace(
-                &mut self.dir,
-                tempfile::Builder::new()
-                    .prefix("tribune-test-")
-                    .tempdir()
-                    .unwrap_or_else(|_| tempfile::tempdir().expect("temp dir")),
-            )
-            .keep();
-            eprintln!(
-                "kept the failed test's cluster directory: {}",
-                kept.display()
-            );
-        }
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.procs
     }
+}
+
+fn options(extra: &[&str], tls: bool) -> Options {
+    let mut o = Options::new(BIN);
+    o.tls = tls;
+    o.extra = extra.iter().map(|s| s.to_string()).collect();
+    o.env = vec![(
+        "RUST_LOG".into(),
+        "warn,tribune_controller=info,openraft=warn".into(),
+    )];
+    o
 }
 
 impl Cluster {
-    pub fn empty(extra: &[&str]) -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("tribune-test-")
-                .tempdir()
-                .expect("temp dir"),
-            nodes: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("client"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            tls_dir: None,
+    fn with(procs: LocalCluster) -> Self {
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(15));
+        if let Some(dir) = &procs.tls_dir {
+            let files = tribune_testkit::tls::client_files(dir);
+            let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
+            http = http
+                .use_preconfigured_tls(tls.rustls_config(&[b"http/1.1"]).expect("rustls config"));
         }
+        Self {
+            procs,
+            http: http.build().expect("client"),
+        }
+    }
+
+    pub fn empty(extra: &[&str]) -> Self {
+        Self::with(LocalCluster::empty(options(extra, false)).expect("an empty cluster"))
     }
 
     /// No controllers yet; those added will run with mTLS from this cluster's own CA.
     pub fn empty_tls(extra: &[&str]) -> Self {
-        let mut c = Self::empty(extra);
-        let dir = c.dir.path().join("tls");
-        make_ca(&dir);
-        let files = tribune_tls::TlsFiles::in_dir(&dir, TEST_CLIENT_STEM);
-        let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
-        c.http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls.rustls_config(&[b"http/1.1"]).expect("rustls config"))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("client");
-        c.tls_dir = Some(dir);
-        c
+        Self::with(LocalCluster::empty(options(extra, true)).expect("an empty TLS cluster"))
     }
 
     /// Starts `n` controllers that form one cluster (ids 1..=n).
     pub fn start(n: u64, extra: &[&str]) -> Self {
-        Self::start_in(Self::empty(extra), n)
+        Self::with(LocalCluster::start(options(extra, false), n).expect("start the cluster"))
     }
 
     /// Starts `n` controllers with mTLS that form one cluster (ids 1..=n).
     pub fn start_tls(n: u64, extra: &[&str]) -> Self {
-        Self::start_in(Self::empty_tls(extra), n)
-    }
-
-    fn start_in(mut c: Self, n: u64) -> Self {
-        let addrs: Vec<(u64, String)> = (1..=n)
-            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
-            .collect();
-        for (id, addr) in &addrs {
-            let mut args = vec![];
-            for (pid, paddr) in &addrs {
-                args.push("--peer".to_string());
-                args.push(format!("{pid}={paddr}"));
-            }
-            c.add_node(*id, addr.clone(), args);
-        }
-        c
+        Self::with(LocalCluster::start(options(extra, true), n).expect("start the TLS cluster"))
     }
 
     /// Starts one more controller with the given extra arguments.
     pub fn add_node(&mut self, id: u64, addr: String, args: Vec<String>) {
-        let data_dir = self.dir.path().join(format!("node-{id}"));
-        let log = self.dir.path().join(format!("node-{id}.log"));
-        let mut n = Node {
-            id,
-            addr,
-            data_dir,
-            log,
-            child: None,
-            args,
-        };
-        self.spawn(&mut n);
-        self.nodes.insert(id, n);
-    }
-
-    fn spawn(&self, n: &mut Node) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .expect("log file");
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "controller",
-            "--id",
-            &n.id.to_string(),
-            "--listen",
-            &n.addr,
-            "--data-dir",
-        ])
-        .arg(&n.data_dir);
-        match &self.tls_dir {
-            Some(dir) => {
-                issue(dir, &tribune_tls::PeerIdentity::Controller { id: n.id });
-                cmd.arg("--tls-dir").arg(dir);
-            }
-            None => {
-                cmd.arg("--insecure");
-            }
-        }
-        let child = cmd
-            .args(&n.args)
-            .args(&self.extra)
-            .env("RUST_LOG", "warn,tribune_controller=info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn controller");
-        n.child = Some(child);
+        self.procs
+            .add_node(id, addr, args)
+            .unwrap_or_else(|e| panic!("start controller {id}: {e}"));
     }
 
     pub fn kill9(&mut self, id: u64) {
-        let n = self.nodes.get_mut(&id).expect("node");
-        if let Some(mut c) = n.child.take() {
-            c.kill().expect("kill -9");
-            c.wait().expect("reap");
-        }
+        self.procs
+            .kill9(id)
+            .unwrap_or_else(|e| panic!("kill -9 controller {id}: {e}"));
     }
 
     pub fn restart(&mut self, id: u64) {
-        let mut n = self.nodes.remove(&id).expect("node");
-        assert!(n.child.is_none(), "node {id} is still running");
-        self.spawn(&mut n);
-        self.nodes.insert(id, n);
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        if self.tls_dir.is_some() {
-            "https"
-        } else {
-            "http"
-        }
+        self.procs
+            .restart(id)
+            .unwrap_or_else(|e| panic!("restart controller {id}: {e}"));
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {
@@ -259,49 +126,7 @@ impl Cluster {
     }
 
     pub fn endpoints(&self) -> String {
-        self.nodes
-            .values()
-            .map(|n| format!("{}://{}", self.scheme(), n.addr))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// `--ca … --cert … --key …` for CLI client verbs (empty without TLS).
-    pub fn tls_args(&self) -> Vec<String> {
-        let Some(dir) = &self.tls_dir else {
-            return vec![];
-        };
-        let f = tribune_tls::TlsFiles::in_dir(dir, TEST_CLIENT_STEM);
-        vec![
-            "--ca".into(),
-            f.ca.display().to_string(),
-            "--cert".into(),
-            f.cert.display().to_string(),
-            "--key".into(),
-            f.key.display().to_string(),
-        ]
-    }
-
-    pub fn running(&self) -> Vec<u64> {
-        self.nodes
-            .values()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.id)
-            .collect()
-    }
-
-    pub fn logs(&self) -> String {
-        let mut s = String::new();
-        for n in self.nodes.values() {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            s.push_str(&format!(
-                "--- node {} ---\n{}\n",
-                n.id,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-        s
+        self.endpoint_list().join(",")
     }
 
     pub async fn get_json(&self, id: u64, path: &str) -> Option<(u16, Value)> {

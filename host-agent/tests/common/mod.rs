@@ -21,17 +21,11 @@ pub fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Prints `skipped: …` straight to stderr: `eprintln!` output of a passing test is captured
-/// by the test harness and would never be seen.
-pub fn say_skipped(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
-}
+pub use tribune_testkit::say_skipped;
 
 /// True when this test cannot run here; says why so it never passes silently.
 pub fn skip(test: &str) -> bool {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !tribune_testkit::is_root() {
         say_skipped(&format!(
             "{test}: not root (cgroups, netns and tc need root)"
         ));
@@ -184,13 +178,5 @@ pub fn assert_clean(cg: &dyn CgroupEnforcer, instance: &str) {
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
-}
+#[allow(unused_imports)]
+pub use tribune_testkit::wait::within as wait_for;

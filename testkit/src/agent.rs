@@ -1,0 +1,93 @@
+//! A `tribune agent run` process of the test's or benchmark's own: its instance, data dir,
+//! launch allow-list and log, streaming to the given controllers; stopped with SIGTERM (it
+//! stops its enclaves and removes its cgroups) when dropped, killed after 20 s.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Error, process};
+
+/// How an agent is started.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The `tribune` binary.
+    pub binary: PathBuf,
+    /// `--instance` (its cgroups, namespaces, bridge).
+    pub instance: String,
+    /// `--host-id`.
+    pub host: String,
+    pub data_dir: PathBuf,
+    /// `--launch-policy`: the allow-list it launches under.
+    pub launch_policy: PathBuf,
+    /// `ADDR`s of the controllers it streams to, in order.
+    pub controllers: Vec<String>,
+    /// `--tls-dir` (its certificate issued there already); otherwise `--insecure`.
+    pub tls_dir: Option<PathBuf>,
+    /// More arguments.
+    pub extra: Vec<String>,
+    /// Its stdout and stderr (`RUST_LOG=info`).
+    pub log: PathBuf,
+}
+
+pub struct AgentProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+/// How long an agent gets to exit after SIGTERM.
+const GRACE: Duration = Duration::from_secs(20);
+
+impl AgentProcess {
+    pub fn start(o: &AgentOptions) -> Result<Self, Error> {
+        let file = std::fs::File::create(&o.log)
+            .map_err(Error::io(format!("creating {}", o.log.display())))?;
+        let file2 = file
+            .try_clone()
+            .map_err(Error::io(format!("opening {}", o.log.display())))?;
+        let mut cmd = Command::new(&o.binary);
+        cmd.args(["agent", "run", "--instance", &o.instance])
+            .args(["--host-id", &o.host])
+            .arg("--data-dir")
+            .arg(&o.data_dir);
+        match &o.tls_dir {
+            Some(d) => cmd.arg("--tls-dir").arg(d),
+            None => cmd.arg("--insecure"),
+        };
+        let child = cmd
+            .arg("--launch-policy")
+            .arg(&o.launch_policy)
+            .args(&o.extra)
+            .arg("--controllers")
+            .args(&o.controllers)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file2)
+            .stderr(file)
+            .spawn()
+            .map_err(Error::io(format!(
+                "starting the host agent ({})",
+                o.binary.display()
+            )))?;
+        Ok(Self {
+            child,
+            log: o.log.clone(),
+        })
+    }
+
+    /// All it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 20 lines it logged.
+    pub fn log_tail(&self) -> String {
+        crate::cluster::tail(&self.log, 20)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        process::stop(&mut self.child, GRACE);
+    }
+}
