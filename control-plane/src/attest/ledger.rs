@@ -140,6 +140,36 @@ pub fn divergence_pct(enclave: &Rates, host: &Rates) -> f64 {
     }
 }
 
+/// Verifies a run of MAC'd wires against the checkpoint that covers it, as the live path would
+/// have: a verifier started at the checkpoint's `prev_head` checks each MAC, seq and chain step,
+/// then the checkpoint's chain and signature.
+fn verify_run(
+    bound: &BoundEnclave,
+    cp: &Checkpoint,
+    vk: &VerifyingKey,
+    wires: &[&[u8]],
+    now_ns: u64,
+) -> Result<Vec<UsageReport>, AttestError> {
+    let before = cp
+        .first_seq
+        .checked_sub(1)
+        .ok_or_else(|| AttestError::Checkpoint("a checkpoint starting at seq 0".into()))?;
+    let start = Confirmed {
+        enclave: cp.enclave,
+        first_seq: before,
+        last_seq: before,
+        head: cp.prev_head,
+    };
+    let mut v = StreamVerifier::resume(bound, UNCHECKED, &start)?;
+    let mut decoded = Vec::with_capacity(wires.len());
+    for w in wires {
+        decoded.push(v.verify_report(w, now_ns)?);
+    }
+    v.match_checkpoint(cp)?;
+    cp.verify_signature(vk)?;
+    Ok(decoded)
+}
+
 /// The digest of a confirmed span. `unaccounted_from`: the first seq of a run this controller
 /// never saw, which ends right before the checkpoint (a re-anchored chain).
 fn digest_of(
@@ -612,16 +642,16 @@ impl Tracked {
         }
     }
 
-    /// The chain broke at the report in `wire`: keep the unconfirmed reports' bodies and buffer
-    /// from here until a signed checkpoint re-anchors.
+    /// The chain broke at the report in `wire`: buffer MAC'd wires from here until a signed
+    /// checkpoint re-anchors. The unconfirmed reports before the break are dropped (their MACs
+    /// were not kept, and every report a re-anchored span counts must verify by MAC, seq, chain
+    /// and signature); the re-anchoring digest declares them unaccounted.
     fn start_resync(&mut self, now_ms: i64, wire: Vec<u8>) {
         let mut rs = Resync {
             since_ms: now_ms,
             wires: BTreeMap::new(),
         };
-        for (r, _) in self.span.drain(..) {
-            rs.wires.insert(r.seq, r.encode().to_vec());
-        }
+        self.span.clear();
         if let Ok(r) = UsageReport::decode(wire.get(..REPORT_LEN).unwrap_or(&[])) {
             rs.wires.insert(r.seq, wire);
         }
@@ -654,7 +684,9 @@ impl Tracked {
         if gap && cp.first_seq <= self.confirmed.last_seq {
             return None;
         }
-        let decoded = match usage::verify_by_checkpoint(cp, &self.vk, &wires) {
+        // The run must verify exactly as live reports do: each MAC under this stream's session
+        // key, seqs in order, the chain from the checkpoint's `prev_head`, then the signature.
+        let decoded = match verify_run(&self.bound, cp, &self.vk, &wires, now_ns) {
             Ok(d) => d,
             Err(e) => {
                 out.push(Refusal::new(id, "checkpoint", Fault::of(&e), e.to_string()));

@@ -337,3 +337,32 @@ fn divergence_is_relative_to_the_larger_view_and_ignores_noise() {
     assert_eq!(divergence_pct(&r(500.0), &r(1000.0)), 50.0);
     assert_eq!(divergence_pct(&r(1000.0), &r(500.0)), 50.0);
 }
+
+#[test]
+fn a_resync_run_must_verify_by_mac_too() {
+    let mut f = fixture();
+    let (mut rs, _) = f.emit(10);
+    rs.remove(4); // seq 5 lost: resync from seq 6
+    assert_eq!(faults(&f.usage(rs, end_of(10))), vec![Fault::Gap]);
+    // 11..=20 arrive with one MAC forged (the checkpoint's signature alone would accept them).
+    let (mut rs, cps) = f.emit(10);
+    if let Some(b) = rs[3].mac.first_mut() {
+        *b ^= 1;
+    }
+    assert!(
+        f.usage(rs, end_of(20)).is_empty(),
+        "buffered, not yet judged"
+    );
+    assert_eq!(
+        faults(&f.checkpoints(cps, end_of(20))),
+        vec![Fault::Signature]
+    );
+    assert!(f.ledger.take_digests().is_empty());
+    assert!(f.ledger.accounting_broken_since(NAME).is_some());
+    // The next clean run re-anchors.
+    let (rs, cps) = f.emit(10);
+    assert!(f.usage(rs, end_of(30)).is_empty());
+    assert_eq!(faults(&f.checkpoints(cps, end_of(30))), vec![Fault::Gap]);
+    let d = f.ledger.take_digests();
+    assert_eq!((d[0].first_seq, d[0].unaccounted_from), (21, Some(1)));
+}
