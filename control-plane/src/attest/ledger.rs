@@ -140,6 +140,39 @@ pub fn divergence_pct(enclave: &Rates, host: &Rates) -> f64 {
     }
 }
 
+/// A checkpoint message decoded, or its refusal recorded as `what`.
+fn decode_checkpoint(
+    c: &pb::Checkpoint,
+    what: &'static str,
+    out: &mut Vec<Refusal>,
+) -> Option<Checkpoint> {
+    Checkpoint::try_from(c)
+        .map_err(|e| {
+            out.push(Refusal::new(
+                &c.enclave_id,
+                what,
+                Fault::of(&e),
+                e.to_string(),
+            ));
+        })
+        .ok()
+}
+
+/// The record of a chain re-anchored at `cp` after the seqs from `from` could not be confirmed.
+fn gap_refusal(id: &str, what: &'static str, from: u64, cp: &Checkpoint) -> Refusal {
+    Refusal::new(
+        id,
+        what,
+        Fault::Gap,
+        format!(
+            "seqs {from}..={} could not be confirmed; the chain resumes at the checkpoint of {}..={}",
+            cp.first_seq.saturating_sub(1),
+            cp.first_seq,
+            cp.last_seq
+        ),
+    )
+}
+
 /// Verifies a run of MAC'd wires against the checkpoint that covers it, as the live path would
 /// have: a verifier started at the checkpoint's `prev_head` checks each MAC, seq and chain step,
 /// then the checkpoint's chain and signature.
@@ -328,17 +361,8 @@ impl Ledger {
                 ));
                 continue;
             };
-            let cp = match Checkpoint::try_from(&c) {
-                Ok(cp) => cp,
-                Err(e) => {
-                    out.push(Refusal::new(
-                        &id,
-                        "replay checkpoint",
-                        Fault::of(&e),
-                        e.to_string(),
-                    ));
-                    continue;
-                }
+            let Some(cp) = decode_checkpoint(&c, "replay checkpoint", out) else {
+                continue;
             };
             if cp.last_seq <= t.confirmed.last_seq {
                 continue; // already in the log
@@ -373,17 +397,7 @@ impl Ledger {
                     // the chain and says so.
                     let skipped = gap.then(|| t.confirmed.last_seq + 1);
                     if let Some(from) = skipped {
-                        out.push(Refusal::new(
-                            &id,
-                            "replay",
-                            Fault::Gap,
-                            format!(
-                                "seqs {from}..={} were never received; the chain resumes at the checkpoint of {}..={}",
-                                cp.first_seq - 1,
-                                cp.first_seq,
-                                cp.last_seq
-                            ),
-                        ));
+                        out.push(gap_refusal(&id, "replay", from, &cp));
                     }
                     self.digests
                         .push(digest_of(&id, &t.key_hex, &cp, &span, true, skipped));
@@ -449,17 +463,8 @@ impl Ledger {
         let mut checked = Vec::new();
         for c in b.checkpoints {
             let id = c.enclave_id.clone();
-            let cp = match Checkpoint::try_from(&c) {
-                Ok(cp) => cp,
-                Err(e) => {
-                    out.push(Refusal::new(
-                        &id,
-                        "checkpoint",
-                        Fault::of(&e),
-                        e.to_string(),
-                    ));
-                    continue;
-                }
+            let Some(cp) = decode_checkpoint(&c, "checkpoint", out) else {
+                continue;
             };
             let Some(t) = self.tracked.get_mut(&id) else {
                 out.push(Refusal::new(
@@ -695,17 +700,7 @@ impl Tracked {
         };
         let skipped = gap.then(|| self.confirmed.last_seq + 1);
         if let Some(from) = skipped {
-            out.push(Refusal::new(
-                id,
-                "usage report",
-                Fault::Gap,
-                format!(
-                    "seqs {from}..={} were never received; the chain resumes at the checkpoint of {}..={}",
-                    cp.first_seq - 1,
-                    cp.first_seq,
-                    cp.last_seq
-                ),
-            ));
+            out.push(gap_refusal(id, "usage report", from, cp));
         }
         let span: Vec<(UsageReport, f64)> = decoded.into_iter().map(|r| (r, 0.0)).collect();
         let digest = digest_of(id, &self.key_hex, cp, &span, false, skipped);
