@@ -35,7 +35,7 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
                 .max_encoding_message_size(ATTEST_MESSAGE_BYTES_MAX),
         ),
         Err(e) => {
-            tracing::error!("the attestation service cannot start: {e}");
+            tracing::error!("the attestation service cannot start: evidence verifiers: {e}");
             None
         }
     };

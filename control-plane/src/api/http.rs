@@ -340,7 +340,7 @@ async fn readyz(State(api): State<Shared>) -> Response {
         .integrity
         .ready()
         .map_err(|e| e.to_string())
-        .and_then(|()| api.controller.ready());
+        .and_then(|()| api.controller.ready().map_err(|e| e.to_string()));
     match ready {
         Ok(()) => "ready".into_response(),
         Err(why) => {

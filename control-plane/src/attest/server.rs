@@ -51,8 +51,11 @@ pub struct AttestServer {
 }
 
 impl AttestServer {
-    pub fn new(controller: Arc<Controller>, config: LoopConfig) -> Result<AttestServer, String> {
-        let verifiers = Verifiers::new().map_err(|e| format!("evidence verifiers: {e}"))?;
+    pub fn new(
+        controller: Arc<Controller>,
+        config: LoopConfig,
+    ) -> Result<AttestServer, tribune_attest::AttestError> {
+        let verifiers = Verifiers::new()?;
         Ok(AttestServer {
             controller,
             config,

@@ -80,14 +80,14 @@ impl Controller {
     }
 
     /// Ready: a leader is known and this node has applied what it has.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         if m.current_leader.is_none() {
-            return Err("no leader known".into());
+            return Err(NotReady::NoLeader);
         }
         if m.running_state.is_err() {
-            return Err("raft has stopped".into());
+            return Err(NotReady::Stopped);
         }
         Ok(())
     }
@@ -141,4 +141,13 @@ mod tests {
         assert_eq!(quorum_index(vec![5, 0, 0, 5, 5]), Some(5));
         assert_eq!(quorum_index(vec![5, 0, 0, 0, 5]), Some(0));
     }
+}
+
+/// Why `/readyz` says no (Raft's side; the integrity gate has its own reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("no leader known")]
+    NoLeader,
+    #[error("raft has stopped")]
+    Stopped,
 }
