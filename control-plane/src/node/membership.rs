@@ -16,11 +16,19 @@ use crate::raft::{Node, NodeId};
 impl Controller {
     /// Initialises the cluster if this node is the one to do it and nothing is initialised yet.
     pub async fn bootstrap(&self) -> Result<(), ControllerError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ControllerError::Internal(e.to_string()))?;
+        let initialized = match self.raft.is_initialized().await {
+            Ok(i) => i,
+            // A controller whose state a majority disagrees with stops Raft on purpose (maybe
+            // while this runs) and keeps serving 503 `state-diverged` until it is re-synced: that
+            // is not a failure to start.
+            Err(_) if self.integrity.writable().is_err() => {
+                tracing::warn!(
+                    "not bootstrapping: this controller's state diverged and Raft is stopped"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(ControllerError::Internal(e.to_string())),
+        };
         if initialized {
             return Ok(());
         }
