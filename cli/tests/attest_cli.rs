@@ -4,17 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn testdata() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TRIBUNE_TESTDATA") {
-        let p = PathBuf::from(p);
-        if p.is_dir() {
-            return Some(p);
-        }
-    }
-    let repo = manifest_dir().join("..");
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|up| repo.join(up).join("testdata/attestation"))
-        .find(|p| p.is_dir())
+    tribune_testkit::testdata::attestation(&manifest_dir())
 }
 
 macro_rules! testdata_or_skip {

@@ -7,7 +7,8 @@
 //! - [`wait`]: waiting on a condition with a deadline that names what it waited for;
 //! - [`cluster`]: a local cluster of real `tribune controller` processes (spawn, kill -9,
 //!   restart, stop);
-//! - [`agent`]: a real `tribune agent run` process streaming to such a cluster.
+//! - [`agent`]: a real `tribune agent run` process streaming to such a cluster;
+//! - [`testdata`]: where the shared attestation test data is.
 //!
 //! Test code may `expect()` the `try_` variants away; `tribune bench` and `tribune dev` use
 //! the [`Error`]s.
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod dir;
 pub mod ports;
 pub mod process;
+pub mod testdata;
 pub mod tls;
 pub mod wait;
 

@@ -8,21 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub fn testdata() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TRIBUNE_TESTDATA") {
-        let p = PathBuf::from(p);
-        if p.is_dir() {
-            return Some(p);
-        }
-        eprintln!("TRIBUNE_TESTDATA={} is not a directory", p.display());
-    }
-    let repo = manifest_dir().join("..");
-    for up in ["../shared", "../../shared"] {
-        let p = repo.join(up).join("testdata/attestation");
-        if p.is_dir() {
-            return Some(p);
-        }
-    }
-    None
+    tribune_testkit::testdata::attestation(&manifest_dir())
 }
 
 /// The test data folder, or print `skipped: …` loudly and return from the test.

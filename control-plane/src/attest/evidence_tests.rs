@@ -210,12 +210,9 @@ fn rekey_needs_trusted_prior_evidence_for_the_same_keys_and_a_good_signature() {
     ));
 }
 
-/// The shared attestation test data (`$TRIBUNE_TESTDATA`, else `shared/` beside the checkout).
+/// The shared attestation test data.
 fn testdata() -> Option<std::path::PathBuf> {
-    let env = std::env::var_os("TRIBUNE_TESTDATA").map(std::path::PathBuf::from);
-    let beside =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/attestation");
-    env.into_iter().chain([beside]).find(|p| p.is_dir())
+    tribune_testkit::testdata::attestation(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 #[test]
