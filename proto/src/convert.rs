@@ -2,7 +2,7 @@
 //! (`tribune_attest::usage::Checkpoint`) and a MAC'd usage report.
 
 use tribune_attest::AttestError;
-use tribune_attest::usage::{CHECKPOINT_LEN, Checkpoint, EnclaveId, REPORT_LEN};
+use tribune_attest::usage::{Checkpoint, EnclaveId, REPORT_LEN};
 
 use crate::v1 as pb;
 
@@ -27,12 +27,7 @@ impl TryFrom<&pb::Checkpoint> for Checkpoint {
     type Error = AttestError;
 
     fn try_from(c: &pb::Checkpoint) -> Result<Checkpoint, AttestError> {
-        if c.encoded.len() != CHECKPOINT_LEN {
-            return Err(AttestError::Malformed {
-                what: "checkpoint",
-                detail: format!("{} bytes, expected {CHECKPOINT_LEN}", c.encoded.len()),
-            });
-        }
+        // Length, version and bounds are the decoder's.
         let cp = Checkpoint::decode(&c.encoded)?;
         if cp.enclave != EnclaveId::from_name(&c.enclave_id)
             || cp.first_seq != c.first_seq

@@ -54,6 +54,29 @@ pub struct UsageSample {
     pub gpu_util_bp: u32,
 }
 
+/// The header every encoding starts with: exactly `len` bytes, the known wire version, then the
+/// 16-byte enclave id (returned).
+fn header(
+    b: &[u8],
+    len: usize,
+    what: &'static str,
+    version_what: &'static str,
+) -> Result<[u8; 16]> {
+    if b.len() != len {
+        return Err(AttestError::malformed(
+            what,
+            format!("{} bytes, expected {len}", b.len()),
+        ));
+    }
+    let version = u16::from_be_bytes([b[0], b[1]]);
+    if version != WIRE_VERSION {
+        return Err(AttestError::unsupported(version_what, version.to_string()));
+    }
+    let mut enclave = [0u8; 16];
+    enclave.copy_from_slice(&b[2..18]);
+    Ok(enclave)
+}
+
 fn be_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -79,21 +102,7 @@ impl UsageReport {
 
     /// Strict decoder: exact length, known version, bounded fields.
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != REPORT_LEN {
-            return Err(AttestError::malformed(
-                "usage report",
-                format!("{} bytes, expected {REPORT_LEN}", b.len()),
-            ));
-        }
-        let version = u16::from_be_bytes([b[0], b[1]]);
-        if version != WIRE_VERSION {
-            return Err(AttestError::unsupported(
-                "usage report version",
-                version.to_string(),
-            ));
-        }
-        let mut enclave = [0u8; 16];
-        enclave.copy_from_slice(&b[2..18]);
+        let enclave = header(b, REPORT_LEN, "usage report", "usage report version")?;
         let gpu_util_bp = u32::from_be_bytes([b[74], b[75], b[76], b[77]]);
         if gpu_util_bp > GPU_UTIL_BP_MAX {
             return Err(AttestError::malformed(
@@ -170,21 +179,7 @@ impl Checkpoint {
 
     /// Strict decoder (exact length, version, `first_seq <= last_seq`, bounded span).
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != CHECKPOINT_LEN {
-            return Err(AttestError::malformed(
-                "checkpoint",
-                format!("{} bytes, expected {CHECKPOINT_LEN}", b.len()),
-            ));
-        }
-        let version = u16::from_be_bytes([b[0], b[1]]);
-        if version != WIRE_VERSION {
-            return Err(AttestError::unsupported(
-                "checkpoint version",
-                version.to_string(),
-            ));
-        }
-        let mut enclave = [0u8; 16];
-        enclave.copy_from_slice(&b[2..18]);
+        let enclave = header(b, CHECKPOINT_LEN, "checkpoint", "checkpoint version")?;
         let first_seq = be_u64(b, 18);
         let last_seq = be_u64(b, 26);
         if first_seq > last_seq || last_seq - first_seq >= CHECKPOINT_SPAN_MAX {
