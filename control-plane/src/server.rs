@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tribune_proto::v1::attestation_service_server::AttestationServiceServer;
@@ -57,8 +58,69 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
 /// Largest message on an attestation stream (a batch of reports for many enclaves).
 pub const ATTEST_MESSAGE_BYTES_MAX: usize = 8 << 20;
 
-/// Serves until `shutdown` completes.
+/// How long open connections (agents' attestation streams, long requests) get to finish after
+/// the shutdown began; then the server returns anyway. A stop must end within a bound.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why [`serve`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown signal fired (SIGTERM, Ctrl-C, a test's trigger).
+    Signal,
+    /// Raft stopped on its own (a storage error such as a full disk): this controller can no
+    /// longer take part in the cluster, so it stops serving instead of answering as a zombie.
+    RaftFailed(String),
+}
+
+/// Serves until `shutdown` completes or Raft stops on its own, whichever comes first. Then the
+/// controller's `stopping` token is cancelled (attestation streams end with a `Goodbye`, so
+/// agents reconnect to another controller), open connections get [`SHUTDOWN_GRACE`] to finish,
+/// and the server returns why it stopped.
 pub async fn serve(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Stopped> {
+    let why = Arc::new(std::sync::Mutex::new(None));
+    let stopping = controller.stopping.clone();
+    {
+        let (controller, why) = (controller.clone(), why.clone());
+        tokio::spawn(async move {
+            let reason = tokio::select! {
+                () = shutdown => Stopped::Signal,
+                e = controller.raft_failed() => Stopped::RaftFailed(e),
+                // Cancelled by someone else: nothing to record.
+                () = controller.stopping.cancelled() => return,
+            };
+            if let Stopped::RaftFailed(e) = &reason {
+                tracing::error!("raft stopped: {e}; this controller stops serving");
+            }
+            *why.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+            controller.stopping.cancel();
+        });
+    }
+    let served = serve_until(listener, controller, stopping.clone().cancelled_owned());
+    let bound = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(
+            "connections still open {} s after the shutdown began; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    };
+    tokio::select! {
+        r = served => r?,
+        () = bound => {}
+    }
+    let reason = why
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    Ok(reason.unwrap_or(Stopped::Signal))
+}
+
+async fn serve_until(
     listener: TcpListener,
     controller: Arc<Controller>,
     shutdown: impl Future<Output = ()> + Send + 'static,

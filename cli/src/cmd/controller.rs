@@ -15,6 +15,7 @@ use clap::Args;
 use clap::builder::BoolishValueParser;
 use tribune_controller::ControllerError;
 use tribune_controller::node::ControllerConfig;
+use tribune_controller::server::Stopped;
 use tribune_controller::validate::PolicyValidator;
 
 use super::tls_args::TlsArgs;
@@ -95,6 +96,15 @@ pub struct ControllerArgs {
 /// data file or log signing key): restarting it will not help, so service managers can be told
 /// not to (`RestartPreventExitStatus=3`).
 pub const EXIT_INTEGRITY: u8 = 3;
+
+/// Exit status of a controller whose Raft stopped on its own while serving (a storage error:
+/// the disk filled up, a write failed). It exits instead of answering as a zombie; a restart
+/// (systemd's `Restart=on-failure`) brings it back once the cause is fixed, and it catches up
+/// from its log and the leader.
+pub const EXIT_RAFT_FAILED: u8 = 4;
+
+/// How long Raft gets to stop after the server did.
+const RAFT_SHUTDOWN_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
     let (id, addr) = s
@@ -298,9 +308,27 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
         controller.bootstrap().await?;
     }
     tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
-    tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
-    let _ = controller.raft.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    let stopped =
+        tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+    if tokio::time::timeout(RAFT_SHUTDOWN_MAX, controller.raft.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("raft did not stop within {RAFT_SHUTDOWN_MAX:?}; exiting anyway");
+    }
+    match stopped {
+        Stopped::Signal => {
+            tracing::info!(id = config.id, "controller stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Stopped::RaftFailed(why) => {
+            eprintln!(
+                "error: raft stopped: {why}\n  this controller can no longer take part in the cluster and exits (status {EXIT_RAFT_FAILED}); fix the cause (e.g. free space in {}) and restart it: it catches up from its log and the leader",
+                config.data_dir.display()
+            );
+            Ok(ExitCode::from(EXIT_RAFT_FAILED))
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -59,7 +59,7 @@ pub enum SessionError {
     Raft(String),
     #[error("the agent went away")]
     Gone,
-    #[error("controller shutting down")]
+    #[error("controller shutting down: reconnect to another controller")]
     Shutdown,
 }
 
@@ -280,6 +280,7 @@ impl Session {
                     self.push_plan(&tx).await?;
                 }
                 _ = tick.tick() => self.on_tick(&tx).await?,
+                () = self.controller.stopping.cancelled() => return Err(SessionError::Shutdown),
             }
         }
     }

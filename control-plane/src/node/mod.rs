@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ControllerError;
 use crate::integrity::Gate;
@@ -61,6 +62,9 @@ pub struct Controller {
     writes: mpsc::Sender<Pending>,
     /// What the log held at start, for the read index of a restored leader ([`read`]).
     restored: Restored,
+    /// Cancelled when this controller stops serving (a signal, or Raft stopped on its own):
+    /// long-lived work (attestation streams) ends, so clients move to another controller.
+    pub stopping: CancellationToken,
 }
 
 impl Controller {
@@ -106,6 +110,7 @@ impl Controller {
             applied,
             writes: tx,
             restored,
+            stopping: CancellationToken::new(),
         });
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));

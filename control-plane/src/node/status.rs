@@ -79,6 +79,29 @@ impl Controller {
         serde_json::from_slice(&r.into_inner().data).ok()
     }
 
+    /// Resolves when Raft has stopped on its own (a storage error: the disk is full, a write
+    /// failed) with what stopped it. Never resolves for a controller whose state diverged: the
+    /// integrity check stops Raft on purpose and the controller keeps answering 503 until it is
+    /// re-synced.
+    pub async fn raft_failed(&self) -> String {
+        let mut rx = self.raft.metrics();
+        let why = match rx.wait_for(|m| m.running_state.is_err()).await {
+            Ok(m) => match &m.running_state {
+                Err(e) => e.to_string(),
+                Ok(()) => String::from("raft stopped"),
+            },
+            // The metrics sender lives in RaftCore: it is gone once Raft stopped.
+            Err(_) => String::from("raft stopped"),
+        };
+        if matches!(
+            self.integrity.standing(),
+            crate::integrity::Standing::Diverged(_)
+        ) {
+            return std::future::pending().await;
+        }
+        why
+    }
+
     /// Ready: a leader is known and this node has applied what it has.
     pub fn ready(&self) -> Result<(), NotReady> {
         let metrics = self.raft.metrics();

@@ -14,7 +14,7 @@ pub struct InProcess {
     pub addr: SocketAddr,
     pub dir: TestDir,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<tribune_controller::server::Stopped>>>,
 }
 
 /// Opens and bootstraps controller 1 (`--init --insecure`, then `configure`) and serves it.
