@@ -5,6 +5,7 @@
 pub mod log_store;
 pub mod network;
 pub mod service;
+pub mod snapshot_format;
 pub mod state_machine;
 
 use std::fmt;

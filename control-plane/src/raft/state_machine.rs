@@ -2,8 +2,9 @@
 //! same redb file as the log.
 //!
 //! On start the last snapshot is loaded and openraft re-applies the committed log after it, so
-//! the state after a restart is exactly the state before it. Snapshots are the state's JSON,
-//! written by the log store's writer thread before the log they cover may be purged.
+//! the state after a restart is exactly the state before it. Snapshots are the state's JSON in a
+//! versioned binary envelope (`snapshot_format.rs`), written by the log store's writer thread
+//! before the log they cover may be purged.
 //!
 //! A snapshot read from disk is a checked record (`LogStore::load_snapshot`), and every snapshot
 //! loaded or installed must agree with its own attestation log (`integrity::audit`) before it
@@ -17,10 +18,10 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::log_store::{LogStore, SNAPSHOT_TABLE};
+use super::snapshot_format::StoredSnapshot;
 use super::{Entry, LogId, Node, NodeId, Response, StorageError, TypeConfig};
 use crate::integrity::audit::{AuditError, audit};
 use crate::integrity::{Gate, StoreError};
@@ -40,12 +41,6 @@ fn decode_checked(data: &[u8]) -> Result<State, SnapshotError> {
     let state: State = serde_json::from_slice(data).map_err(SnapshotError::Decode)?;
     audit(&state).map_err(SnapshotError::Audit)?;
     Ok(state)
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, Node>,
-    data: Vec<u8>,
 }
 
 /// Shared, read-mostly view of the replicated state for the API.
@@ -101,7 +96,7 @@ impl StateMachineStore {
                 record,
                 problem,
             };
-            let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(|e| {
+            let stored = StoredSnapshot::decode(&bytes).map_err(|e| {
                 corrupt(
                     "record \"current\"".into(),
                     format!("the checksum holds but the snapshot does not decode: {e}"),
@@ -153,7 +148,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             data,
         };
         self.log
-            .save_snapshot(serde_json::to_vec(&stored).map_err(sm_err)?)
+            .save_snapshot(stored.encode().map_err(sm_err)?)
             .await?;
         Ok(Snapshot {
             meta,
@@ -235,7 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             )))
         })?;
         self.log
-            .save_snapshot(serde_json::to_vec(&stored).map_err(sm_err)?)
+            .save_snapshot(stored.encode().map_err(sm_err)?)
             .await?;
         self.restore(&stored, state)?;
         self.gate.invalidate(&format!(
@@ -257,7 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Err(snapshot_err(e));
             }
         };
-        let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        let stored = StoredSnapshot::decode(&bytes).map_err(sm_err)?;
         Ok(Some(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -281,6 +276,12 @@ mod tests {
             },
             data: serde_json::to_vec(state).expect("json"),
         };
+        s.encode().expect("encode")
+    }
+
+    /// The all-JSON format snapshots were stored in before `snapshot_format` 1.
+    fn stored_legacy(state: &State) -> Vec<u8> {
+        let s = StoredSnapshot::decode(&stored(state)).expect("decode");
         serde_json::to_vec(&s).expect("json")
     }
 
@@ -314,6 +315,10 @@ mod tests {
         });
         let good = record::seal(&snapshot_context(), &stored(&state));
         let loaded = open_with_snapshot(&root.path().join("ok"), &good).expect("loads");
+        assert_eq!(loaded, state);
+        // A data dir written before the versioned format still loads.
+        let legacy = record::seal(&snapshot_context(), &stored_legacy(&state));
+        let loaded = open_with_snapshot(&root.path().join("legacy"), &legacy).expect("loads");
         assert_eq!(loaded, state);
 
         let mut flipped = good.clone();
