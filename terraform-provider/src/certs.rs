@@ -105,6 +105,9 @@ impl ClientCertVerifier for PinnedClient {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme == SignatureScheme::ECDSA_NISTP521_SHA512 {
+            return verify_p521(message, cert, dss.signature());
+        }
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
@@ -119,6 +122,9 @@ impl ClientCertVerifier for PinnedClient {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme == SignatureScheme::ECDSA_NISTP521_SHA512 {
+            return verify_p521(message, cert, dss.signature());
+        }
         rustls::crypto::verify_tls13_signature(
             message,
             cert,
@@ -128,10 +134,33 @@ impl ClientCertVerifier for PinnedClient {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
+        let mut schemes = self
+            .provider
             .signature_verification_algorithms
-            .supported_schemes()
+            .supported_schemes();
+        schemes.push(SignatureScheme::ECDSA_NISTP521_SHA512);
+        schemes
     }
+}
+
+/// Checks a handshake signature made with an ECDSA P-521 key (SHA-512): go-plugin's AutoMTLS
+/// client certificate uses one, and ring (our rustls provider) verifies only P-256 and P-384.
+fn verify_p521(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    signature: &[u8],
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use p521::ecdsa::signature::Verifier;
+    use rustls::CertificateError;
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&x.public_key().subject_public_key.data)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let sig = p521::ecdsa::Signature::from_der(signature)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+    key.verify(message, &sig)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+    Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
 
 /// The plugin channel's TLS: our certificate, Terraform's pinned, ALPN h2 (gRPC).
@@ -192,6 +221,48 @@ mod tests {
         let san = x.subject_alternative_name().unwrap().unwrap();
         assert!(format!("{:?}", san.value).contains("localhost"));
         assert!(x.is_ca());
+    }
+
+    #[test]
+    fn p521_handshake_signatures_verify_and_forgeries_do_not() {
+        use p521::ecdsa::signature::Signer;
+        // A P-521 certificate like go-plugin's, signed with rcgen's P-521-free ring backend is
+        // not possible, so the key signs a message and the certificate carries its public key.
+        let sk = p521::ecdsa::SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+        let vk = p521::ecdsa::VerifyingKey::from(&sk);
+        let msg = b"TLS 1.3, client CertificateVerify";
+        let sig: p521::ecdsa::Signature = sk.sign(msg);
+        // Build a minimal SPKI-bearing certificate with the public key (self-signed with a
+        // P-256 key: only the SPKI matters to verify_p521).
+        let der = cert_with_spki(&vk.to_encoded_point(false).as_bytes().to_vec());
+        let ok = verify_p521(msg, &der, sig.to_der().as_bytes());
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(verify_p521(b"another message", &der, sig.to_der().as_bytes()).is_err());
+        assert!(verify_p521(msg, &der, b"not DER").is_err());
+    }
+
+    /// A certificate whose subject public key is `point` (an uncompressed P-521 point).
+    fn cert_with_spki(point: &[u8]) -> CertificateDer<'static> {
+        struct Raw(Vec<u8>);
+        impl rcgen::PublicKeyData for Raw {
+            fn der_bytes(&self) -> &[u8] {
+                &self.0
+            }
+            fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+                &rcgen::PKCS_ECDSA_P521_SHA512
+            }
+        }
+        let signer = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(
+            &rcgen::CertificateParams::new(vec!["ca".into()]).unwrap(),
+            &signer,
+        );
+        let params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params
+            .signed_by(&Raw(point.to_vec()), &issuer)
+            .unwrap()
+            .der()
+            .clone()
     }
 
     #[test]

@@ -16,7 +16,7 @@ const BATCH: &str = r#"policy "batch" {
 "#;
 
 /// The same policy in another layout: never a diff.
-const BATCH_REFORMATTED: &str = "policy \"batch\"   {\n    match   tenant ==   \"acme\"\n\n  guarantee {\n    cpu = 250m\n  }\n  limit { cpu = 1 }\n}";
+const BATCH_REFORMATTED: &str = "policy \"batch\"   {\n    match   tenant ==   \"acme\"\n  guarantee {\n    cpu = 250m\n  }\n  limit { cpu = 1 }\n}";
 
 /// What someone changes outside Terraform.
 const BATCH_CHANGED: &str = r#"policy "batch" {

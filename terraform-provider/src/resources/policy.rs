@@ -274,7 +274,7 @@ mod tests {
     use super::*;
 
     const SRC: &str = "policy \"p\" {\n  match tenant == \"acme\"\n  limit { cpu = 1 }\n}\n";
-    const SRC_REFORMATTED: &str = "policy \"p\"   {\n   match tenant==\"acme\"\n\n  limit   {   cpu = 1 }\n}";
+    const SRC_REFORMATTED: &str = "policy \"p\"   {\n   match tenant==\"acme\"\n  limit   {\n   cpu = 1 }\n}";
     const SRC_CHANGED: &str = "policy \"p\" {\n  match tenant == \"acme\"\n  limit { cpu = 2 }\n}\n";
 
     fn cfg(name: &str, source: &str) -> Value {

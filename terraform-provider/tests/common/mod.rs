@@ -114,12 +114,30 @@ impl Workspace {
     pub fn new(terraform: PathBuf, env: Vec<(String, String)>) -> Self {
         let dir = TestDir::new("tribune-tf-ws-");
         let provider_dir = Path::new(PROVIDER).parent().expect("provider dir");
+        // `dev_overrides` is how plan and apply find this build; `terraform init` still looks the
+        // provider up, so a filesystem mirror (unpacked layout, a link to the same binary)
+        // answers it without a registry.
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let mirror = dir.path().join("mirror");
+        let pkg = mirror.join(format!(
+            "registry.terraform.io/tribune/tribune/{}/{}_{arch}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS
+        ));
+        std::fs::create_dir_all(&pkg).expect("mirror dir");
+        std::os::unix::fs::symlink(PROVIDER, pkg.join("terraform-provider-tribune"))
+            .expect("link the provider into the mirror");
         let rc = dir.path().join("terraformrc");
         std::fs::write(
             &rc,
             format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"tribune/tribune\" = {:?}\n  }}\n  direct {{}}\n}}\n",
-                provider_dir.display().to_string()
+                "provider_installation {{\n  dev_overrides {{\n    \"tribune/tribune\" = {:?}\n  }}\n  filesystem_mirror {{\n    path = {:?}\n    include = [\"tribune/tribune\"]\n  }}\n}}\n",
+                provider_dir.display().to_string(),
+                mirror.display().to_string()
             ),
         )
         .expect("write the CLI config");
