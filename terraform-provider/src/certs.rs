@@ -63,8 +63,8 @@ pub fn generate() -> Result<OwnCert, CertError> {
 
 /// The DER of the first certificate in `pem`.
 pub fn der_from_pem(pem: &str) -> Result<CertificateDer<'static>, CertError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|_| CertError::NoClientCert)?;
+    let (_, p) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| CertError::NoClientCert)?;
     if p.label != "CERTIFICATE" {
         return Err(CertError::NoClientCert);
     }
@@ -150,11 +150,20 @@ fn verify_p521(
     cert: &CertificateDer<'_>,
     signature: &[u8],
 ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    verify_p521_key(message, &x.public_key().subject_public_key.data, signature)
+}
+
+/// [`verify_p521`] with the public key given as a SEC1 point.
+fn verify_p521_key(
+    message: &[u8],
+    sec1_point: &[u8],
+    signature: &[u8],
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
     use p521::ecdsa::signature::Verifier;
     use rustls::CertificateError;
-    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&x.public_key().subject_public_key.data)
+    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(sec1_point)
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
     let sig = p521::ecdsa::Signature::from_der(signature)
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
@@ -226,43 +235,17 @@ mod tests {
     #[test]
     fn p521_handshake_signatures_verify_and_forgeries_do_not() {
         use p521::ecdsa::signature::Signer;
-        // A P-521 certificate like go-plugin's, signed with rcgen's P-521-free ring backend is
-        // not possible, so the key signs a message and the certificate carries its public key.
         let sk = p521::ecdsa::SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
-        let vk = p521::ecdsa::VerifyingKey::from(&sk);
+        let point = p521::ecdsa::VerifyingKey::from(&sk).to_encoded_point(false);
         let msg = b"TLS 1.3, client CertificateVerify";
         let sig: p521::ecdsa::Signature = sk.sign(msg);
-        // Build a minimal SPKI-bearing certificate with the public key (self-signed with a
-        // P-256 key: only the SPKI matters to verify_p521).
-        let der = cert_with_spki(&vk.to_encoded_point(false).as_bytes().to_vec());
-        let ok = verify_p521(msg, &der, sig.to_der().as_bytes());
-        assert!(ok.is_ok(), "{ok:?}");
-        assert!(verify_p521(b"another message", &der, sig.to_der().as_bytes()).is_err());
-        assert!(verify_p521(msg, &der, b"not DER").is_err());
-    }
-
-    /// A certificate whose subject public key is `point` (an uncompressed P-521 point).
-    fn cert_with_spki(point: &[u8]) -> CertificateDer<'static> {
-        struct Raw(Vec<u8>);
-        impl rcgen::PublicKeyData for Raw {
-            fn der_bytes(&self) -> &[u8] {
-                &self.0
-            }
-            fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-                &rcgen::PKCS_ECDSA_P521_SHA512
-            }
-        }
-        let signer = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_params(
-            &rcgen::CertificateParams::new(vec!["ca".into()]).unwrap(),
-            &signer,
-        );
-        let params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
-        params
-            .signed_by(&Raw(point.to_vec()), &issuer)
-            .unwrap()
-            .der()
-            .clone()
+        let der = sig.to_der();
+        assert!(verify_p521_key(msg, point.as_bytes(), der.as_bytes()).is_ok());
+        assert!(verify_p521_key(b"another message", point.as_bytes(), der.as_bytes()).is_err());
+        assert!(verify_p521_key(msg, point.as_bytes(), b"not DER").is_err());
+        // A certificate whose key is not P-521 (ours are P-256) is refused, not a panic.
+        let own = generate().unwrap();
+        assert!(verify_p521(msg, &own.der, der.as_bytes()).is_err());
     }
 
     #[test]

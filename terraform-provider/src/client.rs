@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tribune_controller::api::problem::Problem;
 use tribune_controller::api::service::ClusterView;
-use tribune_controller::state::{Enclave, Host, Policy};
+use tribune_controller::state::{Host, Policy};
 use tribune_tls::ClientTls;
 
 /// Longest a single connection attempt may take before the next endpoint is tried.
@@ -106,8 +106,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// What to do about a TLS failure, read from its causes: `None` when it is not one.
 fn tls_fix(detail: &str) -> Option<&'static str> {
     let d = detail.to_ascii_lowercase();
-    if d.contains("unknownissuer") || d.contains("unknown issuer") || d.contains("badsignature")
-    {
+    if d.contains("unknownissuer") || d.contains("unknown issuer") || d.contains("badsignature") {
         Some(
             "the controller's certificate is not signed by the provider's `ca` (TRIBUNE_CA): point `ca` at the cluster's CA certificate",
         )
@@ -207,7 +206,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&(dyn erased::Body)>,
+        body: Option<&dyn erased::Body>,
         pre: Option<Precondition>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let start = Instant::now();
@@ -293,7 +292,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&(dyn erased::Body)>,
+        body: Option<&dyn erased::Body>,
         pre: Option<Precondition>,
     ) -> Result<T, ClientError> {
         let (_, bytes) = self.call(method.clone(), path, body, pre).await?;
@@ -347,27 +346,6 @@ impl Client {
         }
     }
 
-    pub async fn get_enclave(&self, id: &str) -> Result<Option<Enclave>, ClientError> {
-        not_found_is_none(
-            self.json(Method::GET, &format!("/v1/enclaves/{id}"), None, None)
-                .await,
-        )
-    }
-
-    pub async fn put_enclave(
-        &self,
-        enclave: &Enclave,
-        pre: Precondition,
-    ) -> Result<Enclave, ClientError> {
-        self.json(
-            Method::PUT,
-            &format!("/v1/enclaves/{}", enclave.id),
-            Some(enclave),
-            Some(pre),
-        )
-        .await
-    }
-
     pub async fn hosts(&self) -> Result<Vec<Host>, ClientError> {
         self.json(Method::GET, "/v1/hosts", None, None).await
     }
@@ -406,8 +384,7 @@ mod tests {
     #[test]
     fn tls_failures_say_what_to_fix() {
         assert!(
-            tls_fix("invalid peer certificate: UnknownIssuer")
-                .is_some_and(|f| f.contains("`ca`"))
+            tls_fix("invalid peer certificate: UnknownIssuer").is_some_and(|f| f.contains("`ca`"))
         );
         assert!(
             tls_fix("received fatal alert: CertificateExpired")
@@ -427,23 +404,31 @@ mod tests {
             endpoints: vec![],
             ..base.clone()
         };
-        assert!(matches!(Client::new(&no_endpoint), Err(ClientError::Config(m)) if m.contains("TRIBUNE_ENDPOINT")));
+        assert!(
+            matches!(Client::new(&no_endpoint), Err(ClientError::Config(m)) if m.contains("TRIBUNE_ENDPOINT"))
+        );
         let cert_no_ca = Settings {
             cert: Some("c.pem".into()),
             key: Some("k.pem".into()),
             ..base.clone()
         };
-        assert!(matches!(Client::new(&cert_no_ca), Err(ClientError::Config(m)) if m.contains("need `ca`")));
+        assert!(
+            matches!(Client::new(&cert_no_ca), Err(ClientError::Config(m)) if m.contains("need `ca`"))
+        );
         let https_no_ca = Settings {
             endpoints: vec!["https://127.0.0.1:1".into()],
             ..base.clone()
         };
-        assert!(matches!(Client::new(&https_no_ca), Err(ClientError::Config(m)) if m.contains("TRIBUNE_CA")));
+        assert!(
+            matches!(Client::new(&https_no_ca), Err(ClientError::Config(m)) if m.contains("TRIBUNE_CA"))
+        );
         let missing_ca = Settings {
             ca: Some("/nonexistent/ca.pem".into()),
             ..base
         };
-        assert!(matches!(Client::new(&missing_ca), Err(ClientError::Config(m)) if m.contains("ca")));
+        assert!(
+            matches!(Client::new(&missing_ca), Err(ClientError::Config(m)) if m.contains("ca"))
+        );
     }
 
     #[tokio::test]
@@ -461,7 +446,11 @@ mod tests {
         .unwrap();
         let start = Instant::now();
         let e = c.get_policy("p").await.unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains("TRIBUNE_ENDPOINT"), "{e}");
     }

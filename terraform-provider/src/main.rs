@@ -115,7 +115,9 @@ async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("listening on loopback")?;
-    let addr = listener.local_addr().context("reading the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
 
     let provider = ProviderServer::new(provider::Provider::default())
@@ -142,9 +144,12 @@ async fn serve() -> anyhow::Result<()> {
             let client = certs::der_from_pem(&pem)?;
             let own = certs::generate()?;
             let config = certs::server_config(&own, client)?;
-            let cert_b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(own.der.as_ref());
+            let cert_b64 =
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(own.der.as_ref());
             let incoming = tls_incoming(listener, TlsAcceptor::from(Arc::new(config)));
-            announce(&format!("{CORE_PROTOCOL}|{APP_PROTOCOL}|tcp|{addr}|grpc|{cert_b64}"))?;
+            announce(&format!(
+                "{CORE_PROTOCOL}|{APP_PROTOCOL}|tcp|{addr}|grpc|{cert_b64}"
+            ))?;
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

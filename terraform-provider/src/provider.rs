@@ -44,10 +44,31 @@ fn provider_schema() -> tf::Schema {
                 Mode::Optional,
                 "Controller API endpoints, tried in turn (TRIBUNE_ENDPOINT, comma-separated).",
             ),
-            Attr::new("ca", "\"string\"", Mode::Optional, "CA certificate (PEM file) of the cluster; turns TLS on (TRIBUNE_CA)."),
-            Attr::new("cert", "\"string\"", Mode::Optional, "Client certificate (PEM file) (TRIBUNE_CERT)."),
-            Attr::new("key", "\"string\"", Mode::Optional, "Key of `cert` (PEM file) (TRIBUNE_KEY)."),
-            Attr::new("token", "\"string\"", Mode::Optional, "Bearer token from `tribune token create` (TRIBUNE_TOKEN).").sensitive(),
+            Attr::new(
+                "ca",
+                "\"string\"",
+                Mode::Optional,
+                "CA certificate (PEM file) of the cluster; turns TLS on (TRIBUNE_CA).",
+            ),
+            Attr::new(
+                "cert",
+                "\"string\"",
+                Mode::Optional,
+                "Client certificate (PEM file) (TRIBUNE_CERT).",
+            ),
+            Attr::new(
+                "key",
+                "\"string\"",
+                Mode::Optional,
+                "Key of `cert` (PEM file) (TRIBUNE_KEY).",
+            ),
+            Attr::new(
+                "token",
+                "\"string\"",
+                Mode::Optional,
+                "Bearer token from `tribune token create` (TRIBUNE_TOKEN).",
+            )
+            .sensitive(),
             Attr::new(
                 "timeout_seconds",
                 "\"number\"",
@@ -59,7 +80,10 @@ fn provider_schema() -> tf::Schema {
 }
 
 /// The client settings from the provider block, each unset one from its environment variable.
-pub fn settings(config: &Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, tf::Diagnostic> {
+pub fn settings(
+    config: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, tf::Diagnostic> {
     let text = |attr: &str, var: &str| -> Option<String> {
         config
             .get(attr)
@@ -69,9 +93,17 @@ pub fn settings(config: &Value, env: &dyn Fn(&str) -> Option<String>) -> Result<
             .filter(|s| !s.trim().is_empty())
     };
     let endpoints: Vec<String> = match config.get("endpoints") {
-        Value::List(l) if !l.is_empty() => l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Value::List(l) if !l.is_empty() => l
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => env(ENV_ENDPOINT)
-            .map(|s| s.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     let timeout_s = match config.get("timeout_seconds") {
@@ -106,7 +138,12 @@ fn decode(v: Option<&tf::DynamicValue>) -> Result<Value, tf::Diagnostic> {
     } else {
         Ok(Value::Null)
     };
-    r.map_err(|e| schema::error("Terraform sent a value the provider cannot read", e.to_string()))
+    r.map_err(|e| {
+        schema::error(
+            "Terraform sent a value the provider cannot read",
+            e.to_string(),
+        )
+    })
 }
 
 fn encode(v: &Value) -> Option<tf::DynamicValue> {
@@ -142,7 +179,9 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::get_provider_schema::Response>, Status> {
         Ok(Response::new(tf::get_provider_schema::Response {
             provider: Some(provider_schema()),
-            resource_schemas: [(policy::TYPE.to_string(), policy::schema())].into_iter().collect(),
+            resource_schemas: [(policy::TYPE.to_string(), policy::schema())]
+                .into_iter()
+                .collect(),
             data_source_schemas: data::schemas()
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s))
@@ -166,7 +205,9 @@ impl tf::provider_server::Provider for Provider {
             Ok(c) => settings(&c, &|_| None).err().into_iter().collect(),
             Err(d) => vec![d],
         };
-        Ok(Response::new(tf::validate_provider_config::Response { diagnostics }))
+        Ok(Response::new(tf::validate_provider_config::Response {
+            diagnostics,
+        }))
     }
 
     async fn validate_resource_config(
@@ -179,20 +220,26 @@ impl tf::provider_server::Provider for Provider {
             (policy::TYPE, Ok(c)) => policy::validate(&c),
             (other, _) => vec![unknown_type("resource", other)],
         };
-        Ok(Response::new(tf::validate_resource_config::Response { diagnostics }))
+        Ok(Response::new(tf::validate_resource_config::Response {
+            diagnostics,
+        }))
     }
 
     async fn validate_data_resource_config(
         &self,
         r: Request<tf::validate_data_resource_config::Request>,
     ) -> Result<Response<tf::validate_data_resource_config::Response>, Status> {
-        let known = data::schemas().iter().any(|(n, _)| *n == r.get_ref().type_name);
+        let known = data::schemas()
+            .iter()
+            .any(|(n, _)| *n == r.get_ref().type_name);
         let diagnostics = if known {
             vec![]
         } else {
             vec![unknown_type("data source", &r.get_ref().type_name)]
         };
-        Ok(Response::new(tf::validate_data_resource_config::Response { diagnostics }))
+        Ok(Response::new(tf::validate_data_resource_config::Response {
+            diagnostics,
+        }))
     }
 
     async fn upgrade_resource_state(
@@ -201,7 +248,11 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::upgrade_resource_state::Response>, Status> {
         // Schema version 0 is the only one so far: the stored JSON is re-encoded as it is.
         let r = r.get_ref();
-        let raw = r.raw_state.as_ref().map(|s| s.json.as_slice()).unwrap_or_default();
+        let raw = r
+            .raw_state
+            .as_ref()
+            .map(|s| s.json.as_slice())
+            .unwrap_or_default();
         let (state, diagnostics) = if r.type_name != policy::TYPE {
             (None, vec![unknown_type("resource", &r.type_name)])
         } else if r.version > 0 {
@@ -209,13 +260,22 @@ impl tf::provider_server::Provider for Provider {
                 None,
                 vec![schema::error(
                     "State from a newer provider",
-                    format!("The state was written with schema version {}; this provider knows version 0. Use the provider version that wrote it.", r.version),
+                    format!(
+                        "The state was written with schema version {}; this provider knows version 0. Use the provider version that wrote it.",
+                        r.version
+                    ),
                 )],
             )
         } else {
             match value::from_json(raw) {
                 Ok(v) => (encode(&v), vec![]),
-                Err(e) => (None, vec![schema::error("The stored state cannot be read", e.to_string())]),
+                Err(e) => (
+                    None,
+                    vec![schema::error(
+                        "The stored state cannot be read",
+                        e.to_string(),
+                    )],
+                ),
             }
         };
         Ok(Response::new(tf::upgrade_resource_state::Response {
@@ -232,7 +292,9 @@ impl tf::provider_server::Provider for Provider {
         let result = decode(r.get_ref().config.as_ref())
             .and_then(|c| settings(&c, &env))
             .and_then(|s| {
-                Client::new(&s).map_err(|e| schema::error("Invalid Tribune provider configuration", e.to_string()))
+                Client::new(&s).map_err(|e| {
+                    schema::error("Invalid Tribune provider configuration", e.to_string())
+                })
             });
         let diagnostics = match result {
             Ok(c) => {
@@ -241,7 +303,9 @@ impl tf::provider_server::Provider for Provider {
             }
             Err(d) => vec![d],
         };
-        Ok(Response::new(tf::configure_provider::Response { diagnostics }))
+        Ok(Response::new(tf::configure_provider::Response {
+            diagnostics,
+        }))
     }
 
     async fn read_resource(
@@ -366,7 +430,10 @@ impl tf::provider_server::Provider for Provider {
             Ok(v) => (encode(&v), vec![]),
             Err(d) => (None, vec![d]),
         };
-        Ok(Response::new(tf::read_data_source::Response { state, diagnostics }))
+        Ok(Response::new(tf::read_data_source::Response {
+            state,
+            diagnostics,
+        }))
     }
 
     async fn stop_provider(
@@ -374,7 +441,9 @@ impl tf::provider_server::Provider for Provider {
         _r: Request<tf::stop_provider::Request>,
     ) -> Result<Response<tf::stop_provider::Response>, Status> {
         // Every call is bounded by `timeout_seconds`; nothing long-running to interrupt.
-        Ok(Response::new(tf::stop_provider::Response { error: String::new() }))
+        Ok(Response::new(tf::stop_provider::Response {
+            error: String::new(),
+        }))
     }
 }
 
@@ -405,6 +474,9 @@ mod tests {
         assert_eq!(s.ca, Some(PathBuf::from("/block/ca.pem")));
         assert_eq!(s.timeout, Duration::from_secs(5));
         let bad = Value::object([("timeout_seconds", Value::Int(0))]);
-        assert_eq!(settings(&bad, &env).unwrap_err().attribute, Some(schema::path("timeout_seconds")));
+        assert_eq!(
+            settings(&bad, &env).unwrap_err().attribute,
+            Some(schema::path("timeout_seconds"))
+        );
     }
 }

@@ -23,7 +23,12 @@ pub struct Attr {
 }
 
 impl Attr {
-    pub const fn new(name: &'static str, ty: &'static str, mode: Mode, description: &'static str) -> Self {
+    pub const fn new(
+        name: &'static str,
+        ty: &'static str,
+        mode: Mode,
+        description: &'static str,
+    ) -> Self {
         Self {
             name,
             ty,
@@ -89,15 +94,12 @@ pub fn error(summary: impl Into<String>, detail: impl Into<String>) -> tf::Diagn
     }
 }
 
-pub fn warning(summary: impl Into<String>, detail: impl Into<String>) -> tf::Diagnostic {
-    tf::Diagnostic {
-        severity: tf::diagnostic::Severity::Warning as i32,
-        ..error(summary, detail)
-    }
-}
-
 /// An error about one attribute: Terraform shows the configuration line that sets it.
-pub fn error_at(attr: &str, summary: impl Into<String>, detail: impl Into<String>) -> tf::Diagnostic {
+pub fn error_at(
+    attr: &str,
+    summary: impl Into<String>,
+    detail: impl Into<String>,
+) -> tf::Diagnostic {
     tf::Diagnostic {
         attribute: Some(path(attr)),
         ..error(summary, detail)

@@ -97,11 +97,6 @@ impl Value {
     pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
         Value::Map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
-
-    /// `Some(s)` as a string, `None` as null.
-    pub fn opt_string(s: Option<impl Into<String>>) -> Value {
-        s.map_or(Value::Null, |s| Value::String(s.into()))
-    }
 }
 
 // ---- MessagePack --------------------------------------------------------------------------
@@ -126,14 +121,23 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).ok_or(DecodeError::Truncated(self.at))?;
-        let s = self.b.get(self.at..end).ok_or(DecodeError::Truncated(self.at))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or(DecodeError::Truncated(self.at))?;
+        let s = self
+            .b
+            .get(self.at..end)
+            .ok_or(DecodeError::Truncated(self.at))?;
         self.at = end;
         Ok(s)
     }
 
     fn uint(&mut self, n: usize) -> Result<u64, DecodeError> {
-        Ok(self.take(n)?.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     }
 
     fn len(&mut self, n: usize) -> Result<usize, DecodeError> {
@@ -373,11 +377,24 @@ mod tests {
         m.insert(
             "numbers".to_string(),
             Value::List(
-                [0, 1, 127, 128, 255, 65_535, -1, -32, -33, -200, i64::MAX, i64::MIN]
-                    .into_iter()
-                    .map(Value::Int)
-                    .chain([Value::Float(0.5), Value::Bool(true), Value::Bool(false)])
-                    .collect(),
+                [
+                    0,
+                    1,
+                    127,
+                    128,
+                    255,
+                    65_535,
+                    -1,
+                    -32,
+                    -33,
+                    -200,
+                    i64::MAX,
+                    i64::MIN,
+                ]
+                .into_iter()
+                .map(Value::Int)
+                .chain([Value::Float(0.5), Value::Bool(true), Value::Bool(false)])
+                .collect(),
             ),
         );
         m.insert("mid".to_string(), Value::string("y".repeat(200)));
@@ -415,16 +432,24 @@ mod tests {
         assert_eq!(from_msgpack(&[0xa5, b'a']), Err(DecodeError::Truncated(1)));
         assert_eq!(
             from_msgpack(&[0xc1]),
-            Err(DecodeError::Marker { marker: 0xc1, at: 0 })
+            Err(DecodeError::Marker {
+                marker: 0xc1,
+                at: 0
+            })
         );
-        assert_eq!(from_msgpack(&[0x81, 0x01, 0x02]), Err(DecodeError::KeyNotString(1)));
+        assert_eq!(
+            from_msgpack(&[0x81, 0x01, 0x02]),
+            Err(DecodeError::KeyNotString(1))
+        );
         assert_eq!(from_msgpack(&[0xa1, 0xff]), Err(DecodeError::NotUtf8(0)));
         assert_eq!(from_msgpack(&[0xc0, 0xc0]), Err(DecodeError::Trailing(1)));
         assert_eq!(
             from_msgpack(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
             Err(DecodeError::TooLong(u32::MAX as usize))
         );
-        let deep: Vec<u8> = std::iter::repeat_n(0x91, DEPTH_MAX + 2).chain([0xc0]).collect();
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, DEPTH_MAX + 2)
+            .chain([0xc0])
+            .collect();
         assert_eq!(from_msgpack(&deep), Err(DecodeError::TooDeep));
         // Every prefix of a valid encoding fails cleanly.
         let full = to_msgpack(&sample());

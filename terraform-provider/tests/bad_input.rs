@@ -27,14 +27,20 @@ data "tribune_cluster" "this" {{}}
 
 /// A client certificate like the harness's, signed by the cluster's CA, that expired a day ago.
 fn expired_cert(tls_dir: &std::path::Path, out: &std::path::Path) -> (String, String) {
-    let files = tribune_testkit::tls::client_files(tls_dir);
     let ca_pem = std::fs::read_to_string(tls_dir.join("ca.pem")).expect("ca.pem");
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls_dir.join("ca.key")).expect("ca.key"))
-        .expect("CA key");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls_dir.join("ca.key")).expect("ca.key"))
+            .expect("CA key");
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
-    let mut params =
-        rcgen::CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(&files.cert).expect("cert"))
-            .expect("params");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    let uri = tribune_testkit::tls::test_client().uri();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::URI(uri.try_into().expect("identity URI")));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "admin test (expired)");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(3);
     params.not_after = now - time::Duration::days(1);
@@ -70,7 +76,10 @@ fn bad_settings_are_errors_that_say_what_to_fix() {
     );
     let r = ws.run(&["plan", "-no-color"]);
     assert_eq!(r.code, 1, "{r}");
-    assert!(r.out.contains("no Tribune controller answered within 3s"), "{r}");
+    assert!(
+        r.out.contains("no Tribune controller answered within 3s"),
+        "{r}"
+    );
     assert!(r.out.contains("`endpoints`"), "{r}");
     assert!(r.took < Duration::from_secs(30), "{r}");
     assert!(!r.out.contains("panic"), "{r}");
@@ -90,7 +99,10 @@ fn bad_settings_are_errors_that_say_what_to_fix() {
     let r = ws.run(&["plan", "-no-color"]);
     assert_eq!(r.code, 1, "{r}");
     assert!(r.out.contains("TLS handshake failed"), "{r}");
-    assert!(r.out.contains("point `ca` at the cluster's CA certificate"), "{r}");
+    assert!(
+        r.out.contains("point `ca` at the cluster's CA certificate"),
+        "{r}"
+    );
 
     // An expired client certificate.
     let (cert, key) = expired_cert(&tls_dir, ws.dir.path());

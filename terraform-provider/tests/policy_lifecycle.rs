@@ -121,27 +121,55 @@ fn policy_lifecycle_against_a_real_cluster() {
     // A change made outside Terraform: the plan shows exactly that drift, apply fixes it.
     let changed = ws.dir.path().join("changed.tribune");
     std::fs::write(&changed, BATCH_CHANGED).expect("write");
-    tribune.ok(&["policy", "put", &changed.display().to_string(), "--name", "batch"]);
+    tribune.ok(&[
+        "policy",
+        "put",
+        &changed.display().to_string(),
+        "--name",
+        "batch",
+    ]);
     let r = ws.plan();
     assert_eq!(r.code, 2, "drift must show as a change: {r}");
-    assert!(r.out.contains("tribune_policy.batch will be updated in-place"), "{r}");
-    assert!(r.out.contains("Plan: 0 to add, 1 to change, 0 to destroy"), "{r}");
-    assert!(r.out.contains("limit { cpu = 2 }") && r.out.contains("limit { cpu = 1 }"), "{r}");
+    assert!(
+        r.out
+            .contains("tribune_policy.batch will be updated in-place"),
+        "{r}"
+    );
+    assert!(
+        r.out.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{r}"
+    );
+    assert!(
+        r.out.contains("limit { cpu = 2 }") && r.out.contains("limit { cpu = 1 }"),
+        "{r}"
+    );
     let r = ws.ok(&["apply", "-no-color", "-auto-approve"]);
     assert!(r.out.contains("0 added, 1 changed, 0 destroyed"), "{r}");
     let stored = tribune.policy("batch").expect("batch stored");
     assert_eq!(stored["source"], BATCH);
-    assert_eq!(stored["version"], 3, "create, outside change, Terraform's fix");
+    assert_eq!(
+        stored["version"], 3,
+        "create, outside change, Terraform's fix"
+    );
     assert_eq!(ws.plan().code, 0);
 
     // A deletion outside Terraform shows as a re-create.
     tribune.ok(&["policy", "rm", "batch"]);
     let r = ws.plan();
     assert_eq!(r.code, 2, "{r}");
-    assert!(r.out.contains("tribune_policy.batch will be created"), "{r}");
-    assert!(r.out.contains("Plan: 1 to add, 0 to change, 0 to destroy"), "{r}");
+    assert!(
+        r.out.contains("tribune_policy.batch will be created"),
+        "{r}"
+    );
+    assert!(
+        r.out.contains("Plan: 1 to add, 0 to change, 0 to destroy"),
+        "{r}"
+    );
     ws.ok(&["apply", "-no-color", "-auto-approve"]);
-    assert_eq!(tribune.policy("batch").expect("re-created")["source"], BATCH);
+    assert_eq!(
+        tribune.policy("batch").expect("re-created")["source"],
+        BATCH
+    );
 
     // Import of an existing policy (stored in another layout): then the plan is empty.
     let imported = ws.dir.path().join("imported.tribune");
@@ -168,7 +196,10 @@ fn policy_lifecycle_against_a_real_cluster() {
     ws.write("taken.tf", TAKEN_TF);
     let r = ws.run(&["apply", "-no-color", "-auto-approve"]);
     assert_eq!(r.code, 1, "{r}");
-    assert!(r.out.contains("Policy \"taken\" already exists in Tribune"), "{r}");
+    assert!(
+        r.out.contains("Policy \"taken\" already exists in Tribune"),
+        "{r}"
+    );
     assert!(r.out.contains("terraform import tribune_policy."), "{r}");
     let kept = tribune.policy("taken").expect("taken kept");
     assert_eq!(kept["version"], 1, "never overwritten");
@@ -183,7 +214,11 @@ fn policy_lifecycle_against_a_real_cluster() {
     assert!(r.out.contains("Policy check failed"), "{r}");
     assert!(r.out.contains("at source line 3:"), "{r}");
     assert!(r.out.contains("with tribune_policy.bad"), "{r}");
-    assert!(r.out.contains("on bad.tf line 3, in resource \"tribune_policy\" \"bad\""), "{r}");
+    assert!(
+        r.out
+            .contains("on bad.tf line 3, in resource \"tribune_policy\" \"bad\""),
+        "{r}"
+    );
     assert!(tribune.policy("bad").is_none(), "nothing stored");
     ws.remove("bad.tf");
 
@@ -192,5 +227,8 @@ fn policy_lifecycle_against_a_real_cluster() {
     assert!(r.out.contains("2 destroyed"), "{r}");
     assert!(tribune.policy("batch").is_none());
     assert!(tribune.policy("imported").is_none());
-    assert!(tribune.policy("taken").is_some(), "not Terraform's to remove");
+    assert!(
+        tribune.policy("taken").is_some(),
+        "not Terraform's to remove"
+    );
 }

@@ -29,9 +29,19 @@ pub fn schemas() -> Vec<(&'static str, tf::Schema)> {
                 &[
                     Attr::new("name", "\"string\"", Mode::Required, "The policy's name."),
                     Attr::new("id", "\"string\"", Mode::Computed, "The policy's name."),
-                    Attr::new("source", "\"string\"", Mode::Computed, "Its source as stored."),
+                    Attr::new(
+                        "source",
+                        "\"string\"",
+                        Mode::Computed,
+                        "Its source as stored.",
+                    ),
                     Attr::new("version", "\"number\"", Mode::Computed, "Its version."),
-                    Attr::new("updated_by", "\"string\"", Mode::Computed, "Who wrote it last."),
+                    Attr::new(
+                        "updated_by",
+                        "\"string\"",
+                        Mode::Computed,
+                        "Who wrote it last.",
+                    ),
                 ],
             ),
         ),
@@ -53,7 +63,12 @@ pub fn schemas() -> Vec<(&'static str, tf::Schema)> {
                 "The controller group as the answering controller sees it.",
                 &[
                     Attr::new("id", "\"string\"", Mode::Computed, "Always `cluster`."),
-                    Attr::new("leader", "\"number\"", Mode::Computed, "The leader's id (null when there is none)."),
+                    Attr::new(
+                        "leader",
+                        "\"number\"",
+                        Mode::Computed,
+                        "The leader's id (null when there is none).",
+                    ),
                     Attr::new("term", "\"number\"", Mode::Computed, "The Raft term."),
                     Attr::new("members", MEMBER_TYPE, Mode::Computed, "The controllers."),
                 ],
@@ -86,11 +101,19 @@ fn host(h: &Host) -> Value {
     ])
 }
 
-pub async fn read(client: &Client, type_name: &str, config: &Value) -> Result<Value, tf::Diagnostic> {
+pub async fn read(
+    client: &Client,
+    type_name: &str,
+    config: &Value,
+) -> Result<Value, tf::Diagnostic> {
     match type_name {
         POLICY => {
             let Some(name) = config.get("name").as_str() else {
-                return Err(schema::error_at("name", "The policy name is not known", "Give a known `name`."));
+                return Err(schema::error_at(
+                    "name",
+                    "The policy name is not known",
+                    "Give a known `name`.",
+                ));
             };
             match client.get_policy(name).await {
                 Ok(Some(p)) => Ok(Value::object([
@@ -109,14 +132,20 @@ pub async fn read(client: &Client, type_name: &str, config: &Value) -> Result<Va
             }
         }
         HOSTS => {
-            let hosts = client.hosts().await.map_err(|e| api_error("Listing hosts", &e))?;
+            let hosts = client
+                .hosts()
+                .await
+                .map_err(|e| api_error("Listing hosts", &e))?;
             Ok(Value::object([
                 ("id", Value::string("hosts")),
                 ("hosts", Value::List(hosts.iter().map(host).collect())),
             ]))
         }
         CLUSTER => {
-            let c = client.cluster().await.map_err(|e| api_error("Reading the cluster", &e))?;
+            let c = client
+                .cluster()
+                .await
+                .map_err(|e| api_error("Reading the cluster", &e))?;
             let members = c
                 .members
                 .iter()

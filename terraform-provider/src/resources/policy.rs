@@ -66,7 +66,10 @@ fn state(p: &Policy, source: String) -> Value {
         ("id", Value::string(&p.name)),
         ("name", Value::string(&p.name)),
         ("source", Value::String(source)),
-        ("version", Value::Int(i64::try_from(p.version).unwrap_or(i64::MAX))),
+        (
+            "version",
+            Value::Int(i64::try_from(p.version).unwrap_or(i64::MAX)),
+        ),
     ])
 }
 
@@ -188,7 +191,11 @@ pub async fn read(client: &Client, current: &Value) -> Result<Value, tf::Diagnos
 }
 
 /// Creates, updates or deletes; returns the new state (null after a delete).
-pub async fn apply(client: &Client, prior: &Value, planned: &Value) -> Result<Value, tf::Diagnostic> {
+pub async fn apply(
+    client: &Client,
+    prior: &Value,
+    planned: &Value,
+) -> Result<Value, tf::Diagnostic> {
     if planned.is_null() {
         let (Some(name), Some(version)) = (prior.get("name").as_str(), version_of(prior)) else {
             return Ok(Value::Null);
@@ -215,7 +222,8 @@ pub async fn apply(client: &Client, prior: &Value, planned: &Value) -> Result<Va
                 format!("Policy {name:?} already exists in Tribune"),
                 format!(
                     "Terraform creates policies only if absent and did not overwrite the existing one ({}). To manage it with Terraform, import it:\n  terraform import {TYPE}.<resource name> {name}",
-                    e.problem().map_or_else(|| e.to_string(), |p| p.detail.clone())
+                    e.problem()
+                        .map_or_else(|| e.to_string(), |p| p.detail.clone())
                 ),
             )),
             Err(e) => Err(api_error(&format!("Creating policy {name:?}"), &e)),
@@ -244,7 +252,9 @@ pub async fn import(client: &Client, id: &str) -> Result<Value, tf::Diagnostic> 
 }
 
 fn version_of(v: &Value) -> Option<u64> {
-    v.get("version").as_i64().and_then(|i| u64::try_from(i).ok())
+    v.get("version")
+        .as_i64()
+        .and_then(|i| u64::try_from(i).ok())
 }
 
 fn conflict_or(e: &ClientError, name: &str, version: u64, doing: &str) -> tf::Diagnostic {
@@ -274,8 +284,10 @@ mod tests {
     use super::*;
 
     const SRC: &str = "policy \"p\" {\n  match tenant == \"acme\"\n  limit { cpu = 1 }\n}\n";
-    const SRC_REFORMATTED: &str = "policy \"p\"   {\n   match tenant==\"acme\"\n  limit   {\n   cpu = 1 }\n}";
-    const SRC_CHANGED: &str = "policy \"p\" {\n  match tenant == \"acme\"\n  limit { cpu = 2 }\n}\n";
+    const SRC_REFORMATTED: &str =
+        "policy \"p\"   {\n   match tenant==\"acme\"\n  limit   {\n   cpu = 1 }\n}";
+    const SRC_CHANGED: &str =
+        "policy \"p\" {\n  match tenant == \"acme\"\n  limit { cpu = 2 }\n}\n";
 
     fn cfg(name: &str, source: &str) -> Value {
         Value::object([
@@ -303,7 +315,11 @@ mod tests {
         assert!(same_source("policy {", "policy {"));
         assert!(!same_source("policy {", "policy  {"));
         let (planned, replace) = plan(&prior("p", SRC, 3), &cfg("p", SRC_REFORMATTED));
-        assert_eq!(planned, prior("p", SRC, 3), "the prior text and version are kept");
+        assert_eq!(
+            planned,
+            prior("p", SRC, 3),
+            "the prior text and version are kept"
+        );
         assert!(replace.is_empty());
     }
 
@@ -348,7 +364,11 @@ mod tests {
         assert!(!d.is_empty());
         let first = &d[0];
         assert_eq!(first.attribute, Some(schema::path("source")));
-        assert!(first.summary.contains("source line 3:"), "{}", first.summary);
+        assert!(
+            first.summary.contains("source line 3:"),
+            "{}",
+            first.summary
+        );
         // The stored name must match the source's.
         let d = validate(&cfg("q", SRC));
         assert!(d[0].summary.contains("\"p\""), "{}", d[0].summary);

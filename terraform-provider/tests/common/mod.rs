@@ -64,7 +64,9 @@ impl Tribune {
 
     pub fn cli(&self, verb: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(verb).args(&self.args).env("TRIBUNE_CONFIG", "/nonexistent");
+        cmd.args(verb)
+            .args(&self.args)
+            .env("TRIBUNE_CONFIG", "/nonexistent");
         cmd.output().expect("run tribune")
     }
 
@@ -147,7 +149,10 @@ impl Workspace {
             ("TF_IN_AUTOMATION".into(), "1".into()),
             ("TF_INPUT".into(), "0".into()),
             ("CHECKPOINT_DISABLE".into(), "1".into()),
-            ("TF_DATA_DIR".into(), dir.path().join(".terraform").display().to_string()),
+            (
+                "TF_DATA_DIR".into(),
+                dir.path().join(".terraform").display().to_string(),
+            ),
         ];
         all.extend(env);
         Self {
@@ -207,7 +212,12 @@ impl Workspace {
     }
 
     pub fn version(&self) -> String {
-        self.run(&["version"]).out.lines().next().unwrap_or("").to_string()
+        self.run(&["version"])
+            .out
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
