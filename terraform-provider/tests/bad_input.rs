@@ -63,7 +63,7 @@ fn bad_settings_are_errors_that_say_what_to_fix() {
     let files = tribune_testkit::tls::client_files(&tls_dir);
     let endpoint = cluster.endpoint_list().join(",");
     let ws = Workspace::new(terraform, vec![]);
-    ws.ok(&["version"]);
+    eprintln!("terraform: {}", ws.version());
 
     // Unreachable: a port nobody listens on. The error names the setting; the run ends soon
     // after the 3 s timeout (Terraform's own start-up included).
