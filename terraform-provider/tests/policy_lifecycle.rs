@@ -1,6 +1,7 @@
 //! `tribune_policy` end to end: a real Terraform drives this build's provider against a real
 //! Tribune cluster, through every step a user meets — init, apply, an empty second plan, a
-//! reformatted source, drift made outside Terraform (a change, a deletion), import, a policy
+//! reformatted source, drift made outside Terraform (a change, a deletion), a change made
+//! between plan and apply (a conflict, not a lost update), import, a policy
 //! that does not check, create over an existing name, and destroy. One scenario: each
 //! Terraform run takes seconds, and the steps build on each other.
 
@@ -152,6 +153,37 @@ fn policy_lifecycle_against_a_real_cluster() {
         "create, outside change, Terraform's fix"
     );
     assert_eq!(ws.plan().code, 0);
+
+    // A change outside Terraform between plan and apply: the saved plan's update carries the
+    // version it read (If-Match), so it fails clearly and the other change is not lost.
+    ws.write("batch.tribune", &BATCH.replace("cpu = 1 }", "cpu = 4 }"));
+    ws.ok(&["plan", "-no-color", "-out=tfplan"]);
+    tribune.ok(&[
+        "policy",
+        "put",
+        &changed.display().to_string(),
+        "--name",
+        "batch",
+    ]);
+    let r = ws.run(&["apply", "-no-color", "tfplan"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.out.contains("Policy \"batch\" changed outside Terraform"),
+        "{r}"
+    );
+    assert!(
+        r.out
+            .contains("expected version 3, but Tribune holds version 4"),
+        "{r}"
+    );
+    assert_eq!(
+        tribune.policy("batch").expect("kept")["source"],
+        BATCH_CHANGED,
+        "not lost"
+    );
+    ws.write("batch.tribune", BATCH);
+    ws.ok(&["apply", "-no-color", "-auto-approve"]);
+    assert_eq!(tribune.policy("batch").expect("batch")["source"], BATCH);
 
     // A deletion outside Terraform shows as a re-create.
     tribune.ok(&["policy", "rm", "batch"]);
