@@ -69,3 +69,28 @@ pub fn say_skipped(msg: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {msg}");
 }
+
+/// The `tribune` binary of this build, for the tests of crates other than `tribune` (cargo
+/// gives a test only its own crate's binaries): `$TRIBUNE_BIN` when set, else `tribune` in the
+/// target directory the running test executable was built into (`target/debug/deps/..`).
+/// Build it first: `cargo build -p tribune` (`./scripts/test` does).
+pub fn tribune_binary() -> Result<std::path::PathBuf, Error> {
+    if let Some(p) = std::env::var_os("TRIBUNE_BIN").filter(|p| !p.is_empty()) {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().map_err(Error::io("locating the test executable"))?;
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("tribune"));
+    match candidate {
+        Some(p) if p.is_file() => Ok(p),
+        _ => Err(Error::Io {
+            what: format!(
+                "finding the tribune binary beside {} (build it with `cargo build -p tribune`, or set TRIBUNE_BIN)",
+                exe.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }),
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bounds;
 use super::problem::Problem;
@@ -15,21 +15,21 @@ use crate::state::{
 };
 use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberView {
     pub id: NodeId,
     pub address: String,
     pub voter: bool,
     /// Answered a status request from the responding controller just now.
     pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<NodeStatus>,
     /// How far this member's applied index is behind the leader's commit index.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterView {
     pub responder: NodeId,
     pub leader: Option<NodeId>,
