@@ -10,7 +10,7 @@ use super::log;
 use super::problem::Problem;
 use super::service::Api;
 use crate::auth::Principal;
-use crate::state::{Enclave, Expect, Host, Policy, Resources};
+use crate::state::{Enclave, Expect, Host, LeafFormat, Policy, Resources};
 
 pub struct ControlServer {
     pub api: Arc<Api>,
@@ -251,11 +251,15 @@ impl ControlService for ControlServer {
                 .entries
                 .into_iter()
                 .map(|e| pb::LogEntryInfo {
+                    detail_json: e.entry.detail_value().to_string(),
                     index: e.entry.index,
                     at_ms: e.entry.at_ms,
                     kind: e.entry.kind().as_str().to_string(),
                     subject: e.entry.subject,
-                    detail_json: e.entry.detail.to_value().to_string(),
+                    leaf_format: match e.entry.format {
+                        LeafFormat::V1 => 0,
+                        f => f.number() as u32,
+                    },
                     leaf_hash: e.leaf_hash,
                 })
                 .collect(),
