@@ -154,7 +154,13 @@ impl ProofLevels {
             let below = &levels[levels.len() - 1];
             let up: Vec<Hash> = below
                 .chunks(2)
-                .map(|c| if c.len() == 2 { node_hash(&c[0], &c[1]) } else { c[0] })
+                .map(|c| {
+                    if c.len() == 2 {
+                        node_hash(&c[0], &c[1])
+                    } else {
+                        c[0]
+                    }
+                })
                 .collect();
             levels.push(up);
         }

@@ -73,8 +73,9 @@ mod tests {
 
     #[test]
     fn keys_sorted_compact_utf8() {
-        let v: Value = serde_json::from_str(r#"{"b": [1, 2.5, null], "a": {"z": "é\"", "y": true}}"#)
-            .unwrap_or(Value::Null);
+        let v: Value =
+            serde_json::from_str(r#"{"b": [1, 2.5, null], "a": {"z": "é\"", "y": true}}"#)
+                .unwrap_or(Value::Null);
         assert_eq!(
             String::from_utf8(to_vec(&v)).unwrap_or_default(),
             r#"{"a":{"y":true,"z":"é\""},"b":[1,2.5,null]}"#

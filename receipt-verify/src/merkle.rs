@@ -203,7 +203,10 @@ mod tests {
             &[0x30, 0x31],
             &[0x40, 0x41, 0x42, 0x43],
             &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-            &[0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f],
+            &[
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
+            ],
         ]
         .iter()
         .map(|l| leaf_hash(l))
@@ -223,7 +226,10 @@ mod tests {
         );
         assert_eq!(
             verify_consistency(4, 3, &h, &h, &[]),
-            Err(ProofError::SizesReversed { first: 4, second: 3 })
+            Err(ProofError::SizesReversed {
+                first: 4,
+                second: 3
+            })
         );
         assert_eq!(verify_consistency(0, 3, &h, &[1; 32], &[]), Ok(()));
         assert_eq!(verify_consistency(3, 3, &h, &h, &[]), Ok(()));
@@ -231,6 +237,9 @@ mod tests {
             verify_consistency(3, 3, &h, &[1; 32], &[]),
             Err(ProofError::EqualSizesDifferentRoots)
         );
-        assert_eq!(verify_consistency(2, 3, &h, &h, &[]), Err(ProofError::Empty));
+        assert_eq!(
+            verify_consistency(2, 3, &h, &h, &[]),
+            Err(ProofError::Empty)
+        );
     }
 }

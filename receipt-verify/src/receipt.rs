@@ -111,7 +111,9 @@ pub enum ReceiptError {
     NotJson(String),
     #[error("the receipt is not a version-{FORMAT} receipt: {0}")]
     Shape(String),
-    #[error("the receipt is not in canonical form (compact JSON, keys sorted, one final newline): byte {0} differs")]
+    #[error(
+        "the receipt is not in canonical form (compact JSON, keys sorted, one final newline): byte {0} differs"
+    )]
     NotCanonical(usize),
     #[error("{what}: {why}")]
     Malformed { what: String, why: String },
@@ -321,11 +323,7 @@ impl Verdict {
             out.push(format!(
                 "{name} {} time(s){}: {}",
                 list.len(),
-                if all_own {
-                    ", each with its cause"
-                } else {
-                    ""
-                },
+                if all_own { ", each with its cause" } else { "" },
                 each.join("; ")
             ));
         }
@@ -362,8 +360,7 @@ pub fn verify(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verdict, ReceiptEr
             .unwrap_or(canon.len().min(bytes.len()));
         return Err(ReceiptError::NotCanonical(at));
     }
-    let r: Receipt =
-        serde_json::from_value(v).map_err(|e| ReceiptError::Shape(e.to_string()))?;
+    let r: Receipt = serde_json::from_value(v).map_err(|e| ReceiptError::Shape(e.to_string()))?;
     let b = &r.body;
     if b.format != FORMAT {
         return Err(ReceiptError::Shape(format!("format {}", b.format)));
@@ -460,7 +457,14 @@ pub fn verify(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verdict, ReceiptEr
             });
         }
         let at = e["at_ms"].as_i64().unwrap_or(i64::MIN);
-        if !about_policy && (at < b.from_ms || at > b.to_ms) {
+        // Before the period: only policy changes, and the verdict that bound the enclave's key
+        // when the period starts.
+        let earlier_verdict = kind == "verdict"
+            && at < b.from_ms
+            && parsed
+                .iter()
+                .all(|p: &(u64, i64, &str, &Value)| p.2 == "policy_change");
+        if !about_policy && !earlier_verdict && (at < b.from_ms || at > b.to_ms) {
             return Err(ReceiptError::Entry {
                 index,
                 why: format!("written at {at}, outside the period"),
@@ -476,10 +480,7 @@ fn leaf_bytes(e: &Value) -> Result<Vec<u8>, String> {
     let obj = e.as_object().ok_or("not an object")?;
     let mut leaf = serde_json::Map::new();
     for k in ["at_ms", "detail", "index", "kind", "subject"] {
-        leaf.insert(
-            k.into(),
-            obj.get(k).cloned().ok_or(format!("no {k}"))?,
-        );
+        leaf.insert(k.into(), obj.get(k).cloned().ok_or(format!("no {k}"))?);
     }
     match obj.get("leaf_format") {
         None => {}
@@ -562,7 +563,9 @@ fn summarise(
                     return Err(usage("no trusted verdict before it binds a key".into()));
                 };
                 if d["key"].as_str() != Some(kh.as_str()) {
-                    return Err(usage("its key is not the one the last trusted verdict bound".into()));
+                    return Err(usage(
+                        "its key is not the one the last trusted verdict bound".into(),
+                    ));
                 }
                 let raw = hex::decode(d["checkpoint"].as_str().unwrap_or(""))
                     .map_err(|e| usage(format!("checkpoint: {e}")))?;
@@ -571,14 +574,18 @@ fn summarise(
                     return Err(usage("the checkpoint is another enclave's".into()));
                 }
                 if !cp.verify(vk) {
-                    return Err(usage("the enclave's checkpoint signature does not verify".into()));
+                    return Err(usage(
+                        "the enclave's checkpoint signature does not verify".into(),
+                    ));
                 }
                 let (first, last) = (u64_at(d, "first_seq"), u64_at(d, "last_seq"));
                 if (cp.first_seq, cp.last_seq) != (first, last)
                     || d["prev_head"].as_str() != Some(&hex::encode(cp.prev_head))
                     || d["head"].as_str() != Some(&hex::encode(cp.head))
                 {
-                    return Err(usage("the digest does not match its signed checkpoint".into()));
+                    return Err(usage(
+                        "the digest does not match its signed checkpoint".into(),
+                    ));
                 }
                 if let Some((prev_last, prev_head)) = chain {
                     match d["unaccounted_from"].as_u64() {
@@ -616,7 +623,9 @@ fn summarise(
             "violation" if d["event"] == "over_limit" => {
                 last_violation = Some((
                     index,
-                    d["cpu_millicores"].as_u64().or(d["cpu_millicores"].as_f64().map(|f| f as u64)),
+                    d["cpu_millicores"]
+                        .as_u64()
+                        .or(d["cpu_millicores"].as_f64().map(|f| f as u64)),
                     d["limit_cpu_millicores"].as_u64(),
                 ));
             }
@@ -641,12 +650,18 @@ fn summarise(
                 }
                 m @ ("borrow" | "return") => {
                     cap = u64_at(d, "cpu_cap_millicores");
-                    out.lending
-                        .push((index, format!("{m}: borrows now"), u64_at(d, "borrowed_cpu_millicores")));
+                    out.lending.push((
+                        index,
+                        format!("{m}: borrows now"),
+                        u64_at(d, "borrowed_cpu_millicores"),
+                    ));
                 }
                 m @ ("lend" | "reclaim") => {
-                    out.lending
-                        .push((index, format!("{m}: lends now"), u64_at(d, "lent_cpu_millicores")));
+                    out.lending.push((
+                        index,
+                        format!("{m}: lends now"),
+                        u64_at(d, "lent_cpu_millicores"),
+                    ));
                 }
                 _ => {}
             },

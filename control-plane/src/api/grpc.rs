@@ -178,6 +178,28 @@ impl ControlService for ControlServer {
         )))
     }
 
+    async fn get_enclave_receipt(
+        &self,
+        req: Request<pb::EnclaveReceiptRequest>,
+    ) -> Result<Response<pb::EnclaveReceipt>, Status> {
+        let who = self.who(&req)?;
+        let r = req.get_ref();
+        let receipt = self
+            .api
+            .enclave_receipt(
+                &who,
+                &r.enclave,
+                super::receipt::ReceiptQuery {
+                    from: r.from_ms,
+                    to: r.to_ms,
+                },
+            )
+            .await?;
+        let receipt_json = tribune_receipt::receipt::to_file_bytes(&receipt)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::EnclaveReceipt { receipt_json }))
+    }
+
     async fn list_hosts(
         &self,
         req: Request<pb::ListRequest>,

@@ -14,7 +14,7 @@ use super::problem::Problem;
 use super::service::{Api, now_ms};
 use crate::attest::decide::{Input, compile, decide_host, identity};
 use crate::auth::{Op, Principal};
-use crate::state::{LogEntry, LogEntryKind};
+use crate::state::{LogDetail, LogEntry, LogEntryKind};
 use crate::validate::check_name;
 
 /// Most log entries one receipt holds (an hour of one enclave at one checkpoint a second is
@@ -113,12 +113,20 @@ impl Api {
                 ),
             };
             let size = usize::try_from(head.tree_size).map_err(internal)?;
-            let picked: Vec<LogEntry> = st.log.entries[..size.min(st.log.entries.len())]
+            let log = &st.log.entries[..size.min(st.log.entries.len())];
+            // The identity in force when the period starts: the last trusted verdict before it
+            // (it binds the key the period's first checkpoints verify under).
+            let identity_at_start = log
+                .iter()
+                .rev()
+                .filter(|x| x.subject == id && x.at_ms < from)
+                .find(|x| matches!(&x.detail, LogDetail::Verdict(v) if v.trusted))
+                .map(|x| x.index);
+            let picked: Vec<LogEntry> = log
                 .iter()
                 .filter(|x| {
-                    (x.subject == id
-                        && about_enclave(x.kind())
-                        && (from..=to).contains(&x.at_ms))
+                    (x.subject == id && about_enclave(x.kind()) && (from..=to).contains(&x.at_ms))
+                        || Some(x.index) == identity_at_start
                         || (x.kind() == LogEntryKind::PolicyChange
                             && policy.as_deref() == Some(x.subject.as_str()))
                 })

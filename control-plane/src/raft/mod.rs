@@ -63,7 +63,10 @@ impl<'de> Deserialize<'de> for Request {
                 f.write_str("{\"leaf_format\", \"commands\"} or an array of commands")
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Request, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Request, A::Error> {
                 // Before leaf format 2: the bare array.
                 let mut commands = Vec::new();
                 while let Some(c) = seq.next_element::<Command>()? {
@@ -75,7 +78,10 @@ impl<'de> Deserialize<'de> for Request {
                 })
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Request, A::Error> {
                 let (mut leaf_format, mut commands) = (None, None);
                 while let Some(k) = map.next_key::<String>()? {
                     match k.as_str() {
@@ -92,7 +98,8 @@ impl<'de> Deserialize<'de> for Request {
                 Ok(Request {
                     leaf_format: leaf_format
                         .ok_or_else(|| serde::de::Error::missing_field("leaf_format"))?,
-                    commands: commands.ok_or_else(|| serde::de::Error::missing_field("commands"))?,
+                    commands: commands
+                        .ok_or_else(|| serde::de::Error::missing_field("commands"))?,
                 })
             }
         }

@@ -190,8 +190,14 @@ mod tests {
 
     #[test]
     fn the_format_is_a_number_and_unknown_ones_are_refused() {
-        assert_eq!(serde_json::to_string(&LeafFormat::V2).ok(), Some("2".into()));
-        assert_eq!(serde_json::from_str::<LeafFormat>("1").ok(), Some(LeafFormat::V1));
+        assert_eq!(
+            serde_json::to_string(&LeafFormat::V2).ok(),
+            Some("2".into())
+        );
+        assert_eq!(
+            serde_json::from_str::<LeafFormat>("1").ok(),
+            Some(LeafFormat::V1)
+        );
         let e = serde_json::from_str::<LeafFormat>("3").expect_err("unknown");
         assert!(e.to_string().contains("leaf_format 3"), "{e}");
     }

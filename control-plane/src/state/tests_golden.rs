@@ -88,49 +88,61 @@ const ADMIN: &str = "tribune://admin/root";
 /// in leaf format `format`.
 fn scenario(format: LeafFormat) -> State {
     let mut s = State::default();
-    s.apply_in(format, Command::PutPolicy {
-        name: "web".into(),
-        source: "policy \"web\" { match tenant == \"acme\" }\n".into(),
-        expect: Expect::Any,
-        actor: "tribune://admin/alice".into(),
-        at_ms: 1000,
-    });
-    s.apply_in(format, Command::PutHost {
-        host: Host {
-            id: "h1".into(),
-            address: "10.0.0.1:7500".into(),
-            capacity: Resources {
-                cpu_millicores: 4000,
-                memory_bytes: 8 << 30,
-                egress_bits_per_sec: 1_000_000_000,
-                ingress_bits_per_sec: 0,
-                gpu_percent: 50,
-            },
-            tee: TeeKind::SevSnp,
-            attestation_status: "unverified".into(),
-            last_heartbeat_ms: 0,
-            agent_cert_fingerprint: String::new(),
-            enforcement: String::new(),
+    s.apply_in(
+        format,
+        Command::PutPolicy {
+            name: "web".into(),
+            source: "policy \"web\" { match tenant == \"acme\" }\n".into(),
+            expect: Expect::Any,
+            actor: "tribune://admin/alice".into(),
+            at_ms: 1000,
         },
-        actor: OPERATOR.into(),
-        at_ms: 1001,
-    });
+    );
+    s.apply_in(
+        format,
+        Command::PutHost {
+            host: Host {
+                id: "h1".into(),
+                address: "10.0.0.1:7500".into(),
+                capacity: Resources {
+                    cpu_millicores: 4000,
+                    memory_bytes: 8 << 30,
+                    egress_bits_per_sec: 1_000_000_000,
+                    ingress_bits_per_sec: 0,
+                    gpu_percent: 50,
+                },
+                tee: TeeKind::SevSnp,
+                attestation_status: "unverified".into(),
+                last_heartbeat_ms: 0,
+                agent_cert_fingerprint: String::new(),
+                enforcement: String::new(),
+            },
+            actor: OPERATOR.into(),
+            at_ms: 1001,
+        },
+    );
     let mut e1 = super::tests::enclave("e1", "h1", 1);
     e1.tee = TeeKind::SevSnp;
-    s.apply_in(format, Command::PutEnclave {
-        enclave: e1.clone(),
-        expect: Expect::Absent,
-        actor: OPERATOR.into(),
-        at_ms: 1002,
-    });
+    s.apply_in(
+        format,
+        Command::PutEnclave {
+            enclave: e1.clone(),
+            expect: Expect::Absent,
+            actor: OPERATOR.into(),
+            at_ms: 1002,
+        },
+    );
     let mut e2 = super::tests::enclave("e2", "h1", 1);
     e2.placement = None;
-    s.apply_in(format, Command::PutEnclave {
-        enclave: e2,
-        expect: Expect::Absent,
-        actor: OPERATOR.into(),
-        at_ms: 1003,
-    });
+    s.apply_in(
+        format,
+        Command::PutEnclave {
+            enclave: e2,
+            expect: Expect::Absent,
+            actor: OPERATOR.into(),
+            at_ms: 1003,
+        },
+    );
     for (id, name, role, tenant, secret, created, expires, at_ms) in [
         (
             "00112233aabbccdd",
@@ -153,31 +165,40 @@ fn scenario(format: LeafFormat) -> State {
             1005,
         ),
     ] {
-        s.apply_in(format, Command::CreateToken {
-            token: Token {
-                id: id.into(),
-                name: name.into(),
-                role,
-                tenant: tenant.map(str::to_string),
-                secret_sha256: secret.repeat(32),
-                created_by: ADMIN.into(),
-                created_at_ms: created,
-                expires_at_ms: expires,
-                revoked: None,
+        s.apply_in(
+            format,
+            Command::CreateToken {
+                token: Token {
+                    id: id.into(),
+                    name: name.into(),
+                    role,
+                    tenant: tenant.map(str::to_string),
+                    secret_sha256: secret.repeat(32),
+                    created_by: ADMIN.into(),
+                    created_at_ms: created,
+                    expires_at_ms: expires,
+                    revoked: None,
+                },
+                at_ms,
             },
-            at_ms,
-        });
+        );
     }
-    s.apply_in(format, Command::RevokeToken {
-        id: "00112233aabbccdd".into(),
-        actor: ADMIN.into(),
-        at_ms: 1006,
-    });
-    s.apply_in(format, Command::RegisterLogKey {
-        node_id: 2,
-        public_key: "11".repeat(32),
-        at_ms: 1007,
-    });
+    s.apply_in(
+        format,
+        Command::RevokeToken {
+            id: "00112233aabbccdd".into(),
+            actor: ADMIN.into(),
+            at_ms: 1006,
+        },
+    );
+    s.apply_in(
+        format,
+        Command::RegisterLogKey {
+            node_id: 2,
+            public_key: "11".repeat(32),
+            at_ms: 1007,
+        },
+    );
     let key = "22".repeat(32);
     let trusted = Attestation {
         trusted: true,
@@ -193,97 +214,118 @@ fn scenario(format: LeafFormat) -> State {
         verified_by: 3,
         rekeyed: true,
     };
-    s.apply_in(format, Command::Verdicts {
-        host: "h1".into(),
-        verdicts: vec![VerdictCmd {
-            enclave: "e1".into(),
-            attestation: trusted.clone(),
-        }],
-        at_ms: 1008,
-    });
-    s.apply_in(format, Command::UsageDigests {
-        host: "h1".into(),
-        digests: vec![UsageDigest {
-            enclave: "e1".into(),
-            key,
-            first_seq: 1,
-            last_seq: 10,
-            prev_head: "44".repeat(32),
-            head: "55".repeat(32),
-            samples_root: "66".repeat(32),
-            checkpoint: "77".repeat(162),
-            cpu_millicores_avg: 250,
-            mem_bytes_max: 64 << 20,
-            net_tx_bytes: 1234,
-            net_rx_bytes: 0,
-            divergence_bp_max: 150,
-            replayed: false,
-            unaccounted_from: None,
-        }],
-        at_ms: 1009,
-    });
-    s.apply_in(format, Command::Enforce {
-        host: "h1".into(),
-        changes: vec![Enforcement {
-            enclave: "e1".into(),
-            epoch: 1,
-            allocation: Allocation {
+    s.apply_in(
+        format,
+        Command::Verdicts {
+            host: "h1".into(),
+            verdicts: vec![VerdictCmd {
                 enclave: "e1".into(),
-                limits: Resources {
-                    cpu_millicores: 500,
-                    ..Resources::default()
+                attestation: trusted.clone(),
+            }],
+            at_ms: 1008,
+        },
+    );
+    s.apply_in(
+        format,
+        Command::UsageDigests {
+            host: "h1".into(),
+            digests: vec![UsageDigest {
+                enclave: "e1".into(),
+                key,
+                first_seq: 1,
+                last_seq: 10,
+                prev_head: "44".repeat(32),
+                head: "55".repeat(32),
+                samples_root: "66".repeat(32),
+                checkpoint: "77".repeat(162),
+                cpu_millicores_avg: 250,
+                mem_bytes_max: 64 << 20,
+                net_tx_bytes: 1234,
+                net_rx_bytes: 0,
+                divergence_bp_max: 150,
+                replayed: false,
+                unaccounted_from: None,
+            }],
+            at_ms: 1009,
+        },
+    );
+    s.apply_in(
+        format,
+        Command::Enforce {
+            host: "h1".into(),
+            changes: vec![Enforcement {
+                enclave: "e1".into(),
+                epoch: 1,
+                allocation: Allocation {
+                    enclave: "e1".into(),
+                    limits: Resources {
+                        cpu_millicores: 500,
+                        ..Resources::default()
+                    },
+                    guaranteed: Resources::default(),
+                    weight: 1,
+                    suspended: false,
                 },
-                guaranteed: Resources::default(),
-                weight: 1,
-                suspended: false,
-            },
-            state: EnclaveState::Throttled,
-            ladder: Ladder::default(),
-            borrowed_cpu_millicores: 0,
-            lent_cpu_millicores: 0,
-            log: decision_details(),
-        }],
-        at_ms: 1010,
-    });
+                state: EnclaveState::Throttled,
+                ladder: Ladder::default(),
+                borrowed_cpu_millicores: 0,
+                lent_cpu_millicores: 0,
+                log: decision_details(),
+            }],
+            at_ms: 1010,
+        },
+    );
     let mut refused = trusted;
     refused.trusted = false;
     refused.reasons = vec!["measurement not expected".into(), "debug \"on\"".into()];
     refused.rekeyed = false;
     refused.tee = Some(TeeKind::Sim);
-    s.apply_in(format, Command::Verdicts {
-        host: "h1".into(),
-        verdicts: vec![VerdictCmd {
-            enclave: "e1".into(),
-            attestation: refused,
-        }],
-        at_ms: 1011,
-    });
+    s.apply_in(
+        format,
+        Command::Verdicts {
+            host: "h1".into(),
+            verdicts: vec![VerdictCmd {
+                enclave: "e1".into(),
+                attestation: refused,
+            }],
+            at_ms: 1011,
+        },
+    );
     for (state, at_ms) in [
         (EnclaveState::Suspended, 1012),
         (EnclaveState::Running, 1013),
     ] {
         let mut e = e1.clone();
         e.state = state;
-        s.apply_in(format, Command::PutEnclave {
-            enclave: e,
-            expect: Expect::Any,
-            actor: OPERATOR.into(),
-            at_ms,
-        });
+        s.apply_in(
+            format,
+            Command::PutEnclave {
+                enclave: e,
+                expect: Expect::Any,
+                actor: OPERATOR.into(),
+                at_ms,
+            },
+        );
     }
     for (i, (subject, detail)) in appended_details().into_iter().enumerate() {
-        s.apply_in(format, Command::AppendLog {
-            subject: subject.into(),
-            detail,
-            at_ms: 1014 + i as i64,
-        });
+        s.apply_in(
+            format,
+            Command::AppendLog {
+                subject: subject.into(),
+                detail,
+                at_ms: 1014 + i as i64,
+            },
+        );
     }
-    s.apply_in(format, Command::DeletePolicy {
-        name: "web".into(),
-        expect: Expect::Any,
-        actor: "tribune://admin/alice".into(),
-        at_ms: 1020,
-    });
+    s.apply_in(
+        format,
+        Command::DeletePolicy {
+            name: "web".into(),
+            expect: Expect::Any,
+            actor: "tribune://admin/alice".into(),
+            at_ms: 1020,
+        },
+    );
     s
 }
 
@@ -452,7 +494,11 @@ fn format_2_leaves_hold_no_floats_and_format_1_leaves_hold_the_same_quantities()
         let leaf: serde_json::Value = serde_json::from_slice(&new.leaf_bytes()).expect("json");
         let mut ns = Vec::new();
         numbers(&leaf, &mut ns);
-        assert!(ns.iter().all(|n| n.is_u64() || n.is_i64()), "entry {}: {leaf}", new.index);
+        assert!(
+            ns.iter().all(|n| n.is_u64() || n.is_i64()),
+            "entry {}: {leaf}",
+            new.index
+        );
         assert_eq!(leaf["leaf_format"], 2);
         let leaf: serde_json::Value = serde_json::from_slice(&old.leaf_bytes()).expect("json");
         let mut ns = Vec::new();
