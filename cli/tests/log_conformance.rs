@@ -443,3 +443,51 @@ async fn python_verifies_a_live_log_and_rejects_every_tampered_copy() {
     }
     eprintln!("python rejected {rejected} of {total} tampered copies");
 }
+
+/// Old and new leaves alike: Python recomputes every leaf of the golden log
+/// (`control-plane/src/state/tests_golden.rs` keeps the fixture equal to it), in leaf format 1
+/// (floats such as `250.0` and `1.5`) and in format 2 — and notices one number written in the
+/// other form.
+#[test]
+fn python_recomputes_the_golden_leaves_of_both_formats() {
+    if let Some(why) = python_missing() {
+        tribune_testkit::say_skipped(&format!(
+            "python_recomputes_the_golden_leaves_of_both_formats: {why}"
+        ));
+        return;
+    }
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/conformance/testdata/golden-leaves.json"
+    ));
+    let (ok, text) = run_python("leaves", fixture);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("30 in leaf format 1, 30 in leaf format 2"),
+        "{text}"
+    );
+    let original = std::fs::read_to_string(fixture).expect("fixture");
+    assert!(original.contains(r#""cpu_millicores_avg": 250.0"#));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("leaves.json");
+    for (from, to) in [
+        (
+            r#""cpu_millicores_avg": 250.0"#,
+            r#""cpu_millicores_avg": 250"#,
+        ),
+        (
+            r#""cpu_millicores_avg": 250,"#,
+            r#""cpu_millicores_avg": 250.0,"#,
+        ),
+        (
+            r#""divergence_pct_max": 1.5"#,
+            r#""divergence_pct_max": 1.50001"#,
+        ),
+    ] {
+        assert!(original.contains(from), "{from}");
+        std::fs::write(&file, original.replacen(from, to, 1)).expect("write");
+        let (ok, text) = run_python("leaves", &file);
+        assert!(!ok, "python accepted {to}: {text}");
+        assert!(text.contains("REJECTED: "), "{text}");
+    }
+}

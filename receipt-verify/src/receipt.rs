@@ -24,7 +24,8 @@ use crate::{canonical, sth};
 pub const FORMAT: u64 = 1;
 /// Domain separation of the issuer's signature: `"tribune/receipt/v1" ‖ canonical(body)`.
 pub const DOMAIN: &[u8] = b"tribune/receipt/v1";
-/// Largest receipt file accepted (an hour at 10 Hz with one-second checkpoints is ≈ 3 MiB).
+/// Largest receipt file accepted (an hour of one enclave with one-second checkpoints is ≈ 6 MiB,
+/// `bench/README.md`).
 pub const RECEIPT_BYTES_MAX: usize = 256 << 20;
 
 /// A receipt: the body and the issuer's signature over it.

@@ -4,6 +4,10 @@ RFC 9162 alone (no Tribune code): Python's hashlib and json, and `cryptography` 
 
     python3 tribune_verify.py log BUNDLE.json
     python3 tribune_verify.py receipt RECEIPT.json KEYS.json
+    python3 tribune_verify.py leaves ENTRIES.json
+
+`leaves` recomputes the leaf hash of every entry in a JSON array of served entries (each with
+its `leaf_hash`), of either leaf format.
 
 A receipt (docs/receipts.md) is checked against trusted controller keys (KEYS.json: the answer of
 GET /v1/log/keys): the file is exactly its canonical JSON and a newline, the issuer's signature,
@@ -292,8 +296,18 @@ def verify_receipt(raw, trusted_keys):
             f"{digests} checkpoint signature(s) verified")
 
 
+def verify_leaves(entries):
+    formats = {1: 0, 2: 0}
+    for e in entries:
+        if leaf_hash(entry_leaf(e)).hex() != e["leaf_hash"]:
+            raise Rejected(f"entry {e['index']}: the recomputed leaf hash differs from the served one")
+        formats[e.get("leaf_format", 1)] += 1
+    return f"ok: {len(entries)} leaf hash(es) recomputed ({formats[1]} in leaf format 1, {formats[2]} in leaf format 2)"
+
+
 def main(argv):
-    if not ((len(argv) == 3 and argv[1] == "log") or (len(argv) == 4 and argv[1] == "receipt")):
+    if not ((len(argv) == 3 and argv[1] in ("log", "leaves"))
+            or (len(argv) == 4 and argv[1] == "receipt")):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -301,6 +315,8 @@ def main(argv):
             raw = f.read()
         if argv[1] == "log":
             print(verify_log_bundle(json.loads(raw.decode("utf-8"))))
+        elif argv[1] == "leaves":
+            print(verify_leaves(json.loads(raw.decode("utf-8"))))
         else:
             with open(argv[3], "rb") as f:
                 trusted = json.loads(f.read().decode("utf-8"))

@@ -766,3 +766,32 @@ fn print_golden_v2() {
     }
     println!("{}", hex::encode(s.log.tree().root()));
 }
+
+/// `scripts/conformance/testdata/golden-leaves.json`: every golden entry of both formats as the
+/// API serves it, with its leaf hash — what the Python verifier recomputes
+/// (`cli/tests/log_conformance.rs`). Regenerate with `UPDATE_GOLDEN=1`.
+#[test]
+fn the_conformance_fixture_is_the_golden_log() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/conformance/testdata/golden-leaves.json"
+    );
+    let mut all = Vec::new();
+    for (format, _, _) in formats() {
+        for e in scenario(format).log.entries {
+            let mut v = serde_json::to_value(&e).expect("json");
+            v["leaf_hash"] = hex::encode(e.leaf_hash()).into();
+            all.push(v);
+        }
+    }
+    let mut want = serde_json::to_string_pretty(&all).expect("json");
+    want.push('\n');
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &want).expect("write the fixture");
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{path} differs from the golden log; regenerate with UPDATE_GOLDEN=1"
+    );
+}
