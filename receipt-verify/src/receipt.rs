@@ -687,3 +687,34 @@ fn summarise(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_keys_from_the_key_set_json_or_lines() {
+        let k = "ab".repeat(32);
+        let json = format!(r#"[{{"key_id": "x", "public_key": "{k}"}}]"#);
+        assert_eq!(parse_trusted_keys(&json).ok(), Some(vec![[0xab; 32]]));
+        let lines = format!("# pinned\n{k}\n\n");
+        assert_eq!(parse_trusted_keys(&lines).ok(), Some(vec![[0xab; 32]]));
+        // One spelling only: upper-case hex and short keys are refused.
+        assert!(parse_trusted_keys(&k.to_uppercase()).is_err());
+        assert!(parse_trusted_keys("abcd").is_err());
+    }
+
+    #[test]
+    fn only_the_canonical_bytes_are_a_receipt() {
+        let keys = [[1u8; 32]];
+        for (bytes, want) in [
+            (&b"{\"a\": 1}\n"[..], "not in canonical form"),
+            (&b"{\"a\":1}"[..], "not in canonical form"),
+            (&b"{\"a\":1}\n"[..], "not a version-1 receipt"),
+            (&b"{\"a\":1\n"[..], "not JSON"),
+        ] {
+            let e = verify(bytes, &keys).expect_err("refused");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+}
