@@ -14,24 +14,12 @@ use crate::error::{AttestError, Result};
 pub type Hash = [u8; 32];
 
 /// Upper bound on proof length (a tree of 2^64 leaves needs at most 64 hashes).
-pub const PROOF_LEN_MAX: usize = 64;
+pub use tribune_receipt::merkle::PROOF_LEN_MAX;
 
-/// `SHA-256(0x00 ‖ leaf)`.
-pub fn leaf_hash(leaf: &[u8]) -> Hash {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&[0x00]);
-    ctx.update(leaf);
-    out(ctx)
-}
-
-/// `SHA-256(0x01 ‖ left ‖ right)`.
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&[0x01]);
-    ctx.update(left);
-    ctx.update(right);
-    out(ctx)
-}
+/// `SHA-256(0x00 ‖ leaf)` (the one definition: `tribune_receipt::merkle`).
+pub use tribune_receipt::merkle::leaf_hash;
+/// `SHA-256(0x01 ‖ left ‖ right)` (the one definition: `tribune_receipt::merkle`).
+pub use tribune_receipt::merkle::node_hash;
 
 /// The hash of the empty tree, `SHA-256("")`.
 pub fn empty_root() -> Hash {
@@ -149,6 +137,70 @@ impl MerkleTree {
     }
 }
 
+/// Every level of the tree of the first `size` leaves, for many inclusion proofs at O(log n)
+/// each (a single proof from [`MerkleTree::inclusion_proof`] costs O(n)). Level 0 holds the
+/// leaf hashes; a level's odd last node moves up unchanged, which is RFC 6962's tree.
+#[derive(Debug, Clone)]
+pub struct ProofLevels {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl ProofLevels {
+    /// O(size) hashes and memory (about twice the leaf hashes).
+    pub fn new(tree: &MerkleTree, size: u64) -> Result<Self> {
+        let n = tree.check_size(size)?;
+        let mut levels = vec![tree.leaves[..n].to_vec()];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = &levels[levels.len() - 1];
+            let up: Vec<Hash> = below
+                .chunks(2)
+                .map(|c| {
+                    if c.len() == 2 {
+                        node_hash(&c[0], &c[1])
+                    } else {
+                        c[0]
+                    }
+                })
+                .collect();
+            levels.push(up);
+        }
+        Ok(ProofLevels { levels })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// The root (the empty tree's for size 0).
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(l) if l.len() == 1 => l[0],
+            _ => empty_root(),
+        }
+    }
+
+    /// The audit path of leaf `index`, leaf to root: the same as
+    /// [`MerkleTree::inclusion_proof`].
+    pub fn inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
+        if index >= self.size() {
+            return Err(AttestError::Proof(format!(
+                "index {index} ≥ size {}",
+                self.size()
+            )));
+        }
+        let mut m = index as usize;
+        let mut proof = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = m ^ 1;
+            if sibling < level.len() {
+                proof.push(level[sibling]);
+            }
+            m >>= 1;
+        }
+        Ok(proof)
+    }
+}
+
 /// RFC 6962 §2.1.1 PATH(m, D[n]).
 fn path(m: usize, leaves: &[Hash], proof: &mut Vec<Hash>) {
     let n = leaves.len();
@@ -185,6 +237,8 @@ fn subproof(m: usize, leaves: &[Hash], b: bool, proof: &mut Vec<Hash>) {
 }
 
 /// RFC 9162 §2.1.3.2: verify that `leaf_hash` is at `index` in the tree of `size` with `root`.
+/// The verification is `tribune_receipt`'s (the standalone verifier a tenant builds): one
+/// definition for the controller, `tribune log` and receipts.
 pub fn verify_inclusion(
     leaf_hash: &Hash,
     index: u64,
@@ -192,44 +246,12 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<()> {
-    if index >= size {
-        return Err(AttestError::Proof(format!("index {index} ≥ size {size}")));
-    }
-    if proof.len() > PROOF_LEN_MAX {
-        return Err(AttestError::Proof("proof too long".into()));
-    }
-    let mut f_n = index;
-    let mut s_n = size - 1;
-    let mut r = *leaf_hash;
-    for p in proof {
-        if s_n == 0 {
-            return Err(AttestError::Proof("proof too long for the tree".into()));
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    if s_n != 0 {
-        return Err(AttestError::Proof("proof too short for the tree".into()));
-    }
-    if &r != root {
-        return Err(AttestError::Proof("inclusion: root differs".into()));
-    }
-    Ok(())
+    tribune_receipt::merkle::verify_inclusion(leaf_hash, index, size, proof, root)
+        .map_err(|e| AttestError::Proof(format!("inclusion: {e}")))
 }
 
 /// RFC 9162 §2.1.4.2: verify that the tree of `old_size` with `old_root` is a prefix of the
-/// tree of `new_size` with `new_root`.
+/// tree of `new_size` with `new_root` (`tribune_receipt`'s verification, as above).
 pub fn verify_consistency(
     old_size: u64,
     new_size: u64,
@@ -237,77 +259,8 @@ pub fn verify_consistency(
     new_root: &Hash,
     proof: &[Hash],
 ) -> Result<()> {
-    if old_size > new_size {
-        return Err(AttestError::Proof("old size > new size".into()));
-    }
-    if proof.len() > PROOF_LEN_MAX {
-        return Err(AttestError::Proof("proof too long".into()));
-    }
-    if old_size == new_size {
-        if !proof.is_empty() {
-            return Err(AttestError::Proof("non-empty proof for equal sizes".into()));
-        }
-        return if old_root == new_root {
-            Ok(())
-        } else {
-            Err(AttestError::Proof("equal sizes, different roots".into()))
-        };
-    }
-    if old_size == 0 {
-        // Every tree extends the empty tree; RFC 9162 wants an empty proof.
-        return if proof.is_empty() {
-            Ok(())
-        } else {
-            Err(AttestError::Proof(
-                "non-empty proof from the empty tree".into(),
-            ))
-        };
-    }
-    if proof.is_empty() {
-        return Err(AttestError::Proof("empty proof".into()));
-    }
-    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
-    if old_size.is_power_of_two() {
-        path.push(*old_root);
-    }
-    path.extend_from_slice(proof);
-    let mut f_n = old_size - 1;
-    let mut s_n = new_size - 1;
-    while f_n & 1 == 1 {
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    let mut fr = path[0];
-    let mut sr = path[0];
-    for c in &path[1..] {
-        if s_n == 0 {
-            return Err(AttestError::Proof("proof too long for the trees".into()));
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            sr = node_hash(&sr, c);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    if s_n != 0 {
-        return Err(AttestError::Proof("proof too short for the trees".into()));
-    }
-    if &fr != old_root {
-        return Err(AttestError::Proof("consistency: old root differs".into()));
-    }
-    if &sr != new_root {
-        return Err(AttestError::Proof("consistency: new root differs".into()));
-    }
-    Ok(())
+    tribune_receipt::merkle::verify_consistency(old_size, new_size, old_root, new_root, proof)
+        .map_err(|e| AttestError::Proof(format!("consistency: {e}")))
 }
 
 /// A signed tree head: `(size, root, timestamp)` signed with a controller's ed25519 key over
@@ -492,5 +445,25 @@ mod tests {
             a.verify_extension(&forged, &proof, &key.verifying_key())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn proof_levels_give_the_same_proofs_as_the_recursive_definition() {
+        let mut t = MerkleTree::new();
+        for i in 0..70u32 {
+            t.push(&i.to_be_bytes());
+        }
+        for size in 0..=70u64 {
+            let levels = ProofLevels::new(&t, size).unwrap();
+            assert_eq!(levels.root(), t.root_at(size).unwrap(), "size {size}");
+            for index in 0..size {
+                assert_eq!(
+                    levels.inclusion_proof(index).unwrap(),
+                    t.inclusion_proof(index, size).unwrap(),
+                    "index {index} size {size}"
+                );
+            }
+            assert!(levels.inclusion_proof(size).is_err());
+        }
     }
 }

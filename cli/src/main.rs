@@ -61,6 +61,9 @@ enum Command {
     /// The attestation log: entries, signed tree heads, inclusion and consistency proofs.
     #[command(subcommand)]
     Log(cmd::log::LogCmd),
+    /// Fairness receipts: fetch an enclave's signed receipt; verify one offline.
+    #[command(subcommand)]
+    Receipt(cmd::receipt::ReceiptCmd),
     /// Bearer tokens: create, list, revoke (admins).
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         Command::Host(c) => cmd::resources::host(c, out),
         Command::Attest(c) => cmd::attest::run(c, out),
         Command::Log(c) => cmd::log::run(c, out),
+        Command::Receipt(c) => cmd::receipt::run(c, out),
         Command::Token(c) => cmd::token::run(c, out),
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),

@@ -264,6 +264,14 @@ async fn every_route_and_method_against_every_role() {
             vec!["tenant-globex"],
         ),
         (
+            Method::GET,
+            "/v1/enclaves/ea/receipt".into(),
+            None,
+            &[],
+            vec!["admin", "operator", "auditor", "tenant-acme"],
+            vec!["tenant-globex"],
+        ),
+        (
             Method::PUT,
             "/v1/enclaves/ea".into(),
             Some(&enclave_ea),

@@ -157,6 +157,14 @@ impl LogSigner {
         SignedTreeHead::sign(&self.key, size, timestamp_ms, root)
     }
 
+    /// Signs a receipt's message (`tribune_receipt::receipt::signed_message`: domain-separated
+    /// from tree heads by its `"tribune/receipt/v1"` prefix).
+    pub fn sign_receipt(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        debug_assert!(message.starts_with(tribune_receipt::receipt::DOMAIN));
+        self.key.sign(message).to_bytes()
+    }
+
     pub fn cached_root(&self, size: u64) -> Option<Hash> {
         let c = self.root_cache.lock().unwrap_or_else(|p| p.into_inner());
         c.filter(|(s, _)| *s == size).map(|(_, r)| r)

@@ -1,5 +1,5 @@
 use super::*;
-use tribune_controller::state::{OverLimit, Refusal};
+use tribune_controller::state::{LeafFormat, OverLimit, Refusal};
 
 fn digest(first_seq: u64, last_seq: u64) -> LogDetail {
     LogDetail::UsageDigest(UsageDigest {
@@ -11,11 +11,11 @@ fn digest(first_seq: u64, last_seq: u64) -> LogDetail {
         head: String::new(),
         samples_root: String::new(),
         checkpoint: String::new(),
-        cpu_millicores_avg: 0.0,
+        cpu_millicores_avg: 0,
         mem_bytes_max: 0,
         net_tx_bytes: 0,
         net_rx_bytes: 0,
-        divergence_pct_max: 0.0,
+        divergence_bp_max: 0,
         replayed: false,
         unaccounted_from: None,
     })
@@ -27,6 +27,7 @@ fn entry(index: u64, detail: LogDetail) -> LogEntry {
         at_ms: 0,
         subject: "e".into(),
         detail,
+        format: LeafFormat::CURRENT,
     }
 }
 
@@ -39,7 +40,7 @@ fn only_usage_digests_count_and_each_counts_its_span() {
         entry(
             3,
             LogDetail::Violation(ViolationDetail::OverLimit(OverLimit {
-                cpu_millicores: Some(1.0),
+                cpu_millicores: Some(1),
                 limit_cpu_millicores: Some(1),
                 seq: Some(30),
                 window_end_ms: Some(1),

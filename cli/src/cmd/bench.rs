@@ -107,6 +107,43 @@ pub enum BenchCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// A fairness receipt for one enclave: its size and its offline verification time, for a
+    /// period of real signed checkpoints (in process; no cluster).
+    Receipt {
+        /// Length of the period, seconds (one checkpoint a second).
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        /// Usage reports per second.
+        #[arg(long, default_value_t = 10)]
+        reports_per_second: u32,
+        /// Verifications timed (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+/// `tribune bench receipt`.
+fn receipt(
+    seconds: u64,
+    reports_per_second: u32,
+    rounds: u32,
+    format: Format,
+) -> anyhow::Result<()> {
+    let f = tribune_bench::receipt::run(seconds, reports_per_second, rounds)?;
+    if format == Format::Table {
+        println!(
+            "receipt for {} s of one enclave at {} Hz: {} log entries ({} usage windows), {} bytes; assembled and signed in {:.1} ms; verified offline in {:.1} ms (median of {rounds}, max {:.1} ms)",
+            f.seconds,
+            f.reports_per_second,
+            f.receipt_entries,
+            f.windows,
+            f.receipt_bytes,
+            f.assemble_ms,
+            f.verify_ms_median,
+            f.verify_ms_max
+        );
+    }
+    result_line(format, &serde_json::to_value(&f)?)
 }
 
 fn goal_line(name: &str, met: bool, detail: &str) {
@@ -131,6 +168,14 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the tribune binary")?;
     super::client::runtime()?.block_on(async move {
         match cmd {
+            BenchCmd::Receipt {
+                seconds,
+                reports_per_second,
+                rounds,
+            } => {
+                receipt(seconds, reports_per_second, rounds, format)?;
+                Ok(ExitCode::SUCCESS)
+            }
             BenchCmd::Writes {
                 clients,
                 seconds,

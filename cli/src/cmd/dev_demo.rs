@@ -210,7 +210,7 @@ pub fn describe(e: &LogEntry, attested: &mut std::collections::HashSet<String>) 
         LogDetail::Verdict(v) => format!("evidence REFUSED: {}", v.reasons.join("; ")),
         LogDetail::Violation(ViolationDetail::OverLimit(o)) => format!(
             "over its limit: {} millicores > {} (report seq {})",
-            o.cpu_millicores.map_or("?".into(), |c| format!("{c:?}")),
+            o.cpu_millicores.map_or("?".into(), |c| c.to_string()),
             shown(o.limit_cpu_millicores),
             shown(o.seq)
         ),

@@ -371,7 +371,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                     .map(|e| {
                         json!({"index": e.entry.index, "at_ms": e.entry.at_ms,
                             "kind": e.entry.kind().as_str(), "subject": e.entry.subject,
-                            "leaf": short(&e.leaf_hash), "detail": e.entry.detail.to_value().to_string()})
+                            "leaf": short(&e.leaf_hash), "detail": e.entry.detail_value().to_string()})
                     })
                     .collect();
                 client.print(
@@ -463,7 +463,7 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                 );
                 println!(
                     "detail      {}",
-                    output::cell(&e.entry.detail.to_value().to_string())
+                    output::cell(&e.entry.detail_value().to_string())
                 );
                 println!(
                     "leaf hash   {} (recomputed from the entry)",

@@ -16,6 +16,7 @@ pub mod log;
 pub mod output;
 pub mod policy;
 pub mod policy_lang;
+pub mod receipt;
 pub mod resources;
 #[cfg(test)]
 pub mod test_env;

@@ -90,6 +90,18 @@ pub(super) async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
                 vec!["tenant-globex"],
             ),
             (
+                "GetEnclaveReceipt",
+                g.get_enclave_receipt(pb::EnclaveReceiptRequest {
+                    enclave: "ea".into(),
+                    from_ms: None,
+                    to_ms: None,
+                })
+                .await
+                .map(drop),
+                vec!["admin", "operator", "auditor", "tenant-acme"],
+                vec!["tenant-globex"],
+            ),
+            (
                 "ListHosts",
                 g.list_hosts(pb::ListRequest { stale: false })
                     .await

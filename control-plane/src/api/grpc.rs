@@ -10,7 +10,7 @@ use super::log;
 use super::problem::Problem;
 use super::service::Api;
 use crate::auth::Principal;
-use crate::state::{Enclave, Expect, Host, Policy, Resources};
+use crate::state::{Enclave, Expect, Host, LeafFormat, Policy, Resources};
 
 pub struct ControlServer {
     pub api: Arc<Api>,
@@ -178,6 +178,28 @@ impl ControlService for ControlServer {
         )))
     }
 
+    async fn get_enclave_receipt(
+        &self,
+        req: Request<pb::EnclaveReceiptRequest>,
+    ) -> Result<Response<pb::EnclaveReceipt>, Status> {
+        let who = self.who(&req)?;
+        let r = req.get_ref();
+        let receipt = self
+            .api
+            .enclave_receipt(
+                &who,
+                &r.enclave,
+                super::receipt::ReceiptQuery {
+                    from: r.from_ms,
+                    to: r.to_ms,
+                },
+            )
+            .await?;
+        let receipt_json = tribune_receipt::receipt::to_file_bytes(&receipt)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::EnclaveReceipt { receipt_json }))
+    }
+
     async fn list_hosts(
         &self,
         req: Request<pb::ListRequest>,
@@ -251,11 +273,15 @@ impl ControlService for ControlServer {
                 .entries
                 .into_iter()
                 .map(|e| pb::LogEntryInfo {
+                    detail_json: e.entry.detail_value().to_string(),
                     index: e.entry.index,
                     at_ms: e.entry.at_ms,
                     kind: e.entry.kind().as_str().to_string(),
                     subject: e.entry.subject,
-                    detail_json: e.entry.detail.to_value().to_string(),
+                    leaf_format: match e.entry.format {
+                        LeafFormat::V1 => 0,
+                        f => f.number() as u32,
+                    },
                     leaf_hash: e.leaf_hash,
                 })
                 .collect(),

@@ -144,6 +144,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/enclaves", get(list_enclaves))
         .route("/v1/enclaves/{id}", get(get_enclave).put(put_enclave))
         .route("/v1/enclaves/{id}/status", get(enclave_status))
+        .route("/v1/enclaves/{id}/receipt", get(enclave_receipt))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}", axum::routing::put(put_host))
         .route("/v1/cluster", get(cluster))
@@ -422,6 +423,24 @@ async fn enclave_status(
     ApiQuery(q): ApiQuery<ReadOpts>,
 ) -> Result<Response, Problem> {
     Ok(Json(api.enclave_status(&who, &id, q.stale).await?).into_response())
+}
+
+/// A signed fairness receipt (`docs/receipts.md`): canonical JSON, as `tribune receipt verify`
+/// and `tribune_receipt::verify` read it.
+async fn enclave_receipt(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<super::receipt::ReceiptQuery>,
+) -> Result<Response, Problem> {
+    let r = api.enclave_receipt(&who, &id, q).await?;
+    let bytes = tribune_receipt::receipt::to_file_bytes(&r)
+        .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn put_enclave(

@@ -6,5 +6,6 @@ pub mod grpc;
 pub mod http;
 pub mod log;
 pub mod problem;
+pub mod receipt;
 pub mod service;
 pub mod tokens;

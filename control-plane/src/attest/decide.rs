@@ -404,7 +404,8 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
             if pass.over_since.is_some() && prev.over_since_ms.is_none() {
                 log.push(LogDetail::Violation(ViolationDetail::OverLimit(
                     OverLimit {
-                        cpu_millicores: usage.map(|u| u.0.round()),
+                        // Whole millicores (`as` saturates; usage is never negative).
+                        cpu_millicores: usage.map(|u| u.0.max(0.0).round() as u64),
                         limit_cpu_millicores: effective_limit,
                         seq: usage.map(|u| u.1),
                         window_end_ms: usage.map(|u| u.2),

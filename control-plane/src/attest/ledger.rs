@@ -224,18 +224,28 @@ fn digest_of(
         head: hex::encode(cp.head),
         samples_root: hex::encode(root_of(&leaves)),
         checkpoint: hex::encode(cp.encode()),
-        cpu_millicores_avg: (span
-            .iter()
-            .map(|(r, _)| rates_of(r).cpu_millicores)
-            .sum::<f64>()
-            / n)
-            .round(),
+        // Whole millicores and basis points: the log's leaves hold no floats (leaf format 2).
+        cpu_millicores_avg: whole(
+            span.iter()
+                .map(|(r, _)| rates_of(r).cpu_millicores)
+                .sum::<f64>()
+                / n,
+        ),
         mem_bytes_max: span.iter().map(|(r, _)| r.mem_bytes).max().unwrap_or(0),
         net_tx_bytes: span.iter().map(|(r, _)| r.net_tx_bytes).sum(),
         net_rx_bytes: span.iter().map(|(r, _)| r.net_rx_bytes).sum(),
-        divergence_pct_max: span.iter().map(|(_, d)| *d).fold(0.0, f64::max).round(),
+        divergence_bp_max: whole(span.iter().map(|(_, d)| *d).fold(0.0, f64::max) * 100.0),
         replayed,
         unaccounted_from,
+    }
+}
+
+/// A non-negative quantity rounded to a whole number (NaN and negatives are 0; `as` saturates).
+fn whole(x: f64) -> u64 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else {
+        x.round() as u64
     }
 }
 

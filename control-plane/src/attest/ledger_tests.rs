@@ -124,7 +124,7 @@ fn fresh_reports_are_observed_and_a_checkpoint_confirms_them() {
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].first_seq, d[0].last_seq), (1, 10));
     assert_eq!(d[0].unaccounted_from, None);
-    assert_eq!(d[0].cpu_millicores_avg, 500.0);
+    assert_eq!(d[0].cpu_millicores_avg, 500);
     assert_eq!(f.confirmed(), 10);
     assert_eq!(f.ledger.accounting_broken_since(NAME), None);
 }

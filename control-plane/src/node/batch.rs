@@ -84,7 +84,7 @@ pub(super) async fn batch_writes(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let (cmds, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
             let n = cmds.len();
-            let result = raft.client_write(Request(cmds)).await;
+            let result = raft.client_write(Request::new(cmds)).await;
             drop(permit);
             match result {
                 Ok(resp) => {

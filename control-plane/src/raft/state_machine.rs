@@ -183,7 +183,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => replies.push(Response::default()),
                     EntryPayload::Normal(req) => {
                         replies.push(Response(
-                            req.0.into_iter().map(|cmd| state.apply(cmd)).collect(),
+                            req.commands
+                                .into_iter()
+                                .map(|cmd| state.apply_in(req.leaf_format, cmd))
+                                .collect(),
                         ));
                     }
                     EntryPayload::Membership(m) => {

@@ -14,6 +14,7 @@ use tribune_attest::TeeKind;
 use tribune_policy::AttestViolation;
 use tribune_tls::UserRole;
 
+use super::leaf_format::{LeafFormat, OverLimitV1, UsageDigestV1};
 use super::{EnclaveState, LogEntryKind, Resources, Step, UsageDigest};
 
 /// The detail of a log entry. Its kind is [`LogDetail::kind`]; in JSON the kind and the
@@ -73,11 +74,13 @@ pub enum ViolationDetail {
     Refused(Refusal),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverLimit {
-    /// The enclave's usage in the window that went over (whole millicores, as a float).
-    pub cpu_millicores: Option<f64>,
+    /// The enclave's usage in the window that went over, whole millicores (leaf format 1 wrote
+    /// it as a float: `state/leaf_format.rs`).
+    #[serde(deserialize_with = "super::leaf_format::whole::option")]
+    pub cpu_millicores: Option<u64>,
     /// The effective limit (policy limit plus what the enclave borrows).
     pub limit_cpu_millicores: Option<u64>,
     /// Seq of the report that went over.
@@ -316,35 +319,51 @@ impl LogDetail {
         }
     }
 
-    /// The detail object as it appears in the entry's JSON (without the kind).
+    /// The detail object as a new entry writes it (leaf format 2), without the kind.
     pub fn to_value(&self) -> Value {
-        // These types serialise to JSON without fail (string keys, no custom serialisers
-        // that can refuse); the fallback is never taken.
-        serde_json::to_value(Body(self)).unwrap_or(Value::Null)
+        self.to_value_as(LeafFormat::CURRENT)
     }
 
-    /// The detail of an entry of `kind` from its JSON object. Refuses an object that is not
-    /// exactly this kind's shape — one that would serialise back differently (an unknown or
-    /// missing field, a different number form) — since its leaf would change.
-    pub fn from_value(kind: LogEntryKind, v: Value) -> Result<Self, DetailError> {
+    /// The detail object as an entry of `format` writes it, without the kind.
+    pub fn to_value_as(&self, format: LeafFormat) -> Value {
+        // These types serialise to JSON without fail (string keys, no custom serialisers
+        // that can refuse); the fallback is never taken.
+        serde_json::to_value(Body(self, format)).unwrap_or(Value::Null)
+    }
+
+    /// The detail of an entry of `kind` and `format` from its JSON object. Refuses an object
+    /// that is not exactly this kind's shape in that format — one that would serialise back
+    /// differently (an unknown or missing field, a different number form) — since its leaf
+    /// would change.
+    pub fn from_value_as(
+        kind: LogEntryKind,
+        format: LeafFormat,
+        v: Value,
+    ) -> Result<Self, DetailError> {
         let tagged = serde_json::json!({ "kind": kind, "detail": &v });
         let d: LogDetail = serde_json::from_value(tagged).map_err(|source| DetailError::Shape {
             kind: kind.as_str(),
             source,
         })?;
-        let canonical = d.to_value();
+        let canonical = d.to_value_as(format);
         if canonical != v {
             return Err(DetailError::NotCanonical {
                 kind: kind.as_str(),
+                format: format.number(),
                 canonical: canonical.to_string(),
             });
         }
         Ok(d)
     }
 
+    /// [`Self::from_value_as`] for the current leaf format.
+    pub fn from_value(kind: LogEntryKind, v: Value) -> Result<Self, DetailError> {
+        Self::from_value_as(kind, LeafFormat::CURRENT, v)
+    }
+
     /// About how many bytes the detail takes as JSON.
     pub fn approx_bytes(&self) -> usize {
-        serde_json::to_vec(&Body(self)).map_or(0, |b| b.len())
+        serde_json::to_vec(&Body(self, LeafFormat::CURRENT)).map_or(0, |b| b.len())
     }
 }
 
@@ -358,20 +377,30 @@ pub enum DetailError {
         source: serde_json::Error,
     },
     #[error(
-        "the detail of a {kind} entry does not serialise back to the same JSON (its canonical \
-         form: {canonical}), so its leaf would change"
+        "the detail of a {kind} entry does not serialise back to the same JSON in leaf format \
+         {format} (its canonical form: {canonical}), so its leaf would change"
     )]
     NotCanonical {
         kind: &'static str,
+        format: u64,
         canonical: String,
     },
 }
 
-/// The detail object alone (the variant's content, untagged).
-pub(super) struct Body<'a>(pub(super) &'a LogDetail);
+/// The detail object alone (the variant's content, untagged), in a leaf format.
+pub(super) struct Body<'a>(pub(super) &'a LogDetail, pub(super) LeafFormat);
 
 impl Serialize for Body<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.1 == LeafFormat::V1 {
+            match self.0 {
+                LogDetail::UsageDigest(d) => return UsageDigestV1::from(d).serialize(s),
+                LogDetail::Violation(ViolationDetail::OverLimit(o)) => {
+                    return OverLimitV1::from(o).serialize(s);
+                }
+                _ => {}
+            }
+        }
         match self.0 {
             LogDetail::Verdict(d) => d.serialize(s),
             LogDetail::Violation(d) => d.serialize(s),
@@ -389,21 +418,30 @@ impl Serialize for Body<'_> {
 }
 
 /// `[[kind, detail], …]`: how a list of details travels in a command
-/// ([`super::Enforcement::log`]), as it always has.
+/// ([`super::Enforcement::log`]), as it always has. Written in the current leaf format; read in
+/// either (a Raft entry written before format 2 holds format 1's floats).
 pub(super) mod pairs {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_json::Value;
 
-    use super::{Body, LogDetail, LogEntryKind};
+    use super::{Body, LeafFormat, LogDetail, LogEntryKind};
 
     pub fn serialize<S: Serializer>(details: &[LogDetail], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(details.iter().map(|d| (d.kind(), Body(d))))
+        s.collect_seq(
+            details
+                .iter()
+                .map(|d| (d.kind(), Body(d, LeafFormat::CURRENT))),
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LogDetail>, D::Error> {
         Vec::<(LogEntryKind, Value)>::deserialize(d)?
             .into_iter()
-            .map(|(kind, v)| LogDetail::from_value(kind, v).map_err(serde::de::Error::custom))
+            .map(|(kind, v)| {
+                LogDetail::from_value_as(kind, LeafFormat::CURRENT, v.clone())
+                    .or_else(|_| LogDetail::from_value_as(kind, LeafFormat::V1, v))
+                    .map_err(serde::de::Error::custom)
+            })
             .collect()
     }
 }

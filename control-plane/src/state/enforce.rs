@@ -99,8 +99,11 @@ pub struct VerdictCmd {
     pub attestation: Attestation,
 }
 
-/// The digest of one checkpointed span of an enclave's usage reports.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The digest of one checkpointed span of an enclave's usage reports. Float-free (leaf format
+/// 2); it also reads format 1's shape, whose floats it converts exactly
+/// (`state/leaf_format.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UsageDigestWire")]
 pub struct UsageDigest {
     pub enclave: String,
     /// Hex ed25519 key the checkpoint verified under.
@@ -115,13 +118,14 @@ pub struct UsageDigest {
     pub samples_root: String,
     /// Hex of the signed checkpoint (162 bytes): verifiable by anyone with the key.
     pub checkpoint: String,
-    /// Summary of the span, enclave view.
-    pub cpu_millicores_avg: f64,
+    /// Summary of the span, enclave view: average CPU in whole millicores.
+    pub cpu_millicores_avg: u64,
     pub mem_bytes_max: u64,
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
-    /// Largest divergence of the enclave's view from the host's, percent.
-    pub divergence_pct_max: f64,
+    /// Largest divergence of the enclave's view from the host's, in basis points (1/100 of a
+    /// percent; 10 000 = 100 %).
+    pub divergence_bp_max: u64,
     /// true when the span was replayed from an agent's buffer after a controller change.
     #[serde(default)]
     pub replayed: bool,
@@ -130,6 +134,73 @@ pub struct UsageDigest {
     /// itself is verified by its own checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unaccounted_from: Option<u64>,
+}
+
+/// A usage digest as JSON holds it: format 2 (`divergence_bp_max`, integers) or format 1
+/// (`divergence_pct_max`, floats).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageDigestWire {
+    enclave: String,
+    key: String,
+    first_seq: u64,
+    last_seq: u64,
+    prev_head: String,
+    head: String,
+    samples_root: String,
+    checkpoint: String,
+    #[serde(deserialize_with = "super::leaf_format::whole::required")]
+    cpu_millicores_avg: u64,
+    mem_bytes_max: u64,
+    net_tx_bytes: u64,
+    net_rx_bytes: u64,
+    #[serde(default)]
+    divergence_bp_max: Option<u64>,
+    #[serde(default)]
+    divergence_pct_max: Option<f64>,
+    #[serde(default)]
+    replayed: bool,
+    #[serde(default)]
+    unaccounted_from: Option<u64>,
+}
+
+impl TryFrom<UsageDigestWire> for UsageDigest {
+    type Error = String;
+
+    fn try_from(w: UsageDigestWire) -> Result<Self, String> {
+        let divergence_bp_max = match (w.divergence_bp_max, w.divergence_pct_max) {
+            (Some(bp), None) => bp,
+            // Format 1: percent. Whole or two-decimal percents convert exactly; the leaf check
+            // (`LogDetail::from_value`) refuses any other.
+            (None, Some(pct)) => super::leaf_format::whole_from_f64(
+                (pct * 100.0).round(),
+                "usage digest divergence_pct_max × 100",
+            )?,
+            (Some(_), Some(_)) => {
+                return Err(
+                    "a usage digest has both divergence_bp_max and divergence_pct_max".into(),
+                );
+            }
+            (None, None) => return Err("a usage digest lacks divergence_bp_max".into()),
+        };
+        Ok(UsageDigest {
+            enclave: w.enclave,
+            key: w.key,
+            first_seq: w.first_seq,
+            last_seq: w.last_seq,
+            prev_head: w.prev_head,
+            head: w.head,
+            samples_root: w.samples_root,
+            checkpoint: w.checkpoint,
+            cpu_millicores_avg: w.cpu_millicores_avg,
+            mem_bytes_max: w.mem_bytes_max,
+            net_tx_bytes: w.net_tx_bytes,
+            net_rx_bytes: w.net_rx_bytes,
+            divergence_bp_max,
+            replayed: w.replayed,
+            unaccounted_from: w.unaccounted_from,
+        })
+    }
 }
 
 /// One enforcement decision for one enclave.
@@ -381,11 +452,11 @@ mod tests {
             head: "h".into(),
             samples_root: String::new(),
             checkpoint: String::new(),
-            cpu_millicores_avg: 0.0,
+            cpu_millicores_avg: 0,
             mem_bytes_max: 0,
             net_tx_bytes: 0,
             net_rx_bytes: 0,
-            divergence_pct_max: 0.0,
+            divergence_bp_max: 0,
             replayed: false,
             unaccounted_from: from,
         }

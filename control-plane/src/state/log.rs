@@ -2,9 +2,10 @@
 //! them (DESIGN.md §3, §6.2).
 //!
 //! Leaf `i` of the tree is the entry's canonical bytes ([`LogEntry::leaf_bytes`]): the compact
-//! JSON of `{"at_ms", "detail", "index", "kind", "subject"}` with every object's keys sorted
-//! bytewise; the detail is typed per kind ([`LogDetail`], `state/detail.rs`) and serialises to
-//! the same objects the log has always held. The tree itself is not serialised: it is a pure
+//! JSON of `{"at_ms", "detail", "index", "kind", "leaf_format", "subject"}` (no `leaf_format`
+//! in format 1) with every object's keys sorted bytewise; the detail is typed per kind
+//! ([`LogDetail`], `state/detail.rs`) and written in the entry's leaf format
+//! (`state/leaf_format.rs`: format 2 is float-free, format 1 is what old entries hold). The tree itself is not serialised: it is a pure
 //! function of the entries and is rebuilt whenever the log is deserialised (snapshot install,
 //! restart), so every replica holds the same tree for the same entries. Signing tree heads is
 //! the controllers' business (`crate::log_key`); this module stays pure.
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tribune_attest::merkle::{Hash, MerkleTree};
 
 use super::detail::{Body, LogDetail};
+use super::leaf_format::LeafFormat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,13 +80,16 @@ impl LogEntryKind {
 }
 
 /// One log entry. Its Merkle leaf is [`LogEntry::leaf_bytes`]; its kind is its detail's
-/// ([`LogEntry::kind`]). JSON: `{"index", "at_ms", "kind", "subject", "detail"}`.
+/// ([`LogEntry::kind`]). JSON: `{"index", "at_ms", "kind", "subject", "detail"}` plus
+/// `"leaf_format": 2` for a float-free entry (absent: format 1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogEntry {
     pub index: u64,
     pub at_ms: i64,
     pub subject: String,
     pub detail: LogDetail,
+    /// How the leaf is written; fixed when the entry is appended.
+    pub format: LeafFormat,
 }
 
 impl LogEntry {
@@ -92,21 +97,33 @@ impl LogEntry {
         self.detail.kind()
     }
 
-    /// The canonical leaf bytes: compact JSON of `{at_ms, detail, index, kind, subject}`,
-    /// object keys sorted bytewise at every depth, strings and numbers as `serde_json` writes
-    /// them. Stable across a JSON round trip, so a client that fetched the entry as JSON
-    /// recomputes the same bytes.
+    /// The detail object as this entry's leaf holds it.
+    pub fn detail_value(&self) -> Value {
+        self.detail.to_value_as(self.format)
+    }
+
+    /// The canonical leaf bytes: compact JSON of `{at_ms, detail, index, kind, leaf_format,
+    /// subject}` (format 1: no `leaf_format`), object keys sorted bytewise at every depth,
+    /// strings and numbers as `serde_json` writes them (format 2 holds integers only). Stable
+    /// across a JSON round trip, so a client that fetched the entry as JSON recomputes the same
+    /// bytes.
     pub fn leaf_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(b"{\"at_ms\":");
         out.extend_from_slice(self.at_ms.to_string().as_bytes());
         out.extend_from_slice(b",\"detail\":");
-        write_canonical(&self.detail.to_value(), &mut out);
+        write_canonical(&self.detail_value(), &mut out);
         out.extend_from_slice(b",\"index\":");
         out.extend_from_slice(self.index.to_string().as_bytes());
         out.extend_from_slice(b",\"kind\":\"");
         out.extend_from_slice(self.kind().as_str().as_bytes());
-        out.extend_from_slice(b"\",\"subject\":");
+        if self.format != LeafFormat::V1 {
+            out.extend_from_slice(b"\",\"leaf_format\":");
+            out.extend_from_slice(self.format.number().to_string().as_bytes());
+            out.extend_from_slice(b",\"subject\":");
+        } else {
+            out.extend_from_slice(b"\",\"subject\":");
+        }
         write_json_string(&self.subject, &mut out);
         out.push(b'}');
         out
@@ -120,12 +137,16 @@ impl LogEntry {
 
 impl Serialize for LogEntry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut e = s.serialize_struct("LogEntry", 5)?;
+        let v1 = self.format == LeafFormat::V1;
+        let mut e = s.serialize_struct("LogEntry", if v1 { 5 } else { 6 })?;
         e.serialize_field("index", &self.index)?;
         e.serialize_field("at_ms", &self.at_ms)?;
         e.serialize_field("kind", &self.kind())?;
         e.serialize_field("subject", &self.subject)?;
-        e.serialize_field("detail", &Body(&self.detail))?;
+        e.serialize_field("detail", &Body(&self.detail, self.format))?;
+        if !v1 {
+            e.serialize_field("leaf_format", &self.format)?;
+        }
         e.end()
     }
 }
@@ -139,12 +160,26 @@ struct EntryWire {
     kind: LogEntryKind,
     subject: String,
     detail: Value,
+    /// Absent in format 1.
+    #[serde(default)]
+    leaf_format: Option<LeafFormat>,
 }
 
 impl<'de> Deserialize<'de> for LogEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = EntryWire::deserialize(d)?;
-        let detail = LogDetail::from_value(w.kind, w.detail).map_err(|e| {
+        // Format 1 is written without the field; `"leaf_format": 1` would be another leaf.
+        let format = match w.leaf_format {
+            None => LeafFormat::V1,
+            Some(LeafFormat::V1) => {
+                return Err(serde::de::Error::custom(format!(
+                    "attestation log entry {}: leaf format 1 is written without a leaf_format field",
+                    w.index
+                )));
+            }
+            Some(f) => f,
+        };
+        let detail = LogDetail::from_value_as(w.kind, format, w.detail).map_err(|e| {
             serde::de::Error::custom(format!("attestation log entry {}: {e}", w.index))
         })?;
         Ok(LogEntry {
@@ -152,6 +187,7 @@ impl<'de> Deserialize<'de> for LogEntry {
             at_ms: w.at_ms,
             subject: w.subject,
             detail,
+            format,
         })
     }
 }
@@ -227,6 +263,10 @@ pub struct AttestationLog {
     tree: MerkleTree,
     #[serde(skip)]
     by_leaf: HashMap<Hash, u64>,
+    /// The leaf format [`Self::append`] writes: the current Raft entry's
+    /// (`State::apply_in`); not part of the log's state.
+    #[serde(skip)]
+    pub(super) writing: LeafFormat,
 }
 
 /// The serialised form: entries only. (Entries written before the Merkle tree carried
@@ -278,6 +318,7 @@ impl AttestationLog {
             at_ms,
             subject: subject.to_string(),
             detail,
+            format: self.writing,
         });
         index
     }

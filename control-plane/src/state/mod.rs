@@ -6,6 +6,7 @@
 
 mod detail;
 mod enforce;
+mod leaf_format;
 mod log;
 mod plan_version;
 mod types;
@@ -20,6 +21,7 @@ pub use enforce::{
     Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
     VerdictCmd,
 };
+pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
@@ -243,7 +245,17 @@ fn precondition(what: &str, current: Option<u64>, expect: Expect) -> Result<(), 
 }
 
 impl State {
-    /// Applies one command. Deterministic: the same state and command give the same result on
+    /// Applies one command of a Raft entry written in leaf format `format`: the log entries it
+    /// appends are written in that format (a Raft entry from before format 2 replays into the
+    /// same format-1 leaves it wrote then).
+    pub fn apply_in(&mut self, format: LeafFormat, cmd: Command) -> Outcome {
+        let was = std::mem::replace(&mut self.log.writing, format);
+        let out = self.apply(cmd);
+        self.log.writing = was;
+        out
+    }
+
+    /// Applies one command, appending log entries in the current leaf format. Deterministic: the same state and command give the same result on
     /// every replica. A failed precondition changes nothing.
     pub fn apply(&mut self, cmd: Command) -> Outcome {
         match cmd {

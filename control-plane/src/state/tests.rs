@@ -214,7 +214,7 @@ fn leaf_bytes_are_canonical_json_with_sorted_keys() {
     let e = &log.entries[0];
     assert_eq!(
         String::from_utf8(e.leaf_bytes()).expect("utf-8"),
-        r#"{"at_ms":-3,"detail":{"actor":"é","attestation_status":"a\nb","capacity":{"cpu_millicores":2500,"egress_bits_per_sec":0,"gpu_percent":0,"ingress_bits_per_sec":0,"memory_bytes":1},"op":"put","tee":"tdx"},"index":0,"kind":"host_change","subject":"e\"1"}"#
+        r#"{"at_ms":-3,"detail":{"actor":"é","attestation_status":"a\nb","capacity":{"cpu_millicores":2500,"egress_bits_per_sec":0,"gpu_percent":0,"ingress_bits_per_sec":0,"memory_bytes":1},"op":"put","tee":"tdx"},"index":0,"kind":"host_change","leaf_format":2,"subject":"e\"1"}"#
     );
     // Through the API's JSON and back: the same bytes.
     let back: LogEntry =
@@ -328,11 +328,11 @@ fn log_costs() {
                 head: "01".repeat(32),
                 samples_root: "ab".repeat(32),
                 checkpoint: "23".repeat(162),
-                cpu_millicores_avg: 250.0,
+                cpu_millicores_avg: 250,
                 mem_bytes_max: 1 << 26,
                 net_tx_bytes: i,
                 net_rx_bytes: 0,
-                divergence_pct_max: 0.5,
+                divergence_bp_max: 50,
                 replayed: false,
                 unaccounted_from: None,
             }),
