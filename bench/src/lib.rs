@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod ingest;
 pub mod memory;
 pub mod proc;
+pub mod schedule;
 pub mod stats;
 
 use std::future::Future;
