@@ -159,9 +159,9 @@ fn score(h: &HostState, spec: &EnclaveSpec) -> (i64, i64, i64) {
         .max()
         .unwrap_or(0) as i64;
     match spec.strategy {
-        // Fullest first (by the average share), less the capacity it would strand; then the
-        // less loaded.
-        Strategy::BinPack => (imbalance / 2 - average, load, imbalance),
+        // Best fit: the host left fullest (by its dominant share) after placing; among equals
+        // the one whose resources stay balanced (less stranded), then the less loaded.
+        Strategy::BinPack => (-dominant, imbalance - average, load),
         // Emptiest first, by reservation and by measured load alike.
         Strategy::Spread => (dominant.max(load), imbalance, dominant),
     }

@@ -107,20 +107,20 @@ fn bin_packing_fills_the_fuller_host_and_spreading_the_emptier() {
 }
 
 #[test]
-fn bin_packing_avoids_stranding_one_resource() {
-    // h1 is CPU-heavy already: a CPU-heavy enclave there would strand its memory. The
-    // memory-heavy host is the better fit though h1 is fuller by its dominant share.
+fn bin_packing_prefers_the_balanced_host_among_equally_full_ones() {
+    // After placing, both hosts are 75% full by CPU; on h1 its memory would stay 10% used
+    // (stranded behind the CPU), on h2 it is 70% used. h2 is the better fit.
     let v = view(
         vec![
             host("h1", cores_mib(4000, 4096)),
             host("h2", cores_mib(4000, 4096)),
         ],
         vec![
-            on("h1", spec("cpu", cores_mib(2400, 256))),
-            on("h2", spec("mem", cores_mib(400, 2048))),
+            on("h1", spec("cpu", cores_mib(2000, 256))),
+            on("h2", spec("mem", cores_mib(2000, 2700))),
         ],
     );
-    let s = spec("cpu2", cores_mib(1200, 128));
+    let s = spec("x", cores_mib(1000, 150));
     assert_eq!(choose(&v, &s, fresh()).expect("fits"), "h2");
 }
 
