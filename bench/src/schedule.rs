@@ -6,15 +6,12 @@
 //! same cluster and enclaves on every machine), sized so the enclaves ask for about 80% of
 //! the cluster's CPU.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tribune_attest::TeeKind;
 use tribune_migration::first_fit::{Quality, first_fit, quality, smallest};
-use tribune_migration::{
-    ClusterView, Demand, EnclaveSpec, Freshness, HostView, Schedulable, Strategy, place_all,
-};
+use tribune_migration::synthetic::{NOW_MS, Sizes, workload};
+use tribune_migration::{ClusterView, Freshness, place_all};
 
 use crate::Summary;
 
@@ -45,6 +42,8 @@ pub struct Run {
     pub placed: usize,
     pub unplaced: usize,
     pub hosts_used: usize,
+    /// Cores of the hosts in use.
+    pub cores_in_use: f64,
     pub stranded_cores: f64,
     pub stranded_gib: f64,
     pub free_cores: f64,
@@ -62,104 +61,13 @@ pub struct ScheduleResult {
     pub first_fit: Run,
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
-}
-
-const NOW_MS: i64 = 1_800_000_000_000;
-
-/// The generated cluster and workload.
-pub fn workload(cfg: &ScheduleConfig) -> (Vec<HostView>, Vec<EnclaveSpec>) {
-    let mut rng = Rng(cfg.seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let gib = 1u64 << 30;
-    let shapes = [
-        (8_000, 32 * gib),
-        (16_000, 64 * gib),
-        (32_000, 128 * gib),
-        (16_000, 128 * gib),
-    ];
-    let hosts: Vec<HostView> = (0..cfg.hosts)
-        .map(|i| {
-            let (cpu, mem) = rng.pick(&shapes);
-            let mut labels = BTreeMap::new();
-            labels.insert("zone".to_string(), format!("z{}", i % 3));
-            HostView {
-                id: format!("host-{i:05}"),
-                capacity: Demand {
-                    cpu_millicores: cpu,
-                    memory_bytes: mem,
-                    ..Demand::ZERO
-                },
-                load: Demand {
-                    cpu_millicores: rng.next() % (cpu / 2),
-                    ..Demand::ZERO
-                },
-                tee: TeeKind::Sim,
-                tee_generation: 1,
-                trusted: true,
-                verified_at_ms: NOW_MS - 1000,
-                labels,
-                schedulable: Schedulable::Ready,
-            }
-        })
-        .collect();
-    let total_cpu: u64 = hosts.iter().map(|h| h.capacity.cpu_millicores).sum();
-    // Enclave shapes: CPU-heavy, memory-heavy and balanced, quarter cores up.
-    let cpu_choices = [250u64, 500, 1000, 2000, 4000];
-    let mem_per_core = [1u64, 2, 4, 8];
-    let mut specs = Vec::with_capacity(cfg.enclaves);
-    let budget = total_cpu * 8 / 10;
-    let per = budget / cfg.enclaves.max(1) as u64;
-    for i in 0..cfg.enclaves {
-        let mut cpu = rng.pick(&cpu_choices);
-        // Keep the mean near the budget per enclave.
-        while cpu > 2 * per.max(250) && cpu > 250 {
-            cpu /= 2;
-        }
-        let mem = (cpu * rng.pick(&mem_per_core) * gib / 1000).max(256 << 20);
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            "app".to_string(),
-            format!("app-{}", i % (cfg.enclaves / 3).max(1)),
-        );
-        specs.push(EnclaveSpec {
-            id: format!("enc-{i:06}"),
-            tee: TeeKind::Sim,
-            min_tee_generation: 0,
-            guarantee: Demand {
-                cpu_millicores: cpu,
-                memory_bytes: mem,
-                ..Demand::ZERO
-            },
-            priority: (rng.next() % 3) as i32,
-            preempt: false,
-            host_selector: BTreeMap::new(),
-            anti_affinity: vec!["app".to_string()],
-            labels,
-            strategy: Strategy::BinPack,
-        });
-    }
-    (hosts, specs)
-}
-
 fn figures(times: &[Duration], placed: usize, total: usize, q: Quality) -> Run {
     Run {
         time_ms: Summary::of_durations(times),
         placed,
         unplaced: total - placed,
         hosts_used: q.hosts_used,
+        cores_in_use: q.capacity_in_use.cpu_millicores as f64 / 1000.0,
         stranded_cores: q.stranded.cpu_millicores as f64 / 1000.0,
         stranded_gib: q.stranded.memory_bytes as f64 / f64::from(1u32 << 30),
         free_cores: q.free.cpu_millicores as f64 / 1000.0,
@@ -170,7 +78,11 @@ fn figures(times: &[Duration], placed: usize, total: usize, q: Quality) -> Run {
 pub fn schedule(
     cfg: &ScheduleConfig,
 ) -> Result<ScheduleResult, tribune_migration::view::UnknownHost> {
-    let (hosts, specs) = workload(cfg);
+    let (hosts, specs) = workload(&Sizes {
+        hosts: cfg.hosts,
+        enclaves: cfg.enclaves,
+        seed: cfg.seed,
+    });
     let fresh = Freshness {
         now_ms: NOW_MS,
         attest_max_age_ms: 60_000,
@@ -218,7 +130,6 @@ mod tests {
             rounds: 1,
             seed: 7,
         };
-        assert_eq!(workload(&cfg), workload(&cfg));
         let r = schedule(&cfg).expect("runs");
         assert_eq!(r.tribune.placed + r.tribune.unplaced, 150);
         assert_eq!(r.first_fit.placed + r.first_fit.unplaced, 150);

@@ -34,6 +34,9 @@ pub fn first_fit(view: &mut ClusterView, specs: &[EnclaveSpec], fresh: Freshness
 pub struct Quality {
     /// Hosts with at least one enclave.
     pub hosts_used: usize,
+    /// The capacity of those hosts (with mixed host sizes, fewer hosts is not less capacity:
+    /// filling small hosts first uses more of them).
+    pub capacity_in_use: Demand,
     /// Capacity left free on hosts that cannot take even the smallest enclave of the workload
     /// (one resource is used up, so the rest of that host is stranded).
     pub stranded: Demand,
@@ -52,6 +55,7 @@ pub fn quality(view: &ClusterView, smallest: Demand) -> Quality {
             continue;
         }
         q.hosts_used += 1;
+        q.capacity_in_use = q.capacity_in_use.saturating_add(h.host.capacity);
         let blocked = Resource::ALL
             .iter()
             .any(|&r| smallest.get(r) > 0 && free.get(r) < smallest.get(r));

@@ -21,6 +21,7 @@ pub mod demand;
 pub mod filter;
 pub mod first_fit;
 pub mod place;
+pub mod synthetic;
 pub mod target;
 pub mod view;
 
