@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod memory;
 pub mod proc;
 pub mod receipt;
+pub mod schedule;
 pub mod stats;
 
 use std::future::Future;

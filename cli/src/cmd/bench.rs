@@ -100,6 +100,21 @@ pub enum BenchCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// The scheduler's own time to place N enclaves on M hosts (simulated capacity records,
+    /// no processes), side by side with first fit in the same run, and the quality of both
+    /// packings (hosts used, capacity stranded).
+    Schedule {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10_000)]
+        enclaves: usize,
+        /// Rounds; each runs Tribune's scheduler, then first fit.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seed of the generated cluster and workload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Over-limit report → CPU cap written into the cgroup by a real host agent (root).
     EnforceLatency {
         #[arg(long, default_value_t = 50)]
@@ -275,6 +290,20 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchCmd::Schedule { hosts, enclaves, rounds, seed } => {
+                let cfg = tribune_bench::schedule::ScheduleConfig { hosts, enclaves, rounds, seed };
+                let r = tribune_bench::schedule::schedule(&cfg)?;
+                if !format.is_structured() {
+                    print_schedule(&r);
+                }
+                goal_line(
+                    "schedule 10,000 enclaves on 1,000 hosts in ≤ 1 s of scheduler time",
+                    r.tribune.time_ms.p50 <= 1000.0,
+                    &format!("{} on {}: p50 {:.0} ms", r.enclaves, r.hosts, r.tribune.time_ms.p50),
+                );
+                result_line(format, &json!({"scenario": "schedule", "result": r}))?;
+                Ok(ExitCode::SUCCESS)
+            }
             BenchCmd::EnforceLatency { trials, opts: _ } => {
                 if !tribune_testkit::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");
@@ -303,6 +332,36 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+fn print_schedule(r: &tribune_bench::schedule::ScheduleResult) {
+    println!(
+        "{} enclaves on {} hosts, {} rounds (seed {})",
+        r.enclaves, r.hosts, r.rounds, r.seed
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>8} {:>9} {:>11} {:>14} {:>13}",
+        "scheduler",
+        "p50 ms",
+        "max ms",
+        "placed",
+        "unplaced",
+        "hosts used",
+        "stranded cores",
+        "stranded GiB"
+    );
+    for (name, x) in [("tribune", &r.tribune), ("first-fit", &r.first_fit)] {
+        println!(
+            "{name:<10} {:>9.1} {:>9.1} {:>8} {:>9} {:>11} {:>14.1} {:>13.1}",
+            x.time_ms.p50,
+            x.time_ms.max,
+            x.placed,
+            x.unplaced,
+            x.hosts_used,
+            x.stranded_cores,
+            x.stranded_gib
+        );
+    }
 }
 
 struct WritesArgs {
