@@ -39,6 +39,7 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
             None
         }
     };
+    let controller_for_health = controller.clone();
     let raft = RaftServiceServer::new(RaftServer { controller })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
@@ -48,10 +49,15 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
     let router = http::router(api)
         .route_service("/tribune.v1.RaftService/{*method}", raft)
         .route_service("/tribune.v1.ControlService/{*method}", control);
-    match attest {
+    let router = crate::api::health::add_health_and_reflection(router, &controller_for_health);
+    let router = match attest {
         Some(a) => router.route_service("/tribune.v1.AttestationService/{*method}", a),
         None => router,
-    }
+    };
+    // Outermost: every request, HTTP or gRPC, is counted by its route template.
+    router.layer(axum::middleware::from_fn(
+        crate::api::observe::count_requests,
+    ))
 }
 
 /// Largest message on an attestation stream (a batch of reports for many enclaves).

@@ -135,6 +135,11 @@ pub struct RunArgs {
     /// The QEMU binary of the qemu runtime [default: qemu-system-x86_64].
     #[arg(long)]
     pub qemu_binary: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`) as HOST:PORT, or `off`. Keep it on
+    /// loopback or a management network: it names this host's enclaves [default:
+    /// 127.0.0.1:7480].
+    #[arg(long, value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub launch: LaunchArgs,
 }
@@ -318,6 +323,9 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
     let mut agent = Agent::start(cfg).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let server = control::serve(&a.data_dir, tx)?;
+    if let Some(addr) = a.metrics_listen {
+        serve_agent_metrics(addr).await;
+    }
     let mut link_events = None;
     if !a.controllers.is_empty() {
         let host_id = a.host_id.clone().unwrap_or_else(|| a.instance.clone());
@@ -366,10 +374,24 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
         a.instance,
         control::socket_path(&a.data_dir).display()
     );
-    agent.run(rx, link_events, terminated()).await?;
+    // The last applied plan is enforced again (Agent::start) and the control socket is up.
+    super::service::notify(&[sd_notify::NotifyState::Ready]);
+    let ran = agent.run(rx, link_events, terminated()).await;
+    super::service::notify(&[sd_notify::NotifyState::Stopping]);
+    ran?;
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(&a.data_dir));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` on `addr`. A port that cannot be bound is a warning, not a failure: the
+/// agent's work is enforcing plans, and it must not stop for want of a metrics port.
+async fn serve_agent_metrics(addr: std::net::SocketAddr) {
+    let scrape = std::sync::Arc::new(|format| tribune_agent::metrics::get().encode(format));
+    match tribune_telemetry::serve_metrics(addr, scrape, std::future::pending()).await {
+        Ok(bound) => tracing::info!(%bound, "serving metrics at http://{bound}/metrics"),
+        Err(e) => tracing::warn!("metrics are not served: {e}"),
+    }
 }
 
 async fn apply(a: ApplyArgs, format: Format) -> anyhow::Result<ExitCode> {

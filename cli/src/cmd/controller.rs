@@ -261,7 +261,6 @@ pub fn validator() -> Arc<dyn PolicyValidator> {
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
-    super::init_tracing();
     let result = super::client::runtime()?.block_on(serve(args, config));
     match result {
         Err(e) => match e.downcast_ref::<ControllerError>() {
@@ -298,9 +297,27 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
         controller.bootstrap().await?;
     }
     tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
+    let ready = tokio::spawn(notify_when_ready(controller.clone()));
     tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+    ready.abort();
+    super::service::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = controller.raft.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd (`Type=notify`) the controller is ready once it has joined its cluster and
+/// applied the log as far as the leader had committed: its data vouched for, a leader known,
+/// and a read barrier passed. Without `NOTIFY_SOCKET` (not under systemd) this does nothing.
+async fn notify_when_ready(controller: Arc<tribune_controller::Controller>) {
+    loop {
+        let ready = controller.integrity.ready().is_ok() && controller.ready().is_ok();
+        if ready && controller.read_barrier().await.is_ok() {
+            tracing::info!(id = controller.id, "ready: joined and applied the log");
+            super::service::notify(&[sd_notify::NotifyState::Ready]);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

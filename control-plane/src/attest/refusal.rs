@@ -31,6 +31,23 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The fault's name as metrics label it (`tribune_attest_refusals_total{reason=…}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::NotPlaced => "not_placed",
+            Fault::Untracked => "untracked",
+            Fault::TooMany => "too_many",
+            Fault::Evidence => "evidence",
+            Fault::Malformed => "malformed",
+            Fault::Signature => "signature",
+            Fault::Replay => "replay",
+            Fault::Stale => "stale",
+            Fault::Gap => "gap",
+            Fault::Chain => "chain",
+            Fault::Limit => "limit",
+        }
+    }
+
     /// The fault an [`AttestError`] from a report or checkpoint stands for.
     pub fn of(e: &AttestError) -> Fault {
         match e {

@@ -153,6 +153,12 @@ impl AttestationService for AttestServer {
             hello.host_id.clone(),
         );
         tokio::spawn(async move {
+            let streams = &crate::metrics::get().attest_streams;
+            streams.inc();
+            // Decremented however the task ends (an error, a panic unwinding it).
+            let _open = scopeguard(|| {
+                streams.dec();
+            });
             if let Err(e) = session.run(hello, inbound, tx.clone()).await {
                 tracing::info!(host = %session.host, "attestation stream ended: {e}");
                 let _ = tx
@@ -166,4 +172,17 @@ impl AttestationService for AttestServer {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

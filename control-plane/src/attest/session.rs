@@ -34,7 +34,7 @@ use super::server::{BATCH_ITEMS_MAX, ENCLAVES_PER_STREAM_MAX, LoopConfig};
 use super::window::WINDOW_S_MAX;
 use crate::node::Controller;
 use crate::state::{
-    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, Outcome, State, TeeKind,
+    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, Outcome, State, Step, TeeKind,
     VerdictCmd,
 };
 
@@ -203,7 +203,9 @@ impl Session {
     /// the same kind again at most once a minute, so a misbehaving agent cannot flood the log.
     fn refuse(&mut self, refusals: Vec<Refusal>) {
         let now = self.clock.now_ms();
+        let metrics = crate::metrics::get();
         for r in refusals {
+            metrics.refusal(r.fault);
             tracing::warn!(host = %self.host, subject = %r.subject, what = r.what, fault = ?r.fault, "refused: {}", r.why);
             let key = (r.subject.clone(), r.what, r.fault);
             let last = self.last_reject_ms.get(&key).copied().unwrap_or(i64::MIN);
@@ -321,11 +323,13 @@ impl Session {
         let (set, _) = self.policy_set();
         let plan = plan_for(&self.state(), &set, &self.host, wall_ms());
         self.sent_plan = Some(version);
+        crate::metrics::get().attest_plans_pushed.inc();
         send(tx, pb::controller_message::Body::Plan(plan)).await
     }
 
     async fn on_message(&mut self, m: pb::AgentMessage, tx: &Tx) -> Result<(), SessionError> {
         use pb::agent_message::Body;
+        let arrived = Instant::now();
         match m.body {
             Some(Body::Evidence(b)) => {
                 check_len(b.evidence.len(), "evidence")?;
@@ -354,18 +358,30 @@ impl Session {
                         .map(|r| r.enclave_id.clone())
                         .collect()
                 };
+                let metrics = crate::metrics::get();
+                metrics
+                    .attest_reports_received
+                    .inc_by(b.reports.len() as u64);
                 let mut out = Vec::new();
                 let now = self.clock.now_ns();
-                self.ledger
-                    .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                let verified =
+                    self.ledger
+                        .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                metrics.attest_reports_verified.inc_by(verified as u64);
                 self.refuse(out);
                 self.decide().await?;
+                metrics
+                    .decision_seconds
+                    .observe(arrived.elapsed().as_secs_f64());
             }
             Some(Body::Checkpoints(b)) => {
                 check_len(b.checkpoints.len(), "checkpoints")?;
                 let mut out = Vec::new();
                 let now = self.clock.now_ns();
                 self.ledger.checkpoints(b, now, &mut out);
+                crate::metrics::get()
+                    .attest_checkpoint_verify_seconds
+                    .observe(arrived.elapsed().as_secs_f64());
                 self.refuse(out);
                 if self.ledger.pending_digests() >= 1024 {
                     self.flush(tx).await?;
@@ -639,7 +655,8 @@ impl Session {
         let outs = decide_host(&set, &inputs, now);
         drop(inputs);
         let mut changes = Vec::new();
-        for ((e, _, _), o) in snapshot.iter().zip(outs) {
+        let mut steps = Vec::new();
+        for ((e, status, _), o) in snapshot.iter().zip(outs) {
             if let Some(t) = self.ledger.get_mut(&e.id) {
                 t.held_since = o.held_since;
             }
@@ -647,6 +664,10 @@ impl Session {
                 self.reattest_every_ms.insert(e.id.clone(), every);
             }
             if let Some(en) = o.enforcement {
+                let before = status.as_ref().map_or(Step::None, |s| s.ladder.step);
+                if en.ladder.step != before {
+                    steps.push(en.ladder.step);
+                }
                 changes.push(en);
             }
         }
@@ -654,9 +675,11 @@ impl Session {
         if changes.is_empty() {
             return Ok(());
         }
+        let mut kinds = Vec::new();
         for c in &changes {
             for d in &c.log {
                 let (kind, detail) = (d.kind(), d.to_value());
+                kinds.push(kind);
                 tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
             }
         }
@@ -667,6 +690,14 @@ impl Session {
                 at_ms: now,
             })
             .await?;
+        // Counted once committed (a refused change is logged below, and was decided anyway).
+        let metrics = crate::metrics::get();
+        for s in steps {
+            metrics.ladder_step(s);
+        }
+        for k in kinds {
+            metrics.decision_entry(k);
+        }
         if let Outcome::Loop(o) = out
             && !o.refused.is_empty()
         {
@@ -750,6 +781,7 @@ impl Session {
     async fn commit_digests(&mut self, tx: &Tx) -> Result<(), SessionError> {
         let digests = self.ledger.take_digests();
         let enclaves: Vec<String> = digests.iter().map(|d| d.enclave.clone()).collect();
+        let started = Instant::now();
         let out = self
             .write(Command::UsageDigests {
                 host: self.host.clone(),
@@ -757,6 +789,9 @@ impl Session {
                 at_ms: wall_ms(),
             })
             .await?;
+        crate::metrics::get()
+            .attest_digest_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Outcome::Loop(o) = &out
             && !o.refused.is_empty()
         {
