@@ -247,6 +247,13 @@ impl Metrics {
             Unit::Seconds,
             m.decision_seconds.clone(),
         );
+        // Known label values start at 0, so `rate()` and `increase()` see the first event.
+        for f in Fault::ALL {
+            let _ = m.attest_refusals.get_or_create(&[("reason", f.as_str())]);
+        }
+        for s in [Step::Notify, Step::Throttle, Step::Suspend, Step::Migrate] {
+            let _ = m.ladder_steps.get_or_create(&[("step", step_str(s))]);
+        }
         Self { registry: r, ..m }
     }
 

@@ -21,6 +21,9 @@ use tribune_telemetry::Exposition;
 use crate::collector::Usage;
 
 type Labels1 = [(&'static str, &'static str); 1];
+
+/// What a drift re-write restores (`tribune_agent_drift_rewrites_total{what}`).
+pub const DRIFT_KINDS: [&str; 4] = ["cpu cap", "weight", "memory limit", "suspend"];
 type EnclaveLabel = [(&'static str, String); 1];
 
 pub struct Metrics {
@@ -140,6 +143,10 @@ impl Metrics {
             Unit::Bytes,
             m.enclave_net_rx_bytes.clone(),
         );
+        // Known label values start at 0, so `increase()` sees the first re-write.
+        for what in DRIFT_KINDS {
+            let _ = m.drift_rewrites.get_or_create(&[("what", what)]);
+        }
         Self { registry: r, ..m }
     }
 
@@ -148,7 +155,9 @@ impl Metrics {
         tribune_telemetry::encode(&self.registry, format)
     }
 
+    /// Counts a re-write of `what` (one of [`DRIFT_KINDS`]).
     pub fn drift(&self, what: &'static str) {
+        debug_assert!(DRIFT_KINDS.contains(&what), "{what}");
         self.drift_rewrites.get_or_create(&[("what", what)]).inc();
     }
 

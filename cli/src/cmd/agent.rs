@@ -69,6 +69,18 @@ pub enum RuntimeArg {
     Qemu,
 }
 
+/// Where the agent's cgroups live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupParent {
+    /// `tribune/INSTANCE` below the hierarchy's root (`/sys/fs/cgroup`).
+    #[default]
+    Root,
+    /// Below the agent's own group, which a service manager delegated to it (systemd
+    /// `Delegate=yes`); the agent moves itself into its leaf `agent/`. cgroup v2 only.
+    Delegated,
+}
+
 impl From<RuntimeArg> for RuntimeKind {
     fn from(r: RuntimeArg) -> Self {
         match r {
@@ -140,6 +152,11 @@ pub struct RunArgs {
     /// 127.0.0.1:7480].
     #[arg(long, value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
+    /// Where enclave cgroups go: `root` (`/sys/fs/cgroup/tribune/INSTANCE`) or `delegated`
+    /// (below the group systemd delegated to the agent's unit, `Delegate=yes`; cgroup v2)
+    /// [default: root].
+    #[arg(long, value_enum)]
+    pub cgroup_parent: Option<CgroupParent>,
     #[command(flatten)]
     pub launch: LaunchArgs,
 }
@@ -261,6 +278,9 @@ fn config(a: &AgentSettings) -> anyhow::Result<AgentConfig> {
     cfg.sample_period = Duration::from_millis(a.sample_period_ms.clamp(10, 60_000));
     cfg.cpuset_cpus = a.cpuset.clone();
     cfg.qemu_binary = a.qemu_binary.clone();
+    if a.cgroup_parent == CgroupParent::Delegated && !a.observe_only {
+        cfg.cgroup_root = delegated_cgroup_root()?;
+    }
     cfg.launch_policy = a.launch.policy()?;
     cfg.enclave_users = a.launch.users()?;
     if let Some(s) = &a.subnet {
@@ -282,6 +302,22 @@ fn config(a: &AgentSettings) -> anyhow::Result<AgentConfig> {
         cfg.network = Some(NetConfig { subnet, uplink });
     }
     Ok(cfg)
+}
+
+/// The delegated group this agent runs in, entered (`tribune_agent::cgroup::delegated`).
+fn delegated_cgroup_root() -> anyhow::Result<std::path::PathBuf> {
+    use tribune_agent::cgroup::delegated;
+    let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    let group = delegated::own_group(&text).context(
+        "--cgroup-parent delegated needs the unified cgroup v2 hierarchy; this host has none",
+    )?;
+    let root = delegated::enter(
+        std::path::Path::new("/sys/fs/cgroup"),
+        group,
+        std::process::id(),
+    )?;
+    tracing::info!(root = %root.display(), "working in the delegated cgroup subtree");
+    Ok(root)
 }
 
 /// The agent's TLS for the controller link; an error says how to get a certificate.

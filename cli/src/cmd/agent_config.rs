@@ -20,7 +20,7 @@ use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
 use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_tls::TlsFiles;
 
-use super::agent::{DATA_DIR_DEFAULT, LaunchArgs, RunArgs, RuntimeArg};
+use super::agent::{CgroupParent, DATA_DIR_DEFAULT, LaunchArgs, RunArgs, RuntimeArg};
 use super::tls_args::TlsArgs;
 
 const INSTANCE_DEFAULT: &str = "agent";
@@ -46,6 +46,7 @@ pub struct AgentFile {
     pub uplink_rate: Option<String>,
     pub qemu_binary: Option<PathBuf>,
     pub metrics_listen: Option<String>,
+    pub cgroup_parent: Option<CgroupParent>,
     pub launch_policy: Option<PathBuf>,
     pub insecure_allow_any_launch: Option<bool>,
     pub enclave_uids: Option<String>,
@@ -91,6 +92,7 @@ pub struct AgentSettings {
     pub qemu_binary: PathBuf,
     /// `None`: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub cgroup_parent: CgroupParent,
     pub launch: Launch,
 }
 
@@ -174,6 +176,10 @@ impl RunArgs {
                     .or(file.metrics_listen.as_deref())
                     .unwrap_or(METRICS_LISTEN_DEFAULT),
             )?,
+            cgroup_parent: self
+                .cgroup_parent
+                .or(file.cgroup_parent)
+                .unwrap_or_default(),
             launch: self.launch.resolve(Some(&file))?,
         };
         if s.uplink.is_some() && s.subnet.is_none() {

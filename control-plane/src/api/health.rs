@@ -65,6 +65,7 @@ async fn report_health(controller: Weak<Controller>, reporter: HealthReporter) {
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
+    let mut last = None;
     let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -79,7 +80,11 @@ async fn report_health(controller: Weak<Controller>, reporter: HealthReporter) {
         } else {
             ServingStatus::NotServing
         };
-        // Watchers are told only of a change.
+        // Watchers are told only of a change (the reporter wakes them on every set).
+        if last == Some(status) {
+            continue;
+        }
+        last = Some(status);
         for name in FOLLOW_READINESS {
             reporter.set_service_status(name, status).await;
         }
