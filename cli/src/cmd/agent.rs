@@ -49,7 +49,7 @@ pub struct AgentArgs {
 #[derive(Subcommand, Debug)]
 pub enum AgentCmd {
     /// Run the agent (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Hand a plan (JSON) to the running agent of DATA_DIR.
     Apply(ApplyArgs),
     /// Show enclaves, the applied plan version and current usage.
