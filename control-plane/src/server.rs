@@ -69,14 +69,30 @@ pub async fn serve(
     controller: Arc<Controller>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (_never, reloads) = tokio::sync::mpsc::channel(1);
+    serve_reloadable(listener, controller, shutdown, reloads).await
+}
+
+/// As [`serve`]; each message on `reloads` (the binary sends one per SIGHUP) re-reads this
+/// controller's TLS files and serves the new certificate to new connections, without a
+/// restart and without closing established connections. Files that do not load, or whose
+/// certificate is not this controller's, are refused with a warning and the current ones kept.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: tokio::sync::mpsc::Receiver<()>,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let tls = controller.tls.as_ref().map(|t| t.server.clone());
     let app = router(controller.clone());
     if let Some(tls) = tls {
         let (failures_tx, failures) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(log_refused_handshakes(controller, failures));
+        tokio::spawn(log_refused_handshakes(controller.clone(), failures));
+        let (config_tx, config) = tokio::sync::watch::channel(tls.config.clone());
+        tokio::spawn(reload_certificates(controller, reloads, config_tx));
         // TCP_NODELAY is set by the TLS listener, for the reason given below.
-        let listener = crate::tls::TlsListener::new(listener, &tls, Some(failures_tx))?;
+        let listener = crate::tls::TlsListener::reloadable(listener, config, Some(failures_tx))?;
         return axum::serve(
             listener,
             app.into_make_service_with_connect_info::<crate::tls::PeerInfo>(),
@@ -94,6 +110,28 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn reload_certificates(
+    controller: Arc<Controller>,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
+    config: tokio::sync::watch::Sender<Arc<tribune_tls::rustls::ServerConfig>>,
+) {
+    while reloads.recv().await.is_some() {
+        let Some(files) = controller.config.tls.as_ref() else {
+            continue;
+        };
+        match crate::tls::ControllerTls::load(files, controller.id) {
+            Ok(t) => {
+                let _ = config.send(t.server.config.clone());
+                tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded: new connections use them");
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "TLS certificates not reloaded (the current ones stay in use)"
+            ),
+        }
+    }
 }
 
 /// Records refused TLS handshakes (a certificate from another CA, a forged one) in the

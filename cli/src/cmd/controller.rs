@@ -275,6 +275,9 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result<ExitCode> {
+    // First: a SIGHUP during start-up must not end the process (its default action).
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(forward_sighup(reload_tx));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -298,7 +301,13 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
     }
     tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
     let ready = tokio::spawn(notify_when_ready(controller.clone()));
-    tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+    tribune_controller::server::serve_reloadable(
+        listener,
+        controller.clone(),
+        shutdown_signal(),
+        reloads,
+    )
+    .await?;
     ready.abort();
     super::service::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = controller.raft.shutdown().await;
@@ -318,6 +327,29 @@ async fn notify_when_ready(controller: Arc<tribune_controller::Controller>) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Each SIGHUP: reload the TLS certificates (`server::serve_reloadable`); `systemctl reload`.
+async fn forward_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be caught: certificates reload only on restart");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            super::service::notify(&[sd_notify::NotifyState::Reloading]);
+            // A reload already queued covers this one too.
+            let _ = reload.try_send(());
+            super::service::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Completes on SIGINT or SIGTERM.
