@@ -300,6 +300,16 @@ impl Metrics {
             .get_or_create(&[("kind", kind.as_str())])
             .inc();
     }
+
+    /// Counts one committed batch of decisions: the ladder steps moved to, the entries logged.
+    pub fn decisions_committed(&self, steps: &[Step], kinds: &[LogEntryKind]) {
+        for s in steps {
+            self.ladder_step(*s);
+        }
+        for k in kinds {
+            self.decision_entry(*k);
+        }
+    }
 }
 
 fn set(g: &Gauge, v: u64) {

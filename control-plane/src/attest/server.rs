@@ -186,3 +186,34 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+/// The host record a stream's `Hello` gives: the existing record with its enforcement state
+/// updated, or a new, unverified one.
+pub(super) fn host_record(
+    existing: Option<crate::state::Host>,
+    host: &str,
+    hello: &pb::Hello,
+) -> crate::state::Host {
+    let enforcement = if hello.can_enforce {
+        "enforcing".to_string()
+    } else {
+        format!("observe-only: {}", hello.enforce_problem)
+    };
+    match existing {
+        Some(mut h) => {
+            h.enforcement = enforcement;
+            h
+        }
+        None => crate::state::Host {
+            id: host.to_string(),
+            address: String::new(),
+            capacity: Default::default(),
+            // `Hello` names no TEE kind; the host's evidence does, per enclave.
+            tee: crate::state::TeeKind::Sim,
+            attestation_status: "unverified".into(),
+            last_heartbeat_ms: 0,
+            agent_cert_fingerprint: String::new(),
+            enforcement,
+        },
+    }
+}

@@ -34,8 +34,7 @@ use super::server::{BATCH_ITEMS_MAX, ENCLAVES_PER_STREAM_MAX, LoopConfig};
 use super::window::WINDOW_S_MAX;
 use crate::node::Controller;
 use crate::state::{
-    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, Outcome, State, Step, TeeKind,
-    VerdictCmd,
+    Allocation, Attestation, Command, Enclave, EnclaveStatus, Outcome, State, Step, VerdictCmd,
 };
 
 /// How often committed digests are flushed and schedules checked.
@@ -238,7 +237,8 @@ impl Session {
     ) -> Result<(), SessionError> {
         tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
         // Recorded in the background: the stream must not wait for an election.
-        let host = self.host_record(&hello);
+        let existing = self.state().hosts.get(&self.host).cloned();
+        let host = super::server::host_record(existing, &self.host, &hello);
         let controller = self.controller.clone();
         tokio::spawn(async move {
             let at_ms = wall_ms();
@@ -283,32 +283,6 @@ impl Session {
                 }
                 _ = tick.tick() => self.on_tick(&tx).await?,
             }
-        }
-    }
-
-    fn host_record(&self, hello: &pb::Hello) -> Host {
-        let existing = self.state().hosts.get(&self.host).cloned();
-        let enforcement = if hello.can_enforce {
-            "enforcing".to_string()
-        } else {
-            format!("observe-only: {}", hello.enforce_problem)
-        };
-        match existing {
-            Some(mut h) => {
-                h.enforcement = enforcement;
-                h
-            }
-            None => Host {
-                id: self.host.clone(),
-                address: String::new(),
-                capacity: Default::default(),
-                // `Hello` names no TEE kind; the host's evidence does, per enclave.
-                tee: TeeKind::Sim,
-                attestation_status: "unverified".into(),
-                last_heartbeat_ms: 0,
-                agent_cert_fingerprint: String::new(),
-                enforcement,
-            },
         }
     }
 
@@ -691,13 +665,7 @@ impl Session {
             })
             .await?;
         // Counted once committed (a refused change is logged below, and was decided anyway).
-        let metrics = crate::metrics::get();
-        for s in steps {
-            metrics.ladder_step(s);
-        }
-        for k in kinds {
-            metrics.decision_entry(k);
-        }
+        crate::metrics::get().decisions_committed(&steps, &kinds);
         if let Outcome::Loop(o) = out
             && !o.refused.is_empty()
         {
