@@ -1,7 +1,7 @@
 //! What the API front end tells operators: `/metrics`, the per-request metrics middleware and
 //! the HTTP access log.
 //!
-//! - [`metrics`]: the Prometheus exposition (`crate::metrics`), refreshed from Raft at each
+//! - [`metrics()`]: the Prometheus exposition (`crate::metrics`), refreshed from Raft at each
 //!   scrape; OpenMetrics or the classic text format by `Accept`. Not behind authentication,
 //!   like `/healthz`: it holds no tenant data (no label carries an id), and scrapers are
 //!   rarely given client certificates. Keep the API port off untrusted networks regardless.
