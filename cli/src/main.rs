@@ -30,6 +30,8 @@ struct Cli {
         value_name = "FORMAT"
     )]
     output: Format,
+    #[command(flatten)]
+    log: cmd::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -165,6 +167,8 @@ fn main() -> ExitCode {
     };
     if prints_and_exits(&cli.command) {
         die_quietly_on_closed_stdout();
+    } else if let Err(e) = cmd::logging::init(&cli.log) {
+        return failed(&e, cli.output, false);
     }
     let out = cli.output;
     let attest = matches!(cli.command, Command::Attest(_));
@@ -347,7 +351,9 @@ mod tests {
                 assert!(
                     var.starts_with("TRIBUNE_CONTROLLER_")
                         || var.starts_with("TRIBUNE_AGENT_")
-                        || var == "TRIBUNE_LAUNCH_POLICY",
+                        || var == "TRIBUNE_LAUNCH_POLICY"
+                        || var == cmd::logging::LOG_VAR
+                        || var == cmd::logging::LOG_FORMAT_VAR,
                     "{mode} --{long}: {var}"
                 );
                 assert!(help.contains(&*var), "{mode} --help does not show {var}");

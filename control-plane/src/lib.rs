@@ -8,6 +8,7 @@
 //! - [`integrity`]: checksummed records, the damaged-file guard, the comparison with the peers'
 //!   signed tree heads and the gate the API asks before it serves.
 //! - [`api`]: the operations, served as HTTP/JSON and gRPC by [`server`].
+//! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`tls`]: mTLS on the listener; [`tls::peer_identity`] tells a service who is calling.
 //!
 //! This crate never touches cgroups or tc: it decides, agents enforce.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod error;
 pub mod integrity;
 pub mod log_key;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod server;

@@ -40,6 +40,7 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
             None
         }
     };
+    let controller_for_health = controller.clone();
     let raft = RaftServiceServer::new(RaftServer { controller })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
@@ -49,10 +50,15 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
     let router = http::router(api)
         .route_service("/tribune.v1.RaftService/{*method}", raft)
         .route_service("/tribune.v1.ControlService/{*method}", control);
-    match attest {
+    let router = crate::api::health::add_health_and_reflection(router, &controller_for_health);
+    let router = match attest {
         Some(a) => router.route_service("/tribune.v1.AttestationService/{*method}", a),
         None => router,
-    }
+    };
+    // Outermost: every request, HTTP or gRPC, is counted by its route template.
+    router.layer(axum::middleware::from_fn(
+        crate::api::observe::count_requests,
+    ))
 }
 
 /// Largest message on an attestation stream (a batch of reports for many enclaves).
@@ -81,6 +87,20 @@ pub async fn serve(
     controller: Arc<Controller>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
+    let (_never, reloads) = tokio::sync::mpsc::channel(1);
+    serve_reloadable(listener, controller, shutdown, reloads).await
+}
+
+/// As [`serve`]; each message on `reloads` (the binary sends one per SIGHUP) re-reads this
+/// controller's TLS files and serves the new certificate to new connections, without a
+/// restart and without closing established connections. Files that do not load, or whose
+/// certificate is not this controller's, are refused with a warning and the current ones kept.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: tokio::sync::mpsc::Receiver<()>,
+) -> std::io::Result<Stopped> {
     let why = Arc::new(std::sync::Mutex::new(None));
     let stopping = controller.stopping.clone();
     {
@@ -100,7 +120,12 @@ pub async fn serve(
             controller.stopping.cancel();
         });
     }
-    let served = serve_until(listener, controller, stopping.clone().cancelled_owned());
+    let served = serve_until(
+        listener,
+        controller,
+        stopping.clone().cancelled_owned(),
+        reloads,
+    );
     let bound = async {
         stopping.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -124,15 +149,18 @@ async fn serve_until(
     listener: TcpListener,
     controller: Arc<Controller>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let tls = controller.tls.as_ref().map(|t| t.server.clone());
     let app = router(controller.clone());
     if let Some(tls) = tls {
         let (failures_tx, failures) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(log_refused_handshakes(controller, failures));
+        tokio::spawn(log_refused_handshakes(controller.clone(), failures));
+        let (config_tx, config) = tokio::sync::watch::channel(tls.config.clone());
+        tokio::spawn(reload_certificates(controller, reloads, config_tx));
         // TCP_NODELAY is set by the TLS listener, for the reason given below.
-        let listener = crate::tls::TlsListener::new(listener, &tls, Some(failures_tx))?;
+        let listener = crate::tls::TlsListener::reloadable(listener, config, Some(failures_tx))?;
         return axum::serve(
             listener,
             app.into_make_service_with_connect_info::<crate::tls::PeerInfo>(),
@@ -150,6 +178,28 @@ async fn serve_until(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn reload_certificates(
+    controller: Arc<Controller>,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
+    config: tokio::sync::watch::Sender<Arc<tribune_tls::rustls::ServerConfig>>,
+) {
+    while reloads.recv().await.is_some() {
+        let Some(files) = controller.config.tls.as_ref() else {
+            continue;
+        };
+        match crate::tls::ControllerTls::load(files, controller.id) {
+            Ok(t) => {
+                let _ = config.send(t.server.config.clone());
+                tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded: new connections use them");
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "TLS certificates not reloaded (the current ones stay in use)"
+            ),
+        }
+    }
 }
 
 /// Records refused TLS handshakes (a certificate from another CA, a forged one) in the

@@ -123,10 +123,21 @@ impl TlsListener {
         tls: &ServerTls,
         failures: Option<mpsc::Sender<HandshakeFailure>>,
     ) -> std::io::Result<Self> {
+        let (_keep, config) = tokio::sync::watch::channel(tls.config.clone());
+        Self::reloadable(listener, config, failures)
+    }
+
+    /// As [`new`](Self::new), serving whatever configuration `config` holds at each new
+    /// connection: a reload (new certificate files) reaches new connections, and established
+    /// ones keep the configuration they were accepted with.
+    pub fn reloadable(
+        listener: TcpListener,
+        config: tokio::sync::watch::Receiver<Arc<tribune_tls::rustls::ServerConfig>>,
+        failures: Option<mpsc::Sender<HandshakeFailure>>,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(tls.config.clone());
         let (tx, ready) = mpsc::channel(64);
-        let accept_task = tokio::spawn(accept_loop(listener, acceptor, tx, failures));
+        let accept_task = tokio::spawn(accept_loop(listener, config, tx, failures));
         Ok(Self {
             ready,
             local,
@@ -137,7 +148,7 @@ impl TlsListener {
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    config: tokio::sync::watch::Receiver<Arc<tribune_tls::rustls::ServerConfig>>,
     tx: mpsc::Sender<(TlsStream<TcpStream>, PeerInfo)>,
     failures: Option<mpsc::Sender<HandshakeFailure>>,
 ) {
@@ -197,7 +208,7 @@ async fn accept_loop(
             slots: slots.clone(),
             id: admitted.id,
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(config.borrow().clone());
         let tx = tx.clone();
         let failures = failures.clone();
         tokio::spawn(async move {

@@ -14,6 +14,9 @@ pub enum AgentError {
         "cgroup hierarchy missing: {what} (looked for {path}); mount it or run on a host with cgroup v1 or v2 controllers"
     )]
     MissingHierarchy { what: String, path: PathBuf },
+    /// `--cgroup-parent delegated` cannot work here (`cgroup::delegated`).
+    #[error("delegated cgroup subtree: {0}")]
+    Delegation(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -20,6 +20,7 @@
 //! - [`sys`]: root checks.
 //! - [`gpu`]: NVML or "no GPU"; [`store`]: the applied plan on disk; [`control`]: the local
 //!   socket for `apply`/`status`; [`cleanup`]: leftovers after a crash.
+//! - [`metrics`]: the agent's Prometheus metrics (served by `tribune agent`).
 //! - [`units`], [`error`]: parsing of CPU/memory/bandwidth quantities; the error type.
 //!
 //! One usage pipeline, one direction: [`collector`] samples → [`agent`] cuts each enclave's
@@ -41,6 +42,7 @@ pub mod launch;
 pub mod link;
 pub mod link_error;
 pub mod link_messages;
+pub mod metrics;
 pub mod net;
 pub mod plan;
 pub mod reconnect;

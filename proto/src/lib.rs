@@ -10,3 +10,7 @@ pub mod v1 {
 }
 
 pub mod convert;
+
+/// The encoded `FileDescriptorSet` of every `.proto` file here, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tribune_descriptor.bin"));

@@ -49,7 +49,7 @@ pub struct AgentArgs {
 #[derive(Subcommand, Debug)]
 pub enum AgentCmd {
     /// Run the agent (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Hand a plan (JSON) to the running agent of DATA_DIR.
     Apply(ApplyArgs),
     /// Show enclaves, the applied plan version and current usage.
@@ -67,6 +67,18 @@ pub enum RuntimeArg {
     #[default]
     Process,
     Qemu,
+}
+
+/// Where the agent's cgroups live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupParent {
+    /// `tribune/INSTANCE` below the hierarchy's root (`/sys/fs/cgroup`).
+    #[default]
+    Root,
+    /// Below the agent's own group, which a service manager delegated to it (systemd
+    /// `Delegate=yes`); the agent moves itself into its leaf `agent/`. cgroup v2 only.
+    Delegated,
 }
 
 impl From<RuntimeArg> for RuntimeKind {
@@ -135,6 +147,16 @@ pub struct RunArgs {
     /// The QEMU binary of the qemu runtime [default: qemu-system-x86_64].
     #[arg(long)]
     pub qemu_binary: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`) as HOST:PORT, or `off`. Keep it on
+    /// loopback or a management network: it names this host's enclaves [default:
+    /// 127.0.0.1:7480].
+    #[arg(long, value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+    /// Where enclave cgroups go: `root` (`/sys/fs/cgroup/tribune/INSTANCE`) or `delegated`
+    /// (below the group systemd delegated to the agent's unit, `Delegate=yes`; cgroup v2)
+    /// [default: root].
+    #[arg(long, value_enum)]
+    pub cgroup_parent: Option<CgroupParent>,
     #[command(flatten)]
     pub launch: LaunchArgs,
 }
@@ -256,6 +278,9 @@ fn config(a: &AgentSettings) -> anyhow::Result<AgentConfig> {
     cfg.sample_period = Duration::from_millis(a.sample_period_ms.clamp(10, 60_000));
     cfg.cpuset_cpus = a.cpuset.clone();
     cfg.qemu_binary = a.qemu_binary.clone();
+    if a.cgroup_parent == CgroupParent::Delegated && !a.observe_only {
+        cfg.cgroup_root = delegated_cgroup_root()?;
+    }
     cfg.launch_policy = a.launch.policy()?;
     cfg.enclave_users = a.launch.users()?;
     if let Some(s) = &a.subnet {
@@ -277,6 +302,22 @@ fn config(a: &AgentSettings) -> anyhow::Result<AgentConfig> {
         cfg.network = Some(NetConfig { subnet, uplink });
     }
     Ok(cfg)
+}
+
+/// The delegated group this agent runs in, entered (`tribune_agent::cgroup::delegated`).
+fn delegated_cgroup_root() -> anyhow::Result<std::path::PathBuf> {
+    use tribune_agent::cgroup::delegated;
+    let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    let group = delegated::own_group(&text).context(
+        "--cgroup-parent delegated needs the unified cgroup v2 hierarchy; this host has none",
+    )?;
+    let root = delegated::enter(
+        std::path::Path::new("/sys/fs/cgroup"),
+        group,
+        std::process::id(),
+    )?;
+    tracing::info!(root = %root.display(), "working in the delegated cgroup subtree");
+    Ok(root)
 }
 
 /// The agent's TLS for the controller link; an error says how to get a certificate.
@@ -318,6 +359,9 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
     let mut agent = Agent::start(cfg).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let server = control::serve(&a.data_dir, tx)?;
+    if let Some(addr) = a.metrics_listen {
+        serve_agent_metrics(addr).await;
+    }
     let mut link_events = None;
     if !a.controllers.is_empty() {
         let host_id = a.host_id.clone().unwrap_or_else(|| a.instance.clone());
@@ -366,10 +410,24 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
         a.instance,
         control::socket_path(&a.data_dir).display()
     );
-    agent.run(rx, link_events, terminated()).await?;
+    // The last applied plan is enforced again (Agent::start) and the control socket is up.
+    super::service::notify(&[sd_notify::NotifyState::Ready]);
+    let ran = agent.run(rx, link_events, terminated()).await;
+    super::service::notify(&[sd_notify::NotifyState::Stopping]);
+    ran?;
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(&a.data_dir));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` on `addr`. A port that cannot be bound is a warning, not a failure: the
+/// agent's work is enforcing plans, and it must not stop for want of a metrics port.
+async fn serve_agent_metrics(addr: std::net::SocketAddr) {
+    let scrape = std::sync::Arc::new(|format| tribune_agent::metrics::get().encode(format));
+    match tribune_telemetry::serve_metrics(addr, scrape, std::future::pending()).await {
+        Ok(bound) => tracing::info!(%bound, "serving metrics at http://{bound}/metrics"),
+        Err(e) => tracing::warn!("metrics are not served: {e}"),
+    }
 }
 
 async fn apply(a: ApplyArgs, format: Format) -> anyhow::Result<ExitCode> {

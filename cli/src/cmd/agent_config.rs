@@ -20,13 +20,14 @@ use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
 use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_tls::TlsFiles;
 
-use super::agent::{DATA_DIR_DEFAULT, LaunchArgs, RunArgs, RuntimeArg};
+use super::agent::{CgroupParent, DATA_DIR_DEFAULT, LaunchArgs, RunArgs, RuntimeArg};
 use super::tls_args::TlsArgs;
 
 const INSTANCE_DEFAULT: &str = "agent";
 const SAMPLE_PERIOD_MS_DEFAULT: u64 = 100;
 const UPLINK_RATE_DEFAULT: &str = "1Gbit";
 const QEMU_BINARY_DEFAULT: &str = "qemu-system-x86_64";
+const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:7480";
 
 /// The agent's config file: every key optional, none unknown.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +45,8 @@ pub struct AgentFile {
     pub uplink: Option<String>,
     pub uplink_rate: Option<String>,
     pub qemu_binary: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
+    pub cgroup_parent: Option<CgroupParent>,
     pub launch_policy: Option<PathBuf>,
     pub insecure_allow_any_launch: Option<bool>,
     pub enclave_uids: Option<String>,
@@ -87,6 +90,9 @@ pub struct AgentSettings {
     pub uplink: Option<String>,
     pub uplink_rate: String,
     pub qemu_binary: PathBuf,
+    /// `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub cgroup_parent: CgroupParent,
     pub launch: Launch,
 }
 
@@ -164,6 +170,16 @@ impl RunArgs {
                 .clone()
                 .or(file.qemu_binary.clone())
                 .unwrap_or_else(|| PathBuf::from(QEMU_BINARY_DEFAULT)),
+            metrics_listen: metrics_listen(
+                self.metrics_listen
+                    .as_deref()
+                    .or(file.metrics_listen.as_deref())
+                    .unwrap_or(METRICS_LISTEN_DEFAULT),
+            )?,
+            cgroup_parent: self
+                .cgroup_parent
+                .or(file.cgroup_parent)
+                .unwrap_or_default(),
             launch: self.launch.resolve(Some(&file))?,
         };
         if s.uplink.is_some() && s.subnet.is_none() {
@@ -173,6 +189,16 @@ impl RunArgs {
         }
         Ok(s)
     }
+}
+
+/// `--metrics-listen`: an address, or `off`.
+fn metrics_listen(v: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).with_context(|| {
+        format!("--metrics-listen (metrics_listen) {v:?}: expected HOST:PORT such as 127.0.0.1:7480, or off")
+    })
 }
 
 /// The TLS settings of the file (none given: neither TLS nor `--insecure`, which the link

@@ -271,7 +271,6 @@ pub fn validator() -> Arc<dyn PolicyValidator> {
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
-    super::init_tracing();
     let result = super::client::runtime()?.block_on(serve(args, config));
     match result {
         Err(e) => match e.downcast_ref::<ControllerError>() {
@@ -286,6 +285,9 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result<ExitCode> {
+    // First: a SIGHUP during start-up must not end the process (its default action).
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(forward_sighup(reload_tx));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -308,8 +310,16 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
         controller.bootstrap().await?;
     }
     tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
-    let stopped =
-        tribune_controller::server::serve(listener, controller.clone(), shutdown_signal()).await?;
+    let ready = tokio::spawn(notify_when_ready(controller.clone()));
+    let stopped = tribune_controller::server::serve_reloadable(
+        listener,
+        controller.clone(),
+        shutdown_signal(),
+        reloads,
+    )
+    .await?;
+    ready.abort();
+    super::service::notify(&[sd_notify::NotifyState::Stopping]);
     if tokio::time::timeout(RAFT_SHUTDOWN_MAX, controller.raft.shutdown())
         .await
         .is_err()
@@ -329,6 +339,44 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
             Ok(ExitCode::from(EXIT_RAFT_FAILED))
         }
     }
+}
+
+/// Tells systemd (`Type=notify`) the controller is ready once it has joined its cluster and
+/// applied the log as far as the leader had committed: its data vouched for, a leader known,
+/// and a read barrier passed. Without `NOTIFY_SOCKET` (not under systemd) this does nothing.
+async fn notify_when_ready(controller: Arc<tribune_controller::Controller>) {
+    loop {
+        let ready = controller.integrity.ready().is_ok() && controller.ready().is_ok();
+        if ready && controller.read_barrier().await.is_ok() {
+            tracing::info!(id = controller.id, "ready: joined and applied the log");
+            super::service::notify(&[sd_notify::NotifyState::Ready]);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Each SIGHUP: reload the TLS certificates (`server::serve_reloadable`); `systemctl reload`.
+async fn forward_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be caught: certificates reload only on restart");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            super::service::notify(&[sd_notify::NotifyState::Reloading]);
+            // A reload already queued covers this one too.
+            let _ = reload.try_send(());
+            super::service::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Completes on SIGINT or SIGTERM.

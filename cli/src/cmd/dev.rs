@@ -152,6 +152,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         // Configured by these flags alone, whatever TRIBUNE_CONTROLLER_… the shell holds.
         super::env_vars::scrub(&mut cmd);
         cmd.arg("controller")
+            .args(super::logging::child_args())
             .args(["--id", &id.to_string(), "--listen", addr, "--data-dir"])
             .arg(&data)
             .arg("--allow-sim-evidence")

@@ -161,14 +161,9 @@ pub fn start_agents(
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
         let mut cmd = Command::new(exe);
         let child = die_with_parent(&mut cmd)
-            .args([
-                "agent",
-                "run",
-                "--instance",
-                &format!("dev-{host}"),
-                "--host-id",
-                host,
-            ])
+            .args(["agent", "run"])
+            .args(super::logging::child_args())
+            .args(["--instance", &format!("dev-{host}"), "--host-id", host])
             .arg("--data-dir")
             .arg(dir.join(format!("agent-{host}")))
             .arg("--tls-dir")

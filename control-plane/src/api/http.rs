@@ -130,9 +130,9 @@ struct CreateTokenBody {
     ttl_s: u64,
 }
 
-type Shared = Arc<Api>;
+pub(super) type Shared = Arc<Api>;
 
-/// Every route but `/healthz` and `/readyz` is behind `authenticate`; the operations check
+/// Every route but `/healthz`, `/readyz` and `/metrics` is behind `authenticate`; the operations check
 /// the caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
 pub fn router(api: Shared) -> Router {
     Router::new()
@@ -164,6 +164,7 @@ pub fn router(api: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(super::observe::metrics))
         .fallback(|| async {
             Problem::not_found("no such endpoint; see docs/api.md for the routes")
         })
@@ -176,6 +177,7 @@ pub fn router(api: Shared) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(middleware::from_fn(bound_request))
+        .layer(super::observe::access_log())
         .with_state(api)
 }
 

@@ -1,10 +1,14 @@
 //! The control API: one set of operations ([`service`]) served as HTTP/JSON ([`http`]) and as
-//! gRPC ([`grpc`]), so the two can never disagree about what an operation does.
+//! gRPC ([`grpc`]), so the two can never disagree about what an operation does. Beside them:
+//! `grpc.health.v1` and server reflection ([`health`]), `/metrics` and the access log
+//! ([`observe`]).
 
 pub mod bounds;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod log;
+pub mod observe;
 pub mod problem;
 pub mod receipt;
 pub mod service;

@@ -423,7 +423,8 @@ impl Ledger {
 
     /// Live reports. `now_ns`/`now_ms`: the session clock; `wanted`: the usage aggregates the
     /// policies read; `placed_here`: whether an untracked enclave is placed on this host (for
-    /// the refusal's wording).
+    /// the refusal's wording). Returns how many reports verified (MAC and chain; a stale one
+    /// counts: it is authentic and accounted, only not acted on).
     pub fn usage(
         &mut self,
         b: pb::UsageBatch,
@@ -431,7 +432,8 @@ impl Ledger {
         wanted: &[(Resource, Agg, u32)],
         placed_here: &dyn Fn(&str) -> bool,
         out: &mut Vec<Refusal>,
-    ) {
+    ) -> usize {
+        let mut verified = 0;
         let mut touched = Vec::new();
         for r in b.reports {
             let id = r.enclave_id.clone();
@@ -453,7 +455,9 @@ impl Ledger {
             };
             let wire = r.wire();
             let host_view = UsageReport::decode(&r.host_view).ok();
-            t.intake(&id, wire, host_view.as_ref(), now_ns, self.freshness, out);
+            if t.intake(&id, wire, host_view.as_ref(), now_ns, self.freshness, out) {
+                verified += 1;
+            }
             touched.push(id);
         }
         // The window facts, once per enclave per batch (not per report).
@@ -464,6 +468,7 @@ impl Ledger {
                 t.observe(wanted);
             }
         }
+        verified
     }
 
     /// Live checkpoints: each must match the reports accepted since the confirmed point and be
@@ -544,7 +549,7 @@ impl Ledger {
 }
 
 impl Tracked {
-    /// One live MAC'd report.
+    /// One live MAC'd report; true when it verified (buffered for a resync: not yet).
     fn intake(
         &mut self,
         id: &str,
@@ -553,7 +558,7 @@ impl Tracked {
         now_ns: u64,
         freshness: Freshness,
         out: &mut Vec<Refusal>,
-    ) {
+    ) -> bool {
         let now_ms = (now_ns / 1_000_000) as i64;
         if let Some(rs) = self.resync.as_mut() {
             // Unauthenticated seq, used only to index: the checkpoint authenticates the run.
@@ -574,7 +579,7 @@ impl Tracked {
                     e.to_string(),
                 )),
             }
-            return;
+            return false;
         }
         if self.verifier.is_none() {
             match StreamVerifier::resume(&self.bound, UNCHECKED, &self.confirmed) {
@@ -586,12 +591,12 @@ impl Tracked {
                         Fault::of(&e),
                         e.to_string(),
                     ));
-                    return;
+                    return false;
                 }
             }
         }
         let Some(verifier) = self.verifier.as_mut() else {
-            return;
+            return false;
         };
         let last = verifier.last_seq();
         let report = match verifier.verify_report(&wire, now_ns) {
@@ -606,7 +611,7 @@ impl Tracked {
                 if fault == Fault::Gap {
                     self.start_resync(now_ms, wire);
                 }
-                return;
+                return false;
             }
         };
         let rates = rates_of(&report);
@@ -647,6 +652,7 @@ impl Tracked {
         }
         self.span.push((report, divergence));
         self.check_invariants();
+        true
     }
 
     /// Completes the observation of the last fresh report with the window aggregates.

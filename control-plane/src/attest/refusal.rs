@@ -31,6 +31,38 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Every fault, for metrics that start each at 0.
+    pub const ALL: [Fault; 11] = [
+        Fault::NotPlaced,
+        Fault::Untracked,
+        Fault::TooMany,
+        Fault::Evidence,
+        Fault::Malformed,
+        Fault::Signature,
+        Fault::Replay,
+        Fault::Stale,
+        Fault::Gap,
+        Fault::Chain,
+        Fault::Limit,
+    ];
+
+    /// The fault's name as metrics label it (`tribune_attest_refusals_total{reason=…}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::NotPlaced => "not_placed",
+            Fault::Untracked => "untracked",
+            Fault::TooMany => "too_many",
+            Fault::Evidence => "evidence",
+            Fault::Malformed => "malformed",
+            Fault::Signature => "signature",
+            Fault::Replay => "replay",
+            Fault::Stale => "stale",
+            Fault::Gap => "gap",
+            Fault::Chain => "chain",
+            Fault::Limit => "limit",
+        }
+    }
+
     /// The fault an [`AttestError`] from a report or checkpoint stands for.
     pub fn of(e: &AttestError) -> Fault {
         match e {

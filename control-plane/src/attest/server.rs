@@ -153,6 +153,12 @@ impl AttestationService for AttestServer {
             hello.host_id.clone(),
         );
         tokio::spawn(async move {
+            let streams = &crate::metrics::get().attest_streams;
+            streams.inc();
+            // Decremented however the task ends (an error, a panic unwinding it).
+            let _open = scopeguard(|| {
+                streams.dec();
+            });
             if let Err(e) = session.run(hello, inbound, tx.clone()).await {
                 tracing::info!(host = %session.host, "attestation stream ended: {e}");
                 let _ = tx
@@ -165,5 +171,49 @@ impl AttestationService for AttestServer {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// The host record a stream's `Hello` gives: the existing record with its enforcement state
+/// updated, or a new, unverified one.
+pub(super) fn host_record(
+    existing: Option<crate::state::Host>,
+    host: &str,
+    hello: &pb::Hello,
+) -> crate::state::Host {
+    let enforcement = if hello.can_enforce {
+        "enforcing".to_string()
+    } else {
+        format!("observe-only: {}", hello.enforce_problem)
+    };
+    match existing {
+        Some(mut h) => {
+            h.enforcement = enforcement;
+            h
+        }
+        None => crate::state::Host {
+            id: host.to_string(),
+            address: String::new(),
+            capacity: Default::default(),
+            // `Hello` names no TEE kind; the host's evidence does, per enclave.
+            tee: crate::state::TeeKind::Sim,
+            attestation_status: "unverified".into(),
+            last_heartbeat_ms: 0,
+            agent_cert_fingerprint: String::new(),
+            enforcement,
+        },
     }
 }

@@ -34,8 +34,7 @@ use super::server::{BATCH_ITEMS_MAX, ENCLAVES_PER_STREAM_MAX, LoopConfig};
 use super::window::WINDOW_S_MAX;
 use crate::node::Controller;
 use crate::state::{
-    Allocation, Attestation, Command, Enclave, EnclaveStatus, Host, Outcome, State, TeeKind,
-    VerdictCmd,
+    Allocation, Attestation, Command, Enclave, EnclaveStatus, Outcome, State, Step, VerdictCmd,
 };
 
 /// How often committed digests are flushed and schedules checked.
@@ -203,7 +202,9 @@ impl Session {
     /// the same kind again at most once a minute, so a misbehaving agent cannot flood the log.
     fn refuse(&mut self, refusals: Vec<Refusal>) {
         let now = self.clock.now_ms();
+        let metrics = crate::metrics::get();
         for r in refusals {
+            metrics.refusal(r.fault);
             tracing::warn!(host = %self.host, subject = %r.subject, what = r.what, fault = ?r.fault, "refused: {}", r.why);
             let key = (r.subject.clone(), r.what, r.fault);
             let last = self.last_reject_ms.get(&key).copied().unwrap_or(i64::MIN);
@@ -236,7 +237,8 @@ impl Session {
     ) -> Result<(), SessionError> {
         tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
         // Recorded in the background: the stream must not wait for an election.
-        let host = self.host_record(&hello);
+        let existing = self.state().hosts.get(&self.host).cloned();
+        let host = super::server::host_record(existing, &self.host, &hello);
         let controller = self.controller.clone();
         tokio::spawn(async move {
             let at_ms = wall_ms();
@@ -285,32 +287,6 @@ impl Session {
         }
     }
 
-    fn host_record(&self, hello: &pb::Hello) -> Host {
-        let existing = self.state().hosts.get(&self.host).cloned();
-        let enforcement = if hello.can_enforce {
-            "enforcing".to_string()
-        } else {
-            format!("observe-only: {}", hello.enforce_problem)
-        };
-        match existing {
-            Some(mut h) => {
-                h.enforcement = enforcement;
-                h
-            }
-            None => Host {
-                id: self.host.clone(),
-                address: String::new(),
-                capacity: Default::default(),
-                // `Hello` names no TEE kind; the host's evidence does, per enclave.
-                tee: TeeKind::Sim,
-                attestation_status: "unverified".into(),
-                last_heartbeat_ms: 0,
-                agent_cert_fingerprint: String::new(),
-                enforcement,
-            },
-        }
-    }
-
     async fn push_plan(&mut self, tx: &Tx) -> Result<(), SessionError> {
         let version = self.state().plan_versions.get(&self.host).copied();
         let Some(version) = version else {
@@ -322,11 +298,13 @@ impl Session {
         let (set, _) = self.policy_set();
         let plan = plan_for(&self.state(), &set, &self.host, wall_ms());
         self.sent_plan = Some(version);
+        crate::metrics::get().attest_plans_pushed.inc();
         send(tx, pb::controller_message::Body::Plan(plan)).await
     }
 
     async fn on_message(&mut self, m: pb::AgentMessage, tx: &Tx) -> Result<(), SessionError> {
         use pb::agent_message::Body;
+        let arrived = Instant::now();
         match m.body {
             Some(Body::Evidence(b)) => {
                 check_len(b.evidence.len(), "evidence")?;
@@ -355,18 +333,30 @@ impl Session {
                         .map(|r| r.enclave_id.clone())
                         .collect()
                 };
+                let metrics = crate::metrics::get();
+                metrics
+                    .attest_reports_received
+                    .inc_by(b.reports.len() as u64);
                 let mut out = Vec::new();
                 let now = self.clock.now_ns();
-                self.ledger
-                    .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                let verified =
+                    self.ledger
+                        .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                metrics.attest_reports_verified.inc_by(verified as u64);
                 self.refuse(out);
                 self.decide().await?;
+                metrics
+                    .decision_seconds
+                    .observe(arrived.elapsed().as_secs_f64());
             }
             Some(Body::Checkpoints(b)) => {
                 check_len(b.checkpoints.len(), "checkpoints")?;
                 let mut out = Vec::new();
                 let now = self.clock.now_ns();
                 self.ledger.checkpoints(b, now, &mut out);
+                crate::metrics::get()
+                    .attest_checkpoint_verify_seconds
+                    .observe(arrived.elapsed().as_secs_f64());
                 self.refuse(out);
                 if self.ledger.pending_digests() >= 1024 {
                     self.flush(tx).await?;
@@ -640,7 +630,8 @@ impl Session {
         let outs = decide_host(&set, &inputs, now);
         drop(inputs);
         let mut changes = Vec::new();
-        for ((e, _, _), o) in snapshot.iter().zip(outs) {
+        let mut steps = Vec::new();
+        for ((e, status, _), o) in snapshot.iter().zip(outs) {
             if let Some(t) = self.ledger.get_mut(&e.id) {
                 t.held_since = o.held_since;
             }
@@ -648,6 +639,10 @@ impl Session {
                 self.reattest_every_ms.insert(e.id.clone(), every);
             }
             if let Some(en) = o.enforcement {
+                let before = status.as_ref().map_or(Step::None, |s| s.ladder.step);
+                if en.ladder.step != before {
+                    steps.push(en.ladder.step);
+                }
                 changes.push(en);
             }
         }
@@ -655,9 +650,11 @@ impl Session {
         if changes.is_empty() {
             return Ok(());
         }
+        let mut kinds = Vec::new();
         for c in &changes {
             for d in &c.log {
                 let (kind, detail) = (d.kind(), d.to_value());
+                kinds.push(kind);
                 tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
             }
         }
@@ -668,6 +665,8 @@ impl Session {
                 at_ms: now,
             })
             .await?;
+        // Counted once committed (a refused change is logged below, and was decided anyway).
+        crate::metrics::get().decisions_committed(&steps, &kinds);
         if let Outcome::Loop(o) = out
             && !o.refused.is_empty()
         {
@@ -751,6 +750,7 @@ impl Session {
     async fn commit_digests(&mut self, tx: &Tx) -> Result<(), SessionError> {
         let digests = self.ledger.take_digests();
         let enclaves: Vec<String> = digests.iter().map(|d| d.enclave.clone()).collect();
+        let started = Instant::now();
         let out = self
             .write(Command::UsageDigests {
                 host: self.host.clone(),
@@ -758,6 +758,9 @@ impl Session {
                 at_ms: wall_ms(),
             })
             .await?;
+        crate::metrics::get()
+            .attest_digest_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Outcome::Loop(o) = &out
             && !o.refused.is_empty()
         {

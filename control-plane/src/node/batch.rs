@@ -52,6 +52,9 @@ fn fill_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>
             Err(_) => break,
         }
     }
+    let m = crate::metrics::get();
+    m.raft_batch_commands.observe(batch.len() as f64);
+    m.raft_batch_bytes.observe(bytes as f64);
     debug_assert!(
         batch.len() <= BATCH_COMMANDS_MAX && (batch.len() == 1 || bytes <= BATCH_BYTES_MAX),
         "a batch is bounded: {} commands, {bytes} bytes",

@@ -58,7 +58,12 @@ enum ForwardFailure {
 impl Controller {
     /// Writes commands through Raft from any controller. Outcomes are in command order.
     pub async fn write(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, ControllerError> {
-        match self.forwardable(Forwarded::Write(cmds)).await? {
+        let m = crate::metrics::get();
+        m.writes.inc();
+        let started = Instant::now();
+        let reply = self.forwardable(Forwarded::Write(cmds)).await;
+        m.write_seconds.observe(started.elapsed().as_secs_f64());
+        match reply? {
             ForwardReply::Outcomes(o) => Ok(o),
             ForwardReply::Done => Err(ControllerError::Internal(
                 "leader answered a write without outcomes".into(),

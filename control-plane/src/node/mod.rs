@@ -112,6 +112,7 @@ impl Controller {
             restored,
             stopping: CancellationToken::new(),
         });
+        tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
         tokio::spawn(crate::integrity::peers::watch(Arc::downgrade(&controller)));
@@ -146,6 +147,22 @@ impl Controller {
         let mut rx = self.raft.metrics();
         let before = rx.borrow().current_leader;
         let _ = tokio::time::timeout(dur, rx.wait_for(|m| m.current_leader != before)).await;
+    }
+}
+
+/// Counts each leader this controller comes to know of, the first included, as etcd's
+/// `leader_changes_seen` does (`tribune_raft_leader_changes_total`); a spell without a leader
+/// between two reigns of the same leader is no change.
+async fn count_leader_changes(
+    mut rx: watch::Receiver<openraft::RaftMetrics<NodeId, crate::raft::Node>>,
+) {
+    let mut known = rx.borrow().current_leader;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow().current_leader;
+        if now.is_some() && now != known {
+            crate::metrics::get().raft_leader_changes.inc();
+            known = now;
+        }
     }
 }
 

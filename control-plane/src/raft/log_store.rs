@@ -455,6 +455,7 @@ fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
 
 fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
     let mut tx = db.begin_write()?;
+    let mut durable = true;
     // A group holding nothing but the committed-index hint needs no fsync of its own: losing
     // it only means re-applying from the snapshot on restart, and the next durable commit
     // persists it anyway. Without this, every commit-index advance (on the leader once per
@@ -470,6 +471,7 @@ fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
         )
     }) {
         tx.set_durability(redb::Durability::None)?;
+        durable = false;
     }
     {
         let mut logs = tx.open_table(LOGS)?;
@@ -501,7 +503,13 @@ fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
         }
     }
     // Durability::Immediate (redb's default) unless set above: the commit returns after fsync.
+    let started = std::time::Instant::now();
     tx.commit()?;
+    if durable {
+        crate::metrics::get()
+            .raft_log_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
     Ok(())
 }
 

@@ -20,7 +20,20 @@ impl Agent {
     /// Applies `plan`, writing only what differs from the applied plan, and records it.
     pub async fn apply(&mut self, plan: Plan) -> Result<ApplyReport> {
         let version = plan.version;
+        let started = std::time::Instant::now();
         let r = self.apply_inner(plan).await;
+        let m = crate::metrics::get();
+        m.enforcement_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match &r {
+            Ok(_) => m.plans_applied.inc(),
+            Err(_) => m.plans_refused.inc(),
+        };
+        if let Some(a) = &self.applied {
+            m.plan_version
+                .set(i64::try_from(a.version).unwrap_or(i64::MAX));
+        }
+        m.enclaves.set(self.enclaves.len() as i64);
         match &r {
             Ok(rep) => self.event(
                 None,
@@ -285,6 +298,15 @@ impl Agent {
     }
 
     pub(super) fn write_cgroup(&self, group: &str, change: &Change) -> Result<()> {
+        let started = std::time::Instant::now();
+        let r = self.write_cgroup_inner(group, change);
+        crate::metrics::get()
+            .cgroup_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    fn write_cgroup_inner(&self, group: &str, change: &Change) -> Result<()> {
         match change {
             Change::CpuCap(c) => self.cgroups.set_cpu_cap(group, *c),
             Change::Weight(w) => self.cgroups.set_weight(group, *w),
@@ -325,6 +347,7 @@ impl Agent {
     }
 
     pub(super) async fn stop_enclave(&mut self, name: &str) -> Result<()> {
+        crate::metrics::get().forget_enclave(name);
         if let Some(mut r) = self.enclaves.remove(name) {
             r.enclave.stop().await?;
             if let (Some(n), Some(id)) = (&self.net, &r.net) {
@@ -415,6 +438,7 @@ impl Agent {
 
     /// Drops an enclave the agent could not adopt, killing what is left of it.
     pub(super) fn forget(&mut self, name: &str) {
+        crate::metrics::get().forget_enclave(name);
         if let Some(r) = self.enclaves.remove(name)
             && let (Some(n), Some(id)) = (&self.net, &r.net)
         {

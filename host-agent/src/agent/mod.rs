@@ -334,12 +334,16 @@ impl Agent {
                 self.announce_enclaves();
             }
             LinkEvent::Up => {
+                crate::metrics::get().link_up.set(1);
                 self.link = LinkState::Up;
                 self.event(None, EventKind::ControllerLinkUp);
             }
             // One event per outage, should a Down repeat (the link sends one per outage).
             LinkEvent::Down if matches!(self.link, LinkState::Down) => {}
             LinkEvent::Down => {
+                let m = crate::metrics::get();
+                m.link_up.set(0);
+                m.link_downs.inc();
                 self.link = LinkState::Down;
                 let keeping_version = self.applied.as_ref().map(|p| p.version);
                 self.event(None, EventKind::ControllerLinkDown { keeping_version });

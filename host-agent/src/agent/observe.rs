@@ -85,10 +85,15 @@ impl Agent {
         for (name, kind) in events {
             self.event(Some(&name), kind);
         }
+        let sent = windows.len() as u64;
         if let Some(u) = &self.uplink
             && !windows.is_empty()
-            && u.try_send(ToLink::Windows(windows)).is_err()
         {
+            if u.try_send(ToLink::Windows(windows)).is_ok() {
+                crate::metrics::get().windows_sent.inc_by(sent);
+                return;
+            }
+            crate::metrics::get().windows_dropped.inc();
             // Dropped before sealing: no sequence number is spent, the next window follows.
             tracing::debug!("the controller link is not keeping up: one tick of windows dropped");
         }
@@ -110,6 +115,7 @@ impl Agent {
             }
         }
         for name in resuspended {
+            crate::metrics::get().drift("suspend");
             self.event(
                 Some(&name),
                 EventKind::Reenforced {
@@ -139,9 +145,14 @@ impl Agent {
                 ));
             }
         }
+        let metrics = crate::metrics::get();
+        for (name, r) in &self.enclaves {
+            metrics.enclave_usage(name, &r.usage);
+        }
         for (name, change, what) in fixes {
             let g = self.group_of(&name);
             if self.write_cgroup(&g, &change).is_ok() {
+                metrics.drift(what);
                 self.event(
                     Some(&name),
                     EventKind::Reenforced {

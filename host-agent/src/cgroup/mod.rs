@@ -5,6 +5,7 @@
 //! agent only ever creates groups under `tribune/`. Our own thin cgroupfs layer instead of
 //! `cgroups-rs`: we need a dozen files, and the crate pulls zbus and an old nix.
 
+pub mod delegated;
 pub mod observe;
 pub mod v1;
 pub mod v2;
