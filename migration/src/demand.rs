@@ -139,13 +139,23 @@ impl Demand {
 pub fn shares_ppm(used: &Demand, capacity: &Demand) -> [u64; 5] {
     let mut out = [0u64; 5];
     for (i, r) in Resource::ALL.iter().enumerate() {
-        let cap = capacity.get(*r);
-        if cap > 0 {
-            out[i] = ((u128::from(used.get(*r)) * 1_000_000) / u128::from(cap))
-                .min(u128::from(u64::MAX)) as u64;
-        }
+        out[i] = share_ppm(used.get(*r), capacity.get(*r));
     }
     out
+}
+
+/// `used / capacity` in parts per million (0 without capacity); u64 arithmetic where it
+/// cannot overflow (the hot path of scoring), u128 beyond.
+pub fn share_ppm(used: u64, capacity: u64) -> u64 {
+    if capacity == 0 {
+        return 0;
+    }
+    match used.checked_mul(1_000_000) {
+        Some(scaled) => scaled / capacity,
+        None => {
+            ((u128::from(used) * 1_000_000) / u128::from(capacity)).min(u128::from(u64::MAX)) as u64
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +190,9 @@ mod tests {
         );
         assert_eq!(shares_ppm(&a, &b)[0], 500_000);
         assert_eq!(shares_ppm(&a, &Demand::ZERO), [0; 5]);
+        // Past u64 range when scaled: the u128 path gives the same kind of answer.
+        assert_eq!(share_ppm(u64::MAX / 2, u64::MAX), 499_999);
+        assert_eq!(share_ppm(u64::MAX, 1), u64::MAX);
     }
 
     #[test]

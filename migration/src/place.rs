@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::demand::{Demand, Resource, shares_ppm};
+use crate::demand::{Demand, Resource, share_ppm, shares_ppm};
 use crate::filter::{Freshness, Rejection, admits, check, check_static};
 use crate::view::{ClusterView, EnclaveSpec, HostState, Placed, Strategy};
 
@@ -140,11 +140,11 @@ impl fmt::Display for Unplaceable {
 fn score(h: &HostState, spec: &EnclaveSpec) -> (i64, i64, i64) {
     let cap = &h.host.capacity;
     let after = h.reserved.saturating_add(spec.guarantee);
-    let shares = shares_ppm(&after, cap);
     let (mut n, mut sum, mut dominant, mut least) = (0i64, 0i64, 0i64, i64::MAX);
-    for (r, share) in Resource::ALL.iter().zip(shares) {
-        if cap.get(*r) > 0 && after.get(*r) > 0 {
-            let share = share as i64;
+    for r in Resource::ALL {
+        let (c, a) = (cap.get(r), after.get(r));
+        if c > 0 && a > 0 {
+            let share = share_ppm(a, c) as i64;
             n += 1;
             sum += share;
             dominant = dominant.max(share);

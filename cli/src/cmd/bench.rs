@@ -340,24 +340,26 @@ fn print_schedule(r: &tribune_bench::schedule::ScheduleResult) {
         r.enclaves, r.hosts, r.rounds, r.seed
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>8} {:>9} {:>11} {:>14} {:>13}",
+        "{:<10} {:>9} {:>9} {:>8} {:>9} {:>11} {:>13} {:>14} {:>13}",
         "scheduler",
         "p50 ms",
         "max ms",
         "placed",
         "unplaced",
         "hosts used",
+        "cores in use",
         "stranded cores",
         "stranded GiB"
     );
     for (name, x) in [("tribune", &r.tribune), ("first-fit", &r.first_fit)] {
         println!(
-            "{name:<10} {:>9.1} {:>9.1} {:>8} {:>9} {:>11} {:>14.1} {:>13.1}",
+            "{name:<10} {:>9.1} {:>9.1} {:>8} {:>9} {:>11} {:>13.0} {:>14.1} {:>13.1}",
             x.time_ms.p50,
             x.time_ms.max,
             x.placed,
             x.unplaced,
             x.hosts_used,
+            x.cores_in_use,
             x.stranded_cores,
             x.stranded_gib
         );
