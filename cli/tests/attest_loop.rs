@@ -91,25 +91,6 @@ impl Agent {
     }
 }
 
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = c.http.put(c.url(id, path)).json(&body).send().await;
-        match r {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
-            Ok(r) => panic!(
-                "PUT {path}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
-            Err(e) if e.is_connect() && Instant::now() < deadline => {}
-            Err(e) => panic!("PUT {path}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every log entry, from the first running node that answers.
 async fn entries(c: &Cluster) -> Vec<Value> {
     for id in c.running() {
@@ -210,8 +191,7 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
         .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/greedy",
         enclave(
@@ -398,15 +378,13 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
         "while [ ! -e {} ]; do sleep 0.05; done; while :; do :; done",
         flag.display()
     );
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/owner",
         enclave("owner", "owner", "h2", &["/bin/sh", "-c", &owner_cmd]),
     )
     .await;
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/borrower",
         enclave(
@@ -470,8 +448,7 @@ async fn an_observe_only_agent_reports_and_says_it_cannot_enforce() {
         .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/spin",
         enclave(

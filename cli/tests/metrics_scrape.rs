@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Cluster, DEADLINE};
-use serde_json::{Value, json};
+use serde_json::json;
 use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 const GREEDY_POLICY: &str = r#"
@@ -135,20 +135,6 @@ fn promtool_check_metrics(what: &str, text: &str) -> bool {
     true
 }
 
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match c.http.put(c.url(id, path)).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
-            Ok(r) => panic!("PUT {path}: {}", r.status()),
-            Err(e) if e.is_connect() && Instant::now() < deadline => {}
-            Err(e) => panic!("PUT {path}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until `check` holds on a fresh scrape of every controller; panics with `what`.
 async fn wait_controllers(
     c: &Cluster,
@@ -180,8 +166,7 @@ async fn metrics_of_a_cluster_and_an_agent_under_load_move_and_pass_promtool() {
         .put_policy(leader, "metrics-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/spin",
         json!({

@@ -135,6 +135,27 @@ impl Cluster {
         Some((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// PUT `body` as JSON to `path` on node `id`, retrying only what applied nothing (503,
+    /// connection refused) until [`DEADLINE`]; panics with the status and body otherwise.
+    pub async fn put_json(&self, id: u64, path: &str, body: Value) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.http.put(self.url(id, path)).json(&body).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
+                Ok(r) => panic!(
+                    "PUT {path}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) if e.is_connect() && Instant::now() < deadline => {}
+                Err(e) => panic!("PUT {path}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until some running node reports a leader that every running node agrees on.
     pub async fn wait_leader(&self) -> u64 {
         let deadline = Instant::now() + DEADLINE;
