@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
+use tribune_testkit::agent::AgentProcess;
 
 fn skip_unless_root(test: &str) -> bool {
     common::skip_unless_root(test, "the host agent needs cgroups")
@@ -41,30 +41,11 @@ impl Agent {
     }
 
     fn start_with(c: &Cluster, instance: &str, host: &str, extra: &[&str]) -> Agent {
-        let dir = c.dir.path();
-        let tls_dir = c.tls_dir.as_ref().expect("a TLS cluster");
-        common::issue(
-            tls_dir,
-            &tribune_tls::PeerIdentity::Agent {
-                host: host.to_string(),
-            },
-        );
         // The agent streams to node 1 first; it is the one killed in the failover test.
         let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-        let proc = AgentProcess::start(&AgentOptions {
-            binary: BIN.into(),
-            instance: instance.to_string(),
-            host: host.to_string(),
-            data_dir: dir.join(format!("agent-{instance}")),
-            launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
-            controllers,
-            tls_dir: Some(tls_dir.clone()),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: dir.join(format!("agent-{instance}.log")),
-        })
-        .expect("spawn agent");
+        let extra = extra.iter().map(|s| s.to_string()).collect();
         Agent {
-            proc,
+            proc: common::start_agent(c, instance, host, controllers, extra),
             instance: instance.to_string(),
         }
     }

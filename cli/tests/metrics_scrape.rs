@@ -10,9 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster, DEADLINE};
+use common::{Cluster, DEADLINE};
 use serde_json::json;
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 const GREEDY_POLICY: &str = r#"
 policy "metrics-greedy" {
@@ -178,29 +177,13 @@ async fn metrics_of_a_cluster_and_an_agent_under_load_move_and_pass_promtool() {
     .await;
 
     // The agent: enforcing as root, observe-only otherwise (the decisions are the same).
-    let dir = c.dir.path();
-    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
-    common::issue(
-        &tls_dir,
-        &tribune_tls::PeerIdentity::Agent { host: "hm".into() },
-    );
     let metrics_addr = tribune_testkit::ports::free_addr();
     let mut extra = vec!["--metrics-listen".to_string(), metrics_addr.clone()];
     if !tribune_testkit::is_root() {
         extra.push("--observe-only".into());
     }
-    let agent = AgentProcess::start(&AgentOptions {
-        binary: BIN.into(),
-        instance: "metrics".into(),
-        host: "hm".into(),
-        data_dir: dir.join("agent-metrics"),
-        launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
-        controllers: c.nodes.values().map(|n| n.addr.clone()).collect(),
-        tls_dir: Some(tls_dir),
-        extra,
-        log: dir.join("agent-metrics.log"),
-    })
-    .expect("spawn agent");
+    let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let agent = common::start_agent(&c, "metrics", "hm", controllers, extra);
 
     // Reports flow and verify; the throttle is decided and committed.
     let first = wait_controllers(&c, "reports verified and a throttle counted", |all| {

@@ -263,3 +263,36 @@ impl Cluster {
         }
     }
 }
+
+/// Starts a real `tribune agent` for `host` with its own certificate from the cluster's CA
+/// (mTLS, as in production), streaming to `controllers` in that order, with `extra` arguments;
+/// its data dir and log are `agent-INSTANCE` under the cluster's dir. Stopped with SIGTERM
+/// when dropped.
+pub fn start_agent(
+    c: &Cluster,
+    instance: &str,
+    host: &str,
+    controllers: Vec<String>,
+    extra: Vec<String>,
+) -> tribune_testkit::agent::AgentProcess {
+    let dir = c.dir.path();
+    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
+    issue(
+        &tls_dir,
+        &tribune_tls::PeerIdentity::Agent {
+            host: host.to_string(),
+        },
+    );
+    tribune_testkit::agent::AgentProcess::start(&tribune_testkit::agent::AgentOptions {
+        binary: BIN.into(),
+        instance: instance.to_string(),
+        host: host.to_string(),
+        data_dir: dir.join(format!("agent-{instance}")),
+        launch_policy: write_launch_policy(dir, &["/bin/sh"]),
+        controllers,
+        tls_dir: Some(tls_dir),
+        extra,
+        log: dir.join(format!("agent-{instance}.log")),
+    })
+    .expect("spawn agent")
+}
