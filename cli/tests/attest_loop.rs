@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
+use tribune_testkit::agent::AgentProcess;
 
 fn skip_unless_root(test: &str) -> bool {
     common::skip_unless_root(test, "the host agent needs cgroups")
@@ -41,30 +41,11 @@ impl Agent {
     }
 
     fn start_with(c: &Cluster, instance: &str, host: &str, extra: &[&str]) -> Agent {
-        let dir = c.dir.path();
-        let tls_dir = c.tls_dir.as_ref().expect("a TLS cluster");
-        common::issue(
-            tls_dir,
-            &tribune_tls::PeerIdentity::Agent {
-                host: host.to_string(),
-            },
-        );
         // The agent streams to node 1 first; it is the one killed in the failover test.
         let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-        let proc = AgentProcess::start(&AgentOptions {
-            binary: BIN.into(),
-            instance: instance.to_string(),
-            host: host.to_string(),
-            data_dir: dir.join(format!("agent-{instance}")),
-            launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
-            controllers,
-            tls_dir: Some(tls_dir.clone()),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: dir.join(format!("agent-{instance}.log")),
-        })
-        .expect("spawn agent");
+        let extra = extra.iter().map(|s| s.to_string()).collect();
         Agent {
-            proc,
+            proc: common::start_agent(c, instance, host, controllers, extra),
             instance: instance.to_string(),
         }
     }
@@ -88,25 +69,6 @@ impl Agent {
 
     fn log_text(&self) -> String {
         self.proc.log_text()
-    }
-}
-
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = c.http.put(c.url(id, path)).json(&body).send().await;
-        match r {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
-            Ok(r) => panic!(
-                "PUT {path}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
-            Err(e) if e.is_connect() && Instant::now() < deadline => {}
-            Err(e) => panic!("PUT {path}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -210,8 +172,7 @@ async fn greedy_is_capped_fast_and_survives_kill9_of_its_controller() {
         .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/greedy",
         enclave(
@@ -398,15 +359,13 @@ async fn idle_cpu_is_lent_by_weight_and_returned_within_one_interval() {
         "while [ ! -e {} ]; do sleep 0.05; done; while :; do :; done",
         flag.display()
     );
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/owner",
         enclave("owner", "owner", "h2", &["/bin/sh", "-c", &owner_cmd]),
     )
     .await;
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/borrower",
         enclave(
@@ -470,8 +429,7 @@ async fn an_observe_only_agent_reports_and_says_it_cannot_enforce() {
         .put_policy(leader, "loop-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/spin",
         enclave(

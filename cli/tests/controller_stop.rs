@@ -15,9 +15,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, Cluster, DEADLINE};
+use common::{Cluster, DEADLINE};
 use serde_json::{Value, json};
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
 use tribune_testkit::process::Stopped;
 
 /// A controller's stop must end within this (5 s for connections + 5 s for Raft + slack).
@@ -85,11 +84,6 @@ async fn sigterm_to_the_leader_with_an_agent_streaming_hands_over_and_exits() {
     assert!(r.status().is_success(), "{}", r.status());
 
     // The agent streams to the leader first.
-    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
-    common::issue(
-        &tls_dir,
-        &tribune_tls::PeerIdentity::Agent { host: "h1".into() },
-    );
     let mut controllers = vec![c.nodes[&leader].addr.clone()];
     controllers.extend(
         c.nodes
@@ -97,19 +91,7 @@ async fn sigterm_to_the_leader_with_an_agent_streaming_hands_over_and_exits() {
             .filter(|n| n.id != leader)
             .map(|n| n.addr.clone()),
     );
-    let dir = c.dir.path().to_path_buf();
-    let agent = AgentProcess::start(&AgentOptions {
-        binary: BIN.into(),
-        instance: "stopa".into(),
-        host: "h1".into(),
-        data_dir: dir.join("agent-stopa"),
-        launch_policy: common::write_launch_policy(&dir, &["/bin/sh"]),
-        controllers,
-        tls_dir: Some(tls_dir),
-        extra: vec![],
-        log: dir.join("agent-stopa.log"),
-    })
-    .expect("spawn agent");
+    let agent = common::start_agent(&c, "stopa", "h1", controllers, vec![]);
     let first = wait_verdict(&c, "steady", 0, u64::MAX).await;
     assert_eq!(
         first["detail"]["verified_by"].as_u64(),

@@ -79,20 +79,6 @@ async fn get(c: &Cluster, id: u64, path: &str) -> Value {
     }
 }
 
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match c.http.put(c.url(id, path)).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() != 503 => {
-                panic!("PUT {path}: {}", r.text().await.unwrap_or_default())
-            }
-            _ => assert!(Instant::now() < deadline, "PUT {path}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Entries `0..size` by linearizable reads.
 async fn entries_upto(c: &Cluster, id: u64, size: u64) -> Vec<Value> {
     let mut all = Vec::new();
@@ -148,8 +134,7 @@ async fn python_verifies_a_live_log_and_rejects_every_tampered_copy() {
     let leader = c.wait_leader().await;
     let (s, b) = c.put_policy(leader, "conf-greedy", POLICY, None).await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/greedy",
         json!({"id": "greedy", "tenant": "greedy", "tee": "sim",

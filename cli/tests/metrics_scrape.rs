@@ -10,9 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster, DEADLINE};
-use serde_json::{Value, json};
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
+use common::{Cluster, DEADLINE};
+use serde_json::json;
 
 const GREEDY_POLICY: &str = r#"
 policy "metrics-greedy" {
@@ -135,20 +134,6 @@ fn promtool_check_metrics(what: &str, text: &str) -> bool {
     true
 }
 
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match c.http.put(c.url(id, path)).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
-            Ok(r) => panic!("PUT {path}: {}", r.status()),
-            Err(e) if e.is_connect() && Instant::now() < deadline => {}
-            Err(e) => panic!("PUT {path}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until `check` holds on a fresh scrape of every controller; panics with `what`.
 async fn wait_controllers(
     c: &Cluster,
@@ -180,8 +165,7 @@ async fn metrics_of_a_cluster_and_an_agent_under_load_move_and_pass_promtool() {
         .put_policy(leader, "metrics-greedy", GREEDY_POLICY, None)
         .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    put(
-        &c,
+    c.put_json(
         leader,
         "/v1/enclaves/spin",
         json!({
@@ -193,29 +177,13 @@ async fn metrics_of_a_cluster_and_an_agent_under_load_move_and_pass_promtool() {
     .await;
 
     // The agent: enforcing as root, observe-only otherwise (the decisions are the same).
-    let dir = c.dir.path();
-    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
-    common::issue(
-        &tls_dir,
-        &tribune_tls::PeerIdentity::Agent { host: "hm".into() },
-    );
     let metrics_addr = tribune_testkit::ports::free_addr();
     let mut extra = vec!["--metrics-listen".to_string(), metrics_addr.clone()];
     if !tribune_testkit::is_root() {
         extra.push("--observe-only".into());
     }
-    let agent = AgentProcess::start(&AgentOptions {
-        binary: BIN.into(),
-        instance: "metrics".into(),
-        host: "hm".into(),
-        data_dir: dir.join("agent-metrics"),
-        launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
-        controllers: c.nodes.values().map(|n| n.addr.clone()).collect(),
-        tls_dir: Some(tls_dir),
-        extra,
-        log: dir.join("agent-metrics.log"),
-    })
-    .expect("spawn agent");
+    let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let agent = common::start_agent(&c, "metrics", "hm", controllers, extra);
 
     // Reports flow and verify; the throttle is decided and committed.
     let first = wait_controllers(&c, "reports verified and a throttle counted", |all| {

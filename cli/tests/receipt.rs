@@ -44,20 +44,6 @@ policy "rc-web" {
     ),
 ];
 
-async fn put(c: &Cluster, id: u64, path: &str, body: Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match c.http.put(c.url(id, path)).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().as_u16() != 503 => {
-                panic!("PUT {path}: {}", r.text().await.unwrap_or_default())
-            }
-            _ => assert!(Instant::now() < deadline, "PUT {path}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn tribune(c: &Cluster, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -104,8 +90,7 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
         ("miner", vec!["/bin/sh", "-c", "while :; do :; done"]),
         ("web", vec!["/bin/sh", "-c", "while :; do sleep 1; done"]),
     ] {
-        put(
-            &c,
+        c.put_json(
             leader,
             &format!("/v1/enclaves/{id}"),
             json!({"id": id, "tenant": id, "tee": "sim",

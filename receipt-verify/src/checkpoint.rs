@@ -44,14 +44,25 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(x)
 }
 
+/// Why checkpoint bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{0} bytes, not {CHECKPOINT_LEN}")]
+    Length(usize),
+    #[error("not version 1")]
+    Version,
+    #[error("first_seq is past last_seq")]
+    Range,
+}
+
 impl Checkpoint {
     /// Strict decoder: exactly 162 bytes, version 1, `first_seq ≤ last_seq`.
-    pub fn decode(b: &[u8]) -> Result<Checkpoint, String> {
+    pub fn decode(b: &[u8]) -> Result<Checkpoint, CheckpointError> {
         if b.len() != CHECKPOINT_LEN {
-            return Err(format!("{} bytes, not {CHECKPOINT_LEN}", b.len()));
+            return Err(CheckpointError::Length(b.len()));
         }
         if b[0..2] != [0, 1] {
-            return Err("not version 1".into());
+            return Err(CheckpointError::Version);
         }
         let mut c = Checkpoint {
             enclave_id: [0; 16],
@@ -63,7 +74,7 @@ impl Checkpoint {
             signed: [0; SIGNED_LEN],
         };
         if c.first_seq > c.last_seq {
-            return Err("first_seq is past last_seq".into());
+            return Err(CheckpointError::Range);
         }
         c.enclave_id.copy_from_slice(&b[2..18]);
         c.prev_head.copy_from_slice(&b[34..66]);

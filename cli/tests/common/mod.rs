@@ -135,6 +135,27 @@ impl Cluster {
         Some((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// PUT `body` as JSON to `path` on node `id`, retrying only what applied nothing (503,
+    /// connection refused) until [`DEADLINE`]; panics with the status and body otherwise.
+    pub async fn put_json(&self, id: u64, path: &str, body: Value) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.http.put(self.url(id, path)).json(&body).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
+                Ok(r) => panic!(
+                    "PUT {path}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) if e.is_connect() && Instant::now() < deadline => {}
+                Err(e) => panic!("PUT {path}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until some running node reports a leader that every running node agrees on.
     pub async fn wait_leader(&self) -> u64 {
         let deadline = Instant::now() + DEADLINE;
@@ -241,4 +262,37 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Starts a real `tribune agent` for `host` with its own certificate from the cluster's CA
+/// (mTLS, as in production), streaming to `controllers` in that order, with `extra` arguments;
+/// its data dir and log are `agent-INSTANCE` under the cluster's dir. Stopped with SIGTERM
+/// when dropped.
+pub fn start_agent(
+    c: &Cluster,
+    instance: &str,
+    host: &str,
+    controllers: Vec<String>,
+    extra: Vec<String>,
+) -> tribune_testkit::agent::AgentProcess {
+    let dir = c.dir.path();
+    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
+    issue(
+        &tls_dir,
+        &tribune_tls::PeerIdentity::Agent {
+            host: host.to_string(),
+        },
+    );
+    tribune_testkit::agent::AgentProcess::start(&tribune_testkit::agent::AgentOptions {
+        binary: BIN.into(),
+        instance: instance.to_string(),
+        host: host.to_string(),
+        data_dir: dir.join(format!("agent-{instance}")),
+        launch_policy: write_launch_policy(dir, &["/bin/sh"]),
+        controllers,
+        tls_dir: Some(tls_dir),
+        extra,
+        log: dir.join(format!("agent-{instance}.log")),
+    })
+    .expect("spawn agent")
 }

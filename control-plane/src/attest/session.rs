@@ -789,11 +789,9 @@ impl Session {
 }
 
 fn check_len(n: usize, what: &'static str) -> Result<(), SessionError> {
-    if n > BATCH_ITEMS_MAX {
-        Err(SessionError::Batch { what, n })
-    } else {
-        Ok(())
-    }
+    (n <= BATCH_ITEMS_MAX)
+        .then_some(())
+        .ok_or(SessionError::Batch { what, n })
 }
 
 async fn send(tx: &Tx, body: pb::controller_message::Body) -> Result<(), SessionError> {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tribune_attest::merkle::{Hash, MerkleTree};
+use tribune_receipt::canonical;
 
 use super::detail::{Body, LogDetail};
 use super::leaf_format::LeafFormat;
@@ -112,7 +113,7 @@ impl LogEntry {
         out.extend_from_slice(b"{\"at_ms\":");
         out.extend_from_slice(self.at_ms.to_string().as_bytes());
         out.extend_from_slice(b",\"detail\":");
-        write_canonical(&self.detail_value(), &mut out);
+        canonical::write(&self.detail_value(), &mut out);
         out.extend_from_slice(b",\"index\":");
         out.extend_from_slice(self.index.to_string().as_bytes());
         out.extend_from_slice(b",\"kind\":\"");
@@ -124,7 +125,7 @@ impl LogEntry {
         } else {
             out.extend_from_slice(b"\",\"subject\":");
         }
-        write_json_string(&self.subject, &mut out);
+        canonical::string(&self.subject, &mut out);
         out.push(b'}');
         out
     }
@@ -189,50 +190,6 @@ impl<'de> Deserialize<'de> for LogEntry {
             detail,
             format,
         })
-    }
-}
-
-fn write_json_string(s: &str, out: &mut Vec<u8>) {
-    // Serialising a string cannot fail; the fallback is never taken.
-    out.extend_from_slice(
-        serde_json::to_string(s)
-            .unwrap_or_else(|_| "\"\"".into())
-            .as_bytes(),
-    );
-}
-
-/// Compact JSON with object keys sorted bytewise, independent of serde_json's map feature.
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_string(k, out);
-                out.push(b':');
-                if let Some(child) = m.get(k) {
-                    write_canonical(child, out);
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, child) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(child, out);
-            }
-            out.push(b']');
-        }
-        Value::String(s) => write_json_string(s, out),
-        // null, booleans and numbers: serde_json's own text (never fails for these).
-        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
 }
 
