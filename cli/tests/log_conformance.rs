@@ -15,10 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster, DEADLINE};
+use common::{Cluster, DEADLINE};
 use serde_json::{Value, json};
 use tribune_controller::state::LogEntry;
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 const VERIFIER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -142,24 +141,8 @@ async fn python_verifies_a_live_log_and_rejects_every_tampered_copy() {
                "launch": {"process": {"cmd": ["/bin/sh", "-c", "while :; do :; done"]}}}),
     )
     .await;
-    let dir = c.dir.path();
-    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
-    common::issue(
-        &tls_dir,
-        &tribune_tls::PeerIdentity::Agent { host: "h1".into() },
-    );
-    let _agent = AgentProcess::start(&AgentOptions {
-        binary: BIN.into(),
-        instance: "conf".into(),
-        host: "h1".into(),
-        data_dir: dir.join("agent-conf"),
-        launch_policy: common::write_launch_policy(dir, &["/bin/sh"]),
-        controllers: c.nodes.values().map(|n| n.addr.clone()).collect(),
-        tls_dir: Some(tls_dir),
-        extra: vec![],
-        log: dir.join("agent-conf.log"),
-    })
-    .expect("spawn agent");
+    let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let _agent = common::start_agent(&c, "conf", "h1", controllers, vec![]);
 
     // The loop has run: an over-limit violation, a throttle and a few usage digests.
     let deadline = Instant::now() + DEADLINE;

@@ -12,13 +12,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
-use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 const POLICIES: [(&str, &str); 2] = [
     (
@@ -63,6 +62,19 @@ fn verify(file: &Path, keys: &Path) -> Output {
         .expect("run tribune")
 }
 
+/// `tribune receipt get ENCLAVE --from 10m` into `DIR/ENCLAVE.receipt.json`, then `tribune
+/// receipt verify` it against `keys`; both must succeed. The file and what the verifier said.
+fn get_and_verify(c: &Cluster, dir: &Path, enclave: &str, keys: &Path) -> (PathBuf, String) {
+    let file = dir.join(format!("{enclave}.receipt.json"));
+    let path = file.to_str().expect("path");
+    let o = tribune(c, &["receipt", "get", enclave, "--from", "10m", "-f", path]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = verify(&file, keys);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    (file, said)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n{}\n{}",
@@ -100,23 +112,8 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
         .await;
     }
     let dir = c.dir.path().to_path_buf();
-    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
-    common::issue(
-        &tls_dir,
-        &tribune_tls::PeerIdentity::Agent { host: "h1".into() },
-    );
-    let _agent = AgentProcess::start(&AgentOptions {
-        binary: BIN.into(),
-        instance: "rcpt".into(),
-        host: "h1".into(),
-        data_dir: dir.join("agent-rcpt"),
-        launch_policy: common::write_launch_policy(&dir, &["/bin/sh"]),
-        controllers: c.nodes.values().map(|n| n.addr.clone()).collect(),
-        tls_dir: Some(tls_dir),
-        extra: vec![],
-        log: dir.join("agent-rcpt.log"),
-    })
-    .expect("spawn agent");
+    let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let _agent = common::start_agent(&c, "rcpt", "h1", controllers, vec![]);
 
     // Miner is throttled, then suspended; web has a few usage windows.
     let deadline = Instant::now() + DEADLINE;
@@ -142,23 +139,7 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
     std::fs::write(&keys, &o.stdout).expect("write keys");
 
     // Miner: throttled and suspended, each with its cause.
-    let miner = dir.join("miner.receipt.json");
-    let o = tribune(
-        &c,
-        &[
-            "receipt",
-            "get",
-            "miner",
-            "--from",
-            "10m",
-            "-f",
-            miner.to_str().expect("path"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let o = verify(&miner, &keys);
-    let said = text(&o);
-    assert!(o.status.success(), "{said}");
+    let (miner, said) = get_and_verify(&c, &dir, "miner", &keys);
     assert!(
         said.contains("throttled 1 time(s), each with its cause"),
         "{said}"
@@ -173,23 +154,7 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
     eprintln!("miner: {said}");
 
     // Web: its guarantee in every window, no enforcement.
-    let web = dir.join("web.receipt.json");
-    let o = tribune(
-        &c,
-        &[
-            "receipt",
-            "get",
-            "web",
-            "--from",
-            "10m",
-            "-f",
-            web.to_str().expect("path"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let o = verify(&web, &keys);
-    let said = text(&o);
-    assert!(o.status.success(), "{said}");
+    let (web, said) = get_and_verify(&c, &dir, "web", &keys);
     assert!(
         said.contains("received its guarantee in 100.0% of"),
         "{said}"
