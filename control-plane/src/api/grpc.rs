@@ -156,6 +156,19 @@ impl ControlService for ControlServer {
         Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
     }
 
+    async fn delete_enclave(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let who = self.who(&req)?;
+        let r = req.into_inner();
+        let v = self
+            .api
+            .delete_enclave(&who, &r.name, expect(r.expected_version))
+            .await?;
+        Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
+    }
+
     async fn list_enclaves(
         &self,
         req: Request<pb::ListRequest>,

@@ -142,7 +142,10 @@ pub fn router(api: Shared) -> Router {
             get(get_policy).put(put_policy).delete(delete_policy),
         )
         .route("/v1/enclaves", get(list_enclaves))
-        .route("/v1/enclaves/{id}", get(get_enclave).put(put_enclave))
+        .route(
+            "/v1/enclaves/{id}",
+            get(get_enclave).put(put_enclave).delete(delete_enclave),
+        )
         .route("/v1/enclaves/{id}/status", get(enclave_status))
         .route("/v1/enclaves/{id}/receipt", get(enclave_receipt))
         .route("/v1/hosts", get(list_hosts))
@@ -462,6 +465,17 @@ async fn put_enclave(
         .put_enclave(&who, enclave, expectation(&headers)?)
         .await?;
     Ok(with_etag(e.version, Json(e)))
+}
+
+async fn delete_enclave(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let expect = expectation(&headers)?;
+    api.delete_enclave(&who, &id, expect).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_hosts(

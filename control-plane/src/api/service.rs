@@ -345,6 +345,39 @@ impl Api {
         }
     }
 
+    /// Removes an enclave record, at `expect`'s version. Refused (409 `enclave-in-use`) while
+    /// the enclave is placed on a host and not `stopped` (`state::Command::DeleteEnclave`).
+    pub async fn delete_enclave(
+        &self,
+        who: &Principal,
+        id: &str,
+        expect: Expect,
+    ) -> Result<u64, Problem> {
+        who.require(Op::WriteEnclave)?;
+        self.writable()?;
+        check_name("enclave", id).map_err(Problem::bad_request)?;
+        let cmd = Command::DeleteEnclave {
+            id: id.to_string(),
+            expect,
+            actor: who.actor.clone(),
+            at_ms: now_ms(),
+        };
+        match single(self.controller.write(vec![cmd]).await?)? {
+            Outcome::EnclaveDeleted { version, .. } => Ok(version),
+            Outcome::NotFound { what } => Err(Problem::not_found(format!("no {what}"))),
+            Outcome::Conflict {
+                what,
+                current_version,
+            } => Err(conflict(&what, expect, current_version)),
+            Outcome::InUse { reason } => Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "enclave-in-use",
+                reason,
+            )),
+            o => Err(unexpected(o)),
+        }
+    }
+
     pub async fn list_hosts(&self, who: &Principal, stale: bool) -> Result<Vec<Host>, Problem> {
         who.require(Op::ReadHosts)?;
         self.read(stale).await?;

@@ -13,7 +13,8 @@ pub enum Op {
     ReadPolicies,
     WritePolicy,
     ReadEnclaves,
-    /// Create or change an enclave, its placement, launch spec or state (suspend/resume).
+    /// Create, change or delete an enclave, its placement, launch spec or state
+    /// (suspend/resume/stop).
     WriteEnclave,
     ReadHosts,
     WriteHost,
@@ -43,7 +44,7 @@ impl Op {
             Op::ReadPolicies => "read policies",
             Op::WritePolicy => "change policies",
             Op::ReadEnclaves => "read enclaves",
-            Op::WriteEnclave => "create or change enclaves",
+            Op::WriteEnclave => "create, change or delete enclaves",
             Op::ReadHosts => "read hosts",
             Op::WriteHost => "change hosts",
             Op::ReadCluster => "read the cluster's membership",

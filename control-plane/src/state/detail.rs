@@ -228,6 +228,8 @@ pub enum EnclaveOp {
     Suspend,
     /// Resumed by an operator.
     Resume,
+    /// The record removed (`version` is the version deleted).
+    Delete,
 }
 
 /// An enclave written through the API (subject: the enclave).

@@ -76,6 +76,16 @@ pub enum Command {
         actor: String,
         at_ms: i64,
     },
+    /// Removes an enclave record (`DELETE /v1/enclaves/{id}`). Refused while the enclave is
+    /// placed on a host and not `stopped`: its agent may be running it, and a record that
+    /// vanished under a running enclave would leave nothing to account it against. Stop it
+    /// first (its plan then drops it and the agent stops it), then delete.
+    DeleteEnclave {
+        id: String,
+        expect: Expect,
+        actor: String,
+        at_ms: i64,
+    },
     /// A new bearer token (its secret's hash only). Refused if the id exists.
     CreateToken {
         token: Token,
@@ -155,6 +165,7 @@ impl Command {
                 Command::CreateToken { .. }
                 | Command::RevokeToken { .. }
                 | Command::DeletePolicy { .. }
+                | Command::DeleteEnclave { .. }
                 | Command::SetAllocation { .. }
                 | Command::RegisterLogKey { .. } => 0,
             }
@@ -171,6 +182,10 @@ pub enum Outcome {
     },
     Host(Host),
     Enclave(Enclave),
+    EnclaveDeleted {
+        id: String,
+        version: u64,
+    },
     Allocation(Allocation),
     Logged {
         index: u64,
@@ -191,6 +206,10 @@ pub enum Outcome {
     },
     /// A quota would be exceeded; nothing was written.
     Quota {
+        reason: String,
+    },
+    /// The object is in use and may not be removed as it stands; nothing was written.
+    InUse {
         reason: String,
     },
     Token(Token),
@@ -381,6 +400,12 @@ impl State {
                 actor,
                 at_ms,
             } => self.put_enclave(enclave, expect, actor, at_ms),
+            Command::DeleteEnclave {
+                id,
+                expect,
+                actor,
+                at_ms,
+            } => self.delete_enclave(id, expect, actor, at_ms),
             Command::CreateToken { token, at_ms } => {
                 if self.tokens.contains_key(&token.id) {
                     return Outcome::Conflict {
@@ -626,6 +651,61 @@ impl State {
         );
         self.enclaves.insert(enclave.id.clone(), enclave.clone());
         Outcome::Enclave(enclave)
+    }
+}
+
+impl State {
+    /// Removes an enclave record and what the loop kept about it (status, allocation). Only an
+    /// enclave no agent may be running goes: one never placed, or one placed but `stopped`
+    /// (its plan no longer names it). Removing it changes no plan, so no plan version moves.
+    fn delete_enclave(&mut self, id: String, expect: Expect, actor: String, at_ms: i64) -> Outcome {
+        let Some(current) = self.enclaves.get(&id) else {
+            return Outcome::NotFound {
+                what: format!("enclave {id:?}"),
+            };
+        };
+        if let Err(conflict) =
+            precondition(&format!("enclave {id:?}"), Some(current.version), expect)
+        {
+            return conflict;
+        }
+        if let Some(p) = &current.placement
+            && current.state != EnclaveState::Stopped
+        {
+            return Outcome::InUse {
+                reason: format!(
+                    "enclave {id:?} is placed on host {:?} and {}: its agent may be running it, so deleting the record would leave a running enclave nothing accounts for. Stop it first (`tribune enclave stop {id}`: its plan drops it and the agent stops it), then delete it",
+                    p.host,
+                    serde_json::to_value(current.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+        let Some(removed) = self.enclaves.remove(&id) else {
+            return Outcome::NotFound {
+                what: format!("enclave {id:?}"),
+            };
+        };
+        self.allocations.remove(&id);
+        self.status.remove(&id);
+        self.log.append(
+            &id,
+            LogDetail::EnclaveChange(EnclaveChangeDetail {
+                op: EnclaveOp::Delete,
+                version: removed.version,
+                state: removed.state,
+                actor,
+                tenant: removed.tenant.clone(),
+                host: removed.placement.as_ref().map(|p| p.host.clone()),
+            }),
+            at_ms,
+        );
+        Outcome::EnclaveDeleted {
+            id,
+            version: removed.version,
+        }
     }
 }
 

@@ -375,3 +375,130 @@ fn kind_names_in_leaves_are_their_json_names() {
         assert_eq!(LogEntryKind::parse(k.as_str()), Some(k));
     }
 }
+
+fn delete_enclave(id: &str, expect: Expect) -> Command {
+    Command::DeleteEnclave {
+        id: id.into(),
+        expect,
+        actor: "tribune://operator/olive".into(),
+        at_ms: 3000,
+    }
+}
+
+fn put_enclave(s: &mut State, e: Enclave) -> Enclave {
+    match s.apply(Command::PutEnclave {
+        enclave: e,
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 2000,
+    }) {
+        Outcome::Enclave(e) => e,
+        o => panic!("{o:?}"),
+    }
+}
+
+/// Deletion is refused for every placed state but `stopped`, allowed for every state of an
+/// unplaced enclave; a refusal or a failed precondition writes nothing.
+#[test]
+fn an_enclave_is_deleted_only_when_no_agent_may_be_running_it() {
+    use EnclaveState::*;
+    for state in [
+        Pending, Running, Throttled, Suspended, Migrating, Stopped, Untrusted,
+    ] {
+        for placed in [true, false] {
+            let mut s = State::default();
+            let mut e = enclave("e", "h1", 1);
+            e.state = state;
+            if !placed {
+                e.placement = None;
+            }
+            let stored = put_enclave(&mut s, e);
+            s.allocations.insert(
+                "e".into(),
+                Allocation {
+                    enclave: "e".into(),
+                    limits: Resources::default(),
+                    guaranteed: Resources::default(),
+                    weight: 1,
+                    suspended: false,
+                },
+            );
+            let before = s.clone();
+            let out = s.apply(delete_enclave("e", Expect::Version(stored.version)));
+            if placed && state != Stopped {
+                let Outcome::InUse { reason } = out else {
+                    panic!("{state:?} placed: {out:?}")
+                };
+                assert!(reason.contains("tribune enclave stop e"), "{reason}");
+                assert_eq!(s, before, "a refusal writes nothing");
+            } else {
+                assert_eq!(
+                    out,
+                    Outcome::EnclaveDeleted {
+                        id: "e".into(),
+                        version: stored.version
+                    },
+                    "{state:?} placed={placed}"
+                );
+                assert!(!s.enclaves.contains_key("e"));
+                assert!(!s.allocations.contains_key("e"));
+                assert_eq!(
+                    s.plan_versions, before.plan_versions,
+                    "removing an enclave no plan names changes no plan"
+                );
+                let last = s.log.entries.last().expect("logged");
+                assert_eq!(last.subject, "e");
+                let LogDetail::EnclaveChange(d) = &last.detail else {
+                    panic!("{:?}", last.detail)
+                };
+                assert_eq!(d.op, EnclaveOp::Delete);
+                assert_eq!(d.actor, "tribune://operator/olive");
+                assert_eq!(d.version, stored.version);
+            }
+        }
+    }
+}
+
+#[test]
+fn deleting_an_enclave_checks_its_version_and_existence() {
+    let mut s = State::default();
+    let mut e = enclave("e", "h1", 1);
+    e.placement = None;
+    put_enclave(&mut s, e.clone());
+    let v2 = put_enclave(&mut s, e).version;
+    assert_eq!(v2, 2);
+    let before = s.clone();
+    assert_eq!(
+        s.apply(delete_enclave("e", Expect::Version(1))),
+        Outcome::Conflict {
+            what: "enclave \"e\"".into(),
+            current_version: Some(2)
+        }
+    );
+    assert_eq!(
+        s.apply(delete_enclave("e", Expect::Absent)),
+        Outcome::Conflict {
+            what: "enclave \"e\"".into(),
+            current_version: Some(2)
+        }
+    );
+    assert_eq!(s, before);
+    assert_eq!(
+        s.apply(delete_enclave("nope", Expect::Any)),
+        Outcome::NotFound {
+            what: "enclave \"nope\"".into()
+        }
+    );
+    assert!(matches!(
+        s.apply(delete_enclave("e", Expect::Version(2))),
+        Outcome::EnclaveDeleted { version: 2, .. }
+    ));
+    // Gone: a second delete finds nothing, and the id may be created again from version 1.
+    assert!(matches!(
+        s.apply(delete_enclave("e", Expect::Any)),
+        Outcome::NotFound { .. }
+    ));
+    let mut again = enclave("e", "h1", 1);
+    again.placement = None;
+    assert_eq!(put_enclave(&mut s, again).version, 1);
+}
