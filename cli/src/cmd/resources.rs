@@ -1,4 +1,4 @@
-//! `tribune enclave ls|get|status|suspend|resume` and `tribune host ls`. Tables show CPU,
+//! `tribune enclave ls|get|status|suspend|resume|stop|delete` and `tribune host ls`. Tables show CPU,
 //! memory, bandwidth and ages in human units; `-o wide` adds the columns marked wide below.
 
 use std::process::ExitCode;
@@ -41,6 +41,24 @@ pub enum EnclaveCmd {
     /// Resume an enclave suspended by an operator or by its policy (operator).
     Resume {
         id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Stop an enclave (operator): its host's plan drops it and the agent stops it. A stopped
+    /// enclave may be deleted.
+    Stop {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Delete an enclave record (operator). Refused while it is placed on a host and not
+    /// stopped: `tribune enclave stop ID` first.
+    #[command(alias = "rm")]
+    Delete {
+        id: String,
+        /// Only delete it if it is still at this version (optimistic concurrency).
+        #[arg(long)]
+        if_version: Option<u64>,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -129,7 +147,9 @@ pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
     | EnclaveCmd::Get { opts, .. }
     | EnclaveCmd::Status { opts, .. }
     | EnclaveCmd::Suspend { opts, .. }
-    | EnclaveCmd::Resume { opts, .. }) = &cmd;
+    | EnclaveCmd::Resume { opts, .. }
+    | EnclaveCmd::Stop { opts, .. }
+    | EnclaveCmd::Delete { opts, .. }) = &cmd;
     let client = Client::new(opts, output)?;
     super::client::runtime()?.block_on(async move {
         let (v, columns) = match cmd {
@@ -150,6 +170,28 @@ pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
             }
             EnclaveCmd::Resume { id, .. } => {
                 (set_state(&client, &id, "running").await?, ENCLAVE_COLUMNS)
+            }
+            EnclaveCmd::Stop { id, .. } => {
+                (set_state(&client, &id, "stopped").await?, ENCLAVE_COLUMNS)
+            }
+            EnclaveCmd::Delete { id, if_version, .. } => {
+                let mut headers: Vec<(&str, String)> = vec![];
+                if let Some(v) = if_version {
+                    headers.push(("if-match", format!("\"{v}\"")));
+                }
+                client
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/v1/enclaves/{id}"),
+                        None,
+                        &headers,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                if !super::output::structured(client.output, &serde_json::json!({"deleted": id}))? {
+                    println!("deleted enclave {}", super::output::text(&id));
+                }
+                return Ok(ExitCode::SUCCESS);
             }
         };
         client.print_columns(&v, columns);

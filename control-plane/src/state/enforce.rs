@@ -290,6 +290,9 @@ impl State {
             });
             status.attestation = Some(a.clone());
             let changed_state = match self.enclaves.get_mut(&v.enclave) {
+                // A stopped enclave stays stopped: only an operator starts it again (a late
+                // verdict must not put it back into its host's plan).
+                Some(e) if e.state == EnclaveState::Stopped => false,
                 Some(e) if !a.trusted && e.state != EnclaveState::Untrusted => {
                     e.state = EnclaveState::Untrusted;
                     true
@@ -402,7 +405,11 @@ impl State {
             let mut plan_changed = self.allocations.get(&c.enclave) != Some(&c.allocation);
             if let Some(e) = self.enclaves.get_mut(&c.enclave) {
                 // Untrusted is only lifted by a trusted verdict, never by a usage decision.
-                if e.state != EnclaveState::Untrusted && e.state != c.state {
+                // A stopped one stays stopped: only an operator starts it again.
+                if e.state != EnclaveState::Untrusted
+                    && e.state != EnclaveState::Stopped
+                    && e.state != c.state
+                {
                     e.state = c.state;
                     plan_changed = true;
                 }

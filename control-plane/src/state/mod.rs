@@ -630,8 +630,9 @@ impl State {
                 a.suspended = false;
                 a.limits.cpu_millicores = 0;
             }
-        } else if held {
-            // Any other write keeps the enclave suspended.
+        } else if held && enclave.state != EnclaveState::Stopped {
+            // Any other write keeps the enclave suspended. Stopping it is stricter than the
+            // suspension (its plan drops it), so a stop goes through.
             enclave.state = EnclaveState::Suspended;
         }
         if let Some(p) = &enclave.placement {

@@ -296,3 +296,63 @@ fn a_policy_change_moves_the_plan_version_of_every_host_with_enclaves() {
         "only hosts with enclaves have plans"
     );
 }
+
+/// A stopped enclave leaves its host's plan; no decision or verdict puts it back (that would
+/// relaunch it), an operator's suspension does not keep it from stopping, and once stopped it
+/// may be deleted.
+#[test]
+fn a_stop_is_sticky_goes_through_a_suspension_and_allows_deletion() {
+    let mut s = State::default();
+    put(&mut s, enclave("e", "acme", EnclaveState::Running), "op");
+    put(
+        &mut s,
+        enclave("e", "acme", EnclaveState::Suspended),
+        "tribune://operator/alice",
+    );
+    assert!(s.status["e"].operator_hold.is_some());
+    let Outcome::Enclave(stopped) = put(
+        &mut s,
+        enclave("e", "acme", EnclaveState::Stopped),
+        "tribune://operator/alice",
+    ) else {
+        panic!("stored")
+    };
+    assert_eq!(stopped.state, EnclaveState::Stopped);
+    decide_running(&mut s, "e");
+    assert_eq!(s.enclaves["e"].state, EnclaveState::Stopped);
+    for trusted in [false, true] {
+        s.apply(Command::Verdicts {
+            host: "h1".into(),
+            verdicts: vec![VerdictCmd {
+                enclave: "e".into(),
+                attestation: Attestation {
+                    trusted,
+                    host: "h1".into(),
+                    tee: Some(TeeKind::Sim),
+                    measurement: String::new(),
+                    debug: false,
+                    ed25519_pub: "00".into(),
+                    x25519_pub: "00".into(),
+                    reasons: vec![],
+                    verified_at_ms: 1,
+                    failures: 0,
+                    verified_by: 1,
+                    rekeyed: false,
+                },
+            }],
+            at_ms: 12,
+        });
+        assert_eq!(s.enclaves["e"].state, EnclaveState::Stopped, "{trusted}");
+    }
+    let version = s.enclaves["e"].version;
+    assert!(matches!(
+        s.apply(Command::DeleteEnclave {
+            id: "e".into(),
+            expect: Expect::Version(version),
+            actor: "tribune://operator/alice".into(),
+            at_ms: 13,
+        }),
+        Outcome::EnclaveDeleted { .. }
+    ));
+    assert!(!s.status.contains_key("e"));
+}
