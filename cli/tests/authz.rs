@@ -280,6 +280,14 @@ async fn every_route_and_method_against_every_role() {
             vec![],
         ),
         (
+            Method::DELETE,
+            "/v1/enclaves/ea".into(),
+            None,
+            &never,
+            vec!["admin", "operator"],
+            vec![],
+        ),
+        (
             Method::GET,
             "/v1/hosts".into(),
             None,

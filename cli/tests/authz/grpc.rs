@@ -90,6 +90,17 @@ pub(super) async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
                 vec!["tenant-globex"],
             ),
             (
+                "DeleteEnclave",
+                g.delete_enclave(pb::DeleteRequest {
+                    name: "ea".into(),
+                    expected_version: Some(999),
+                })
+                .await
+                .map(drop),
+                vec!["admin", "operator"],
+                vec![],
+            ),
+            (
                 "GetEnclaveReceipt",
                 g.get_enclave_receipt(pb::EnclaveReceiptRequest {
                     enclave: "ea".into(),
