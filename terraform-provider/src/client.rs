@@ -1,7 +1,8 @@
 //! The provider's client of the controllers' HTTP/JSON API (docs/api.md): endpoints tried in
 //! turn, everything bounded by the configured timeout, and every failure turned into a
 //! [`ClientError`] that says what to fix. The wire types are the controller's own
-//! (`tribune_controller::state`, `api::Problem`, `api::service::ClusterView`).
+//! (`tribune_controller::state::{Policy, Enclave, Host}`, `api::Problem`,
+//! `api::service::ClusterView`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tribune_controller::api::problem::Problem;
 use tribune_controller::api::service::ClusterView;
-use tribune_controller::state::{Host, Policy};
+use tribune_controller::state::{Enclave, Host, Policy};
 use tribune_tls::ClientTls;
 
 /// Longest a single connection attempt may take before the next endpoint is tried.
@@ -335,6 +336,46 @@ impl Client {
             .call(
                 Method::DELETE,
                 &format!("/v1/policies/{name}"),
+                None,
+                Some(Precondition::Version(version)),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The enclave, or `None` when there is none of that id.
+    pub async fn get_enclave(&self, id: &str) -> Result<Option<Enclave>, ClientError> {
+        not_found_is_none(
+            self.json(Method::GET, &format!("/v1/enclaves/{id}"), None, None)
+                .await,
+        )
+    }
+
+    /// `PUT /v1/enclaves/{id}` with the enclave as the API takes it (`version` is ignored).
+    pub async fn put_enclave(
+        &self,
+        enclave: &Enclave,
+        pre: Precondition,
+    ) -> Result<Enclave, ClientError> {
+        self.json(
+            Method::PUT,
+            &format!("/v1/enclaves/{}", enclave.id),
+            Some(enclave),
+            Some(pre),
+        )
+        .await
+    }
+
+    /// Deletes the enclave if it is still at `version`; one already gone is not an error.
+    pub async fn delete_enclave(&self, id: &str, version: u64) -> Result<(), ClientError> {
+        match self
+            .call(
+                Method::DELETE,
+                &format!("/v1/enclaves/{id}"),
                 None,
                 Some(Precondition::Version(version)),
             )

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::client::{Client, Settings};
 use crate::proto::tfplugin6 as tf;
-use crate::resources::{data, policy};
+use crate::resources::{data, enclave, policy};
 use crate::schema::{self, Attr, Mode};
 use crate::value::{self, Value};
 
@@ -156,8 +156,23 @@ fn encode(v: &Value) -> Option<tf::DynamicValue> {
 fn unknown_type(kind: &str, name: &str) -> tf::Diagnostic {
     schema::error(
         format!("Unknown {kind} type {name:?}"),
-        "This provider serves the resource tribune_policy and the data sources tribune_policy, tribune_hosts and tribune_cluster.",
+        "This provider serves the resources tribune_policy and tribune_enclave and the data sources tribune_policy, tribune_hosts and tribune_cluster.",
     )
+}
+
+/// The resource types this provider manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resource {
+    Policy,
+    Enclave,
+}
+
+fn resource(type_name: &str) -> Result<Resource, tf::Diagnostic> {
+    match type_name {
+        policy::TYPE => Ok(Resource::Policy),
+        enclave::TYPE => Ok(Resource::Enclave),
+        other => Err(unknown_type("resource", other)),
+    }
 }
 
 impl Provider {
@@ -179,9 +194,12 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::get_provider_schema::Response>, Status> {
         Ok(Response::new(tf::get_provider_schema::Response {
             provider: Some(provider_schema()),
-            resource_schemas: [(policy::TYPE.to_string(), policy::schema())]
-                .into_iter()
-                .collect(),
+            resource_schemas: [
+                (policy::TYPE.to_string(), policy::schema()),
+                (enclave::TYPE.to_string(), enclave::schema()),
+            ]
+            .into_iter()
+            .collect(),
             data_source_schemas: data::schemas()
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s))
@@ -215,10 +233,10 @@ impl tf::provider_server::Provider for Provider {
         r: Request<tf::validate_resource_config::Request>,
     ) -> Result<Response<tf::validate_resource_config::Response>, Status> {
         let r = r.get_ref();
-        let diagnostics = match (r.type_name.as_str(), decode(r.config.as_ref())) {
-            (_, Err(d)) => vec![d],
-            (policy::TYPE, Ok(c)) => policy::validate(&c),
-            (other, _) => vec![unknown_type("resource", other)],
+        let diagnostics = match (resource(&r.type_name), decode(r.config.as_ref())) {
+            (Err(d), _) | (_, Err(d)) => vec![d],
+            (Ok(Resource::Policy), Ok(c)) => policy::validate(&c),
+            (Ok(Resource::Enclave), Ok(c)) => enclave::validate(&c),
         };
         Ok(Response::new(tf::validate_resource_config::Response {
             diagnostics,
@@ -253,8 +271,8 @@ impl tf::provider_server::Provider for Provider {
             .as_ref()
             .map(|s| s.json.as_slice())
             .unwrap_or_default();
-        let (state, diagnostics) = if r.type_name != policy::TYPE {
-            (None, vec![unknown_type("resource", &r.type_name)])
+        let (state, diagnostics) = if let Err(d) = resource(&r.type_name) {
+            (None, vec![d])
         } else if r.version > 0 {
             (
                 None,
@@ -315,10 +333,12 @@ impl tf::provider_server::Provider for Provider {
         let r = r.get_ref();
         let result = async {
             let current = decode(r.current_state.as_ref())?;
-            if r.type_name != policy::TYPE {
-                return Err(unknown_type("resource", &r.type_name));
+            let kind = resource(&r.type_name)?;
+            let client = self.client().await?;
+            match kind {
+                Resource::Policy => policy::read(&client, &current).await,
+                Resource::Enclave => enclave::read(&client, &current).await,
             }
-            policy::read(&*self.client().await?, &current).await
         }
         .await;
         let (new_state, diagnostics) = match result {
@@ -339,12 +359,13 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::plan_resource_change::Response>, Status> {
         let r = r.get_ref();
         let result = (|| {
-            if r.type_name != policy::TYPE {
-                return Err(unknown_type("resource", &r.type_name));
-            }
+            let kind = resource(&r.type_name)?;
             let prior = decode(r.prior_state.as_ref())?;
             let proposed = decode(r.proposed_new_state.as_ref())?;
-            Ok(policy::plan(&prior, &proposed))
+            Ok(match kind {
+                Resource::Policy => policy::plan(&prior, &proposed),
+                Resource::Enclave => enclave::plan(&prior, &proposed),
+            })
         })();
         let resp = match result {
             Ok((planned, replace)) => tf::plan_resource_change::Response {
@@ -367,12 +388,14 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::apply_resource_change::Response>, Status> {
         let r = r.get_ref();
         let result = async {
-            if r.type_name != policy::TYPE {
-                return Err(unknown_type("resource", &r.type_name));
-            }
+            let kind = resource(&r.type_name)?;
             let prior = decode(r.prior_state.as_ref())?;
             let planned = decode(r.planned_state.as_ref())?;
-            policy::apply(&*self.client().await?, &prior, &planned).await
+            let client = self.client().await?;
+            match kind {
+                Resource::Policy => policy::apply(&client, &prior, &planned).await,
+                Resource::Enclave => enclave::apply(&client, &prior, &planned).await,
+            }
         }
         .await;
         let (new_state, diagnostics) = match result {
@@ -393,10 +416,12 @@ impl tf::provider_server::Provider for Provider {
     ) -> Result<Response<tf::import_resource_state::Response>, Status> {
         let r = r.get_ref();
         let result = async {
-            if r.type_name != policy::TYPE {
-                return Err(unknown_type("resource", &r.type_name));
+            let kind = resource(&r.type_name)?;
+            let client = self.client().await?;
+            match kind {
+                Resource::Policy => policy::import(&client, &r.id).await,
+                Resource::Enclave => enclave::import(&client, &r.id).await,
             }
-            policy::import(&*self.client().await?, &r.id).await
         }
         .await;
         let resp = match result {

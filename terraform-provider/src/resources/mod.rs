@@ -1,4 +1,5 @@
-//! What the provider manages (`policy`) and reads (`data`).
+//! What the provider manages (`policy`, `enclave`) and reads (`data`).
 
 pub mod data;
+pub mod enclave;
 pub mod policy;
