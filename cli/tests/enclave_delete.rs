@@ -1,7 +1,8 @@
 //! `DELETE /v1/enclaves/{id}`, gRPC `DeleteEnclave` and `tribune enclave stop|delete` on a real
 //! controller: optimistic concurrency on the enclave's version, 404 for what is not there, a
 //! placed enclave refused until it is stopped (its agent may be running it), and the log
-//! naming who deleted it. Who may delete at all is in `authz.rs`'s matrix.
+//! naming who deleted it. Who may delete at all is in `authz.rs`'s matrix. Beside it, the
+//! spec-only `PUT` (`?spec_only=true`) the Terraform provider updates with.
 
 mod common;
 
@@ -202,4 +203,58 @@ async fn an_enclave_is_deleted_at_its_version_and_only_once_no_agent_may_run_it(
         .await
         .expect_err("gone");
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_only_put_keeps_the_stored_state() {
+    let c = Cluster::start(1, &[]);
+    let leader = c.wait_leader().await;
+    let http = &c.http;
+    let url = |p: &str| c.url(leader, p);
+    c.put_json(
+        leader,
+        "/v1/enclaves/held",
+        json!({"id": "held", "tenant": "acme", "tee": "sim", "state": "running",
+               "placement": {"host": "h1", "epoch": 3}}),
+    )
+    .await;
+    let out = tribune(&c, &["enclave", "suspend", "held"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A body saying "running" and epoch 1: the spec changes, the state and epoch do not.
+    let (s, b) = send(
+        http.put(url("/v1/enclaves/held?spec_only=true"))
+            .header("if-match", "\"2\"")
+            .json(
+                &json!({"id": "held", "tenant": "acme", "tee": "sim", "state": "running",
+                          "priority": 9, "placement": {"host": "h1", "epoch": 1}}),
+            ),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["priority"], 9, "{b}");
+    assert_eq!(b["state"], "suspended", "{b}");
+    assert_eq!(b["placement"]["epoch"], 3, "{b}");
+    assert_eq!(b["version"], 3, "{b}");
+    // The same body without spec_only is an operator's resume.
+    let (s, b) = send(
+        http.put(url("/v1/enclaves/held"))
+            .header("if-match", "\"3\"")
+            .json(
+                &json!({"id": "held", "tenant": "acme", "tee": "sim", "state": "running",
+                          "placement": {"host": "h1", "epoch": 3}}),
+            ),
+    )
+    .await;
+    assert_eq!((s, b["state"].clone()), (200, json!("running")), "{b}");
+    // Unknown query parameters are refused, not ignored.
+    let (s, b) = send(
+        http.put(url("/v1/enclaves/held?spec=true"))
+            .json(&json!({"id": "held", "tenant": "acme", "tee": "sim"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
 }

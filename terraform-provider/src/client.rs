@@ -356,14 +356,18 @@ impl Client {
     }
 
     /// `PUT /v1/enclaves/{id}` with the enclave as the API takes it (`version` is ignored).
+    /// `spec_only`: an existing enclave keeps its stored state and, on the same host, its
+    /// placement epoch, whatever the body says (`?spec_only=true`).
     pub async fn put_enclave(
         &self,
         enclave: &Enclave,
         pre: Precondition,
+        spec_only: bool,
     ) -> Result<Enclave, ClientError> {
+        let query = if spec_only { "?spec_only=true" } else { "" };
         self.json(
             Method::PUT,
-            &format!("/v1/enclaves/{}", enclave.id),
+            &format!("/v1/enclaves/{}{query}", enclave.id),
             Some(enclave),
             Some(pre),
         )

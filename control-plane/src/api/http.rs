@@ -104,6 +104,14 @@ struct ReadOpts {
     stale: bool,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutEnclaveOpts {
+    /// Write only the spec: the stored state (and, on the same host, placement epoch) stay.
+    #[serde(default)]
+    spec_only: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutPolicyBody {
@@ -452,6 +460,7 @@ async fn put_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PutEnclaveOpts>,
     headers: HeaderMap,
     ApiJson(enclave): ApiJson<Enclave>,
 ) -> Result<Response, Problem> {
@@ -462,7 +471,7 @@ async fn put_enclave(
         )));
     }
     let e = api
-        .put_enclave(&who, enclave, expectation(&headers)?)
+        .put_enclave(&who, enclave, expectation(&headers)?, q.spec_only)
         .await?;
     Ok(with_etag(e.version, Json(e)))
 }

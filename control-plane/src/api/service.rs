@@ -317,25 +317,35 @@ impl Api {
         }))
     }
 
+    /// `spec_only`: an existing enclave keeps its stored state and, on the same host, its
+    /// placement epoch (`state::Command::PutEnclaveSpec`).
     pub async fn put_enclave(
         &self,
         who: &Principal,
         enclave: Enclave,
         expect: Expect,
+        spec_only: bool,
     ) -> Result<Enclave, Problem> {
         who.require(Op::WriteEnclave)?;
         self.writable()?;
         bounds::enclave(&enclave)?;
-        match single(
-            self.controller
-                .write(vec![Command::PutEnclave {
-                    enclave,
-                    expect,
-                    actor: who.actor.clone(),
-                    at_ms: now_ms(),
-                }])
-                .await?,
-        )? {
+        let (actor, at_ms) = (who.actor.clone(), now_ms());
+        let cmd = if spec_only {
+            Command::PutEnclaveSpec {
+                enclave,
+                expect,
+                actor,
+                at_ms,
+            }
+        } else {
+            Command::PutEnclave {
+                enclave,
+                expect,
+                actor,
+                at_ms,
+            }
+        };
+        match single(self.controller.write(vec![cmd]).await?)? {
             Outcome::Enclave(e) => Ok(e),
             Outcome::Conflict {
                 what,

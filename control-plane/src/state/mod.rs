@@ -76,6 +76,16 @@ pub enum Command {
         actor: String,
         at_ms: i64,
     },
+    /// As `PutEnclave`, but only the spec is written: an existing enclave keeps its stored
+    /// `state` (so the write is never a suspend, resume or stop, whatever state the body says
+    /// and whatever the loop decided since the caller read it) and, on the same host, its
+    /// placement epoch (`PUT /v1/enclaves/{id}?spec_only=true`, the Terraform provider's update).
+    PutEnclaveSpec {
+        enclave: Enclave,
+        expect: Expect,
+        actor: String,
+        at_ms: i64,
+    },
     /// Removes an enclave record (`DELETE /v1/enclaves/{id}`). Refused while the enclave is
     /// placed on a host and not `stopped`: its agent may be running it, and a record that
     /// vanished under a running enclave would leave nothing to account it against. Stop it
@@ -143,7 +153,7 @@ impl Command {
         FIXED
             + match self {
                 Command::PutPolicy { source, .. } => source.len(),
-                Command::PutEnclave { enclave, .. } => {
+                Command::PutEnclave { enclave, .. } | Command::PutEnclaveSpec { enclave, .. } => {
                     enclave
                         .labels
                         .iter()
@@ -399,7 +409,13 @@ impl State {
                 expect,
                 actor,
                 at_ms,
-            } => self.put_enclave(enclave, expect, actor, at_ms),
+            } => self.put_enclave(enclave, expect, actor, at_ms, false),
+            Command::PutEnclaveSpec {
+                enclave,
+                expect,
+                actor,
+                at_ms,
+            } => self.put_enclave(enclave, expect, actor, at_ms, true),
             Command::DeleteEnclave {
                 id,
                 expect,
@@ -557,12 +573,15 @@ impl State {
         }
     }
 
+    /// `spec_only`: an existing enclave keeps its stored state and, on the same host, its
+    /// placement epoch (`Command::PutEnclaveSpec`).
     fn put_enclave(
         &mut self,
         mut enclave: Enclave,
         expect: Expect,
         actor: String,
         at_ms: i64,
+        spec_only: bool,
     ) -> Outcome {
         let current = self.enclaves.get(&enclave.id);
         if let Err(conflict) = precondition(
@@ -589,6 +608,15 @@ impl State {
             };
         }
         enclave.version = current.map_or(1, |e| e.version + 1);
+        let spec_only = spec_only && current.is_some();
+        if spec_only && let Some(c) = current {
+            enclave.state = c.state;
+            if let (Some(cur), Some(new)) = (c.placement.as_ref(), enclave.placement.as_mut())
+                && new.host == cur.host
+            {
+                new.epoch = cur.epoch;
+            }
+        }
         // Placement epochs only move forward: a stale writer can never reuse an epoch.
         if let (Some(cur), Some(new)) = (
             current.and_then(|e| e.placement.as_ref()),
@@ -605,7 +633,9 @@ impl State {
         let was = current.map(|c| c.state);
         // What the operator asked for, in the log's words.
         let mut op = EnclaveOp::Put;
-        if enclave.state == EnclaveState::Suspended && !held && current.is_some() {
+        if spec_only {
+            // The stored state as it is: no suspension, resumption or stop.
+        } else if enclave.state == EnclaveState::Suspended && !held && current.is_some() {
             // An operator's suspension: sticky until an operator resumes it.
             op = EnclaveOp::Suspend;
             let status = self.status.entry(enclave.id.clone()).or_default();

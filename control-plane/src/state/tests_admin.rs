@@ -356,3 +356,104 @@ fn a_stop_is_sticky_goes_through_a_suspension_and_allows_deletion() {
     ));
     assert!(!s.status.contains_key("e"));
 }
+
+/// A spec-only write (the Terraform provider's update) keeps what is Tribune's: whatever state
+/// the body says and whatever the loop decided since the writer read it, it never suspends,
+/// resumes or stops, never resets the ladder, and keeps the epoch on the same host.
+#[test]
+fn a_spec_only_write_keeps_the_stored_state_and_epoch() {
+    use EnclaveState::*;
+    let spec_put = |s: &mut State, e: Enclave| {
+        s.apply(Command::PutEnclaveSpec {
+            enclave: e,
+            expect: Expect::Any,
+            actor: "tribune://operator/terraform".into(),
+            at_ms: 20,
+        })
+    };
+    for stored in [Pending, Running, Throttled, Suspended, Stopped, Untrusted] {
+        for held in [false, true] {
+            if held && stored != Suspended {
+                continue;
+            }
+            for body in [Pending, Running, Suspended, Stopped] {
+                let mut s = State::default();
+                let mut e = enclave("e", "acme", Running);
+                e.placement = Some(Placement {
+                    host: "h1".into(),
+                    epoch: 4,
+                });
+                put(&mut s, e, "op");
+                if held {
+                    put(
+                        &mut s,
+                        enclave("e", "acme", Suspended),
+                        "tribune://operator/alice",
+                    );
+                }
+                if let Some(x) = s.enclaves.get_mut("e") {
+                    x.state = stored;
+                }
+                s.allocations.insert(
+                    "e".into(),
+                    Allocation {
+                        enclave: "e".into(),
+                        limits: Resources {
+                            cpu_millicores: 100,
+                            ..Resources::default()
+                        },
+                        guaranteed: Resources::default(),
+                        weight: 1,
+                        suspended: held,
+                    },
+                );
+                let status_before = s.status.get("e").cloned();
+                let epoch_before = s.enclaves["e"].placement.as_ref().map(|p| p.epoch);
+                let alloc_before = s.allocations["e"].clone();
+                let mut new = enclave("e", "acme", body);
+                new.priority = 7;
+                new.placement = Some(Placement {
+                    host: "h1".into(),
+                    epoch: 1,
+                });
+                let Outcome::Enclave(out) = spec_put(&mut s, new) else {
+                    panic!("stored")
+                };
+                let case = format!("stored {stored:?} held {held} body {body:?}");
+                assert_eq!(out.priority, 7, "{case}");
+                assert_eq!(out.state, stored, "{case}");
+                assert_eq!(
+                    out.placement.as_ref().map(|p| p.epoch),
+                    epoch_before,
+                    "{case}"
+                );
+                assert_eq!(s.status.get("e").cloned(), status_before, "{case}");
+                assert_eq!(s.allocations["e"], alloc_before, "{case}");
+                let LogDetail::EnclaveChange(d) = &s.log.entries.last().expect("logged").detail
+                else {
+                    panic!("{case}")
+                };
+                assert_eq!(d.op, EnclaveOp::Put, "{case}");
+            }
+        }
+    }
+    // A move to another host still moves the epoch forward; a new enclave is stored as sent.
+    let mut s = State::default();
+    put(&mut s, enclave("e", "acme", Running), "op");
+    let mut moved = enclave("e", "acme", Pending);
+    moved.placement = Some(Placement {
+        host: "h2".into(),
+        epoch: 1,
+    });
+    let Outcome::Enclave(out) = spec_put(&mut s, moved) else {
+        panic!("stored")
+    };
+    assert_eq!(
+        (out.state, out.placement.map(|p| p.epoch)),
+        (Running, Some(2))
+    );
+    let Outcome::Enclave(fresh) = spec_put(&mut s, enclave("f", "acme", Pending)) else {
+        panic!("created")
+    };
+    assert_eq!((fresh.state, fresh.version), (Pending, 1));
+}

@@ -7,9 +7,10 @@
 //!   launch spec as JSON, e.g. from `jsonencode`). Computed: `state` (the loop's and the
 //!   operators' to set, never Terraform's), `placement_epoch`, `version`.
 //! - Create sends `If-None-Match: *`: an existing enclave is never overwritten; the error says
-//!   to import it. Update re-reads the enclave, sends the stored `state` and epoch back
-//!   unchanged and `If-Match` with the version Terraform last read, so a change made outside
-//!   Terraform in between is a conflict, never a lost update.
+//!   to import it. Update writes the spec only (`?spec_only=true`: the controller keeps the
+//!   stored `state` and epoch, so an update is never a suspend, resume or stop, even if the
+//!   loop changed the state a moment before) with `If-Match` on the version Terraform last
+//!   read, so a change made outside Terraform in between is a conflict, never a lost update.
 //! - Destroy deletes with `If-Match`; an enclave placed on a host and not stopped is stopped
 //!   first (a `PUT` with `state = "stopped"`: its plan drops it and the agent stops it), since
 //!   the API refuses to delete one an agent may be running.
@@ -514,7 +515,7 @@ pub async fn apply(
     let mut e = spec(planned)
         .map_err(|(attr, why)| schema::error_at(attr, format!("Invalid {attr} at apply"), why))?;
     if prior.is_null() {
-        return match client.put_enclave(&e, Precondition::Absent).await {
+        return match client.put_enclave(&e, Precondition::Absent, false).await {
             Ok(stored) => Ok(state(&stored, planned)),
             Err(err) if err.status() == Some(409) || err.status() == Some(412) => {
                 Err(schema::error_at(
@@ -533,8 +534,9 @@ pub async fn apply(
     }
     let want = version_of(prior).unwrap_or(0);
     let id = e.id.clone();
-    // The stored state and epoch go back as they are: Terraform never sets them, and sending
-    // an older state would read as an operator's suspend or resume.
+    // Read first, to say clearly what happened if it changed or went away. The stored state
+    // and epoch go back as they are; `spec_only` makes the controller keep them regardless
+    // (the loop may change the state between this read and the write, without a version).
     let fresh = match client.get_enclave(&id).await {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -552,7 +554,10 @@ pub async fn apply(
     if let (Some(p), Some(f)) = (e.placement.as_mut(), fresh.placement.as_ref()) {
         p.epoch = f.epoch;
     }
-    match client.put_enclave(&e, Precondition::Version(want)).await {
+    match client
+        .put_enclave(&e, Precondition::Version(want), true)
+        .await
+    {
         Ok(stored) => Ok(state(&stored, planned)),
         Err(err) => Err(conflict_or(&err, &id, want, "Updating")),
     }
@@ -579,7 +584,7 @@ async fn destroy(client: &Client, prior: &Value) -> Result<(), tf::Diagnostic> {
             ..fresh
         };
         let stopped = client
-            .put_enclave(&stop, Precondition::Version(want))
+            .put_enclave(&stop, Precondition::Version(want), false)
             .await
             .map_err(|err| conflict_or(&err, id, want, "Stopping"))?;
         version = stopped.version;
