@@ -177,6 +177,29 @@ fn enclave_lifecycle_against_a_real_cluster() {
     let r = ws.plan();
     assert_eq!(r.code, 0, "a second plan must be empty: {r}");
 
+    // The same values spelled otherwise (launch JSON by hand, an explicit zero): no diff.
+    let respelled = MAIN
+        .replace("PRIORITY", "10")
+        .replace(
+            r#"jsonencode({ process = { cmd = ["/bin/sleep", "600"] } })"#,
+            r#""{ \"process\": { \"cmd\": [ \"/bin/sleep\", \"600\" ] } }""#,
+        )
+        .replace(
+            "memory_bytes   = 268435456",
+            "memory_bytes   = 268435456\n    gpu_percent    = 0",
+        );
+    assert!(
+        respelled.contains("gpu_percent") && !respelled.contains("jsonencode"),
+        "{respelled}"
+    );
+    ws.write("main.tf", &respelled);
+    let r = ws.plan();
+    assert_eq!(
+        r.code, 0,
+        "another spelling of the same values must not show a diff: {r}"
+    );
+    ws.write("main.tf", &MAIN.replace("PRIORITY", "10"));
+
     // A change made outside Terraform: the plan shows an update of exactly that attribute;
     // apply puts the configuration back.
     api.edit("web", |e| e["labels"] = json!({"tier": "batch"}));

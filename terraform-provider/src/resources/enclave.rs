@@ -440,18 +440,47 @@ pub fn validate(config: &Value) -> Vec<tf::Diagnostic> {
     }
 }
 
+/// Whether setting `attr` to `v` in `prior` describes the same enclave (another spelling of
+/// the same value: `jsonencode` spacing, an explicit zero in `requested`).
+fn same_value(prior: &Value, attr: &str, v: &Value) -> bool {
+    let Value::Map(m) = prior else { return false };
+    let mut alt = m.clone();
+    alt.insert(attr.to_string(), v.clone());
+    match (spec(prior), spec(&Value::Map(alt))) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// What Terraform should plan: the planned state and the attributes that force replacement.
-/// Nothing changed → the prior state exactly; a change → the configuration with the computed
+/// A configured value that means the same as the prior one keeps the prior spelling (Terraform
+/// accepts the prior value for an attribute whose configuration and prior value are both set);
+/// nothing changed → the prior state exactly; a change → the configuration with the computed
 /// attributes unknown (apply learns them).
 pub fn plan(prior: &Value, proposed: &Value) -> (Value, Vec<&'static str>) {
     let Value::Map(p) = proposed else {
         return (Value::Null, vec![]);
     };
+    let mut p = p.clone();
+    if !prior.is_null() {
+        for a in CONFIGURABLE {
+            let (c, was) = (proposed.get(a), prior.get(a));
+            if c != was
+                && !c.is_null()
+                && !was.is_null()
+                && !c.has_unknown()
+                && same_value(prior, a, c)
+            {
+                p.insert(a.to_string(), was.clone());
+            }
+        }
+    }
+    let proposed = Value::Map(p.clone());
     let changed = prior.is_null() || CONFIGURABLE.iter().any(|a| proposed.get(a) != prior.get(a));
     if !changed {
         return (prior.clone(), vec![]);
     }
-    let mut planned = p.clone();
+    let mut planned = p;
     for a in COMPUTED {
         planned.insert(a.to_string(), Value::Unknown);
     }

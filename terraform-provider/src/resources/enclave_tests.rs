@@ -197,3 +197,37 @@ fn plans_keep_the_prior_state_when_nothing_changed() {
     assert_eq!(created.get("id").as_str(), Some("web"));
     assert_eq!(plan(&prior, &Value::Null).0, Value::Null);
 }
+
+#[test]
+fn another_spelling_of_a_set_value_is_no_change() {
+    let prior = state(&stored(), &base());
+    let mut proposed = prior.clone();
+    if let Value::Map(m) = &mut proposed {
+        m.insert(
+            "launch".into(),
+            Value::string("{\"process\": {\"cmd\": [\"/bin/sleep\", \"600\"]}}"),
+        );
+        m.insert(
+            "requested".into(),
+            Value::Map(
+                [
+                    ("cpu_millicores".to_string(), Value::Int(250)),
+                    ("gpu_percent".to_string(), Value::Int(0)),
+                ]
+                .into(),
+            ),
+        );
+    }
+    let (planned, replace) = plan(&prior, &proposed);
+    assert_eq!(planned, prior, "the prior spelling and version are kept");
+    assert!(replace.is_empty());
+    // A real change next to a respelling: the respelled attribute keeps the prior value.
+    if let Value::Map(m) = &mut proposed {
+        m.insert("priority".into(), Value::Int(5));
+    }
+    let (planned, _) = plan(&prior, &proposed);
+    assert_eq!(planned.get("launch"), prior.get("launch"));
+    assert_eq!(planned.get("requested"), prior.get("requested"));
+    assert_eq!(planned.get("priority"), &Value::Int(5));
+    assert_eq!(planned.get("version"), &Value::Unknown);
+}
