@@ -66,6 +66,10 @@ enum Command {
     /// Fairness receipts: fetch an enclave's signed receipt; verify one offline.
     #[command(subcommand)]
     Receipt(cmd::receipt::ReceiptCmd),
+    /// Backups: save the whole replicated state from a running cluster, check a backup file,
+    /// restore one offline into new data dirs.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCmd),
     /// Bearer tokens: create, list, revoke (admins).
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
         Command::Attest(c) => cmd::attest::run(c, out),
         Command::Log(c) => cmd::log::run(c, out),
         Command::Receipt(c) => cmd::receipt::run(c, out),
+        Command::Snapshot(c) => cmd::snapshot::run(c, out),
         Command::Token(c) => cmd::token::run(c, out),
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
