@@ -41,6 +41,7 @@ mod status;
 
 pub use backup::BackupFile;
 pub use config::ControllerConfig;
+pub(crate) use forward::commit_span;
 pub use forward::{ForwardReply, Forwarded};
 pub use status::NodeStatus;
 
