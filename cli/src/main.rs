@@ -66,6 +66,10 @@ enum Command {
     /// Fairness receipts: fetch an enclave's signed receipt; verify one offline.
     #[command(subcommand)]
     Receipt(cmd::receipt::ReceiptCmd),
+    /// Backups: save the whole replicated state from a running cluster, check a backup file,
+    /// restore one offline into new data dirs.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCmd),
     /// Bearer tokens: create, list, revoke (admins).
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
@@ -159,6 +163,22 @@ fn die_quietly_on_closed_stdout() {
     }
 }
 
+/// How a serving process names itself in traces: `service.name` and, where the command line
+/// says it, `service.instance.id` (a controller's id, an agent's host id).
+fn trace_identity(c: &Command) -> (&'static str, Option<String>) {
+    match c {
+        Command::Controller(a) => ("tribune-controller", a.id.map(|i| i.to_string())),
+        Command::Agent(a) => match a.command.as_deref() {
+            Some(cmd::agent::AgentCmd::Run(r)) => ("tribune-agent", r.host_id.clone()),
+            Some(_) => ("tribune-agent", None),
+            None => ("tribune-agent", a.run.host_id.clone()),
+        },
+        Command::Dev(_) => ("tribune-dev", None),
+        Command::Bench(_) => ("tribune-bench", None),
+        _ => ("tribune", None),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match parse(&args) {
@@ -167,8 +187,11 @@ fn main() -> ExitCode {
     };
     if prints_and_exits(&cli.command) {
         die_quietly_on_closed_stdout();
-    } else if let Err(e) = cmd::logging::init(&cli.log) {
-        return failed(&e, cli.output, false);
+    } else {
+        let (service, instance) = trace_identity(&cli.command);
+        if let Err(e) = cmd::logging::init(&cli.log, service, instance) {
+            return failed(&e, cli.output, false);
+        }
     }
     let out = cli.output;
     let attest = matches!(cli.command, Command::Attest(_));
@@ -183,6 +206,7 @@ fn main() -> ExitCode {
         Command::Attest(c) => cmd::attest::run(c, out),
         Command::Log(c) => cmd::log::run(c, out),
         Command::Receipt(c) => cmd::receipt::run(c, out),
+        Command::Snapshot(c) => cmd::snapshot::run(c, out),
         Command::Token(c) => cmd::token::run(c, out),
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
@@ -191,6 +215,8 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
     };
+    // Spans still buffered for export (a controller stopping on SIGTERM) go out now.
+    tribune_telemetry::trace::flush();
     match result {
         Ok(code) => code,
         Err(err) => failed(&err, out, attest),

@@ -399,6 +399,14 @@ async fn every_route_and_method_against_every_role() {
             vec!["admin"],
             vec![],
         ),
+        (
+            Method::GET,
+            "/v1/snapshot".into(),
+            None,
+            &[],
+            vec!["admin"],
+            vec![],
+        ),
     ];
     for who in WHO {
         let http = callers.http(who);

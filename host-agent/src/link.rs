@@ -317,11 +317,20 @@ impl Link {
             let Some(s) = tee.seal(&sample) else {
                 continue;
             };
+            // Where a window's trace starts (sampled here, at the configured ratio); the
+            // controllers continue it when the report carries its context.
+            let traceparent = if tribune_telemetry::trace::enabled() {
+                let span = tracing::info_span!(parent: None, "usage.seal", host = %self.cfg.host_id, enclave = %w.enclave, seq = s.seq);
+                tribune_telemetry::trace::traceparent(&span).unwrap_or_default()
+            } else {
+                String::new()
+            };
             let msg = pb::UsageReport {
                 enclave_id: w.enclave.clone(),
                 report: s.report,
                 mac: s.mac,
                 host_view: host_view(&w.enclave, s.seq, &sample),
+                traceparent,
             };
             reports.push(msg.clone());
             self.replay.push(&w.enclave, Buffered { seq: s.seq, msg });
@@ -511,7 +520,16 @@ impl Link {
         match m.body {
             Some(Body::Plan(p)) => match plan_from_pb(&p) {
                 Ok(plan) => {
-                    let _ = self.events.send(LinkEvent::Plan(plan)).await;
+                    // The agent's side of the decision's trace: the plan's application and
+                    // each cgroup write in it.
+                    let span = if tribune_telemetry::trace::enabled() {
+                        let s = tracing::info_span!("agent.plan_apply", host = %self.cfg.host_id, version = p.version);
+                        tribune_telemetry::trace::set_parent(&s, &p.traceparent);
+                        s
+                    } else {
+                        tracing::Span::none()
+                    };
+                    let _ = self.events.send(LinkEvent::Plan(plan, span)).await;
                 }
                 Err(e) => {
                     tracing::warn!(version = p.version, "plan refused: {e}");
@@ -713,6 +731,7 @@ mod tests {
                 launch_json: r#"{"process":{"cmd":["sleep","1"]}}"#.into(),
                 ..Default::default()
             }],
+            traceparent: String::new(),
         };
         let plan = plan_from_pb(&p).unwrap();
         let a = &plan.enclaves["a"];

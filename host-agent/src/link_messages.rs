@@ -30,8 +30,9 @@ pub enum ToLink {
 /// What the link hands the agent.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A controller's plan, in the agent's terms.
-    Plan(Plan),
+    /// A controller's plan, in the agent's terms, and the span its application runs in (a child
+    /// of the controller's decision when that trace is sampled; `Span::none()` otherwise).
+    Plan(Plan, tracing::Span),
     /// A stream to a controller is up (after every outage, once).
     Up,
     /// No controller answers (once per outage): the agent keeps enforcing its last plan.

@@ -44,7 +44,10 @@ async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
     let mut e = enclave(sleeper(), Some(250), 2);
     e.limits.memory_bytes = Some(64 << 20);
     agent
-        .on_link(LinkEvent::Plan(plan(3, &[("s", e.clone())])))
+        .on_link(LinkEvent::Plan(
+            plan(3, &[("s", e.clone())]),
+            tracing::Span::none(),
+        ))
         .await;
     assert_eq!(agent.applied().map(|p| p.version), Some(3));
     // Usage: one window per sample after the first, sent as a sealed report numbered 1, 2, …
@@ -127,10 +130,10 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     }));
     link_tx.send(LinkEvent::Up).await.unwrap();
     link_tx
-        .send(LinkEvent::Plan(plan(
-            1,
-            &[("s", enclave(sleeper(), Some(300), 1))],
-        )))
+        .send(LinkEvent::Plan(
+            plan(1, &[("s", enclave(sleeper(), Some(300), 1))]),
+            tracing::Span::none(),
+        ))
         .await
         .unwrap();
     assert!(wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()

@@ -51,6 +51,7 @@ impl pb::UsageReport {
             report: report.to_vec(),
             mac: mac.to_vec(),
             host_view,
+            traceparent: String::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! `tribune_agent::metrics`); this crate only turns a registry into bytes a scraper reads.
 
 pub mod exposition;
+pub mod trace;
 
 pub use exposition::{Exposition, encode};
 

@@ -180,6 +180,7 @@ pub(super) fn seal(
                 report: emitted.report[..REPORT_LEN].to_vec(),
                 mac: emitted.report[REPORT_LEN..].to_vec(),
                 host_view: emitted.report[..REPORT_LEN].to_vec(),
+                traceparent: String::new(),
             });
             if let Some(cp) = cp {
                 checkpoints.push(checkpoint_msg(id, &cp));

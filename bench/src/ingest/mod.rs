@@ -29,6 +29,7 @@
 //! and pushed down the stream). The window ends when its report is sent.
 
 mod agents;
+pub mod observe;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,6 +74,9 @@ pub struct IngestConfig {
     pub checkpoint_every: u32,
     /// Every this many-th enclave goes over its limit once during the run.
     pub over_limit_every: usize,
+    /// Controllers export traces (default sampling) to a collector in this process, and
+    /// `/metrics` of every controller is scraped once a second while streaming.
+    pub observe: bool,
 }
 
 impl Default for IngestConfig {
@@ -84,6 +88,7 @@ impl Default for IngestConfig {
             interval_ms: 100,
             checkpoint_every: 10,
             over_limit_every: 50,
+            observe: false,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct IngestReport {
     /// Sealing ahead of time: reports (MAC + chain) and checkpoints (ed25519) per second.
     pub seal_seconds: f64,
     pub seal_reports_per_sec: f64,
+    /// With [`IngestConfig::observe`]: what the collector and the scraper got.
+    pub observed: Option<observe::Observed>,
 }
 
 fn unix_ms() -> i64 {
@@ -189,7 +196,11 @@ pub async fn ingest(
         "at most 4096 enclaves per host (one stream)"
     );
     let total = cfg.hosts * cfg.enclaves_per_host;
-    let target = Target::start(binary).await?;
+    let collector = match cfg.observe {
+        true => Some(observe::Collector::start().await?),
+        false => None,
+    };
+    let target = Target::start(binary, collector.as_ref().map(|c| c.endpoint.as_str())).await?;
     create_enclaves(&target, cfg, &progress).await?;
     let log_start = log_entries(&target.http, &target.endpoints[0], 0, true)
         .await?
@@ -209,6 +220,9 @@ pub async fn ingest(
     }
 
     let inj_end = Arc::new(schedule.injected_window_ends(cfg));
+    let scraper = cfg
+        .observe
+        .then(|| observe::Scraper::start(target.http.clone(), target.endpoints.clone()));
     let mut running = Running::start(&target, cfg, &schedule, streams, sealed, &inj_end);
     let expected = total as u64 * schedule.ticks;
     let sent = running
@@ -223,6 +237,10 @@ pub async fn ingest(
     let controllers = running.cpu_before.controllers_since(&sent.cpu_after, wall);
     let generator_cores = (sent.cpu_after.own - running.cpu_before.own).max(0.0) / wall;
     drop(sent.open_streams);
+    let observed = match scraper {
+        Some(s) => Some(s.finish(collector.as_ref()).await),
+        None => None,
+    };
 
     let send_seconds = sent
         .done
@@ -274,6 +292,7 @@ pub async fn ingest(
         generator_cores,
         seal_seconds,
         seal_reports_per_sec: expected as f64 / seal_seconds.max(1e-9),
+        observed,
     })
 }
 
@@ -285,14 +304,18 @@ struct Target {
 }
 
 impl Target {
-    /// Starts three controllers, waits until they are healthy and writes the policy.
-    async fn start(binary: &std::path::Path) -> anyhow::Result<Self> {
+    /// Starts three controllers (exporting traces to `otlp` if given, at the default sampling),
+    /// waits until they are healthy and writes the policy.
+    async fn start(binary: &std::path::Path, otlp: Option<&str>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build()?;
-        let cluster =
-            LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
+        let mut args = vec!["--allow-sim-evidence"];
+        if let Some(e) = otlp {
+            args.extend(["--otlp-endpoint", e]);
+        }
+        let cluster = LocalCluster::start_ready(binary, 3, &args, &http).await?;
         let endpoints = cluster.endpoints();
         put_json(
             &http,

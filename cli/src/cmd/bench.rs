@@ -97,6 +97,14 @@ pub enum BenchCmd {
         /// Every this many-th enclave goes over its CPU limit once (the latency samples).
         #[arg(long, default_value_t = 50)]
         over_limit_every: usize,
+        /// Measure what metrics and tracing cost: the run with every controller's `/metrics`
+        /// scraped each second and traces exported at the default sampling to a collector in
+        /// this process, side by side with neither, alternating (--rounds pairs; medians).
+        #[arg(long)]
+        observability_cost: bool,
+        /// Pairs of runs with --observability-cost.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -269,7 +277,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 clients,
                 opts: _,
             } => memory(&exe, enclaves, agent_enclaves, clients, format).await,
-            BenchCmd::Ingest { hosts, enclaves_per_host, seconds, interval_ms, over_limit_every, opts: _ } => {
+            BenchCmd::Ingest { hosts, enclaves_per_host, seconds, interval_ms, over_limit_every, observability_cost, rounds, opts: _ } => {
                 let cfg = tribune_bench::ingest::IngestConfig {
                     hosts,
                     enclaves_per_host,
@@ -278,6 +286,23 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                     over_limit_every,
                     ..Default::default()
                 };
+                if observability_cost {
+                    let r = tribune_bench::ingest::observe::cost(&exe, &cfg, rounds, |m| eprintln!("ingest: {m}")).await?;
+                    if !format.is_structured() {
+                        println!("verified reports/s, observability off: {:.0} (median of {:?}), controllers {:.2} cores", r.off_median, r.off_per_sec, r.off_cores);
+                        println!("verified reports/s, observability on:  {:.0} (median of {:?}), controllers {:.2} cores", r.on_median, r.on_per_sec, r.on_cores);
+                        if let Some(o) = &r.observed {
+                            println!("(on: {} spans exported, {} scrapes of /metrics, {} bytes)", o.spans_received, o.scrapes, o.scraped_bytes);
+                        }
+                    }
+                    goal_line(
+                        "metrics + tracing cost ≤ 5% of reports/s",
+                        r.ratio >= 0.95,
+                        &format!("on ÷ off = {:.3}", r.ratio),
+                    );
+                    result_line(format, &json!({"scenario": "ingest-observability-cost", "result": r}))?;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let r = tribune_bench::ingest::ingest(&exe, &cfg, |m| eprintln!("ingest: {m}")).await?;
                 if !format.is_structured() {
                     print_ingest(&r);

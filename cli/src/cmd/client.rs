@@ -282,6 +282,24 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Value), ApiFailure> {
+        let (status, hdrs, bytes) = self.call_bytes(method, path, body, headers).await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((status, hdrs, value))
+    }
+
+    /// [`Client::call`] for a response that is not JSON (a backup file): the body's bytes.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ApiFailure> {
         let idempotent = method == Method::GET;
         let start = Instant::now();
         let mut last_err;
@@ -321,15 +339,24 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let hdrs = resp.headers().clone();
-                    let text = resp.text().await.unwrap_or_default();
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b.to_vec(),
+                        Err(e) => {
+                            return Err(ApiFailure {
+                                problem: Value::Null,
+                                message: format!("{base}: reading the answer: {}", error_chain(&e)),
+                            });
+                        }
+                    };
+                    if status.is_success() {
+                        return Ok((status, hdrs, bytes));
+                    }
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
                     let value: Value = if text.is_empty() {
                         Value::Null
                     } else {
                         serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
                     };
-                    if status.is_success() {
-                        return Ok((status, hdrs, value));
-                    }
                     if !safe_to_retry(status, &value, idempotent)
                         || start.elapsed() >= self.deadline
                     {

@@ -14,6 +14,7 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -26,8 +27,15 @@ pub const DEFAULT_FILTER: &str =
 pub const LOG_VAR: &str = "TRIBUNE_LOG";
 /// The variable of `--log-format`.
 pub const LOG_FORMAT_VAR: &str = "TRIBUNE_LOG_FORMAT";
+/// The variable of `--otlp-endpoint`.
+pub const OTLP_ENDPOINT_VAR: &str = "TRIBUNE_OTLP_ENDPOINT";
+/// The variable of `--trace-sample-ratio`.
+pub const TRACE_SAMPLE_RATIO_VAR: &str = "TRIBUNE_TRACE_SAMPLE_RATIO";
+/// Which spans are exported when tracing is on (whatever `--log-level` says about logs): the
+/// loop's spans are at info in Tribune's own crates.
+const TRACE_TARGETS: &str = "tribune_controller=info,tribune_agent=info";
 
-#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct LogArgs {
     /// What serving modes log: a level or per-module filters, e.g.
     /// `info,tribune_controller::raft=debug` (`RUST_LOG` syntax) [default: info for Tribune,
@@ -37,6 +45,17 @@ pub struct LogArgs {
     /// Log line format of serving modes: text (for people) or json (one object per line).
     #[arg(long, global = true, env = LOG_FORMAT_VAR, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Export traces of serving modes over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317` (off when not given). One usage window's journey — agent seal,
+    /// controller verify, decision, Raft commit, plan push, agent apply, cgroup write — is one
+    /// trace.
+    #[arg(long, global = true, env = OTLP_ENDPOINT_VAR, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of usage windows (and other new traces) traced when --otlp-endpoint is given,
+    /// 0 to 1; a trace continued from another process follows that process's decision
+    /// [default: 0.01].
+    #[arg(long, global = true, env = TRACE_SAMPLE_RATIO_VAR, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,6 +100,12 @@ impl LogArgs {
         if let Some(f) = self.log_format {
             out.extend(["--log-format".to_string(), f.as_str().to_string()]);
         }
+        if let Some(e) = &self.otlp_endpoint {
+            out.extend(["--otlp-endpoint".to_string(), e.clone()]);
+        }
+        if let Some(r) = self.trace_sample_ratio {
+            out.extend(["--trace-sample-ratio".to_string(), r.to_string()]);
+        }
         out
     }
 }
@@ -94,19 +119,41 @@ pub fn child_args() -> Vec<String> {
     INSTALLED.get().map(LogArgs::to_args).unwrap_or_default()
 }
 
-/// Installs the process's subscriber. Called once, by `main`, for serving modes only; a second
-/// call (a test) leaves the first in place.
-pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+/// Installs the process's subscriber: logs (filtered by `--log-level`) and, with
+/// `--otlp-endpoint`, trace export (`tribune_telemetry::trace`; its own span filter, so a quiet
+/// log level does not switch traces off). `service` names the process in traces (`instance`
+/// tells two of a kind apart). Called once, by `main`, for serving modes only; a second call
+/// (a test) leaves the first in place.
+pub fn init(args: &LogArgs, service: &str, instance: Option<String>) -> anyhow::Result<()> {
     let filter = args.filter()?;
     let _ = INSTALLED.set(args.clone());
-    let registry = tracing_subscriber::registry().with(filter);
+    let trace = tribune_telemetry::trace::TraceConfig {
+        endpoint: args.otlp_endpoint.clone(),
+        sample_ratio: args
+            .trace_sample_ratio
+            .unwrap_or(tribune_telemetry::trace::DEFAULT_SAMPLE_RATIO),
+        service: service.to_string(),
+        instance,
+    };
+    let targets: tracing_subscriber::filter::Targets =
+        TRACE_TARGETS.parse().context("the trace span filter")?;
+    let otel = tribune_telemetry::trace::init(&trace)?.map(|l| l.with_filter(targets));
+    let registry = tracing_subscriber::registry().with(otel);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match args.log_format.unwrap_or_default() {
-        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
         LogFormat::Json => registry
-            .with(fmt.json().flatten_event(false).with_current_span(true))
+            .with(
+                fmt.json()
+                    .flatten_event(false)
+                    .with_current_span(true)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
+    if let Some(e) = &args.otlp_endpoint {
+        tracing::info!(endpoint = %e, sample_ratio = trace.sample_ratio, "exporting traces over OTLP");
+    }
     Ok(())
 }
 
@@ -118,7 +165,7 @@ mod tests {
     fn per_module_filters_parse_and_a_bad_one_is_named() {
         let ok = LogArgs {
             log_level: Some("warn,tribune_controller::raft=debug".into()),
-            log_format: None,
+            ..LogArgs::default()
         };
         let f = ok.filter().expect("parses");
         assert!(
@@ -127,7 +174,7 @@ mod tests {
         );
         let bad = LogArgs {
             log_level: Some("tribune=loud".into()),
-            log_format: None,
+            ..LogArgs::default()
         };
         let e = format!("{:#}", bad.filter().expect_err("not a level"));
         assert!(
@@ -141,10 +188,21 @@ mod tests {
         let a = LogArgs {
             log_level: Some("debug".into()),
             log_format: Some(LogFormat::Json),
+            otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            trace_sample_ratio: Some(0.5),
         };
         assert_eq!(
             a.to_args(),
-            ["--log-level", "debug", "--log-format", "json"]
+            [
+                "--log-level",
+                "debug",
+                "--log-format",
+                "json",
+                "--otlp-endpoint",
+                "http://127.0.0.1:4317",
+                "--trace-sample-ratio",
+                "0.5"
+            ]
         );
         assert!(LogArgs::default().to_args().is_empty());
     }

@@ -20,6 +20,7 @@ pub mod policy_lang;
 pub mod receipt;
 pub mod resources;
 pub mod service;
+pub mod snapshot;
 #[cfg(test)]
 pub mod test_env;
 pub mod tls_args;

@@ -172,6 +172,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/log/proof/consistency", get(log_consistency))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/snapshot", get(snapshot))
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -452,6 +453,28 @@ async fn enclave_receipt(
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         bytes,
+    )
+        .into_response())
+}
+
+/// `GET /v1/snapshot`: a backup file (`raft::backup`), its last log index in a header.
+async fn snapshot(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, Problem> {
+    let b = api.backup(&who).await?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::header::HeaderName::from_static("tribune-snapshot-index"),
+                b.last_index.to_string(),
+            ),
+        ],
+        b.bytes,
     )
         .into_response())
 }

@@ -388,6 +388,13 @@ impl Api {
         }
     }
 
+    /// A backup of the whole replicated state, holding every write acknowledged before the
+    /// request (`Controller::backup`). Admins only: it holds every tenant's data.
+    pub async fn backup(&self, who: &Principal) -> Result<crate::node::BackupFile, Problem> {
+        who.require(Op::Backup)?;
+        Ok(self.controller.backup().await?)
+    }
+
     pub async fn list_hosts(&self, who: &Principal, stale: bool) -> Result<Vec<Host>, Problem> {
         who.require(Op::ReadHosts)?;
         self.read(stale).await?;

@@ -80,5 +80,6 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         host_id: host.to_string(),
         version,
         enclaves,
+        traceparent: String::new(),
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 use tribune_attest::evidence::Verifiers;
 use tribune_attest::session::ControllerExchange;
 use tribune_attest::usage::{self, Confirmed};
@@ -102,6 +103,10 @@ pub struct Session {
     /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
     /// number of enclaves): a decision looks them up instead of scanning every enclave.
     placed: Option<PlacedIds>,
+    /// The traced decision that made the plan version it names (`Span::none()`-free: only set
+    /// when tracing is on and the decision's trace is sampled): the push of that version
+    /// continues its trace.
+    plan_cause: Option<(tracing::Span, u64)>,
 }
 
 impl Session {
@@ -128,6 +133,7 @@ impl Session {
             sent_plan: None,
             last_flush: Instant::now(),
             placed: None,
+            plan_cause: None,
         }
     }
 
@@ -296,7 +302,13 @@ impl Session {
             return Ok(());
         }
         let (set, _) = self.policy_set();
-        let plan = plan_for(&self.state(), &set, &self.host, wall_ms());
+        let mut plan = plan_for(&self.state(), &set, &self.host, wall_ms());
+        if let Some((cause, v)) = self.plan_cause.take()
+            && v == version
+        {
+            let span = tracing::info_span!(parent: &cause, "attest.plan_push", controller = self.controller.id, host = %self.host, version);
+            plan.traceparent = tribune_telemetry::trace::traceparent(&span).unwrap_or_default();
+        }
         self.sent_plan = Some(version);
         crate::metrics::get().attest_plans_pushed.inc();
         send(tx, pb::controller_message::Body::Plan(plan)).await
@@ -337,14 +349,28 @@ impl Session {
                 metrics
                     .attest_reports_received
                     .inc_by(b.reports.len() as u64);
+                // A batch is traced in the trace of the first sampled window in it.
+                let span = if tribune_telemetry::trace::enabled() {
+                    let s = tracing::info_span!("attest.usage", controller = self.controller.id, host = %self.host, reports = b.reports.len());
+                    if let Some(tp) = b.reports.iter().find(|r| !r.traceparent.is_empty()) {
+                        tribune_telemetry::trace::set_parent(&s, &tp.traceparent);
+                    }
+                    s
+                } else {
+                    tracing::Span::none()
+                };
                 let mut out = Vec::new();
                 let now = self.clock.now_ns();
-                let verified =
+                let verified = {
+                    let _verify = tribune_telemetry::trace::enabled().then(|| {
+                        tracing::info_span!(parent: &span, "attest.verify", controller = self.controller.id).entered()
+                    });
                     self.ledger
-                        .usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                        .usage(b, now, &wanted, &|id| placed.contains(id), &mut out)
+                };
                 metrics.attest_reports_verified.inc_by(verified as u64);
                 self.refuse(out);
-                self.decide().await?;
+                self.decide().instrument(span).await?;
                 metrics
                     .decision_seconds
                     .observe(arrived.elapsed().as_secs_f64());
@@ -658,13 +684,26 @@ impl Session {
                 tracing::info!(host = %self.host, enclave = %c.enclave, ?kind, %detail, "decision");
             }
         }
+        // The decision's part of a traced window: the proposal through Raft (forwarded to the
+        // leader, in the same trace, when this controller follows) and the plan it makes.
+        let traced = tribune_telemetry::trace::traceparent(&tracing::Span::current()).is_some();
+        let decision = if traced {
+            tracing::info_span!("attest.decide", controller = self.controller.id, host = %self.host, changes = changes.len())
+        } else {
+            tracing::Span::none()
+        };
         let out = self
             .write(Command::Enforce {
                 host: self.host.clone(),
                 changes,
                 at_ms: now,
             })
+            .instrument(decision.clone())
             .await?;
+        let version = self.state().plan_versions.get(&self.host).copied();
+        if traced && let Some(v) = version {
+            self.plan_cause = Some((decision, v));
+        }
         // Counted once committed (a refused change is logged below, and was decided anyway).
         crate::metrics::get().decisions_committed(&steps, &kinds);
         if let Outcome::Loop(o) = out

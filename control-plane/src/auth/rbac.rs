@@ -23,10 +23,12 @@ pub enum Op {
     /// Tree heads, keys, entries, proofs.
     ReadLog,
     ManageTokens,
+    /// A backup of the whole replicated state (`GET /v1/snapshot`).
+    Backup,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::ReadPolicies,
         Op::WritePolicy,
         Op::ReadEnclaves,
@@ -37,6 +39,7 @@ impl Op {
         Op::ChangeMembership,
         Op::ReadLog,
         Op::ManageTokens,
+        Op::Backup,
     ];
 
     fn describe(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Op {
             Op::ChangeMembership => "change the cluster's membership",
             Op::ReadLog => "read the attestation log",
             Op::ManageTokens => "create, list or revoke tokens",
+            Op::Backup => "take a backup of the whole state",
         }
     }
 
@@ -64,7 +68,7 @@ impl Op {
             Op::WritePolicy => &[Admin, Operator, Tenant],
             Op::WriteEnclave => &[Admin, Operator],
             Op::ReadHosts | Op::ReadCluster => &[Admin, Operator, Auditor],
-            Op::WriteHost | Op::ChangeMembership | Op::ManageTokens => &[Admin],
+            Op::WriteHost | Op::ChangeMembership | Op::ManageTokens | Op::Backup => &[Admin],
         }
     }
 }
@@ -124,6 +128,7 @@ mod tests {
                 Op::ChangeMembership => vec![Admin],
                 Op::ReadLog => vec![Admin, Operator, Auditor, Tenant],
                 Op::ManageTokens => vec![Admin],
+                Op::Backup => vec![Admin],
             }
         };
         for op in Op::ALL {

@@ -4,6 +4,7 @@
 //! proposed: once a request may have reached Raft, a failure is `OutcomeUnknown`.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -55,6 +56,16 @@ enum ForwardFailure {
     Failed(ControllerError),
 }
 
+/// The span of a proposal's commit and apply on the leader, when tracing is on (a child of the
+/// caller's span: a traced decision, or a forwarded write's remote parent).
+pub(crate) fn commit_span(id: crate::raft::NodeId) -> tracing::Span {
+    if tribune_telemetry::trace::enabled() {
+        tracing::info_span!("raft.commit", controller = id)
+    } else {
+        tracing::Span::none()
+    }
+}
+
 impl Controller {
     /// Writes commands through Raft from any controller. Outcomes are in command order.
     pub async fn write(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, ControllerError> {
@@ -76,7 +87,11 @@ impl Controller {
         let deadline = Instant::now() + self.timeout();
         loop {
             match self.leader() {
-                Some((id, _)) if id == self.id => match self.run_on_leader(&req, deadline).await {
+                Some((id, _)) if id == self.id => match self
+                    .run_on_leader(&req, deadline)
+                    .instrument(commit_span(self.id))
+                    .await
+                {
                     Err(LeaderError::NotLeader) => {}
                     Err(LeaderError::Failed(e)) => return Err(e),
                     Ok(r) => return Ok(r),
@@ -199,7 +214,13 @@ impl Controller {
         let data = serde_json::to_vec(req)
             .map_err(|e| ForwardFailure::Failed(ControllerError::Internal(e.to_string())))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let reply = match tokio::time::timeout(left, client.forward(RaftPayload { data })).await {
+        let mut request = tonic::Request::new(RaftPayload { data });
+        // The caller's trace (a sampled usage window's decision) continues on the leader.
+        tribune_telemetry::trace::inject_metadata(
+            &tracing::Span::current(),
+            request.metadata_mut(),
+        );
+        let reply = match tokio::time::timeout(left, client.forward(request)).await {
             Err(_) => {
                 return Err(ForwardFailure::Failed(ControllerError::OutcomeUnknown {
                     reason: format!("the leader at {addr} did not answer in time"),

@@ -7,6 +7,7 @@
 //! follower asks the leader for the read index and waits until it has applied that far.
 //!
 //! - `config.rs`: [`ControllerConfig`], its defaults and the Raft configuration derived from it;
+//! - `backup.rs`: a consistent snapshot of the whole state for `tribune snapshot save`;
 //! - `batch.rs`: the write batcher (group commit, pipelining, back-pressure);
 //! - `forward.rs`: writes and membership changes run on the leader, forwarded from a follower;
 //! - `membership.rs`: bootstrap, the members, adding, promoting and removing one;
@@ -30,6 +31,7 @@ use crate::state::{Command, Outcome};
 use crate::tls::ControllerTls;
 use crate::validate::PolicyValidator;
 
+mod backup;
 mod batch;
 mod config;
 mod forward;
@@ -37,7 +39,9 @@ mod membership;
 pub mod read;
 mod status;
 
+pub use backup::BackupFile;
 pub use config::ControllerConfig;
+pub(crate) use forward::commit_span;
 pub use forward::{ForwardReply, Forwarded};
 pub use status::NodeStatus;
 
@@ -59,6 +63,8 @@ pub struct Controller {
     /// Whether this controller may serve what it holds (`crate::integrity`).
     pub integrity: Arc<Gate>,
     applied: watch::Receiver<u64>,
+    /// The data file, for backups (`backup.rs`); Raft holds the same store.
+    log: LogStore,
     writes: mpsc::Sender<Pending>,
     /// What the log held at start, for the read index of a restored leader ([`read`]).
     restored: Restored,
@@ -89,7 +95,7 @@ impl Controller {
             NetworkFactory {
                 peers: peers.clone(),
             },
-            log,
+            log.clone(),
             sm,
         )
         .await
@@ -108,6 +114,7 @@ impl Controller {
             tls,
             integrity,
             applied,
+            log,
             writes: tx,
             restored,
             stopping: CancellationToken::new(),

@@ -401,6 +401,12 @@ fn load(db: &Database, file: &Path) -> Result<Cache, StoreError> {
 /// Creates a new data file in `dir` holding nothing but `vote` (a re-synced controller must
 /// not vote again in a term it may have voted in before its data was moved aside).
 pub fn seed_vote(dir: &Path, vote: &Vote<NodeId>) -> Result<(), StoreError> {
+    seed(dir, vote, None)
+}
+
+/// Creates a new data file in `dir` holding `vote` and, if given, `snapshot` (its bytes in
+/// `snapshot_format`; sealed here) — a re-synced or restored controller's first state.
+pub fn seed(dir: &Path, vote: &Vote<NodeId>, snapshot: Option<&[u8]>) -> Result<(), StoreError> {
     let file = dir.join(DATA_FILE);
     let io = |e: &dyn std::fmt::Display| StoreError::Io {
         file: file.clone(),
@@ -413,7 +419,12 @@ pub fn seed_vote(dir: &Path, vote: &Vote<NodeId>) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(|e| io(&e))?;
     {
         tx.open_table(LOGS).map_err(|e| io(&e))?;
-        tx.open_table(SNAPSHOT).map_err(|e| io(&e))?;
+        let mut snap = tx.open_table(SNAPSHOT).map_err(|e| io(&e))?;
+        if let Some(s) = snapshot {
+            let sealed = record::seal(&snapshot_context(), s);
+            snap.insert(SNAPSHOT_KEY, sealed.as_slice())
+                .map_err(|e| io(&e))?;
+        }
         let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
         meta.insert("vote", value.as_slice()).map_err(|e| io(&e))?;
     }

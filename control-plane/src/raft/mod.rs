@@ -2,6 +2,7 @@
 //! the tonic network. Domain logic lives in `state/`; this module only moves bytes and calls
 //! `State::apply`.
 
+pub mod backup;
 pub mod log_store;
 pub mod network;
 pub mod service;

@@ -10,6 +10,8 @@ use tonic::{Request, Response, Status};
 use tribune_proto::v1::raft_service_server::RaftService;
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 
+use tracing::Instrument;
+
 use crate::node::{Controller, Forwarded};
 use crate::tls::require_controller;
 
@@ -72,7 +74,12 @@ impl RaftService for RaftServer {
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
         let fwd: Forwarded = decode(req.get_ref())?;
-        let r = self.controller.serve_forwarded(fwd).await;
+        // The proposal, its commit and apply on the leader, in the caller's trace if it has one.
+        let span = crate::node::commit_span(self.controller.id);
+        if let Some(tp) = tribune_telemetry::trace::extract_metadata(req.metadata()) {
+            tribune_telemetry::trace::set_parent(&span, tp);
+        }
+        let r = self.controller.serve_forwarded(fwd).instrument(span).await;
         encode(&r)
     }
 

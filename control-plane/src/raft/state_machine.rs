@@ -29,7 +29,7 @@ use crate::state::State;
 
 /// Why a snapshot's state is refused.
 #[derive(Debug, thiserror::Error)]
-enum SnapshotError {
+pub(crate) enum SnapshotError {
     #[error("the snapshot's state does not decode: {0}")]
     Decode(serde_json::Error),
     #[error("the snapshot disagrees with its own attestation log: {0}")]
@@ -37,7 +37,7 @@ enum SnapshotError {
 }
 
 /// A snapshot's state, decoded and checked against its own attestation log.
-fn decode_checked(data: &[u8]) -> Result<State, SnapshotError> {
+pub(crate) fn decode_checked(data: &[u8]) -> Result<State, SnapshotError> {
     let state: State = serde_json::from_slice(data).map_err(SnapshotError::Decode)?;
     audit(&state).map_err(SnapshotError::Audit)?;
     Ok(state)

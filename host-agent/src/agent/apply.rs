@@ -299,7 +299,11 @@ impl Agent {
 
     pub(super) fn write_cgroup(&self, group: &str, change: &Change) -> Result<()> {
         let started = std::time::Instant::now();
-        let r = self.write_cgroup_inner(group, change);
+        let r = {
+            let _span = tribune_telemetry::trace::enabled()
+                .then(|| tracing::info_span!("cgroup.write", group, change = ?change).entered());
+            self.write_cgroup_inner(group, change)
+        };
         crate::metrics::get()
             .cgroup_write_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::cgroup::{self, CgroupEnforcer};
 use crate::cleanup;
@@ -317,9 +318,9 @@ impl Agent {
     /// Handles a controller-link event. Down never changes what is enforced.
     pub async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
-            LinkEvent::Plan(p) => {
+            LinkEvent::Plan(p, span) => {
                 let version = p.version;
-                let r = self.apply(p).await;
+                let r = self.apply(p).instrument(span).await;
                 if let Some(u) = &self.uplink {
                     let (error, refused) = match r {
                         Ok(rep) => (None, rep.refused),
