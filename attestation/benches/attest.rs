@@ -83,7 +83,7 @@ const NOW_NS: u64 = 2_000_000_000_000;
 fn usage_stream(
     n: u64,
 ) -> (
-    Vec<[u8; 110]>,
+    Vec<tribune_attest::usage::MacReport>,
     Vec<Checkpoint>,
     StreamVerifier,
     VerifyingKey,

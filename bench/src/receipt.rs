@@ -55,6 +55,7 @@ fn digest_of(cp: &tribune_attest::usage::Checkpoint, key: &str, cpu: u64) -> Usa
         net_tx_bytes: 0,
         net_rx_bytes: 0,
         divergence_bp_max: 0,
+        cpu_wait_millicores_avg: None,
         replayed: false,
         unaccounted_from: None,
     }
@@ -158,6 +159,7 @@ pub fn run(seconds: u64, reports_per_second: u32, rounds: u32) -> anyhow::Result
                 net_tx_bytes: 0,
                 net_rx_bytes: 0,
                 gpu_util_bp: 0,
+                cpu_wait_ns: 0,
             });
             seq_ns += window_ns;
             cp = e.checkpoint.or(cp);

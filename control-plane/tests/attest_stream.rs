@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tribune_attest::session::EnclaveKeys;
 use tribune_attest::sim::SimEvidence;
-use tribune_attest::usage::{EnclaveId, Producer, REPORT_LEN, UsageSample};
+use tribune_attest::usage::{EnclaveId, Producer, REPORT_LEN, TAG_LEN, UsageSample};
 use tribune_controller::Controller;
 use tribune_controller::state::{
     Command, Enclave, EnclaveState, Expect, LogDetail, Placement, State, TeeKind, ViolationDetail,
@@ -239,7 +239,7 @@ fn sample(cpu_millicores: u64) -> UsageSample {
 
 /// A sealed report whose host view is the enclave's own.
 fn report(enclave: &str, wire: &[u8]) -> pb::UsageReport {
-    pb::UsageReport::sealed(enclave, wire, wire[..REPORT_LEN].to_vec())
+    pb::UsageReport::sealed(enclave, wire, wire[..wire.len() - TAG_LEN].to_vec())
 }
 
 fn checkpoint(enclave: &str, cp: &tribune_attest::usage::Checkpoint) -> pb::Checkpoint {

@@ -1,5 +1,6 @@
-//! Usage collection: per enclave CPU ns, memory bytes, net tx/rx bytes and GPU %, sampled on
-//! a drift-free grid (absolute deadlines: a late tick is skipped, never shifts the grid).
+//! Usage collection: per enclave CPU ns, CPU wait ns (`crate::cpu_wait`), memory bytes, net
+//! tx/rx bytes and GPU %, sampled on a drift-free grid (absolute deadlines: a late tick is
+//! skipped, never shifts the grid).
 //!
 //! Cost: each probe keeps its cgroup files open and re-reads them with `pread` at offset 0
 //! (no open/close, no allocation); link counters of all enclaves come from one read of
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::cgroup::{CgroupEnforcer, CgroupProbe};
+use crate::cpu_wait::WaitProbe;
 use crate::error::{AgentError, Result};
 
 /// Default sampling period (DESIGN.md §4: reports every 100 ms).
@@ -26,6 +28,8 @@ const NET_DEV_BYTES_MAX: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Sample {
     pub cpu_ns: u64,
+    /// Cumulative time the enclave's threads were runnable but not running (`crate::cpu_wait`).
+    pub cpu_wait_ns: u64,
     pub memory_bytes: u64,
     pub oom_kills: u64,
     pub memory_limit_hits: u64,
@@ -40,6 +44,7 @@ pub struct Sample {
 #[derive(Debug)]
 pub struct Probe {
     cgroup: CgroupProbe,
+    wait: WaitProbe,
     host_veth: Option<String>,
 }
 
@@ -100,6 +105,7 @@ impl Probe {
     pub fn open(cg: &dyn CgroupEnforcer, group: &str, host_veth: Option<&str>) -> Result<Probe> {
         Ok(Probe {
             cgroup: cg.open_probe(group)?,
+            wait: WaitProbe::new(cg.thread_list(group)),
             host_veth: host_veth.map(str::to_string),
         })
     }
@@ -107,7 +113,7 @@ impl Probe {
     /// One sample; `links` is this tick's [`NetCounters::read`]. GPU is filled in by the
     /// caller, which owns the GPU backend.
     pub fn read(
-        &self,
+        &mut self,
         buf: &mut Vec<u8>,
         links: &HashMap<&str, (u64, u64)>,
         with_oom: bool,
@@ -120,6 +126,7 @@ impl Probe {
             .unwrap_or((0, 0));
         Ok(Sample {
             cpu_ns: c.cpu_ns,
+            cpu_wait_ns: self.wait.read(),
             memory_bytes: c.memory_bytes,
             oom_kills: c.oom_kills,
             memory_limit_hits: c.memory_limit_hits,
@@ -144,6 +151,8 @@ pub struct Usage {
     pub cpu_ns: u64,
     /// CPU used over the last window, in millicores.
     pub cpu_millicores: u64,
+    /// CPU waited for (runnable, not running) over the last window, in millicores.
+    pub cpu_wait_millicores: u64,
     pub memory_bytes: u64,
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
@@ -158,6 +167,11 @@ impl Usage {
         Usage {
             cpu_ns: now.cpu_ns,
             cpu_millicores: now.cpu_ns.saturating_sub(prev.cpu_ns).saturating_mul(1000) / ns,
+            cpu_wait_millicores: now
+                .cpu_wait_ns
+                .saturating_sub(prev.cpu_wait_ns)
+                .saturating_mul(1000)
+                / ns,
             memory_bytes: now.memory_bytes,
             net_tx_bytes: now.net_tx_bytes,
             net_rx_bytes: now.net_rx_bytes,
@@ -177,6 +191,8 @@ pub struct UsageWindow {
     pub start_unix_ns: u64,
     pub len_ns: u64,
     pub cpu_ns: u64,
+    /// Runnable but not running in the window (the demand the host did not serve).
+    pub cpu_wait_ns: u64,
     pub mem_bytes: u64,
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
@@ -196,6 +212,7 @@ impl UsageWindow {
             start_unix_ns: prev_unix_ns,
             len_ns: now_unix_ns.saturating_sub(prev_unix_ns),
             cpu_ns: now.cpu_ns.saturating_sub(prev.cpu_ns),
+            cpu_wait_ns: now.cpu_wait_ns.saturating_sub(prev.cpu_wait_ns),
             mem_bytes: now.memory_bytes,
             net_tx_bytes: now.net_tx_bytes.saturating_sub(prev.net_tx_bytes),
             net_rx_bytes: now.net_rx_bytes.saturating_sub(prev.net_rx_bytes),
@@ -212,6 +229,7 @@ mod tests {
     fn windows_are_deltas_between_samples() {
         let s = |cpu, tx| Sample {
             cpu_ns: cpu,
+            cpu_wait_ns: cpu / 10,
             memory_bytes: cpu * 2,
             net_tx_bytes: tx,
             gpu_percent: Some(1.5),
@@ -225,6 +243,7 @@ mod tests {
                 start_unix_ns: 100,
                 len_ns: 100,
                 cpu_ns: 50,
+                cpu_wait_ns: 5,
                 mem_bytes: 300,
                 net_tx_bytes: 30,
                 net_rx_bytes: 0,
@@ -233,7 +252,10 @@ mod tests {
         );
         // A clock stepped back, counters reset: an empty window, nothing used.
         let w = UsageWindow::between("a", (200, &s(150, 40)), (150, &s(20, 0)));
-        assert_eq!((w.len_ns, w.cpu_ns, w.net_tx_bytes), (0, 0, 0));
+        assert_eq!(
+            (w.len_ns, w.cpu_ns, w.cpu_wait_ns, w.net_tx_bytes),
+            (0, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -241,12 +263,11 @@ mod tests {
         let a = Sample::default();
         let b = Sample {
             cpu_ns: 25_000_000,
+            cpu_wait_ns: 75_000_000,
             ..Sample::default()
         };
-        assert_eq!(
-            Usage::between(&a, &b, Duration::from_millis(100)).cpu_millicores,
-            250
-        );
+        let u = Usage::between(&a, &b, Duration::from_millis(100));
+        assert_eq!((u.cpu_millicores, u.cpu_wait_millicores), (250, 750));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`cgroup`]: CPU cap/weight, memory, freezer and accounting on cgroup v1 and v2.
 //! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions.
 //! - [`runtime`]: `process` and `qemu` (QMP) runtimes behind one trait.
-//! - [`collector`]: drift-free sampling, and the usage window between two samples.
+//! - [`collector`]: drift-free sampling, and the usage window between two samples;
+//!   [`cpu_wait`]: the demand signal (time runnable but not running, from schedstat).
 //! - [`link`]: the attestation stream to the controllers (evidence, sealed usage reports,
 //!   checkpoints, replay; plans in, acks out); [`reconnect`]: its outages and back-off.
 //! - [`link_messages`]: what the agent's loop and the link say to each other.
@@ -36,6 +37,7 @@ pub mod cgroup;
 pub mod cleanup;
 pub mod collector;
 pub mod control;
+pub mod cpu_wait;
 pub mod error;
 pub mod gpu;
 pub mod launch;

@@ -220,6 +220,7 @@ fn attest_sample(w: &UsageWindow) -> UsageSample {
                 .round()
                 .clamp(0.0, f64::from(GPU_UTIL_BP_MAX)) as u32
         }),
+        cpu_wait_ns: w.cpu_wait_ns,
     }
 }
 
@@ -236,6 +237,7 @@ fn host_view(enclave: &str, seq: u64, s: &UsageSample) -> Vec<u8> {
         net_tx_bytes: s.net_tx_bytes,
         net_rx_bytes: s.net_rx_bytes,
         gpu_util_bp: s.gpu_util_bp,
+        cpu_wait_ns: Some(s.cpu_wait_ns),
     }
     .encode()
     .to_vec()

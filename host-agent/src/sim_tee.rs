@@ -140,7 +140,7 @@ impl SimTee {
     pub fn seal(&mut self, window: &UsageSample) -> Option<SealedReport> {
         let p = self.producer.as_mut()?;
         let e = p.emit(window);
-        let (report, mac) = e.report.split_at(usage::REPORT_LEN);
+        let (report, mac) = e.report.split_at(e.report.body().len());
         let seq = match usage::UsageReport::decode(report) {
             Ok(r) => r.seq,
             Err(err) => {
@@ -215,6 +215,7 @@ mod tests {
             net_tx_bytes: 3,
             net_rx_bytes: 4,
             gpu_util_bp: 0,
+            cpu_wait_ns: 5,
         };
         let mut seqs = Vec::new();
         for _ in 0..2 {

@@ -21,6 +21,7 @@ fn window(enclave: &str, cpu_ns: u64) -> UsageWindow {
         start_unix_ns: unix_ns() - 100_000_000,
         len_ns: 100_000_000,
         cpu_ns,
+        cpu_wait_ns: cpu_ns / 2,
         mem_bytes: 4 << 20,
         net_tx_bytes: 10,
         net_rx_bytes: 20,
@@ -68,6 +69,13 @@ async fn windows_go_out_sealed_numbered_and_checkpointed() {
     assert_eq!(
         reports.iter().map(|r| r.cpu_ns).collect::<Vec<_>>(),
         (0..n as u64).map(|i| 1000 + i).collect::<Vec<_>>()
+    );
+    // The demand signal travels sealed (usage report v2): each window's wait, as measured.
+    assert_eq!(
+        reports.iter().map(|r| r.cpu_wait_ns).collect::<Vec<_>>(),
+        (0..n as u64)
+            .map(|i| Some((1000 + i) / 2))
+            .collect::<Vec<_>>()
     );
     // The first CHECKPOINT_EVERY reports are covered by a signed checkpoint.
     assert_eq!(confirmed, u64::from(CHECKPOINT_EVERY));

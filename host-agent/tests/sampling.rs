@@ -33,7 +33,7 @@ fn sampling_100_enclaves_costs_under_2_percent_of_a_core() {
         cg.create(g).unwrap();
     }
     // Every probe also looks up its link counters (loopback stands in for the host-side veth).
-    let probes: Vec<Probe> = groups
+    let mut probes: Vec<Probe> = groups
         .iter()
         .map(|g| Probe::open(cg.as_ref(), g, Some("lo")).unwrap())
         .collect();
@@ -53,7 +53,7 @@ fn sampling_100_enclaves_costs_under_2_percent_of_a_core() {
             tick.tick().await;
             let links = net.read();
             let with_oom = ticks.is_multiple_of(OOM_EVERY);
-            for p in &probes {
+            for p in &mut probes {
                 let s = p.read(&mut buf, &links, with_oom).unwrap();
                 sink = sink.wrapping_add(s.cpu_ns + s.net_tx_bytes);
             }

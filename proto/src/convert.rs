@@ -2,7 +2,7 @@
 //! (`tribune_attest::usage::Checkpoint`) and a MAC'd usage report.
 
 use tribune_attest::AttestError;
-use tribune_attest::usage::{Checkpoint, EnclaveId, REPORT_LEN};
+use tribune_attest::usage::{Checkpoint, EnclaveId, report_len};
 
 use crate::v1 as pb;
 
@@ -43,9 +43,11 @@ impl TryFrom<&pb::Checkpoint> for Checkpoint {
 
 impl pb::UsageReport {
     /// `enclave`'s sealed report (`report ‖ mac`, as `Producer::emit` makes it) with the host's
-    /// view of the same window beside it.
+    /// view of the same window beside it. The report's length is its version's (v2: 86 bytes,
+    /// v1: 78); bytes of an unknown version are all report, no MAC (the verifier refuses them).
     pub fn sealed(enclave: &str, sealed: &[u8], host_view: Vec<u8>) -> pb::UsageReport {
-        let (report, mac) = sealed.split_at(sealed.len().min(REPORT_LEN));
+        let len = report_len(sealed).unwrap_or(sealed.len());
+        let (report, mac) = sealed.split_at(sealed.len().min(len));
         pb::UsageReport {
             enclave_id: enclave.to_string(),
             report: report.to_vec(),
@@ -67,7 +69,7 @@ impl pb::UsageReport {
 #[cfg(test)]
 mod tests {
     use tribune_attest::session::{ControllerExchange, EnclaveKeys};
-    use tribune_attest::usage::{Producer, UsageSample};
+    use tribune_attest::usage::{Producer, REPORT_LEN, TAG_LEN, UsageSample};
 
     use super::*;
 
@@ -116,6 +118,7 @@ mod tests {
         let e = producer().emit(&UsageSample::default());
         let m = pb::UsageReport::sealed("e1", &e.report, vec![1, 2]);
         assert_eq!(m.report.len(), REPORT_LEN);
+        assert_eq!(m.mac.len(), TAG_LEN);
         assert_eq!(m.wire(), e.report.to_vec());
         assert_eq!(m.host_view, vec![1, 2]);
         // Shorter than a report: all of it is the report, no MAC (the verifier refuses it).

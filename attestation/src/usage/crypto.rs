@@ -20,24 +20,26 @@ impl MacKey {
         MacKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.0))
     }
 
-    /// MAC'd wire form of an encoded report.
-    pub fn seal(&self, report: &[u8; REPORT_LEN]) -> [u8; MAC_REPORT_LEN] {
+    /// MAC'd wire form of an encoded report (the tag covers every byte of it, the version and
+    /// `cpu_wait_ns` included).
+    pub fn seal(&self, report: &ReportBytes) -> MacReport {
         let tag = ring::hmac::sign(&self.0, report);
-        let mut out = [0u8; MAC_REPORT_LEN];
-        out[..REPORT_LEN].copy_from_slice(report);
-        out[REPORT_LEN..].copy_from_slice(tag.as_ref());
-        out
+        MacReport::new(report, tag.as_ref())
     }
 
-    /// Check the MAC of a wire report (constant time) and decode it.
+    /// Check the MAC of a wire report (v2: 118 bytes, v1: 110; constant time) and decode it.
     pub fn open(&self, wire: &[u8]) -> Result<UsageReport> {
-        if wire.len() != MAC_REPORT_LEN {
+        let len = report_len(wire).map(|n| n + TAG_LEN);
+        if len != Some(wire.len()) {
             return Err(AttestError::malformed(
                 "MAC'd usage report",
-                format!("{} bytes, expected {MAC_REPORT_LEN}", wire.len()),
+                format!(
+                    "{} bytes, expected {MAC_REPORT_LEN} (v2) or {MAC_REPORT_LEN_V1} (v1)",
+                    wire.len()
+                ),
             ));
         }
-        let (body, tag) = wire.split_at(REPORT_LEN);
+        let (body, tag) = wire.split_at(wire.len() - TAG_LEN);
         ring::hmac::verify(&self.0, body, tag)
             .map_err(|_| AttestError::BadSignature("usage report MAC".into()))?;
         UsageReport::decode(body)
@@ -106,11 +108,21 @@ mod tests {
     #[test]
     fn mac_seals_and_opens() {
         let k = MacKey::new(&SessionKey([9; 32]));
-        let report = UsageReport::decode(&setup(1).0.emit(&sample(0)).report[..REPORT_LEN])
+        let report = UsageReport::decode(setup(1).0.emit(&sample(0)).report.body())
             .unwrap()
             .encode();
         let sealed = k.seal(&report);
         assert_eq!(k.open(&sealed).unwrap().encode(), report);
+        // A v1 report seals and opens at its own length; the MAC covers the version, so
+        // neither form can be passed off as the other.
+        let mut r1 = UsageReport::decode(&report).unwrap();
+        r1.cpu_wait_ns = None;
+        let sealed1 = k.seal(&r1.encode());
+        assert_eq!(sealed1.len(), MAC_REPORT_LEN_V1);
+        assert_eq!(k.open(&sealed1).unwrap(), r1);
+        let mut relabelled = sealed.to_vec();
+        relabelled[1] = 1;
+        assert!(k.open(&relabelled).is_err());
         let other = MacKey::new(&SessionKey([8; 32]));
         assert!(matches!(
             other.open(&sealed),

@@ -3,8 +3,8 @@
 //! Wire formats (all integers big-endian, fixed layout, versioned, strict decoders):
 //!
 //! ```text
-//! UsageReport v1 (78 bytes)          MacReport = UsageReport ‖ HMAC-SHA256 tag (32) = 110 bytes
-//!   0  u16 version = 1
+//! UsageReport v2 (86 bytes)          MacReport = UsageReport ‖ HMAC-SHA256 tag (32) = 118 bytes
+//!   0  u16 version = 2
 //!   2  [16] enclave id
 //!  18  u64 seq
 //!  26  u64 window_start_ns (Unix ns)
@@ -14,6 +14,13 @@
 //!  58  u64 net_tx_bytes
 //!  66  u64 net_rx_bytes
 //!  74  u32 gpu_util_bp (basis points of one GPU; 10_000 = one GPU fully busy)
+//!  78  u64 cpu_wait_ns  (time in the window the enclave was runnable but not running: its
+//!                        demand the host did not serve; see docs/receipts.md)
+//!
+//! UsageReport v1 (78 bytes, MAC'd 110): version = 1 and bytes 0..78 as above, without
+//!   `cpu_wait_ns`. Still decoded (the wait is then unknown: `cpu_wait_ns = None`) and
+//!   re-encoded byte for byte as v1, so hash chains and sample roots over v1 reports still
+//!   verify. New producers write v2 only.
 //!
 //! Checkpoint v1 (162 bytes)
 //!   0  u16 version = 1
@@ -43,16 +50,27 @@ mod wire;
 pub use crypto::{MacKey, chain_genesis, chain_step, verify_checkpoint_signatures};
 pub use producer::{Emitted, Producer};
 pub use verifier::{Confirmed, Freshness, StreamVerifier, verify_by_checkpoint};
-pub use wire::{Checkpoint, EnclaveId, UsageReport, UsageSample};
+pub use wire::{
+    Checkpoint, EnclaveId, MacReport, ReportBytes, UsageReport, UsageSample, report_body,
+    report_len,
+};
 
-/// Current wire version of [`UsageReport`] and [`Checkpoint`].
-pub const WIRE_VERSION: u16 = 1;
-/// Encoded size of a [`UsageReport`].
-pub const REPORT_LEN: usize = 78;
+/// Wire version of a [`UsageReport`] that carries `cpu_wait_ns` (what producers write).
+pub const REPORT_VERSION: u16 = 2;
+/// Wire version of a [`UsageReport`] without `cpu_wait_ns` (still decoded).
+pub const REPORT_VERSION_V1: u16 = 1;
+/// Wire version of a [`Checkpoint`].
+pub const CHECKPOINT_VERSION: u16 = 1;
+/// Encoded size of a [`UsageReport`] in the current version (v2); the largest report.
+pub const REPORT_LEN: usize = 86;
+/// Encoded size of a v1 [`UsageReport`].
+pub const REPORT_LEN_V1: usize = 78;
 /// HMAC-SHA256 tag length.
 pub const TAG_LEN: usize = 32;
-/// Encoded size of a MAC'd report.
+/// Encoded size of a MAC'd report in the current version (v2); the largest.
 pub const MAC_REPORT_LEN: usize = REPORT_LEN + TAG_LEN;
+/// Encoded size of a MAC'd v1 report.
+pub const MAC_REPORT_LEN_V1: usize = REPORT_LEN_V1 + TAG_LEN;
 /// Encoded size of a [`Checkpoint`].
 pub const CHECKPOINT_LEN: usize = 162;
 /// Upper bound on `gpu_util_bp` (64 GPUs fully busy): anything above is malformed.
@@ -97,6 +115,7 @@ mod testing {
             net_tx_bytes: 1000 * i,
             net_rx_bytes: 2000 * i,
             gpu_util_bp: 0,
+            cpu_wait_ns: 1_000 * i,
         }
     }
 

@@ -22,8 +22,8 @@ pub struct Producer {
 /// What the producer emits for one window.
 #[derive(Debug, Clone)]
 pub struct Emitted {
-    /// The MAC'd report (wire form).
-    pub report: [u8; MAC_REPORT_LEN],
+    /// The MAC'd report (wire form, v2).
+    pub report: MacReport,
     /// A checkpoint, when this report closes a span.
     pub checkpoint: Option<Checkpoint>,
 }
@@ -80,6 +80,7 @@ impl Producer {
             net_tx_bytes: sample.net_tx_bytes,
             net_rx_bytes: sample.net_rx_bytes,
             gpu_util_bp: sample.gpu_util_bp.min(GPU_UTIL_BP_MAX),
+            cpu_wait_ns: Some(sample.cpu_wait_ns),
         };
         let bytes = report.encode();
         self.head = chain_step(&self.head, &bytes);
@@ -138,7 +139,12 @@ mod tests {
             let e = p.emit(&sample(i));
             let r = open(&bound, &e);
             assert_eq!(r.seq, i + 1);
-            head = chain_step(&head, &e.report[..REPORT_LEN]);
+            assert_eq!(
+                r.cpu_wait_ns,
+                Some(sample(i).cpu_wait_ns),
+                "the wait is sealed"
+            );
+            head = chain_step(&head, e.report.body());
             let due = (i + 1) % 3 == 0;
             assert_eq!(e.checkpoint.is_some(), due, "report {}", i + 1);
             if let Some(cp) = e.checkpoint {

@@ -147,7 +147,7 @@ impl StreamVerifier {
                 "{CHECKPOINT_SPAN_MAX} reports wait for a checkpoint"
             )));
         }
-        self.head = chain_step(&self.head, &wire[..REPORT_LEN]);
+        self.head = chain_step(&self.head, &wire[..wire.len() - TAG_LEN]);
         self.last_seq = report.seq;
         self.pending.push_back((report.seq, self.head));
         Ok(report)
@@ -249,12 +249,7 @@ pub fn verify_by_checkpoint(
     let mut head = cp.prev_head;
     let mut out = Vec::with_capacity(wires.len());
     for (i, w) in wires.iter().enumerate() {
-        let body = match w.len() {
-            REPORT_LEN | MAC_REPORT_LEN => &w[..REPORT_LEN],
-            n => {
-                return Err(AttestError::malformed("usage report", format!("{n} bytes")));
-            }
-        };
+        let body = report_body(w)?;
         let r = UsageReport::decode(body)?;
         if r.enclave != cp.enclave || r.seq != cp.first_seq + i as u64 {
             return Err(AttestError::Checkpoint(format!(
@@ -365,7 +360,7 @@ mod tests {
         forged.head[0] ^= 1;
         assert!(verify_by_checkpoint(&forged, &key, &refs).is_err());
         // Bare reports work too: the MAC is not needed.
-        let bare: Vec<&[u8]> = refs.iter().map(|w| &w[..REPORT_LEN]).collect();
+        let bare: Vec<&[u8]> = refs.iter().map(|w| report_body(w).unwrap()).collect();
         assert_eq!(verify_by_checkpoint(&cps[1], &key, &bare).unwrap().len(), 5);
     }
 
@@ -398,7 +393,7 @@ mod tests {
     fn a_report_for_another_enclave_is_refused() {
         let (mut p, mut v) = setup(10);
         let e = p.emit(&sample(0));
-        let mut r = UsageReport::decode(&e.report[..REPORT_LEN]).unwrap();
+        let mut r = UsageReport::decode(e.report.body()).unwrap();
         r.enclave = EnclaveId([1; 16]);
         let (_, bound) = bound(10);
         let forged = MacKey::new(&bound.session_key).seal(&r.encode());

@@ -1,6 +1,7 @@
-//! The wire forms: [`UsageReport`] (78 bytes) and [`Checkpoint`] (162 bytes), big-endian,
-//! fixed layout, versioned; the decoders are strict (exact length, known version, bounded
-//! fields). The layouts are in the [module documentation](super).
+//! The wire forms: [`UsageReport`] (v2: 86 bytes; v1: 78) and [`Checkpoint`] (162 bytes),
+//! big-endian, fixed layout per version; the decoders are strict (exact length for the
+//! version, known version, bounded fields). The layouts are in the
+//! [module documentation](super).
 
 use super::*;
 use crate::error::{AttestError, Result};
@@ -40,6 +41,10 @@ pub struct UsageReport {
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
     pub gpu_util_bp: u32,
+    /// Time in the window the enclave was runnable but not running (its unserved CPU demand),
+    /// ns, summed over its threads like `cpu_ns` (so it may exceed the window on several
+    /// CPUs). `None`: a v1 report, which does not say (and encodes as v1 again).
+    pub cpu_wait_ns: Option<u64>,
 }
 
 /// The measurements of one window, without the identity and sequence the producer adds.
@@ -52,29 +57,134 @@ pub struct UsageSample {
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
     pub gpu_util_bp: u32,
+    /// Runnable but not running in the window, ns (the report's `cpu_wait_ns`).
+    pub cpu_wait_ns: u64,
 }
 
-/// The header every encoding starts with: exactly `len` bytes, the known wire version, then the
-/// 16-byte enclave id (returned).
+/// An encoded [`UsageReport`] (v1 or v2) without allocating: the bytes are `&self[..]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReportBytes {
+    buf: [u8; REPORT_LEN],
+    len: usize,
+}
+
+/// A MAC'd report (`report ‖ tag`, v1 or v2) without allocating: the bytes are `&self[..]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacReport {
+    buf: [u8; MAC_REPORT_LEN],
+    len: usize,
+}
+
+macro_rules! byte_view {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = [u8];
+            fn deref(&self) -> &[u8] {
+                &self.buf[..self.len]
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut [u8] {
+                &mut self.buf[..self.len]
+            }
+        }
+        impl AsRef<[u8]> for $t {
+            fn as_ref(&self) -> &[u8] {
+                self
+            }
+        }
+        impl $t {
+            /// The encoded bytes.
+            pub fn as_slice(&self) -> &[u8] {
+                self
+            }
+        }
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($t), hex::encode(&self[..]))
+            }
+        }
+    };
+}
+byte_view!(ReportBytes);
+byte_view!(MacReport);
+
+impl MacReport {
+    /// `report ‖ tag(report)`.
+    pub(super) fn new(report: &[u8], tag: &[u8]) -> MacReport {
+        debug_assert!(report.len() <= REPORT_LEN && tag.len() == TAG_LEN);
+        let mut buf = [0u8; MAC_REPORT_LEN];
+        buf[..report.len()].copy_from_slice(report);
+        buf[report.len()..report.len() + TAG_LEN].copy_from_slice(tag);
+        MacReport {
+            buf,
+            len: report.len() + TAG_LEN,
+        }
+    }
+
+    /// The report without its tag.
+    pub fn body(&self) -> &[u8] {
+        &self.buf[..self.len - TAG_LEN]
+    }
+}
+
+/// The encoded length of a report of the version its first two bytes name; `None` for too
+/// few bytes or an unknown version.
+pub fn report_len(b: &[u8]) -> Option<usize> {
+    match u16::from_be_bytes([*b.first()?, *b.get(1)?]) {
+        REPORT_VERSION => Some(REPORT_LEN),
+        REPORT_VERSION_V1 => Some(REPORT_LEN_V1),
+        _ => None,
+    }
+}
+
+/// The report in a bare (`report`) or MAC'd (`report ‖ tag`) wire form, by its version and the
+/// length: anything else is malformed.
+pub fn report_body(wire: &[u8]) -> Result<&[u8]> {
+    let len = report_len(wire).ok_or_else(|| {
+        AttestError::malformed(
+            "usage report",
+            format!("{} bytes, unknown version", wire.len()),
+        )
+    })?;
+    if wire.len() == len || wire.len() == len + TAG_LEN {
+        Ok(&wire[..len])
+    } else {
+        Err(AttestError::malformed(
+            "usage report",
+            format!("{} bytes, expected {len} or {}", wire.len(), len + TAG_LEN),
+        ))
+    }
+}
+
+/// The header every encoding starts with: the wire version `len_of` knows (it gives that
+/// version's length), exactly that many bytes, then the 16-byte enclave id (returned with the
+/// version).
 fn header(
     b: &[u8],
-    len: usize,
+    len_of: impl Fn(u16) -> Option<usize>,
     what: &'static str,
     version_what: &'static str,
-) -> Result<[u8; 16]> {
-    if b.len() != len {
+) -> Result<(u16, [u8; 16])> {
+    if b.len() < 2 {
         return Err(AttestError::malformed(
             what,
-            format!("{} bytes, expected {len}", b.len()),
+            format!("{} bytes, too short for a version", b.len()),
         ));
     }
     let version = u16::from_be_bytes([b[0], b[1]]);
-    if version != WIRE_VERSION {
+    let Some(len) = len_of(version) else {
         return Err(AttestError::unsupported(version_what, version.to_string()));
+    };
+    if b.len() != len {
+        return Err(AttestError::malformed(
+            what,
+            format!("{} bytes, expected {len} for version {version}", b.len()),
+        ));
     }
     let mut enclave = [0u8; 16];
     enclave.copy_from_slice(&b[2..18]);
-    Ok(enclave)
+    Ok((version, enclave))
 }
 
 fn be_u64(b: &[u8], at: usize) -> u64 {
@@ -84,10 +194,17 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 
 impl UsageReport {
-    /// Canonical encoding.
-    pub fn encode(&self) -> [u8; REPORT_LEN] {
+    /// Canonical encoding: v2 when it carries `cpu_wait_ns`, v1 (as it was decoded) when not.
+    pub fn encode(&self) -> ReportBytes {
         let mut b = [0u8; REPORT_LEN];
-        b[0..2].copy_from_slice(&WIRE_VERSION.to_be_bytes());
+        let (version, len) = match self.cpu_wait_ns {
+            Some(wait) => {
+                b[78..86].copy_from_slice(&wait.to_be_bytes());
+                (REPORT_VERSION, REPORT_LEN)
+            }
+            None => (REPORT_VERSION_V1, REPORT_LEN_V1),
+        };
+        b[0..2].copy_from_slice(&version.to_be_bytes());
         b[2..18].copy_from_slice(&self.enclave.0);
         b[18..26].copy_from_slice(&self.seq.to_be_bytes());
         b[26..34].copy_from_slice(&self.window_start_ns.to_be_bytes());
@@ -97,12 +214,18 @@ impl UsageReport {
         b[58..66].copy_from_slice(&self.net_tx_bytes.to_be_bytes());
         b[66..74].copy_from_slice(&self.net_rx_bytes.to_be_bytes());
         b[74..78].copy_from_slice(&self.gpu_util_bp.to_be_bytes());
-        b
+        ReportBytes { buf: b, len }
     }
 
-    /// Strict decoder: exact length, known version, bounded fields.
+    /// Strict decoder: exact length for its version (v2: 86, v1: 78), known version, bounded
+    /// fields.
     pub fn decode(b: &[u8]) -> Result<Self> {
-        let enclave = header(b, REPORT_LEN, "usage report", "usage report version")?;
+        let len_of = |v| match v {
+            REPORT_VERSION => Some(REPORT_LEN),
+            REPORT_VERSION_V1 => Some(REPORT_LEN_V1),
+            _ => None,
+        };
+        let (version, enclave) = header(b, len_of, "usage report", "usage report version")?;
         let gpu_util_bp = u32::from_be_bytes([b[74], b[75], b[76], b[77]]);
         if gpu_util_bp > GPU_UTIL_BP_MAX {
             return Err(AttestError::malformed(
@@ -120,6 +243,7 @@ impl UsageReport {
             net_tx_bytes: be_u64(b, 58),
             net_rx_bytes: be_u64(b, 66),
             gpu_util_bp,
+            cpu_wait_ns: (version == REPORT_VERSION).then(|| be_u64(b, 78)),
         };
         if r.window_start_ns.checked_add(r.window_len_ns).is_none() {
             return Err(AttestError::malformed(
@@ -152,7 +276,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     fn signed_bytes(&self) -> [u8; CHECKPOINT_SIGNED_LEN] {
         let mut b = [0u8; CHECKPOINT_SIGNED_LEN];
-        b[0..2].copy_from_slice(&WIRE_VERSION.to_be_bytes());
+        b[0..2].copy_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
         b[2..18].copy_from_slice(&self.enclave.0);
         b[18..26].copy_from_slice(&self.first_seq.to_be_bytes());
         b[26..34].copy_from_slice(&self.last_seq.to_be_bytes());
@@ -179,7 +303,8 @@ impl Checkpoint {
 
     /// Strict decoder (exact length, version, `first_seq <= last_seq`, bounded span).
     pub fn decode(b: &[u8]) -> Result<Self> {
-        let enclave = header(b, CHECKPOINT_LEN, "checkpoint", "checkpoint version")?;
+        let len_of = |v| (v == CHECKPOINT_VERSION).then_some(CHECKPOINT_LEN);
+        let (_, enclave) = header(b, len_of, "checkpoint", "checkpoint version")?;
         let first_seq = be_u64(b, 18);
         let last_seq = be_u64(b, 26);
         if first_seq > last_seq || last_seq - first_seq >= CHECKPOINT_SPAN_MAX {
@@ -213,11 +338,17 @@ mod tests {
         let cp = e.checkpoint.unwrap();
         assert_eq!(Checkpoint::decode(&cp.encode()).unwrap(), cp);
         assert!(Checkpoint::decode(&cp.encode()[..161]).is_err());
-        let r = UsageReport::decode(&e.report[..REPORT_LEN]).unwrap();
-        assert_eq!(r.encode().as_slice(), &e.report[..REPORT_LEN]);
-        let mut v2 = r.encode();
-        v2[1] = 2;
-        assert!(UsageReport::decode(&v2).is_err());
+        let r = UsageReport::decode(e.report.body()).unwrap();
+        assert_eq!(r.encode().as_slice(), e.report.body());
+        assert_eq!(e.report.body().len(), REPORT_LEN, "producers write v2");
+        let mut v3 = r.encode();
+        v3[1] = 3;
+        assert!(UsageReport::decode(&v3).is_err());
+        // A version whose length does not match: v1 bytes at v2's length and back.
+        let mut v1_long = r.encode();
+        v1_long[1] = 1;
+        assert!(UsageReport::decode(&v1_long).is_err());
+        assert!(UsageReport::decode(&r.encode()[..REPORT_LEN_V1]).is_err());
         let mut padded = e.report.to_vec();
         padded.push(0);
         assert!(UsageReport::decode(&padded).is_err());
@@ -235,9 +366,12 @@ mod tests {
             net_tx_bytes: 7,
             net_rx_bytes: 8,
             gpu_util_bp: 10_000,
+            cpu_wait_ns: Some(0x0a0b),
         };
         let b = r.encode();
-        assert_eq!(&b[0..2], &WIRE_VERSION.to_be_bytes());
+        assert_eq!(b.len(), REPORT_LEN);
+        assert_eq!(&b[0..2], &REPORT_VERSION.to_be_bytes());
+        assert_eq!(&b[78..86], &0x0a0bu64.to_be_bytes());
         assert_eq!(&b[2..18], &[7; 16]);
         assert_eq!(&b[24..26], &[1, 2]);
         assert_eq!(b[33], 3);
@@ -247,8 +381,33 @@ mod tests {
     }
 
     #[test]
+    fn v1_reports_still_decode_and_re_encode_byte_for_byte() {
+        // A v1 report as an agent before the demand signal wrote it (fixed bytes, not this
+        // encoder's output): the wait is unknown, and the same 78 bytes come back.
+        let mut v1 = [0u8; REPORT_LEN_V1];
+        v1[1] = 1;
+        v1[2..18].copy_from_slice(&[7; 16]);
+        v1[25] = 9; // seq 9
+        v1[41] = 100; // window_len_ns 100
+        v1[49] = 50; // cpu_ns 50
+        let r = UsageReport::decode(&v1).unwrap();
+        assert_eq!((r.seq, r.cpu_ns, r.cpu_wait_ns), (9, 50, None));
+        assert_eq!(r.encode().as_slice(), &v1[..]);
+        assert_eq!(report_len(&v1), Some(REPORT_LEN_V1));
+        assert_eq!(report_body(&v1).unwrap(), &v1[..]);
+        let mut mac_d = v1.to_vec();
+        mac_d.extend_from_slice(&[0; TAG_LEN]);
+        assert_eq!(report_body(&mac_d).unwrap(), &v1[..]);
+        mac_d.push(0);
+        assert!(report_body(&mac_d).is_err());
+        assert!(report_body(&[]).is_err());
+        assert_eq!(report_len(&[0, 2]), Some(REPORT_LEN));
+        assert_eq!(report_len(&[0, 9]), None);
+    }
+
+    #[test]
     fn fields_out_of_bounds_are_malformed() {
-        let mut r = UsageReport::decode(&setup(1).0.emit(&sample(0)).report[..REPORT_LEN]).unwrap();
+        let mut r = UsageReport::decode(setup(1).0.emit(&sample(0)).report.body()).unwrap();
         r.gpu_util_bp = GPU_UTIL_BP_MAX + 1;
         let e = UsageReport::decode(&r.encode()).unwrap_err();
         assert!(e.to_string().contains("gpu_util_bp"), "{e}");

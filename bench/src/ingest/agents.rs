@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tribune_attest::TeeKind;
 use tribune_attest::session::EnclaveKeys;
 use tribune_attest::sim::SimEvidence;
-use tribune_attest::usage::{Checkpoint, EnclaveId, Producer, REPORT_LEN, UsageSample};
+use tribune_attest::usage::{Checkpoint, EnclaveId, Producer, UsageSample};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
 
@@ -177,9 +177,9 @@ pub(super) fn seal(
             }
             reports.push(pb::UsageReport {
                 enclave_id: id.clone(),
-                report: emitted.report[..REPORT_LEN].to_vec(),
-                mac: emitted.report[REPORT_LEN..].to_vec(),
-                host_view: emitted.report[..REPORT_LEN].to_vec(),
+                report: emitted.report.body().to_vec(),
+                mac: emitted.report[emitted.report.body().len()..].to_vec(),
+                host_view: emitted.report.body().to_vec(),
                 traceparent: String::new(),
             });
             if let Some(cp) = cp {

@@ -16,6 +16,7 @@ fn digest(first_seq: u64, last_seq: u64) -> LogDetail {
         net_tx_bytes: 0,
         net_rx_bytes: 0,
         divergence_bp_max: 0,
+        cpu_wait_millicores_avg: None,
         replayed: false,
         unaccounted_from: None,
     })

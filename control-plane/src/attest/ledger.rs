@@ -29,8 +29,7 @@ use tribune_attest::AttestError;
 use tribune_attest::merkle::{leaf_hash, root_of};
 use tribune_attest::session::BoundEnclave;
 use tribune_attest::usage::{
-    self, CHECKPOINT_SPAN_MAX, Checkpoint, Confirmed, Freshness, REPORT_LEN, StreamVerifier,
-    UsageReport,
+    self, CHECKPOINT_SPAN_MAX, Checkpoint, Confirmed, Freshness, StreamVerifier, UsageReport,
 };
 use tribune_policy::{Agg, Resource};
 use tribune_proto::v1 as pb;
@@ -235,9 +234,23 @@ fn digest_of(
         net_tx_bytes: span.iter().map(|(r, _)| r.net_tx_bytes).sum(),
         net_rx_bytes: span.iter().map(|(r, _)| r.net_rx_bytes).sum(),
         divergence_bp_max: whole(span.iter().map(|(_, d)| *d).fold(0.0, f64::max) * 100.0),
+        cpu_wait_millicores_avg: wait_millicores_avg(span.iter().map(|(r, _)| r)),
         replayed,
         unaccounted_from,
     }
+}
+
+/// The average CPU the enclave waited for (runnable, not running) over a span, in whole
+/// millicores; `None` when any report of the span does not say (a v1 report): a partial
+/// average would understate the demand.
+pub fn wait_millicores_avg<'a>(reports: impl Iterator<Item = &'a UsageReport>) -> Option<u64> {
+    let (mut sum, mut n) = (0.0, 0u64);
+    for r in reports {
+        let wait = r.cpu_wait_ns?;
+        sum += wait as f64 / r.window_len_ns.max(1) as f64 * 1000.0;
+        n += 1;
+    }
+    (n > 0).then(|| whole(sum / n as f64))
 }
 
 /// A non-negative quantity rounded to a whole number (NaN and negatives are 0; `as` saturates).
@@ -353,7 +366,7 @@ impl Ledger {
         // takes its range. Undecodable ones are left out (their span fails to verify).
         let mut by_enclave: HashMap<String, BTreeMap<u64, Vec<u8>>> = HashMap::new();
         for r in b.reports {
-            if let Ok(decoded) = UsageReport::decode(r.report.get(..REPORT_LEN).unwrap_or(&[])) {
+            if let Ok(decoded) = usage::report_body(&r.report).and_then(UsageReport::decode) {
                 by_enclave
                     .entry(r.enclave_id)
                     .or_default()
@@ -562,7 +575,7 @@ impl Tracked {
         let now_ms = (now_ns / 1_000_000) as i64;
         if let Some(rs) = self.resync.as_mut() {
             // Unauthenticated seq, used only to index: the checkpoint authenticates the run.
-            match UsageReport::decode(wire.get(..REPORT_LEN).unwrap_or(&[])) {
+            match usage::report_body(&wire).and_then(UsageReport::decode) {
                 Ok(r) if rs.wires.len() < CHECKPOINT_SPAN_MAX as usize => {
                     rs.wires.insert(r.seq, wire);
                 }
@@ -602,7 +615,9 @@ impl Tracked {
         let report = match verifier.verify_report(&wire, now_ns) {
             Ok(rep) => rep,
             Err(e) => {
-                let seq = UsageReport::decode(wire.get(..REPORT_LEN).unwrap_or(&[])).map(|r| r.seq);
+                let seq = usage::report_body(&wire)
+                    .and_then(UsageReport::decode)
+                    .map(|r| r.seq);
                 let fault = match (&e, seq) {
                     (AttestError::Checkpoint(_), Ok(s)) if s > last + 1 => Fault::Gap,
                     _ => Fault::of(&e),
@@ -673,7 +688,7 @@ impl Tracked {
             wires: BTreeMap::new(),
         };
         self.span.clear();
-        if let Ok(r) = UsageReport::decode(wire.get(..REPORT_LEN).unwrap_or(&[])) {
+        if let Ok(r) = usage::report_body(&wire).and_then(UsageReport::decode) {
             rs.wires.insert(r.seq, wire);
         }
         self.verifier = None;

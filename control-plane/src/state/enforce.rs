@@ -126,6 +126,12 @@ pub struct UsageDigest {
     /// Largest divergence of the enclave's view from the host's, in basis points (1/100 of a
     /// percent; 10 000 = 100 %).
     pub divergence_bp_max: u64,
+    /// The CPU the enclave waited for over the span (runnable but not running: demand the
+    /// host did not serve), average in whole millicores, from its own sealed reports
+    /// (`cpu_wait_ns`, usage report v2). Absent when a report of the span is v1 (unknown):
+    /// entries without it serialise exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_wait_millicores_avg: Option<u64>,
     /// true when the span was replayed from an agent's buffer after a controller change.
     #[serde(default)]
     pub replayed: bool,
@@ -158,6 +164,8 @@ struct UsageDigestWire {
     divergence_bp_max: Option<u64>,
     #[serde(default)]
     divergence_pct_max: Option<f64>,
+    #[serde(default)]
+    cpu_wait_millicores_avg: Option<u64>,
     #[serde(default)]
     replayed: bool,
     #[serde(default)]
@@ -197,6 +205,7 @@ impl TryFrom<UsageDigestWire> for UsageDigest {
             net_tx_bytes: w.net_tx_bytes,
             net_rx_bytes: w.net_rx_bytes,
             divergence_bp_max,
+            cpu_wait_millicores_avg: w.cpu_wait_millicores_avg,
             replayed: w.replayed,
             unaccounted_from: w.unaccounted_from,
         })
@@ -464,6 +473,7 @@ mod tests {
             net_tx_bytes: 0,
             net_rx_bytes: 0,
             divergence_bp_max: 0,
+            cpu_wait_millicores_avg: None,
             replayed: false,
             unaccounted_from: from,
         }

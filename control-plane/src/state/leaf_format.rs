@@ -126,6 +126,10 @@ pub(super) struct UsageDigestV1<'a> {
     net_tx_bytes: u64,
     net_rx_bytes: u64,
     divergence_pct_max: f64,
+    // Never in a format-1 entry (the field is younger than format 2); kept so that no detail
+    // loses a field in either format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_wait_millicores_avg: Option<u64>,
     replayed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     unaccounted_from: Option<u64>,
@@ -147,6 +151,7 @@ impl<'a> From<&'a UsageDigest> for UsageDigestV1<'a> {
             net_tx_bytes: d.net_tx_bytes,
             net_rx_bytes: d.net_rx_bytes,
             divergence_pct_max: d.divergence_bp_max as f64 / 100.0,
+            cpu_wait_millicores_avg: d.cpu_wait_millicores_avg,
             replayed: d.replayed,
             unaccounted_from: d.unaccounted_from,
         }

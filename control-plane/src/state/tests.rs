@@ -333,6 +333,7 @@ fn log_costs() {
                 net_tx_bytes: i,
                 net_rx_bytes: 0,
                 divergence_bp_max: 50,
+                cpu_wait_millicores_avg: None,
                 replayed: false,
                 unaccounted_from: None,
             }),

@@ -243,6 +243,7 @@ fn scenario(format: LeafFormat) -> State {
                 net_tx_bytes: 1234,
                 net_rx_bytes: 0,
                 divergence_bp_max: 150,
+                cpu_wait_millicores_avg: None,
                 replayed: false,
                 unaccounted_from: None,
             }],

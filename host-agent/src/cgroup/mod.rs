@@ -71,6 +71,8 @@ pub trait CgroupEnforcer: Send + Sync + std::fmt::Debug {
     fn is_frozen(&self, group: &str) -> Result<bool>;
     /// Opens the accounting files once so that each sample is a few `pread`s.
     fn open_probe(&self, group: &str) -> Result<CgroupProbe>;
+    /// Where the threads of `group` are listed, for the CPU-wait probe (`crate::cpu_wait`).
+    fn thread_list(&self, group: &str) -> crate::cpu_wait::ThreadList;
     /// Whether `group` exists in any hierarchy.
     fn exists(&self, group: &str) -> bool;
     /// The directories of `group` (one per hierarchy).

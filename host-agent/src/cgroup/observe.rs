@@ -160,6 +160,12 @@ impl CgroupEnforcer for ObserveOnly {
         })
     }
 
+    fn thread_list(&self, group: &str) -> crate::cpu_wait::ThreadList {
+        // The threads of the main process (its children are not followed without a cgroup).
+        let pid = self.with(group, |w| w.pids.first().copied()).unwrap_or(0);
+        crate::cpu_wait::ThreadList::ProcTasks(pid)
+    }
+
     fn exists(&self, group: &str) -> bool {
         self.groups
             .lock()

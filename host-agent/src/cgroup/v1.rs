@@ -199,6 +199,10 @@ impl CgroupEnforcer for V1 {
         })
     }
 
+    fn thread_list(&self, group: &str) -> crate::cpu_wait::ThreadList {
+        crate::cpu_wait::ThreadList::CgroupFile(self.file("cpu", group, "tasks"))
+    }
+
     fn exists(&self, group: &str) -> bool {
         CONTROLLERS.iter().any(|c| self.dir(c, group).exists())
     }

@@ -170,6 +170,10 @@ impl CgroupEnforcer for V2 {
         })
     }
 
+    fn thread_list(&self, group: &str) -> crate::cpu_wait::ThreadList {
+        crate::cpu_wait::ThreadList::CgroupFile(self.file(group, "cgroup.threads"))
+    }
+
     fn exists(&self, group: &str) -> bool {
         self.dir(group).exists()
     }
