@@ -7,6 +7,8 @@
 //! - [`sth`]: signed tree heads (`"tribune/sth/v1" ‖ size ‖ timestamp ‖ root`, ed25519).
 //! - [`canonical`]: the log's canonical JSON (a leaf is the canonical JSON of its entry).
 //! - [`checkpoint`]: an enclave's signed usage checkpoint (162 bytes).
+//! - [`guarantee`]: whether a usage window honoured the guarantee (used, and the demand the
+//!   enclave's reports declare: time runnable but not running) — the one definition.
 //! - [`receipt`]: a fairness receipt (`docs/receipts.md`): [`receipt::verify`] checks every
 //!   signature and proof in it and answers in words ([`receipt::Verdict`]).
 //!
@@ -15,6 +17,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod guarantee;
 pub mod merkle;
 pub mod receipt;
 pub mod sth;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checkpoint::{Checkpoint, enclave_id};
+use crate::guarantee::{Standing, WindowFacts, judge};
 use crate::merkle::{Hash, ProofError, leaf_hash, verify_consistency, verify_inclusion};
 use crate::{canonical, sth};
 
@@ -201,9 +202,14 @@ pub struct Window {
     pub first_seq: u64,
     pub last_seq: u64,
     pub cpu_millicores_avg: u64,
+    /// The CPU it waited for (runnable, not running), from its own reports; `None`: unknown
+    /// (v1 reports).
+    pub cpu_wait_millicores_avg: Option<u64>,
     /// The cap Tribune's decisions put on it then (0: none beyond its limit).
     pub cap_cpu_millicores: u64,
     pub suspended: bool,
+    /// How the window stands against the guarantee (`crate::guarantee`).
+    pub standing: Standing,
 }
 
 /// An enforcement action, with its cause.
@@ -240,6 +246,11 @@ pub struct Verdict {
     /// Windows in which Tribune's own decisions kept the enclave below its guarantee (capped
     /// under it or suspended) without a violation of its own as the cause.
     pub guarantee_not_honoured: Vec<u64>,
+    /// Windows in which it used less than its guarantee while it asked for it (used + waited
+    /// ≥ guarantee): the guarantee was not met, whoever held it back.
+    pub starved: Vec<u64>,
+    /// Windows under the guarantee whose demand is unknown (v1 reports): counted as honoured.
+    pub demand_unknown: usize,
     /// Windows in which its usage was at or above its guarantee.
     pub at_or_above_guarantee: usize,
     pub enforcements: Vec<Enforcement>,
@@ -249,7 +260,43 @@ pub struct Verdict {
     pub unaccounted: Vec<(u64, u64)>,
 }
 
+/// Windows named one by one in the words; the rest are counted (all are in the JSON verdict).
+pub const WINDOWS_NAMED_MAX: usize = 50;
+
 impl Verdict {
+    /// The windows where it asked for its guarantee and did not get it, named in words.
+    fn starved_words(&self) -> String {
+        let named: Vec<String> = self
+            .windows
+            .iter()
+            .filter(|w| w.standing == Standing::Starved)
+            .take(WINDOWS_NAMED_MAX)
+            .map(|w| {
+                format!(
+                    "entry {} at {} ms (seqs {}..={}: used {}m, waited {}m)",
+                    w.index,
+                    w.at_ms,
+                    w.first_seq,
+                    w.last_seq,
+                    w.cpu_millicores_avg,
+                    w.cpu_wait_millicores_avg.unwrap_or(0)
+                )
+            })
+            .collect();
+        let more = self.starved.len().saturating_sub(named.len());
+        format!(
+            "guarantee NOT met in {} windows while it asked for it (used less than its {}m guarantee, used + waited at least it): {}{}",
+            self.starved.len(),
+            self.guaranteed_cpu_millicores,
+            named.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+
     /// The answer to the tenant's question, in words.
     pub fn words(&self) -> String {
         let mut out = Vec::new();
@@ -277,7 +324,7 @@ impl Verdict {
         if n == 0 {
             out.push("no usage windows in the period".into());
         } else {
-            let honoured = n - self.guarantee_not_honoured.len();
+            let honoured = n - self.guarantee_not_honoured.len() - self.starved.len();
             // Per mille, rounded down, printed as a percent with one decimal.
             let pm = honoured as u64 * 1000 / n as u64;
             out.push(format!(
@@ -290,6 +337,15 @@ impl Verdict {
                 out.push(format!(
                     "GUARANTEE NOT MET in windows at log entries {:?}: held below its guarantee without a violation of its own",
                     self.guarantee_not_honoured
+                ));
+            }
+            if !self.starved.is_empty() {
+                out.push(self.starved_words());
+            }
+            if self.demand_unknown > 0 {
+                out.push(format!(
+                    "{} window(s) under the guarantee carry no demand signal (v1 usage reports): whether it asked for more is unknown there",
+                    self.demand_unknown
                 ));
             }
         }
@@ -525,6 +581,8 @@ fn summarise(
         limit_cpu_millicores: b.terms.limit_cpu_millicores,
         windows: Vec::new(),
         guarantee_not_honoured: Vec::new(),
+        starved: Vec::new(),
+        demand_unknown: 0,
         at_or_above_guarantee: 0,
         enforcements: Vec::new(),
         lending: Vec::new(),
@@ -607,9 +665,19 @@ fn summarise(
                 if cpu >= g {
                     out.at_or_above_guarantee += 1;
                 }
-                let held_below = suspended || (cap > 0 && cap < g);
-                if held_below && !own_cause {
-                    out.guarantee_not_honoured.push(index);
+                let waited = d["cpu_wait_millicores_avg"].as_u64();
+                let standing = judge(WindowFacts {
+                    guaranteed: g,
+                    used: cpu,
+                    waited,
+                    held_below: suspended || (cap > 0 && cap < g),
+                    own_cause,
+                });
+                match standing {
+                    Standing::HeldBelow => out.guarantee_not_honoured.push(index),
+                    Standing::Starved => out.starved.push(index),
+                    Standing::DemandUnknown => out.demand_unknown += 1,
+                    Standing::AtOrAbove | Standing::WantedLess | Standing::HeldForCause => {}
                 }
                 out.windows.push(Window {
                     index,
@@ -617,8 +685,10 @@ fn summarise(
                     first_seq: first,
                     last_seq: last,
                     cpu_millicores_avg: cpu,
+                    cpu_wait_millicores_avg: waited,
                     cap_cpu_millicores: cap,
                     suspended,
+                    standing,
                 });
             }
             "violation" if d["event"] == "over_limit" => {
