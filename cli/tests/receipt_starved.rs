@@ -1,6 +1,7 @@
 //! A guarantee violation is provable (issue 20), end to end as root: 3 TLS controllers, a real
 //! host agent, two sim-TEE enclaves pinned to one CPU, each with a 500m CPU guarantee —
-//! `busy` (spins: it always wants a whole CPU) and `idle` (sleeps: it wants nothing).
+//! `busy` (spins: it always wants a whole CPU) and `idle` (sleeps without waking: it wants
+//! nothing).
 //!
 //! Then a misbehaving host is injected: a CPU hog in a cgroup of its own outside Tribune's
 //! tree, with the largest CPU weight there is (v1 `cpu.shares` 262144, v2 `cpu.weight`
@@ -172,7 +173,9 @@ async fn a_starved_guarantee_is_named_in_the_receipt() {
     assert!(s == 200 || s == 201, "{s} {b}");
     for (id, cmd) in [
         ("busy", "while :; do :; done"),
-        ("idle", "while :; do sleep 1; done"),
+        // Wants nothing: no wake-ups (a loop of `sleep 1` would wake each second and queue
+        // behind the hog — runnable and not served, which is demand too).
+        ("idle", "exec sleep 1000000"),
     ] {
         c.put_json(
             leader,
