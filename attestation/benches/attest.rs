@@ -117,9 +117,9 @@ fn usage(c: &mut Criterion) {
     let (wires, cps, v, vk) = usage_stream(1000);
     let mut g = c.benchmark_group("usage");
     let key = MacKey::new(&tribune_attest::session::SessionKey::from_bytes([9; 32]));
-    let mut plain = [0u8; 78];
-    plain[1] = 1;
-    let sealed = key.seal(&plain);
+    // A v2 report (86 bytes), as producers write them.
+    let plain = tribune_attest::usage::UsageReport::decode(wires[0].body()).unwrap();
+    let sealed = key.seal(&plain.encode());
     g.throughput(Throughput::Elements(1));
     g.bench_function("mac_open_one", |b| b.iter(|| key.open(&sealed).unwrap()));
     g.throughput(Throughput::Elements(1000));

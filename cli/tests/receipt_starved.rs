@@ -7,7 +7,7 @@
 //! tree, with the largest CPU weight there is (v1 `cpu.shares` 262144, v2 `cpu.weight`
 //! 10000), on the same CPU. `busy` still wants the CPU but gets well under its guarantee; its
 //! sealed usage reports say so (`cpu_wait_ns`: runnable but not running). `tribune receipt get`
-//! + `tribune receipt verify` (offline) must report its guarantee NOT met and name exactly the
+//! and `tribune receipt verify` (offline) must report its guarantee NOT met and name exactly the
 //! windows where it used less than its guarantee while used + waited reached it; `idle`'s
 //! receipt, over the same period on the same starved CPU, must show its guarantee met in every
 //! window — it used less because it wanted less. The hog and its cgroup are removed even when
