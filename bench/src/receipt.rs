@@ -55,7 +55,8 @@ fn digest_of(cp: &tribune_attest::usage::Checkpoint, key: &str, cpu: u64) -> Usa
         net_tx_bytes: 0,
         net_rx_bytes: 0,
         divergence_bp_max: 0,
-        cpu_wait_millicores_avg: None,
+        // As live digests of v2 reports carry it (the reports below wait for nothing).
+        cpu_wait_millicores_avg: Some(0),
         replayed: false,
         unaccounted_from: None,
     }

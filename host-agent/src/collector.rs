@@ -126,7 +126,7 @@ impl Probe {
             .unwrap_or((0, 0));
         Ok(Sample {
             cpu_ns: c.cpu_ns,
-            cpu_wait_ns: self.wait.read(),
+            cpu_wait_ns: self.wait.read(c.cpu_ns),
             memory_bytes: c.memory_bytes,
             oom_kills: c.oom_kills,
             memory_limit_hits: c.memory_limit_hits,

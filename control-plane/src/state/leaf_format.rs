@@ -206,4 +206,46 @@ mod tests {
         let e = serde_json::from_str::<LeafFormat>("3").expect_err("unknown");
         assert!(e.to_string().contains("leaf_format 3"), "{e}");
     }
+
+    /// The demand signal is an optional integer: a digest without it has exactly the shape it
+    /// had before the field existed (so old leaves keep their bytes), one with it round-trips
+    /// through the leaf check in both formats.
+    #[test]
+    fn the_wait_is_optional_and_an_integer() {
+        use super::super::{LogDetail, LogEntryKind};
+        let d = UsageDigest {
+            enclave: "e1".into(),
+            key: "11".repeat(32),
+            first_seq: 1,
+            last_seq: 10,
+            prev_head: "22".repeat(32),
+            head: "33".repeat(32),
+            samples_root: "44".repeat(32),
+            checkpoint: "55".repeat(162),
+            cpu_millicores_avg: 4,
+            mem_bytes_max: 1,
+            net_tx_bytes: 0,
+            net_rx_bytes: 0,
+            divergence_bp_max: 0,
+            cpu_wait_millicores_avg: None,
+            replayed: false,
+            unaccounted_from: None,
+        };
+        for format in [LeafFormat::V1, LeafFormat::V2] {
+            let without = LogDetail::UsageDigest(d.clone()).to_value_as(format);
+            assert!(
+                without.get("cpu_wait_millicores_avg").is_none(),
+                "{without}"
+            );
+            let with = LogDetail::UsageDigest(UsageDigest {
+                cpu_wait_millicores_avg: Some(996),
+                ..d.clone()
+            });
+            let v = with.to_value_as(format);
+            assert_eq!(v["cpu_wait_millicores_avg"], serde_json::json!(996), "{v}");
+            let back = LogDetail::from_value_as(LogEntryKind::UsageDigest, format, v)
+                .expect("the leaf check accepts it");
+            assert_eq!(back, with);
+        }
+    }
 }
