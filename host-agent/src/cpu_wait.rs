@@ -3,8 +3,9 @@
 //! The kernel counts, per thread, the time it spent on a run queue waiting for a CPU: the
 //! second field of `/proc/TID/schedstat` (`run_delay`, ns; `CONFIG_SCHED_INFO`). Summed over
 //! the threads of the enclave's cgroup (v1 `cpu/<group>/tasks`, v2 `cgroup.threads`) it is
-//! the CPU the enclave asked for and did not get. A QEMU enclave's vCPU threads are QEMU
-//! threads in that cgroup, so the same sum is the host's view of the guest's steal time.
+//! the CPU the enclave asked for and did not get — behind other tasks, or throttled by a CPU
+//! cap (CFS quota). A QEMU enclave's vCPU threads are QEMU threads in that cgroup, so the
+//! same sum is the host's view of the guest's steal time.
 //!
 //! Threads come and go between samples, so the per-thread counters are turned into one
 //! cumulative counter here ([`WaitCounter`]): each thread adds what it waited since the last
@@ -197,6 +198,11 @@ impl WaitProbe {
         // Threads gone since the list was read are not tried again until the next re-read.
         self.tids.retain(|tid| counter.knows(*tid));
         total
+    }
+
+    /// How many threads the last read measured.
+    pub fn threads(&self) -> usize {
+        self.stats.len()
     }
 
     /// This sample's thread ids into `self.tids`; false when the list cannot be read.

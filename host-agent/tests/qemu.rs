@@ -128,6 +128,19 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
     );
     assert!(used > 0.3 && used < 0.53, "capped VM used {used:.3} cores");
 
+    // The demand signal of a VM: the run delay of QEMU's threads (its vCPUs' included), read
+    // from the enclave's cgroup — every thread of it, and a cumulative counter.
+    let mut wait = tribune_agent::cpu_wait::WaitProbe::new(cg.thread_list(&g));
+    let w0 = wait.read(1);
+    assert_eq!(wait.threads(), tasks.len(), "every QEMU thread is measured");
+    std::thread::sleep(Duration::from_millis(500));
+    let w1 = wait.read(2);
+    assert!(w1 >= w0);
+    eprintln!(
+        "figure: QEMU capped at 500m waited {} ms (runnable, not running) in 0.5 s",
+        (w1 - w0) / 1_000_000
+    );
+
     e.state = RunState::Suspend;
     agent.apply(plan(2, &[("vm", e.clone())])).await.unwrap();
     assert_eq!(
