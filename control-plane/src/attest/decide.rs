@@ -480,6 +480,25 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
         .collect()
 }
 
+/// The limits the policies give an enclave (the static `limit` block and any `when` that holds
+/// on its identity alone): the "limits" line of a policy plan.
+pub fn limits(
+    policies: &PolicySet,
+    enclave: &Enclave,
+    status: Option<&EnclaveStatus>,
+) -> Resources {
+    let empty = BTreeMap::new();
+    let input = Input {
+        enclave,
+        status,
+        allocation: None,
+        observation: None,
+        held_since: &empty,
+        accounting_broken_ms: None,
+    };
+    resources(&policies.evaluate(&facts_for(&input, 0, 0)).limit)
+}
+
 /// Compiles the stored policies into a set. Policies that do not compile (they were checked
 /// when stored, so only a newer language version could refuse them) are skipped and named.
 pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet, Vec<String>) {
