@@ -502,6 +502,14 @@ pub fn limits(
 /// Compiles the stored policies into a set. Policies that do not compile (they were checked
 /// when stored, so only a newer language version could refuse them) are skipped and named.
 pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet, Vec<String>) {
+    let (compiled, bad) = compile_each(policies);
+    (PolicySet::new(compiled), bad)
+}
+
+/// [`compile`]'s policies before they become a set (the planner adds its own to them).
+pub fn compile_each(
+    policies: &BTreeMap<String, crate::state::Policy>,
+) -> (Vec<tribune_policy::CompiledPolicy>, Vec<String>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for p in policies.values() {
@@ -512,7 +520,7 @@ pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet,
             out.extend(checked.policies);
         }
     }
-    (PolicySet::new(out), bad)
+    (out, bad)
 }
 
 #[cfg(test)]

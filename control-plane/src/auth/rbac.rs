@@ -12,6 +12,9 @@ use super::Principal;
 pub enum Op {
     ReadPolicies,
     WritePolicy,
+    /// What a policy change would have done to the recorded usage (`POST /v1/policies/plan`):
+    /// reads policies, enclaves and the log, changes nothing.
+    PlanPolicies,
     ReadEnclaves,
     /// Create or change an enclave, its placement, launch spec or state (suspend/resume).
     WriteEnclave,
@@ -25,9 +28,10 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::ReadPolicies,
         Op::WritePolicy,
+        Op::PlanPolicies,
         Op::ReadEnclaves,
         Op::WriteEnclave,
         Op::ReadHosts,
@@ -42,6 +46,7 @@ impl Op {
         match self {
             Op::ReadPolicies => "read policies",
             Op::WritePolicy => "change policies",
+            Op::PlanPolicies => "plan policies",
             Op::ReadEnclaves => "read enclaves",
             Op::WriteEnclave => "create or change enclaves",
             Op::ReadHosts => "read hosts",
@@ -57,7 +62,7 @@ impl Op {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Op::ReadPolicies | Op::ReadEnclaves | Op::ReadLog => {
+            Op::ReadPolicies | Op::PlanPolicies | Op::ReadEnclaves | Op::ReadLog => {
                 &[Admin, Operator, Auditor, Tenant]
             }
             Op::WritePolicy => &[Admin, Operator, Tenant],
@@ -115,6 +120,7 @@ mod tests {
             match op {
                 Op::ReadPolicies => vec![Admin, Operator, Auditor, Tenant],
                 Op::WritePolicy => vec![Admin, Operator, Tenant],
+                Op::PlanPolicies => vec![Admin, Operator, Auditor, Tenant],
                 Op::ReadEnclaves => vec![Admin, Operator, Auditor, Tenant],
                 Op::WriteEnclave => vec![Admin, Operator],
                 Op::ReadHosts => vec![Admin, Operator, Auditor],
