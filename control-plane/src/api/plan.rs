@@ -333,6 +333,22 @@ pub fn planned_set(
     (PolicySet::new(all), replaced, added)
 }
 
+/// The plan of a selection: the stored set and the planned one compiled, the windows
+/// replayed (pure; what the API runs outside the state lock, and what `tribune bench plan`
+/// times).
+pub fn compute(sel: &Selection, new: Vec<CompiledPolicy>, from_ms: i64, to_ms: i64) -> PolicyPlan {
+    let (stored, _) = compile(&sel.stored);
+    let (planned, replaced, added) = planned_set(&sel.stored, new);
+    PolicyPlan {
+        from_ms,
+        to_ms,
+        replaced,
+        added,
+        windows: sel.windows,
+        enclaves: replay(&stored, &planned, &sel.histories, from_ms, to_ms),
+    }
+}
+
 impl Api {
     /// A policy plan. Authorised like a read of policies and the log (`Op::PlanPolicies`): it
     /// changes nothing. A tenant plans only policies limited to its own tenant, over its own
@@ -368,20 +384,9 @@ impl Api {
             select(&st, terms.as_deref(), who.tenant.as_deref(), from, to)?
         };
         // The replay is CPU work: off the async workers, outside the state lock.
-        tokio::task::spawn_blocking(move || {
-            let (stored, _) = compile(&sel.stored);
-            let (planned, replaced, added) = planned_set(&sel.stored, new);
-            PolicyPlan {
-                from_ms: from,
-                to_ms: to,
-                replaced,
-                added,
-                windows: sel.windows,
-                enclaves: replay(&stored, &planned, &sel.histories, from, to),
-            }
-        })
-        .await
-        .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))
+        tokio::task::spawn_blocking(move || compute(&sel, new, from, to))
+            .await
+            .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))
     }
 }
 

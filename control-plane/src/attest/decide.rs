@@ -201,7 +201,9 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     let prev = input.status.map(|s| s.ladder.clone()).unwrap_or_default();
     let borrowed = input.status.map_or(0, |s| s.borrowed_cpu_millicores) as f64;
     // The limit does not depend on over_limit; evaluate once without it to learn the limit.
-    let probe = policies.evaluate(&facts_for(input, now_ms, 0));
+    // The same facts serve both evaluations (only `over_limit_ms` differs).
+    let mut facts = facts_for(input, now_ms, 0);
+    let probe = policies.evaluate(&facts);
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
     let mut hold_throttle = false;
@@ -234,7 +236,7 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
         None
     };
     let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
-    let facts = facts_for(input, now_ms, over_ms);
+    facts.over_limit_ms = over_ms;
     let decision = policies.evaluate(&facts);
     // Track how long each condition of the first matching policy has held.
     let mut held_since = BTreeMap::new();
