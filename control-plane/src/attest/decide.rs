@@ -183,13 +183,32 @@ fn resources(values: &[tribune_policy::Setting; 5]) -> Resources {
     }
 }
 
+/// What put an enclave on a new step, for the ladder and the log (`POLICY on#N (line L)`,
+/// `when#N`, `attest`). Only formatted when the step changes.
+fn cause_of(policies: &PolicySet, decision: &Decision) -> String {
+    match decision.action.origin.kind {
+        SourceKind::On => {
+            let policy = policies
+                .policies()
+                .get(decision.action.origin.policy as usize)
+                .map_or("?", |p| p.name());
+            format!(
+                "{policy} on#{} (line {})",
+                decision.action.origin.index, decision.action.origin.line
+            )
+        }
+        SourceKind::When => format!("when#{}", decision.action.origin.index),
+        SourceKind::Attest => "attest".into(),
+        _ => String::new(),
+    }
+}
+
 /// Per enclave, the first pass: is it over its limit, and the policy's decision.
 struct Pass {
     decision: Decision,
     over_since: Option<i64>,
     limit_cpu: Option<f64>,
     held_since: BTreeMap<String, i64>,
-    cause: String,
     /// Throttled, not pressing, but not yet backed off far enough to be released.
     /// Throttled and backed off since (None: not backed off, or no fresh usage).
     under_since: Option<i64>,
@@ -236,8 +255,13 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
         None
     };
     let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
-    facts.over_limit_ms = over_ms;
-    let decision = policies.evaluate(&facts);
+    // Within the limit, the facts are the probe's exactly, so its decision is the decision.
+    let decision = if over_ms == 0 {
+        probe
+    } else {
+        facts.over_limit_ms = over_ms;
+        policies.evaluate(&facts)
+    };
     // Track how long each condition of the first matching policy has held.
     let mut held_since = BTreeMap::new();
     if let Some(p) = policies
@@ -252,28 +276,11 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
             }
         }
     }
-    let cause = match decision.action.origin.kind {
-        SourceKind::On => {
-            let names: Vec<&str> = policies.policies().iter().map(|p| p.name()).collect();
-            let policy = names
-                .get(decision.action.origin.policy as usize)
-                .copied()
-                .unwrap_or("?");
-            format!(
-                "{policy} on#{} (line {})",
-                decision.action.origin.index, decision.action.origin.line
-            )
-        }
-        SourceKind::When => format!("when#{}", decision.action.origin.index),
-        SourceKind::Attest => "attest".into(),
-        _ => String::new(),
-    };
     Pass {
         decision,
         over_since,
         limit_cpu,
         held_since,
-        cause,
         under_since,
         hold_throttle,
     }
@@ -388,7 +395,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                 } else if step == Step::None {
                     String::new()
                 } else {
-                    pass.cause.clone()
+                    cause_of(policies, &pass.decision)
                 },
                 since_ms: if step == prev.step {
                     prev.since_ms

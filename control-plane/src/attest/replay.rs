@@ -35,6 +35,8 @@ use crate::state::{
 pub const ACTIONS_MAX: usize = 100;
 /// Runs of windows listed per enclave (throttled spans, differences), at most.
 pub const RUNS_MAX: usize = 100;
+/// Threads one replay uses at most (hosts are replayed in parallel; fewer on fewer cores).
+pub const REPLAY_THREADS_MAX: usize = 4;
 
 /// One recorded usage window: a usage digest's summary of one checkpointed span.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -529,9 +531,44 @@ pub fn replay(
         let host = h.enclave.placement.as_ref().map_or("", |p| p.host.as_str());
         by_host.entry(host).or_default().push(i);
     }
+    // Hosts are independent: they are replayed on up to `REPLAY_THREADS_MAX` threads, each
+    // taking every n-th host; the result does not depend on how many.
+    let hosts: Vec<&Vec<usize>> = by_host.values().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, REPLAY_THREADS_MAX)
+        .min(hosts.len().max(1));
+    let replayed: Vec<(usize, Vec<Comparison>)> = std::thread::scope(|scope| {
+        let (hosts, wanted) = (&hosts, &wanted);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    hosts
+                        .iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(h, members)| {
+                            let c = replay_host(
+                                planned, histories, members, wanted, keep_s, from_ms, to_ms,
+                            );
+                            (h, c)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
     let mut out: Vec<Option<Comparison>> = vec![None; histories.len()];
-    for members in by_host.values() {
-        let comparisons = replay_host(planned, histories, members, &wanted, keep_s, from_ms, to_ms);
+    for (h, comparisons) in replayed {
+        let members = hosts[h];
         for (i, mut c) in members.iter().zip(comparisons) {
             let h = &histories[*i];
             c.limits_before = limits(stored, &h.enclave, None);
