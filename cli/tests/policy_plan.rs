@@ -29,6 +29,8 @@ use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
 use tribune_controller::api::plan::PolicyPlan;
 use tribune_controller::state::Step;
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::control_service_client::ControlServiceClient;
 
 const LOOSE: &str = r#"
 policy "pp-busy" {
@@ -287,6 +289,34 @@ async fn a_plan_names_the_enclaves_the_live_loop_then_throttles() {
     eprintln!(
         "after the apply: {} windows of busy replayed, throttled in all, as live",
         busy.windows
+    );
+
+    // The gRPC twin answers the same plan (its JSON is the same type).
+    let files = tribune_testkit::tls::client_files(c.tls_dir.as_deref().expect("a TLS cluster"));
+    let tls = tribune_tls::ClientTls::from_files(&files).expect("client tls");
+    let channel = tls
+        .endpoint(&c.nodes[&leader].addr)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut g = ControlServiceClient::new(channel);
+    let reply = g
+        .plan_policies(pb::PlanPoliciesRequest {
+            source: TIGHT.into(),
+            since_s: Some(since as u64),
+            enclaves: Some("busy".into()),
+        })
+        .await
+        .expect("PlanPolicies")
+        .into_inner();
+    let twin: PolicyPlan = serde_json::from_slice(&reply.plan_json).expect("a plan");
+    assert_eq!(twin.enclaves.len(), 1, "only busy was selected");
+    let b = &twin.enclaves[0];
+    assert_eq!(b.enclave, "busy");
+    assert!(
+        b.differences.is_empty() && b.planned.throttled_windows == b.windows,
+        "{b:?}"
     );
 
     // 3. The same span planned with the loose policies: as live, busy's cap goes up to the
