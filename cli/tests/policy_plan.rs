@@ -231,6 +231,7 @@ async fn a_plan_names_the_enclaves_the_live_loop_then_throttles() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let said = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{said}");
     assert!(
         said.contains("busy (host h1)") && said.contains("would throttle"),
         "{said}"

@@ -91,8 +91,8 @@ fn at(plan: &PolicyPlan, ms: i64) -> String {
 
 fn counts(c: &Course) -> String {
     format!(
-        "{} thr / {} susp / {} migr",
-        c.throttles, c.suspensions, c.migrations
+        "{} throttle(s), {} suspension(s), {} migration(s), {} release(s)",
+        c.throttles, c.suspensions, c.migrations, c.releases
     )
 }
 
@@ -182,7 +182,7 @@ fn render_changes(out: &mut String, plan: &PolicyPlan, c: &Comparison, wide: boo
     use std::fmt::Write;
     let _ = writeln!(
         out,
-        "\n{} (host {}): happened {}; planned {}",
+        "\n{} (host {})\n  happened: {}\n  planned:  {}",
         output::cell(&c.enclave),
         output::cell(&c.host),
         counts(&c.actual),
@@ -215,18 +215,44 @@ fn render_changes(out: &mut String, plan: &PolicyPlan, c: &Comparison, wide: boo
             c.planned.borrowed_cpu_millicores_max
         );
     }
-    if c.limits_before != c.limits_after {
-        let l = (&c.limits_before, &c.limits_after);
-        let _ = writeln!(
-            out,
-            "  limits: cpu {}m → {}m, memory {} → {} bytes, egress {} → {} bit/s",
-            l.0.cpu_millicores,
-            l.1.cpu_millicores,
-            l.0.memory_bytes,
-            l.1.memory_bytes,
-            l.0.egress_bits_per_sec,
-            l.1.egress_bits_per_sec
-        );
+    let (b, a) = (&c.limits_before, &c.limits_after);
+    let limits: Vec<String> = [
+        ("cpu", "m", b.cpu_millicores, a.cpu_millicores),
+        ("memory", " bytes", b.memory_bytes, a.memory_bytes),
+        (
+            "egress",
+            " bit/s",
+            b.egress_bits_per_sec,
+            a.egress_bits_per_sec,
+        ),
+        (
+            "ingress",
+            " bit/s",
+            b.ingress_bits_per_sec,
+            a.ingress_bits_per_sec,
+        ),
+        (
+            "gpu",
+            "%",
+            u64::from(b.gpu_percent),
+            u64::from(a.gpu_percent),
+        ),
+    ]
+    .iter()
+    .filter(|(_, _, x, y)| x != y)
+    .map(|(r, unit, x, y)| {
+        let shown = |v: u64| {
+            if v == 0 {
+                "none".to_string()
+            } else {
+                format!("{v}{unit}")
+            }
+        };
+        format!("{r} {} → {}", shown(*x), shown(*y))
+    })
+    .collect();
+    if !limits.is_empty() {
+        let _ = writeln!(out, "  limits: {}", limits.join(", "));
     }
     let shown = if wide { usize::MAX } else { 5 };
     for a in c.planned.actions.iter().take(shown) {
