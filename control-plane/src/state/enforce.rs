@@ -415,7 +415,7 @@ impl State {
 }
 
 /// Applies one enforcement decision to one enclave's records: the one rule by which a decision
-/// changes state, used by [`State::apply_enforcements`] and by the policy planner's replay
+/// changes state, used by `State::apply_enforcements` and by the policy planner's replay
 /// (`attest::replay`), so a plan evolves exactly as the replicated state does. Returns whether
 /// the host's plan changes, and the log entries to append.
 pub fn settle(
