@@ -397,7 +397,9 @@ mod tests {
                         || var.starts_with("TRIBUNE_AGENT_")
                         || var == "TRIBUNE_LAUNCH_POLICY"
                         || var == cmd::logging::LOG_VAR
-                        || var == cmd::logging::LOG_FORMAT_VAR,
+                        || var == cmd::logging::LOG_FORMAT_VAR
+                        || var == cmd::logging::OTLP_ENDPOINT_VAR
+                        || var == cmd::logging::TRACE_SAMPLE_RATIO_VAR,
                     "{mode} --{long}: {var}"
                 );
                 assert!(help.contains(&*var), "{mode} --help does not show {var}");

@@ -62,6 +62,21 @@ fn cert_file(c: &Cluster) -> Vec<u8> {
         .to_vec()
 }
 
+/// `tribune ca issue KIND NAME --force`: a new certificate and key over the old files, as an
+/// operator rotates one.
+fn reissue(tls_dir: &std::path::Path, kind: &str, name: &str) {
+    let out = std::process::Command::new(BIN)
+        .args(["ca", "issue", kind, name, "--force", "--dir"])
+        .arg(tls_dir)
+        .output()
+        .expect("tribune ca issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn sighup(c: &Cluster) {
     sighup_pid(c.nodes[&1].child.as_ref().expect("running").id());
 }
@@ -101,16 +116,7 @@ async fn sighup_serves_new_certificates_to_new_connections_without_a_restart() {
     assert!(healthz(&mut old).await.contains("200"));
 
     // Rotate: a new certificate for the same controller, as an operator would.
-    let out = std::process::Command::new(BIN)
-        .args(["ca", "issue", "controller", "1", "--force", "--dir"])
-        .arg(&tls_dir)
-        .output()
-        .expect("tribune ca issue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reissue(&tls_dir, "controller", "1");
     let second = cert_file(&c);
     assert_ne!(first, second, "a new certificate was issued");
     sighup(&c);
@@ -197,16 +203,7 @@ async fn an_agent_reloads_its_certificate_on_sighup_and_reconnects_with_it() {
     let first = fingerprint(&cert);
     wait_host_cert(&c, "h1", &first, "first connection").await;
 
-    let out = std::process::Command::new(BIN)
-        .args(["ca", "issue", "agent", "h1", "--force", "--dir"])
-        .arg(&tls_dir)
-        .output()
-        .expect("tribune ca issue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reissue(&tls_dir, "agent", "h1");
     let second = fingerprint(&cert);
     assert_ne!(first, second, "a new certificate was issued");
     let pid = agent.child.id();
