@@ -20,7 +20,7 @@ use crate::attest::replay::{Comparison, History, Record, Recorded, Window, repla
 use crate::attest::window::WINDOW_S_MAX;
 use crate::auth::{Op, Principal};
 use crate::state::{ActionDetail, Enclave, LogDetail, Policy, State};
-use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyProblem};
+use crate::validate::POLICY_SOURCE_BYTES_MAX;
 
 /// How far back a plan replays when the request does not say.
 pub const PLAN_SINCE_S_DEFAULT: u64 = 3_600;
@@ -281,30 +281,13 @@ pub fn check_source(source: &str) -> Result<Vec<CompiledPolicy>, Problem> {
     }
     let file = "plan.tribune";
     let outcome = tribune_policy::check(file, source);
-    if outcome.has_errors() {
-        let errors: Vec<_> = outcome
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .cloned()
-            .collect();
-        let rendered = tribune_policy::render_diagnostics(file, source, &errors);
+    if let Some((errors, rendered)) = crate::validate::checker_errors(file, source, &outcome) {
         let mut p = Problem::new(
             axum::http::StatusCode::BAD_REQUEST,
             "invalid-policy",
             format!("the planned policies do not check; nothing was planned:\n{rendered}"),
         );
-        p.diagnostics = errors
-            .into_iter()
-            .map(|d| PolicyProblem {
-                severity: "error".into(),
-                code: d.code,
-                message: d.message,
-                line: d.line,
-                column: d.column,
-                hint: d.hint,
-            })
-            .collect();
+        p.diagnostics = errors;
         return Err(p);
     }
     if outcome.policies.is_empty() {
