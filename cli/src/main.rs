@@ -179,6 +179,19 @@ fn trace_identity(c: &Command) -> (&'static str, Option<String>) {
     }
 }
 
+/// A serving command's `--config` file, whose `[log]` table sets what the flags leave open.
+fn config_file(c: &Command) -> Option<std::path::PathBuf> {
+    match c {
+        Command::Controller(a) => a.config.clone(),
+        Command::Agent(a) => match a.command.as_deref() {
+            Some(cmd::agent::AgentCmd::Run(r)) => r.config.clone(),
+            Some(_) => None,
+            None => a.run.config.clone(),
+        },
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match parse(&args) {
@@ -189,7 +202,12 @@ fn main() -> ExitCode {
         die_quietly_on_closed_stdout();
     } else {
         let (service, instance) = trace_identity(&cli.command);
-        if let Err(e) = cmd::logging::init(&cli.log, service, instance) {
+        let log = match config_file(&cli.command).map(|p| cmd::logging::LogFile::from_config(&p)) {
+            None => Ok(cli.log.clone()),
+            Some(Ok(file)) => Ok(cli.log.clone().over(file)),
+            Some(Err(e)) => Err(e),
+        };
+        if let Err(e) = log.and_then(|log| cmd::logging::init(&log, service, instance)) {
             return failed(&e, cli.output, false);
         }
     }
@@ -379,7 +397,9 @@ mod tests {
                         || var.starts_with("TRIBUNE_AGENT_")
                         || var == "TRIBUNE_LAUNCH_POLICY"
                         || var == cmd::logging::LOG_VAR
-                        || var == cmd::logging::LOG_FORMAT_VAR,
+                        || var == cmd::logging::LOG_FORMAT_VAR
+                        || var == cmd::logging::OTLP_ENDPOINT_VAR
+                        || var == cmd::logging::TRACE_SAMPLE_RATIO_VAR,
                     "{mode} --{long}: {var}"
                 );
                 assert!(help.contains(&*var), "{mode} --help does not show {var}");

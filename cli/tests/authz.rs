@@ -240,6 +240,16 @@ async fn every_route_and_method_against_every_role() {
             vec![],
         ),
         (
+            // A plan changes nothing: every reader may run one, a tenant only for policies
+            // limited to its own tenant (globex planning acme's policy: 403).
+            Method::POST,
+            "/v1/policies/plan".into(),
+            Some(&acme_pol),
+            &[],
+            vec!["admin", "operator", "auditor", "tenant-acme"],
+            vec![],
+        ),
+        (
             Method::GET,
             "/v1/enclaves".into(),
             None,

@@ -30,6 +30,19 @@ fn offline(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run tribune")
 }
 
+/// `tribune snapshot restore FILE --data-dir DIR --id ID`.
+fn restore(file: &Path, dir: &Path, id: u64) -> Output {
+    offline(&[
+        "snapshot",
+        "restore",
+        file.to_str().expect("path"),
+        "--data-dir",
+        dir.to_str().expect("path"),
+        "--id",
+        &id.to_string(),
+    ])
+}
+
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -66,30 +79,12 @@ async fn contents(c: &Cluster, id: u64) -> (Value, Value, Vec<Value>) {
     }
 }
 
-/// Waits until every controller's key is registered (`n` keys).
-async fn wait_keys(c: &Cluster, n: usize) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some((200, v)) = c.get_json(c.running()[0], "/v1/log/keys").await
-            && v.as_array().map(Vec::len) == Some(n)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not {n} keys registered\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
     // Snapshots every few entries: the backup must not depend on what the log still holds.
     let mut c = Cluster::start_tls(3, &["--snapshot-every", "20", "--keep-logs", "5"]);
     let leader = c.wait_leader().await;
-    wait_keys(&c, 3).await;
+    c.wait_log_keys(3).await;
     let work = tempfile::tempdir().expect("tempdir");
     let pins = work.path().join("log-state.json");
 
@@ -157,15 +152,7 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         text(&o)
     );
     let nowhere = work.path().join("not-written");
-    let o = offline(&[
-        "snapshot",
-        "restore",
-        bad.to_str().expect("path"),
-        "--data-dir",
-        nowhere.to_str().expect("path"),
-        "--id",
-        "1",
-    ]);
+    let o = restore(&bad, &nowhere, 1);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(!nowhere.exists(), "a refused restore wrote {nowhere:?}");
 
@@ -175,25 +162,9 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         let dir = c.nodes[&id].data_dir.clone();
         std::fs::remove_dir_all(&dir).expect("wipe");
         // Restoring into a dir that holds a controller's data is refused; a fresh one works.
-        let o = offline(&[
-            "snapshot",
-            "restore",
-            file.to_str().expect("path"),
-            "--data-dir",
-            dir.to_str().expect("path"),
-            "--id",
-            &id.to_string(),
-        ]);
+        let o = restore(&file, &dir, id);
         assert!(o.status.success(), "{}", text(&o));
-        let o = offline(&[
-            "snapshot",
-            "restore",
-            file.to_str().expect("path"),
-            "--data-dir",
-            dir.to_str().expect("path"),
-            "--id",
-            &id.to_string(),
-        ]);
+        let o = restore(&file, &dir, id);
         assert!(
             !o.status.success(),
             "restored twice into one dir\n{}",
@@ -210,7 +181,7 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
     }
     let leader = c.wait_leader().await;
     // Three old keys and three new ones.
-    wait_keys(&c, 6).await;
+    c.wait_log_keys(6).await;
 
     for id in [1, 2, 3] {
         let (policies, enclaves, log) = contents(&c, id).await;

@@ -1,6 +1,6 @@
-//! Smoke runs of the attestation-loop benchmarks: each scenario runs end to end in seconds on
-//! real processes and prints its JSON line. No figure is asserted (speed is claimed only in
-//! bench/README.md); the counts that show the loop worked are.
+//! Smoke runs of the attestation-loop benchmarks (and the policy planner's, in process): each
+//! scenario runs end to end in seconds and prints its JSON line. No figure is asserted (speed
+//! is claimed only in bench/README.md); the counts that show the loop worked are.
 
 use std::process::Command;
 
@@ -62,4 +62,28 @@ fn enforce_latency_smoke() {
     }
     assert_eq!(v["result"]["latency_ms"]["n"], 2, "{v}");
     assert_eq!(v["result"]["decided_ms"]["n"], 2, "{v}");
+}
+
+#[test]
+fn plan_smoke() {
+    let v = bench(&[
+        "plan",
+        "--enclaves",
+        "40",
+        "--seconds",
+        "180",
+        "--per-host",
+        "10",
+        "--rounds",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(v["scenario"], "plan");
+    let r = &v["result"];
+    assert_eq!(r["windows"], 40 * 180, "{r}");
+    assert_eq!(r["hosts"], 4, "{r}");
+    // The seeded busy enclaves are throttled, then suspended, by the planned policy.
+    assert!(r["planned_throttles"].as_u64() > Some(0), "{r}");
+    assert!(r["planned_suspensions"].as_u64() > Some(0), "{r}");
 }

@@ -59,31 +59,13 @@ async fn sth(c: &Cluster, id: u64) -> Value {
     }
 }
 
-/// Waits until every controller's key is registered (one `log_key` entry each).
-async fn wait_keys(c: &Cluster, n: usize) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some((200, v)) = c.get_json(1, "/v1/log/keys").await
-            && v.as_array().map(Vec::len) == Some(n)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keys not registered\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_entry_proves_and_every_tree_head_is_consistent() {
     // Snapshots every few entries, so a restarted controller catches up by snapshot install and
     // must rebuild the same tree from the snapshot's entries.
     let mut c = Cluster::start(3, &["--snapshot-every", "5", "--keep-logs", "2"]);
     c.wait_leader().await;
-    wait_keys(&c, 3).await;
+    c.wait_log_keys(3).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("log-state.json");
 
@@ -320,7 +302,7 @@ async fn every_entry_proves_and_every_tree_head_is_consistent() {
 async fn log_endpoints_refuse_bad_parameters_with_problem_details() {
     let c = Cluster::start(1, &["--init"]);
     c.wait_leader().await;
-    wait_keys(&c, 1).await;
+    c.wait_log_keys(1).await;
     let (s, v) = c.put_policy(1, "p", "policy \"p\" {}", None).await;
     assert_eq!(s, 201, "{v}");
     let cases: &[(&str, u16, &str)] = &[

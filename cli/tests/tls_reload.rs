@@ -62,8 +62,26 @@ fn cert_file(c: &Cluster) -> Vec<u8> {
         .to_vec()
 }
 
+/// `tribune ca issue KIND NAME --force`: a new certificate and key over the old files, as an
+/// operator rotates one.
+fn reissue(tls_dir: &std::path::Path, kind: &str, name: &str) {
+    let out = std::process::Command::new(BIN)
+        .args(["ca", "issue", kind, name, "--force", "--dir"])
+        .arg(tls_dir)
+        .output()
+        .expect("tribune ca issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn sighup(c: &Cluster) {
-    let pid = c.nodes[&1].child.as_ref().expect("running").id();
+    sighup_pid(c.nodes[&1].child.as_ref().expect("running").id());
+}
+
+fn sighup_pid(pid: u32) {
     // SAFETY: kill(2) on a child process this test started and still owns.
     let r = unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     assert_eq!(r, 0, "kill -HUP {pid}");
@@ -98,16 +116,7 @@ async fn sighup_serves_new_certificates_to_new_connections_without_a_restart() {
     assert!(healthz(&mut old).await.contains("200"));
 
     // Rotate: a new certificate for the same controller, as an operator would.
-    let out = std::process::Command::new(BIN)
-        .args(["ca", "issue", "controller", "1", "--force", "--dir"])
-        .arg(&tls_dir)
-        .output()
-        .expect("tribune ca issue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reissue(&tls_dir, "controller", "1");
     let second = cert_file(&c);
     assert_ne!(first, second, "a new certificate was issued");
     sighup(&c);
@@ -143,4 +152,73 @@ async fn sighup_serves_new_certificates_to_new_connections_without_a_restart() {
     );
     let log = std::fs::read_to_string(&node.log).unwrap_or_default();
     assert!(log.contains("TLS certificates not reloaded"), "{log}");
+}
+
+/// The SHA-256 (hex) of the certificate in `path`, as the controllers record it.
+fn fingerprint(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        CertificateDer::from_pem_file(path).expect("a certificate"),
+    ))
+}
+
+/// The agent certificate fingerprint the controllers hold for `host`, once it is `want`.
+async fn wait_host_cert(c: &Cluster, host: &str, want: &str, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let leader = c.wait_leader().await;
+        if let Some((200, hosts)) = c.get_json(leader, "/v1/hosts").await
+            && hosts
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| h["id"] == host && h["agent_cert_fingerprint"] == want)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: host {host} never showed certificate {want}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reloads_its_certificate_on_sighup_and_reconnects_with_it() {
+    if common::skip_unless_root(
+        "an_agent_reloads_its_certificate_on_sighup_and_reconnects_with_it",
+        "the host agent needs cgroups",
+    ) {
+        return;
+    }
+    let mut c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    c.wait_leader().await;
+    let tls_dir = c.tls_dir.clone().expect("TLS");
+    // Streams to controller 1 first (the one stopped below).
+    let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
+    let mut agent = common::start_agent(&c, "rot", "h1", controllers, vec![]);
+    let cert = tls_dir.join("agent-h1.pem");
+    let first = fingerprint(&cert);
+    wait_host_cert(&c, "h1", &first, "first connection").await;
+
+    reissue(&tls_dir, "agent", "h1");
+    let second = fingerprint(&cert);
+    assert_ne!(first, second, "a new certificate was issued");
+    let pid = agent.child.id();
+    sighup_pid(pid);
+    let deadline = Instant::now() + DEADLINE;
+    while !agent.log_text().contains("TLS certificates reloaded") {
+        assert!(Instant::now() < deadline, "no reload\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "the agent exited on SIGHUP"
+    );
+    // Its next connection (the controller it streams to is gone) presents the new certificate.
+    c.kill9(1);
+    wait_host_cert(&c, "h1", &second, "after the reconnect").await;
+    assert_eq!(agent.child.id(), pid, "the same agent process");
 }

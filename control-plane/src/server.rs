@@ -192,7 +192,9 @@ async fn reload_certificates(
         match crate::tls::ControllerTls::load(files, controller.id) {
             Ok(t) => {
                 let _ = config.send(t.server.config.clone());
-                tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded: new connections use them");
+                // The same certificate as a client, when this controller dials its peers.
+                controller.peers.set_tls(t.client);
+                tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded: new connections (served and dialled) use them");
             }
             Err(e) => tracing::warn!(
                 error = %e,

@@ -47,10 +47,19 @@ pub struct PeerInfo {
     /// From the client certificate rustls verified against the CA; `None` when the client
     /// presented none (or, logged, one without a Tribune identity).
     pub identity: Option<PeerIdentity>,
+    /// Hex SHA-256 of the client certificate (DER) the client presented; empty when none.
+    pub cert_sha256: String,
 }
 
 /// The verified identity of the caller of this request, when it came over mTLS with a client
 /// certificate. Works on tonic requests (`req.extensions()`) and on axum requests alike.
+/// The hex SHA-256 of the client certificate this request came with over mTLS (empty if none).
+pub fn peer_cert_sha256(extensions: &tonic::Extensions) -> &str {
+    extensions
+        .get::<ConnectInfo<PeerInfo>>()
+        .map_or("", |c| c.0.cert_sha256.as_str())
+}
+
 pub fn peer_identity(extensions: &tonic::Extensions) -> Option<&PeerIdentity> {
     extensions
         .get::<ConnectInfo<PeerInfo>>()
@@ -243,8 +252,27 @@ async fn accept_loop(
                     None
                 }
             };
+            let cert_sha256 = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(c.as_ref()))
+                })
+                .unwrap_or_default();
             tracing::debug!(%remote, identity = ?identity, "TLS connection");
-            let _ = tx.send((stream, PeerInfo { remote, identity })).await;
+            let _ = tx
+                .send((
+                    stream,
+                    PeerInfo {
+                        remote,
+                        identity,
+                        cert_sha256,
+                    },
+                ))
+                .await;
         });
     }
 }
@@ -279,6 +307,7 @@ impl Listener for TlsListener {
         Ok(PeerInfo {
             remote: self.local,
             identity: None,
+            cert_sha256: String::new(),
         })
     }
 }
@@ -352,6 +381,7 @@ mod tests {
         e.insert(ConnectInfo(PeerInfo {
             remote: SocketAddr::from(([127, 0, 0, 1], 1)),
             identity,
+            cert_sha256: String::new(),
         }));
         e
     }

@@ -69,6 +69,38 @@ impl PolicyValidator for AcceptNonEmpty {
     }
 }
 
+/// The checker's errors in `outcome` (of `source`, checked as `file`) as problems, and the
+/// rustc-style rendering of them; `None` when it has none. The one conversion of checker
+/// diagnostics to API problems (storing a policy, planning one).
+pub fn checker_errors(
+    file: &str,
+    source: &str,
+    outcome: &tribune_policy::CheckOutcome,
+) -> Option<(Vec<PolicyProblem>, String)> {
+    if !outcome.has_errors() {
+        return None;
+    }
+    let errors: Vec<_> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .collect();
+    let rendered = tribune_policy::render_diagnostics(file, source, &errors);
+    let problems = errors
+        .into_iter()
+        .map(|d| PolicyProblem {
+            severity: "error".into(),
+            code: d.code,
+            message: d.message,
+            line: d.line,
+            column: d.column,
+            hint: d.hint,
+        })
+        .collect();
+    Some((problems, rendered))
+}
+
 /// The policy language's checker: types, units, ranges, unreachable rules. The source must
 /// define exactly one policy, named as it is stored.
 pub struct PolicyLanguage;
@@ -83,22 +115,9 @@ impl PolicyValidator for PolicyLanguage {
         let outcome = tribune_policy::check(&file, source);
         let mut problems: Vec<PolicyProblem> = Vec::new();
         let mut rendered = String::new();
-        if outcome.has_errors() {
-            let errors: Vec<_> = outcome
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .cloned()
-                .collect();
-            rendered = tribune_policy::render_diagnostics(&file, source, &errors);
-            problems.extend(errors.into_iter().map(|d| PolicyProblem {
-                severity: "error".into(),
-                code: d.code,
-                message: d.message,
-                line: d.line,
-                column: d.column,
-                hint: d.hint,
-            }));
+        if let Some((errors, text)) = checker_errors(&file, source, &outcome) {
+            problems = errors;
+            rendered = text;
         } else {
             let names: Vec<&str> = outcome.policies.iter().map(|p| p.name()).collect();
             let problem = match names.as_slice() {

@@ -52,7 +52,9 @@ pub struct LinkConfig {
     pub can_enforce: bool,
     pub enforce_problem: String,
     /// Builds the channel to a controller (TLS lives here); `None`: plain text (`--insecure`).
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The latest value is read at each connect: a certificate reload (SIGHUP) reaches the
+    /// next connection, the open stream stays on the one it has.
+    pub tls: Option<tokio::sync::watch::Receiver<tonic::transport::ClientTlsConfig>>,
 }
 
 /// A sealed report kept until acknowledged, in the form it is sent.
@@ -363,8 +365,9 @@ impl Link {
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);
         if let Some(tls) = &self.cfg.tls {
+            let tls = tls.borrow().clone();
             ep = ep
-                .tls_config(tls.clone())
+                .tls_config(tls)
                 .map_err(|e| connect_err(addr, format!("tls: {e}")))?;
         }
         ep.connect().await.map_err(|e| connect_err(addr, e))
@@ -714,6 +717,54 @@ mod tests {
         // The old link sent one every 200 ms: 15 in the next 3 s.
         let more = tokio::time::timeout(Duration::from_secs(3), events.recv()).await;
         assert!(more.is_err(), "a second event in one outage: {more:?}");
+        link.abort();
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_certificate_is_presented_on_the_next_connection() {
+        use tribune_testkit::tls::{CertRecorder, cert_der, issue, make_ca, reissue};
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_ca(dir.path());
+        let rec = CertRecorder::start(&issue(
+            dir.path(),
+            &tribune_tls::PeerIdentity::Controller { id: 1 },
+        ))
+        .await;
+        let me = tribune_tls::PeerIdentity::Agent { host: "h".into() };
+        let tonic_tls = |f: &tribune_tls::TlsFiles| {
+            tribune_tls::ClientTls::from_files(f)
+                .expect("client tls")
+                .tonic_config()
+        };
+        let old = issue(dir.path(), &me);
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(tonic_tls(&old));
+        let cfg = LinkConfig {
+            host_id: "h".into(),
+            controllers: vec![rec.addr.clone()],
+            can_enforce: true,
+            enforce_problem: String::new(),
+            tls: Some(tls_rx),
+        };
+        let (_uplink_tx, uplink_rx) = mpsc::channel(8);
+        let (events_tx, _events) = mpsc::channel(1024);
+        // The recorder hangs up after the handshake: the link reconnects, with backoff.
+        let link = tokio::spawn(run(cfg, uplink_rx, events_tx));
+        let wait = |want: Vec<u8>| {
+            let rec = &rec;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while rec.seen().last() != Some(&want) {
+                    assert!(std::time::Instant::now() < deadline, "not presented");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait(cert_der(&old.cert)).await;
+        let new = reissue(dir.path(), &dir.path().join("rotated"), &me);
+        tls_tx
+            .send(tonic_tls(&new))
+            .expect("the link holds the receiver");
+        wait(cert_der(&new.cert)).await;
         link.abort();
     }
 

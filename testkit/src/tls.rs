@@ -69,6 +69,76 @@ pub fn client_args(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// Issues a new certificate (with a new key) for `id` from the CA in `dir` into `out`, as a
+/// certificate rotation does; returns its files (the CA file stays `dir`'s).
+pub fn reissue(dir: &Path, out: &Path, id: &PeerIdentity) -> TlsFiles {
+    std::fs::create_dir_all(out).unwrap_or_else(|e| panic!("mkdir {}: {e}", out.display()));
+    ca::issue(dir, out, id, &Default::default())
+        .unwrap_or_else(|e| panic!("re-issuing a certificate for {id}: {e}"));
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        ..TlsFiles::in_dir(out, &id.file_stem())
+    }
+}
+
+/// The DER bytes of the (first) certificate in the PEM file at `path`.
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    use tribune_tls::rustls::pki_types::CertificateDer;
+    use tribune_tls::rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .to_vec()
+}
+
+/// A TLS server (mTLS, with the server files it is given) that records the certificate each
+/// client presents and hangs up: which certificate a dialler uses, observed from outside.
+pub struct CertRecorder {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CertRecorder {
+    /// Listens on a free loopback port (call inside a Tokio runtime).
+    pub async fn start(server: &TlsFiles) -> CertRecorder {
+        let config = tribune_tls::server_config(server)
+            .expect("the recorder's server config")
+            .config;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recorder");
+        let addr = listener.local_addr().expect("its address").to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let acceptor = tribune_tls::tokio_rustls::TlsAcceptor::from(config);
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(tls) = acceptor.accept(tcp).await
+                    && let Some(c) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                {
+                    record
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(c.to_vec());
+                }
+            }
+        });
+        CertRecorder { addr, seen, task }
+    }
+
+    /// The client certificates presented so far (DER), in order.
+    pub fn seen(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for CertRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

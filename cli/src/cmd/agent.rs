@@ -345,6 +345,41 @@ fn link_tls(
     Ok(Some(tls.tonic_config()))
 }
 
+/// On each SIGHUP, re-reads the agent's certificate files: the link's next connection presents
+/// them; the open stream stays up. Files that do not load, or a certificate for another host,
+/// are refused with a warning and the current ones stay in use.
+async fn reload_link_tls(
+    a: AgentSettings,
+    host_id: String,
+    tx: Option<tokio::sync::watch::Sender<tonic::transport::ClientTlsConfig>>,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates reload only on restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(tx) = &tx else {
+            tracing::info!(
+                "SIGHUP: the link is plain text (--insecure): no certificates to reload"
+            );
+            continue;
+        };
+        match link_tls(&a, &host_id) {
+            Ok(Some(t)) => {
+                let _ = tx.send(t);
+                tracing::info!(
+                    "TLS certificates reloaded: the next connection to a controller uses them"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "TLS certificates not reloaded (the current ones stay in use)"
+            ),
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn terminated() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -368,7 +403,14 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(64);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(16);
         agent.set_uplink(up_tx);
-        let tls = link_tls(&a, &host_id)?;
+        let (tls, reload) = match link_tls(&a, &host_id)? {
+            Some(t) => {
+                let (tx, rx) = tokio::sync::watch::channel(t);
+                (Some(rx), Some(tx))
+            }
+            None => (None, None),
+        };
+        tokio::spawn(reload_link_tls(a.clone(), host_id.clone(), reload));
         let link_cfg = LinkConfig {
             host_id: host_id.clone(),
             controllers: a.controllers.clone(),

@@ -57,6 +57,10 @@ pub struct AgentFile {
     /// Explicit files, as in the controller's file.
     pub tls: Option<TlsFiles>,
     pub insecure: Option<bool>,
+    /// `[log]`: checked here with the rest of the file, read before the process's subscriber
+    /// is installed (`logging::LogFile::from_config`).
+    #[allow(dead_code)]
+    pub log: Option<super::logging::LogFile>,
 }
 
 impl AgentFile {

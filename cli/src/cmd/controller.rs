@@ -158,6 +158,8 @@ impl ControllerArgs {
                 require(&table, "data_dir")?;
                 // A table's keys are strings: the peer ids are read here, the rest by serde.
                 let peers = table.remove("peers");
+                // Read before the process's subscriber is installed (`logging::LogFile`).
+                table.remove("log");
                 let mut c = table.try_into::<ControllerConfig>().map_err(|e| {
                     anyhow::anyhow!("{}: not a valid controller config: {e}", path.display())
                 })?;

@@ -58,7 +58,42 @@ pub struct LogArgs {
     pub trace_sample_ratio: Option<f64>,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The `[log]` table of a controller's or an agent's `--config` file: the same settings as the
+/// flags, which (and their variables) win over it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub level: Option<String>,
+    pub format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: Option<f64>,
+}
+
+impl LogFile {
+    /// The `[log]` table of the TOML config file at `path` (none: defaults). A config file
+    /// that does not read or parse is left to the command, which reports it with its own
+    /// context; a `[log]` table that is wrong is an error here, naming the file.
+    pub fn from_config(path: &std::path::Path) -> anyhow::Result<Self> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(Self::default());
+        };
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return Ok(Self::default());
+        };
+        match table.remove("log") {
+            None => Ok(Self::default()),
+            Some(v) => v.try_into().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: [log]: {e} (keys: level, format, otlp_endpoint, trace_sample_ratio)",
+                    path.display()
+                )
+            }),
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,
@@ -89,6 +124,15 @@ impl LogArgs {
                 .with_context(|| format!("RUST_LOG: {spec:?} is not a filter"));
         }
         Ok(EnvFilter::new(DEFAULT_FILTER))
+    }
+
+    /// These settings over a config file's `[log]` table: what a flag or variable gave wins.
+    pub fn over(mut self, file: LogFile) -> Self {
+        self.log_level = self.log_level.or(file.level);
+        self.log_format = self.log_format.or(file.format);
+        self.otlp_endpoint = self.otlp_endpoint.or(file.otlp_endpoint);
+        self.trace_sample_ratio = self.trace_sample_ratio.or(file.trace_sample_ratio);
+        self
     }
 
     /// The same settings as arguments, for a child process (`tribune dev` starts controllers).
@@ -180,6 +224,36 @@ mod tests {
         assert!(
             e.contains("--log-level") && e.contains("tribune=loud"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_config_files_log_table_fills_what_flags_leave_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "id = 1\n[log]\nlevel = \"debug\"\nformat = \"json\"\notlp_endpoint = \"http://c:4317\"\n",
+        )
+        .expect("write");
+        let file = LogFile::from_config(&path).expect("reads");
+        let flags = LogArgs {
+            log_level: Some("warn".into()),
+            ..LogArgs::default()
+        };
+        let a = flags.over(file);
+        assert_eq!(a.log_level.as_deref(), Some("warn"), "the flag wins");
+        assert_eq!(a.log_format, Some(LogFormat::Json));
+        assert_eq!(a.otlp_endpoint.as_deref(), Some("http://c:4317"));
+        std::fs::write(&path, "[log]\nlevl = \"debug\"\n").expect("write");
+        let e = LogFile::from_config(&path).expect_err("unknown key");
+        assert!(
+            e.to_string().contains("[log]") && e.to_string().contains("levl"),
+            "{e}"
+        );
+        assert_eq!(
+            LogFile::from_config(&dir.path().join("absent.toml")).ok(),
+            Some(LogFile::default())
         );
     }
 

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod output;
 pub mod policy;
 pub mod policy_lang;
+pub mod policy_plan;
 pub mod receipt;
 pub mod resources;
 pub mod service;

@@ -1,5 +1,5 @@
 //! `tribune policy …`: local verbs (check, fmt, eval) come from `policy_lang`; cluster verbs
-//! (put, get, ls, rm) talk to the API.
+//! (put, get, ls, rm) talk to the API; `plan` is `policy_plan`'s.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ pub enum PolicyCmd {
     Fmt(policy_lang::FmtArgs),
     /// Evaluate a policy against a facts file and print the decision.
     Eval(policy_lang::EvalArgs),
+    /// What FILE's policies would have done to the recorded usage, before they are applied:
+    /// the recorded windows replayed through the live loop's decision, per enclave a diff of
+    /// throttles, suspensions, migrations, lending and limits against what happened.
+    Plan(super::policy_plan::PlanArgs),
     /// Store a policy on the cluster (checked first; nothing is stored if it does not check).
     Put {
         /// Policy source file.
@@ -83,6 +87,7 @@ pub fn run(cmd: PolicyCmd, output: Format) -> anyhow::Result<ExitCode> {
         PolicyCmd::Check(a) => return policy_lang::check(a, output),
         PolicyCmd::Fmt(a) => return policy_lang::fmt(a),
         PolicyCmd::Eval(a) => return policy_lang::eval(a, output),
+        PolicyCmd::Plan(a) => return super::policy_plan::run(a, output),
         other => other,
     };
     let opts = match &remote {
@@ -90,7 +95,7 @@ pub fn run(cmd: PolicyCmd, output: Format) -> anyhow::Result<ExitCode> {
         | PolicyCmd::Get { opts, .. }
         | PolicyCmd::Ls { opts, .. }
         | PolicyCmd::Rm { opts, .. } => opts.clone(),
-        PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) => {
+        PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) | PolicyCmd::Plan(_) => {
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -184,7 +189,7 @@ pub fn run(cmd: PolicyCmd, output: Format) -> anyhow::Result<ExitCode> {
                     println!("removed policy {name}");
                 }
             }
-            PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) => {}
+            PolicyCmd::Check(_) | PolicyCmd::Fmt(_) | PolicyCmd::Eval(_) | PolicyCmd::Plan(_) => {}
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -192,7 +197,7 @@ pub fn run(cmd: PolicyCmd, output: Format) -> anyhow::Result<ExitCode> {
 
 /// The file's text and the names of the policies it declares, or `None` once its errors
 /// have been printed ("does not check; nothing was sent": a failure, exit 1).
-fn checked(file: &std::path::Path, bytes: &[u8]) -> Option<(String, Vec<String>)> {
+pub(super) fn checked(file: &std::path::Path, bytes: &[u8]) -> Option<(String, Vec<String>)> {
     let shown = file.display().to_string();
     let outcome = tribune_policy::check_bytes(&shown, bytes);
     let text = String::from_utf8_lossy(bytes).into_owned();

@@ -71,6 +71,18 @@ pub(super) async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
                 vec![],
             ),
             (
+                "PlanPolicies",
+                g.plan_policies(pb::PlanPoliciesRequest {
+                    source: ACME_POLICY.into(),
+                    since_s: Some(60),
+                    enclaves: None,
+                })
+                .await
+                .map(drop),
+                vec!["admin", "operator", "auditor", "tenant-acme"],
+                vec![],
+            ),
+            (
                 "ListEnclaves",
                 g.list_enclaves(pb::ListRequest { stale: false })
                     .await

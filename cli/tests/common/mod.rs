@@ -231,6 +231,26 @@ impl Cluster {
         }
     }
 
+    /// Waits until the log holds `n` registered tree-head keys (one per controller that ever
+    /// started), as the first running node serves them.
+    pub async fn wait_log_keys(&self, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(&id) = self.running().first()
+                && let Some((200, v)) = self.get_json(id, "/v1/log/keys").await
+                && v.as_array().map(Vec::len) == Some(n)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not {n} log keys registered\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Status of one node as it reports itself.
     pub async fn node_status(&self, id: u64) -> Option<Value> {
         let (_, v) = self.get_json(id, "/v1/cluster").await?;

@@ -165,6 +165,7 @@ fuzz_target!(|data: &[u8]| {
     req.extensions_mut().insert(ConnectInfo(PeerInfo {
         remote: SocketAddr::from(([127, 0, 0, 1], 9)),
         identity: who.clone(),
+        cert_sha256: String::new(),
     }));
     let resp = w
         .rt

@@ -169,6 +169,27 @@ impl ControlService for ControlServer {
         Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
     }
 
+    async fn plan_policies(
+        &self,
+        req: Request<pb::PlanPoliciesRequest>,
+    ) -> Result<Response<pb::PolicyPlan>, Status> {
+        let who = self.who(&req)?;
+        let r = req.into_inner();
+        let plan = self
+            .api
+            .plan_policies(
+                &who,
+                super::plan::PlanRequest {
+                    source: r.source,
+                    since_s: r.since_s,
+                    enclaves: r.enclaves,
+                },
+            )
+            .await?;
+        let plan_json = serde_json::to_vec(&plan).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::PolicyPlan { plan_json }))
+    }
+
     async fn list_enclaves(
         &self,
         req: Request<pb::ListRequest>,

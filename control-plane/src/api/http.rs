@@ -147,7 +147,10 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/policies", get(list_policies))
         .route(
             "/v1/policies/{name}",
-            get(get_policy).put(put_policy).delete(delete_policy),
+            get(get_policy)
+                .put(put_policy)
+                .delete(delete_policy)
+                .post(plan_policies),
         )
         .route("/v1/enclaves", get(list_enclaves))
         .route(
@@ -410,6 +413,25 @@ async fn delete_policy(
     let expect = expectation(&headers)?;
     api.delete_policy(&who, &name, expect).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/policies/plan` (`api/plan.rs`). Served on the `{name}` route, so a policy named
+/// `plan` stays readable, writable and removable at `/v1/policies/plan`; POST to any other name
+/// is not an operation.
+async fn plan_policies(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<super::plan::PlanRequest>,
+) -> Result<Response, Problem> {
+    if name != "plan" {
+        return Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "POST is only for /v1/policies/plan; a policy is stored with PUT (see docs/api.md)",
+        ));
+    }
+    Ok(Json(api.plan_policies(&who, body).await?).into_response())
 }
 
 async fn list_enclaves(

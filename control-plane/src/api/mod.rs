@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod log;
 pub mod observe;
+pub mod plan;
 pub mod problem;
 pub mod receipt;
 pub mod service;

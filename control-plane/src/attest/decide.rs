@@ -183,13 +183,32 @@ fn resources(values: &[tribune_policy::Setting; 5]) -> Resources {
     }
 }
 
+/// What put an enclave on a new step, for the ladder and the log (`POLICY on#N (line L)`,
+/// `when#N`, `attest`). Only formatted when the step changes.
+fn cause_of(policies: &PolicySet, decision: &Decision) -> String {
+    match decision.action.origin.kind {
+        SourceKind::On => {
+            let policy = policies
+                .policies()
+                .get(decision.action.origin.policy as usize)
+                .map_or("?", |p| p.name());
+            format!(
+                "{policy} on#{} (line {})",
+                decision.action.origin.index, decision.action.origin.line
+            )
+        }
+        SourceKind::When => format!("when#{}", decision.action.origin.index),
+        SourceKind::Attest => "attest".into(),
+        _ => String::new(),
+    }
+}
+
 /// Per enclave, the first pass: is it over its limit, and the policy's decision.
 struct Pass {
     decision: Decision,
     over_since: Option<i64>,
     limit_cpu: Option<f64>,
     held_since: BTreeMap<String, i64>,
-    cause: String,
     /// Throttled, not pressing, but not yet backed off far enough to be released.
     /// Throttled and backed off since (None: not backed off, or no fresh usage).
     under_since: Option<i64>,
@@ -201,7 +220,9 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     let prev = input.status.map(|s| s.ladder.clone()).unwrap_or_default();
     let borrowed = input.status.map_or(0, |s| s.borrowed_cpu_millicores) as f64;
     // The limit does not depend on over_limit; evaluate once without it to learn the limit.
-    let probe = policies.evaluate(&facts_for(input, now_ms, 0));
+    // The same facts serve both evaluations (only `over_limit_ms` differs).
+    let mut facts = facts_for(input, now_ms, 0);
+    let probe = policies.evaluate(&facts);
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
     let mut hold_throttle = false;
@@ -234,8 +255,13 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
         None
     };
     let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
-    let facts = facts_for(input, now_ms, over_ms);
-    let decision = policies.evaluate(&facts);
+    // Within the limit, the facts are the probe's exactly, so its decision is the decision.
+    let decision = if over_ms == 0 {
+        probe
+    } else {
+        facts.over_limit_ms = over_ms;
+        policies.evaluate(&facts)
+    };
     // Track how long each condition of the first matching policy has held.
     let mut held_since = BTreeMap::new();
     if let Some(p) = policies
@@ -250,28 +276,11 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
             }
         }
     }
-    let cause = match decision.action.origin.kind {
-        SourceKind::On => {
-            let names: Vec<&str> = policies.policies().iter().map(|p| p.name()).collect();
-            let policy = names
-                .get(decision.action.origin.policy as usize)
-                .copied()
-                .unwrap_or("?");
-            format!(
-                "{policy} on#{} (line {})",
-                decision.action.origin.index, decision.action.origin.line
-            )
-        }
-        SourceKind::When => format!("when#{}", decision.action.origin.index),
-        SourceKind::Attest => "attest".into(),
-        _ => String::new(),
-    };
     Pass {
         decision,
         over_since,
         limit_cpu,
         held_since,
-        cause,
         under_since,
         hold_throttle,
     }
@@ -386,7 +395,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                 } else if step == Step::None {
                     String::new()
                 } else {
-                    pass.cause.clone()
+                    cause_of(policies, &pass.decision)
                 },
                 since_ms: if step == prev.step {
                     prev.since_ms
@@ -480,9 +489,36 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
         .collect()
 }
 
+/// The limits the policies give an enclave (the static `limit` block and any `when` that holds
+/// on its identity alone): the "limits" line of a policy plan.
+pub fn limits(
+    policies: &PolicySet,
+    enclave: &Enclave,
+    status: Option<&EnclaveStatus>,
+) -> Resources {
+    let empty = BTreeMap::new();
+    let input = Input {
+        enclave,
+        status,
+        allocation: None,
+        observation: None,
+        held_since: &empty,
+        accounting_broken_ms: None,
+    };
+    resources(&policies.evaluate(&facts_for(&input, 0, 0)).limit)
+}
+
 /// Compiles the stored policies into a set. Policies that do not compile (they were checked
 /// when stored, so only a newer language version could refuse them) are skipped and named.
 pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet, Vec<String>) {
+    let (compiled, bad) = compile_each(policies);
+    (PolicySet::new(compiled), bad)
+}
+
+/// [`compile`]'s policies before they become a set (the planner adds its own to them).
+pub fn compile_each(
+    policies: &BTreeMap<String, crate::state::Policy>,
+) -> (Vec<tribune_policy::CompiledPolicy>, Vec<String>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for p in policies.values() {
@@ -493,7 +529,7 @@ pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet,
             out.extend(checked.policies);
         }
     }
-    (PolicySet::new(out), bad)
+    (out, bad)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! - [`decide`]: pure decisions — the ladder, reclamation, allocations.
 //! - [`window`]: per-enclave sliding usage windows (the `usage.R.agg(W)` facts).
 //! - [`plan`]: the plan a host gets.
+//! - [`replay`]: the policy planner — recorded windows through `decide_host` under another
+//!   policy set, compared with what the log recorded.
 
 pub mod clock;
 pub mod decide;
@@ -20,6 +22,7 @@ pub mod ledger;
 pub mod plan;
 pub mod reattest;
 pub mod refusal;
+pub mod replay;
 pub mod server;
 pub mod session;
 pub mod window;

@@ -121,6 +121,7 @@ impl AttestationService for AttestServer {
                 return Err(status);
             }
         };
+        let cert_sha256 = crate::tls::peer_cert_sha256(request.extensions()).to_string();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -152,6 +153,7 @@ impl AttestationService for AttestServer {
             self.verifiers.clone(),
             hello.host_id.clone(),
         );
+        session.agent_cert_sha256 = cert_sha256;
         tokio::spawn(async move {
             let streams = &crate::metrics::get().attest_streams;
             streams.inc();
@@ -193,6 +195,7 @@ pub(super) fn host_record(
     existing: Option<crate::state::Host>,
     host: &str,
     hello: &pb::Hello,
+    cert_sha256: &str,
 ) -> crate::state::Host {
     let enforcement = if hello.can_enforce {
         "enforcing".to_string()
@@ -202,6 +205,9 @@ pub(super) fn host_record(
     match existing {
         Some(mut h) => {
             h.enforcement = enforcement;
+            if !cert_sha256.is_empty() {
+                h.agent_cert_fingerprint = cert_sha256.to_string();
+            }
             h
         }
         None => crate::state::Host {
@@ -212,7 +218,7 @@ pub(super) fn host_record(
             tee: crate::state::TeeKind::Sim,
             attestation_status: "unverified".into(),
             last_heartbeat_ms: 0,
-            agent_cert_fingerprint: String::new(),
+            agent_cert_fingerprint: cert_sha256.to_string(),
             enforcement,
         },
     }

@@ -107,6 +107,9 @@ pub struct Session {
     /// when tracing is on and the decision's trace is sampled): the push of that version
     /// continues its trace.
     plan_cause: Option<(tracing::Span, u64)>,
+    /// Hex SHA-256 of the certificate the agent connected with (empty without TLS): recorded
+    /// in the host record, so a certificate rotation is visible (`tribune host ls`).
+    pub agent_cert_sha256: String,
 }
 
 impl Session {
@@ -134,6 +137,7 @@ impl Session {
             last_flush: Instant::now(),
             placed: None,
             plan_cause: None,
+            agent_cert_sha256: String::new(),
         }
     }
 
@@ -244,7 +248,8 @@ impl Session {
         tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
         // Recorded in the background: the stream must not wait for an election.
         let existing = self.state().hosts.get(&self.host).cloned();
-        let host = super::server::host_record(existing, &self.host, &hello);
+        let host =
+            super::server::host_record(existing, &self.host, &hello, &self.agent_cert_sha256);
         let controller = self.controller.clone();
         tokio::spawn(async move {
             let at_ms = wall_ms();

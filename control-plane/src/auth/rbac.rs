@@ -12,6 +12,9 @@ use super::Principal;
 pub enum Op {
     ReadPolicies,
     WritePolicy,
+    /// What a policy change would have done to the recorded usage (`POST /v1/policies/plan`):
+    /// reads policies, enclaves and the log, changes nothing.
+    PlanPolicies,
     ReadEnclaves,
     /// Create, change or delete an enclave, its placement, launch spec or state
     /// (suspend/resume/stop).
@@ -28,9 +31,10 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::ReadPolicies,
         Op::WritePolicy,
+        Op::PlanPolicies,
         Op::ReadEnclaves,
         Op::WriteEnclave,
         Op::ReadHosts,
@@ -46,6 +50,7 @@ impl Op {
         match self {
             Op::ReadPolicies => "read policies",
             Op::WritePolicy => "change policies",
+            Op::PlanPolicies => "plan policies",
             Op::ReadEnclaves => "read enclaves",
             Op::WriteEnclave => "create, change or delete enclaves",
             Op::ReadHosts => "read hosts",
@@ -62,7 +67,7 @@ impl Op {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Op::ReadPolicies | Op::ReadEnclaves | Op::ReadLog => {
+            Op::ReadPolicies | Op::PlanPolicies | Op::ReadEnclaves | Op::ReadLog => {
                 &[Admin, Operator, Auditor, Tenant]
             }
             Op::WritePolicy => &[Admin, Operator, Tenant],
@@ -120,6 +125,7 @@ mod tests {
             match op {
                 Op::ReadPolicies => vec![Admin, Operator, Auditor, Tenant],
                 Op::WritePolicy => vec![Admin, Operator, Tenant],
+                Op::PlanPolicies => vec![Admin, Operator, Auditor, Tenant],
                 Op::ReadEnclaves => vec![Admin, Operator, Auditor, Tenant],
                 Op::WriteEnclave => vec![Admin, Operator],
                 Op::ReadHosts => vec![Admin, Operator, Auditor],

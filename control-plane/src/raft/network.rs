@@ -42,8 +42,9 @@ const UNREACHABLE_RETRY: Duration = Duration::from_millis(50);
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    /// `None` only for `--insecure` controllers: plain-text channels.
-    tls: Option<Arc<ClientTls>>,
+    /// `None` only for `--insecure` controllers: plain-text channels. Replaced by
+    /// [`Peers::set_tls`] when the certificates are reloaded (SIGHUP).
+    tls: Arc<std::sync::RwLock<Option<Arc<ClientTls>>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,16 +57,28 @@ impl Peers {
     pub fn new(tls: Option<ClientTls>) -> Self {
         Self {
             channels: Arc::default(),
-            tls: tls.map(Arc::new),
+            tls: Arc::new(std::sync::RwLock::new(tls.map(Arc::new))),
         }
     }
 
+    /// Presents `tls`'s certificate from now on: the cached channels are dropped, so the next
+    /// call to each peer connects (and shakes hands) anew; calls in flight finish on the
+    /// connections they have.
+    pub fn set_tls(&self, tls: ClientTls) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tls));
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, PeerError> {
+        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = tribune_tls::endpoint(addr, self.tls.as_deref())
+                let endpoint = tribune_tls::endpoint(addr, tls.as_deref())
                     .map_err(|e| PeerError::BadAddress {
                         addr: addr.to_string(),
                         reason: e.to_string(),
@@ -235,5 +248,50 @@ impl RaftNetwork<TypeConfig> for Connection {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(UNREACHABLE_RETRY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tribune_testkit::tls::{CertRecorder, cert_der, issue, make_ca, reissue};
+    use tribune_tls::PeerIdentity;
+
+    use super::*;
+
+    /// Calls the recorder until it has seen `n` handshakes.
+    async fn dial_until_seen(peers: &Peers, rec: &CertRecorder, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while rec.seen().len() < n {
+            assert!(std::time::Instant::now() < deadline, "no handshake seen");
+            let mut client = peers.client(&rec.addr).expect("client");
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), client.status(ReadIndexRequest {}))
+                    .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_reload_new_connections_present_the_new_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_ca(dir.path());
+        let rec =
+            CertRecorder::start(&issue(dir.path(), &PeerIdentity::Controller { id: 2 })).await;
+        let me = PeerIdentity::Controller { id: 1 };
+        let old = issue(dir.path(), &me);
+        let peers = Peers::new(Some(ClientTls::from_files(&old).expect("client tls")));
+        dial_until_seen(&peers, &rec, 1).await;
+        assert_eq!(rec.seen()[0], cert_der(&old.cert));
+
+        // Rotated (a new key and certificate from the same CA), then reloaded.
+        let new = reissue(dir.path(), &dir.path().join("rotated"), &me);
+        assert_ne!(cert_der(&new.cert), cert_der(&old.cert));
+        peers.set_tls(ClientTls::from_files(&new).expect("client tls"));
+        let before = rec.seen().len();
+        dial_until_seen(&peers, &rec, before + 1).await;
+        assert_eq!(
+            rec.seen().last(),
+            Some(&cert_der(&new.cert)),
+            "the connection after the reload presented the old certificate"
+        );
     }
 }

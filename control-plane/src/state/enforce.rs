@@ -387,7 +387,7 @@ impl State {
         at_ms: i64,
     ) -> Outcome {
         let mut out = LoopOutcome::default();
-        for mut c in changes {
+        for c in changes {
             let epoch = match placed_on(self, &c.enclave, host) {
                 Ok(e) => e.placement.as_ref().map_or(0, |p| p.epoch),
                 Err(why) => {
@@ -402,41 +402,57 @@ impl State {
                 ));
                 continue;
             }
-            // An operator's suspension outranks every decision: only an operator lifts it.
-            if self
-                .status
-                .get(&c.enclave)
-                .is_some_and(|s| s.operator_hold.is_some())
-            {
-                c.allocation.suspended = true;
-                c.state = EnclaveState::Suspended;
+            let id = c.enclave.clone();
+            let Some(e) = self.enclaves.get_mut(&id) else {
+                continue; // `placed_on` found it above
+            };
+            let status = self.status.entry(id.clone()).or_default();
+            let mut slot = self.allocations.remove(&id);
+            let (plan_changed, log) = settle(e, status, &mut slot, c);
+            if let Some(a) = slot {
+                self.allocations.insert(id.clone(), a);
             }
-            let mut plan_changed = self.allocations.get(&c.enclave) != Some(&c.allocation);
-            if let Some(e) = self.enclaves.get_mut(&c.enclave) {
-                // Untrusted is only lifted by a trusted verdict, never by a usage decision.
-                // A stopped one stays stopped: only an operator starts it again.
-                if e.state != EnclaveState::Untrusted
-                    && e.state != EnclaveState::Stopped
-                    && e.state != c.state
-                {
-                    e.state = c.state;
-                    plan_changed = true;
-                }
-            }
-            let status = self.status.entry(c.enclave.clone()).or_default();
-            status.ladder = c.ladder;
-            status.borrowed_cpu_millicores = c.borrowed_cpu_millicores;
-            status.lent_cpu_millicores = c.lent_cpu_millicores;
-            self.allocations.insert(c.enclave.clone(), c.allocation);
             if plan_changed {
                 self.bump_plan_version(host);
             }
-            for detail in c.log {
-                out.logged.push(self.log.append(&c.enclave, detail, at_ms));
+            for detail in log {
+                out.logged.push(self.log.append(&id, detail, at_ms));
             }
         }
         Outcome::Loop(out)
     }
+}
+
+/// Applies one enforcement decision to one enclave's records: the one rule by which a decision
+/// changes state, used by `State::apply_enforcements` and by the policy planner's replay
+/// (`attest::replay`), so a plan evolves exactly as the replicated state does. Returns whether
+/// the host's plan changes, and the log entries to append.
+pub fn settle(
+    enclave: &mut super::Enclave,
+    status: &mut EnclaveStatus,
+    allocation: &mut Option<Allocation>,
+    mut c: Enforcement,
+) -> (bool, Vec<LogDetail>) {
+    // An operator's suspension outranks every decision: only an operator lifts it.
+    if status.operator_hold.is_some() {
+        c.allocation.suspended = true;
+        c.state = EnclaveState::Suspended;
+    }
+    let mut plan_changed = allocation.as_ref() != Some(&c.allocation);
+    // Untrusted is only lifted by a trusted verdict, never by a usage decision.
+    // A stopped one stays stopped: only an operator starts it again.
+    if enclave.state != EnclaveState::Untrusted
+        && enclave.state != EnclaveState::Stopped
+        && enclave.state != c.state
+    {
+        enclave.state = c.state;
+        plan_changed = true;
+    }
+    status.ladder = c.ladder;
+    status.borrowed_cpu_millicores = c.borrowed_cpu_millicores;
+    status.lent_cpu_millicores = c.lent_cpu_millicores;
+    *allocation = Some(c.allocation);
+    (plan_changed, c.log)
 }
 
 /// "No gap, no duplicate": a digest continues the confirmed point (`confirmed = (last_seq,

@@ -19,7 +19,7 @@ pub use detail::{
 };
 pub use enforce::{
     Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
-    VerdictCmd,
+    VerdictCmd, settle,
 };
 pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
