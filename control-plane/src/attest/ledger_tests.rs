@@ -366,3 +366,32 @@ fn a_resync_run_must_verify_by_mac_too() {
     let d = f.ledger.take_digests();
     assert_eq!((d[0].first_seq, d[0].unaccounted_from), (21, Some(1)));
 }
+
+/// The digest's demand signal: the span's average wait in whole millicores, and unknown
+/// (`None`) as soon as one report of the span does not say (a v1 report).
+#[test]
+fn the_wait_average_is_whole_millicores_or_unknown() {
+    let report = |wait_ns: Option<u64>| UsageReport {
+        enclave: EnclaveId::from_name(NAME),
+        seq: 1,
+        window_start_ns: T0,
+        window_len_ns: SEC / 10,
+        cpu_ns: 0,
+        mem_bytes: 0,
+        net_tx_bytes: 0,
+        net_rx_bytes: 0,
+        gpu_util_bp: 0,
+        cpu_wait_ns: wait_ns,
+    };
+    // 100 ms windows: 90 ms waited is 900m, 10 ms is 100m; the average 500m.
+    let span = [report(Some(SEC / 100 * 9)), report(Some(SEC / 100))];
+    assert_eq!(wait_millicores_avg(span.iter()), Some(500));
+    let idle = [report(Some(0)), report(Some(0))];
+    assert_eq!(wait_millicores_avg(idle.iter()), Some(0));
+    let mixed = [report(Some(SEC / 10)), report(None)];
+    assert_eq!(wait_millicores_avg(mixed.iter()), None);
+    assert_eq!(wait_millicores_avg([].iter()), None);
+    // Several threads waiting a whole window each: more than one core's worth.
+    let many = [report(Some(4 * SEC / 10))];
+    assert_eq!(wait_millicores_avg(many.iter()), Some(4000));
+}
