@@ -93,25 +93,33 @@ impl Term {
     }
 }
 
+/// Why an `enclaves` selector is refused: what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("enclaves: the selector is {0} bytes; at most {PLAN_SELECTOR_BYTES_MAX}")]
+    TooLong(usize),
+    #[error("enclaves: {0} terms; at most {PLAN_SELECTOR_TERMS_MAX}")]
+    TooManyTerms(usize),
+    #[error(
+        "enclaves: term {n} ({term:?}): unknown key {key:?}; a term is an enclave id, tenant=T, host=H or label.K=V"
+    )]
+    UnknownKey { n: usize, term: String, key: String },
+    #[error("enclaves: term {n} ({term:?}): empty or invalid value")]
+    BadValue { n: usize, term: String },
+}
+
 /// Parses `enclaves`: comma-separated terms (`ID`, `tenant=T`, `host=H`, `label.K=V`).
-pub fn parse_selector(s: &str) -> Result<Vec<Term>, String> {
+pub fn parse_selector(s: &str) -> Result<Vec<Term>, SelectorError> {
     if s.len() > PLAN_SELECTOR_BYTES_MAX {
-        return Err(format!(
-            "enclaves: the selector is {} bytes; at most {PLAN_SELECTOR_BYTES_MAX}",
-            s.len()
-        ));
+        return Err(SelectorError::TooLong(s.len()));
     }
     let raw: Vec<&str> = s.split(',').map(str::trim).collect();
     if raw.len() > PLAN_SELECTOR_TERMS_MAX {
-        return Err(format!(
-            "enclaves: {} terms; at most {PLAN_SELECTOR_TERMS_MAX}",
-            raw.len()
-        ));
+        return Err(SelectorError::TooManyTerms(raw.len()));
     }
     raw.iter()
         .enumerate()
         .map(|(i, t)| {
-            let at = || format!("enclaves: term {} ({t:?})", i + 1);
             let valid = |v: &str| {
                 !v.is_empty() && !v.chars().any(|c| c.is_control() || c == '=' || c == ',')
             };
@@ -122,10 +130,11 @@ pub fn parse_selector(s: &str) -> Result<Vec<Term>, String> {
                 Some((k, v)) => match k.strip_prefix("label.") {
                     Some(k) if valid(k) => Term::Label(k.to_string(), v.to_string()),
                     _ => {
-                        return Err(format!(
-                            "{}: unknown key {k:?}; a term is an enclave id, tenant=T, host=H or label.K=V",
-                            at()
-                        ));
+                        return Err(SelectorError::UnknownKey {
+                            n: i + 1,
+                            term: (*t).to_string(),
+                            key: k.to_string(),
+                        });
                     }
                 },
             };
@@ -133,7 +142,10 @@ pub fn parse_selector(s: &str) -> Result<Vec<Term>, String> {
                 Term::Id(v) | Term::Tenant(v) | Term::Host(v) | Term::Label(_, v) => v,
             };
             if !valid(value) {
-                return Err(format!("{}: empty or invalid value", at()));
+                return Err(SelectorError::BadValue {
+                    n: i + 1,
+                    term: (*t).to_string(),
+                });
             }
             Ok(term)
         })
@@ -348,7 +360,7 @@ impl Api {
             .as_deref()
             .map(parse_selector)
             .transpose()
-            .map_err(bad)?;
+            .map_err(|e| bad(e.to_string()))?;
         let new = check_source(&req.source)?;
         if let Some(t) = &who.tenant {
             for p in &new {
