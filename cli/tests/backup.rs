@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 use common::{BIN, Cluster, DEADLINE};
 use serde_json::{Value, json};
 
-fn tribune(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--endpoint", &c.endpoints(), "--timeout-secs", "60"])
-        .args(c.tls_args())
-        .env_remove("XDG_STATE_HOME")
-        .output()
-        .expect("run tribune")
-}
-
 /// A verb that takes no cluster options (`snapshot status|restore`).
 fn offline(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run tribune")
@@ -43,20 +33,8 @@ fn restore(file: &Path, dir: &Path, id: u64) -> Output {
     ])
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn verify(c: &Cluster, state: &Path) -> Output {
-    tribune(
-        c,
-        &["log", "verify", "--state", state.to_str().expect("path")],
-    )
+    c.cli(&["log", "verify", "--state", state.to_str().expect("path")])
 }
 
 /// What must survive: policies, enclaves and every log entry, read from node `id`.
@@ -101,7 +79,7 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         if i % 4 == 3 {
             // A tree head pinned from a different controller each time.
             let o = verify(&c, &pins);
-            assert!(o.status.success(), "{}", text(&o));
+            assert!(o.status.success(), "{}", common::output_text(&o));
         }
     }
     for i in 0..5 {
@@ -114,17 +92,17 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         .await;
     }
     let o = verify(&c, &pins);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let before = contents(&c, leader).await;
     assert_eq!(before.1.as_array().map(Vec::len), Some(5));
 
     let file = work.path().join("cluster.tribsnap");
-    let o = tribune(&c, &["snapshot", "save", file.to_str().expect("path")]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["snapshot", "save", file.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("12 policies, 5 enclaves"),
         "{}",
-        text(&o)
+        common::output_text(&o)
     );
     let o = offline(&[
         "snapshot",
@@ -133,7 +111,7 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         "-o",
         "json",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let status: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(status["log_entries"].as_u64(), Some(before.2.len() as u64));
     assert_eq!(status["members"].as_object().map(|m| m.len()), Some(3));
@@ -145,15 +123,15 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
     let bad = work.path().join("damaged.tribsnap");
     std::fs::write(&bad, &damaged).expect("write");
     let o = offline(&["snapshot", "status", bad.to_str().expect("path")]);
-    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!o.status.success(), "{}", common::output_text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("SHA-256 does not match"),
         "{}",
-        text(&o)
+        common::output_text(&o)
     );
     let nowhere = work.path().join("not-written");
     let o = restore(&bad, &nowhere, 1);
-    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!o.status.success(), "{}", common::output_text(&o));
     assert!(!nowhere.exists(), "a refused restore wrote {nowhere:?}");
 
     // Lose everything: stop every controller and wipe every data dir.
@@ -163,17 +141,17 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
         std::fs::remove_dir_all(&dir).expect("wipe");
         // Restoring into a dir that holds a controller's data is refused; a fresh one works.
         let o = restore(&file, &dir, id);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}", common::output_text(&o));
         let o = restore(&file, &dir, id);
         assert!(
             !o.status.success(),
             "restored twice into one dir\n{}",
-            text(&o)
+            common::output_text(&o)
         );
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("already holds a controller's data"),
             "{}",
-            text(&o)
+            common::output_text(&o)
         );
     }
     for id in [1, 2, 3] {
@@ -204,5 +182,5 @@ async fn a_wiped_cluster_is_restored_from_its_backup_with_its_log_consistent() {
     assert!(s == 200 || s == 201, "{s} {v}");
     // Every tree head pinned before the backup is consistent with the restored cluster's.
     let o = verify(&c, &pins);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", common::output_text(&o));
 }

@@ -22,10 +22,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, Cluster, DEADLINE};
+use common::{Cluster, DEADLINE};
 use serde_json::{Value, json};
 use tribune_controller::api::plan::PolicyPlan;
 use tribune_controller::state::Step;
@@ -71,24 +70,6 @@ fn one(src: &str, name: &str) -> String {
     src[start..end].to_string()
 }
 
-fn tribune(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--endpoint", &c.endpoints(), "--timeout-secs", "60"])
-        .args(c.tls_args())
-        .output()
-        .expect("run tribune")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -96,20 +77,17 @@ fn now_ms() -> i64 {
 }
 
 fn plan(c: &Cluster, file: &std::path::Path, since_s: i64) -> PolicyPlan {
-    let o = tribune(
-        c,
-        &[
-            "policy",
-            "plan",
-            file.to_str().expect("path"),
-            "--since",
-            &format!("{since_s}s"),
-            "-o",
-            "json",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+    let o = c.cli(&[
+        "policy",
+        "plan",
+        file.to_str().expect("path"),
+        "--since",
+        &format!("{since_s}s"),
+        "-o",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::output_text(&o)))
 }
 
 fn digests(all: &[Value], id: &str, after: u64) -> usize {
@@ -145,17 +123,10 @@ async fn a_plan_names_the_enclaves_the_live_loop_then_throttles() {
         assert!(s == 200 || s == 201, "{s} {b}");
     }
     for (id, cmd) in [
-        ("busy", vec!["/bin/sh", "-c", "while :; do :; done"]),
-        ("idle", vec!["/bin/sh", "-c", "while :; do sleep 1; done"]),
+        ("busy", ["/bin/sh", "-c", "while :; do :; done"]),
+        ("idle", ["/bin/sh", "-c", "while :; do sleep 1; done"]),
     ] {
-        c.put_json(
-            leader,
-            &format!("/v1/enclaves/{id}"),
-            json!({"id": id, "tenant": id, "tee": "sim",
-                   "placement": {"host": "h1", "epoch": 1},
-                   "launch": {"process": {"cmd": cmd}}}),
-        )
-        .await;
+        c.put_process_enclave(leader, id, "h1", &cmd).await;
     }
     let dir = c.dir.path().to_path_buf();
     let tight = dir.join("tight.tribune");
@@ -219,17 +190,14 @@ async fn a_plan_names_the_enclaves_the_live_loop_then_throttles() {
             .map(|a| (a.first_seq, a.last_seq))
     );
     // The text form says the same, escaped.
-    let o = tribune(
-        &c,
-        &[
-            "policy",
-            "plan",
-            tight.to_str().expect("path"),
-            "--since",
-            &format!("{since}s"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&[
+        "policy",
+        "plan",
+        tight.to_str().expect("path"),
+        "--since",
+        &format!("{since}s"),
+    ]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let said = String::from_utf8_lossy(&o.stdout);
     eprintln!("{said}");
     assert!(
@@ -349,38 +317,40 @@ async fn a_plan_names_the_enclaves_the_live_loop_then_throttles() {
     // Refusals, each saying what and where.
     let bad = dir.join("bad.tribune");
     std::fs::write(&bad, "policy \"x\" {\n  limit { cpu = banana }\n}\n").expect("write");
-    let o = tribune(&c, &["policy", "plan", bad.to_str().expect("path")]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("bad.tribune:2:"), "{}", text(&o));
-    let o = tribune(
-        &c,
-        &[
-            "policy",
-            "plan",
-            tight.to_str().expect("path"),
-            "--enclaves",
-            "busy,nosuch",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = c.cli(&["policy", "plan", bad.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
     assert!(
-        text(&o).contains("unknown enclave \\\"nosuch\\\"")
-            || text(&o).contains("unknown enclave \"nosuch\""),
+        common::output_text(&o).contains("bad.tribune:2:"),
         "{}",
-        text(&o)
+        common::output_text(&o)
     );
-    let o = tribune(
-        &c,
-        &[
-            "policy",
-            "plan",
-            tight.to_str().expect("path"),
-            "--since",
-            "2d",
-        ],
+    let o = c.cli(&[
+        "policy",
+        "plan",
+        tight.to_str().expect("path"),
+        "--enclaves",
+        "busy,nosuch",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
+    assert!(
+        common::output_text(&o).contains("unknown enclave \\\"nosuch\\\"")
+            || common::output_text(&o).contains("unknown enclave \"nosuch\""),
+        "{}",
+        common::output_text(&o)
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("retention"), "{}", text(&o));
+    let o = c.cli(&[
+        "policy",
+        "plan",
+        tight.to_str().expect("path"),
+        "--since",
+        "2d",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
+    assert!(
+        common::output_text(&o).contains("retention"),
+        "{}",
+        common::output_text(&o)
+    );
     // The API's own check (the CLI checks first, so it is asked directly).
     let client = reqwest_client(&c);
     let r = client

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Cluster, DEADLINE};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const POLICIES: [(&str, &str); 2] = [
     (
@@ -43,15 +43,6 @@ policy "rc-web" {
     ),
 ];
 
-fn tribune(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--endpoint", &c.endpoints(), "--timeout-secs", "60"])
-        .args(c.tls_args())
-        .output()
-        .expect("run tribune")
-}
-
 fn verify(file: &Path, keys: &Path) -> Output {
     Command::new(BIN)
         .args(["receipt", "verify"])
@@ -67,21 +58,12 @@ fn verify(file: &Path, keys: &Path) -> Output {
 fn get_and_verify(c: &Cluster, dir: &Path, enclave: &str, keys: &Path) -> (PathBuf, String) {
     let file = dir.join(format!("{enclave}.receipt.json"));
     let path = file.to_str().expect("path");
-    let o = tribune(c, &["receipt", "get", enclave, "--from", "10m", "-f", path]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["receipt", "get", enclave, "--from", "10m", "-f", path]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let o = verify(&file, keys);
-    let said = text(&o);
+    let said = common::output_text(&o);
     assert!(o.status.success(), "{said}");
     (file, said)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,17 +81,10 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
         assert!(s == 200 || s == 201, "{s} {b}");
     }
     for (id, cmd) in [
-        ("miner", vec!["/bin/sh", "-c", "while :; do :; done"]),
-        ("web", vec!["/bin/sh", "-c", "while :; do sleep 1; done"]),
+        ("miner", ["/bin/sh", "-c", "while :; do :; done"]),
+        ("web", ["/bin/sh", "-c", "while :; do sleep 1; done"]),
     ] {
-        c.put_json(
-            leader,
-            &format!("/v1/enclaves/{id}"),
-            json!({"id": id, "tenant": id, "tee": "sim",
-                   "placement": {"host": "h1", "epoch": 1},
-                   "launch": {"process": {"cmd": cmd}}}),
-        )
-        .await;
+        c.put_process_enclave(leader, id, "h1", &cmd).await;
     }
     let dir = c.dir.path().to_path_buf();
     let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
@@ -134,8 +109,8 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
     }
 
     let keys = dir.join("keys.json");
-    let o = tribune(&c, &["log", "keys", "-o", "json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["log", "keys", "-o", "json"]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     std::fs::write(&keys, &o.stdout).expect("write keys");
 
     // Miner: throttled and suspended, each with its cause.
@@ -179,16 +154,16 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
     let untrusted = dir.join("others.json");
     std::fs::write(&untrusted, serde_json::to_vec(&others).expect("json")).expect("write");
     let o = verify(&web, &untrusted);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
     assert!(
-        text(&o).contains("not among the trusted keys"),
+        common::output_text(&o).contains("not among the trusted keys"),
         "{}",
-        text(&o)
+        common::output_text(&o)
     );
     let stranger = dir.join("stranger.txt");
     std::fs::write(&stranger, format!("{}\n", "5a".repeat(32))).expect("write");
     let o = verify(&web, &stranger);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
 
     // Every single-byte change is rejected, with a reason (in process: the same crate the CLI
     // and a tenant use).
@@ -198,19 +173,16 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
     .expect("keys parse");
     // A short receipt keeps the sweep quick: the last few seconds of web.
     let small = dir.join("web-small.receipt.json");
-    let o = tribune(
-        &c,
-        &[
-            "receipt",
-            "get",
-            "web",
-            "--from",
-            "3s",
-            "-f",
-            small.to_str().expect("path"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&[
+        "receipt",
+        "get",
+        "web",
+        "--from",
+        "3s",
+        "-f",
+        small.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let bytes = std::fs::read(&small).expect("receipt");
     tribune_receipt::verify(&bytes, &trusted).expect("the small receipt verifies");
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
@@ -241,7 +213,7 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
         None => {
             for f in [&miner, &web] {
                 let o = python(f, &keys);
-                assert!(o.status.success(), "python: {}", text(&o));
+                assert!(o.status.success(), "python: {}", common::output_text(&o));
                 eprintln!("python: {}", String::from_utf8_lossy(&o.stdout).trim());
             }
             let mut b = bytes.clone();
@@ -250,10 +222,24 @@ async fn receipts_show_enforcement_with_causes_and_verify_offline() {
             let bad = dir.join("bad.receipt.json");
             std::fs::write(&bad, &b).expect("write");
             let o = python(&bad, &keys);
-            assert_eq!(o.status.code(), Some(1), "python accepted: {}", text(&o));
-            assert!(text(&o).contains("REJECTED: "), "{}", text(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "python accepted: {}",
+                common::output_text(&o)
+            );
+            assert!(
+                common::output_text(&o).contains("REJECTED: "),
+                "{}",
+                common::output_text(&o)
+            );
             let o = python(&web, &untrusted);
-            assert_eq!(o.status.code(), Some(1), "python accepted: {}", text(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "python accepted: {}",
+                common::output_text(&o)
+            );
         }
     }
 }

@@ -16,7 +16,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Cluster, DEADLINE};
@@ -81,24 +81,6 @@ impl Drop for Hog {
     }
 }
 
-fn tribune(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--endpoint", &c.endpoints(), "--timeout-secs", "60"])
-        .args(c.tls_args())
-        .output()
-        .expect("run tribune")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `(index, used, waited)` of an enclave's usage digests in a list of log entries.
 fn digests(entries: &[Value], enclave: &str) -> Vec<(u64, u64, Option<u64>)> {
     entries
@@ -126,8 +108,8 @@ fn starved(used: u64, waited: Option<u64>) -> bool {
 fn receipt(c: &Cluster, dir: &Path, enclave: &str, keys: &Path) -> (Vec<Value>, String, Value) {
     let file = dir.join(format!("{enclave}.receipt.json"));
     let path = file.to_str().expect("path");
-    let o = tribune(c, &["receipt", "get", enclave, "--from", "10m", "-f", path]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["receipt", "get", enclave, "--from", "10m", "-f", path]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     let verify = |format: &str| {
         Command::new(BIN)
             .args(["receipt", "verify", path, "--trusted-keys"])
@@ -137,9 +119,13 @@ fn receipt(c: &Cluster, dir: &Path, enclave: &str, keys: &Path) -> (Vec<Value>, 
             .expect("run tribune")
     };
     let words = verify("table");
-    assert!(words.status.success(), "{}", text(&words));
+    assert!(words.status.success(), "{}", common::output_text(&words));
     let as_json = verify("json");
-    assert!(as_json.status.success(), "{}", text(&as_json));
+    assert!(
+        as_json.status.success(),
+        "{}",
+        common::output_text(&as_json)
+    );
     let v: Value = serde_json::from_slice(&as_json.stdout).expect("verdict JSON");
     let r: Value = serde_json::from_slice(&std::fs::read(&file).expect("receipt")).expect("json");
     let entries = r["body"]["entries"]
@@ -148,7 +134,7 @@ fn receipt(c: &Cluster, dir: &Path, enclave: &str, keys: &Path) -> (Vec<Value>, 
         .iter()
         .map(|p| p["entry"].clone())
         .collect();
-    (entries, text(&words), v["verdict"].clone())
+    (entries, common::output_text(&words), v["verdict"].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,14 +163,8 @@ async fn a_starved_guarantee_is_named_in_the_receipt() {
         // behind the hog — runnable and not served, which is demand too).
         ("idle", "exec sleep 1000000"),
     ] {
-        c.put_json(
-            leader,
-            &format!("/v1/enclaves/{id}"),
-            json!({"id": id, "tenant": id, "tee": "sim",
-                   "placement": {"host": "h1", "epoch": 1},
-                   "launch": {"process": {"cmd": ["/bin/sh", "-c", cmd]}}}),
-        )
-        .await;
+        c.put_process_enclave(leader, id, "h1", &["/bin/sh", "-c", cmd])
+            .await;
     }
     let dir = c.dir.path().to_path_buf();
     let controllers = c.nodes.values().map(|n| n.addr.clone()).collect();
@@ -237,8 +217,8 @@ async fn a_starved_guarantee_is_named_in_the_receipt() {
     drop(hog);
 
     let keys = dir.join("keys.json");
-    let o = tribune(&c, &["log", "keys", "-o", "json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["log", "keys", "-o", "json"]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
     std::fs::write(&keys, &o.stdout).expect("write keys");
 
     // Busy: the guarantee NOT met, in exactly the windows where it asked for it.

@@ -251,6 +251,30 @@ impl Cluster {
         }
     }
 
+    /// `tribune ARGS` against this cluster (its endpoints, its client certificate, a 60 s
+    /// deadline), with no `XDG_STATE_HOME` (a verb's state file is named explicitly).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(BIN)
+            .args(args)
+            .args(["--endpoint", &self.endpoints(), "--timeout-secs", "60"])
+            .args(self.tls_args())
+            .env_remove("XDG_STATE_HOME")
+            .output()
+            .expect("run tribune")
+    }
+
+    /// PUT a process enclave `id` (tenant `id`, simulated TEE) placed on `host` running `cmd`.
+    pub async fn put_process_enclave(&self, node: u64, id: &str, host: &str, cmd: &[&str]) {
+        self.put_json(
+            node,
+            &format!("/v1/enclaves/{id}"),
+            json!({"id": id, "tenant": id, "tee": "sim",
+                   "placement": {"host": host, "epoch": 1},
+                   "launch": {"process": {"cmd": cmd}}}),
+        )
+        .await;
+    }
+
     /// Status of one node as it reports itself.
     pub async fn node_status(&self, id: u64) -> Option<Value> {
         let (_, v) = self.get_json(id, "/v1/cluster").await?;
@@ -282,6 +306,16 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A finished command's exit status and output, for an assertion's message.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Starts a real `tribune agent` for `host` with its own certificate from the cluster's CA
