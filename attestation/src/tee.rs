@@ -62,6 +62,25 @@ impl fmt::Display for TeeKind {
     }
 }
 
+/// In JSON a TEE kind is one of [`TeeKind::NAMES`].
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TeeKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Self::NAMES))
+            .description(Some("Kind of TEE: AMD SEV-SNP, Intel TDX, or Tribune's simulated TEE."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TeeKind {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TeeKind".into()
+    }
+}
+
 impl Serialize for TeeKind {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

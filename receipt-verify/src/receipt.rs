@@ -32,6 +32,7 @@ pub const RECEIPT_BYTES_MAX: usize = 256 << 20;
 /// A receipt: the body and the issuer's signature over it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     pub body: Body,
     /// Hex ed25519 signature by `body.issuer` over `"tribune/receipt/v1" ‖ canonical(body)`.
@@ -40,6 +41,7 @@ pub struct Receipt {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Body {
     /// [`FORMAT`].
     pub format: u64,
@@ -65,6 +67,7 @@ pub struct Body {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyRef {
     pub node_id: u64,
     pub key_id: String,
@@ -74,6 +77,7 @@ pub struct KeyRef {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TreeHead {
     pub tree_size: u64,
     pub timestamp_ms: u64,
@@ -84,6 +88,7 @@ pub struct TreeHead {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Terms {
     /// The policy that governs the enclave (the first that matches it), if any.
     pub policy: Option<String>,
@@ -97,6 +102,7 @@ pub struct Terms {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvenEntry {
     /// The entry exactly as the log serves it (`index`, `at_ms`, `kind`, `subject`, `detail`,
     /// `leaf_format` when 2).

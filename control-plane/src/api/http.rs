@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -21,7 +21,7 @@ use super::problem::Problem;
 use super::service::Api;
 use crate::auth::Principal;
 use crate::raft::NodeId;
-use crate::state::{Enclave, Expect, Host};
+use crate::state::{Enclave, Expect, Host, Policy};
 use crate::tls::PeerInfo;
 
 /// Largest request body accepted, in bytes.
@@ -96,40 +96,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ReadOpts {
+pub(super) struct ReadOpts {
     /// Serve from this controller's state without confirming it is current.
     #[serde(default)]
     stale: bool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct PutEnclaveOpts {
+pub(super) struct PutEnclaveOpts {
     /// Write only the spec: the stored state (and, on the same host, placement epoch) stay.
     #[serde(default)]
     spec_only: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutPolicyBody {
+pub(super) struct PutPolicyBody {
     source: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddMemberBody {
+pub(super) struct AddMemberBody {
     id: NodeId,
     address: String,
     #[serde(default)]
     voter: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTokenBody {
+pub(super) struct CreateTokenBody {
     name: String,
     role: UserRole,
     #[serde(default)]
@@ -140,46 +142,77 @@ struct CreateTokenBody {
 
 pub(super) type Shared = Arc<Api>;
 
-/// Every route but `/healthz`, `/readyz` and `/metrics` is behind `authenticate`; the operations check
-/// the caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
-pub fn router(api: Shared) -> Router {
-    Router::new()
-        .route("/v1/policies", get(list_policies))
-        .route(
+/// The routes behind `authenticate`, as (template, handlers). The router is built from this
+/// list and [`PUBLIC_ROUTES`]; [`route_paths`] lists both, and the OpenAPI conformance test
+/// (`cli/tests/openapi.rs`) holds the document (`api/openapi.rs`) to it, so a route added here
+/// without an annotation and an entry in `ApiDoc` fails that test.
+fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
+    vec![
+        ("/v1/openapi.json", get(super::openapi::openapi_json)),
+        ("/v1/policies", get(list_policies)),
+        (
             "/v1/policies/{name}",
             get(get_policy)
                 .put(put_policy)
                 .delete(delete_policy)
                 .post(plan_policies),
-        )
-        .route("/v1/enclaves", get(list_enclaves))
-        .route(
+        ),
+        ("/v1/enclaves", get(list_enclaves)),
+        (
             "/v1/enclaves/{id}",
             get(get_enclave).put(put_enclave).delete(delete_enclave),
-        )
-        .route("/v1/enclaves/{id}/status", get(enclave_status))
-        .route("/v1/enclaves/{id}/receipt", get(enclave_receipt))
-        .route("/v1/hosts", get(list_hosts))
-        .route("/v1/hosts/{id}", axum::routing::put(put_host))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/members", post(add_member))
-        .route(
-            "/v1/cluster/members/{id}",
-            axum::routing::delete(remove_member),
-        )
-        .route("/v1/cluster/members/{id}/promote", post(promote))
-        .route("/v1/log/sth", get(log_sth))
-        .route("/v1/log/keys", get(log_keys))
-        .route("/v1/log/entries", get(log_entries))
-        .route("/v1/log/proof/inclusion", get(log_inclusion))
-        .route("/v1/log/proof/consistency", get(log_consistency))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{id}", delete(revoke_token))
-        .route("/v1/snapshot", get(snapshot))
-        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(super::observe::metrics))
+        ),
+        ("/v1/enclaves/{id}/status", get(enclave_status)),
+        ("/v1/enclaves/{id}/receipt", get(enclave_receipt)),
+        ("/v1/hosts", get(list_hosts)),
+        ("/v1/hosts/{id}", put(put_host)),
+        ("/v1/cluster", get(cluster)),
+        ("/v1/cluster/members", post(add_member)),
+        ("/v1/cluster/members/{id}", delete(remove_member)),
+        ("/v1/cluster/members/{id}/promote", post(promote)),
+        ("/v1/log/sth", get(log_sth)),
+        ("/v1/log/keys", get(log_keys)),
+        ("/v1/log/entries", get(log_entries)),
+        ("/v1/log/proof/inclusion", get(log_inclusion)),
+        ("/v1/log/proof/consistency", get(log_consistency)),
+        ("/v1/tokens", get(list_tokens).post(create_token)),
+        ("/v1/tokens/{id}", delete(revoke_token)),
+        ("/v1/snapshot", get(snapshot)),
+    ]
+}
+
+/// The routes anyone may call (`docs/security.md`): liveness, readiness, metrics.
+const PUBLIC_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+fn public_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
+    let routes = vec![
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(super::observe::metrics)),
+    ];
+    debug_assert!(routes.iter().map(|r| r.0).eq(PUBLIC_ROUTES));
+    routes
+}
+
+/// Every route template the router serves (axum syntax, `{param}`), authenticated ones first.
+pub fn route_paths() -> Vec<&'static str> {
+    authenticated_routes()
+        .into_iter()
+        .map(|(path, _)| path)
+        .chain(PUBLIC_ROUTES)
+        .collect()
+}
+
+/// Every route but [`PUBLIC_ROUTES`] is behind `authenticate`; the operations check the
+/// caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
+pub fn router(api: Shared) -> Router {
+    let authenticated = authenticated_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, m)| r.route(path, m))
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate));
+    public_routes()
+        .into_iter()
+        .fold(authenticated, |r, (path, m)| r.route(path, m))
         .fallback(|| async {
             Problem::not_found("no such endpoint; see docs/api.md for the routes")
         })
@@ -351,6 +384,15 @@ fn with_etag(version: u64, body: impl IntoResponse) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "the process is alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "a leader is known and this controller's state agrees with the cluster's", body = String, content_type = "text/plain"),
+    (status = 503, description = "not ready (`not-ready`): why, and when to ask again")))]
 async fn readyz(State(api): State<Shared>) -> Response {
     // The integrity gate first: a diverged controller has stopped Raft, and says why.
     let ready = api
@@ -369,6 +411,9 @@ async fn readyz(State(api): State<Shared>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", params(ReadOpts), responses(
+    (status = 200, description = "every policy the caller may see", body = Vec<Policy>),
+    (status = 400), (status = 403), (status = 503)))]
 async fn list_policies(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -377,6 +422,9 @@ async fn list_policies(
     Ok(Json(api.list_policies(&who, q.stale).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/policies/{name}", tag = "policies", params(("name" = String, Path), ReadOpts),
+    responses((status = 200, body = Policy, headers(("ETag" = String, description = "the version, quoted"))),
+        (status = 400), (status = 403), (status = 404), (status = 503)))]
 async fn get_policy(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -387,6 +435,14 @@ async fn get_policy(
     Ok(with_etag(p.version, Json(p)))
 }
 
+#[utoipa::path(put, path = "/v1/policies/{name}", tag = "policies", request_body = PutPolicyBody,
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "write only at this version (`\"3\"`)"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+    responses((status = 200, description = "replaced", body = Policy, headers(("ETag" = String))),
+        (status = 201, description = "created", body = Policy, headers(("ETag" = String))),
+        (status = 400, description = "bad body, name or precondition header, or a policy that does not check (`invalid-policy`, with `diagnostics`)"),
+        (status = 403, description = "the role may not write policies, a tenant's policy not limited to its tenant, or a quota (`quota-exceeded`)"),
+        (status = 409, description = "version precondition failed (`current_version`)"), (status = 413), (status = 503)))]
 async fn put_policy(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -404,6 +460,9 @@ async fn put_policy(
     Ok(with_etag(p.version, (status, Json(p))))
 }
 
+#[utoipa::path(delete, path = "/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version")),
+    responses((status = 204, description = "removed"), (status = 400), (status = 403), (status = 404), (status = 409), (status = 503)))]
 async fn delete_policy(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -418,6 +477,11 @@ async fn delete_policy(
 /// `POST /v1/policies/plan` (`api/plan.rs`). Served on the `{name}` route, so a policy named
 /// `plan` stays readable, writable and removable at `/v1/policies/plan`; POST to any other name
 /// is not an operation.
+#[utoipa::path(post, path = "/v1/policies/plan", tag = "policies", request_body = super::plan::PlanRequest,
+    description = "What the policies in `source` would have done to the recorded usage; changes nothing. (Served on the `{name}` route: a policy named `plan` is still read, written and removed at `/v1/policies/{name}`.)",
+    responses((status = 200, body = super::plan::PolicyPlan),
+        (status = 400, description = "bad body, a policy that does not check, an unknown enclave or a period beyond the planner's retention"),
+        (status = 403), (status = 413, description = "more windows than a plan replays, or a body or source too large"), (status = 503)))]
 async fn plan_policies(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -434,6 +498,9 @@ async fn plan_policies(
     Ok(Json(api.plan_policies(&who, body).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/enclaves", tag = "enclaves", params(ReadOpts), responses(
+    (status = 200, description = "every enclave the caller may see", body = Vec<Enclave>),
+    (status = 400), (status = 403), (status = 503)))]
 async fn list_enclaves(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -442,6 +509,9 @@ async fn list_enclaves(
     Ok(Json(api.list_enclaves(&who, q.stale).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/enclaves/{id}", tag = "enclaves", params(("id" = String, Path), ReadOpts),
+    responses((status = 200, body = Enclave, headers(("ETag" = String))),
+        (status = 400), (status = 403), (status = 404), (status = 503)))]
 async fn get_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -452,6 +522,9 @@ async fn get_enclave(
     Ok(with_etag(e.version, Json(e)))
 }
 
+#[utoipa::path(get, path = "/v1/enclaves/{id}/status", tag = "enclaves", params(("id" = String, Path), ReadOpts),
+    responses((status = 200, body = super::service::EnclaveStatusView),
+        (status = 400), (status = 403), (status = 404), (status = 503)))]
 async fn enclave_status(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -463,6 +536,10 @@ async fn enclave_status(
 
 /// A signed fairness receipt (`docs/receipts.md`): canonical JSON, as `tribune receipt verify`
 /// and `tribune_receipt::verify` read it.
+#[utoipa::path(get, path = "/v1/enclaves/{id}/receipt", tag = "enclaves",
+    params(("id" = String, Path), super::receipt::ReceiptQuery),
+    responses((status = 200, description = "a signed fairness receipt, canonical JSON (`docs/receipts.md`)", body = tribune_receipt::receipt::Receipt),
+        (status = 400, description = "bad period, or more than 50 000 log entries"), (status = 403), (status = 404), (status = 503)))]
 async fn enclave_receipt(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -480,6 +557,10 @@ async fn enclave_receipt(
 }
 
 /// `GET /v1/snapshot`: a backup file (`raft::backup`), its last log index in a header.
+#[utoipa::path(get, path = "/v1/snapshot", tag = "cluster",
+    responses((status = 200, description = "a backup of the whole replicated state (`raft/backup.rs`)", body = Vec<u8>, content_type = "application/octet-stream",
+            headers(("Tribune-Snapshot-Index" = u64, description = "the last log index it holds"))),
+        (status = 403), (status = 503)))]
 async fn snapshot(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -501,6 +582,13 @@ async fn snapshot(
         .into_response())
 }
 
+#[utoipa::path(put, path = "/v1/enclaves/{id}", tag = "enclaves", request_body = Enclave,
+    params(("id" = String, Path), PutEnclaveOpts,
+        ("If-Match" = Option<String>, Header, description = "write only at this version (`\"3\"`)"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+    responses((status = 200, body = Enclave, headers(("ETag" = String))),
+        (status = 400, description = "bad body, a field out of bounds, or a body id that is not the URL's"),
+        (status = 403), (status = 409), (status = 413), (status = 503)))]
 async fn put_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -521,6 +609,10 @@ async fn put_enclave(
     Ok(with_etag(e.version, Json(e)))
 }
 
+#[utoipa::path(delete, path = "/v1/enclaves/{id}", tag = "enclaves",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version")),
+    responses((status = 204, description = "removed"), (status = 400), (status = 403), (status = 404),
+        (status = 409, description = "version precondition failed, or `enclave-in-use`: placed and not stopped"), (status = 503)))]
 async fn delete_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -532,6 +624,8 @@ async fn delete_enclave(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", params(ReadOpts), responses(
+    (status = 200, body = Vec<Host>), (status = 400), (status = 403), (status = 503)))]
 async fn list_hosts(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -540,6 +634,8 @@ async fn list_hosts(
     Ok(Json(api.list_hosts(&who, q.stale).await?).into_response())
 }
 
+#[utoipa::path(put, path = "/v1/hosts/{id}", tag = "hosts", request_body = Host, params(("id" = String, Path)),
+    responses((status = 200, body = Host), (status = 400), (status = 403), (status = 413), (status = 503)))]
 async fn put_host(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -555,6 +651,8 @@ async fn put_host(
     Ok(Json(api.put_host(&who, host).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, body = super::service::ClusterView), (status = 403)))]
 async fn cluster(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -562,6 +660,8 @@ async fn cluster(
     Ok(Json(api.cluster(&who).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster", request_body = AddMemberBody,
+    responses((status = 200, body = super::service::ClusterView), (status = 400), (status = 403), (status = 503)))]
 async fn add_member(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -572,6 +672,8 @@ async fn add_member(
     Ok(Json(api.cluster(&who).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/cluster/members/{id}/promote", tag = "cluster", params(("id" = u64, Path)),
+    responses((status = 200, body = super::service::ClusterView), (status = 400), (status = 403), (status = 503)))]
 async fn promote(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -581,6 +683,8 @@ async fn promote(
     Ok(Json(api.cluster(&who).await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster", params(("id" = u64, Path)),
+    responses((status = 200, body = super::service::ClusterView), (status = 400), (status = 403), (status = 503)))]
 async fn remove_member(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -590,6 +694,9 @@ async fn remove_member(
     Ok(Json(api.cluster(&who).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/log/sth", tag = "log", params(NoQuery),
+    responses((status = 200, body = log::SthView), (status = 400), (status = 403),
+        (status = 503, description = "no leader, or this controller's key is not registered yet: retry")))]
 async fn log_sth(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -598,6 +705,8 @@ async fn log_sth(
     Ok(Json(api.log_sth(&who).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/log/keys", tag = "log", params(NoQuery),
+    responses((status = 200, body = Vec<crate::state::LogKey>), (status = 400), (status = 403), (status = 503)))]
 async fn log_keys(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -606,6 +715,8 @@ async fn log_keys(
     Ok(Json(api.log_keys(&who).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(log::EntriesQuery),
+    responses((status = 200, body = log::EntriesPage), (status = 400), (status = 403), (status = 503)))]
 async fn log_entries(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -614,6 +725,9 @@ async fn log_entries(
     Ok(Json(api.log_entries(&who, q).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", params(log::InclusionQuery),
+    responses((status = 200, body = log::InclusionProofView), (status = 400),
+        (status = 403), (status = 404, description = "no entry has this `leaf_hash`"), (status = 503)))]
 async fn log_inclusion(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -622,6 +736,8 @@ async fn log_inclusion(
     Ok(Json(api.log_inclusion(&who, q).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", params(log::ConsistencyQuery),
+    responses((status = 200, body = log::ConsistencyProofView), (status = 400), (status = 403), (status = 503)))]
 async fn log_consistency(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -630,6 +746,8 @@ async fn log_consistency(
     Ok(Json(api.log_consistency(&who, q).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, body = Vec<super::tokens::TokenView>), (status = 403), (status = 503)))]
 async fn list_tokens(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -637,6 +755,9 @@ async fn list_tokens(
     Ok(Json(api.list_tokens(&who).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateTokenBody,
+    responses((status = 201, description = "the token; its secret is shown only here", body = super::tokens::CreatedToken),
+        (status = 400), (status = 403), (status = 503)))]
 async fn create_token(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -649,6 +770,8 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+    responses((status = 200, body = super::tokens::TokenView), (status = 400), (status = 403), (status = 404), (status = 503)))]
 async fn revoke_token(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -658,6 +781,7 @@ async fn revoke_token(
 }
 
 /// Endpoints that take no query parameters refuse unknown ones rather than ignore them.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct NoQuery {}
+pub(super) struct NoQuery {}

@@ -28,6 +28,7 @@ pub const SUBJECT_FILTER_MAX: usize = 256;
 /// A signed tree head as the API serves it. `sth` is the canonical 112-byte
 /// [`SignedTreeHead::encode`] in hex; the other fields are the same values spelled out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct SthView {
     pub tree_size: u64,
     pub timestamp_ms: u64,
@@ -44,6 +45,7 @@ pub struct SthView {
 
 /// One entry with its RFC 6962 leaf hash (hex).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct EntryView {
     #[serde(flatten)]
     pub entry: LogEntry,
@@ -51,6 +53,7 @@ pub struct EntryView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct EntriesPage {
     /// Size of the log when read.
     pub tree_size: u64,
@@ -60,6 +63,7 @@ pub struct EntriesPage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct InclusionProofView {
     pub leaf_index: u64,
     pub tree_size: u64,
@@ -71,6 +75,7 @@ pub struct InclusionProofView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct ConsistencyProofView {
     pub first: u64,
     pub second: u64,
@@ -84,6 +89,8 @@ pub struct ConsistencyProofView {
 /// `GET /v1/log/entries` query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     #[serde(default)]
     pub start: u64,
@@ -98,6 +105,8 @@ pub struct EntriesQuery {
 /// `GET /v1/log/proof/inclusion` query: `index` or `leaf_hash`, and `tree_size`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     pub index: Option<u64>,
     pub leaf_hash: Option<String>,
@@ -109,6 +118,8 @@ pub struct InclusionQuery {
 /// `GET /v1/log/proof/consistency` query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     pub first: Option<u64>,
     pub second: Option<u64>,

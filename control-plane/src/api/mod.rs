@@ -1,7 +1,8 @@
 //! The control API: one set of operations ([`service`]) served as HTTP/JSON ([`http`]) and as
 //! gRPC ([`grpc`]), so the two can never disagree about what an operation does. Beside them:
 //! `grpc.health.v1` and server reflection ([`health`]), `/metrics` and the access log
-//! ([`observe`]).
+//! ([`observe`]); the OpenAPI 3.1 document of the HTTP/JSON API, generated from the handlers'
+//! annotations and the domain types ([`openapi`]).
 
 pub mod bounds;
 pub mod grpc;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod log;
 pub mod observe;
+pub mod openapi;
 pub mod plan;
 pub mod problem;
 pub mod receipt;

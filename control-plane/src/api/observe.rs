@@ -29,6 +29,9 @@ use crate::metrics::{self, RequestLabels, RouteLabels};
 pub const ACCESS_TARGET: &str = "tribune_controller::access";
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200,
+    description = "Prometheus exposition: OpenMetrics (`application/openmetrics-text`) or the classic text format (`text/plain`), by `Accept`",
+    body = String, content_type = "text/plain")))]
 pub async fn metrics(State(api): State<Shared>, headers: HeaderMap) -> Response {
     let m = metrics::get();
     m.refresh_raft(api.controller.id, &api.controller.raft);

@@ -37,6 +37,7 @@ pub const PLAN_WINDOWS_MAX: u64 = 20_000_000;
 /// enclaves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct PlanRequest {
     /// Policy source text: each policy it defines replaces the stored policy of its name, or is
     /// added.
@@ -53,6 +54,7 @@ pub struct PlanRequest {
 
 /// A plan: per enclave, what happened, what the planned set would have done, the differences.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct PolicyPlan {
     /// The period replayed, Unix ms, inclusive.
     pub from_ms: i64,

@@ -9,6 +9,7 @@ use crate::error::ControllerError;
 use crate::validate::PolicyProblem;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -26,6 +26,8 @@ pub const RECEIPT_ENTRIES_MAX: usize = 50_000;
 /// `?from=&to=`: Unix ms, inclusive; `to` defaults to now, `from` to an hour before `to`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReceiptQuery {
     pub from: Option<i64>,
     pub to: Option<i64>,

@@ -11,11 +11,13 @@ use crate::auth::{Op, Principal};
 use crate::node::{Controller, Forwarded, NodeStatus};
 use crate::raft::NodeId;
 use crate::state::{
-    Command, Enclave, Expect, Host, LogDetail, MembershipChangeDetail, Outcome, Policy,
+    Allocation, Command, Enclave, EnclaveState, EnclaveStatus, Expect, Host, LogDetail,
+    MembershipChangeDetail, Outcome, Policy,
 };
 use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct MemberView {
     pub id: NodeId,
     pub address: String,
@@ -30,6 +32,7 @@ pub struct MemberView {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct ClusterView {
     pub responder: NodeId,
     pub leader: Option<NodeId>,
@@ -38,6 +41,20 @@ pub struct ClusterView {
     pub last_applied: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub members: Vec<MemberView>,
+}
+
+/// `GET /v1/enclaves/{id}/status`: what the attestation loop knows about one enclave.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnclaveStatusView {
+    pub id: String,
+    pub state: EnclaveState,
+    /// The host it is placed on (`null`: not placed).
+    pub host: Option<String>,
+    /// Verdict and bound keys, confirmed usage point, ladder step and cause, lending (`null`:
+    /// the loop has not seen it yet).
+    pub status: Option<EnclaveStatus>,
+    /// The allocation its host enforces (`null`: none yet).
+    pub allocation: Option<Allocation>,
 }
 
 pub struct Api {
@@ -298,7 +315,7 @@ impl Api {
         who: &Principal,
         id: &str,
         stale: bool,
-    ) -> Result<serde_json::Value, Problem> {
+    ) -> Result<EnclaveStatusView, Problem> {
         who.require(Op::ReadEnclaves)?;
         check_name("enclave", id).map_err(Problem::bad_request)?;
         self.read(stale).await?;
@@ -308,13 +325,13 @@ impl Api {
             .get(id)
             .filter(|e| who.sees_tenant(&e.tenant))
             .ok_or_else(|| Problem::not_found(format!("no enclave {id:?}")))?;
-        Ok(serde_json::json!({
-            "id": id,
-            "state": e.state,
-            "host": e.placement.as_ref().map(|p| p.host.clone()),
-            "status": st.status.get(id),
-            "allocation": st.allocations.get(id),
-        }))
+        Ok(EnclaveStatusView {
+            id: id.to_string(),
+            state: e.state,
+            host: e.placement.as_ref().map(|p| p.host.clone()),
+            status: st.status.get(id).cloned(),
+            allocation: st.allocations.get(id).cloned(),
+        })
     }
 
     /// `spec_only`: an existing enclave keeps its stored state and, on the same host, its

@@ -15,6 +15,7 @@ pub const TOKEN_TTL_MS_MAX: i64 = 366 * 24 * 3600 * 1000;
 
 /// A token as listed: everything but its secret's hash.
 #[derive(Clone, Debug, Serialize)]
+#[derive(utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -45,6 +46,7 @@ impl From<Token> for TokenView {
 
 /// A new token: its view and, once, the secret to hand to its holder.
 #[derive(Clone, Debug, Serialize)]
+#[derive(utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub view: TokenView,

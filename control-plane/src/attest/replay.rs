@@ -99,6 +99,7 @@ pub struct History {
 
 /// A ladder action, recorded or planned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct PlanAction {
     pub at_ms: i64,
     pub from: Step,
@@ -115,6 +116,7 @@ pub struct PlanAction {
 
 /// Consecutive windows of one enclave at one ladder step (throttled or beyond).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct StepRun {
     pub step: Step,
     pub from_ms: i64,
@@ -126,6 +128,7 @@ pub struct StepRun {
 
 /// Consecutive windows where the plan and what happened differ in the same way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Difference {
     pub actual: Step,
     pub planned: Step,
@@ -138,6 +141,7 @@ pub struct Difference {
 
 /// What happened to one enclave over the period, recorded or planned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Course {
     /// Times it was put on each step.
     pub throttles: u32,
@@ -161,6 +165,7 @@ pub struct Course {
 
 /// One enclave: what happened, what the new policies would have done, and where they differ.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Comparison {
     pub enclave: String,
     pub host: String,

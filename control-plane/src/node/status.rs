@@ -12,6 +12,7 @@ use crate::raft::NodeId;
 
 /// One controller's own view, served by `RaftService.Status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub addr: String,

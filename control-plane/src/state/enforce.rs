@@ -13,6 +13,7 @@ use super::{Allocation, EnclaveState, LogDetail, Outcome, State, TeeKind, Verdic
 
 /// The last verdict on an enclave's evidence, with the keys the evidence bound.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Attestation {
     pub trusted: bool,
     /// The host whose agent relayed the evidence.
@@ -44,6 +45,7 @@ pub struct Attestation {
 /// How far an enclave's usage stream is confirmed (by a signed checkpoint whose digest is in
 /// the log): the next digest must start right after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct UsagePoint {
     /// Hex ed25519 key of the stream (a new key starts a new chain at seq 1).
     pub key: String,
@@ -55,6 +57,7 @@ pub struct UsagePoint {
 /// The violation ladder's position (DESIGN.md §5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum Step {
     #[default]
     None,
@@ -65,6 +68,7 @@ pub enum Step {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Ladder {
     pub step: Step,
     /// Since when usage has been over the limit, continuously (None: within the limit).
@@ -79,6 +83,7 @@ pub struct Ladder {
 
 /// Everything the loop keeps about one enclave besides its spec and allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct EnclaveStatus {
     pub attestation: Option<Attestation>,
     pub confirmed: Option<UsagePoint>,

@@ -24,6 +24,7 @@ use super::leaf_format::LeafFormat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum LogEntryKind {
     Verdict,
     Violation,
@@ -152,6 +153,58 @@ impl Serialize for LogEntry {
     }
 }
 
+/// The JSON [`LogEntry`]'s `Serialize` writes, for the API's OpenAPI document. `detail`'s shape
+/// is its kind's ([`LogDetail`], `docs/log.md`); `leaf_format` is present (2) only in float-free
+/// entries.
+impl utoipa::PartialSchema for LogEntry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let int = |min: f64, what: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(min))
+                .description(Some(what))
+        };
+        ObjectBuilder::new()
+            .property("index", int(0.0, "Position in the log: leaf `index` of the Merkle tree."))
+            .required("index")
+            .property(
+                "at_ms",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("When it was appended, Unix ms.")),
+            )
+            .required("at_ms")
+            .property("kind", <LogEntryKind as utoipa::PartialSchema>::schema())
+            .required("kind")
+            .property(
+                "subject",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("What it is about: an enclave, host, policy, controller.")),
+            )
+            .required("subject")
+            .property(
+                "detail",
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some("The kind's typed detail (`docs/log.md`).")),
+            )
+            .required("detail")
+            .property(
+                "leaf_format",
+                int(2.0, "2 for a float-free entry; absent in leaf format 1."),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LogEntry {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "LogEntry".into()
+    }
+}
+
 /// An entry as JSON holds it: the detail is checked against its kind's shape
 /// ([`LogDetail::from_value`]) once the kind is known.
 #[derive(Deserialize)]
@@ -195,6 +248,7 @@ impl<'de> Deserialize<'de> for LogEntry {
 
 /// A tree-head signing key a controller registered (`Command::RegisterLogKey`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct LogKey {
     /// First 8 bytes of SHA-256(public key), hex.
     pub key_id: String,

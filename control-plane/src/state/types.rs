@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tribune_attest::TeeKind;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Policy {
     pub name: String,
     /// Starts at 1 and grows by one on every successful write.
@@ -21,6 +22,7 @@ pub struct Policy {
 /// Resource amounts with their units in the names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(utoipa::ToSchema)]
 pub struct Resources {
     pub cpu_millicores: u64,
     pub memory_bytes: u64,
@@ -31,6 +33,7 @@ pub struct Resources {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Host {
     pub id: String,
     pub address: String,
@@ -54,6 +57,7 @@ fn unverified() -> String {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Placement {
     pub host: String,
     /// Fencing token: grows whenever the enclave moves, so an old host's plan is recognisably stale.
@@ -62,6 +66,7 @@ pub struct Placement {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum EnclaveState {
     #[default]
     Pending,
@@ -75,6 +80,7 @@ pub enum EnclaveState {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Enclave {
     pub id: String,
     pub tenant: String,
@@ -102,6 +108,7 @@ pub struct Enclave {
 /// Current limits and fair-share weight of one enclave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Allocation {
     pub enclave: String,
     pub limits: Resources,
@@ -133,6 +140,7 @@ pub struct Token {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Revocation {
     pub by: String,
     pub at_ms: i64,
@@ -142,6 +150,7 @@ pub struct Revocation {
 /// decision lifts it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct OperatorHold {
     pub by: String,
     pub since_ms: i64,
