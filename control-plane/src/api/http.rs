@@ -486,7 +486,7 @@ async fn plan_policies(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<super::plan::PlanRequest>,
+    req: Request,
 ) -> Result<Response, Problem> {
     if name != "plan" {
         return Err(Problem::new(
@@ -495,6 +495,8 @@ async fn plan_policies(
             "POST is only for /v1/policies/plan; a policy is stored with PUT (see docs/api.md)",
         ));
     }
+    // The body is read only for `plan`: a POST elsewhere is not an operation, whatever it sends.
+    let ApiJson(body) = ApiJson::<super::plan::PlanRequest>::from_request(req, &()).await?;
     Ok(Json(api.plan_policies(&who, body).await?).into_response())
 }
 
