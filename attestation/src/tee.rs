@@ -69,7 +69,9 @@ impl utoipa::PartialSchema for TeeKind {
         utoipa::openapi::schema::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .enum_values(Some(Self::NAMES))
-            .description(Some("Kind of TEE: AMD SEV-SNP, Intel TDX, or Tribune's simulated TEE."))
+            .description(Some(
+                "Kind of TEE: AMD SEV-SNP, Intel TDX, or Tribune's simulated TEE.",
+            ))
             .into()
     }
 }

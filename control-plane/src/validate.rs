@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const POLICY_SOURCE_BYTES_MAX: usize = 256 * 1024;
 
 /// One problem found in a policy, in the shape the console and Terraform provider show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyProblem {
     pub severity: String,
     pub code: String,

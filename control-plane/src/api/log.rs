@@ -27,8 +27,7 @@ pub const SUBJECT_FILTER_MAX: usize = 256;
 
 /// A signed tree head as the API serves it. `sth` is the canonical 112-byte
 /// [`SignedTreeHead::encode`] in hex; the other fields are the same values spelled out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SthView {
     pub tree_size: u64,
     pub timestamp_ms: u64,
@@ -44,16 +43,14 @@ pub struct SthView {
 }
 
 /// One entry with its RFC 6962 leaf hash (hex).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntryView {
     #[serde(flatten)]
     pub entry: LogEntry,
     pub leaf_hash: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntriesPage {
     /// Size of the log when read.
     pub tree_size: u64,
@@ -62,8 +59,7 @@ pub struct EntriesPage {
     pub next: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InclusionProofView {
     pub leaf_index: u64,
     pub tree_size: u64,
@@ -74,8 +70,7 @@ pub struct InclusionProofView {
     pub audit_path: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsistencyProofView {
     pub first: u64,
     pub second: u64,

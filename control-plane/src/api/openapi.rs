@@ -112,9 +112,15 @@ pub fn document_json() -> &'static str {
 /// every user role holds and agent and controller certificates do not.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "api",
     responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object), (status = 403)))]
-pub(super) async fn openapi_json(Extension(who): Extension<Principal>) -> Result<Response, Problem> {
+pub(super) async fn openapi_json(
+    Extension(who): Extension<Principal>,
+) -> Result<Response, Problem> {
     who.require(Op::ReadPolicies)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], document_json()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+        .into_response())
 }
 
 /// What every operation shares, added once rather than on each annotation.
@@ -124,15 +130,21 @@ pub struct Common;
 fn default_description(status: &str) -> &'static str {
     match status {
         "400" => "bad request: what was wrong and where (`detail`)",
-        "401" => "no credentials, or an unknown, expired, revoked or forged token (`WWW-Authenticate: Bearer`)",
-        "403" => "the caller's role may not do this (the role needed is named), or a quota (`quota-exceeded`)",
+        "401" => {
+            "no credentials, or an unknown, expired, revoked or forged token (`WWW-Authenticate: Bearer`)"
+        }
+        "403" => {
+            "the caller's role may not do this (the role needed is named), or a quota (`quota-exceeded`)"
+        }
         "404" => "no such object, or one the caller may not see",
         "409" => "version precondition failed (`current_version` says where the object is)",
         "413" => "request body over 1 MiB, or a field over its bound",
         "414" => "request target over 8 KiB",
         "431" => "more than 64 headers or 16 KiB of headers",
         "500" => "internal error",
-        "503" => "`no-leader`, `unavailable` (retry after `Retry-After`), `outcome-unknown` (read back first) or `state-diverged`",
+        "503" => {
+            "`no-leader`, `unavailable` (retry after `Retry-After`), `outcome-unknown` (read back first) or `state-diverged`"
+        }
         _ => "",
     }
 }

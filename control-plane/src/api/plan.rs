@@ -53,8 +53,7 @@ pub struct PlanRequest {
 }
 
 /// A plan: per enclave, what happened, what the planned set would have done, the differences.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyPlan {
     /// The period replayed, Unix ms, inclusive.
     pub from_ms: i64,

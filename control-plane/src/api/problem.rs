@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ControllerError;
 use crate::validate::PolicyProblem;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -16,8 +16,7 @@ use crate::state::{
 };
 use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub id: NodeId,
     pub address: String,
@@ -31,8 +30,7 @@ pub struct MemberView {
     pub lag: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
     pub responder: NodeId,
     pub leader: Option<NodeId>,

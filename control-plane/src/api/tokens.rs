@@ -14,8 +14,7 @@ use crate::validate::check_name;
 pub const TOKEN_TTL_MS_MAX: i64 = 366 * 24 * 3600 * 1000;
 
 /// A token as listed: everything but its secret's hash.
-#[derive(Clone, Debug, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -45,8 +44,7 @@ impl From<Token> for TokenView {
 }
 
 /// A new token: its view and, once, the secret to hand to its holder.
-#[derive(Clone, Debug, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub view: TokenView,

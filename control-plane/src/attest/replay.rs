@@ -98,8 +98,7 @@ pub struct History {
 }
 
 /// A ladder action, recorded or planned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanAction {
     pub at_ms: i64,
     pub from: Step,
@@ -115,8 +114,7 @@ pub struct PlanAction {
 }
 
 /// Consecutive windows of one enclave at one ladder step (throttled or beyond).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRun {
     pub step: Step,
     pub from_ms: i64,
@@ -127,8 +125,7 @@ pub struct StepRun {
 }
 
 /// Consecutive windows where the plan and what happened differ in the same way.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Difference {
     pub actual: Step,
     pub planned: Step,
@@ -140,8 +137,7 @@ pub struct Difference {
 }
 
 /// What happened to one enclave over the period, recorded or planned.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Course {
     /// Times it was put on each step.
     pub throttles: u32,
@@ -164,8 +160,7 @@ pub struct Course {
 }
 
 /// One enclave: what happened, what the new policies would have done, and where they differ.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Comparison {
     pub enclave: String,
     pub host: String,

@@ -11,8 +11,7 @@ use super::Controller;
 use crate::raft::NodeId;
 
 /// One controller's own view, served by `RaftService.Status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub addr: String,

@@ -12,8 +12,7 @@ use tribune_attest::continuity::continues;
 use super::{Allocation, EnclaveState, LogDetail, Outcome, State, TeeKind, VerdictDetail};
 
 /// The last verdict on an enclave's evidence, with the keys the evidence bound.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attestation {
     pub trusted: bool,
     /// The host whose agent relayed the evidence.
@@ -44,8 +43,7 @@ pub struct Attestation {
 
 /// How far an enclave's usage stream is confirmed (by a signed checkpoint whose digest is in
 /// the log): the next digest must start right after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsagePoint {
     /// Hex ed25519 key of the stream (a new key starts a new chain at seq 1).
     pub key: String,
@@ -67,8 +65,7 @@ pub enum Step {
     Migrate,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ladder {
     pub step: Step,
     /// Since when usage has been over the limit, continuously (None: within the limit).
@@ -82,8 +79,7 @@ pub struct Ladder {
 }
 
 /// Everything the loop keeps about one enclave besides its spec and allocation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnclaveStatus {
     pub attestation: Option<Attestation>,
     pub confirmed: Option<UsagePoint>,

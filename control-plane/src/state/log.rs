@@ -166,7 +166,10 @@ impl utoipa::PartialSchema for LogEntry {
                 .description(Some(what))
         };
         ObjectBuilder::new()
-            .property("index", int(0.0, "Position in the log: leaf `index` of the Merkle tree."))
+            .property(
+                "index",
+                int(0.0, "Position in the log: leaf `index` of the Merkle tree."),
+            )
             .required("index")
             .property(
                 "at_ms",
@@ -181,7 +184,9 @@ impl utoipa::PartialSchema for LogEntry {
                 "subject",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .description(Some("What it is about: an enclave, host, policy, controller.")),
+                    .description(Some(
+                        "What it is about: an enclave, host, policy, controller.",
+                    )),
             )
             .required("subject")
             .property(
@@ -247,8 +252,7 @@ impl<'de> Deserialize<'de> for LogEntry {
 }
 
 /// A tree-head signing key a controller registered (`Command::RegisterLogKey`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogKey {
     /// First 8 bytes of SHA-256(public key), hex.
     pub key_id: String,
