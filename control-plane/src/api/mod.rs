@@ -14,5 +14,6 @@ pub mod openapi;
 pub mod plan;
 pub mod problem;
 pub mod receipt;
+pub mod request;
 pub mod service;
 pub mod tokens;
