@@ -70,6 +70,9 @@ enum Command {
     /// restore one offline into new data dirs.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCmd),
+    /// The HTTP/JSON API's OpenAPI 3.1 document, as every controller of this version serves it.
+    #[command(subcommand)]
+    Api(cmd::api::ApiCmd),
     /// Bearer tokens: create, list, revoke (admins).
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
@@ -226,6 +229,7 @@ fn main() -> ExitCode {
         Command::Receipt(c) => cmd::receipt::run(c, out),
         Command::Snapshot(c) => cmd::snapshot::run(c, out),
         Command::Token(c) => cmd::token::run(c, out),
+        Command::Api(c) => cmd::api::run(c),
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
         Command::Completions { shell } => {

@@ -250,6 +250,18 @@ async fn the_openapi_document_describes_the_live_api() {
         .expect("GET /v1/openapi.json");
     assert_eq!(status, 200, "GET /v1/openapi.json: {doc}");
     assert_eq!(doc["openapi"].as_str().map(|v| &v[..4]), Some("3.1."));
+    // `tribune api openapi` prints the same document, without a cluster.
+    let printed = std::process::Command::new(common::BIN)
+        .args(["api", "openapi"])
+        .output()
+        .expect("run tribune api openapi");
+    assert!(printed.status.success(), "tribune api openapi: {printed:?}");
+    let printed: Value =
+        serde_json::from_slice(&printed.stdout).expect("tribune api openapi: JSON");
+    assert_eq!(
+        printed, doc,
+        "tribune api openapi prints another document than the server serves"
+    );
 
     // (a) The router's routes and the document's paths: the same set.
     let routes: BTreeSet<&str> = http::route_paths().into_iter().collect();

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod agent_config;
+pub mod api;
 pub mod attest;
 pub mod bench;
 pub mod ca;
