@@ -52,6 +52,7 @@ pub(super) struct PutPolicyBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AddMemberBody {
+    #[schema(value_type = u64)]
     id: NodeId,
     address: String,
     #[serde(default)]

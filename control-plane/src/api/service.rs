@@ -18,6 +18,7 @@ use crate::validate::{POLICY_SOURCE_BYTES_MAX, PolicyScope, check_name};
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {
+    #[schema(value_type = u64)]
     pub id: NodeId,
     pub address: String,
     pub voter: bool,
@@ -32,7 +33,9 @@ pub struct MemberView {
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
+    #[schema(value_type = u64)]
     pub responder: NodeId,
+    #[schema(value_type = Option<u64>)]
     pub leader: Option<NodeId>,
     pub term: u64,
     pub commit_index: Option<u64>,

@@ -13,10 +13,12 @@ use crate::raft::NodeId;
 /// One controller's own view, served by `RaftService.Status`.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
+    #[schema(value_type = u64)]
     pub id: NodeId,
     pub addr: String,
     pub state: String,
     pub term: u64,
+    #[schema(value_type = Option<u64>)]
     pub leader: Option<NodeId>,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
