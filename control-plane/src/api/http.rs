@@ -144,13 +144,13 @@ pub fn router(api: Shared) -> Router {
         .into_iter()
         .fold(authenticated, |r, (path, m)| r.route(path, m))
         .fallback(|| async {
-            Problem::not_found("no such endpoint; see docs/api.md for the routes")
+            Problem::not_found("no such endpoint; GET /v1/openapi.json (or docs/api.md) lists the routes")
         })
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                "this endpoint does not take that method; see docs/api.md for the routes",
+                "this endpoint does not take that method; GET /v1/openapi.json (or docs/api.md) lists the routes",
             )
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
