@@ -174,6 +174,7 @@ impl Modify for Common {
                 extensions: None,
             },
         );
+        open_internally_tagged_variants(components);
         let authenticated = vec![
             SecurityRequirement::new(SECURITY_BEARER, Vec::<String>::new()),
             SecurityRequirement::new(SECURITY_MTLS, Vec::<String>::new()),
@@ -201,6 +202,36 @@ impl Modify for Common {
                 }
                 complete_responses(op, &shared);
             }
+        }
+    }
+}
+
+/// serde's internally tagged enums (`#[serde(tag = "event")]`) write the tag into the
+/// variant's object; utoipa describes such a variant as `allOf` of the variant type and the tag,
+/// but also turns the variant type's `deny_unknown_fields` into `additionalProperties: false`,
+/// which no object with the tag could then satisfy. The variant types an `allOf` refers to
+/// beside a tag object are left open (the enum's `oneOf` still pins the tag and the fields).
+fn open_internally_tagged_variants(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::schema::Schema;
+    let mut variants = Vec::new();
+    for schema in components.schemas.values() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else {
+            continue;
+        };
+        for item in &one_of.items {
+            let RefOr::T(Schema::AllOf(all_of)) = item else {
+                continue;
+            };
+            if let [RefOr::Ref(r), RefOr::T(Schema::Object(_))] = all_of.items.as_slice()
+                && let Some(name) = r.ref_location.strip_prefix("#/components/schemas/")
+            {
+                variants.push(name.to_string());
+            }
+        }
+    }
+    for name in variants {
+        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(&name) {
+            o.additional_properties = None;
         }
     }
 }
@@ -234,3 +265,7 @@ fn complete_responses(op: &mut Operation, shared: &[&str]) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "openapi_tests.rs"]
+mod tests;

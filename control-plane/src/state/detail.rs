@@ -21,6 +21,7 @@ use super::{EnclaveState, LogEntryKind, Resources, Step, UsageDigest};
 /// detail are two fields of the entry (`"kind"`, `"detail"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum LogDetail {
     Verdict(VerdictDetail),
     Violation(ViolationDetail),
@@ -39,6 +40,7 @@ pub enum LogDetail {
 /// A verdict on an enclave's evidence (subject: the enclave).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct VerdictDetail {
     pub trusted: bool,
     /// The host whose agent relayed the evidence.
@@ -62,6 +64,7 @@ pub struct VerdictDetail {
 /// A violation (subject: the enclave, or what was refused), by its `"event"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event")]
+#[derive(utoipa::ToSchema)]
 pub enum ViolationDetail {
     /// The enclave's verified usage went over its effective limit.
     #[serde(rename = "over_limit")]
@@ -76,6 +79,7 @@ pub enum ViolationDetail {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct OverLimit {
     /// The enclave's usage in the window that went over, whole millicores (leaf format 1 wrote
     /// it as a float: `state/leaf_format.rs`).
@@ -91,6 +95,7 @@ pub struct OverLimit {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct AttestationFailed {
     pub violation: Option<AttestViolation>,
 }
@@ -99,6 +104,7 @@ pub struct AttestationFailed {
 /// (they are left out of the JSON, not `null`, when absent).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Refusal {
     /// What was refused (`attestation stream`, `usage`, `replay`, `tls handshake`, …).
     pub what: String,
@@ -136,6 +142,7 @@ impl From<Refusal> for LogDetail {
 /// An enforcement action (subject: the enclave): a ladder step, or CPU borrowed or lent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[derive(utoipa::ToSchema)]
 pub enum ActionDetail {
     Ladder(LadderAction),
     Borrow(BorrowAction),
@@ -145,6 +152,7 @@ pub enum ActionDetail {
 /// The enclave moved on its violation ladder (`"action"` is the new step).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct LadderAction {
     pub action: Step,
     pub from: Step,
@@ -158,6 +166,7 @@ pub struct LadderAction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum BorrowMove {
     /// Borrows more from idle neighbours than before.
     Borrow,
@@ -168,6 +177,7 @@ pub enum BorrowMove {
 /// What the enclave borrows from idle neighbours changed (it raises its cap).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct BorrowAction {
     pub action: BorrowMove,
     pub borrowed_cpu_millicores: u64,
@@ -178,6 +188,7 @@ pub struct BorrowAction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum LendMove {
     /// Lends more of its idle guarantee than before.
     Lend,
@@ -188,6 +199,7 @@ pub enum LendMove {
 /// What the enclave lends of its idle guarantee changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct LendAction {
     pub action: LendMove,
     pub lent_cpu_millicores: u64,
@@ -199,11 +211,13 @@ pub struct LendAction {
 /// ladder action). The migration work gives it its fields; until then its detail is `{}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct MigrationDetail {}
 
 /// A policy written or deleted through the API (subject: the policy name).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub enum PolicyChangeDetail {
     Put {
         version: u64,
@@ -221,6 +235,7 @@ pub enum PolicyChangeDetail {
 /// What an operator asked of an enclave, in the log's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum EnclaveOp {
     /// Created or rewritten.
     Put,
@@ -235,6 +250,7 @@ pub enum EnclaveOp {
 /// An enclave written through the API (subject: the enclave).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct EnclaveChangeDetail {
     pub op: EnclaveOp,
     /// The version written.
@@ -249,6 +265,7 @@ pub struct EnclaveChangeDetail {
 /// A controller's tree-head signing key registered (subject: `controller-N`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct LogKeyDetail {
     pub node_id: u64,
     pub key_id: String,
@@ -259,6 +276,7 @@ pub struct LogKeyDetail {
 /// A host record written through the API (subject: the host).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub enum HostChangeDetail {
     Put {
         actor: String,
@@ -271,6 +289,7 @@ pub enum HostChangeDetail {
 /// A controller added, promoted or removed (subject: `controller-N`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub enum MembershipChangeDetail {
     Add {
         id: u64,
@@ -291,6 +310,7 @@ pub enum MembershipChangeDetail {
 /// A bearer token created or revoked (subject: `token-ID`); never its secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub enum TokenChangeDetail {
     Create {
         actor: String,

@@ -105,6 +105,7 @@ pub struct VerdictCmd {
 /// (`state/leaf_format.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "UsageDigestWire")]
+#[derive(utoipa::ToSchema)]
 pub struct UsageDigest {
     pub enclave: String,
     /// Hex ed25519 key the checkpoint verified under.

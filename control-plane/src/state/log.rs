@@ -153,53 +153,79 @@ impl Serialize for LogEntry {
     }
 }
 
-/// The JSON [`LogEntry`]'s `Serialize` writes, for the API's OpenAPI document. `detail`'s shape
-/// is its kind's ([`LogDetail`], `docs/log.md`); `leaf_format` is present (2) only in float-free
-/// entries.
+/// The JSON [`LogEntry`]'s `Serialize` writes, for the API's OpenAPI document: one of two
+/// shapes. A float-free entry (`"leaf_format": 2`, every entry written since) has its kind's
+/// typed detail ([`LogDetail`]: `kind` and `detail` are its tag and content); a format-1 entry
+/// (no `leaf_format`) keeps the detail object it was written with (`docs/log.md`, "Leaf
+/// formats"), described only as an object.
 impl utoipa::PartialSchema for LogEntry {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let int = |min: f64, what: &str| {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let common = || {
             ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .minimum(Some(min))
-                .description(Some(what))
+                .property(
+                    "index",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0.0))
+                        .description(Some(
+                            "Position in the log: leaf `index` of the Merkle tree.",
+                        )),
+                )
+                .required("index")
+                .property(
+                    "at_ms",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .description(Some("When it was appended, Unix ms.")),
+                )
+                .required("at_ms")
+                .property(
+                    "subject",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some(
+                            "What it is about: an enclave, host, policy or controller.",
+                        )),
+                )
+                .required("subject")
         };
-        ObjectBuilder::new()
-            .property(
-                "index",
-                int(0.0, "Position in the log: leaf `index` of the Merkle tree."),
+        let format_2 = AllOfBuilder::new()
+            .item(
+                common()
+                    .property(
+                        "leaf_format",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .enum_values(Some([2])),
+                    )
+                    .required("leaf_format"),
             )
-            .required("index")
-            .property(
-                "at_ms",
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .description(Some("When it was appended, Unix ms.")),
-            )
-            .required("at_ms")
+            .item(utoipa::openapi::Ref::from_schema_name("LogDetail"));
+        let format_1 = common()
             .property("kind", <LogEntryKind as utoipa::PartialSchema>::schema())
             .required("kind")
-            .property(
-                "subject",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(Some(
-                        "What it is about: an enclave, host, policy, controller.",
-                    )),
-            )
-            .required("subject")
             .property(
                 "detail",
                 ObjectBuilder::new()
                     .schema_type(Type::Object)
-                    .description(Some("The kind's typed detail (`docs/log.md`).")),
+                    .description(Some("The detail as written in leaf format 1.")),
             )
             .required("detail")
+            // Never present in format 1: only the absence of the field matches.
             .property(
                 "leaf_format",
-                int(2.0, "2 for a float-free entry; absent in leaf format 1."),
-            )
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([1])),
+            );
+        OneOfBuilder::new()
+            .item(format_2)
+            .item(format_1)
+            .description(Some(
+                "One attestation-log entry (`docs/log.md`): float-free (`leaf_format` 2, typed \
+                 detail), or leaf format 1 (no `leaf_format`).",
+            ))
             .into()
     }
 }
@@ -207,6 +233,19 @@ impl utoipa::PartialSchema for LogEntry {
 impl utoipa::ToSchema for LogEntry {
     fn name() -> std::borrow::Cow<'static, str> {
         "LogEntry".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "LogDetail".into(),
+            <LogDetail as utoipa::PartialSchema>::schema(),
+        ));
+        <LogDetail as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

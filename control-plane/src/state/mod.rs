@@ -743,4 +743,4 @@ impl State {
 #[cfg(test)]
 mod tests_admin;
 #[cfg(test)]
-mod tests_golden;
+pub(crate) mod tests_golden;

@@ -86,7 +86,7 @@ const ADMIN: &str = "tribune://admin/root";
 
 /// One entry of every kind and shape (all but `migration`, which nothing writes yet), written
 /// in leaf format `format`.
-fn scenario(format: LeafFormat) -> State {
+pub(crate) fn scenario(format: LeafFormat) -> State {
     let mut s = State::default();
     s.apply_in(
         format,

@@ -43,6 +43,7 @@ pub struct Setting {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttestViolation {
     StatusFailed,
     MeasurementNotAllowed,
