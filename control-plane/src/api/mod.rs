@@ -5,6 +5,7 @@
 
 pub mod bounds;
 pub mod grpc;
+mod grpc_schedule;
 pub mod health;
 pub mod http;
 pub mod log;
@@ -12,5 +13,6 @@ pub mod observe;
 pub mod plan;
 pub mod problem;
 pub mod receipt;
+pub mod schedule;
 pub mod service;
 pub mod tokens;

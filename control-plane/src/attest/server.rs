@@ -146,6 +146,10 @@ impl AttestationService for AttestServer {
         if let Err(e) = crate::validate::check_name("host", &hello.host_id) {
             return Err(Status::invalid_argument(e));
         }
+        if let Err(why) = check_hello(&hello) {
+            self.record_refusal(&hello.host_id, &why);
+            return Err(Status::invalid_argument(why));
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_MAX);
         let mut session = Session::new(
             self.controller.clone(),
@@ -202,7 +206,7 @@ pub(super) fn host_record(
     } else {
         format!("observe-only: {}", hello.enforce_problem)
     };
-    match existing {
+    let mut h = match existing {
         Some(mut h) => {
             h.enforcement = enforcement;
             if !cert_sha256.is_empty() {
@@ -214,12 +218,49 @@ pub(super) fn host_record(
             id: host.to_string(),
             address: String::new(),
             capacity: Default::default(),
-            // `Hello` names no TEE kind; the host's evidence does, per enclave.
+            // An older agent's `Hello` names no TEE kind; its evidence does, per enclave.
             tee: crate::state::TeeKind::Sim,
             attestation_status: "unverified".into(),
             last_heartbeat_ms: 0,
             agent_cert_fingerprint: cert_sha256.to_string(),
             enforcement,
+            tee_generation: 0,
+            labels: Default::default(),
+            schedulable: Default::default(),
         },
+    };
+    // What the agent measured (an older agent sends none: the stored record stays).
+    if let Some(c) = &hello.capacity {
+        h.capacity = crate::state::Resources {
+            cpu_millicores: c.cpu_millicores,
+            memory_bytes: c.memory_bytes,
+            egress_bits_per_sec: c.egress_bits_per_sec,
+            ingress_bits_per_sec: c.ingress_bits_per_sec,
+            gpu_percent: c.gpu_percent,
+        };
+        h.tee_generation = c.tee_generation;
+        if let Ok(tee) = c.tee.parse() {
+            h.tee = tee;
+        }
     }
+    if hello.capacity.is_some() || !hello.labels.is_empty() {
+        h.labels = hello.labels.clone().into_iter().collect();
+    }
+    h
+}
+
+/// What a `Hello`'s capacity and labels may hold, checked before anything is recorded: the
+/// same bounds as a host record written through the API.
+pub(super) fn check_hello(hello: &pb::Hello) -> Result<(), String> {
+    if let Some(c) = &hello.capacity
+        && !c.tee.is_empty()
+        && c.tee.parse::<crate::state::TeeKind>().is_err()
+    {
+        return Err(format!(
+            "Hello: unknown TEE kind {:?} (sev-snp, tdx or sim)",
+            c.tee.escape_debug().to_string()
+        ));
+    }
+    let h = host_record(None, &hello.host_id, hello, "");
+    crate::api::bounds::host(&h).map_err(|e| format!("Hello: {e}"))
 }
