@@ -20,6 +20,7 @@ pub mod policy_lang;
 pub mod policy_plan;
 pub mod receipt;
 pub mod resources;
+pub mod schedule;
 pub mod service;
 pub mod snapshot;
 #[cfg(test)]
