@@ -60,7 +60,9 @@ async fn creates_are_placed_where_there_is_room_and_explained_where_there_is_non
     let (s, b) = post(&c, n, "/v1/enclaves", Some(spec("big", 8000, "a"))).await;
     assert_eq!(s, 409, "{b}");
     assert!(
-        b["type"].as_str().is_some_and(|t| t.ends_with("/unplaceable")),
+        b["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/unplaceable")),
         "{b}"
     );
     let detail = b["detail"].as_str().unwrap_or_default();
@@ -96,8 +98,18 @@ async fn creates_are_placed_where_there_is_room_and_explained_where_there_is_non
 
     // The CLI: flags, and `ls` shows host and epoch.
     let out = c.cli(&[
-        "enclave", "create", "--id", "cli", "--tenant", "acme", "--cpu", "1500m",
-        "--host-selector", "pool=a", "-o", "json",
+        "enclave",
+        "create",
+        "--id",
+        "cli",
+        "--tenant",
+        "acme",
+        "--cpu",
+        "1500m",
+        "--host-selector",
+        "pool=a",
+        "-o",
+        "json",
     ]);
     assert!(out.status.success(), "{}", common::output_text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -113,8 +125,16 @@ async fn creates_are_placed_where_there_is_room_and_explained_where_there_is_non
     assert!(line.contains("h1") && line.contains(" 1 "), "{text}");
     // The CLI on an unplaceable spec: exit 1 with the reason.
     let out = c.cli(&[
-        "enclave", "create", "--id", "huge", "--tenant", "acme", "--cpu", "64",
-        "--host-selector", "pool=a",
+        "enclave",
+        "create",
+        "--id",
+        "huge",
+        "--tenant",
+        "acme",
+        "--cpu",
+        "64",
+        "--host-selector",
+        "pool=a",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
     assert!(
@@ -200,7 +220,10 @@ async fn cordoned_hosts_get_nothing_new_until_uncordoned() {
     // `host ls` says so; an uncordon lets it in again; both changes are logged.
     let out = c.cli(&["host", "ls"]);
     let text = common::output_text(&out);
-    assert!(text.contains("SCHEDULABLE") && text.contains("cordoned"), "{text}");
+    assert!(
+        text.contains("SCHEDULABLE") && text.contains("cordoned"),
+        "{text}"
+    );
     let (s, h) = post(&c, n, "/v1/hosts/c1/uncordon", None).await;
     assert_eq!((s, h["schedulable"].as_str()), (200, Some("ready")), "{h}");
     let (s, e) = post(&c, n, "/v1/enclaves", Some(spec("x3", 1000, "c"))).await;

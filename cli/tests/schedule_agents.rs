@@ -19,7 +19,11 @@ fn running(marker: &str, instances: &[&str]) -> Vec<(u32, Option<String>)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -42,7 +46,11 @@ async fn wait_for<T>(what: &str, c: &Cluster, mut f: impl AsyncFnMut() -> Option
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", c.logs());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -66,7 +74,11 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
             controllers.clone(),
             vec![
                 "--capacity".into(),
-                format!("cpu_millicores={},memory_bytes={}", cores * 1000, 4u64 << 30),
+                format!(
+                    "cpu_millicores={},memory_bytes={}",
+                    cores * 1000,
+                    4u64 << 30
+                ),
                 "--labels".into(),
                 "pool=sched".into(),
             ],
@@ -107,8 +119,20 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
     // The program after `--`, so the cluster's own arguments go before it.
     let out = std::process::Command::new(common::BIN)
         .args([
-            "enclave", "create", "--id", "mover", "--tenant", "acme", "--cpu", "1500m",
-            "--host-selector", "pool=sched", "-o", "json", "--endpoint", &c.endpoints(),
+            "enclave",
+            "create",
+            "--id",
+            "mover",
+            "--tenant",
+            "acme",
+            "--cpu",
+            "1500m",
+            "--host-selector",
+            "pool=sched",
+            "-o",
+            "json",
+            "--endpoint",
+            &c.endpoints(),
         ])
         .args(c.tls_args())
         .args(["--", "/bin/sh", "-c", &script])
@@ -121,10 +145,8 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
     wait_for("the enclave running on sh1", &c, async || {
         let (_, e) = c.get_json(n, "/v1/enclaves/mover").await?;
         let procs = running(marker, &instances);
-        (e["state"] == "running"
-            && procs.len() == 1
-            && procs[0].1.as_deref() == Some("scha"))
-        .then_some(())
+        (e["state"] == "running" && procs.len() == 1 && procs[0].1.as_deref() == Some("scha"))
+            .then_some(())
     })
     .await;
 
@@ -149,7 +171,10 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
     let out = c.cli(&["host", "drain", "sh1"]);
     let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("mover: moving to sh3") && text.contains("epoch 2"), "{text}");
+    assert!(
+        text.contains("mover: moving to sh3") && text.contains("epoch 2"),
+        "{text}"
+    );
     let instances = ["scha", "schb", "schc"];
     // While it moves, it never runs in two places; at the end it runs on sh3 alone.
     let deadline = Instant::now() + DEADLINE;
@@ -200,9 +225,8 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
             && x["detail"]["trusted"] == true),
         "no trusted verdict from sh3 after the move"
     );
-    assert!(
-        log.iter()
-            .any(|x| x["kind"] == "host_change" && x["subject"] == "sh1" && x["detail"]["op"] == "drain")
-    );
+    assert!(log.iter().any(|x| x["kind"] == "host_change"
+        && x["subject"] == "sh1"
+        && x["detail"]["op"] == "drain"));
     drop((a1, a2, a3));
 }

@@ -158,9 +158,9 @@ fn own_cgroup(text: &str) -> Option<&str> {
 /// backend. TEE `sim` (the process runtime's), generation 0: a host with SNP or TDX says so in
 /// its configuration.
 pub fn measure(cpuset: Option<&str>, uplink_bits_per_sec: u64, gpu_percent: u32) -> HostCapacity {
-    let cpus = cpuset.and_then(cpuset_count).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
-    });
+    let cpus = cpuset
+        .and_then(cpuset_count)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| mem_total_bytes(&t))
@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(c.cpu_millicores, 2000);
         assert_eq!(c.memory_bytes, 16 << 30);
         assert_eq!((c.tee.as_str(), c.tee_generation), ("sev-snp", 3));
-        assert_eq!(CapacityOverride::default().apply(measured.clone()), measured);
+        assert_eq!(
+            CapacityOverride::default().apply(measured.clone()),
+            measured
+        );
         for (bad, want) in [
             ("cpu", "KEY=VALUE"),
             ("cores=2", "unknown key"),

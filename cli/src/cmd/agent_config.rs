@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use tribune_agent::capacity::CapacityOverride;
 use tribune_agent::LaunchPolicy;
+use tribune_agent::capacity::CapacityOverride;
 use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
 use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_tls::TlsFiles;

@@ -10,9 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tribune_agent::units::{parse_bits_per_sec, parse_bytes, parse_cpu_millicores};
 use tribune_controller::api::schedule::{DrainOutcome, DrainReport};
-use tribune_controller::state::{
-    Enclave, EnclaveState, Resources, Scheduling, Strategy, TeeKind,
-};
+use tribune_controller::state::{Enclave, EnclaveState, Resources, Scheduling, Strategy, TeeKind};
 
 use super::client::{Client, ClientOpts, Column};
 use super::output::{self, Format};

@@ -27,7 +27,12 @@ fn enclave_in(e: pb::Enclave) -> Result<Enclave, Status> {
             strategy: match s.strategy.as_str() {
                 "" | "bin_pack" => Strategy::BinPack,
                 "spread" => Strategy::Spread,
-                other => return Err(bad("scheduling.strategy", format!("{other:?} is not bin_pack or spread"))),
+                other => {
+                    return Err(bad(
+                        "scheduling.strategy",
+                        format!("{other:?} is not bin_pack or spread"),
+                    ));
+                }
             },
         }),
     };
@@ -37,7 +42,10 @@ fn enclave_in(e: pb::Enclave) -> Result<Enclave, Status> {
         Some(serde_json::from_str(&e.launch_json).map_err(|err| bad("launch_json", err))?)
     };
     if e.placement.is_some() {
-        return Err(bad("placement", "a created enclave is placed by the scheduler; leave it out"));
+        return Err(bad(
+            "placement",
+            "a created enclave is placed by the scheduler; leave it out",
+        ));
     }
     Ok(Enclave {
         id: e.id,

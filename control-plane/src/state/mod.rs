@@ -24,9 +24,9 @@ pub use enforce::{
 };
 pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
+pub use schedule::{FRESHNESS_ANY, Move, cluster_view, enclave_spec, restartable};
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
-pub use schedule::{FRESHNESS_ANY, Move, cluster_view, enclave_spec, restartable};
 pub use types::{
     Allocation, Enclave, EnclaveState, Host, OperatorHold, Placement, Policy, Resources,
     Revocation, Schedulable, Scheduling, Strategy, Token,

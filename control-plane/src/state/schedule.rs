@@ -322,8 +322,7 @@ impl State {
                 tenant: e.tenant.clone(),
                 host: Some(from.to_string()),
             };
-            self.log
-                .append(id, LogDetail::EnclaveChange(detail), at_ms);
+            self.log.append(id, LogDetail::EnclaveChange(detail), at_ms);
         }
         self.bump_plan_version(from);
     }

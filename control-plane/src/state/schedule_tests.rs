@@ -205,7 +205,10 @@ fn two_racing_placements_of_the_last_room_commit_only_one() {
     let Outcome::NoRoom { reason } = rb else {
         panic!("the second must be refused: {rb:?}")
     };
-    assert!(reason.contains("no host with 3 cores free: h1 has 1 cores"), "{reason}");
+    assert!(
+        reason.contains("no host with 3 cores free: h1 has 1 cores"),
+        "{reason}"
+    );
     // Nothing written for the refused one.
     assert!(!s.enclaves.contains_key("b"));
     assert_eq!(s.log.entries.len(), log_len);
@@ -361,7 +364,10 @@ fn a_move_stops_on_the_source_before_the_target_gets_it_under_a_new_epoch() {
     assert_eq!(reserved_cpu(&s, &from), 0);
     // Neither plan holds it now; the target's did not move yet.
     let m = s.moves["e"].clone();
-    assert_eq!(s.plan_versions.get(to).copied().unwrap_or(0), target_version);
+    assert_eq!(
+        s.plan_versions.get(to).copied().unwrap_or(0),
+        target_version
+    );
     // An ack of an older source plan finishes nothing.
     let Outcome::Moved { enclaves } = s.apply(Command::FinishMoves {
         host: from.clone(),
