@@ -4,6 +4,7 @@ pub mod agent;
 pub mod agent_config;
 pub mod attest;
 pub mod bench;
+pub mod bench_schedule;
 pub mod ca;
 pub mod client;
 pub mod cluster;
