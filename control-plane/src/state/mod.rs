@@ -790,6 +790,12 @@ impl State {
         if let Some(p) = &enclave.placement {
             self.bump_plan_version(&p.host);
         }
+        // Placed by name elsewhere than a move under way started from: the move is void.
+        if let Some(m) = self.moves.get(&enclave.id)
+            && enclave.placement.as_ref().is_none_or(|p| p.host != m.from)
+        {
+            self.moves.remove(&enclave.id);
+        }
         self.log.append(
             &enclave.id,
             LogDetail::EnclaveChange(EnclaveChangeDetail {
@@ -843,6 +849,7 @@ impl State {
         };
         self.allocations.remove(&id);
         self.status.remove(&id);
+        self.moves.remove(&id);
         self.log.append(
             &id,
             LogDetail::EnclaveChange(EnclaveChangeDetail {

@@ -449,3 +449,57 @@ fn a_move_to_a_full_host_is_refused_at_apply() {
     assert!(s.moves.is_empty());
     assert_eq!(s.enclaves["e"].state, EnclaveState::Pending);
 }
+
+#[test]
+fn a_displaced_process_enclave_that_fits_elsewhere_is_moved_not_suspended() {
+    let mut s = cluster(&[("h1", 4000), ("h2", 2000)]);
+    // On h1 by name: low (2 cores, priority 10) and mid (1.5 cores, priority 60).
+    for (id, cpu, prio) in [("low", 2000, 10), ("mid", 1500, 60)] {
+        let mut e = new_enclave(id, cpu, prio, false);
+        e.placement = Some(Placement {
+            host: "h1".into(),
+            epoch: 1,
+        });
+        s.apply(Command::PutEnclave {
+            enclave: e,
+            expect: Expect::Any,
+            actor: "op".into(),
+            at_ms: 1,
+        });
+    }
+    // 2.5 cores fit nowhere; displacing low on h1 makes room, and low fits on h2.
+    let Outcome::Enclave(high) = create(&mut s, new_enclave("high", 2500, 50, true)) else {
+        panic!("placed")
+    };
+    assert_eq!(high.placement.expect("placed").host, "h1");
+    let m = s.moves.get("low").expect("low is moving");
+    assert_eq!((m.from.as_str(), m.to.as_str(), m.epoch), ("h1", "h2", 1));
+    assert_eq!(m.cause, "preempted by high");
+    assert_eq!(s.enclaves["low"].state, EnclaveState::Migrating);
+    assert!(
+        s.status
+            .get("low")
+            .is_none_or(|st| st.operator_hold.is_none())
+    );
+    assert_eq!(reserved_cpu(&s, "h1"), 4000);
+    assert_eq!(reserved_cpu(&s, "h2"), 2000);
+    assert!(s.log.entries.iter().any(|e| e.subject == "low"
+        && matches!(&e.detail, LogDetail::Migration(MigrationDetail::Preempted { to: Some(to), .. }) if to == "h2")));
+    // A stop and delete while it moves leaves no move behind.
+    let mut stop = s.enclaves["low"].clone();
+    stop.state = EnclaveState::Stopped;
+    s.apply(Command::PutEnclave {
+        enclave: stop,
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 2,
+    });
+    s.apply(Command::DeleteEnclave {
+        id: "low".into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 3,
+    });
+    assert!(s.moves.is_empty());
+    assert_eq!(reserved_cpu(&s, "h2"), 0);
+}
