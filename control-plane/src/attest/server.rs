@@ -264,3 +264,81 @@ pub(super) fn check_hello(hello: &pb::Hello) -> Result<(), String> {
     let h = host_record(None, &hello.host_id, hello, "");
     crate::api::bounds::host(&h).map_err(|e| format!("Hello: {e}"))
 }
+
+#[cfg(test)]
+mod hello_tests {
+    use super::*;
+
+    fn hello(capacity: Option<pb::HostCapacity>, labels: &[(&str, &str)]) -> pb::Hello {
+        pb::Hello {
+            host_id: "h1".into(),
+            applied_plan_version: 0,
+            enclave_ids: vec![],
+            can_enforce: true,
+            enforce_problem: String::new(),
+            capacity,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn measured() -> pb::HostCapacity {
+        pb::HostCapacity {
+            cpu_millicores: 8000,
+            memory_bytes: 16 << 30,
+            egress_bits_per_sec: 1_000_000_000,
+            ingress_bits_per_sec: 1_000_000_000,
+            gpu_percent: 100,
+            tee: "sev-snp".into(),
+            tee_generation: 3,
+        }
+    }
+
+    #[test]
+    fn a_hellos_capacity_and_labels_go_on_the_host_record() {
+        let h = host_record(None, "h1", &hello(Some(measured()), &[("zone", "a")]), "");
+        assert_eq!(h.capacity.cpu_millicores, 8000);
+        assert_eq!(h.capacity.memory_bytes, 16 << 30);
+        assert_eq!(h.capacity.gpu_percent, 100);
+        assert_eq!(h.tee, crate::state::TeeKind::SevSnp);
+        assert_eq!(h.tee_generation, 3);
+        assert_eq!(h.labels.get("zone").map(String::as_str), Some("a"));
+        // An operator's cordon stays whatever the agent says (the record keeps it; the state
+        // machine keeps the stored one too).
+        let mut cordoned = h.clone();
+        cordoned.schedulable = crate::state::Schedulable::Cordoned;
+        let again = host_record(Some(cordoned), "h1", &hello(Some(measured()), &[]), "");
+        assert_eq!(again.schedulable, crate::state::Schedulable::Cordoned);
+        assert!(
+            again.labels.is_empty(),
+            "a new Hello's labels replace the old"
+        );
+    }
+
+    #[test]
+    fn an_older_agents_hello_keeps_the_stored_capacity() {
+        let stored = host_record(None, "h1", &hello(Some(measured()), &[("zone", "a")]), "");
+        let h = host_record(Some(stored.clone()), "h1", &hello(None, &[]), "");
+        assert_eq!(h.capacity, stored.capacity);
+        assert_eq!(h.labels, stored.labels);
+        assert_eq!(h.tee, stored.tee);
+    }
+
+    #[test]
+    fn a_hello_out_of_bounds_is_refused_naming_the_field() {
+        assert!(check_hello(&hello(Some(measured()), &[("zone", "a")])).is_ok());
+        assert!(check_hello(&hello(None, &[])).is_ok());
+        let mut bad_tee = measured();
+        bad_tee.tee = "sgx".into();
+        let e = check_hello(&hello(Some(bad_tee), &[])).expect_err("tee");
+        assert!(e.contains("unknown TEE kind"), "{e}");
+        let mut huge = measured();
+        huge.cpu_millicores = u64::MAX;
+        let e = check_hello(&hello(Some(huge), &[])).expect_err("cpu");
+        assert!(e.contains("capacity.cpu_millicores"), "{e}");
+        let e = check_hello(&hello(None, &[("bad key!", "v")])).expect_err("label");
+        assert!(e.contains("labels"), "{e}");
+    }
+}
