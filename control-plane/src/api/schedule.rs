@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::post};
 use serde::{Deserialize, Serialize};
-use tribune_migration::{Freshness, Unplaceable, place};
+use std::sync::{Arc, Mutex};
+
+use tribune_migration::{ClusterView, Freshness, Unplaceable, choose, place};
 
 use super::bounds;
 use super::http::{ApiJson, ApiPath, Shared};
@@ -68,6 +70,35 @@ fn unplaceable(u: &Unplaceable) -> Problem {
     Problem::new(StatusCode::CONFLICT, "unplaceable", u.to_string())
 }
 
+/// The scheduler's view of the state at one applied index, shared by the creates planned at
+/// that index (building it copies every placed enclave's spec: once per index, not once per
+/// create, and never under the state lock for longer than one build). Keyed by the controller
+/// too, as tests run several in one process.
+type ViewAt = (usize, u64, Arc<ClusterView>);
+static VIEW: Mutex<Option<ViewAt>> = Mutex::new(None);
+
+impl Api {
+    /// The view of this controller's state, at least as new as its applied index when called.
+    fn view(&self) -> Arc<ClusterView> {
+        let me = Arc::as_ptr(&self.controller) as usize;
+        // The index first, then the state: the state is at least that new, so a view is never
+        // labelled newer than what it holds.
+        let applied = *self.controller.subscribe_applied().borrow();
+        if let Ok(cached) = VIEW.lock()
+            && let Some((who, at, v)) = cached.as_ref()
+            && *who == me
+            && *at == applied
+        {
+            return v.clone();
+        }
+        let v = Arc::new(cluster_view(&self.state()));
+        if let Ok(mut cached) = VIEW.lock() {
+            *cached = Some((me, applied, v.clone()));
+        }
+        v
+    }
+}
+
 fn freshness() -> Freshness {
     Freshness {
         now_ms: now_ms(),
@@ -94,16 +125,23 @@ impl Api {
         let mut last = String::new();
         for _ in 0..PLAN_ATTEMPTS {
             self.read(false).await?;
-            let planned = {
-                let st = self.state();
-                if let Some(e) = st.enclaves.get(&enclave.id) {
-                    return Err(Problem::conflict(
-                        format!("enclave {:?} already exists at version {}", e.id, e.version),
-                        Some(e.version),
-                    ));
-                }
-                let mut view = cluster_view(&st);
-                place(&mut view, &enclave_spec(&enclave), freshness())
+            if let Some(e) = self.state().enclaves.get(&enclave.id) {
+                return Err(Problem::conflict(
+                    format!("enclave {:?} already exists at version {}", e.id, e.version),
+                    Some(e.version),
+                ));
+            }
+            let view = self.view();
+            let spec = enclave_spec(&enclave);
+            // Without preemption nothing in the view changes: choose on the shared view.
+            let planned = if spec.preempt {
+                place(&mut (*view).clone(), &spec, freshness())
+            } else {
+                choose(&view, &spec, freshness()).map(|host| tribune_migration::Placement {
+                    enclave: spec.id.clone(),
+                    host,
+                    displaced: Vec::new(),
+                })
             };
             let placement = planned.map_err(|u| unplaceable(&u))?;
             let cmd = Command::Place {

@@ -108,20 +108,36 @@ impl State {
 /// An enclave placed by name on a host without a record holds nothing the scheduler can see.
 /// Pure.
 pub fn cluster_view(state: &State) -> ClusterView {
+    view_where(state, |_| true)
+}
+
+/// [`cluster_view`] restricted to `hosts` and what holds a guarantee on them: all an
+/// apply-time re-check needs, without copying every enclave's spec under the state's write
+/// lock (the apply path is serial; this keeps it proportional to the hosts involved).
+pub fn cluster_view_of(state: &State, hosts: &[&str]) -> ClusterView {
+    view_where(state, |h| hosts.contains(&h))
+}
+
+fn view_where(state: &State, wanted: impl Fn(&str) -> bool) -> ClusterView {
     let placed: Vec<Placed> = state
         .enclaves
         .values()
         .filter_map(|e| {
             let host = state.reserving_host(e)?;
-            state.hosts.contains_key(host).then(|| Placed {
+            (wanted(host) && state.hosts.contains_key(host)).then(|| Placed {
                 host: host.to_string(),
                 spec: enclave_spec(e),
             })
         })
         .collect();
+    let hosts = state
+        .hosts
+        .values()
+        .filter(|h| wanted(&h.id))
+        .map(host_view);
     // Every placement names a host of the view (filtered above), so this cannot fail; an
     // empty view is the fail-safe answer if it ever did (nothing is placed).
-    ClusterView::new(state.hosts.values().map(host_view), placed).unwrap_or_default()
+    ClusterView::new(hosts, placed).unwrap_or_default()
 }
 
 fn fresh(at_ms: i64) -> Freshness {
@@ -178,7 +194,9 @@ impl State {
         }
         let spec = enclave_spec(&enclave);
         let fresh = fresh(at_ms);
-        let mut view = cluster_view(self);
+        let mut involved: Vec<&str> = vec![placement.host.as_str()];
+        involved.extend(placement.displaced.iter().filter_map(|d| d.to.as_deref()));
+        let mut view = cluster_view_of(self, &involved);
         for d in &placement.displaced {
             let victim = self.enclaves.get(&d.enclave);
             let ok = spec.preempt
@@ -406,7 +424,7 @@ impl State {
         }
         let mut spec = enclave_spec(e);
         spec.preempt = false;
-        let mut view = cluster_view(self);
+        let mut view = cluster_view_of(self, &[to]);
         view.remove(id);
         let Some(h) = view.host(to) else {
             return Outcome::NotFound {
@@ -540,7 +558,7 @@ impl State {
         let Some(host) = e.placement.as_ref().map(|p| p.host.as_str()) else {
             return Ok(());
         };
-        let view = cluster_view(self);
+        let view = cluster_view_of(self, &[host]);
         let Some(h) = view.host(host) else {
             return Ok(());
         };

@@ -135,6 +135,13 @@ fn the_view_holds_every_host_and_what_holds_a_guarantee_on_it() {
     assert!(v.placed("b").is_none() && v.placed("c").is_none());
     // Same state, same view (a pure function).
     assert_eq!(cluster_view(&s), v);
+    // The view of some hosts is the whole view's, restricted to them.
+    let part = cluster_view_of(&s, &["h1", "h3"]);
+    let ids: Vec<&str> = part.hosts().map(|h| h.host.id.as_str()).collect();
+    assert_eq!(ids, ["h1", "h3"]);
+    assert_eq!(part.host("h1"), v.host("h1"));
+    assert_eq!(part.host("h3"), v.host("h3"));
+    assert!(part.host("h2").is_none());
 }
 
 #[test]
