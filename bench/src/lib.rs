@@ -19,6 +19,7 @@ pub mod plan;
 pub mod proc;
 pub mod receipt;
 pub mod schedule;
+pub mod schedule_e2e;
 pub mod stats;
 
 use std::future::Future;

@@ -102,6 +102,7 @@ pub fn synthetic(cfg: &PlanConfig, from_ms: i64) -> Selection {
                 }),
                 state: EnclaveState::Running,
                 launch: None,
+                scheduling: None,
                 version: 1,
             },
             records: Vec::with_capacity(cfg.seconds as usize + 1),

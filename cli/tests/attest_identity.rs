@@ -33,6 +33,8 @@ async fn open_stream(
             enclave_ids: vec![],
             can_enforce: true,
             enforce_problem: String::new(),
+            capacity: None,
+            labels: Default::default(),
         })),
     })
     .await

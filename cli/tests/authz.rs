@@ -190,6 +190,9 @@ async fn every_route_and_method_against_every_role() {
     let member = json!({"id": 9, "address": "not an address"});
     let token = json!({"name": "x", "role": "auditor", "ttl_s": 60});
     let never = [("if-match", "\"999\"")];
+    // Fits nowhere (no host has capacity): an allowed caller gets 409, nothing is created.
+    let unplaceable = json!({"id": "nowhere", "tenant": "acme", "tee": "sim",
+                             "requested": {"cpu_millicores": 1000}});
     type Route<'a> = (
         Method,
         String,
@@ -309,6 +312,38 @@ async fn every_route_and_method_against_every_role() {
             Method::PUT,
             "/v1/hosts/h9".into(),
             Some(&host_h9),
+            &[],
+            vec!["admin"],
+            vec![],
+        ),
+        (
+            Method::POST,
+            "/v1/enclaves".into(),
+            Some(&unplaceable),
+            &[],
+            vec!["admin", "operator"],
+            vec![],
+        ),
+        (
+            Method::POST,
+            "/v1/hosts/no-such-host/cordon".into(),
+            None,
+            &[],
+            vec!["admin"],
+            vec![],
+        ),
+        (
+            Method::POST,
+            "/v1/hosts/no-such-host/uncordon".into(),
+            None,
+            &[],
+            vec!["admin"],
+            vec![],
+        ),
+        (
+            Method::POST,
+            "/v1/hosts/no-such-host/drain".into(),
+            None,
             &[],
             vec!["admin"],
             vec![],

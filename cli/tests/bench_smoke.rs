@@ -100,3 +100,22 @@ fn memory_runs_at_a_small_size() {
         None => assert!(v["agent"]["agent"]["rss_mib"].as_f64() > Some(0.0), "{v}"),
     }
 }
+
+#[test]
+fn schedule_e2e_places_through_raft_at_a_small_size() {
+    let (v, _) = bench(&[
+        "schedule",
+        "--e2e",
+        "--hosts",
+        "3",
+        "--enclaves",
+        "40",
+        "--clients",
+        "4",
+    ]);
+    assert_eq!(v["scenario"], "schedule-e2e");
+    let r = &v["result"];
+    assert_eq!(r["placed"], 40, "{v}");
+    assert_eq!(r["latency_ms"]["n"], 40, "{v}");
+    assert_eq!(r["over_committed_hosts"], 0, "{v}");
+}

@@ -537,6 +537,39 @@ async fn exercise(k: &mut Checker<'_>) {
     k.expect(200, call("get", "/v1/hosts", "/v1/hosts")).await;
     k.expect(400, call("get", "/v1/hosts", "/v1/hosts?stale=maybe"))
         .await;
+    // Scheduling: a create without a host, cordon, uncordon, drain.
+    let create = |id: &str, millicores: u64| {
+        call("post", "/v1/enclaves", "/v1/enclaves").json(
+            json!({"id": id, "tenant": "acme", "tee": "sim",
+                   "requested": {"cpu_millicores": millicores}}),
+        )
+    };
+    k.expect(201, create("s1", 1000)).await;
+    k.expect(409, create("s1", 1000)).await;
+    k.expect(409, create("s2", 64_000)).await;
+    k.expect(
+        400,
+        call("post", "/v1/enclaves", "/v1/enclaves").json(json!({"id": "s3"})),
+    )
+    .await;
+    k.expect(403, create("s4", 1000).token(&secret)).await;
+    let hp = |verb: &str, host: &str| {
+        let template = match verb {
+            "cordon" => "/v1/hosts/{id}/cordon",
+            "uncordon" => "/v1/hosts/{id}/uncordon",
+            _ => "/v1/hosts/{id}/drain",
+        };
+        call("post", template, &format!("/v1/hosts/{host}/{verb}"))
+    };
+    k.expect(200, hp("cordon", "h1")).await;
+    k.expect(404, hp("cordon", "nope")).await;
+    k.expect(400, hp("cordon", "bad%20name")).await;
+    k.expect(403, hp("cordon", "h1").token(&secret)).await;
+    k.expect(200, hp("uncordon", "h1")).await;
+    k.expect(404, hp("uncordon", "nope")).await;
+    k.expect(200, hp("drain", "h1")).await;
+    k.expect(404, hp("drain", "nope")).await;
+    k.expect(200, hp("uncordon", "h1")).await;
     let enclave = json!({"id": "e1", "tenant": "acme", "tee": "sim", "labels": {"app": "web"}});
     k.expect(200, call("put", e, "/v1/enclaves/e1").json(enclave.clone()))
         .await;

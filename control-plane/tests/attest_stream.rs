@@ -65,6 +65,7 @@ async fn start() -> Harness {
                 }),
                 state: EnclaveState::Pending,
                 launch: None,
+                scheduling: None,
                 version: 0,
             },
             expect: Expect::Any,
@@ -159,6 +160,8 @@ impl FakeAgent {
             enclave_ids: vec![],
             can_enforce: true,
             enforce_problem: String::new(),
+            capacity: None,
+            labels: Default::default(),
         })))
         .await
         .expect("hello");

@@ -19,6 +19,10 @@ pub trait GpuBackend: Send {
     fn launch_env(&self, _percent: Option<u32>) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// What the host can give in GPU shares: 100 per device (0 without a GPU).
+    fn capacity_percent(&self) -> u32 {
+        0
+    }
 }
 
 /// A host without a GPU.
@@ -60,6 +64,9 @@ impl NvmlGpu {
 impl GpuBackend for NvmlGpu {
     fn name(&self) -> &'static str {
         "nvml"
+    }
+    fn capacity_percent(&self) -> u32 {
+        self.devices.saturating_mul(100)
     }
     fn launch_env(&self, percent: Option<u32>) -> Vec<(String, String)> {
         percent.map_or_else(Vec::new, |p| {

@@ -33,6 +33,7 @@
 //! `cleanup`, and both use `sys`; `sim_tee` uses only the attestation crate.
 
 pub mod agent;
+pub mod capacity;
 pub mod cgroup;
 pub mod cleanup;
 pub mod collector;

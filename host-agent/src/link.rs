@@ -51,6 +51,10 @@ pub struct LinkConfig {
     pub controllers: Vec<String>,
     pub can_enforce: bool,
     pub enforce_problem: String,
+    /// What the host can give enclaves, said in every `Hello` (`capacity.rs`).
+    pub capacity: crate::capacity::HostCapacity,
+    /// The host's placement labels, said in every `Hello`.
+    pub labels: BTreeMap<String, String>,
     /// Builds the channel to a controller (TLS lives here); `None`: plain text (`--insecure`).
     /// The latest value is read at each connect: a certificate reload (SIGHUP) reaches the
     /// next connection, the open stream stays on the one it has.
@@ -390,6 +394,16 @@ impl Link {
             enclave_ids: self.running.iter().cloned().collect(),
             can_enforce: self.cfg.can_enforce,
             enforce_problem: self.cfg.enforce_problem.clone(),
+            capacity: Some(pb::HostCapacity {
+                cpu_millicores: self.cfg.capacity.cpu_millicores,
+                memory_bytes: self.cfg.capacity.memory_bytes,
+                egress_bits_per_sec: self.cfg.capacity.egress_bits_per_sec,
+                ingress_bits_per_sec: self.cfg.capacity.ingress_bits_per_sec,
+                gpu_percent: self.cfg.capacity.gpu_percent,
+                tee: self.cfg.capacity.tee.clone(),
+                tee_generation: self.cfg.capacity.tee_generation,
+            }),
+            labels: self.cfg.labels.clone().into_iter().collect(),
         };
         tx.send(agent_msg(pb::agent_message::Body::Hello(hello)))
             .await

@@ -13,6 +13,8 @@ async fn an_unreachable_controller_is_one_link_down_event() {
         controllers: vec![addr.to_string()],
         can_enforce: true,
         enforce_problem: String::new(),
+        capacity: Default::default(),
+        labels: Default::default(),
         tls: None,
     };
     let (_uplink_tx, uplink_rx) = mpsc::channel(8);
@@ -49,6 +51,8 @@ async fn a_reloaded_certificate_is_presented_on_the_next_connection() {
         controllers: vec![rec.addr.clone()],
         can_enforce: true,
         enforce_problem: String::new(),
+        capacity: Default::default(),
+        labels: Default::default(),
         tls: Some(tls_rx),
     };
     let (_uplink_tx, uplink_rx) = mpsc::channel(8);

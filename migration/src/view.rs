@@ -12,6 +12,7 @@ use crate::demand::Demand;
 /// Whether new enclaves may land on a host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Schedulable {
     #[default]
     Ready,
@@ -61,6 +62,7 @@ impl Placed {
 /// How the policy asks enclaves to be packed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Strategy {
     /// Fill the fullest host that fits (fewer hosts in use, room kept for big enclaves).
     #[default]

@@ -52,6 +52,8 @@ pub(super) async fn connect(endpoint: &str, index: usize, per_host: usize) -> an
         enclave_ids: vec![],
         can_enforce: true,
         enforce_problem: String::new(),
+        capacity: None,
+        labels: Default::default(),
     })))
     .await
     .map_err(|_| anyhow::anyhow!("stream closed"))?;

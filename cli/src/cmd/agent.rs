@@ -157,6 +157,16 @@ pub struct RunArgs {
     /// [default: root].
     #[arg(long, value_enum)]
     pub cgroup_parent: Option<CgroupParent>,
+    /// What this host can give enclaves, replacing what the agent measured, as
+    /// KEY=VALUE items: cpu_millicores, memory_bytes, egress_bits_per_sec,
+    /// ingress_bits_per_sec, gpu_percent, tee (sev-snp|tdx|sim), tee_generation
+    /// (e.g. `--capacity cpu_millicores=2000,memory_bytes=4294967296`).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub capacity: Vec<String>,
+    /// Placement labels of this host, KEY=VALUE items (`--labels zone=eu-1a,rack=7`):
+    /// enclaves' host selectors match them.
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub launch: LaunchArgs,
 }
@@ -420,6 +430,15 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
             } else {
                 String::new()
             },
+            capacity: a.capacity.apply(tribune_agent::capacity::measure(
+                a.cpuset.as_deref(),
+                match (&a.subnet, &a.uplink) {
+                    (Some(_), Some(_)) => parse_bits_per_sec(&a.uplink_rate)?,
+                    _ => 0,
+                },
+                agent.gpu_capacity_percent(),
+            )),
+            labels: a.labels.clone(),
             tls,
         };
         tokio::spawn(link::run(link_cfg, up_rx, ev_tx));

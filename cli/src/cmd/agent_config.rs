@@ -13,9 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tribune_agent::LaunchPolicy;
+use tribune_agent::capacity::CapacityOverride;
 use tribune_agent::launch::users::{UID_COUNT_DEFAULT, UID_FIRST_DEFAULT};
 use tribune_agent::launch::{Credentials, EnclaveUsers};
 use tribune_tls::TlsFiles;
@@ -47,6 +50,11 @@ pub struct AgentFile {
     pub qemu_binary: Option<PathBuf>,
     pub metrics_listen: Option<String>,
     pub cgroup_parent: Option<CgroupParent>,
+    /// `[capacity]`: what this host can give enclaves, replacing what the agent measured key
+    /// by key (`tribune_agent::capacity`).
+    pub capacity: Option<CapacityOverride>,
+    /// `[labels]`: this host's placement labels.
+    pub labels: Option<BTreeMap<String, String>>,
     pub launch_policy: Option<PathBuf>,
     pub insecure_allow_any_launch: Option<bool>,
     pub enclave_uids: Option<String>,
@@ -98,6 +106,10 @@ pub struct AgentSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub cgroup_parent: CgroupParent,
     pub launch: Launch,
+    /// The file's `[capacity]` with `--capacity` items over it.
+    pub capacity: CapacityOverride,
+    /// The file's `[labels]` with `--labels` items over them.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the agent launches, and as whom: resolved and checked.
@@ -185,6 +197,12 @@ impl RunArgs {
                 .or(file.cgroup_parent)
                 .unwrap_or_default(),
             launch: self.launch.resolve(Some(&file))?,
+            capacity: file
+                .capacity
+                .clone()
+                .unwrap_or_default()
+                .parse_items(self.capacity.iter().map(String::as_str))?,
+            labels: labels(file.labels.clone().unwrap_or_default(), &self.labels)?,
         };
         if s.uplink.is_some() && s.subnet.is_none() {
             bail!(
@@ -193,6 +211,20 @@ impl RunArgs {
         }
         Ok(s)
     }
+}
+
+/// `--labels KEY=VALUE` items over the file's `[labels]`.
+fn labels(
+    mut from_file: BTreeMap<String, String>,
+    items: &[String],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("--labels {item:?}: expected KEY=VALUE");
+        };
+        from_file.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(from_file)
 }
 
 /// `--metrics-listen`: an address, or `off`.
@@ -363,6 +395,42 @@ mod tests {
             Some(PathBuf::from("/etc/tribune/launch-policy.toml"))
         );
         assert_eq!(s.launch.enclave_uids, "300000-300999");
+        assert_eq!(s.labels.get("zone").map(String::as_str), Some("eu-1a"));
+        assert_eq!(s.capacity.tee.as_deref(), Some("sev-snp"));
+        assert_eq!(s.capacity.tee_generation, Some(3));
+    }
+
+    /// `--capacity` and `--labels` items go over the file's `[capacity]` and `[labels]`, key by
+    /// key; a bad item is an error naming it.
+    #[test]
+    fn capacity_and_label_items_go_over_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "agent.toml",
+            "[capacity]\ncpu_millicores = 4000\nmemory_bytes = 1024\n[labels]\nzone = \"a\"\nrack = \"1\"\n",
+        );
+        let _env = test_env::vars(&[]);
+        let s = settings(&[
+            "agent",
+            "run",
+            "--config",
+            &file,
+            "--capacity",
+            "cpu_millicores=2000,gpu_percent=100",
+            "--labels",
+            "zone=b",
+        ])
+        .expect("resolves");
+        assert_eq!(s.capacity.cpu_millicores, Some(2000));
+        assert_eq!(s.capacity.memory_bytes, Some(1024));
+        assert_eq!(s.capacity.gpu_percent, Some(100));
+        assert_eq!(s.labels.get("zone").map(String::as_str), Some("b"));
+        assert_eq!(s.labels.get("rack").map(String::as_str), Some("1"));
+        let e = settings(&["agent", "run", "--capacity", "cores=2"]).expect_err("bad key");
+        assert!(format!("{e:#}").contains("unknown key"), "{e:#}");
+        let e = settings(&["agent", "run", "--labels", "zone"]).expect_err("bad label");
+        assert!(format!("{e:#}").contains("KEY=VALUE"), "{e:#}");
     }
 
     /// Flag > variable > file > default, for a value, a list and an on/off setting, in both

@@ -111,17 +111,28 @@ pub enum BenchCmd {
     /// The scheduler's own time to place N enclaves on M hosts (simulated capacity records,
     /// no processes), side by side with first fit in the same run, and the quality of both
     /// packings (hosts used, capacity stranded).
+    ///
+    /// With `--e2e`: enclaves placed per second through Raft (`POST /v1/enclaves` on a local
+    /// 3-controller cluster, concurrent clients; default 100 hosts, 2,000 enclaves).
     Schedule {
-        #[arg(long, default_value_t = 1000)]
-        hosts: usize,
-        #[arg(long, default_value_t = 10_000)]
-        enclaves: usize,
+        /// [default: 1000; 100 with --e2e]
+        #[arg(long)]
+        hosts: Option<usize>,
+        /// [default: 10000; 2000 with --e2e]
+        #[arg(long)]
+        enclaves: Option<usize>,
         /// Rounds; each runs Tribune's scheduler, then first fit.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Seed of the generated cluster and workload.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// End to end through Raft instead of the scheduler alone.
+        #[arg(long)]
+        e2e: bool,
+        /// Concurrent clients of --e2e.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
     },
     /// The policy planner's time (`tribune policy plan`): N enclaves' recorded usage, one
     /// window a second, replayed under a tighter policy through the live loop's decision (in
@@ -187,7 +198,7 @@ fn receipt(
     result_line(format, &serde_json::to_value(&f)?)
 }
 
-fn goal_line(name: &str, met: bool, detail: &str) {
+pub(super) fn goal_line(name: &str, met: bool, detail: &str) {
     println!(
         "goal {name}: {} — {detail}",
         if met { "met" } else { "NOT met" }
@@ -196,7 +207,7 @@ fn goal_line(name: &str, met: bool, detail: &str) {
 
 /// The result line: one JSON line (after the table, or alone with `-o json`), or a YAML
 /// document with `-o yaml`.
-fn result_line(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
+pub(super) fn result_line(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
     if format == Format::Yaml {
         output::structured(format, v)?;
     } else {
@@ -333,7 +344,11 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
-            BenchCmd::Schedule { hosts, enclaves, rounds, seed } => {
+            BenchCmd::Schedule { hosts, enclaves, e2e: true, clients, .. } => {
+                super::bench_schedule::e2e(&exe, hosts, enclaves, clients, format).await
+            }
+            BenchCmd::Schedule { hosts, enclaves, rounds, seed, .. } => {
+                let (hosts, enclaves) = (hosts.unwrap_or(1000), enclaves.unwrap_or(10_000));
                 let cfg = tribune_bench::schedule::ScheduleConfig { hosts, enclaves, rounds, seed };
                 let r = tribune_bench::schedule::schedule(&cfg)?;
                 if !format.is_structured() {

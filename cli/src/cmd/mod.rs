@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod api;
 pub mod attest;
 pub mod bench;
+pub mod bench_schedule;
 pub mod ca;
 pub mod client;
 pub mod cluster;
@@ -21,6 +22,7 @@ pub mod policy_lang;
 pub mod policy_plan;
 pub mod receipt;
 pub mod resources;
+pub mod schedule;
 pub mod service;
 pub mod snapshot;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `tribune enclave ls|get|status|suspend|resume|stop|delete` and `tribune host ls`. Tables show CPU,
+//! `tribune enclave ls|get|status|suspend|resume|stop|delete` and `tribune host ls` (`create`
+//! and `host cordon|uncordon|drain` are in `schedule.rs`). Tables show CPU,
 //! memory, bandwidth and ages in human units; `-o wide` adds the columns marked wide below.
 
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use super::units::Unit;
 
 #[derive(Subcommand, Debug)]
 pub enum EnclaveCmd {
+    /// Create an enclave where the scheduler places it (from FILE, JSON or YAML, or flags);
+    /// refused with every host's reason when it fits nowhere.
+    Create(Box<super::schedule::CreateArgs>),
     /// List enclaves.
     Ls {
         /// Serve from the answering controller without a linearizable read.
@@ -100,6 +104,26 @@ pub enum HostCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Nothing new lands on the host; what runs there stays.
+    Cordon {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// New enclaves may land on the host again.
+    Uncordon {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Cordon the host and move its process enclaves off it (stop here, then start on the
+    /// host the scheduler chooses, under a new placement epoch). QEMU enclaves stay (live
+    /// migration is not built); exit 1 when anything stays.
+    Drain {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 const ENCLAVE_COLUMNS: &[Column] = &[
@@ -131,7 +155,10 @@ const HOST_COLUMNS: &[Column] = &[
     Column::new("ENFORCEMENT", "/enforcement"),
     Column::new("CPU", "/capacity/cpu_millicores").unit(Unit::Cpu),
     Column::new("MEMORY", "/capacity/memory_bytes").unit(Unit::Bytes),
+    Column::new("SCHEDULABLE", "/schedulable"),
     Column::new("HEARTBEAT", "/last_heartbeat_ms").unit(Unit::Age),
+    Column::new("TEE GEN", "/tee_generation").wide(),
+    Column::new("LABELS", "/labels").wide(),
     Column::new("EGRESS", "/capacity/egress_bits_per_sec")
         .unit(Unit::Bits)
         .wide(),
@@ -143,16 +170,25 @@ const HOST_COLUMNS: &[Column] = &[
 ];
 
 pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
+    let cmd = match cmd {
+        EnclaveCmd::Create(args) => return super::schedule::create(*args, output),
+        other => other,
+    };
     let (EnclaveCmd::Ls { opts, .. }
     | EnclaveCmd::Get { opts, .. }
     | EnclaveCmd::Status { opts, .. }
     | EnclaveCmd::Suspend { opts, .. }
     | EnclaveCmd::Resume { opts, .. }
     | EnclaveCmd::Stop { opts, .. }
-    | EnclaveCmd::Delete { opts, .. }) = &cmd;
+    | EnclaveCmd::Delete { opts, .. }) = &cmd
+    else {
+        // `create` returned above.
+        return Ok(ExitCode::from(2));
+    };
     let client = Client::new(opts, output)?;
     super::client::runtime()?.block_on(async move {
         let (v, columns) = match cmd {
+            EnclaveCmd::Create(_) => return Ok(ExitCode::from(2)),
             EnclaveCmd::Ls { stale, .. } => (
                 client.get(&format!("/v1/enclaves?stale={stale}")).await?,
                 ENCLAVE_COLUMNS,
@@ -218,7 +254,18 @@ async fn set_state(client: &Client, id: &str, state: &str) -> anyhow::Result<ser
 }
 
 pub fn host(cmd: HostCmd, output: Format) -> anyhow::Result<ExitCode> {
-    let HostCmd::Ls { stale, opts } = cmd;
+    let (stale, opts) = match cmd {
+        HostCmd::Ls { stale, opts } => (stale, opts),
+        HostCmd::Cordon { id, opts } => {
+            return super::schedule::host_action(&id, "cordon", &opts, output);
+        }
+        HostCmd::Uncordon { id, opts } => {
+            return super::schedule::host_action(&id, "uncordon", &opts, output);
+        }
+        HostCmd::Drain { id, opts } => {
+            return super::schedule::host_action(&id, "drain", &opts, output);
+        }
+    };
     let client = Client::new(&opts, output)?;
     super::client::runtime()?.block_on(async move {
         let v = client.get(&format!("/v1/hosts?stale={stale}")).await?;

@@ -133,6 +133,56 @@ pub(super) async fn grpc_matrix(c: &Cluster, leader: u64, callers: &Callers) {
                 vec![],
             ),
             (
+                // Fits nowhere (no host has capacity): nothing is created.
+                "CreateEnclave",
+                g.create_enclave(pb::CreateEnclaveRequest {
+                    enclave: Some(pb::Enclave {
+                        id: "nowhere".into(),
+                        tenant: "acme".into(),
+                        tee: "sim".into(),
+                        requested: Some(pb::Resources {
+                            cpu_millicores: 1000,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+                vec!["admin", "operator"],
+                vec![],
+            ),
+            (
+                "CordonHost",
+                g.cordon_host(pb::HostActionRequest {
+                    id: "no-such-host".into(),
+                })
+                .await
+                .map(drop),
+                vec!["admin"],
+                vec![],
+            ),
+            (
+                "UncordonHost",
+                g.uncordon_host(pb::HostActionRequest {
+                    id: "no-such-host".into(),
+                })
+                .await
+                .map(drop),
+                vec!["admin"],
+                vec![],
+            ),
+            (
+                "DrainHost",
+                g.drain_host(pb::HostActionRequest {
+                    id: "no-such-host".into(),
+                })
+                .await
+                .map(drop),
+                vec!["admin"],
+                vec![],
+            ),
+            (
                 "ClusterStatus",
                 g.cluster_status(pb::ClusterStatusRequest {})
                     .await

@@ -61,31 +61,17 @@ fn has_control(s: &str) -> bool {
 pub fn enclave(e: &Enclave) -> Result<(), OutOfBounds> {
     check_name("enclave", &e.id).map_err(|r| bad("id", r))?;
     check_name("tenant", &e.tenant).map_err(|r| bad("tenant", r))?;
-    if e.labels.len() > LABELS_MAX {
-        return Err(large(
-            "labels",
-            format!("{} labels; at most {LABELS_MAX}", e.labels.len()),
-        ));
-    }
-    for (k, v) in &e.labels {
-        let key_ok = (1..=LABEL_KEY_BYTES_MAX).contains(&k.len())
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
-        if !key_ok {
-            return Err(bad(
-                format!("labels.{}", k.escape_debug()),
-                format!(
-                    "a label key is 1 to {LABEL_KEY_BYTES_MAX} characters of a-z, A-Z, 0-9, '.', '_', '/' or '-'"
-                ),
+    labels("labels", &e.labels)?;
+    if let Some(sc) = &e.scheduling {
+        labels("scheduling.host_selector", &sc.host_selector)?;
+        if sc.anti_affinity.len() > LABELS_MAX {
+            return Err(large(
+                "scheduling.anti_affinity",
+                format!("{} keys; at most {LABELS_MAX}", sc.anti_affinity.len()),
             ));
         }
-        if v.len() > LABEL_VALUE_BYTES_MAX || has_control(v) {
-            return Err(bad(
-                format!("labels.{k}"),
-                format!(
-                    "a label value is at most {LABEL_VALUE_BYTES_MAX} bytes with no control characters"
-                ),
-            ));
+        for k in &sc.anti_affinity {
+            label_key("scheduling.anti_affinity", k)?;
         }
     }
     if e.expected_measurements.len() > MEASUREMENTS_MAX {
@@ -130,6 +116,47 @@ pub fn enclave(e: &Enclave) -> Result<(), OutOfBounds> {
     Ok(())
 }
 
+fn label_key(field: &str, k: &str) -> Result<(), OutOfBounds> {
+    let key_ok = (1..=LABEL_KEY_BYTES_MAX).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
+    if key_ok {
+        Ok(())
+    } else {
+        Err(bad(
+            format!("{field}.{}", k.escape_debug()),
+            format!(
+                "a label key is 1 to {LABEL_KEY_BYTES_MAX} characters of a-z, A-Z, 0-9, '.', '_', '/' or '-'"
+            ),
+        ))
+    }
+}
+
+/// Checks a label map (an enclave's or a host's labels, a host selector).
+pub fn labels(
+    field: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), OutOfBounds> {
+    if labels.len() > LABELS_MAX {
+        return Err(large(
+            field,
+            format!("{} labels; at most {LABELS_MAX}", labels.len()),
+        ));
+    }
+    for (k, v) in labels {
+        label_key(field, k)?;
+        if v.len() > LABEL_VALUE_BYTES_MAX || has_control(v) {
+            return Err(bad(
+                format!("{field}.{k}"),
+                format!(
+                    "a label value is at most {LABEL_VALUE_BYTES_MAX} bytes with no control characters"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a host record from the API.
 pub fn host(h: &Host) -> Result<(), OutOfBounds> {
     check_name("host", &h.id).map_err(|r| bad("id", r))?;
@@ -139,6 +166,7 @@ pub fn host(h: &Host) -> Result<(), OutOfBounds> {
             format!("at most {HOST_TEXT_BYTES_MAX} bytes with no control characters"),
         ));
     }
+    labels("labels", &h.labels)?;
     let c = &h.capacity;
     for (field, v, max) in [
         (

@@ -54,7 +54,7 @@ fn resources(r: Resources) -> pb::Resources {
     }
 }
 
-fn enclave(e: Enclave) -> pb::Enclave {
+pub(super) fn enclave(e: Enclave) -> pb::Enclave {
     pb::Enclave {
         id: e.id,
         tenant: e.tenant,
@@ -71,10 +71,22 @@ fn enclave(e: Enclave) -> pb::Enclave {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
+        scheduling: e.scheduling.map(|s| pb::Scheduling {
+            preempt: s.preempt,
+            host_selector: s.host_selector.into_iter().collect(),
+            anti_affinity: s.anti_affinity,
+            min_tee_generation: s.min_tee_generation,
+            strategy: match s.strategy {
+                crate::state::Strategy::BinPack => "bin_pack",
+                crate::state::Strategy::Spread => "spread",
+            }
+            .into(),
+        }),
+        launch_json: e.launch.map(|l| l.to_string()).unwrap_or_default(),
     }
 }
 
-fn host(h: Host) -> pb::Host {
+pub(super) fn host(h: Host) -> pb::Host {
     pb::Host {
         id: h.id,
         address: h.address,
@@ -83,6 +95,14 @@ fn host(h: Host) -> pb::Host {
         attestation_status: h.attestation_status,
         last_heartbeat_ms: h.last_heartbeat_ms,
         agent_cert_fingerprint: h.agent_cert_fingerprint,
+        tee_generation: h.tee_generation,
+        labels: h.labels.into_iter().collect(),
+        schedulable: match h.schedulable {
+            crate::state::Schedulable::Ready => "ready",
+            crate::state::Schedulable::Cordoned => "cordoned",
+            crate::state::Schedulable::Draining => "draining",
+        }
+        .into(),
     }
 }
 
@@ -97,7 +117,7 @@ fn expect(v: Option<u64>) -> Expect {
 impl ControlServer {
     /// The caller of this request: its client certificate or its `authorization: Bearer …`
     /// metadata, exactly as for HTTP. UNAUTHENTICATED with what to do when there is none.
-    fn who<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+    pub(super) fn who<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
         let peer = crate::tls::peer_identity(req.extensions());
         let authorization = req.metadata().get("authorization").map(|v| v.as_bytes());
         self.api
@@ -243,6 +263,36 @@ impl ControlService for ControlServer {
         Ok(Response::new(pb::ListHostsResponse {
             hosts: hs.into_iter().map(host).collect(),
         }))
+    }
+
+    async fn create_enclave(
+        &self,
+        req: Request<pb::CreateEnclaveRequest>,
+    ) -> Result<Response<pb::Enclave>, Status> {
+        self.create_enclave_rpc(req).await
+    }
+
+    async fn cordon_host(
+        &self,
+        req: Request<pb::HostActionRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
+        self.set_schedulable_rpc(req, crate::state::Schedulable::Cordoned)
+            .await
+    }
+
+    async fn uncordon_host(
+        &self,
+        req: Request<pb::HostActionRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
+        self.set_schedulable_rpc(req, crate::state::Schedulable::Ready)
+            .await
+    }
+
+    async fn drain_host(
+        &self,
+        req: Request<pb::HostActionRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        self.drain_host_rpc(req).await
     }
 
     async fn get_log_tree_head(

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tribune_tls::UserRole;
 
 use super::log;
+use super::schedule;
 use super::problem::Problem;
 use super::service::Api;
 use crate::auth::Principal;
@@ -87,7 +88,7 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
                 .delete(delete_policy)
                 .post(plan_policies),
         ),
-        ("/v1/enclaves", get(list_enclaves)),
+        ("/v1/enclaves", get(list_enclaves).post(schedule::create_enclave)),
         (
             "/v1/enclaves/{id}",
             get(get_enclave).put(put_enclave).delete(delete_enclave),
@@ -96,6 +97,9 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/v1/enclaves/{id}/receipt", get(enclave_receipt)),
         ("/v1/hosts", get(list_hosts)),
         ("/v1/hosts/{id}", put(put_host)),
+        ("/v1/hosts/{id}/cordon", post(schedule::cordon)),
+        ("/v1/hosts/{id}/uncordon", post(schedule::uncordon)),
+        ("/v1/hosts/{id}/drain", post(schedule::drain)),
         ("/v1/cluster", get(cluster)),
         ("/v1/cluster/members", post(add_member)),
         ("/v1/cluster/members/{id}", delete(remove_member)),

@@ -6,6 +6,7 @@
 
 pub mod bounds;
 pub mod grpc;
+mod grpc_schedule;
 pub mod health;
 pub mod http;
 pub mod log;
@@ -15,5 +16,6 @@ pub mod plan;
 pub mod problem;
 pub mod receipt;
 pub mod request;
+pub mod schedule;
 pub mod service;
 pub mod tokens;

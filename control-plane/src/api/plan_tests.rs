@@ -20,6 +20,7 @@ fn enclave(id: &str, tenant: &str, host: Option<&str>, label: Option<(&str, &str
         }),
         state: EnclaveState::Running,
         launch: None,
+        scheduling: None,
         version: 1,
     }
 }

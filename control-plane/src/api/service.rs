@@ -369,6 +369,12 @@ impl Api {
                 what,
                 current_version,
             } => Err(conflict(&what, expect, current_version)),
+            // Resuming an enclave a preemption suspended, while its guarantee does not fit.
+            Outcome::NoRoom { reason } => Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "unplaceable",
+                reason,
+            )),
             o => Err(unexpected(o)),
         }
     }

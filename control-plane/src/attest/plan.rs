@@ -20,6 +20,9 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         .values()
         .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == host))
         .filter(|e| e.state != EnclaveState::Stopped)
+        // Moving off this host: its plan drops it, so its agent stops it before the target's
+        // plan names it (`state/schedule.rs`).
+        .filter(|e| !state.moves.contains_key(&e.id))
         .collect();
     let empty = BTreeMap::new();
     let enclaves = placed

@@ -64,6 +64,7 @@ fn enclave(id: &str, tenant: &str, host: &str) -> Enclave {
         }),
         state: EnclaveState::Running,
         launch: None,
+        scheduling: None,
         version: 1,
     }
 }

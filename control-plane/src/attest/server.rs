@@ -146,6 +146,10 @@ impl AttestationService for AttestServer {
         if let Err(e) = crate::validate::check_name("host", &hello.host_id) {
             return Err(Status::invalid_argument(e));
         }
+        if let Err(why) = check_hello(&hello) {
+            self.record_refusal(&hello.host_id, &why);
+            return Err(Status::invalid_argument(why));
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_MAX);
         let mut session = Session::new(
             self.controller.clone(),
@@ -202,7 +206,7 @@ pub(super) fn host_record(
     } else {
         format!("observe-only: {}", hello.enforce_problem)
     };
-    match existing {
+    let mut h = match existing {
         Some(mut h) => {
             h.enforcement = enforcement;
             if !cert_sha256.is_empty() {
@@ -214,12 +218,127 @@ pub(super) fn host_record(
             id: host.to_string(),
             address: String::new(),
             capacity: Default::default(),
-            // `Hello` names no TEE kind; the host's evidence does, per enclave.
+            // An older agent's `Hello` names no TEE kind; its evidence does, per enclave.
             tee: crate::state::TeeKind::Sim,
             attestation_status: "unverified".into(),
             last_heartbeat_ms: 0,
             agent_cert_fingerprint: cert_sha256.to_string(),
             enforcement,
+            tee_generation: 0,
+            labels: Default::default(),
+            schedulable: Default::default(),
         },
+    };
+    // What the agent measured (an older agent sends none: the stored record stays).
+    if let Some(c) = &hello.capacity {
+        h.capacity = crate::state::Resources {
+            cpu_millicores: c.cpu_millicores,
+            memory_bytes: c.memory_bytes,
+            egress_bits_per_sec: c.egress_bits_per_sec,
+            ingress_bits_per_sec: c.ingress_bits_per_sec,
+            gpu_percent: c.gpu_percent,
+        };
+        h.tee_generation = c.tee_generation;
+        if let Ok(tee) = c.tee.parse() {
+            h.tee = tee;
+        }
+    }
+    if hello.capacity.is_some() || !hello.labels.is_empty() {
+        h.labels = hello.labels.clone().into_iter().collect();
+    }
+    h
+}
+
+/// What a `Hello`'s capacity and labels may hold, checked before anything is recorded: the
+/// same bounds as a host record written through the API.
+pub(super) fn check_hello(hello: &pb::Hello) -> Result<(), String> {
+    if let Some(c) = &hello.capacity
+        && !c.tee.is_empty()
+        && c.tee.parse::<crate::state::TeeKind>().is_err()
+    {
+        return Err(format!(
+            "Hello: unknown TEE kind {:?} (sev-snp, tdx or sim)",
+            c.tee.escape_debug().to_string()
+        ));
+    }
+    let h = host_record(None, &hello.host_id, hello, "");
+    crate::api::bounds::host(&h).map_err(|e| format!("Hello: {e}"))
+}
+
+#[cfg(test)]
+mod hello_tests {
+    use super::*;
+
+    fn hello(capacity: Option<pb::HostCapacity>, labels: &[(&str, &str)]) -> pb::Hello {
+        pb::Hello {
+            host_id: "h1".into(),
+            applied_plan_version: 0,
+            enclave_ids: vec![],
+            can_enforce: true,
+            enforce_problem: String::new(),
+            capacity,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn measured() -> pb::HostCapacity {
+        pb::HostCapacity {
+            cpu_millicores: 8000,
+            memory_bytes: 16 << 30,
+            egress_bits_per_sec: 1_000_000_000,
+            ingress_bits_per_sec: 1_000_000_000,
+            gpu_percent: 100,
+            tee: "sev-snp".into(),
+            tee_generation: 3,
+        }
+    }
+
+    #[test]
+    fn a_hellos_capacity_and_labels_go_on_the_host_record() {
+        let h = host_record(None, "h1", &hello(Some(measured()), &[("zone", "a")]), "");
+        assert_eq!(h.capacity.cpu_millicores, 8000);
+        assert_eq!(h.capacity.memory_bytes, 16 << 30);
+        assert_eq!(h.capacity.gpu_percent, 100);
+        assert_eq!(h.tee, crate::state::TeeKind::SevSnp);
+        assert_eq!(h.tee_generation, 3);
+        assert_eq!(h.labels.get("zone").map(String::as_str), Some("a"));
+        // An operator's cordon stays whatever the agent says (the record keeps it; the state
+        // machine keeps the stored one too).
+        let mut cordoned = h.clone();
+        cordoned.schedulable = crate::state::Schedulable::Cordoned;
+        let again = host_record(Some(cordoned), "h1", &hello(Some(measured()), &[]), "");
+        assert_eq!(again.schedulable, crate::state::Schedulable::Cordoned);
+        assert!(
+            again.labels.is_empty(),
+            "a new Hello's labels replace the old"
+        );
+    }
+
+    #[test]
+    fn an_older_agents_hello_keeps_the_stored_capacity() {
+        let stored = host_record(None, "h1", &hello(Some(measured()), &[("zone", "a")]), "");
+        let h = host_record(Some(stored.clone()), "h1", &hello(None, &[]), "");
+        assert_eq!(h.capacity, stored.capacity);
+        assert_eq!(h.labels, stored.labels);
+        assert_eq!(h.tee, stored.tee);
+    }
+
+    #[test]
+    fn a_hello_out_of_bounds_is_refused_naming_the_field() {
+        assert!(check_hello(&hello(Some(measured()), &[("zone", "a")])).is_ok());
+        assert!(check_hello(&hello(None, &[])).is_ok());
+        let mut bad_tee = measured();
+        bad_tee.tee = "sgx".into();
+        let e = check_hello(&hello(Some(bad_tee), &[])).expect_err("tee");
+        assert!(e.contains("unknown TEE kind"), "{e}");
+        let mut huge = measured();
+        huge.cpu_millicores = u64::MAX;
+        let e = check_hello(&hello(Some(huge), &[])).expect_err("cpu");
+        assert!(e.contains("capacity.cpu_millicores"), "{e}");
+        let e = check_hello(&hello(None, &[("bad key!", "v")])).expect_err("label");
+        assert!(e.contains("labels"), "{e}");
     }
 }

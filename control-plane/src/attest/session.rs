@@ -84,6 +84,7 @@ type PlacedIds = ((Option<u64>, usize), Vec<String>);
 /// One enclave's replicated records, copied out from under the state lock for a decision.
 type Snapshot = (Enclave, Option<EnclaveStatus>, Option<Allocation>);
 
+mod moves;
 mod tick;
 
 pub struct Session {
@@ -264,6 +265,7 @@ impl Session {
                 tracing::warn!("recording the host: {e}");
             }
         });
+        self.moves_acked(hello.applied_plan_version);
         // What this session reads (confirmed points, prior attestations) must include every
         // committed write, also on a controller restored as leader after a restart.
         if let Err(e) = self.controller.read_barrier().await {
@@ -396,6 +398,7 @@ impl Session {
             Some(Body::PlanAck(a)) => {
                 if a.error.is_empty() {
                     tracing::debug!(host = %self.host, version = a.version, "plan applied");
+                    self.moves_acked(a.version);
                 } else {
                     tracing::warn!(host = %self.host, version = a.version, error = %a.error, "plan refused by the agent");
                 }

@@ -207,12 +207,51 @@ pub struct LendAction {
     pub was: u64,
 }
 
-/// Reserved for migrations: nothing writes this kind yet (a `migrate` step is logged as a
-/// ladder action). The migration work gives it its fields; until then its detail is `{}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
-pub struct MigrationDetail {}
+/// Where an enclave runs changed, by the scheduler (subject: the enclave), by `"op"`. A
+/// policy's `migrate` step is still logged as a ladder action (live migration is not built).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MigrationDetail {
+    /// Placed by the scheduler on a new enclave's creation (`POST /v1/enclaves`).
+    Place {
+        host: String,
+        epoch: u64,
+        priority: i32,
+        /// Lower-priority enclaves displaced to make room (each has its own `preempted` entry).
+        displaced: Vec<String>,
+        actor: String,
+    },
+    /// Displaced by a strictly higher-priority enclave: moved to `to` (a stop-and-restart
+    /// move follows, with its own entries), or, with `to` null, suspended on `from` (it keeps
+    /// its process frozen there but no longer reserves its guarantee).
+    Preempted {
+        from: String,
+        to: Option<String>,
+        priority: i32,
+        by: String,
+        by_priority: i32,
+        actor: String,
+    },
+    /// A stop-and-restart move began: `from`'s plan drops the enclave; `to` gets it only once
+    /// `from`'s agent acked that plan (`move_done`).
+    MoveStart {
+        from: String,
+        to: String,
+        /// The placement epoch it ran under on `from`.
+        epoch: u64,
+        /// `drain`, or `preempted by ID`.
+        cause: String,
+        actor: String,
+    },
+    /// `from`'s agent acked plan `source_plan_version`, which no longer holds the enclave: it
+    /// is placed on `to` under the new `epoch`.
+    MoveDone {
+        from: String,
+        to: String,
+        epoch: u64,
+        source_plan_version: u64,
+    },
+}
 
 /// A policy written or deleted through the API (subject: the policy name).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +323,12 @@ pub enum HostChangeDetail {
         capacity: Resources,
         tee: TeeKind,
     },
+    /// Nothing new lands on the host (`tribune host cordon`).
+    Cordon { actor: String },
+    /// New enclaves may land on it again.
+    Uncordon { actor: String },
+    /// Cordoned, and what runs there is moved off (`tribune host drain`).
+    Drain { actor: String },
 }
 
 /// A controller added, promoted or removed (subject: `controller-N`).

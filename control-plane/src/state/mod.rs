@@ -9,6 +9,7 @@ mod enforce;
 mod leaf_format;
 mod log;
 mod plan_version;
+mod schedule;
 mod types;
 
 pub use detail::{
@@ -23,11 +24,12 @@ pub use enforce::{
 };
 pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
+pub use schedule::{FRESHNESS_ANY, Move, cluster_view, enclave_spec, restartable};
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
 pub use types::{
     Allocation, Enclave, EnclaveState, Host, OperatorHold, Placement, Policy, Resources,
-    Revocation, Token,
+    Revocation, Schedulable, Scheduling, Strategy, Token,
 };
 
 use std::collections::BTreeMap;
@@ -128,6 +130,41 @@ pub enum Command {
         changes: Vec<Enforcement>,
         at_ms: i64,
     },
+    /// A new enclave placed by the scheduler (`POST /v1/enclaves`), with what had to make room
+    /// for it; re-checked against the state at apply (`state/schedule.rs`).
+    Place {
+        enclave: Enclave,
+        placement: tribune_migration::Placement,
+        actor: String,
+        at_ms: i64,
+    },
+    /// Cordon, uncordon or drain a host (an operator's).
+    SetSchedulable {
+        host: String,
+        schedulable: Schedulable,
+        actor: String,
+        at_ms: i64,
+    },
+    /// Starts a stop-and-restart move of a process enclave to `to` (drain): the source's plan
+    /// drops it at once; the target's gains it only once the source acked that
+    /// (`Command::FinishMove`), under a new placement epoch.
+    StartMove {
+        enclave: String,
+        to: String,
+        /// The epoch the mover read: a move of a placement that changed since is refused.
+        epoch: u64,
+        /// Why (`drain`, `preempted by X`).
+        cause: String,
+        actor: String,
+        at_ms: i64,
+    },
+    /// The source host's agent acked plan `version`, which no longer holds the enclaves moving
+    /// off it: each completes its move (new host, epoch + 1).
+    FinishMoves {
+        host: String,
+        version: u64,
+        at_ms: i64,
+    },
     /// Appends an entry to the attestation log as it is (refusals, membership changes). In
     /// JSON the detail is two fields, `kind` and `detail`, as it always was.
     AppendLog {
@@ -167,7 +204,36 @@ impl Command {
                         + enclave.launch.as_ref().map_or(0, |l| l.to_string().len())
                         + enclave.tenant.len()
                 }
-                Command::PutHost { host, .. } => host.address.len() + host.enforcement.len(),
+                Command::PutHost { host, .. } => {
+                    host.address.len()
+                        + host.enforcement.len()
+                        + host
+                            .labels
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 8)
+                            .sum::<usize>()
+                }
+                Command::Place {
+                    enclave, placement, ..
+                } => {
+                    enclave
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 8)
+                        .sum::<usize>()
+                        + enclave.launch.as_ref().map_or(0, |l| l.to_string().len())
+                        + enclave.scheduling.as_ref().map_or(0, |s| {
+                            s.host_selector
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len() + 8)
+                                .sum::<usize>()
+                                + s.anti_affinity.iter().map(|k| k.len() + 4).sum::<usize>()
+                        })
+                        + placement.displaced.len() * 128
+                }
+                Command::SetSchedulable { .. }
+                | Command::StartMove { .. }
+                | Command::FinishMoves { .. } => 0,
                 Command::Verdicts { verdicts, .. } => verdicts.len() * 1024,
                 Command::UsageDigests { digests, .. } => digests.len() * 512,
                 Command::Enforce { changes, .. } => changes.len() * 1024,
@@ -214,6 +280,15 @@ pub enum Outcome {
     NotFound {
         what: String,
     },
+    /// The scheduler's placement no longer holds against the state at apply (another write
+    /// took the room first); nothing was written. The reason is the filters'.
+    NoRoom {
+        reason: String,
+    },
+    /// `Command::FinishMoves`: the enclaves whose move completed.
+    Moved {
+        enclaves: Vec<String>,
+    },
     /// A quota would be exceeded; nothing was written.
     Quota {
         reason: String,
@@ -244,6 +319,9 @@ pub struct State {
     /// Bearer tokens by id.
     #[serde(default)]
     pub tokens: BTreeMap<String, Token>,
+    /// Stop-and-restart moves under way, by enclave (`state/schedule.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moves: BTreeMap<String, Move>,
 }
 
 /// Policies a cluster holds at most.
@@ -389,6 +467,12 @@ impl State {
                 at_ms,
             } => {
                 host.last_heartbeat_ms = host.last_heartbeat_ms.max(at_ms);
+                // Cordoning is an operator's alone (`Command::SetSchedulable`): neither the
+                // agent's stream nor a host record written through the API changes it.
+                host.schedulable = self
+                    .hosts
+                    .get(&host.id)
+                    .map_or_else(Default::default, |h| h.schedulable);
                 if !actor.is_empty() {
                     self.log.append(
                         &host.id,
@@ -503,6 +587,31 @@ impl State {
                 changes,
                 at_ms,
             } => self.apply_enforcements(&host, changes, at_ms),
+            Command::Place {
+                enclave,
+                placement,
+                actor,
+                at_ms,
+            } => self.apply_place(enclave, placement, actor, at_ms),
+            Command::SetSchedulable {
+                host,
+                schedulable,
+                actor,
+                at_ms,
+            } => self.set_schedulable(&host, schedulable, actor, at_ms),
+            Command::StartMove {
+                enclave,
+                to,
+                epoch,
+                cause,
+                actor,
+                at_ms,
+            } => self.start_move(&enclave, &to, epoch, cause, actor, at_ms),
+            Command::FinishMoves {
+                host,
+                version,
+                at_ms,
+            } => self.finish_moves(&host, version, at_ms),
             Command::AppendLog {
                 subject,
                 detail,
@@ -631,6 +740,18 @@ impl State {
             .get(&enclave.id)
             .is_some_and(|s| s.operator_hold.is_some());
         let was = current.map(|c| c.state);
+        let preempted = self
+            .status
+            .get(&enclave.id)
+            .and_then(|s| s.operator_hold.as_ref())
+            .is_some_and(|h| h.preempted_by.is_some());
+        if preempted
+            && !spec_only
+            && enclave.state == EnclaveState::Running
+            && let Err(reason) = self.room_to_resume(&enclave)
+        {
+            return Outcome::NoRoom { reason };
+        }
         // What the operator asked for, in the log's words.
         let mut op = EnclaveOp::Put;
         if spec_only {
@@ -642,6 +763,7 @@ impl State {
             status.operator_hold = Some(OperatorHold {
                 by: actor.clone(),
                 since_ms: at_ms,
+                preempted_by: None,
             });
             if let Some(a) = self.allocations.get_mut(&enclave.id) {
                 a.suspended = true;
@@ -667,6 +789,12 @@ impl State {
         }
         if let Some(p) = &enclave.placement {
             self.bump_plan_version(&p.host);
+        }
+        // Placed by name elsewhere than a move under way started from: the move is void.
+        if let Some(m) = self.moves.get(&enclave.id)
+            && enclave.placement.as_ref().is_none_or(|p| p.host != m.from)
+        {
+            self.moves.remove(&enclave.id);
         }
         self.log.append(
             &enclave.id,
@@ -721,6 +849,7 @@ impl State {
         };
         self.allocations.remove(&id);
         self.status.remove(&id);
+        self.moves.remove(&id);
         self.log.append(
             &id,
             LogDetail::EnclaveChange(EnclaveChangeDetail {

@@ -25,6 +25,7 @@ pub(super) fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
         }),
         state: EnclaveState::Pending,
         launch: None,
+        scheduling: None,
         version: 0,
     }
 }

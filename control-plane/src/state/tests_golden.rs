@@ -116,6 +116,9 @@ pub(crate) fn scenario(format: LeafFormat) -> State {
                 last_heartbeat_ms: 0,
                 agent_cert_fingerprint: String::new(),
                 enforcement: String::new(),
+                tee_generation: 0,
+                labels: Default::default(),
+                schedulable: Default::default(),
             },
             actor: OPERATOR.into(),
             at_ms: 1001,
@@ -606,7 +609,37 @@ fn every_detail_round_trips_through_json_and_through_commands() {
         .into_iter()
         .map(|e| e.detail)
         .collect();
-    details.push(LogDetail::Migration(MigrationDetail {}));
+    details.push(LogDetail::Migration(MigrationDetail::Place {
+        host: "h1".into(),
+        epoch: 1,
+        priority: 50,
+        displaced: vec!["low".into()],
+        actor: "admin".into(),
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::Preempted {
+        from: "h1".into(),
+        to: None,
+        priority: 10,
+        by: "high".into(),
+        by_priority: 50,
+        actor: "admin".into(),
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::MoveStart {
+        from: "h1".into(),
+        to: "h2".into(),
+        epoch: 1,
+        cause: "drain".into(),
+        actor: "admin".into(),
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::MoveDone {
+        from: "h1".into(),
+        to: "h2".into(),
+        epoch: 2,
+        source_plan_version: 7,
+    }));
+    details.push(LogDetail::HostChange(HostChangeDetail::Cordon {
+        actor: "admin".into(),
+    }));
     let mut seen = std::collections::BTreeSet::new();
     for d in details {
         seen.insert(d.kind().as_str());

@@ -48,6 +48,40 @@ pub struct Host {
     /// "enforcing", or why the agent can only observe (e.g. "observe-only: not root").
     #[serde(default)]
     pub enforcement: String,
+    /// The TEE's generation (firmware / TCB level) the agent reports (0: unknown).
+    #[serde(default)]
+    pub tee_generation: u32,
+    /// Placement labels (the agent's `--label`, or an admin's record): an enclave's
+    /// `scheduling.host_selector` must match them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Whether new enclaves may land here (`tribune host cordon|uncordon|drain`). Only an
+    /// operator changes it; the agent's stream keeps it as stored.
+    #[serde(default)]
+    pub schedulable: Schedulable,
+}
+
+/// Whether new enclaves may land on a host: the scheduler's own type.
+pub use tribune_migration::Schedulable;
+/// How the scheduler packs: the scheduler's own type.
+pub use tribune_migration::Strategy;
+
+/// How the scheduler places an enclave created without a host (`POST /v1/enclaves`). The
+/// guarantee placed against every host's capacity is the enclave's `requested`; its priority
+/// is `priority`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scheduling {
+    /// May displace strictly lower-priority enclaves when nothing fits without it (they are
+    /// moved or suspended, never stopped, and the log says so).
+    pub preempt: bool,
+    /// Host labels that must all match (affinity).
+    pub host_selector: BTreeMap<String, String>,
+    /// Label keys: never on a host with another enclave holding the same value for one of them.
+    pub anti_affinity: Vec<String>,
+    /// Lowest TEE generation accepted (0: any).
+    pub min_tee_generation: u32,
+    pub strategy: Strategy,
 }
 
 fn unverified() -> String {
@@ -99,6 +133,9 @@ pub struct Enclave {
     /// How the host agent starts it (the agent's launch spec, passed through as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<serde_json::Value>,
+    /// How the scheduler places it; `None` for an enclave placed by naming its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
     /// Set by the state machine; ignored on input.
     #[serde(default)]
     pub version: u64,
@@ -153,4 +190,9 @@ pub struct Revocation {
 pub struct OperatorHold {
     pub by: String,
     pub since_ms: i64,
+    /// Set when the hold is a preemption: the higher-priority enclave that displaced this one
+    /// and found it no other host. A preempted enclave stays frozen on its host but reserves
+    /// no guarantee there (the scheduler's view leaves it out) until an operator resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
 }

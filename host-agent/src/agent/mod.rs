@@ -281,6 +281,11 @@ impl Agent {
         }
     }
 
+    /// GPU shares this host can give (100 per device NVML sees; 0 without).
+    pub fn gpu_capacity_percent(&self) -> u32 {
+        self.gpu.capacity_percent()
+    }
+
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
     }

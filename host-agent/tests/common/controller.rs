@@ -104,6 +104,8 @@ impl FakeController {
             controllers: vec![self.addr.to_string()],
             can_enforce: true,
             enforce_problem: String::new(),
+            capacity: Default::default(),
+            labels: Default::default(),
             tls: None,
         }
     }

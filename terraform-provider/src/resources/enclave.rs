@@ -251,6 +251,7 @@ pub fn spec(config: &Value) -> Result<Enclave, Bad> {
         placement,
         state: EnclaveState::Pending,
         launch,
+        scheduling: None,
         version: 0,
     })
 }

@@ -40,6 +40,7 @@ fn enclave(id: &str, tenant: &str) -> Enclave {
         }),
         state: EnclaveState::Running,
         launch: None,
+        scheduling: None,
         version: 1,
     }
 }

@@ -1,0 +1,232 @@
+//! Scheduling with real agents (root: agents need cgroups): each agent reports its capacity
+//! and labels in its `Hello` and `tribune host ls` shows them; an enclave created without a
+//! host is placed on one with room and runs there; `tribune host drain` moves a process
+//! enclave by stop-and-restart, and afterwards it runs on exactly one host, under the epoch the
+//! log records, with the source stopped before the target started.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cluster, DEADLINE};
+use serde_json::{Value, json};
+
+/// Processes whose command line holds `marker`, with the agent instance whose cgroup holds
+/// each.
+fn running(marker: &str, instances: &[&str]) -> Vec<(u32, Option<String>)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let owner = instances
+            .iter()
+            .find(|i| cgroup.contains(&format!("tribune/{i}/")))
+            .map(|i| i.to_string());
+        out.push((pid, owner));
+    }
+    out
+}
+
+async fn wait_for<T>(what: &str, c: &Cluster, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_one_host() {
+    if common::skip_unless_root(
+        "agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_one_host",
+        "the host agent needs cgroups",
+    ) {
+        return;
+    }
+    let c = Cluster::start_tls(1, &["--allow-sim-evidence"]);
+    let n = c.wait_leader().await;
+    let controllers: Vec<String> = c.nodes.values().map(|x| x.addr.clone()).collect();
+    let agent = |instance: &str, host: &str, cores: u64| {
+        common::start_agent(
+            &c,
+            instance,
+            host,
+            controllers.clone(),
+            vec![
+                "--capacity".into(),
+                format!(
+                    "cpu_millicores={},memory_bytes={}",
+                    cores * 1000,
+                    4u64 << 30
+                ),
+                "--labels".into(),
+                "pool=sched".into(),
+            ],
+        )
+    };
+    let a1 = agent("scha", "sh1", 2);
+    let a2 = agent("schb", "sh2", 1);
+
+    // Their Hello's capacity and labels reach the host records.
+    let hosts = wait_for("both hosts with their capacity", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        let hs = v.as_array()?.clone();
+        let ok = ["sh1", "sh2"].iter().all(|id| {
+            hs.iter().any(|h| {
+                h["id"] == *id
+                    && h["capacity"]["cpu_millicores"].as_u64().unwrap_or(0) > 0
+                    && h["labels"]["pool"] == "sched"
+            })
+        });
+        ok.then_some(hs)
+    })
+    .await;
+    let cpu = |id: &str| {
+        hosts
+            .iter()
+            .find(|h| h["id"] == id)
+            .and_then(|h| h["capacity"]["cpu_millicores"].as_u64())
+    };
+    assert_eq!((cpu("sh1"), cpu("sh2")), (Some(2000), Some(1000)));
+    let out = c.cli(&["host", "ls", "-o", "wide"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("pool") && text.contains("4Gi"), "{text}");
+
+    // 1.5 cores: only sh1 has room. It runs there.
+    let marker = "sched-drain-marker";
+    let script = format!("while :; do sleep 1; done # {marker}");
+    // The program after `--`, so the cluster's own arguments go before it.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "enclave",
+            "create",
+            "--id",
+            "mover",
+            "--tenant",
+            "acme",
+            "--cpu",
+            "1500m",
+            "--host-selector",
+            "pool=sched",
+            "-o",
+            "json",
+            "--endpoint",
+            &c.endpoints(),
+        ])
+        .args(c.tls_args())
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .expect("run tribune");
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let e: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["placement"], json!({"host": "sh1", "epoch": 1}), "{e}");
+    let instances = ["scha", "schb"];
+    wait_for("the enclave running on sh1", &c, async || {
+        let (_, e) = c.get_json(n, "/v1/enclaves/mover").await?;
+        let procs = running(marker, &instances);
+        (e["state"] == "running" && procs.len() == 1 && procs[0].1.as_deref() == Some("scha"))
+            .then_some(())
+    })
+    .await;
+
+    // sh2 has 1 core: a drain of sh1 leaves it (nowhere to go) and says why.
+    let out = c.cli(&["host", "drain", "sh1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
+    assert!(
+        common::output_text(&out).contains("mover: stays: enclave mover fits nowhere"),
+        "{}",
+        common::output_text(&out)
+    );
+    // A third host with room; drain again: it moves.
+    let a3 = agent("schc", "sh3", 2);
+    wait_for("sh3's capacity", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        v.as_array()?
+            .iter()
+            .any(|h| h["id"] == "sh3" && h["capacity"]["cpu_millicores"] == 2000)
+            .then_some(())
+    })
+    .await;
+    let out = c.cli(&["host", "drain", "sh1"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("mover: moving to sh3") && text.contains("epoch 2"),
+        "{text}"
+    );
+    let instances = ["scha", "schb", "schc"];
+    // While it moves, it never runs in two places; at the end it runs on sh3 alone.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let procs = running(marker, &instances);
+        assert!(procs.len() <= 1, "running twice: {procs:?}\n{}", c.logs());
+        let (_, e) = c.get_json(n, "/v1/enclaves/mover").await.expect("get");
+        if e["placement"] == json!({"host": "sh3", "epoch": 2})
+            && e["state"] == "running"
+            && procs.len() == 1
+            && procs[0].1.as_deref() == Some("schc")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not moved: {e} {procs:?}\n{}\n{}",
+            a1.log_tail(),
+            a3.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The log: the move started on sh1 under epoch 1, finished on sh3 under epoch 2 once sh1's
+    // agent acked the plan without it; the new verdict comes from sh3.
+    let log = c.log_entries(n).await.expect("log");
+    let pos = |f: &dyn Fn(&Value) -> bool| log.iter().position(f);
+    let start = pos(&|x| {
+        x["subject"] == "mover"
+            && x["detail"]["op"] == "move_start"
+            && x["detail"]["from"] == "sh1"
+            && x["detail"]["to"] == "sh3"
+            && x["detail"]["epoch"] == 1
+            && x["detail"]["cause"] == "drain"
+    })
+    .expect("move_start entry");
+    let done = pos(&|x| {
+        x["subject"] == "mover"
+            && x["detail"]["op"] == "move_done"
+            && x["detail"]["to"] == "sh3"
+            && x["detail"]["epoch"] == 2
+    })
+    .expect("move_done entry");
+    assert!(start < done);
+    assert!(
+        log[done + 1..].iter().any(|x| x["kind"] == "verdict"
+            && x["subject"] == "mover"
+            && x["detail"]["host"] == "sh3"
+            && x["detail"]["trusted"] == true),
+        "no trusted verdict from sh3 after the move"
+    );
+    assert!(log.iter().any(|x| x["kind"] == "host_change"
+        && x["subject"] == "sh1"
+        && x["detail"]["op"] == "drain"));
+    drop((a1, a2, a3));
+}
