@@ -176,6 +176,8 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/snapshot", get(snapshot))
+        // The console's live usage stream (`api/console.rs`).
+        .merge(super::console::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -4,6 +4,7 @@
 //! ([`observe`]).
 
 pub mod bounds;
+pub mod console;
 pub mod grpc;
 pub mod health;
 pub mod http;
