@@ -39,18 +39,15 @@ async fn console_in_chromium_against_tribune_dev() {
     // if the decision came first).
     b.go("/ui/enclaves/miner").await;
     let opened_ms = b.now_ms().await;
-    let marker = b
-        .wait_for(
-            "#chart-cpu line[data-marker='throttle']",
-            Duration::from_secs(60),
-        )
+    // The markers are redrawn every frame: read them by script, not by element handle.
+    let sel = "#chart-cpu line[data-marker='throttle']";
+    b.wait_until(&format!("document.querySelector(\"{sel}\")"), Duration::from_secs(60))
         .await;
     let seen_ms = b.now_ms().await;
-    let index: u64 = marker
-        .attr("data-index")
+    let index: u64 = b
+        .eval::<String>(&format!("return document.querySelector(\"{sel}\").dataset.index"))
         .await
-        .expect("attr")
-        .and_then(|v| v.parse().ok())
+        .parse()
         .expect("the marker names its log entry");
     let entry = b
         .api("GET", &format!("/v1/log/entries?start={index}&end={index}"), None)

@@ -329,9 +329,20 @@ impl Browser {
         }
     }
 
+    /// A real click; parts of the page redraw live, so a stale element is looked up again.
     pub async fn click(&self, css: &str) {
-        let e = self.wait_for(css, Duration::from_secs(10)).await;
-        e.click().await.unwrap_or_else(|err| panic!("click {css}: {err}"));
+        let mut tries = 0;
+        loop {
+            let e = self.wait_for(css, Duration::from_secs(10)).await;
+            match e.click().await {
+                Ok(()) => return,
+                Err(err) if tries < 10 && err.to_string().contains("stale") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("click {css}: {err}"),
+            }
+        }
     }
 
     pub async fn text(&self, css: &str) -> String {
