@@ -78,7 +78,7 @@ export class Chart {
     }
     for (let m = 0; m <= 10; m += 2) {
       const xx = x(from + m * 60000);
-      grid.push(h("svg:text", { x: xx, y: H + 12, "text-anchor": "middle" }, m === 10 ? "now" : `-${10 - m}m`));
+      grid.push(h("svg:text", { x: xx, y: H + 12, "text-anchor": m === 10 ? "end" : "middle" }, m === 10 ? "now" : `-${10 - m}m`));
     }
     this.layers.grid.replaceChildren(...grid);
     const lines = [];

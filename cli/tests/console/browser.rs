@@ -119,7 +119,7 @@ impl Dev {
         format!("https://127.0.0.1:{}{path}", self.base + 1)
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(common::BIN)
             .args(args)
             .env("TRIBUNE_CONFIG", &self.config)
