@@ -74,6 +74,8 @@ export function stream(path, onEvent, onError) {
           else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
         }
         if (data.length) {
+          // Events received, for the console's measurements (bench/README.md).
+          globalThis.tribuneEvents = (globalThis.tribuneEvents || 0) + 1;
           try { onEvent(name, JSON.parse(data.join("\n"))); } catch (e) { console.warn("bad event", e); }
         }
       }

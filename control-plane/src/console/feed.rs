@@ -108,9 +108,12 @@ impl UsageFeed {
     }
 
     /// Records one enclave's newest second. A point for the second already last in the ring
-    /// replaces it (that second's mean, now over more reports); an older one is ignored.
+    /// replaces it (that second's mean, now over more reports); an older one is ignored. A
+    /// point for a new second completes the one before, which is then broadcast: watchers get
+    /// each second once, final (at most one event per enclave per second, whatever the report
+    /// rate), and the ring's last point is the second still filling.
     pub fn record(&self, enclave: &str, point: ChartPoint) {
-        let name = {
+        let completed = {
             let mut rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
             if !rings.contains_key(enclave) && rings.len() >= ENCLAVES_MAX {
                 evict_stalest(&mut rings);
@@ -119,23 +122,26 @@ impl UsageFeed {
                 enclave: Arc::from(enclave),
                 points: VecDeque::with_capacity(16),
             });
-            match ring.points.back_mut() {
-                Some(last) if last.t_ms == point.t_ms => *last = point,
-                Some(last) if last.t_ms > point.t_ms => return,
-                _ => {
-                    if ring.points.len() >= POINTS_MAX {
-                        ring.points.pop_front();
-                    }
-                    ring.points.push_back(point);
+            let done = match ring.points.back_mut() {
+                Some(last) if last.t_ms == point.t_ms => {
+                    *last = point;
+                    None
                 }
+                Some(last) if last.t_ms > point.t_ms => return,
+                last => last.map(|l| *l),
+            };
+            if done.is_some() || ring.points.is_empty() {
+                if ring.points.len() >= POINTS_MAX {
+                    ring.points.pop_front();
+                }
+                ring.points.push_back(point);
             }
-            ring.enclave.clone()
+            done.map(|d| (ring.enclave.clone(), d))
         };
         // Err only when nobody watches.
-        let _ = self.tx.send(FeedEvent::Point {
-            enclave: name,
-            point,
-        });
+        if let Some((enclave, point)) = completed {
+            let _ = self.tx.send(FeedEvent::Point { enclave, point });
+        }
     }
 
     /// Tells watchers that the loop committed a decision about `enclave`.
@@ -228,11 +234,32 @@ mod tests {
     }
 
     #[test]
+    fn each_second_is_broadcast_once_when_complete() {
+        let f = UsageFeed::new();
+        let mut rx = f.subscribe();
+        for cpu in [1.0, 2.0, 3.0] {
+            f.record("a", at(7, cpu)); // three reports in second 7
+        }
+        assert!(rx.try_recv().is_err(), "second 7 is still filling");
+        f.record("a", at(8, 5.0));
+        match rx.try_recv() {
+            Ok(FeedEvent::Point { enclave, point }) => {
+                assert_eq!(&*enclave, "a");
+                assert_eq!((point.t_ms, point.cpu_millicores), (7000, 3.0));
+            }
+            other => panic!("expected second 7, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "one event per second");
+        assert_eq!(f.history("a").last().map(|p| p.t_ms), Some(8000));
+    }
+
+    #[test]
     fn a_slow_watcher_loses_the_oldest_events_and_never_blocks_the_recorder() {
         let f = UsageFeed::new();
         let mut slow = f.subscribe();
         // Far more than the broadcast holds, with the watcher reading nothing: returns at once.
-        for s in 0..(BROADCAST_MAX as u64 * 2) {
+        // Recording second s+1 broadcasts second s: 2 × BROADCAST_MAX events.
+        for s in 0..=(BROADCAST_MAX as u64 * 2) {
             f.record("a", at(s, 1.0));
         }
         match slow.try_recv() {
