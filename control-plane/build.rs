@@ -17,11 +17,16 @@ fn main() {
     let mut out = String::from("pub static ASSETS: &[(&str, &[u8])] = &[\n");
     for (rel, abs) in &files {
         println!("cargo:rerun-if-changed={}", abs.display());
-        writeln!(out, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string())
-            .expect("writing to a String");
+        writeln!(
+            out,
+            "    ({rel:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("writing to a String");
     }
     out.push_str("];\n");
-    let dest = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("console_assets.rs");
+    let dest =
+        PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("console_assets.rs");
     std::fs::write(&dest, out).expect("writing console_assets.rs");
 }
 

@@ -10,9 +10,9 @@
 //! a cache outside the repository: `TRIBUNE_AXE_JS` or scripts/test's default path); without
 //! them it prints `skipped: …`.
 
-mod common;
 #[path = "console/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,16 @@ async fn console_in_chromium_against_tribune_dev() {
     // Log in: the token field, then the app with the navigation an admin gets.
     b.login(&admin).await;
     let nav = b.visible_nav().await;
-    assert_eq!(nav, ["Cluster", "Hosts", "Enclaves", "Policies", "Attestation log"]);
+    assert_eq!(
+        nav,
+        [
+            "Cluster",
+            "Hosts",
+            "Enclaves",
+            "Policies",
+            "Attestation log"
+        ]
+    );
     b.shot("01-cluster").await;
     b.axe("cluster").await;
 
@@ -51,8 +60,15 @@ async fn console_in_chromium_against_tribune_dev() {
     .await;
     let opened_ms = b.now_ms().await;
     let out = dev.cli(&["enclave", "resume", "miner"]);
-    assert!(out.status.success(), "resume: {}", common::output_text(&out));
-    let newer = format!("{throttles}.filter(i => i > {})", first.iter().max().copied().unwrap_or(0));
+    assert!(
+        out.status.success(),
+        "resume: {}",
+        common::output_text(&out)
+    );
+    let newer = format!(
+        "{throttles}.filter(i => i > {})",
+        first.iter().max().copied().unwrap_or(0)
+    );
     b.wait_until(&format!("{newer}.length > 0"), Duration::from_secs(60))
         .await;
     let seen_ms = b.now_ms().await;
@@ -63,31 +79,58 @@ async fn console_in_chromium_against_tribune_dev() {
         .min()
         .expect("a new throttle marker");
     let entry = b
-        .api("GET", &format!("/v1/log/entries?start={index}&end={index}"), None)
+        .api(
+            "GET",
+            &format!("/v1/log/entries?start={index}&end={index}"),
+            None,
+        )
         .await;
     let at_ms = entry["entries"][0]["at_ms"].as_i64().expect("entry at_ms");
-    assert_eq!(entry["entries"][0]["detail"]["action"], "throttle", "{entry}");
-    assert!(at_ms >= opened_ms - 1000, "the throttle ({at_ms}) came after the page was open ({opened_ms})");
+    assert_eq!(
+        entry["entries"][0]["detail"]["action"], "throttle",
+        "{entry}"
+    );
+    assert!(
+        at_ms >= opened_ms - 1000,
+        "the throttle ({at_ms}) came after the page was open ({opened_ms})"
+    );
     let late_ms = seen_ms - at_ms;
-    eprintln!("throttle logged at {at_ms}; its marker seen {late_ms} ms later (page open since {opened_ms})");
-    assert!(late_ms <= 10_000, "the marker came {late_ms} ms after the throttle");
+    eprintln!(
+        "throttle logged at {at_ms}; its marker seen {late_ms} ms later (page open since {opened_ms})"
+    );
+    assert!(
+        late_ms <= 10_000,
+        "the marker came {late_ms} ms after the throttle"
+    );
     // The limit and the guarantee are drawn, and the chart has live points.
-    b.wait_for("#chart-cpu line[data-line='limit']", Duration::from_secs(5)).await;
-    b.wait_for("#chart-cpu line[data-line='guarantee']", Duration::from_secs(5)).await;
+    b.wait_for("#chart-cpu line[data-line='limit']", Duration::from_secs(5))
+        .await;
+    b.wait_for(
+        "#chart-cpu line[data-line='guarantee']",
+        Duration::from_secs(5),
+    )
+    .await;
     b.wait_until(
         "document.querySelector(\"#chart-cpu polyline\").getAttribute('points').split(' ').length > 3",
         Duration::from_secs(15),
     )
     .await;
     let cause = b.text("#cause").await;
-    assert!(cause.contains("demo-batch") && cause.contains("line"), "ladder cause: {cause}");
+    assert!(
+        cause.contains("demo-batch") && cause.contains("line"),
+        "ladder cause: {cause}"
+    );
     b.shot("02-miner").await;
     b.axe("enclave").await;
 
     // That log entry: its inclusion proof verified in the page.
-    b.click(&format!("#actions a[href='/ui/log/{index}']")).await;
+    b.click(&format!("#actions a[href='/ui/log/{index}']"))
+        .await;
     let ok = b.wait_for("#proof-ok", Duration::from_secs(20)).await;
-    assert_eq!(ok.attr("data-verified").await.expect("attr").as_deref(), Some("true"));
+    assert_eq!(
+        ok.attr("data-verified").await.expect("attr").as_deref(),
+        Some("true")
+    );
     let steps = b.text("#proof-steps").await;
     assert!(steps.contains("Ed25519 signature verified"), "{steps}");
     b.shot("03-proof").await;
@@ -96,13 +139,26 @@ async fn console_in_chromium_against_tribune_dev() {
     // A unit error: the diagnostic at its line; then the fix, its plan, apply.
     b.go("/ui/policies/demo-batch").await;
     b.wait_for("#source", Duration::from_secs(10)).await;
-    let stored: String = b.eval("return document.getElementById('source').value").await;
+    let stored: String = b
+        .eval("return document.getElementById('source').value")
+        .await;
     let (bad, line) = browser::with_line_replaced(&stored, "cpu = 200m", "cpu = 200MiB");
     b.set_source(&bad).await;
     b.click("#check").await;
-    let diag = b.wait_for("#diagnostics .diag", Duration::from_secs(10)).await;
-    assert_eq!(diag.attr("data-line").await.expect("attr"), Some(line.to_string()), "diagnostic at line {line}: {}", diag.text().await.unwrap_or_default());
-    b.wait_for(&format!("#gutter .bad[data-line='{line}']"), Duration::from_secs(2)).await;
+    let diag = b
+        .wait_for("#diagnostics .diag", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        diag.attr("data-line").await.expect("attr"),
+        Some(line.to_string()),
+        "diagnostic at line {line}: {}",
+        diag.text().await.unwrap_or_default()
+    );
+    b.wait_for(
+        &format!("#gutter .bad[data-line='{line}']"),
+        Duration::from_secs(2),
+    )
+    .await;
     b.shot("04-policy-diagnostic").await;
     b.axe("policy editor").await;
     let (fixed, _) = browser::with_line_replaced(&stored, "cpu = 200m", "cpu = 300m");
@@ -114,7 +170,13 @@ async fn console_in_chromium_against_tribune_dev() {
     let applied = b.text_when("#applied", Duration::from_secs(10)).await;
     assert!(applied.contains("version"), "{applied}");
     let after = b.api("GET", "/v1/policies/demo-batch", None).await;
-    assert!(after["source"].as_str().unwrap_or_default().contains("cpu = 300m"), "{after}");
+    assert!(
+        after["source"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cpu = 300m"),
+        "{after}"
+    );
 
     // A concurrent change: someone else writes the policy between the plan and the apply.
     let (mine, _) = browser::with_line_replaced(&stored, "cpu = 200m", "cpu = 250m");
@@ -137,18 +199,32 @@ async fn console_in_chromium_against_tribune_dev() {
         Some(json!({"id": "acme-job", "tenant": "acme", "tee": "sim"})),
     )
     .await;
-    let tenant = dev.token(&["--name", "acme-viewer", "--role", "tenant", "--tenant", "acme"]);
+    let tenant = dev.token(&[
+        "--name",
+        "acme-viewer",
+        "--role",
+        "tenant",
+        "--tenant",
+        "acme",
+    ]);
     b.click("#logout").await;
     b.login(&tenant).await;
-    assert_eq!(b.visible_nav().await, ["Enclaves", "Policies", "Attestation log"]);
+    assert_eq!(
+        b.visible_nav().await,
+        ["Enclaves", "Policies", "Attestation log"]
+    );
     b.go("/ui/enclaves").await;
-    b.wait_for("#enclaves tr[data-enclave]", Duration::from_secs(10)).await;
+    b.wait_for("#enclaves tr[data-enclave]", Duration::from_secs(10))
+        .await;
     let rows: Vec<String> = b
         .eval("return [...document.querySelectorAll('#enclaves tr[data-enclave]')].map(r => r.dataset.enclave)")
         .await;
     assert_eq!(rows, ["acme-job"]);
     let other = b.api_status("GET", "/v1/enclaves/miner").await;
-    assert_eq!(other, 404, "a tenant is told nothing of another tenant's enclave");
+    assert_eq!(
+        other, 404,
+        "a tenant is told nothing of another tenant's enclave"
+    );
     b.go("/ui/enclaves/miner").await;
     b.wait_for("main .error", Duration::from_secs(10)).await;
     b.shot("07-tenant").await;

@@ -10,9 +10,9 @@
 //!
 //! `cargo test -p tribune --test console_measure -- --ignored --nocapture`
 
-mod common;
 #[path = "console/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::Duration;
 
@@ -27,8 +27,15 @@ struct Cdp {
 }
 
 impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
     }
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
         (
@@ -67,10 +74,18 @@ async fn console_page_weight_time_to_interactive_and_100_live_enclaves() {
 
     // 1. A cold load of an enclave page (cache disabled: every byte travels).
     cdp(&b, "Network.enable", json!({})).await;
-    cdp(&b, "Network.setCacheDisabled", json!({"cacheDisabled": true})).await;
+    cdp(
+        &b,
+        "Network.setCacheDisabled",
+        json!({"cacheDisabled": true}),
+    )
+    .await;
     b.go("/ui/enclaves/web").await;
-    b.wait_until("performance.getEntriesByName('tribune-ready').length > 0", Duration::from_secs(30))
-        .await;
+    b.wait_until(
+        "performance.getEntriesByName('tribune-ready').length > 0",
+        Duration::from_secs(30),
+    )
+    .await;
     let load: Value = b
         .eval(
             "const nav = performance.getEntriesByType('navigation')[0];
@@ -92,7 +107,12 @@ async fn console_page_weight_time_to_interactive_and_100_live_enclaves() {
         )
         .await;
     println!("FIGURE first load of /ui/enclaves/web (cache disabled): {load}");
-    cdp(&b, "Network.setCacheDisabled", json!({"cacheDisabled": false})).await;
+    cdp(
+        &b,
+        "Network.setCacheDisabled",
+        json!({"cacheDisabled": false}),
+    )
+    .await;
 
     // 2. 100 enclaves live: 97 copies of `web` (its launch spec is on the hosts' allow-list).
     let web = b.api("GET", "/v1/enclaves/web", None).await;
@@ -100,7 +120,8 @@ async fn console_page_weight_time_to_interactive_and_100_live_enclaves() {
         let mut e = web.clone();
         e["id"] = json!(format!("web-{i:03}"));
         e["version"] = json!(0);
-        b.api("PUT", &format!("/v1/enclaves/web-{i:03}"), Some(e)).await;
+        b.api("PUT", &format!("/v1/enclaves/web-{i:03}"), Some(e))
+            .await;
     }
     b.go("/ui/enclaves").await;
     // Wait until every row's sparkline has points (each enclave reported at least twice).
@@ -135,7 +156,10 @@ async fn console_page_weight_time_to_interactive_and_100_live_enclaves() {
         d("RecalcStyleDuration") / seconds * 100.0,
     );
     assert!(frames["rows"].as_u64().unwrap_or(0) >= 100, "{frames}");
-    assert!(frames["events"].as_u64().unwrap_or(0) > 0, "no live events in {seconds} s: {frames}");
+    assert!(
+        frames["events"].as_u64().unwrap_or(0) > 0,
+        "no live events in {seconds} s: {frames}"
+    );
     b.shot("measure-100-enclaves").await;
     b.close().await;
 }

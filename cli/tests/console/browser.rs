@@ -36,11 +36,15 @@ pub const AXE_DEFAULT: &str = "/var/cache/tribune/npm/node_modules/axe-core/axe.
 /// The tools, or `None` after printing `skipped: TEST: …`.
 pub fn tools(test: &str) -> Option<Tools> {
     let Some(chromium) = which(&["chromium", "chromium-browser", "google-chrome"]) else {
-        tribune_testkit::say_skipped(&format!("{test}: no chromium on PATH (apt-get install chromium chromium-driver; scripts/test does)"));
+        tribune_testkit::say_skipped(&format!(
+            "{test}: no chromium on PATH (apt-get install chromium chromium-driver; scripts/test does)"
+        ));
         return None;
     };
     let Some(chromedriver) = which(&["chromedriver"]) else {
-        tribune_testkit::say_skipped(&format!("{test}: no chromedriver on PATH (apt-get install chromium-driver)"));
+        tribune_testkit::say_skipped(&format!(
+            "{test}: no chromedriver on PATH (apt-get install chromium-driver)"
+        ));
         return None;
     };
     let axe = std::env::var_os("TRIBUNE_AXE_JS")
@@ -103,8 +107,14 @@ impl Dev {
         }
         let printed = printed.join("\n");
         let console = format!("https://127.0.0.1:{}/ui/", base + 1);
-        assert!(printed.contains(&format!("Web console: {console}")), "dev prints the console URL:\n{printed}");
-        assert!(printed.contains("tribune token create --name console --role admin"), "dev says how to log in:\n{printed}");
+        assert!(
+            printed.contains(&format!("Web console: {console}")),
+            "dev prints the console URL:\n{printed}"
+        );
+        assert!(
+            printed.contains("tribune token create --name console --role admin"),
+            "dev says how to log in:\n{printed}"
+        );
         // Keep draining its output so it never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
         Dev {
@@ -148,7 +158,11 @@ impl Dev {
         let file = self.dir.path().join("theirs.tribune");
         std::fs::write(&file, source).expect("write policy");
         let out = self.cli(&["policy", "put", &file.display().to_string()]);
-        assert!(out.status.success(), "policy put: {}", common::output_text(&out));
+        assert!(
+            out.status.success(),
+            "policy put: {}",
+            common::output_text(&out)
+        );
     }
 }
 
@@ -219,7 +233,8 @@ impl Browser {
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         let c = loop {
-            let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+            let mut b =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
             b.capabilities(caps.clone());
             match b.connect(&format!("http://127.0.0.1:{port}")).await {
                 Ok(c) => break c,
@@ -230,16 +245,11 @@ impl Browser {
                 Err(e) => panic!("chromedriver session: {e}"),
             }
         };
-        let origin = start_url
-            .split("/ui/")
-            .next()
-            .expect("url")
-            .to_string();
+        let origin = start_url.split("/ui/").next().expect("url").to_string();
         c.goto(start_url).await.expect("open the console");
         let shots = PathBuf::from(
-            std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string()
-            }),
+            std::env::var("CARGO_TARGET_DIR")
+                .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string()),
         )
         .join("console-screenshots");
         std::fs::create_dir_all(&shots).expect("screenshot dir");
@@ -266,7 +276,10 @@ impl Browser {
             .await
             .expect("navigate");
         self.wait_until(
-            &format!("document.body.dataset.ready === {:?}", path.split('?').next().unwrap_or(path)),
+            &format!(
+                "document.body.dataset.ready === {:?}",
+                path.split('?').next().unwrap_or(path)
+            ),
             Duration::from_secs(30),
         )
         .await;
@@ -300,7 +313,9 @@ impl Browser {
             Ok(e) => e,
             Err(e) => {
                 self.shot("failed").await;
-                let body: String = self.eval("return document.getElementById('main').innerText").await;
+                let body: String = self
+                    .eval("return document.getElementById('main').innerText")
+                    .await;
                 panic!("{css} did not appear within {within:?}: {e}\npage: {body}");
             }
         }
@@ -322,7 +337,9 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 self.shot("failed").await;
-                let body: String = self.eval("return document.getElementById('main').innerText").await;
+                let body: String = self
+                    .eval("return document.getElementById('main').innerText")
+                    .await;
                 panic!("`{expr}` not true within {within:?}; page: {body}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,7 +375,11 @@ impl Browser {
     }
 
     pub async fn eval<T: serde::de::DeserializeOwned>(&self, script: &str) -> T {
-        let v = self.c.execute(script, vec![]).await.expect("execute script");
+        let v = self
+            .c
+            .execute(script, vec![])
+            .await
+            .expect("execute script");
         serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{script}: {e}: {v}"))
     }
 
@@ -442,7 +463,15 @@ impl Browser {
             .iter()
             .filter(|x| matches!(x["impact"].as_str(), Some("serious" | "critical")))
             .collect();
-        eprintln!("axe-core on {page}: {} violation(s), {} serious or critical", all.len(), bad.len());
-        assert!(bad.is_empty(), "axe-core on {page}: {}", serde_json::to_string_pretty(&bad).unwrap_or_default());
+        eprintln!(
+            "axe-core on {page}: {} violation(s), {} serious or critical",
+            all.len(),
+            bad.len()
+        );
+        assert!(
+            bad.is_empty(),
+            "axe-core on {page}: {}",
+            serde_json::to_string_pretty(&bad).unwrap_or_default()
+        );
     }
 }

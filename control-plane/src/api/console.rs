@@ -26,10 +26,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::http::{ApiQuery, Shared};
 use super::problem::Problem;
-use crate::validate::check_name;
 use crate::auth::{Op, Principal};
 use crate::console::{ChartPoint, FeedEvent};
 use crate::state::Step;
+use crate::validate::check_name;
 
 /// The console's routes; merged into `api::http::router` behind `authenticate`.
 pub fn routes() -> Router<Shared> {
@@ -112,7 +112,8 @@ async fn format_policy(
     match tribune_policy::format(&body.source) {
         Ok(source) => Ok(Json(PolicySource { source })),
         Err(e) => {
-            let rendered = tribune_policy::render_diagnostics("<input>", &body.source, &e.diagnostics);
+            let rendered =
+                tribune_policy::render_diagnostics("<input>", &body.source, &e.diagnostics);
             let mut p = Problem::bad_request(format!("cannot format: {e}\n{rendered}"));
             p.diagnostics = e
                 .diagnostics
@@ -231,8 +232,9 @@ async fn usage_stream(
             }
         },
     );
-    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(futures::StreamExt::chain(futures::stream::iter(first), live));
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
+        futures::StreamExt::chain(futures::stream::iter(first), live),
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
@@ -240,10 +242,12 @@ async fn usage_stream(
 
 fn to_event(ev: &FeedEvent) -> Option<Event> {
     let e = match ev {
-        FeedEvent::Point { enclave, point } => Event::default().event("point").json_data(PointEvent {
-            enclave,
-            point: *point,
-        }),
+        FeedEvent::Point { enclave, point } => {
+            Event::default().event("point").json_data(PointEvent {
+                enclave,
+                point: *point,
+            })
+        }
         FeedEvent::Action {
             enclave,
             at_ms,
@@ -326,7 +330,13 @@ mod tests {
         assert_eq!(tenant.tenant.as_deref(), Some("acme"));
         assert_eq!(
             tenant.may,
-            ["read_policies", "write_policy", "plan_policies", "read_enclaves", "read_log"]
+            [
+                "read_policies",
+                "write_policy",
+                "plan_policies",
+                "read_enclaves",
+                "read_log"
+            ]
         );
         let auditor = whoami_of(&principal(Role::Auditor, None));
         assert!(!auditor.may.iter().any(|m| m.starts_with("write")));

@@ -100,7 +100,11 @@ async fn serve(req: Request) -> Response {
         Some(a) => answer(a, req.headers()),
         // A deep link (no extension in its last segment, no `..`): the app.
         None if !resolved.contains("..")
-            && !resolved.rsplit('/').next().unwrap_or_default().contains('.') =>
+            && !resolved
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .contains('.') =>
         {
             match table().get("index.html") {
                 Some(a) => answer(a, req.headers()),
@@ -120,7 +124,10 @@ fn answer(a: &Asset, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(a.content_type),
+            )],
             a.bytes,
         )
             .into_response()
@@ -149,7 +156,10 @@ fn add_security_headers(h: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
@@ -170,7 +180,7 @@ mod tests {
             .expect("infallible")
     }
 
-    fn header_of<'a>(r: &'a Response, h: header::HeaderName) -> &'a str {
+    fn header_of(r: &Response, h: header::HeaderName) -> &str {
         r.headers()
             .get(h)
             .and_then(|v| v.to_str().ok())
@@ -190,7 +200,10 @@ mod tests {
             assert!(tag.contains("src="), "inline script in index.html: {tag}");
         }
         assert!(!index.contains("style="), "inline style in index.html");
-        assert!(!index.contains("http://") && !index.contains("https://"), "index.html loads nothing from elsewhere");
+        assert!(
+            !index.contains("http://") && !index.contains("https://"),
+            "index.html loads nothing from elsewhere"
+        );
     }
 
     #[tokio::test]
@@ -217,7 +230,11 @@ mod tests {
     async fn deep_links_serve_the_app_and_missing_files_are_404() {
         let index = get("/ui/", None).await;
         let etag = header_of(&index, header::ETAG).to_string();
-        for deep in ["/ui/enclaves/miner", "/ui/log/12", "/ui/policies/demo-batch"] {
+        for deep in [
+            "/ui/enclaves/miner",
+            "/ui/log/12",
+            "/ui/policies/demo-batch",
+        ] {
             let r = get(deep, None).await;
             assert_eq!(r.status(), StatusCode::OK, "{deep}");
             assert_eq!(header_of(&r, header::ETAG), etag, "{deep} is index.html");

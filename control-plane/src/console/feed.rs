@@ -145,7 +145,14 @@ impl UsageFeed {
     }
 
     /// Tells watchers that the loop committed a decision about `enclave`.
-    pub fn action(&self, enclave: &str, at_ms: i64, kinds: Vec<&'static str>, step: Step, cause: String) {
+    pub fn action(
+        &self,
+        enclave: &str,
+        at_ms: i64,
+        kinds: Vec<&'static str>,
+        step: Step,
+        cause: String,
+    ) {
         let _ = self.tx.send(FeedEvent::Action {
             enclave: Arc::from(enclave),
             at_ms,
@@ -229,7 +236,10 @@ mod tests {
         f.record("new", at(5000, 1.0));
         let names = f.enclaves();
         assert_eq!(names.len(), ENCLAVES_MAX);
-        assert!(!names.contains(&"e0".to_string()), "the stalest ring was dropped");
+        assert!(
+            !names.contains(&"e0".to_string()),
+            "the stalest ring was dropped"
+        );
         assert!(names.contains(&"new".to_string()));
     }
 
