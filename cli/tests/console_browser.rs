@@ -133,6 +133,42 @@ async fn console_in_chromium_against_tribune_dev() {
     );
     let steps = b.text("#proof-steps").await;
     assert!(steps.contains("Ed25519 signature verified"), "{steps}");
+    // The same in-page verifier refuses a tampered entry and a tampered tree head.
+    let refused: serde_json::Value = b
+        .c
+        .execute_async(
+            "const [i, done] = arguments;
+             const get = async p => (await fetch(p, {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('tribune.token')}})).json();
+             import('/ui/verify.js').then(async v => {
+               const e = (await get(`/v1/log/entries?start=${i}&end=${i}`)).entries[0];
+               const out = {};
+               const t = structuredClone(e); t.detail.action = 'none'; delete t.leaf_hash;
+               try { await v.proveEntry(t, get); out.entry = 'accepted'; } catch (x) { out.entry = String(x); }
+               const sth = await get('/v1/log/sth'), keys = await get('/v1/log/keys');
+               const bad = {...sth, root_hash: sth.root_hash.replace(/^./, c => c === '0' ? '1' : '0')};
+               try { await v.verifySth(bad, keys); out.sth = 'accepted'; } catch (x) { out.sth = String(x); }
+               try { await v.verifySth(sth, keys); out.genuine = 'accepted'; } catch (x) { out.genuine = String(x); }
+               done(out);
+             }).catch(x => done({error: String(x)}));",
+            vec![json!(index)],
+        )
+        .await
+        .expect("run the verifier on tampered data");
+    assert_eq!(refused["genuine"], "accepted", "{refused}");
+    assert!(
+        refused["entry"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not the signed root"),
+        "{refused}"
+    );
+    assert!(
+        refused["sth"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signature does not verify"),
+        "{refused}"
+    );
     b.shot("03-proof").await;
     b.axe("log entry").await;
 
