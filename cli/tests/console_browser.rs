@@ -261,6 +261,8 @@ async fn console_in_chromium_against_tribune_dev() {
         other, 404,
         "a tenant is told nothing of another tenant's enclave"
     );
+    let stream = b.api_status("GET", "/v1/usage/stream?enclave=miner").await;
+    assert_eq!(stream, 404, "nor given its usage stream");
     b.go("/ui/enclaves/miner").await;
     b.wait_for("main .error", Duration::from_secs(10)).await;
     b.shot("07-tenant").await;

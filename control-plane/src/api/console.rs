@@ -86,8 +86,11 @@ pub fn whoami_of(who: &Principal) -> WhoAmI {
     }
 }
 
-async fn whoami(Extension(who): Extension<Principal>) -> Json<WhoAmI> {
-    Json(whoami_of(&who))
+/// Every user role may read enclaves (a tenant its own); agent and controller certificates may
+/// not, and get 403 here as on the rest of the user API.
+async fn whoami(Extension(who): Extension<Principal>) -> Result<Json<WhoAmI>, Problem> {
+    who.require(Op::ReadEnclaves)?;
+    Ok(Json(whoami_of(&who)))
 }
 
 /// `POST /v1/policy-format` body and answer.
