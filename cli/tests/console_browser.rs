@@ -44,6 +44,38 @@ async fn console_in_chromium_against_tribune_dev() {
     b.shot("01-cluster").await;
     b.axe("cluster").await;
 
+    // Hosts: capacity, guaranteed, used; the enforcement mode of each.
+    b.go("/ui/hosts").await;
+    b.wait_for("#hosts tr[data-host='h1']", Duration::from_secs(10))
+        .await;
+    let hosts: Vec<String> = b
+        .eval("return [...document.querySelectorAll('#hosts tr[data-host]')].map(r => r.dataset.host)")
+        .await;
+    assert_eq!(hosts, ["h1", "h2"]);
+    b.shot("01-hosts").await;
+    b.axe("hosts").await;
+
+    // The enclave list and its filters (the choice is kept in the URL, a deep link).
+    b.go("/ui/enclaves").await;
+    b.wait_for(
+        "#enclaves tr[data-enclave='ledger']",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.c.execute(
+        "const s = document.getElementById('f-host'); s.value = 'h2'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .expect("filter by host");
+    let rows: Vec<String> = b
+        .eval("return [...document.querySelectorAll('#enclaves tr[data-enclave]')].map(r => r.dataset.enclave)")
+        .await;
+    assert_eq!(rows, ["ledger"]);
+    let url: String = b.eval("return location.pathname + location.search").await;
+    assert_eq!(url, "/ui/enclaves?host=h2");
+    b.axe("enclaves").await;
+
     // miner's chart: the throttle marker of its first throttle (from the log's history).
     b.go("/ui/enclaves/miner").await;
     // The markers are redrawn every frame: read them by script, not by element handle.
@@ -171,6 +203,18 @@ async fn console_in_chromium_against_tribune_dev() {
     );
     b.shot("03-proof").await;
     b.axe("log entry").await;
+    // The log search: by kind and subject.
+    b.go("/ui/log?kind=action&subject=miner").await;
+    b.wait_for("#log tr[data-index]", Duration::from_secs(20))
+        .await;
+    let kinds: Vec<String> = b
+        .eval("return [...document.querySelectorAll('#log tr[data-index]')].map(r => r.children[2].textContent + '/' + r.children[3].textContent)")
+        .await;
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "action/miner"),
+        "{kinds:?}"
+    );
+    b.axe("log search").await;
 
     // A unit error: the diagnostic at its line; then the fix, its plan, apply.
     b.go("/ui/policies/demo-batch").await;
