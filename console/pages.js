@@ -70,6 +70,7 @@ export async function hostsPage(main) {
 }
 
 function meter(capacity, guaranteed, used, fmt) {
+  if (!capacity) return h("div", { class: "muted" }, `capacity not reported / ${fmt(guaranteed)} / ${fmt(used)}`);
   const pct = (v) => `${Math.min(100, capacity ? (v / capacity) * 100 : 0).toFixed(1)}%`;
   const bar = h("div", { class: "bar", role: "img", "aria-label": `${fmt(used)} used, ${fmt(guaranteed)} guaranteed of ${fmt(capacity)}` },
     h("span", { class: "g" }), h("span", { class: "u" }));
