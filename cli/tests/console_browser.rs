@@ -272,6 +272,13 @@ async fn console_in_chromium_against_tribune_dev() {
     assert!(theirs_shown.contains("cpu = 400m"), "{theirs_shown}");
     b.shot("06-policy-conflict").await;
 
+    // The unfiltered usage stream carries every enclave to an admin …
+    let all = b.streamed_enclaves(3000).await;
+    assert!(
+        all.contains(&"web".to_string()) && all.contains(&"miner".to_string()),
+        "admin's stream: {all:?}"
+    );
+
     // A tenant of another tenant: sees its own enclave only, and the API agrees.
     b.api(
         "PUT",
@@ -307,6 +314,12 @@ async fn console_in_chromium_against_tribune_dev() {
     );
     let stream = b.api_status("GET", "/v1/usage/stream?enclave=miner").await;
     assert_eq!(stream, 404, "nor given its usage stream");
+    // … and nothing of another tenant's to a tenant.
+    let mine = b.streamed_enclaves(3000).await;
+    assert!(
+        mine.iter().all(|e| e == "acme-job"),
+        "acme's stream: {mine:?}"
+    );
     b.go("/ui/enclaves/miner").await;
     b.wait_for("main .error", Duration::from_secs(10)).await;
     b.shot("07-tenant").await;

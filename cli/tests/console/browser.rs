@@ -430,6 +430,34 @@ impl Browser {
         v.as_u64().unwrap_or(0)
     }
 
+    /// The enclaves named by the events of `/v1/usage/stream` (every enclave the logged-in
+    /// token may watch) over `ms` milliseconds, read from the page with its token.
+    pub async fn streamed_enclaves(&self, ms: u64) -> Vec<String> {
+        let v = self
+            .c
+            .execute_async(
+                "const [ms, done] = arguments;
+                 const seen = new Set();
+                 const ctl = new AbortController();
+                 setTimeout(() => ctl.abort(), ms);
+                 fetch('/v1/usage/stream', {signal: ctl.signal, headers: {Authorization: 'Bearer ' + sessionStorage.getItem('tribune.token')}})
+                   .then(async r => {
+                     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+                     for (;;) {
+                       const {value, done: end} = await reader.read();
+                       if (end) break;
+                       for (const m of value.matchAll(/\"enclave\":\"([^\"]+)\"/g)) seen.add(m[1]);
+                     }
+                   })
+                   .catch(() => {})
+                   .finally(() => done([...seen].sort()));",
+                vec![json!(ms)],
+            )
+            .await
+            .expect("read the usage stream");
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
     pub async fn shot(&self, name: &str) {
         if let Ok(png) = self.c.screenshot().await {
             let path = self.shots.join(format!("{name}.png"));
