@@ -204,7 +204,12 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// chromedriver runs in a process group of its own, with the Chromium it starts: the whole
+    /// group goes, so a failed test leaves no browser behind.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -213,7 +218,9 @@ impl Drop for Browser {
 impl Browser {
     pub async fn start(tools: &Tools, start_url: &str) -> Browser {
         let port = tribune_testkit::ports::free_port();
+        use std::os::unix::process::CommandExt;
         let driver = Command::new(&tools.chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
