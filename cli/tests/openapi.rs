@@ -147,7 +147,13 @@ impl Checker<'_> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let bytes = resp.bytes().await.unwrap_or_default();
+        // A server-sent-events stream never ends: its headers are what is checked.
+        let bytes = if content_type.starts_with("text/event-stream") {
+            drop(resp);
+            Default::default()
+        } else {
+            resp.bytes().await.unwrap_or_default()
+        };
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.seen
             .entry((call.method.to_string(), call.template.to_string()))
@@ -174,6 +180,11 @@ impl Checker<'_> {
             return (status, body);
         };
         let media = content_type.split(';').next().unwrap_or("").trim();
+        if media == "text/event-stream" && response["content"].get(media).is_none() {
+            self.failures.push(format!(
+                "{what}: answered {status} as {media}, which the document does not list for it"
+            ));
+        }
         if media == "application/json" || media == "application/problem+json" {
             match response["content"].get(media) {
                 Some(content) => {
@@ -537,6 +548,31 @@ async fn exercise(k: &mut Checker<'_>) {
     k.expect(200, call("get", "/v1/hosts", "/v1/hosts")).await;
     k.expect(400, call("get", "/v1/hosts", "/v1/hosts?stale=maybe"))
         .await;
+    // The console's API: who am I, the usage stream, the formatter.
+    k.expect(200, call("get", "/v1/whoami", "/v1/whoami")).await;
+    k.expect(200, call("get", "/v1/usage/stream", "/v1/usage/stream"))
+        .await;
+    k.expect(
+        400,
+        call("get", "/v1/usage/stream", "/v1/usage/stream?bogus=1"),
+    )
+    .await;
+    k.expect(
+        404,
+        call("get", "/v1/usage/stream", "/v1/usage/stream?enclave=nope"),
+    )
+    .await;
+    let fmt = "/v1/policy-format";
+    k.expect(200, call("post", fmt, fmt).json(json!({"source": POLICY})))
+        .await;
+    k.expect(
+        400,
+        call("post", fmt, fmt).json(json!({"source": "policy \"p\" {"})),
+    )
+    .await;
+    k.expect(400, call("post", fmt, fmt).json(json!({"src": POLICY})))
+        .await;
+
     // Scheduling: a create without a host, cordon, uncordon, drain.
     let create = |id: &str, millicores: u64| {
         call("post", "/v1/enclaves", "/v1/enclaves").json(

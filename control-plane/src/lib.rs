@@ -19,6 +19,7 @@
 pub mod api;
 pub mod attest;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod integrity;
 pub mod log_key;

@@ -51,6 +51,8 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
         .route_service("/tribune.v1.RaftService/{*method}", raft)
         .route_service("/tribune.v1.ControlService/{*method}", control);
     let router = crate::api::health::add_health_and_reflection(router, &controller_for_health);
+    // The web console's static files (public: it holds no data; `console`).
+    let router = router.merge(crate::console::router());
     let router = match attest {
         Some(a) => router.route_service("/tribune.v1.AttestationService/{*method}", a),
         None => router,

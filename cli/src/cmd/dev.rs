@@ -241,6 +241,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         tls_dir.display()
     );
     println!("  tribune token create --name ci --role operator --ttl 24h");
+    println!(
+        "Web console: https://{}/ui/  (on every controller; docs/console.md)",
+        addrs[0].1
+    );
+    println!("  log in with a token:  tribune token create --name console --role admin --ttl 8h");
+    println!(
+        "  (--role tenant --tenant demo shows one tenant's view); the browser must trust {}",
+        client_files.ca.display()
+    );
     println!("Try:");
     println!("  tribune cluster status");
     println!("  tribune policy put examples/policies/acme-batch.tribune");

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tribune_tls::UserRole;
 
 use super::log;
+use super::console;
 use super::schedule;
 use super::problem::Problem;
 use super::service::Api;
@@ -112,6 +113,10 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/v1/tokens", get(list_tokens).post(create_token)),
         ("/v1/tokens/{id}", delete(revoke_token)),
         ("/v1/snapshot", get(snapshot)),
+        // The web console's API (`api/console.rs`).
+        ("/v1/whoami", get(console::whoami)),
+        ("/v1/usage/stream", get(console::usage_stream)),
+        ("/v1/policy-format", post(console::format_policy)),
     ]
 }
 

@@ -5,6 +5,7 @@
 //! annotations and the domain types ([`openapi`]).
 
 pub mod bounds;
+pub mod console;
 pub mod grpc;
 mod grpc_schedule;
 pub mod health;

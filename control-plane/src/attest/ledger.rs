@@ -69,6 +69,13 @@ pub struct Tracked {
     pub schedule: Schedule,
 }
 
+impl Tracked {
+    /// The newest second of usage verified for this enclave and its mean rates.
+    pub fn last_second(&self) -> Option<(u64, Rates)> {
+        self.windows.last_second()
+    }
+}
+
 /// The ledger of one stream.
 pub struct Ledger {
     /// The stream's host (for refusals).

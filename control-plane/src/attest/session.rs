@@ -149,6 +149,20 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Hands the newest verified second of each enclave with fresh usage in this batch to the
+    /// console's chart feed (never waits: `console::feed`).
+    fn feed_charts(&self) {
+        let feed = &self.controller.usage_feed;
+        for (id, t) in self.ledger.iter() {
+            if t.observation.is_none() {
+                continue;
+            }
+            if let Some((second, rates)) = t.last_second() {
+                feed.record(id, crate::console::ChartPoint::new(second, &rates));
+            }
+        }
+    }
+
     /// The compiled policy set, recompiled only when a policy version changes.
     fn policy_set(&mut self) -> (Arc<PolicySet>, UsageWindows) {
         let stale_policies = {
@@ -377,6 +391,7 @@ impl Session {
                 };
                 metrics.attest_reports_verified.inc_by(verified as u64);
                 self.refuse(out);
+                self.feed_charts();
                 self.decide().instrument(span).await?;
                 metrics
                     .decision_seconds
@@ -700,6 +715,18 @@ impl Session {
         } else {
             tracing::Span::none()
         };
+        let decided: Vec<(String, Vec<&'static str>, Step, String)> = changes
+            .iter()
+            .filter(|c| !c.log.is_empty())
+            .map(|c| {
+                (
+                    c.enclave.clone(),
+                    c.log.iter().map(|d| d.kind().as_str()).collect(),
+                    c.ladder.step,
+                    c.ladder.cause.clone(),
+                )
+            })
+            .collect();
         let out = self
             .write(Command::Enforce {
                 host: self.host.clone(),
@@ -713,6 +740,11 @@ impl Session {
             self.plan_cause = Some((decision, v));
         }
         // Counted once committed (a refused change is logged below, and was decided anyway).
+        for (enclave, kinds, step, cause) in decided {
+            self.controller
+                .usage_feed
+                .action(&enclave, now, kinds, step, cause);
+        }
         crate::metrics::get().decisions_committed(&steps, &kinds);
         if let Outcome::Loop(o) = out
             && !o.refused.is_empty()

@@ -105,6 +105,23 @@ impl Windows {
         }
     }
 
+    /// The newest whole second reported (Unix seconds) and the mean of its reports' rates:
+    /// the 1 s resolution the console's live charts draw (`console::feed`).
+    pub fn last_second(&self) -> Option<(u64, Rates)> {
+        let b = self.buckets.back()?;
+        let avg = |r: Resource| b.avg(r);
+        Some((
+            b.second,
+            Rates {
+                cpu_millicores: avg(Resource::Cpu),
+                memory_bytes: avg(Resource::Memory),
+                egress_bits_per_sec: avg(Resource::Egress),
+                ingress_bits_per_sec: avg(Resource::Ingress),
+                gpu_percent: avg(Resource::Gpu),
+            },
+        ))
+    }
+
     /// CPU averaged over the reports of the last `ms` milliseconds (at least the last one).
     pub fn recent_cpu(&self, ms: u64) -> f64 {
         let Some(last) = self.recent.back() else {

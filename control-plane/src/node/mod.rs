@@ -71,6 +71,9 @@ pub struct Controller {
     /// Cancelled when this controller stops serving (a signal, or Raft stopped on its own):
     /// long-lived work (attestation streams) ends, so clients move to another controller.
     pub stopping: CancellationToken,
+    /// Verified usage at 1 s for the console's live charts (not replicated: this
+    /// controller's agents only; `console::feed`).
+    pub usage_feed: Arc<crate::console::UsageFeed>,
 }
 
 impl Controller {
@@ -118,6 +121,7 @@ impl Controller {
             writes: tx,
             restored,
             stopping: CancellationToken::new(),
+            usage_feed: Arc::new(crate::console::UsageFeed::new()),
         });
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(batch_writes(raft, rx));
