@@ -4,12 +4,14 @@
 //! state, with no I/O, no clock and no randomness. Time enters only as a field the leader stamped
 //! into the command before proposing it, so every replica computes the same result.
 
+mod delete;
 mod detail;
 mod enforce;
 mod leaf_format;
 mod log;
 mod plan_version;
 mod schedule;
+mod size;
 mod types;
 
 pub use detail::{
@@ -180,72 +182,6 @@ pub enum Command {
         public_key: String,
         at_ms: i64,
     },
-}
-
-impl Command {
-    /// About how many bytes this command takes in a Raft entry: cheap (no encoding), for
-    /// bounding batches. Generous for the fixed-size parts.
-    pub fn approx_bytes(&self) -> usize {
-        const FIXED: usize = 256;
-        FIXED
-            + match self {
-                Command::PutPolicy { source, .. } => source.len(),
-                Command::PutEnclave { enclave, .. } | Command::PutEnclaveSpec { enclave, .. } => {
-                    enclave
-                        .labels
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 8)
-                        .sum::<usize>()
-                        + enclave
-                            .expected_measurements
-                            .iter()
-                            .map(String::len)
-                            .sum::<usize>()
-                        + enclave.launch.as_ref().map_or(0, |l| l.to_string().len())
-                        + enclave.tenant.len()
-                }
-                Command::PutHost { host, .. } => {
-                    host.address.len()
-                        + host.enforcement.len()
-                        + host
-                            .labels
-                            .iter()
-                            .map(|(k, v)| k.len() + v.len() + 8)
-                            .sum::<usize>()
-                }
-                Command::Place {
-                    enclave, placement, ..
-                } => {
-                    enclave
-                        .labels
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 8)
-                        .sum::<usize>()
-                        + enclave.launch.as_ref().map_or(0, |l| l.to_string().len())
-                        + enclave.scheduling.as_ref().map_or(0, |s| {
-                            s.host_selector
-                                .iter()
-                                .map(|(k, v)| k.len() + v.len() + 8)
-                                .sum::<usize>()
-                                + s.anti_affinity.iter().map(|k| k.len() + 4).sum::<usize>()
-                        })
-                        + placement.displaced.len() * 128
-                }
-                Command::SetSchedulable { .. }
-                | Command::StartMove { .. }
-                | Command::FinishMoves { .. } => 0,
-                Command::Verdicts { verdicts, .. } => verdicts.len() * 1024,
-                Command::UsageDigests { digests, .. } => digests.len() * 512,
-                Command::Enforce { changes, .. } => changes.len() * 1024,
-                Command::AppendLog { detail, .. } => detail.approx_bytes(),
-                Command::CreateToken { .. }
-                | Command::RevokeToken { .. }
-                | Command::DeletePolicy { .. }
-                | Command::DeleteEnclave { .. }
-                | Command::SetAllocation { .. }
-                | Command::RegisterLogKey { .. } => 0,
-            }
-    }
 }
 
 /// The result of applying one [`Command`].
@@ -810,62 +746,6 @@ impl State {
         );
         self.enclaves.insert(enclave.id.clone(), enclave.clone());
         Outcome::Enclave(enclave)
-    }
-}
-
-impl State {
-    /// Removes an enclave record and what the loop kept about it (status, allocation). Only an
-    /// enclave no agent may be running goes: one never placed, or one placed but `stopped`
-    /// (its plan no longer names it). Removing it changes no plan, so no plan version moves.
-    fn delete_enclave(&mut self, id: String, expect: Expect, actor: String, at_ms: i64) -> Outcome {
-        let Some(current) = self.enclaves.get(&id) else {
-            return Outcome::NotFound {
-                what: format!("enclave {id:?}"),
-            };
-        };
-        if let Err(conflict) =
-            precondition(&format!("enclave {id:?}"), Some(current.version), expect)
-        {
-            return conflict;
-        }
-        if let Some(p) = &current.placement
-            && current.state != EnclaveState::Stopped
-        {
-            return Outcome::InUse {
-                reason: format!(
-                    "enclave {id:?} is placed on host {:?} and {}: its agent may be running it, so deleting the record would leave a running enclave nothing accounts for. Stop it first (`tribune enclave stop {id}`: its plan drops it and the agent stops it), then delete it",
-                    p.host,
-                    serde_json::to_value(current.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
-            };
-        }
-        let Some(removed) = self.enclaves.remove(&id) else {
-            return Outcome::NotFound {
-                what: format!("enclave {id:?}"),
-            };
-        };
-        self.allocations.remove(&id);
-        self.status.remove(&id);
-        self.moves.remove(&id);
-        self.log.append(
-            &id,
-            LogDetail::EnclaveChange(EnclaveChangeDetail {
-                op: EnclaveOp::Delete,
-                version: removed.version,
-                state: removed.state,
-                actor,
-                tenant: removed.tenant.clone(),
-                host: removed.placement.as_ref().map(|p| p.host.clone()),
-            }),
-            at_ms,
-        );
-        Outcome::EnclaveDeleted {
-            id,
-            version: removed.version,
-        }
     }
 }
 
