@@ -109,9 +109,10 @@ impl TalkTable {
             .parties
             .get(to)
             .ok_or_else(|| Refusal::UnknownReceiver(to.to_string()))?;
-        let weight = *sender.allow.get(to).ok_or_else(|| Refusal::SenderRules {
-            to: to.to_string(),
-        })?;
+        let weight = *sender
+            .allow
+            .get(to)
+            .ok_or_else(|| Refusal::SenderRules { to: to.to_string() })?;
         if !receiver.allow.contains_key(from) {
             return Err(Refusal::ReceiverRules {
                 from: from.to_string(),
@@ -180,7 +181,9 @@ mod tests {
                     },
                 };
                 assert_eq!(
-                    got.as_ref().map(|a| (a.class, a.weight)).map_err(Refusal::code),
+                    got.as_ref()
+                        .map(|a| (a.class, a.weight))
+                        .map_err(Refusal::code),
                     want,
                     "{from} → {to}"
                 );
@@ -222,7 +225,10 @@ mod tests {
     #[test]
     fn an_empty_table_refuses_everything() {
         let t = TalkTable::default();
-        assert_eq!(t.admit("a", "a").unwrap_err().code(), RefusalCode::UnknownSender);
+        assert_eq!(
+            t.admit("a", "a").unwrap_err().code(),
+            RefusalCode::UnknownSender
+        );
     }
 
     #[test]

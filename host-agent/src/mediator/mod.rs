@@ -2,7 +2,11 @@
 //!
 //! - [`fq`]: **pure** fair queueing of one receiver's inbox — strict priority classes above
 //!   weighted deficit round robin, bounded per sender.
+//! - [`admission`]: **pure**, who may message whom: both sides' `talk` lists, deny by default.
+//! - [`bucket`]: **pure** token buckets that rate-limit the refusal log per pair.
 
+pub mod admission;
+pub mod bucket;
 pub mod fq;
 
 #[cfg(test)]
