@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use tribune_policy::PolicySet;
 use tribune_proto::v1 as pb;
 
-use super::decide::{Input, decide_host};
+use super::decide::{Input, decide_host, identity};
 use crate::state::{Allocation, EnclaveState, State};
 
 /// The plan for `host` at the state's current plan version.
@@ -22,9 +22,18 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         .filter(|e| e.state != EnclaveState::Stopped)
         .collect();
     let empty = BTreeMap::new();
-    let enclaves = placed
+    let identities: Vec<tribune_policy::Enclave> = placed
         .iter()
         .map(|e| {
+            let attestation = state.status.get(&e.id).and_then(|s| s.attestation.as_ref());
+            identity(e, attestation)
+        })
+        .collect();
+    let enclaves = placed
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (talk_priority, talk) = talk_of(policies, &placed, &identities, i);
             let allocation: Allocation = match state.allocations.get(&e.id) {
                 Some(a) => a.clone(),
                 None => {
@@ -73,6 +82,8 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                 memory_high_bytes: 0,
                 egress_guarantee_bits_per_sec: allocation.guaranteed.egress_bits_per_sec,
                 ingress_guarantee_bits_per_sec: allocation.guaranteed.ingress_bits_per_sec,
+                talk_priority,
+                talk,
             }
         })
         .collect();
@@ -82,4 +93,39 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         enclaves,
         traceparent: String::new(),
     }
+}
+
+/// Enclave `i`'s messaging settings (docs/messages.md): its policies' `priority` and the other
+/// enclaves of the host its `talk` rules allow, with their shares. The agent checks the
+/// receiver's side with the receiver's own list.
+fn talk_of(
+    policies: &PolicySet,
+    placed: &[&crate::state::Enclave],
+    identities: &[tribune_policy::Enclave],
+    i: usize,
+) -> (i64, Vec<pb::TalkPeer>) {
+    let facts = tribune_policy::Facts {
+        enclave: identities[i].clone(),
+        ..Default::default()
+    };
+    let priority = policies
+        .evaluate(&facts)
+        .priority
+        .value
+        .filter(|p| p.is_finite())
+        .map_or(0, |p| p.round() as i64);
+    let peers = placed
+        .iter()
+        .zip(identities)
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, (peer, who))| {
+            let t = policies.talk(&facts, who);
+            t.allowed.then(|| pb::TalkPeer {
+                enclave_id: peer.id.clone(),
+                share_milli: (t.share * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32,
+            })
+        })
+        .collect();
+    (priority, peers)
 }

@@ -4,10 +4,12 @@
 //!   weighted deficit round robin, bounded per sender.
 //! - [`admission`]: **pure**, who may message whom: both sides' `talk` lists, deny by default.
 //! - [`bucket`]: **pure** token buckets that rate-limit the refusal log per pair.
+//! - [`hub`]: the mediator's state under one lock (table, inboxes, counters); no I/O.
 
 pub mod admission;
 pub mod bucket;
 pub mod fq;
+pub mod hub;
 
 #[cfg(test)]
 mod fq_tests;
