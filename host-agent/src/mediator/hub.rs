@@ -342,12 +342,11 @@ impl Hub {
     /// `conn` receives its enclave's messages from now on (a newer one replaces an older).
     pub fn set_receiver(&mut self, conn: &Arc<Conn>) {
         conn.receiving.store(true, Ordering::Release);
-        if let Some(inbox) = self.inboxes.get_mut(&conn.enclave) {
-            if let Some(old) = inbox.receiver.replace(conn.clone())
-                && !Arc::ptr_eq(&old, conn)
-            {
-                old.receiving.store(false, Ordering::Release);
-            }
+        if let Some(inbox) = self.inboxes.get_mut(&conn.enclave)
+            && let Some(old) = inbox.receiver.replace(conn.clone())
+            && !Arc::ptr_eq(&old, conn)
+        {
+            old.receiving.store(false, Ordering::Release);
         }
         conn.wake.notify_one();
     }

@@ -6,7 +6,10 @@ use tribune_msg::wire::{Frame, Outcome, RefusalCode};
 use super::*;
 use crate::mediator::admission::{Party, TalkTable};
 
-fn table(parties: &[(&str, u8, &[(&str, u32)])]) -> TalkTable {
+/// (name, class, [(peer, weight)]).
+type PartySpec<'a> = (&'a str, u8, &'a [(&'a str, u32)]);
+
+fn table(parties: &[PartySpec]) -> TalkTable {
     TalkTable::from_parties(
         parties
             .iter()

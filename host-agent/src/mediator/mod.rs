@@ -5,11 +5,16 @@
 //! - [`admission`]: **pure**, who may message whom: both sides' `talk` lists, deny by default.
 //! - [`bucket`]: **pure** token buckets that rate-limit the refusal log per pair.
 //! - [`hub`]: the mediator's state under one lock (table, inboxes, counters); no I/O.
+//! - [`server`]: the sockets — one per enclave, bound by the agent — and the connections'
+//!   readers and writers ([`Mediator`]).
 
 pub mod admission;
 pub mod bucket;
 pub mod fq;
 pub mod hub;
+pub mod server;
+
+pub use server::Mediator;
 
 #[cfg(test)]
 mod fq_tests;
