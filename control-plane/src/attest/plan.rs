@@ -129,3 +129,81 @@ fn talk_of(
         .collect();
     (priority, peers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Enclave, EnclaveState, Placement, Resources};
+
+    fn enclave(id: &str, tenant: &str, host: &str) -> Enclave {
+        Enclave {
+            id: id.into(),
+            tenant: tenant.into(),
+            labels: Default::default(),
+            tee: tribune_attest::TeeKind::Sim,
+            expected_measurements: vec![],
+            requested: Resources::default(),
+            priority: 0,
+            placement: Some(Placement {
+                host: host.into(),
+                epoch: 1,
+            }),
+            state: EnclaveState::Running,
+            launch: None,
+            version: 1,
+        }
+    }
+
+    /// Each enclave's plan lists the other enclaves of its host that its own `talk` rules
+    /// allow, with the share in thousandths, and its policy's priority; the receiver's side is
+    /// the receiver's own list (the agent checks both).
+    #[test]
+    fn plans_carry_each_enclaves_talk_peers_and_priority() {
+        let c = tribune_policy::check(
+            "t.tribune",
+            r#"
+policy "acme" {
+  match tenant == "acme"
+  priority 40
+  talk { allow to tenant == "acme" share 2.5; deny to * }
+}
+policy "open" {
+  match tenant == "open"
+  talk { allow to * }
+}
+"#,
+        );
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        let set = PolicySet::new(c.policies);
+        let mut state = State::default();
+        for (id, tenant, host) in [
+            ("a", "acme", "h1"),
+            ("b", "acme", "h1"),
+            ("o", "open", "h1"),
+            ("far", "acme", "h2"),
+        ] {
+            state.enclaves.insert(id.into(), enclave(id, tenant, host));
+        }
+        let plan = plan_for(&state, &set, "h1", 0);
+        let talk: BTreeMap<&str, (i64, Vec<(&str, u32)>)> = plan
+            .enclaves
+            .iter()
+            .map(|e| {
+                (
+                    e.enclave_id.as_str(),
+                    (
+                        e.talk_priority,
+                        e.talk
+                            .iter()
+                            .map(|t| (t.enclave_id.as_str(), t.share_milli))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(talk["a"], (40, vec![("b", 2500)]));
+        assert_eq!(talk["b"], (40, vec![("a", 2500)]));
+        assert_eq!(talk["o"], (0, vec![("a", 1000), ("b", 1000)]));
+        assert!(!talk.contains_key("far"));
+    }
+}
