@@ -32,8 +32,11 @@ use crate::wire::{self, Frame, Outcome, RefusalCode, WireError};
 pub const SOCKET_ENV: &str = "TRIBUNE_MSG_SOCKET";
 /// Frames queued for the writer before `send` waits.
 const OUTGOING_FRAMES_MAX: usize = 1024;
-/// Delivered messages buffered before the reader stops reading (back-pressure to the mediator).
-const INBOX_MESSAGES_MAX: usize = 1024;
+/// Most messages the mediator may deliver ahead of [`Client::recv`] (the receive window; the
+/// rest wait in the mediator's fair queues, where the scheduler orders them).
+pub const RECEIVE_WINDOW_MAX: u32 = 1024;
+/// The default receive window.
+pub const RECEIVE_WINDOW_DEFAULT: u32 = 64;
 
 /// Connecting or receiving failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +119,16 @@ struct Shared {
     name: String,
     next_id: AtomicU64,
     receiving: AtomicBool,
+    window: std::sync::atomic::AtomicU32,
     pending: Mutex<PendingTable>,
     outgoing: mpsc::Sender<Frame>,
-    inbox: tokio::sync::Mutex<mpsc::Receiver<(String, Vec<u8>)>>,
+    inbox: tokio::sync::Mutex<Inbox>,
+}
+
+/// The receiving side: delivered messages, and how many were taken since the last CREDIT.
+struct Inbox {
+    rx: mpsc::Receiver<(String, Vec<u8>)>,
+    taken: u32,
 }
 
 /// The pending messages; `closed` once the reader has ended, so nothing is added after the
@@ -161,14 +171,20 @@ impl Client {
             Err(e) => return Err(ClientError::Greeting(e.to_string())),
         };
         let (outgoing, rx) = mpsc::channel(OUTGOING_FRAMES_MAX);
-        let (inbox_tx, inbox) = mpsc::channel(INBOX_MESSAGES_MAX);
+        // Room for a whole window: the reader never waits on the inbox, so answers to sends
+        // are never held up behind deliveries.
+        let (inbox_tx, inbox) = mpsc::channel(RECEIVE_WINDOW_MAX as usize);
         let shared = Arc::new(Shared {
             name,
             next_id: AtomicU64::new(1),
             receiving: AtomicBool::new(false),
+            window: std::sync::atomic::AtomicU32::new(RECEIVE_WINDOW_DEFAULT),
             pending: Mutex::new(PendingTable::default()),
             outgoing,
-            inbox: tokio::sync::Mutex::new(inbox),
+            inbox: tokio::sync::Mutex::new(Inbox {
+                rx: inbox,
+                taken: 0,
+            }),
         });
         tokio::spawn(write_loop(BufWriter::with_capacity(128 << 10, write), rx));
         tokio::spawn(read_loop(read, buf, Arc::downgrade(&shared), inbox_tx));
@@ -218,18 +234,38 @@ impl Client {
         Ok(Sent { id, done })
     }
 
+    /// Sets the receive window (1..=1024, clamped) before the first [`Client::recv`]: how many
+    /// messages the mediator may hand over ahead of the application. Small windows keep the
+    /// queueing in the mediator's fair queues; large ones suit bulk transfer.
+    pub fn set_receive_window(&self, window: u32) {
+        self.shared
+            .window
+            .store(window.clamp(1, RECEIVE_WINDOW_MAX), Ordering::Relaxed);
+    }
+
     /// The next message for this enclave and its sender's name. The first call asks the
-    /// mediator to deliver on this connection.
+    /// mediator to deliver on this connection; every half window taken is credited back.
     pub async fn recv(&self) -> Result<(String, Vec<u8>), ClientError> {
         let mut inbox = self.shared.inbox.lock().await;
+        let window = self.shared.window.load(Ordering::Relaxed);
         if !self.shared.receiving.swap(true, Ordering::Relaxed) {
             self.shared
                 .outgoing
-                .send(Frame::Receive)
+                .send(Frame::Receive { window })
                 .await
                 .map_err(|_| ClientError::Closed)?;
         }
-        inbox.recv().await.ok_or(ClientError::Closed)
+        let m = inbox.rx.recv().await.ok_or(ClientError::Closed)?;
+        inbox.taken += 1;
+        if inbox.taken >= (window / 2).max(1) {
+            let n = std::mem::take(&mut inbox.taken);
+            self.shared
+                .outgoing
+                .send(Frame::Credit { n })
+                .await
+                .map_err(|_| ClientError::Closed)?;
+        }
+        Ok(m)
     }
 }
 
@@ -295,13 +331,17 @@ async fn read_loop(
                 }
             }
             Frame::Deliver { from, payload } => {
-                drop(shared);
-                if inbox.send((from, payload)).await.is_err() {
-                    // Nobody receives any more: keep answering sends.
+                // The window bounds deliveries to the inbox's room: a mediator that overruns
+                // it breaks the protocol.
+                if inbox.try_send((from, payload)).is_err() && !inbox.is_closed() {
+                    break;
                 }
             }
             // A mediator never sends these twice or in this direction: end the connection.
-            Frame::Hello { .. } | Frame::Send { .. } | Frame::Receive => break,
+            Frame::Hello { .. }
+            | Frame::Send { .. }
+            | Frame::Receive { .. }
+            | Frame::Credit { .. } => break,
         }
     }
     // The connection is gone: every accepted, undelivered message is reported failed, every

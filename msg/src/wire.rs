@@ -8,7 +8,9 @@
 //! ```text
 //! enclave → mediator
 //!   0x01 SEND      id:u64  to_len:u8 to  payload…
-//!   0x02 RECEIVE   (nothing: deliver this enclave's messages on this connection)
+//!   0x02 RECEIVE   window:u32                  (deliver this enclave's messages here, at most
+//!                                               `window` before a CREDIT; window ≥ 1)
+//!   0x03 CREDIT    n:u32                       (n more messages may be delivered; n ≥ 1)
 //! mediator → enclave
 //!   0x80 HELLO     name_len:u8 name            (first frame: the enclave's own attested name)
 //!   0x81 ACCEPTED  id:u64                      (queued for delivery)
@@ -36,6 +38,7 @@ pub const FRAME_BYTES_MAX: usize = 2 + 8 + 1 + NAME_BYTES_MAX + PAYLOAD_BYTES_MA
 
 const SEND: u8 = 0x01;
 const RECEIVE: u8 = 0x02;
+const CREDIT: u8 = 0x03;
 const HELLO: u8 = 0x80;
 const ACCEPTED: u8 = 0x81;
 const REFUSED: u8 = 0x82;
@@ -51,8 +54,12 @@ pub enum Frame {
         to: String,
         payload: Vec<u8>,
     },
-    /// Deliver this enclave's messages on this connection from now on.
-    Receive,
+    /// Deliver this enclave's messages on this connection from now on, at most `window` ahead
+    /// of the CREDITs that follow (so messages wait in the mediator's fair queues, not in
+    /// socket buffers).
+    Receive { window: u32 },
+    /// `n` more messages may be delivered.
+    Credit { n: u32 },
     /// The mediator's greeting: the name this socket is bound to.
     Hello { name: String },
     /// The message is queued for delivery.
@@ -153,6 +160,8 @@ pub enum WireError {
     Code(u8),
     #[error("unknown outcome {0}")]
     Outcome(u8),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
     #[error("reading a frame: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -188,7 +197,14 @@ impl Frame {
                 put_name(out, "to", to)?;
                 put_payload(out, payload)?;
             }
-            Frame::Receive => out.push(RECEIVE),
+            Frame::Receive { window } => {
+                out.push(RECEIVE);
+                out.extend_from_slice(&nonzero("window", *window)?.to_be_bytes());
+            }
+            Frame::Credit { n } => {
+                out.push(CREDIT);
+                out.extend_from_slice(&nonzero("n", *n)?.to_be_bytes());
+            }
             Frame::Hello { name } => {
                 out.push(HELLO);
                 put_name(out, "name", name)?;
@@ -252,7 +268,12 @@ impl Frame {
                 let payload = r.payload()?;
                 Frame::Send { id, to, payload }
             }
-            RECEIVE => Frame::Receive,
+            RECEIVE => Frame::Receive {
+                window: nonzero("window", r.u32("window")?)?,
+            },
+            CREDIT => Frame::Credit {
+                n: nonzero("n", r.u32("n")?)?,
+            },
             HELLO => Frame::Hello {
                 name: r.name("name")?,
             },
@@ -323,6 +344,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Frame::decode(buf).map(Some)
 }
 
+fn nonzero(field: &'static str, v: u32) -> Result<u32, WireError> {
+    if v == 0 {
+        Err(WireError::Zero(field))
+    } else {
+        Ok(v)
+    }
+}
+
 fn put_name(out: &mut Vec<u8>, field: &'static str, name: &str) -> Result<(), WireError> {
     check_name(field, name)?;
     out.push(name.len() as u8);
@@ -367,6 +396,11 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
         Ok(self.take(1, field)?[0])
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        let b = self.take(4, field)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {

@@ -24,7 +24,8 @@ fn golden_bytes() {
             },
             "0000000e01010000000000000102016268 69".replace(' ', ""),
         ),
-        (Frame::Receive, "000000020102".into()),
+        (Frame::Receive { window: 64 }, "00000006010200000040".into()),
+        (Frame::Credit { n: 0x0102 }, "00000006010300000102".into()),
         (
             Frame::Hello { name: "a-1".into() },
             "00000006018003612d31".into(),
@@ -81,9 +82,12 @@ fn strict_decoding_names_what_is_wrong() {
         err(&[1, 0x81, 0, 0, 0, 0, 0, 0, 0, 1, 9]),
         "frame kind 0x81 has 1 bytes after its last field"
     );
+    assert_eq!(err(&[1, 0x02, 0]), "frame kind 0x02 ends before its window");
+    assert_eq!(err(&[1, 0x02, 0, 0, 0, 0]), "window must be at least 1");
+    assert_eq!(err(&[1, 0x03, 0, 0, 0, 0]), "n must be at least 1");
     assert_eq!(
-        err(&[1, 0x02, 0]),
-        "frame kind 0x02 has 1 bytes after its last field"
+        err(&[1, 0x03, 0, 0, 0, 1, 0]),
+        "frame kind 0x03 has 1 bytes after its last field"
     );
     assert_eq!(err(&[1, 0x80, 0]), "name: must be 1 to 64 bytes");
     assert_eq!(err(&[1, 0x80, 1, b'A']), "name: only a-z, 0-9, '-' and '_'");
@@ -143,7 +147,7 @@ fn encoding_refuses_what_decoding_would_refuse() {
 #[tokio::test]
 async fn frames_stream_back_to_back_and_end_cleanly() {
     let frames = vec![
-        Frame::Receive,
+        Frame::Receive { window: 1 },
         Frame::Accepted { id: 1 },
         Frame::Deliver {
             from: "abc".into(),
@@ -193,7 +197,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             to,
             payload
         }),
-        Just(Frame::Receive),
+        (1u32..).prop_map(|window| Frame::Receive { window }),
+        (1u32..).prop_map(|n| Frame::Credit { n }),
         name().prop_map(|name| Frame::Hello { name }),
         any::<u64>().prop_map(|id| Frame::Accepted { id }),
         (any::<u64>(), code, "\\PC{0,40}").prop_map(|(id, code, reason)| Frame::Refused {

@@ -81,7 +81,7 @@ async fn accepted_then_delivered_refused_and_received() {
         // recv(): RECEIVE first, then a delivery.
         assert_eq!(
             wire::read_frame(&mut r, &mut buf).await.unwrap(),
-            Some(Frame::Receive)
+            Some(Frame::Receive { window: 64 })
         );
         write(
             &mut w,

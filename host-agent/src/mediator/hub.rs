@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tribune_msg::wire::{Frame, RefusalCode};
@@ -36,6 +36,8 @@ pub struct Conn {
     pub drained: tokio::sync::Notify,
     closed: AtomicBool,
     receiving: AtomicBool,
+    /// Messages it may still be handed (its receive window, topped up by CREDIT).
+    credit: AtomicU64,
 }
 
 impl Conn {
@@ -47,6 +49,7 @@ impl Conn {
             drained: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
             receiving: AtomicBool::new(false),
+            credit: AtomicU64::new(0),
         })
     }
 
@@ -88,6 +91,22 @@ impl Conn {
 
     pub fn is_receiving(&self) -> bool {
         self.receiving.load(Ordering::Acquire)
+    }
+
+    /// Messages it may be handed now.
+    pub fn credit(&self) -> u64 {
+        self.credit.load(Ordering::Acquire)
+    }
+
+    /// The receiver took `n` more messages (bounded: a lying client gets at most `u32::MAX`
+    /// ahead, which its own memory pays for, not ours).
+    pub fn add_credit(&self, n: u32) {
+        let _ = self
+            .credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some((c + u64::from(n)).min(u64::from(u32::MAX)))
+            });
+        self.wake.notify_one();
     }
 }
 
@@ -339,8 +358,10 @@ impl Hub {
         }
     }
 
-    /// `conn` receives its enclave's messages from now on (a newer one replaces an older).
-    pub fn set_receiver(&mut self, conn: &Arc<Conn>) {
+    /// `conn` receives its enclave's messages from now on, `window` ahead of its credits (a
+    /// newer receiving connection replaces an older).
+    pub fn set_receiver(&mut self, conn: &Arc<Conn>, window: u32) {
+        conn.credit.store(u64::from(window), Ordering::Release);
         conn.receiving.store(true, Ordering::Release);
         if let Some(inbox) = self.inboxes.get_mut(&conn.enclave)
             && let Some(old) = inbox.receiver.replace(conn.clone())
@@ -364,9 +385,9 @@ impl Hub {
         }
     }
 
-    /// Up to `messages_max` messages (and about `bytes_max` bytes: at least one) for `conn`'s
-    /// enclave, in fair-queueing order, with their senders' names. Nothing unless `conn` is its
-    /// enclave's receiving connection.
+    /// Up to `messages_max` messages (and about `bytes_max` bytes: at least one), and no more
+    /// than its credit, for `conn`'s enclave, in fair-queueing order, with their senders' names.
+    /// Nothing unless `conn` is its enclave's receiving connection.
     pub fn take(
         &mut self,
         conn: &Arc<Conn>,
@@ -383,6 +404,7 @@ impl Hub {
         {
             return Vec::new();
         }
+        let messages_max = messages_max.min(usize::try_from(conn.credit()).unwrap_or(usize::MAX));
         let mut out = Vec::new();
         let mut bytes = 0;
         while out.len() < messages_max && bytes < bytes_max {
@@ -397,6 +419,7 @@ impl Hub {
                 .unwrap_or_default();
             out.push((from, m));
         }
+        conn.credit.fetch_sub(out.len() as u64, Ordering::AcqRel);
         out
     }
 

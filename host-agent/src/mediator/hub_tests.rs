@@ -61,7 +61,7 @@ fn a_message_reaches_the_receiving_connection_with_the_senders_bound_name() {
         hub.take(&b, 10, 1 << 20).is_empty(),
         "b has not asked to receive"
     );
-    hub.set_receiver(&b);
+    hub.set_receiver(&b, 100);
     let wake = accepted(hub.send(&a, 2, "b", b"two".to_vec()));
     assert!(wake.is_some_and(|w| Arc::ptr_eq(&w, &b)));
     let got = hub.take(&b, 10, 1 << 20);
@@ -131,7 +131,7 @@ fn a_full_queue_refuses_as_back_pressure_and_keeps_what_it_accepted() {
     let (code, _) = refused(hub.send(&a, 4, "b", vec![0; 501]));
     assert_eq!(code, RefusalCode::TooLarge);
     assert_eq!(hub.counters()["a"].queue_full_messages, 1);
-    hub.set_receiver(&b);
+    hub.set_receiver(&b, 100);
     let ids: Vec<u64> = hub
         .take(&b, 10, 1 << 20)
         .iter()
@@ -147,8 +147,8 @@ fn a_newer_receiving_connection_replaces_the_older_and_a_closed_one_receives_not
     hub.set_table(table(&[("a", 0, &[("b", 1)]), ("b", 0, &[("a", 1)])]));
     let a = Conn::new("a");
     let (b1, b2) = (Conn::new("b"), Conn::new("b"));
-    hub.set_receiver(&b1);
-    hub.set_receiver(&b2);
+    hub.set_receiver(&b1, 100);
+    hub.set_receiver(&b2, 100);
     assert!(!b1.is_receiving() && b2.is_receiving());
     accepted(hub.send(&a, 1, "b", vec![1]));
     assert!(hub.take(&b1, 10, 100).is_empty());
@@ -216,7 +216,7 @@ fn a_plan_change_moves_a_queued_flow_to_its_new_class() {
         ("hi", 1, &[("r", 1)]),
         ("r", 0, &[("lo", 1), ("hi", 1)]),
     ]));
-    hub.set_receiver(&r);
+    hub.set_receiver(&r, 100);
     let order: Vec<String> = hub.take(&r, 10, 100).into_iter().map(|(f, _)| f).collect();
     assert_eq!(order, vec!["lo", "hi"]);
 }
@@ -229,4 +229,21 @@ fn a_closed_connection_gets_no_more_frames() {
     c.push(Frame::Accepted { id: 2 });
     assert_eq!(c.take_frames(), vec![Frame::Accepted { id: 1 }]);
     assert_eq!(c.pending_frames(), 0);
+}
+
+#[test]
+fn a_receiver_is_handed_no_more_than_its_credit() {
+    let mut hub = Hub::new(bounds()).unwrap();
+    hub.set_table(table(&[("a", 0, &[("b", 1)]), ("b", 0, &[("a", 1)])]));
+    let a = Conn::new("a");
+    let b = Conn::new("b");
+    for id in 0..3 {
+        accepted(hub.send(&a, id, "b", vec![0]));
+    }
+    hub.set_receiver(&b, 2);
+    assert_eq!(hub.take(&b, 10, 1 << 20).len(), 2);
+    assert!(hub.take(&b, 10, 1 << 20).is_empty(), "window used up");
+    b.add_credit(5);
+    assert_eq!(hub.take(&b, 10, 1 << 20).len(), 1);
+    assert_eq!(b.credit(), 4);
 }

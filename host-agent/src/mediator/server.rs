@@ -307,10 +307,11 @@ async fn read_loop(
                     Sent::Refused(code, reason) => conn.push(Frame::Refused { id, code, reason }),
                 }
             }
-            Frame::Receive => lock(&inner.hub).set_receiver(conn),
+            Frame::Receive { window } => lock(&inner.hub).set_receiver(conn, window),
+            Frame::Credit { n } => conn.add_credit(n),
             other => {
                 return Err(format!(
-                    "protocol error: an enclave may send SEND and RECEIVE only, got {other:?}"
+                    "protocol error: an enclave may send SEND, RECEIVE and CREDIT only, got {other:?}"
                 ));
             }
         }
@@ -325,7 +326,7 @@ async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut w: BufWriter<OwnedWr
         if !frames.is_empty() {
             conn.drained.notify_waiters();
         }
-        let batch = if conn.is_receiving() {
+        let batch = if conn.is_receiving() && conn.credit() > 0 {
             lock(&inner.hub).take(&conn, DELIVER_MESSAGES_MAX, DELIVER_BYTES_MAX)
         } else {
             Vec::new()
