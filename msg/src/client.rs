@@ -323,6 +323,12 @@ async fn read_loop(
                 reason,
             } => {
                 let p = lock(&shared.pending).by_id.remove(&id);
+                // A mediator answers ACCEPTED before DONE; should a DONE come first, the
+                // message was evidently accepted.
+                let mut p = p;
+                if let Some(tx) = p.as_mut().and_then(|p| p.accepted.take()) {
+                    let _ = tx.send(Ok(()));
+                }
                 if let Some(tx) = p.and_then(|p| p.done) {
                     let _ = tx.send(match outcome {
                         Outcome::Delivered => Ok(()),

@@ -141,6 +141,9 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Inter-enclave messages through a real agent's mediator: a flooder among ten senders,
+    /// shares 1:2:4, priority classes, and msgs/s and MB/s next to a plain Unix-socket relay.
+    Messages(super::bench_messages::MessagesArgs),
     /// Over-limit report → CPU cap written into the cgroup by a real host agent (root).
     EnforceLatency {
         #[arg(long, default_value_t = 50)]
@@ -187,7 +190,7 @@ fn receipt(
     result_line(format, &serde_json::to_value(&f)?)
 }
 
-fn goal_line(name: &str, met: bool, detail: &str) {
+pub(super) fn goal_line(name: &str, met: bool, detail: &str) {
     println!(
         "goal {name}: {} — {detail}",
         if met { "met" } else { "NOT met" }
@@ -196,7 +199,7 @@ fn goal_line(name: &str, met: bool, detail: &str) {
 
 /// The result line: one JSON line (after the table, or alone with `-o json`), or a YAML
 /// document with `-o yaml`.
-fn result_line(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
+pub(super) fn result_line(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
     if format == Format::Yaml {
         output::structured(format, v)?;
     } else {
@@ -368,6 +371,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "plan", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchCmd::Messages(a) => super::bench_messages::run(&exe, a, format).await,
             BenchCmd::EnforceLatency { trials, opts: _ } => {
                 if !tribune_testkit::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");

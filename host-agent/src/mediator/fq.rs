@@ -14,7 +14,7 @@
 //!
 //! **Cost**: when `quantum_bytes` is at least the largest message, every turn serves at least
 //! one message, so a dequeue looks at no more than two flows: O(1) per message. A smaller
-//! quantum (the default, 1 KiB, keeps a turn short for small messages, which is what keeps the
+//! quantum (the default, 512 bytes, keeps a turn short for small messages, which is what keeps the
 //! queueing delay of light senders low next to a flooder) costs turns that serve nothing for a
 //! large head message: amortised O(1 + size / quantum) per message, i.e. O(1) per byte, since
 //! every such turn adds a quantum of credit that the flow later spends.
@@ -59,7 +59,7 @@ impl Default for Bounds {
             flow_messages_max: 1024,
             flow_bytes_max: 1 << 20,
             message_bytes_max: 64 << 10,
-            quantum_bytes: 1 << 10,
+            quantum_bytes: 512,
         }
     }
 }

@@ -210,7 +210,7 @@ pub struct Hub {
     epoch: Instant,
 }
 
-/// What became of a SEND.
+/// What became of a SEND (its answer is already queued on the sender's connection).
 #[derive(Debug)]
 pub enum Sent {
     /// Queued; wake this receiving connection, if any.
@@ -275,8 +275,23 @@ impl Hub {
         failed
     }
 
-    /// A SEND from `sender` (the connection's bound enclave) to `to`.
+    /// A SEND from `sender` (the connection's bound enclave) to `to`. The answer (ACCEPTED or
+    /// REFUSED) is queued on `sender` here, under the hub's lock, so it always goes out before
+    /// the DONE of a delivery that can only start after the lock is released.
     pub fn send(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
+        let sent = self.admit_and_queue(sender, id, to, payload);
+        sender.push(match &sent {
+            Sent::Accepted(_) => Frame::Accepted { id },
+            Sent::Refused(code, reason) => Frame::Refused {
+                id,
+                code: *code,
+                reason: reason.clone(),
+            },
+        });
+        sent
+    }
+
+    fn admit_and_queue(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
         let from = sender.enclave.as_str();
         let admit = match self.table.admit(from, to) {
             Ok(a) => a,

@@ -189,7 +189,10 @@ fn messages_dropped_by_a_new_plan_or_shutdown_are_reported_failed_to_their_sende
         f.report();
     }
     assert_eq!(
-        a.take_frames(),
+        a.take_frames()
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Done { .. }))
+            .collect::<Vec<_>>(),
         vec![Frame::Done {
             id: 4,
             outcome: Outcome::Failed,
@@ -246,4 +249,35 @@ fn a_receiver_is_handed_no_more_than_its_credit() {
     b.add_credit(5);
     assert_eq!(hub.take(&b, 10, 1 << 20).len(), 1);
     assert_eq!(b.credit(), 4);
+}
+
+/// The answer to a SEND is queued before the hub's lock is released, so it always precedes
+/// the DONE of its delivery on the sender's connection.
+#[test]
+fn the_answer_is_queued_before_any_done() {
+    let mut hub = Hub::new(bounds()).unwrap();
+    hub.set_table(table(&[("a", 0, &[("b", 1)]), ("b", 0, &[("a", 1)])]));
+    let a = Conn::new("a");
+    let b = Conn::new("b");
+    hub.set_receiver(&b, 10);
+    accepted(hub.send(&a, 7, "b", vec![1]));
+    refused(hub.send(&a, 8, "zz", vec![1]));
+    for (_, m) in hub.take(&b, 10, 100) {
+        m.sender.push(Frame::Done {
+            id: m.id,
+            outcome: Outcome::Delivered,
+            reason: String::new(),
+        });
+    }
+    let kinds: Vec<(u64, &str)> = a
+        .take_frames()
+        .iter()
+        .map(|f| match f {
+            Frame::Accepted { id } => (*id, "accepted"),
+            Frame::Refused { id, .. } => (*id, "refused"),
+            Frame::Done { id, .. } => (*id, "done"),
+            _ => (0, "other"),
+        })
+        .collect();
+    assert_eq!(kinds, vec![(7, "accepted"), (8, "refused"), (7, "done")]);
 }

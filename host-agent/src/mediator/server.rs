@@ -297,14 +297,8 @@ async fn read_loop(
         match frame {
             Frame::Send { id, to, payload } => {
                 let sent = lock(&inner.hub).send(conn, id, &to, payload);
-                match sent {
-                    Sent::Accepted(receiver) => {
-                        conn.push(Frame::Accepted { id });
-                        if let Some(r) = receiver {
-                            r.wake.notify_one();
-                        }
-                    }
-                    Sent::Refused(code, reason) => conn.push(Frame::Refused { id, code, reason }),
+                if let Sent::Accepted(Some(receiver)) = sent {
+                    receiver.wake.notify_one();
                 }
             }
             Frame::Receive { window } => lock(&inner.hub).set_receiver(conn, window),
