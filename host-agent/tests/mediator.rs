@@ -258,3 +258,31 @@ async fn a_new_plan_that_removes_the_receiver_fails_its_queued_messages() {
         "{r:?}"
     );
 }
+
+/// "Delivered" means the receiving application took it: messages written to a receiver that
+/// goes away before taking them are reported failed, not delivered.
+#[tokio::test]
+async fn messages_a_receiver_never_took_are_reported_failed() {
+    let s = Setup::new(&[("a", &["b"]), ("b", &["a"])]);
+    let a = s.client("a").await;
+    let b = s.client("b").await;
+    b.set_receive_window(8);
+    let first = a.send("b", b"taken").await.unwrap();
+    assert_eq!(within(b.recv()).await.unwrap().1, b"taken".to_vec());
+    within(first.delivered()).await.unwrap();
+    // Three more reach b's connection (its window allows), but b never takes them.
+    let mut sent = Vec::new();
+    for i in 0..3u8 {
+        sent.push(a.send("b", &[i]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(b);
+    for m in sent {
+        let r = within(m.delivered()).await;
+        assert!(
+            matches!(&r, Err(DeliveryError::Failed(why)) if why.contains("before it took")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(s.m.counters()["b"].received_messages, 1);
+}

@@ -128,7 +128,7 @@ impl RefusalCode {
 /// What became of an accepted message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written to the receiver's connection.
+    /// Taken by the receiving application (`recv` returned it; the receiver credited it).
     Delivered = 0,
     /// Not delivered, and it never will be (the reason says why).
     Failed = 1,

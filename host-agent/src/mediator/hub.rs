@@ -38,6 +38,11 @@ pub struct Conn {
     receiving: AtomicBool,
     /// Messages it may still be handed (its receive window, topped up by CREDIT).
     credit: AtomicU64,
+    /// Messages written to it that its application has not taken yet (no CREDIT for them):
+    /// (sender, id, payload bytes), oldest first. At most its window.
+    in_flight: std::sync::Mutex<std::collections::VecDeque<(Arc<Conn>, u64, usize)>>,
+    /// Set by its writer when it has flushed its last frame and ended.
+    writer_done: AtomicBool,
 }
 
 impl Conn {
@@ -50,6 +55,8 @@ impl Conn {
             closed: AtomicBool::new(false),
             receiving: AtomicBool::new(false),
             credit: AtomicU64::new(0),
+            in_flight: Default::default(),
+            writer_done: AtomicBool::new(false),
         })
     }
 
@@ -85,6 +92,16 @@ impl Conn {
         self.drained.notify_waiters();
     }
 
+    /// Its writer has ended (everything queued before `close` was written and flushed, or the
+    /// connection broke).
+    pub fn writer_done(&self) -> bool {
+        self.writer_done.load(Ordering::Acquire)
+    }
+
+    pub fn set_writer_done(&self) {
+        self.writer_done.store(true, Ordering::Release);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -98,9 +115,38 @@ impl Conn {
         self.credit.load(Ordering::Acquire)
     }
 
-    /// The receiver took `n` more messages (bounded: a lying client gets at most `u32::MAX`
-    /// ahead, which its own memory pays for, not ours).
-    pub fn add_credit(&self, n: u32) {
+    /// Messages written to this connection, waiting for its application to take them.
+    pub fn written(&self, sender: Arc<Conn>, id: u64, bytes: usize) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((sender, id, bytes));
+    }
+
+    /// The receiver's application took `n` more messages: the oldest `n` written are
+    /// delivered (returned as (sender, id, bytes) for the caller to report), and `n` more may
+    /// be handed over (bounded: a lying client gets at most `u32::MAX` ahead, which its own
+    /// memory pays for, not ours).
+    pub fn credited(&self, n: u32) -> Vec<(Arc<Conn>, u64, usize)> {
+        let taken: Vec<_> = {
+            let mut q = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let k = (n as usize).min(q.len());
+            q.drain(..k).collect()
+        };
+        self.add_credit(n);
+        taken
+    }
+
+    /// Everything written but never taken (the connection is gone), to be reported failed.
+    pub fn take_in_flight(&self) -> Vec<(Arc<Conn>, u64, usize)> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    fn add_credit(&self, n: u32) {
         let _ = self
             .credit
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {

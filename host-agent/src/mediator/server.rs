@@ -21,7 +21,7 @@ use tribune_msg::wire::{self, Frame, Outcome};
 
 use super::admission::TalkTable;
 use super::fq::Bounds;
-use super::hub::{Conn, Counters, Failure, Hub, Sent};
+use super::hub::{Conn, Counters, Failure, Hub, Queued, Sent};
 use crate::error::{AgentError, Result};
 
 /// Answers a reader lets queue before it waits for the writer.
@@ -63,6 +63,7 @@ impl Drop for Endpoint {
         for (c, task) in lock(&self.conns).drain(..) {
             c.close();
             task.abort();
+            fail_in_flight(&c);
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -269,6 +270,18 @@ async fn serve(inner: Arc<Inner>, conn: Arc<Conn>, stream: UnixStream) {
     }
     lock(&inner.hub).connection_closed(&conn);
     let _ = writer.await;
+    fail_in_flight(&conn);
+}
+
+/// Messages written to a connection that closed before its application took them.
+fn fail_in_flight(conn: &Conn) {
+    for (sender, id, _) in conn.take_in_flight() {
+        sender.push(Frame::Done {
+            id,
+            outcome: Outcome::Failed,
+            reason: "the receiver's connection closed before it took the message".into(),
+        });
+    }
 }
 
 async fn read_loop(
@@ -302,7 +315,20 @@ async fn read_loop(
                 }
             }
             Frame::Receive { window } => lock(&inner.hub).set_receiver(conn, window),
-            Frame::Credit { n } => conn.add_credit(n),
+            Frame::Credit { n } => {
+                let taken = conn.credited(n);
+                if !taken.is_empty() {
+                    let mut hub = lock(&inner.hub);
+                    for (sender, id, bytes) in taken {
+                        hub.delivered(&conn.enclave, bytes);
+                        sender.push(Frame::Done {
+                            id,
+                            outcome: Outcome::Delivered,
+                            reason: String::new(),
+                        });
+                    }
+                }
+            }
             other => {
                 return Err(format!(
                     "protocol error: an enclave may send SEND, RECEIVE and CREDIT only, got {other:?}"
@@ -312,7 +338,12 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut w: BufWriter<OwnedWriteHalf>) {
+async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, w: BufWriter<OwnedWriteHalf>) {
+    write_until_closed(&inner, &conn, w).await;
+    conn.set_writer_done();
+}
+
+async fn write_until_closed(inner: &Inner, conn: &Arc<Conn>, mut w: BufWriter<OwnedWriteHalf>) {
     let mut bytes = Vec::with_capacity(wire::FRAME_BYTES_MAX + 4);
     loop {
         let wake = conn.wake.notified();
@@ -321,7 +352,7 @@ async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut w: BufWriter<OwnedWr
             conn.drained.notify_waiters();
         }
         let batch = if conn.is_receiving() && conn.credit() > 0 {
-            lock(&inner.hub).take(&conn, DELIVER_MESSAGES_MAX, DELIVER_BYTES_MAX)
+            lock(&inner.hub).take(conn, DELIVER_MESSAGES_MAX, DELIVER_BYTES_MAX)
         } else {
             Vec::new()
         };
@@ -336,40 +367,23 @@ async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut w: BufWriter<OwnedWr
         for f in &frames {
             ok = ok && write_frame(&mut w, &mut bytes, f).await;
         }
-        let mut taken = Vec::with_capacity(batch.len());
-        for (from, mut m) in batch {
-            let len = m.payload.len();
-            let f = Frame::Deliver {
-                from,
-                payload: std::mem::take(&mut m.payload),
-            };
-            ok = ok && write_frame(&mut w, &mut bytes, &f).await;
-            taken.push((m, len));
+        // Each is in flight before it is written (the receiver may take and credit it before
+        // this task runs again): delivered once the receiver's application takes it (its
+        // CREDIT), failed if the connection goes first (`fail_in_flight`).
+        for (from, m) in batch {
+            let Queued {
+                sender,
+                id,
+                payload,
+                ..
+            } = m;
+            conn.written(sender, id, payload.len());
+            ok = ok && write_frame(&mut w, &mut bytes, &Frame::Deliver { from, payload }).await;
         }
         ok = ok && w.flush().await.is_ok();
-        // Report each taken message exactly once: delivered if the flush succeeded.
-        if !taken.is_empty() {
-            let mut hub = lock(&inner.hub);
-            for (m, len) in taken {
-                let (outcome, reason) = if ok {
-                    hub.delivered(&conn.enclave, len);
-                    (Outcome::Delivered, String::new())
-                } else {
-                    (
-                        Outcome::Failed,
-                        "the receiver's connection broke while it was being written".to_string(),
-                    )
-                };
-                m.sender.push(Frame::Done {
-                    id: m.id,
-                    outcome,
-                    reason,
-                });
-            }
-        }
         if !ok {
             conn.close();
-            lock(&inner.hub).connection_closed(&conn);
+            lock(&inner.hub).connection_closed(conn);
             return;
         }
     }
