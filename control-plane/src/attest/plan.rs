@@ -22,13 +22,11 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         .filter(|e| e.state != EnclaveState::Stopped)
         .collect();
     let empty = BTreeMap::new();
-    let identities: Vec<tribune_policy::Enclave> = placed
-        .iter()
-        .map(|e| {
-            let attestation = state.status.get(&e.id).and_then(|s| s.attestation.as_ref());
-            identity(e, attestation)
-        })
-        .collect();
+    // Talk rules see the enclave records only (tenant, labels, TEE kind), not attestation
+    // results: those change without moving the plan version, and a plan must never change
+    // content under one version (`state/plan_version.rs`).
+    let identities: Vec<tribune_policy::Enclave> =
+        placed.iter().map(|e| identity(e, None)).collect();
     let enclaves = placed
         .iter()
         .enumerate()
