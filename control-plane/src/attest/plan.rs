@@ -183,7 +183,9 @@ policy "open" {
             state.enclaves.insert(id.into(), enclave(id, tenant, host));
         }
         let plan = plan_for(&state, &set, "h1", 0);
-        let talk: BTreeMap<&str, (i64, Vec<(&str, u32)>)> = plan
+        /// Per enclave: its priority and its (peer, share in thousandths) list.
+        type Talk<'a> = (i64, Vec<(&'a str, u32)>);
+        let talk: BTreeMap<&str, Talk> = plan
             .enclaves
             .iter()
             .map(|e| {
