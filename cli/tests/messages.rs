@@ -254,5 +254,59 @@ async fn talk_rules_from_policies_mediate_messages_between_real_enclaves() {
         }
         assert!(Instant::now() < deadline);
     }
+
+    // 8. `tribune msg recv` takes over bob's receiving (the newest RECEIVE wins) and prints
+    //    the sender's attested name; `tribune msg send` as carol is refused, exit 1.
+    let recv = std::process::Command::new(BIN)
+        .args(["msg", "recv", "--count", "1", "-o", "json", "--socket"])
+        .arg(socket(&dir, "bob"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tribune msg recv");
+    let mut recv = recv;
+    let deadline = Instant::now() + DEADLINE;
+    let mut n = 0u32;
+    loop {
+        // Until the CLI's RECEIVE is in, bob's old client may still be handed some of these.
+        alice
+            .send("bob", format!("cli-{n}").as_bytes())
+            .await
+            .expect("accepted");
+        n += 1;
+        if recv.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tribune msg recv took nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = recv.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON document");
+    assert_eq!(v["from"], "alice", "{v}");
+    // One of these, or the relaunched alice's greeting (step 5 stopped her, step 6 launched
+    // her again).
+    assert!(
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cli-") || t == "hello-from-alice"),
+        "{v}"
+    );
+    let refused = std::process::Command::new(BIN)
+        .args(["msg", "send", "alice", "hi", "--socket"])
+        .arg(socket(&dir, "carol"))
+        .output()
+        .expect("tribune msg send");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        common::output_text(&refused)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("receiver-rules"),
+        "{}",
+        common::output_text(&refused)
+    );
     drop(agent);
 }

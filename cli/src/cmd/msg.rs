@@ -91,12 +91,20 @@ async fn send(a: SendArgs, format: Format) -> anyhow::Result<ExitCode> {
         }
     };
     let client = Client::connect(&a.socket.socket).await?;
-    let sent = client.send(&a.to, &payload).await?;
+    // The mediator refusing or failing the message is the request failing (exit 1), not a
+    // usage or environment error (exit 2).
+    let sent = match client.send(&a.to, &payload).await {
+        Ok(s) => s,
+        Err(e @ tribune_msg::SendError::Refused { .. }) => return request_failed(&e, format),
+        Err(e) => return Err(e.into()),
+    };
     let id = sent.id();
     let outcome = if a.no_wait {
         "queued"
     } else {
-        sent.delivered().await?;
+        if let Err(e) = sent.delivered().await {
+            return request_failed(&e, format);
+        }
         "delivered"
     };
     let o = SendOutcome {
@@ -115,6 +123,15 @@ async fn send(a: SendArgs, format: Format) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn request_failed(e: &dyn std::error::Error, format: Format) -> anyhow::Result<ExitCode> {
+    let text = e.to_string();
+    eprintln!("error: {}", output::text(&text));
+    if format.is_structured() {
+        output::structured(format, &super::errors::document(&text, "request", false))?;
+    }
+    Ok(ExitCode::from(1))
 }
 
 async fn recv(a: RecvArgs, format: Format) -> anyhow::Result<ExitCode> {
