@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod etcd;
 pub mod ingest;
 pub mod memory;
+pub mod messages;
 pub mod plan;
 pub mod proc;
 pub mod receipt;

@@ -78,6 +78,9 @@ enum Command {
     Token(cmd::token::TokenCmd),
     /// Run or drive the host agent.
     Agent(cmd::agent::AgentArgs),
+    /// Inter-enclave messages through the host's mediator (inside an enclave).
+    #[command(subcommand)]
+    Msg(cmd::msg::MsgCmd),
     /// Benchmark scenarios (see bench/README.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -231,6 +234,7 @@ fn main() -> ExitCode {
         Command::Token(c) => cmd::token::run(c, out),
         Command::Api(c) => cmd::api::run(c),
         Command::Agent(c) => cmd::agent::run(c, out),
+        Command::Msg(c) => cmd::msg::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "tribune", &mut std::io::stdout());

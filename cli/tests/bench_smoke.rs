@@ -119,3 +119,41 @@ fn schedule_e2e_places_through_raft_at_a_small_size() {
     assert_eq!(r["latency_ms"]["n"], 40, "{v}");
     assert_eq!(r["over_committed_hosts"], 0, "{v}");
 }
+
+#[test]
+fn messages_runs_at_a_small_size() {
+    let (v, _) = bench(&[
+        "messages",
+        "--seconds",
+        "2",
+        "--receiver-rate",
+        "2000",
+        "--sender-rate",
+        "100",
+        "--flood-factor",
+        "10",
+        "--throughput-seconds",
+        "1",
+    ]);
+    assert_eq!(v["scenario"], "messages");
+    let r = &v["result"];
+    let senders = r["flood"]["senders"].as_array().expect("flood senders");
+    assert_eq!(senders.len(), 10, "{v}");
+    assert!(
+        senders
+            .iter()
+            .all(|s| s["delivered_per_s"].as_f64() > Some(0.0)),
+        "every sender got something through: {v}"
+    );
+    assert_eq!(r["weighted"]["senders"].as_array().map(Vec::len), Some(3));
+    assert!(r["priority"]["high_per_s"].as_f64() > Some(0.0), "{v}");
+    let t = r["throughput"].as_array().expect("throughput");
+    assert_eq!(t.len(), 2);
+    assert!(
+        t.iter()
+            .all(|row| row["mediator_msgs_per_s"].as_f64() > Some(0.0)
+                && row["plain_relay_msgs_per_s"].as_f64() > Some(0.0)),
+        "{v}"
+    );
+    assert!(r["mediator_rss_mib"].as_f64() > Some(0.0), "{v}");
+}

@@ -45,6 +45,7 @@ pub mod launch;
 pub mod link;
 pub mod link_error;
 pub mod link_messages;
+pub mod mediator;
 pub mod metrics;
 pub mod net;
 pub mod plan;

@@ -29,7 +29,7 @@ use crate::link_error::{LinkError, PlanError};
 use crate::link_messages::{LinkEvent, ToLink};
 use crate::plan::{
     Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, MEMORY_BYTES_MIN, Plan,
-    RunState, WEIGHT_MAX,
+    RunState, Talk, WEIGHT_MAX,
 };
 use crate::reconnect::{self, Reconnect};
 use crate::sim_tee::SimTee;
@@ -202,6 +202,14 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
                 RunState::Suspend
             } else {
                 RunState::Run
+            },
+            talk: Talk {
+                priority: e.talk_priority,
+                allow: e
+                    .talk
+                    .iter()
+                    .map(|t| (t.enclave_id.clone(), t.share_milli))
+                    .collect(),
             },
         };
         enclaves.insert(e.enclave_id.clone(), plan);

@@ -43,6 +43,13 @@ pub struct Metrics {
     pub enclave_memory_bytes: Family<EnclaveLabel, Gauge>,
     pub enclave_net_tx_bytes: Family<EnclaveLabel, Gauge>,
     pub enclave_net_rx_bytes: Family<EnclaveLabel, Gauge>,
+    /// The mediator's per-enclave message counters (cumulative since the agent started).
+    pub enclave_messages_sent: Family<EnclaveLabel, Gauge>,
+    pub enclave_messages_sent_bytes: Family<EnclaveLabel, Gauge>,
+    pub enclave_messages_received: Family<EnclaveLabel, Gauge>,
+    pub enclave_messages_received_bytes: Family<EnclaveLabel, Gauge>,
+    pub enclave_messages_refused: Family<EnclaveLabel, Gauge>,
+    pub enclave_messages_queue_full: Family<EnclaveLabel, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -70,6 +77,12 @@ impl Metrics {
             enclave_memory_bytes: Family::default(),
             enclave_net_tx_bytes: Family::default(),
             enclave_net_rx_bytes: Family::default(),
+            enclave_messages_sent: Family::default(),
+            enclave_messages_sent_bytes: Family::default(),
+            enclave_messages_received: Family::default(),
+            enclave_messages_received_bytes: Family::default(),
+            enclave_messages_refused: Family::default(),
+            enclave_messages_queue_full: Family::default(),
         };
         r.register(
             "plan_version",
@@ -143,6 +156,38 @@ impl Metrics {
             Unit::Bytes,
             m.enclave_net_rx_bytes.clone(),
         );
+        r.register(
+            "enclave_messages_sent",
+            "Messages an enclave sent that the mediator accepted (since the agent started)",
+            m.enclave_messages_sent.clone(),
+        );
+        r.register_with_unit(
+            "enclave_messages_sent",
+            "Payload bytes of the messages an enclave sent that the mediator accepted",
+            Unit::Bytes,
+            m.enclave_messages_sent_bytes.clone(),
+        );
+        r.register(
+            "enclave_messages_received",
+            "Messages delivered to an enclave (taken by its application)",
+            m.enclave_messages_received.clone(),
+        );
+        r.register_with_unit(
+            "enclave_messages_received",
+            "Payload bytes of the messages delivered to an enclave",
+            Unit::Bytes,
+            m.enclave_messages_received_bytes.clone(),
+        );
+        r.register(
+            "enclave_messages_refused",
+            "An enclave's messages refused by the talk rules (either side) or as unknown",
+            m.enclave_messages_refused.clone(),
+        );
+        r.register(
+            "enclave_messages_queue_full",
+            "An enclave's messages refused because its queue to the receiver was full",
+            m.enclave_messages_queue_full.clone(),
+        );
         // Known label values start at 0, so `increase()` sees the first re-write.
         for what in DRIFT_KINDS {
             let _ = m.drift_rewrites.get_or_create(&[("what", what)]);
@@ -173,9 +218,44 @@ impl Metrics {
         set(&self.enclave_net_rx_bytes.get_or_create(&l), u.net_rx_bytes);
     }
 
+    /// Sets one enclave's message gauges from the mediator's counters.
+    pub fn enclave_messages(&self, name: &str, c: &crate::mediator::hub::Counters) {
+        let l = [("enclave", name.to_string())];
+        set(
+            &self.enclave_messages_sent.get_or_create(&l),
+            c.sent_messages,
+        );
+        set(
+            &self.enclave_messages_sent_bytes.get_or_create(&l),
+            c.sent_bytes,
+        );
+        set(
+            &self.enclave_messages_received.get_or_create(&l),
+            c.received_messages,
+        );
+        set(
+            &self.enclave_messages_received_bytes.get_or_create(&l),
+            c.received_bytes,
+        );
+        set(
+            &self.enclave_messages_refused.get_or_create(&l),
+            c.refused_messages,
+        );
+        set(
+            &self.enclave_messages_queue_full.get_or_create(&l),
+            c.queue_full_messages,
+        );
+    }
+
     /// Drops the series of an enclave that left this host.
     pub fn forget_enclave(&self, name: &str) {
         let l = [("enclave", name.to_string())];
+        self.enclave_messages_sent.remove(&l);
+        self.enclave_messages_sent_bytes.remove(&l);
+        self.enclave_messages_received.remove(&l);
+        self.enclave_messages_received_bytes.remove(&l);
+        self.enclave_messages_refused.remove(&l);
+        self.enclave_messages_queue_full.remove(&l);
         self.enclave_cpu_millicores.remove(&l);
         self.enclave_memory_bytes.remove(&l);
         self.enclave_net_tx_bytes.remove(&l);
@@ -207,8 +287,25 @@ mod tests {
             ..Usage::default()
         };
         m.enclave_usage("web-1", &u);
+        m.enclave_messages(
+            "web-1",
+            &crate::mediator::hub::Counters {
+                sent_messages: 3,
+                sent_bytes: 192,
+                queue_full_messages: 2,
+                ..Default::default()
+            },
+        );
         m.drift("cpu cap");
         let text = m.encode(Exposition::Classic);
+        for line in [
+            "tribune_agent_enclave_messages_sent{enclave=\"web-1\"} 3",
+            "tribune_agent_enclave_messages_sent_bytes{enclave=\"web-1\"} 192",
+            "tribune_agent_enclave_messages_queue_full{enclave=\"web-1\"} 2",
+            "tribune_agent_enclave_messages_received{enclave=\"web-1\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
         assert!(
             text.contains("tribune_agent_enclave_cpu_millicores{enclave=\"web-1\"} 250"),
             "{text}"

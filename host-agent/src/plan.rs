@@ -43,6 +43,44 @@ pub struct EnclavePlan {
     pub weight: u32,
     #[serde(default)]
     pub state: RunState,
+    /// Inter-enclave messages: its priority and the peers its `talk` rules allow (resolved by
+    /// the controllers; `crate::mediator`). Absent: it may neither send nor receive.
+    #[serde(default, skip_serializing_if = "Talk::is_empty")]
+    pub talk: Talk,
+}
+
+impl Default for EnclavePlan {
+    fn default() -> Self {
+        EnclavePlan {
+            launch: None,
+            limits: Limits::default(),
+            weight: default_weight(),
+            state: RunState::default(),
+            talk: Talk::default(),
+        }
+    }
+}
+
+/// Most peers one enclave's talk list may name.
+pub const TALK_PEERS_MAX: usize = ENCLAVES_MAX;
+
+/// An enclave's messaging settings as the controllers resolved them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Talk {
+    /// Its policy's `priority`: higher is served first in every inbox it sends to.
+    #[serde(default)]
+    pub priority: i64,
+    /// Peer enclave → its `share` in thousandths (`share 3` is 3000): the peers its `talk`
+    /// rules allow (the receiver's rules are checked separately).
+    #[serde(default)]
+    pub allow: BTreeMap<String, u32>,
+}
+
+impl Talk {
+    pub fn is_empty(&self) -> bool {
+        self.priority == 0 && self.allow.is_empty()
+    }
 }
 
 fn default_weight() -> u32 {
@@ -181,10 +219,8 @@ pub fn changes(applied: &EnclavePlan, wanted: &EnclavePlan) -> Vec<Change> {
 /// Every change needed to bring a freshly created enclave to `wanted` (from an unlimited start).
 pub fn initial_changes(wanted: &EnclavePlan) -> Vec<Change> {
     let unlimited = EnclavePlan {
-        launch: None,
-        limits: Limits::default(),
         weight: 0,
-        state: RunState::Run,
+        ..EnclavePlan::default()
     };
     changes(&unlimited, wanted)
 }
@@ -258,6 +294,16 @@ impl Plan {
             {
                 return bad("empty command".into());
             }
+            if e.talk.allow.len() > TALK_PEERS_MAX {
+                return bad(format!(
+                    "talk names {} peers, at most {TALK_PEERS_MAX}",
+                    e.talk.allow.len()
+                ));
+            }
+            for peer in e.talk.allow.keys() {
+                validate_name(peer)
+                    .or_else(|_| bad(format!("talk peer {peer:?} is not an enclave name")))?;
+            }
         }
         Ok(())
     }
@@ -276,6 +322,7 @@ mod tests {
             },
             weight,
             state,
+            talk: Talk::default(),
         }
     }
 

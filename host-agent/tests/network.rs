@@ -158,6 +158,7 @@ fn shaped(launch: LaunchSpec, guarantee: u64, limit: u64) -> EnclavePlan {
         },
         weight: 1,
         state: RunState::Run,
+        talk: Default::default(),
     }
 }
 

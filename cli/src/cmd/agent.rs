@@ -655,6 +655,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
         },
         weight: a.weight,
         state: RunState::Run,
+        talk: Default::default(),
     };
     let plan = Plan {
         version: 1,

@@ -152,6 +152,9 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Inter-enclave messages through a real agent's mediator: a flooder among ten senders,
+    /// shares 1:2:4, priority classes, and msgs/s and MB/s next to a plain Unix-socket relay.
+    Messages(super::bench_messages::MessagesArgs),
     /// Over-limit report → CPU cap written into the cgroup by a real host agent (root).
     EnforceLatency {
         #[arg(long, default_value_t = 50)]
@@ -383,6 +386,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "plan", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchCmd::Messages(a) => super::bench_messages::run(&exe, a, format).await,
             BenchCmd::EnforceLatency { trials, opts: _ } => {
                 if !tribune_testkit::is_root() {
                     eprintln!("skipped: enforce-latency: not root (the host agent writes cgroups)");

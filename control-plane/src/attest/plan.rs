@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use tribune_policy::PolicySet;
 use tribune_proto::v1 as pb;
 
-use super::decide::{Input, decide_host};
+use super::decide::{Input, decide_host, identity};
 use crate::state::{Allocation, EnclaveState, State};
 
 /// The plan for `host` at the state's current plan version.
@@ -25,9 +25,16 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         .filter(|e| !state.moves.contains_key(&e.id))
         .collect();
     let empty = BTreeMap::new();
+    // Talk rules see the enclave records only (tenant, labels, TEE kind), not attestation
+    // results: those change without moving the plan version, and a plan must never change
+    // content under one version (`state/plan_version.rs`).
+    let identities: Vec<tribune_policy::Enclave> =
+        placed.iter().map(|e| identity(e, None)).collect();
     let enclaves = placed
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
+            let (talk_priority, talk) = talk_of(policies, &placed, &identities, i);
             let allocation: Allocation = match state.allocations.get(&e.id) {
                 Some(a) => a.clone(),
                 None => {
@@ -76,6 +83,8 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                 memory_high_bytes: 0,
                 egress_guarantee_bits_per_sec: allocation.guaranteed.egress_bits_per_sec,
                 ingress_guarantee_bits_per_sec: allocation.guaranteed.ingress_bits_per_sec,
+                talk_priority,
+                talk,
             }
         })
         .collect();
@@ -84,5 +93,120 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
         version,
         enclaves,
         traceparent: String::new(),
+    }
+}
+
+/// Enclave `i`'s messaging settings (docs/messages.md): its policies' `priority` and the other
+/// enclaves of the host its `talk` rules allow, with their shares. The agent checks the
+/// receiver's side with the receiver's own list.
+fn talk_of(
+    policies: &PolicySet,
+    placed: &[&crate::state::Enclave],
+    identities: &[tribune_policy::Enclave],
+    i: usize,
+) -> (i64, Vec<pb::TalkPeer>) {
+    let facts = tribune_policy::Facts {
+        enclave: identities[i].clone(),
+        ..Default::default()
+    };
+    let priority = policies
+        .evaluate(&facts)
+        .priority
+        .value
+        .filter(|p| p.is_finite())
+        .map_or(0, |p| p.round() as i64);
+    let peers = placed
+        .iter()
+        .zip(identities)
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, (peer, who))| {
+            let t = policies.talk(&facts, who);
+            t.allowed.then(|| pb::TalkPeer {
+                enclave_id: peer.id.clone(),
+                share_milli: (t.share * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32,
+            })
+        })
+        .collect();
+    (priority, peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Enclave, EnclaveState, Placement, Resources};
+
+    fn enclave(id: &str, tenant: &str, host: &str) -> Enclave {
+        Enclave {
+            id: id.into(),
+            tenant: tenant.into(),
+            labels: Default::default(),
+            tee: tribune_attest::TeeKind::Sim,
+            expected_measurements: vec![],
+            requested: Resources::default(),
+            priority: 0,
+            placement: Some(Placement {
+                host: host.into(),
+                epoch: 1,
+            }),
+            state: EnclaveState::Running,
+            launch: None,
+            version: 1,
+        }
+    }
+
+    /// Each enclave's plan lists the other enclaves of its host that its own `talk` rules
+    /// allow, with the share in thousandths, and its policy's priority; the receiver's side is
+    /// the receiver's own list (the agent checks both).
+    #[test]
+    fn plans_carry_each_enclaves_talk_peers_and_priority() {
+        let c = tribune_policy::check(
+            "t.tribune",
+            r#"
+policy "acme" {
+  match tenant == "acme"
+  priority 40
+  talk { allow to tenant == "acme" share 2.5; deny to * }
+}
+policy "open" {
+  match tenant == "open"
+  talk { allow to * }
+}
+"#,
+        );
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        let set = PolicySet::new(c.policies);
+        let mut state = State::default();
+        for (id, tenant, host) in [
+            ("a", "acme", "h1"),
+            ("b", "acme", "h1"),
+            ("o", "open", "h1"),
+            ("far", "acme", "h2"),
+        ] {
+            state.enclaves.insert(id.into(), enclave(id, tenant, host));
+        }
+        let plan = plan_for(&state, &set, "h1", 0);
+        /// Per enclave: its priority and its (peer, share in thousandths) list.
+        type Talk<'a> = (i64, Vec<(&'a str, u32)>);
+        let talk: BTreeMap<&str, Talk> = plan
+            .enclaves
+            .iter()
+            .map(|e| {
+                (
+                    e.enclave_id.as_str(),
+                    (
+                        e.talk_priority,
+                        e.talk
+                            .iter()
+                            .map(|t| (t.enclave_id.as_str(), t.share_milli))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(talk["a"], (40, vec![("b", 2500)]));
+        assert_eq!(talk["b"], (40, vec![("a", 2500)]));
+        assert_eq!(talk["o"], (0, vec![("a", 1000), ("b", 1000)]));
+        assert!(!talk.contains_key("far"));
     }
 }

@@ -161,6 +161,7 @@ impl Agent {
             self.applied.as_ref().map(|a| a.version)
         );
         self.store.save(&plan)?;
+        self.sync_mediator(&plan);
         self.applied = Some(plan);
         self.refused = report
             .refused
@@ -168,6 +169,28 @@ impl Agent {
             .map(|r| (r.enclave.clone(), r.error.clone()))
             .collect();
         Ok(report)
+    }
+
+    /// The mediator follows the applied plan: a socket for every enclave of it (owned by the
+    /// enclave's user once it runs), none for any other, and the plan's talk table.
+    fn sync_mediator(&self, plan: &Plan) {
+        for name in self.mediator.open_endpoints() {
+            if !plan.enclaves.contains_key(&name) {
+                self.mediator.close(&name);
+            }
+        }
+        for name in plan.enclaves.keys() {
+            let owner = self
+                .enclaves
+                .get(name)
+                .and_then(|r| r.user)
+                .map(|c| (c.uid, c.gid));
+            if let Err(e) = self.mediator.open(name, owner) {
+                tracing::warn!(enclave = name, "no mediator socket: {e}");
+            }
+        }
+        self.mediator
+            .set_table(crate::mediator::admission::TalkTable::from_plan(plan));
     }
 
     /// Whom a new enclave runs as: its own unprivileged credentials when the agent is root.
@@ -250,12 +273,25 @@ impl Agent {
             group: group.clone(),
             netns: net_id.as_ref().map(|n| n.netns.clone()),
         };
+        // Its mediator socket exists, owned by it, before its first instruction.
+        let owner = match run_as {
+            RunAs::User(c) => Some((c.uid, c.gid)),
+            RunAs::AgentUser => None,
+        };
+        let mut env = self.gpu.launch_env(wanted.limits.gpu_percent);
+        match self.mediator.open(name, owner) {
+            Ok(path) => env.push((
+                tribune_msg::SOCKET_ENV.to_string(),
+                path.display().to_string(),
+            )),
+            Err(e) => tracing::warn!(enclave = name, "no mediator socket: {e}"),
+        }
         let ctx = LaunchContext {
             identity,
             run_as,
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
-            env: self.gpu.launch_env(wanted.limits.gpu_percent),
+            env,
         };
         let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,

@@ -35,6 +35,7 @@ use crate::error::{AgentError, Result};
 use crate::gpu::{self, GpuBackend};
 use crate::launch::{Credentials, EnclaveUsers, HostFiles, LaunchPolicy};
 use crate::link_messages::ToLink;
+use crate::mediator::Mediator;
 use crate::net::{NetConfig, NetIdentity, Network};
 use crate::plan::{self, EnclavePlan, Plan};
 use crate::runtime::{Enclave, Runtime, RuntimeKind, new_runtime};
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     pub launch_policy: LaunchPolicy,
     /// Whom enclaves run as when the agent is root (never root itself).
     pub enclave_users: EnclaveUsers,
+    /// The mediator's per-sender queue bounds (`crate::mediator`).
+    pub mediator_bounds: crate::mediator::fq::Bounds,
 }
 
 impl AgentConfig {
@@ -85,6 +88,7 @@ impl AgentConfig {
             observe_only: false,
             launch_policy: LaunchPolicy::Unconfigured,
             enclave_users: EnclaveUsers::default(),
+            mediator_bounds: crate::mediator::fq::Bounds::default(),
         }
     }
 
@@ -137,6 +141,8 @@ pub struct Agent {
     refused: BTreeMap<String, String>,
     /// The agent runs as root: enclaves get their own unprivileged credentials.
     root: bool,
+    /// Inter-enclave messages: a socket per enclave of the applied plan.
+    mediator: Mediator,
 }
 
 fn unix_ns() -> u64 {
@@ -222,7 +228,9 @@ impl Agent {
             Some(n) => Some(Network::setup(&cfg.instance, n.clone())?),
             None => None,
         };
+        let mediator = Mediator::new(&cfg.data_dir.join("msg"), cfg.mediator_bounds)?;
         let mut agent = Agent {
+            mediator,
             runtime: new_runtime(cfg.runtime, cfg.qemu_binary.clone()),
             link: if cfg.controllers.is_empty() {
                 LinkState::Standalone
@@ -284,6 +292,11 @@ impl Agent {
     /// GPU shares this host can give (100 per device NVML sees; 0 without).
     pub fn gpu_capacity_percent(&self) -> u32 {
         self.gpu.capacity_percent()
+    }
+
+    /// The mediator of inter-enclave messages.
+    pub fn mediator(&self) -> &Mediator {
+        &self.mediator
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -409,6 +422,8 @@ impl Agent {
     /// Stops every enclave and removes our cgroups, namespaces, links and qdiscs. The applied
     /// plan stays on disk so the next start re-applies it.
     pub async fn shutdown(mut self) -> Result<()> {
+        // Queued messages are reported failed to their senders before the sockets close.
+        self.mediator.shutdown(Duration::from_secs(1)).await;
         let names: Vec<String> = self.enclaves.keys().cloned().collect();
         let mut first_err = None;
         for n in names {

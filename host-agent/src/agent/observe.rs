@@ -146,8 +146,12 @@ impl Agent {
             }
         }
         let metrics = crate::metrics::get();
+        let messages = self.mediator.counters();
         for (name, r) in &self.enclaves {
             metrics.enclave_usage(name, &r.usage);
+            if let Some(c) = messages.get(name) {
+                metrics.enclave_messages(name, c);
+            }
         }
         for (name, change, what) in fixes {
             let g = self.group_of(&name);

@@ -121,6 +121,7 @@ pub fn enclave(launch: LaunchSpec, cpu: Option<u64>, weight: u32) -> EnclavePlan
         },
         weight,
         state: RunState::Run,
+        talk: Default::default(),
     }
 }
 
