@@ -575,10 +575,9 @@ async fn exercise(k: &mut Checker<'_>) {
 
     // Scheduling: a create without a host, cordon, uncordon, drain.
     let create = |id: &str, millicores: u64| {
-        call("post", "/v1/enclaves", "/v1/enclaves").json(
-            json!({"id": id, "tenant": "acme", "tee": "sim",
-                   "requested": {"cpu_millicores": millicores}}),
-        )
+        call("post", "/v1/enclaves", "/v1/enclaves")
+            .json(json!({"id": id, "tenant": "acme", "tee": "sim",
+                   "requested": {"cpu_millicores": millicores}}))
     };
     k.expect(201, create("s1", 1000)).await;
     k.expect(409, create("s1", 1000)).await;

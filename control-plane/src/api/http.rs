@@ -11,10 +11,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tribune_tls::UserRole;
 
-use super::log;
 use super::console;
-use super::schedule;
+use super::log;
 use super::problem::Problem;
+use super::schedule;
 use super::service::Api;
 use crate::auth::Principal;
 use crate::raft::NodeId;
@@ -89,7 +89,10 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
                 .delete(delete_policy)
                 .post(plan_policies),
         ),
-        ("/v1/enclaves", get(list_enclaves).post(schedule::create_enclave)),
+        (
+            "/v1/enclaves",
+            get(list_enclaves).post(schedule::create_enclave),
+        ),
         (
             "/v1/enclaves/{id}",
             get(get_enclave).put(put_enclave).delete(delete_enclave),

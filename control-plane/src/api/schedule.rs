@@ -11,10 +11,10 @@
 //! Routes (all behind authentication, in `http.rs`'s route table): `POST /v1/enclaves`,
 //! `POST /v1/hosts/{id}/cordon`, `POST /v1/hosts/{id}/uncordon`, `POST /v1/hosts/{id}/drain`.
 
+use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
