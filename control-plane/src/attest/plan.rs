@@ -151,6 +151,7 @@ mod tests {
             }),
             state: EnclaveState::Running,
             launch: None,
+            scheduling: Default::default(),
             version: 1,
         }
     }
