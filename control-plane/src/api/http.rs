@@ -145,7 +145,7 @@ pub fn route_paths() -> Vec<&'static str> {
         .collect()
 }
 
-/// Every route but [`PUBLIC_ROUTES`] is behind `authenticate`; the operations check the
+/// Every route but `PUBLIC_ROUTES` is behind `authenticate`; the operations check the
 /// caller's role themselves (`api::service`), so HTTP and gRPC authorise alike.
 pub fn router(api: Shared) -> Router {
     let authenticated = authenticated_routes()

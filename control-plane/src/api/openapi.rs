@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the HTTP/JSON API, served at `GET /v1/openapi.json`.
 //!
 //! Generated with `utoipa`, not written by hand: each handler carries a `#[utoipa::path]`
-//! annotation (`api/http.rs`, `api/observe.rs`, [`openapi_json`]) naming its path, parameters,
+//! annotation (`api/http.rs`, `api/observe.rs`, `openapi_json`) naming its path, parameters,
 //! body and the statuses it answers; the schemas come from `ToSchema` derives on the types
 //! themselves, where they are defined (`state/`, `api/`, and behind the `openapi` feature in
 //! `tribune-attest`, `tribune-tls` and `tribune-receipt`), so the document describes the types

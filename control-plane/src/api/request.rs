@@ -1,5 +1,5 @@
 //! What a request must be before a handler runs: the bounds on its target, headers and body
-//! ([`bound_request`], the outermost middleware of `api/http.rs`), and the extractors whose
+//! (`bound_request`, the outermost middleware of `api/http.rs`), and the extractors whose
 //! rejections are problem details that say what was wrong and where ([`ApiPath`], [`ApiJson`],
 //! [`ApiQuery`]).
 

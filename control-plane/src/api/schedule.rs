@@ -1,6 +1,6 @@
 //! Scheduling through the API: create an enclave without naming a host (the scheduler places
 //! it), cordon, uncordon and drain a host. The operations ([`Api::create_enclave`],
-//! [`Api::set_schedulable`], [`Api::drain_host`]) are shared by HTTP ([`routes`]) and gRPC.
+//! [`Api::set_schedulable`], [`Api::drain_host`]) are shared by HTTP (the route table in `api/http.rs`) and gRPC.
 //!
 //! The receiving controller plans over its state after a read barrier (so it has every
 //! committed write), with `tribune_migration`, and proposes the result; the state machine
