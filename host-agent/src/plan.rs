@@ -189,6 +189,40 @@ pub fn initial_changes(wanted: &EnclavePlan) -> Vec<Change> {
     changes(&unlimited, wanted)
 }
 
+/// Whether an offered plan is applied, given the plan applied last (the version gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Newer than the applied one (or the first): apply it.
+    Apply,
+    /// The very plan already applied (a resend after a reconnect): nothing to write.
+    AlreadyApplied,
+}
+
+/// The version gate, pure: versions only rise, and one version never has two contents. An
+/// older plan is refused ([`AgentError::StalePlan`]), the same version with other content is
+/// invalid (e.g. after a failover that lost a write).
+pub fn admit(applied: Option<&Plan>, offered: &Plan) -> Result<Admit> {
+    let Some(a) = applied else {
+        return Ok(Admit::Apply);
+    };
+    if offered.version < a.version {
+        return Err(AgentError::StalePlan {
+            offered: offered.version,
+            applied: a.version,
+        });
+    }
+    if offered.version == a.version {
+        if offered == a {
+            return Ok(Admit::AlreadyApplied);
+        }
+        return Err(AgentError::InvalidPlan(format!(
+            "version {} was already applied with different content",
+            offered.version
+        )));
+    }
+    Ok(Admit::Apply)
+}
+
 /// Checks a name is safe to use in cgroup paths and netns names.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
