@@ -26,3 +26,61 @@ fn a_fixed_sweep_breaks_no_invariant() {
     assert!(s.stats.plans_applied > 0 && s.stats.digests_accepted > 0, "{:?}", s.stats);
     assert!(s.stats.throttles > 0 && s.stats.suspensions > 0, "{:?}", s.stats);
 }
+
+#[test]
+fn a_seed_reproduces_exactly() {
+    let cfg = Config {
+        seed: 7,
+        steps: 400,
+        bugs: Bugs::default(),
+    };
+    let a = sim::run(&cfg).map_err(|f| f.to_string());
+    let b = sim::run(&cfg).map_err(|f| f.to_string());
+    assert_eq!(a, b);
+    assert!(a.is_ok_and(|s| s.messages > 0 && s.checks > 0));
+}
+
+/// The first violation the broken build makes the simulation find, within `seeds` seeds.
+fn first_violation(bugs: Bugs, seeds: u64) -> Option<(u64, Violation)> {
+    (0..seeds).find_map(|seed| {
+        sim::run(&Config {
+            seed,
+            steps: 300,
+            bugs,
+        })
+        .err()
+        .map(|f| (f.seed, f.violation))
+    })
+}
+
+#[test]
+fn an_agent_that_skips_the_version_gate_is_caught() {
+    let bugs = Bugs {
+        apply_any_version: true,
+        ..Bugs::default()
+    };
+    let found = first_violation(bugs, 200);
+    assert!(
+        matches!(found, Some((_, Violation::PlanOrder { .. }))),
+        "expected an older plan applied after a newer one, got {found:?}"
+    );
+}
+
+#[test]
+fn an_agent_that_lifts_its_caps_when_cut_off_is_caught() {
+    let bugs = Bugs {
+        lift_when_cut_off: true,
+        ..Bugs::default()
+    };
+    let found = first_violation(bugs, 200);
+    assert!(
+        matches!(
+            found,
+            Some((
+                _,
+                Violation::ChangedWithoutPlan { .. } | Violation::ChangedWhileCutOff { .. }
+            ))
+        ),
+        "expected lifted caps without a plan, got {found:?}"
+    );
+}

@@ -11,7 +11,9 @@
 //!    (`unaccounted_from = last + 1`); the confirmed point never goes back (§6.4).
 //! 4. **Violations are enforced within the budget**: an enclave demanding more than its limit,
 //!    on a host connected to a controller while a leader exists, has its CPU capped at the
-//!    limit or is suspended within [`BUDGET_MS`] (§6.5).
+//!    limit or is suspended within [`BUDGET_MS`] (§6.5). Judged on seeds whose network keeps
+//!    the stream's guarantees (in order, no loss within a stream); on lossy seeds only the
+//!    safety invariants are.
 //! 5. **Suspension is sticky**: no operator acts in the simulation, so an enclave suspended
 //!    (in the state or on its host) is never resumed.
 
@@ -105,7 +107,8 @@ pub struct HostView<'a> {
     /// (enclave, demand in millicores).
     pub enclaves: Vec<(&'a str, u64)>,
     pub stream_up: bool,
-    /// Stream up and a leader to write through.
+    /// Stream up, a leader to write through, and a transport that keeps its guarantees
+    /// (the budget is judged only then).
     pub connected: bool,
 }
 

@@ -60,6 +60,7 @@ pub struct Faults {
     pub controller_restarts: u64,
     pub leader_changes: u64,
     pub partitions: u64,
+    pub stream_resets: u64,
     pub clock_steps: u64,
 }
 
@@ -73,6 +74,7 @@ impl Faults {
         self.controller_restarts += o.controller_restarts;
         self.leader_changes += o.leader_changes;
         self.partitions += o.partitions;
+        self.stream_resets += o.stream_resets;
         self.clock_steps += o.clock_steps;
     }
 
@@ -85,6 +87,7 @@ impl Faults {
             + self.controller_restarts
             + self.leader_changes
             + self.partitions
+            + self.stream_resets
             + self.clock_steps
     }
 }
