@@ -81,6 +81,9 @@ enum Command {
     /// Benchmark scenarios (see bench/README.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
+    /// Fault injection and simulation (see chaos/README.md).
+    #[command(subcommand)]
+    Chaos(cmd::chaos::ChaosCmd),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         /// Shell to generate completions for.
@@ -232,6 +235,7 @@ fn main() -> ExitCode {
         Command::Api(c) => cmd::api::run(c),
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
+        Command::Chaos(c) => cmd::chaos::run(c, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "tribune", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

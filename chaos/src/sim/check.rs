@@ -38,9 +38,7 @@ pub enum Violation {
         before: u64,
         applied: u64,
     },
-    #[error(
-        "enforcement changed without a newer plan on host {host} (version {version}): {what}"
-    )]
+    #[error("enforcement changed without a newer plan on host {host} (version {version}): {what}")]
     ChangedWithoutPlan {
         host: String,
         version: u64,
@@ -205,7 +203,10 @@ impl Checker {
                 Some(now) if now.key == p.key && now.last_seq < p.last_seq => {
                     return Err(Violation::Chain {
                         enclave: id.clone(),
-                        what: format!("confirmed seq went back from {} to {}", p.last_seq, now.last_seq),
+                        what: format!(
+                            "confirmed seq went back from {} to {}",
+                            p.last_seq, now.last_seq
+                        ),
                     });
                 }
                 None => {

@@ -339,9 +339,9 @@ impl World {
                 connected: a.stream.is_some() && has_leader && !self.lossy,
             })
             .collect();
-        self.stats.checks += self
-            .checker
-            .check(self.now_ms(), &self.state, &hosts, &mut self.stats)?;
+        self.stats.checks +=
+            self.checker
+                .check(self.now_ms(), &self.state, &hosts, &mut self.stats)?;
         Ok(())
     }
 
@@ -495,7 +495,11 @@ impl World {
                 last_flush_ms: self.now_ms(),
             });
             if let Some(b) = batch {
-                self.send(a, stream, Body::ToController(pb::agent_message::Body::Replay(b)));
+                self.send(
+                    a,
+                    stream,
+                    Body::ToController(pb::agent_message::Body::Replay(b)),
+                );
             }
         }
     }
@@ -555,7 +559,8 @@ impl World {
                     Body::ToController(b) => format!("{b:?}").chars().take(60).collect::<String>(),
                     Body::ToAgent(b) => format!("{b:?}").chars().take(60).collect::<String>(),
                 };
-                self.log.push(format!("deliver a{} s{} {what}", m.agent, m.stream));
+                self.log
+                    .push(format!("deliver a{} s{} {what}", m.agent, m.stream));
             }
             match m.body {
                 Body::ToController(b) => self.on_agent_message(m.agent, b),
@@ -596,10 +601,13 @@ impl World {
             });
             let msg = pb::UsageReport::sealed(&e.name, &emitted.report, Vec::new());
             e.seq += 1;
-            ag.replay.push(&e.name, Buffered {
-                seq: e.seq,
-                msg: msg.clone(),
-            });
+            ag.replay.push(
+                &e.name,
+                Buffered {
+                    seq: e.seq,
+                    msg: msg.clone(),
+                },
+            );
             reports.push(msg);
             if let Some(cp) = emitted.checkpoint {
                 checkpoints.push(pb::Checkpoint::of(&e.name, &cp));
@@ -686,7 +694,10 @@ impl World {
         self.leader?;
         let before = self.checker.before_write(&self.state, &cmd);
         let out = self.state.apply(cmd);
-        if let Err(v) = self.checker.after_write(before, &self.state, &mut self.stats) {
+        if let Err(v) = self
+            .checker
+            .after_write(before, &self.state, &mut self.stats)
+        {
             self.violation.get_or_insert(v);
         }
         Some(out)
@@ -827,7 +838,6 @@ impl World {
     }
 }
 
-
 impl World {
     /// One line of what each host enforces and what the state says (debugging a seed).
     pub fn describe(&self) -> String {
@@ -851,9 +861,13 @@ impl World {
                     p.map(|p| p.state),
                     st.map(|s| s.ladder.step),
                     st.and_then(|s| s.confirmed.as_ref()).map(|c| c.last_seq),
-                    self.sessions[self.agents.iter().position(|x| x.host == a.host).unwrap_or(0)]
-                        .as_ref()
-                        .map(|s| s.ledger.accounting_broken_since(&e.name))
+                    self.sessions[self
+                        .agents
+                        .iter()
+                        .position(|x| x.host == a.host)
+                        .unwrap_or(0)]
+                    .as_ref()
+                    .map(|s| s.ledger.accounting_broken_since(&e.name))
                 );
             }
         }

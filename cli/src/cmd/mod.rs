@@ -6,6 +6,7 @@ pub mod api;
 pub mod attest;
 pub mod bench;
 pub mod ca;
+pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod controller;
