@@ -47,6 +47,12 @@ pub struct Bugs {
     pub apply_any_version: bool,
     /// The agent lifts its CPU caps when it loses its last controller (fail-open).
     pub lift_when_cut_off: bool,
+    /// Not a bug: judge the enforcement budget on lossy seeds too, where the network loses
+    /// single messages within a stream (what the resync finding in chaos/README.md is about).
+    pub budget_when_lossy: bool,
+    /// Not a bug: let clock steps take a controller's wall clock more than the freshness
+    /// tolerance (2 s) from the agents' (the clock finding in chaos/README.md).
+    pub clocks_beyond_tolerance: bool,
 }
 
 /// Faults injected, by kind.

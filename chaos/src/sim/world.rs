@@ -7,8 +7,7 @@
 //! what to send on a new stream. Where the glue copies a shell rather than calling it, it says
 //! so.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use rand::{Rng, SeedableRng};
@@ -17,9 +16,9 @@ use tribune_agent::link::{Buffered, Replay, plan_from_pb};
 use tribune_agent::plan::{Admit, Plan, RunState, admit};
 use tribune_attest::session::{ControllerExchange, EnclaveKeys};
 use tribune_attest::usage::{EnclaveId, Freshness, Producer, UsageSample};
-use tribune_controller::attest::decide::{self, Input, decide_host};
+use tribune_controller::attest::decide;
+use tribune_controller::attest::clock::SessionClock;
 use tribune_controller::attest::ledger::Ledger;
-use tribune_controller::attest::plan::plan_for;
 use tribune_controller::attest::session::confirmed_for;
 use tribune_controller::state::{
     Attestation, Command, Enclave, EnclaveState, Expect, Placement, State, TeeKind, VerdictCmd,
@@ -28,6 +27,8 @@ use tribune_policy::{Agg, PolicySet, Resource};
 use tribune_proto::v1 as pb;
 
 use super::check::{Checker, HostView, Violation};
+
+mod session;
 use super::{Bugs, STEP_MS, Stats};
 
 /// The policy every simulated enclave runs under: a 200m CPU limit, throttled at once and
@@ -50,6 +51,9 @@ const ENCLAVES_PER_HOST: usize = 2;
 const CHECKPOINT_EVERY: u32 = 10;
 /// How often a session flushes digests and decides on silence (the session's `DIGEST_FLUSH`).
 const FLUSH_MS: u64 = 500;
+/// How far a controller's wall clock may be from the agents' (±): inside the 2 s the
+/// freshness rules tolerate for a report "in the future", less a report window.
+const CLOCK_OFFSET_MAX_MS: i64 = 1_800;
 /// Simulated wall time at step 0 (Unix ms).
 const T0_MS: u64 = 1_800_000_000_000;
 
@@ -82,6 +86,9 @@ struct Session {
     ledger: Ledger,
     sent_plan: Option<u64>,
     last_flush_ms: u64,
+    /// The session clock (`attest::clock`): the controller's wall time when the stream began,
+    /// advanced by the (simulated) monotonic clock; freshness reads it.
+    clock: SessionClock,
 }
 
 struct SimEnclave {
@@ -133,6 +140,8 @@ pub struct World {
     policies: PolicySet,
     wanted: Vec<(Resource, Agg, u32)>,
     stats: Stats,
+    /// The base of the simulated monotonic clock.
+    base: Instant,
     /// Debugging a seed: keep what the ledger refused.
     pub trace: bool,
     pub log: Vec<String>,
@@ -289,6 +298,7 @@ impl World {
             policies,
             wanted,
             stats: Stats::default(),
+            base: Instant::now(),
             trace: false,
             log: Vec::new(),
         }
@@ -300,6 +310,12 @@ impl World {
 
     fn now_ms(&self) -> u64 {
         T0_MS + self.step * STEP_MS
+    }
+
+    /// The simulated monotonic clock: a fixed base plus simulated time (only differences of
+    /// instants are ever read, so the base does not change a run).
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_millis(self.step * STEP_MS)
     }
 
     fn wall_ms(&self, controller: usize) -> i64 {
@@ -336,7 +352,9 @@ impl World {
                     .map(|e| (e.name.as_str(), e.demand_mc))
                     .collect(),
                 stream_up: a.stream.is_some(),
-                connected: a.stream.is_some() && has_leader && !self.lossy,
+                connected: a.stream.is_some()
+                    && has_leader
+                    && (!self.lossy || self.bugs.budget_when_lossy),
             })
             .collect();
         self.stats.checks +=
@@ -383,7 +401,14 @@ impl World {
         // A controller's wall clock steps (NTP, an operator's `date -s`), up to ±1.5 s.
         if self.rng.random_bool(p) {
             let c = self.rng.random_range(0..self.controllers.len());
-            self.controllers[c].offset_ms += self.rng.random_range(-1500..=1500);
+            let stepped = self.controllers[c].offset_ms + self.rng.random_range(-1500..=1500);
+            // Within the freshness tolerance unless the seed is told otherwise (the clock
+            // finding in chaos/README.md).
+            self.controllers[c].offset_ms = if self.bugs.clocks_beyond_tolerance {
+                stepped
+            } else {
+                stepped.clamp(-CLOCK_OFFSET_MAX_MS, CLOCK_OFFSET_MAX_MS)
+            };
             self.stats.faults.clock_steps += 1;
         }
         for a in 0..self.agents.len() {
@@ -487,12 +512,14 @@ impl World {
             }
             ag.stream = Some((c, stream));
             let batch = ag.replay.batch();
+            let wall_ns = u64::try_from(self.wall_ms(c)).unwrap_or(0) * 1_000_000;
             self.sessions[a] = Some(Session {
                 controller: c,
                 stream,
                 ledger,
                 sent_plan: None,
                 last_flush_ms: self.now_ms(),
+                clock: SessionClock::anchored(wall_ns, self.instant()),
             });
             if let Some(b) = batch {
                 self.send(
@@ -656,221 +683,5 @@ impl World {
             }
             _ => {}
         }
-    }
-
-    // ----- controller side -----------------------------------------------------------------
-
-    fn on_agent_message(&mut self, a: usize, b: pb::agent_message::Body) {
-        use pb::agent_message::Body as B;
-        let now_ms = self.now_ms() as i64;
-        let Some(s) = self.sessions[a].as_mut() else {
-            return;
-        };
-        let now_ns = (now_ms + self.controllers[s.controller].offset_ms).max(0) as u64 * 1_000_000;
-        let mut refused = Vec::new();
-        match b {
-            B::Replay(b) => s.ledger.replay(b, &mut refused),
-            B::Checkpoints(b) => s.ledger.checkpoints(b, now_ns, &mut refused),
-            B::Usage(b) => {
-                s.ledger
-                    .usage(b, now_ns, &self.wanted, &|_| true, &mut refused);
-                // The session decides after every usage batch.
-                if !self.decide(a) {
-                    self.drop_stream(a);
-                }
-            }
-            _ => {}
-        }
-        if self.trace {
-            for r in &refused {
-                self.log.push(format!("refused {r:?}"));
-            }
-        }
-    }
-
-    /// Writes through the leader; `None` when there is none (the session's write fails and
-    /// its stream ends).
-    fn write(&mut self, cmd: Command) -> Option<tribune_controller::state::Outcome> {
-        self.leader?;
-        let before = self.checker.before_write(&self.state, &cmd);
-        let out = self.state.apply(cmd);
-        if let Err(v) = self
-            .checker
-            .after_write(before, &self.state, &mut self.stats)
-        {
-            self.violation.get_or_insert(v);
-        }
-        Some(out)
-    }
-
-    /// The session's `decide`: the inputs of every enclave placed on this host (a copy of the
-    /// shell's assembly), `decide_host`, and the changes proposed through Raft. `false` when
-    /// the write failed.
-    fn decide(&mut self, a: usize) -> bool {
-        let Some(s) = self.sessions[a].as_ref() else {
-            return true;
-        };
-        let host = self.agents[a].host.clone();
-        let now = self.wall_ms(s.controller);
-        let placed: Vec<Enclave> = self
-            .state
-            .enclaves
-            .values()
-            .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == host))
-            .cloned()
-            .collect();
-        let empty = BTreeMap::new();
-        let inputs: Vec<Input> = placed
-            .iter()
-            .map(|e| {
-                let t = s.ledger.get(&e.id);
-                Input {
-                    enclave: e,
-                    status: self.state.status.get(&e.id),
-                    allocation: self.state.allocations.get(&e.id),
-                    observation: t.and_then(|t| t.observation.as_ref()),
-                    held_since: t.map_or(&empty, |t| &t.held_since),
-                    accounting_broken_ms: s
-                        .ledger
-                        .accounting_broken_since(&e.id)
-                        .map(|since| u64::try_from(now.saturating_sub(since)).unwrap_or(0)),
-                }
-            })
-            .collect();
-        let outs = decide_host(&self.policies, &inputs, now);
-        drop(inputs);
-        let mut changes = Vec::new();
-        let Some(s) = self.sessions[a].as_mut() else {
-            return true;
-        };
-        for (e, o) in placed.iter().zip(outs) {
-            if let Some(t) = s.ledger.get_mut(&e.id) {
-                t.held_since = o.held_since;
-            }
-            if let Some(en) = o.enforcement {
-                changes.push(en);
-            }
-        }
-        s.ledger.clear_observations();
-        if changes.is_empty() {
-            return true;
-        }
-        self.write(Command::Enforce {
-            host,
-            changes,
-            at_ms: now,
-        })
-        .is_some()
-    }
-
-    /// The session's tick: flush digests (one command per digest, so the checker sees each
-    /// accepted or refused), acknowledge what the log confirmed, decide, push a changed plan.
-    fn tick(&mut self, a: usize) {
-        let now_ms = self.now_ms();
-        let Some(s) = self.sessions[a].as_mut() else {
-            return;
-        };
-        let (controller, stream) = (s.controller, s.stream);
-        if now_ms - s.last_flush_ms >= FLUSH_MS {
-            s.last_flush_ms = now_ms;
-            let digests = s.ledger.take_digests();
-            let host = self.agents[a].host.clone();
-            let at_ms = self.wall_ms(controller);
-            let mut enclaves = Vec::new();
-            for d in digests {
-                enclaves.push(d.enclave.clone());
-                if self
-                    .write(Command::UsageDigests {
-                        host: host.clone(),
-                        digests: vec![d],
-                        at_ms,
-                    })
-                    .is_none()
-                {
-                    self.drop_stream(a);
-                    return;
-                }
-            }
-            enclaves.sort();
-            enclaves.dedup();
-            let acks: Vec<pb::UsageAck> = enclaves
-                .into_iter()
-                .filter_map(|id| {
-                    let c = self.state.status.get(&id)?.confirmed.as_ref()?;
-                    Some(pb::UsageAck {
-                        confirmed_seq: c.last_seq,
-                        enclave_id: id,
-                    })
-                })
-                .collect();
-            if !acks.is_empty() {
-                self.send(
-                    a,
-                    stream,
-                    Body::ToAgent(pb::controller_message::Body::UsageAcks(pb::UsageAcks {
-                        acks,
-                    })),
-                );
-            }
-            if !self.decide(a) {
-                self.drop_stream(a);
-                return;
-            }
-        }
-        // push_plan: the plan at the current version, once per version per stream.
-        let host = self.agents[a].host.clone();
-        let Some(version) = self.state.plan_versions.get(&host).copied() else {
-            return;
-        };
-        let Some(s) = self.sessions[a].as_mut() else {
-            return;
-        };
-        if s.sent_plan == Some(version) {
-            return;
-        }
-        s.sent_plan = Some(version);
-        let plan = plan_for(&self.state, &self.policies, &host, self.wall_ms(controller));
-        self.send(
-            a,
-            stream,
-            Body::ToAgent(pb::controller_message::Body::Plan(plan)),
-        );
-    }
-}
-
-impl World {
-    /// One line of what each host enforces and what the state says (debugging a seed).
-    pub fn describe(&self) -> String {
-        let mut out = format!("t={} leader={:?}", self.step, self.leader);
-        for a in &self.agents {
-            out += &format!(
-                " | {} up={} stream={:?} v={:?}",
-                a.host,
-                a.up,
-                a.stream,
-                a.applied.as_ref().map(|p| p.version)
-            );
-            for e in &a.enclaves {
-                let p = a.applied.as_ref().and_then(|p| p.enclaves.get(&e.name));
-                let st = self.state.status.get(&e.name);
-                out += &format!(
-                    " {}:d{} cap{:?} {:?} ladder{:?} conf{:?} broken{:?}",
-                    e.name,
-                    e.demand_mc,
-                    p.and_then(|p| p.limits.cpu_millicores),
-                    p.map(|p| p.state),
-                    st.map(|s| s.ladder.step),
-                    st.and_then(|s| s.confirmed.as_ref()).map(|c| c.last_seq),
-                    self.sessions[self
-                        .agents
-                        .iter()
-                        .position(|x| x.host == a.host)
-                        .unwrap_or(0)]
-                    .as_ref()
-                    .map(|s| s.ledger.accounting_broken_since(&e.name))
-                );
-            }
-        }
-        out
     }
 }
