@@ -16,8 +16,8 @@ use tribune_agent::link::{Buffered, Replay, plan_from_pb};
 use tribune_agent::plan::{Admit, Plan, RunState, admit};
 use tribune_attest::session::{ControllerExchange, EnclaveKeys};
 use tribune_attest::usage::{EnclaveId, Freshness, Producer, UsageSample};
-use tribune_controller::attest::decide;
 use tribune_controller::attest::clock::SessionClock;
+use tribune_controller::attest::decide;
 use tribune_controller::attest::ledger::Ledger;
 use tribune_controller::attest::session::confirmed_for;
 use tribune_controller::state::{
