@@ -367,4 +367,33 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn the_version_gate_admits_only_newer_plans() {
+        let plan = |version: u64, cpu: Option<u64>| Plan {
+            version,
+            enclaves: [("e".to_string(), enclave(cpu, 1, RunState::Run))].into(),
+        };
+        assert!(matches!(admit(None, &plan(1, None)), Ok(Admit::Apply)));
+        let applied = plan(5, Some(100));
+        assert!(matches!(
+            admit(Some(&applied), &plan(6, None)),
+            Ok(Admit::Apply)
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(5, Some(100))),
+            Ok(Admit::AlreadyApplied)
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(5, None)),
+            Err(AgentError::InvalidPlan(_))
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(4, Some(100))),
+            Err(AgentError::StalePlan {
+                offered: 4,
+                applied: 5
+            })
+        ));
+    }
 }
