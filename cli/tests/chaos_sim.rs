@@ -7,10 +7,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_tribune");
 #[test]
 fn a_small_sweep_reports_its_figures_and_no_violation() {
     let out = Command::new(BIN)
-        .args(["chaos", "sim", "--seeds", "4", "--steps", "100", "-o", "json"])
+        .args([
+            "chaos", "sim", "--seeds", "4", "--steps", "100", "-o", "json",
+        ])
         .output()
         .expect("run tribune");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(v["runs"], 4);
     assert_eq!(v["steps"], 400);
