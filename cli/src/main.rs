@@ -84,6 +84,9 @@ enum Command {
     /// Benchmark scenarios (see bench/README.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
+    /// Fault injection and simulation (see chaos/README.md).
+    #[command(subcommand)]
+    Chaos(cmd::chaos::ChaosCmd),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         /// Shell to generate completions for.
@@ -236,6 +239,7 @@ fn main() -> ExitCode {
         Command::Agent(c) => cmd::agent::run(c, out),
         Command::Msg(c) => cmd::msg::run(c, out),
         Command::Bench(c) => cmd::bench::run(c, out),
+        Command::Chaos(c) => cmd::chaos::run(c, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "tribune", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

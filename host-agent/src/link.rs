@@ -62,19 +62,21 @@ pub struct LinkConfig {
 }
 
 /// A sealed report kept until acknowledged, in the form it is sent.
-struct Buffered {
-    seq: u64,
-    msg: pb::UsageReport,
+pub struct Buffered {
+    pub seq: u64,
+    pub msg: pb::UsageReport,
 }
 
+/// Reports and checkpoints kept until a controller acknowledges them (public for the
+/// deterministic simulation in `tribune-chaos`, which drives this very buffer).
 #[derive(Default)]
-struct Replay {
+pub struct Replay {
     reports: BTreeMap<String, VecDeque<Buffered>>,
     checkpoints: BTreeMap<String, VecDeque<Checkpoint>>,
 }
 
 impl Replay {
-    fn push(&mut self, enclave: &str, b: Buffered) {
+    pub fn push(&mut self, enclave: &str, b: Buffered) {
         let q = self.reports.entry(enclave.to_string()).or_default();
         debug_assert!(
             q.back().is_none_or(|last| last.seq < b.seq),
@@ -88,7 +90,7 @@ impl Replay {
         q.push_back(b);
     }
 
-    fn push_checkpoint(&mut self, enclave: &str, cp: Checkpoint) {
+    pub fn push_checkpoint(&mut self, enclave: &str, cp: Checkpoint) {
         let q = self.checkpoints.entry(enclave.to_string()).or_default();
         // Spans in order: each starts right after the one before, and none is empty.
         debug_assert!(
@@ -106,7 +108,7 @@ impl Replay {
         q.push_back(cp);
     }
 
-    fn ack(&mut self, enclave: &str, seq: u64) {
+    pub fn ack(&mut self, enclave: &str, seq: u64) {
         if let Some(q) = self.reports.get_mut(enclave) {
             while q.front().is_some_and(|b| b.seq <= seq) {
                 q.pop_front();
@@ -119,12 +121,12 @@ impl Replay {
         }
     }
 
-    fn forget(&mut self, enclave: &str) {
+    pub fn forget(&mut self, enclave: &str) {
         self.reports.remove(enclave);
         self.checkpoints.remove(enclave);
     }
 
-    fn batch(&self) -> Option<pb::ReplayBatch> {
+    pub fn batch(&self) -> Option<pb::ReplayBatch> {
         let reports: Vec<pb::UsageReport> = self
             .reports
             .values()

@@ -225,6 +225,40 @@ pub fn initial_changes(wanted: &EnclavePlan) -> Vec<Change> {
     changes(&unlimited, wanted)
 }
 
+/// Whether an offered plan is applied, given the plan applied last (the version gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Newer than the applied one (or the first): apply it.
+    Apply,
+    /// The very plan already applied (a resend after a reconnect): nothing to write.
+    AlreadyApplied,
+}
+
+/// The version gate, pure: versions only rise, and one version never has two contents. An
+/// older plan is refused ([`AgentError::StalePlan`]), the same version with other content is
+/// invalid (e.g. after a failover that lost a write).
+pub fn admit(applied: Option<&Plan>, offered: &Plan) -> Result<Admit> {
+    let Some(a) = applied else {
+        return Ok(Admit::Apply);
+    };
+    if offered.version < a.version {
+        return Err(AgentError::StalePlan {
+            offered: offered.version,
+            applied: a.version,
+        });
+    }
+    if offered.version == a.version {
+        if offered == a {
+            return Ok(Admit::AlreadyApplied);
+        }
+        return Err(AgentError::InvalidPlan(format!(
+            "version {} was already applied with different content",
+            offered.version
+        )));
+    }
+    Ok(Admit::Apply)
+}
+
 /// Checks a name is safe to use in cgroup paths and netns names.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -379,5 +413,34 @@ mod tests {
             Plan::from_json(r#"{"version":1,"enclaves":{"a":{"limits":{"cpu_millicores":1}}}}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_version_gate_admits_only_newer_plans() {
+        let plan = |version: u64, cpu: Option<u64>| Plan {
+            version,
+            enclaves: [("e".to_string(), enclave(cpu, 1, RunState::Run))].into(),
+        };
+        assert!(matches!(admit(None, &plan(1, None)), Ok(Admit::Apply)));
+        let applied = plan(5, Some(100));
+        assert!(matches!(
+            admit(Some(&applied), &plan(6, None)),
+            Ok(Admit::Apply)
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(5, Some(100))),
+            Ok(Admit::AlreadyApplied)
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(5, None)),
+            Err(AgentError::InvalidPlan(_))
+        ));
+        assert!(matches!(
+            admit(Some(&applied), &plan(4, Some(100))),
+            Err(AgentError::StalePlan {
+                offered: 4,
+                applied: 5
+            })
+        ));
     }
 }

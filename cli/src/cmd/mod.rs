@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_messages;
 pub mod bench_schedule;
 pub mod ca;
+pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod controller;

@@ -583,30 +583,7 @@ impl Session {
         vk: ed25519_dalek::VerifyingKey,
         now: Instant,
     ) {
-        let eid = bound.enclave;
-        let key_hex = hex::encode(bound.ed25519_pub);
-        let confirmed = {
-            let st = self.state();
-            st.status
-                .get(&id)
-                .and_then(|s| s.confirmed.as_ref())
-                .filter(|c| c.key == key_hex)
-                .and_then(|c| {
-                    let head: [u8; 32] = hex::decode(&c.head).ok()?.try_into().ok()?;
-                    Some(Confirmed {
-                        enclave: eid,
-                        first_seq: c.last_seq,
-                        last_seq: c.last_seq,
-                        head,
-                    })
-                })
-        }
-        .unwrap_or(Confirmed {
-            enclave: eid,
-            first_seq: 0,
-            last_seq: 0,
-            head: usage::chain_genesis(&eid),
-        });
+        let confirmed = confirmed_for(&self.state(), &id, &bound);
         let (_, wanted) = self.policy_set();
         let keep = wanted
             .iter()
@@ -753,6 +730,36 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Where a newly tracked enclave's chain continues: the point the log confirmed for this key,
+/// or genesis (a new key starts at seq 1). Pure over the replicated state.
+pub fn confirmed_for(
+    st: &State,
+    id: &str,
+    bound: &tribune_attest::session::BoundEnclave,
+) -> Confirmed {
+    let eid = bound.enclave;
+    let key_hex = hex::encode(bound.ed25519_pub);
+    st.status
+        .get(id)
+        .and_then(|s| s.confirmed.as_ref())
+        .filter(|c| c.key == key_hex)
+        .and_then(|c| {
+            let head: [u8; 32] = hex::decode(&c.head).ok()?.try_into().ok()?;
+            Some(Confirmed {
+                enclave: eid,
+                first_seq: c.last_seq,
+                last_seq: c.last_seq,
+                head,
+            })
+        })
+        .unwrap_or(Confirmed {
+            enclave: eid,
+            first_seq: 0,
+            last_seq: 0,
+            head: usage::chain_genesis(&eid),
+        })
 }
 
 fn check_len(n: usize, what: &'static str) -> Result<(), SessionError> {

@@ -13,7 +13,9 @@ use crate::collector::{Probe, Usage};
 use crate::error::{AgentError, Result};
 use crate::launch::{self, CheckedLaunch, Credentials, users};
 use crate::net::{self};
-use crate::plan::{Change, EnclavePlan, LaunchSpec, Plan, RunState, changes, initial_changes};
+use crate::plan::{
+    Admit, Change, EnclavePlan, LaunchSpec, Plan, RunState, admit, changes, initial_changes,
+};
 use crate::runtime::{EnclaveStatus, Identity, LaunchContext, RunAs, RuntimeKind};
 
 impl Agent {
@@ -55,25 +57,11 @@ impl Agent {
 
     pub(super) async fn apply_inner(&mut self, plan: Plan) -> Result<ApplyReport> {
         plan.validate()?;
-        if let Some(a) = &self.applied {
-            if plan.version < a.version {
-                return Err(AgentError::StalePlan {
-                    offered: plan.version,
-                    applied: a.version,
-                });
-            }
-            if plan.version == a.version {
-                if plan == *a {
-                    return Ok(ApplyReport {
-                        version: plan.version,
-                        ..ApplyReport::default()
-                    });
-                }
-                return Err(AgentError::InvalidPlan(format!(
-                    "version {} was already applied with different content",
-                    plan.version
-                )));
-            }
+        if admit(self.applied.as_ref(), &plan)? == Admit::AlreadyApplied {
+            return Ok(ApplyReport {
+                version: plan.version,
+                ..ApplyReport::default()
+            });
         }
         // Before any write: what the new enclaves would run, checked against the host's
         // allow-list.
