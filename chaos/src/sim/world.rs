@@ -213,6 +213,7 @@ impl World {
                         }),
                         state: EnclaveState::Pending,
                         launch: None,
+                        scheduling: Default::default(),
                         version: 0,
                     },
                     expect: Expect::Any,
