@@ -113,6 +113,7 @@ fn host_ls_in_every_output_format() {
                      "gpu_percent": 0},
         "last_heartbeat_ms": now_ms - 192_000,
         "agent_cert_fingerprint": EVIL_TENANT,
+        "schedulable": "cordoned",
     }]));
     let host_ls = |format: &str| {
         let out = Command::new(BIN)
@@ -136,7 +137,7 @@ fn host_ls_in_every_output_format() {
         .split_whitespace()
         .collect();
     assert_eq!(
-        row[..7],
+        row[..8],
         [
             "kvm-07",
             "10.0.0.7:7402",
@@ -144,12 +145,13 @@ fn host_ls_in_every_output_format() {
             "trusted",
             "enforcing",
             "16",
-            "64Gi"
+            "64Gi",
+            "cordoned"
         ],
         "{table}"
     );
     // 3m12s ago when the answer was made; a slow machine may take a few seconds to print it.
-    assert!(row[7].starts_with("3m1"), "{table}");
+    assert!(row[8].starts_with("3m1"), "{table}");
     assert!(!table.contains("EGRESS"), "{table}");
     let wide = host_ls("wide");
     assert!(
