@@ -662,14 +662,17 @@ impl State {
                 new.epoch = cur.epoch;
             }
         }
-        // Placement epochs only move forward: a stale writer can never reuse an epoch.
+        // Placement epochs only move forward: a stale writer can never reuse an epoch, and a
+        // write that keeps the host never lowers it.
         if let (Some(cur), Some(new)) = (
             current.and_then(|e| e.placement.as_ref()),
             enclave.placement.as_mut(),
-        ) && new.host != cur.host
-            && new.epoch <= cur.epoch
-        {
-            new.epoch = cur.epoch + 1;
+        ) {
+            if new.host != cur.host && new.epoch <= cur.epoch {
+                new.epoch = cur.epoch + 1;
+            } else if new.host == cur.host && new.epoch < cur.epoch {
+                new.epoch = cur.epoch;
+            }
         }
         let held = self
             .status

@@ -457,3 +457,30 @@ fn a_spec_only_write_keeps_the_stored_state_and_epoch() {
     };
     assert_eq!((fresh.state, fresh.version), (Pending, 1));
 }
+
+/// A plain write that keeps the host never lowers the placement epoch (a stale writer's
+/// epoch is raised to the stored one); one that raises it is kept.
+#[test]
+fn a_write_on_the_same_host_never_lowers_the_epoch() {
+    let mut s = State::default();
+    let mut e = enclave("e", "acme", EnclaveState::Running);
+    e.placement = Some(Placement {
+        host: "h1".into(),
+        epoch: 5,
+    });
+    put(&mut s, e.clone(), "op");
+    for (sent, kept) in [(1, 5), (4, 5), (5, 5), (7, 7)] {
+        let mut w = e.clone();
+        w.placement = Some(Placement {
+            host: "h1".into(),
+            epoch: sent,
+        });
+        put(&mut s, w, "op");
+        assert_eq!(
+            s.enclaves["e"].placement.as_ref().map(|p| p.epoch),
+            Some(kept),
+            "sent epoch {sent}"
+        );
+        e.placement = s.enclaves["e"].placement.clone();
+    }
+}
