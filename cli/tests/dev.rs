@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn free_base() -> u16 {
@@ -19,21 +18,7 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
     // The client config file dev writes for the CLI: here, not in the user's home.
     let config = dir.path().join("client.toml");
     let started = Instant::now();
-    let mut dev = Command::new(common::BIN)
-        .args(["dev", "--port-base", &base.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("TRIBUNE_CONFIG", &config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tribune dev");
-    let stdout = dev.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut dev, rx) = common::spawn_dev(base, dir.path(), &config);
     let mut up = None;
     let mut printed = Vec::new();
     loop {

@@ -20,6 +20,20 @@ pub struct PolicyProblem {
     pub hint: Option<String>,
 }
 
+impl PolicyProblem {
+    /// An error diagnostic of the policy language, in this shape.
+    pub fn error(d: tribune_policy::Diagnostic) -> PolicyProblem {
+        PolicyProblem {
+            severity: "error".into(),
+            code: d.code,
+            message: d.message,
+            line: d.line,
+            column: d.column,
+            hint: d.hint,
+        }
+    }
+}
+
 /// What the API needs to know about a policy that checks: whom it can apply to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyScope {
@@ -87,17 +101,7 @@ pub fn checker_errors(
         .cloned()
         .collect();
     let rendered = tribune_policy::render_diagnostics(file, source, &errors);
-    let problems = errors
-        .into_iter()
-        .map(|d| PolicyProblem {
-            severity: "error".into(),
-            code: d.code,
-            message: d.message,
-            line: d.line,
-            column: d.column,
-            hint: d.hint,
-        })
-        .collect();
+    let problems = errors.into_iter().map(PolicyProblem::error).collect();
     Some((problems, rendered))
 }
 

@@ -22,6 +22,32 @@ pub use tribune_testkit::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tribune");
 
+/// `tribune dev` on the ports from `base`, its data under `dir/data` and the CLI config it writes
+/// at `config`; its stdout, line by line, on the receiver (read by a thread, so it never blocks).
+pub fn spawn_dev(
+    base: u16,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(BIN)
+        .args(["dev", "--port-base", &base.to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .env("TRIBUNE_CONFIG", config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn tribune dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
 /// True (after saying `skipped: TEST: not root (WHY)` on stderr) when this test cannot run.
 pub fn skip_unless_root(test: &str, why: &str) -> bool {
     if tribune_testkit::is_root() {

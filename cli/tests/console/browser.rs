@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,21 +78,7 @@ impl Dev {
         let base = tribune_testkit::ports::free_port_base(3);
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("client.toml");
-        let mut child = Command::new(common::BIN)
-            .args(["dev", "--port-base", &base.to_string(), "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("TRIBUNE_CONFIG", &config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tribune dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (mut child, rx) = common::spawn_dev(base, dir.path(), &config);
         let mut printed = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(60)) {

@@ -117,14 +117,7 @@ pub(super) async fn format_policy(
             p.diagnostics = e
                 .diagnostics
                 .into_iter()
-                .map(|d| crate::validate::PolicyProblem {
-                    severity: "error".into(),
-                    code: d.code,
-                    message: d.message,
-                    line: d.line,
-                    column: d.column,
-                    hint: d.hint,
-                })
+                .map(crate::validate::PolicyProblem::error)
                 .collect();
             Err(p)
         }

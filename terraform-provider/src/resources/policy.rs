@@ -96,14 +96,7 @@ pub fn validate(config: &Value) -> Vec<tf::Diagnostic> {
                 o.diagnostics
                     .into_iter()
                     .filter(|d| d.is_error())
-                    .map(|d| tribune_controller::validate::PolicyProblem {
-                        severity: "error".into(),
-                        code: d.code,
-                        message: d.message,
-                        line: d.line,
-                        column: d.column,
-                        hint: d.hint,
-                    })
+                    .map(tribune_controller::validate::PolicyProblem::error)
                     .collect()
             })
         }
