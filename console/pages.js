@@ -1,11 +1,49 @@
 // Cluster, hosts and the enclave list.
 
-import { get, stream } from "./api.js";
+import { ApiError, call, get, stream } from "./api.js";
 import { h, replace, table, cpu, bytes, bps, when } from "./dom.js";
 import { Spark } from "./chart.js";
+import { may, go } from "./app.js";
+
+/**
+ * Runs an admin action (a write through the API), says what happened in `out` (a live
+ * region), then redraws the page from the server's state.
+ */
+async function act(out, what, f) {
+  replace(out, `${what}…`);
+  try {
+    const said = await f();
+    replace(out, h("span", { class: "ok" }, said || `${what}: done.`));
+    setTimeout(() => go(location.pathname), 600);
+  } catch (err) {
+    replace(out, h("span", { class: "error" }, err instanceof ApiError ? `${what}: ${err.status}: ${err.message}` : `${what}: ${err}`));
+  }
+}
 
 export async function clusterPage(main) {
   const c = await get("/v1/cluster");
+  const admin = may("change_membership");
+  const out = h("p", { role: "status", id: "member-result" });
+  const actions = (m) => h("td", {},
+    m.voter ? "" : h("button", { type: "button", "data-action": "promote", onclick: () =>
+      act(out, `Promote controller ${m.id}`, () => call("POST", `/v1/cluster/members/${m.id}/promote`)) }, "Promote"),
+    " ",
+    h("button", { type: "button", "data-action": "remove", "aria-label": `Remove controller ${m.id}`, onclick: (e) => {
+      // Two steps: the first click asks, the second (on the same button) removes.
+      if (e.target.dataset.armed !== "yes") { e.target.dataset.armed = "yes"; e.target.textContent = `Confirm: remove ${m.id}`; return; }
+      act(out, `Remove controller ${m.id}`, () => call("DELETE", `/v1/cluster/members/${m.id}`));
+    } }, "Remove"));
+  const id = h("input", { id: "member-id", type: "number", min: 1, required: true });
+  const address = h("input", { id: "member-address", required: true, placeholder: "10.0.0.4:7401" });
+  const addForm = h("form", { id: "add-member" },
+    h("h2", {}, "Add a controller (as a learner; promote it once it has caught up)"),
+    h("label", { for: "member-id" }, "Node id ", id), " ",
+    h("label", { for: "member-address" }, "Address ", address), " ",
+    h("button", { type: "submit" }, "Add learner"));
+  addForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(out, `Add controller ${id.value}`, () => call("POST", "/v1/cluster/members", { body: { id: Number(id.value), address: address.value.trim() } }));
+  });
   const rows = c.members.map((m) => h("tr", { "data-member": m.id },
     h("td", {}, String(m.id), m.id === c.leader ? h("span", { class: "pill" }, " leader") : ""),
     h("td", {}, m.address),
@@ -14,17 +52,40 @@ export async function clusterPage(main) {
     h("td", {}, m.status?.state ?? "–"),
     h("td", { class: "num" }, m.status?.term ?? "–"),
     h("td", { class: "num" }, m.status?.last_applied ?? "–"),
-    h("td", { class: "num" }, m.lag ?? "–")));
+    h("td", { class: "num" }, m.lag ?? "–"),
+    admin ? actions(m) : ""));
   replace(main,
     h("h1", {}, "Cluster"),
     h("p", {}, `Leader: controller ${c.leader ?? "none"} · term ${c.term} · commit index ${c.commit_index ?? "–"} · answered by controller ${c.responder}`),
-    table(["id", "address", "kind", "health", "raft state", "term", "applied", "apply lag (entries)"], rows, { id: "members" }),
-    h("p", { class: "muted" }, "Membership changes: tribune cluster add/promote/remove (admins)."));
+    table(["id", "address", "kind", "health", "raft state", "term", "applied", "apply lag (entries)", ...(admin ? ["actions"] : [])], rows, { id: "members" }),
+    admin ? addForm : h("p", { class: "muted" }, "Membership changes are for admins (tribune cluster add/promote/remove)."),
+    out);
 }
 
 /** Per host: capacity, what is guaranteed to its enclaves, what they use now (live). */
 export async function hostsPage(main) {
   const [hosts, enclaves] = await Promise.all([get("/v1/hosts"), get("/v1/enclaves")]);
+  const writer = may("write_host");
+  const out = h("p", { role: "status", id: "host-result" });
+  const hostActions = (host) => {
+    const post = (verb) => () => act(out, `${verb[0].toUpperCase()}${verb.slice(1)} ${host.id}`, async () => {
+      const r = (await call("POST", `/v1/hosts/${encodeURIComponent(host.id)}/${verb}`)).body;
+      if (verb !== "drain") return `${host.id} is now ${r.schedulable}.`;
+      const moving = r.moves.filter((m) => m.outcome === "moving").map((m) => `${m.enclave} → ${m.to}`);
+      const left = r.moves.filter((m) => m.outcome !== "moving").map((m) => `${m.enclave} (${m.reason})`);
+      return `${host.id} is draining. Moving: ${moving.join(", ") || "none"}. Staying: ${left.join(", ") || "none"}.`;
+    });
+    const cordoned = host.schedulable && host.schedulable !== "ready";
+    return h("td", {},
+      cordoned
+        ? h("button", { type: "button", "data-action": "uncordon", onclick: post("uncordon") }, "Uncordon")
+        : h("button", { type: "button", "data-action": "cordon", onclick: post("cordon") }, "Cordon"),
+      " ",
+      h("button", { type: "button", "data-action": "drain", "aria-label": `Drain ${host.id}`, onclick: (e) => {
+        if (e.target.dataset.armed !== "yes") { e.target.dataset.armed = "yes"; e.target.textContent = `Confirm: drain ${host.id}`; return; }
+        post("drain")();
+      } }, "Drain…"));
+  };
   const statuses = await statusesOf(enclaves);
   const hostOf = new Map(enclaves.map((e) => [e.id, e.placement?.host]));
   const used = new Map(); // enclave → latest point
@@ -47,7 +108,9 @@ export async function hostsPage(main) {
         h("td", {}, meter(host.capacity.cpu_millicores, g.cpu, u.cpu, cpu)),
         h("td", {}, meter(host.capacity.memory_bytes, g.mem, u.mem, bytes)),
         h("td", { class: "num" }, String(mine.length)),
-        h("td", {}, when(host.last_heartbeat_ms)));
+        h("td", {}, schedulable(host)),
+        h("td", {}, when(host.last_heartbeat_ms)),
+        writer ? hostActions(host) : "");
     });
     replace(body, rows);
   };
@@ -56,9 +119,10 @@ export async function hostsPage(main) {
     observeOnly.length ? h("div", { class: "banner observe", role: "alert" },
       `${observeOnly.length} host(s) only OBSERVE: limits are decided and logged but NOT enforced there (${observeOnly.map((x) => x.id).join(", ")}).`) : "",
     h("table", { id: "hosts" },
-      h("thead", {}, h("tr", {}, ["host", "TEE · attestation", "enforcement", "CPU: capacity / guaranteed / used", "memory", "enclaves", "last heartbeat"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["host", "TEE · attestation", "enforcement", "CPU: capacity / guaranteed / used", "memory", "enclaves", "scheduling", "last heartbeat", ...(writer ? ["actions"] : [])].map((c) => h("th", { scope: "col" }, c)))),
       body),
-    h("p", { class: "muted" }, "Used is live, from the usage reports verified by this controller."));
+    h("p", { class: "muted" }, "Used is live, from the usage reports verified by this controller. Cordoned hosts get no new enclaves; draining moves process enclaves elsewhere (stop and restart) and leaves QEMU ones."),
+    out);
   draw();
   let timer = null;
   const s = stream("/v1/usage/stream", (name, d) => {
@@ -67,6 +131,12 @@ export async function hostsPage(main) {
     if (!timer) timer = setTimeout(() => { timer = null; draw(); }, 1000);
   });
   return () => { s.abort(); clearTimeout(timer); };
+}
+
+/** Whether the scheduler may place enclaves on the host: ready, cordoned or draining. */
+function schedulable(host) {
+  const s = host.schedulable || "ready";
+  return s === "ready" ? h("span", { class: "ok" }, s) : h("span", { class: "pill observe" }, s);
 }
 
 function meter(capacity, guaranteed, used, fmt) {

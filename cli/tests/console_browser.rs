@@ -55,6 +55,31 @@ async fn console_in_chromium_against_tribune_dev() {
     b.shot("01-hosts").await;
     b.axe("hosts").await;
 
+    // An admin cordons h2 from the page: the API says so, the row shows it; uncordon undoes it.
+    let schedulable_of_h2 = "return (await (await fetch('/v1/hosts', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('tribune.token')}})).json()).find(h => h.id === 'h2').schedulable";
+    b.click("#hosts tr[data-host='h2'] button[data-action='cordon']")
+        .await;
+    b.wait_until(
+        "document.querySelector(\"#hosts tr[data-host='h2']\")?.innerText.includes('cordoned')",
+        Duration::from_secs(10),
+    )
+    .await;
+    let now: String = b.eval(&format!("return (async () => {{ {schedulable_of_h2} }})()")).await;
+    assert_eq!(now, "cordoned", "the API agrees with the page");
+    b.click("#hosts tr[data-host='h2'] button[data-action='uncordon']")
+        .await;
+    b.wait_until(
+        "document.querySelector(\"#hosts tr[data-host='h2'] button[data-action='cordon']\")",
+        Duration::from_secs(10),
+    )
+    .await;
+    let now: String = b.eval(&format!("return (async () => {{ {schedulable_of_h2} }})()")).await;
+    assert_eq!(now, "ready");
+    // Membership controls are there for an admin (not exercised: the dev cluster is the one
+    // under test); the API behind them is tested in cli/tests/cluster.rs.
+    b.go("/ui/cluster").await;
+    b.wait_for("#add-member", Duration::from_secs(10)).await;
+
     // The enclave list and its filters (the choice is kept in the URL, a deep link).
     b.go("/ui/enclaves").await;
     b.wait_for(
