@@ -64,7 +64,9 @@ async fn console_in_chromium_against_tribune_dev() {
         Duration::from_secs(10),
     )
     .await;
-    let now: String = b.eval(&format!("return (async () => {{ {schedulable_of_h2} }})()")).await;
+    let now: String = b
+        .eval(&format!("return (async () => {{ {schedulable_of_h2} }})()"))
+        .await;
     assert_eq!(now, "cordoned", "the API agrees with the page");
     b.click("#hosts tr[data-host='h2'] button[data-action='uncordon']")
         .await;
@@ -73,7 +75,9 @@ async fn console_in_chromium_against_tribune_dev() {
         Duration::from_secs(10),
     )
     .await;
-    let now: String = b.eval(&format!("return (async () => {{ {schedulable_of_h2} }})()")).await;
+    let now: String = b
+        .eval(&format!("return (async () => {{ {schedulable_of_h2} }})()"))
+        .await;
     assert_eq!(now, "ready");
     // Membership controls are there for an admin (not exercised: the dev cluster is the one
     // under test); the API behind them is tested in cli/tests/cluster.rs.
