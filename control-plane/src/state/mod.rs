@@ -755,4 +755,6 @@ impl State {
 #[cfg(test)]
 mod tests_admin;
 #[cfg(test)]
+mod tests_detail;
+#[cfg(test)]
 pub(crate) mod tests_golden;
