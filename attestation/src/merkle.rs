@@ -54,11 +54,15 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
     }
 }
 
-/// An append-only Merkle tree held in memory (leaf hashes only). Callers that persist the log
-/// keep the leaf hashes in their store and use the free functions.
+/// An append-only Merkle tree held in memory, with its interior nodes: `levels[l][i]` is the
+/// root of the complete subtree over leaves `[i·2^l, (i+1)·2^l)` (level 0 holds the leaf
+/// hashes). A push stores the subtrees it completes (amortised O(1) hashes); a root, an
+/// inclusion proof or a consistency proof of any size then reads O(log² n) stored nodes
+/// (every left subtree in RFC 6962's recursion is a complete, aligned one) instead of hashing
+/// all leaves. Memory: about two hashes per leaf.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
-    leaves: Vec<Hash>,
+    levels: Vec<Vec<Hash>>,
 }
 
 impl MerkleTree {
@@ -74,29 +78,55 @@ impl MerkleTree {
 
     /// Append an already-computed leaf hash; returns its index.
     pub fn push_hash(&mut self, h: Hash) -> u64 {
-        self.leaves.push(h);
-        (self.leaves.len() - 1) as u64
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(h);
+        let index = self.levels[0].len() - 1;
+        // Each odd index closes a pair: store the parent, and so on up.
+        let (mut level, mut i) = (0, index);
+        while i & 1 == 1 {
+            let parent = node_hash(&self.levels[level][i - 1], &self.levels[level][i]);
+            level += 1;
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level].push(parent);
+            i >>= 1;
+        }
+        index as u64
     }
 
     /// The leaf hash at `index`, if the tree has that many leaves.
     pub fn leaf(&self, index: u64) -> Option<&Hash> {
-        usize::try_from(index).ok().and_then(|i| self.leaves.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.levels.first()?.get(i))
     }
 
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.leaves.len() as u64
+        self.len() as u64
+    }
+
+    fn len(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
     }
 
     /// Root of the whole tree.
     pub fn root(&self) -> Hash {
-        root_of(&self.leaves)
+        match self.len() {
+            0 => empty_root(),
+            n => self.range_root(0, n),
+        }
     }
 
     /// Root of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash> {
-        let n = self.check_size(size)?;
-        Ok(root_of(&self.leaves[..n]))
+        Ok(match self.check_size(size)? {
+            0 => empty_root(),
+            n => self.range_root(0, n),
+        })
     }
 
     /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
@@ -107,7 +137,7 @@ impl MerkleTree {
             return Err(AttestError::Proof(format!("index {index} ≥ size {size}")));
         }
         let mut proof = Vec::new();
-        path(m, &self.leaves[..n], &mut proof);
+        self.path(m, 0, n, &mut proof);
         Ok(proof)
     }
 
@@ -122,7 +152,7 @@ impl MerkleTree {
         }
         let mut proof = Vec::new();
         if m > 0 && m < n {
-            subproof(m, &self.leaves[..n], true, &mut proof);
+            self.subproof(m, 0, n, true, &mut proof);
         }
         Ok(proof)
     }
@@ -130,109 +160,58 @@ impl MerkleTree {
     fn check_size(&self, size: u64) -> Result<usize> {
         usize::try_from(size)
             .ok()
-            .filter(|s| *s <= self.leaves.len())
-            .ok_or_else(|| {
-                AttestError::Proof(format!("size {size} > tree size {}", self.leaves.len()))
-            })
+            .filter(|s| *s <= self.len())
+            .ok_or_else(|| AttestError::Proof(format!("size {size} > tree size {}", self.len())))
     }
-}
 
-/// Every level of the tree of the first `size` leaves, for many inclusion proofs at O(log n)
-/// each (a single proof from [`MerkleTree::inclusion_proof`] costs O(n)). Level 0 holds the
-/// leaf hashes; a level's odd last node moves up unchanged, which is RFC 6962's tree.
-#[derive(Debug, Clone)]
-pub struct ProofLevels {
-    levels: Vec<Vec<Hash>>,
-}
-
-impl ProofLevels {
-    /// O(size) hashes and memory (about twice the leaf hashes).
-    pub fn new(tree: &MerkleTree, size: u64) -> Result<Self> {
-        let n = tree.check_size(size)?;
-        let mut levels = vec![tree.leaves[..n].to_vec()];
-        while levels.last().is_some_and(|l| l.len() > 1) {
-            let below = &levels[levels.len() - 1];
-            let up: Vec<Hash> = below
-                .chunks(2)
-                .map(|c| {
-                    if c.len() == 2 {
-                        node_hash(&c[0], &c[1])
-                    } else {
-                        c[0]
-                    }
-                })
-                .collect();
-            levels.push(up);
+    /// MTH of leaves `[start, end)` (`start < end ≤ len`): a stored node when the range is a
+    /// complete, aligned subtree, else RFC 6962's split.
+    fn range_root(&self, start: usize, end: usize) -> Hash {
+        let n = end - start;
+        if n.is_power_of_two() && start.is_multiple_of(n) {
+            let level = n.trailing_zeros() as usize;
+            return self.levels[level][start >> level];
         }
-        Ok(ProofLevels { levels })
+        let k = split(n);
+        node_hash(
+            &self.range_root(start, start + k),
+            &self.range_root(start + k, end),
+        )
     }
 
-    pub fn size(&self) -> u64 {
-        self.levels.first().map_or(0, |l| l.len() as u64)
-    }
-
-    /// The root (the empty tree's for size 0).
-    pub fn root(&self) -> Hash {
-        match self.levels.last() {
-            Some(l) if l.len() == 1 => l[0],
-            _ => empty_root(),
+    /// RFC 6962 §2.1.1 PATH(m, D[start:end]) for the absolute leaf index `m`.
+    fn path(&self, m: usize, start: usize, end: usize, proof: &mut Vec<Hash>) {
+        let n = end - start;
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < start + k {
+            self.path(m, start, start + k, proof);
+            proof.push(self.range_root(start + k, end));
+        } else {
+            self.path(m, start + k, end, proof);
+            proof.push(self.range_root(start, start + k));
         }
     }
 
-    /// The audit path of leaf `index`, leaf to root: the same as
-    /// [`MerkleTree::inclusion_proof`].
-    pub fn inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
-        if index >= self.size() {
-            return Err(AttestError::Proof(format!(
-                "index {index} ≥ size {}",
-                self.size()
-            )));
-        }
-        let mut m = index as usize;
-        let mut proof = Vec::new();
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sibling = m ^ 1;
-            if sibling < level.len() {
-                proof.push(level[sibling]);
+    /// RFC 6962 §2.1.2 SUBPROOF(m, D[start:end], b), `m` counted from `start`.
+    fn subproof(&self, m: usize, start: usize, end: usize, b: bool, proof: &mut Vec<Hash>) {
+        let n = end - start;
+        if m == n {
+            if !b {
+                proof.push(self.range_root(start, end));
             }
-            m >>= 1;
+            return;
         }
-        Ok(proof)
-    }
-}
-
-/// RFC 6962 §2.1.1 PATH(m, D[n]).
-fn path(m: usize, leaves: &[Hash], proof: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        path(m, &leaves[..k], proof);
-        proof.push(root_of(&leaves[k..]));
-    } else {
-        path(m - k, &leaves[k..], proof);
-        proof.push(root_of(&leaves[..k]));
-    }
-}
-
-/// RFC 6962 §2.1.2 SUBPROOF(m, D[n], b).
-fn subproof(m: usize, leaves: &[Hash], b: bool, proof: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if m == n {
-        if !b {
-            proof.push(root_of(leaves));
+        let k = split(n);
+        if m <= k {
+            self.subproof(m, start, start + k, b, proof);
+            proof.push(self.range_root(start + k, end));
+        } else {
+            self.subproof(m - k, start + k, end, false, proof);
+            proof.push(self.range_root(start, start + k));
         }
-        return;
-    }
-    let k = split(n);
-    if m <= k {
-        subproof(m, &leaves[..k], b, proof);
-        proof.push(root_of(&leaves[k..]));
-    } else {
-        subproof(m - k, &leaves[k..], false, proof);
-        proof.push(root_of(&leaves[..k]));
     }
 }
 
@@ -419,7 +398,7 @@ mod tests {
         let root = t.root();
         for i in 0..8 {
             let p = t.inclusion_proof(i, 8).unwrap();
-            verify_inclusion(&t.leaves[i as usize], i, 8, &p, &root).unwrap();
+            verify_inclusion(t.leaf(i).unwrap(), i, 8, &p, &root).unwrap();
         }
     }
 
@@ -447,23 +426,94 @@ mod tests {
         );
     }
 
+    /// RFC 6962 §2.1.1 PATH and §2.1.2 SUBPROOF written over slices, as the RFC states them:
+    /// the reference the stored-node tree must agree with.
+    fn ref_path(m: usize, leaves: &[Hash], proof: &mut Vec<Hash>) {
+        let n = leaves.len();
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            ref_path(m, &leaves[..k], proof);
+            proof.push(root_of(&leaves[k..]));
+        } else {
+            ref_path(m - k, &leaves[k..], proof);
+            proof.push(root_of(&leaves[..k]));
+        }
+    }
+
+    fn ref_subproof(m: usize, leaves: &[Hash], b: bool, proof: &mut Vec<Hash>) {
+        let n = leaves.len();
+        if m == n {
+            if !b {
+                proof.push(root_of(leaves));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            ref_subproof(m, &leaves[..k], b, proof);
+            proof.push(root_of(&leaves[k..]));
+        } else {
+            ref_subproof(m - k, &leaves[k..], false, proof);
+            proof.push(root_of(&leaves[..k]));
+        }
+    }
+
     #[test]
-    fn proof_levels_give_the_same_proofs_as_the_recursive_definition() {
+    fn stored_nodes_give_the_proofs_of_the_recursive_definition() {
         let mut t = MerkleTree::new();
+        let mut leaves = Vec::new();
         for i in 0..70u32 {
             t.push(&i.to_be_bytes());
+            leaves.push(leaf_hash(&i.to_be_bytes()));
         }
-        for size in 0..=70u64 {
-            let levels = ProofLevels::new(&t, size).unwrap();
-            assert_eq!(levels.root(), t.root_at(size).unwrap(), "size {size}");
+        for size in 0..=70usize {
+            let d = &leaves[..size];
+            assert_eq!(t.root_at(size as u64).unwrap(), root_of(d), "size {size}");
             for index in 0..size {
-                assert_eq!(
-                    levels.inclusion_proof(index).unwrap(),
-                    t.inclusion_proof(index, size).unwrap(),
-                    "index {index} size {size}"
-                );
+                let mut want = Vec::new();
+                ref_path(index, d, &mut want);
+                let got = t.inclusion_proof(index as u64, size as u64).unwrap();
+                assert_eq!(got, want, "index {index} size {size}");
             }
-            assert!(levels.inclusion_proof(size).is_err());
+            assert!(t.inclusion_proof(size as u64, size as u64).is_err());
+            for old in 0..=size {
+                let mut want = Vec::new();
+                if old > 0 && old < size {
+                    ref_subproof(old, d, true, &mut want);
+                }
+                let got = t.consistency_proof(old as u64, size as u64).unwrap();
+                assert_eq!(got, want, "old {old} size {size}");
+            }
+        }
+        assert!(t.root_at(71).is_err());
+    }
+
+    /// A proof in a large tree reads O(log² n) stored nodes: a million leaves, every proof
+    /// and root of every size answered without rehashing the leaves (a slice-based proof
+    /// hashes ~2n nodes; this test would take minutes in debug if it did).
+    #[test]
+    fn proofs_in_a_large_tree_do_not_rehash_the_leaves() {
+        let mut t = MerkleTree::new();
+        for i in 0..1_000_000u32 {
+            t.push_hash(leaf_hash(&i.to_be_bytes()));
+        }
+        let root = t.root();
+        for (i, size) in [
+            (0u64, 1_000_000u64),
+            (999_999, 1_000_000),
+            (123_457, 777_777),
+        ] {
+            let p = t.inclusion_proof(i, size).unwrap();
+            let r = t.root_at(size).unwrap();
+            verify_inclusion(t.leaf(i).unwrap(), i, size, &p, &r).unwrap();
+        }
+        for _ in 0..2_000 {
+            let p = t.consistency_proof(524_289, 1_000_000).unwrap();
+            verify_consistency(524_289, 1_000_000, &t.root_at(524_289).unwrap(), &root, &p)
+                .unwrap();
         }
     }
 }

@@ -23,7 +23,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tribune_attest::merkle::{Hash, SignedTreeHead};
@@ -40,9 +39,6 @@ pub struct LogSigner {
     pub key_id: String,
     /// Hex of the 32-byte public key.
     pub public_key: String,
-    /// Root of the tree at the last size a head was signed for: a head over an unchanged log
-    /// costs one signature, not a pass over every leaf.
-    root_cache: Mutex<Option<(u64, Hash)>>,
 }
 
 impl std::fmt::Debug for LogSigner {
@@ -145,7 +141,6 @@ impl LogSigner {
             public_key: hex::encode(public),
             key,
             node_id,
-            root_cache: Mutex::new(None),
         }
     }
 
@@ -163,18 +158,6 @@ impl LogSigner {
         use ed25519_dalek::Signer;
         debug_assert!(message.starts_with(tribune_receipt::receipt::DOMAIN));
         self.key.sign(message).to_bytes()
-    }
-
-    pub fn cached_root(&self, size: u64) -> Option<Hash> {
-        let c = self.root_cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.filter(|(s, _)| *s == size).map(|(_, r)| r)
-    }
-
-    pub fn cache_root(&self, size: u64, root: Hash) {
-        let mut c = self.root_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.is_none_or(|(s, _)| s <= size) {
-            *c = Some((size, root));
-        }
     }
 }
 

@@ -9,9 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
-use tribune_attest::merkle::{
-    Hash, MerkleTree, SignedTreeHead, verify_consistency, verify_inclusion,
-};
+use tribune_attest::merkle::{Hash, SignedTreeHead, verify_consistency, verify_inclusion};
 
 use super::problem::Problem;
 use super::service::{Api, now_ms};
@@ -298,21 +296,13 @@ impl Api {
                 return Err(p);
             }
             let size = st.log.size();
-            // Either the root already computed for this size, or a copy of the tree to compute it.
-            let root = signer
-                .cached_root(size)
-                .ok_or_else(|| st.log.tree().clone());
+            // O(log n) reads of the tree's stored nodes: cheap enough under the lock.
+            let root = st
+                .log
+                .tree()
+                .root_at(size)
+                .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))?;
             (size, root)
-        };
-        let root = match root {
-            Ok(r) => r,
-            Err(tree) => {
-                let r = tree
-                    .root_at(size)
-                    .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))?;
-                signer.cache_root(size, r);
-                r
-            }
         };
         let sth = signer.sign(size, now_ms().max(0) as u64, root);
         Ok(SthView::new(&sth, &signer.key_id, signer.node_id))
@@ -465,7 +455,10 @@ impl Api {
         }
         self.read(q.stale).await?;
         let visible = self.visible_policies(who);
-        let (index, tree_size, leaf, tree) = {
+        let internal = |e: tribune_attest::AttestError| {
+            Problem::from(crate::ControllerError::Internal(e.to_string()))
+        };
+        let (index, tree_size, leaf, path, root) = {
             let st = self.state();
             let size = st.log.size();
             let tree_size = q.tree_size.unwrap_or(size);
@@ -499,13 +492,12 @@ impl Api {
                 )));
             }
             let leaf = st.log.leaf_hash(index).unwrap_or_default();
-            (index, tree_size, leaf, st.log.tree().clone())
+            // O(log² n) reads of the tree's stored nodes, under the lock (no copy of the tree).
+            let tree = st.log.tree();
+            let path = tree.inclusion_proof(index, tree_size).map_err(internal)?;
+            let root = tree.root_at(tree_size).map_err(internal)?;
+            (index, tree_size, leaf, path, root)
         };
-        let internal = |e: tribune_attest::AttestError| {
-            Problem::from(crate::ControllerError::Internal(e.to_string()))
-        };
-        let path = tree.inclusion_proof(index, tree_size).map_err(internal)?;
-        let root = tree.root_at(tree_size).map_err(internal)?;
         Ok(InclusionProofView {
             leaf_index: index,
             tree_size,
@@ -534,7 +526,10 @@ impl Api {
             )));
         }
         self.read(q.stale).await?;
-        let (second, tree): (u64, MerkleTree) = {
+        let internal = |e: tribune_attest::AttestError| {
+            Problem::from(crate::ControllerError::Internal(e.to_string()))
+        };
+        let (second, proof, first_root, second_root) = {
             let st = self.state();
             let size = st.log.size();
             let second = q.second.unwrap_or(size);
@@ -546,17 +541,19 @@ impl Api {
                     "first ({first}) is larger than the log ({size} entries)"
                 )));
             }
-            (second, st.log.tree().clone())
+            let tree = st.log.tree();
+            (
+                second,
+                tree.consistency_proof(first, second).map_err(internal)?,
+                tree.root_at(first).map_err(internal)?,
+                tree.root_at(second).map_err(internal)?,
+            )
         };
-        let internal = |e: tribune_attest::AttestError| {
-            Problem::from(crate::ControllerError::Internal(e.to_string()))
-        };
-        let proof = tree.consistency_proof(first, second).map_err(internal)?;
         Ok(ConsistencyProofView {
             first,
             second,
-            first_root: hex::encode(tree.root_at(first).map_err(internal)?),
-            second_root: hex::encode(tree.root_at(second).map_err(internal)?),
+            first_root: hex::encode(first_root),
+            second_root: hex::encode(second_root),
             proof: hexes(&proof),
         })
     }
@@ -566,6 +563,7 @@ impl Api {
 mod tests {
     use super::*;
     use crate::log_key::LogSigner;
+    use tribune_attest::merkle::MerkleTree;
 
     fn setup() -> (LogSigner, BTreeMap<String, LogKey>, MerkleTree) {
         let signer = LogSigner::from_key(ed25519_dalek::SigningKey::from_bytes(&[7; 32]), 1);

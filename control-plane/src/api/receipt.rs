@@ -5,7 +5,7 @@
 //! standalone crate a tenant builds; this module only assembles and signs.
 
 use serde::Deserialize;
-use tribune_attest::merkle::{MerkleTree, ProofLevels};
+use tribune_attest::merkle::Hash;
 use tribune_receipt::receipt::{
     Body, FORMAT, KeyRef, ProvenEntry, Receipt, Terms, TreeHead, signed_message,
 };
@@ -50,14 +50,17 @@ fn about_enclave(k: LogEntryKind) -> bool {
     )
 }
 
-/// What a receipt holds from the state, chosen under the state lock; the proofs and the
-/// signature are computed from it outside the lock ([`seal`]).
+/// What a receipt holds from the state, chosen under the state lock with the entries' audit
+/// paths (O(log² n) reads of the tree's stored nodes each); the signature is added outside
+/// the lock ([`seal`]).
 pub struct Selection {
     pub entries: Vec<LogEntry>,
     pub terms: Terms,
     pub keys: Vec<KeyRef>,
-    /// A copy of the tree (leaf hashes only).
-    pub tree: MerkleTree,
+    /// The root of the first `tree_size` leaves.
+    pub root: Hash,
+    /// Each entry's audit path in the tree of the first `tree_size` leaves, in `entries` order.
+    pub paths: Vec<Vec<Hash>>,
 }
 
 /// Chooses a receipt's contents (pure): the enclave's entries written in `from..=to` in the
@@ -147,11 +150,18 @@ pub fn select(
             public_key: k.public_key.clone(),
         })
         .collect();
+    let tree = st.log.tree();
+    let paths = entries
+        .iter()
+        .map(|e| tree.inclusion_proof(e.index, tree_size))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)?;
     Ok(Some(Selection {
         entries,
         terms,
         keys,
-        tree: st.log.tree().clone(),
+        root: tree.root_at(tree_size).map_err(internal)?,
+        paths,
     }))
 }
 
@@ -164,7 +174,7 @@ pub struct Period {
 }
 
 /// Proves every selected entry against `head` (which this controller signed over the same
-/// log) and signs the receipt. O(tree size) once, then O(log n) per entry.
+/// log) and signs the receipt.
 pub fn seal(
     id: &str,
     period: Period,
@@ -172,13 +182,11 @@ pub fn seal(
     head: SthView,
     signer: &LogSigner,
 ) -> Result<Receipt, Problem> {
-    let levels = ProofLevels::new(&sel.tree, head.tree_size).map_err(internal)?;
-    if hex::encode(levels.root()) != head.root_hash {
+    if hex::encode(sel.root) != head.root_hash {
         return Err(internal("the tree's root is not the signed head's"));
     }
     let mut proven = Vec::with_capacity(sel.entries.len());
-    for e in &sel.entries {
-        let path = levels.inclusion_proof(e.index).map_err(internal)?;
+    for (e, path) in sel.entries.iter().zip(&sel.paths) {
         proven.push(ProvenEntry {
             entry: serde_json::to_value(e).map_err(internal)?,
             audit_path: path.iter().map(hex::encode).collect(),

@@ -67,26 +67,24 @@ pub async fn serve_head(c: &Controller, req: HeadRequest) -> Result<HeadReply, C
         })
         .await;
     }
-    let (size, tree) = {
+    let internal = |e: tribune_attest::AttestError| ControllerError::Internal(e.to_string());
+    // O(log² n) reads of the tree's stored nodes, under the lock (no copy of the tree).
+    let (size, root, proof) = {
         let st = c
             .state
             .read()
             .map_err(|_| ControllerError::Internal("state lock poisoned".into()))?;
-        (st.log.size(), st.log.tree().clone())
-    };
-    let internal = |e: tribune_attest::AttestError| ControllerError::Internal(e.to_string());
-    let root = match c.log_signer.cached_root(size) {
-        Some(r) => r,
-        None => tree.root_at(size).map_err(internal)?,
-    };
-    let proof = if req.since > 0 && req.since < size {
-        tree.consistency_proof(req.since, size)
-            .map_err(internal)?
-            .iter()
-            .map(hex::encode)
-            .collect()
-    } else {
-        Vec::new()
+        let (tree, size) = (st.log.tree(), st.log.size());
+        let proof: Vec<String> = if req.since > 0 && req.since < size {
+            tree.consistency_proof(req.since, size)
+                .map_err(internal)?
+                .iter()
+                .map(hex::encode)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (size, tree.root_at(size).map_err(internal)?, proof)
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
