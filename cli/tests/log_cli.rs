@@ -406,3 +406,63 @@ async fn log_endpoints_refuse_bad_parameters_with_problem_details() {
     assert_eq!(s, 200, "{p}");
     assert!(p["proof"].as_array().is_some_and(|a| !a.is_empty()), "{p}");
 }
+
+/// `tribune log checkpoint` from every controller of a 3-controller cluster: each is a C2SP
+/// checkpoint (parsed by `tlog_tiles`) under the configured origin, signed as a C2SP signed note
+/// that verifies (`signed_note`, Cloudflare's port of Go's sumdb/note) with the verifier key
+/// `tribune log note-keys` publishes for that controller, and only with that one; its size and
+/// root are the controller's signed tree head's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_c2sp_signed_notes_that_witnesses_can_verify() {
+    let origin = "tribune.example/test-log";
+    let c = Cluster::start(3, &["--log-origin", origin]);
+    c.wait_leader().await;
+    c.wait_log_keys(3).await;
+    let (s, v) = c.put_policy(1, "p", "policy \"p\" {}", None).await;
+    assert_eq!(s, 201, "{v}");
+
+    let out = tribune(&[
+        "log",
+        "note-keys",
+        "-o",
+        "json",
+        "--endpoint",
+        &c.url(1, ""),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let keys: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let keys = keys.as_array().expect("a list");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let verifier = |node: u64| -> signed_note::VerifierList {
+        let k = keys
+            .iter()
+            .find(|k| k["node_id"] == node)
+            .unwrap_or_else(|| panic!("no note key of controller {node}: {keys:?}"));
+        assert_eq!(k["origin"], origin);
+        let vkey = k["verifier_key"].as_str().expect("verifier_key");
+        assert!(vkey.starts_with(&format!("{origin}+")), "{vkey}");
+        let v = signed_note::StandardVerifier::new(vkey).expect("a signed-note verifier key");
+        signed_note::VerifierList::new(vec![Box::new(v)])
+    };
+
+    for id in 1..=3u64 {
+        let out = tribune(&["log", "checkpoint", "--endpoint", &c.url(id, "")]);
+        assert!(out.status.success(), "{}", text(&out));
+        let note = signed_note::Note::from_bytes(&out.stdout)
+            .unwrap_or_else(|e| panic!("controller {id}: not a signed note: {e}\n{}", text(&out)));
+        let cp = tlog_tiles::Checkpoint::from_bytes(note.text())
+            .unwrap_or_else(|e| panic!("controller {id}: not a checkpoint: {e:?}\n{}", text(&out)));
+        assert_eq!(cp.origin(), origin);
+        let (ok, unknown) = note.verify(&verifier(id)).expect("verifies");
+        assert_eq!((ok.len(), unknown.len()), (1, 0), "controller {id}");
+        let other = id % 3 + 1;
+        assert!(
+            note.verify(&verifier(other)).is_err(),
+            "controller {id}'s checkpoint verified with controller {other}'s key"
+        );
+        // The same tree as the controller's signed tree head (the log is quiet now).
+        let head = sth(&c, id).await;
+        assert_eq!(head["tree_size"], cp.size(), "{head}");
+        assert_eq!(head["root_hash"], hex::encode(cp.hash().0), "{head}");
+    }
+}

@@ -728,6 +728,15 @@ async fn exercise(k: &mut Checker<'_>) {
         .await;
     k.expect(400, call("get", "/v1/log/sth", "/v1/log/sth?x=1"))
         .await;
+    k.expect(200, call("get", "/v1/log/checkpoint", "/v1/log/checkpoint"))
+        .await;
+    k.expect(
+        400,
+        call("get", "/v1/log/checkpoint", "/v1/log/checkpoint?x=1"),
+    )
+    .await;
+    k.expect(200, call("get", "/v1/log/note-keys", "/v1/log/note-keys"))
+        .await;
     k.expect(200, call("get", "/v1/log/keys", "/v1/log/keys"))
         .await;
     k.expect(200, call("get", "/v1/log/entries", "/v1/log/entries"))

@@ -152,12 +152,67 @@ impl LogSigner {
         SignedTreeHead::sign(&self.key, size, timestamp_ms, root)
     }
 
+    /// The tree head of `size` leaves with `root` as a C2SP checkpoint (c2sp.org/tlog-checkpoint)
+    /// signed as a C2SP signed note (c2sp.org/signed-note) by this controller's key, under the
+    /// key name `origin`: the text any transparency-log verifier or witness reads.
+    pub fn checkpoint(&self, origin: &str, size: u64, root: &Hash) -> Result<Vec<u8>, NoteError> {
+        use base64::Engine as _;
+        let text = format!(
+            "{origin}\n{size}\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode(root)
+        );
+        let mut note = signed_note::Note::new(text.as_bytes(), &[])?;
+        note.add_sigs(&[&NoteSigner {
+            name: origin,
+            key: &self.key,
+        }])?;
+        Ok(note.to_bytes())
+    }
+
+    /// This key as a signed-note verifier key under `origin` (`<origin>+<key id>+<key>`): what a
+    /// verifier or witness is configured with.
+    pub fn note_verifier_key(&self, origin: &str) -> String {
+        note_verifier_key(origin, &self.key.verifying_key())
+    }
+
     /// Signs a receipt's message (`tribune_receipt::receipt::signed_message`: domain-separated
     /// from tree heads by its `"tribune/receipt/v1"` prefix).
     pub fn sign_receipt(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         debug_assert!(message.starts_with(tribune_receipt::receipt::DOMAIN));
         self.key.sign(message).to_bytes()
+    }
+}
+
+/// A checkpoint could not be written as a signed note (an origin that is not a valid key name).
+pub type NoteError = signed_note::NoteError;
+
+/// `key` as a signed-note verifier key under `origin`.
+pub fn note_verifier_key(origin: &str, key: &VerifyingKey) -> String {
+    signed_note::new_ed25519_verifier_key(origin, key)
+}
+
+/// Signs a note's text with a controller's key under the key name `name`; its key id is the
+/// one c2sp.org/signed-note recommends for Ed25519 (SHA-256 of name, newline, 0x01, key).
+struct NoteSigner<'a> {
+    name: &'a str,
+    key: &'a SigningKey,
+}
+
+impl signed_note::Signer for NoteSigner<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn key_id(&self) -> u32 {
+        let mut k = vec![0x01];
+        k.extend_from_slice(self.key.verifying_key().as_bytes());
+        signed_note::key_id(self.name, &k)
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ed25519_dalek::SignatureError> {
+        use ed25519_dalek::Signer;
+        Ok(self.key.sign(msg).to_bytes().to_vec())
     }
 }
 
@@ -363,5 +418,86 @@ mod tests {
         assert!(!dir.path().join(KEY_FILE).exists(), "nothing created");
         rotate(dir.path()).expect("explicit");
         LogSigner::load_or_create(dir.path(), 1).expect("loads");
+    }
+
+    /// Go's `golang.org/x/mod/sumdb/note` example: signing its text with its private key through
+    /// our signer gives exactly Go's signature line (key id and signature bytes agree).
+    #[test]
+    fn a_note_signed_here_is_byte_for_byte_the_go_reference() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let skey = b64
+            .decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz")
+            .expect("base64");
+        assert_eq!(skey[0], 0x01, "an Ed25519 key");
+        let seed: [u8; 32] = skey[1..].try_into().expect("32 bytes");
+        let key = SigningKey::from_bytes(&seed);
+        let text = "If you think cryptography is the answer to your problem,\n\
+                    then you don't know what your problem is.\n";
+        let mut note = signed_note::Note::new(text.as_bytes(), &[]).expect("note");
+        note.add_sigs(&[&NoteSigner {
+            name: "PeterNeumann",
+            key: &key,
+        }])
+        .expect("signs");
+        let want = format!(
+            "{text}\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+        );
+        assert_eq!(String::from_utf8(note.to_bytes()).expect("utf-8"), want);
+        assert_eq!(
+            note_verifier_key("PeterNeumann", &key.verifying_key()),
+            "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+        );
+    }
+
+    /// A checkpoint parses as a C2SP checkpoint (an independent parser: `tlog_tiles`), its
+    /// signature verifies with the published verifier key, and over exactly the checkpoint's
+    /// text (checked with ed25519 directly); another key, origin or size does not verify.
+    #[test]
+    fn a_checkpoint_is_a_c2sp_checkpoint_signed_as_a_note() {
+        use base64::Engine as _;
+        let signer = LogSigner::from_key(SigningKey::from_bytes(&[7; 32]), 1);
+        let root = [0xabu8; 32];
+        let origin = "tribune.example/cluster-a";
+        let bytes = signer.checkpoint(origin, 4242, &root).expect("checkpoint");
+        let text = String::from_utf8(bytes.clone()).expect("utf-8");
+        let (body, sigs) = text
+            .split_once("\n\n")
+            .expect("a blank line before the signatures");
+        let cp = tlog_tiles::Checkpoint::from_bytes(format!("{body}\n").as_bytes())
+            .expect("a C2SP checkpoint");
+        assert_eq!((cp.origin(), cp.size(), cp.hash().0), (origin, 4242, root));
+
+        // The signature line: em dash, key name, base64(key id ‖ signature), over the body.
+        let line = sigs.strip_suffix('\n').expect("ends with a newline");
+        let rest = line
+            .strip_prefix(&format!("\u{2014} {origin} "))
+            .expect("signed under the origin");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .expect("base64");
+        assert_eq!(raw.len(), 4 + 64);
+        let sig = ed25519_dalek::Signature::from_slice(&raw[4..]).expect("signature");
+        signer
+            .verifying_key()
+            .verify_strict(format!("{body}\n").as_bytes(), &sig)
+            .expect("the signature covers the checkpoint text");
+
+        let verify = |vkey: &str, note: &[u8]| -> bool {
+            let v = signed_note::StandardVerifier::new(vkey).expect("verifier key");
+            let list = signed_note::VerifierList::new(vec![Box::new(v)]);
+            signed_note::Note::from_bytes(note)
+                .and_then(|n| n.verify(&list))
+                .is_ok_and(|(ok, _)| ok.len() == 1)
+        };
+        assert!(verify(&signer.note_verifier_key(origin), &bytes));
+        let other = LogSigner::from_key(SigningKey::from_bytes(&[8; 32]), 2);
+        assert!(!verify(&other.note_verifier_key(origin), &bytes));
+        assert!(!verify(&signer.note_verifier_key("another/origin"), &bytes));
+        let forged = text.replace("\n4242\n", "\n4243\n");
+        assert!(!verify(
+            &signer.note_verifier_key(origin),
+            forged.as_bytes()
+        ));
     }
 }

@@ -68,6 +68,11 @@ pub struct ControllerArgs {
     /// milliseconds [default: 3000].
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// The log's origin in C2SP checkpoints (`tribune log checkpoint`) and the key name of their
+    /// signatures: a schema-less URL naming this cluster's log, the same on every controller
+    /// [default: tribune.invalid/log].
+    #[arg(long)]
+    pub log_origin: Option<String>,
     /// Accept simulated-TEE evidence from agents (development clusters only).
     #[arg(
         long,
@@ -208,6 +213,9 @@ impl ControllerArgs {
         }
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;
+        }
+        if let Some(v) = &self.log_origin {
+            c.log_origin = v.clone();
         }
         if let Some(v) = self.allow_sim_evidence {
             c.allow_sim_evidence = v;
@@ -426,6 +434,7 @@ mod tests {
             snapshot_every: None,
             keep_logs: None,
             request_timeout_ms: None,
+            log_origin: None,
             allow_sim_evidence: None,
             resync_from_peers: false,
             rotate_log_key: false,

@@ -36,6 +36,19 @@ pub enum LogCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// The current tree head as a C2SP checkpoint (c2sp.org/tlog-checkpoint) signed by the
+    /// controller as a C2SP signed note: what transparency-log verifiers and witnesses read.
+    /// Printed verbatim (`-o json`: `{"checkpoint": …}`).
+    Checkpoint {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// The cluster's log keys as signed-note verifier keys (`<origin>+<id>+<key>`), the form a
+    /// checkpoint verifier or witness is configured with.
+    NoteKeys {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// List log entries (at most 1000 per request).
     Entries {
         /// First entry index.
@@ -290,6 +303,8 @@ pub fn run(cmd: LogCmd, format: Format) -> anyhow::Result<ExitCode> {
     let opts = match &cmd {
         LogCmd::Sth { opts }
         | LogCmd::Keys { opts }
+        | LogCmd::Checkpoint { opts }
+        | LogCmd::NoteKeys { opts }
         | LogCmd::Entries { opts, .. }
         | LogCmd::Prove { opts, .. }
         | LogCmd::Verify { opts, .. } => opts.clone(),
@@ -334,6 +349,30 @@ async fn run_async(cmd: LogCmd, client: &Client) -> anyhow::Result<ExitCode> {
                     ("CONTROLLER", "/node_id"),
                     ("PUBLIC KEY", "/public_key"),
                     ("LOG INDEX", "/log_index"),
+                ],
+            );
+        }
+        LogCmd::Checkpoint { .. } => {
+            let (_, _, bytes) = client
+                .call_bytes(reqwest::Method::GET, "/v1/log/checkpoint", None, &[])
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let note = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("the checkpoint is not UTF-8 text"))?;
+            if client.output.is_structured() {
+                client.print(&json!({ "checkpoint": note }), &[]);
+            } else {
+                print!("{note}");
+            }
+        }
+        LogCmd::NoteKeys { .. } => {
+            let v = client.get("/v1/log/note-keys").await?;
+            client.print(
+                &v,
+                &[
+                    ("CONTROLLER", "/node_id"),
+                    ("KEY ID", "/key_id"),
+                    ("VERIFIER KEY", "/verifier_key"),
                 ],
             );
         }

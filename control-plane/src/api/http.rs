@@ -110,6 +110,8 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/v1/cluster/members/{id}/promote", post(promote)),
         ("/v1/log/sth", get(log_sth)),
         ("/v1/log/keys", get(log_keys)),
+        ("/v1/log/checkpoint", get(log_checkpoint)),
+        ("/v1/log/note-keys", get(log_note_keys)),
         ("/v1/log/entries", get(log_entries)),
         ("/v1/log/proof/inclusion", get(log_inclusion)),
         ("/v1/log/proof/consistency", get(log_consistency)),
@@ -561,6 +563,36 @@ async fn log_keys(
     ApiQuery(_): ApiQuery<NoQuery>,
 ) -> Result<Response, Problem> {
     Ok(Json(api.log_keys(&who).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", params(NoQuery),
+    responses((status = 200, description = "The current tree head as a C2SP tlog checkpoint (c2sp.org/tlog-checkpoint), signed by this controller as a C2SP signed note", body = String, content_type = "text/plain"),
+        (status = 400), (status = 403),
+        (status = 503, description = "no leader, or this controller's key is not registered yet: retry")))]
+async fn log_checkpoint(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(_): ApiQuery<NoQuery>,
+) -> Result<Response, Problem> {
+    let note = api.log_checkpoint(&who).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/log/note-keys", tag = "log", params(NoQuery),
+    responses((status = 200, body = Vec<log::NoteKeyView>), (status = 400), (status = 403), (status = 503)))]
+async fn log_note_keys(
+    State(api): State<Shared>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(_): ApiQuery<NoQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(api.log_note_keys(&who).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(log::EntriesQuery),

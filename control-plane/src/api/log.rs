@@ -269,6 +269,19 @@ pub fn verifying_key(k: &LogKey) -> Result<VerifyingKey, LogCheckError> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| bad("public_key is not an ed25519 key"))
 }
 
+/// A registered log key as a C2SP signed-note verifier key (`GET /v1/log/note-keys`): what a
+/// checkpoint verifier or witness is configured with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NoteKeyView {
+    pub node_id: u64,
+    /// The key's id in `GET /v1/log/keys`.
+    pub key_id: String,
+    /// The checkpoints' origin line and the signatures' key name.
+    pub origin: String,
+    /// `<origin>+<signed-note key id, 8 hex>+<base64 of 0x01 and the public key>`.
+    pub verifier_key: String,
+}
+
 fn tree_size_problem(tree_size: u64, size: u64) -> Problem {
     Problem::bad_request(format!(
         "tree_size {tree_size} is larger than the log ({size} entries); fetch a fresh tree head from /v1/log/sth"
@@ -306,6 +319,42 @@ impl Api {
         };
         let sth = signer.sign(size, now_ms().max(0) as u64, root);
         Ok(SthView::new(&sth, &signer.key_id, signer.node_id))
+    }
+
+    /// The current tree head as a C2SP checkpoint signed by this controller (a signed note,
+    /// `text/plain`), over a linearizable read like [`Api::log_sth`].
+    pub async fn log_checkpoint(&self, who: &Principal) -> Result<Vec<u8>, Problem> {
+        let head = self.log_sth(who).await?;
+        let root = parse_hash("root_hash", &head.root_hash)
+            .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))?;
+        let origin = &self.controller.config.log_origin;
+        self.controller
+            .log_signer
+            .checkpoint(origin, head.tree_size, &root)
+            .map_err(|e| {
+                Problem::from(crate::ControllerError::Internal(format!(
+                    "signing the checkpoint for origin {origin:?}: {e}"
+                )))
+            })
+    }
+
+    /// Every registered log key as a signed-note verifier key under this cluster's origin.
+    pub async fn log_note_keys(&self, who: &Principal) -> Result<Vec<NoteKeyView>, Problem> {
+        let origin = self.controller.config.log_origin.clone();
+        self.log_keys(who)
+            .await?
+            .iter()
+            .map(|k| {
+                let key = verifying_key(k)
+                    .map_err(|e| Problem::from(crate::ControllerError::Internal(e.to_string())))?;
+                Ok(NoteKeyView {
+                    node_id: k.node_id,
+                    key_id: k.key_id.clone(),
+                    origin: origin.clone(),
+                    verifier_key: crate::log_key::note_verifier_key(&origin, &key),
+                })
+            })
+            .collect()
     }
 
     pub async fn log_keys(&self, who: &Principal) -> Result<Vec<LogKey>, Problem> {

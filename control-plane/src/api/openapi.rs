@@ -75,6 +75,8 @@ pub const SECURITY_MTLS: &str = "mtls";
         super::http::remove_member,
         super::http::log_sth,
         super::http::log_keys,
+        super::http::log_checkpoint,
+        super::http::log_note_keys,
         super::http::log_entries,
         super::http::log_inclusion,
         super::http::log_consistency,

@@ -51,9 +51,19 @@ pub struct ControllerConfig {
     /// Run without TLS (plain-text gRPC and HTTP). Required, explicitly, when `tls` is absent.
     #[serde(default)]
     pub insecure: bool,
+    /// The log's origin line in C2SP checkpoints (`GET /v1/log/checkpoint`) and the key name
+    /// of its signatures: a schema-less URL naming this cluster's log, the same on every
+    /// controller of the cluster.
+    #[serde(default = "defaults::log_origin")]
+    pub log_origin: String,
 }
 
 mod defaults {
+    /// Names no real log: a cluster that publishes checkpoints to witnesses sets its own.
+    pub fn log_origin() -> String {
+        "tribune.invalid/log".into()
+    }
+
     pub fn heartbeat_ms() -> u64 {
         50
     }
@@ -88,6 +98,7 @@ impl ControllerConfig {
             allow_sim_evidence: false,
             tls: None,
             insecure: false,
+            log_origin: defaults::log_origin(),
         }
     }
 
@@ -136,6 +147,12 @@ impl ControllerConfig {
             install_snapshot_timeout: 3000,
             ..Default::default()
         };
+        if !signed_note::is_key_name_valid(&self.log_origin) {
+            return Err(ControllerError::Invalid(format!(
+                "log_origin {:?}: a checkpoint origin (and signed-note key name) must be non-empty, without spaces or '+'",
+                self.log_origin
+            )));
+        }
         c.validate()
             .map_err(|e| ControllerError::Invalid(format!("raft configuration: {e}")))
     }
@@ -236,6 +253,12 @@ mod tests {
         assert_eq!(r.max_payload_entries, 32);
         assert_eq!(r.snapshot_max_chunk_size, 1024 * 1024);
         assert!(config().raft_config().is_ok(), "the defaults are valid");
+        for bad in ["", "a b", "a+b", "tab\there"] {
+            let mut c = config();
+            c.log_origin = bad.into();
+            let e = c.raft_config().expect_err(bad).to_string();
+            assert!(e.contains("log_origin"), "{e}");
+        }
     }
 
     #[test]
