@@ -137,3 +137,88 @@ fn every_page_of_a_small_file_damaged_in_turn_is_an_error_or_harmless_never_a_pa
         }
     }
 }
+
+/// A data directory written before the WAL (its log in redb's `raft_log` table) is migrated at
+/// open: the entries move to the WAL, the table is emptied, and a migration interrupted after
+/// the WAL was written (the table still full, stale segments beside it) is simply done again.
+#[test]
+fn an_old_redb_log_is_migrated_to_the_wal_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("raft");
+    let rows: Vec<(u64, Vec<u8>)> = (1..=12).map(|i| (i, sealed(i))).collect();
+    let vote = serde_json::to_vec(&Vote::new(3, 2)).expect("json");
+    let file = write_file(
+        &dir,
+        &rows,
+        Some(record::seal(&meta_context("vote"), &vote)),
+    );
+    // Stale segments from an interrupted migration: overwritten, not trusted.
+    let wal_dir = dir.join(wal::WAL_DIR);
+    wal::write_all(&wal_dir, &[(1, codec::encode(&entry(1)).expect("encode"))]).expect("stale");
+    std::fs::write(wal_dir.join(wal::segment_name(2)), b"junk").expect("junk");
+
+    let check = |store: &LogStore| {
+        let c = store.cache.lock().expect("cache");
+        assert_eq!(
+            c.entries.keys().copied().collect::<Vec<_>>(),
+            (1..=12).collect::<Vec<_>>()
+        );
+        for (i, e) in &c.entries {
+            assert_eq!(*e, entry(*i));
+        }
+        assert_eq!(c.vote, Some(Vote::new(3, 2)));
+    };
+    let store = LogStore::open_dir(&dir).expect("migrates");
+    check(&store);
+    drop(store);
+    {
+        let db = when_closed(|| Database::open(&file).ok());
+        let rtx = db.begin_read().expect("read");
+        let logs = rtx.open_table(LOGS).expect("logs");
+        assert!(logs.iter().expect("iter").next().is_none(), "the redb log is emptied");
+    }
+    assert!(!wal_dir.join(wal::segment_name(2)).exists());
+    // The second start reads the WAL alone.
+    let store = when_closed(|| LogStore::open_dir(&dir).ok());
+    check(&store);
+}
+
+/// `open` once the writer thread of a dropped store has let go of the file.
+fn when_closed<T>(open: impl Fn() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(t) = open() {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "the file stays open");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Truncate and purge through openraft's storage API reach the disk: after a reopen the log
+/// is what the cache said, and the purge point is kept.
+#[tokio::test]
+async fn truncate_and_purge_through_the_storage_api_survive_a_reopen() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("raft");
+    let rows: Vec<(u64, Vec<u8>)> = (1..=30).map(|i| (i, sealed(i))).collect();
+    write_file(&dir, &rows, None);
+    let mut store = LogStore::open_with(&dir, 300).expect("opens");
+    store.truncate(entry(25).log_id).await.expect("truncate");
+    store.purge(entry(9).log_id).await.expect("purge");
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(entry(9).log_id));
+    assert_eq!(state.last_log_id, Some(entry(24).log_id));
+    // Wait for the writer: a durable vote goes through the same queue, after the purge.
+    store.save_vote(&Vote::new(4, 1)).await.expect("vote");
+    drop(store);
+    let mut store = when_closed(|| LogStore::open_with(&dir, 300).ok());
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(entry(9).log_id));
+    assert_eq!(state.last_log_id, Some(entry(24).log_id));
+    let got = store.try_get_log_entries(0..100).await.expect("read");
+    assert_eq!(
+        got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (10..=24).collect::<Vec<_>>()
+    );
+}
