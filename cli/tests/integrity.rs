@@ -175,7 +175,12 @@ async fn a_flipped_byte_in_a_stopped_controller_is_refused_naming_the_file_and_r
         let tx = db.begin_write().expect("write");
         {
             let mut meta = tx.open_table(META).expect("meta");
-            let mut value = meta.get("vote").expect("get").expect("a vote").value().to_vec();
+            let mut value = meta
+                .get("vote")
+                .expect("get")
+                .expect("a vote")
+                .value()
+                .to_vec();
             let last = value.len() - 1;
             value[last] ^= 0x01;
             meta.insert("vote", value.as_slice()).expect("insert");

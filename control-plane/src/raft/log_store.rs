@@ -543,8 +543,8 @@ fn writer_loop(db: &Database, mut wal: Wal, rx: std::sync::mpsc::Receiver<Op>) {
             }
         }
         let result = catch_panic(|| write_group(db, &mut wal, &ops))
-        .map_err(|p| format!("panicked writing the raft log: {p}"))
-        .and_then(|r| r);
+            .map_err(|p| format!("panicked writing the raft log: {p}"))
+            .and_then(|r| r);
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log group commit failed");
         }

@@ -175,7 +175,10 @@ fn an_old_redb_log_is_migrated_to_the_wal_once() {
         let db = when_closed(|| Database::open(&file).ok());
         let rtx = db.begin_read().expect("read");
         let logs = rtx.open_table(LOGS).expect("logs");
-        assert!(logs.iter().expect("iter").next().is_none(), "the redb log is emptied");
+        assert!(
+            logs.iter().expect("iter").next().is_none(),
+            "the redb log is emptied"
+        );
     }
     assert!(!wal_dir.join(wal::segment_name(2)).exists());
     // The second start reads the WAL alone.

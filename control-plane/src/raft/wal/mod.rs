@@ -205,8 +205,8 @@ fn read_record(bytes: &[u8], at: usize) -> Next<'_> {
 fn scan(path: &Path, first: u64, last: bool) -> Result<Option<Scanned>, StoreError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, "reading the segment", e))?;
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        let torn_header = bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes)
-            || bytes.iter().all(|b| *b == 0);
+        let torn_header =
+            bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) || bytes.iter().all(|b| *b == 0);
         if last && torn_header {
             tracing::warn!(file = %path.display(), "removing a segment whose header was never completely written (a crash while it was created)");
             std::fs::remove_file(path).map_err(|e| io_error(path, "removing it", e))?;
@@ -317,7 +317,8 @@ fn scan(path: &Path, first: u64, last: bool) -> Result<Option<Scanned>, StoreErr
     }
     if segment.offsets.is_empty() {
         if last {
-            std::fs::remove_file(path).map_err(|e| io_error(path, "removing an empty segment", e))?;
+            std::fs::remove_file(path)
+                .map_err(|e| io_error(path, "removing an empty segment", e))?;
             return Ok(None);
         }
         return Err(corrupt(
@@ -423,9 +424,7 @@ impl Wal {
         }
         let roll = match self.segments.last() {
             None => true,
-            Some(s) => {
-                s.next() != index || s.len + self.pending.len() as u64 >= self.segment_bytes
-            }
+            Some(s) => s.next() != index || s.len + self.pending.len() as u64 >= self.segment_bytes,
         };
         if roll {
             self.start_segment(index)?;

@@ -11,7 +11,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 
 /// Entry `index`, with a payload whose size varies with the index.
 fn entry(index: u64) -> Entry {
-    let payload = if index % 3 == 0 {
+    let payload = if index.is_multiple_of(3) {
         EntryPayload::Blank
     } else {
         EntryPayload::Normal(Request {
@@ -40,7 +40,12 @@ fn indexes(entries: &[Entry]) -> Vec<u64> {
 fn reopen(dir: &Path, seg: u64) -> (Wal, Vec<Entry>) {
     let (wal, entries) = Wal::open(dir, seg).expect("opens");
     for e in &entries {
-        assert_eq!(*e, entry(e.log_id.index), "entry {} as written", e.log_id.index);
+        assert_eq!(
+            *e,
+            entry(e.log_id.index),
+            "entry {} as written",
+            e.log_id.index
+        );
     }
     (wal, entries)
 }
@@ -195,7 +200,11 @@ fn damage_in_the_middle_is_an_error_naming_file_and_offset() {
     );
     // Another file's bytes under a segment's name.
     let dir = copy("foreign");
-    std::fs::write(dir.join(files[1].file_name().expect("name")), b"hello, world").expect("w");
+    std::fs::write(
+        dir.join(files[1].file_name().expect("name")),
+        b"hello, world",
+    )
+    .expect("w");
     assert!(open_err(&dir, SMALL).contains("not a Tribune WAL segment"));
     // A newer segment format is refused by name.
     let dir = copy("newer");
@@ -343,7 +352,11 @@ fn kill_9_during_appends_keeps_every_acknowledged_entry() {
     let mut acked = 0u64;
     for round in 0..25 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "raft::wal::tests::wal_crash_child", "--nocapture"])
+            .args([
+                "--exact",
+                "raft::wal::tests::wal_crash_child",
+                "--nocapture",
+            ])
             .env(CHILD_DIR, d.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
