@@ -4,7 +4,7 @@
 //! | bytes | what |
 //! | --- | --- |
 //! | 1 | [`ENTRY_FORMAT`] (1) |
-//! | rest | postcard of [`Stored`]: term, leader node, index (varints), then the payload |
+//! | rest | postcard of `Stored`: term, leader node, index (varints), then the payload |
 //!
 //! The envelope (log id, entry kind) is binary; the payload of a `Normal` entry (the batch of
 //! state-machine commands, `raft::Request`) and of a `Membership` entry stay the JSON bytes they
@@ -13,7 +13,7 @@
 //! command types use serde attributes that a non-self-describing format does not support. A
 //! membership entry is rare and openraft's own serde form is its contract.
 //!
-//! postcard encodes an enum variant by its position, so **the order of [`Payload`]'s variants
+//! postcard encodes an enum variant by its position, so **the order of `Payload`'s variants
 //! is part of the format: new variants go at the end** (the golden-bytes test pins it).
 
 use serde::{Deserialize, Serialize};
