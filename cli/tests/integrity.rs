@@ -1,8 +1,9 @@
 //! End-to-end: integrity at rest (DESIGN invariant 8). Real `tribune controller` processes whose
 //! files are damaged or tampered with while they are stopped:
 //!
-//! - a flipped byte inside a stored entry → the controller refuses to start (exit 3), naming the
-//!   file; a record whose checksum no longer holds → the same, naming the table and the record;
+//! - a flipped byte inside a stored entry (a WAL record whose CRC32C fails, intact records behind
+//!   it) → the controller refuses to start (exit 3), naming the segment file and the offset; a
+//!   redb record whose checksum no longer holds → the same, naming the table and the record;
 //! - random page damage → a clear error, never a panic (exit 101) or a backtrace;
 //! - a tampered entry whose checksum was recomputed → the controller starts, finds that its log
 //!   disagrees with its peers' signed tree heads, and serves nothing (503, not ready) until
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::{Cluster, DEADLINE};
 use redb::ReadableTable;
 use serde_json::Value;
-use tribune_controller::integrity::record;
-use tribune_controller::raft::log_store::{self, LOGS};
+use tribune_controller::raft::log_store::{self, META, RAFT_DIR};
+use tribune_controller::raft::wal;
 
 const MARKER: &str = "integrity-marker-7f3a";
 
@@ -29,6 +30,35 @@ fn source(name: &str) -> String {
 
 fn data_file(c: &Cluster, id: u64) -> PathBuf {
     log_store::data_file(&c.nodes[&id].data_dir)
+}
+
+fn wal_dir(c: &Cluster, id: u64) -> PathBuf {
+    c.nodes[&id].data_dir.join(RAFT_DIR).join(wal::WAL_DIR)
+}
+
+/// Every record in node `id`'s WAL: its segment file, where it starts, and its payload.
+fn wal_records(c: &Cluster, id: u64) -> Vec<(PathBuf, usize, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(wal_dir(c, id))
+        .expect("wal dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f).expect("segment");
+        let mut at = wal::MAGIC.len();
+        while at + wal::RECORD_HEADER <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let start = at + wal::RECORD_HEADER;
+            if len == 0 || start + len > bytes.len() {
+                break;
+            }
+            out.push((f.clone(), at, bytes[start..start + len].to_vec()));
+            at = start + len;
+        }
+    }
+    out
 }
 
 fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
@@ -106,64 +136,64 @@ async fn a_flipped_byte_in_a_stopped_controller_is_refused_naming_the_file_and_r
     let file = data_file(&c, 1);
     let original = std::fs::read(&file).expect("data file");
 
-    // 1. One byte flipped in the file (alice → alicd): redb's page checksums refuse it.
-    let mut flipped = original.clone();
-    let at = find_all(&original, MARKER.as_bytes());
-    assert!(!at.is_empty(), "the marker is in the file");
-    for p in at {
-        flipped[p + MARKER.len() - 1] ^= 0x01;
-    }
-    std::fs::write(&file, &flipped).expect("write");
+    // 1. One byte flipped in a stored entry (alice → alicd), with intact entries behind it: its
+    // CRC32C fails in the middle of the log, which a torn write cannot explain.
+    let records = wal_records(&c, 1);
+    let (segment, at, payload) = records
+        .iter()
+        .find(|(_, _, p)| !find_all(p, MARKER.as_bytes()).is_empty())
+        .expect("the entry with the marker")
+        .clone();
+    let segment_bytes = std::fs::read(&segment).expect("segment");
+    let mut flipped = segment_bytes.clone();
+    let p = at + wal::RECORD_HEADER + find_all(&payload, MARKER.as_bytes())[0];
+    flipped[p + MARKER.len() - 1] ^= 0x01;
+    std::fs::write(&segment, &flipped).expect("write");
     let (code, out) = restart_expecting_exit(&mut c, 1);
     assert_refused(
         code,
         &out,
         &[
-            &file.display().to_string(),
+            &segment.display().to_string(),
+            &format!("record at byte offset {at}"),
+            "CRC32C mismatch",
             "corrupt",
             "--resync-from-peers",
         ],
     );
     assert_eq!(
-        std::fs::read(&file).expect("data file"),
+        std::fs::read(&segment).expect("segment"),
         flipped,
         "a refused file is left as it was (the evidence)"
     );
+    std::fs::write(&segment, &segment_bytes).expect("restore");
 
     // 2. A record changed through redb itself (valid pages, stale record checksum): the record
-    // check names the table and the log index.
-    std::fs::write(&file, &original).expect("restore");
-    let index = {
+    // check names the table and the record.
+    {
         let db = redb::Database::open(&file).expect("open");
         let tx = db.begin_write().expect("write");
-        let index;
         {
-            let mut logs = tx.open_table(LOGS).expect("logs");
-            let (i, mut value) = {
-                let mut found = None;
-                for row in logs.iter().expect("iter") {
-                    let (k, v) = row.expect("row");
-                    if !find_all(v.value(), MARKER.as_bytes()).is_empty() {
-                        found = Some((k.value(), v.value().to_vec()));
-                    }
-                }
-                found.expect("the entry with the marker")
-            };
-            let p = find_all(&value, MARKER.as_bytes())[0];
-            value[p + MARKER.len() - 1] ^= 0x01;
-            logs.insert(i, value.as_slice()).expect("insert");
-            index = i;
+            let mut meta = tx.open_table(META).expect("meta");
+            let mut value = meta
+                .get("vote")
+                .expect("get")
+                .expect("a vote")
+                .value()
+                .to_vec();
+            let last = value.len() - 1;
+            value[last] ^= 0x01;
+            meta.insert("vote", value.as_slice()).expect("insert");
         }
         tx.commit().expect("commit");
-        index
-    };
+    }
     let (code, out) = restart_expecting_exit(&mut c, 1);
     assert_refused(
         code,
         &out,
         &[
             &file.display().to_string(),
-            &format!("table raft_log, log index {index}"),
+            "table raft_meta, record \"vote\"",
             "checksum mismatch",
         ],
     );
@@ -334,28 +364,18 @@ async fn a_resealed_tamper_is_caught_by_the_peers_and_resync_brings_the_node_bac
 
     // Someone who knows the format: -10 becomes -19 inside the stored log entry, and the
     // record checksum is recomputed. Every local check passes.
-    let file = data_file(&c, 3);
-    {
-        let db = redb::Database::open(&file).expect("open");
-        let tx = db.begin_write().expect("write");
-        {
-            let mut logs = tx.open_table(LOGS).expect("logs");
-            let mut hit = None;
-            for row in logs.iter().expect("iter") {
-                let (k, v) = row.expect("row");
-                let ctx = log_store::log_context(k.value());
-                let payload = record::open(&ctx, v.value()).expect("intact").to_vec();
-                if let Some(p) = find_all(&payload, b"precedence -10").first() {
-                    let mut altered = payload.clone();
-                    altered[p + "precedence -1".len()] = b'9';
-                    hit = Some((k.value(), record::seal(&ctx, &altered)));
-                }
-            }
-            let (index, resealed) = hit.expect("the entry with the policy");
-            logs.insert(index, resealed.as_slice()).expect("insert");
-        }
-        tx.commit().expect("commit");
-    }
+    let (segment, at, payload) = wal_records(&c, 3)
+        .into_iter()
+        .find(|(_, _, p)| !find_all(p, b"precedence -10").is_empty())
+        .expect("the entry with the policy");
+    let mut altered = payload.clone();
+    let p = find_all(&payload, b"precedence -10")[0];
+    altered[p + "precedence -1".len()] = b'9';
+    let mut resealed = Vec::new();
+    wal::frame_into(&altered, &mut resealed);
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[at..at + resealed.len()].copy_from_slice(&resealed);
+    std::fs::write(&segment, &bytes).expect("write");
     c.restart(3);
 
     // It starts, compares with its peers, and refuses to serve — the altered value never, not

@@ -1,18 +1,34 @@
-//! The Raft log on redb, with group commit.
+//! The Raft log: entries in a write-ahead log of segment files (`raft::wal`), the vote, the
+//! commit hint, the purge point and the state-machine snapshot in redb, with group commit.
 //!
 //! Unpurged entries are kept in memory (they are bounded by the snapshot policy: at most
 //! `snapshot_every + keep` entries), so reads never touch the disk. Every mutation goes, in
-//! order, to one writer thread that owns the redb database: it drains whatever is queued, writes
-//! it in a single transaction and fsyncs once (redb's `Durability::Immediate`), then completes
-//! the callbacks of all appends it covered. One fsync thus serves many appends, and the Raft core
+//! order, to one writer thread that owns the WAL and the redb database: it drains whatever is
+//! queued, writes the group's entries with one `write` and one `fdatasync`, commits the
+//! group's metadata and snapshot (if any) in one redb transaction, and only then completes the
+//! callbacks of all appends it covered. One fsync thus serves many appends, and the Raft core
 //! never blocks on the disk.
 //!
-//! Every value is stored as a checksummed record (`crate::integrity::record`) whose context is
-//! its table and key, and checked when it is read back from disk (all of the log and the
-//! metadata at open, the snapshot whenever it is loaded). The file is opened with redb's
-//! integrity check (every page checksum of the committed trees) and every redb call that may
-//! meet a damaged file runs under `integrity::catch_panic`: a damaged file is a
-//! [`StoreError`] naming the file, the table and the record, never a panic.
+//! Ordering: a purge is queued only after the snapshot that covers it was stored durably (the
+//! state machine awaits `save_snapshot`), and the purge point is committed to redb before any
+//! segment is removed, so the log on disk always starts at or below what the durable snapshot
+//! covers.
+//!
+//! Why the metadata stays in redb rather than in a small file of its own: the snapshot lives
+//! there, and keeping the purge point beside it in one transactional file keeps the
+//! snapshot-before-purge guarantee simple; the vote is written rarely, and the commit hint is
+//! written without an fsync of its own.
+//!
+//! Every redb value is stored as a checksummed record (`crate::integrity::record`) whose context
+//! is its table and key, and checked when it is read back from disk (the metadata at open, the
+//! snapshot whenever it is loaded); every WAL record carries a CRC32C (`raft::wal`). The redb
+//! file is opened with redb's integrity check and every redb call that may meet a damaged file
+//! runs under `integrity::catch_panic`: a damaged file is a [`StoreError`] naming the file and
+//! the record, never a panic.
+//!
+//! A data directory from before the WAL keeps its log in redb's `raft_log` table: it is
+//! migrated at open (the entries are checked, written to a new WAL and synced, then the table
+//! is emptied in one transaction; a crash in between repeats the migration from the start).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,6 +42,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::wal::{self, Wal, codec};
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::integrity::{StoreError, catch_panic, record};
 
@@ -38,6 +55,7 @@ pub fn data_file(data_dir: &Path) -> PathBuf {
     data_dir.join(RAFT_DIR).join(DATA_FILE)
 }
 
+/// The table that held the log before the WAL (read only to migrate an old data directory).
 pub const LOGS_TABLE: &str = "raft_log";
 pub const META_TABLE: &str = "raft_meta";
 pub const SNAPSHOT_TABLE: &str = "snapshot";
@@ -50,7 +68,7 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
 /// is preserved: a purge can only follow the durable snapshot that covers it.
 pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new(SNAPSHOT_TABLE);
 
-/// Record context of the log entry at `index`.
+/// Record context of the log entry at `index` in the old redb log.
 pub fn log_context(index: u64) -> Vec<u8> {
     record::context(LOGS_TABLE, &index.to_be_bytes())
 }
@@ -69,6 +87,7 @@ pub fn snapshot_context() -> Vec<u8> {
 const GROUP_COMMIT_OPS_MAX: usize = 4096;
 
 enum Op {
+    /// The entries in `wal::codec` form.
     Append {
         entries: Vec<(u64, Vec<u8>)>,
         done: LogFlushed<TypeConfig>,
@@ -133,17 +152,52 @@ impl LogStore {
             file: file.clone(),
             detail: format!("creating {}: {e}", dir.display()),
         })?;
+        Self::open_with(dir, wal::SEGMENT_BYTES)
+    }
+
+    /// [`LogStore::open_dir`] with segments of `segment_bytes` (tests use small ones).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        let file = dir.join(DATA_FILE);
         let db = open_file(&file)?;
-        let loaded = catch_panic(|| load(&db, &file)).map_err(|p| StoreError::Damaged {
-            file: file.clone(),
-            detail: format!("panicked while reading it: {p}"),
-        })??;
+        let (mut loaded, legacy) =
+            catch_panic(|| load(&db, &file)).map_err(|p| StoreError::Damaged {
+                file: file.clone(),
+                detail: format!("panicked while reading it: {p}"),
+            })??;
+        let wal_dir = dir.join(wal::WAL_DIR);
+        if !legacy.is_empty() {
+            migrate(&db, &file, &wal_dir, &legacy)?;
+        }
+        let (wal, entries) = Wal::open(&wal_dir, segment_bytes)?;
+        let purged = loaded.last_purged.map(|l| l.index);
+        let mut expect: Option<u64> = None;
+        for entry in entries {
+            let index = entry.log_id.index;
+            if purged.is_some_and(|p| index <= p) {
+                continue;
+            }
+            if let Some(want) = expect
+                && index != want
+            {
+                return Err(StoreError::Corrupt {
+                    file: wal_dir.clone(),
+                    table: wal::TABLE,
+                    record: format!("log index {want}"),
+                    problem: format!(
+                        "the log jumps from index {} to {index} (entries are missing)",
+                        want - 1
+                    ),
+                });
+            }
+            expect = Some(index + 1);
+            loaded.entries.insert(index, entry);
+        }
         let db = Arc::new(db);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_db = db.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&thread_db, rx))
+            .spawn(move || writer_loop(&thread_db, wal, rx))
             .map_err(|e| StoreError::Io {
                 file: file.clone(),
                 detail: format!("starting the writer thread: {e}"),
@@ -317,8 +371,9 @@ fn database_error(file: &Path, e: DatabaseError) -> StoreError {
     }
 }
 
-/// Reads and checks everything the cache holds: every log entry and the metadata.
-fn load(db: &Database, file: &Path) -> Result<Cache, StoreError> {
+/// Reads and checks the metadata, and every entry of an old redb log (to migrate).
+#[allow(clippy::type_complexity)]
+fn load(db: &Database, file: &Path) -> Result<(Cache, Vec<(u64, Entry)>), StoreError> {
     let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged {
         file: file.to_path_buf(),
         detail: e.to_string(),
@@ -330,6 +385,7 @@ fn load(db: &Database, file: &Path) -> Result<Cache, StoreError> {
         problem,
     };
     let mut cache = Cache::default();
+    let mut legacy = Vec::new();
     {
         let tx = db.begin_write().map_err(|e| damaged(&e))?;
         tx.open_table(LOGS).map_err(|e| damaged(&e))?;
@@ -362,7 +418,7 @@ fn load(db: &Database, file: &Path) -> Result<Cache, StoreError> {
                 ),
             ));
         }
-        cache.entries.insert(index, entry);
+        legacy.push((index, entry));
     }
     let meta = rtx.open_table(META).map_err(|e| damaged(&e))?;
     let get = |key: &'static str| -> Result<Option<Vec<u8>>, StoreError> {
@@ -395,7 +451,52 @@ fn load(db: &Database, file: &Path) -> Result<Cache, StoreError> {
     if let Some(v) = get("last_purged")? {
         cache.last_purged = Some(decode("last_purged", &v, corrupt)?);
     }
-    Ok(cache)
+    Ok((cache, legacy))
+}
+
+/// Moves an old data directory's log from redb's `raft_log` table into a new WAL: the WAL is
+/// written from scratch and synced, then the table is emptied. A crash in between leaves the
+/// table as it was, and the next start migrates again (it rewrites the WAL).
+fn migrate(
+    db: &Database,
+    file: &Path,
+    wal_dir: &Path,
+    legacy: &[(u64, Entry)],
+) -> Result<(), StoreError> {
+    let io = |e: &dyn std::fmt::Display| StoreError::Io {
+        file: file.to_path_buf(),
+        detail: format!("migrating the raft log to the write-ahead log: {e}"),
+    };
+    tracing::info!(
+        file = %file.display(),
+        entries = legacy.len(),
+        "migrating the raft log from the data file to the write-ahead log in {}",
+        wal_dir.display()
+    );
+    if wal_dir.exists() {
+        // Only an interrupted migration can have left segments here.
+        for item in std::fs::read_dir(wal_dir).map_err(|e| io(&e))? {
+            let path = item.map_err(|e| io(&e))?.path();
+            if path.extension().is_some_and(|x| x == "wal") {
+                std::fs::remove_file(&path).map_err(|e| io(&e))?;
+            }
+        }
+    }
+    let mut encoded = Vec::with_capacity(legacy.len());
+    for (index, entry) in legacy {
+        encoded.push((*index, codec::encode(entry).map_err(|e| io(&e))?));
+    }
+    wal::write_all(wal_dir, &encoded)?;
+    catch_panic(|| -> Result<(), redb::Error> {
+        let tx = db.begin_write()?;
+        tx.open_table(LOGS)?.retain(|_, _| false)?;
+        tx.commit()?;
+        Ok(())
+    })
+    .map_err(|p| io(&p))?
+    .map_err(|e| io(&e))?;
+    tracing::info!(file = %file.display(), "raft log migrated to the write-ahead log");
+    Ok(())
 }
 
 /// Creates a new data file in `dir` holding nothing but `vote` (a re-synced controller must
@@ -432,7 +533,7 @@ pub fn seed(dir: &Path, vote: &Vote<NodeId>, snapshot: Option<&[u8]>) -> Result<
     Ok(())
 }
 
-fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
+fn writer_loop(db: &Database, mut wal: Wal, rx: std::sync::mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < GROUP_COMMIT_OPS_MAX {
@@ -441,9 +542,9 @@ fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = catch_panic(|| write_group(db, &ops))
-            .map_err(|p| format!("redb panicked writing the data file: {p}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let result = catch_panic(|| write_group(db, &mut wal, &ops))
+            .map_err(|p| format!("panicked writing the raft log: {p}"))
+            .and_then(|r| r);
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log group commit failed");
         }
@@ -464,11 +565,41 @@ fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Op>) {
     }
 }
 
-fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
+/// One group: the entries to the WAL (one `write`, one `fdatasync`), then the metadata and the
+/// snapshot in one redb transaction, then the segments a purge frees.
+fn write_group(db: &Database, wal: &mut Wal, ops: &[Op]) -> Result<(), String> {
+    let mut purge_upto = None;
+    let mut redb_ops = false;
+    for op in ops {
+        match op {
+            Op::Append { entries, .. } => {
+                for (index, bytes) in entries {
+                    wal.append(*index, bytes).map_err(|e| e.to_string())?;
+                }
+            }
+            Op::Truncate { from } => wal.truncate(*from).map_err(|e| e.to_string())?,
+            Op::Purge { upto } => {
+                purge_upto = Some(upto.index);
+                redb_ops = true;
+            }
+            Op::Meta { .. } | Op::Snapshot { .. } => redb_ops = true,
+        }
+    }
+    wal.sync().map_err(|e| e.to_string())?;
+    if redb_ops {
+        write_redb(db, ops).map_err(|e| format!("writing the data file: {e}"))?;
+    }
+    // Only once the purge point is durable do the segments it covers go.
+    if let Some(upto) = purge_upto {
+        wal.purge(upto).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn write_redb(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
     let mut tx = db.begin_write()?;
-    let mut durable = true;
-    // A group holding nothing but the committed-index hint needs no fsync of its own: losing
-    // it only means re-applying from the snapshot on restart, and the next durable commit
+    // A group whose only redb write is the committed-index hint needs no fsync of its own:
+    // losing it only means re-applying from the snapshot on restart, and the next durable commit
     // persists it anyway. Without this, every commit-index advance (on the leader once per
     // write, on followers once per heartbeat) cost a second fsync.
     if ops.iter().all(|op| {
@@ -478,28 +609,19 @@ fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
                 key: "committed",
                 done: None,
                 ..
-            }
+            } | Op::Append { .. }
+                | Op::Truncate { .. }
         )
     }) {
         tx.set_durability(redb::Durability::None)?;
-        durable = false;
     }
     {
-        let mut logs = tx.open_table(LOGS)?;
         let mut meta = tx.open_table(META)?;
         let mut snap = tx.open_table(SNAPSHOT)?;
         for op in ops {
             match op {
-                Op::Append { entries, .. } => {
-                    for (index, bytes) in entries {
-                        logs.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                Op::Truncate { from } => {
-                    logs.retain_in(*from.., |_, _| false)?;
-                }
+                Op::Append { .. } | Op::Truncate { .. } => {}
                 Op::Purge { upto } => {
-                    logs.retain_in(..=upto.index, |_, _| false)?;
                     let v = serde_json::to_vec(upto).unwrap_or_default();
                     let v = record::seal(&meta_context("last_purged"), &v);
                     meta.insert("last_purged", v.as_slice())?;
@@ -514,13 +636,7 @@ fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
         }
     }
     // Durability::Immediate (redb's default) unless set above: the commit returns after fsync.
-    let started = std::time::Instant::now();
     tx.commit()?;
-    if durable {
-        crate::metrics::get()
-            .raft_log_fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
     Ok(())
 }
 
@@ -619,10 +735,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|_| io_err(Msg("log cache lock poisoned".into())))?;
             for entry in entries {
                 let index = entry.log_id.index;
-                // Serialised straight behind the header: no copy of the payload.
-                let mut bytes = record::begin();
-                serde_json::to_writer(&mut bytes, &entry).map_err(io_err)?;
-                record::finish(&log_context(index), &mut bytes);
+                let bytes = codec::encode(&entry).map_err(io_err)?;
                 encoded.push((index, bytes));
                 cache.entries.insert(entry.log_id.index, entry);
             }
@@ -658,142 +771,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    fn entry(index: u64) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
-
-    /// Writes a data file straight through redb: `rows` as they should be stored.
-    fn write_file(dir: &Path, rows: &[(u64, Vec<u8>)], vote: Option<Vec<u8>>) -> PathBuf {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let file = dir.join(DATA_FILE);
-        let db = Database::create(&file).expect("create");
-        let tx = db.begin_write().expect("tx");
-        {
-            let mut logs = tx.open_table(LOGS).expect("logs");
-            for (k, v) in rows {
-                logs.insert(*k, v.as_slice()).expect("insert");
-            }
-            let mut meta = tx.open_table(META).expect("meta");
-            if let Some(v) = vote {
-                meta.insert("vote", v.as_slice()).expect("vote");
-            }
-            tx.open_table(SNAPSHOT).expect("snapshot");
-        }
-        tx.commit().expect("commit");
-        file
-    }
-
-    fn sealed(index: u64) -> Vec<u8> {
-        let e = serde_json::to_vec(&entry(index)).expect("json");
-        record::seal(&log_context(index), &e)
-    }
-
-    fn open_err(dir: &Path) -> String {
-        match LogStore::open_dir(dir) {
-            Ok(_) => panic!("{} opened", dir.display()),
-            Err(e) => {
-                assert!(e.is_corruption(), "{e}");
-                e.to_string()
-            }
-        }
-    }
-
-    #[test]
-    fn intact_records_load_and_every_damaged_one_is_named() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let vote = serde_json::to_vec(&Vote::new(3, 2)).expect("json");
-        let good: Vec<(u64, Vec<u8>)> = (1..=3).map(|i| (i, sealed(i))).collect();
-
-        let ok = root.path().join("ok");
-        write_file(&ok, &good, Some(record::seal(&meta_context("vote"), &vote)));
-        let store = LogStore::open_dir(&ok).expect("opens");
-        {
-            let c = store.cache.lock().expect("cache");
-            assert_eq!(c.entries.len(), 3);
-            assert_eq!(c.vote, Some(Vote::new(3, 2)));
-        }
-        drop(store);
-
-        // A flipped byte in entry 2's payload.
-        let mut rows = good.clone();
-        let last = rows[1].1.len() - 2;
-        rows[1].1[last] ^= 0x04;
-        let d = root.path().join("flip");
-        let file = write_file(&d, &rows, None);
-        let e = open_err(&d);
-        assert!(
-            e.contains(&file.display().to_string())
-                && e.contains("table raft_log, log index 2")
-                && e.contains("checksum mismatch"),
-            "{e}"
-        );
-
-        // An intact record under another key.
-        let mut rows = good.clone();
-        rows[1].1 = sealed(5);
-        let d = root.path().join("moved");
-        write_file(&d, &rows, None);
-        assert!(open_err(&d).contains("log index 2"));
-
-        // The old format (bare JSON), in the log and in the metadata.
-        let mut rows = good.clone();
-        rows[2].1 = serde_json::to_vec(&entry(3)).expect("json");
-        let d = root.path().join("old");
-        write_file(&d, &rows, None);
-        assert!(open_err(&d).contains("older Tribune"));
-        let d = root.path().join("old-vote");
-        write_file(&d, &good, Some(vote.clone()));
-        let e = open_err(&d);
-        assert!(
-            e.contains("table raft_meta, record \"vote\"") && e.contains("older Tribune"),
-            "{e}"
-        );
-
-        // Not a redb file at all, and a file whose header page is gone: errors, not panics.
-        let d = root.path().join("garbage");
-        std::fs::create_dir_all(&d).expect("mkdir");
-        std::fs::write(d.join(DATA_FILE), vec![0x5a; 64 * 1024]).expect("write");
-        assert!(open_err(&d).contains("is corrupt (redb:"));
-        let d = root.path().join("header");
-        let file = write_file(&d, &good, None);
-        let mut bytes = std::fs::read(&file).expect("read");
-        bytes[..4096].fill(0);
-        std::fs::write(&file, bytes).expect("write");
-        open_err(&d);
-    }
-
-    #[test]
-    fn every_page_of_a_small_file_damaged_in_turn_is_an_error_or_harmless_never_a_panic() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let src = root.path().join("src");
-        let rows: Vec<(u64, Vec<u8>)> = (1..=40).map(|i| (i, sealed(i))).collect();
-        let file = write_file(&src, &rows, None);
-        let original = std::fs::read(&file).expect("read");
-        for page in 0..original.len() / 4096 {
-            let d = root.path().join(format!("p{page}"));
-            std::fs::create_dir_all(&d).expect("mkdir");
-            let mut bytes = original.clone();
-            for (i, b) in bytes[page * 4096..(page + 1) * 4096].iter_mut().enumerate() {
-                *b = (i as u8).wrapping_mul(31) ^ 0xa5;
-            }
-            std::fs::write(d.join(DATA_FILE), &bytes).expect("write");
-            // `open_dir` itself must not panic; what it opens must be what was written.
-            match LogStore::open_dir(&d) {
-                Ok(store) => {
-                    let c = store.cache.lock().expect("cache");
-                    for (i, e) in &c.entries {
-                        assert_eq!(*e, entry(*i), "page {page}");
-                    }
-                }
-                Err(e) => assert!(e.is_corruption(), "page {page}: {e}"),
-            }
-        }
-    }
-}
+#[path = "log_store_tests.rs"]
+mod tests;

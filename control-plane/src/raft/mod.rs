@@ -8,6 +8,7 @@ pub mod network;
 pub mod service;
 pub mod snapshot_format;
 pub mod state_machine;
+pub mod wal;
 
 use std::fmt;
 use std::io::Cursor;
