@@ -222,6 +222,18 @@ fn expectation(headers: &HeaderMap) -> Result<Expect, Problem> {
     })
 }
 
+/// The `Idempotency-Key` header (docs/api.md), if any.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Problem::bad_request("Idempotency-Key must be printable ASCII"))
+        })
+        .transpose()
+}
+
 fn with_etag(version: u64, body: impl IntoResponse) -> Response {
     let mut r = body.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
@@ -297,7 +309,9 @@ async fn put_policy(
     ApiJson(body): ApiJson<PutPolicyBody>,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    let (p, created) = api.put_policy(&who, &name, body.source, expect).await?;
+    let (p, created) = api
+        .put_policy(&who, &name, body.source, expect, idempotency_key(&headers)?)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -316,7 +330,8 @@ async fn delete_policy(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    api.delete_policy(&who, &name, expect).await?;
+    api.delete_policy(&who, &name, expect, idempotency_key(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -452,7 +467,13 @@ async fn put_enclave(
         )));
     }
     let e = api
-        .put_enclave(&who, enclave, expectation(&headers)?, q.spec_only)
+        .put_enclave(
+            &who,
+            enclave,
+            expectation(&headers)?,
+            q.spec_only,
+            idempotency_key(&headers)?,
+        )
         .await?;
     Ok(with_etag(e.version, Json(e)))
 }
@@ -468,7 +489,8 @@ async fn delete_enclave(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    api.delete_enclave(&who, &id, expect).await?;
+    api.delete_enclave(&who, &id, expect, idempotency_key(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
