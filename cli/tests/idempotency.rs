@@ -174,3 +174,83 @@ async fn keyed_enclave_writes_and_deletes_answer_their_first_outcome() {
     assert_eq!(delete("d-1").await.expect("delete").status().as_u16(), 204);
     assert_eq!(delete("d-2").await.expect("delete").status().as_u16(), 404);
 }
+
+/// Policy PUTs counted by controller `id`'s `/metrics` (any status).
+async fn policy_puts(c: &Cluster, id: u64) -> f64 {
+    let Ok(r) = c.http.get(c.url(id, "/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tribune_api_requests_total{")
+                && l.contains("method=\"PUT\"")
+                && l.contains("/v1/policies/")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `tribune policy put` of a fresh policy file through `endpoints` only.
+fn cli_put(c: &Cluster, endpoints: &str, name: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join(format!("{name}.tpl"));
+    std::fs::write(&file, format!("policy \"{name}\" {{}}\n")).expect("write policy");
+    let out = std::process::Command::new(common::BIN)
+        .args(["policy", "put"])
+        .arg(&file)
+        .args(["--endpoint", endpoints, "--timeout-secs", "60"])
+        .args(c.tls_args())
+        .env_remove("XDG_STATE_HOME")
+        .env("TRIBUNE_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .expect("run tribune");
+    assert!(
+        out.status.success(),
+        "policy put via {endpoints}: {}\n{}",
+        common::output_text(&out),
+        c.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_learns_the_leader_and_writes_to_it_directly() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let follower_ep = c.url(follower, "");
+    cli_put(&c, &follower_ep, "learned");
+    // The follower told the CLI who leads; the PUT went to the leader, not through the follower.
+    assert_eq!(
+        policy_puts(&c, follower).await,
+        0.0,
+        "the follower was asked to write"
+    );
+    assert!(
+        policy_puts(&c, leader).await >= 1.0,
+        "the leader saw no PUT"
+    );
+
+    // The leader dies: the CLI finds the new one (asking the controllers that answer).
+    c.kill9(leader);
+    let next = c.wait_leader().await;
+    assert_ne!(next, leader);
+    let before: Vec<(u64, f64)> = {
+        let mut v = Vec::new();
+        for id in c.running() {
+            v.push((id, policy_puts(&c, id).await));
+        }
+        v
+    };
+    cli_put(&c, &c.endpoints(), "after-failover");
+    for (id, n) in before {
+        let now = policy_puts(&c, id).await;
+        if id == next {
+            assert!(now > n, "the new leader {id} saw no PUT");
+        } else {
+            assert_eq!(now, n, "controller {id} (not leading) was asked to write");
+        }
+    }
+    let (status, got) = c.get_policy(next, "after-failover").await;
+    assert_eq!((status, got["version"].clone()), (200, json!(1)), "{got}");
+}

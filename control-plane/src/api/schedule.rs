@@ -322,9 +322,11 @@ impl Api {
 }
 
 #[utoipa::path(post, path = "/v1/enclaves", tag = "enclaves", request_body = Enclave,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
     responses((status = 201, body = Enclave, description = "created and placed by the scheduler"),
         (status = 400), (status = 403),
         (status = 409, description = "the enclave exists, or it fits on no host: the reason per filter (`unplaceable`)"),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"),
         (status = 503)))]
 pub(super) async fn create_enclave(
     State(api): State<Shared>,
