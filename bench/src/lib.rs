@@ -136,9 +136,9 @@ pub fn write_launch_policy(
     Ok(path)
 }
 
+use tribune_proto::v1::control_service_client::ControlServiceClient;
 /// Whether this process runs as root (the agent and installing etcd need it).
 pub use tribune_testkit::is_root;
-use tribune_proto::v1::control_service_client::ControlServiceClient;
 
 /// An HTTP client with one pooled connection per concurrent writer.
 pub fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {

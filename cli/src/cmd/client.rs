@@ -169,11 +169,10 @@ fn safe_to_retry(status: StatusCode, problem: &Value, idempotent: bool) -> bool 
 pub fn keyed_write(method: &Method, path: &str) -> bool {
     let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("PUT" | "DELETE", ["v1", "policies" | "enclaves", _]) => true,
-        ("POST", ["v1", "enclaves"]) => true,
-        _ => false,
-    }
+    matches!(
+        (method.as_str(), segments.as_slice()),
+        ("PUT" | "DELETE", ["v1", "policies" | "enclaves", _]) | ("POST", ["v1", "enclaves"])
+    )
 }
 
 /// A fresh idempotency key: this process, the time, and a counter (unique per caller).

@@ -111,9 +111,13 @@ impl Agent {
             // Not sealed, so no sequence number is spent: the next tick's window starts where
             // the last one handed over ended and covers this tick too. Only past
             // UNSENT_SPAN_MAX is usage given up — loudly.
-            tracing::debug!("the controller link is not keeping up: this tick's usage goes with the next window");
+            tracing::debug!(
+                "the controller link is not keeping up: this tick's usage goes with the next window"
+            );
             for (name, r) in self.enclaves.iter_mut() {
-                if r.unsent.is_some_and(|from| now.duration_since(from.at) > UNSENT_SPAN_MAX) {
+                if r.unsent
+                    .is_some_and(|from| now.duration_since(from.at) > UNSENT_SPAN_MAX)
+                {
                     crate::metrics::get().windows_dropped.inc();
                     tracing::warn!(enclave = %name, "the controller link has not taken usage for {} s: that usage is given up (the usage chain stays intact)", UNSENT_SPAN_MAX.as_secs());
                     r.unsent = None;

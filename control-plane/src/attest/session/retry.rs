@@ -31,7 +31,10 @@ fn next_key() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     });
-    format!("stream-{start:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "stream-{start:x}-{:x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Whether the write may have failed only for want of a quorum or a leader in time: worth
@@ -50,7 +53,10 @@ impl Session {
     /// Writes `cmds` through Raft, each under its own idempotency key, proposing them again
     /// while the failure is [`transient`] and the controller is not stopping, for at most
     /// [`PENDING_WRITE_MAX`].
-    pub(super) async fn write_kept(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, SessionError> {
+    pub(super) async fn write_kept(
+        &self,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Outcome>, SessionError> {
         let actor = format!("agent:{}", self.host);
         let keyed: Vec<Command> = cmds
             .into_iter()
