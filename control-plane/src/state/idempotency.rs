@@ -36,7 +36,8 @@ pub struct KeyRecord {
     /// When its write applied (the leader's stamp).
     pub at_ms: i64,
     /// What the write answered. A policy's source is not kept (the retry carries the same
-    /// source, and the answer is rebuilt from it), so the window's memory stays small.
+    /// source, and the answer is rebuilt from it), nor a loop batch's log indexes,
+    /// so the window's memory stays small.
     pub outcome: Outcome,
 }
 
@@ -155,12 +156,18 @@ impl Command {
     }
 }
 
-/// The outcome as kept: a policy without its source.
+/// The outcome as kept: a policy without its source; an attestation-loop batch (a stream's
+/// own keyed write) without the log indexes it wrote, which nobody reads back — so the window
+/// stays small whatever the batches' size.
 fn kept(outcome: &Outcome) -> Outcome {
     match outcome {
         Outcome::Policy(p) => Outcome::Policy(super::Policy {
             source: String::new(),
             ..p.clone()
+        }),
+        Outcome::Loop(o) => Outcome::Loop(super::LoopOutcome {
+            logged: Vec::new(),
+            refused: o.refused.clone(),
         }),
         o => o.clone(),
     }
