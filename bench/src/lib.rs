@@ -191,7 +191,7 @@ const WRITER_CHANNELS: usize = 3;
 /// `clients` concurrent writers, each writing policies of `value_bytes` as fast as acknowledged,
 /// for `duration`, over gRPC (`ControlService.PutPolicy`, as etcd's writers use its gRPC KV
 /// API) straight to the leader, which they learn from the controllers first (as `tribune`
-/// does) over [`WRITER_CHANNELS`] HTTP/2 connections.
+/// does) over three HTTP/2 connections.
 pub async fn writes(
     endpoints: &[String],
     clients: usize,
