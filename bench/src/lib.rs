@@ -136,6 +136,7 @@ pub fn write_launch_policy(
     Ok(path)
 }
 
+use tribune_proto::v1::control_service_client::ControlServiceClient;
 /// Whether this process runs as root (the agent and installing etcd need it).
 pub use tribune_testkit::is_root;
 
@@ -155,8 +156,42 @@ fn policy_body(c: usize, i: u64, value: &str) -> (String, serde_json::Value) {
     (name, json!({ "source": source }))
 }
 
+/// The leader's endpoint (`http://ADDR`), as the first of `endpoints` that names one says
+/// (`GET /v1/cluster`).
+pub async fn learn_leader(http: &reqwest::Client, endpoints: &[String]) -> anyhow::Result<String> {
+    for ep in endpoints {
+        let Ok(r) = http.get(format!("{ep}/v1/cluster")).send().await else {
+            continue;
+        };
+        let Ok(v) = r.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let Some(leader) = v["leader"].as_u64() else {
+            continue;
+        };
+        let address = v["members"].as_array().and_then(|ms| {
+            ms.iter()
+                .find(|m| m["id"].as_u64() == Some(leader))
+                .and_then(|m| m["address"].as_str())
+        });
+        if let Some(a) = address {
+            return Ok(if a.contains("://") {
+                a.to_string()
+            } else {
+                format!("http://{a}")
+            });
+        }
+    }
+    anyhow::bail!("no controller of {endpoints:?} names a leader")
+}
+
+/// Channels Tribune's writers share, like etcd's writers share one per member.
+const WRITER_CHANNELS: usize = 3;
+
 /// `clients` concurrent writers, each writing policies of `value_bytes` as fast as acknowledged,
-/// round-robin over `endpoints` (Tribune's HTTP/JSON API), for `duration`.
+/// for `duration`, over gRPC (`ControlService.PutPolicy`, as etcd's writers use its gRPC KV
+/// API) straight to the leader, which they learn from the controllers first (as `tribune`
+/// does) over three HTTP/2 connections.
 pub async fn writes(
     endpoints: &[String],
     clients: usize,
@@ -164,20 +199,28 @@ pub async fn writes(
     value_bytes: usize,
 ) -> anyhow::Result<WritesReport> {
     anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
-    let http = http_client(clients)?;
+    let leader = learn_leader(&http_client(1)?, endpoints).await?;
+    let channels = (0..WRITER_CHANNELS)
+        .map(|_| {
+            let ch = tonic::transport::Endpoint::from_shared(leader.clone())?
+                .tcp_nodelay(true)
+                .connect_lazy();
+            Ok(ControlServiceClient::new(ch))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let value = "x".repeat(value_bytes);
-    let endpoints = endpoints.to_vec();
     Ok(load(clients, duration, move |c, i| {
-        let (http, endpoints, value) = (http.clone(), endpoints.clone(), value.clone());
+        let (mut g, value) = (channels[c % channels.len()].clone(), value.clone());
         async move {
-            let ep = &endpoints[(c + i as usize) % endpoints.len()];
             let (name, body) = policy_body(c, i, &value);
-            let r = http
-                .put(format!("{ep}/v1/policies/{name}"))
-                .json(&body)
-                .send()
-                .await;
-            matches!(r, Ok(r) if r.status().is_success())
+            let req = tribune_proto::v1::PutPolicyRequest {
+                name,
+                source: body["source"].as_str().unwrap_or_default().to_string(),
+                ..Default::default()
+            };
+            tokio::time::timeout(Duration::from_secs(10), g.put_policy(req))
+                .await
+                .is_ok_and(|r| r.is_ok())
         }
     })
     .await)

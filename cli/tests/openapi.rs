@@ -416,6 +416,29 @@ async fn exercise(k: &mut Checker<'_>) {
         call("put", p, "/v1/policies/p1").json(json!({"src": POLICY})),
     )
     .await;
+    // Idempotency keys: a repeat answers the first outcome (v3, replaced), another request
+    // under the same key is refused.
+    k.expect(
+        200,
+        call("put", p, "/v1/policies/p1")
+            .json(json!({"source": POLICY}))
+            .header("idempotency-key", "openapi-1"),
+    )
+    .await;
+    k.expect(
+        200,
+        call("put", p, "/v1/policies/p1")
+            .json(json!({"source": POLICY}))
+            .header("idempotency-key", "openapi-1"),
+    )
+    .await;
+    k.expect(
+        422,
+        call("put", p, "/v1/policies/p1")
+            .json(json!({"source": format!("{POLICY}# another\n")}))
+            .header("idempotency-key", "openapi-1"),
+    )
+    .await;
     k.expect(400, call("put", p, "/v1/policies/p1").raw("{\"source\": "))
         .await;
     k.expect(

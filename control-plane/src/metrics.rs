@@ -73,6 +73,8 @@ pub struct Metrics {
     pub attest_checkpoint_verify_seconds: Histogram,
     pub attest_digest_commit_seconds: Histogram,
     pub attest_plans_pushed: Counter,
+    /// Stream writes proposed again after a transient failure (back-pressure, not an end).
+    pub attest_writes_retried: Counter,
     // Decisions
     pub ladder_steps: Family<Labels1, Counter>,
     pub decision_entries: Family<Labels1, Counter>,
@@ -110,6 +112,7 @@ impl Metrics {
             attest_checkpoint_verify_seconds: latency(),
             attest_digest_commit_seconds: latency(),
             attest_plans_pushed: Counter::default(),
+            attest_writes_retried: Counter::default(),
             ladder_steps: Family::default(),
             decision_entries: Family::default(),
             decision_seconds: latency(),
@@ -229,6 +232,11 @@ impl Metrics {
             "plans_pushed",
             "Enforcement plans sent to agents",
             m.attest_plans_pushed.clone(),
+        );
+        at.register(
+            "writes_retried",
+            "Stream writes kept and proposed again because the cluster did not commit them in time (the stream slows down instead of ending)",
+            m.attest_writes_retried.clone(),
         );
         let d = r.sub_registry_with_prefix("decision");
         d.register(

@@ -10,9 +10,13 @@
 //!   enclave, oldest dropped first) and replayed to the next controller with the checkpoints
 //!   that cover them, so the log has no gap and — since controllers skip spans they already
 //!   confirmed — no duplicate;
-//! - back-pressure: the stream's send queue is bounded; when the controller is slow the agent's
-//!   loop hands windows over with `try_send` and drops the windows it cannot hand over before
-//!   they are sealed (no sequence number is spent on them), so memory never grows.
+//! - back-pressure: the stream's send queue is bounded, and a controller that cannot commit
+//!   stops reading the stream (HTTP/2 flow control) rather than ending it. The agent's loop
+//!   hands windows over with `try_send`; a tick it cannot hand over is not sealed (no sequence
+//!   number is spent) and its usage goes with the next window, which starts where the last one
+//!   handed over ended — so the send rate drops while acks lag, memory never grows, and no
+//!   usage is lost short of a 60 s stall (then it is given up with a warning; the usage chain
+//!   stays intact either way).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

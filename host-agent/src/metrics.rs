@@ -129,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "windows_dropped",
-            "Ticks of usage windows dropped because the link did not keep up",
+            "Usage given up (per enclave) after the link took none of it for 60 s; shorter stalls are carried into the next window",
             m.windows_dropped.clone(),
         );
         r.register("enclaves", "Enclaves this agent runs", m.enclaves.clone());

@@ -477,11 +477,11 @@ async fn writes(
         _cluster = c;
         eps
     } else {
-        // The load generator speaks plain HTTP: point it at an `--insecure` cluster.
+        // The load generator speaks plain gRPC and HTTP (no TLS): point it at an `--insecure` cluster.
         let (eps, tls) = opts.resolve()?;
         anyhow::ensure!(
             tls.is_none(),
-            "bench writes speaks plain HTTP only: run it with --local, or against controllers started with --insecure and an http:// --endpoint"
+            "bench writes speaks plain gRPC/HTTP only (no TLS): run it with --local, or against controllers started with --insecure and an http:// --endpoint"
         );
         eps
     };

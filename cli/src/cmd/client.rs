@@ -1,5 +1,9 @@
 //! The HTTP/JSON client behind every client verb: several endpoints tried in turn, bounded
 //! retries where retrying is safe, and problem details turned into messages a person can act on.
+//! Writes go to the leader once it is known (learned from `GET /v1/cluster`, forgotten when it
+//! fails); policy and enclave writes carry an `Idempotency-Key` the client makes up, so an
+//! outcome-unknown write (a timeout, a 503 `outcome-unknown`, a dropped connection) is retried
+//! under it and applies once.
 //!
 //! TLS: `--ca` (the cluster's CA) turns it on, `--cert`/`--key` present a client certificate.
 //! With no `--endpoint` at all, the client config file that `tribune dev` writes (see
@@ -146,6 +150,9 @@ pub struct Client {
     deadline: Duration,
     /// The `-o/--output` format the verb prints in.
     pub output: Format,
+    /// The leader's endpoint, once learned (`/v1/cluster`): writes go to it directly instead of
+    /// being forwarded by whichever controller answers. Forgotten when it fails.
+    leader: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether a retry after this answer cannot apply a write twice.
@@ -155,6 +162,45 @@ fn safe_to_retry(status: StatusCode, problem: &Value, idempotent: bool) -> bool 
     }
     let kind = problem["type"].as_str().unwrap_or("");
     idempotent || kind.ends_with("/no-leader") || kind.ends_with("/not-ready")
+}
+
+/// Whether the write `method path` takes an `Idempotency-Key` (docs/api.md): then the client
+/// sends one it made up, and retries an outcome-unknown write under it.
+pub fn keyed_write(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        (method.as_str(), segments.as_slice()),
+        ("PUT" | "DELETE", ["v1", "policies" | "enclaves", _]) | ("POST", ["v1", "enclaves"])
+    )
+}
+
+/// A fresh idempotency key: this process, the time, and a counter (unique per caller).
+pub fn new_idempotency_key() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "tribune-{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The leader's endpoint from a `/v1/cluster` answer, with `like`'s scheme.
+fn leader_endpoint(cluster: &Value, like: &str) -> Option<String> {
+    let leader = cluster["leader"].as_u64()?;
+    let address = cluster["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(leader))?["address"]
+        .as_str()?;
+    if address.contains("://") {
+        return Some(address.trim_end_matches('/').to_string());
+    }
+    let scheme = like.split_once("://").map_or("http", |(s, _)| s);
+    Some(format!("{scheme}://{address}"))
 }
 
 impl ClientOpts {
@@ -270,7 +316,46 @@ impl Client {
             token: opts.token.clone(),
             deadline: Duration::from_secs(opts.timeout_secs),
             output,
+            leader: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The leader's endpoint: remembered, else asked of the controllers (`GET /v1/cluster`,
+    /// one try each, short timeouts). `None` when no controller says (then writes go to the
+    /// endpoints in turn and are forwarded).
+    pub async fn leader(&self) -> Option<String> {
+        if let Some(l) = self.leader.lock().ok()?.clone() {
+            return Some(l);
+        }
+        for base in &self.endpoints {
+            let mut req = self
+                .http
+                .get(format!("{base}/v1/cluster"))
+                .timeout(Duration::from_secs(2));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let Ok(r) = req.send().await else { continue };
+            if !r.status().is_success() {
+                continue;
+            }
+            let Ok(v) = r.json::<Value>().await else {
+                continue;
+            };
+            if let Some(l) = leader_endpoint(&v, base) {
+                if let Ok(mut known) = self.leader.lock() {
+                    *known = Some(l.clone());
+                }
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    fn forget_leader(&self) {
+        if let Ok(mut known) = self.leader.lock() {
+            *known = None;
+        }
     }
 
     /// Sends a request. Connection failures move on to the next endpoint; 503s are retried
@@ -300,19 +385,40 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ApiFailure> {
-        let idempotent = method == Method::GET;
+        // A keyed write is safe to retry whatever happened to it: the controllers apply it
+        // once and answer a repeat with the first outcome.
+        let key = (keyed_write(&method, path)
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("idempotency-key")))
+        .then(new_idempotency_key);
+        let idempotent = method == Method::GET || key.is_some();
+        let write = method != Method::GET;
         let start = Instant::now();
         let mut last_err;
         let mut attempt = 0usize;
         loop {
-            let base = &self.endpoints[attempt % self.endpoints.len()];
-            attempt += 1;
+            // A write goes to the leader when it is known, else to the endpoints in turn.
+            let leader = if write { self.leader().await } else { None };
+            let base = match &leader {
+                Some(l) => l.as_str(),
+                None => {
+                    attempt += 1;
+                    self.endpoints[(attempt - 1) % self.endpoints.len()].as_str()
+                }
+            };
+            if leader.is_some() {
+                attempt += 1;
+            }
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
             for (k, v) in headers {
                 req = req.header(*k, v);
+            }
+            if let Some(k) = &key {
+                req = req.header("idempotency-key", k);
             }
             if let Some(b) = body {
                 req = req.json(b);
@@ -327,8 +433,11 @@ impl Client {
                         ),
                     });
                 }
-                Err(e) if e.is_connect() || (idempotent && e.is_timeout()) => {
+                Err(e) if e.is_connect() || (idempotent && (e.is_timeout() || key.is_some())) => {
                     last_err = format!("{base}: {}", error_chain(&e));
+                    if leader.is_some() {
+                        self.forget_leader();
+                    }
                 }
                 Err(e) => {
                     return Err(ApiFailure {
@@ -377,6 +486,10 @@ impl Client {
                         .as_str()
                         .unwrap_or("unavailable")
                         .to_string();
+                    if leader.is_some() {
+                        // It may no longer lead: ask again.
+                        self.forget_leader();
+                    }
                     let wait_ms = value["retry_after_ms"].as_u64().unwrap_or(200).min(1000);
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 }
@@ -534,6 +647,37 @@ mod tests {
         assert_eq!(lines[0].last(), Some(&"EGRESS"), "{wide}");
         assert_eq!(lines[1].last(), Some(&"10Mbit"), "{wide}");
         assert_eq!(lines[2].last(), Some(&"1.5Gbit"), "{wide}");
+    }
+
+    #[test]
+    fn only_policy_and_enclave_writes_are_keyed() {
+        assert!(keyed_write(&Method::PUT, "/v1/policies/p1"));
+        assert!(keyed_write(&Method::DELETE, "/v1/policies/p1"));
+        assert!(keyed_write(&Method::PUT, "/v1/enclaves/e1?spec_only=true"));
+        assert!(keyed_write(&Method::DELETE, "/v1/enclaves/e1"));
+        assert!(keyed_write(&Method::POST, "/v1/enclaves"));
+        assert!(!keyed_write(&Method::POST, "/v1/policies/plan"));
+        assert!(!keyed_write(&Method::GET, "/v1/policies/p1"));
+        assert!(!keyed_write(&Method::POST, "/v1/tokens"));
+        assert!(!keyed_write(&Method::POST, "/v1/hosts/h1/cordon"));
+        assert!(!keyed_write(&Method::PUT, "/v1/hosts/h1"));
+        assert_ne!(new_idempotency_key(), new_idempotency_key());
+    }
+
+    #[test]
+    fn the_leader_endpoint_comes_from_the_cluster_view() {
+        let v = serde_json::json!({"leader": 2, "members": [
+            {"id": 1, "address": "10.0.0.1:7401"}, {"id": 2, "address": "10.0.0.2:7401"}]});
+        assert_eq!(
+            leader_endpoint(&v, "https://10.0.0.1:7401").as_deref(),
+            Some("https://10.0.0.2:7401")
+        );
+        assert_eq!(
+            leader_endpoint(&v, "10.0.0.1:7401").as_deref(),
+            Some("http://10.0.0.2:7401")
+        );
+        let none = serde_json::json!({"leader": null, "members": []});
+        assert_eq!(leader_endpoint(&none, "http://x:1"), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ impl From<Problem> for Status {
             404 => Code::NotFound,
             409 => Code::Aborted,
             413 => Code::ResourceExhausted,
+            422 => Code::FailedPrecondition,
             503 => Code::Unavailable,
             _ => Code::Internal,
         };
@@ -114,6 +115,18 @@ fn expect(v: Option<u64>) -> Expect {
     }
 }
 
+/// The request's `idempotency-key` metadata (docs/api.md), if any.
+pub(super) fn idempotency_key<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    req.metadata()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                Status::invalid_argument("idempotency-key metadata must be printable ASCII")
+            })
+        })
+        .transpose()
+}
+
 impl ControlServer {
     /// The caller of this request: its client certificate or its `authorization: Bearer …`
     /// metadata, exactly as for HTTP. UNAUTHENTICATED with what to do when there is none.
@@ -155,10 +168,11 @@ impl ControlService for ControlServer {
         req: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
         let who = self.who(&req)?;
+        let key = idempotency_key(&req)?;
         let r = req.into_inner();
         let (p, _) = self
             .api
-            .put_policy(&who, &r.name, r.source, expect(r.expected_version))
+            .put_policy(&who, &r.name, r.source, expect(r.expected_version), key)
             .await?;
         Ok(Response::new(policy(p)))
     }
@@ -168,10 +182,11 @@ impl ControlService for ControlServer {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let who = self.who(&req)?;
+        let key = idempotency_key(&req)?;
         let r = req.into_inner();
         let v = self
             .api
-            .delete_policy(&who, &r.name, expect(r.expected_version))
+            .delete_policy(&who, &r.name, expect(r.expected_version), key)
             .await?;
         Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
     }
@@ -181,10 +196,11 @@ impl ControlService for ControlServer {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let who = self.who(&req)?;
+        let key = idempotency_key(&req)?;
         let r = req.into_inner();
         let v = self
             .api
-            .delete_enclave(&who, &r.name, expect(r.expected_version))
+            .delete_enclave(&who, &r.name, expect(r.expected_version), key)
             .await?;
         Ok(Response::new(pb::DeleteResponse { deleted_version: v }))
     }

@@ -75,11 +75,12 @@ impl ControlServer {
         req: Request<pb::CreateEnclaveRequest>,
     ) -> Result<Response<pb::Enclave>, Status> {
         let who = self.who(&req)?;
+        let key = super::grpc::idempotency_key(&req)?;
         let e = req
             .into_inner()
             .enclave
             .ok_or_else(|| bad("enclave", "missing"))?;
-        let e = self.api.create_enclave(&who, enclave_in(e)?).await?;
+        let e = self.api.create_enclave(&who, enclave_in(e)?, key).await?;
         Ok(Response::new(enclave(e)))
     }
 

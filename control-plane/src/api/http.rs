@@ -224,6 +224,18 @@ fn expectation(headers: &HeaderMap) -> Result<Expect, Problem> {
     })
 }
 
+/// The `Idempotency-Key` header (docs/api.md), if any.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Problem::bad_request("Idempotency-Key must be printable ASCII"))
+        })
+        .transpose()
+}
+
 fn with_etag(version: u64, body: impl IntoResponse) -> Response {
     let mut r = body.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
@@ -285,12 +297,14 @@ async fn get_policy(
 
 #[utoipa::path(put, path = "/v1/policies/{name}", tag = "policies", request_body = PutPolicyBody,
     params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "write only at this version (`\"3\"`)"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
     responses((status = 200, description = "replaced", body = Policy, headers(("ETag" = String))),
         (status = 201, description = "created", body = Policy, headers(("ETag" = String))),
         (status = 400, description = "bad body, name or precondition header, or a policy that does not check (`invalid-policy`, with `diagnostics`)"),
         (status = 403, description = "the role may not write policies, a tenant's policy not limited to its tenant, or a quota (`quota-exceeded`)"),
-        (status = 409, description = "version precondition failed (`current_version`)"), (status = 413), (status = 503)))]
+        (status = 409, description = "version precondition failed (`current_version`)"), (status = 413),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"), (status = 503)))]
 async fn put_policy(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -299,7 +313,9 @@ async fn put_policy(
     ApiJson(body): ApiJson<PutPolicyBody>,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    let (p, created) = api.put_policy(&who, &name, body.source, expect).await?;
+    let (p, created) = api
+        .put_policy(&who, &name, body.source, expect, idempotency_key(&headers)?)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -309,8 +325,10 @@ async fn put_policy(
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version")),
-    responses((status = 204, description = "removed"), (status = 400), (status = 403), (status = 404), (status = 409), (status = 503)))]
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
+    responses((status = 204, description = "removed"), (status = 400), (status = 403), (status = 404), (status = 409),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"), (status = 503)))]
 async fn delete_policy(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -318,7 +336,8 @@ async fn delete_policy(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    api.delete_policy(&who, &name, expect).await?;
+    api.delete_policy(&who, &name, expect, idempotency_key(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -435,10 +454,12 @@ async fn snapshot(
 #[utoipa::path(put, path = "/v1/enclaves/{id}", tag = "enclaves", request_body = Enclave,
     params(("id" = String, Path), PutEnclaveOpts,
         ("If-Match" = Option<String>, Header, description = "write only at this version (`\"3\"`)"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
     responses((status = 200, body = Enclave, headers(("ETag" = String))),
         (status = 400, description = "bad body, a field out of bounds, or a body id that is not the URL's"),
-        (status = 403), (status = 409), (status = 413), (status = 503)))]
+        (status = 403), (status = 409), (status = 413),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"), (status = 503)))]
 async fn put_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -454,15 +475,23 @@ async fn put_enclave(
         )));
     }
     let e = api
-        .put_enclave(&who, enclave, expectation(&headers)?, q.spec_only)
+        .put_enclave(
+            &who,
+            enclave,
+            expectation(&headers)?,
+            q.spec_only,
+            idempotency_key(&headers)?,
+        )
         .await?;
     Ok(with_etag(e.version, Json(e)))
 }
 
 #[utoipa::path(delete, path = "/v1/enclaves/{id}", tag = "enclaves",
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version")),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "delete only at this version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
     responses((status = 204, description = "removed"), (status = 400), (status = 403), (status = 404),
-        (status = 409, description = "version precondition failed, or `enclave-in-use`: placed and not stopped"), (status = 503)))]
+        (status = 409, description = "version precondition failed, or `enclave-in-use`: placed and not stopped"),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"), (status = 503)))]
 async fn delete_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
@@ -470,7 +499,8 @@ async fn delete_enclave(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expect = expectation(&headers)?;
-    api.delete_enclave(&who, &id, expect).await?;
+    api.delete_enclave(&who, &id, expect, idempotency_key(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -106,6 +106,25 @@ fn freshness() -> Freshness {
     }
 }
 
+/// What a `Command::Place` answered, as `create_enclave`'s reply.
+fn created(o: Outcome) -> Result<Enclave, Problem> {
+    match o {
+        Outcome::Enclave(e) => Ok(e),
+        Outcome::NoRoom { reason } => {
+            Err(Problem::new(StatusCode::CONFLICT, "unplaceable", reason))
+        }
+        Outcome::Conflict {
+            what,
+            current_version,
+        } => Err(Problem::conflict(
+            format!("{what} already exists"),
+            current_version,
+        )),
+        Outcome::Invalid { reason } => Err(Problem::bad_request(reason)),
+        o => Err(unexpected(o)),
+    }
+}
+
 impl Api {
     /// Creates `enclave` (which must name no placement) where the scheduler places it, with
     /// what had to make room; 409 `unplaceable` with every host's reason when nothing fits.
@@ -113,6 +132,7 @@ impl Api {
         &self,
         who: &Principal,
         enclave: Enclave,
+        key: Option<String>,
     ) -> Result<Enclave, Problem> {
         who.require(Op::WriteEnclave)?;
         self.writable()?;
@@ -125,6 +145,21 @@ impl Api {
         let mut last = String::new();
         for _ in 0..PLAN_ATTEMPTS {
             self.read(false).await?;
+            // A retry of a keyed create answers what the first one did (the placement is not
+            // part of the request: `state::fingerprint`).
+            let probe = Command::Place {
+                enclave: enclave.clone(),
+                placement: tribune_migration::Placement {
+                    enclave: enclave.id.clone(),
+                    host: String::new(),
+                    displaced: Vec::new(),
+                },
+                actor: who.actor.clone(),
+                at_ms: 0,
+            };
+            if let Some(o) = self.recorded(who, key.as_deref(), &probe)? {
+                return created(o);
+            }
             if let Some(e) = self.state().enclaves.get(&enclave.id) {
                 return Err(Problem::conflict(
                     format!("enclave {:?} already exists at version {}", e.id, e.version),
@@ -150,20 +185,9 @@ impl Api {
                 actor: who.actor.clone(),
                 at_ms: now_ms(),
             };
-            match single(self.controller.write(vec![cmd]).await?)? {
-                Outcome::Enclave(e) => return Ok(e),
+            match self.write_one(who, key.clone(), cmd).await? {
                 Outcome::NoRoom { reason } => last = reason,
-                Outcome::Conflict {
-                    what,
-                    current_version,
-                } => {
-                    return Err(Problem::conflict(
-                        format!("{what} already exists"),
-                        current_version,
-                    ));
-                }
-                Outcome::Invalid { reason } => return Err(Problem::bad_request(reason)),
-                o => return Err(unexpected(o)),
+                o => return created(o),
             }
         }
         Err(Problem::new(
@@ -298,16 +322,21 @@ impl Api {
 }
 
 #[utoipa::path(post, path = "/v1/enclaves", tag = "enclaves", request_body = Enclave,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe write: a repeat within the window answers the first outcome (docs/api.md)")),
     responses((status = 201, body = Enclave, description = "created and placed by the scheduler"),
         (status = 400), (status = 403),
         (status = 409, description = "the enclave exists, or it fits on no host: the reason per filter (`unplaceable`)"),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"),
         (status = 503)))]
 pub(super) async fn create_enclave(
     State(api): State<Shared>,
     Extension(who): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     ApiJson(enclave): ApiJson<Enclave>,
 ) -> Result<Response, Problem> {
-    let e = api.create_enclave(&who, enclave).await?;
+    let e = api
+        .create_enclave(&who, enclave, super::http::idempotency_key(&headers)?)
+        .await?;
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::ETAG, format!("\"{}\"", e.version))],

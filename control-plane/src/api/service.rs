@@ -78,6 +78,20 @@ pub(super) fn single(mut outcomes: Vec<Outcome>) -> Result<Outcome, Problem> {
     }
 }
 
+/// [`Outcome::KeyReused`] as the caller's error (422 `idempotency-key-reused`).
+pub(super) fn key_reused(o: Outcome) -> Result<Outcome, Problem> {
+    match o {
+        Outcome::KeyReused { key } => Err(Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!(
+                "Idempotency-Key {key:?} was already used for a different request; nothing was written (use a new key for a new request)"
+            ),
+        )),
+        o => Ok(o),
+    }
+}
+
 pub(super) fn unexpected(o: Outcome) -> Problem {
     if let Outcome::Quota { reason } = o {
         return Problem::new(axum::http::StatusCode::FORBIDDEN, "quota-exceeded", reason);
@@ -115,6 +129,42 @@ impl Api {
             self.controller.read_barrier().await?;
         }
         Ok(())
+    }
+
+    /// Writes one command, under the caller's idempotency key if the request carried one
+    /// (`state/idempotency.rs`): a repeat of the same request answers the first outcome; the
+    /// key reused for another request is refused (422 `idempotency-key-reused`).
+    pub(super) async fn write_one(
+        &self,
+        who: &Principal,
+        key: Option<String>,
+        cmd: Command,
+    ) -> Result<Outcome, Problem> {
+        let cmd = match key {
+            None => cmd,
+            Some(key) => {
+                crate::state::check_key(&key).map_err(Problem::bad_request)?;
+                Command::keyed(key, who.actor.clone(), cmd, now_ms())
+            }
+        };
+        key_reused(single(self.controller.write(vec![cmd]).await?)?)
+    }
+
+    /// Before a keyed write that first plans against the state (`create_enclave`): what the
+    /// key already answered, read after a linearizable barrier; `None` when it is unused.
+    pub(super) fn recorded(
+        &self,
+        who: &Principal,
+        key: Option<&str>,
+        cmd: &Command,
+    ) -> Result<Option<Outcome>, Problem> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        crate::state::check_key(key).map_err(Problem::bad_request)?;
+        crate::state::recorded(&self.state(), &who.actor, key, cmd)
+            .map(key_reused)
+            .transpose()
     }
 
     /// Before any write: a diverged controller takes none.
@@ -206,6 +256,7 @@ impl Api {
         name: &str,
         source: String,
         expect: Expect,
+        key: Option<String>,
     ) -> Result<(Policy, bool), Problem> {
         who.require(Op::WritePolicy)?;
         self.writable()?;
@@ -236,7 +287,7 @@ impl Api {
             actor: who.actor.clone(),
             at_ms: now_ms(),
         };
-        match single(self.controller.write(vec![cmd]).await?)? {
+        match self.write_one(who, key, cmd).await? {
             Outcome::Policy(p) => {
                 let created = p.version == 1;
                 Ok((p, created))
@@ -254,6 +305,7 @@ impl Api {
         who: &Principal,
         name: &str,
         expect: Expect,
+        key: Option<String>,
     ) -> Result<u64, Problem> {
         who.require(Op::WritePolicy)?;
         self.writable()?;
@@ -265,7 +317,7 @@ impl Api {
             actor: who.actor.clone(),
             at_ms: now_ms(),
         };
-        match single(self.controller.write(vec![cmd]).await?)? {
+        match self.write_one(who, key, cmd).await? {
             Outcome::PolicyDeleted { version, .. } => Ok(version),
             Outcome::NotFound { what } => Err(Problem::not_found(format!("no {what}"))),
             Outcome::Conflict {
@@ -343,6 +395,7 @@ impl Api {
         enclave: Enclave,
         expect: Expect,
         spec_only: bool,
+        key: Option<String>,
     ) -> Result<Enclave, Problem> {
         who.require(Op::WriteEnclave)?;
         self.writable()?;
@@ -363,7 +416,7 @@ impl Api {
                 at_ms,
             }
         };
-        match single(self.controller.write(vec![cmd]).await?)? {
+        match self.write_one(who, key, cmd).await? {
             Outcome::Enclave(e) => Ok(e),
             Outcome::Conflict {
                 what,
@@ -386,6 +439,7 @@ impl Api {
         who: &Principal,
         id: &str,
         expect: Expect,
+        key: Option<String>,
     ) -> Result<u64, Problem> {
         who.require(Op::WriteEnclave)?;
         self.writable()?;
@@ -396,7 +450,7 @@ impl Api {
             actor: who.actor.clone(),
             at_ms: now_ms(),
         };
-        match single(self.controller.write(vec![cmd]).await?)? {
+        match self.write_one(who, key, cmd).await? {
             Outcome::EnclaveDeleted { version, .. } => Ok(version),
             Outcome::NotFound { what } => Err(Problem::not_found(format!("no {what}"))),
             Outcome::Conflict {

@@ -85,6 +85,7 @@ type PlacedIds = ((Option<u64>, usize), Vec<String>);
 type Snapshot = (Enclave, Option<EnclaveStatus>, Option<Allocation>);
 
 mod moves;
+mod retry;
 mod tick;
 
 pub struct Session {
@@ -203,11 +204,7 @@ impl Session {
     /// follower the leader answers as soon as it applied; without waiting here, a session
     /// would ack one flush short and propose the same transition twice.
     async fn write(&self, cmd: Command) -> Result<Outcome, SessionError> {
-        let mut out = self
-            .controller
-            .write(vec![cmd])
-            .await
-            .map_err(|e| SessionError::Raft(e.to_string()))?;
+        let mut out = self.write_kept(vec![cmd]).await?;
         self.applied_here().await;
         out.pop()
             .ok_or_else(|| SessionError::Raft("raft answered without an outcome".into()))

@@ -7,6 +7,7 @@
 mod delete;
 mod detail;
 mod enforce;
+mod idempotency;
 mod leaf_format;
 mod log;
 mod plan_version;
@@ -23,6 +24,9 @@ pub use detail::{
 pub use enforce::{
     Attestation, EnclaveStatus, Enforcement, Ladder, LoopOutcome, Step, UsageDigest, UsagePoint,
     VerdictCmd, settle,
+};
+pub use idempotency::{
+    KEY_BYTES_MAX, KEY_WINDOW_MS, KEYS_MAX, KeyRecord, Keys, check_key, fingerprint, recorded,
 };
 pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
@@ -182,6 +186,16 @@ pub enum Command {
         public_key: String,
         at_ms: i64,
     },
+    /// `command` under the caller's idempotency key: applied at most once per `(actor, key)`
+    /// within the window; a repeat answers the first outcome (`state/idempotency.rs`).
+    Keyed {
+        key: String,
+        actor: String,
+        /// [`fingerprint`] of `command`, computed by the proposer.
+        fingerprint: String,
+        command: Box<Command>,
+        at_ms: i64,
+    },
 }
 
 /// The result of applying one [`Command`].
@@ -234,6 +248,10 @@ pub enum Outcome {
         reason: String,
     },
     Token(Token),
+    /// `Command::Keyed`: the key was already used with another request; nothing was written.
+    KeyReused {
+        key: String,
+    },
 }
 
 /// The whole replicated state of a Tribune cluster.
@@ -258,6 +276,9 @@ pub struct State {
     /// Stop-and-restart moves under way, by enclave (`state/schedule.rs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub moves: BTreeMap<String, Move>,
+    /// Idempotency keys within their window (`state/idempotency.rs`).
+    #[serde(default, skip_serializing_if = "Keys::is_empty")]
+    pub keys: Keys,
 }
 
 /// Policies a cluster holds at most.
@@ -595,6 +616,13 @@ impl State {
                 self.log_keys.insert(key_id, key.clone());
                 Outcome::LogKey(key)
             }
+            Command::Keyed {
+                key,
+                actor,
+                fingerprint,
+                command,
+                at_ms,
+            } => self.apply_keyed(key, actor, fingerprint, *command, at_ms),
         }
     }
 }

@@ -59,6 +59,7 @@ impl Command {
                 Command::UsageDigests { digests, .. } => digests.len() * 512,
                 Command::Enforce { changes, .. } => changes.len() * 1024,
                 Command::AppendLog { detail, .. } => detail.approx_bytes(),
+                Command::Keyed { command, key, .. } => command.approx_bytes() + key.len(),
                 Command::CreateToken { .. }
                 | Command::RevokeToken { .. }
                 | Command::DeletePolicy { .. }

@@ -304,6 +304,7 @@ impl Agent {
                 net: net_id,
                 probe,
                 last: None,
+                unsent: None,
                 usage: Usage::default(),
                 exited: false,
                 user: match run_as {
@@ -439,6 +440,7 @@ impl Agent {
                 net: net_id,
                 probe,
                 last: None,
+                unsent: None,
                 usage: Usage::default(),
                 exited: false,
                 user,

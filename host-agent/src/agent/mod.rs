@@ -104,6 +104,9 @@ struct Running {
     net: Option<NetIdentity>,
     probe: Probe,
     last: Option<Taken>,
+    /// Where the usage not yet handed to the link starts (back-pressure: the link did not
+    /// keep up, so the next window starts here and covers the time since; `observe.rs`).
+    unsent: Option<Taken>,
     usage: Usage,
     exited: bool,
     /// Whom it runs as (`None`: the agent's own user, when the agent is not root).

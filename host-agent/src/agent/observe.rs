@@ -8,6 +8,11 @@ use crate::link_messages::ToLink;
 use crate::plan::{Change, RunState};
 use crate::runtime::EnclaveStatus;
 
+/// How long usage the link did not take is carried into the next window before it is given
+/// up (loudly): the controllers refuse a window longer than they can judge fairly, and an
+/// agent whose link is stuck that long reconnects and replays anyway.
+const UNSENT_SPAN_MAX: Duration = Duration::from_secs(60);
+
 /// Memory limits read back page-rounded: compare in pages.
 fn same_memory(a: Option<u64>, b: Option<u64>) -> bool {
     a.map(|v| v / 4096) == b.map(|v| v / 4096)
@@ -58,9 +63,16 @@ impl Agent {
                 }
                 r.usage = Usage::between(&prev, &s, now - t0);
                 if self.uplink.is_some() {
+                    // A window starts where the last one handed over ended: after a tick the
+                    // link could not take, it covers that tick too (no usage is lost).
+                    let from = *r.unsent.get_or_insert(Taken {
+                        at: t0,
+                        at_unix_ns: t0_unix_ns,
+                        sample: prev,
+                    });
                     windows.push(UsageWindow::between(
                         name,
-                        (t0_unix_ns, &prev),
+                        (from.at_unix_ns, &from.sample),
                         (at_unix_ns, &s),
                     ));
                 }
@@ -91,11 +103,26 @@ impl Agent {
         {
             if u.try_send(ToLink::Windows(windows)).is_ok() {
                 crate::metrics::get().windows_sent.inc_by(sent);
+                for r in self.enclaves.values_mut() {
+                    r.unsent = None;
+                }
                 return;
             }
-            crate::metrics::get().windows_dropped.inc();
-            // Dropped before sealing: no sequence number is spent, the next window follows.
-            tracing::debug!("the controller link is not keeping up: one tick of windows dropped");
+            // Not sealed, so no sequence number is spent: the next tick's window starts where
+            // the last one handed over ended and covers this tick too. Only past
+            // UNSENT_SPAN_MAX is usage given up — loudly.
+            tracing::debug!(
+                "the controller link is not keeping up: this tick's usage goes with the next window"
+            );
+            for (name, r) in self.enclaves.iter_mut() {
+                if r.unsent
+                    .is_some_and(|from| now.duration_since(from.at) > UNSENT_SPAN_MAX)
+                {
+                    crate::metrics::get().windows_dropped.inc();
+                    tracing::warn!(enclave = %name, "the controller link has not taken usage for {} s: that usage is given up (the usage chain stays intact)", UNSENT_SPAN_MAX.as_secs());
+                    r.unsent = None;
+                }
+            }
         }
     }
 

@@ -72,10 +72,7 @@ impl Session {
         self.last_flush = Instant::now();
         let rejects = std::mem::take(&mut self.rejects);
         if !rejects.is_empty() {
-            self.controller
-                .write(rejects)
-                .await
-                .map_err(|e| SessionError::Raft(e.to_string()))?;
+            self.write_kept(rejects).await?;
         }
         if self.ledger.pending_digests() > 0 {
             self.commit_digests(tx).await?;
