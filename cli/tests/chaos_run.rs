@@ -62,7 +62,7 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
     }
     let (ok, doc, err) = chaos_run(&["--scenario", "all", "--seed", "1", "--duration", "5s"]);
     assert!(ok, "{doc:#}\n{err}");
-    assert_eq!(doc["runs"], 9, "{doc:#}");
+    assert_eq!(doc["runs"], 10, "{doc:#}");
     assert_eq!(doc["anomalies"], 0, "{doc:#}");
     assert_eq!(doc["lost_writes"], 0, "{doc:#}");
     assert!(
@@ -70,7 +70,13 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
         "{doc:#}"
     );
     let faults = doc["faults"].as_object().expect("faults by kind");
-    for kind in ["kill-9", "pause", "leader-isolated", "minority-isolated", "flapping"] {
+    for kind in [
+        "kill-9",
+        "pause",
+        "leader-isolated",
+        "minority-isolated",
+        "flapping",
+    ] {
         assert!(faults.contains_key(kind), "no {kind} fault in {faults:?}");
     }
     for r in doc["reports"].as_array().expect("reports") {
@@ -84,10 +90,8 @@ fn the_linearizability_checker_catches_stale_reads_and_passes_the_same_seeds_wit
     if !can_run() {
         return;
     }
-    assert!(
-        tribune_controller::test_fault::COMPILED_IN,
-        "cargo test builds tribune with the test-faults feature (cli's dev-dependency)"
-    );
+    // cargo test builds tribune with the test-faults feature (cli's dev-dependency).
+    const { assert!(tribune_controller::test_fault::COMPILED_IN) };
     let seeds = ["--seed", "7", "--seeds", "2", "--duration", "8s"];
     let mut args = vec!["--scenario", "minority", "--test-fault", "stale-reads"];
     args.extend(seeds);

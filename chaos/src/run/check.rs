@@ -96,16 +96,18 @@ pub fn check(events: &[Event], finals: &BTreeMap<String, u64>) -> Verdict {
         match e.kind {
             Kind::Invoke => {
                 if open.insert(e.process, i).is_some() {
-                    v.malformed.push(format!("process {} invoked twice at once", e.process));
+                    v.malformed
+                        .push(format!("process {} invoked twice at once", e.process));
                 }
             }
             _ => match open.remove(&e.process) {
                 Some(inv) => {
                     outcome.insert(inv, i);
                 }
-                None => v
-                    .malformed
-                    .push(format!("process {}: a completion without invoke", e.process)),
+                None => v.malformed.push(format!(
+                    "process {}: a completion without invoke",
+                    e.process
+                )),
             },
         }
     }
@@ -236,8 +238,24 @@ mod tests {
             ev(1, Kind::Ok, w, Some(Ret::Written { version: 1 })),
             ev(2, Kind::Invoke, Op::Read, None),
             ev(2, Kind::Ok, Op::Read, read(1, Some(7))),
-            ev(2, Kind::Invoke, Op::Cas { expect: 0, value: 8 }, None),
-            ev(2, Kind::Fail, Op::Cas { expect: 0, value: 8 }, Some(Ret::CasFailed)),
+            ev(
+                2,
+                Kind::Invoke,
+                Op::Cas {
+                    expect: 0,
+                    value: 8,
+                },
+                None,
+            ),
+            ev(
+                2,
+                Kind::Fail,
+                Op::Cas {
+                    expect: 0,
+                    value: 8,
+                },
+                Some(Ret::CasFailed),
+            ),
         ];
         let v = check(&h, &BTreeMap::from([("k".into(), 1)]));
         assert_eq!(v.anomalies(), 0, "{v:?}");

@@ -32,12 +32,14 @@ pub enum Scenario {
     Minority,
     /// A link cut and healed every few hundred milliseconds.
     Flapping,
+    /// Random packet loss (10–40 %) on every link between controllers, both ways.
+    Lossy,
     /// Any of the above, drawn per fault.
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::None,
         Scenario::Kill,
         Scenario::Pause,
@@ -46,6 +48,7 @@ impl Scenario {
         Scenario::LeaderIsolated,
         Scenario::Minority,
         Scenario::Flapping,
+        Scenario::Lossy,
         Scenario::Mixed,
     ];
 
@@ -59,6 +62,7 @@ impl Scenario {
             Scenario::LeaderIsolated => "leader-isolated",
             Scenario::Minority => "minority",
             Scenario::Flapping => "flapping",
+            Scenario::Lossy => "lossy",
             Scenario::Mixed => "mixed",
         }
     }
@@ -156,6 +160,16 @@ pub fn inject(
                 net.cut(i, j)?;
             }
             count(counts, "minority-isolated");
+            Some(Active::Net)
+        }
+        Scenario::Lossy => {
+            let pct = rng.random_range(10..=40);
+            for a in 0..n {
+                for b in (0..n).filter(|&b| b != a) {
+                    net.lose(a, b, pct)?;
+                }
+            }
+            count(counts, "packet-loss");
             Some(Active::Net)
         }
         Scenario::Flapping => {

@@ -80,9 +80,10 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(file: Option<&Path>) -> Result<Self, Error> {
         let w = match file {
-            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-                |e| Error::Setup(format!("creating {}: {e}", p.display())),
-            )?)),
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .map_err(|e| Error::Setup(format!("creating {}: {e}", p.display())))?,
+            )),
             None => None,
         };
         Ok(Self {
@@ -123,9 +124,10 @@ pub fn read(path: &Path) -> Result<Vec<Event>, Error> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(&line).map_err(|e| {
-            Error::Setup(format!("{}:{}: {e}", path.display(), i + 1))
-        })?);
+        out.push(
+            serde_json::from_str(&line)
+                .map_err(|e| Error::Setup(format!("{}:{}: {e}", path.display(), i + 1)))?,
+        );
     }
     Ok(out)
 }

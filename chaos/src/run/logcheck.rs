@@ -57,7 +57,10 @@ pub async fn check(http: &reqwest::Client, url: &str, heads: &[Sth], last: &Sth)
             .iter()
             .filter_map(|k| {
                 let id = k["key_id"].as_str()?.to_string();
-                let pk: [u8; 32] = hex::decode(k["public_key"].as_str()?).ok()?.try_into().ok()?;
+                let pk: [u8; 32] = hex::decode(k["public_key"].as_str()?)
+                    .ok()?
+                    .try_into()
+                    .ok()?;
                 Some((id, pk))
             })
             .collect(),
@@ -67,7 +70,8 @@ pub async fn check(http: &reqwest::Client, url: &str, heads: &[Sth], last: &Sth)
         }
     };
     let Some(last_root) = hash(&last.root_hash) else {
-        v.anomalies.push(format!("final head has a bad root: {last:?}"));
+        v.anomalies
+            .push(format!("final head has a bad root: {last:?}"));
         return v;
     };
     let mut by_size: BTreeMap<u64, &Sth> = BTreeMap::new();
@@ -133,9 +137,10 @@ pub async fn check(http: &reqwest::Client, url: &str, heads: &[Sth], last: &Sth)
                     ));
                 }
             }
-            None => v
-                .anomalies
-                .push(format!("no consistency proof for {size} → {}", last.tree_size)),
+            None => v.anomalies.push(format!(
+                "no consistency proof for {size} → {}",
+                last.tree_size
+            )),
         }
     }
     v

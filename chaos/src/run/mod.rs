@@ -109,10 +109,18 @@ impl Report {
     pub fn describe(&self) -> Vec<String> {
         let h = &self.history;
         let mut out = vec![];
-        out.extend(h.not_linearizable.iter().map(|k| format!("not linearizable: {k}")));
+        out.extend(
+            h.not_linearizable
+                .iter()
+                .map(|k| format!("not linearizable: {k}")),
+        );
         out.extend(h.lost_writes.iter().map(|x| format!("lost write: {x}")));
         out.extend(h.torn_reads.iter().map(|x| format!("torn read: {x}")));
-        out.extend(h.malformed.iter().map(|x| format!("malformed history: {x}")));
+        out.extend(
+            h.malformed
+                .iter()
+                .map(|x| format!("malformed history: {x}")),
+        );
         out.extend(self.log.anomalies.iter().map(|x| format!("log: {x}")));
         out.extend(self.crashed.iter().map(|x| format!("crashed: {x}")));
         if !self.recovered {
@@ -147,7 +155,11 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
                 .tempdir_in(d)
         }
         None => tempfile::Builder::new()
-            .prefix(&format!("tribune-chaos-{}-{}-", cfg.scenario.name(), cfg.seed))
+            .prefix(&format!(
+                "tribune-chaos-{}-{}-",
+                cfg.scenario.name(),
+                cfg.seed
+            ))
             .tempdir(),
     }
     .map_err(|e| Error::Setup(format!("creating the run's directory: {e}")))?;
@@ -217,8 +229,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
                 Some(faults::Active::Flapping { .. }) => faults::flap_every(&mut rng),
                 _ => until - Instant::now(),
             };
-            tokio::time::sleep(step.min(until.saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(step.min(until.saturating_duration_since(Instant::now()))).await;
             if let Some(a) = &active {
                 faults::flap(a, &mut net)?;
             }

@@ -1,13 +1,14 @@
 //! The run's network: one bridge in the root namespace and one network namespace per node,
 //! each joined to the bridge by a veth pair and given its own address on a /24 of the run's
-//! own. Partitions are nft rules inside the nodes' namespaces (table `inet tchaos`), so they go
-//! away with the namespaces.
+//! own. Partitions and packet loss are nft rules inside the nodes' namespaces (table
+//! `inet tchaos`; loss draws each packet with `numgen random`), so they go away with the
+//! namespaces.
 //!
 //! Names are unique per run and carry the harness's pid (`tch<PID>x<N>…`), so a sweep at start
 //! ([`sweep_stale`]) removes what a harness that died without cleaning up left behind, and
 //! never what a live one is using. [`Net`] removes its own on drop, also when unwinding.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -136,6 +137,9 @@ pub struct Net {
     pub slots: Vec<Slot>,
     /// `(from, to)`: packets from slot `from` to slot `to` are dropped.
     blocked: BTreeSet<(usize, usize)>,
+    /// `(from, to) → percent`: that share of the packets from `from` to `to` is dropped, each
+    /// packet drawn at random by nft (`numgen random`): packet loss without netem.
+    lossy: BTreeMap<(usize, usize), u8>,
 }
 
 impl Net {
@@ -155,11 +159,18 @@ impl Net {
             gateway: ip(1),
             slots: vec![],
             blocked: BTreeSet::new(),
+            lossy: BTreeMap::new(),
         };
         cmd("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
         cmd(
             "ip",
-            &["addr", "add", &format!("{}/24", net.gateway), "dev", &net.bridge],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.gateway),
+                "dev",
+                &net.bridge,
+            ],
         )?;
         cmd("ip", &["link", "set", &net.bridge, "up"])?;
         for i in 0..n {
@@ -195,7 +206,14 @@ impl Net {
                 &ns_end,
             ])?;
             in_ns(&["ip", "link", "set", &ns_end, "up"])?;
-            in_ns(&["ip", "route", "add", "default", "via", &net.gateway.to_string()])?;
+            in_ns(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &net.gateway.to_string(),
+            ])?;
         }
         net.apply_rules()?;
         Ok(net)
@@ -214,9 +232,16 @@ impl Net {
         self.apply_rules()
     }
 
-    /// Removes every partition.
+    /// Drops `percent` % of the packets from `from` to `to`, at random, until [`Net::heal`].
+    pub fn lose(&mut self, from: usize, to: usize, percent: u8) -> Result<(), Error> {
+        self.lossy.insert((from, to), percent.min(100));
+        self.apply_rules()
+    }
+
+    /// Removes every partition and every lossy link.
     pub fn heal(&mut self) -> Result<(), Error> {
         self.blocked.clear();
+        self.lossy.clear();
         self.apply_rules()
     }
 
@@ -236,6 +261,14 @@ impl Net {
                 }
                 if to == i {
                     inp.push_str(&format!("    ip saddr {} drop\n", self.slots[from].ip));
+                }
+            }
+            for (&(from, to), pct) in &self.lossy {
+                if from == i {
+                    out.push_str(&format!(
+                        "    ip daddr {} numgen random mod 100 < {pct} drop\n",
+                        self.slots[to].ip
+                    ));
                 }
             }
             let script = format!(

@@ -65,12 +65,7 @@ pub async fn perform(
     let body: serde_json::Value = match resp.json().await {
         Ok(b) => b,
         Err(e) => {
-            return (
-                Kind::Info,
-                None,
-                Some(format!("{status}: body: {e}")),
-                None,
-            );
+            return (Kind::Info, None, Some(format!("{status}: body: {e}")), None);
         }
     };
     let version = body["version"].as_u64();
@@ -109,7 +104,12 @@ pub async fn perform(
         ),
         (_, 200 | 201) => match version {
             Some(version) => (Kind::Ok, Some(Ret::Written { version }), None, None),
-            None => (Kind::Info, None, Some(format!("{status} without version")), None),
+            None => (
+                Kind::Info,
+                None,
+                Some(format!("{status} without version")),
+                None,
+            ),
         },
         (Op::Cas { .. }, 409 | 412) => (
             Kind::Fail,
