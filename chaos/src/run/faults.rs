@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::Error;
 use super::net::Net;
-use super::nodes::Nodes;
+use super::nodes::{Disks, Nodes};
 
 /// A scenario: which faults a run injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -34,12 +34,15 @@ pub enum Scenario {
     Flapping,
     /// Random packet loss (10–40 %) on every link between controllers, both ways.
     Lossy,
+    /// A controller's disk (its own tmpfs) filled up; freed when the fault ends. The
+    /// controller may stop (fail-stop) while its disk is full, and is restarted then.
+    DiskFull,
     /// Any of the above, drawn per fault.
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::None,
         Scenario::Kill,
         Scenario::Pause,
@@ -49,6 +52,7 @@ impl Scenario {
         Scenario::Minority,
         Scenario::Flapping,
         Scenario::Lossy,
+        Scenario::DiskFull,
         Scenario::Mixed,
     ];
 
@@ -63,6 +67,7 @@ impl Scenario {
             Scenario::Minority => "minority",
             Scenario::Flapping => "flapping",
             Scenario::Lossy => "lossy",
+            Scenario::DiskFull => "disk-full",
             Scenario::Mixed => "mixed",
         }
     }
@@ -79,6 +84,7 @@ pub enum Active {
     Paused(usize),
     Net,
     Flapping { a: usize, b: usize },
+    DiskFull(usize),
 }
 
 /// Faults injected, by kind.
@@ -94,6 +100,7 @@ pub fn inject(
     rng: &mut ChaCha8Rng,
     nodes: &mut Nodes,
     net: &mut Net,
+    disks: &Disks,
     leader: Option<usize>,
     counts: &mut Counts,
 ) -> Result<Option<Active>, Error> {
@@ -162,6 +169,12 @@ pub fn inject(
             count(counts, "minority-isolated");
             Some(Active::Net)
         }
+        Scenario::DiskFull => {
+            let i = pick(rng);
+            disks.fill(i)?;
+            count(counts, "disk-full");
+            Some(Active::DiskFull(i))
+        }
         Scenario::Lossy => {
             let pct = rng.random_range(10..=40);
             for a in 0..n {
@@ -184,8 +197,12 @@ pub fn inject(
 }
 
 /// Undoes `active`.
-pub fn undo(active: &Active, nodes: &mut Nodes, net: &mut Net) -> Result<(), Error> {
+pub fn undo(active: &Active, nodes: &mut Nodes, net: &mut Net, disks: &Disks) -> Result<(), Error> {
     match *active {
+        Active::DiskFull(i) => {
+            disks.free(i);
+            nodes.start(i)
+        }
         Active::Killed(i) => nodes.start(i),
         Active::Paused(i) => {
             nodes.resume(i);

@@ -173,7 +173,10 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             f.to_string(),
         ));
     }
-    let mut nodes = nodes::Nodes::new(&cfg.binary, &net.slots, &dir, env);
+    let nodes = nodes::Nodes::new(&cfg.binary, &net.slots, &dir, env);
+    let disks = nodes::Disks::mount(&net.tag, &nodes)?;
+    // Rebound after `disks`, so dropped before them: the controllers die before their disks go.
+    let mut nodes = nodes;
     for i in 0..nodes.nodes.len() {
         nodes.start(i)?;
     }
@@ -222,7 +225,15 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             continue;
         }
         let l = leader(&http, &urls, Duration::from_millis(500)).await;
-        let active = faults::inject(cfg.scenario, &mut rng, &mut nodes, &mut net, l, &mut counts)?;
+        let active = faults::inject(
+            cfg.scenario,
+            &mut rng,
+            &mut nodes,
+            &mut net,
+            &disks,
+            l,
+            &mut counts,
+        )?;
         let until = Instant::now() + faults::hold(&mut rng);
         while Instant::now() < until {
             let step = match active {
@@ -233,12 +244,12 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             if let Some(a) = &active {
                 faults::flap(a, &mut net)?;
             }
-            crashed.extend(exits(&mut nodes));
+            crashed.extend(exits(&mut nodes, active.as_ref(), &mut counts));
         }
+        crashed.extend(exits(&mut nodes, active.as_ref(), &mut counts));
         if let Some(a) = &active {
-            faults::undo(a, &mut nodes, &mut net)?;
+            faults::undo(a, &mut nodes, &mut net, &disks)?;
         }
-        crashed.extend(exits(&mut nodes));
     }
 
     // Heal everything, stop the clients, then the final reads through every controller.
@@ -252,7 +263,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         let _ = t.await;
     }
     let (finals, recovered) = final_reads(&shared).await;
-    crashed.extend(exits(&mut nodes));
+    crashed.extend(exits(&mut nodes, None, &mut counts));
     let history = check::check(&rec.events(), &finals);
     let last = final_head(&http, &urls).await;
     let log = match &last {
@@ -275,6 +286,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         reproduce: cfg.reproduce(),
     };
     drop(nodes);
+    drop(disks);
     drop(net);
     if report.anomalies() > 0 || cfg.keep {
         report.dir = Some(tmp.keep());
@@ -287,12 +299,22 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     Ok(report)
 }
 
-fn exits(nodes: &mut nodes::Nodes) -> Vec<String> {
-    nodes
-        .reap_exited()
-        .into_iter()
-        .map(|(id, how)| format!("controller {id} exited by itself: {how}"))
-        .collect()
+/// Controllers that exited by themselves, as anomalies — except one whose disk is full, which
+/// may stop (fail-stop; counted as `exit-on-disk-full`, restarted when its disk is freed).
+fn exits(
+    nodes: &mut nodes::Nodes,
+    active: Option<&faults::Active>,
+    counts: &mut faults::Counts,
+) -> Vec<String> {
+    let mut out = vec![];
+    for (id, how) in nodes.reap_exited() {
+        if active == Some(&faults::Active::DiskFull(id as usize - 1)) {
+            *counts.entry("exit-on-disk-full".into()).or_default() += 1;
+        } else {
+            out.push(format!("controller {id} exited by itself: {how}"));
+        }
+    }
+    out
 }
 
 /// The leader's index, when the reachable controllers agree on one within `within`.

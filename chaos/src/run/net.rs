@@ -119,6 +119,17 @@ pub fn sweep_stale() -> usize {
             removed += 1;
         }
     }
+    // The controllers' tmpfs (named `tch<PID>x<N>d<I>`).
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(src), Some(at)) = (f.next(), f.next())
+            && owner(src).is_some_and(|p| !alive(p))
+            && cmd("umount", &["-l", at]).is_ok()
+        {
+            removed += 1;
+        }
+    }
     removed
 }
 

@@ -187,3 +187,71 @@ impl Drop for Nodes {
         }
     }
 }
+
+/// Each controller's data dir on a small tmpfs of its own, so one disk can be filled up
+/// ([`Disks::fill`]) without touching the machine's. The tmpfs are named `<tag>d<I>` (the
+/// run's tag carries the harness's pid, for the stale sweep) and lazily unmounted on drop.
+pub struct Disks {
+    mounts: Vec<PathBuf>,
+}
+
+/// Each controller's tmpfs.
+pub const DISK_SIZE: &str = "256m";
+
+impl Disks {
+    pub fn mount(tag: &str, nodes: &Nodes) -> Result<Self, Error> {
+        let mut d = Disks { mounts: vec![] };
+        for (i, n) in nodes.nodes.iter().enumerate() {
+            std::fs::create_dir_all(&n.data_dir)
+                .map_err(|e| Error::Setup(format!("creating {}: {e}", n.data_dir.display())))?;
+            let dir = n.data_dir.to_string_lossy().into_owned();
+            super::net::cmd(
+                "mount",
+                &[
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={DISK_SIZE},mode=0700"),
+                    &format!("{tag}d{i}"),
+                    &dir,
+                ],
+            )?;
+            d.mounts.push(n.data_dir.clone());
+        }
+        Ok(d)
+    }
+
+    fn filler(&self, idx: usize) -> PathBuf {
+        self.mounts[idx].join("chaos-filler")
+    }
+
+    /// Fills controller `idx`'s disk: writes zeros until the filesystem says it is full.
+    pub fn fill(&self, idx: usize) -> Result<(), Error> {
+        use std::io::Write;
+        let path = self.filler(idx);
+        let mut f = std::fs::File::create(&path)
+            .map_err(|e| Error::Setup(format!("creating {}: {e}", path.display())))?;
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+                Err(e) => return Err(Error::Setup(format!("filling {}: {e}", path.display()))),
+            }
+        }
+    }
+
+    /// Frees what [`Disks::fill`] took.
+    pub fn free(&self, idx: usize) {
+        let _ = std::fs::remove_file(self.filler(idx));
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let _ = super::net::cmd("umount", &["-l", &m.to_string_lossy()]);
+        }
+    }
+}

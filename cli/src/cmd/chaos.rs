@@ -33,7 +33,7 @@ pub enum ChaosCmd {
     /// recording a history, and check it (linearizability, lost writes, the log). Needs root.
     Run {
         /// A scenario (none, kill, pause, partition, one-way, leader-isolated, minority,
-        /// flapping, lossy, mixed) or `all` (every one, for each seed).
+        /// flapping, lossy, disk-full, mixed) or `all` (every one, for each seed).
         #[arg(long, default_value = "mixed")]
         scenario: String,
         /// The first seed.
