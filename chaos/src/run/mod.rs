@@ -218,6 +218,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut counts = faults::Counts::new();
     let mut crashed = vec![];
+    let mut was_full = BTreeMap::new();
     let end = Instant::now() + cfg.duration;
     while Instant::now() < end {
         tokio::time::sleep(faults::quiet(&mut rng).min(end - Instant::now())).await;
@@ -234,6 +235,10 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             l,
             &mut counts,
         )?;
+        if let Some(faults::Active::DiskFull(i)) = &active {
+            // Full until freed: an exit meanwhile (or just after) is fail-stop.
+            was_full.insert(*i, Instant::now() + Duration::from_secs(3600));
+        }
         let until = Instant::now() + faults::hold(&mut rng);
         while Instant::now() < until {
             let step = match active {
@@ -244,12 +249,15 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             if let Some(a) = &active {
                 faults::flap(a, &mut net)?;
             }
-            crashed.extend(exits(&mut nodes, active.as_ref(), &mut counts));
+            crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
         }
-        crashed.extend(exits(&mut nodes, active.as_ref(), &mut counts));
         if let Some(a) = &active {
             faults::undo(a, &mut nodes, &mut net, &disks)?;
+            if let faults::Active::DiskFull(i) = a {
+                was_full.insert(*i, Instant::now());
+            }
         }
+        crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
     }
 
     // Heal everything, stop the clients, then the final reads through every controller.
@@ -262,8 +270,9 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     for t in tasks {
         let _ = t.await;
     }
+    crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
     let (finals, recovered) = final_reads(&shared).await;
-    crashed.extend(exits(&mut nodes, None, &mut counts));
+    crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
     let history = check::check(&rec.events(), &finals);
     let last = final_head(&http, &urls).await;
     let log = match &last {
@@ -299,22 +308,32 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Controllers that exited by themselves, as anomalies — except one whose disk is full, which
-/// may stop (fail-stop; counted as `exit-on-disk-full`, restarted when its disk is freed).
+/// How long after its disk was freed a controller's exit still counts as fail-stop on the
+/// full disk (it may be finishing its exit when the space comes back).
+const FULL_DISK_GRACE: Duration = Duration::from_secs(10);
+
+/// Controllers that exited by themselves, as anomalies — except one whose disk is or was just
+/// full (`was_full`: index → when freed), which may stop (fail-stop: counted as
+/// `exit-on-disk-full` and restarted at once, its disk being free or freed soon).
 fn exits(
     nodes: &mut nodes::Nodes,
-    active: Option<&faults::Active>,
+    was_full: &BTreeMap<usize, Instant>,
     counts: &mut faults::Counts,
-) -> Vec<String> {
+) -> Result<Vec<String>, Error> {
     let mut out = vec![];
     for (id, how) in nodes.reap_exited() {
-        if active == Some(&faults::Active::DiskFull(id as usize - 1)) {
+        let i = id as usize - 1;
+        if was_full
+            .get(&i)
+            .is_some_and(|freed| Instant::now() < *freed + FULL_DISK_GRACE)
+        {
             *counts.entry("exit-on-disk-full".into()).or_default() += 1;
+            nodes.start(i)?;
         } else {
             out.push(format!("controller {id} exited by itself: {how}"));
         }
     }
-    out
+    Ok(out)
 }
 
 /// The leader's index, when the reachable controllers agree on one within `within`.
