@@ -28,6 +28,7 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod test_fault;
 pub mod tls;
 pub mod validate;
 

@@ -1,5 +1,6 @@
 //! `tribune chaos sim`: the deterministic simulation of `tribune-chaos` over many seeds (see
-//! chaos/README.md). A failing seed prints one line that reruns it.
+//! chaos/README.md). A failing seed prints one line that reruns it. `tribune chaos run`: the
+//! multi-process fault harness (root: network namespaces and nft).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,10 +29,179 @@ pub enum ChaosCmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run real controllers in network namespaces under faults drawn from a seed, with clients
+    /// recording a history, and check it (linearizability, lost writes, the log). Needs root.
+    Run {
+        /// A scenario (none, kill, pause, partition, one-way, leader-isolated, minority,
+        /// flapping, lossy, disk-full, mixed) or `all` (every one, for each seed).
+        #[arg(long, default_value = "mixed")]
+        scenario: String,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How many seeds (from --seed on) per scenario.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// How long faults are injected per run, e.g. `20s` or `2m`.
+        #[arg(long, default_value = "20s")]
+        duration: String,
+        /// Where each run's directory goes (kept when a run finds something); a temp dir otherwise.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Keep every run's directory (data, logs, history.jsonl, report.json).
+        #[arg(long)]
+        keep: bool,
+        /// A deliberate bug for the controllers (`stale-reads`); only a `cargo test` build of
+        /// tribune acts on it (control-plane/src/test_fault.rs), any other build refuses it.
+        #[arg(long)]
+        test_fault: Option<String>,
+    },
+}
+
+/// `20s`, `2m`, `500ms` or plain seconds.
+fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    use std::time::Duration;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad duration {s:?} (e.g. 20s, 2m)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => anyhow::bail!("bad duration {s:?} (e.g. 20s, 2m)"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_harness(
+    scenario: String,
+    seed: u64,
+    seeds: u64,
+    duration: String,
+    dir: Option<std::path::PathBuf>,
+    keep: bool,
+    test_fault: Option<String>,
+    out: Format,
+) -> anyhow::Result<ExitCode> {
+    use tribune_chaos::run::{self as harness, Scenario};
+    let scenarios: Vec<Scenario> = if scenario == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        vec![Scenario::parse(&scenario).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown scenario {scenario:?}: one of all, {}",
+                Scenario::ALL.map(|s| s.name()).join(", ")
+            )
+        })?]
+    };
+    if test_fault.is_some() && !tribune_controller::test_fault::COMPILED_IN {
+        anyhow::bail!(
+            "--test-fault: this tribune was built without test faults (only `cargo test -p tribune` builds them in)"
+        );
+    }
+    let duration = parse_duration(&duration)?;
+    let binary = std::env::current_exe()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut reports = vec![];
+    let started = Instant::now();
+    for s in 0..seeds {
+        for &sc in &scenarios {
+            let mut cfg = harness::Config::new(sc, seed + s, duration, binary.clone());
+            cfg.dir = dir.clone();
+            cfg.keep = keep;
+            cfg.test_fault = test_fault.clone();
+            // ctrl-c drops the run: its controllers, namespaces and nft tables go with it.
+            let r = rt.block_on(async {
+                tokio::select! {
+                    r = harness::run(&cfg) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            let Some(r) = r else {
+                eprintln!("interrupted; cleaned up");
+                return Ok(ExitCode::FAILURE);
+            };
+            let r = r?;
+            if !matches!(out, Format::Json | Format::Yaml) {
+                let h = &r.history;
+                println!(
+                    "{:<16} seed {:<5} {:>5.1} s  faults {:<3} ops {:<5} (ok {} fail {} unknown {})  heads {} proofs {}  anomalies {}",
+                    sc.name(),
+                    r.seed,
+                    r.duration_s,
+                    r.faults.values().sum::<u64>(),
+                    h.operations_checked,
+                    h.ok,
+                    h.failed,
+                    h.unknown,
+                    r.log.heads,
+                    r.log.proofs_checked,
+                    r.anomalies()
+                );
+                for a in r.describe() {
+                    println!("  {a}");
+                }
+                if let Some(d) = &r.dir {
+                    println!("  run directory: {}", d.display());
+                }
+                if r.anomalies() > 0 {
+                    println!("  reproduce: {}", r.reproduce);
+                }
+            }
+            reports.push(r);
+        }
+    }
+    let anomalies: usize = reports.iter().map(|r| r.anomalies()).sum();
+    let mut faults = std::collections::BTreeMap::<String, u64>::new();
+    for r in &reports {
+        for (k, v) in &r.faults {
+            *faults.entry(k.clone()).or_default() += v;
+        }
+    }
+    let ops: u64 = reports.iter().map(|r| r.history.operations_checked).sum();
+    let lost: usize = reports.iter().map(|r| r.history.lost_writes.len()).sum();
+    let doc = json!({
+        "runs": reports.len(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "faults": faults,
+        "operations_checked": ops,
+        "anomalies": anomalies,
+        "lost_writes": lost,
+        "reports": reports,
+    });
+    if !output::structured(out, &doc)? {
+        println!(
+            "{} runs in {:.0} s: faults {} {:?}  operations checked {ops}  lost writes {lost}  anomalies {anomalies}",
+            reports.len(),
+            started.elapsed().as_secs_f64(),
+            faults.values().sum::<u64>(),
+            faults
+        );
+    }
+    Ok(if anomalies == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn run(c: ChaosCmd, out: Format) -> anyhow::Result<ExitCode> {
     match c {
+        ChaosCmd::Run {
+            scenario,
+            seed,
+            seeds,
+            duration,
+            dir,
+            keep,
+            test_fault,
+        } => run_harness(scenario, seed, seeds, duration, dir, keep, test_fault, out),
         ChaosCmd::Sim {
             seeds,
             seed,

@@ -125,7 +125,7 @@ impl Api {
     pub(super) async fn read(&self, stale: bool) -> Result<(), Problem> {
         let wait = Duration::from_millis(self.controller.config.request_timeout_ms);
         self.controller.integrity.readable(stale, wait).await?;
-        if !stale {
+        if !stale && !crate::test_fault::active(crate::test_fault::Fault::StaleReads) {
             self.controller.read_barrier().await?;
         }
         Ok(())

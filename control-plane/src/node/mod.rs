@@ -83,6 +83,8 @@ impl Controller {
         validator: Arc<dyn PolicyValidator>,
     ) -> Result<Arc<Self>, ControllerError> {
         let raft_config = Arc::new(config.raft_config()?);
+        // Says at start when a test-only fault is switched on (never in a normal build).
+        crate::test_fault::active(crate::test_fault::Fault::StaleReads);
         let log_signer = Arc::new(LogSigner::load_or_create(&config.data_dir, config.id)?);
         let tls = config.transport()?;
         // Every page and record is checked on the way in: a damaged file stops the start with

@@ -1,0 +1,422 @@
+//! The multi-process fault harness (`tribune chaos run`): three real controllers, each in its
+//! own network namespace on a bridge of the run's own ([`net`]), clients writing and reading
+//! policies while faults drawn from the seed are injected ([`faults`]), every operation in a
+//! history file ([`history`]), and checkers that share no code with the controllers ([`check`],
+//! [`logcheck`]). See `chaos/README.md`.
+
+pub mod check;
+pub mod faults;
+pub mod history;
+pub mod logcheck;
+pub mod net;
+pub mod nodes;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+pub use faults::Scenario;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("set-up: {0}")]
+    Setup(String),
+}
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub scenario: Scenario,
+    pub seed: u64,
+    /// How long faults are injected (the final checks come after).
+    pub duration: Duration,
+    /// The `tribune` binary the controllers run.
+    pub binary: PathBuf,
+    /// Where the run's directory (data, logs, history, report) goes; a temp dir otherwise.
+    pub dir: Option<PathBuf>,
+    /// Keep the run's directory even when nothing was found.
+    pub keep: bool,
+    /// `TRIBUNE_TEST_FAULT` for the controllers (only a `cargo test` build acts on it).
+    pub test_fault: Option<String>,
+    pub clients: u64,
+    pub keys: usize,
+}
+
+impl Config {
+    pub fn new(scenario: Scenario, seed: u64, duration: Duration, binary: PathBuf) -> Self {
+        Self {
+            scenario,
+            seed,
+            duration,
+            binary,
+            dir: None,
+            keep: false,
+            test_fault: None,
+            clients: 4,
+            keys: 3,
+        }
+    }
+
+    /// The command that reruns this run.
+    pub fn reproduce(&self) -> String {
+        let mut s = format!(
+            "tribune chaos run --scenario {} --seed {} --duration {}s",
+            self.scenario.name(),
+            self.seed,
+            self.duration.as_secs()
+        );
+        if let Some(f) = &self.test_fault {
+            s.push_str(&format!(" --test-fault {f}"));
+        }
+        s
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub faults: faults::Counts,
+    pub history: check::Verdict,
+    pub log: logcheck::LogVerdict,
+    /// Controllers that exited by themselves (none should: every exit here is a kill).
+    pub crashed: Vec<String>,
+    /// Whether the healed cluster answered every final read.
+    pub recovered: bool,
+    /// The run's directory when kept (always when something was found).
+    pub dir: Option<PathBuf>,
+    pub reproduce: String,
+}
+
+impl Report {
+    pub fn anomalies(&self) -> usize {
+        self.history.anomalies()
+            + self.log.anomalies.len()
+            + self.crashed.len()
+            + usize::from(!self.recovered)
+    }
+
+    /// Every anomaly, one per line.
+    pub fn describe(&self) -> Vec<String> {
+        let h = &self.history;
+        let mut out = vec![];
+        out.extend(
+            h.not_linearizable
+                .iter()
+                .map(|k| format!("not linearizable: {k}")),
+        );
+        out.extend(h.lost_writes.iter().map(|x| format!("lost write: {x}")));
+        out.extend(h.torn_reads.iter().map(|x| format!("torn read: {x}")));
+        out.extend(
+            h.malformed
+                .iter()
+                .map(|x| format!("malformed history: {x}")),
+        );
+        out.extend(self.log.anomalies.iter().map(|x| format!("log: {x}")));
+        out.extend(self.crashed.iter().map(|x| format!("crashed: {x}")));
+        if !self.recovered {
+            out.push("the healed cluster did not answer every final read".into());
+        }
+        out
+    }
+}
+
+/// Stops the clients when dropped (also when the run's future is dropped, e.g. on ctrl-c).
+struct StopGuard(Arc<workload::Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long the healed cluster has to elect a leader and answer the final reads.
+const RECOVERY: Duration = Duration::from_secs(60);
+
+/// Runs one scenario; set-up failures are errors, what the checkers found is in the report.
+pub async fn run(cfg: &Config) -> Result<Report, Error> {
+    net::can_run().map_err(Error::Setup)?;
+    net::sweep_stale();
+    let tmp = match &cfg.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::Setup(format!("creating {}: {e}", d.display())))?;
+            tempfile::Builder::new()
+                .prefix(&format!("{}-{}-", cfg.scenario.name(), cfg.seed))
+                .tempdir_in(d)
+        }
+        None => tempfile::Builder::new()
+            .prefix(&format!(
+                "tribune-chaos-{}-{}-",
+                cfg.scenario.name(),
+                cfg.seed
+            ))
+            .tempdir(),
+    }
+    .map_err(|e| Error::Setup(format!("creating the run's directory: {e}")))?;
+    let dir = tmp.path().to_path_buf();
+    let started = Instant::now();
+    let mut net = net::Net::create(3)?;
+    let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+    if let Some(f) = &cfg.test_fault {
+        env.push((
+            tribune_controller::test_fault::VAR.to_string(),
+            f.to_string(),
+        ));
+    }
+    let nodes = nodes::Nodes::new(&cfg.binary, &net.slots, &dir, env);
+    let disks = nodes::Disks::mount(&net.tag, &nodes)?;
+    // Rebound after `disks`, so dropped before them: the controllers die before their disks go.
+    let mut nodes = nodes;
+    for i in 0..nodes.nodes.len() {
+        nodes.start(i)?;
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| Error::Setup(format!("HTTP client: {e}")))?;
+    let urls = nodes.urls();
+    let rec = Arc::new(history::Recorder::new(Some(&dir.join("history.jsonl")))?);
+    let shared = Arc::new(workload::Shared {
+        urls: urls.clone(),
+        keys: (1..=cfg.keys).map(|k| format!("k{k}")).collect(),
+        rec: rec.clone(),
+        http: http.clone(),
+        next_process: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+    });
+    let _stop = StopGuard(shared.clone());
+    if leader(&http, &urls, RECOVERY).await.is_none() {
+        return Err(Error::Setup(format!(
+            "no leader within {RECOVERY:?}; logs in {}\n{}",
+            tmp.keep().display(),
+            nodes.logs(30)
+        )));
+    }
+    let heads = Arc::new(logcheck::Heads::default());
+    let mut tasks = vec![];
+    for c in 1..=cfg.clients {
+        tasks.push(tokio::spawn(workload::client(shared.clone(), c, cfg.seed)));
+    }
+    tasks.push(tokio::spawn(poll_heads(
+        shared.clone(),
+        heads.clone(),
+        cfg.seed,
+    )));
+
+    // The faults.
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut counts = faults::Counts::new();
+    let mut crashed = vec![];
+    let mut was_full = BTreeMap::new();
+    let end = Instant::now() + cfg.duration;
+    while Instant::now() < end {
+        tokio::time::sleep(faults::quiet(&mut rng).min(end - Instant::now())).await;
+        if Instant::now() >= end || cfg.scenario == Scenario::None {
+            continue;
+        }
+        let l = leader(&http, &urls, Duration::from_millis(500)).await;
+        let active = faults::inject(
+            cfg.scenario,
+            &mut rng,
+            &mut nodes,
+            &mut net,
+            &disks,
+            l,
+            &mut counts,
+        )?;
+        if let Some(faults::Active::DiskFull(i)) = &active {
+            // Full until freed: an exit meanwhile (or just after) is fail-stop.
+            was_full.insert(*i, Instant::now() + Duration::from_secs(3600));
+        }
+        let until = Instant::now() + faults::hold(&mut rng);
+        while Instant::now() < until {
+            let step = match active {
+                Some(faults::Active::Flapping { .. }) => faults::flap_every(&mut rng),
+                _ => until - Instant::now(),
+            };
+            tokio::time::sleep(step.min(until.saturating_duration_since(Instant::now()))).await;
+            if let Some(a) = &active {
+                faults::flap(a, &mut net)?;
+            }
+            crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+        }
+        if let Some(a) = &active {
+            faults::undo(a, &mut nodes, &mut net, &disks)?;
+            if let faults::Active::DiskFull(i) = a {
+                was_full.insert(*i, Instant::now());
+            }
+        }
+        crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+    }
+
+    // Heal everything, stop the clients, then the final reads through every controller.
+    net.heal()?;
+    for i in 0..nodes.nodes.len() {
+        nodes.resume(i);
+        nodes.start(i)?;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+    let (finals, recovered) = final_reads(&shared).await;
+    crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+    let history = check::check(&rec.events(), &finals);
+    let last = final_head(&http, &urls).await;
+    let log = match &last {
+        Some((url, last)) => logcheck::check(&http, url, &heads.all(), last).await,
+        None => logcheck::LogVerdict {
+            anomalies: vec!["no controller served a tree head after the faults healed".into()],
+            ..Default::default()
+        },
+    };
+    let mut report = Report {
+        scenario: cfg.scenario,
+        seed: cfg.seed,
+        duration_s: started.elapsed().as_secs_f64(),
+        faults: counts,
+        history,
+        log,
+        crashed,
+        recovered,
+        dir: None,
+        reproduce: cfg.reproduce(),
+    };
+    drop(nodes);
+    drop(disks);
+    drop(net);
+    if report.anomalies() > 0 || cfg.keep {
+        report.dir = Some(tmp.keep());
+    }
+    if let Some(d) = &report.dir
+        && let Ok(j) = serde_json::to_vec_pretty(&report)
+    {
+        let _ = std::fs::write(d.join("report.json"), j);
+    }
+    Ok(report)
+}
+
+/// How long after its disk was freed a controller's exit still counts as fail-stop on the
+/// full disk (it may be finishing its exit when the space comes back).
+const FULL_DISK_GRACE: Duration = Duration::from_secs(10);
+
+/// Controllers that exited by themselves, as anomalies — except one whose disk is or was just
+/// full (`was_full`: index → when freed), which may stop (fail-stop: counted as
+/// `exit-on-disk-full` and restarted at once, its disk being free or freed soon).
+fn exits(
+    nodes: &mut nodes::Nodes,
+    was_full: &BTreeMap<usize, Instant>,
+    counts: &mut faults::Counts,
+) -> Result<Vec<String>, Error> {
+    let mut out = vec![];
+    for (id, how) in nodes.reap_exited() {
+        let i = id as usize - 1;
+        if was_full
+            .get(&i)
+            .is_some_and(|freed| Instant::now() < *freed + FULL_DISK_GRACE)
+        {
+            *counts.entry("exit-on-disk-full".into()).or_default() += 1;
+            nodes.start(i)?;
+        } else {
+            out.push(format!("controller {id} exited by itself: {how}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The leader's index, when the reachable controllers agree on one within `within`.
+async fn leader(http: &reqwest::Client, urls: &[String], within: Duration) -> Option<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut seen = vec![];
+        for u in urls {
+            if let Some(v) = logcheck::get(http, &format!("{u}/v1/cluster")).await {
+                seen.push(v["leader"].as_u64());
+            }
+        }
+        if let Some(Some(l)) = seen.first()
+            && seen.len() * 2 > urls.len()
+            && seen.iter().all(|x| *x == Some(*l))
+            && (1..=urls.len() as u64).contains(l)
+        {
+            return Some(*l as usize - 1);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads every signed tree head it can, from random controllers, until the clients stop.
+async fn poll_heads(s: Arc<workload::Shared>, heads: Arc<logcheck::Heads>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5348);
+    while !s.stop.load(Ordering::Relaxed) {
+        let u = &s.urls[rng.random_range(0..s.urls.len())];
+        if let Some(v) = logcheck::get(&s.http, &format!("{u}/v1/log/sth")).await
+            && let Ok(h) = serde_json::from_value::<logcheck::Sth>(v)
+        {
+            heads.push(h);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A tree head from the healed cluster (after every head the poller saw).
+async fn final_head(http: &reqwest::Client, urls: &[String]) -> Option<(String, logcheck::Sth)> {
+    let deadline = Instant::now() + RECOVERY;
+    while Instant::now() < deadline {
+        for u in urls {
+            if let Some(v) = logcheck::get(http, &format!("{u}/v1/log/sth")).await
+                && let Ok(h) = serde_json::from_value(v)
+            {
+                return Some((u.clone(), h));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Reads every key through every controller (recorded in the history, retried until each
+/// answers); the highest version read per key, and whether every read was answered.
+async fn final_reads(s: &workload::Shared) -> (BTreeMap<String, u64>, bool) {
+    let deadline = Instant::now() + RECOVERY;
+    let mut finals = BTreeMap::new();
+    let mut all = true;
+    for key in &s.keys {
+        for node in 0..s.urls.len() {
+            let mut process = s.next_process.fetch_add(1, Ordering::Relaxed);
+            loop {
+                let (next, kind, ret) =
+                    workload::recorded(s, 0, process, node, key, history::Op::Read).await;
+                process = next;
+                if kind == history::Kind::Ok {
+                    if let Some(history::Ret::Read { version, .. }) = ret {
+                        let f = finals.entry(key.clone()).or_insert(0);
+                        *f = version.max(*f);
+                    }
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    all = false;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    (finals, all)
+}

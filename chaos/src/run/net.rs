@@ -1,0 +1,345 @@
+//! The run's network: one bridge in the root namespace and one network namespace per node,
+//! each joined to the bridge by a veth pair and given its own address on a /24 of the run's
+//! own. Partitions and packet loss are nft rules inside the nodes' namespaces (table
+//! `inet tchaos`; loss draws each packet with `numgen random`), so they go away with the
+//! namespaces.
+//!
+//! Names are unique per run and carry the harness's pid (`tch<PID>x<N>…`), so a sweep at start
+//! ([`sweep_stale`]) removes what a harness that died without cleaning up left behind, and
+//! never what a live one is using. [`Net`] removes its own on drop, also when unwinding.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::Error;
+
+/// The prefix of every name a run creates.
+pub const PREFIX: &str = "tch";
+
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `program args`, an error with its stderr when it fails.
+pub fn cmd(program: &str, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Setup(format!("running {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `nft -f -` with `script` inside namespace `ns`.
+fn nft(ns: &str, script: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Setup(format!("running nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| Error::Setup(format!("writing to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Setup(format!("waiting for nft: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "nft in {ns}: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this machine can build a run's network: root, `ip` and `nft`.
+pub fn can_run() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the chaos harness needs root (network namespaces, nft)".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Err(format!("`{tool}` is not installed (iproute2, nftables)"));
+        }
+    }
+    Ok(())
+}
+
+/// The pid a name of ours carries (`tch<PID>x…`), if it is one of ours.
+fn owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if !rest[digits.len()..].starts_with('x') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces and links that runs whose harness is gone left behind; how many.
+pub fn sweep_stale() -> usize {
+    let mut removed = 0;
+    let names = cmd("ip", &["netns", "list"]).unwrap_or_default();
+    for line in names.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if owner(name).is_some_and(|p| !alive(p)) && cmd("ip", &["netns", "del", name]).is_ok() {
+            removed += 1;
+        }
+    }
+    let links = cmd("ip", &["-o", "link", "show"]).unwrap_or_default();
+    for line in links.lines() {
+        // "7: tch123x0b: <…"
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        if owner(name).is_some_and(|p| !alive(p)) && cmd("ip", &["link", "del", name]).is_ok() {
+            removed += 1;
+        }
+    }
+    // The controllers' tmpfs (named `tch<PID>x<N>d<I>`).
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(src), Some(at)) = (f.next(), f.next())
+            && owner(src).is_some_and(|p| !alive(p))
+            && cmd("umount", &["-l", at]).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// One node's place in the network.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+/// A run's bridge and namespaces.
+pub struct Net {
+    pub tag: String,
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+    pub slots: Vec<Slot>,
+    /// `(from, to)`: packets from slot `from` to slot `to` are dropped.
+    blocked: BTreeSet<(usize, usize)>,
+    /// `(from, to) → percent`: that share of the packets from `from` to `to` is dropped, each
+    /// packet drawn at random by nft (`numgen random`): packet loss without netem.
+    lossy: BTreeMap<(usize, usize), u8>,
+}
+
+impl Net {
+    /// A bridge and `n` namespaces on a /24 of this run's own.
+    pub fn create(n: usize) -> Result<Self, Error> {
+        let pid = std::process::id();
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{PREFIX}{pid}x{run}");
+        // 10.(200 + run % 50).(pid % 256).0/24: distinct for the runs of one harness, and
+        // unlikely to meet another harness's (the sweep clears dead ones).
+        let third = (pid % 256) as u8;
+        let second = 200 + (run % 50) as u8;
+        let ip = |host: u8| Ipv4Addr::new(10, second, third, host);
+        let mut net = Net {
+            bridge: format!("{tag}b"),
+            tag: tag.clone(),
+            gateway: ip(1),
+            slots: vec![],
+            blocked: BTreeSet::new(),
+            lossy: BTreeMap::new(),
+        };
+        cmd("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
+        cmd(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.gateway),
+                "dev",
+                &net.bridge,
+            ],
+        )?;
+        cmd("ip", &["link", "set", &net.bridge, "up"])?;
+        for i in 0..n {
+            let slot = Slot {
+                ns: format!("{tag}n{i}"),
+                ip: ip(10 + i as u8),
+            };
+            let host_end = format!("{tag}v{i}");
+            let ns_end = format!("{tag}p{i}");
+            cmd("ip", &["netns", "add", &slot.ns])?;
+            net.slots.push(slot.clone());
+            cmd(
+                "ip",
+                &[
+                    "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+                ],
+            )?;
+            cmd("ip", &["link", "set", &host_end, "master", &net.bridge])?;
+            cmd("ip", &["link", "set", &host_end, "up"])?;
+            cmd("ip", &["link", "set", &ns_end, "netns", &slot.ns])?;
+            let in_ns = |args: &[&str]| {
+                let mut a = vec!["netns", "exec", &slot.ns];
+                a.extend_from_slice(args);
+                cmd("ip", &a)
+            };
+            in_ns(&["ip", "link", "set", "lo", "up"])?;
+            in_ns(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", slot.ip),
+                "dev",
+                &ns_end,
+            ])?;
+            in_ns(&["ip", "link", "set", &ns_end, "up"])?;
+            in_ns(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &net.gateway.to_string(),
+            ])?;
+        }
+        net.apply_rules()?;
+        Ok(net)
+    }
+
+    /// Drops packets from `from` to `to` (one way) until [`Net::heal`].
+    pub fn block(&mut self, from: usize, to: usize) -> Result<(), Error> {
+        self.blocked.insert((from, to));
+        self.apply_rules()
+    }
+
+    /// Cuts `a` and `b` apart both ways.
+    pub fn cut(&mut self, a: usize, b: usize) -> Result<(), Error> {
+        self.blocked.insert((a, b));
+        self.blocked.insert((b, a));
+        self.apply_rules()
+    }
+
+    /// Drops `percent` % of the packets from `from` to `to`, at random, until [`Net::heal`].
+    pub fn lose(&mut self, from: usize, to: usize, percent: u8) -> Result<(), Error> {
+        self.lossy.insert((from, to), percent.min(100));
+        self.apply_rules()
+    }
+
+    /// Removes every partition and every lossy link.
+    pub fn heal(&mut self) -> Result<(), Error> {
+        self.blocked.clear();
+        self.lossy.clear();
+        self.apply_rules()
+    }
+
+    pub fn blocked(&self) -> &BTreeSet<(usize, usize)> {
+        &self.blocked
+    }
+
+    /// Rewrites every namespace's table from `blocked`: a slot drops what it would send to a
+    /// peer it may not reach, and what arrives from a peer that may not reach it.
+    fn apply_rules(&self) -> Result<(), Error> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let mut out = String::new();
+            let mut inp = String::new();
+            for &(from, to) in &self.blocked {
+                if from == i {
+                    out.push_str(&format!("    ip daddr {} drop\n", self.slots[to].ip));
+                }
+                if to == i {
+                    inp.push_str(&format!("    ip saddr {} drop\n", self.slots[from].ip));
+                }
+            }
+            for (&(from, to), pct) in &self.lossy {
+                if from == i {
+                    out.push_str(&format!(
+                        "    ip daddr {} numgen random mod 100 < {pct} drop\n",
+                        self.slots[to].ip
+                    ));
+                }
+            }
+            let script = format!(
+                "table inet tchaos {{}}\ndelete table inet tchaos\n\
+                 table inet tchaos {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n{inp}  }}\n\
+                 \x20 chain output {{\n    type filter hook output priority 0; policy accept;\n{out}  }}\n}}\n"
+            );
+            nft(&slot.ns, &script)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for s in &self.slots {
+            // Deleting the namespace deletes its veth end (and so the pair) and its nft table.
+            let _ = cmd("ip", &["netns", "del", &s.ns]);
+        }
+        for i in 0..self.slots.len() {
+            let _ = cmd("ip", &["link", "del", &format!("{}v{i}", self.tag)]);
+        }
+        let _ = cmd("ip", &["link", "del", &self.bridge]);
+    }
+}
+
+/// Whether any namespace or link of this process is still there (for tests of the cleanup).
+pub fn leftovers_of(pid: u32) -> Vec<String> {
+    let mine = |n: &str| owner(n) == Some(pid as i32);
+    let mut left = vec![];
+    for line in cmd("ip", &["netns", "list"]).unwrap_or_default().lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if mine(name) {
+            left.push(name.to_string());
+        }
+    }
+    for line in cmd("ip", &["-o", "link", "show"])
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(name) = line.split(": ").nth(1) {
+            let name = name.split('@').next().unwrap_or(name);
+            if mine(name) {
+                left.push(name.to_string());
+            }
+        }
+    }
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_owner() {
+        assert_eq!(owner("tch1234x0n2"), Some(1234));
+        assert_eq!(owner("tch1234x17b"), Some(1234));
+        assert_eq!(owner("tch1234"), None);
+        assert_eq!(owner("veth0"), None);
+        assert_eq!(owner("tchx0"), None);
+    }
+}

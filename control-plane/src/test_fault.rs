@@ -1,0 +1,60 @@
+//! Deliberately broken behaviour for the chaos harness's checker tests (`chaos/README.md`):
+//! the checkers must be shown to catch a real bug.
+//!
+//! A fault acts only when **both** hold: the crate was built with the `test-faults` cargo
+//! feature (which no normal build enables: the `tribune` crate turns it on through a
+//! dev-dependency, so only the binary `cargo test -p tribune` builds has it), and the
+//! environment variable `TRIBUNE_TEST_FAULT` names the fault. Without the feature,
+//! [`active`] is the constant `false` and the variable is never read. A controller with an
+//! active fault says so at start (`warn`).
+
+/// The faults a test can switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `TRIBUNE_TEST_FAULT=stale-reads`: linearizable reads skip the read barrier and are served
+    /// from this controller's state machine as it is (what `?stale=true` does), so a deposed
+    /// or partitioned controller answers old values.
+    StaleReads,
+}
+
+impl Fault {
+    /// The name `TRIBUNE_TEST_FAULT` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::StaleReads => "stale-reads",
+        }
+    }
+}
+
+/// The variable that names the active faults (comma-separated).
+pub const VAR: &str = "TRIBUNE_TEST_FAULT";
+
+/// Whether `fault` is switched on in this process.
+#[cfg(feature = "test-faults")]
+pub fn active(fault: Fault) -> bool {
+    static ON: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    ON.get_or_init(|| {
+        let v = std::env::var(VAR).unwrap_or_default();
+        let on: Vec<String> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if !on.is_empty() {
+            tracing::warn!(faults = %v, "TEST FAULTS ACTIVE: this controller is deliberately broken");
+        }
+        on
+    })
+    .iter()
+    .any(|f| f == fault.name())
+}
+
+/// Whether `fault` is switched on in this process: never, without the `test-faults` feature.
+#[cfg(not(feature = "test-faults"))]
+pub fn active(_fault: Fault) -> bool {
+    false
+}
+
+/// Whether this build can act on `TRIBUNE_TEST_FAULT` at all.
+pub const COMPILED_IN: bool = cfg!(feature = "test-faults");
