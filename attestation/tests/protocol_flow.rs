@@ -23,6 +23,7 @@ fn sample(i: u64) -> UsageSample {
         net_rx_bytes: 20_000,
         gpu_util_bp: 0,
         cpu_wait_ns: 1_000_000,
+        msgs: Default::default(),
     }
 }
 

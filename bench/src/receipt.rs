@@ -165,6 +165,7 @@ pub fn run(seconds: u64, reports_per_second: u32, rounds: u32) -> anyhow::Result
                 net_rx_bytes: 0,
                 gpu_util_bp: 0,
                 cpu_wait_ns: 0,
+                msgs: Default::default(),
             });
             seq_ns += window_ns;
             cp = e.checkpoint.or(cp);

@@ -38,6 +38,33 @@ pub struct Sample {
     /// Bytes the enclave received (host-side veth sent).
     pub net_rx_bytes: u64,
     pub gpu_percent: Option<f32>,
+    /// Its inter-enclave messages, cumulative (the mediator's counters).
+    pub msgs: MsgTotals,
+}
+
+/// An enclave's inter-enclave messages as the mediator counts them: cumulative in a
+/// [`Sample`], what changed in a [`UsageWindow`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MsgTotals {
+    /// Sent and accepted, and their payload bytes.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Sent and not accepted (any reason), and their payload bytes.
+    pub refused: u64,
+    pub refused_bytes: u64,
+}
+
+impl MsgTotals {
+    /// What changed since `prev` (a counter that went back — the enclave's counters were
+    /// reset — counts as nothing).
+    pub fn since(&self, prev: &MsgTotals) -> MsgTotals {
+        MsgTotals {
+            sent: self.sent.saturating_sub(prev.sent),
+            sent_bytes: self.sent_bytes.saturating_sub(prev.sent_bytes),
+            refused: self.refused.saturating_sub(prev.refused),
+            refused_bytes: self.refused_bytes.saturating_sub(prev.refused_bytes),
+        }
+    }
 }
 
 /// Open accounting files of one enclave.
@@ -134,6 +161,7 @@ impl Probe {
             net_tx_bytes: rx,
             net_rx_bytes: tx,
             gpu_percent: None,
+            msgs: MsgTotals::default(),
         })
     }
 }
@@ -197,6 +225,8 @@ pub struct UsageWindow {
     pub net_tx_bytes: u64,
     pub net_rx_bytes: u64,
     pub gpu_util_percent: Option<f32>,
+    /// Its inter-enclave messages in the window.
+    pub msgs: MsgTotals,
 }
 
 impl UsageWindow {
@@ -217,6 +247,7 @@ impl UsageWindow {
             net_tx_bytes: now.net_tx_bytes.saturating_sub(prev.net_tx_bytes),
             net_rx_bytes: now.net_rx_bytes.saturating_sub(prev.net_rx_bytes),
             gpu_util_percent: now.gpu_percent,
+            msgs: now.msgs.since(&prev.msgs),
         }
     }
 }
@@ -233,6 +264,12 @@ mod tests {
             memory_bytes: cpu * 2,
             net_tx_bytes: tx,
             gpu_percent: Some(1.5),
+            msgs: MsgTotals {
+                sent: cpu / 10,
+                sent_bytes: cpu,
+                refused: tx,
+                refused_bytes: tx * 2,
+            },
             ..Sample::default()
         };
         let w = UsageWindow::between("a", (100, &s(100, 10)), (200, &s(150, 40)));
@@ -248,6 +285,12 @@ mod tests {
                 net_tx_bytes: 30,
                 net_rx_bytes: 0,
                 gpu_util_percent: Some(1.5),
+                msgs: MsgTotals {
+                    sent: 5,
+                    sent_bytes: 50,
+                    refused: 30,
+                    refused_bytes: 60,
+                },
             }
         );
         // A clock stepped back, counters reset: an empty window, nothing used.
@@ -256,6 +299,7 @@ mod tests {
             (w.len_ns, w.cpu_ns, w.cpu_wait_ns, w.net_tx_bytes),
             (0, 0, 0, 0)
         );
+        assert_eq!(w.msgs, MsgTotals::default());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tribune_attest::usage::{self, Checkpoint, EnclaveId, GPU_UTIL_BP_MAX, UsageSample};
+use tribune_attest::usage::{self, Checkpoint, EnclaveId, GPU_UTIL_BP_MAX, MsgCounts, UsageSample};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::attestation_service_client::AttestationServiceClient;
 
@@ -216,6 +216,7 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
                     .iter()
                     .map(|t| (t.enclave_id.clone(), t.share_milli))
                     .collect(),
+                rate_per_s: e.msgs_rate_per_sec,
             },
         };
         enclaves.insert(e.enclave_id.clone(), plan);
@@ -241,6 +242,12 @@ fn attest_sample(w: &UsageWindow) -> UsageSample {
                 .clamp(0.0, f64::from(GPU_UTIL_BP_MAX)) as u32
         }),
         cpu_wait_ns: w.cpu_wait_ns,
+        msgs: MsgCounts {
+            sent: w.msgs.sent,
+            sent_bytes: w.msgs.sent_bytes,
+            refused: w.msgs.refused,
+            refused_bytes: w.msgs.refused_bytes,
+        },
     }
 }
 
@@ -258,6 +265,7 @@ fn host_view(enclave: &str, seq: u64, s: &UsageSample) -> Vec<u8> {
         net_rx_bytes: s.net_rx_bytes,
         gpu_util_bp: s.gpu_util_bp,
         cpu_wait_ns: Some(s.cpu_wait_ns),
+        msgs: (!s.msgs.is_empty()).then_some(s.msgs),
     }
     .encode()
     .to_vec()

@@ -75,11 +75,18 @@ pub struct Talk {
     /// rules allow (the receiver's rules are checked separately).
     #[serde(default)]
     pub allow: BTreeMap<String, u32>,
+    /// Messages a second the mediator admits from it (0: no rate limit): a throttle.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_per_s: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Talk {
     pub fn is_empty(&self) -> bool {
-        self.priority == 0 && self.allow.is_empty()
+        self.priority == 0 && self.allow.is_empty() && self.rate_per_s == 0
     }
 }
 

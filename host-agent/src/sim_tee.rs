@@ -216,6 +216,7 @@ mod tests {
             net_rx_bytes: 4,
             gpu_util_bp: 0,
             cpu_wait_ns: 5,
+            msgs: Default::default(),
         };
         let mut seqs = Vec::new();
         for _ in 0..2 {

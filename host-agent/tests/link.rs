@@ -26,6 +26,7 @@ fn window(enclave: &str, cpu_ns: u64) -> UsageWindow {
         net_tx_bytes: 10,
         net_rx_bytes: 20,
         gpu_util_percent: None,
+        msgs: Default::default(),
     }
 }
 

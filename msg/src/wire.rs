@@ -95,17 +95,21 @@ pub enum RefusalCode {
     QueueFull = 5,
     /// The payload is larger than the mediator takes.
     TooLarge = 6,
+    /// The sender is over the message rate its plan holds it to (a throttled flooder): try
+    /// again later.
+    RateLimited = 7,
 }
 
 impl RefusalCode {
     /// Every code, in wire order.
-    pub const ALL: [RefusalCode; 6] = [
+    pub const ALL: [RefusalCode; 7] = [
         RefusalCode::UnknownSender,
         RefusalCode::UnknownReceiver,
         RefusalCode::SenderRules,
         RefusalCode::ReceiverRules,
         RefusalCode::QueueFull,
         RefusalCode::TooLarge,
+        RefusalCode::RateLimited,
     ];
 
     fn from_byte(b: u8) -> Option<RefusalCode> {
@@ -121,6 +125,7 @@ impl RefusalCode {
             RefusalCode::ReceiverRules => "receiver-rules",
             RefusalCode::QueueFull => "queue-full",
             RefusalCode::TooLarge => "too-large",
+            RefusalCode::RateLimited => "rate-limited",
         }
     }
 }

@@ -45,6 +45,11 @@ pub enum NumFact {
     Time,
     ReattestFailures,
     TcbVersion,
+    /// `usage.msgs.rate`: inter-enclave messages the enclave sent in its last usage report's
+    /// window, accepted or refused, per second.
+    MsgsRate,
+    /// `usage.msgs.bytes`: their payload bytes per second.
+    MsgsBytes,
 }
 
 impl NumFact {
@@ -53,7 +58,8 @@ impl NumFact {
             NumFact::HostUtil(_) | NumFact::ClusterUtil(_) | NumFact::Divergence => Dim::Percent,
             NumFact::Usage { resource, .. } => resource.dim(),
             NumFact::Time => Dim::TimeOfDay,
-            NumFact::ReattestFailures | NumFact::TcbVersion => Dim::Scalar,
+            NumFact::ReattestFailures | NumFact::TcbVersion | NumFact::MsgsRate => Dim::Scalar,
+            NumFact::MsgsBytes => Dim::Memory,
         }
     }
     /// The values the fact can take, for reachability analysis.
@@ -196,6 +202,9 @@ pub enum Target {
     Guarantee(Resource),
     Weight,
     Priority,
+    /// `msgs.rate`: the inter-enclave messages a second the enclave is held to while the
+    /// ladder has it throttled (its sends beyond it are refused, `rate-limited`).
+    MsgsRate,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -27,14 +27,15 @@ impl MacKey {
         MacReport::new(report, tag.as_ref())
     }
 
-    /// Check the MAC of a wire report (v2: 118 bytes, v1: 110; constant time) and decode it.
+    /// Check the MAC of a wire report (v3: 150 bytes, v2: 118, v1: 110; constant time) and
+    /// decode it.
     pub fn open(&self, wire: &[u8]) -> Result<UsageReport> {
         let len = report_len(wire).map(|n| n + TAG_LEN);
         if len != Some(wire.len()) {
             return Err(AttestError::malformed(
                 "MAC'd usage report",
                 format!(
-                    "{} bytes, expected {MAC_REPORT_LEN} (v2) or {MAC_REPORT_LEN_V1} (v1)",
+                    "{} bytes, expected {MAC_REPORT_LEN_V3} (v3), {MAC_REPORT_LEN} (v2) or {MAC_REPORT_LEN_V1} (v1)",
                     wire.len()
                 ),
             ));

@@ -17,6 +17,16 @@
 //!  78  u64 cpu_wait_ns  (time in the window the enclave was runnable but not running: its
 //!                        demand the host did not serve; see docs/receipts.md)
 //!
+//! UsageReport v3 (118 bytes, MAC'd 150): version = 3, bytes 0..86 as v2, then the enclave's
+//!   inter-enclave messages in the window, as the host's mediator counted them
+//!   (docs/messages.md "Usage facts"):
+//!  86  u64 msgs_sent           messages it sent that the mediator accepted
+//!  94  u64 msgs_sent_bytes     their payload bytes
+//! 102  u64 msgs_refused        messages it sent that were refused (rules, full queue, rate)
+//! 110  u64 msgs_refused_bytes  their payload bytes
+//!   Producers write v3 only for a window with messages (sent or refused); a window without
+//!   stays v2, so enclaves that never message produce exactly the bytes they did before.
+//!
 //! UsageReport v1 (78 bytes, MAC'd 110): version = 1 and bytes 0..78 as above, without
 //!   `cpu_wait_ns`. Still decoded (the wait is then unknown: `cpu_wait_ns = None`) and
 //!   re-encoded byte for byte as v1, so hash chains and sample roots over v1 reports still
@@ -51,24 +61,30 @@ pub use crypto::{MacKey, chain_genesis, chain_step, verify_checkpoint_signatures
 pub use producer::{Emitted, Producer};
 pub use verifier::{Confirmed, Freshness, StreamVerifier, verify_by_checkpoint};
 pub use wire::{
-    Checkpoint, EnclaveId, MacReport, ReportBytes, UsageReport, UsageSample, report_body,
-    report_len,
+    Checkpoint, EnclaveId, MacReport, MsgCounts, ReportBytes, UsageReport, UsageSample,
+    report_body, report_len,
 };
 
 /// Wire version of a [`UsageReport`] that carries `cpu_wait_ns` (what producers write).
 pub const REPORT_VERSION: u16 = 2;
+/// Wire version of a [`UsageReport`] that also carries message counts ([`MsgCounts`]).
+pub const REPORT_VERSION_V3: u16 = 3;
 /// Wire version of a [`UsageReport`] without `cpu_wait_ns` (still decoded).
 pub const REPORT_VERSION_V1: u16 = 1;
 /// Wire version of a [`Checkpoint`].
 pub const CHECKPOINT_VERSION: u16 = 1;
-/// Encoded size of a [`UsageReport`] in the current version (v2); the largest report.
+/// Encoded size of a v2 [`UsageReport`] (what producers write for a window without messages).
 pub const REPORT_LEN: usize = 86;
+/// Encoded size of a v3 [`UsageReport`] (with message counts); the largest report.
+pub const REPORT_LEN_V3: usize = 118;
 /// Encoded size of a v1 [`UsageReport`].
 pub const REPORT_LEN_V1: usize = 78;
 /// HMAC-SHA256 tag length.
 pub const TAG_LEN: usize = 32;
-/// Encoded size of a MAC'd report in the current version (v2); the largest.
+/// Encoded size of a MAC'd v2 report.
 pub const MAC_REPORT_LEN: usize = REPORT_LEN + TAG_LEN;
+/// Encoded size of a MAC'd v3 report; the largest.
+pub const MAC_REPORT_LEN_V3: usize = REPORT_LEN_V3 + TAG_LEN;
 /// Encoded size of a MAC'd v1 report.
 pub const MAC_REPORT_LEN_V1: usize = REPORT_LEN_V1 + TAG_LEN;
 /// Encoded size of a [`Checkpoint`].
@@ -116,6 +132,7 @@ mod testing {
             net_rx_bytes: 2000 * i,
             gpu_util_bp: 0,
             cpu_wait_ns: 1_000 * i,
+            msgs: MsgCounts::default(),
         }
     }
 

@@ -81,6 +81,7 @@ impl Producer {
             net_rx_bytes: sample.net_rx_bytes,
             gpu_util_bp: sample.gpu_util_bp.min(GPU_UTIL_BP_MAX),
             cpu_wait_ns: Some(sample.cpu_wait_ns),
+            msgs: (!sample.msgs.is_empty()).then_some(sample.msgs),
         };
         let bytes = report.encode();
         self.head = chain_step(&self.head, &bytes);

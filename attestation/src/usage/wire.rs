@@ -1,4 +1,4 @@
-//! The wire forms: [`UsageReport`] (v2: 86 bytes; v1: 78) and [`Checkpoint`] (162 bytes),
+//! The wire forms: [`UsageReport`] (v3: 118 bytes; v2: 86; v1: 78) and [`Checkpoint`] (162 bytes),
 //! big-endian, fixed layout per version; the decoders are strict (exact length for the
 //! version, known version, bounded fields). The layouts are in the
 //! [module documentation](super).
@@ -45,6 +45,28 @@ pub struct UsageReport {
     /// ns, summed over its threads like `cpu_ns` (so it may exceed the window on several
     /// CPUs). `None`: a v1 report, which does not say (and encodes as v1 again).
     pub cpu_wait_ns: Option<u64>,
+    /// The enclave's inter-enclave messages in the window. `Some`: a v3 report (which always
+    /// carries the wait too: a v3 report without one encodes it as 0). `None`: v2 or v1.
+    pub msgs: Option<MsgCounts>,
+}
+
+/// An enclave's inter-enclave messages in one window, as its host's mediator counted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MsgCounts {
+    /// Messages it sent that the mediator accepted, and their payload bytes.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Messages it sent that were refused (talk rules, a full queue, its rate), and their
+    /// payload bytes.
+    pub refused: u64,
+    pub refused_bytes: u64,
+}
+
+impl MsgCounts {
+    /// Nothing sent and nothing refused.
+    pub fn is_empty(&self) -> bool {
+        *self == MsgCounts::default()
+    }
 }
 
 /// The measurements of one window, without the identity and sequence the producer adds.
@@ -59,19 +81,21 @@ pub struct UsageSample {
     pub gpu_util_bp: u32,
     /// Runnable but not running in the window, ns (the report's `cpu_wait_ns`).
     pub cpu_wait_ns: u64,
+    /// Its inter-enclave messages (the report is v3 when any, v2 when none).
+    pub msgs: MsgCounts,
 }
 
 /// An encoded [`UsageReport`] (v1 or v2) without allocating: the bytes are `&self[..]`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReportBytes {
-    buf: [u8; REPORT_LEN],
+    buf: [u8; REPORT_LEN_V3],
     len: usize,
 }
 
 /// A MAC'd report (`report ‖ tag`, v1 or v2) without allocating: the bytes are `&self[..]`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MacReport {
-    buf: [u8; MAC_REPORT_LEN],
+    buf: [u8; MAC_REPORT_LEN_V3],
     len: usize,
 }
 
@@ -112,8 +136,8 @@ byte_view!(MacReport);
 impl MacReport {
     /// `report ‖ tag(report)`.
     pub(super) fn new(report: &[u8], tag: &[u8]) -> MacReport {
-        debug_assert!(report.len() <= REPORT_LEN && tag.len() == TAG_LEN);
-        let mut buf = [0u8; MAC_REPORT_LEN];
+        debug_assert!(report.len() <= REPORT_LEN_V3 && tag.len() == TAG_LEN);
+        let mut buf = [0u8; MAC_REPORT_LEN_V3];
         buf[..report.len()].copy_from_slice(report);
         buf[report.len()..report.len() + TAG_LEN].copy_from_slice(tag);
         MacReport {
@@ -132,6 +156,7 @@ impl MacReport {
 /// few bytes or an unknown version.
 pub fn report_len(b: &[u8]) -> Option<usize> {
     match u16::from_be_bytes([*b.first()?, *b.get(1)?]) {
+        REPORT_VERSION_V3 => Some(REPORT_LEN_V3),
         REPORT_VERSION => Some(REPORT_LEN),
         REPORT_VERSION_V1 => Some(REPORT_LEN_V1),
         _ => None,
@@ -194,15 +219,24 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 
 impl UsageReport {
-    /// Canonical encoding: v2 when it carries `cpu_wait_ns`, v1 (as it was decoded) when not.
+    /// Canonical encoding: v3 when it carries message counts, v2 when it carries
+    /// `cpu_wait_ns` only, v1 (as it was decoded) when neither.
     pub fn encode(&self) -> ReportBytes {
-        let mut b = [0u8; REPORT_LEN];
-        let (version, len) = match self.cpu_wait_ns {
-            Some(wait) => {
+        let mut b = [0u8; REPORT_LEN_V3];
+        let (version, len) = match (self.cpu_wait_ns, self.msgs) {
+            (wait, Some(m)) => {
+                b[78..86].copy_from_slice(&wait.unwrap_or(0).to_be_bytes());
+                b[86..94].copy_from_slice(&m.sent.to_be_bytes());
+                b[94..102].copy_from_slice(&m.sent_bytes.to_be_bytes());
+                b[102..110].copy_from_slice(&m.refused.to_be_bytes());
+                b[110..118].copy_from_slice(&m.refused_bytes.to_be_bytes());
+                (REPORT_VERSION_V3, REPORT_LEN_V3)
+            }
+            (Some(wait), None) => {
                 b[78..86].copy_from_slice(&wait.to_be_bytes());
                 (REPORT_VERSION, REPORT_LEN)
             }
-            None => (REPORT_VERSION_V1, REPORT_LEN_V1),
+            (None, None) => (REPORT_VERSION_V1, REPORT_LEN_V1),
         };
         b[0..2].copy_from_slice(&version.to_be_bytes());
         b[2..18].copy_from_slice(&self.enclave.0);
@@ -217,10 +251,11 @@ impl UsageReport {
         ReportBytes { buf: b, len }
     }
 
-    /// Strict decoder: exact length for its version (v2: 86, v1: 78), known version, bounded
-    /// fields.
+    /// Strict decoder: exact length for its version (v3: 118, v2: 86, v1: 78), known version,
+    /// bounded fields.
     pub fn decode(b: &[u8]) -> Result<Self> {
         let len_of = |v| match v {
+            REPORT_VERSION_V3 => Some(REPORT_LEN_V3),
             REPORT_VERSION => Some(REPORT_LEN),
             REPORT_VERSION_V1 => Some(REPORT_LEN_V1),
             _ => None,
@@ -243,7 +278,13 @@ impl UsageReport {
             net_tx_bytes: be_u64(b, 58),
             net_rx_bytes: be_u64(b, 66),
             gpu_util_bp,
-            cpu_wait_ns: (version == REPORT_VERSION).then(|| be_u64(b, 78)),
+            cpu_wait_ns: (version != REPORT_VERSION_V1).then(|| be_u64(b, 78)),
+            msgs: (version == REPORT_VERSION_V3).then(|| MsgCounts {
+                sent: be_u64(b, 86),
+                sent_bytes: be_u64(b, 94),
+                refused: be_u64(b, 102),
+                refused_bytes: be_u64(b, 110),
+            }),
         };
         if r.window_start_ns.checked_add(r.window_len_ns).is_none() {
             return Err(AttestError::malformed(
@@ -341,9 +382,13 @@ mod tests {
         let r = UsageReport::decode(e.report.body()).unwrap();
         assert_eq!(r.encode().as_slice(), e.report.body());
         assert_eq!(e.report.body().len(), REPORT_LEN, "producers write v2");
-        let mut v3 = r.encode();
-        v3[1] = 3;
-        assert!(UsageReport::decode(&v3).is_err());
+        let mut v4 = r.encode();
+        v4[1] = 4;
+        assert!(UsageReport::decode(&v4).is_err());
+        // v3 bytes at v2's length.
+        let mut v3_short = r.encode();
+        v3_short[1] = 3;
+        assert!(UsageReport::decode(&v3_short).is_err());
         // A version whose length does not match: v1 bytes at v2's length and back.
         let mut v1_long = r.encode();
         v1_long[1] = 1;
@@ -367,6 +412,7 @@ mod tests {
             net_rx_bytes: 8,
             gpu_util_bp: 10_000,
             cpu_wait_ns: Some(0x0a0b),
+            msgs: None,
         };
         let b = r.encode();
         assert_eq!(b.len(), REPORT_LEN);
@@ -378,6 +424,35 @@ mod tests {
         assert_eq!(b[73], 8);
         assert_eq!(&b[74..78], &10_000u32.to_be_bytes());
         assert_eq!(UsageReport::decode(&b).unwrap(), r);
+    }
+
+    #[test]
+    fn v3_reports_carry_message_counts_after_the_wait() {
+        let mut r = UsageReport::decode(setup(1).0.emit(&sample(1)).report.body()).unwrap();
+        r.msgs = Some(MsgCounts {
+            sent: 0x11,
+            sent_bytes: 0x22,
+            refused: 0x33,
+            refused_bytes: 0x44,
+        });
+        let b = r.encode();
+        assert_eq!(b.len(), REPORT_LEN_V3);
+        assert_eq!(&b[0..2], &REPORT_VERSION_V3.to_be_bytes());
+        assert_eq!(&b[78..86], &r.cpu_wait_ns.unwrap().to_be_bytes());
+        assert_eq!((b[93], b[101], b[109], b[117]), (0x11, 0x22, 0x33, 0x44));
+        assert_eq!(UsageReport::decode(&b).unwrap(), r);
+        assert_eq!(report_len(&b), Some(REPORT_LEN_V3));
+        assert!(UsageReport::decode(&b[..REPORT_LEN]).is_err());
+        // A producer seals v3 for a window with messages, v2 for one without.
+        let (mut p, mut v) = setup(1);
+        let mut s = sample(1);
+        s.msgs.refused = 3;
+        let e = p.emit(&s);
+        assert_eq!(e.report.body().len(), REPORT_LEN_V3);
+        assert_eq!(e.report.len(), MAC_REPORT_LEN_V3);
+        let opened = v.verify_report(&e.report, NOW).unwrap();
+        assert_eq!(opened.msgs.map(|m| m.refused), Some(3));
+        assert_eq!(p.emit(&sample(2)).report.body().len(), REPORT_LEN);
     }
 
     #[test]

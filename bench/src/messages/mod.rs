@@ -171,6 +171,7 @@ fn enclave(talk: &[(&str, u32)], priority: i64) -> EnclavePlan {
                 .iter()
                 .map(|(p, s)| (p.to_string(), s * 1000))
                 .collect(),
+            rate_per_s: 0,
         },
         ..EnclavePlan::default()
     }

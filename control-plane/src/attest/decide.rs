@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use tribune_policy::{
-    Action, AttestStatus, AttestationFacts, Decision, Events, Facts, PolicySet, Resource,
+    Action, AttestStatus, AttestationFacts, Decision, Events, Facts, MsgFacts, PolicySet, Resource,
     SourceKind, UsageFact, Utilization,
 };
 
@@ -62,6 +62,8 @@ pub struct Observation {
     /// The report the observation ends with, and when its window ended (Unix ms).
     pub seq: u64,
     pub window_end_ms: u64,
+    /// Its inter-enclave messages in the last window, per second (`usage.msgs.*`).
+    pub msgs: MsgFacts,
 }
 
 /// One enclave, as the decision sees it.
@@ -139,6 +141,7 @@ fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
             reattestation_failures: attestation.map_or(0, |a| a.failures),
             divergence_pct: input.observation.map_or(0.0, |o| o.divergence_pct),
         },
+        msgs: input.observation.map(|o| o.msgs).unwrap_or_default(),
         over_limit_ms,
         held_ms: input
             .held_since
@@ -249,6 +252,14 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
         }
         (_, None) => false,
     };
+    // A message-rate throttle holds while the enclave still presses against its rate (its
+    // attempts, accepted or refused, at least PRESSING of it) or says nothing: a flooder that
+    // keeps flooding stays held, one that stopped is released.
+    if let Some(msgs_cap) = input.allocation.and_then(|a| a.msgs_rate_per_s) {
+        hold_throttle |= input
+            .observation
+            .is_none_or(|o| o.msgs.rate >= msgs_cap as f64 * PRESSING);
+    }
     let over_since = if over {
         Some(prev.over_since_ms.unwrap_or(now_ms))
     } else {
@@ -367,12 +378,24 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
             } else {
                 0
             };
+            // The message rate a rule set (`msgs.rate = N`), or the one already in force while
+            // the throttle holds; none below Throttle.
+            let msgs_rate_per_s = if step >= Step::Throttle {
+                d.msgs_rate
+                    .value
+                    .filter(|v| v.is_finite() && *v >= 1.0)
+                    .map(|v| v.round() as u64)
+                    .or(input.allocation.and_then(|a| a.msgs_rate_per_s))
+            } else {
+                None
+            };
             let allocation = Allocation {
                 enclave: input.enclave.id.clone(),
                 limits,
                 guaranteed,
                 weight: weight_of(&pass).round().clamp(1.0, 256.0) as u32,
                 suspended: step >= Step::Suspend,
+                msgs_rate_per_s,
             };
             let state = if step >= Step::Suspend {
                 EnclaveState::Suspended

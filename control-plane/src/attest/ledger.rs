@@ -134,6 +134,18 @@ pub fn rates_of(r: &UsageReport) -> Rates {
     }
 }
 
+/// The messages an enclave sent in a report's window (accepted or refused), per second: the
+/// facts `usage.msgs.rate` and `usage.msgs.bytes`. Zero for a report without message counts
+/// (v1, v2: it sent none).
+pub fn msgs_of(r: &UsageReport) -> tribune_policy::MsgFacts {
+    let secs = (r.window_len_ns.max(1)) as f64 / 1e9;
+    r.msgs
+        .map_or_else(Default::default, |m| tribune_policy::MsgFacts {
+            rate: m.sent.saturating_add(m.refused) as f64 / secs,
+            bytes: m.sent_bytes.saturating_add(m.refused_bytes) as f64 / secs,
+        })
+}
+
 /// How far the enclave's own view of CPU differs from the host's, percent of the larger one.
 /// Below 10 millicores both are noise.
 pub fn divergence_pct(enclave: &Rates, host: &Rates) -> f64 {
@@ -652,6 +664,7 @@ impl Tracked {
                     divergence_pct: divergence,
                     seq: report.seq,
                     window_end_ms: end_ms,
+                    msgs: msgs_of(&report),
                 });
             }
             t => {

@@ -382,6 +382,7 @@ fn the_wait_average_is_whole_millicores_or_unknown() {
         net_rx_bytes: 0,
         gpu_util_bp: 0,
         cpu_wait_ns: wait_ns,
+        msgs: None,
     };
     // 100 ms windows: 90 ms waited is 900m, 10 ms is 100m; the average 500m.
     let span = [report(Some(SEC / 100 * 9)), report(Some(SEC / 100))];

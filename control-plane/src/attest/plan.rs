@@ -56,6 +56,7 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                             guaranteed: Default::default(),
                             weight: 1,
                             suspended: false,
+                            msgs_rate_per_s: None,
                         })
                 }
             };
@@ -85,6 +86,7 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
                 ingress_guarantee_bits_per_sec: allocation.guaranteed.ingress_bits_per_sec,
                 talk_priority,
                 talk,
+                msgs_rate_per_sec: allocation.msgs_rate_per_s.unwrap_or(0),
             }
         })
         .collect();

@@ -335,6 +335,7 @@ impl<'a> Sim<'a> {
             guaranteed: Resources::default(),
             weight: 1,
             suspended: step >= Step::Suspend,
+            msgs_rate_per_s: None,
         });
         if self.enclave.state != EnclaveState::Untrusted
             && self.enclave.state != EnclaveState::Pending
@@ -404,6 +405,8 @@ impl<'a> Sim<'a> {
                 divergence_pct: w.divergence_bp_max as f64 / 100.0,
                 seq: w.last_seq,
                 window_end_ms: end_ms,
+                // Digests do not carry message counts: a replay decides without them.
+                msgs: Default::default(),
             });
         }
     }

@@ -33,6 +33,7 @@ mod tests {
             guaranteed: Resources::default(),
             weight: 1,
             suspended: false,
+            msgs_rate_per_s: None,
         }
     }
 

@@ -423,6 +423,7 @@ fn an_enclave_is_deleted_only_when_no_agent_may_be_running_it() {
                     guaranteed: Resources::default(),
                     weight: 1,
                     suspended: false,
+                    msgs_rate_per_s: None,
                 },
             );
             let before = s.clone();

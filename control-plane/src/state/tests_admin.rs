@@ -32,6 +32,7 @@ fn decide_running(s: &mut State, id: &str) -> Outcome {
                 guaranteed: Resources::default(),
                 weight: 1,
                 suspended: false,
+                msgs_rate_per_s: None,
             },
             state: EnclaveState::Running,
             ladder: Ladder::default(),
@@ -405,6 +406,7 @@ fn a_spec_only_write_keeps_the_stored_state_and_epoch() {
                         guaranteed: Resources::default(),
                         weight: 1,
                         suspended: held,
+                        msgs_rate_per_s: None,
                     },
                 );
                 let status_before = s.status.get("e").cloned();

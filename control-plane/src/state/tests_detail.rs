@@ -94,6 +94,7 @@ fn every_detail_round_trips_through_json_and_through_commands() {
                 guaranteed: Resources::default(),
                 weight: 1,
                 suspended: false,
+                msgs_rate_per_s: None,
             },
             state: EnclaveState::Running,
             ladder: Ladder::default(),

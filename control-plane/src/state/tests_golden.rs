@@ -269,6 +269,7 @@ pub(crate) fn scenario(format: LeafFormat) -> State {
                     guaranteed: Resources::default(),
                     weight: 1,
                     suspended: false,
+                    msgs_rate_per_s: None,
                 },
                 state: EnclaveState::Throttled,
                 ladder: Ladder::default(),

@@ -151,6 +151,11 @@ pub struct Allocation {
     pub guaranteed: Resources,
     pub weight: u32,
     pub suspended: bool,
+    /// Inter-enclave messages a second its host's mediator admits from it, while it is
+    /// throttled by a rule that sets `msgs.rate` (docs/messages.md). Absent: not rate-limited
+    /// (and entries without it serialise exactly as before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgs_rate_per_s: Option<u64>,
 }
 
 /// A bearer token (`tribune token create`). Only the secret's SHA-256 is replicated; the secret

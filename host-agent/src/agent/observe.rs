@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Agent, AgentStatus, EnclaveReport, EventKind, RefusedLaunch, Taken, unix_ns};
-use crate::collector::{OOM_EVERY, Usage, UsageWindow};
+use crate::collector::{MsgTotals, OOM_EVERY, Usage, UsageWindow};
 use crate::link_messages::ToLink;
 use crate::plan::{Change, RunState};
 use crate::runtime::EnclaveStatus;
@@ -32,11 +32,20 @@ impl Agent {
             Some(n) => n.read(),
             None => Default::default(),
         };
+        let messages = self.mediator.counters();
         for (name, r) in self.enclaves.iter_mut() {
             let Ok(mut s) = r.probe.read(&mut self.buf, &links, with_oom) else {
                 continue;
             };
             let at_unix_ns = unix_ns();
+            if let Some(c) = messages.get(name) {
+                s.msgs = MsgTotals {
+                    sent: c.sent_messages,
+                    sent_bytes: c.sent_bytes,
+                    refused: c.unaccepted_messages,
+                    refused_bytes: c.unaccepted_bytes,
+                };
+            }
             if !with_oom {
                 s.oom_kills = r.last.map_or(0, |l| l.sample.oom_kills);
                 s.memory_limit_hits = r.last.map_or(0, |l| l.sample.memory_limit_hits);

@@ -25,6 +25,8 @@ pub struct Party {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TalkTable {
     parties: BTreeMap<String, Party>,
+    /// Messages a second admitted from each rate-limited enclave (a throttle; absent: none).
+    rates: BTreeMap<String, u64>,
 }
 
 /// An admitted message's place in the receiver's inbox.
@@ -81,12 +83,36 @@ impl TalkTable {
                 (name.clone(), Party { class, allow })
             })
             .collect();
-        TalkTable { parties }
+        let rates = plan
+            .enclaves
+            .iter()
+            .filter(|(_, e)| e.talk.rate_per_s > 0)
+            .map(|(n, e)| (n.clone(), e.talk.rate_per_s))
+            .collect();
+        TalkTable { parties, rates }
     }
 
     /// A table from parties directly (tests, benchmarks).
     pub fn from_parties(parties: BTreeMap<String, Party>) -> TalkTable {
-        TalkTable { parties }
+        TalkTable {
+            parties,
+            rates: BTreeMap::new(),
+        }
+    }
+
+    /// The same table with `name` held to `per_s` messages a second (0: not rate-limited).
+    pub fn with_rate(mut self, name: &str, per_s: u64) -> TalkTable {
+        if per_s == 0 {
+            self.rates.remove(name);
+        } else {
+            self.rates.insert(name.to_string(), per_s);
+        }
+        self
+    }
+
+    /// The messages a second admitted from `name`, if it is rate-limited.
+    pub fn rate_of(&self, name: &str) -> Option<u64> {
+        self.rates.get(name).copied()
     }
 
     /// Whether `name` is an enclave of the table.
@@ -249,6 +275,7 @@ mod tests {
             talk: Talk {
                 priority,
                 allow: allow.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+                rate_per_s: 0,
             },
             ..EnclavePlan::default()
         };

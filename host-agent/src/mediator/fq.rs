@@ -12,6 +12,13 @@
 //! flows. At the start of a flow's turn its deficit grows by `quantum_bytes × weight`; it is
 //! served while its head message fits its deficit, then goes to the back of the ring.
 //!
+//! **Sparse flows first** (fq_codel's new-flow list, RFC 8290 §4.1): a flow that becomes
+//! backlogged from empty takes its first turn before the ring's flows (still one quantum), then
+//! joins the back of the ring if it is still backlogged. A light sender — one message now and
+//! then — therefore waits behind no flooder's turn at all, only behind other new arrivals; a
+//! flow can be new once per time it empties, so it gains at most one quantum per emptying and
+//! never more than its arrivals. Flows that stay backlogged see plain DRR (the bound below).
+//!
 //! **Cost**: when `quantum_bytes` is at least the largest message, every turn serves at least
 //! one message, so a dequeue looks at no more than two flows: O(1) per message. A smaller
 //! quantum (the default, 512 bytes, keeps a turn short for small messages, which is what keeps the
@@ -149,8 +156,19 @@ struct Flow<M> {
 
 #[derive(Debug, Default)]
 struct Class {
-    /// Backlogged flows of this class, in turn order: the front one is being served.
+    /// Flows that just became backlogged from empty, waiting for (or in) their first turn:
+    /// served before `ring` (sparse flows first, as fq_codel's new-flow list, RFC 8290 §4.1).
+    /// A flow still backlogged after that one turn moves to the back of `ring`.
+    fresh: VecDeque<FlowId>,
+    /// Backlogged flows of this class past their first turn, in turn order: the front one is
+    /// being served (when `fresh` is empty).
     ring: VecDeque<FlowId>,
+}
+
+impl Class {
+    fn is_idle(&self) -> bool {
+        self.fresh.is_empty() && self.ring.is_empty()
+    }
 }
 
 /// One receiver's inbox scheduler. `M` is whatever the caller queues (the message with its
@@ -226,7 +244,7 @@ impl<M> Scheduler<M> {
         flow.deficit_bytes = 0;
         if backlogged {
             self.unlink(id, old);
-            self.link(id, class);
+            self.link(id, class, false);
         }
         Ok(())
     }
@@ -268,7 +286,7 @@ impl<M> Scheduler<M> {
         self.queued_messages += 1;
         self.queued_bytes += u64::from(bytes);
         if was_empty {
-            self.link(id, class);
+            self.link(id, class, true);
         }
         Ok(())
     }
@@ -284,7 +302,13 @@ impl<M> Scheduler<M> {
         // either fits its head, or its turn ends and the next starts with enough credit. With a
         // smaller quantum, each visit that serves nothing adds credit the flow spends later.
         loop {
-            let id = *self.classes[class].ring.front()?;
+            let c = &self.classes[class];
+            let fresh = !c.fresh.is_empty();
+            let id = *if fresh {
+                c.fresh.front()
+            } else {
+                c.ring.front()
+            }?;
             let flow = self.flows[id.index()].as_mut()?;
             if !flow.in_turn {
                 flow.in_turn = true;
@@ -302,16 +326,28 @@ impl<M> Scheduler<M> {
                     // An idle flow keeps no credit (DRR): it cannot save up a burst.
                     flow.deficit_bytes = 0;
                     flow.in_turn = false;
-                    self.classes[class].ring.pop_front();
-                    if self.classes[class].ring.is_empty() {
+                    let c = &mut self.classes[class];
+                    if fresh {
+                        c.fresh.pop_front();
+                    } else {
+                        c.ring.pop_front();
+                    }
+                    if c.is_idle() {
                         self.backlogged &= !(1u64 << class);
                     }
                 }
                 return Some((id, message));
             }
-            // Turn over: keep the remainder (< head), go to the back.
+            // Turn over: keep the remainder (< head), go to the back of the ring (a fresh
+            // flow's one early turn is spent).
             flow.in_turn = false;
-            self.classes[class].ring.rotate_left(1);
+            let c = &mut self.classes[class];
+            if fresh {
+                c.fresh.pop_front();
+                c.ring.push_back(id);
+            } else {
+                c.ring.rotate_left(1);
+            }
         }
     }
 
@@ -343,15 +379,23 @@ impl<M> Scheduler<M> {
         self.flows.get_mut(id.index()).and_then(Option::as_mut)
     }
 
-    fn link(&mut self, id: FlowId, class: u8) {
-        self.classes[usize::from(class)].ring.push_back(id);
+    /// A flow becomes backlogged: `fresh` (it was empty) to the new-flow list, else (moved
+    /// between classes) to the back of the ring.
+    fn link(&mut self, id: FlowId, class: u8, fresh: bool) {
+        let c = &mut self.classes[usize::from(class)];
+        if fresh {
+            c.fresh.push_back(id);
+        } else {
+            c.ring.push_back(id);
+        }
         self.backlogged |= 1u64 << class;
     }
 
     fn unlink(&mut self, id: FlowId, class: u8) {
-        let ring = &mut self.classes[usize::from(class)].ring;
-        ring.retain(|f| *f != id);
-        if ring.is_empty() {
+        let c = &mut self.classes[usize::from(class)];
+        c.fresh.retain(|f| *f != id);
+        c.ring.retain(|f| *f != id);
+        if c.is_idle() {
             self.backlogged &= !(1u64 << class);
         }
     }

@@ -388,3 +388,48 @@ fn a_small_quantum_still_serves_large_messages_by_their_weight_in_bytes() {
     let ratio = bytes[1] as f64 / bytes[0] as f64;
     assert!((0.9..=1.1).contains(&ratio), "small:big bytes {ratio}");
 }
+
+/// A sparse flow's message is served next, ahead of a backlogged flooder's turn (new flows
+/// first); a flow still backlogged after its one early turn waits in the ring like the rest,
+/// so a flooder gains nothing from it.
+#[test]
+fn a_sparse_flow_jumps_the_flooders_turn_once_per_emptying() {
+    let mut s = Scheduler::new(Bounds {
+        flow_messages_max: 1000,
+        flow_bytes_max: 1 << 20,
+        message_bytes_max: 64,
+        quantum_bytes: 512,
+    })
+    .unwrap();
+    let flood = s.add_flow(0, 1).unwrap();
+    let light = s.add_flow(0, 1).unwrap();
+    for i in 0..500u32 {
+        s.enqueue(flood, i, 64).unwrap();
+    }
+    // The flooder's own early turn (8 messages of 64 bytes), then one of its ring turn: it is
+    // mid-turn.
+    for n in 0..9 {
+        assert_eq!(s.dequeue(), Some((flood, n)));
+    }
+    s.enqueue(light, 1000, 64).unwrap();
+    assert_eq!(
+        s.dequeue(),
+        Some((light, 1000)),
+        "the light sender waits for nobody"
+    );
+    for n in 9..13 {
+        assert_eq!(s.dequeue(), Some((flood, n)));
+        s.enqueue(light, 1000 + n, 64).unwrap();
+        assert_eq!(s.dequeue(), Some((light, 1000 + n)));
+    }
+    // Both backlogged: after the light flow's early turn (8 messages), plain DRR, 8 each.
+    for i in 0..20 {
+        s.enqueue(light, 2000 + i, 64).unwrap();
+    }
+    let order: Vec<FlowId> = (0..40).map(|_| s.dequeue().unwrap().0).collect();
+    let light_n = order.iter().filter(|f| **f == light).count();
+    assert!(
+        (16..=24).contains(&light_n),
+        "{light_n} of 40 to the light flow"
+    );
+}

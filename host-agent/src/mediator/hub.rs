@@ -15,7 +15,7 @@ use std::time::Instant;
 use tribune_msg::wire::{Frame, RefusalCode};
 
 use super::admission::{Refusal, TalkTable};
-use super::bucket::{RefusalLog, Verdict};
+use super::bucket::{RefusalLog, TokenBucket, Verdict};
 use super::fq::{Bounds, FlowId, Refused, Scheduler};
 
 /// Refusal log lines: a burst of 5 per (sender, receiver) pair, then one a second.
@@ -196,6 +196,12 @@ pub struct Counters {
     pub refused_messages: u64,
     /// Its messages refused because its queue to the receiver was full.
     pub queue_full_messages: u64,
+    /// Its messages refused because it was over the rate its plan holds it to.
+    pub rate_limited_messages: u64,
+    /// Every message of its not accepted, for any reason, and their payload bytes (what its
+    /// usage reports count as refused).
+    pub unaccepted_messages: u64,
+    pub unaccepted_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -253,6 +259,8 @@ pub struct Hub {
     inboxes: HashMap<String, Inbox>,
     refusals: RefusalLog,
     counters: BTreeMap<String, Counters>,
+    /// The token bucket of each rate-limited sender (the table's rate, and its bucket).
+    rates: HashMap<String, (u64, TokenBucket)>,
     epoch: Instant,
 }
 
@@ -274,6 +282,7 @@ impl Hub {
             inboxes: HashMap::new(),
             refusals: RefusalLog::new(REFUSAL_LOG_BURST, REFUSAL_LOG_PER_S, REFUSAL_LOG_PAIRS_MAX),
             counters: BTreeMap::new(),
+            rates: HashMap::new(),
             epoch: Instant::now(),
         })
     }
@@ -317,15 +326,41 @@ impl Hub {
                 }
             }
         }
+        // Rate limits: a sender whose rate is unchanged keeps its bucket (a new plan does not
+        // refill it); a new or changed rate starts a full bucket of one second's worth.
+        let now_ms = self.now_ms();
+        self.rates
+            .retain(|name, (per_s, _)| table.rate_of(name) == Some(*per_s));
+        for name in table.names() {
+            if let Some(per_s) = table.rate_of(name)
+                && !self.rates.contains_key(name)
+            {
+                let per_s_u32 = u32::try_from(per_s).unwrap_or(u32::MAX);
+                self.rates.insert(
+                    name.to_string(),
+                    (per_s, TokenBucket::new(per_s_u32, per_s_u32, now_ms)),
+                );
+            }
+        }
         self.table = table;
         failed
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// A SEND from `sender` (the connection's bound enclave) to `to`. The answer (ACCEPTED or
     /// REFUSED) is queued on `sender` here, under the hub's lock, so it always goes out before
     /// the DONE of a delivery that can only start after the lock is released.
     pub fn send(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
+        let bytes = payload.len() as u64;
         let sent = self.admit_and_queue(sender, id, to, payload);
+        if let Sent::Refused(..) = sent {
+            let c = self.counters.entry(sender.enclave.clone()).or_default();
+            c.unaccepted_messages += 1;
+            c.unaccepted_bytes += bytes;
+        }
         sender.push(match &sent {
             Sent::Accepted(_) => Frame::Accepted { id },
             Sent::Refused(code, reason) => Frame::Refused {
@@ -346,6 +381,20 @@ impl Hub {
                 return Sent::Refused(why.code(), why.to_string());
             }
         };
+        let now_ms = self.now_ms();
+        if let Some((per_s, bucket)) = self.rates.get_mut(from)
+            && !bucket.take(now_ms)
+        {
+            let per_s = *per_s;
+            self.counters
+                .entry(from.to_string())
+                .or_default()
+                .rate_limited_messages += 1;
+            return Sent::Refused(
+                RefusalCode::RateLimited,
+                format!("you are held to {per_s} messages a second (throttled): try again later"),
+            );
+        }
         let Some(inbox) = self.inboxes.get_mut(to) else {
             let why = Refusal::UnknownReceiver(to.to_string());
             return Sent::Refused(why.code(), why.to_string());
@@ -407,7 +456,7 @@ impl Hub {
             .entry(from.to_string())
             .or_default()
             .refused_messages += 1;
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let now_ms = self.now_ms();
         if let Verdict::Log { left_out } = self.refusals.refused(from, to, now_ms) {
             tracing::warn!(
                 from,

@@ -281,3 +281,42 @@ fn the_answer_is_queued_before_any_done() {
         .collect();
     assert_eq!(kinds, vec![(7, "accepted"), (8, "refused"), (7, "done")]);
 }
+
+/// A rate-limited sender (a throttle from its plan) gets one second's worth at once, then is
+/// refused `rate-limited`; its refusals and their bytes are counted for its usage reports; a
+/// new plan with the same rate keeps its bucket, and one without a rate lifts it.
+#[test]
+fn a_throttled_sender_is_held_to_its_rate_and_its_refusals_are_counted() {
+    let mut hub = Hub::new(Bounds {
+        flow_messages_max: 100,
+        ..bounds()
+    })
+    .unwrap();
+    let pair = || table(&[("a", 0, &[("b", 1)]), ("b", 0, &[("a", 1)])]);
+    hub.set_table(pair().with_rate("a", 5));
+    let a = Conn::new("a");
+    let b = Conn::new("b");
+    let mut codes = Vec::new();
+    for id in 0..8 {
+        if let Sent::Refused(code, why) = hub.send(&a, id, "b", vec![0; 10]) {
+            assert!(why.contains("5 messages a second"), "{why}");
+            codes.push(code);
+        }
+    }
+    assert_eq!(codes, vec![RefusalCode::RateLimited; 3]);
+    // The receiver is not rate-limited.
+    accepted(hub.send(&b, 100, "a", vec![0]));
+    // The same rate again: the bucket is kept (still empty), not refilled.
+    hub.set_table(pair().with_rate("a", 5));
+    refused(hub.send(&a, 9, "b", vec![0; 10]));
+    let c = hub.counters()["a"];
+    assert_eq!(c.sent_messages, 5);
+    assert_eq!(c.rate_limited_messages, 4);
+    assert_eq!((c.unaccepted_messages, c.unaccepted_bytes), (4, 40));
+    // Lifted.
+    hub.set_table(pair());
+    accepted(hub.send(&a, 10, "b", vec![0; 10]));
+    // A refusal by the rules counts as unaccepted too.
+    refused(hub.send(&a, 11, "nobody", vec![0; 3]));
+    assert_eq!(hub.counters()["a"].unaccepted_bytes, 43);
+}

@@ -20,6 +20,8 @@ pub(super) fn fact_paths() -> Vec<String> {
         "time",
         "over_limit",
         "usage.divergence",
+        "usage.msgs.rate",
+        "usage.msgs.bytes",
         "attestation.status",
         "attestation.tcb",
         "attestation.tcb_version",
@@ -350,6 +352,8 @@ impl Checker<'_, '_> {
             (["time"], None) => NumFact::Time,
             (["reattestation", "failures"], None) => NumFact::ReattestFailures,
             (["attestation", "tcb_version"], None) => NumFact::TcbVersion,
+            (["usage", "msgs", "rate"], None) => NumFact::MsgsRate,
+            (["usage", "msgs", "bytes"], None) => NumFact::MsgsBytes,
             (["usage", r, a], Some(args)) if Resource::from_name(r).is_some() => {
                 let res = Resource::from_name(r)?;
                 let Some(agg) = Agg::from_name(a) else {
@@ -538,6 +542,39 @@ mod tests {
             d.message
         );
         compile("  limit { cpu = 2 }\n  when usage.cpu.avg(1m) > 90% of limit.cpu { notify now }");
+    }
+
+    #[test]
+    fn message_facts_are_typed() {
+        // A rate is a plain number, bytes are memory; mixing them up is a type error.
+        assert!(
+            codes("  when usage.msgs.rate > 100 && usage.msgs.bytes > 1MiB { notify now }")
+                .is_empty()
+        );
+        assert_eq!(
+            codes("  when usage.msgs.rate > 1MiB { notify now }"),
+            ["E0201"]
+        );
+        assert_eq!(
+            codes("  when usage.msgs.bytes > 100 { notify now }"),
+            ["E0203"]
+        );
+        assert_eq!(
+            codes("  when usage.msgs.rates > 100 { notify now }"),
+            ["E0104"]
+        );
+        // `msgs.rate` is settable by a rule, within 1..1e9 messages a second.
+        assert!(codes("  when usage.msgs.rate > 100 { msgs.rate = 10\n throttle now }").is_empty());
+        assert_eq!(
+            codes("  when usage.msgs.rate > 100 { msgs.rate = 0 }"),
+            ["E0302"]
+        );
+        assert_eq!(
+            codes("  when usage.msgs.rate > 100 { msgs.rate = 1MiB }"),
+            ["E0204"]
+        );
+        // Live facts do not belong in selectors.
+        assert_eq!(codes("  talk { allow to usage.msgs.rate > 1 }"), ["E0111"]);
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Checker<'_, '_> {
                     let t = match names.as_slice() {
                         ["weight"] => Target::Weight,
                         ["priority"] => Target::Priority,
+                        ["msgs", "rate"] => Target::MsgsRate,
                         ["limit", _] | ["guarantee", _] => match self.resource_name(&target[1..]) {
                             Some(res) => {
                                 if names[0] == "limit" {
@@ -114,6 +115,7 @@ impl Checker<'_, '_> {
                             let cands = [
                                 "weight",
                                 "priority",
+                                "msgs.rate",
                                 "limit.cpu",
                                 "limit.memory",
                                 "limit.egress",
@@ -134,7 +136,7 @@ impl Checker<'_, '_> {
                             );
                             match did_you_mean(&full, cands) {
                                 Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                                None => d.with_hint("rules set limit.RESOURCE, guarantee.RESOURCE, weight or priority"),
+                                None => d.with_hint("rules set limit.RESOURCE, guarantee.RESOURCE, weight, priority or msgs.rate"),
                             };
                             continue;
                         }
@@ -186,6 +188,9 @@ impl Checker<'_, '_> {
                     }
                     if let (Target::Priority, Some(k)) = (t, fold(&self.nums, v)) {
                         self.range(value, k, 0.0, 1000.0, "`priority`", |x| format!("{x}"));
+                    }
+                    if let (Target::MsgsRate, Some(k)) = (t, fold(&self.nums, v)) {
+                        self.range(value, k, 1.0, 1e9, "`msgs.rate`", |x| format!("{x}"));
                     }
                     match (t, fold(&self.nums, v)) {
                         (Target::Guarantee(r), Some(k)) => raised.push((r, k, value.span)),

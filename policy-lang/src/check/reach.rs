@@ -120,6 +120,8 @@ fn fact_name(f: NumFact) -> String {
         NumFact::Time => "time".into(),
         NumFact::ReattestFailures => "reattestation.failures".into(),
         NumFact::TcbVersion => "attestation.tcb_version".into(),
+        NumFact::MsgsRate => "usage.msgs.rate".into(),
+        NumFact::MsgsBytes => "usage.msgs.bytes".into(),
     }
 }
 

@@ -84,6 +84,9 @@ pub struct Decision {
     pub limit: [Setting; 5],
     pub weight: Setting,
     pub priority: Setting,
+    /// The message rate (messages a second) a `when` rule holds the enclave to while it is
+    /// throttled (`msgs.rate = N`).
+    pub msgs_rate: Setting,
     pub preempt: bool,
     /// The most severe action due now, and the rule or ladder step that asks for it.
     pub action: ActionOutcome,

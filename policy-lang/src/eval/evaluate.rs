@@ -46,6 +46,8 @@ impl Ctx<'_> {
             NumFact::Time => facts.minute_of_day.map_or(f64::NAN, f64::from),
             NumFact::ReattestFailures => f64::from(facts.events.reattestation_failures),
             NumFact::TcbVersion => f64::from(facts.attestation.tcb_version),
+            NumFact::MsgsRate => facts.msgs.rate,
+            NumFact::MsgsBytes => facts.msgs.bytes,
         }
     }
 
@@ -240,6 +242,7 @@ impl CompiledPolicy {
                     Target::Guarantee(r) => d.guarantee[r as usize] = s,
                     Target::Weight => d.weight = s,
                     Target::Priority => d.priority = s,
+                    Target::MsgsRate => d.msgs_rate = s,
                 }
             }
             if rule.action > d.action.action {
@@ -458,5 +461,37 @@ mod tests {
         assert_eq!(p.talk_to(&facts(), &peer), (true, 2.0, 1));
         let none = compile("  limit { cpu = 1 }");
         assert_eq!(none.talk_to(&facts(), &peer), (false, 0.0, 0));
+    }
+
+    #[test]
+    fn message_facts_throttle_a_flooder_and_set_its_rate() {
+        let p = compile(
+            "  when usage.msgs.rate > 1000 || usage.msgs.bytes > 1MiB {\n    msgs.rate = 100\n    throttle now\n  }",
+        );
+        let mut f = facts();
+        let d = p.evaluate(&f);
+        assert_eq!((d.action.action, d.msgs_rate.value), (Action::None, None));
+        f.msgs.rate = 1001.0;
+        let d = p.evaluate(&f);
+        assert_eq!(d.action.action, Action::Throttle);
+        assert_eq!(d.msgs_rate.value, Some(100.0));
+        assert_eq!(d.msgs_rate.origin.kind, SourceKind::When);
+        // The byte rate alone trips it too; exactly at the threshold does not.
+        f.msgs = MsgFacts {
+            rate: 1000.0,
+            bytes: 1024.0 * 1024.0 + 1.0,
+        };
+        assert_eq!(p.evaluate(&f).action.action, Action::Throttle);
+        f.msgs.bytes = 1024.0 * 1024.0;
+        assert_eq!(p.evaluate(&f).action.action, Action::None);
+        let text = p.evaluate(&Facts {
+            msgs: MsgFacts {
+                rate: 5000.0,
+                bytes: 0.0,
+            },
+            ..facts()
+        });
+        assert!(text.render_text(&["p"]).contains("msgs.rate"));
+        assert_eq!(text.to_json(&["p"])["msgs_rate"]["value"], 100.0);
     }
 }

@@ -105,6 +105,17 @@ impl Default for Events {
     }
 }
 
+/// The enclave's inter-enclave messages in its last usage report's window (its mediator's
+/// counts, sealed in the report: `docs/messages.md`), per second.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MsgFacts {
+    /// Messages sent (accepted or refused) a second: `usage.msgs.rate`.
+    pub rate: f64,
+    /// Their payload bytes a second: `usage.msgs.bytes`.
+    pub bytes: f64,
+}
+
 /// Everything the evaluator may look at. Serde form is the `--facts` JSON file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -119,6 +130,8 @@ pub struct Facts {
     pub usage: Vec<UsageFact>,
     pub attestation: AttestationFacts,
     pub events: Events,
+    /// `usage.msgs.rate` and `usage.msgs.bytes`.
+    pub msgs: MsgFacts,
     /// How long usage has been above the limit (0: not over).
     pub over_limit_ms: u64,
     /// How long each condition (`when#N`, `on#N`, `reclaim`) has been continuously true.

@@ -22,5 +22,5 @@ pub use decision::{
     ActionOutcome, AttestOutcome, AttestViolation, Decision, Origin, ReclaimOutcome, Setting,
     SourceKind, TalkDecision,
 };
-pub use facts::{AttestationFacts, Enclave, Events, Facts, UsageFact, Utilization};
+pub use facts::{AttestationFacts, Enclave, Events, Facts, MsgFacts, UsageFact, Utilization};
 pub use policy_set::PolicySet;

@@ -50,6 +50,9 @@ impl PolicySet {
             if acc.weight.value.is_none() {
                 acc.weight = d.weight;
             }
+            if acc.msgs_rate.value.is_none() {
+                acc.msgs_rate = d.msgs_rate;
+            }
             if acc.priority.value.is_none() {
                 acc.priority = d.priority;
                 acc.preempt = d.preempt;

@@ -49,7 +49,7 @@ impl Decision {
                 );
             }
         }
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "matched": self.matched,
             "guarantee": g,
             "limit": l,
@@ -73,7 +73,16 @@ impl Decision {
                 "from": origin_json(&self.reclaim.origin, names),
             },
             "conditions_true": self.conditions_true,
-        })
+        });
+        if self.msgs_rate.value.is_some()
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert(
+                "msgs_rate".into(),
+                setting_json(&self.msgs_rate, Dim::Scalar, names),
+            );
+        }
+        v
     }
 
     /// A human-readable rendering for the CLI.
@@ -116,6 +125,15 @@ impl Decision {
                 "weight",
                 units::display(Dim::Scalar, v),
                 from(&self.weight.origin)
+            );
+        }
+        if let Some(v) = self.msgs_rate.value {
+            let _ = writeln!(
+                s,
+                "{:<19} {:>10}{}",
+                "msgs.rate",
+                units::display(Dim::Scalar, v),
+                from(&self.msgs_rate.origin)
             );
         }
         if let Some(v) = self.priority.value {

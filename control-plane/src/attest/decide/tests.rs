@@ -71,6 +71,7 @@ fn obs(cpu: f64, wanted: &[(Resource, tribune_policy::Agg, u32)]) -> Observation
         divergence_pct: 0.0,
         seq: 7,
         window_end_ms: 0,
+        msgs: Default::default(),
     }
 }
 
@@ -435,4 +436,64 @@ fn the_pool_balance_check_catches_an_imbalance() {
     assert!(!pool_balances(&[400, 0, 0], &[0, 200, 201], 2));
     assert!(!pool_balances(&[400, 0, 0], &[0, 100, 100], 2));
     assert!(!pool_balances(&[400, 0], &[0, 0], 0));
+}
+
+/// A flooder of inter-enclave messages: a rule on `usage.msgs.rate` throttles it and sets the
+/// rate its mediator holds it to; the throttle holds while it keeps pressing (its attempts,
+/// refused ones too, count) and is lifted once it stops.
+#[test]
+fn a_message_flooder_is_throttled_to_the_rules_rate_until_it_stops() {
+    let c = tribune_policy::check(
+        "t.tribune",
+        r#"
+policy "chatty" {
+  match tenant == "acme"
+  when usage.msgs.rate > 1000 { msgs.rate = 50; throttle now }
+}
+"#,
+    );
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let p = PolicySet::new(c.policies);
+    let mut s = Sim::new("a", "acme");
+    let run = |s: &mut Sim, rate: Option<f64>, now: i64| {
+        let o = rate.map(|r| Observation {
+            msgs: MsgFacts {
+                rate: r,
+                bytes: r * 64.0,
+            },
+            ..obs(10.0, &[])
+        });
+        let input = Input {
+            enclave: &s.enclave,
+            status: Some(&s.status),
+            allocation: s.allocation.as_ref(),
+            observation: o.as_ref(),
+            held_since: &s.held,
+            accounting_broken_ms: None,
+        };
+        let out = decide_host(&p, &[input], now).remove(0);
+        s.absorb(&out);
+        out
+    };
+    let e = run(&mut s, Some(10.0), 0).enforcement.expect("first");
+    assert_eq!(e.allocation.msgs_rate_per_s, None);
+    let e = run(&mut s, Some(5000.0), 100)
+        .enforcement
+        .expect("throttle");
+    assert_eq!(e.ladder.step, Step::Throttle);
+    assert_eq!(e.state, EnclaveState::Throttled);
+    assert_eq!(e.allocation.msgs_rate_per_s, Some(50));
+    assert!(e.ladder.cause.contains("when#1"), "{}", e.ladder.cause);
+    // Held to 50 and still trying at 60 a second (below the rule's 1000): still held.
+    run(&mut s, Some(60.0), 200);
+    assert_eq!(s.status.ladder.step, Step::Throttle);
+    assert_eq!(s.allocation.as_ref().unwrap().msgs_rate_per_s, Some(50));
+    // Silence never lifts a throttle.
+    run(&mut s, None, 300);
+    assert_eq!(s.allocation.as_ref().unwrap().msgs_rate_per_s, Some(50));
+    // It stopped: released, no rate limit.
+    let e = run(&mut s, Some(1.0), 400).enforcement.expect("release");
+    assert_eq!(e.ladder.step, Step::None);
+    assert_eq!(e.allocation.msgs_rate_per_s, None);
+    assert_eq!(e.state, EnclaveState::Running);
 }
