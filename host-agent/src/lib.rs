@@ -40,6 +40,7 @@ pub mod collector;
 pub mod control;
 pub mod cpu_wait;
 pub mod error;
+pub mod fence;
 pub mod gpu;
 pub mod launch;
 pub mod link;

@@ -213,6 +213,7 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
                     .map(|t| (t.enclave_id.clone(), t.share_milli))
                     .collect(),
             },
+            placement_epoch: e.placement_epoch,
         };
         enclaves.insert(e.enclave_id.clone(), plan);
     }

@@ -57,9 +57,37 @@ impl Agent {
 
     pub(super) async fn apply_inner(&mut self, plan: Plan) -> Result<ApplyReport> {
         plan.validate()?;
+        // Placement epochs first: an enclave offered under an epoch older than one seen here
+        // is left as it is (not launched, not resumed, not changed).
+        let applied_now: BTreeMap<String, EnclavePlan> = self
+            .enclaves
+            .iter()
+            .map(|(n, r)| (n.clone(), r.plan.clone()))
+            .collect();
+        let (plan, stale) = self.epochs.filter(plan, &applied_now);
+        for s in &stale {
+            let error = s.to_string();
+            if self.refused.get(&s.enclave) != Some(&error) {
+                tracing::warn!(enclave = %s.enclave, version = plan.version, "{error}");
+                self.event(
+                    Some(&s.enclave),
+                    EventKind::LaunchRefused {
+                        version: plan.version,
+                        error,
+                    },
+                );
+            }
+        }
         if admit(self.applied.as_ref(), &plan)? == Admit::AlreadyApplied {
             return Ok(ApplyReport {
                 version: plan.version,
+                refused: stale
+                    .iter()
+                    .map(|s| RefusedLaunch {
+                        enclave: s.enclave.clone(),
+                        error: s.to_string(),
+                    })
+                    .collect(),
                 ..ApplyReport::default()
             });
         }
@@ -95,6 +123,10 @@ impl Agent {
             version: plan.version,
             ..ApplyReport::default()
         };
+        report.refused.extend(stale.iter().map(|s| RefusedLaunch {
+            enclave: s.enclave.clone(),
+            error: s.to_string(),
+        }));
         for (name, why) in refused {
             let error = why.to_string();
             // Every newer plan retries the launch; the same refusal is said once.
@@ -148,6 +180,12 @@ impl Agent {
             plan.version,
             self.applied.as_ref().map(|a| a.version)
         );
+        let mut floors = self.epochs.clone();
+        floors.record(&plan);
+        if floors != self.epochs {
+            self.store.save_epochs(&floors)?;
+            self.epochs = floors;
+        }
         self.store.save(&plan)?;
         self.sync_mediator(&plan);
         self.applied = Some(plan);

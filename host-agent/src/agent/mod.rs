@@ -32,6 +32,7 @@ use crate::collector::{
     NetCounters, Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval,
 };
 use crate::error::{AgentError, Result};
+use crate::fence::EpochFloors;
 use crate::gpu::{self, GpuBackend};
 use crate::launch::{Credentials, EnclaveUsers, HostFiles, LaunchPolicy};
 use crate::link_messages::ToLink;
@@ -143,6 +144,8 @@ pub struct Agent {
     root: bool,
     /// Inter-enclave messages: a socket per enclave of the applied plan.
     mediator: Mediator,
+    /// The highest placement epoch seen per enclave (`crate::fence`).
+    epochs: EpochFloors,
 }
 
 fn unix_ns() -> u64 {
@@ -202,6 +205,7 @@ impl Agent {
         };
         let store = PlanStore::new(&cfg.data_dir)?;
         let stored = store.load()?;
+        let epochs = store.load_epochs()?;
         let root = cfg.group_root();
         // After a crash: enclaves of the last plan still running are adopted (their limits never
         // left the kernel); everything else of this instance is cleared.
@@ -252,6 +256,7 @@ impl Agent {
             files: HostFiles::new(),
             refused: BTreeMap::new(),
             root: is_root,
+            epochs,
         };
         if let Some(plan) = stored {
             for (name, pids) in survivors {

@@ -122,6 +122,7 @@ pub fn enclave(launch: LaunchSpec, cpu: Option<u64>, weight: u32) -> EnclavePlan
         weight,
         state: RunState::Run,
         talk: Default::default(),
+        placement_epoch: 0,
     }
 }
 
