@@ -151,7 +151,10 @@ mod tests {
             }]
         );
         assert!(!p.enclaves.contains_key("vm"), "not launched, not resumed");
-        assert!(p.enclaves.contains_key("other"), "the rest of the plan applies");
+        assert!(
+            p.enclaves.contains_key("other"),
+            "the rest of the plan applies"
+        );
         assert!(stale[0].to_string().contains("older than epoch 5"));
     }
 

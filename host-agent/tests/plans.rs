@@ -263,7 +263,10 @@ async fn an_older_placement_epoch_is_refused_even_after_a_restart() {
     old.state = tribune_agent::RunState::Suspend;
     let rep = agent.apply(plan(2, &[("s", old.clone())])).await.unwrap();
     assert_eq!(rep.refused.len(), 1, "{rep:?}");
-    assert!(rep.refused[0].error.contains("older than epoch 4"), "{rep:?}");
+    assert!(
+        rep.refused[0].error.contains("older than epoch 4"),
+        "{rep:?}"
+    );
     assert_eq!(rep.writes, 0);
     let st = agent.status().await;
     assert_eq!(

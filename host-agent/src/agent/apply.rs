@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Agent, ApplyReport, EventKind, RefusedLaunch, Running};
+use super::{Agent, ApplyReport, EventKind, Migration, RefusedLaunch, Running};
 use crate::collector::{Probe, Usage};
 use crate::error::{AgentError, Result};
 use crate::launch::{self, CheckedLaunch, Credentials, users};
@@ -145,11 +145,15 @@ impl Agent {
                 error,
             });
         }
+        // An enclave migrating in waits for the plan that names it under its new epoch; no
+        // plan stops it meanwhile (a rollback does: `migrate::abort_in`).
         let gone: Vec<String> = self
             .enclaves
-            .keys()
-            .filter(|n| !plan.enclaves.contains_key(*n))
-            .cloned()
+            .iter()
+            .filter(|(n, r)| {
+                !plan.enclaves.contains_key(*n) && r.migration != Some(Migration::Incoming)
+            })
+            .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
             self.stop_enclave(&name).await?;
@@ -165,9 +169,13 @@ impl Agent {
                 }
                 if let Some(r) = self.enclaves.get_mut(name) {
                     r.plan = wanted.clone();
+                    // Named by a plan: a migration in has ended (it runs under this epoch).
+                    if r.migration == Some(Migration::Incoming) {
+                        r.migration = None;
+                    }
                 }
             } else if let Some(c) = checked.remove(name.as_str()) {
-                report.writes += self.launch(name, wanted, c).await?;
+                report.writes += self.launch(name, wanted, c, None).await?;
                 report.launched.push(name.clone());
             }
         }
@@ -244,6 +252,7 @@ impl Agent {
         name: &str,
         wanted: &EnclavePlan,
         checked: CheckedLaunch,
+        incoming: Option<&str>,
     ) -> Result<u32> {
         let group = self.group_of(name);
         let run_as = self.run_as_for_new()?;
@@ -318,6 +327,7 @@ impl Agent {
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env,
+            incoming: incoming.map(str::to_string),
         };
         let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,
@@ -348,6 +358,7 @@ impl Agent {
                     RunAs::User(c) => Some(c),
                     RunAs::AgentUser => None,
                 },
+                migration: incoming.map(|_| Migration::Incoming),
             },
         );
         for change in initial_changes(wanted) {
@@ -461,6 +472,7 @@ impl Agent {
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env: Vec::new(),
+            incoming: None,
         };
         let mut enclave = self.runtime.adopt(ctx, pids).await?;
         let probe = Probe::open(
@@ -480,6 +492,7 @@ impl Agent {
                 usage: Usage::default(),
                 exited: false,
                 user,
+                migration: None,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink

@@ -10,6 +10,7 @@
 //! - `report`: what the agent says about itself (status, events, apply reports, requests).
 
 mod apply;
+mod migrate;
 mod observe;
 mod report;
 
@@ -109,6 +110,18 @@ struct Running {
     exited: bool,
     /// Whom it runs as (`None`: the agent's own user, when the agent is not root).
     user: Option<Credentials>,
+    /// A live migration it takes part in (`migrate`).
+    migration: Option<Migration>,
+}
+
+/// An enclave's part in a live migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Migration {
+    /// Target: QEMU waits for (or holds, paused) the incoming state; no plan stops it until
+    /// the migration ends, and it resumes only when a plan names it (under the new epoch).
+    Incoming,
+    /// Source: its state is being sent; it is resumed only by a rollback.
+    Outgoing,
 }
 
 /// An enclave's last sample and when it was taken: on the monotonic clock (its rate in
