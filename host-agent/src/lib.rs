@@ -46,6 +46,7 @@ pub mod launch;
 pub mod link;
 pub mod link_error;
 pub mod link_messages;
+pub mod link_migration;
 pub mod mediator;
 pub mod metrics;
 pub mod net;

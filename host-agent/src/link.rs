@@ -547,6 +547,17 @@ impl Link {
         tx: &mpsc::Sender<pb::AgentMessage>,
     ) -> Result<(), LinkError> {
         use pb::controller_message::Body;
+        if let Some(body) = &m.body
+            && let Some(ev) = crate::link_migration::event_from_pb(body)
+        {
+            match ev {
+                Ok(ev) => {
+                    let _ = self.events.send(ev).await;
+                }
+                Err(e) => tracing::warn!("migration step refused: {e}"),
+            }
+            return Ok(());
+        }
         match m.body {
             Some(Body::Plan(p)) => match plan_from_pb(&p) {
                 Ok(plan) => {
@@ -596,7 +607,13 @@ impl Link {
                 }
             }
             Some(Body::Goodbye(g)) => return Err(LinkError::Goodbye(g.reason)),
-            Some(Body::Verdicts(_)) | Some(Body::Credit(_)) | Some(Body::Challenge(_)) | None => {}
+            Some(Body::Verdicts(_))
+            | Some(Body::Credit(_))
+            | Some(Body::Challenge(_))
+            | Some(Body::MigrateIn(_))
+            | Some(Body::MigrateOut(_))
+            | Some(Body::MigrationEnd(_))
+            | None => {}
         }
         Ok(())
     }
@@ -657,6 +674,15 @@ impl Link {
                     tx.send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
                         .await
                         .map_err(|_| LinkError::Closed)?;
+                }
+            }
+            ToLink::Migration(r) => {
+                if let Some((tx, ..)) = live {
+                    tx.send(agent_msg(pb::agent_message::Body::MigrationProgress(
+                        crate::link_migration::progress_to_pb(r),
+                    )))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
                 }
             }
         }

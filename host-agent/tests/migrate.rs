@@ -231,3 +231,90 @@ async fn a_failed_migration_rolls_back_to_the_source() {
     shutdown_clean(src).await;
     shutdown_clean(dst).await;
 }
+
+/// The next migration report on `rx` (other uplink traffic skipped).
+async fn next_report(
+    rx: &mut mpsc::Receiver<tribune_agent::ToLink>,
+) -> tribune_agent::link_messages::MigrationReport {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("a migration report")
+            .expect("uplink open");
+        if let tribune_agent::ToLink::Migration(r) = m {
+            return r;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
+    use tribune_agent::LinkEvent;
+    if !can_run("migrate-stream") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mst-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mst-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let (src_tx, mut src_rx) = mpsc::channel(4096);
+    let (dst_tx, mut dst_rx) = mpsc::channel(4096);
+    src.set_uplink(src_tx);
+    dst.set_uplink(dst_tx);
+    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    let before = counter_passes(&src, "vm", 0).await;
+    let port = tribune_testkit::free_port();
+    dst.on_link(LinkEvent::MigrateIn {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        plan: Box::new(vm(2)),
+        listen: format!("127.0.0.1:{port}"),
+    })
+    .await;
+    let r = next_report(&mut dst_rx).await;
+    assert_eq!((r.role, r.progress.status.as_str()), ("target", "ready"));
+    src.on_link(LinkEvent::MigrateOut {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        uri: format!("tcp:127.0.0.1:{port}"),
+        opts: MigrateOptions::default(),
+    })
+    .await;
+    let done = loop {
+        let r = next_report(&mut src_rx).await;
+        assert_eq!((r.migration_id.as_str(), r.role), ("m1", "source"));
+        if r.progress.is_final() {
+            break r.progress;
+        }
+    };
+    assert!(done.succeeded(), "{done:?}");
+    // Switch-over committed under epoch 2: the target's plan names it, the source is told.
+    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    src.on_link(LinkEvent::MigrationEnd {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        committed: true,
+        new_epoch: 2,
+        reason: String::new(),
+    })
+    .await;
+    // The same end told to the target changes nothing there.
+    dst.on_link(LinkEvent::MigrationEnd {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        committed: true,
+        new_epoch: 2,
+        reason: String::new(),
+    })
+    .await;
+    assert_eq!(status_of(&mut src, "vm").await, None);
+    assert_eq!(
+        status_of(&mut dst, "vm").await,
+        Some(EnclaveStatus::Running)
+    );
+    assert!(counter_passes(&dst, "vm", before).await > before);
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::{Agent, EventKind, Migration};
 use crate::error::{AgentError, Result};
 use crate::launch;
+use crate::link_messages::{LinkEvent, MigrationReport, ToLink};
 use crate::plan::{self, EnclavePlan, LaunchSpec, RunState};
 use crate::runtime::migration::{self, MigrateOptions, MigrationProgress};
 use crate::runtime::{RuntimeKind, qemu};
@@ -178,6 +179,118 @@ impl Agent {
             },
         );
         Ok(())
+    }
+
+    /// A controller's migration step (over the attestation stream). Failures go back as a
+    /// `failed` progress report; the controllers roll back.
+    pub(super) async fn on_migration(&mut self, ev: LinkEvent) {
+        let uplink = self.uplink.clone();
+        let report = move |migration_id: &str, enclave: &str, role, progress| {
+            if let Some(u) = &uplink {
+                let r = MigrationReport {
+                    migration_id: migration_id.to_string(),
+                    enclave: enclave.to_string(),
+                    role,
+                    progress,
+                };
+                if u.try_send(ToLink::Migration(r)).is_err() {
+                    tracing::warn!(
+                        "the controller link is not keeping up: migration progress dropped"
+                    );
+                }
+            }
+        };
+        let failed = |e: &AgentError| MigrationProgress {
+            status: "failed".into(),
+            error: Some(e.to_string()),
+            ..MigrationProgress::default()
+        };
+        match ev {
+            LinkEvent::MigrateIn {
+                migration_id,
+                enclave,
+                plan,
+                listen,
+            } => {
+                let p = match self.migrate_in(&enclave, &plan, &listen).await {
+                    Ok(()) => MigrationProgress {
+                        status: "ready".into(),
+                        ..MigrationProgress::default()
+                    },
+                    Err(e) => {
+                        tracing::warn!(enclave, "migration in refused: {e}");
+                        failed(&e)
+                    }
+                };
+                report(&migration_id, &enclave, "target", p);
+            }
+            LinkEvent::MigrateOut {
+                migration_id,
+                enclave,
+                uri,
+                opts,
+            } => {
+                let (tx, mut rx) = mpsc::channel(64);
+                match self.migrate_out(&enclave, &uri, opts, Some(tx)) {
+                    Ok(job) => {
+                        // Every progress goes to the controllers; a job that ends in an error
+                        // (not a QEMU status) is reported as failed.
+                        tokio::spawn(async move {
+                            while let Some(p) = rx.recv().await {
+                                report(&migration_id, &enclave, "source", p);
+                            }
+                            let end = match job.await {
+                                Ok(r) => r,
+                                Err(e) => Err(AgentError::Runtime(format!("migration job: {e}"))),
+                            };
+                            if let Err(e) = end {
+                                report(&migration_id, &enclave, "source", failed(&e));
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(enclave, "migration out refused: {e}");
+                        report(&migration_id, &enclave, "source", failed(&e));
+                    }
+                }
+            }
+            LinkEvent::MigrationEnd {
+                enclave,
+                committed,
+                new_epoch,
+                reason,
+                ..
+            } => {
+                let role = self.enclaves.get(&enclave).and_then(|r| r.migration);
+                let r = match (role, committed) {
+                    (Some(Migration::Outgoing), true) => {
+                        self.migrated_away(&enclave, new_epoch).await
+                    }
+                    (Some(Migration::Outgoing), false) => self.rollback_out(&enclave).await,
+                    (Some(Migration::Incoming), false) => self.abort_in(&enclave).await,
+                    // Committed on the target: its plan under the new epoch resumes it. A
+                    // source that is gone (restarted) still raises its floor.
+                    (Some(Migration::Incoming), true) => Ok(()),
+                    // Runs here under the new epoch already: this is the target.
+                    (None, true)
+                        if self
+                            .enclaves
+                            .get(&enclave)
+                            .is_some_and(|r| r.plan.placement_epoch >= new_epoch) =>
+                    {
+                        Ok(())
+                    }
+                    (None, true) => self.migrated_away(&enclave, new_epoch).await,
+                    (None, false) => Ok(()),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(enclave, committed, "migration end: {e}");
+                } else if !committed {
+                    tracing::info!(enclave, reason, "migration rolled back");
+                }
+            }
+            _ => {}
+        }
     }
 
     fn migration_of(&self, name: &str) -> Result<Option<Migration>> {

@@ -385,6 +385,9 @@ impl Agent {
                 let keeping_version = self.applied.as_ref().map(|p| p.version);
                 self.event(None, EventKind::ControllerLinkDown { keeping_version });
             }
+            ev @ (LinkEvent::MigrateIn { .. }
+            | LinkEvent::MigrateOut { .. }
+            | LinkEvent::MigrationEnd { .. }) => self.on_migration(ev).await,
         }
     }
 
