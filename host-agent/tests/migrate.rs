@@ -168,6 +168,21 @@ async fn a_vm_live_migrates_and_its_counter_goes_on() {
     );
     eprintln!("figure: guest counter {before} before, {at_switch} at switch-over, {after} after");
 
+    // The source's agent crashes before it hears of the switch-over: the restarted agent
+    // adopts the migrated-away VM paused and does not resume it, though its plan says run.
+    let src_cfg = src.config().clone();
+    drop(src);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    assert_eq!(
+        status_of(&mut src, "vm").await,
+        Some(EnclaveStatus::Suspended),
+        "a migrated-away VM must not resume after an agent restart"
+    );
+    let frozen = counter(&src, "vm").await;
+    src.reconcile().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counter(&src, "vm").await, frozen);
+
     // The source hears of the switch-over: never again under epoch 1.
     src.migrated_away("vm", 2).await.unwrap();
     assert_eq!(status_of(&mut src, "vm").await, None);

@@ -507,7 +507,29 @@ impl Agent {
                 self.apply_change(name, &change).await?;
             }
         }
-        if wanted.state == RunState::Run && suspended {
+        // A VM whose state was (or is being) migrated away stays paused: it may run on the
+        // target already, and only a rollback (`migrate::rollback_out`) resumes it here.
+        let migrating_out = self.cfg.runtime == RuntimeKind::Qemu
+            && crate::runtime::migration::outgoing_started(
+                &self
+                    .cfg
+                    .data_dir
+                    .join("enclaves")
+                    .join(name)
+                    .join(crate::runtime::qemu::MIGRATE_SOCKET),
+            )
+            .await
+            .unwrap_or(false);
+        if migrating_out {
+            tracing::warn!(
+                enclave = name,
+                "adopted with an outgoing migration under way or done: kept paused until the \
+                 controllers commit or roll it back"
+            );
+            if let Some(r) = self.enclaves.get_mut(name) {
+                r.migration = Some(Migration::Outgoing);
+            }
+        } else if wanted.state == RunState::Run && suspended {
             self.apply_change(name, &Change::State(RunState::Run))
                 .await?;
         }

@@ -142,6 +142,18 @@ pub async fn run_outgoing(
     }
 }
 
+/// Whether the VM has an outgoing migration under way or completed (`query-migrate`): after an
+/// agent restart such a VM is adopted paused and is never resumed but by a rollback, since
+/// its state may run on a target already.
+pub async fn outgoing_started(sock: &Path) -> Result<bool> {
+    let mut qmp = Qmp::connect(sock, Duration::from_secs(2)).await?;
+    let p = MigrationProgress::from_query(&qmp.query_migrate().await?);
+    Ok(!matches!(
+        p.status.as_str(),
+        "none" | "failed" | "cancelled"
+    ))
+}
+
 /// Cancels a running outgoing migration (the source keeps running); harmless when none runs.
 pub async fn cancel(sock: &Path) -> Result<()> {
     let mut qmp = Qmp::connect(sock, Duration::from_secs(2)).await?;
