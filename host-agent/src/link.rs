@@ -218,6 +218,7 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
                     .collect(),
                 rate_per_s: e.msgs_rate_per_sec,
             },
+            placement_epoch: e.placement_epoch,
         };
         enclaves.insert(e.enclave_id.clone(), plan);
     }
@@ -558,6 +559,17 @@ impl Link {
         tx: &mpsc::Sender<pb::AgentMessage>,
     ) -> Result<(), LinkError> {
         use pb::controller_message::Body;
+        if let Some(body) = &m.body
+            && let Some(ev) = crate::link_migration::event_from_pb(body)
+        {
+            match ev {
+                Ok(ev) => {
+                    let _ = self.events.send(ev).await;
+                }
+                Err(e) => tracing::warn!("migration step refused: {e}"),
+            }
+            return Ok(());
+        }
         match m.body {
             Some(Body::Plan(p)) => match plan_from_pb(&p) {
                 Ok(plan) => {
@@ -607,7 +619,13 @@ impl Link {
                 }
             }
             Some(Body::Goodbye(g)) => return Err(LinkError::Goodbye(g.reason)),
-            Some(Body::Verdicts(_)) | Some(Body::Credit(_)) | Some(Body::Challenge(_)) | None => {}
+            Some(Body::Verdicts(_))
+            | Some(Body::Credit(_))
+            | Some(Body::Challenge(_))
+            | Some(Body::MigrateIn(_))
+            | Some(Body::MigrateOut(_))
+            | Some(Body::MigrationEnd(_))
+            | None => {}
         }
         Ok(())
     }
@@ -668,6 +686,15 @@ impl Link {
                     tx.send(agent_msg(pb::agent_message::Body::PlanAck(ack)))
                         .await
                         .map_err(|_| LinkError::Closed)?;
+                }
+            }
+            ToLink::Migration(r) => {
+                if let Some((tx, ..)) = live {
+                    tx.send(agent_msg(pb::agent_message::Body::MigrationProgress(
+                        crate::link_migration::progress_to_pb(r),
+                    )))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
                 }
             }
         }

@@ -8,7 +8,8 @@
 use serde::Serialize;
 
 use crate::collector::UsageWindow;
-use crate::plan::{LaunchSpec, Plan};
+use crate::plan::{EnclavePlan, LaunchSpec, Plan};
+use crate::runtime::migration::{MigrateOptions, MigrationProgress};
 
 /// What the agent's loop hands to the link.
 #[derive(Debug)]
@@ -25,6 +26,18 @@ pub enum ToLink {
         error: Option<String>,
         refused: Vec<RefusedLaunch>,
     },
+    /// Where a live migration this host takes part in stands.
+    Migration(MigrationReport),
+}
+
+/// A live migration's progress as this host sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigrationReport {
+    pub migration_id: String,
+    pub enclave: String,
+    /// `source` or `target`.
+    pub role: &'static str,
+    pub progress: MigrationProgress,
 }
 
 /// What the link hands the agent.
@@ -37,6 +50,28 @@ pub enum LinkEvent {
     Up,
     /// No controller answers (once per outage): the agent keeps enforcing its last plan.
     Down,
+    /// Live migration, target: wait for the enclave's state on `listen`, paused.
+    MigrateIn {
+        migration_id: String,
+        enclave: String,
+        plan: Box<EnclavePlan>,
+        listen: String,
+    },
+    /// Live migration, source: send the enclave's state to `uri`.
+    MigrateOut {
+        migration_id: String,
+        enclave: String,
+        uri: String,
+        opts: MigrateOptions,
+    },
+    /// Live migration over: committed under `new_epoch`, or rolled back.
+    MigrationEnd {
+        migration_id: String,
+        enclave: String,
+        committed: bool,
+        new_epoch: u64,
+        reason: String,
+    },
 }
 
 /// An enclave of the applied plan the host's allow-list refused to launch (in the agent's

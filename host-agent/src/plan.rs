@@ -47,6 +47,15 @@ pub struct EnclavePlan {
     /// the controllers; `crate::mediator`). Absent: it may neither send nor receive.
     #[serde(default, skip_serializing_if = "Talk::is_empty")]
     pub talk: Talk,
+    /// The placement epoch the controllers placed it here under (0: none given, e.g. a local
+    /// plan). An epoch older than one this agent has seen for the enclave is refused
+    /// (`crate::fence`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placement_epoch: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for EnclavePlan {
@@ -57,6 +66,7 @@ impl Default for EnclavePlan {
             weight: default_weight(),
             state: RunState::default(),
             talk: Talk::default(),
+            placement_epoch: 0,
         }
     }
 }
@@ -364,6 +374,7 @@ mod tests {
             weight,
             state,
             talk: Talk::default(),
+            placement_epoch: 0,
         }
     }
 

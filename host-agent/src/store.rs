@@ -6,10 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{AgentError, Result};
+use crate::fence::EpochFloors;
 use crate::plan::Plan;
 
 /// Name of the applied-plan file inside the data directory.
 pub const APPLIED_PLAN_FILE: &str = "applied-plan.json";
+/// Name of the placement-epoch floors file (`crate::fence`).
+pub const EPOCHS_FILE: &str = "placement-epochs.json";
 
 #[derive(Debug, Clone)]
 pub struct PlanStore {
@@ -42,6 +45,28 @@ impl PlanStore {
         let path = self.path();
         let tmp = self.dir.join(format!(".{APPLIED_PLAN_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(plan)
+            .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
+        write_synced(&tmp, &text)?;
+        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// The highest placement epoch seen per enclave (empty when never saved).
+    pub fn load_epochs(&self) -> Result<EpochFloors> {
+        let path = self.dir.join(EPOCHS_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| AgentError::InvalidPlan(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EpochFloors::default()),
+            Err(e) => Err(AgentError::io("read", path, e)),
+        }
+    }
+
+    /// Records the epoch floors (before any plan that relies on them is acknowledged).
+    pub fn save_epochs(&self, floors: &EpochFloors) -> Result<()> {
+        let path = self.dir.join(EPOCHS_FILE);
+        let tmp = self.dir.join(format!(".{EPOCHS_FILE}.tmp"));
+        let text = serde_json::to_vec(floors)
             .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
         write_synced(&tmp, &text)?;
         fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;

@@ -159,6 +159,7 @@ fn shaped(launch: LaunchSpec, guarantee: u64, limit: u64) -> EnclavePlan {
         weight: 1,
         state: RunState::Run,
         talk: Default::default(),
+        placement_epoch: 0,
     }
 }
 

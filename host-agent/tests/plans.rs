@@ -244,3 +244,49 @@ async fn enclaves_outliving_an_agent_crash_are_adopted_not_restarted() {
     assert_eq!(f.status, tribune_agent::runtime::EnclaveStatus::Suspended);
     shutdown_clean(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_placement_epoch_is_refused_even_after_a_restart() {
+    if skip("epochs") {
+        return;
+    }
+    let _g = lock();
+    let (cfg, _dir) = config("epochs", RuntimeKind::Process);
+    let mut agent = Agent::start(cfg.clone()).await.unwrap();
+    let mut e = enclave(sleeper(), Some(250), 1);
+    e.placement_epoch = 4;
+    let rep = agent.apply(plan(1, &[("s", e.clone())])).await.unwrap();
+    assert_eq!(rep.launched, vec!["s"]);
+    // A stale controller asks to suspend it under epoch 3: refused, it keeps running.
+    let mut old = e.clone();
+    old.placement_epoch = 3;
+    old.state = tribune_agent::RunState::Suspend;
+    let rep = agent.apply(plan(2, &[("s", old.clone())])).await.unwrap();
+    assert_eq!(rep.refused.len(), 1, "{rep:?}");
+    assert!(
+        rep.refused[0].error.contains("older than epoch 4"),
+        "{rep:?}"
+    );
+    assert_eq!(rep.writes, 0);
+    let st = agent.status().await;
+    assert_eq!(
+        st.enclaves[0].status,
+        tribune_agent::runtime::EnclaveStatus::Running
+    );
+    // Moved away (the plan drops it), then the agent restarts: a plan that would relaunch it
+    // under the old epoch launches nothing.
+    let rep = agent.apply(plan(3, &[])).await.unwrap();
+    assert_eq!(rep.stopped, vec!["s"]);
+    shutdown_clean(agent).await;
+    let mut agent = Agent::start(cfg).await.unwrap();
+    let mut stale = e.clone();
+    stale.placement_epoch = 2;
+    let rep = agent.apply(plan(4, &[("s", stale)])).await.unwrap();
+    assert!(rep.launched.is_empty(), "{rep:?}");
+    assert_eq!(rep.refused.len(), 1);
+    assert!(agent.status().await.enclaves.is_empty());
+    // The current epoch (or a newer one) launches it again.
+    let rep = agent.apply(plan(5, &[("s", e)])).await.unwrap();
+    assert_eq!(rep.launched, vec!["s"]);
+    shutdown_clean(agent).await;
+}

@@ -656,6 +656,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
         weight: a.weight,
         state: RunState::Run,
         talk: Default::default(),
+        placement_epoch: 0,
     };
     let plan = Plan {
         version: 1,

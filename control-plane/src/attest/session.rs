@@ -419,6 +419,11 @@ impl Session {
                     tracing::warn!(host = %self.host, version = a.version, enclave = %r.enclave_id, reason = %r.reason, "launch refused by the host's allow-list");
                 }
             }
+            // Live migration progress (docs/protocol.md "Live migration"): the controller side
+            // that drives a migration from it is not built yet; it is logged.
+            Some(Body::MigrationProgress(p)) => {
+                tracing::info!(host = %self.host, migration = %p.migration_id, enclave = %p.enclave_id, role = %p.role, status = %p.status, transferred = p.transferred_bytes, remaining = p.remaining_bytes, downtime_ms = p.downtime_ms, error = %p.error, "migration progress");
+            }
             Some(Body::Hello(_)) => return Err(SessionError::Protocol("Hello sent twice")),
             None => return Err(SessionError::Protocol("empty message")),
         }

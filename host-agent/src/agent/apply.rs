@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Agent, ApplyReport, EventKind, RefusedLaunch, Running};
+use super::{Agent, ApplyReport, EventKind, Migration, RefusedLaunch, Running};
 use crate::collector::{Probe, Usage};
 use crate::error::{AgentError, Result};
 use crate::launch::{self, CheckedLaunch, Credentials, users};
@@ -57,9 +57,37 @@ impl Agent {
 
     pub(super) async fn apply_inner(&mut self, plan: Plan) -> Result<ApplyReport> {
         plan.validate()?;
+        // Placement epochs first: an enclave offered under an epoch older than one seen here
+        // is left as it is (not launched, not resumed, not changed).
+        let applied_now: BTreeMap<String, EnclavePlan> = self
+            .enclaves
+            .iter()
+            .map(|(n, r)| (n.clone(), r.plan.clone()))
+            .collect();
+        let (plan, stale) = self.epochs.filter(plan, &applied_now);
+        for s in &stale {
+            let error = s.to_string();
+            if self.refused.get(&s.enclave) != Some(&error) {
+                tracing::warn!(enclave = %s.enclave, version = plan.version, "{error}");
+                self.event(
+                    Some(&s.enclave),
+                    EventKind::LaunchRefused {
+                        version: plan.version,
+                        error,
+                    },
+                );
+            }
+        }
         if admit(self.applied.as_ref(), &plan)? == Admit::AlreadyApplied {
             return Ok(ApplyReport {
                 version: plan.version,
+                refused: stale
+                    .iter()
+                    .map(|s| RefusedLaunch {
+                        enclave: s.enclave.clone(),
+                        error: s.to_string(),
+                    })
+                    .collect(),
                 ..ApplyReport::default()
             });
         }
@@ -95,6 +123,10 @@ impl Agent {
             version: plan.version,
             ..ApplyReport::default()
         };
+        report.refused.extend(stale.iter().map(|s| RefusedLaunch {
+            enclave: s.enclave.clone(),
+            error: s.to_string(),
+        }));
         for (name, why) in refused {
             let error = why.to_string();
             // Every newer plan retries the launch; the same refusal is said once.
@@ -113,11 +145,15 @@ impl Agent {
                 error,
             });
         }
+        // An enclave migrating in waits for the plan that names it under its new epoch; no
+        // plan stops it meanwhile (a rollback does: `migrate::abort_in`).
         let gone: Vec<String> = self
             .enclaves
-            .keys()
-            .filter(|n| !plan.enclaves.contains_key(*n))
-            .cloned()
+            .iter()
+            .filter(|(n, r)| {
+                !plan.enclaves.contains_key(*n) && r.migration != Some(Migration::Incoming)
+            })
+            .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
             self.stop_enclave(&name).await?;
@@ -133,9 +169,13 @@ impl Agent {
                 }
                 if let Some(r) = self.enclaves.get_mut(name) {
                     r.plan = wanted.clone();
+                    // Named by a plan: a migration in has ended (it runs under this epoch).
+                    if r.migration == Some(Migration::Incoming) {
+                        r.migration = None;
+                    }
                 }
             } else if let Some(c) = checked.remove(name.as_str()) {
-                report.writes += self.launch(name, wanted, c).await?;
+                report.writes += self.launch(name, wanted, c, None).await?;
                 report.launched.push(name.clone());
             }
         }
@@ -148,6 +188,12 @@ impl Agent {
             plan.version,
             self.applied.as_ref().map(|a| a.version)
         );
+        let mut floors = self.epochs.clone();
+        floors.record(&plan);
+        if floors != self.epochs {
+            self.store.save_epochs(&floors)?;
+            self.epochs = floors;
+        }
         self.store.save(&plan)?;
         self.sync_mediator(&plan);
         self.applied = Some(plan);
@@ -206,6 +252,7 @@ impl Agent {
         name: &str,
         wanted: &EnclavePlan,
         checked: CheckedLaunch,
+        incoming: Option<&str>,
     ) -> Result<u32> {
         let group = self.group_of(name);
         let run_as = self.run_as_for_new()?;
@@ -280,6 +327,7 @@ impl Agent {
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env,
+            incoming: incoming.map(str::to_string),
         };
         let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,
@@ -311,6 +359,7 @@ impl Agent {
                     RunAs::User(c) => Some(c),
                     RunAs::AgentUser => None,
                 },
+                migration: incoming.map(|_| Migration::Incoming),
             },
         );
         for change in initial_changes(wanted) {
@@ -424,6 +473,7 @@ impl Agent {
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env: Vec::new(),
+            incoming: None,
         };
         let mut enclave = self.runtime.adopt(ctx, pids).await?;
         let probe = Probe::open(
@@ -444,6 +494,7 @@ impl Agent {
                 usage: Usage::default(),
                 exited: false,
                 user,
+                migration: None,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink
@@ -458,7 +509,29 @@ impl Agent {
                 self.apply_change(name, &change).await?;
             }
         }
-        if wanted.state == RunState::Run && suspended {
+        // A VM whose state was (or is being) migrated away stays paused: it may run on the
+        // target already, and only a rollback (`migrate::rollback_out`) resumes it here.
+        let migrating_out = self.cfg.runtime == RuntimeKind::Qemu
+            && crate::runtime::migration::outgoing_started(
+                &self
+                    .cfg
+                    .data_dir
+                    .join("enclaves")
+                    .join(name)
+                    .join(crate::runtime::qemu::MIGRATE_SOCKET),
+            )
+            .await
+            .unwrap_or(false);
+        if migrating_out {
+            tracing::warn!(
+                enclave = name,
+                "adopted with an outgoing migration under way or done: kept paused until the \
+                 controllers commit or roll it back"
+            );
+            if let Some(r) = self.enclaves.get_mut(name) {
+                r.migration = Some(Migration::Outgoing);
+            }
+        } else if wanted.state == RunState::Run && suspended {
             self.apply_change(name, &Change::State(RunState::Run))
                 .await?;
         }

@@ -10,6 +10,7 @@
 //! - `report`: what the agent says about itself (status, events, apply reports, requests).
 
 mod apply;
+mod migrate;
 mod observe;
 mod report;
 
@@ -32,6 +33,7 @@ use crate::collector::{
     NetCounters, Probe, SAMPLE_PERIOD_DEFAULT, Sample, Usage, sampling_interval,
 };
 use crate::error::{AgentError, Result};
+use crate::fence::EpochFloors;
 use crate::gpu::{self, GpuBackend};
 use crate::launch::{Credentials, EnclaveUsers, HostFiles, LaunchPolicy};
 use crate::link_messages::ToLink;
@@ -111,6 +113,18 @@ struct Running {
     exited: bool,
     /// Whom it runs as (`None`: the agent's own user, when the agent is not root).
     user: Option<Credentials>,
+    /// A live migration it takes part in (`migrate`).
+    migration: Option<Migration>,
+}
+
+/// An enclave's part in a live migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Migration {
+    /// Target: QEMU waits for (or holds, paused) the incoming state; no plan stops it until
+    /// the migration ends, and it resumes only when a plan names it (under the new epoch).
+    Incoming,
+    /// Source: its state is being sent; it is resumed only by a rollback.
+    Outgoing,
 }
 
 /// An enclave's last sample and when it was taken: on the monotonic clock (its rate in
@@ -146,6 +160,8 @@ pub struct Agent {
     root: bool,
     /// Inter-enclave messages: a socket per enclave of the applied plan.
     mediator: Mediator,
+    /// The highest placement epoch seen per enclave (`crate::fence`).
+    epochs: EpochFloors,
 }
 
 fn unix_ns() -> u64 {
@@ -205,6 +221,7 @@ impl Agent {
         };
         let store = PlanStore::new(&cfg.data_dir)?;
         let stored = store.load()?;
+        let epochs = store.load_epochs()?;
         let root = cfg.group_root();
         // After a crash: enclaves of the last plan still running are adopted (their limits never
         // left the kernel); everything else of this instance is cleared.
@@ -255,6 +272,7 @@ impl Agent {
             files: HostFiles::new(),
             refused: BTreeMap::new(),
             root: is_root,
+            epochs,
         };
         if let Some(plan) = stored {
             for (name, pids) in survivors {
@@ -370,6 +388,9 @@ impl Agent {
                 let keeping_version = self.applied.as_ref().map(|p| p.version);
                 self.event(None, EventKind::ControllerLinkDown { keeping_version });
             }
+            ev @ (LinkEvent::MigrateIn { .. }
+            | LinkEvent::MigrateOut { .. }
+            | LinkEvent::MigrationEnd { .. }) => self.on_migration(ev).await,
         }
     }
 

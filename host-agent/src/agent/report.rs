@@ -46,6 +46,11 @@ pub enum EventKind {
         keeping_version: Option<u64>,
     },
     ControllerLinkUp,
+    /// A step of a live migration (`incoming`, `outgoing`, `migrated away`, `rolled back`, …).
+    Migration {
+        step: String,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -5,6 +5,7 @@
 //! lifecycle.
 
 pub mod confine;
+pub mod migration;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
@@ -83,6 +84,9 @@ pub struct LaunchContext {
     pub cgroups: Arc<dyn CgroupEnforcer>,
     /// Extra environment (e.g. the MPS GPU share).
     pub env: Vec<(String, String)>,
+    /// The target of a live migration: QEMU waits for the incoming state on this URI
+    /// (`tcp:ADDR:PORT`) and stays paused after it until `cont` (`runtime::migration`).
+    pub incoming: Option<String>,
 }
 
 /// A running enclave.

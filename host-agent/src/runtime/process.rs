@@ -37,6 +37,11 @@ impl Runtime for ProcessRuntime {
                     "the process runtime cannot launch a qemu spec".into(),
                 ));
             };
+            if ctx.incoming.is_some() {
+                return Err(AgentError::Runtime(
+                    "process enclaves cannot live-migrate (they move by stop-and-restart)".into(),
+                ));
+            }
             // The file whose digest the allow-list checked; `cmd[0]` only in development mode.
             let arg0 = cmd
                 .first()

@@ -1,10 +1,16 @@
 //! The `qemu` runtime: `qemu-system-x86_64` in the enclave's cgroups (every QEMU thread, since
 //! the process joins before `exec`), driven over QMP. Suspend/resume is QMP `stop`/`cont`.
 //!
-//! Without extra arguments the VM boots a 64 KiB firmware that spins at the reset vector
-//! (`jmp $`): a guest that only burns CPU, enough to test caps and stop/cont under TCG. Real
-//! hosts pass `-accel kvm` and the SEV-SNP/TDX objects in `args` (as the host's allow-list
-//! permits).
+//! Without extra arguments the VM boots a 64 KiB firmware whose only loop increments a 64-bit
+//! counter in guest RAM at [`COUNTER_ADDR`] ([`counter_firmware`]): a guest that burns CPU
+//! (enough to test caps and stop/cont under TCG) and whose progress can be read over QMP
+//! ([`guest_counter`]) — after a live migration the counter has gone on from where it was,
+//! so the guest moved rather than restarted. Real hosts pass `-accel kvm` and the
+//! SEV-SNP/TDX objects in `args` (as the host's allow-list permits).
+//!
+//! Every VM has two QMP monitors: `qmp.sock` for the agent's lifecycle commands and
+//! `migrate.sock` for a live migration's long-running job (`super::migration`), so polling a
+//! migration never holds up the agent. A migration target starts with `-incoming URI -S`.
 //!
 //! Privileges: QEMU starts as uid 0 holding only `CAP_SETUID`/`CAP_SETGID` (bounding set
 //! included), `no_new_privs`, in its own mount namespace; it opens its devices and files, then
@@ -119,14 +125,58 @@ pub struct QemuEnclave {
 }
 
 /// Size QEMU requires of a PC BIOS image (a multiple of 64 KiB).
-const SPIN_FIRMWARE_BYTES: usize = 64 * 1024;
+const FIRMWARE_BYTES: usize = 64 * 1024;
 
-/// A BIOS image whose reset vector (16 bytes from the end) is `jmp $`.
-pub fn spin_firmware() -> Vec<u8> {
-    let mut fw = vec![0u8; SPIN_FIRMWARE_BYTES];
-    fw[SPIN_FIRMWARE_BYTES - 16] = 0xEB;
-    fw[SPIN_FIRMWARE_BYTES - 15] = 0xFE;
+/// Guest-physical address of [`counter_firmware`]'s 64-bit counter (conventional RAM).
+pub const COUNTER_ADDR: u64 = 0x500;
+
+/// The lifecycle monitor's socket, inside the enclave's work directory.
+pub const QMP_SOCKET: &str = "qmp.sock";
+/// The migration job's monitor socket.
+pub const MIGRATE_SOCKET: &str = "migrate.sock";
+
+/// A BIOS image that counts: the reset vector (16 bytes from the end) jumps to offset 0, where
+/// real-mode code increments the little-endian u64 at [`COUNTER_ADDR`] forever.
+pub fn counter_firmware() -> Vec<u8> {
+    #[rustfmt::skip]
+    const CODE: [u8; 18] = [
+        0x31, 0xC0,                   // xor ax, ax
+        0x8E, 0xD8,                   // mov ds, ax
+        0x66, 0xFF, 0x06, 0x00, 0x05, // l: inc dword [0x500]
+        0x75, 0xF9,                   //    jnz l
+        0x66, 0xFF, 0x06, 0x04, 0x05, //    inc dword [0x504]
+        0xEB, 0xF2,                   //    jmp l
+    ];
+    let mut fw = vec![0u8; FIRMWARE_BYTES];
+    fw[..CODE.len()].copy_from_slice(&CODE);
+    // jmp near 0 (IP wraps within the reset segment F000, based at the image's start).
+    fw[FIRMWARE_BYTES - 16..FIRMWARE_BYTES - 13].copy_from_slice(&[0xE9, 0x0D, 0x00]);
     fw
+}
+
+/// The value of [`counter_firmware`]'s counter from the monitor's `xp /2wx` output
+/// (`0000000000000500: 0x0000beef 0x00000001`).
+pub fn parse_counter(xp: &str) -> Option<u64> {
+    let (_, words) = xp.trim().split_once(':')?;
+    let mut it = words
+        .split_whitespace()
+        .map(|w| u32::from_str_radix(w.trim_start_matches("0x"), 16));
+    let lo = it.next()?.ok()?;
+    let hi = it.next()?.ok()?;
+    Some(u64::from(hi) << 32 | u64::from(lo))
+}
+
+/// Reads the guest's progress counter over `qmp` (the default guest only).
+pub async fn guest_counter(qmp: &mut Qmp) -> Result<u64> {
+    let out = qmp
+        .execute(
+            "human-monitor-command",
+            Some(serde_json::json!({ "command-line": format!("xp /2wx {COUNTER_ADDR:#x}") })),
+        )
+        .await?;
+    out.as_str()
+        .and_then(parse_counter)
+        .ok_or_else(|| AgentError::Qmp(format!("unexpected xp output {out}")))
 }
 
 impl Runtime for QemuRuntime {
@@ -144,8 +194,10 @@ impl Runtime for QemuRuntime {
             let features = self.features().await?;
             std::fs::create_dir_all(&ctx.work_dir)
                 .map_err(|e| AgentError::io("mkdir", &ctx.work_dir, e))?;
-            let sock = ctx.work_dir.join("qmp.sock");
+            let sock = ctx.work_dir.join(QMP_SOCKET);
             let _ = std::fs::remove_file(&sock);
+            let migrate_sock = ctx.work_dir.join(MIGRATE_SOCKET);
+            let _ = std::fs::remove_file(&migrate_sock);
             let mut argv: Vec<String> = vec![
                 self.binary.display().to_string(),
                 "-nodefaults".into(),
@@ -157,7 +209,12 @@ impl Runtime for QemuRuntime {
                 memory_mib.to_string(),
                 "-qmp".into(),
                 format!("unix:{},server=on,wait=off", sock.display()),
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", migrate_sock.display()),
             ];
+            if let Some(uri) = &ctx.incoming {
+                argv.extend(["-incoming".into(), uri.clone(), "-S".into()]);
+            }
             let drop = match ctx.run_as {
                 RunAs::User(c) => {
                     argv.extend(features.run_as_args(c));
@@ -172,8 +229,8 @@ impl Runtime for QemuRuntime {
                 ]);
             }
             if args.is_empty() {
-                let fw = ctx.work_dir.join("spin.bin");
-                std::fs::write(&fw, spin_firmware())
+                let fw = ctx.work_dir.join("counter.bin");
+                std::fs::write(&fw, counter_firmware())
                     .map_err(|e| AgentError::io("write", &fw, e))?;
                 argv.extend([
                     "-machine".into(),
@@ -228,7 +285,7 @@ impl Runtime for QemuRuntime {
 
     fn adopt(&self, ctx: LaunchContext, pids: Vec<u32>) -> BoxFut<'_, Box<dyn Enclave>> {
         Box::pin(async move {
-            let qmp = Qmp::connect(&ctx.work_dir.join("qmp.sock"), Duration::from_secs(2)).await?;
+            let qmp = Qmp::connect(&ctx.work_dir.join(QMP_SOCKET), Duration::from_secs(2)).await?;
             Ok(Box::new(QemuEnclave {
                 identity: ctx.identity,
                 child: None,
@@ -318,5 +375,34 @@ impl Enclave for QemuEnclave {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_firmware_jumps_from_the_reset_vector_to_its_loop() {
+        let fw = counter_firmware();
+        assert_eq!(fw.len(), 64 * 1024);
+        assert_eq!(&fw[0xFFF0..0xFFF3], &[0xE9, 0x0D, 0x00]);
+        // rel16 from the next instruction (0xFFF3) wraps to offset 0.
+        assert_eq!(0xFFF3u16.wrapping_add(0x000D), 0);
+        assert_eq!(&fw[4..9], &[0x66, 0xFF, 0x06, 0x00, 0x05]);
+    }
+
+    #[test]
+    fn counter_parses_from_xp_output() {
+        assert_eq!(
+            parse_counter("0000000000000500: 0x15d263e1 0x00000002\r\n"),
+            Some(0x2_15d2_63e1)
+        );
+        assert_eq!(
+            parse_counter("0000000000000500: 0x00000001 0x00000000"),
+            Some(1)
+        );
+        assert_eq!(parse_counter("garbage"), None);
+        assert_eq!(parse_counter("0000000000000500: 0x1"), None);
     }
 }

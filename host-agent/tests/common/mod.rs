@@ -82,7 +82,7 @@ pub const TEST_PROGRAMS: [&str; 4] = ["/bin/sh", "/bin/bash", "/bin/sleep", "/us
 
 /// Writes the launch allow-list the tests run under to `dir/launch-policy.toml` and loads it
 /// as the agent would: [`TEST_PROGRAMS`] (hashed now) with any arguments, and the qemu
-/// runtime with no extra arguments (the spinning guest).
+/// runtime with no extra arguments (the counting guest).
 pub fn test_policy(dir: &std::path::Path) -> LaunchPolicy {
     let mut list = AllowList::default();
     for p in TEST_PROGRAMS {
@@ -122,6 +122,7 @@ pub fn enclave(launch: LaunchSpec, cpu: Option<u64>, weight: u32) -> EnclavePlan
         weight,
         state: RunState::Run,
         talk: Default::default(),
+        placement_epoch: 0,
     }
 }
 

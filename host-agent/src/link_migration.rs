@@ -1,0 +1,170 @@
+//! Live-migration messages of the attestation stream in the agent's terms, and back: the
+//! controllers' `MigrateIn`/`MigrateOut`/`MigrationEnd` become [`LinkEvent`]s, the agent's
+//! progress becomes `MigrationProgress` (docs/protocol.md "Live migration").
+
+use tribune_proto::v1 as pb;
+
+use crate::link::plan_from_pb;
+use crate::link_error::PlanError;
+use crate::link_messages::{LinkEvent, MigrationReport};
+use crate::runtime::migration::MigrateOptions;
+
+/// A controller's migration step as the agent's event; `None` for other messages.
+pub fn event_from_pb(body: &pb::controller_message::Body) -> Option<Result<LinkEvent, PlanError>> {
+    use pb::controller_message::Body;
+    Some(match body {
+        Body::MigrateIn(m) => {
+            let e = m.plan.clone().unwrap_or_default();
+            let one = pb::Plan {
+                enclaves: vec![e.clone()],
+                ..pb::Plan::default()
+            };
+            plan_from_pb(&one).map(|mut p| LinkEvent::MigrateIn {
+                migration_id: m.migration_id.clone(),
+                enclave: e.enclave_id.clone(),
+                plan: Box::new(p.enclaves.remove(&e.enclave_id).unwrap_or_default()),
+                listen: m.listen.clone(),
+            })
+        }
+        Body::MigrateOut(m) => {
+            let d = MigrateOptions::default();
+            let or = |v: u64, default: u64| if v == 0 { default } else { v };
+            Ok(LinkEvent::MigrateOut {
+                migration_id: m.migration_id.clone(),
+                enclave: m.enclave_id.clone(),
+                uri: m.uri.clone(),
+                opts: MigrateOptions {
+                    downtime_limit_ms: or(m.downtime_limit_ms, d.downtime_limit_ms),
+                    max_bandwidth_bytes_per_sec: or(
+                        m.max_bandwidth_bytes_per_sec,
+                        d.max_bandwidth_bytes_per_sec,
+                    ),
+                },
+            })
+        }
+        Body::MigrationEnd(m) => Ok(LinkEvent::MigrationEnd {
+            migration_id: m.migration_id.clone(),
+            enclave: m.enclave_id.clone(),
+            committed: m.committed,
+            new_epoch: m.new_epoch,
+            reason: m.reason.clone(),
+        }),
+        _ => return None,
+    })
+}
+
+/// The agent's progress report as the stream's message.
+pub fn progress_to_pb(r: MigrationReport) -> pb::MigrationProgress {
+    let p = r.progress;
+    pb::MigrationProgress {
+        migration_id: r.migration_id,
+        enclave_id: r.enclave,
+        role: r.role.to_string(),
+        status: p.status,
+        transferred_bytes: p.transferred_bytes,
+        remaining_bytes: p.remaining_bytes,
+        total_bytes: p.total_bytes,
+        dirty_pages_rate: p.dirty_pages_rate,
+        mbps: p.mbps,
+        expected_downtime_ms: p.expected_downtime_ms,
+        downtime_ms: p.downtime_ms.unwrap_or(0),
+        total_time_ms: p.total_time_ms,
+        error: p.error.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::LaunchSpec;
+    use crate::runtime::migration::MigrationProgress;
+
+    #[test]
+    fn migrate_in_carries_the_plan_under_the_new_epoch() {
+        let body = pb::controller_message::Body::MigrateIn(pb::MigrateIn {
+            migration_id: "m1".into(),
+            plan: Some(pb::EnclavePlan {
+                enclave_id: "vm".into(),
+                placement_epoch: 3,
+                cpu_quota_millicores: 500,
+                launch_json: r#"{"qemu":{"memory_mib":64}}"#.into(),
+                ..pb::EnclavePlan::default()
+            }),
+            listen: "127.0.0.1:4444".into(),
+        });
+        let Some(Ok(LinkEvent::MigrateIn {
+            migration_id,
+            enclave,
+            plan,
+            listen,
+        })) = event_from_pb(&body)
+        else {
+            panic!("not a MigrateIn");
+        };
+        assert_eq!((migration_id.as_str(), enclave.as_str()), ("m1", "vm"));
+        assert_eq!(listen, "127.0.0.1:4444");
+        assert_eq!(plan.placement_epoch, 3);
+        assert_eq!(plan.limits.cpu_millicores, Some(500));
+        assert!(matches!(
+            plan.launch,
+            Some(LaunchSpec::Qemu { memory_mib: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn migrate_out_defaults_and_end() {
+        let body = pb::controller_message::Body::MigrateOut(pb::MigrateOut {
+            migration_id: "m1".into(),
+            enclave_id: "vm".into(),
+            uri: "tcp:10.0.0.2:4444".into(),
+            downtime_limit_ms: 0,
+            max_bandwidth_bytes_per_sec: 5,
+        });
+        let Some(Ok(LinkEvent::MigrateOut { opts, uri, .. })) = event_from_pb(&body) else {
+            panic!("not a MigrateOut");
+        };
+        assert_eq!(uri, "tcp:10.0.0.2:4444");
+        assert_eq!(
+            opts.downtime_limit_ms,
+            MigrateOptions::default().downtime_limit_ms
+        );
+        assert_eq!(opts.max_bandwidth_bytes_per_sec, 5);
+        let end = pb::controller_message::Body::MigrationEnd(pb::MigrationEnd {
+            migration_id: "m1".into(),
+            enclave_id: "vm".into(),
+            committed: true,
+            new_epoch: 4,
+            reason: String::new(),
+        });
+        assert!(matches!(
+            event_from_pb(&end),
+            Some(Ok(LinkEvent::MigrationEnd {
+                committed: true,
+                new_epoch: 4,
+                ..
+            }))
+        ));
+        let other = pb::controller_message::Body::Credit(pb::Credit { messages: 1 });
+        assert!(event_from_pb(&other).is_none());
+    }
+
+    #[test]
+    fn progress_goes_out_with_its_figures() {
+        let m = progress_to_pb(MigrationReport {
+            migration_id: "m1".into(),
+            enclave: "vm".into(),
+            role: "source",
+            progress: MigrationProgress {
+                status: "completed".into(),
+                transferred_bytes: 10,
+                downtime_ms: Some(4),
+                ..MigrationProgress::default()
+            },
+        });
+        assert_eq!(
+            (m.status.as_str(), m.role.as_str()),
+            ("completed", "source")
+        );
+        assert_eq!((m.transferred_bytes, m.downtime_ms), (10, 4));
+    }
+}

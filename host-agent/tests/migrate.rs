@@ -1,0 +1,335 @@
+//! QEMU live migration between two agents on one machine (root + qemu-system-x86_64): the
+//! target waits paused with `-incoming`, the source migrates over loopback with progress from
+//! `query-migrate`, the target resumes only when a plan names it under the new epoch, and the
+//! guest's counter has gone on from where it was (moved, not restarted); the source can then
+//! never run it again under the old epoch. And a rollback: the target gone, the migration
+//! fails and the source resumes.
+// The lock serialises tests across threads; each test owns its runtime, so holding it
+// over awaits cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::sync::mpsc;
+use tribune_agent::runtime::EnclaveStatus;
+use tribune_agent::runtime::migration::{MigrateOptions, MigrationProgress};
+use tribune_agent::runtime::qemu::guest_counter;
+use tribune_agent::{Agent, EnclavePlan, LaunchSpec, RunState, RuntimeKind};
+
+fn have_qemu() -> bool {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn can_run(test: &str) -> bool {
+    if skip(test) {
+        return false;
+    }
+    if !have_qemu() {
+        say_skipped(&format!(
+            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        ));
+        return false;
+    }
+    true
+}
+
+fn vm(epoch: u64) -> EnclavePlan {
+    let mut e = enclave(
+        LaunchSpec::Qemu {
+            memory_mib: 64,
+            args: vec![],
+        },
+        None,
+        1,
+    );
+    e.limits.memory_bytes = Some(512 << 20);
+    e.placement_epoch = epoch;
+    e
+}
+
+async fn counter(agent: &Agent, name: &str) -> u64 {
+    let mut q = agent.migration_monitor(name).await.unwrap();
+    guest_counter(&mut q).await.unwrap()
+}
+
+/// Waits until the guest's counter passes `above` (it runs under TCG on a shared machine).
+async fn counter_passes(agent: &Agent, name: &str, above: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = counter(agent, name).await;
+        if c > above || tokio::time::Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status_of(agent: &mut Agent, name: &str) -> Option<EnclaveStatus> {
+    agent
+        .status()
+        .await
+        .enclaves
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_live_migrates_and_its_counter_goes_on() {
+    if !can_run("migrate") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mig-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mig-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let rep = src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    assert_eq!(rep.launched, vec!["vm"]);
+    let before = counter_passes(&src, "vm", 0).await;
+    assert!(before > 0, "the guest counts");
+
+    // Target: paused, waiting for the state; no plan without it stops it.
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    dst.apply(plan(1, &[])).await.unwrap();
+    assert_eq!(
+        status_of(&mut dst, "vm").await,
+        Some(EnclaveStatus::Suspended)
+    );
+
+    // Source: migrate, with progress.
+    let (tx, mut rx) = mpsc::channel(1024);
+    let job = src
+        .migrate_out(
+            "vm",
+            &format!("tcp:127.0.0.1:{port}"),
+            MigrateOptions::default(),
+            Some(tx),
+        )
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), job)
+        .await
+        .expect("migration ends")
+        .unwrap()
+        .unwrap();
+    let mut seen: Vec<MigrationProgress> = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        seen.push(p);
+    }
+    assert!(done.succeeded(), "{done:?}");
+    assert_eq!(seen.last(), Some(&done));
+    assert!(done.total_bytes >= 64 << 20, "{done:?}");
+    assert!(done.transferred_bytes > 0);
+    let downtime = done.downtime_ms.expect("downtime once completed");
+    eprintln!(
+        "figure: QEMU TCG 64 MiB over loopback: total {} ms, downtime {downtime} ms, \
+         {} bytes sent, {} progress reports",
+        done.total_time_ms,
+        done.transferred_bytes,
+        seen.len()
+    );
+    // The source is paused after the switch-over; the target still waits for the epoch.
+    assert_eq!(
+        status_of(&mut src, "vm").await,
+        Some(EnclaveStatus::Suspended)
+    );
+    let at_switch = counter(&dst, "vm").await;
+    assert!(
+        at_switch >= before,
+        "the target holds the source's memory: {at_switch} < {before}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        counter(&dst, "vm").await,
+        at_switch,
+        "the target must not run before its plan names it under the new epoch"
+    );
+
+    // The controllers committed epoch 2: the target's plan names it and so resumes it.
+    dst.apply(plan(2, &[("vm", vm(2))])).await.unwrap();
+    assert_eq!(
+        status_of(&mut dst, "vm").await,
+        Some(EnclaveStatus::Running)
+    );
+    let after = counter_passes(&dst, "vm", at_switch).await;
+    assert!(
+        after > at_switch,
+        "the guest runs on the target: {after} <= {at_switch}"
+    );
+    eprintln!("figure: guest counter {before} before, {at_switch} at switch-over, {after} after");
+
+    // The source's agent crashes before it hears of the switch-over: the restarted agent
+    // adopts the migrated-away VM paused and does not resume it, though its plan says run.
+    let src_cfg = src.config().clone();
+    drop(src);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    assert_eq!(
+        status_of(&mut src, "vm").await,
+        Some(EnclaveStatus::Suspended),
+        "a migrated-away VM must not resume after an agent restart"
+    );
+    let frozen = counter(&src, "vm").await;
+    src.reconcile().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counter(&src, "vm").await, frozen);
+
+    // The source hears of the switch-over: never again under epoch 1.
+    src.migrated_away("vm", 2).await.unwrap();
+    assert_eq!(status_of(&mut src, "vm").await, None);
+    let rep = src.apply(plan(2, &[("vm", vm(1))])).await.unwrap();
+    assert!(rep.launched.is_empty(), "{rep:?}");
+    assert_eq!(rep.refused.len(), 1, "{rep:?}");
+    assert_eq!(status_of(&mut src, "vm").await, None);
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_rolls_back_to_the_source() {
+    if !can_run("migrate-rollback") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mrb-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mrb-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // The target goes away before the state is sent.
+    dst.abort_in("vm").await.unwrap();
+    assert_eq!(status_of(&mut dst, "vm").await, None);
+    let job = src
+        .migrate_out(
+            "vm",
+            &format!("tcp:127.0.0.1:{port}"),
+            MigrateOptions::default(),
+            None,
+        )
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(60), job)
+        .await
+        .expect("migration ends")
+        .unwrap();
+    match &end {
+        Ok(p) => assert!(!p.succeeded(), "{p:?}"),
+        Err(e) => eprintln!("migration failed to start: {e}"),
+    }
+    src.rollback_out("vm").await.unwrap();
+    assert_eq!(
+        status_of(&mut src, "vm").await,
+        Some(EnclaveStatus::Running)
+    );
+    let c = counter(&src, "vm").await;
+    assert!(
+        counter_passes(&src, "vm", c).await > c,
+        "the source runs on"
+    );
+    // Still under epoch 1: a plan under it applies.
+    let mut e = vm(1);
+    e.state = RunState::Run;
+    let rep = src.apply(plan(2, &[("vm", e)])).await.unwrap();
+    assert!(rep.refused.is_empty(), "{rep:?}");
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// The next migration report on `rx` (other uplink traffic skipped).
+async fn next_report(
+    rx: &mut mpsc::Receiver<tribune_agent::ToLink>,
+) -> tribune_agent::link_messages::MigrationReport {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("a migration report")
+            .expect("uplink open");
+        if let tribune_agent::ToLink::Migration(r) = m {
+            return r;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
+    use tribune_agent::LinkEvent;
+    if !can_run("migrate-stream") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mst-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mst-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let (src_tx, mut src_rx) = mpsc::channel(4096);
+    let (dst_tx, mut dst_rx) = mpsc::channel(4096);
+    src.set_uplink(src_tx);
+    dst.set_uplink(dst_tx);
+    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    let before = counter_passes(&src, "vm", 0).await;
+    let port = tribune_testkit::free_port();
+    dst.on_link(LinkEvent::MigrateIn {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        plan: Box::new(vm(2)),
+        listen: format!("127.0.0.1:{port}"),
+    })
+    .await;
+    let r = next_report(&mut dst_rx).await;
+    assert_eq!((r.role, r.progress.status.as_str()), ("target", "ready"));
+    src.on_link(LinkEvent::MigrateOut {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        uri: format!("tcp:127.0.0.1:{port}"),
+        opts: MigrateOptions::default(),
+    })
+    .await;
+    let done = loop {
+        let r = next_report(&mut src_rx).await;
+        assert_eq!((r.migration_id.as_str(), r.role), ("m1", "source"));
+        if r.progress.is_final() {
+            break r.progress;
+        }
+    };
+    assert!(done.succeeded(), "{done:?}");
+    // Switch-over committed under epoch 2: the target's plan names it, the source is told.
+    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    src.on_link(LinkEvent::MigrationEnd {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        committed: true,
+        new_epoch: 2,
+        reason: String::new(),
+    })
+    .await;
+    // The same end told to the target changes nothing there.
+    dst.on_link(LinkEvent::MigrationEnd {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        committed: true,
+        new_epoch: 2,
+        reason: String::new(),
+    })
+    .await;
+    assert_eq!(status_of(&mut src, "vm").await, None);
+    assert_eq!(
+        status_of(&mut dst, "vm").await,
+        Some(EnclaveStatus::Running)
+    );
+    assert!(counter_passes(&dst, "vm", before).await > before);
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
