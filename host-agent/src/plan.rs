@@ -90,10 +90,6 @@ pub struct Talk {
     pub rate_per_s: u64,
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
 impl Talk {
     pub fn is_empty(&self) -> bool {
         self.priority == 0 && self.allow.is_empty() && self.rate_per_s == 0
