@@ -144,7 +144,7 @@ const RECOVERY: Duration = Duration::from_secs(60);
 
 /// Runs one scenario; set-up failures are errors, what the checkers found is in the report.
 pub async fn run(cfg: &Config) -> Result<Report, Error> {
-    net::can_run().map_err(Error::Setup)?;
+    net::can_run().map_err(|e| Error::Setup(e.to_string()))?;
     net::sweep_stale();
     let tmp = match &cfg.dir {
         Some(d) => {

@@ -65,10 +65,19 @@ fn nft(ns: &str, script: &str) -> Result<(), Error> {
 }
 
 /// Whether this machine can build a run's network: root, `ip` and `nft`.
-pub fn can_run() -> Result<(), String> {
+/// Why the harness cannot run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CannotRun {
+    #[error("the chaos harness needs root (network namespaces, nft)")]
+    NotRoot,
+    #[error("`{0}` is not installed (iproute2, nftables)")]
+    Missing(&'static str),
+}
+
+pub fn can_run() -> Result<(), CannotRun> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("the chaos harness needs root (network namespaces, nft)".into());
+        return Err(CannotRun::NotRoot);
     }
     for tool in ["ip", "nft"] {
         let found = Command::new(tool)
@@ -78,7 +87,7 @@ pub fn can_run() -> Result<(), String> {
             .status()
             .is_ok();
         if !found {
-            return Err(format!("`{tool}` is not installed (iproute2, nftables)"));
+            return Err(CannotRun::Missing(tool));
         }
     }
     Ok(())

@@ -143,7 +143,7 @@ impl Api {
         let cmd = match key {
             None => cmd,
             Some(key) => {
-                crate::state::check_key(&key).map_err(Problem::bad_request)?;
+                crate::state::check_key(&key).map_err(|e| Problem::bad_request(e.to_string()))?;
                 Command::keyed(key, who.actor.clone(), cmd, now_ms())
             }
         };
@@ -161,7 +161,7 @@ impl Api {
         let Some(key) = key else {
             return Ok(None);
         };
-        crate::state::check_key(key).map_err(Problem::bad_request)?;
+        crate::state::check_key(key).map_err(|e| Problem::bad_request(e.to_string()))?;
         crate::state::recorded(&self.state(), &who.actor, key, cmd)
             .map(key_reused)
             .transpose()

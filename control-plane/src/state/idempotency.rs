@@ -112,16 +112,22 @@ impl Keys {
     }
 }
 
-/// Why a key is not acceptable (the caller's mistake).
-pub fn check_key(key: &str) -> Result<(), String> {
+/// Why an idempotency key is not acceptable (the caller's mistake).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadKey {
+    #[error("Idempotency-Key must be 1 to {KEY_BYTES_MAX} bytes, got {0}")]
+    Length(usize),
+    #[error("Idempotency-Key must be printable ASCII without spaces")]
+    Characters,
+}
+
+/// Checks a caller's idempotency key.
+pub fn check_key(key: &str) -> Result<(), BadKey> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
-        return Err(format!(
-            "Idempotency-Key must be 1 to {KEY_BYTES_MAX} bytes, got {}",
-            key.len()
-        ));
+        return Err(BadKey::Length(key.len()));
     }
     if !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err("Idempotency-Key must be printable ASCII without spaces".into());
+        return Err(BadKey::Characters);
     }
     Ok(())
 }

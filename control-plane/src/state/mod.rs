@@ -26,7 +26,8 @@ pub use enforce::{
     VerdictCmd, settle,
 };
 pub use idempotency::{
-    KEY_BYTES_MAX, KEY_WINDOW_MS, KEYS_MAX, KeyRecord, Keys, check_key, fingerprint, recorded,
+    BadKey, KEY_BYTES_MAX, KEY_WINDOW_MS, KEYS_MAX, KeyRecord, Keys, check_key, fingerprint,
+    recorded,
 };
 pub use leaf_format::LeafFormat;
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
