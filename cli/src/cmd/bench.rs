@@ -15,7 +15,8 @@ use super::output::{self, Format};
 
 /// The issue-6 goals these scenarios are judged against.
 const GOAL_THROUGHPUT_RATIO: f64 = 2.0;
-const GOAL_FAILOVER_P99_MS: f64 = 500.0;
+/// The storage issue's goal, judged at the product defaults.
+const GOAL_FAILOVER_P99_MS: f64 = 300.0;
 const GOAL_CONTROLLER_MIB: f64 = 300.0;
 const GOAL_AGENT_MIB: f64 = 40.0;
 
@@ -55,12 +56,14 @@ pub enum BenchCmd {
     Failover {
         #[arg(long, default_value_t = 20)]
         trials: usize,
-        /// Leader heartbeat interval given to every controller.
-        #[arg(long, default_value_t = 20)]
-        heartbeat_ms: u64,
-        /// Minimum election timeout given to every controller (the maximum is twice this).
-        #[arg(long, default_value_t = 75)]
-        election_timeout_ms: u64,
+        /// Leader heartbeat interval given to every controller [default: the controller's
+        /// default, 50].
+        #[arg(long)]
+        heartbeat_ms: Option<u64>,
+        /// Minimum election timeout given to every controller (the maximum is twice this)
+        /// [default: the controller's default, 250].
+        #[arg(long)]
+        election_timeout_ms: Option<u64>,
         /// Background writers kept running through every kill.
         #[arg(long, default_value_t = 4)]
         load_clients: usize,
@@ -266,6 +269,16 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 load_clients,
                 opts: _,
             } => {
+                // The product defaults unless a flag overrides them: the goal is judged there.
+                let defaults = tribune_controller::node::ControllerConfig::new(
+                    0,
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    PathBuf::new(),
+                );
+                let product_defaults = heartbeat_ms.is_none() && election_timeout_ms.is_none();
+                let heartbeat_ms = heartbeat_ms.unwrap_or(defaults.heartbeat_ms);
+                let election_timeout_ms =
+                    election_timeout_ms.unwrap_or(defaults.election_timeout_ms);
                 let r = tribune_bench::failover(
                     &exe,
                     tribune_bench::FailoverOpts {
@@ -279,7 +292,7 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 .await?;
                 if !format.is_structured() {
                     println!(
-                        "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms, {} background writers",
+                        "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms{}, {} background writers",
                         r.trials,
                         r.recovery_ms.p50,
                         r.recovery_ms.p99,
@@ -288,11 +301,16 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                         r.heartbeat_ms,
                         r.election_timeout_ms,
                         r.election_timeout_ms * 2,
+                        if product_defaults {
+                            " (product defaults)"
+                        } else {
+                            " (not the product defaults: the goal is judged at them)"
+                        },
                         r.load_clients
                     );
                     goal_line(
-                        "failover p99 <= 500 ms",
-                        r.recovery_ms.p99 <= GOAL_FAILOVER_P99_MS,
+                        "failover p99 <= 300 ms at the product defaults",
+                        product_defaults && r.recovery_ms.p99 <= GOAL_FAILOVER_P99_MS,
                         &format!(
                             "p99 {:.0} ms = {:.2}x the goal",
                             r.recovery_ms.p99,
@@ -300,7 +318,10 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                         ),
                     );
                 }
-                result_line(format, &json!({"scenario": "failover", "result": r}))?;
+                result_line(
+                    format,
+                    &json!({"scenario": "failover", "product_defaults": product_defaults, "result": r}),
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             BenchCmd::Memory {
