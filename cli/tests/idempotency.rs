@@ -9,35 +9,11 @@ use std::time::{Duration, Instant};
 use common::{Cluster, DEADLINE};
 use serde_json::{Value, json};
 
-/// PUT a policy with an `Idempotency-Key` on node `id`; retries only what applied nothing for
-/// sure (no leader, connection refused). Returns the status and body.
+/// PUT a policy with an `Idempotency-Key` on node `id` (retrying only what applied nothing for
+/// sure). Returns the status and body.
 async fn put_keyed(c: &Cluster, id: u64, name: &str, source: &str, key: &str) -> (u16, Value) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = c
-            .http
-            .put(c.url(id, &format!("/v1/policies/{name}")))
-            .header("idempotency-key", key)
-            .json(&json!({ "source": source }))
-            .send()
-            .await;
-        match r {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                let retry = status == 503
-                    && body["type"]
-                        .as_str()
-                        .is_some_and(|t| t.ends_with("/no-leader"));
-                if !retry || Instant::now() > deadline {
-                    return (status, body);
-                }
-            }
-            Err(e) if e.is_connect() && Instant::now() < deadline => {}
-            Err(e) => return (0, json!({ "error": e.to_string() })),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.put_policy_with(id, name, source, &[("idempotency-key", key.to_string())])
+        .await
 }
 
 fn signal(pid: u32, sig: i32) {

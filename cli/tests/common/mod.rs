@@ -216,14 +216,29 @@ impl Cluster {
         source: &str,
         if_match: Option<u64>,
     ) -> (u16, Value) {
+        let headers: Vec<(&str, String)> = if_match
+            .map(|v| ("if-match", format!("\"{v}\"")))
+            .into_iter()
+            .collect();
+        self.put_policy_with(id, name, source, &headers).await
+    }
+
+    /// [`Cluster::put_policy`] with these request headers (`if-match`, `idempotency-key`, …).
+    pub async fn put_policy_with(
+        &self,
+        id: u64,
+        name: &str,
+        source: &str,
+        headers: &[(&str, String)],
+    ) -> (u16, Value) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let mut req = self
                 .http
                 .put(self.url(id, &format!("/v1/policies/{name}")))
                 .json(&json!({"source": source}));
-            if let Some(v) = if_match {
-                req = req.header("if-match", format!("\"{v}\""));
+            for (k, v) in headers {
+                req = req.header(*k, v);
             }
             match req.send().await {
                 Ok(r) => {
