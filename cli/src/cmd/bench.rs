@@ -15,8 +15,6 @@ use super::output::{self, Format};
 
 /// The issue-6 goals these scenarios are judged against.
 const GOAL_THROUGHPUT_RATIO: f64 = 2.0;
-/// The storage issue's goal, judged at the product defaults.
-const GOAL_FAILOVER_P99_MS: f64 = 300.0;
 const GOAL_CONTROLLER_MIB: f64 = 300.0;
 const GOAL_AGENT_MIB: f64 = 40.0;
 
@@ -269,60 +267,15 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 load_clients,
                 opts: _,
             } => {
-                // The product defaults unless a flag overrides them: the goal is judged there.
-                let defaults = tribune_controller::node::ControllerConfig::new(
-                    0,
-                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                    PathBuf::new(),
-                );
-                let product_defaults = heartbeat_ms.is_none() && election_timeout_ms.is_none();
-                let heartbeat_ms = heartbeat_ms.unwrap_or(defaults.heartbeat_ms);
-                let election_timeout_ms =
-                    election_timeout_ms.unwrap_or(defaults.election_timeout_ms);
-                let r = tribune_bench::failover(
+                super::bench_failover::run(
                     &exe,
-                    tribune_bench::FailoverOpts {
-                        trials,
-                        heartbeat_ms,
-                        election_timeout_ms,
-                        load_clients,
-                    },
-                    |i, d| eprintln!("trial {:>2}: {:.0} ms", i + 1, d.as_secs_f64() * 1000.0),
-                )
-                .await?;
-                if !format.is_structured() {
-                    println!(
-                        "failover over {} trials: p50 {:.0} ms  p99 {:.0} ms  (min {:.0}, max {:.0}); heartbeat {} ms, election timeout {}–{} ms{}, {} background writers",
-                        r.trials,
-                        r.recovery_ms.p50,
-                        r.recovery_ms.p99,
-                        r.recovery_ms.min,
-                        r.recovery_ms.max,
-                        r.heartbeat_ms,
-                        r.election_timeout_ms,
-                        r.election_timeout_ms * 2,
-                        if product_defaults {
-                            " (product defaults)"
-                        } else {
-                            " (not the product defaults: the goal is judged at them)"
-                        },
-                        r.load_clients
-                    );
-                    goal_line(
-                        "failover p99 <= 300 ms at the product defaults",
-                        product_defaults && r.recovery_ms.p99 <= GOAL_FAILOVER_P99_MS,
-                        &format!(
-                            "p99 {:.0} ms = {:.2}x the goal",
-                            r.recovery_ms.p99,
-                            r.recovery_ms.p99 / GOAL_FAILOVER_P99_MS
-                        ),
-                    );
-                }
-                result_line(
+                    trials,
+                    heartbeat_ms,
+                    election_timeout_ms,
+                    load_clients,
                     format,
-                    &json!({"scenario": "failover", "product_defaults": product_defaults, "result": r}),
-                )?;
-                Ok(ExitCode::SUCCESS)
+                )
+                .await
             }
             BenchCmd::Memory {
                 enclaves,

@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod api;
 pub mod attest;
 pub mod bench;
+pub mod bench_failover;
 pub mod bench_messages;
 pub mod bench_schedule;
 pub mod ca;
