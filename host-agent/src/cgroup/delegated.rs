@@ -49,9 +49,7 @@ pub fn enter(cgroupfs: &Path, group: &str, pid: u32) -> Result<PathBuf> {
         }
     }
     let leaf = root.join(AGENT_LEAF);
-    if !leaf.exists() {
-        std::fs::create_dir(&leaf).map_err(|e| AgentError::io("mkdir", &leaf, e))?;
-    }
+    super::mkdir_once(&leaf)?;
     let procs = leaf.join("cgroup.procs");
     std::fs::write(&procs, pid.to_string()).map_err(|e| AgentError::io("write", &procs, e))?;
     Ok(root)

@@ -193,6 +193,19 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|e| AgentError::io("write", path, e))
 }
 
+/// Makes one cgroup directory; one that exists already is fine. Agents of several instances
+/// on one host start at once and share the `tribune` parent: two may both find it missing and
+/// both make it (the loser's `EEXIST` is not an error — it failed `tribune dev`'s second agent
+/// on a fresh machine).
+pub(crate) fn mkdir_once(path: &Path) -> Result<()> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(AgentError::io("mkdir", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| AgentError::io("read", path, e))
 }
@@ -295,5 +308,40 @@ mod tests {
         let t = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(parse_keyed(t, "oom_kill"), Some(3));
         assert_eq!(parse_keyed(t, "missing"), None);
+    }
+
+    #[test]
+    fn mkdir_once_takes_an_existing_dir_and_names_a_real_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tribune");
+        mkdir_once(&dir).unwrap();
+        mkdir_once(&dir).unwrap();
+        let err = mkdir_once(&tmp.path().join("missing/child")).unwrap_err();
+        assert!(err.to_string().contains("missing/child"), "{err}");
+    }
+
+    /// Agents of two instances starting at once both make the shared `tribune` parent: every
+    /// one of them must succeed (one lost the race with EEXIST before, and that agent exited).
+    #[test]
+    fn agents_creating_their_groups_at_once_all_succeed() {
+        for round in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let root = tmp.path().to_path_buf();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        let v2 = v2::V2::new(&root);
+                        barrier.wait();
+                        v2.create(&format!("{PREFIX}/dev-h{i}"))
+                    })
+                })
+                .collect();
+            for t in threads {
+                let r = t.join().unwrap();
+                assert!(r.is_ok(), "round {round}: {r:?}");
+            }
+        }
     }
 }

@@ -68,10 +68,7 @@ impl CgroupEnforcer for V1 {
                 for part in Path::new(group).components() {
                     let parent = path.clone();
                     path.push(part);
-                    if !path.exists() {
-                        std::fs::create_dir(&path)
-                            .map_err(|e| AgentError::io("mkdir", &path, e))?;
-                    }
+                    super::mkdir_once(&path)?;
                     for f in ["cpuset.cpus", "cpuset.mems"] {
                         if read(&path.join(f))?.trim().is_empty() {
                             write(&path.join(f), read(&parent.join(f))?.trim())?;

@@ -87,9 +87,7 @@ impl CgroupEnforcer for V2 {
                 write(&control, "+cpu +memory")?;
             }
             path.push(part);
-            if !path.exists() {
-                std::fs::create_dir(&path).map_err(|e| AgentError::io("mkdir", &path, e))?;
-            }
+            super::mkdir_once(&path)?;
         }
         Ok(())
     }
