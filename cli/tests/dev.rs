@@ -151,8 +151,9 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
             Err(_) => {
                 let _ = dev.kill();
                 panic!(
-                    "the demo stories did not all show within 90 s of start:\n{}",
-                    seen.join("\n")
+                    "the demo stories did not all show within 90 s of start:\n{}\n{}",
+                    seen.join("\n"),
+                    log_tails(&dir.path().join("data"))
                 );
             }
         }
@@ -177,4 +178,25 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The last lines of each agent's and controller's log under dev's data dir, for a failure
+/// message: what the agents did is otherwise lost with the temp dir.
+fn log_tails(data: &std::path::Path) -> String {
+    let mut out = String::new();
+    let names = ["agent-h1.log", "agent-h2.log"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=3).map(|i| format!("controller-{i}.log")));
+    for name in names {
+        let text = std::fs::read_to_string(data.join(&name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        out.push_str(&format!("---- {name} (last {} lines)\n", tail.len()));
+        for l in tail {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
