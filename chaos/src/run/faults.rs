@@ -136,8 +136,8 @@ pub enum Active {
     },
     /// Killed, its log's tail torn; restarted when the fault ends.
     Torn(usize),
-    /// Its wall clock offset; set back to 0 when the fault ends.
-    Clock(usize),
+    /// Its wall clock offset by `.1` ms; set back to 0 when the fault ends.
+    Clock(usize, i64),
     /// To be removed from the voters (the run does it through the API), added back at the end.
     Removed(usize),
 }
@@ -285,7 +285,7 @@ pub fn inject(
                     },
                 );
                 count(counts, "clock-jump");
-                Some(Active::Clock(i))
+                Some(Active::Clock(i, ms))
             } else {
                 count(counts, "clock-jump-unavailable");
                 None
@@ -378,7 +378,7 @@ pub fn undo(active: &Active, w: &mut World<'_>) -> Result<(), Error> {
             nodes.start(i)
         }
         Active::Killed(i) | Active::Torn(i) => nodes.start(i),
-        Active::Clock(i) => nodes.set_clock_offset(i, 0),
+        Active::Clock(i, _) => nodes.set_clock_offset(i, 0),
         // The run adds it back through the API.
         Active::Removed(_) => Ok(()),
         Active::Shaped | Active::Resetting { .. } => {

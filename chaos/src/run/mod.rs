@@ -262,6 +262,19 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         if let Some(faults::Active::Torn(i)) = &active {
             *tears.entry(*i).or_default() += 1;
         }
+        if let Some(faults::Active::Clock(i, ms)) = &active {
+            let seen = clock_seen(&http, &urls[*i], *ms).await;
+            *counts
+                .entry(
+                    if seen {
+                        "clock-jump-observed"
+                    } else {
+                        "clock-jump-not-observed"
+                    }
+                    .into(),
+                )
+                .or_default() += 1;
+        }
         if let Some(faults::Active::Removed(i)) = &active {
             let done = members::remove(&http, &urls, *i as u64 + 1, MEMBER_CHANGE).await;
             count_change(&mut counts, "member-removed", done);
@@ -370,6 +383,26 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         let _ = std::fs::write(d.join("report.json"), j);
     }
     Ok(report)
+}
+
+/// Whether the controller at `url` signs tree heads with its clock offset by about `ms` (the
+/// jump really reached the clock it reads), within 3 s.
+async fn clock_seen(http: &reqwest::Client, url: &str, ms: i64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(v) = logcheck::get(http, &format!("{url}/v1/log/sth")).await
+            && let Some(ts) = v["timestamp_ms"].as_i64()
+        {
+            let real = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if (ts - real - ms).abs() < 1000 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// How long one membership change may take (it may fail under faults).
