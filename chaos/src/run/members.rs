@@ -29,12 +29,15 @@ async fn change(
     }
 }
 
-/// Removes controller `id` (1-based) from the voters.
+/// Removes controller `id` (1-based) from the voters; whether it is out of them (the API may
+/// not answer 200 for a change that took effect: removing the leader ends its leadership
+/// before it answers).
 pub async fn remove(http: &reqwest::Client, urls: &[String], id: u64, within: Duration) -> bool {
-    change(urls, within, |u| {
+    let answered = change(urls, within, |u| {
         http.delete(format!("{u}/v1/cluster/members/{id}"))
     })
-    .await
+    .await;
+    answered || voters(http, urls).await.is_some_and(|v| !v.contains(&id))
 }
 
 /// Adds controller `id` back as a voter at `address`.
@@ -46,10 +49,11 @@ pub async fn add(
     within: Duration,
 ) -> bool {
     let body = serde_json::json!({"id": id, "address": address, "voter": true});
-    change(urls, within, |u| {
+    let answered = change(urls, within, |u| {
         http.post(format!("{u}/v1/cluster/members")).json(&body)
     })
-    .await
+    .await;
+    answered || voters(http, urls).await.is_some_and(|v| v.contains(&id))
 }
 
 /// The voters the leader's view lists, from the first controller that answers.
