@@ -62,9 +62,9 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
     if !can_run() {
         return;
     }
-    let (ok, doc, err) = chaos_run(&["--scenario", "all", "--seed", "1", "--duration", "5s"]);
+    let (ok, doc, err) = chaos_run(&["--scenario", "all", "--seed", "1", "--duration", "4s"]);
     assert!(ok, "{doc:#}\n{err}");
-    assert_eq!(doc["runs"], 11, "{doc:#}");
+    assert_eq!(doc["runs"], 15, "{doc:#}");
     assert_eq!(doc["anomalies"], 0, "{doc:#}");
     assert_eq!(doc["lost_writes"], 0, "{doc:#}");
     assert!(
@@ -83,6 +83,51 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
     }
     for r in doc["reports"].as_array().expect("reports") {
         assert!(r["log"]["heads"].as_u64().is_some_and(|n| n > 0), "{r:#}");
+        // Every link between controllers goes through the proxy, in every scenario.
+        assert!(
+            r["proxy"]["connections"].as_u64().is_some_and(|n| n > 0)
+                && r["proxy"]["bytes"].as_u64().is_some_and(|n| n > 0),
+            "{r:#}"
+        );
+        let faults = &r["faults"];
+        match r["scenario"].as_str() {
+            // The proxy really held bytes back (a delay, a stall or a late delivery).
+            Some("slow-net") => assert!(
+                r["proxy"]["chunks_delayed"].as_u64().is_some_and(|n| n > 0)
+                    && r["proxy"]["held_ms_max"].as_u64().is_some_and(|n| n >= 10),
+                "{r:#}"
+            ),
+            // A tear was written, and the controller cut it on restart (tears_not_cut empty:
+            // its log says so for every tear).
+            Some("torn-write") => {
+                assert!(
+                    faults["torn-write"].as_u64().is_some_and(|n| n > 0),
+                    "{r:#}"
+                );
+                assert_eq!(
+                    r["tears_not_cut"].as_array().map(Vec::len),
+                    Some(0),
+                    "{r:#}"
+                );
+            }
+            // cargo test builds the clock hook in: the jump really happened (the jumped
+            // controller signed a tree head with its clock offset by the jump).
+            Some("clock-jump") => assert!(
+                faults["clock-jump-observed"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0),
+                "{r:#}"
+            ),
+            // A voter was removed through the API (and the run recovered: every controller a
+            // voter again, or `recovered` would be false and the run an anomaly).
+            Some("membership") => {
+                assert!(
+                    faults["member-removed"].as_u64().is_some_and(|n| n > 0),
+                    "{r:#}"
+                )
+            }
+            _ => {}
+        }
     }
     no_leftovers();
 }
@@ -110,6 +155,30 @@ fn the_linearizability_checker_catches_stale_reads_and_passes_the_same_seeds_wit
         })
         .count();
     assert!(caught > 0, "no run was found not linearizable: {doc:#}");
+    // `tribune chaos check` finds the same on the recorded history, offline.
+    for r in doc["reports"].as_array().expect("reports") {
+        let Some(dir) = r["dir"].as_str() else {
+            continue;
+        };
+        let out = Command::new(BIN)
+            .args(["chaos", "check"])
+            .arg(std::path::Path::new(dir).join("history.jsonl"))
+            .output()
+            .expect("run tribune");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let h = &r["history"];
+        let found = ["not_linearizable", "lost_writes", "torn_reads", "malformed"]
+            .iter()
+            .any(|k| h[k].as_array().is_some_and(|v| !v.is_empty()));
+        assert_eq!(!out.status.success(), found, "{text}\n{r:#}");
+        if h["not_linearizable"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+        {
+            assert!(text.contains("not linearizable"), "{text}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let mut args = vec!["--scenario", "minority"];
     args.extend(seeds);
     let (ok, doc, err) = chaos_run(&args);

@@ -232,7 +232,7 @@ async fn log_refused_handshakes(
         }
         last.insert(remote.ip(), now);
         window.1 += 1;
-        let at_ms = std::time::SystemTime::now()
+        let at_ms = crate::test_fault::wall_now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let cmd = crate::state::Command::AppendLog {

@@ -15,6 +15,11 @@ pub enum Fault {
     /// from this controller's state machine as it is (what `?stale=true` does), so a deposed
     /// or partitioned controller answers old values.
     StaleReads,
+    /// `TRIBUNE_TEST_FAULT=clock-offset`: the wall clock this controller reads ([`wall_now`])
+    /// is offset by the signed milliseconds in the file `TRIBUNE_TEST_CLOCK_FILE` names,
+    /// re-read every 50 ms, so a test can jump one controller's clock while it runs (never
+    /// the machine's clock).
+    ClockOffset,
 }
 
 impl Fault {
@@ -22,6 +27,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::StaleReads => "stale-reads",
+            Fault::ClockOffset => "clock-offset",
         }
     }
 }
@@ -54,6 +60,49 @@ pub fn active(fault: Fault) -> bool {
 #[cfg(not(feature = "test-faults"))]
 pub fn active(_fault: Fault) -> bool {
     false
+}
+
+/// The file holding the clock offset in ms (`clock-offset`).
+pub const CLOCK_FILE_VAR: &str = "TRIBUNE_TEST_CLOCK_FILE";
+
+/// The wall clock as this controller reads it: the system's, offset under `clock-offset`.
+#[cfg(feature = "test-faults")]
+pub fn wall_now() -> std::time::SystemTime {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant, SystemTime};
+    static CACHE: Mutex<Option<(Instant, i64)>> = Mutex::new(None);
+    let now = SystemTime::now();
+    if !active(Fault::ClockOffset) {
+        return now;
+    }
+    let offset_ms = {
+        let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        match *g {
+            Some((at, ms)) if at.elapsed() < Duration::from_millis(50) => ms,
+            _ => {
+                let ms = std::env::var(CLOCK_FILE_VAR)
+                    .ok()
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .unwrap_or(0);
+                *g = Some((Instant::now(), ms));
+                ms
+            }
+        }
+    };
+    let d = Duration::from_millis(offset_ms.unsigned_abs());
+    if offset_ms >= 0 {
+        now.checked_add(d).unwrap_or(now)
+    } else {
+        now.checked_sub(d).unwrap_or(now)
+    }
+}
+
+/// The wall clock as this controller reads it: the system's.
+#[cfg(not(feature = "test-faults"))]
+#[inline]
+pub fn wall_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
 }
 
 /// Whether this build can act on `TRIBUNE_TEST_FAULT` at all.

@@ -207,6 +207,38 @@ pub fn check(events: &[Event], finals: &BTreeMap<String, u64>) -> Verdict {
     v
 }
 
+/// The final version of each policy, from a history's final reads (client 0, after the
+/// faults healed); `None` when the history has none (a run cut short): then no write can be
+/// judged lost.
+pub fn finals_of(events: &[Event]) -> Option<BTreeMap<String, u64>> {
+    let mut finals = BTreeMap::new();
+    let mut any = false;
+    for e in events.iter().filter(|e| e.client == 0) {
+        any = true;
+        if e.kind == Kind::Ok
+            && let Some(Ret::Read { version, .. }) = e.ret
+        {
+            let f = finals.entry(e.key.clone()).or_insert(0);
+            *f = version.max(*f);
+        }
+    }
+    any.then_some(finals)
+}
+
+/// Re-checks a recorded history file offline (`tribune chaos check FILE`): the verdict, and
+/// whether the lost-write check could run (the history holds final reads).
+pub fn check_file(path: &std::path::Path) -> Result<(Verdict, bool), super::Error> {
+    let events = super::history::read(path)?;
+    Ok(match finals_of(&events) {
+        Some(f) => (check(&events, &f), true),
+        None => {
+            let mut v = check(&events, &BTreeMap::new());
+            v.lost_writes.clear();
+            (v, false)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

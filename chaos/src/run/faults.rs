@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Error;
 use super::net::Net;
 use super::nodes::{Disks, Nodes};
+use super::proxy::{Proxy, Shaping};
 
 /// A scenario: which faults a run injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -39,10 +40,22 @@ pub enum Scenario {
     DiskFull,
     /// Any of the above, drawn per fault.
     Mixed,
+    /// Through the userspace proxy ([`super::proxy`]): delay with jitter on every link, a
+    /// stalled link, or connections reset with their in-flight requests delivered late.
+    SlowNet,
+    /// A controller killed, a torn record written at the end of its Raft log, restarted.
+    TornWrite,
+    /// One controller's wall clock jumped (forward or back) through the test hook
+    /// `clock-offset`, jumped back when the fault ends. Only a `cargo test` build has the hook;
+    /// any other build counts the fault as `clock-jump-unavailable` and injects nothing.
+    ClockJump,
+    /// A voter removed through the API (a follower, or the leader one time in three), added
+    /// back as a voter when the fault ends.
+    Membership,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::None,
         Scenario::Kill,
         Scenario::Pause,
@@ -54,6 +67,27 @@ impl Scenario {
         Scenario::Lossy,
         Scenario::DiskFull,
         Scenario::Mixed,
+        Scenario::SlowNet,
+        Scenario::TornWrite,
+        Scenario::ClockJump,
+        Scenario::Membership,
+    ];
+
+    /// The kinds `Mixed` draws from.
+    const SINGLE: [Scenario; 13] = [
+        Scenario::Kill,
+        Scenario::Pause,
+        Scenario::Partition,
+        Scenario::OneWay,
+        Scenario::LeaderIsolated,
+        Scenario::Minority,
+        Scenario::Flapping,
+        Scenario::Lossy,
+        Scenario::DiskFull,
+        Scenario::SlowNet,
+        Scenario::TornWrite,
+        Scenario::ClockJump,
+        Scenario::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +103,10 @@ impl Scenario {
             Scenario::Lossy => "lossy",
             Scenario::DiskFull => "disk-full",
             Scenario::Mixed => "mixed",
+            Scenario::SlowNet => "slow-net",
+            Scenario::TornWrite => "torn-write",
+            Scenario::ClockJump => "clock-jump",
+            Scenario::Membership => "membership",
         }
     }
 
@@ -83,8 +121,25 @@ pub enum Active {
     Killed(usize),
     Paused(usize),
     Net,
-    Flapping { a: usize, b: usize },
+    Flapping {
+        a: usize,
+        b: usize,
+    },
     DiskFull(usize),
+    /// Proxy shaping (delay, stall): healed at the end.
+    Shaped,
+    /// Connections between `a` and `b` reset every few hundred ms, in-flight bytes `late`.
+    Resetting {
+        a: usize,
+        b: usize,
+        late: Duration,
+    },
+    /// Killed, its log's tail torn; restarted when the fault ends.
+    Torn(usize),
+    /// Its wall clock offset by `.1` ms; set back to 0 when the fault ends.
+    Clock(usize, i64),
+    /// To be removed from the voters (the run does it through the API), added back at the end.
+    Removed(usize),
 }
 
 /// Faults injected, by kind.
@@ -94,20 +149,32 @@ fn count(c: &mut Counts, kind: &str) {
     *c.entry(kind.to_string()).or_default() += 1;
 }
 
+/// What faults act on.
+pub struct World<'a> {
+    pub nodes: &'a mut Nodes,
+    pub net: &'a mut Net,
+    pub disks: &'a Disks,
+    pub proxy: &'a Proxy,
+}
+
 /// Injects one fault of `scenario` (for `Mixed`, of a kind drawn from `rng`); what to undo.
 pub fn inject(
     scenario: Scenario,
     rng: &mut ChaCha8Rng,
-    nodes: &mut Nodes,
-    net: &mut Net,
-    disks: &Disks,
+    w: &mut World<'_>,
     leader: Option<usize>,
     counts: &mut Counts,
 ) -> Result<Option<Active>, Error> {
+    let World {
+        nodes,
+        net,
+        disks,
+        proxy,
+    } = w;
     let n = nodes.nodes.len();
     let pick = |rng: &mut ChaCha8Rng| rng.random_range(0..n);
     let kind = match scenario {
-        Scenario::Mixed => Scenario::ALL[rng.random_range(1..Scenario::ALL.len() - 1)],
+        Scenario::Mixed => Scenario::SINGLE[rng.random_range(0..Scenario::SINGLE.len())],
         s => s,
     };
     let active = match kind {
@@ -192,18 +259,132 @@ pub fn inject(
             count(counts, "flapping");
             Some(Active::Flapping { a, b })
         }
+        Scenario::SlowNet => Some(slow_net(rng, n, proxy, counts)),
+        Scenario::Membership => Some(Active::Removed(match leader {
+            Some(l) if rng.random_range(0..3) == 0 => l,
+            Some(l) => (l + rng.random_range(1..n)) % n,
+            None => pick(rng),
+        })),
+        Scenario::ClockJump => {
+            let i = pick(rng);
+            // Seconds to hours, either way: NTP corrections to an operator's `date -s`.
+            let secs: i64 = match rng.random_range(0..3) {
+                0 => rng.random_range(1..30),
+                1 => rng.random_range(30..3600),
+                _ => rng.random_range(3600..48 * 3600),
+            };
+            let ms = if rng.random_bool(0.5) { secs } else { -secs } * 1000;
+            if tribune_controller::test_fault::COMPILED_IN {
+                nodes.set_clock_offset(i, ms)?;
+                count(
+                    counts,
+                    if ms > 0 {
+                        "clock-jump-forward"
+                    } else {
+                        "clock-jump-back"
+                    },
+                );
+                count(counts, "clock-jump");
+                Some(Active::Clock(i, ms))
+            } else {
+                count(counts, "clock-jump-unavailable");
+                None
+            }
+        }
+        Scenario::TornWrite => {
+            let i = pick(rng);
+            nodes.kill9(i);
+            let how = super::torn::tear(&nodes.nodes[i].data_dir, rng)?;
+            count(counts, &format!("torn-write-{}", how.name()));
+            if how == super::torn::Tear::NoLog {
+                Some(Active::Killed(i))
+            } else {
+                count(counts, "torn-write");
+                Some(Active::Torn(i))
+            }
+        }
     };
     Ok(active)
 }
 
+/// One proxy fault: delay with jitter on every link, one stalled direction, or resets with
+/// late delivery between two controllers.
+fn slow_net(rng: &mut ChaCha8Rng, n: usize, proxy: &Proxy, counts: &mut Counts) -> Active {
+    match rng.random_range(0..3) {
+        0 => {
+            for a in 0..n {
+                for b in (0..n).filter(|&b| b != a) {
+                    proxy.shape(
+                        (a, b),
+                        Shaping {
+                            delay: Duration::from_millis(rng.random_range(10..150)),
+                            jitter: Duration::from_millis(rng.random_range(0..100)),
+                            stalled: false,
+                        },
+                    );
+                }
+            }
+            count(counts, "proxy-delay");
+            Active::Shaped
+        }
+        1 => {
+            let a = rng.random_range(0..n);
+            let b = (a + rng.random_range(1..n)) % n;
+            proxy.shape(
+                (a, b),
+                Shaping {
+                    stalled: true,
+                    ..Default::default()
+                },
+            );
+            count(counts, "proxy-stall");
+            Active::Shaped
+        }
+        _ => {
+            let a = rng.random_range(0..n);
+            let b = (a + rng.random_range(1..n)) % n;
+            // Delay keeps requests in flight, so a reset has something to deliver late.
+            for d in [(a, b), (b, a)] {
+                proxy.shape(
+                    d,
+                    Shaping {
+                        delay: Duration::from_millis(rng.random_range(30..120)),
+                        jitter: Duration::from_millis(rng.random_range(0..40)),
+                        stalled: false,
+                    },
+                );
+            }
+            count(counts, "proxy-reset-late");
+            Active::Resetting {
+                a,
+                b,
+                late: Duration::from_millis(rng.random_range(100..400)),
+            }
+        }
+    }
+}
+
 /// Undoes `active`.
-pub fn undo(active: &Active, nodes: &mut Nodes, net: &mut Net, disks: &Disks) -> Result<(), Error> {
+pub fn undo(active: &Active, w: &mut World<'_>) -> Result<(), Error> {
+    let World {
+        nodes,
+        net,
+        disks,
+        proxy,
+    } = w;
     match *active {
         Active::DiskFull(i) => {
             disks.free(i);
             nodes.start(i)
         }
-        Active::Killed(i) => nodes.start(i),
+        Active::Killed(i) | Active::Torn(i) => nodes.start(i),
+        Active::Clock(i, _) => nodes.set_clock_offset(i, 0),
+        // The run adds it back through the API.
+        Active::Removed(_) => Ok(()),
+        Active::Shaped | Active::Resetting { .. } => {
+            proxy.heal();
+            Ok(())
+        }
         Active::Paused(i) => {
             nodes.resume(i);
             Ok(())
@@ -212,14 +393,20 @@ pub fn undo(active: &Active, nodes: &mut Nodes, net: &mut Net, disks: &Disks) ->
     }
 }
 
-/// One flap of a flapping link: cut if whole, whole if cut.
-pub fn flap(active: &Active, net: &mut Net) -> Result<(), Error> {
-    if let Active::Flapping { a, b } = *active {
-        if net.blocked().contains(&(a, b)) {
-            net.heal()?;
-        } else {
-            net.cut(a, b)?;
+/// One flap of a flapping link (cut if whole, whole if cut), or one reset of a resetting one.
+pub fn flap(active: &Active, net: &mut Net, proxy: &Proxy) -> Result<(), Error> {
+    match *active {
+        Active::Flapping { a, b } => {
+            if net.blocked().contains(&(a, b)) {
+                net.heal()?;
+            } else {
+                net.cut(a, b)?;
+            }
         }
+        Active::Resetting { a, b, late } => {
+            proxy.reset(a, b, late);
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -8,8 +8,11 @@ pub mod check;
 pub mod faults;
 pub mod history;
 pub mod logcheck;
+pub mod members;
 pub mod net;
 pub mod nodes;
+pub mod proxy;
+pub mod torn;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -92,6 +95,11 @@ pub struct Report {
     pub crashed: Vec<String>,
     /// Whether the healed cluster answered every final read.
     pub recovered: bool,
+    /// What the proxy between the controllers did (measured).
+    pub proxy: proxy::Stats,
+    /// Torn tails written into a killed controller's log that it did not cut on restart
+    /// (it logs each cut; a tear it did not see would be read as data).
+    pub tears_not_cut: Vec<String>,
     /// The run's directory when kept (always when something was found).
     pub dir: Option<PathBuf>,
     pub reproduce: String,
@@ -102,6 +110,7 @@ impl Report {
         self.history.anomalies()
             + self.log.anomalies.len()
             + self.crashed.len()
+            + self.tears_not_cut.len()
             + usize::from(!self.recovered)
     }
 
@@ -123,6 +132,11 @@ impl Report {
         );
         out.extend(self.log.anomalies.iter().map(|x| format!("log: {x}")));
         out.extend(self.crashed.iter().map(|x| format!("crashed: {x}")));
+        out.extend(
+            self.tears_not_cut
+                .iter()
+                .map(|x| format!("torn write: {x}")),
+        );
         if !self.recovered {
             out.push("the healed cluster did not answer every final read".into());
         }
@@ -165,12 +179,23 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     .map_err(|e| Error::Setup(format!("creating the run's directory: {e}")))?;
     let dir = tmp.path().to_path_buf();
     let started = Instant::now();
-    let mut net = net::Net::create(3)?;
+    let mut net = net::Net::create(3, nodes::PORT)?;
+    let proxy = proxy::Proxy::start(&net.proxy_links(), cfg.seed).await?;
     let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
-    if let Some(f) = &cfg.test_fault {
+    // The clock hook is armed on a build that has it (it reads an offset of 0 until a
+    // clock-jump fault writes one).
+    let mut faults_on: Vec<String> = cfg.test_fault.iter().cloned().collect();
+    if tribune_controller::test_fault::COMPILED_IN {
+        faults_on.push(
+            tribune_controller::test_fault::Fault::ClockOffset
+                .name()
+                .into(),
+        );
+    }
+    if !faults_on.is_empty() {
         env.push((
             tribune_controller::test_fault::VAR.to_string(),
-            f.to_string(),
+            faults_on.join(","),
         ));
     }
     let nodes = nodes::Nodes::new(&cfg.binary, &net.slots, &dir, env);
@@ -219,6 +244,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     let mut counts = faults::Counts::new();
     let mut crashed = vec![];
     let mut was_full = BTreeMap::new();
+    let mut tears: BTreeMap<usize, usize> = BTreeMap::new();
     let end = Instant::now() + cfg.duration;
     while Instant::now() < end {
         tokio::time::sleep(faults::quiet(&mut rng).min(end - Instant::now())).await;
@@ -226,15 +252,33 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             continue;
         }
         let l = leader(&http, &urls, Duration::from_millis(500)).await;
-        let active = faults::inject(
-            cfg.scenario,
-            &mut rng,
-            &mut nodes,
-            &mut net,
-            &disks,
-            l,
-            &mut counts,
-        )?;
+        let mut world = faults::World {
+            nodes: &mut nodes,
+            net: &mut net,
+            disks: &disks,
+            proxy: &proxy,
+        };
+        let active = faults::inject(cfg.scenario, &mut rng, &mut world, l, &mut counts)?;
+        if let Some(faults::Active::Torn(i)) = &active {
+            *tears.entry(*i).or_default() += 1;
+        }
+        if let Some(faults::Active::Clock(i, ms)) = &active {
+            let seen = clock_seen(&http, &urls[*i], *ms).await;
+            *counts
+                .entry(
+                    if seen {
+                        "clock-jump-observed"
+                    } else {
+                        "clock-jump-not-observed"
+                    }
+                    .into(),
+                )
+                .or_default() += 1;
+        }
+        if let Some(faults::Active::Removed(i)) = &active {
+            let done = members::remove(&http, &urls, *i as u64 + 1, MEMBER_CHANGE).await;
+            count_change(&mut counts, "member-removed", done);
+        }
         if let Some(faults::Active::DiskFull(i)) = &active {
             // Full until freed: an exit meanwhile (or just after) is fail-stop.
             was_full.insert(*i, Instant::now() + Duration::from_secs(3600));
@@ -242,17 +286,30 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         let until = Instant::now() + faults::hold(&mut rng);
         while Instant::now() < until {
             let step = match active {
-                Some(faults::Active::Flapping { .. }) => faults::flap_every(&mut rng),
+                Some(faults::Active::Flapping { .. } | faults::Active::Resetting { .. }) => {
+                    faults::flap_every(&mut rng)
+                }
                 _ => until - Instant::now(),
             };
             tokio::time::sleep(step.min(until.saturating_duration_since(Instant::now()))).await;
             if let Some(a) = &active {
-                faults::flap(a, &mut net)?;
+                faults::flap(a, &mut net, &proxy)?;
             }
             crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
         }
         if let Some(a) = &active {
-            faults::undo(a, &mut nodes, &mut net, &disks)?;
+            let mut world = faults::World {
+                nodes: &mut nodes,
+                net: &mut net,
+                disks: &disks,
+                proxy: &proxy,
+            };
+            faults::undo(a, &mut world)?;
+            if let faults::Active::Removed(i) = a {
+                let addr = nodes.nodes[*i].addr();
+                let done = members::add(&http, &urls, *i as u64 + 1, &addr, MEMBER_CHANGE).await;
+                count_change(&mut counts, "member-added", done);
+            }
             if let faults::Active::DiskFull(i) = a {
                 was_full.insert(*i, Instant::now());
             }
@@ -262,16 +319,21 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
 
     // Heal everything, stop the clients, then the final reads through every controller.
     net.heal()?;
+    proxy.heal();
     for i in 0..nodes.nodes.len() {
         nodes.resume(i);
         nodes.start(i)?;
     }
+    // Every controller a voter again (a re-add may have failed under the faults).
+    let addrs: Vec<String> = nodes.nodes.iter().map(|n| n.addr()).collect();
+    let voters = members::ensure_voters(&http, &urls, &addrs, RECOVERY).await;
     shared.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
     crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
     let (finals, recovered) = final_reads(&shared).await;
+    let recovered = recovered && voters;
     crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
     let history = check::check(&rec.events(), &finals);
     let last = final_head(&http, &urls).await;
@@ -282,6 +344,18 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             ..Default::default()
         },
     };
+    let tears_not_cut = tears
+        .iter()
+        .filter_map(|(&i, &n)| {
+            let cut = torn::cuts_logged(&nodes.nodes[i].log);
+            (cut < n).then(|| {
+                format!(
+                    "controller {}: {n} torn tails written, {cut} cut on restart",
+                    i + 1
+                )
+            })
+        })
+        .collect();
     let mut report = Report {
         scenario: cfg.scenario,
         seed: cfg.seed,
@@ -291,11 +365,14 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         log,
         crashed,
         recovered,
+        proxy: proxy.stats(),
+        tears_not_cut,
         dir: None,
         reproduce: cfg.reproduce(),
     };
     drop(nodes);
     drop(disks);
+    drop(proxy);
     drop(net);
     if report.anomalies() > 0 || cfg.keep {
         report.dir = Some(tmp.keep());
@@ -306,6 +383,39 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         let _ = std::fs::write(d.join("report.json"), j);
     }
     Ok(report)
+}
+
+/// Whether the controller at `url` signs tree heads with its clock offset by about `ms` (the
+/// jump really reached the clock it reads), within 3 s.
+async fn clock_seen(http: &reqwest::Client, url: &str, ms: i64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(v) = logcheck::get(http, &format!("{url}/v1/log/sth")).await
+            && let Some(ts) = v["timestamp_ms"].as_i64()
+        {
+            let real = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if (ts - real - ms).abs() < 1000 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// How long one membership change may take (it may fail under faults).
+const MEMBER_CHANGE: Duration = Duration::from_secs(5);
+
+/// Counts a membership change, or its failure (under faults, not an anomaly).
+fn count_change(counts: &mut faults::Counts, kind: &str, done: bool) {
+    let k = if done {
+        kind.to_string()
+    } else {
+        format!("{kind}-failed")
+    };
+    *counts.entry(k).or_default() += 1;
 }
 
 /// How long after its disk was freed a controller's exit still counts as fail-stop on the

@@ -7,6 +7,12 @@
 //! Names are unique per run and carry the harness's pid (`tch<PID>x<N>…`), so a sweep at start
 //! ([`sweep_stale`]) removes what a harness that died without cleaning up left behind, and
 //! never what a live one is using. [`Net`] removes its own on drop, also when unwinding.
+//!
+//! Every link between controllers goes through the harness's userspace proxy
+//! ([`super::proxy`]): in namespace `i`, a new connection to peer `j`'s port is rewritten
+//! (`dnat`) to the link's listening address `L(i→j)` on the bridge, and the proxy connects on
+//! from the link's source address `S(i→j)`. The partition and loss rules name every address a
+//! link's packets can carry, so they cut proxied and direct packets alike.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -160,11 +166,13 @@ pub struct Net {
     /// `(from, to) → percent`: that share of the packets from `from` to `to` is dropped, each
     /// packet drawn at random by nft (`numgen random`): packet loss without netem.
     lossy: BTreeMap<(usize, usize), u8>,
+    /// The port the nodes listen on (the proxy's links are rewritten to it).
+    port: u16,
 }
 
 impl Net {
     /// A bridge and `n` namespaces on a /24 of this run's own.
-    pub fn create(n: usize) -> Result<Self, Error> {
+    pub fn create(n: usize, port: u16) -> Result<Self, Error> {
         let pid = std::process::id();
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{PREFIX}{pid}x{run}");
@@ -180,6 +188,7 @@ impl Net {
             slots: vec![],
             blocked: BTreeSet::new(),
             lossy: BTreeMap::new(),
+            port,
         };
         cmd("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
         cmd(
@@ -192,6 +201,16 @@ impl Net {
                 &net.bridge,
             ],
         )?;
+        for a in 0..n {
+            for b in (0..n).filter(|&b| b != a) {
+                for ip in [net.listen_ip(a, b), net.source_ip(a, b)] {
+                    cmd(
+                        "ip",
+                        &["addr", "add", &format!("{ip}/32"), "dev", &net.bridge],
+                    )?;
+                }
+            }
+        }
         cmd("ip", &["link", "set", &net.bridge, "up"])?;
         for i in 0..n {
             let slot = Slot {
@@ -269,32 +288,99 @@ impl Net {
         &self.blocked
     }
 
+    /// Where the proxy listens for the link from node `from` to node `to` (on the bridge).
+    pub fn listen_ip(&self, from: usize, to: usize) -> Ipv4Addr {
+        self.on_bridge(100 + 10 * from + to)
+    }
+
+    /// The address the proxy connects to node `to` from, for the link from node `from`.
+    pub fn source_ip(&self, from: usize, to: usize) -> Ipv4Addr {
+        self.on_bridge(150 + 10 * from + to)
+    }
+
+    fn on_bridge(&self, host: usize) -> Ipv4Addr {
+        let o = self.gateway.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], host as u8)
+    }
+
+    /// The proxy's links: for each ordered pair of nodes, where it listens, where it connects.
+    pub fn proxy_links(&self) -> Vec<super::proxy::LinkAddrs> {
+        let n = self.slots.len();
+        let mut out = vec![];
+        for a in 0..n {
+            for b in (0..n).filter(|&b| b != a) {
+                out.push(super::proxy::LinkAddrs {
+                    link: (a, b),
+                    listen: (self.listen_ip(a, b), self.port).into(),
+                    upstream: (self.slots[b].ip, self.port).into(),
+                    bind: Some(self.source_ip(a, b).into()),
+                });
+            }
+        }
+        out
+    }
+
+    /// Every address a packet from `from` to `to` may carry as its destination, as seen in
+    /// `from`'s namespace: `to` itself, the link's listening address (after the `dnat`), and
+    /// the proxy's source address on the reverse link (answers on connections `to` opened).
+    fn sent_to(&self, from: usize, to: usize) -> String {
+        format!(
+            "{{ {}, {}, {} }}",
+            self.slots[to].ip,
+            self.listen_ip(from, to),
+            self.source_ip(to, from)
+        )
+    }
+
+    /// Every source address a packet from `from` may carry when it arrives at `to`.
+    fn received_from(&self, from: usize, to: usize) -> String {
+        format!(
+            "{{ {}, {}, {} }}",
+            self.slots[from].ip,
+            self.source_ip(from, to),
+            self.listen_ip(to, from)
+        )
+    }
+
     /// Rewrites every namespace's table from `blocked`: a slot drops what it would send to a
     /// peer it may not reach, and what arrives from a peer that may not reach it.
     fn apply_rules(&self) -> Result<(), Error> {
         for (i, slot) in self.slots.iter().enumerate() {
             let mut out = String::new();
             let mut inp = String::new();
+            let mut nat = String::new();
+            for (j, peer) in self.slots.iter().enumerate().filter(|&(j, _)| j != i) {
+                nat.push_str(&format!(
+                    "    ip daddr {} tcp dport {port} dnat ip to {}:{port}\n",
+                    peer.ip,
+                    self.listen_ip(i, j),
+                    port = self.port
+                ));
+            }
             for &(from, to) in &self.blocked {
                 if from == i {
-                    out.push_str(&format!("    ip daddr {} drop\n", self.slots[to].ip));
+                    out.push_str(&format!("    ip daddr {} drop\n", self.sent_to(from, to)));
                 }
                 if to == i {
-                    inp.push_str(&format!("    ip saddr {} drop\n", self.slots[from].ip));
+                    inp.push_str(&format!(
+                        "    ip saddr {} drop\n",
+                        self.received_from(from, to)
+                    ));
                 }
             }
             for (&(from, to), pct) in &self.lossy {
                 if from == i {
                     out.push_str(&format!(
                         "    ip daddr {} numgen random mod 100 < {pct} drop\n",
-                        self.slots[to].ip
+                        self.sent_to(from, to)
                     ));
                 }
             }
             let script = format!(
                 "table inet tchaos {{}}\ndelete table inet tchaos\n\
                  table inet tchaos {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n{inp}  }}\n\
-                 \x20 chain output {{\n    type filter hook output priority 0; policy accept;\n{out}  }}\n}}\n"
+                 \x20 chain output {{\n    type filter hook output priority 0; policy accept;\n{out}  }}\n\
+                 \x20 chain nat_out {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n}}\n"
             );
             nft(&slot.ns, &script)?;
         }

@@ -22,6 +22,8 @@ pub struct Node {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub paused: bool,
+    /// The file the `clock-offset` test hook reads this controller's clock offset from (ms).
+    pub clock_file: PathBuf,
 }
 
 impl Node {
@@ -50,6 +52,7 @@ impl Nodes {
                 log: dir.join(format!("node-{}.log", i + 1)),
                 child: None,
                 paused: false,
+                clock_file: dir.join(format!("node-{}.clock-offset-ms", i + 1)),
             })
             .collect();
         let peers = nodes
@@ -89,6 +92,10 @@ impl Nodes {
             .arg("--insecure")
             .args(&self.peers)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                tribune_controller::test_fault::CLOCK_FILE_VAR,
+                &n.clock_file,
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -106,6 +113,16 @@ impl Nodes {
         n.child = Some(child);
         n.paused = false;
         Ok(())
+    }
+
+    /// Sets controller `idx`'s clock offset (read by the `clock-offset` test hook).
+    pub fn set_clock_offset(&self, idx: usize, ms: i64) -> Result<(), Error> {
+        let f = &self.nodes[idx].clock_file;
+        // Written whole and renamed, so the controller never reads half a number.
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, ms.to_string())
+            .and_then(|()| std::fs::rename(&tmp, f))
+            .map_err(|e| Error::Setup(format!("writing {}: {e}", f.display())))
     }
 
     /// kill -9 and reap (also a paused one).

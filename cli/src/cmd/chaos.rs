@@ -33,7 +33,8 @@ pub enum ChaosCmd {
     /// recording a history, and check it (linearizability, lost writes, the log). Needs root.
     Run {
         /// A scenario (none, kill, pause, partition, one-way, leader-isolated, minority,
-        /// flapping, lossy, disk-full, mixed) or `all` (every one, for each seed).
+        /// flapping, lossy, disk-full, mixed, slow-net, torn-write, clock-jump) or `all`
+        /// (every one, for each seed).
         #[arg(long, default_value = "mixed")]
         scenario: String,
         /// The first seed.
@@ -55,6 +56,12 @@ pub enum ChaosCmd {
         /// tribune acts on it (control-plane/src/test_fault.rs), any other build refuses it.
         #[arg(long)]
         test_fault: Option<String>,
+    },
+    /// Re-run the checkers (linearizability, lost and torn writes) on a recorded history file
+    /// (a run directory's `history.jsonl`) offline; exits 1 when it finds an anomaly.
+    Check {
+        /// The history: one JSON event a line, as `tribune chaos run` writes it.
+        history: std::path::PathBuf,
     },
 }
 
@@ -191,8 +198,52 @@ fn run_harness(
     })
 }
 
+/// `tribune chaos check FILE`.
+fn check_history(path: &std::path::Path, out: Format) -> anyhow::Result<ExitCode> {
+    use tribune_chaos::run::check;
+    let (v, finals) = check::check_file(path)?;
+    let doc = json!({
+        "history": path,
+        "verdict": &v,
+        "lost_write_check": finals,
+        "anomalies": v.anomalies(),
+    });
+    if !output::structured(out, &doc)? {
+        println!(
+            "{}: operations checked {} (ok {} fail {} unknown {})  anomalies {}",
+            path.display(),
+            v.operations_checked,
+            v.ok,
+            v.failed,
+            v.unknown,
+            v.anomalies()
+        );
+        if !finals {
+            println!("  no final reads in the history (a run cut short): lost writes not judged");
+        }
+        for k in &v.not_linearizable {
+            println!("  not linearizable: {k}");
+        }
+        for x in v.lost_writes.iter() {
+            println!("  lost write: {x}");
+        }
+        for x in v.torn_reads.iter() {
+            println!("  torn read: {x}");
+        }
+        for x in v.malformed.iter() {
+            println!("  malformed history: {x}");
+        }
+    }
+    Ok(if v.anomalies() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 pub fn run(c: ChaosCmd, out: Format) -> anyhow::Result<ExitCode> {
     match c {
+        ChaosCmd::Check { history } => check_history(&history, out),
         ChaosCmd::Run {
             scenario,
             seed,

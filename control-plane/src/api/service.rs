@@ -63,7 +63,7 @@ pub struct Api {
 }
 
 pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+    crate::test_fault::wall_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)

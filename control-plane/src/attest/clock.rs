@@ -3,7 +3,7 @@
 //! while a stream is up (NTP correcting a drift, an operator's `date -s`) neither makes every
 //! report look stale nor makes a schedule fire early or never.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 /// Wall time at the start, plus monotonic time since.
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +15,7 @@ pub struct SessionClock {
 impl SessionClock {
     /// Anchored at the system's wall clock now.
     pub fn start() -> SessionClock {
-        let wall = SystemTime::now()
+        let wall = crate::test_fault::wall_now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         SessionClock::anchored(wall, Instant::now())

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -63,7 +63,7 @@ pub enum SessionError {
 
 /// Wall-clock Unix milliseconds (for what is recorded, not for what is judged).
 pub fn wall_ms() -> i64 {
-    SystemTime::now()
+    crate::test_fault::wall_now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

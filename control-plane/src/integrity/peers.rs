@@ -86,7 +86,7 @@ pub async fn serve_head(c: &Controller, req: HeadRequest) -> Result<HeadReply, C
         };
         (size, tree.root_at(size).map_err(internal)?, proof)
     };
-    let now = std::time::SystemTime::now()
+    let now = crate::test_fault::wall_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let sth = c.log_signer.sign(size, now, root);

@@ -106,8 +106,31 @@ impl Controller {
             ))));
         }
         if is_voter {
-            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), deadline)
-                .await?;
+            // `retain = false`: the committed config leaves the node out of the node list too.
+            // A second change must not follow then: when the removed voter is this leader, it
+            // is no longer a member, and openraft 0.9 panics on a membership change proposed
+            // by a leader outside the membership ("Only leader is allowed to call
+            // update_effective_membership()"), which stops this controller (found by the chaos
+            // harness's `membership` scenario, removing the leader).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = tokio::time::timeout(
+                left,
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+            )
+            .await
+            .map_err(|_| self.not_committed_in_time("the membership change was"))?;
+            match r {
+                Ok(resp)
+                    if resp
+                        .membership
+                        .as_ref()
+                        .is_some_and(|m| m.get_node(&id).is_none()) =>
+                {
+                    return Ok(());
+                }
+                r => membership_result(r)?,
+            }
         }
         self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), deadline)
             .await

@@ -198,7 +198,7 @@ async fn register_log_key(controller: Weak<Controller>) {
         let cmd = Command::RegisterLogKey {
             node_id: c.id,
             public_key: c.log_signer.public_key.clone(),
-            at_ms: std::time::SystemTime::now()
+            at_ms: crate::test_fault::wall_now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
         };
