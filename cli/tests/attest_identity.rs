@@ -35,6 +35,7 @@ async fn open_stream(
             enforce_problem: String::new(),
             capacity: None,
             labels: Default::default(),
+            peer_addr: String::new(),
         })),
     })
     .await

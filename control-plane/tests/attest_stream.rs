@@ -162,6 +162,7 @@ impl FakeAgent {
             enforce_problem: String::new(),
             capacity: None,
             labels: Default::default(),
+            peer_addr: String::new(),
         })))
         .await
         .expect("hello");

@@ -65,6 +65,7 @@ impl EpochFloors {
     ) -> (Plan, Vec<StaleEpoch>) {
         let mut stale = Vec::new();
         let mut enclaves = BTreeMap::new();
+        let remote = offered.remote;
         for (name, e) in offered.enclaves {
             let seen = self.seen(&name);
             if e.placement_epoch != 0 && e.placement_epoch < seen {
@@ -84,6 +85,7 @@ impl EpochFloors {
             Plan {
                 version: offered.version,
                 enclaves,
+                remote,
             },
             stale,
         )
@@ -117,6 +119,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            remote: Default::default(),
         }
     }
 

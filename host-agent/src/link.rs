@@ -33,7 +33,7 @@ use crate::link_error::{LinkError, PlanError};
 use crate::link_messages::{LinkEvent, ToLink};
 use crate::plan::{
     Bandwidth, CPU_MILLICORES_MIN, EnclavePlan, LaunchSpec, Limits, MEMORY_BYTES_MIN, Plan,
-    RunState, Talk, WEIGHT_MAX,
+    RemoteEnclave, RunState, Talk, WEIGHT_MAX,
 };
 use crate::reconnect::{self, Reconnect};
 use crate::sim_tee::SimTee;
@@ -52,6 +52,9 @@ const MESSAGE_BYTES_MAX: usize = 8 << 20;
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
     pub host_id: String,
+    /// This agent's peer address for other hosts' agents (`--peer-listen`), said in every
+    /// `Hello`; empty: none.
+    pub peer_addr: String,
     pub controllers: Vec<String>,
     pub can_enforce: bool,
     pub enforce_problem: String,
@@ -222,9 +225,33 @@ pub fn plan_from_pb(p: &pb::Plan) -> Result<Plan, PlanError> {
         };
         enclaves.insert(e.enclave_id.clone(), plan);
     }
+    let remote = p
+        .remote_enclaves
+        .iter()
+        .map(|r| {
+            (
+                r.enclave_id.clone(),
+                RemoteEnclave {
+                    host: r.host_id.clone(),
+                    placement_epoch: r.placement_epoch,
+                    peer_addr: r.peer_addr.clone(),
+                    talk: Talk {
+                        priority: r.talk_priority,
+                        allow: r
+                            .talk
+                            .iter()
+                            .map(|t| (t.enclave_id.clone(), t.share_milli))
+                            .collect(),
+                        rate_per_s: 0,
+                    },
+                },
+            )
+        })
+        .collect();
     Ok(Plan {
         version: p.version,
         enclaves,
+        remote,
     })
 }
 
@@ -427,6 +454,7 @@ impl Link {
                 tee_generation: self.cfg.capacity.tee_generation,
             }),
             labels: self.cfg.labels.clone().into_iter().collect(),
+            peer_addr: self.cfg.peer_addr.clone(),
         };
         tx.send(agent_msg(pb::agent_message::Body::Hello(hello)))
             .await

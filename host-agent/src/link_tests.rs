@@ -10,6 +10,7 @@ async fn an_unreachable_controller_is_one_link_down_event() {
         .expect("free port");
     let cfg = LinkConfig {
         host_id: "h".into(),
+        peer_addr: String::new(),
         controllers: vec![addr.to_string()],
         can_enforce: true,
         enforce_problem: String::new(),
@@ -48,6 +49,7 @@ async fn a_reloaded_certificate_is_presented_on_the_next_connection() {
     let (tls_tx, tls_rx) = tokio::sync::watch::channel(tonic_tls(&old));
     let cfg = LinkConfig {
         host_id: "h".into(),
+        peer_addr: String::new(),
         controllers: vec![rec.addr.clone()],
         can_enforce: true,
         enforce_problem: String::new(),
@@ -95,10 +97,31 @@ fn plan_conversion_keeps_caps_and_raises_tiny_values() {
             ..Default::default()
         }],
         traceparent: String::new(),
+        remote_enclaves: vec![pb::RemoteEnclave {
+            enclave_id: "far".into(),
+            host_id: "h2".into(),
+            placement_epoch: 3,
+            peer_addr: "10.0.0.2:7444".into(),
+            talk_priority: 5,
+            talk: vec![pb::TalkPeer {
+                enclave_id: "a".into(),
+                share_milli: 2000,
+            }],
+        }],
     };
     let plan = plan_from_pb(&p).unwrap();
     let a = &plan.enclaves["a"];
     assert_eq!(plan.version, 7);
+    let far = &plan.remote["far"];
+    assert_eq!(
+        (
+            far.host.as_str(),
+            far.placement_epoch,
+            far.peer_addr.as_str()
+        ),
+        ("h2", 3, "10.0.0.2:7444")
+    );
+    assert_eq!((far.talk.priority, far.talk.allow["a"]), (5, 2000));
     assert_eq!(a.limits.cpu_millicores, Some(CPU_MILLICORES_MIN));
     assert_eq!(a.limits.memory_bytes, Some(MEMORY_BYTES_MIN));
     assert_eq!(a.weight, WEIGHT_MAX);

@@ -27,6 +27,28 @@ pub struct Plan {
     pub version: u64,
     #[serde(default)]
     pub enclaves: BTreeMap<String, EnclavePlan>,
+    /// Enclaves on other hosts that this host's enclaves may exchange messages with (either
+    /// direction), where they live and their own talk settings toward this host's enclaves
+    /// (`crate::mediator::peer`, `docs/messages.md`). Nothing here runs on this host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<String, RemoteEnclave>,
+}
+
+/// An enclave placed on another host, as the controllers told this host about it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteEnclave {
+    /// The host the controllers placed it on, and the placement's epoch.
+    pub host: String,
+    #[serde(default)]
+    pub placement_epoch: u64,
+    /// That host agent's peer address (`HOST:PORT`, its `--peer-listen`); empty: the host
+    /// accepts no messages from other hosts.
+    #[serde(default)]
+    pub peer_addr: String,
+    /// Its priority and the enclaves of *this* host its own `talk` rules allow.
+    #[serde(default)]
+    pub talk: Talk,
 }
 
 /// Desired state of one enclave.
@@ -352,6 +374,36 @@ impl Plan {
                     .or_else(|_| bad(format!("talk peer {peer:?} is not an enclave name")))?;
             }
         }
+        if self.remote.len() > ENCLAVES_MAX {
+            return Err(AgentError::InvalidPlan(format!(
+                "{} remote enclaves, at most {ENCLAVES_MAX}",
+                self.remote.len()
+            )));
+        }
+        for (name, r) in &self.remote {
+            validate_name(name)?;
+            let bad = |why: String| {
+                Err(AgentError::InvalidPlan(format!(
+                    "remote enclave {name}: {why}"
+                )))
+            };
+            if self.enclaves.contains_key(name) {
+                return bad("is also an enclave of this host".into());
+            }
+            if r.host.is_empty() || r.host.len() > 253 || r.host.chars().any(char::is_control) {
+                return bad(format!("host {:?} is not a host name", r.host));
+            }
+            if r.talk.allow.len() > TALK_PEERS_MAX {
+                return bad(format!(
+                    "talk names {} peers, at most {TALK_PEERS_MAX}",
+                    r.talk.allow.len()
+                ));
+            }
+            for peer in r.talk.allow.keys() {
+                validate_name(peer)
+                    .or_else(|_| bad(format!("talk peer {peer:?} is not an enclave name")))?;
+            }
+        }
         Ok(())
     }
 }
@@ -434,6 +486,7 @@ mod tests {
         let plan = |version: u64, cpu: Option<u64>| Plan {
             version,
             enclaves: [("e".to_string(), enclave(cpu, 1, RunState::Run))].into(),
+            remote: Default::default(),
         };
         assert!(matches!(admit(None, &plan(1, None)), Ok(Admit::Apply)));
         let applied = plan(5, Some(100));

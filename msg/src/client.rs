@@ -350,6 +350,7 @@ async fn read_loop(
             // A mediator never sends these twice or in this direction: end the connection.
             Frame::Hello { .. }
             | Frame::Send { .. }
+            | Frame::Relay { .. }
             | Frame::Receive { .. }
             | Frame::Credit { .. } => break,
         }

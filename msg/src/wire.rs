@@ -11,6 +11,9 @@
 //!   0x02 RECEIVE   window:u32                  (deliver this enclave's messages here, at most
 //!                                               `window` before a CREDIT; window ≥ 1)
 //!   0x03 CREDIT    n:u32                       (n more messages may be delivered; n ≥ 1)
+//! agent → agent (the mTLS link between two hosts' mediators; `docs/messages.md`)
+//!   0x04 RELAY     id:u64  from_len:u8 from  to_len:u8 to  payload…
+//!                                              (answered with ACCEPTED, REFUSED, DONE by id)
 //! mediator → enclave
 //!   0x80 HELLO     name_len:u8 name            (first frame: the enclave's own attested name)
 //!   0x81 ACCEPTED  id:u64                      (queued for delivery)
@@ -33,12 +36,14 @@ pub const PAYLOAD_BYTES_MAX: usize = 64 << 10;
 pub const NAME_BYTES_MAX: usize = 64;
 /// Longest reason text.
 pub const REASON_BYTES_MAX: usize = 512;
-/// Largest frame body (after the length): version, kind, id, a name and a payload.
-pub const FRAME_BYTES_MAX: usize = 2 + 8 + 1 + NAME_BYTES_MAX + PAYLOAD_BYTES_MAX;
+/// Largest frame body (after the length): version, kind, id, two names and a payload (RELAY,
+/// the largest kind; SEND and DELIVER carry one name).
+pub const FRAME_BYTES_MAX: usize = 2 + 8 + 2 * (1 + NAME_BYTES_MAX) + PAYLOAD_BYTES_MAX;
 
 const SEND: u8 = 0x01;
 const RECEIVE: u8 = 0x02;
 const CREDIT: u8 = 0x03;
+const RELAY: u8 = 0x04;
 const HELLO: u8 = 0x80;
 const ACCEPTED: u8 = 0x81;
 const REFUSED: u8 = 0x82;
@@ -60,6 +65,15 @@ pub enum Frame {
     Receive { window: u32 },
     /// `n` more messages may be delivered.
     Credit { n: u32 },
+    /// Agent → agent: a message from enclave `from` (placed on the sending agent's host, which
+    /// the receiving agent checks against the placement it knows) to enclave `to` (placed on
+    /// the receiving agent's host). `id` is the link's own, echoed in the answers.
+    Relay {
+        id: u64,
+        from: String,
+        to: String,
+        payload: Vec<u8>,
+    },
     /// The mediator's greeting: the name this socket is bound to.
     Hello { name: String },
     /// The message is queued for delivery.
@@ -98,11 +112,14 @@ pub enum RefusalCode {
     /// The sender is over the message rate its plan holds it to (a throttled flooder): try
     /// again later.
     RateLimited = 7,
+    /// Across hosts: the sending agent claimed a sender that the controllers did not place on
+    /// its host (a forged sender identity), or relayed to an enclave not placed here.
+    WrongHost = 8,
 }
 
 impl RefusalCode {
     /// Every code, in wire order.
-    pub const ALL: [RefusalCode; 7] = [
+    pub const ALL: [RefusalCode; 8] = [
         RefusalCode::UnknownSender,
         RefusalCode::UnknownReceiver,
         RefusalCode::SenderRules,
@@ -110,6 +127,7 @@ impl RefusalCode {
         RefusalCode::QueueFull,
         RefusalCode::TooLarge,
         RefusalCode::RateLimited,
+        RefusalCode::WrongHost,
     ];
 
     fn from_byte(b: u8) -> Option<RefusalCode> {
@@ -126,6 +144,7 @@ impl RefusalCode {
             RefusalCode::QueueFull => "queue-full",
             RefusalCode::TooLarge => "too-large",
             RefusalCode::RateLimited => "rate-limited",
+            RefusalCode::WrongHost => "wrong-host",
         }
     }
 }
@@ -210,6 +229,18 @@ impl Frame {
                 out.push(CREDIT);
                 out.extend_from_slice(&nonzero("n", *n)?.to_be_bytes());
             }
+            Frame::Relay {
+                id,
+                from,
+                to,
+                payload,
+            } => {
+                out.push(RELAY);
+                out.extend_from_slice(&id.to_be_bytes());
+                put_name(out, "from", from)?;
+                put_name(out, "to", to)?;
+                put_payload(out, payload)?;
+            }
             Frame::Hello { name } => {
                 out.push(HELLO);
                 put_name(out, "name", name)?;
@@ -279,6 +310,18 @@ impl Frame {
             CREDIT => Frame::Credit {
                 n: nonzero("n", r.u32("n")?)?,
             },
+            RELAY => {
+                let id = r.u64("id")?;
+                let from = r.name("from")?;
+                let to = r.name("to")?;
+                let payload = r.payload()?;
+                Frame::Relay {
+                    id,
+                    from,
+                    to,
+                    payload,
+                }
+            }
             HELLO => Frame::Hello {
                 name: r.name("name")?,
             },

@@ -27,6 +27,15 @@ fn golden_bytes() {
         (Frame::Receive { window: 64 }, "00000006010200000040".into()),
         (Frame::Credit { n: 0x0102 }, "00000006010300000102".into()),
         (
+            Frame::Relay {
+                id: 3,
+                from: "a".into(),
+                to: "b".into(),
+                payload: b"hi".to_vec(),
+            },
+            "00000010010400000000000000030161 01626869".replace(' ', ""),
+        ),
+        (
             Frame::Hello { name: "a-1".into() },
             "00000006018003612d31".into(),
         ),
@@ -133,8 +142,9 @@ fn encoding_refuses_what_decoding_would_refuse() {
     };
     assert!(matches!(reason.encode(&mut out), Err(WireError::Reason(_))));
     // The largest frame fits the bound exactly.
-    let max = Frame::Send {
+    let max = Frame::Relay {
         id: u64::MAX,
+        from: "m".repeat(NAME_BYTES_MAX),
         to: "n".repeat(NAME_BYTES_MAX),
         payload: vec![1; PAYLOAD_BYTES_MAX],
     };
@@ -196,6 +206,14 @@ fn frame() -> impl Strategy<Value = Frame> {
             id,
             to,
             payload
+        }),
+        (any::<u64>(), name(), name(), payload.clone()).prop_map(|(id, from, to, payload)| {
+            Frame::Relay {
+                id,
+                from,
+                to,
+                payload,
+            }
         }),
         (1u32..).prop_map(|window| Frame::Receive { window }),
         (1u32..).prop_map(|n| Frame::Credit { n }),

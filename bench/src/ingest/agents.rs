@@ -54,6 +54,7 @@ pub(super) async fn connect(endpoint: &str, index: usize, per_host: usize) -> an
         enforce_problem: String::new(),
         capacity: None,
         labels: Default::default(),
+        peer_addr: String::new(),
     })))
     .await
     .map_err(|_| anyhow::anyhow!("stream closed"))?;

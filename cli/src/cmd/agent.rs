@@ -152,6 +152,12 @@ pub struct RunArgs {
     /// 127.0.0.1:7480].
     #[arg(long, value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
+    /// Take messages from other hosts' agents on HOST:PORT (mutual TLS with this agent's
+    /// certificate; docs/messages.md "Across hosts"), and send this host's enclaves' messages
+    /// to enclaves placed elsewhere. The address is told to the controllers, which tell the
+    /// other agents: give one they can reach. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<std::net::SocketAddr>,
     /// Where enclave cgroups go: `root` (`/sys/fs/cgroup/tribune/INSTANCE`) or `delegated`
     /// (below the group systemd delegated to the agent's unit, `Delegate=yes`; cgroup v2)
     /// [default: root].
@@ -399,6 +405,35 @@ async fn terminated() {
     }
 }
 
+/// `--peer-listen`: the mediator takes other agents' links on `addr` with this agent's
+/// certificate; returns the address to tell the controllers.
+fn peer_listen(
+    a: &AgentSettings,
+    mediator: &tribune_agent::mediator::Mediator,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let host_id = a.host_id.clone().unwrap_or_else(|| a.instance.clone());
+    if addr.ip().is_unspecified() {
+        anyhow::bail!(
+            "--peer-listen {addr}: other agents dial the address given here; give one they can reach, not {}",
+            addr.ip()
+        );
+    }
+    let Some(files) = a.tls.files(&format!("agent-{host_id}")) else {
+        anyhow::bail!(
+            "--peer-listen needs this agent's certificate (links between agents are mutual TLS): issue one with `tribune ca issue agent {host_id} --dir DIR` and pass `--tls-dir DIR` (or --ca/--cert/--key)"
+        );
+    };
+    let tls = tribune_agent::mediator::PeerTls::load(&files, &host_id)?;
+    mediator.enable_peers(tls);
+    let bound = mediator.peer_listen(addr)?;
+    eprintln!(
+        "agent {} takes messages from other hosts' agents on {bound} (mTLS)",
+        a.instance
+    );
+    Ok(bound.to_string())
+}
+
 async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
     let mut agent = Agent::start(cfg).await?;
@@ -408,6 +443,10 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
         serve_agent_metrics(addr).await;
     }
     let mut link_events = None;
+    let peer_addr = match a.peer_listen {
+        Some(addr) => peer_listen(&a, agent.mediator(), addr)?,
+        None => String::new(),
+    };
     if !a.controllers.is_empty() {
         let host_id = a.host_id.clone().unwrap_or_else(|| a.instance.clone());
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(64);
@@ -423,6 +462,7 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
         tokio::spawn(reload_link_tls(a.clone(), host_id.clone(), reload));
         let link_cfg = LinkConfig {
             host_id: host_id.clone(),
+            peer_addr,
             controllers: a.controllers.clone(),
             can_enforce: !a.observe_only,
             enforce_problem: if a.observe_only {
@@ -661,6 +701,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         version: 1,
         enclaves: [(a.name.clone(), enclave)].into_iter().collect(),
+        remote: Default::default(),
     };
     plan.validate()?;
     // A fresh data dir each time: no earlier plan to re-apply.

@@ -104,6 +104,8 @@ pub struct AgentSettings {
     pub qemu_binary: PathBuf,
     /// `None`: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--peer-listen`: messages to and from other hosts' agents (`None`: off).
+    pub peer_listen: Option<std::net::SocketAddr>,
     pub cgroup_parent: CgroupParent,
     pub launch: Launch,
     /// The file's `[capacity]` with `--capacity` items over it.
@@ -192,6 +194,7 @@ impl RunArgs {
                     .or(file.metrics_listen.as_deref())
                     .unwrap_or(METRICS_LISTEN_DEFAULT),
             )?,
+            peer_listen: self.peer_listen,
             cgroup_parent: self
                 .cgroup_parent
                 .or(file.cgroup_parent)

@@ -171,6 +171,9 @@ pub fn start_agents(
             .arg("--launch-policy")
             .arg(&policy)
             .args(observe_only.then_some("--observe-only"))
+            // Messages between the demo hosts' enclaves (docs/messages.md "Across hosts").
+            .arg("--peer-listen")
+            .arg(free_loopback_addr()?)
             .arg("--controllers")
             .args(controllers)
             .stdin(Stdio::null())
@@ -181,6 +184,12 @@ pub fn start_agents(
         agents.0.push(child);
     }
     Ok(agents)
+}
+
+/// A loopback address with a port free now (for an agent's `--peer-listen`).
+fn free_loopback_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("picking a peer port")?;
+    Ok(l.local_addr().context("picking a peer port")?.to_string())
 }
 
 pub fn agent_logs(dir: &Path) -> Vec<PathBuf> {

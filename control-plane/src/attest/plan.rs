@@ -30,11 +30,40 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
     // content under one version (`state/plan_version.rs`).
     let identities: Vec<tribune_policy::Enclave> =
         placed.iter().map(|e| identity(e, None)).collect();
+    // Enclaves placed on other hosts (not stopped, not moving): this host's enclaves may talk
+    // to them through the agents' peer links (docs/messages.md "Across hosts").
+    let elsewhere: Vec<_> = state
+        .enclaves
+        .values()
+        .filter(|e| e.placement.as_ref().is_some_and(|p| p.host != host))
+        .filter(|e| e.state != EnclaveState::Stopped)
+        .filter(|e| !state.moves.contains_key(&e.id))
+        .collect();
+    let elsewhere_ids: Vec<tribune_policy::Enclave> =
+        elsewhere.iter().map(|e| identity(e, None)).collect();
+    let local_peers: Vec<(&str, &tribune_policy::Enclave)> = placed
+        .iter()
+        .map(|e| e.id.as_str())
+        .zip(&identities)
+        .collect();
+    let remote_peers: Vec<(&str, &tribune_policy::Enclave)> = elsewhere
+        .iter()
+        .map(|e| e.id.as_str())
+        .zip(&elsewhere_ids)
+        .collect();
+    let mut talked_to = std::collections::BTreeSet::new();
     let enclaves = placed
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let (talk_priority, talk) = talk_of(policies, &placed, &identities, i);
+            let candidates = local_peers
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| *p)
+                .chain(remote_peers.iter().copied());
+            let (talk_priority, talk) = talk_of(policies, &identities[i], candidates);
+            talked_to.extend(talk.iter().map(|t| t.enclave_id.clone()));
             let allocation: Allocation = match state.allocations.get(&e.id) {
                 Some(a) => a.clone(),
                 None => {
@@ -90,25 +119,48 @@ pub fn plan_for(state: &State, policies: &PolicySet, host: &str, now_ms: i64) ->
             }
         })
         .collect();
+    let remote_enclaves = elsewhere
+        .iter()
+        .zip(&elsewhere_ids)
+        .filter_map(|(e, who)| {
+            let (talk_priority, talk) = talk_of(policies, who, local_peers.iter().copied());
+            if talk.is_empty() && !talked_to.contains(&e.id) {
+                return None;
+            }
+            let placement = e.placement.as_ref()?;
+            Some(pb::RemoteEnclave {
+                enclave_id: e.id.clone(),
+                host_id: placement.host.clone(),
+                placement_epoch: placement.epoch,
+                peer_addr: state
+                    .hosts
+                    .get(&placement.host)
+                    .map(|h| h.address.clone())
+                    .unwrap_or_default(),
+                talk_priority,
+                talk,
+            })
+        })
+        .collect();
     pb::Plan {
         host_id: host.to_string(),
         version,
         enclaves,
         traceparent: String::new(),
+        remote_enclaves,
     }
 }
 
-/// Enclave `i`'s messaging settings (docs/messages.md): its policies' `priority` and the other
-/// enclaves of the host its `talk` rules allow, with their shares. The agent checks the
+/// An enclave's messaging settings (docs/messages.md): its policies' `priority` and the
+/// `candidates` (id, identity) its `talk` rules allow, with their shares. The agent checks the
 /// receiver's side with the receiver's own list.
-fn talk_of(
+fn talk_of<'a>(
     policies: &PolicySet,
-    placed: &[&crate::state::Enclave],
-    identities: &[tribune_policy::Enclave],
-    i: usize,
+    who: &tribune_policy::Enclave,
+    candidates: impl Iterator<Item = (&'a str, &'a tribune_policy::Enclave)>,
 ) -> (i64, Vec<pb::TalkPeer>) {
     let facts = tribune_policy::Facts {
-        enclave: identities[i].clone(),
+        enclave: who.clone(),
         ..Default::default()
     };
     let priority = policies
@@ -117,15 +169,11 @@ fn talk_of(
         .value
         .filter(|p| p.is_finite())
         .map_or(0, |p| p.round() as i64);
-    let peers = placed
-        .iter()
-        .zip(identities)
-        .enumerate()
-        .filter(|(j, _)| *j != i)
-        .filter_map(|(_, (peer, who))| {
-            let t = policies.talk(&facts, who);
+    let peers = candidates
+        .filter_map(|(id, peer)| {
+            let t = policies.talk(&facts, peer);
             t.allowed.then(|| pb::TalkPeer {
-                enclave_id: peer.id.clone(),
+                enclave_id: id.to_string(),
                 share_milli: (t.share * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32,
             })
         })
@@ -188,6 +236,22 @@ policy "open" {
         ] {
             state.enclaves.insert(id.into(), enclave(id, tenant, host));
         }
+        state.hosts.insert(
+            "h2".into(),
+            crate::state::Host {
+                id: "h2".into(),
+                address: "10.0.0.2:7444".into(),
+                capacity: Resources::default(),
+                tee: tribune_attest::TeeKind::Sim,
+                attestation_status: String::new(),
+                last_heartbeat_ms: 0,
+                agent_cert_fingerprint: String::new(),
+                enforcement: String::new(),
+                tee_generation: 0,
+                labels: Default::default(),
+                schedulable: Default::default(),
+            },
+        );
         let plan = plan_for(&state, &set, "h1", 0);
         /// Per enclave: its priority and its (peer, share in thousandths) list.
         type Talk<'a> = (i64, Vec<(&'a str, u32)>);
@@ -207,9 +271,45 @@ policy "open" {
                 )
             })
             .collect();
-        assert_eq!(talk["a"], (40, vec![("b", 2500)]));
-        assert_eq!(talk["b"], (40, vec![("a", 2500)]));
-        assert_eq!(talk["o"], (0, vec![("a", 1000), ("b", 1000)]));
+        // `far` on h2 is a peer like the others; the plan says where it lives.
+        assert_eq!(talk["a"], (40, vec![("b", 2500), ("far", 2500)]));
+        assert_eq!(talk["b"], (40, vec![("a", 2500), ("far", 2500)]));
+        assert_eq!(
+            talk["o"],
+            (0, vec![("a", 1000), ("b", 1000), ("far", 1000)])
+        );
         assert!(!talk.contains_key("far"));
+        assert_eq!(
+            plan.remote_enclaves,
+            vec![pb::RemoteEnclave {
+                enclave_id: "far".into(),
+                host_id: "h2".into(),
+                placement_epoch: 1,
+                peer_addr: "10.0.0.2:7444".into(),
+                talk_priority: 40,
+                talk: vec![
+                    pb::TalkPeer {
+                        enclave_id: "a".into(),
+                        share_milli: 2500
+                    },
+                    pb::TalkPeer {
+                        enclave_id: "b".into(),
+                        share_milli: 2500
+                    },
+                ],
+            }]
+        );
+        // A stopped enclave elsewhere is not named (nor is one moving).
+        let mut lone = enclave("lone", "acme", "h3");
+        lone.state = EnclaveState::Stopped;
+        state.enclaves.insert("lone".into(), lone);
+        let plan = plan_for(&state, &set, "h1", 0);
+        assert_eq!(
+            plan.remote_enclaves
+                .iter()
+                .map(|r| r.enclave_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["far"]
+        );
     }
 }

@@ -246,6 +246,10 @@ pub(super) fn host_record(
     if hello.capacity.is_some() || !hello.labels.is_empty() {
         h.labels = hello.labels.clone().into_iter().collect();
     }
+    // Where other agents reach its mediator (an agent without peer links keeps the stored one).
+    if !hello.peer_addr.is_empty() {
+        h.address = hello.peer_addr.clone();
+    }
     h
 }
 
@@ -281,6 +285,7 @@ mod hello_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            peer_addr: String::new(),
         }
     }
 

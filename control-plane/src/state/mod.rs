@@ -323,6 +323,29 @@ impl State {
     /// Applies one command, appending log entries in the current leaf format. Deterministic: the same state and command give the same result on
     /// every replica. A failed precondition changes nothing.
     pub fn apply(&mut self, cmd: Command) -> Outcome {
+        // Plans name enclaves of other hosts (messages across hosts): a command that may move,
+        // stop, re-label or re-address them changes other hosts' plans too.
+        let routing = matches!(
+            cmd,
+            Command::PutHost { .. }
+                | Command::PutEnclave { .. }
+                | Command::PutEnclaveSpec { .. }
+                | Command::DeleteEnclave { .. }
+                | Command::Place { .. }
+                | Command::StartMove { .. }
+                | Command::FinishMoves { .. }
+        )
+        .then(|| self.routing_digest());
+        let out = self.apply_one(cmd);
+        if let Some(before) = routing
+            && before != self.routing_digest()
+        {
+            self.policies_changed();
+        }
+        out
+    }
+
+    fn apply_one(&mut self, cmd: Command) -> Outcome {
         match cmd {
             Command::PutPolicy {
                 name,

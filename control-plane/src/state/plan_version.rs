@@ -18,6 +18,33 @@ impl State {
     }
 }
 
+impl State {
+    /// A digest of what one host's plan says about the enclaves of the others (messages
+    /// across hosts, `attest/plan.rs`): each enclave's placement and epoch, whether it is
+    /// stopped or moving, what talk rules see of it (tenant, labels, TEE), and each host's
+    /// address. When it changes, every host's plan may differ.
+    pub(super) fn routing_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for e in self.enclaves.values() {
+            e.id.hash(&mut h);
+            e.tenant.hash(&mut h);
+            e.labels.hash(&mut h);
+            format!("{:?}", e.tee).hash(&mut h);
+            e.placement
+                .as_ref()
+                .map(|p| (p.host.as_str(), p.epoch))
+                .hash(&mut h);
+            (e.state == super::EnclaveState::Stopped).hash(&mut h);
+            self.moves.contains_key(&e.id).hash(&mut h);
+        }
+        for host in self.hosts.values() {
+            (host.id.as_str(), host.address.as_str()).hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::enclave;
@@ -35,6 +62,32 @@ mod tests {
             suspended: false,
             msgs_rate_per_s: None,
         }
+    }
+
+    /// Plans name the enclaves of other hosts (messages across hosts): placing one elsewhere
+    /// raises this host's version too; what only the other host's plan says does not.
+    #[test]
+    fn an_enclave_placed_on_another_host_raises_this_hosts_version() {
+        let mut s = State::default();
+        let put = |s: &mut State, id: &str, host: &str, at_ms: i64| {
+            s.apply(Command::PutEnclave {
+                enclave: enclave(id, host, 1),
+                expect: Expect::Any,
+                actor: "op".into(),
+                at_ms,
+            });
+        };
+        put(&mut s, "e", "h1", 1);
+        let v = |s: &State| s.plan_versions.get("h1").copied().unwrap_or(0);
+        let before = v(&s);
+        put(&mut s, "f", "h2", 2);
+        assert!(v(&s) > before, "placing f on h2 left h1 at {before}");
+        let before = v(&s);
+        s.apply(Command::SetAllocation {
+            allocation: allocation("f", 500),
+            at_ms: 3,
+        });
+        assert_eq!(v(&s), before, "f's allocation is h2's business only");
     }
 
     #[test]

@@ -27,6 +27,17 @@ pub struct TalkTable {
     parties: BTreeMap<String, Party>,
     /// Messages a second admitted from each rate-limited enclave (a throttle; absent: none).
     rates: BTreeMap<String, u64>,
+    /// The parties placed on other hosts, and where (absent: on this host).
+    routes: BTreeMap<String, Route>,
+}
+
+/// Where a party on another host lives, as the controllers placed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub host: String,
+    pub epoch: u64,
+    /// Its host agent's peer address (`HOST:PORT`; empty: none known).
+    pub peer_addr: String,
 }
 
 /// An admitted message's place in the receiver's inbox.
@@ -66,15 +77,26 @@ pub use tribune_msg::wire::RefusalCode;
 impl TalkTable {
     /// The table of a plan: each enclave's priority ranked into a class among the plan's
     /// enclaves, its allowed peers with their weights.
+    /// Parties on other hosts (`plan.remote`) are in the table with their own rules toward
+    /// this host's enclaves, and their [`Route`].
     pub fn from_plan(plan: &Plan) -> TalkTable {
-        let names: Vec<&String> = plan.enclaves.keys().collect();
-        let priorities: Vec<i64> = plan.enclaves.values().map(|e| e.talk.priority).collect();
+        let talks: Vec<(&String, &crate::plan::Talk)> = plan
+            .enclaves
+            .iter()
+            .map(|(n, e)| (n, &e.talk))
+            .chain(
+                plan.remote
+                    .iter()
+                    .filter(|(n, _)| !plan.enclaves.contains_key(*n))
+                    .map(|(n, r)| (n, &r.talk)),
+            )
+            .collect();
+        let priorities: Vec<i64> = talks.iter().map(|(_, t)| t.priority).collect();
         let classes = fq::classes(&priorities);
-        let parties = names
+        let parties = talks
             .into_iter()
             .zip(classes)
-            .map(|(name, class)| {
-                let talk = &plan.enclaves[name].talk;
+            .map(|((name, talk), class)| {
                 let allow = talk
                     .allow
                     .iter()
@@ -89,7 +111,93 @@ impl TalkTable {
             .filter(|(_, e)| e.talk.rate_per_s > 0)
             .map(|(n, e)| (n.clone(), e.talk.rate_per_s))
             .collect();
-        TalkTable { parties, rates }
+        let routes = plan
+            .remote
+            .iter()
+            .filter(|(n, _)| !plan.enclaves.contains_key(*n))
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    Route {
+                        host: r.host.clone(),
+                        epoch: r.placement_epoch,
+                        peer_addr: r.peer_addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        TalkTable {
+            parties,
+            rates,
+            routes,
+        }
+    }
+
+    /// The same table with `name` placed on another host (tests, benchmarks).
+    pub fn with_route(mut self, name: &str, route: Route) -> TalkTable {
+        self.routes.insert(name.to_string(), route);
+        self
+    }
+
+    /// Where `name` lives when it is on another host.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.get(name)
+    }
+
+    /// The parties on other hosts, with their routes.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
+        self.routes.iter().map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// Whether `name` is an enclave of this host.
+    pub fn is_local(&self, name: &str) -> bool {
+        self.parties.contains_key(name) && !self.routes.contains_key(name)
+    }
+
+    /// Whether a message from `from`, relayed by the agent of `host`, may enter this host:
+    /// `from` must be placed on `host` (so one host cannot speak for another's enclaves) and
+    /// `to` on this host. The talk rules are checked after, by [`TalkTable::admit`].
+    pub fn check_relay(
+        &self,
+        host: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), (RefusalCode, String)> {
+        match self.routes.get(from) {
+            Some(r) if r.host == host => {}
+            Some(r) => {
+                return Err((
+                    RefusalCode::WrongHost,
+                    format!(
+                        "host {host:?} may not send as {from:?}: the controllers placed {from:?} on {:?} (epoch {})",
+                        r.host, r.epoch
+                    ),
+                ));
+            }
+            None if self.parties.contains_key(from) => {
+                return Err((
+                    RefusalCode::WrongHost,
+                    format!(
+                        "host {host:?} may not send as {from:?}: {from:?} is an enclave of this host"
+                    ),
+                ));
+            }
+            None => {
+                return Err((
+                    RefusalCode::WrongHost,
+                    format!(
+                        "host {host:?} may not send as {from:?}: this host knows no placement of {from:?} on {host:?} that may talk to its enclaves"
+                    ),
+                ));
+            }
+        }
+        if !self.is_local(to) {
+            return Err((
+                RefusalCode::UnknownReceiver,
+                format!("no enclave {to:?} on this host"),
+            ));
+        }
+        Ok(())
     }
 
     /// A table from parties directly (tests, benchmarks).
@@ -97,6 +205,7 @@ impl TalkTable {
         TalkTable {
             parties,
             rates: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
     }
 

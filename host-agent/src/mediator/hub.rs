@@ -146,6 +146,12 @@ impl Conn {
             .collect()
     }
 
+    /// `n` more messages may be handed to it (a forwarder to another host: one of its relayed
+    /// messages ended).
+    pub fn grant(&self, n: u32) {
+        self.add_credit(n);
+    }
+
     fn add_credit(&self, n: u32) {
         let _ = self
             .credit
@@ -354,10 +360,25 @@ impl Hub {
     /// REFUSED) is queued on `sender` here, under the hub's lock, so it always goes out before
     /// the DONE of a delivery that can only start after the lock is released.
     pub fn send(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
+        let from = sender.enclave.clone();
+        self.relay(sender, &from, id, to, payload)
+    }
+
+    /// A message from enclave `from` whose answers go to `sender`: a local enclave's own
+    /// connection (`from` is its bound name, [`Hub::send`]), or the link from the agent of the
+    /// host the controllers placed `from` on (checked first: `TalkTable::check_relay`).
+    pub fn relay(
+        &mut self,
+        sender: &Arc<Conn>,
+        from: &str,
+        id: u64,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> Sent {
         let bytes = payload.len() as u64;
-        let sent = self.admit_and_queue(sender, id, to, payload);
+        let sent = self.admit_and_queue(sender, from, id, to, payload);
         if let Sent::Refused(..) = sent {
-            let c = self.counters.entry(sender.enclave.clone()).or_default();
+            let c = self.counters.entry(from.to_string()).or_default();
             c.unaccepted_messages += 1;
             c.unaccepted_bytes += bytes;
         }
@@ -372,8 +393,14 @@ impl Hub {
         sent
     }
 
-    fn admit_and_queue(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
-        let from = sender.enclave.as_str();
+    fn admit_and_queue(
+        &mut self,
+        sender: &Arc<Conn>,
+        from: &str,
+        id: u64,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> Sent {
         let admit = match self.table.admit(from, to) {
             Ok(a) => a,
             Err(why) => {
@@ -466,6 +493,26 @@ impl Hub {
                 "message refused: {why}"
             );
         }
+    }
+
+    /// A message relayed by the agent of `host` that may not enter this host (a sender not
+    /// placed on `host`, a receiver not here): logged like a refusal by the rules.
+    pub fn refused_relay(&mut self, host: &str, from: &str, to: &str, reason: &str) {
+        let now_ms = self.now_ms();
+        if let Verdict::Log { left_out } = self.refusals.refused(host, from, now_ms) {
+            tracing::warn!(
+                host,
+                from,
+                to,
+                left_out,
+                "relayed message refused: {reason}"
+            );
+        }
+    }
+
+    /// The talk table in force.
+    pub fn table(&self) -> &TalkTable {
+        &self.table
     }
 
     /// `conn` receives its enclave's messages from now on, `window` ahead of its credits (a

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tribune_msg::wire::{self, Frame, Outcome};
@@ -25,7 +25,7 @@ use super::hub::{Conn, Counters, Failure, Hub, Queued, Sent};
 use crate::error::{AgentError, Result};
 
 /// Answers a reader lets queue before it waits for the writer.
-const PENDING_FRAMES_MAX: usize = 4096;
+pub(super) const PENDING_FRAMES_MAX: usize = 4096;
 /// Deliveries per writer round (then answers get their turn again).
 const DELIVER_MESSAGES_MAX: usize = 256;
 const DELIVER_BYTES_MAX: usize = 256 << 10;
@@ -37,14 +37,16 @@ const SOCKET_PATH_BYTES_MAX: usize = 107;
 /// The mediator of one agent.
 #[derive(Clone)]
 pub struct Mediator {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     dir: PathBuf,
-    hub: Mutex<Hub>,
+    pub(super) hub: Mutex<Hub>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     agent_uid: u32,
+    /// Messages to and from other hosts (`peer.rs`).
+    pub(super) peers: super::peer::Peers,
 }
 
 /// An enclave's open connections and their tasks.
@@ -69,7 +71,7 @@ impl Drop for Endpoint {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -87,6 +89,7 @@ impl Mediator {
                 endpoints: Mutex::new(HashMap::new()),
                 // SAFETY: geteuid has no preconditions and cannot fail.
                 agent_uid: unsafe { libc::geteuid() },
+                peers: Default::default(),
             }),
         })
     }
@@ -159,6 +162,7 @@ impl Mediator {
     pub fn set_table(&self, table: TalkTable) {
         let failed = lock(&self.inner.hub).set_table(table);
         report(failed);
+        self.sync_forwarders();
     }
 
     /// Per-enclave counters.
@@ -171,6 +175,7 @@ impl Mediator {
     pub async fn shutdown(&self, grace: Duration) {
         let failed = lock(&self.inner.hub).drain("the mediator is stopping (agent shutdown)");
         report(failed);
+        self.close_peers().await;
         let deadline = tokio::time::Instant::now() + grace;
         let conns: Vec<Arc<Conn>> = lock(&self.inner.endpoints)
             .values()
@@ -191,7 +196,7 @@ impl Mediator {
     }
 }
 
-fn report(failed: Vec<Failure>) {
+pub(super) fn report(failed: Vec<Failure>) {
     for f in failed {
         f.report();
     }
@@ -338,12 +343,20 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(inner: Arc<Inner>, conn: Arc<Conn>, w: BufWriter<OwnedWriteHalf>) {
+pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
+    inner: Arc<Inner>,
+    conn: Arc<Conn>,
+    w: BufWriter<W>,
+) {
     write_until_closed(&inner, &conn, w).await;
     conn.set_writer_done();
 }
 
-async fn write_until_closed(inner: &Inner, conn: &Arc<Conn>, mut w: BufWriter<OwnedWriteHalf>) {
+async fn write_until_closed<W: AsyncWrite + Unpin>(
+    inner: &Inner,
+    conn: &Arc<Conn>,
+    mut w: BufWriter<W>,
+) {
     let mut bytes = Vec::with_capacity(wire::FRAME_BYTES_MAX + 4);
     loop {
         let wake = conn.wake.notified();
@@ -389,7 +402,11 @@ async fn write_until_closed(inner: &Inner, conn: &Arc<Conn>, mut w: BufWriter<Ow
     }
 }
 
-async fn write_frame(w: &mut BufWriter<OwnedWriteHalf>, bytes: &mut Vec<u8>, f: &Frame) -> bool {
+pub(super) async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    bytes: &mut Vec<u8>,
+    f: &Frame,
+) -> bool {
     bytes.clear();
     match f.encode(bytes) {
         Ok(()) => w.write_all(bytes).await.is_ok(),

@@ -101,6 +101,7 @@ impl FakeController {
     pub fn link_config(&self, host: &str) -> LinkConfig {
         LinkConfig {
             host_id: host.into(),
+            peer_addr: String::new(),
             controllers: vec![self.addr.to_string()],
             can_enforce: true,
             enforce_problem: String::new(),

@@ -133,6 +133,7 @@ pub fn plan(version: u64, enclaves: &[(&str, EnclavePlan)]) -> Plan {
             .iter()
             .map(|(n, e)| (n.to_string(), e.clone()))
             .collect(),
+        remote: Default::default(),
     }
 }
 
