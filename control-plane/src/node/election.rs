@@ -135,7 +135,7 @@ pub fn has_quorum(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> b
     !configs.is_empty()
         && configs
             .iter()
-            .all(|c| c.iter().filter(|v| granted.contains(v)).count() * 2 > c.len())
+            .all(|c| c.iter().filter(|&v| granted.contains(v)).count() * 2 > c.len())
 }
 
 /// A jitter below half a heartbeat.
