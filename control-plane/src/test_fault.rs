@@ -15,6 +15,10 @@ pub enum Fault {
     /// from this controller's state machine as it is (what `?stale=true` does), so a deposed
     /// or partitioned controller answers old values.
     StaleReads,
+    /// `TRIBUNE_TEST_FAULT=no-pre-vote`: elections by openraft's own timer (no pre-vote, the
+    /// behaviour before `node/election.rs`), so a cut-off follower raises its term and deposes
+    /// the leader when it comes back (`cli/tests/failover.rs` shows its check catches that).
+    NoPreVote,
 }
 
 impl Fault {
@@ -22,6 +26,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::StaleReads => "stale-reads",
+            Fault::NoPreVote => "no-pre-vote",
         }
     }
 }

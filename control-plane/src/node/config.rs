@@ -152,7 +152,8 @@ impl ControllerConfig {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: lease - 1,
             election_timeout_max: lease,
-            enable_elect: false,
+            // Only a test build asked for the old behaviour runs openraft's timer.
+            enable_elect: crate::test_fault::active(crate::test_fault::Fault::NoPreVote),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             // Entries are batches of up to ~1 MiB: a bounded number per AppendEntries keeps each

@@ -130,7 +130,9 @@ impl Controller {
             usage_feed: Arc::new(crate::console::UsageFeed::new()),
             contact: Arc::new(election::Contact::new()),
         });
-        tokio::spawn(election::drive(Arc::downgrade(&controller)));
+        if !crate::test_fault::active(crate::test_fault::Fault::NoPreVote) {
+            tokio::spawn(election::drive(Arc::downgrade(&controller)));
+        }
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
