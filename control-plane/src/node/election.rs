@@ -6,8 +6,7 @@
 //! controller stands:
 //!
 //! - **Silence**: the time since this controller last heard from a leader (an AppendEntries or
-//!   InstallSnapshot it accepted), granted a vote ([`Contact`], touched by the Raft service) or
-//!   stood for election itself.
+//!   InstallSnapshot it accepted) or granted a vote ([`Contact`], touched by the Raft service).
 //! - **Standing**: a voter stands after [`Timing::stand_after`] of silence: the election
 //!   timeout, plus one heartbeat per rank (its place among the voters other than the leader it
 //!   last knew, by id), plus a random jitter below half a heartbeat. The ranks stagger the
@@ -223,10 +222,6 @@ pub(super) async fn drive(controller: Weak<Controller>) {
                 last_leader = ?v.leader,
                 "leader silent; pre-vote won, standing for election"
             );
-            // Standing restarts this node's own silence too: while its election runs it refuses
-            // pre-votes, so the next-ranked survivor does not stand against it (a split vote
-            // costs a whole round: seen under load when the vote's fsync took ~20 ms).
-            c.contact.touch();
             if let Err(e) = c.raft.trigger().elect().await {
                 tracing::warn!(error = %e, "could not start an election");
             }
