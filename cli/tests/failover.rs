@@ -74,7 +74,10 @@ async fn put(http: &reqwest::Client, url: &str, name: &str) {
             Err(e) if e.is_connect() || e.is_timeout() => {}
             Err(e) => panic!("PUT {name} via {url}: {e}"),
         }
-        assert!(Instant::now() < deadline, "PUT {name} via {url}: no success");
+        assert!(
+            Instant::now() < deadline,
+            "PUT {name} via {url}: no success"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
