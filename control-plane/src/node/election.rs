@@ -98,9 +98,12 @@ impl Timing {
             .saturating_add(jitter)
     }
 
-    /// How long a pre-vote waits for a peer's answer.
+    /// How long a pre-vote waits for a peer's answer: long enough for a first TLS handshake on
+    /// a loaded machine (a shorter wait cancelled it every time, and a TLS cluster whose first
+    /// election failed never formed); a majority's answers end the wait early.
     pub fn prevote_timeout(&self) -> Duration {
-        (self.election / 2).clamp(Duration::from_millis(20), Duration::from_millis(500))
+        self.election
+            .clamp(Duration::from_millis(500), Duration::from_secs(2))
     }
 }
 
