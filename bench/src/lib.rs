@@ -368,6 +368,9 @@ pub struct FailoverReport {
     /// kill -9 of the leader → next acknowledged write, per trial.
     pub recovery_ms: Summary,
     pub samples_ms: Vec<f64>,
+    /// When each kill happened (Unix ms): lines up the trials with the controllers' logs
+    /// (`TRIBUNE_BENCH_LOG_DIR`) for a breakdown of where the time went.
+    pub killed_at_unix_ms: Vec<u64>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     /// Concurrent background writers kept running through each kill.
@@ -438,6 +441,7 @@ pub async fn failover(
     }
 
     let mut samples = Vec::new();
+    let mut killed_at = Vec::new();
     let result: anyhow::Result<()> = async {
         for trial in 0..opts.trials {
             let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
@@ -445,6 +449,7 @@ pub async fn failover(
             // Warm: a write must go through before the kill.
             write_once(&http, &survivors, "warm", Duration::from_secs(30)).await?;
             let killed = Instant::now();
+            killed_at.push(unix_ms());
             c.kill9(leader)?;
             write_once(
                 &http,
@@ -473,12 +478,19 @@ pub async fn failover(
         trials: opts.trials,
         recovery_ms: Summary::of_durations(&samples),
         samples_ms: samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+        killed_at_unix_ms: killed_at,
         heartbeat_ms: opts.heartbeat_ms,
         election_timeout_ms: opts.election_timeout_ms,
         load_clients: opts.load_clients,
         load_writes: acked.load(std::sync::atomic::Ordering::Relaxed),
         load_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// 700–1200 ms, varied from the clock (no rand dependency for one number).

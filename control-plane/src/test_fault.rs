@@ -20,6 +20,10 @@ pub enum Fault {
     /// re-read every 50 ms, so a test can jump one controller's clock while it runs (never
     /// the machine's clock).
     ClockOffset,
+    /// `TRIBUNE_TEST_FAULT=no-pre-vote`: elections by openraft's own timer (no pre-vote, the
+    /// behaviour before `node/election.rs`), so a cut-off follower raises its term and deposes
+    /// the leader when it comes back (`cli/tests/failover.rs` shows its check catches that).
+    NoPreVote,
 }
 
 impl Fault {
@@ -28,6 +32,7 @@ impl Fault {
         match self {
             Fault::StaleReads => "stale-reads",
             Fault::ClockOffset => "clock-offset",
+            Fault::NoPreVote => "no-pre-vote",
         }
     }
 }

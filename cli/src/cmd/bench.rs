@@ -58,8 +58,8 @@ pub enum BenchCmd {
         /// default, 50].
         #[arg(long)]
         heartbeat_ms: Option<u64>,
-        /// Minimum election timeout given to every controller (the maximum is twice this)
-        /// [default: the controller's default, 250].
+        /// Election timeout given to every controller (the leader's silence after which a
+        /// follower stands, after a pre-vote) [default: the controller's default, 150].
         #[arg(long)]
         election_timeout_ms: Option<u64>,
         /// Background writers kept running through every kill.

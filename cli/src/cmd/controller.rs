@@ -55,7 +55,8 @@ pub struct ControllerArgs {
     /// Leader heartbeat interval in milliseconds [default: 50].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds (the maximum is twice this) [default: 250].
+    /// Silence from the leader, in milliseconds, after which a follower stands for election
+    /// (after a pre-vote; plus one heartbeat per rank and a jitter) [default: 150].
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
     /// Take a snapshot after this many log entries [default: 5000].
@@ -441,7 +442,7 @@ mod tests {
             tls: TlsArgs::default(),
         };
         let c = args.resolve().expect("resolves");
-        assert_eq!((c.id, c.heartbeat_ms, c.election_timeout_ms), (1, 75, 250));
+        assert_eq!((c.id, c.heartbeat_ms, c.election_timeout_ms), (1, 75, 150));
         let tls = c.tls.as_ref().expect("the example uses TLS");
         assert_eq!(tls.cert, PathBuf::from("/etc/tribune/tls/controller-1.pem"));
         assert!(!c.insecure);

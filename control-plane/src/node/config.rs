@@ -58,6 +58,9 @@ pub struct ControllerConfig {
     pub log_origin: String,
 }
 
+/// Ten minutes: a longer election timeout is a mistake (a dead leader would go unnoticed).
+const MAX_ELECTION_TIMEOUT_MS: u64 = 600_000;
+
 mod defaults {
     /// Names no real log: a cluster that publishes checkpoints to witnesses sets its own.
     pub fn log_origin() -> String {
@@ -68,7 +71,7 @@ mod defaults {
         50
     }
     pub fn election_timeout_ms() -> u64 {
-        250
+        150
     }
     pub fn snapshot_every() -> u64 {
         5000
@@ -130,12 +133,27 @@ impl ControllerConfig {
     /// openraft's configuration for these settings, validated (an election timeout not above
     /// the heartbeat is refused here, before anything is opened).
     pub(super) fn raft_config(&self) -> Result<Config, ControllerError> {
+        if self.heartbeat_ms == 0
+            || self.election_timeout_ms <= self.heartbeat_ms
+            || self.election_timeout_ms > MAX_ELECTION_TIMEOUT_MS
+        {
+            return Err(ControllerError::Invalid(format!(
+                "raft configuration: election_timeout_ms ({}) must be above heartbeat_ms ({}, not 0) and at most {MAX_ELECTION_TIMEOUT_MS}",
+                self.election_timeout_ms, self.heartbeat_ms
+            )));
+        }
+        // Elections are driven by `super::election` (pre-vote, staggered timeouts): openraft's
+        // own timer is off, and its election timeout only sets the lease below which a voter
+        // refuses a vote (its maximum) and how long a vote request may take (its minimum).
+        let lease = super::election::Timing::from_ms(self.heartbeat_ms, self.election_timeout_ms)
+            .raft_lease_ms();
         let c = Config {
             cluster_name: "tribune".into(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_ms,
-            // Saturating: a timeout read from a file must not overflow (max == min is refused).
-            election_timeout_max: self.election_timeout_ms.saturating_mul(2),
+            election_timeout_min: lease - 1,
+            election_timeout_max: lease,
+            // Only a test build asked for the old behaviour runs openraft's timer.
+            enable_elect: crate::test_fault::active(crate::test_fault::Fault::NoPreVote),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             // Entries are batches of up to ~1 MiB: a bounded number per AppendEntries keeps each
@@ -181,7 +199,7 @@ mod tests {
                 c.keep_logs,
                 c.request_timeout_ms,
             ),
-            (50, 250, 5000, 1000, 3000)
+            (50, 150, 5000, 1000, 3000)
         );
         assert!(!c.init && !c.insecure && !c.allow_sim_evidence);
         assert!(c.tls.is_none() && c.advertise.is_none() && c.peers.is_empty());
@@ -244,7 +262,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("valid settings: {e}"));
         assert_eq!(r.cluster_name, "tribune");
         assert_eq!(r.heartbeat_interval, 20);
-        assert_eq!((r.election_timeout_min, r.election_timeout_max), (100, 200));
+        // openraft's timer is off (node/election.rs stands for election); its timeout is the
+        // lease: under the pre-vote silence (100 - 20) by half a heartbeat.
+        assert_eq!((r.election_timeout_min, r.election_timeout_max), (69, 70));
+        assert!(!r.enable_elect);
         assert!(matches!(
             r.snapshot_policy,
             SnapshotPolicy::LogsSinceLast(7)
@@ -263,7 +284,14 @@ mod tests {
 
     #[test]
     fn an_election_timeout_not_above_the_heartbeat_is_refused() {
-        for (heartbeat, election) in [(50, 50), (50, 10), (0, 0), (1, u64::MAX)] {
+        for (heartbeat, election) in [
+            (50, 50),
+            (50, 10),
+            (0, 0),
+            (0, 100),
+            (1, u64::MAX),
+            (50, 600_001),
+        ] {
             let mut c = config();
             c.heartbeat_ms = heartbeat;
             c.election_timeout_ms = election;

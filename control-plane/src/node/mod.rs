@@ -9,6 +9,7 @@
 //! - `config.rs`: [`ControllerConfig`], its defaults and the Raft configuration derived from it;
 //! - `backup.rs`: a consistent snapshot of the whole state for `tribune snapshot save`;
 //! - `batch.rs`: the write batcher (group commit, pipelining, back-pressure);
+//! - `election.rs`: when a controller stands for election (pre-vote, staggered timeouts);
 //! - `forward.rs`: writes and membership changes run on the leader, forwarded from a follower;
 //! - `membership.rs`: bootstrap, the members, adding, promoting and removing one;
 //! - `read.rs`: linearizable reads (the read index, on the leader and from a follower);
@@ -34,6 +35,7 @@ use crate::validate::PolicyValidator;
 mod backup;
 mod batch;
 mod config;
+pub mod election;
 mod forward;
 mod membership;
 pub mod read;
@@ -74,6 +76,8 @@ pub struct Controller {
     /// Verified usage at 1 s for the console's live charts (not replicated: this
     /// controller's agents only; `console::feed`).
     pub usage_feed: Arc<crate::console::UsageFeed>,
+    /// When this controller last heard from a leader or granted a vote (`election.rs`).
+    pub(crate) contact: Arc<election::Contact>,
 }
 
 impl Controller {
@@ -124,12 +128,21 @@ impl Controller {
             restored,
             stopping: CancellationToken::new(),
             usage_feed: Arc::new(crate::console::UsageFeed::new()),
+            contact: Arc::new(election::Contact::new()),
         });
+        if !crate::test_fault::active(crate::test_fault::Fault::NoPreVote) {
+            tokio::spawn(election::drive(Arc::downgrade(&controller)));
+        }
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
         tokio::spawn(crate::integrity::peers::watch(Arc::downgrade(&controller)));
         Ok(controller)
+    }
+
+    /// The election timing of this controller's configuration.
+    pub fn election_timing(&self) -> election::Timing {
+        election::Timing::from_ms(self.config.heartbeat_ms, self.config.election_timeout_ms)
     }
 
     fn timeout(&self) -> Duration {

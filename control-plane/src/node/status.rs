@@ -26,6 +26,10 @@ pub struct NodeStatus {
     pub purged_index: Option<u64>,
     /// Only the leader knows it: the highest index stored on a quorum of voters.
     pub commit_index: Option<u64>,
+    /// Milliseconds since this controller last heard from a leader or granted a vote (0 on the
+    /// leader): what a pre-vote asks (`node/election.rs`). Absent from older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_silence_ms: Option<u64>,
 }
 
 impl Controller {
@@ -62,6 +66,11 @@ impl Controller {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             commit_index,
+            leader_silence_ms: Some(if m.state == ServerState::Leader {
+                0
+            } else {
+                self.contact.silence_ms()
+            }),
         }
     }
 

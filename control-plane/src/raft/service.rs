@@ -42,6 +42,10 @@ impl RaftService for RaftServer {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
         let r = self.controller.raft.vote(decode(req.get_ref())?).await;
+        // Granting a vote restarts the election timer, as hearing from a leader does.
+        if matches!(&r, Ok(v) if v.vote_granted) {
+            self.controller.contact.touch();
+        }
         encode(&r)
     }
 
@@ -55,6 +59,11 @@ impl RaftService for RaftServer {
             .raft
             .append_entries(decode(req.get_ref())?)
             .await;
+        // Heard from the leader (not refused for a stale term): no election for a while.
+        if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            self.controller.contact.touch();
+        }
         encode(&r)
     }
 
@@ -68,6 +77,9 @@ impl RaftService for RaftServer {
             .raft
             .install_snapshot(decode(req.get_ref())?)
             .await;
+        if r.is_ok() {
+            self.controller.contact.touch();
+        }
         encode(&r)
     }
 
