@@ -56,6 +56,9 @@ pub struct ControllerConfig {
     /// controller of the cluster.
     #[serde(default = "defaults::log_origin")]
     pub log_origin: String,
+    /// Live migration of QEMU enclaves (`[migration]`; `crate::live`).
+    #[serde(default)]
+    pub migration: crate::live::LiveConfig,
 }
 
 mod defaults {
@@ -99,6 +102,7 @@ impl ControllerConfig {
             tls: None,
             insecure: false,
             log_origin: defaults::log_origin(),
+            migration: Default::default(),
         }
     }
 
