@@ -105,6 +105,22 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
         .iter()
         .map(|e| e.trim_start_matches("http://").to_string())
         .collect();
+    // The controllers run without TLS here, so they do not see where an agent connects from:
+    // the host records name the address a target listens on (as an operator's would).
+    for h in ["bm1", "bm2"] {
+        let body = json!({"id": h, "address": "127.0.0.1", "tee": "sim",
+            "capacity": {"cpu_millicores": 64_000, "memory_bytes": 64u64 << 30}});
+        let (s, b) = call(
+            &http,
+            reqwest::Method::PUT,
+            &format!("{}/v1/hosts/{h}", endpoints[0]),
+            Some(&body),
+        )
+        .await?;
+        if s != 200 {
+            bail!("PUT host {h}: {s} {b}");
+        }
+    }
     let pid = std::process::id();
     let mut agents = Vec::new();
     for h in ["bm1", "bm2"] {
@@ -122,7 +138,7 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
     }
     let api = &endpoints[0];
     wait(
-        "both agents' host records",
+        "both agents connected",
         Duration::from_secs(30),
         async || {
             let (_, v) = call(
@@ -136,7 +152,10 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
             let hs = v.as_array()?;
             ["bm1", "bm2"]
                 .iter()
-                .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""))
+                .all(|id| {
+                    hs.iter()
+                        .any(|h| h["id"] == *id && h["last_heartbeat_ms"].as_i64().unwrap_or(0) > 0)
+                })
                 .then_some(())
         },
     )

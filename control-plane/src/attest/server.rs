@@ -122,10 +122,12 @@ impl AttestationService for AttestServer {
             }
         };
         let cert_sha256 = crate::tls::peer_cert_sha256(request.extensions()).to_string();
-        let peer_ip = request.remote_addr().map(|a| match a.ip() {
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        });
+        let peer_ip = crate::tls::peer_remote(request.extensions())
+            .or_else(|| request.remote_addr())
+            .map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            });
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
