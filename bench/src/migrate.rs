@@ -97,8 +97,10 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
     let cluster = LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
     let endpoints = cluster.endpoints();
     let dir = tempfile::tempdir()?;
-    let mut list = tribune_agent::AllowList::default();
-    list.qemu = Some(Default::default());
+    let list = tribune_agent::AllowList {
+        qemu: Some(Default::default()),
+        ..Default::default()
+    };
     let policy = dir.path().join("launch-policy.toml");
     list.write(&policy)?;
     let controllers: Vec<String> = endpoints
