@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod ingest;
 pub mod memory;
 pub mod messages;
+pub mod migrate;
 pub mod plan;
 pub mod proc;
 pub mod receipt;

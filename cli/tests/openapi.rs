@@ -628,6 +628,21 @@ async fn exercise(k: &mut Checker<'_>) {
     k.expect(200, hp("drain", "h1")).await;
     k.expect(404, hp("drain", "nope")).await;
     k.expect(200, hp("uncordon", "h1")).await;
+    // Live migration: the refusals (no QEMU agent here; `cli/tests/migrate_live.rs` migrates
+    // for real) and the list.
+    let mig = |id: &str| {
+        call(
+            "post",
+            "/v1/enclaves/{id}/migrate",
+            &format!("/v1/enclaves/{id}/migrate"),
+        )
+    };
+    k.expect(404, mig("nope")).await;
+    k.expect(422, mig("s1").json(json!({"to": "h1"}))).await;
+    k.expect(400, mig("s1").json(json!({"bogus": 1}))).await;
+    k.expect(403, mig("s1").token(&secret)).await;
+    k.expect(200, call("get", "/v1/migrations", "/v1/migrations"))
+        .await;
     let enclave = json!({"id": "e1", "tenant": "acme", "tee": "sim", "labels": {"app": "web"}});
     k.expect(200, call("put", e, "/v1/enclaves/e1").json(enclave.clone()))
         .await;

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod integrity;
+pub mod live;
 pub mod log_key;
 pub mod metrics;
 pub mod node;

@@ -60,6 +60,13 @@ pub fn peer_cert_sha256(extensions: &tonic::Extensions) -> &str {
         .map_or("", |c| c.0.cert_sha256.as_str())
 }
 
+/// The address the caller connected from, when the connection came over the TLS listener.
+pub fn peer_remote(extensions: &tonic::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<PeerInfo>>()
+        .map(|c| c.0.remote)
+}
+
 pub fn peer_identity(extensions: &tonic::Extensions) -> Option<&PeerIdentity> {
     extensions
         .get::<ConnectInfo<PeerInfo>>()

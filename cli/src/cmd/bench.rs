@@ -135,6 +135,16 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 32)]
         clients: usize,
     },
+    /// Live migration (root, QEMU): a local 3-controller cluster and two QEMU agents, a VM
+    /// migrated back and forth: request → committed on the target (p50/p99), beside QEMU's
+    /// own total time and downtime of the same migrations.
+    Migrate {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// The guest's memory in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory_mib: u64,
+    },
     /// The policy planner's time (`tribune policy plan`): N enclaves' recorded usage, one
     /// window a second, replayed under a tighter policy through the live loop's decision (in
     /// process, synthetic recorded usage; no cluster).
@@ -320,6 +330,9 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 );
                 result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
+            }
+            BenchCmd::Migrate { trials, memory_mib } => {
+                super::bench_migrate::run(&exe, trials, memory_mib, format).await
             }
             BenchCmd::Schedule { hosts, enclaves, e2e: true, clients, .. } => {
                 super::bench_schedule::e2e(&exe, hosts, enclaves, clients, format).await

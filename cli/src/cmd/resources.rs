@@ -66,6 +66,16 @@ pub enum EnclaveCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Live-migrate a QEMU enclave to another host (operator) and follow it: bytes, rate,
+    /// ETA, downtime; exit 1 if it rolled back.
+    Migrate(Box<super::migrate::MigrateArgs>),
+    /// Live migrations under way and the last finished ones.
+    Migrations {
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 const STATUS_COLUMNS: &[Column] = &[
@@ -116,9 +126,9 @@ pub enum HostCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Cordon the host and move its process enclaves off it (stop here, then start on the
-    /// host the scheduler chooses, under a new placement epoch). QEMU enclaves stay (live
-    /// migration is not built); exit 1 when anything stays.
+    /// Cordon the host and move its enclaves off it: process enclaves stop here and start on
+    /// the host the scheduler chooses, under a new placement epoch; QEMU enclaves
+    /// live-migrate. Exit 1 when anything stays.
     Drain {
         id: String,
         #[command(flatten)]
@@ -172,6 +182,10 @@ const HOST_COLUMNS: &[Column] = &[
 pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
     let cmd = match cmd {
         EnclaveCmd::Create(args) => return super::schedule::create(*args, output),
+        EnclaveCmd::Migrate(args) => return super::migrate::migrate(*args, output),
+        EnclaveCmd::Migrations { stale, opts } => {
+            return super::migrate::list(stale, &opts, output);
+        }
         other => other,
     };
     let (EnclaveCmd::Ls { opts, .. }
@@ -188,7 +202,9 @@ pub fn enclave(cmd: EnclaveCmd, output: Format) -> anyhow::Result<ExitCode> {
     let client = Client::new(opts, output)?;
     super::client::runtime()?.block_on(async move {
         let (v, columns) = match cmd {
-            EnclaveCmd::Create(_) => return Ok(ExitCode::from(2)),
+            EnclaveCmd::Create(_) | EnclaveCmd::Migrate(_) | EnclaveCmd::Migrations { .. } => {
+                return Ok(ExitCode::from(2));
+            }
             EnclaveCmd::Ls { stale, .. } => (
                 client.get(&format!("/v1/enclaves?stale={stale}")).await?,
                 ENCLAVE_COLUMNS,

@@ -225,6 +225,12 @@ pub fn host_action(
                     output::text(m.to.as_deref().unwrap_or("?")),
                     m.epoch.unwrap_or(0)
                 ),
+                DrainOutcome::Migrating => println!(
+                    "  {}: live-migrating to {} (runs there under epoch {}; `tribune enclave migrations`)",
+                    output::text(&m.enclave),
+                    output::text(m.to.as_deref().unwrap_or("?")),
+                    m.epoch.unwrap_or(0)
+                ),
                 DrainOutcome::Left | DrainOutcome::Unplaceable => {
                     stayed = true;
                     println!(

@@ -311,6 +311,20 @@ impl ControlService for ControlServer {
         self.drain_host_rpc(req).await
     }
 
+    async fn migrate_enclave(
+        &self,
+        req: Request<pb::MigrateEnclaveRequest>,
+    ) -> Result<Response<pb::Migration>, Status> {
+        self.migrate_enclave_rpc(req).await
+    }
+
+    async fn list_migrations(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListMigrationsResponse>, Status> {
+        self.list_migrations_rpc(req).await
+    }
+
     async fn get_log_tree_head(
         &self,
         req: Request<pb::LogTreeHeadRequest>,

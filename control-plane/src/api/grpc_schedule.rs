@@ -117,6 +117,7 @@ impl ControlServer {
                         DrainOutcome::Moving => "moving",
                         DrainOutcome::Left => "left",
                         DrainOutcome::Unplaceable => "unplaceable",
+                        DrainOutcome::Migrating => "migrating",
                     }
                     .into(),
                     reason: m.reason,

@@ -99,6 +99,8 @@ fn authenticated_routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ),
         ("/v1/enclaves/{id}/status", get(enclave_status)),
         ("/v1/enclaves/{id}/receipt", get(enclave_receipt)),
+        ("/v1/enclaves/{id}/migrate", post(super::migrate::migrate)),
+        ("/v1/migrations", get(super::migrate::list)),
         ("/v1/hosts", get(list_hosts)),
         ("/v1/hosts/{id}", put(put_host)),
         ("/v1/hosts/{id}/cordon", post(schedule::cordon)),

@@ -7,10 +7,12 @@
 pub mod bounds;
 pub mod console;
 pub mod grpc;
+mod grpc_migrate;
 mod grpc_schedule;
 pub mod health;
 pub mod http;
 pub mod log;
+pub mod migrate;
 pub mod observe;
 pub mod openapi;
 pub mod plan;

@@ -66,6 +66,8 @@ pub const SECURITY_MTLS: &str = "mtls";
         super::schedule::cordon,
         super::schedule::uncordon,
         super::schedule::drain,
+        super::migrate::migrate,
+        super::migrate::list,
         super::console::whoami,
         super::console::usage_stream,
         super::console::format_policy,

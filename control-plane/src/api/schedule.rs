@@ -53,10 +53,13 @@ pub struct DrainMove {
 pub enum DrainOutcome {
     /// A stop-and-restart move started.
     Moving,
-    /// Left in place: a QEMU enclave (live migration is not built), or already moving.
+    /// Left in place: already moving, or a move was refused (the reason says why).
     Left,
     /// No other host can take it now.
     Unplaceable,
+    /// A QEMU enclave: a live migration started (`GET /v1/migrations`). One the budget or
+    /// its cool-down holds back now is started later by the leader while the host drains.
+    Migrating,
 }
 
 /// `POST /v1/hosts/{id}/drain`: the host, now draining, and each enclave's fate.
@@ -224,9 +227,9 @@ impl Api {
     }
 
     /// Marks `host` draining, then starts a stop-and-restart move of each process enclave on
-    /// it to a host the scheduler chooses. QEMU enclaves stay (live migration is not built)
-    /// and say so; so does an enclave no other host can take now. Running the drain again
-    /// retries what stayed.
+    /// it to a host the scheduler chooses, and a live migration of each QEMU enclave
+    /// (`crate::live`; the leader starts those the budget held back). An enclave no other
+    /// host can take now stays and says so. Running the drain again retries what stayed.
     pub async fn drain_host(&self, who: &Principal, host: &str) -> Result<DrainReport, Problem> {
         let drained = self
             .set_schedulable(who, host, Schedulable::Draining)
@@ -251,6 +254,61 @@ impl Api {
         })
     }
 
+    /// A QEMU enclave of a draining host: a live migration to the scheduler's choice
+    /// (`crate::live`). Refused now (budget, cool-down, no target): it stays, and the leader
+    /// starts it later while the host is draining.
+    async fn drain_live(
+        &self,
+        who: &Principal,
+        host: &str,
+        e: &Enclave,
+    ) -> Result<DrainMove, Problem> {
+        let cfg = &self.controller.config.migration;
+        let now = now_ms();
+        let planned = crate::live::decide::request(
+            &self.state(),
+            &e.id,
+            None,
+            crate::state::LiveCause::Drain,
+            false,
+            &who.actor,
+            now,
+            cfg,
+        );
+        let stay = |outcome, o: &Outcome| DrainMove {
+            enclave: e.id.clone(),
+            from: host.to_string(),
+            to: None,
+            epoch: None,
+            outcome,
+            reason: format!(
+                "{} (a QEMU enclave moves only by live migration; the leader retries while the host drains)",
+                crate::live::decide::reason(o)
+            ),
+        };
+        let request = match planned {
+            Ok(r) => r,
+            Err(o @ Outcome::NoRoom { .. }) => return Ok(stay(DrainOutcome::Unplaceable, &o)),
+            Err(o) => return Ok(stay(DrainOutcome::Left, &o)),
+        };
+        let cmd = Command::MigrateStart {
+            request,
+            at_ms: now,
+        };
+        match single(self.controller.write(vec![cmd]).await?)? {
+            Outcome::Migration(m) => Ok(DrainMove {
+                enclave: e.id.clone(),
+                from: host.to_string(),
+                to: Some(m.to.clone()),
+                epoch: Some(m.epoch + 1),
+                outcome: DrainOutcome::Migrating,
+                reason: String::new(),
+            }),
+            o @ Outcome::NoRoom { .. } => Ok(stay(DrainOutcome::Unplaceable, &o)),
+            o => Ok(stay(DrainOutcome::Left, &o)),
+        }
+    }
+
     async fn drain_one(
         &self,
         who: &Principal,
@@ -266,10 +324,7 @@ impl Api {
             reason,
         };
         if !restartable(e) {
-            return Ok(stay(
-                DrainOutcome::Left,
-                "a QEMU enclave: moving it needs live migration, which is not built (a stop-and-restart would lose its memory); it stays until stopped".into(),
-            ));
+            return self.drain_live(who, host, e).await;
         }
         let epoch = e.placement.as_ref().map_or(0, |p| p.epoch);
         let mut last = String::new();

@@ -8,8 +8,8 @@
 //!   cap (at least [`PRESSING`] of it): a well-behaved enclave backs off below its limit.
 //! - the **ladder** comes from the policy's `on over_limit { … }` (and every other `on`/`when`
 //!   action): the most severe step due now. `throttle` writes the CPU cap (the effective
-//!   limit) at once; `suspend` freezes; `migrate` is recorded (carrying it out comes with the
-//!   migration work) and keeps the enclave suspended. Suspension is sticky: only an operator
+//!   limit) at once; `suspend` freezes; `migrate` is recorded and keeps the enclave suspended; the
+//!   leader then live-migrates a QEMU enclave on that step (`crate::live`), which ends it. Suspension is sticky: only an operator
 //!   resumes a suspended enclave (`PUT` it with `"state": "running"`), so a frozen enclave whose
 //!   usage fell to zero is not thawed by its own silence.
 //! - **reclamation**: an enclave whose `reclaim` condition holds lends its guarantee above the

@@ -122,6 +122,12 @@ impl AttestationService for AttestServer {
             }
         };
         let cert_sha256 = crate::tls::peer_cert_sha256(request.extensions()).to_string();
+        let peer_ip = crate::tls::peer_remote(request.extensions())
+            .or_else(|| request.remote_addr())
+            .map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            });
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -158,6 +164,7 @@ impl AttestationService for AttestServer {
             hello.host_id.clone(),
         );
         session.agent_cert_sha256 = cert_sha256;
+        session.peer_ip = peer_ip;
         tokio::spawn(async move {
             let streams = &crate::metrics::get().attest_streams;
             streams.inc();

@@ -84,6 +84,7 @@ type PlacedIds = ((Option<u64>, usize), Vec<String>);
 /// One enclave's replicated records, copied out from under the state lock for a decision.
 type Snapshot = (Enclave, Option<EnclaveStatus>, Option<Allocation>);
 
+mod migrate;
 mod moves;
 mod retry;
 mod tick;
@@ -112,6 +113,11 @@ pub struct Session {
     /// Hex SHA-256 of the certificate the agent connected with (empty without TLS): recorded
     /// in the host record, so a certificate rotation is visible (`tribune host ls`).
     pub agent_cert_sha256: String,
+    /// The agent's address as this controller sees it: the host record's `address` when it
+    /// has none (a live migration's target listens there).
+    pub peer_ip: Option<String>,
+    /// Live-migration steps told on this stream (`session/migrate.rs`).
+    live: migrate::LiveStream,
 }
 
 impl Session {
@@ -140,6 +146,8 @@ impl Session {
             placed: None,
             plan_cause: None,
             agent_cert_sha256: String::new(),
+            peer_ip: None,
+            live: migrate::LiveStream::default(),
         }
     }
 
@@ -260,8 +268,13 @@ impl Session {
         tracing::info!(host = %self.host, enclaves = hello.enclave_ids.len(), "agent connected");
         // Recorded in the background: the stream must not wait for an election.
         let existing = self.state().hosts.get(&self.host).cloned();
-        let host =
+        let mut host =
             super::server::host_record(existing, &self.host, &hello, &self.agent_cert_sha256);
+        if host.address.is_empty()
+            && let Some(ip) = &self.peer_ip
+        {
+            host.address = ip.clone();
+        }
         let controller = self.controller.clone();
         tokio::spawn(async move {
             let at_ms = wall_ms();
@@ -289,6 +302,7 @@ impl Session {
         };
         send(&tx, pb::controller_message::Body::Challenge(challenge)).await?;
         let mut applied = self.controller.subscribe_applied();
+        self.push_migrations(&tx).await?;
         self.push_plan(&tx).await?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,6 +317,7 @@ impl Session {
                     if changed.is_err() {
                         return Err(SessionError::Shutdown);
                     }
+                    self.push_migrations(&tx).await?;
                     self.push_plan(&tx).await?;
                 }
                 _ = tick.tick() => self.on_tick(&tx).await?,
@@ -419,11 +434,9 @@ impl Session {
                     tracing::warn!(host = %self.host, version = a.version, enclave = %r.enclave_id, reason = %r.reason, "launch refused by the host's allow-list");
                 }
             }
-            // Live migration progress (docs/protocol.md "Live migration"): the controller side
-            // that drives a migration from it is not built yet; it is logged.
-            Some(Body::MigrationProgress(p)) => {
-                tracing::info!(host = %self.host, migration = %p.migration_id, enclave = %p.enclave_id, role = %p.role, status = %p.status, transferred = p.transferred_bytes, remaining = p.remaining_bytes, downtime_ms = p.downtime_ms, error = %p.error, "migration progress");
-            }
+            // Live migration (docs/protocol.md "Live migration"): the next step
+            // (`session/migrate.rs`).
+            Some(Body::MigrationProgress(p)) => self.on_migration_progress(p),
             Some(Body::Hello(_)) => return Err(SessionError::Protocol("Hello sent twice")),
             None => return Err(SessionError::Protocol("empty message")),
         }

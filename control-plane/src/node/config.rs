@@ -56,6 +56,9 @@ pub struct ControllerConfig {
     /// controller of the cluster.
     #[serde(default = "defaults::log_origin")]
     pub log_origin: String,
+    /// Live migration of QEMU enclaves (`[migration]`; `crate::live`).
+    #[serde(default)]
+    pub migration: crate::live::LiveConfig,
 }
 
 /// Ten minutes: a longer election timeout is a mistake (a dead leader would go unnoticed).
@@ -102,6 +105,7 @@ impl ControllerConfig {
             tls: None,
             insecure: false,
             log_origin: defaults::log_origin(),
+            migration: Default::default(),
         }
     }
 

@@ -137,6 +137,7 @@ impl Controller {
         tokio::spawn(batch_writes(raft, rx));
         tokio::spawn(register_log_key(Arc::downgrade(&controller)));
         tokio::spawn(crate::integrity::peers::watch(Arc::downgrade(&controller)));
+        tokio::spawn(crate::live::run(Arc::downgrade(&controller)));
         Ok(controller)
     }
 

@@ -208,7 +208,8 @@ pub struct LendAction {
 }
 
 /// Where an enclave runs changed, by the scheduler (subject: the enclave), by `"op"`. A
-/// policy's `migrate` step is still logged as a ladder action (live migration is not built).
+/// policy's `migrate` step is logged as a ladder action; the live migration that carries it
+/// out has its own `live_*` entries (`state/live.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MigrationDetail {
@@ -250,6 +251,44 @@ pub enum MigrationDetail {
         to: String,
         epoch: u64,
         source_plan_version: u64,
+    },
+    /// A live migration of a QEMU enclave began (`state/live.rs`): the target is told to
+    /// wait for the VM's state; the enclave still runs on `from` under `epoch`.
+    LiveStart {
+        id: String,
+        from: String,
+        to: String,
+        epoch: u64,
+        cause: super::LiveCause,
+        /// Forced past a policy suspension or the cool-down (the audit of an override).
+        forced: bool,
+        actor: String,
+    },
+    /// The target's VM waits, paused, for the state on `listen`; the source sends it.
+    LiveReady {
+        id: String,
+        to: String,
+        listen: String,
+    },
+    /// The source completed: the enclave is placed on `to` under the new `epoch` and resumes
+    /// there; the source may never run it again.
+    LiveCommitted {
+        id: String,
+        from: String,
+        to: String,
+        epoch: u64,
+        transferred_bytes: u64,
+        downtime_ms: u64,
+        total_time_ms: u64,
+    },
+    /// Rolled back before a commit: it runs on `from` under `epoch`, the target's copy is
+    /// torn down.
+    LiveRolledBack {
+        id: String,
+        from: String,
+        to: String,
+        epoch: u64,
+        reason: String,
     },
 }
 

@@ -9,6 +9,7 @@ mod detail;
 mod enforce;
 mod idempotency;
 mod leaf_format;
+mod live;
 mod log;
 mod plan_version;
 mod schedule;
@@ -30,8 +31,12 @@ pub use idempotency::{
     recorded,
 };
 pub use leaf_format::LeafFormat;
+pub use live::{
+    LIVE_HISTORY_MAX, LiveCause, LiveMigration, LivePhase, LiveProgress, LiveRequest,
+    check_enclave, check_request, check_target, host_attested_at, suspended_by_policy,
+};
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
-pub use schedule::{FRESHNESS_ANY, Move, cluster_view, enclave_spec, restartable};
+pub use schedule::{FRESHNESS_ANY, Move, cluster_view, cluster_view_of, enclave_spec, restartable};
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
 pub use types::{
@@ -197,6 +202,38 @@ pub enum Command {
         command: Box<Command>,
         at_ms: i64,
     },
+    /// Starts a live migration of a QEMU enclave (`state/live.rs`), re-checked at apply.
+    MigrateStart {
+        request: LiveRequest,
+        at_ms: i64,
+    },
+    /// The target's VM waits for the state.
+    MigrateReady {
+        enclave: String,
+        id: String,
+        at_ms: i64,
+    },
+    /// QEMU's figures from the source.
+    MigrateProgress {
+        enclave: String,
+        id: String,
+        progress: LiveProgress,
+        at_ms: i64,
+    },
+    /// The source completed: placement moves to the target under the next epoch.
+    MigrateCommit {
+        enclave: String,
+        id: String,
+        progress: LiveProgress,
+        at_ms: i64,
+    },
+    /// Rolls back a migration not committed.
+    MigrateAbort {
+        enclave: String,
+        id: String,
+        reason: String,
+        at_ms: i64,
+    },
 }
 
 /// The result of applying one [`Command`].
@@ -253,6 +290,8 @@ pub enum Outcome {
     KeyReused {
         key: String,
     },
+    /// A live migration, as a `Command::Migrate*` left it.
+    Migration(Box<LiveMigration>),
 }
 
 /// The whole replicated state of a Tribune cluster.
@@ -280,6 +319,12 @@ pub struct State {
     /// Idempotency keys within their window (`state/idempotency.rs`).
     #[serde(default, skip_serializing_if = "Keys::is_empty")]
     pub keys: Keys,
+    /// Live migrations under way, by enclave (`state/live.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub live: BTreeMap<String, LiveMigration>,
+    /// The last [`LIVE_HISTORY_MAX`] finished live migrations, oldest first.
+    #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
+    pub live_done: std::collections::VecDeque<LiveMigration>,
 }
 
 /// Policies a cluster holds at most.
@@ -647,6 +692,11 @@ impl State {
                 command,
                 at_ms,
             } => self.apply_keyed(key, actor, fingerprint, *command, at_ms),
+            cmd @ (Command::MigrateStart { .. }
+            | Command::MigrateReady { .. }
+            | Command::MigrateProgress { .. }
+            | Command::MigrateCommit { .. }
+            | Command::MigrateAbort { .. }) => self.apply_live(cmd),
         }
     }
 }

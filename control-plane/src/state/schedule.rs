@@ -93,6 +93,10 @@ impl State {
         if let Some(m) = self.moves.get(&e.id) {
             return Some(&m.to);
         }
+        // A live migration holds the guarantee on its target (`state/live.rs`).
+        if let Some(m) = self.live.get(&e.id) {
+            return Some(&m.to);
+        }
         let p = e.placement.as_ref()?;
         let preempted = self
             .status
@@ -148,8 +152,8 @@ fn fresh(at_ms: i64) -> Freshness {
 }
 
 /// Whether a stop-and-restart move keeps what the enclave is: a process enclave (or one with
-/// nothing to launch). A QEMU enclave would lose its memory: it needs live migration, which is
-/// not built. The launch spec is the agent's (passed through as JSON): a process spec is the
+/// nothing to launch). A QEMU enclave would lose its memory: it moves by live migration
+/// (`state/live.rs`). The launch spec is the agent's (passed through as JSON): a process spec is the
 /// object `{"process": …}`.
 pub fn restartable(e: &Enclave) -> bool {
     match &e.launch {
@@ -416,7 +420,7 @@ impl State {
                     format!("enclave {id:?} is stopped or already on host {to:?}")
                 } else {
                     format!(
-                        "enclave {id:?} is a QEMU enclave: moving it needs live migration, which is not built (a stop-and-restart would lose its memory); it stays on {:?}",
+                        "enclave {id:?} is a QEMU enclave: it moves only by live migration (a stop-and-restart would lose its memory); it stays on {:?}",
                         p.host
                     )
                 },

@@ -66,6 +66,11 @@ impl Command {
                 | Command::DeleteEnclave { .. }
                 | Command::SetAllocation { .. }
                 | Command::RegisterLogKey { .. } => 0,
+                Command::MigrateStart { .. }
+                | Command::MigrateReady { .. }
+                | Command::MigrateProgress { .. }
+                | Command::MigrateCommit { .. }
+                | Command::MigrateAbort { .. } => 256,
             }
     }
 }

@@ -40,6 +40,36 @@ fn every_detail_round_trips_through_json_and_through_commands() {
         epoch: 2,
         source_plan_version: 7,
     }));
+    details.push(LogDetail::Migration(MigrationDetail::LiveStart {
+        id: "m1".into(),
+        from: "h1".into(),
+        to: "h2".into(),
+        epoch: 1,
+        cause: LiveCause::Request,
+        forced: true,
+        actor: "admin".into(),
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::LiveReady {
+        id: "m1".into(),
+        to: "h2".into(),
+        listen: "10.0.0.2:47001".into(),
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::LiveCommitted {
+        id: "m1".into(),
+        from: "h1".into(),
+        to: "h2".into(),
+        epoch: 2,
+        transferred_bytes: 1 << 20,
+        downtime_ms: 4,
+        total_time_ms: 516,
+    }));
+    details.push(LogDetail::Migration(MigrationDetail::LiveRolledBack {
+        id: "m2".into(),
+        from: "h2".into(),
+        to: "h3".into(),
+        epoch: 2,
+        reason: "the target h3 failed: no QEMU".into(),
+    }));
     details.push(LogDetail::HostChange(HostChangeDetail::Cordon {
         actor: "admin".into(),
     }));

@@ -1,0 +1,237 @@
+//! Live migration driven by the controllers (root + qemu-system-x86_64): three controllers,
+//! real agents with the QEMU runtime, a small guest whose counter (in guest RAM, read over
+//! QMP) tells a moved VM from a restarted one.
+//!
+//! - `tribune enclave migrate vm --to mh2`: the enclave runs on mh2 under epoch + 1, the
+//!   counter has gone on from where it was on mh1, the log holds each step;
+//! - refused with the reason: a target that does not exist, the same host, the cool-down;
+//! - rolled back: a target that cannot take a VM (an agent with the process runtime refuses
+//!   the `MigrateIn`): the enclave runs on where it was, under its epoch.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Cluster, DEADLINE};
+use serde_json::{Value, json};
+use tribune_agent::runtime::qemu::{MIGRATE_SOCKET, guest_counter};
+use tribune_agent::runtime::qmp::Qmp;
+use tribune_testkit::agent::{AgentOptions, AgentProcess};
+
+fn have_qemu() -> bool {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// An agent for `host`; with `qemu`, the QEMU runtime and an allow-list that permits VMs.
+fn agent(c: &Cluster, instance: &str, host: &str, qemu: bool) -> (AgentProcess, PathBuf) {
+    let dir = c.dir.path();
+    let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
+    common::issue(
+        &tls_dir,
+        &tribune_tls::PeerIdentity::Agent {
+            host: host.to_string(),
+        },
+    );
+    let mut list = tribune_agent::AllowList::default();
+    list.allow_program("/bin/sh", None).expect("allow /bin/sh");
+    if qemu {
+        list.qemu = Some(Default::default());
+    }
+    let policy = dir.join(format!("launch-policy-{instance}.toml"));
+    list.write(&policy).expect("write the allow-list");
+    let data_dir = dir.join(format!("agent-{instance}"));
+    let extra = if qemu {
+        vec!["--runtime".to_string(), "qemu".to_string()]
+    } else {
+        vec![]
+    };
+    let p = AgentProcess::start(&AgentOptions {
+        binary: BIN.into(),
+        instance: instance.to_string(),
+        host: host.to_string(),
+        data_dir: data_dir.clone(),
+        launch_policy: policy,
+        controllers: c.nodes.values().map(|x| x.addr.clone()).collect(),
+        tls_dir: Some(tls_dir),
+        extra,
+        log: dir.join(format!("agent-{instance}.log")),
+    })
+    .expect("spawn agent");
+    (p, data_dir)
+}
+
+/// The guest's counter, through the VM's migration monitor on the agent's data dir.
+async fn counter(data_dir: &Path) -> Option<u64> {
+    let sock = data_dir.join("enclaves").join("vm").join(MIGRATE_SOCKET);
+    let mut q = Qmp::connect(&sock, Duration::from_secs(5)).await.ok()?;
+    guest_counter(&mut q).await.ok()
+}
+
+async fn wait_for<T>(what: &str, c: &Cluster, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn placement(e: &Value) -> (String, u64) {
+    (
+        e["placement"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        e["placement"]["epoch"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_live_migrate_a_vm_and_roll_back_a_failed_one() {
+    let test = "the_controllers_live_migrate_a_vm_and_roll_back_a_failed_one";
+    if common::skip_unless_root(test, "the host agent needs cgroups") {
+        return;
+    }
+    if !have_qemu() {
+        tribune_testkit::say_skipped(&format!(
+            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        ));
+        return;
+    }
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    let n = c.wait_leader().await;
+    let (_a1, d1) = agent(&c, "lm1", "mh1", true);
+    let (_a2, d2) = agent(&c, "lm2", "mh2", true);
+    let (_a3, _d3) = agent(&c, "lm3", "mh3", false);
+    wait_for("three hosts with addresses", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        let hs = v.as_array()?;
+        let ok = ["mh1", "mh2", "mh3"]
+            .iter()
+            .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""));
+        ok.then_some(())
+    })
+    .await;
+
+    c.put_json(
+        n,
+        "/v1/enclaves/vm",
+        json!({
+            "id": "vm", "tenant": "acme", "tee": "sim",
+            "requested": {"cpu_millicores": 100, "memory_bytes": 0,
+                          "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
+            "placement": {"host": "mh1", "epoch": 1},
+            "state": "running",
+            "launch": {"qemu": {"memory_mib": 64}},
+        }),
+    )
+    .await;
+    // The guest counts on mh1.
+    let before = wait_for("the guest counting on mh1", &c, async || {
+        counter(&d1).await.filter(|&n| n > 0)
+    })
+    .await;
+
+    // Refused, with the reason, nothing started.
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "nope"]);
+    let text = common::output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("nope"), "names the missing host: {text}");
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "mh1"]);
+    let text = common::output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("already runs"),
+        "{text}"
+    );
+
+    // Migrated: runs on mh2 under epoch 2, and the counter went on.
+    let started = Instant::now();
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "mh2"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}\n{}", c.logs());
+    assert!(text.contains("committed"), "{text}");
+    eprintln!(
+        "figure: tribune enclave migrate (64 MiB TCG guest, 3 controllers): {} ms end to end\n{text}",
+        started.elapsed().as_millis()
+    );
+    let (_, e) = c.get_json(n, "/v1/enclaves/vm").await.expect("enclave");
+    assert_eq!(placement(&e), ("mh2".to_string(), 2), "{e}");
+    let moved = wait_for("the guest counting on mh2", &c, async || {
+        counter(&d2).await.filter(|&n| n > before)
+    })
+    .await;
+    let later = wait_for("the guest still counting on mh2", &c, async || {
+        counter(&d2).await.filter(|&n| n > moved)
+    })
+    .await;
+    eprintln!("figure: guest counter {before} on mh1 before, {moved} then {later} on mh2 after");
+    // Gone from the source.
+    wait_for("the VM gone from mh1", &c, async || {
+        counter(&d1).await.is_none().then_some(())
+    })
+    .await;
+    let (_, list) = c.get_json(n, "/v1/migrations").await.expect("migrations");
+    let done = &list["past"][0];
+    assert_eq!(done["phase"], "committed", "{list}");
+    assert!(
+        done["progress"]["transferred_bytes"].as_u64().unwrap_or(0) > 0,
+        "{list}"
+    );
+    let entries = c.log_entries(n).await.expect("log");
+    let ops: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["subject"] == "vm" && e["kind"] == "migration")
+        .filter_map(|e| e["detail"]["op"].as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        ["live_start", "live_ready", "live_committed"],
+        "{entries:?}"
+    );
+
+    // Within the cool-down: refused unless forced.
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "mh3"]);
+    let text = common::output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("cool-down"),
+        "{text}"
+    );
+    // mh3 cannot take a VM: the migration rolls back; it runs on mh2 under epoch 2.
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "mh3", "--force"]);
+    let text = common::output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    let (_, e) = c.get_json(n, "/v1/enclaves/vm").await.expect("enclave");
+    assert_eq!(placement(&e), ("mh2".to_string(), 2), "{e}");
+    let c0 = counter(&d2).await.expect("still on mh2");
+    wait_for(
+        "the guest counting on mh2 after the rollback",
+        &c,
+        async || counter(&d2).await.filter(|&n| n > c0),
+    )
+    .await;
+    let entries = c.log_entries(n).await.expect("log");
+    let rolled = entries.iter().any(|e| {
+        e["subject"] == "vm"
+            && e["detail"]["op"] == "live_rolled_back"
+            && e["detail"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("mh3"))
+    });
+    assert!(rolled, "the log says why: {entries:?}");
+    let forced = entries.iter().any(|e| {
+        e["subject"] == "vm" && e["detail"]["op"] == "live_start" && e["detail"]["forced"] == true
+    });
+    assert!(forced, "the override is audited: {entries:?}");
+}

@@ -1,0 +1,233 @@
+//! The leader's migration decisions, pure over a state snapshot: which migrations are overdue
+//! (rolled back), which enclaves want one (a draining host, the ladder's `migrate` step),
+//! where each goes, and the request that starts it (re-checked at apply: `state/live.rs`).
+
+use std::net::SocketAddr;
+
+use tribune_migration::{Freshness, choose};
+
+use super::LiveConfig;
+use crate::state::{
+    EnclaveState, LiveCause, LivePhase, LiveRequest, Outcome, Schedulable, State, Step,
+    check_enclave, check_target, cluster_view_of, enclave_spec, restartable,
+};
+
+/// Migrations past their step's deadline, with why: (enclave, migration id, reason).
+pub fn overdue(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, String, String)> {
+    let prepare = ms(cfg.prepare_timeout_s);
+    let transfer = ms(cfg.transfer_timeout_s);
+    state
+        .live
+        .values()
+        .filter_map(|m| {
+            let why = match (m.phase, m.ready_ms) {
+                (LivePhase::Preparing, _) if now_ms.saturating_sub(m.started_ms) > prepare => {
+                    format!(
+                        "the target {} was not ready within {} s",
+                        m.to, cfg.prepare_timeout_s
+                    )
+                }
+                (LivePhase::Transferring, Some(r)) if now_ms.saturating_sub(r) > transfer => {
+                    format!(
+                        "the source {} did not complete within {} s of the target being ready",
+                        m.from, cfg.transfer_timeout_s
+                    )
+                }
+                _ => return None,
+            };
+            Some((m.enclave.clone(), m.id.clone(), why))
+        })
+        .collect()
+}
+
+fn ms(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Enclaves that should start a live migration now, and why: QEMU enclaves on a draining
+/// host, and those the policy ladder put on its `migrate` step; none within its cool-down,
+/// and no more than the budget leaves room for. In id order.
+pub fn wanted(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, LiveCause)> {
+    let room = (cfg.budget as usize).saturating_sub(state.live.len());
+    if room == 0 {
+        return Vec::new();
+    }
+    let cooled = |id: &str| {
+        state
+            .live_done
+            .iter()
+            .rev()
+            .find(|m| m.enclave == id)
+            .and_then(|m| m.ended_ms)
+            .is_none_or(|t| now_ms.saturating_sub(t) >= ms(cfg.cooldown_s))
+    };
+    state
+        .enclaves
+        .values()
+        .filter(|e| !restartable(e) && e.state != EnclaveState::Stopped)
+        .filter(|e| !state.live.contains_key(&e.id) && !state.moves.contains_key(&e.id))
+        .filter_map(|e| {
+            let host = e.placement.as_ref()?.host.as_str();
+            let draining = state
+                .hosts
+                .get(host)
+                .is_some_and(|h| h.schedulable == Schedulable::Draining);
+            let ladder = state
+                .status
+                .get(&e.id)
+                .is_some_and(|s| s.ladder.step == Step::Migrate && s.operator_hold.is_none());
+            let cause = if ladder {
+                LiveCause::Policy
+            } else if draining {
+                LiveCause::Drain
+            } else {
+                return None;
+            };
+            cooled(&e.id).then(|| (e.id.clone(), cause))
+        })
+        .take(room)
+        .collect()
+}
+
+/// Where enclave `id` goes: `to` if given and it passes every check, else the scheduler's
+/// choice among the hosts that pass them (the enclave's own guarantee left out of its source).
+pub fn choose_target(
+    state: &State,
+    id: &str,
+    to: Option<&str>,
+    now_ms: i64,
+    cfg: &LiveConfig,
+) -> Result<String, Outcome> {
+    let max_age = ms(cfg.attest_max_age_s);
+    if let Some(to) = to {
+        check_target(state, id, to, now_ms, max_age)?;
+        return Ok(to.to_string());
+    }
+    let Some(e) = state.enclaves.get(id) else {
+        return Err(Outcome::NotFound {
+            what: format!("enclave {id:?}"),
+        });
+    };
+    let mut refusals = Vec::new();
+    let candidates: Vec<&str> = state
+        .hosts
+        .keys()
+        .filter(|h| e.placement.as_ref().is_none_or(|p| p.host != **h))
+        .filter(
+            |h| match check_target(state, id, h.as_str(), now_ms, max_age) {
+                Ok(()) => true,
+                Err(o) => {
+                    refusals.push(reason(&o));
+                    false
+                }
+            },
+        )
+        .map(String::as_str)
+        .collect();
+    let mut view = cluster_view_of(state, &candidates);
+    view.remove(id);
+    let mut spec = enclave_spec(e);
+    spec.preempt = false;
+    let fresh = Freshness {
+        now_ms,
+        attest_max_age_ms: i64::MAX,
+    };
+    choose(&view, &spec, fresh).map_err(|_| Outcome::NoRoom {
+        reason: if refusals.is_empty() {
+            format!("no other host for enclave {id:?}")
+        } else {
+            format!("no host can take enclave {id:?}: {}", refusals.join("; "))
+        },
+    })
+}
+
+/// An outcome's reason in words.
+pub fn reason(o: &Outcome) -> String {
+    match o {
+        Outcome::NotFound { what } => format!("no {what}"),
+        Outcome::Invalid { reason } | Outcome::NoRoom { reason } => reason.clone(),
+        Outcome::Conflict { what, .. } => what.clone(),
+        o => format!("{o:?}"),
+    }
+}
+
+/// Where the target's QEMU listens: the host's recorded address (its agent's, as the
+/// controller saw it connect) and a port derived from the migration id. `None` when the host
+/// has no address.
+pub fn listen_for(state: &State, to: &str, id: &str, cfg: &LiveConfig) -> Option<String> {
+    let address = state.hosts.get(to)?.address.trim();
+    if address.is_empty() {
+        return None;
+    }
+    let ip = match address.parse::<SocketAddr>() {
+        Ok(sa) if sa.is_ipv6() => format!("[{}]", sa.ip()),
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => address.to_string(),
+    };
+    // FNV-1a: stable across builds and replicas.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let span = u32::from(cfg.port_span.max(1));
+    let port = u32::from(cfg.port_base)
+        .saturating_add(h % span)
+        .min(65_535);
+    Some(format!("{ip}:{port}"))
+}
+
+/// The request that starts a migration of `id` (checked here as it will be at apply, so a
+/// refusal names its reason at once).
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    state: &State,
+    id: &str,
+    to: Option<&str>,
+    cause: LiveCause,
+    force: bool,
+    actor: &str,
+    now_ms: i64,
+    cfg: &LiveConfig,
+) -> Result<LiveRequest, Outcome> {
+    let Some(epoch) = state
+        .enclaves
+        .get(id)
+        .map(|e| e.placement.as_ref().map_or(0, |p| p.epoch))
+    else {
+        return Err(Outcome::NotFound {
+            what: format!("enclave {id:?}"),
+        });
+    };
+    let mut r = LiveRequest {
+        id: format!("mig-{now_ms}-{id}"),
+        enclave: id.to_string(),
+        to: String::new(),
+        epoch,
+        listen: String::new(),
+        cause,
+        force,
+        budget: cfg.budget,
+        cooldown_ms: ms(cfg.cooldown_s),
+        attest_max_age_ms: ms(cfg.attest_max_age_s),
+        actor: actor.to_string(),
+    };
+    // The enclave's own checks first (QEMU, placed, not migrating, budget, cool-down): then
+    // the target.
+    check_enclave(state, &r, now_ms)?;
+    r.to = match to {
+        Some(t) => t.to_string(),
+        None => choose_target(state, id, None, now_ms, cfg)?,
+    };
+    check_target(state, id, &r.to, now_ms, r.attest_max_age_ms)?;
+    r.listen = listen_for(state, &r.to, &r.id, cfg).ok_or_else(|| Outcome::NoRoom {
+        reason: format!(
+            "host {:?} has no address recorded (its agent has never connected): nothing to send the enclave to",
+            r.to
+        ),
+    })?;
+    Ok(r)
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;
