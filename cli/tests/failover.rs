@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tribune_chaos::run::net::{self, Net};
-use tribune_chaos::run::nodes::Nodes;
+use tribune_chaos::run::nodes::{self, Nodes};
+use tribune_chaos::run::proxy::Proxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tribune");
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -86,6 +87,9 @@ async fn put(http: &reqwest::Client, url: &str, name: &str) {
 struct Run {
     _dir: tempfile::TempDir,
     net: Net,
+    /// Every controller link goes through the harness's proxy (`chaos/README.md`); it adds
+    /// no fault here, only the path the namespaces' `dnat` rules send links along.
+    _proxy: Proxy,
     nodes: Nodes,
     urls: Vec<String>,
     http: reqwest::Client,
@@ -101,7 +105,10 @@ async fn start(env: Vec<(String, String)>) -> Option<Run> {
     }
     net::sweep_stale();
     let dir = tempfile::tempdir().expect("temp dir");
-    let net = Net::create(3).expect("the test network");
+    let net = Net::create(3, nodes::PORT).expect("the test network");
+    let proxy = Proxy::start(&net.proxy_links(), 0)
+        .await
+        .expect("the links' proxy");
     let mut nodes = Nodes::new(Path::new(BIN), &net.slots, dir.path(), env);
     for i in 0..3 {
         nodes.start(i).expect("start a controller");
@@ -127,6 +134,7 @@ async fn start(env: Vec<(String, String)>) -> Option<Run> {
     Some(Run {
         _dir: dir,
         net,
+        _proxy: proxy,
         nodes,
         urls,
         http,
