@@ -6,7 +6,7 @@
 //! controller stands:
 //!
 //! - **Silence**: the time since this controller last heard from a leader (an AppendEntries or
-//!   InstallSnapshot it accepted) or granted a vote ([`Contact`], touched by the Raft service).
+//!   InstallSnapshot it accepted) or granted a vote (`Contact`, touched by the Raft service).
 //! - **Standing**: a voter stands after [`Timing::stand_after`] of silence: the election
 //!   timeout, plus one heartbeat per rank (its place among the voters other than the leader it
 //!   last knew, by id), plus a random jitter below half a heartbeat. The ranks stagger the

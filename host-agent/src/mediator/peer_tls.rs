@@ -76,7 +76,7 @@ impl PeerTls {
 }
 
 /// A client configuration for peer links: trusts the CA bundle `ca`, presents `identity`
-/// (certificate, key) when given, and checks a server's chain but not its name ([`ChainOnly`]).
+/// (certificate, key) when given, and checks a server's chain but not its name (`ChainOnly`).
 pub fn client_config(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
