@@ -305,8 +305,25 @@ async fn link_to(
 /// A TLS stream of a peer link (the dialling side).
 pub type PeerStream = tribune_tls::tokio_rustls::client::TlsStream<TcpStream>;
 
+/// Why a peer link could not be opened (its text goes into the senders' failure reasons).
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("address {addr}: not a host name or IP address")]
+    Address { addr: String },
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("it presented {got}, not tribune://agent/{want}")]
+    WrongIdentity { got: String, want: String },
+    #[error("its certificate: {0}")]
+    Certificate(tribune_tls::TlsError),
+    #[error("it presented no certificate")]
+    NoCertificate,
+}
+
 /// TCP, then TLS with this agent's certificate; the server must be `tribune://agent/HOST`.
-async fn dial(tls: &PeerTls, host: &str, addr: &str) -> std::result::Result<PeerStream, String> {
+async fn dial(tls: &PeerTls, host: &str, addr: &str) -> std::result::Result<PeerStream, DialError> {
     let stream = dial_with(tls.client.clone(), addr).await?;
     let identity = stream
         .get_ref()
@@ -316,12 +333,12 @@ async fn dial(tls: &PeerTls, host: &str, addr: &str) -> std::result::Result<Peer
         .map(|leaf| PeerIdentity::from_cert_der(leaf));
     match identity {
         Some(Ok(PeerIdentity::Agent { host: h })) if h == host => Ok(stream),
-        Some(Ok(other)) => Err(format!(
-            "it presented {}, not tribune://agent/{host}",
-            other.uri()
-        )),
-        Some(Err(e)) => Err(format!("its certificate: {e}")),
-        None => Err("it presented no certificate".into()),
+        Some(Ok(other)) => Err(DialError::WrongIdentity {
+            got: other.uri(),
+            want: host.to_string(),
+        }),
+        Some(Err(e)) => Err(DialError::Certificate(e)),
+        None => Err(DialError::NoCertificate),
     }
 }
 
@@ -330,19 +347,21 @@ async fn dial(tls: &PeerTls, host: &str, addr: &str) -> std::result::Result<Peer
 pub async fn dial_with(
     config: Arc<tribune_tls::rustls::ClientConfig>,
     addr: &str,
-) -> std::result::Result<PeerStream, String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+) -> std::result::Result<PeerStream, DialError> {
+    let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
     let _ = tcp.set_nodelay(true);
     let name = addr
         .rsplit_once(':')
         .map_or(addr, |(h, _)| h)
         .trim_matches(['[', ']']);
     let server_name = tribune_tls::rustls::pki_types::ServerName::try_from(name.to_string())
-        .map_err(|e| format!("address {addr}: {e}"))?;
+        .map_err(|_| DialError::Address {
+            addr: addr.to_string(),
+        })?;
     TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))
+        .map_err(DialError::Tls)
 }
 
 async fn link_writer<W: tokio::io::AsyncWrite + Unpin>(
