@@ -133,6 +133,22 @@ pub fn grants(peer: &NodeStatus, timing: &Timing) -> bool {
     }
 }
 
+/// The leader this node may still count on. openraft keeps a follower's `current_leader` until
+/// a new term starts; with its timer off and the pre-vote refused (a node cut off from the
+/// others never stands), a lone follower would name a dead leader for ever. After two election
+/// timeouts of silence (no heartbeat, no vote granted) it knows none, so `/readyz` says no.
+pub fn leader_known(
+    is_leader: bool,
+    current_leader: Option<NodeId>,
+    silence: Duration,
+    timing: &Timing,
+) -> Option<NodeId> {
+    if !is_leader && silence >= timing.election.saturating_mul(2) {
+        return None;
+    }
+    current_leader
+}
+
 /// Whether `granted` (this node included) holds a majority of every configuration.
 pub fn has_quorum(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
     !configs.is_empty()
@@ -275,6 +291,18 @@ async fn prevote(c: &Controller, v: &View, timing: &Timing) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_follower_knows_no_leader() {
+        let t = Timing::from_ms(50, 150);
+        let ms = Duration::from_millis;
+        assert_eq!(leader_known(false, Some(1), ms(0), &t), Some(1));
+        assert_eq!(leader_known(false, Some(1), ms(299), &t), Some(1));
+        assert_eq!(leader_known(false, Some(1), ms(300), &t), None);
+        assert_eq!(leader_known(false, None, ms(0), &t), None);
+        // The leader itself is never silent to itself.
+        assert_eq!(leader_known(true, Some(3), ms(10_000), &t), Some(3));
+    }
 
     fn status(state: &str, leader: Option<NodeId>, silence: Option<u64>) -> NodeStatus {
         NodeStatus {

@@ -117,7 +117,14 @@ impl Controller {
     pub fn ready(&self) -> Result<(), NotReady> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        if m.current_leader.is_none() {
+        let silence = Duration::from_millis(self.contact.silence_ms());
+        let leader = super::election::leader_known(
+            m.state == ServerState::Leader,
+            m.current_leader,
+            silence,
+            &self.election_timing(),
+        );
+        if leader.is_none() {
             return Err(NotReady::NoLeader);
         }
         if m.running_state.is_err() {
