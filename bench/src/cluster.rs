@@ -74,17 +74,26 @@ impl LocalCluster {
         limit: Duration,
     ) -> anyhow::Result<u64> {
         let start = Instant::now();
+        let mut last = Vec::new();
         while start.elapsed() < limit {
+            last.clear();
             for ep in self.endpoints() {
-                if let Some(v) = cluster_view(http, &ep).await
-                    && let Some(l) = agreed_leader(&v)
-                {
+                let v = cluster_view(http, &ep).await;
+                if let Some(l) = v.as_ref().and_then(agreed_leader) {
                     return Ok(l);
                 }
+                last.push(format!(
+                    "{ep}: {}",
+                    v.map_or("no answer".into(), |v| v.to_string())
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::bail!("no agreed leader within {limit:?}")
+        // What each member said last: the post-mortem of a cluster that never agreed.
+        anyhow::bail!(
+            "no agreed leader within {limit:?}; last seen:\n{}",
+            last.join("\n")
+        )
     }
 
     /// Waits until every member answers and has applied all but `max_lag` committed entries.

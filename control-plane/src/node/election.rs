@@ -214,8 +214,14 @@ pub(super) async fn drive(controller: Weak<Controller>) {
             return;
         };
         if v.leads || !v.voter {
-            // A leader's own silence starts when it stops leading.
-            c.contact.touch();
+            // A leader's own silence starts when it stops leading. A node that is no voter (a
+            // learner, or not yet given a membership at all) is not touched: its silence is
+            // real, and a first leader needs the pre-votes of peers still waiting for their
+            // membership (touching them here deadlocked a new cluster whose first election
+            // was lost: they never granted).
+            if v.leads {
+                c.contact.touch();
+            }
             attempted = None;
             drop(c);
             tokio::time::sleep(timing.heartbeat).await;
