@@ -2,7 +2,8 @@
 //! an enclave on h1 sends to one on h2 by name and the receiver sees the sender's attested
 //! name; the receiver's rules refuse with a reason the sender reads; a link that claims a
 //! sender not placed on its host is refused `wrong-host`; a dialler without a valid agent
-//! certificate gets no link; a receiver that moves is followed.
+//! certificate gets no link; a receiver that moves is followed; a host hanging in the handshake
+//! holds up only the messages to it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -336,4 +337,55 @@ async fn an_unreachable_host_fails_the_message_with_a_reason_never_silently() {
     let sent = a.send("b", b"x").await.unwrap();
     let e = within(sent.delivered()).await.unwrap_err();
     assert!(e.to_string().contains("cannot reach host \"h2\""), "{e}");
+}
+
+/// A host that accepts TCP connections and never answers the TLS handshake holds up only the
+/// messages to it: another host's receiver is served while that dial is still waiting.
+#[tokio::test]
+async fn a_host_that_hangs_in_the_handshake_does_not_hold_up_the_others() {
+    let ca = ca_dir();
+    let h1 = Host::new("h1", ca.path(), &["a"]).await;
+    let h2 = Host::new("h2", ca.path(), &["c"]).await;
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap().to_string();
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        let (socket, _) = hang.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        // Hold the connection open, silent, until the test ends.
+        std::future::pending::<()>().await;
+        drop(socket);
+    });
+    h1.m.set_table(table(
+        &[("a", &["b", "c"]), ("b", &["a"]), ("c", &["a"])],
+        &[("b", "hang", &hang_addr), ("c", "h2", &h2.addr.to_string())],
+    ));
+    h2.m.set_table(table(
+        &[("a", &["c"]), ("c", &["a"])],
+        &[("a", "h1", &h1.addr.to_string())],
+    ));
+    let a = h1.client("a").await;
+    let c = h2.client("c").await;
+    let to_b = a.send("b", b"to the hung host").await.unwrap();
+    // The dial to "hang" is under way (its TCP connection was accepted).
+    within(accepted_rx).await.unwrap();
+    let to_c = a.send("c", b"to h2").await.unwrap();
+    assert_eq!(
+        within(c.recv()).await.unwrap(),
+        ("a".into(), b"to h2".to_vec())
+    );
+    within(to_c.delivered()).await.unwrap();
+    // The message to the hung host has no outcome yet: its dial waits for the handshake.
+    let b_outcome = to_b.delivered();
+    tokio::pin!(b_outcome);
+    assert!(
+        tokio::time::timeout(Duration::ZERO, b_outcome.as_mut())
+            .await
+            .is_err(),
+        "the message to the hung host ended before its dial timed out"
+    );
+    // It ends failed, with the reason, once the handshake times out.
+    let e = within(b_outcome).await.unwrap_err();
+    assert!(e.to_string().contains("cannot reach host \"hang\""), "{e}");
+    holder.abort();
 }

@@ -52,12 +52,19 @@ pub(crate) struct Peers {
     tls: Mutex<Option<PeerTls>>,
     /// Forwarders by remote receiver.
     forwarders: Mutex<HashMap<String, Arc<Conn>>>,
-    /// Outgoing links by host (one at a time per host).
-    links: tokio::sync::Mutex<HashMap<String, Arc<LinkOut>>>,
+    /// Outgoing links by host, one slot per host. A slot's lock is held while its host is
+    /// dialled, so dials to one host are serialised but a slow or unreachable host never holds
+    /// up relays to the others.
+    links: Mutex<HashMap<String, LinkSlot>>,
+    /// Set at shutdown: no new link is opened.
+    closed: AtomicBool,
     /// Incoming links (to close on shutdown).
     incoming: Mutex<Vec<Arc<Conn>>>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// The outgoing link to one host, if open.
+type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<LinkOut>>>>;
 
 /// A relayed message waiting for its outcome.
 struct Pending {
@@ -174,8 +181,32 @@ impl Mediator {
         for (_, c) in lock(&self.inner.peers.forwarders).drain() {
             c.close();
         }
-        for (_, link) in self.inner.peers.links.lock().await.drain() {
-            link.broke("the mediator is stopping (agent shutdown)");
+        self.inner.peers.closed.store(true, Ordering::Release);
+        let why = "the mediator is stopping (agent shutdown)";
+        let slots: Vec<LinkSlot> = lock(&self.inner.peers.links)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in slots {
+            let taken = match slot.try_lock() {
+                Ok(mut s) => Ok(s.take()),
+                Err(_) => Err(()),
+            };
+            match taken {
+                Ok(link) => {
+                    if let Some(link) = link {
+                        link.broke(why);
+                    }
+                }
+                // A dial is under way (bounded by CONNECT_TIMEOUT): end its link once it is in.
+                Err(()) => {
+                    tokio::spawn(async move {
+                        if let Some(link) = slot.lock().await.take() {
+                            link.broke(why);
+                        }
+                    });
+                }
+            }
         }
     }
 }
@@ -256,18 +287,27 @@ async fn relay_batch(inner: &Arc<Inner>, conn: &Arc<Conn>, batch: Vec<(String, Q
     }
 }
 
-/// The live link to `host` at `addr`, dialled if there is none.
+/// The live link to `host` at `addr`, dialled if there is none. Only relays to `host` wait
+/// for the dial.
 async fn link_to(
     inner: &Arc<Inner>,
     host: &str,
     addr: &str,
 ) -> std::result::Result<Arc<LinkOut>, String> {
-    let mut links = inner.peers.links.lock().await;
-    if let Some(l) = links.get(host)
+    let slot: LinkSlot = lock(&inner.peers.links)
+        .entry(host.to_string())
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().await;
+    if let Some(l) = slot.as_ref()
         && l.alive.load(Ordering::Acquire)
         && l.addr == addr
     {
         return Ok(l.clone());
+    }
+    let stopping = || "this agent's mediator is stopping".to_string();
+    if inner.peers.closed.load(Ordering::Acquire) {
+        return Err(stopping());
     }
     let tls = lock(&inner.peers.tls)
         .clone()
@@ -276,6 +316,9 @@ async fn link_to(
         .await
         .map_err(|_| format!("cannot reach host {host:?} at {addr}: timed out"))?
         .map_err(|e| format!("cannot reach host {host:?} at {addr}: {e}"))?;
+    if inner.peers.closed.load(Ordering::Acquire) {
+        return Err(stopping());
+    }
     let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(LINK_QUEUE_MAX);
     let link = Arc::new(LinkOut {
@@ -295,7 +338,7 @@ async fn link_to(
         link.clone(),
         BufReader::with_capacity(256 << 10, r),
     ));
-    if let Some(old) = links.insert(host.to_string(), link.clone()) {
+    if let Some(old) = slot.replace(link.clone()) {
         old.broke("replaced by a new link");
     }
     tracing::info!(host, addr, "mediator: link to another host's agent open");
