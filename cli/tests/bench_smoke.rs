@@ -120,6 +120,47 @@ fn schedule_e2e_places_through_raft_at_a_small_size() {
     assert_eq!(r["over_committed_hosts"], 0, "{v}");
 }
 
+/// The same scenarios between two agents in separate network namespaces, over their peer links
+/// (root only: namespaces and a veth pair).
+#[test]
+fn messages_runs_across_two_hosts_at_a_small_size() {
+    if !tribune_testkit::is_root() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: bench messages --cross-host needs root (network namespaces)"
+        );
+        return;
+    }
+    let (v, _) = bench(&[
+        "messages",
+        "--cross-host",
+        "--seconds",
+        "2",
+        "--receiver-rate",
+        "2000",
+        "--sender-rate",
+        "100",
+        "--flood-factor",
+        "10",
+        "--throughput-seconds",
+        "1",
+    ]);
+    let r = &v["result"];
+    assert_eq!(r["config"]["cross_host"], true, "{v}");
+    let senders = r["flood"]["senders"].as_array().expect("flood senders");
+    assert!(
+        senders
+            .iter()
+            .all(|s| s["delivered_per_s"].as_f64() > Some(0.0)),
+        "every sender got something through to the other host: {v}"
+    );
+    assert!(r["priority"]["high_per_s"].as_f64() > Some(0.0), "{v}");
+    assert!(
+        r["receiver_mediator_rss_mib"].as_f64() > Some(0.0),
+        "the receivers' agent is measured too: {v}"
+    );
+}
+
 #[test]
 fn messages_runs_at_a_small_size() {
     let (v, _) = bench(&[

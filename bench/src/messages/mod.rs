@@ -15,7 +15,12 @@
 //!   in the same process.
 //!
 //! The agent's RSS (VmRSS, VmHWM) is read from `/proc` at the end.
+//!
+//! With `cross_host` (root: network namespaces), the same scenarios run between two agents in
+//! separate network namespaces over their mutual-TLS peer links: every sender on one host, the
+//! receivers on the other (`cross`).
 
+mod cross;
 mod load;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +49,8 @@ pub struct MessagesConfig {
     pub flood_factor: f64,
     /// Seconds per throughput measurement.
     pub throughput_seconds: u64,
+    /// Senders and receivers on two agents in separate network namespaces (root).
+    pub cross_host: bool,
 }
 
 impl Default for MessagesConfig {
@@ -54,6 +61,7 @@ impl Default for MessagesConfig {
             sender_rate: 500.0,
             flood_factor: 100.0,
             throughput_seconds: 5,
+            cross_host: false,
         }
     }
 }
@@ -118,9 +126,13 @@ pub struct MessagesReport {
     pub weighted: WeightedResult,
     pub priority: PriorityResult,
     pub throughput: Vec<ThroughputRow>,
-    /// The agent process (the mediator runs in it) at the end of the run.
+    /// The agent process (the mediator runs in it) at the end of the run; cross-host: the
+    /// senders' agent.
     pub mediator_rss_mib: f64,
     pub mediator_hwm_mib: f64,
+    /// Cross-host: the receivers' agent.
+    pub receiver_mediator_rss_mib: Option<f64>,
+    pub receiver_mediator_hwm_mib: Option<f64>,
 }
 
 const FLOOD_SENDERS: usize = 10;
@@ -146,9 +158,51 @@ impl Drop for BenchAgent {
     }
 }
 
+/// Where the run's enclaves are: one agent, or (cross-host) the senders' and the receivers'.
+struct Parties<'a> {
+    senders: &'a BenchAgent,
+    receivers: Option<&'a BenchAgent>,
+}
+
+impl Parties<'_> {
+    async fn client(&self, enclave: &str) -> anyhow::Result<Client> {
+        match self.receivers {
+            Some(r) if cross::ON_RECEIVER_HOST.contains(&enclave) => r.client(enclave).await,
+            _ => self.senders.client(enclave).await,
+        }
+    }
+}
+
+/// How to start one agent of the run.
+struct AgentSpec {
+    /// Appended to the instance name (one run may start two agents).
+    suffix: String,
+    /// Run it in this network namespace (`nsenter --net`).
+    netns: Option<String>,
+    /// Peer links to other agents' mediators.
+    peer: Option<Peer>,
+    plan: Plan,
+}
+
+struct Peer {
+    listen: String,
+    host_id: String,
+    /// A `tribune ca` directory holding `agent-HOST_ID.pem`/`.key`.
+    tls_dir: PathBuf,
+}
+
 impl BenchAgent {
     fn socket(&self, enclave: &str) -> PathBuf {
         self.data_dir.join("msg").join(format!("{enclave}.sock"))
+    }
+
+    fn print_log_tail(&self, what: &str) {
+        let text = std::fs::read_to_string(self._dir.path().join("agent.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!("messages: {what}'s log ends with:");
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
     }
 
     async fn client(&self, enclave: &str) -> anyhow::Result<Client> {
@@ -205,23 +259,40 @@ fn plan() -> Plan {
     p
 }
 
-async fn start_agent(binary: &Path, progress: &impl Fn(&str)) -> anyhow::Result<BenchAgent> {
+async fn start_agent(
+    binary: &Path,
+    spec: AgentSpec,
+    progress: &impl Fn(&str),
+) -> anyhow::Result<BenchAgent> {
     let dir = tempfile::Builder::new().prefix("tbm").tempdir_in("/tmp")?;
     let data_dir = dir.path().join("a");
     std::fs::create_dir_all(&data_dir)?;
     let policy = crate::write_launch_policy(dir.path(), &["/bin/sleep"])?;
     let log = std::fs::File::create(dir.path().join("agent.log"))?;
-    let mut cmd = Command::new(binary);
+    let mut cmd = match &spec.netns {
+        // nsenter, not `ip netns exec`: that one remounts /sys, hiding the cgroup mounts.
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
     cmd.args([
         "agent",
         "run",
         "--instance",
-        &format!("bmsg{}", std::process::id()),
+        &format!("bmsg{}{}", std::process::id(), spec.suffix),
     ])
     .arg("--data-dir")
     .arg(&data_dir)
     .arg("--launch-policy")
     .arg(&policy);
+    if let Some(p) = &spec.peer {
+        cmd.args(["--peer-listen", &p.listen, "--host-id", &p.host_id])
+            .arg("--tls-dir")
+            .arg(&p.tls_dir);
+    }
     if !crate::is_root() {
         cmd.arg("--observe-only");
     }
@@ -238,7 +309,7 @@ async fn start_agent(binary: &Path, progress: &impl Fn(&str)) -> anyhow::Result<
         _dir: dir,
     };
     progress("agent started; applying the plan");
-    let plan = plan();
+    let plan = spec.plan;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match control::request(&agent.data_dir, &ClientRequest::Apply(plan.clone())).await {
@@ -309,22 +380,53 @@ pub async fn messages(
     cfg: &MessagesConfig,
     progress: impl Fn(&str),
 ) -> anyhow::Result<MessagesReport> {
-    let agent = start_agent(binary, &progress).await?;
-    let log = agent._dir.path().join("agent.log");
-    let r = scenarios(&agent, cfg, &progress).await;
-    if r.is_err() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        eprintln!("messages: the agent's log ends with:");
-        for l in tail.iter().rev() {
-            eprintln!("  {l}");
+    if cfg.cross_host {
+        anyhow::ensure!(
+            crate::is_root(),
+            "--cross-host needs root (it makes network namespaces and a veth pair)"
+        );
+        let net = cross::NetPair::create()?;
+        let ca = tempfile::Builder::new()
+            .prefix("tbmca")
+            .tempdir_in("/tmp")?;
+        let (a, b) = cross::start_pair(binary, &net, ca.path(), &progress).await?;
+        let parties = Parties {
+            senders: &a,
+            receivers: Some(&b),
+        };
+        let r = scenarios(&parties, cfg, &progress).await;
+        if r.is_err() {
+            a.print_log_tail("the senders' agent");
+            b.print_log_tail("the receivers' agent");
         }
+        let mut r = r?;
+        let rss = crate::memory::rss(b.child.id())?;
+        r.receiver_mediator_rss_mib = Some(rss.rss_mib);
+        r.receiver_mediator_hwm_mib = Some(rss.hwm_mib);
+        drop((a, b));
+        drop(net);
+        return Ok(r);
+    }
+    let spec = AgentSpec {
+        suffix: String::new(),
+        netns: None,
+        peer: None,
+        plan: plan(),
+    };
+    let agent = start_agent(binary, spec, &progress).await?;
+    let parties = Parties {
+        senders: &agent,
+        receivers: None,
+    };
+    let r = scenarios(&parties, cfg, &progress).await;
+    if r.is_err() {
+        agent.print_log_tail("the agent");
     }
     r
 }
 
 async fn scenarios(
-    agent: &BenchAgent,
+    agent: &Parties<'_>,
     cfg: &MessagesConfig,
     progress: &impl Fn(&str),
 ) -> anyhow::Result<MessagesReport> {
@@ -439,7 +541,7 @@ async fn scenarios(
             plain_relay_mb_per_s: (plain * payload as u64) as f64 / s / 1e6,
         });
     }
-    let rss = crate::memory::rss(agent.child.id())?;
+    let rss = crate::memory::rss(agent.senders.child.id())?;
     Ok(MessagesReport {
         config: cfg.clone(),
         root: crate::is_root(),
@@ -449,10 +551,12 @@ async fn scenarios(
         throughput,
         mediator_rss_mib: rss.rss_mib,
         mediator_hwm_mib: rss.hwm_mib,
+        receiver_mediator_rss_mib: None,
+        receiver_mediator_hwm_mib: None,
     })
 }
 
-async fn priority(agent: &BenchAgent, rate: f64, run: Duration) -> anyhow::Result<PriorityResult> {
+async fn priority(agent: &Parties<'_>, rate: f64, run: Duration) -> anyhow::Result<PriorityResult> {
     let rx = drained(agent.client("rx").await?, RECEIVE_WINDOW).await?;
     let hi = agent.client("hi").await?;
     let lo = agent.client("lo").await?;

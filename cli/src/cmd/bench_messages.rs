@@ -28,6 +28,10 @@ pub struct MessagesArgs {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 5)]
     pub throughput_seconds: u64,
+    /// Senders on one agent, receivers on another, each in a network namespace of its own,
+    /// over the agents' mutual-TLS peer links (root).
+    #[arg(long)]
+    pub cross_host: bool,
 }
 
 fn print_senders(rows: &[SenderResult]) {
@@ -56,9 +60,15 @@ pub async fn run(exe: &Path, a: MessagesArgs, format: Format) -> anyhow::Result<
         sender_rate: a.sender_rate,
         flood_factor: a.flood_factor,
         throughput_seconds: a.throughput_seconds,
+        cross_host: a.cross_host,
     };
     let r = messages(exe, &cfg, |m| eprintln!("messages: {m}")).await?;
     if !format.is_structured() {
+        if cfg.cross_host {
+            println!(
+                "cross-host: senders on agent ha, receivers on agent hb, separate network namespaces, mTLS peer links"
+            );
+        }
         println!(
             "flood: receiver takes {:.0}/s; s0 floods at {}× ({} as {})",
             r.flood.receiver_rate,
@@ -106,6 +116,9 @@ pub async fn run(exe: &Path, a: MessagesArgs, format: Format) -> anyhow::Result<
             "mediator (agent process) RSS {:.1} MiB, peak {:.1} MiB",
             r.mediator_rss_mib, r.mediator_hwm_mib
         );
+        if let (Some(rss), Some(hwm)) = (r.receiver_mediator_rss_mib, r.receiver_mediator_hwm_mib) {
+            println!("receivers' mediator (agent hb) RSS {rss:.1} MiB, peak {hwm:.1} MiB");
+        }
     }
     goal_line(
         "well-behaved senders within 5% of their fair share",
