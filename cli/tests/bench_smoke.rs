@@ -120,6 +120,21 @@ fn schedule_e2e_places_through_raft_at_a_small_size() {
     assert_eq!(r["over_committed_hosts"], 0, "{v}");
 }
 
+/// `bench messages` at a size that takes seconds.
+const SMALL_MESSAGES: &[&str] = &[
+    "messages",
+    "--seconds",
+    "2",
+    "--receiver-rate",
+    "2000",
+    "--sender-rate",
+    "100",
+    "--flood-factor",
+    "10",
+    "--throughput-seconds",
+    "1",
+];
+
 /// The same scenarios between two agents in separate network namespaces, over their peer links
 /// (root only: namespaces and a veth pair).
 #[test]
@@ -131,20 +146,7 @@ fn messages_runs_across_two_hosts_at_a_small_size() {
         );
         return;
     }
-    let (v, _) = bench(&[
-        "messages",
-        "--cross-host",
-        "--seconds",
-        "2",
-        "--receiver-rate",
-        "2000",
-        "--sender-rate",
-        "100",
-        "--flood-factor",
-        "10",
-        "--throughput-seconds",
-        "1",
-    ]);
+    let (v, _) = bench(&[SMALL_MESSAGES, &["--cross-host"]].concat());
     let r = &v["result"];
     assert_eq!(r["config"]["cross_host"], true, "{v}");
     let senders = r["flood"]["senders"].as_array().expect("flood senders");
@@ -163,19 +165,7 @@ fn messages_runs_across_two_hosts_at_a_small_size() {
 
 #[test]
 fn messages_runs_at_a_small_size() {
-    let (v, _) = bench(&[
-        "messages",
-        "--seconds",
-        "2",
-        "--receiver-rate",
-        "2000",
-        "--sender-rate",
-        "100",
-        "--flood-factor",
-        "10",
-        "--throughput-seconds",
-        "1",
-    ]);
+    let (v, _) = bench(SMALL_MESSAGES);
     assert_eq!(v["scenario"], "messages");
     let r = &v["result"];
     let senders = r["flood"]["senders"].as_array().expect("flood senders");
