@@ -116,10 +116,14 @@ fn open_level(dir: &Path, level: usize, torn: &mut u64) -> Result<Level, FileNod
         .truncate(false)
         .open(&path)
         .map_err(io("opening", &path))?;
-    let len = file.metadata().map_err(io("reading the size of", &path))?.len();
+    let len = file
+        .metadata()
+        .map_err(io("reading the size of", &path))?
+        .len();
     let whole = len - len % 32;
     if whole != len {
-        file.set_len(whole).map_err(io("cutting the torn tail of", &path))?;
+        file.set_len(whole)
+            .map_err(io("cutting the torn tail of", &path))?;
         *torn += len - whole;
     }
     Ok(Level {
@@ -219,15 +223,13 @@ impl FileNodes {
             levels: self.levels.len(),
         })?;
         if index >= l.on_disk {
-            return l
-                .pending
-                .get((index - l.on_disk) as usize)
-                .copied()
-                .ok_or(FileNodesError::Missing {
+            return l.pending.get((index - l.on_disk) as usize).copied().ok_or(
+                FileNodesError::Missing {
                     level: level as u32,
                     index,
                     count: l.count(),
-                });
+                },
+            );
         }
         let mut h = [0u8; 32];
         l.file
@@ -399,7 +401,10 @@ mod tests {
         f.write_all_at(&[0xff; 32], 15 * 32).expect("write");
         let e = FileNodes::open(dir.path()).expect_err("damaged");
         let msg = e.to_string();
-        assert!(msg.contains("level-02.hashes") && msg.contains("node 15 of level 2"), "{msg}");
+        assert!(
+            msg.contains("level-02.hashes") && msg.contains("node 15 of level 2"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -244,7 +244,9 @@ impl NodeStore for MemNodes {
     type Error = Infallible;
 
     fn count(&self, level: u32) -> u64 {
-        self.levels.get(level as usize).map_or(0, |l| l.len() as u64)
+        self.levels
+            .get(level as usize)
+            .map_or(0, |l| l.len() as u64)
     }
 
     fn get(&self, level: u32, index: u64) -> Result<Hash, Infallible> {
