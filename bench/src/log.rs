@@ -72,7 +72,32 @@ pub struct AtSize {
     /// Sync, drop and reopen of the store until the root is served (file backend).
     pub restart_ms: Option<f64>,
     pub rss_after_restart_mib: Option<f64>,
+    /// The same restart after the node files were evicted from the page cache (last size).
+    pub cold_restart_ms: Option<f64>,
+    /// The first inclusion proofs (+ root) after that eviction (up to [`COLD_PROOFS`]).
+    pub cold_inclusion_ms: Option<Summary>,
     pub bytes_on_disk: Option<u64>,
+}
+
+/// Proofs timed right after the page cache was emptied of the node files.
+pub const COLD_PROOFS: usize = 1000;
+
+/// Asks the kernel to drop the cached pages of every file in `dir` (they are synced, so
+/// clean: `POSIX_FADV_DONTNEED` evicts them). Only these files: the rest of the machine's
+/// cache is left alone.
+fn evict(dir: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = e?.path();
+        let f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: a valid open descriptor; the call only advises the kernel about its pages.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            bail!("posix_fadvise on {}: error {rc}", path.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +218,8 @@ fn at_size(
         rss_mib: rss_mib()?,
         restart_ms: None,
         rss_after_restart_mib: None,
+        cold_restart_ms: None,
+        cold_inclusion_ms: None,
         bytes_on_disk: None,
     })
 }
@@ -201,7 +228,9 @@ fn run_file(args: &LogArgs, dir: &Path, mix: &mut Mix) -> anyhow::Result<Vec<AtS
     let (nodes, _) = FileNodes::open(dir)?;
     let mut tree = StoredTree::new(nodes);
     let mut out = Vec::new();
-    for size in sizes(args) {
+    let sizes = sizes(args);
+    let last = sizes.last().copied().unwrap_or(0);
+    for size in sizes {
         let from = tree.size();
         let append_s = append_to(&mut tree, size)?;
         tree.store_mut().sync()?;
@@ -227,7 +256,27 @@ fn run_file(args: &LogArgs, dir: &Path, mix: &mut Mix) -> anyhow::Result<Vec<AtS
             bail!("a cleanly closed store needed repairs: {repair:?}");
         }
         row.rss_after_restart_mib = Some(rss_mib()?);
-        eprintln!("  {size}: {row:?}");
+        // Cold, at the last size only (an eviction before more appends would leave the early
+        // pages cold for the next size's warm figures): the files' pages evicted, as after a
+        // reboot (the host's own cache under this VM's disk may still hold them).
+        if size == last {
+            drop(tree);
+            evict(dir)?;
+            let start = Instant::now();
+            let (nodes, _) = FileNodes::open(dir)?;
+            tree = StoredTree::new(nodes);
+            let reopened = tree.root()?;
+            row.cold_restart_ms = Some(ms(start.elapsed()));
+            if reopened != root {
+                bail!(
+                    "the tree reopened cold differs: root {}",
+                    hex::encode(reopened)
+                );
+            }
+            let cold = time_proofs(&tree, size, args.proofs.min(COLD_PROOFS), mix)?;
+            row.cold_inclusion_ms = Some(cold.0);
+        }
+        eprintln!("  measured at {size} leaves");
         out.push(row);
     }
     Ok(out)
@@ -241,7 +290,7 @@ fn run_memory(args: &LogArgs, mix: &mut Mix) -> anyhow::Result<Vec<AtSize>> {
         let append_s = append_to(&mut tree, size)?;
         let proofs = time_proofs(&tree, size, args.proofs, mix)?;
         let row = at_size(size, append_s, from, proofs)?;
-        eprintln!("  {size}: {row:?}");
+        eprintln!("  measured at {size} leaves");
         out.push(row);
     }
     Ok(out)

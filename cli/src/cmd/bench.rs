@@ -263,6 +263,12 @@ fn log(args: &tribune_bench::log::LogArgs, format: Format) -> anyhow::Result<()>
                     ),
                 );
             }
+            if let (Some(r), Some(c)) = (last.cold_restart_ms, last.cold_inclusion_ms) {
+                println!(
+                    "cold (node files evicted from the page cache): restart {r:.1} ms; first {} inclusion proofs p50 {:.3} / p99 {:.3} / max {:.3} ms",
+                    c.n, c.p50, c.p99, c.max
+                );
+            }
             if let Some(first) = f.sizes.first().filter(|s| s.size != last.size) {
                 println!(
                     "RSS {:.1} MiB at {} leaves, {:.1} MiB at {}",
