@@ -9,7 +9,9 @@
 //! - [`usage`]: the canonical usage-report encoding, the enclave-side [`usage::Producer`] and
 //!   the controller-side [`usage::StreamVerifier`] (MAC, replay, freshness, checkpoints).
 //! - [`continuity`]: the one rule by which a usage span continues a confirmed chain.
-//! - [`merkle`]: RFC 6962/9162 tree hashing, inclusion/consistency proofs, signed tree heads.
+//! - [`merkle`]: RFC 6962/9162 tree hashing, inclusion/consistency proofs, signed tree heads;
+//!   [`merkle_store`]: the tree over a store of its subtree roots (O(log² n) proofs), in memory
+//!   or in append-only files ([`merkle_files`]).
 //! - [`tee`]: [`TeeKind`], the TEE kinds by name, shared with the controller and the policy
 //!   language.
 //!
@@ -20,6 +22,8 @@ pub mod continuity;
 pub mod error;
 pub mod evidence;
 pub mod merkle;
+pub mod merkle_files;
+pub mod merkle_store;
 pub mod session;
 pub mod sim;
 pub mod snp;

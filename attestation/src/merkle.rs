@@ -6,9 +6,12 @@
 //! Written here rather than taken from a crate: the algorithms are short, the RFC gives them
 //! exactly, and the tests check the RFC 6962 reference vectors.
 
+use std::convert::Infallible;
+
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::error::{AttestError, Result};
+pub use crate::merkle_store::{MemNodes, NodeStore, StoredTree, TreeError};
 
 /// A 32-byte SHA-256 tree hash.
 pub type Hash = [u8; 32];
@@ -54,15 +57,18 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
     }
 }
 
-/// An append-only Merkle tree held in memory, with its interior nodes: `levels[l][i]` is the
-/// root of the complete subtree over leaves `[i·2^l, (i+1)·2^l)` (level 0 holds the leaf
-/// hashes). A push stores the subtrees it completes (amortised O(1) hashes); a root, an
-/// inclusion proof or a consistency proof of any size then reads O(log² n) stored nodes
-/// (every left subtree in RFC 6962's recursion is a complete, aligned one) instead of hashing
-/// all leaves. Memory: about two hashes per leaf.
+/// An append-only Merkle tree held in memory: [`StoredTree`] over [`MemNodes`], every
+/// complete subtree's root kept as the tree grows (about two hashes per leaf), so a root, an
+/// inclusion proof or a consistency proof of any size reads O(log² n) stored nodes instead of
+/// hashing all leaves. The same tree over files is `StoredTree<merkle_files::FileNodes>`.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
-    levels: Vec<Vec<Hash>>,
+    inner: StoredTree<MemNodes>,
+}
+
+/// A memory tree's errors are the caller's sizes and indexes only (its store cannot fail).
+fn proof_error(e: TreeError<Infallible>) -> AttestError {
+    AttestError::Proof(e.to_string())
 }
 
 impl MerkleTree {
@@ -78,140 +84,43 @@ impl MerkleTree {
 
     /// Append an already-computed leaf hash; returns its index.
     pub fn push_hash(&mut self, h: Hash) -> u64 {
-        if self.levels.is_empty() {
-            self.levels.push(Vec::new());
-        }
-        self.levels[0].push(h);
-        let index = self.levels[0].len() - 1;
-        // Each odd index closes a pair: store the parent, and so on up.
-        let (mut level, mut i) = (0, index);
-        while i & 1 == 1 {
-            let parent = node_hash(&self.levels[level][i - 1], &self.levels[level][i]);
-            level += 1;
-            if self.levels.len() == level {
-                self.levels.push(Vec::new());
-            }
-            self.levels[level].push(parent);
-            i >>= 1;
-        }
-        index as u64
+        let index = self.inner.size();
+        // Memory appends cannot fail.
+        let _ = self.inner.push_hash(h);
+        index
     }
 
     /// The leaf hash at `index`, if the tree has that many leaves.
     pub fn leaf(&self, index: u64) -> Option<&Hash> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.levels.first()?.get(i))
+        self.inner.store().leaf_ref(index)
     }
 
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn len(&self) -> usize {
-        self.levels.first().map_or(0, Vec::len)
+        self.inner.size()
     }
 
     /// Root of the whole tree.
     pub fn root(&self) -> Hash {
-        match self.len() {
-            0 => empty_root(),
-            n => self.range_root(0, n),
-        }
+        // Over memory, the whole tree's root cannot fail.
+        self.inner.root().unwrap_or_else(|_| empty_root())
     }
 
     /// Root of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash> {
-        Ok(match self.check_size(size)? {
-            0 => empty_root(),
-            n => self.range_root(0, n),
-        })
+        self.inner.root_at(size).map_err(proof_error)
     }
 
     /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
-        let n = self.check_size(size)?;
-        let m = usize::try_from(index).map_err(|_| AttestError::Proof("index".into()))?;
-        if m >= n {
-            return Err(AttestError::Proof(format!("index {index} ≥ size {size}")));
-        }
-        let mut proof = Vec::new();
-        self.path(m, 0, n, &mut proof);
-        Ok(proof)
+        self.inner.inclusion_proof(index, size).map_err(proof_error)
     }
 
     /// Consistency proof between the trees of sizes `old_size` and `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>> {
-        let n = self.check_size(new_size)?;
-        let m = self.check_size(old_size)?;
-        if m > n {
-            return Err(AttestError::Proof(format!(
-                "old size {old_size} > new size {new_size}"
-            )));
-        }
-        let mut proof = Vec::new();
-        if m > 0 && m < n {
-            self.subproof(m, 0, n, true, &mut proof);
-        }
-        Ok(proof)
-    }
-
-    fn check_size(&self, size: u64) -> Result<usize> {
-        usize::try_from(size)
-            .ok()
-            .filter(|s| *s <= self.len())
-            .ok_or_else(|| AttestError::Proof(format!("size {size} > tree size {}", self.len())))
-    }
-
-    /// MTH of leaves `[start, end)` (`start < end ≤ len`): a stored node when the range is a
-    /// complete, aligned subtree, else RFC 6962's split.
-    fn range_root(&self, start: usize, end: usize) -> Hash {
-        let n = end - start;
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            let level = n.trailing_zeros() as usize;
-            return self.levels[level][start >> level];
-        }
-        let k = split(n);
-        node_hash(
-            &self.range_root(start, start + k),
-            &self.range_root(start + k, end),
-        )
-    }
-
-    /// RFC 6962 §2.1.1 PATH(m, D[start:end]) for the absolute leaf index `m`.
-    fn path(&self, m: usize, start: usize, end: usize, proof: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = split(n);
-        if m < start + k {
-            self.path(m, start, start + k, proof);
-            proof.push(self.range_root(start + k, end));
-        } else {
-            self.path(m, start + k, end, proof);
-            proof.push(self.range_root(start, start + k));
-        }
-    }
-
-    /// RFC 6962 §2.1.2 SUBPROOF(m, D[start:end], b), `m` counted from `start`.
-    fn subproof(&self, m: usize, start: usize, end: usize, b: bool, proof: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !b {
-                proof.push(self.range_root(start, end));
-            }
-            return;
-        }
-        let k = split(n);
-        if m <= k {
-            self.subproof(m, start, start + k, b, proof);
-            proof.push(self.range_root(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, proof);
-            proof.push(self.range_root(start, start + k));
-        }
+        self.inner
+            .consistency_proof(old_size, new_size)
+            .map_err(proof_error)
     }
 }
 

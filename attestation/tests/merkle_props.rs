@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 use tribune_attest::merkle::{
-    MerkleTree, leaf_hash, root_of, verify_consistency, verify_inclusion,
+    MerkleTree, StoredTree, leaf_hash, root_of, verify_consistency, verify_inclusion,
 };
+use tribune_attest::merkle_files::FileNodes;
 
 fn tree(n: usize) -> MerkleTree {
     let mut t = MerkleTree::new();
@@ -70,5 +71,107 @@ proptest! {
         let mut t = MerkleTree::new();
         for i in 0..n { t.push(&[i as u8]); }
         prop_assert_eq!(t.root(), root_of(&leaves));
+    }
+}
+
+/// RFC 6962 §2.1.1 PATH and §2.1.2 SUBPROOF over slices of leaf hashes, exactly as the RFC
+/// states them (O(n) hashing per proof): the reference the stored-node trees must agree with.
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k << 1 < n {
+        k <<= 1;
+    }
+    k
+}
+
+fn ref_path(m: usize, leaves: &[[u8; 32]], proof: &mut Vec<[u8; 32]>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        ref_path(m, &leaves[..k], proof);
+        proof.push(root_of(&leaves[k..]));
+    } else {
+        ref_path(m - k, &leaves[k..], proof);
+        proof.push(root_of(&leaves[..k]));
+    }
+}
+
+fn ref_subproof(m: usize, leaves: &[[u8; 32]], b: bool, proof: &mut Vec<[u8; 32]>) {
+    let n = leaves.len();
+    if m == n {
+        if !b {
+            proof.push(root_of(leaves));
+        }
+        return;
+    }
+    let k = split(n);
+    if m <= k {
+        ref_subproof(m, &leaves[..k], b, proof);
+        proof.push(root_of(&leaves[k..]));
+    } else {
+        ref_subproof(m - k, &leaves[k..], false, proof);
+        proof.push(root_of(&leaves[..k]));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The tree over node files (written, flushed, reopened) and over memory give the roots and
+    /// proofs of the slice-based definition for random sizes, every one verifying with the
+    /// verifier; out-of-range sizes and indexes are refused by both.
+    #[test]
+    fn file_and_memory_trees_match_the_definition(n in 0usize..600, seed in any::<u64>()) {
+        let leaves: Vec<[u8; 32]> = (0..n as u64).map(|i| leaf_hash(&(i ^ seed).to_be_bytes())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (nodes, _) = FileNodes::open(dir.path()).unwrap();
+            let mut t = StoredTree::new(nodes);
+            // Written in two sessions: reopening in the middle changes nothing.
+            for h in &leaves[..n / 2] { t.push_hash(*h).unwrap(); }
+        }
+        let (nodes, repair) = FileNodes::open(dir.path()).unwrap();
+        prop_assert_eq!(repair.parents_recomputed + repair.nodes_dropped + repair.torn_bytes, 0);
+        let mut file = StoredTree::new(nodes);
+        for h in &leaves[n / 2..] { file.push_hash(*h).unwrap(); }
+        let mut mem = MerkleTree::new();
+        for h in &leaves { mem.push_hash(*h); }
+        let sizes = [n, n / 2, (seed as usize) % (n + 1), 1.min(n)];
+        for size in sizes {
+            let d = &leaves[..size];
+            let root = root_of(d);
+            prop_assert_eq!(file.root_at(size as u64).unwrap(), root);
+            prop_assert_eq!(mem.root_at(size as u64).unwrap(), root);
+            for index in [0, size / 3, size.saturating_sub(1), (seed as usize >> 9) % size.max(1)] {
+                if index >= size { continue; }
+                let mut want = Vec::new();
+                ref_path(index, d, &mut want);
+                let got = file.inclusion_proof(index as u64, size as u64).unwrap();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&mem.inclusion_proof(index as u64, size as u64).unwrap(), &want);
+                prop_assert!(verify_inclusion(&leaves[index], index as u64, size as u64, &got, &root).is_ok());
+            }
+            for old in [0, 1.min(size), size / 2, size, (seed as usize >> 21) % (size + 1)] {
+                let mut want = Vec::new();
+                if old > 0 && old < size {
+                    ref_subproof(old, d, true, &mut want);
+                }
+                let got = file.consistency_proof(old as u64, size as u64).unwrap();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&mem.consistency_proof(old as u64, size as u64).unwrap(), &want);
+                prop_assert!(verify_consistency(old as u64, size as u64, &root_of(&leaves[..old]), &root, &got).is_ok());
+            }
+        }
+        let n = n as u64;
+        prop_assert_eq!(file.inclusion_proof(n, n).unwrap_err().to_string(), format!("index {n} ≥ size {n}"));
+        prop_assert_eq!(mem.inclusion_proof(n, n).unwrap_err().to_string(), format!("proof does not verify: index {n} ≥ size {n}"));
+        prop_assert!(file.root_at(n + 1).is_err() && mem.root_at(n + 1).is_err());
+        prop_assert!(file.consistency_proof(n + 1, n + 1).is_err());
+        if n > 0 {
+            prop_assert!(file.consistency_proof(n, n - 1).is_err() && mem.consistency_proof(n, n - 1).is_err());
+        }
     }
 }

@@ -8,12 +8,14 @@
 //! - [`memory`]: resident memory of a controller holding N enclaves and of an agent running M.
 //! - [`ingest`]: simulated agents stream authenticated usage to a local cluster (reports/s).
 //! - [`enforce`]: over-limit report → cgroup cap written by a real host agent (latency).
+//! - [`log`]: the attestation log's Merkle tree at 10 M leaves (proofs, restart, RSS).
 
 mod api;
 pub mod cluster;
 pub mod enforce;
 pub mod etcd;
 pub mod ingest;
+pub mod log;
 pub mod memory;
 pub mod messages;
 pub mod migrate;
