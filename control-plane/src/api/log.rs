@@ -2,8 +2,9 @@
 //! key set — and the client-side checks of what those endpoints return (used by `tribune log`),
 //! so the server's encoding and the verifier's decoding live side by side.
 //!
-//! Roots and proofs cost O(n) leaf-hash reads; they are computed on a copy of the tree taken
-//! under the state lock (a memcpy of 32 bytes per entry), never while holding it.
+//! Roots and proofs read O(log² n) stored subtree hashes of the tree
+//! (`tribune_attest::merkle_store`): cheap enough to compute under the state lock, with no copy
+//! of the tree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
