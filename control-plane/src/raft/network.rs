@@ -228,8 +228,8 @@ impl Connection {
             Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status)).into()),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let (result, _): (Result<Resp, RaftError<NodeId, E>>, _) = wire::decode(&reply.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (result, _): (Result<Resp, RaftError<NodeId, E>>, _) =
+            wire::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)).into())
     }
 }

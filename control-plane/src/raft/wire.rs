@@ -26,7 +26,6 @@
 //! field order of the `*W` types and the **order of every enum's variants are part of the
 //! format: new variants go at the end** (the golden-bytes tests pin them).
 
-
 use openraft::error::RaftError;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -65,10 +64,7 @@ pub enum WireError {
     #[error("the raft message has {0} bytes after its end")]
     Trailing(usize),
     #[error("entry {position} of the append does not decode: {source}")]
-    Entry {
-        position: usize,
-        source: CodecError,
-    },
+    Entry { position: usize, source: CodecError },
     #[error("the raft message's JSON does not decode: {0}")]
     Json(serde_json::Error),
     #[error("encoding the raft message: {0}")]
@@ -363,7 +359,12 @@ impl ReplyBody for InstallSnapshotResponse<NodeId> {
 
     fn take(body: &[u8]) -> Result<(Self, &[u8]), WireError> {
         let (w, rest): (SnapshotReplyW, _) = take_prefix(body)?;
-        Ok((InstallSnapshotResponse { vote: w.vote.into() }, rest))
+        Ok((
+            InstallSnapshotResponse {
+                vote: w.vote.into(),
+            },
+            rest,
+        ))
     }
 }
 
@@ -396,13 +397,15 @@ where
                 Ok(Ok(r))
             }
             Some((&REPLY_ERR, _)) => match unpost::<ReplyW<()>>(body)? {
-                ReplyW::Err(json) => Ok(Err(
-                    serde_json::from_slice(json.0).map_err(WireError::Json)?
-                )),
+                ReplyW::Err(json) => {
+                    Ok(Err(serde_json::from_slice(json.0).map_err(WireError::Json)?))
+                }
                 ReplyW::Ok(()) => Err(WireError::Envelope(postcard::Error::DeserializeBadEnum)),
             },
             Some(_) => Err(WireError::Envelope(postcard::Error::DeserializeBadEnum)),
-            None => Err(WireError::Envelope(postcard::Error::DeserializeUnexpectedEnd)),
+            None => Err(WireError::Envelope(
+                postcard::Error::DeserializeUnexpectedEnd,
+            )),
         }
     }
 }

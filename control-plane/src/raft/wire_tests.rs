@@ -74,7 +74,8 @@ fn snapshot() -> InstallSnapshotRequest<TypeConfig> {
 
 type AppendReply = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId, Infallible>>;
 type VoteReply = Result<VoteResponse<NodeId>, RaftError<NodeId, Infallible>>;
-type SnapshotReply = Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+type SnapshotReply =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
 /// The same message (openraft's requests have no `PartialEq`: compared by their serde form).
 fn same<T: Serialize>(a: &T, b: &T) -> bool {
@@ -113,7 +114,11 @@ fn every_message_round_trips_in_both_forms() {
         both_forms::<AppendReply>(&Ok(r));
     }
     both_forms::<AppendReply>(&Err(RaftError::Fatal(Fatal::Stopped)));
-    both_forms::<VoteReply>(&Ok(VoteResponse::new(vote(4, 2, false), Some(id(3, 1, 9)), true)));
+    both_forms::<VoteReply>(&Ok(VoteResponse::new(
+        vote(4, 2, false),
+        Some(id(3, 1, 9)),
+        true,
+    )));
     both_forms::<VoteReply>(&Ok(VoteResponse::new(vote(4, 2, false), None, false)));
     both_forms::<SnapshotReply>(&Ok(InstallSnapshotResponse {
         vote: vote(5, 1, true),
@@ -141,7 +146,10 @@ fn golden_bytes_of_format_1() {
     let req = VoteRequest::new(vote(9, 3, false), Some(id(8, 1, 77)));
     let golden = [0x01, 0x09, 0x03, 0x00, 0x01, 0x08, 0x01, 0x4d];
     assert_eq!(encode(&req, Form::Binary).expect("encodes"), golden);
-    assert_eq!(decode::<VoteRequest<NodeId>>(&golden).expect("decodes").0, req);
+    assert_eq!(
+        decode::<VoteRequest<NodeId>>(&golden).expect("decodes").0,
+        req
+    );
 
     // version; vote (7, 1, committed); prev Some(6, 2, 41); commit None; one entry of 5 bytes:
     // the WAL's own bytes of a blank entry at (7, 1, 42) (format 1, term, leader, index, Blank).
@@ -201,9 +209,13 @@ fn the_json_of_older_controllers_still_reads() {
     let (back, form) = decode::<AppendEntriesRequest<TypeConfig>>(&old).expect("decodes");
     assert!(same(&back, &req));
     assert_eq!(form, Form::Json);
-    let old = br#"{"vote":{"leader_id":{"term":2,"node_id":1},"committed":false},"last_log_id":null}"#;
+    let old =
+        br#"{"vote":{"leader_id":{"term":2,"node_id":1},"committed":false},"last_log_id":null}"#;
     let (back, form) = decode::<VoteRequest<NodeId>>(old).expect("decodes");
-    assert_eq!((back, form), (VoteRequest::new(vote(2, 1, false), None), Form::Json));
+    assert_eq!(
+        (back, form),
+        (VoteRequest::new(vote(2, 1, false), None), Form::Json)
+    );
 }
 
 #[test]
@@ -253,7 +265,8 @@ fn truncated_or_damaged_messages_are_clear_errors_never_panics() {
     post(&damaged, &mut bytes).expect("encodes");
     let e = decode::<AppendEntriesRequest<TypeConfig>>(&bytes).expect_err("damaged entry");
     assert!(
-        e.to_string().starts_with("entry 1 of the append does not decode"),
+        e.to_string()
+            .starts_with("entry 1 of the append does not decode"),
         "{e}"
     );
 }

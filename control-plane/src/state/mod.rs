@@ -409,7 +409,12 @@ impl State {
 
     /// The sum of every stored policy's source length (cached; see `policy_source_bytes`).
     fn policy_source_total(&mut self) -> usize {
-        let sum = || self.policies.values().map(|p| p.source.len()).sum::<usize>();
+        let sum = || {
+            self.policies
+                .values()
+                .map(|p| p.source.len())
+                .sum::<usize>()
+        };
         match self.policy_source_bytes.0 {
             Some(total) => {
                 debug_assert_eq!(total, sum(), "the cached policy source total is current");

@@ -505,9 +505,15 @@ fn the_policy_source_quota_counts_puts_replacements_and_deletes() {
     let quota = |o: &Outcome| matches!(o, Outcome::Quota { .. });
     let mut s = State::default();
     assert!(!quota(&put(&mut s, "a", half)));
-    assert!(!quota(&put(&mut s, "b", half)), "exactly at the limit is allowed");
+    assert!(
+        !quota(&put(&mut s, "b", half)),
+        "exactly at the limit is allowed"
+    );
     assert!(quota(&put(&mut s, "c", 1)), "one byte over");
-    assert!(!quota(&put(&mut s, "a", half)), "a replacement counts only once");
+    assert!(
+        !quota(&put(&mut s, "a", half)),
+        "a replacement counts only once"
+    );
     assert!(quota(&put(&mut s, "a", half + 1)));
     assert!(!quota(&put(&mut s, "a", 10)), "shrinking frees room");
     assert!(!quota(&put(&mut s, "c", half - 10)));
@@ -527,6 +533,9 @@ fn the_policy_source_quota_counts_puts_replacements_and_deletes() {
         }),
         Outcome::PolicyDeleted { .. }
     ));
-    assert!(!quota(&put(&mut reloaded, "d", half - 10)), "a delete frees its bytes");
+    assert!(
+        !quota(&put(&mut reloaded, "d", half - 10)),
+        "a delete frees its bytes"
+    );
     assert!(quota(&put(&mut reloaded, "e", 1)));
 }

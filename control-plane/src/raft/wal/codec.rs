@@ -99,9 +99,9 @@ pub fn encode_into(entry: &Entry, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let json;
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank,
-        EntryPayload::Normal(r) => {
-            Payload::Normal(Bytes(r.json().map_err(|e| CodecError::Encode(e.to_string()))?))
-        }
+        EntryPayload::Normal(r) => Payload::Normal(Bytes(
+            r.json().map_err(|e| CodecError::Encode(e.to_string()))?,
+        )),
         EntryPayload::Membership(m) => {
             json = serde_json::to_vec(m).map_err(|e| CodecError::Encode(e.to_string()))?;
             Payload::Membership(Bytes(&json))
