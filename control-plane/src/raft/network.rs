@@ -160,7 +160,7 @@ impl Connection {
             r = self.call_once(which, req, ttl).await;
         }
         let r = r.map_err(|e| match e {
-            Refused::Rpc(e) => e,
+            Refused::Rpc(e) => *e,
             Refused::OldPeer(status) => RPCError::Network(NetworkError::new(&status)),
         });
         self.unreachable = matches!(r, Err(RPCError::Unreachable(_)));
@@ -236,13 +236,13 @@ impl Connection {
 
 /// Why a call failed: openraft's error, or a peer from before the binary wire format.
 enum Refused<E: std::error::Error> {
-    Rpc(RpcErr<E>),
+    Rpc(Box<RpcErr<E>>),
     OldPeer(tonic::Status),
 }
 
 impl<E: std::error::Error> From<RpcErr<E>> for Refused<E> {
     fn from(e: RpcErr<E>) -> Self {
-        Refused::Rpc(e)
+        Refused::Rpc(Box::new(e))
     }
 }
 
