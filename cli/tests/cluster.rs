@@ -195,7 +195,9 @@ async fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_stopped_during_10000_writes_catches_up_by_snapshot() {
-    let mut c = Cluster::start(3, &["--snapshot-every", "1000", "--keep-logs", "100"]);
+    // Entries, not writes, count towards a snapshot: the leader batches concurrent writes (up
+    // to 64 per entry here), so 10,000 writes make a few hundred entries.
+    let mut c = Cluster::start(3, &["--snapshot-every", "50", "--keep-logs", "10"]);
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|i| *i != leader).expect("a follower");
     c.kill9(follower);

@@ -9,9 +9,11 @@ pub mod service;
 pub mod snapshot_format;
 pub mod state_machine;
 pub mod wal;
+pub mod wire;
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,19 +40,59 @@ impl fmt::Display for Node {
 /// command), so every replica — and a replay of this entry years later — writes the same
 /// leaves. JSON: `{"leaf_format": 2, "commands": […]}`; an entry written before leaf format 2
 /// is the bare array of commands and replays in format 1.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// A request is not changed once it is proposed: its JSON is encoded once, when the leader
+/// appends it to its log, and kept ([`Request::stored_json`]) for replication; a follower keeps
+/// the JSON it received and stores exactly those bytes.
+#[derive(Clone, Debug, Serialize)]
 pub struct Request {
     pub leaf_format: LeafFormat,
     pub commands: Vec<Command>,
+    /// The JSON this request was decoded from or first encoded to; shared by clones.
+    #[serde(skip)]
+    json: Arc<OnceLock<Box<[u8]>>>,
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        self.leaf_format == other.leaf_format && self.commands == other.commands
+    }
 }
 
 impl Request {
     /// A batch written in the current leaf format.
     pub fn new(commands: Vec<Command>) -> Request {
+        Request::in_format(LeafFormat::CURRENT, commands)
+    }
+
+    /// A batch written in leaf format `leaf_format`.
+    pub fn in_format(leaf_format: LeafFormat, commands: Vec<Command>) -> Request {
         Request {
-            leaf_format: LeafFormat::CURRENT,
+            leaf_format,
             commands,
+            json: Arc::default(),
         }
+    }
+
+    /// The request as JSON: the bytes it was decoded from, or encoded now (once) and kept.
+    pub fn json(&self) -> Result<&[u8], serde_json::Error> {
+        if let Some(b) = self.json.get() {
+            return Ok(b);
+        }
+        let encoded = serde_json::to_vec(self)?.into_boxed_slice();
+        Ok(self.json.get_or_init(|| encoded))
+    }
+
+    /// The JSON kept for this request, if it has been encoded or was decoded.
+    pub fn stored_json(&self) -> Option<&[u8]> {
+        self.json.get().map(|b| &b[..])
+    }
+
+    /// `json` decoded, keeping `json` as its stored form.
+    pub fn from_json(json: &[u8]) -> Result<Request, serde_json::Error> {
+        let r: Request = serde_json::from_slice(json)?;
+        let _ = r.json.set(json.into());
+        Ok(r)
     }
 }
 
@@ -75,10 +117,7 @@ impl<'de> Deserialize<'de> for Request {
                 while let Some(c) = seq.next_element::<Command>()? {
                     commands.push(c);
                 }
-                Ok(Request {
-                    leaf_format: LeafFormat::V1,
-                    commands,
-                })
+                Ok(Request::in_format(LeafFormat::V1, commands))
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -98,12 +137,10 @@ impl<'de> Deserialize<'de> for Request {
                         }
                     }
                 }
-                Ok(Request {
-                    leaf_format: leaf_format
-                        .ok_or_else(|| serde::de::Error::missing_field("leaf_format"))?,
-                    commands: commands
-                        .ok_or_else(|| serde::de::Error::missing_field("commands"))?,
-                })
+                Ok(Request::in_format(
+                    leaf_format.ok_or_else(|| serde::de::Error::missing_field("leaf_format"))?,
+                    commands.ok_or_else(|| serde::de::Error::missing_field("commands"))?,
+                ))
             }
         }
         d.deserialize_any(V)

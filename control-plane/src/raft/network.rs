@@ -1,6 +1,7 @@
 //! Controller-to-controller transport for openraft over tonic (`RaftService`).
 //!
-//! Payloads are openraft's request/response types as JSON inside `RaftPayload`. Channels come
+//! Payloads are openraft's request/response types in the binary wire format of `raft::wire`
+//! inside `RaftPayload` (JSON to a controller from before it, found out by its refusal). Channels come
 //! from [`Peers`], which is also what forwarding uses. With TLS, every channel verifies the
 //! peer's certificate against the CA and presents this controller's own certificate (the peer's
 //! `RaftService` accepts only controller certificates).
@@ -17,13 +18,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 use tribune_proto::v1::raft_service_client::RaftServiceClient;
 use tribune_proto::v1::{RaftPayload, ReadIndexRequest};
 use tribune_tls::ClientTls;
 
+use super::wire::{self, Form, Wire};
 use super::{Node, NodeId, TypeConfig};
 
 /// Largest message a controller accepts or sends on the Raft transport (snapshot chunks and
@@ -111,6 +112,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             peers: self.peers.clone(),
             unreachable: false,
+            form: Form::Binary,
         }
     }
 }
@@ -121,6 +123,9 @@ pub struct Connection {
     peers: Peers,
     /// The last call found the peer unreachable.
     unreachable: bool,
+    /// How messages to this peer are encoded: the binary format, or JSON once the peer refused
+    /// it as a controller from before the binary format does (a rolling upgrade).
+    form: Form,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,11 +142,27 @@ impl Connection {
         ttl: Duration,
     ) -> Result<Resp, RpcErr<E>>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
+        Req: Wire,
+        Result<Resp, RaftError<NodeId, E>>: Wire,
         E: std::error::Error + DeserializeOwned,
     {
-        let r = self.call_once(which, req, ttl).await;
+        let mut r = self.call_once(which, req, ttl).await;
+        if let Err(Refused::OldPeer(status)) = &r
+            && self.form == Form::Binary
+        {
+            tracing::info!(
+                peer = self.target,
+                "node {} refused the binary raft wire format ({}): it predates it; speaking JSON to it",
+                self.target,
+                status.message()
+            );
+            self.form = Form::Json;
+            r = self.call_once(which, req, ttl).await;
+        }
+        let r = r.map_err(|e| match e {
+            Refused::Rpc(e) => *e,
+            Refused::OldPeer(status) => RPCError::Network(NetworkError::new(&status)),
+        });
         self.unreachable = matches!(r, Err(RPCError::Unreachable(_)));
         r
     }
@@ -151,15 +172,15 @@ impl Connection {
         which: Rpc,
         req: &Req,
         ttl: Duration,
-    ) -> Result<Resp, RpcErr<E>>
+    ) -> Result<Resp, Refused<E>>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
+        Req: Wire,
+        Result<Resp, RaftError<NodeId, E>>: Wire,
         E: std::error::Error + DeserializeOwned,
     {
         // A peer that was unreachable gets a cheap probe first: replicating to it may mean a
-        // batch of entries or a snapshot chunk (megabytes of JSON), not worth building every
-        // retry while it is down.
+        // batch of entries or a snapshot chunk (megabytes), not worth building every retry while
+        // it is down.
         if self.unreachable && !matches!(which, Rpc::Vote) {
             let mut client = self
                 .peers
@@ -169,10 +190,11 @@ impl Connection {
                 tokio::time::timeout(ttl, client.status(ReadIndexRequest {})).await
                 && status.code() == tonic::Code::Unavailable
             {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+                return Err(RPCError::Unreachable(Unreachable::new(&status)).into());
             }
         }
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            wire::encode(req, self.form).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // openraft's TTL is sized for a heartbeat; a large append or snapshot chunk gets more
         // time in proportion to its size, so a big entry is not mistaken for a dead peer (which
         // would start an election and another, as a burst of large writes once did).
@@ -194,22 +216,38 @@ impl Connection {
                 return Err(RPCError::Network(NetworkError::new(&Msg(format!(
                     "{which:?} to node {} timed out after {ttl:?}",
                     self.target
-                )))));
+                ))))
+                .into());
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+                return Err(RPCError::Unreachable(Unreachable::new(&status)).into());
             }
-            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Err(status)) if wire::is_old_peer_refusal(&status) => {
+                return Err(Refused::OldPeer(status));
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status)).into()),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let (result, _): (Result<Resp, RaftError<NodeId, E>>, _) =
+            wire::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)).into())
     }
 }
 
-/// Extra time for a payload of `bytes`: 1 ms per 64 KiB (a conservative 64 MB/s, with JSON
-/// encoding and decoding on a loaded 2-core machine), nothing for a heartbeat-sized one.
+/// Why a call failed: openraft's error, or a peer from before the binary wire format.
+enum Refused<E: std::error::Error> {
+    Rpc(Box<RpcErr<E>>),
+    OldPeer(tonic::Status),
+}
+
+impl<E: std::error::Error> From<RpcErr<E>> for Refused<E> {
+    fn from(e: RpcErr<E>) -> Self {
+        Refused::Rpc(Box::new(e))
+    }
+}
+
+/// Extra time for a payload of `bytes`: 1 ms per 64 KiB (a conservative 64 MB/s, with the
+/// entries' JSON decoding on a loaded 2-core machine), nothing for a heartbeat-sized one.
 pub fn payload_allowance(bytes: usize) -> Duration {
     Duration::from_millis((bytes / (64 * 1024)) as u64)
 }

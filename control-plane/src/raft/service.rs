@@ -13,15 +13,28 @@ use tribune_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tracing::Instrument;
 
 use crate::node::{Controller, Forwarded};
+use crate::raft::wire::{self, Form, MALFORMED, Wire};
 use crate::tls::require_controller;
 
 pub struct RaftServer {
     pub controller: Arc<Controller>,
 }
 
+/// An openraft message in the binary wire format or (from a controller before it) JSON.
+fn decode_raft<T: Wire>(p: &RaftPayload) -> Result<(T, Form), Status> {
+    wire::decode(&p.data).map_err(|e| Status::invalid_argument(format!("{MALFORMED}: {e}")))
+}
+
+/// The reply to an openraft message, in the form the message came in.
+fn encode_raft<T: Wire>(v: &T, form: Form) -> Result<Response<RaftPayload>, Status> {
+    wire::encode(v, form)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(format!("encoding reply: {e}")))
+}
+
 fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
     serde_json::from_slice(&p.data)
-        .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
+        .map_err(|e| Status::invalid_argument(format!("{MALFORMED}: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
@@ -41,12 +54,13 @@ impl RaftServer {
 impl RaftService for RaftServer {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
-        let r = self.controller.raft.vote(decode(req.get_ref())?).await;
+        let (vote, form) = decode_raft(req.get_ref())?;
+        let r = self.controller.raft.vote(vote).await;
         // Granting a vote restarts the election timer, as hearing from a leader does.
         if matches!(&r, Ok(v) if v.vote_granted) {
             self.controller.contact.touch();
         }
-        encode(&r)
+        encode_raft(&r, form)
     }
 
     async fn append_entries(
@@ -54,17 +68,14 @@ impl RaftService for RaftServer {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
-        let r = self
-            .controller
-            .raft
-            .append_entries(decode(req.get_ref())?)
-            .await;
+        let (append, form) = decode_raft(req.get_ref())?;
+        let r = self.controller.raft.append_entries(append).await;
         // Heard from the leader (not refused for a stale term): no election for a while.
         if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_)))
         {
             self.controller.contact.touch();
         }
-        encode(&r)
+        encode_raft(&r, form)
     }
 
     async fn install_snapshot(
@@ -72,15 +83,12 @@ impl RaftService for RaftServer {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
-        let r = self
-            .controller
-            .raft
-            .install_snapshot(decode(req.get_ref())?)
-            .await;
+        let (chunk, form) = decode_raft(req.get_ref())?;
+        let r = self.controller.raft.install_snapshot(chunk).await;
         if r.is_ok() {
             self.controller.contact.touch();
         }
-        encode(&r)
+        encode_raft(&r, form)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -326,6 +326,22 @@ pub struct State {
     /// The last [`LIVE_HISTORY_MAX`] finished live migrations, oldest first.
     #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
     pub live_done: std::collections::VecDeque<LiveMigration>,
+    /// The sum of every stored policy's source length, for the quota check of a put: kept up to
+    /// date by the puts and deletes that change it, computed once when first needed (a state
+    /// loaded from a snapshot). Not part of the state's form or equality.
+    #[serde(skip)]
+    policy_source_bytes: SourceBytes,
+}
+
+/// A derived figure cached beside the state: equal whatever it holds, so states compare by what
+/// they store.
+#[derive(Clone, Copy, Debug, Default)]
+struct SourceBytes(Option<usize>);
+
+impl PartialEq for SourceBytes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Policies a cluster holds at most.
@@ -391,6 +407,27 @@ impl State {
         out
     }
 
+    /// The sum of every stored policy's source length (cached; see `policy_source_bytes`).
+    fn policy_source_total(&mut self) -> usize {
+        let sum = || {
+            self.policies
+                .values()
+                .map(|p| p.source.len())
+                .sum::<usize>()
+        };
+        match self.policy_source_bytes.0 {
+            Some(total) => {
+                debug_assert_eq!(total, sum(), "the cached policy source total is current");
+                total
+            }
+            None => {
+                let total = sum();
+                self.policy_source_bytes = SourceBytes(Some(total));
+                total
+            }
+        }
+    }
+
     fn apply_one(&mut self, cmd: Command) -> Outcome {
         match cmd {
             Command::PutPolicy {
@@ -400,6 +437,7 @@ impl State {
                 actor,
                 at_ms,
             } => {
+                let total = self.policy_source_total();
                 let current = self.policies.get(&name);
                 if let Err(conflict) = precondition(
                     &format!("policy {name:?}"),
@@ -415,12 +453,9 @@ impl State {
                         ),
                     };
                 }
-                let others: usize = self
-                    .policies
-                    .values()
-                    .filter(|p| p.name != name)
-                    .map(|p| p.source.len())
-                    .sum();
+                // Was a sum over every policy per put: with thousands of policies, most of a
+                // put's CPU on every controller (bench/README.md, 2026-12-03 write path).
+                let others = total - current.map_or(0, |p| p.source.len());
                 if others + source.len() > POLICY_SOURCE_TOTAL_BYTES_MAX {
                     return Outcome::Quota {
                         reason: format!(
@@ -458,6 +493,7 @@ impl State {
                     }),
                     at_ms,
                 );
+                self.policy_source_bytes = SourceBytes(Some(others + policy.source.len()));
                 self.policies.insert(name, policy.clone());
                 self.policies_changed();
                 Outcome::Policy(policy)
@@ -479,7 +515,10 @@ impl State {
                 {
                     return conflict;
                 }
-                self.policies.remove(&name);
+                let total = self.policy_source_total();
+                if let Some(gone) = self.policies.remove(&name) {
+                    self.policy_source_bytes = SourceBytes(Some(total - gone.source.len()));
+                }
                 self.policies_changed();
                 self.log.append(
                     &name,

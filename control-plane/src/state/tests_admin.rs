@@ -486,3 +486,56 @@ fn a_write_on_the_same_host_never_lowers_the_epoch() {
         e.placement = s.enclaves["e"].placement.clone();
     }
 }
+
+/// The total-source quota counts every stored policy exactly — through puts that grow, shrink
+/// or replace a policy, deletes, and a state reloaded from its serialized form (whose running
+/// total is recomputed) — and answers the same on every replica.
+#[test]
+fn the_policy_source_quota_counts_puts_replacements_and_deletes() {
+    let half = POLICY_SOURCE_TOTAL_BYTES_MAX / 2;
+    let put = |s: &mut State, name: &str, bytes: usize| {
+        s.apply(Command::PutPolicy {
+            name: name.into(),
+            source: "x".repeat(bytes),
+            expect: Expect::Any,
+            actor: "op".into(),
+            at_ms: 1,
+        })
+    };
+    let quota = |o: &Outcome| matches!(o, Outcome::Quota { .. });
+    let mut s = State::default();
+    assert!(!quota(&put(&mut s, "a", half)));
+    assert!(
+        !quota(&put(&mut s, "b", half)),
+        "exactly at the limit is allowed"
+    );
+    assert!(quota(&put(&mut s, "c", 1)), "one byte over");
+    assert!(
+        !quota(&put(&mut s, "a", half)),
+        "a replacement counts only once"
+    );
+    assert!(quota(&put(&mut s, "a", half + 1)));
+    assert!(!quota(&put(&mut s, "a", 10)), "shrinking frees room");
+    assert!(!quota(&put(&mut s, "c", half - 10)));
+    assert!(quota(&put(&mut s, "d", 1)));
+
+    // Reloaded (as from a snapshot): the total is recomputed and agrees.
+    let mut reloaded: State =
+        serde_json::from_slice(&serde_json::to_vec(&s).expect("json")).expect("state");
+    assert_eq!(reloaded, s);
+    assert!(quota(&put(&mut reloaded, "d", 1)));
+    assert!(matches!(
+        reloaded.apply(Command::DeletePolicy {
+            name: "c".into(),
+            expect: Expect::Any,
+            actor: "op".into(),
+            at_ms: 2,
+        }),
+        Outcome::PolicyDeleted { .. }
+    ));
+    assert!(
+        !quota(&put(&mut reloaded, "d", half - 10)),
+        "a delete frees its bytes"
+    );
+    assert!(quota(&put(&mut reloaded, "e", 1)));
+}

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::{Entry, LogId};
+use super::super::{Entry, LogId, Request};
 use openraft::{CommittedLeaderId, EntryPayload};
 
 /// The entry format this code writes and reads.
@@ -39,9 +39,41 @@ struct Stored<'a> {
 enum Payload<'a> {
     Blank,
     /// `raft::Request` as JSON.
-    Normal(&'a [u8]),
+    #[serde(borrow)]
+    Normal(Bytes<'a>),
     /// openraft's `Membership` as JSON.
-    Membership(&'a [u8]),
+    #[serde(borrow)]
+    Membership(Bytes<'a>),
+}
+
+/// A byte string: postcard writes its length and the bytes — the same bytes as for a `&[u8]`,
+/// which serde hands over one number at a time — and reads it borrowed from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
 }
 
 /// Why stored bytes are not an entry.
@@ -60,17 +92,19 @@ pub enum CodecError {
 }
 
 /// Appends the stored form of `entry` to `out`.
+///
+/// A `Normal` entry's JSON is the request's own ([`Request::json`](crate::raft::Request::json)):
+/// encoded once and kept, so storing and replicating the entry do not encode it again.
 pub fn encode_into(entry: &Entry, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let json;
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank,
-        EntryPayload::Normal(r) => {
-            json = serde_json::to_vec(r).map_err(|e| CodecError::Encode(e.to_string()))?;
-            Payload::Normal(&json)
-        }
+        EntryPayload::Normal(r) => Payload::Normal(Bytes(
+            r.json().map_err(|e| CodecError::Encode(e.to_string()))?,
+        )),
         EntryPayload::Membership(m) => {
             json = serde_json::to_vec(m).map_err(|e| CodecError::Encode(e.to_string()))?;
-            Payload::Membership(&json)
+            Payload::Membership(Bytes(&json))
         }
     };
     let stored = Stored {
@@ -100,10 +134,10 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     let stored: Stored = postcard::from_bytes(rest).map_err(CodecError::Envelope)?;
     let payload = match stored.payload {
         Payload::Blank => EntryPayload::Blank,
-        Payload::Normal(json) => {
-            EntryPayload::Normal(serde_json::from_slice(json).map_err(CodecError::Payload)?)
+        Payload::Normal(Bytes(json)) => {
+            EntryPayload::Normal(Request::from_json(json).map_err(CodecError::Payload)?)
         }
-        Payload::Membership(json) => {
+        Payload::Membership(Bytes(json)) => {
             EntryPayload::Membership(serde_json::from_slice(json).map_err(CodecError::Payload)?)
         }
     };

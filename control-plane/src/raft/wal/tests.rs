@@ -14,10 +14,7 @@ fn entry(index: u64) -> Entry {
     let payload = if index.is_multiple_of(3) {
         EntryPayload::Blank
     } else {
-        EntryPayload::Normal(Request {
-            leaf_format: crate::state::LeafFormat::CURRENT,
-            commands: Vec::new(),
-        })
+        EntryPayload::Normal(Request::new(Vec::new()))
     };
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1 + index / 50, 1), index),
