@@ -233,6 +233,14 @@ pub fn has_quorum(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> b
             .all(|c| c.iter().filter(|&v| granted.contains(v)).count() * 2 > c.len())
 }
 
+/// Whether a timer that fired `late` after it was due says the process was starved (half a
+/// heartbeat or more): then the silence measured includes heartbeats not yet read, and the
+/// soak under full load saw both followers stand together after a ~150 ms stall of all three
+/// controllers.
+pub fn starved(late: Duration, timing: &Timing) -> bool {
+    late >= timing.heartbeat / 2
+}
+
 /// A jitter below half a heartbeat.
 fn jitter(timing: &Timing) -> Duration {
     use rand_core::RngCore;
@@ -289,6 +297,8 @@ struct Attempt {
 pub(super) async fn drive(controller: Weak<Controller>) {
     let mut attempt: Option<Attempt> = None;
     let mut jit = Duration::ZERO;
+    // When the timer last put to sleep was due (to see whether it fired late).
+    let mut woke: Option<Instant> = None;
     loop {
         let Some(c) = controller.upgrade() else {
             return;
@@ -311,6 +321,7 @@ pub(super) async fn drive(controller: Weak<Controller>) {
                 c.contact.touch();
             }
             attempt = None;
+            woke = None;
             drop(c);
             tokio::time::sleep(timing.heartbeat).await;
             continue;
@@ -327,6 +338,20 @@ pub(super) async fn drive(controller: Weak<Controller>) {
         if Instant::now() < due {
             drop(c);
             tokio::time::sleep_until(due.into()).await;
+            woke = Some(due);
+            continue;
+        }
+        // Woken late: this process (or the machine) was starved, and the silence it measured
+        // may be heartbeats still queued unread. Give them one heartbeat to arrive first.
+        if let Some(d) = woke.take()
+            && starved(Instant::now().saturating_duration_since(d), &timing)
+        {
+            tracing::debug!(
+                late_ms = d.elapsed().as_millis(),
+                "election timer fired late; waiting a heartbeat before a pre-vote"
+            );
+            drop(c);
+            tokio::time::sleep(timing.heartbeat).await;
             continue;
         }
         let at = Instant::now();
@@ -485,6 +510,16 @@ mod tests {
                 assert!(t.prevote_silence() < t.stand_after(Duration::ZERO));
             }
         }
+    }
+
+    #[test]
+    fn a_timer_half_a_heartbeat_late_means_starved() {
+        let t = Timing::from_ms(50, 150);
+        let ms = Duration::from_millis;
+        assert!(!starved(ms(0), &t));
+        assert!(!starved(ms(24), &t));
+        assert!(starved(ms(25), &t));
+        assert!(starved(ms(150), &t));
     }
 
     #[test]
