@@ -57,6 +57,39 @@ impl LocalCluster {
             .collect()
     }
 
+    /// `http://ADDR` of controller `id`.
+    pub fn endpoints_of(&self, id: u64) -> Option<String> {
+        self.0.nodes.get(&id).map(|n| format!("http://{}", n.addr))
+    }
+
+    /// Sends SIGTERM to controller `id` and returns at once ([`LocalCluster::reap`] waits).
+    pub fn sigterm(&mut self, id: u64) -> anyhow::Result<()> {
+        let n = self
+            .0
+            .nodes
+            .get(&id)
+            .ok_or_else(|| anyhow::anyhow!("no controller {id}"))?;
+        if let Some(child) = &n.child {
+            tribune_testkit::process::sigterm(child);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `grace` for controller `id` (sent SIGTERM) to exit, then kills it; true if
+    /// it exited by itself with success.
+    pub async fn reap(&mut self, id: u64, grace: Duration) -> anyhow::Result<bool> {
+        let Some(mut child) = self.0.nodes.get_mut(&id).and_then(|n| n.child.take()) else {
+            return Ok(true);
+        };
+        let stopped =
+            tokio::task::spawn_blocking(move || tribune_testkit::process::stop(&mut child, grace))
+                .await?;
+        Ok(matches!(
+            stopped,
+            tribune_testkit::process::Stopped::Exited(Some(s)) if s.success()
+        ))
+    }
+
     pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
         Ok(self.0.kill9(id)?)
     }

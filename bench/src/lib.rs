@@ -14,6 +14,7 @@ mod api;
 pub mod cluster;
 pub mod enforce;
 pub mod etcd;
+pub mod failover;
 pub mod ingest;
 pub mod log;
 pub mod memory;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+pub use failover::{FailoverOpts, FailoverReport, SoakReport, Stop, failover, soak};
 pub use stats::Summary;
 
 #[derive(Debug, Clone, Serialize)]
@@ -363,172 +365,4 @@ pub async fn compare_writes(
         .zip(t.into_iter().zip(e))
         .map(|(&n, (t, e))| CompareRow::new(n, t, e))
         .collect())
-}
-
-#[derive(Debug, Serialize)]
-pub struct FailoverReport {
-    pub trials: usize,
-    /// kill -9 of the leader → next acknowledged write, per trial.
-    pub recovery_ms: Summary,
-    pub samples_ms: Vec<f64>,
-    /// When each kill happened (Unix ms): lines up the trials with the controllers' logs
-    /// (`TRIBUNE_BENCH_LOG_DIR`) for a breakdown of where the time went.
-    pub killed_at_unix_ms: Vec<u64>,
-    pub heartbeat_ms: u64,
-    pub election_timeout_ms: u64,
-    /// Concurrent background writers kept running through each kill.
-    pub load_clients: usize,
-    /// Writes the background load had acknowledged over the whole run.
-    pub load_writes: u64,
-    /// Background writes refused or unanswered (mostly: sent to the killed controller).
-    pub load_failed: u64,
-}
-
-/// Failover settings: Raft timing passed to every controller, background load.
-#[derive(Debug, Clone, Copy)]
-pub struct FailoverOpts {
-    pub trials: usize,
-    pub heartbeat_ms: u64,
-    pub election_timeout_ms: u64,
-    pub load_clients: usize,
-}
-
-/// Runs `trials` leader kills against a fresh local 3-controller cluster under write load.
-pub async fn failover(
-    binary: &std::path::Path,
-    opts: FailoverOpts,
-    progress: impl Fn(usize, Duration),
-) -> anyhow::Result<FailoverReport> {
-    let timing = [
-        "--heartbeat-ms".to_string(),
-        opts.heartbeat_ms.to_string(),
-        "--election-timeout-ms".to_string(),
-        opts.election_timeout_ms.to_string(),
-    ];
-    let extra: Vec<&str> = timing.iter().map(String::as_str).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .build()?;
-    let mut c = cluster::LocalCluster::start_ready(binary, 3, &extra, &http).await?;
-
-    // Background writers over every member (the killed one's requests fail until it is back).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut load_tasks = tokio::task::JoinSet::new();
-    for w in 0..opts.load_clients {
-        let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
-        let endpoints = c.endpoints();
-        let http = http.clone();
-        load_tasks.spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let ep = &endpoints[(w + i as usize) % endpoints.len()];
-                let (name, body) = policy_body(1000 + w, i, "load");
-                let r = http
-                    .put(format!("{ep}/v1/policies/{name}"))
-                    .json(&body)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if matches!(r, Ok(r) if r.status().is_success()) {
-                    acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                i += 1;
-            }
-        });
-    }
-
-    let mut samples = Vec::new();
-    let mut killed_at = Vec::new();
-    let result: anyhow::Result<()> = async {
-        for trial in 0..opts.trials {
-            let leader = c.wait_leader(&http, Duration::from_secs(30)).await?;
-            let survivors: Vec<String> = c.endpoints_except(leader);
-            // Warm: a write must go through before the kill.
-            write_once(&http, &survivors, "warm", Duration::from_secs(30)).await?;
-            let killed = Instant::now();
-            killed_at.push(unix_ms());
-            c.kill9(leader)?;
-            write_once(
-                &http,
-                &survivors,
-                &format!("after-kill-{trial}"),
-                Duration::from_secs(30),
-            )
-            .await?;
-            let recovery = killed.elapsed();
-            progress(trial, recovery);
-            samples.push(recovery);
-            c.restart(leader)?;
-            // Back and nearly caught up (the background load keeps a small lag), then steady
-            // state under load for a while: a crash strikes a cluster that has been up, at a
-            // random point of the heartbeat cycle, not one still settling from the last kill.
-            c.wait_caught_up(&http, Duration::from_secs(30), 64).await?;
-            tokio::time::sleep(settle_time()).await;
-        }
-        Ok(())
-    }
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    while load_tasks.join_next().await.is_some() {}
-    result?;
-    Ok(FailoverReport {
-        trials: opts.trials,
-        recovery_ms: Summary::of_durations(&samples),
-        samples_ms: samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
-        killed_at_unix_ms: killed_at,
-        heartbeat_ms: opts.heartbeat_ms,
-        election_timeout_ms: opts.election_timeout_ms,
-        load_clients: opts.load_clients,
-        load_writes: acked.load(std::sync::atomic::Ordering::Relaxed),
-        load_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
-    })
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// 700–1200 ms, varied from the clock (no rand dependency for one number).
-fn settle_time() -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(700 + u64::from(nanos % 500))
-}
-
-/// Writes until one write is acknowledged. Each attempt goes to the next survivor; a survivor
-/// that still believes in the dead leader waits (server side) for the new one and forwards.
-async fn write_once(
-    http: &reqwest::Client,
-    endpoints: &[String],
-    name: &str,
-    limit: Duration,
-) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut i = 0usize;
-    while start.elapsed() < limit {
-        let ep = &endpoints[i % endpoints.len()];
-        i += 1;
-        let r = http
-            .put(format!("{ep}/v1/policies/{name}"))
-            .json(&json!({"source": format!("policy \"{name}\" {{}}")}))
-            .timeout(Duration::from_millis(1500))
-            .send()
-            .await;
-        if let Ok(r) = r
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    anyhow::bail!("no write acknowledged within {limit:?}")
 }

@@ -4,6 +4,8 @@
 //!   `Goodbye` (the agent re-attests on another controller), stops Raft and exits 0 within a
 //!   bound; the other two elect a leader and take writes. (It used to wait forever for the
 //!   stream to close, still leading, while writes elsewhere got 503 no-leader.)
+//! - SIGTERM to a leader hands its leadership to an up-to-date follower before it exits (no
+//!   root needed).
 //! - A full disk under a controller: its Raft stops on the write error, and the controller exits
 //!   with status 4 and a message naming the cause instead of running on as a zombie (200 on
 //!   `/healthz`, spinning on every read). Once space is back, a restart catches up and serves
@@ -136,6 +138,45 @@ async fn sigterm_to_the_leader_with_an_agent_streaming_hands_over_and_exits() {
         .await;
     assert!(s == 200 || s == 201, "write after the stop: {s} {b}");
     drop(agent);
+}
+
+/// SIGTERM to a leader: before it exits it asks a follower holding its whole log to stand
+/// (`node/handover.rs`), so the follower stands when asked instead of after an election timeout
+/// of silence, and the other two take writes. Without the handover neither log line appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_leader_hands_leadership_to_an_up_to_date_follower() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader().await;
+    let (s, b) = c
+        .put_policy(leader, "before-stop", "policy \"before-stop\" {}", None)
+        .await;
+    assert!(s == 200 || s == 201, "write before the stop: {s} {b}");
+
+    let stopped = c.stop(leader, STOP_BOUND).expect("stop the leader");
+    assert!(
+        matches!(stopped, Some(Stopped::Exited(Some(status))) if status.success()),
+        "the leader did not exit cleanly after SIGTERM ({stopped:?})\n{}",
+        c.logs()
+    );
+    let log_of = |id: u64| std::fs::read_to_string(&c.nodes[&id].log).unwrap_or_default();
+    assert!(
+        log_of(leader).contains("leadership handed over"),
+        "the stopping leader {leader} did not hand over\n{}",
+        c.logs()
+    );
+    let new_leader = c.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(
+        log_of(new_leader).contains("the stopping leader asked this controller to stand"),
+        "new leader {new_leader} did not stand on the stopping leader's request\n{}",
+        c.logs()
+    );
+    let (s, b) = c
+        .put_policy(new_leader, "after-stop", "policy \"after-stop\" {}", None)
+        .await;
+    assert!(s == 200 || s == 201, "write after the stop: {s} {b}");
+    let (s, b) = c.get_policy(new_leader, "before-stop").await;
+    assert_eq!(s, 200, "the write acknowledged before the stop: {b}");
 }
 
 /// Mounts a tmpfs of `mib` MiB at `at`; unmounted (lazily) when dropped.

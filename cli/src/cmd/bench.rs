@@ -50,7 +50,8 @@ pub enum BenchCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// kill -9 the leader under load, time until the next acknowledged write.
+    /// kill -9 (or SIGTERM) the leader under load, time until the next acknowledged write;
+    /// or, with --soak, count elections under load without kills.
     Failover {
         #[arg(long, default_value_t = 20)]
         trials: usize,
@@ -65,6 +66,13 @@ pub enum BenchCmd {
         /// Background writers kept running through every kill.
         #[arg(long, default_value_t = 4)]
         load_clients: usize,
+        /// SIGTERM the leader instead of kill -9: it hands its leadership over before it exits.
+        #[arg(long, conflicts_with = "soak")]
+        graceful: bool,
+        /// No kills: run the full write load for this many seconds and count the elections
+        /// (all spurious) and lost writes.
+        #[arg(long, value_name = "SECONDS")]
+        soak: Option<u64>,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -389,14 +397,20 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 heartbeat_ms,
                 election_timeout_ms,
                 load_clients,
+                graceful,
+                soak,
                 opts: _,
             } => {
                 super::bench_failover::run(
                     &exe,
-                    trials,
-                    heartbeat_ms,
-                    election_timeout_ms,
-                    load_clients,
+                    super::bench_failover::Mode {
+                        trials,
+                        heartbeat_ms,
+                        election_timeout_ms,
+                        load_clients,
+                        graceful,
+                        soak,
+                    },
                     format,
                 )
                 .await

@@ -322,10 +322,17 @@ async fn serve(args: ControllerArgs, config: ControllerConfig) -> anyhow::Result
     }
     tracing::info!(id = config.id, addr = %config.advertised(), data_dir = %config.data_dir.display(), "controller serving");
     let ready = tokio::spawn(notify_when_ready(controller.clone()));
+    // On SIGTERM a leader first hands its leadership over (bounded: two election timeouts),
+    // then stops serving: the cluster is not left leaderless for an election timeout.
+    let handing = controller.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        handing.hand_over().await;
+    };
     let stopped = tribune_controller::server::serve_reloadable(
         listener,
         controller.clone(),
-        shutdown_signal(),
+        shutdown,
         reloads,
     )
     .await?;

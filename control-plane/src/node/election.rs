@@ -7,17 +7,25 @@
 //!
 //! - **Silence**: the time since this controller last heard from a leader (an AppendEntries or
 //!   InstallSnapshot it accepted) or granted a vote (`Contact`, touched by the Raft service).
-//! - **Standing**: a voter stands after [`Timing::stand_after`] of silence: the election
-//!   timeout, plus one heartbeat per rank (its place among the voters other than the leader it
-//!   last knew, by id), plus a random jitter below half a heartbeat. The ranks stagger the
-//!   survivors, so two of them rarely stand together (a split vote costs a whole round).
+//! - **Standing**: a voter tries after [`Timing::stand_after`] of silence: the election
+//!   timeout plus a random jitter below half a heartbeat.
 //! - **Pre-vote**: before proposing a new term, it asks the other voters for their status
-//!   (`RaftService.Status`, which carries their silence). A voter that is not leader and has
-//!   heard from no leader for [`Timing::prevote_silence`] counts as a grant. Only with a
-//!   majority (of every configuration of a joint membership) does it call openraft's
-//!   `trigger().elect()`. A controller cut off from the others never gets a majority, so its
-//!   term does not grow while it is away, and when it comes back the leader's next heartbeat
-//!   is accepted: it cannot depose a healthy leader.
+//!   (`RaftService.Status`, which carries their silence and last log index). A voter that is
+//!   not leader and has heard from no leader for [`Timing::prevote_silence`] counts as a grant,
+//!   if its log is no longer than this controller's (a longer one would refuse the real vote).
+//!   Only with a majority (of every configuration of a joint membership) does it call
+//!   openraft's `trigger().elect()`. A controller cut off from the others never gets a
+//!   majority, so its term does not grow while it is away, and when it comes back the leader's
+//!   next heartbeat is accepted: it cannot depose a healthy leader.
+//! - **Who stands** ([`decide`]): of the survivors that answer, only the one with the longest
+//!   log (the lowest id among equals) stands; the others defer to it once. Every survivor
+//!   reads the same logs, so two rarely stand together (a split vote costs a whole round), and
+//!   the one that stands is one that can win.
+//! - **Retries**: a round without a majority is retried after one heartbeat (three times, then
+//!   after the election timeout); a survivor that deferred retries after two heartbeats, and
+//!   then stands if it can.
+//! - **Handover** (`node/handover.rs`): a leader told to stop asks its most up-to-date
+//!   follower to stand at once, without waiting out the silence.
 //! - openraft's lease (its `election_timeout_max`, below which a voter refuses a real vote) is
 //!   set under the pre-vote silence ([`Timing::raft_lease_ms`]), so a granted pre-vote is
 //!   followed by a granted vote.
@@ -90,12 +98,25 @@ impl Timing {
             .max(h.saturating_add(2))
     }
 
-    /// How long a voter of `rank` stays silent before standing.
-    pub fn stand_after(&self, rank: usize, jitter: Duration) -> Duration {
-        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
-        self.election
-            .saturating_add(self.heartbeat.saturating_mul(rank))
-            .saturating_add(jitter)
+    /// How long a voter stays silent before its first pre-vote round.
+    pub fn stand_after(&self, jitter: Duration) -> Duration {
+        self.election.saturating_add(jitter)
+    }
+
+    /// How long after its last attempt a survivor tries again: after `outcome`, the
+    /// `failed`-th round in a row without a majority (1 for the first).
+    pub fn retry_after(&self, outcome: &Round, failed: u32, jitter: Duration) -> Duration {
+        match outcome {
+            // A vote round (two fsyncs) needs its time; a new term now would cut it short.
+            Round::Stand => self.stand_after(jitter),
+            // Time for the better survivor's round; if it wins, its vote request resets the
+            // silence here anyway.
+            Round::Defer(_) => self.heartbeat.saturating_mul(2),
+            // The peers were not silent long enough yet: ask again soon, but not for ever
+            // at that pace (a cut-off controller asks on).
+            Round::Undecided if failed <= RETRIES_FAST => self.heartbeat.saturating_add(jitter),
+            Round::Undecided => self.stand_after(jitter),
+        }
     }
 
     /// How long a pre-vote waits for a peer's answer: long enough for a first TLS handshake on
@@ -107,17 +128,72 @@ impl Timing {
     }
 }
 
+/// Rounds without a majority retried after one heartbeat before falling back to the election
+/// timeout.
+const RETRIES_FAST: u32 = 3;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `me`'s place among the voters that may stand (every voter but `leader`), by id; 0 first.
-pub fn rank(me: NodeId, voters: &BTreeSet<NodeId>, leader: Option<NodeId>) -> usize {
-    voters
-        .iter()
-        .filter(|&&v| Some(v) != leader)
-        .take_while(|&&v| v < me)
-        .count()
+/// What a pre-vote round decided, from the answers so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// A majority granted and no answering survivor is better placed: stand now.
+    Stand,
+    /// This survivor, also without a leader, has a longer log (or as long, and a lower id):
+    /// it stands, this one waits for it.
+    Defer(NodeId),
+    /// No majority (yet).
+    Undecided,
+}
+
+/// Whether a candidate with `a`'s last log index and id is better placed than `b`'s: a longer
+/// log, or as long and a lower id. (The index alone: the survivors' last entries come from the
+/// same dead leader's term. A wrong pick costs a round, never safety.)
+fn better(a: (Option<u64>, NodeId), b: (Option<u64>, NodeId)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// Decides a pre-vote round for `me` (last log index `my_last`) from the `answers` received so
+/// far. A peer grants when [`grants`] says so and its log is no longer than `me`'s (a longer
+/// one refuses the real vote). With `may_defer`, a granting peer better placed than `me`
+/// ([`Round::Defer`]) stands instead; without it (`me` deferred once already and no leader
+/// came), `me` stands on any majority.
+pub fn decide(
+    me: NodeId,
+    my_last: Option<u64>,
+    answers: &[(NodeId, NodeStatus)],
+    configs: &[BTreeSet<NodeId>],
+    timing: &Timing,
+    may_defer: bool,
+) -> Round {
+    let silent = answers.iter().filter(|(_, s)| grants(s, timing));
+    if may_defer
+        && let Some((best, _)) = silent
+            .clone()
+            .filter(|(id, s)| better((s.last_log_index, *id), (my_last, me)))
+            .max_by(|(a, sa), (b, sb)| {
+                if better((sa.last_log_index, *a), (sb.last_log_index, *b)) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Less
+                }
+            })
+    {
+        return Round::Defer(*best);
+    }
+    let mut granted = BTreeSet::from([me]);
+    granted.extend(
+        silent
+            .filter(|(_, s)| s.last_log_index <= my_last)
+            .map(|(id, _)| *id),
+    );
+    if has_quorum(configs, &granted) {
+        Round::Stand
+    } else {
+        Round::Undecided
+    }
 }
 
 /// Whether a peer's status counts as a pre-vote: it does not lead and has heard from no leader
@@ -157,6 +233,14 @@ pub fn has_quorum(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> b
             .all(|c| c.iter().filter(|&v| granted.contains(v)).count() * 2 > c.len())
 }
 
+/// Whether a timer that fired `late` after it was due says the process was starved (half a
+/// heartbeat or more): then the silence measured includes heartbeats not yet read, and the
+/// soak under full load saw both followers stand together after a ~150 ms stall of all three
+/// controllers.
+pub fn starved(late: Duration, timing: &Timing) -> bool {
+    late >= timing.heartbeat / 2
+}
+
 /// A jitter below half a heartbeat.
 fn jitter(timing: &Timing) -> Duration {
     use rand_core::RngCore;
@@ -169,6 +253,7 @@ struct View {
     leads: bool,
     voter: bool,
     leader: Option<NodeId>,
+    last_log_index: Option<u64>,
     configs: Vec<BTreeSet<NodeId>>,
     /// (id, address) of every other voter.
     others: Vec<(NodeId, String)>,
@@ -191,16 +276,29 @@ fn view(c: &Controller) -> Option<View> {
         leads: m.state == ServerState::Leader,
         voter: membership.voter_ids().any(|v| v == c.id),
         leader: m.current_leader,
+        last_log_index: m.last_log_index,
         configs,
         others,
     })
 }
 
+/// The driver's memory of its attempts since it last heard from a leader.
+struct Attempt {
+    at: Instant,
+    wait: Duration,
+    /// Rounds in a row without a majority.
+    failed: u32,
+    /// Deferred to a better survivor once already.
+    deferred: bool,
+}
+
 /// Runs until the controller is dropped or stops: stands for election when the leader has
 /// been silent long enough and a pre-vote round allows it.
 pub(super) async fn drive(controller: Weak<Controller>) {
-    let mut attempted: Option<Instant> = None;
+    let mut attempt: Option<Attempt> = None;
     let mut jit = Duration::ZERO;
+    // When the timer last put to sleep was due (to see whether it fired late).
+    let mut woke: Option<Instant> = None;
     loop {
         let Some(c) = controller.upgrade() else {
             return;
@@ -222,48 +320,103 @@ pub(super) async fn drive(controller: Weak<Controller>) {
             if v.leads {
                 c.contact.touch();
             }
-            attempted = None;
+            attempt = None;
+            woke = None;
             drop(c);
             tokio::time::sleep(timing.heartbeat).await;
             continue;
         }
-        let voters: BTreeSet<NodeId> = v.configs.iter().flatten().copied().collect();
-        let since = match attempted {
-            Some(a) => a.max(c.contact.since()),
-            None => c.contact.since(),
+        let heard = c.contact.since();
+        // Heard from a leader (or granted a vote) since the last attempt: start over.
+        if attempt.as_ref().is_some_and(|a| heard > a.at) {
+            attempt = None;
+        }
+        let due = match &attempt {
+            Some(a) => a.at + a.wait,
+            None => heard + timing.stand_after(jit),
         };
-        let due = since + timing.stand_after(rank(c.id, &voters, v.leader), jit);
         if Instant::now() < due {
             drop(c);
             tokio::time::sleep_until(due.into()).await;
+            woke = Some(due);
             continue;
         }
-        attempted = Some(Instant::now());
+        // Woken late: this process (or the machine) was starved, and the silence it measured
+        // may be heartbeats still queued unread. Give them one heartbeat to arrive first.
+        if let Some(d) = woke.take()
+            && starved(Instant::now().saturating_duration_since(d), &timing)
+        {
+            tracing::debug!(
+                late_ms = d.elapsed().as_millis(),
+                "election timer fired late; waiting a heartbeat before a pre-vote"
+            );
+            drop(c);
+            tokio::time::sleep(timing.heartbeat).await;
+            continue;
+        }
+        let at = Instant::now();
         jit = jitter(&timing);
         let silence_ms = c.contact.silence_ms();
-        if prevote(&c, &v, &timing).await {
-            tracing::info!(
-                silence_ms,
-                last_leader = ?v.leader,
-                "leader silent; pre-vote won, standing for election"
-            );
-            if let Err(e) = c.raft.trigger().elect().await {
-                tracing::warn!(error = %e, "could not start an election");
-            }
+        let (failed, deferred) = attempt
+            .as_ref()
+            .map_or((0, false), |a| (a.failed, a.deferred));
+        let round = prevote(&c, &v, &timing, !deferred).await;
+        let asked_ms = at.elapsed().as_millis();
+        let failed = if round == Round::Undecided {
+            failed + 1
         } else {
-            tracing::debug!(
+            0
+        };
+        match round {
+            Round::Stand => {
+                tracing::info!(
+                    silence_ms,
+                    asked_ms,
+                    last_leader = ?v.leader,
+                    last_log_index = ?v.last_log_index,
+                    "leader silent; pre-vote won, standing for election"
+                );
+                if let Err(e) = c.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "could not start an election");
+                }
+            }
+            Round::Defer(to) => tracing::info!(
                 silence_ms,
+                asked_ms,
+                to,
+                last_log_index = ?v.last_log_index,
+                "leader silent; deferring to a survivor with a longer log"
+            ),
+            Round::Undecided => tracing::debug!(
+                silence_ms,
+                asked_ms,
+                failed,
                 "leader silent here, but no quorum granted a pre-vote"
-            );
+            ),
         }
+        attempt = Some(Attempt {
+            at,
+            wait: timing.retry_after(&round, failed, jit),
+            failed,
+            deferred: deferred || matches!(round, Round::Defer(_)),
+        });
     }
 }
 
-/// Asks the other voters for their status; true once a majority (this node included) grants.
-async fn prevote(c: &Controller, v: &View, timing: &Timing) -> bool {
-    let mut granted = BTreeSet::from([c.id]);
-    if has_quorum(&v.configs, &granted) {
-        return true;
+/// Asks the other voters for their status and decides ([`decide`]) as answers come in: it
+/// ends as soon as they decide, without waiting for the rest (a dead leader's, say).
+async fn prevote(c: &Controller, v: &View, timing: &Timing, may_defer: bool) -> Round {
+    let mut answers = Vec::new();
+    let first = decide(
+        c.id,
+        v.last_log_index,
+        &answers,
+        &v.configs,
+        timing,
+        may_defer,
+    );
+    if first != Round::Undecided {
+        return first;
     }
     let mut asks = JoinSet::new();
     for (id, addr) in &v.others {
@@ -281,17 +434,23 @@ async fn prevote(c: &Controller, v: &View, timing: &Timing) -> bool {
         });
     }
     while let Some(joined) = asks.join_next().await {
-        if let Ok((id, Some(status))) = joined
-            && grants(&status, timing)
-        {
-            granted.insert(id);
-            if has_quorum(&v.configs, &granted) {
+        if let Ok((id, Some(status))) = joined {
+            answers.push((id, status));
+            let round = decide(
+                c.id,
+                v.last_log_index,
+                &answers,
+                &v.configs,
+                timing,
+                may_defer,
+            );
+            if round != Round::Undecided {
                 asks.abort_all();
-                return true;
+                return round;
             }
         }
     }
-    false
+    Round::Undecided
 }
 
 #[cfg(test)]
@@ -331,10 +490,10 @@ mod tests {
         let t = Timing::from_ms(50, 150);
         assert_eq!(t.prevote_silence(), Duration::from_millis(100));
         assert_eq!(t.raft_lease_ms(), 75);
-        assert_eq!(t.stand_after(0, Duration::ZERO), Duration::from_millis(150));
+        assert_eq!(t.stand_after(Duration::ZERO), Duration::from_millis(150));
         assert_eq!(
-            t.stand_after(1, Duration::from_millis(7)),
-            Duration::from_millis(207)
+            t.stand_after(Duration::from_millis(7)),
+            Duration::from_millis(157)
         );
         // The lease stays under the pre-vote silence and above the heartbeat, for every
         // timing the configuration accepts (election > heartbeat).
@@ -348,21 +507,128 @@ mod tests {
                         "h {h} e {e}"
                     );
                 }
-                assert!(t.prevote_silence() < t.stand_after(0, Duration::ZERO));
+                assert!(t.prevote_silence() < t.stand_after(Duration::ZERO));
             }
         }
     }
 
     #[test]
-    fn ranks_skip_the_last_leader() {
-        let voters = BTreeSet::from([1, 2, 3]);
-        assert_eq!(rank(2, &voters, Some(1)), 0);
-        assert_eq!(rank(3, &voters, Some(1)), 1);
-        assert_eq!(rank(1, &voters, Some(2)), 0);
-        assert_eq!(rank(3, &voters, Some(2)), 1);
-        assert_eq!(rank(1, &voters, None), 0);
-        assert_eq!(rank(3, &voters, None), 2);
-        assert_eq!(rank(7, &BTreeSet::from([7]), None), 0);
+    fn a_timer_half_a_heartbeat_late_means_starved() {
+        let t = Timing::from_ms(50, 150);
+        let ms = Duration::from_millis;
+        assert!(!starved(ms(0), &t));
+        assert!(!starved(ms(24), &t));
+        assert!(starved(ms(25), &t));
+        assert!(starved(ms(150), &t));
+    }
+
+    #[test]
+    fn retries_come_fast_after_a_round_without_a_majority_then_slow_down() {
+        let t = Timing::from_ms(50, 150);
+        let j = Duration::from_millis(9);
+        let ms = Duration::from_millis;
+        assert_eq!(t.retry_after(&Round::Stand, 0, j), ms(159));
+        assert_eq!(t.retry_after(&Round::Defer(2), 0, j), ms(100));
+        assert_eq!(t.retry_after(&Round::Undecided, 1, j), ms(59));
+        assert_eq!(t.retry_after(&Round::Undecided, 3, j), ms(59));
+        assert_eq!(t.retry_after(&Round::Undecided, 4, j), ms(159));
+        assert_eq!(t.retry_after(&Round::Undecided, u32::MAX, j), ms(159));
+    }
+
+    fn answer(id: NodeId, state: &str, silence: u64, last: Option<u64>) -> (NodeId, NodeStatus) {
+        let mut s = status(state, Some(1), Some(silence));
+        s.id = id;
+        s.last_log_index = last;
+        (id, s)
+    }
+
+    #[test]
+    fn the_survivor_with_the_longest_log_stands_and_the_other_defers() {
+        let t = Timing::from_ms(50, 150);
+        let three = vec![BTreeSet::from([1, 2, 3])];
+        // Leader 1 is dead; 2 and 3 survive.
+        let shorter = [answer(3, "follower", 160, Some(40))];
+        let longer = [answer(3, "follower", 160, Some(42))];
+        let same = [answer(3, "follower", 160, Some(41))];
+        // 2 (log 41) against 3 (log 40): 2 stands, and 3, asking 2, defers to it.
+        assert_eq!(
+            decide(2, Some(41), &shorter, &three, &t, true),
+            Round::Stand
+        );
+        let two = [answer(2, "follower", 160, Some(41))];
+        assert_eq!(decide(3, Some(40), &two, &three, &t, true), Round::Defer(2));
+        // 3 ahead: 2 defers, even though it has the lower id.
+        assert_eq!(
+            decide(2, Some(41), &longer, &three, &t, true),
+            Round::Defer(3)
+        );
+        // Equal logs: the lower id stands, the higher defers.
+        assert_eq!(decide(2, Some(41), &same, &three, &t, true), Round::Stand);
+        assert_eq!(
+            decide(
+                3,
+                Some(41),
+                &[answer(2, "follower", 160, Some(41))],
+                &three,
+                &t,
+                true
+            ),
+            Round::Defer(2)
+        );
+        // Deferred once and still no leader: stand on any majority that would vote...
+        assert_eq!(decide(3, Some(41), &two, &three, &t, false), Round::Stand);
+        // ...but a longer log than ours never votes for us.
+        assert_eq!(
+            decide(2, Some(41), &longer, &three, &t, false),
+            Round::Undecided
+        );
+    }
+
+    #[test]
+    fn only_silent_peers_grant_or_are_deferred_to() {
+        let t = Timing::from_ms(50, 150);
+        let three = vec![BTreeSet::from([1, 2, 3])];
+        // A peer that still hears the leader neither grants nor is deferred to.
+        let hears = [answer(3, "follower", 20, Some(99))];
+        assert_eq!(
+            decide(2, Some(41), &hears, &three, &t, true),
+            Round::Undecided
+        );
+        // The leader itself answering: no grant.
+        let leader = [answer(1, "leader", 0, Some(99))];
+        assert_eq!(
+            decide(2, Some(41), &leader, &three, &t, true),
+            Round::Undecided
+        );
+        // No answers yet: undecided; a single voter stands alone.
+        assert_eq!(decide(2, Some(41), &[], &three, &t, true), Round::Undecided);
+        let one = vec![BTreeSet::from([2])];
+        assert_eq!(decide(2, None, &[], &one, &t, true), Round::Stand);
+        // Five voters, 1 dead: the best of the silent answerers is deferred to.
+        let five = vec![BTreeSet::from([1, 2, 3, 4, 5])];
+        let answers = [
+            answer(3, "follower", 160, Some(40)),
+            answer(5, "follower", 160, Some(44)),
+            answer(4, "follower", 160, Some(44)),
+        ];
+        assert_eq!(
+            decide(2, Some(41), &answers, &five, &t, true),
+            Round::Defer(4)
+        );
+        assert_eq!(
+            decide(4, Some(44), &answers[..2], &five, &t, true),
+            Round::Stand
+        );
+        // Two shorter logs and ours: a majority of five.
+        let shorter = [
+            answer(3, "follower", 160, Some(40)),
+            answer(5, "follower", 160, Some(39)),
+        ];
+        assert_eq!(decide(2, Some(41), &shorter, &five, &t, true), Round::Stand);
+        assert_eq!(
+            decide(2, Some(41), &shorter[..1], &five, &t, true),
+            Round::Undecided
+        );
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub enum Forwarded {
     RemoveMember {
         id: NodeId,
     },
+    /// Not for the leader: the stopping leader `from`, at `term`, asks a follower holding
+    /// every entry up to `last_log_index` to stand for election at once (`node/handover.rs`).
+    Stand {
+        from: NodeId,
+        term: u64,
+        last_log_index: Option<u64>,
+    },
 }
 
 /// The leader's answer to a [`Forwarded`] request.
@@ -118,6 +125,17 @@ impl Controller {
 
     /// Serves a forwarded request (this node believes it leads).
     pub async fn serve_forwarded(&self, req: Forwarded) -> Result<ForwardReply, ControllerError> {
+        if let Forwarded::Stand {
+            from,
+            term,
+            last_log_index,
+        } = req
+        {
+            return self
+                .stand_when_asked(from, term, last_log_index)
+                .await
+                .map(|()| ForwardReply::Done);
+        }
         let deadline = Instant::now() + self.timeout();
         match self.run_on_leader(&req, deadline).await {
             Ok(r) => Ok(r),
@@ -131,7 +149,14 @@ impl Controller {
         req: &Forwarded,
         deadline: Instant,
     ) -> Result<ForwardReply, LeaderError> {
+        // A stopping leader handing over proposes nothing new: the caller retries on the next.
+        if self.handing_over() {
+            return Err(LeaderError::NotLeader);
+        }
         match req {
+            Forwarded::Stand { .. } => Err(LeaderError::Failed(ControllerError::Invalid(
+                "a leader is not asked to stand".into(),
+            ))),
             Forwarded::Write(cmds) => self.write_on_leader(cmds, deadline).await,
             Forwarded::AddMember { id, addr, voter } => {
                 self.add_member_on_leader(*id, addr, *voter, deadline)
@@ -345,6 +370,14 @@ mod tests {
                 r#"{"RemoveMember":{"id":4}}"#,
             ),
             (Forwarded::Write(Vec::new()), r#"{"Write":[]}"#),
+            (
+                Forwarded::Stand {
+                    from: 1,
+                    term: 5,
+                    last_log_index: Some(42),
+                },
+                r#"{"Stand":{"from":1,"term":5,"last_log_index":42}}"#,
+            ),
         ];
         for (req, json) in cases {
             assert_eq!(serde_json::to_string(&req).ok().as_deref(), Some(json));

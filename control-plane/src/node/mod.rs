@@ -37,6 +37,7 @@ mod batch;
 mod config;
 pub mod election;
 mod forward;
+pub mod handover;
 mod membership;
 pub mod read;
 mod status;
@@ -78,6 +79,8 @@ pub struct Controller {
     pub usage_feed: Arc<crate::console::UsageFeed>,
     /// When this controller last heard from a leader or granted a vote (`election.rs`).
     pub(crate) contact: Arc<election::Contact>,
+    /// Set once this controller, stopping, hands its leadership over (`node/handover.rs`).
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -129,6 +132,7 @@ impl Controller {
             stopping: CancellationToken::new(),
             usage_feed: Arc::new(crate::console::UsageFeed::new()),
             contact: Arc::new(election::Contact::new()),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
         });
         if !crate::test_fault::active(crate::test_fault::Fault::NoPreVote) {
             tokio::spawn(election::drive(Arc::downgrade(&controller)));
