@@ -464,13 +464,27 @@ async fn one_run(rig: &mut Rig, step: Step, victim: Victim, run: usize) -> Ended
         (host.to_string(), want_epoch),
         "run {run}: the placement after {ended}"
     );
-    let entries = rig.c.log_entries(rig.node()).await.expect("log");
-    let last = entries
-        .iter()
-        .rev()
-        .find(|e| e["subject"] == "vm" && e["detail"]["id"] == id.as_str())
-        .cloned()
-        .unwrap_or(Value::Null);
+    let last = rig
+        .wait_for(&format!("run {run}: the log's end of {id}"), async || {
+            for n in rig.c.running() {
+                let Some(entries) = rig.c.log_entries(n).await else {
+                    continue;
+                };
+                let ended = entries.iter().rev().find(|e| {
+                    e["subject"] == "vm"
+                        && e["detail"]["id"] == id.as_str()
+                        && matches!(
+                            e["detail"]["op"].as_str(),
+                            Some("live_committed" | "live_rolled_back")
+                        )
+                });
+                if let Some(e) = ended {
+                    return Some(e.clone());
+                }
+            }
+            None
+        })
+        .await;
     let (op, logged_epoch) = (
         last["detail"]["op"].as_str().unwrap_or_default(),
         last["detail"]["epoch"].as_u64(),

@@ -23,7 +23,8 @@ pub enum Hold {
     /// Source: QEMU completed (the source is paused, the target holds the whole state), but
     /// the agent has not reported `completed`, so nothing is committed yet.
     Switchover,
-    /// Source or target: a `MigrationEnd` arrived and is not acted on yet.
+    /// Source or target: the `MigrationEnd` of the migration the enclave takes part in here
+    /// arrived and is not acted on yet.
     End,
 }
 

@@ -349,7 +349,6 @@ impl Agent {
                 new_epoch,
                 reason,
             } => {
-                test_hold::hold(&self.cfg.data_dir, Hold::End).await;
                 let role = self.enclaves.get(&enclave).and_then(|r| r.migration);
                 let current = self
                     .enclaves
@@ -365,6 +364,9 @@ impl Agent {
                         "the end of another migration than the one under way here: ignored"
                     );
                     return;
+                }
+                if role.is_some() {
+                    test_hold::hold(&self.cfg.data_dir, Hold::End).await;
                 }
                 let r = match (role, committed) {
                     (Some(Migration::Outgoing), true) => {
