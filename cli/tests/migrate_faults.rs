@@ -534,15 +534,26 @@ async fn one_run(rig: &mut Rig, step: Step, victim: Victim, run: usize) -> Ended
         ended["started_ms"].as_i64()
     }
     .expect("the migration's times");
-    let (up, started) = (uptime_s().expect("uptime"), started_s(pid).expect("start time"));
+    let (up, started) = (
+        uptime_s().expect("uptime"),
+        started_s(pid).expect("start time"),
+    );
     let by_s = up - (wall_ms() - by_ms) as f64 / 1000.0;
     assert!(
         started <= by_s,
         "run {run}: the VM on {host} is a fresh QEMU (started {:.2} s after the {}), not the \
          one that {}\n{}",
         started - by_s,
-        if committed { "commit" } else { "migration began" },
-        if committed { "received its state" } else { "ran it before" },
+        if committed {
+            "commit"
+        } else {
+            "migration began"
+        },
+        if committed {
+            "received its state"
+        } else {
+            "ran it before"
+        },
         rig.logs()
     );
     // The agent there applied it under the recorded epoch; after a commit the source's floor
@@ -571,7 +582,11 @@ async fn one_run(rig: &mut Rig, step: Step, victim: Victim, run: usize) -> Ended
     }
     eprintln!(
         "run {run}: {step:?} × kill -9 {victim:?}: {} on {host} under epoch {want_epoch}; counter {before} → {after}",
-        if committed { "committed" } else { "rolled back" }
+        if committed {
+            "committed"
+        } else {
+            "rolled back"
+        }
     );
     Ended { committed }
 }
@@ -579,7 +594,9 @@ async fn one_run(rig: &mut Rig, step: Step, victim: Victim, run: usize) -> Ended
 static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 async fn case(test: &str, step: Step, victim: Victim) {
-    let _turn = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(mut rig) = setup(test).await else {
         return;
     };

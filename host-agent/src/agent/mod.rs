@@ -292,7 +292,10 @@ impl Agent {
             epochs,
         };
         for (name, m) in incoming {
-            let pids = agent.cgroups.pids(&agent.group_of(&name)).unwrap_or_default();
+            let pids = agent
+                .cgroups
+                .pids(&agent.group_of(&name))
+                .unwrap_or_default();
             match agent
                 .adopt(&name, &m.plan, pids, Some(&m.migration_id))
                 .await

@@ -161,11 +161,8 @@ async fn watch(
         // agent before a restart): go on.
         if p.status == "pre-switchover" {
             test_hold::hold(data_dir, Hold::Transfer).await;
-            qmp.execute(
-                "migrate-continue",
-                Some(json!({"state": "pre-switchover"})),
-            )
-            .await?;
+            qmp.execute("migrate-continue", Some(json!({"state": "pre-switchover"})))
+                .await?;
             deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
             continue;
         }
