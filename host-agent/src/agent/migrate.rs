@@ -11,6 +11,12 @@
 //!   switch-over is committed, [`Agent::migrated_away`] raises the enclave's epoch floor to the
 //!   new epoch (so no plan under the old one can ever resume it here) and stops what is left;
 //!   on a rollback [`Agent::rollback_out`] cancels and resumes it under the old epoch.
+//!
+//! Each step is idempotent per migration id (a new stream tells it again): a target already
+//! waiting answers `ready` again, a source whose job runs follows it ([`Agent::rewatch_out`]).
+//! A target records its migrations in (`store::INCOMING_FILE`) so a restarted agent adopts
+//! the VM holding the state; a `MigrationEnd` for another migration than the one under way
+//! here is ignored ([`end_applies`]).
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
