@@ -16,7 +16,7 @@
 //! waiting answers `ready` again, a source whose job runs follows it ([`Agent::rewatch_out`]).
 //! A target records its migrations in (`store::INCOMING_FILE`) so a restarted agent adopts
 //! the VM holding the state; a `MigrationEnd` for another migration than the one under way
-//! here is ignored ([`end_applies`]).
+//! here is ignored (`end_applies`).
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
