@@ -581,12 +581,17 @@ async fn one_run(rig: &mut Rig, step: Step, victim: Victim, run: usize) -> Ended
         .await;
     }
     eprintln!(
-        "run {run}: {step:?} × kill -9 {victim:?}: {} on {host} under epoch {want_epoch}; counter {before} → {after}",
+        "run {run}: {step:?} × kill -9 {victim:?}: {} on {host} under epoch {want_epoch}; counter {before} → {after}{}",
         if committed {
             "committed"
         } else {
             "rolled back"
-        }
+        },
+        ended["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     );
     Ended { committed }
 }
