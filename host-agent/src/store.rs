@@ -13,6 +13,20 @@ use crate::plan::Plan;
 pub const APPLIED_PLAN_FILE: &str = "applied-plan.json";
 /// Name of the placement-epoch floors file (`crate::fence`).
 pub const EPOCHS_FILE: &str = "placement-epochs.json";
+/// Name of the file of the live migrations this host is the target of (`agent/migrate.rs`):
+/// a VM waiting for its state is in no applied plan, so after an agent crash this file is
+/// what lets the restarted agent adopt it (rather than kill a VM that may hold the only
+/// copy of a state already sent).
+pub const INCOMING_FILE: &str = "migrating-in.json";
+
+/// A live migration into this host, as recorded for a restart: its id and the plan its VM
+/// was started with (paused).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incoming {
+    pub migration_id: String,
+    pub plan: crate::plan::EnclavePlan,
+}
 
 #[derive(Debug, Clone)]
 pub struct PlanStore {
@@ -74,6 +88,46 @@ impl PlanStore {
     }
 }
 
+impl PlanStore {
+    /// The live migrations into this host, by enclave (empty when never saved).
+    pub fn load_incoming(&self) -> Result<std::collections::BTreeMap<String, Incoming>> {
+        let path = self.dir.join(INCOMING_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| AgentError::InvalidPlan(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(AgentError::io("read", path, e)),
+        }
+    }
+
+    /// Records the live migrations into this host (before the VM of a new one starts).
+    pub fn save_incoming(
+        &self,
+        incoming: &std::collections::BTreeMap<String, Incoming>,
+    ) -> Result<()> {
+        let path = self.dir.join(INCOMING_FILE);
+        let tmp = self.dir.join(format!(".{INCOMING_FILE}.tmp"));
+        let text = serde_json::to_vec(incoming)
+            .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
+        write_synced(&tmp, &text)?;
+        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Adds (`Some`) or removes (`None`) enclave `name`'s migration into this host.
+    pub fn set_incoming(&self, name: &str, m: Option<Incoming>) -> Result<()> {
+        let mut all = self.load_incoming()?;
+        let changed = match m {
+            Some(m) => all.insert(name.to_string(), m.clone()).as_ref() != Some(&m),
+            None => all.remove(name).is_some(),
+        };
+        if changed {
+            self.save_incoming(&all)?;
+        }
+        Ok(())
+    }
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| AgentError::io("create", path, e))?;
     f.write_all(bytes)
@@ -107,5 +161,23 @@ mod tests {
                 .join(format!(".{APPLIED_PLAN_FILE}.tmp"))
                 .exists()
         );
+    }
+
+    #[test]
+    fn incoming_migrations_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path()).unwrap();
+        assert!(store.load_incoming().unwrap().is_empty());
+        let m = Incoming {
+            migration_id: "m1".into(),
+            plan: crate::plan::EnclavePlan {
+                placement_epoch: 3,
+                ..crate::plan::EnclavePlan::default()
+            },
+        };
+        store.set_incoming("vm", Some(m.clone())).unwrap();
+        assert_eq!(store.load_incoming().unwrap().get("vm"), Some(&m));
+        store.set_incoming("vm", None).unwrap();
+        assert!(store.load_incoming().unwrap().is_empty());
     }
 }

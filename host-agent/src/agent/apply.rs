@@ -160,6 +160,9 @@ impl Agent {
             report.writes += 1;
             report.stopped.push(name);
         }
+        // Migrations in that this plan ends: their record goes once the plan that names them
+        // is on disk (a crash in between adopts the VM from one or the other).
+        let mut arrived: Vec<String> = Vec::new();
         for (name, wanted) in &plan.enclaves {
             if self.enclaves.contains_key(name) {
                 let applied = self.enclaves[name].plan.clone();
@@ -172,6 +175,8 @@ impl Agent {
                     // Named by a plan: a migration in has ended (it runs under this epoch).
                     if r.migration == Some(Migration::Incoming) {
                         r.migration = None;
+                        r.migration_id.clear();
+                        arrived.push(name.clone());
                     }
                 }
             } else if let Some(c) = checked.remove(name.as_str()) {
@@ -195,6 +200,9 @@ impl Agent {
             self.epochs = floors;
         }
         self.store.save(&plan)?;
+        for name in arrived {
+            self.store.set_incoming(&name, None)?;
+        }
         self.sync_mediator(&plan);
         self.applied = Some(plan);
         self.refused = report
@@ -360,6 +368,7 @@ impl Agent {
                     RunAs::AgentUser => None,
                 },
                 migration: incoming.map(|_| Migration::Incoming),
+                migration_id: String::new(),
             },
         );
         for change in initial_changes(wanted) {
@@ -445,6 +454,7 @@ impl Agent {
         name: &str,
         wanted: &EnclavePlan,
         pids: Vec<u32>,
+        incoming: Option<&str>,
     ) -> Result<()> {
         let group = self.group_of(name);
         let spec = wanted
@@ -494,7 +504,8 @@ impl Agent {
                 usage: Usage::default(),
                 exited: false,
                 user,
-                migration: None,
+                migration: incoming.map(|_| Migration::Incoming),
+                migration_id: incoming.unwrap_or_default().to_string(),
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink
@@ -511,7 +522,9 @@ impl Agent {
         }
         // A VM whose state was (or is being) migrated away stays paused: it may run on the
         // target already, and only a rollback (`migrate::rollback_out`) resumes it here.
-        let migrating_out = self.cfg.runtime == RuntimeKind::Qemu
+        // (A VM migrating in answers `query-migrate` with its incoming state: not this.)
+        let migrating_out = incoming.is_none()
+            && self.cfg.runtime == RuntimeKind::Qemu
             && crate::runtime::migration::outgoing_started(
                 &self
                     .cfg

@@ -11,6 +11,12 @@
 //!   switch-over is committed, [`Agent::migrated_away`] raises the enclave's epoch floor to the
 //!   new epoch (so no plan under the old one can ever resume it here) and stops what is left;
 //!   on a rollback [`Agent::rollback_out`] cancels and resumes it under the old epoch.
+//!
+//! Each step is idempotent per migration id (a new stream tells it again): a target already
+//! waiting answers `ready` again, a source whose job runs follows it ([`Agent::rewatch_out`]).
+//! A target records its migrations in (`store::INCOMING_FILE`) so a restarted agent adopts
+//! the VM holding the state; a `MigrationEnd` for another migration than the one under way
+//! here is ignored (`end_applies`).
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,6 +28,8 @@ use crate::link_messages::{LinkEvent, MigrationReport, ToLink};
 use crate::plan::{self, EnclavePlan, LaunchSpec, RunState};
 use crate::runtime::migration::{self, MigrateOptions, MigrationProgress};
 use crate::runtime::{RuntimeKind, qemu};
+use crate::store::Incoming;
+use crate::test_hold::{self, Hold};
 
 impl Agent {
     /// Target: starts `name` waiting for its state on `listen` (`ADDR:PORT`), paused.
@@ -30,6 +38,18 @@ impl Agent {
         name: &str,
         wanted: &EnclavePlan,
         listen: &str,
+    ) -> Result<()> {
+        self.migrate_in_as(name, wanted, listen, "").await
+    }
+
+    /// [`Agent::migrate_in`] for migration `id`, recorded (`store::INCOMING_FILE`) before the
+    /// VM starts, so an agent restarted meanwhile adopts it.
+    async fn migrate_in_as(
+        &mut self,
+        name: &str,
+        wanted: &EnclavePlan,
+        listen: &str,
+        id: &str,
     ) -> Result<()> {
         plan::validate_name(name)?;
         if self.enclaves.contains_key(name) {
@@ -58,8 +78,23 @@ impl Agent {
             state: RunState::Suspend,
             ..wanted.clone()
         };
-        self.launch(name, &held, checked, Some(&format!("tcp:{listen}")))
-            .await?;
+        self.store.set_incoming(
+            name,
+            Some(Incoming {
+                migration_id: id.to_string(),
+                plan: held.clone(),
+            }),
+        )?;
+        if let Err(e) = self
+            .launch(name, &held, checked, Some(&format!("tcp:{listen}")))
+            .await
+        {
+            self.store.set_incoming(name, None)?;
+            return Err(e);
+        }
+        if let Some(r) = self.enclaves.get_mut(name) {
+            r.migration_id = id.to_string();
+        }
         tracing::info!(enclave = name, listen, "waiting for an incoming migration");
         self.event(
             Some(name),
@@ -80,6 +115,7 @@ impl Agent {
             )));
         }
         self.stop_enclave(name).await?;
+        self.store.set_incoming(name, None)?;
         self.event(
             Some(name),
             EventKind::Migration {
@@ -125,8 +161,30 @@ impl Agent {
             },
         );
         let uri = uri.to_string();
+        let data_dir = self.cfg.data_dir.clone();
         Ok(tokio::spawn(async move {
-            migration::run_outgoing(&sock, &uri, opts, progress).await
+            migration::run_outgoing(&sock, &uri, opts, progress, &data_dir).await
+        }))
+    }
+
+    /// Source, told its step again (a new stream after a reconnect or a controller failover,
+    /// or an agent restarted mid-migration that adopted the VM): follows the migration QEMU
+    /// already runs instead of starting another (which QEMU would refuse, and whose failure
+    /// would roll back a migration that may be about to complete).
+    pub fn rewatch_out(
+        &mut self,
+        name: &str,
+        progress: Option<mpsc::Sender<MigrationProgress>>,
+    ) -> Result<JoinHandle<Result<MigrationProgress>>> {
+        if self.migration_of(name)? != Some(Migration::Outgoing) {
+            return Err(AgentError::InvalidPlan(format!(
+                "enclave {name} is not migrating out"
+            )));
+        }
+        let sock = self.work_dir_of(name).join(qemu::MIGRATE_SOCKET);
+        let data_dir = self.cfg.data_dir.clone();
+        Ok(tokio::spawn(async move {
+            migration::watch_outgoing(&sock, progress, &data_dir).await
         }))
     }
 
@@ -168,6 +226,7 @@ impl Agent {
             .get_mut(name)
             .ok_or_else(|| AgentError::UnknownEnclave(name.into()))?;
         r.migration = None;
+        r.migration_id.clear();
         if r.plan.state == RunState::Run {
             r.enclave.resume().await?;
         }
@@ -212,7 +271,24 @@ impl Agent {
                 plan,
                 listen,
             } => {
-                let p = match self.migrate_in(&enclave, &plan, &listen).await {
+                test_hold::hold(&self.cfg.data_dir, Hold::MigrateIn).await;
+                // Told again (a new stream): the VM waits already; say so again.
+                let again = self.enclaves.get(&enclave).is_some_and(|r| {
+                    r.migration == Some(Migration::Incoming) && r.migration_id == migration_id
+                });
+                let started = if again {
+                    tracing::info!(enclave, migration = %migration_id, "migration in told again: ready");
+                    Ok(())
+                } else {
+                    self.migrate_in_as(&enclave, &plan, &listen, &migration_id)
+                        .await
+                };
+                if started.is_ok()
+                    && let Some(r) = self.enclaves.get_mut(&enclave)
+                {
+                    r.migration_id.clone_from(&migration_id);
+                }
+                let p = match started {
                     Ok(()) => MigrationProgress {
                         status: "ready".into(),
                         ..MigrationProgress::default()
@@ -231,7 +307,25 @@ impl Agent {
                 opts,
             } => {
                 let (tx, mut rx) = mpsc::channel(64);
-                match self.migrate_out(&enclave, &uri, opts, Some(tx)) {
+                let under_way = self
+                    .enclaves
+                    .get(&enclave)
+                    .filter(|r| r.migration == Some(Migration::Outgoing))
+                    .map(|r| r.migration_id.clone());
+                let job = match under_way {
+                    // Told again, or adopted after a restart (its id lost): follow it.
+                    Some(id) if id == migration_id || id.is_empty() => {
+                        tracing::info!(enclave, migration = %migration_id, "migration out told again: following the one under way");
+                        self.rewatch_out(&enclave, Some(tx))
+                    }
+                    _ => self.migrate_out(&enclave, &uri, opts, Some(tx)),
+                };
+                if job.is_ok()
+                    && let Some(r) = self.enclaves.get_mut(&enclave)
+                {
+                    r.migration_id.clone_from(&migration_id);
+                }
+                match job {
                     Ok(job) => {
                         // Every progress goes to the controllers; a job that ends in an error
                         // (not a QEMU status) is reported as failed.
@@ -255,13 +349,31 @@ impl Agent {
                 }
             }
             LinkEvent::MigrationEnd {
+                migration_id,
                 enclave,
                 committed,
                 new_epoch,
                 reason,
-                ..
             } => {
                 let role = self.enclaves.get(&enclave).and_then(|r| r.migration);
+                let current = self
+                    .enclaves
+                    .get(&enclave)
+                    .map(|r| r.migration_id.as_str())
+                    .unwrap_or_default();
+                if !end_applies(role, current, &migration_id) {
+                    tracing::warn!(
+                        enclave,
+                        migration = %migration_id,
+                        under_way = current,
+                        committed,
+                        "the end of another migration than the one under way here: ignored"
+                    );
+                    return;
+                }
+                if role.is_some() {
+                    test_hold::hold(&self.cfg.data_dir, Hold::End).await;
+                }
                 let r = match (role, committed) {
                     (Some(Migration::Outgoing), true) => {
                         self.migrated_away(&enclave, new_epoch).await
@@ -311,5 +423,42 @@ impl Agent {
             std::time::Duration::from_secs(5),
         )
         .await
+    }
+}
+
+/// Whether a `MigrationEnd` for migration `end_id` is about what this agent does for the
+/// enclave: `role` and `current` (its id) are the migration the enclave takes part in here.
+/// It is when the enclave takes part in none (a source restarted since still raises its
+/// floor; the epoch decides the rest), in that very one, or in one whose id was lost (adopted
+/// after an agent restart). The end of **another** migration is stale (the controllers send an
+/// enclave's newest end, but a reconnect can deliver an older one): acting on it would roll
+/// back or finish the migration under way. Pure.
+pub(super) fn end_applies(role: Option<Migration>, current: &str, end_id: &str) -> bool {
+    role.is_none() || current.is_empty() || current == end_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_end_for_another_migration_is_ignored() {
+        for role in [Migration::Incoming, Migration::Outgoing] {
+            assert!(end_applies(Some(role), "m2", "m2"), "{role:?}: its own end");
+            assert!(
+                !end_applies(Some(role), "m2", "m1"),
+                "{role:?}: an older migration's end must not end m2"
+            );
+            assert!(
+                !end_applies(Some(role), "m1", "m2"),
+                "{role:?}: nor a newer one's"
+            );
+            assert!(
+                end_applies(Some(role), "", "m1"),
+                "{role:?}: adopted after a restart, its id unknown"
+            );
+        }
+        // Not migrating here: the end applies (the epoch floor decides what it changes).
+        assert!(end_applies(None, "", "m1"));
     }
 }

@@ -115,6 +115,8 @@ struct Running {
     user: Option<Credentials>,
     /// A live migration it takes part in (`migrate`).
     migration: Option<Migration>,
+    /// That migration's id (empty: not known, e.g. an outgoing one adopted after a restart).
+    migration_id: String,
 }
 
 /// An enclave's part in a live migration.
@@ -238,7 +240,22 @@ impl Agent {
                 (!pids.is_empty()).then(|| (n.clone(), pids))
             })
             .collect();
-        let keep: Vec<&str> = survivors.keys().map(String::as_str).collect();
+        // VMs waiting for (or holding) a migration's state are in no plan: adopted from the
+        // record of migrations in (`store::INCOMING_FILE`), paused as they were.
+        let mut incoming = store.load_incoming()?;
+        incoming.retain(|n, _| {
+            cfg.runtime == RuntimeKind::Qemu
+                && !survivors.contains_key(n)
+                && cgroups
+                    .pids(&format!("{root}/{n}"))
+                    .is_ok_and(|p| !p.is_empty())
+        });
+        store.save_incoming(&incoming)?;
+        let keep: Vec<&str> = survivors
+            .keys()
+            .chain(incoming.keys())
+            .map(String::as_str)
+            .collect();
         cleanup::cleanup_instance_except(cgroups.as_ref(), &cfg.instance, &keep)?;
         cgroups.create(&root)?;
         if let Some(cpus) = &cfg.cpuset_cpus {
@@ -274,10 +291,31 @@ impl Agent {
             root: is_root,
             epochs,
         };
+        for (name, m) in incoming {
+            let pids = agent
+                .cgroups
+                .pids(&agent.group_of(&name))
+                .unwrap_or_default();
+            match agent
+                .adopt(&name, &m.plan, pids, Some(&m.migration_id))
+                .await
+            {
+                Ok(()) => tracing::warn!(
+                    enclave = %name,
+                    migration = %m.migration_id,
+                    "adopted a VM migrating in: paused until its plan names it (committed) or the migration is rolled back"
+                ),
+                Err(e) => {
+                    tracing::warn!(enclave = %name, "cannot adopt a VM migrating in, dropping it: {e}");
+                    agent.forget(&name);
+                    agent.store.set_incoming(&name, None)?;
+                }
+            }
+        }
         if let Some(plan) = stored {
             for (name, pids) in survivors {
                 let wanted = &plan.enclaves[&name];
-                if let Err(e) = agent.adopt(&name, wanted, pids).await {
+                if let Err(e) = agent.adopt(&name, wanted, pids, None).await {
                     tracing::warn!(enclave = %name, "cannot adopt, relaunching: {e}");
                     agent.forget(&name);
                 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::qmp::Qmp;
 use crate::error::{AgentError, Result};
+use crate::test_hold::{self, Hold};
 
 /// How often `query-migrate` is polled.
 pub const POLL_PERIOD: Duration = Duration::from_millis(25);
@@ -105,14 +106,25 @@ impl MigrationProgress {
 /// (`tcp:ADDR:PORT`), sending every polled progress to `progress` (dropped when it is full),
 /// and returns the final one. A migration that has not ended after [`MIGRATION_TIMEOUT`] is
 /// cancelled. When it completed, the source is paused (`postmigrate`): only a rollback
-/// (`cont`) runs it again.
+/// (`cont`) runs it again. `data_dir` is the agent's (test-only hold points:
+/// `crate::test_hold`).
 pub async fn run_outgoing(
     sock: &Path,
     uri: &str,
     opts: MigrateOptions,
     progress: Option<mpsc::Sender<MigrationProgress>>,
+    data_dir: &Path,
 ) -> Result<MigrationProgress> {
     let mut qmp = Qmp::connect(sock, Duration::from_secs(5)).await?;
+    if test_hold::named(data_dir, Hold::Transfer) {
+        qmp.execute(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [
+                {"capability": "pause-before-switchover", "state": true}
+            ]})),
+        )
+        .await?;
+    }
     qmp.execute(
         "migrate-set-parameters",
         Some(json!({
@@ -122,9 +134,41 @@ pub async fn run_outgoing(
     )
     .await?;
     qmp.migrate(uri).await?;
-    let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+    watch(&mut qmp, uri, progress, data_dir).await
+}
+
+/// Follows an outgoing migration already started (by this agent before a restart): its
+/// progress to `progress` until it ends, as [`run_outgoing`] does after `migrate`.
+pub async fn watch_outgoing(
+    sock: &Path,
+    progress: Option<mpsc::Sender<MigrationProgress>>,
+    data_dir: &Path,
+) -> Result<MigrationProgress> {
+    let mut qmp = Qmp::connect(sock, Duration::from_secs(5)).await?;
+    watch(&mut qmp, "its target", progress, data_dir).await
+}
+
+async fn watch(
+    qmp: &mut Qmp,
+    uri: &str,
+    progress: Option<mpsc::Sender<MigrationProgress>>,
+    data_dir: &Path,
+) -> Result<MigrationProgress> {
+    let mut deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
     loop {
         let p = MigrationProgress::from_query(&qmp.query_migrate().await?);
+        // Paused before switching over (only ever asked for by a test hold, here or by this
+        // agent before a restart): go on.
+        if p.status == "pre-switchover" {
+            test_hold::hold(data_dir, Hold::Transfer).await;
+            qmp.execute("migrate-continue", Some(json!({"state": "pre-switchover"})))
+                .await?;
+            deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+            continue;
+        }
+        if p.succeeded() {
+            test_hold::hold(data_dir, Hold::Switchover).await;
+        }
         if let Some(tx) = &progress {
             let _ = tx.try_send(p.clone());
         }
@@ -142,16 +186,32 @@ pub async fn run_outgoing(
     }
 }
 
-/// Whether the VM has an outgoing migration under way or completed (`query-migrate`): after an
-/// agent restart such a VM is adopted paused and is never resumed but by a rollback, since
-/// its state may run on a target already.
+/// Whether the VM has an outgoing migration under way or completed (`query-migrate` and
+/// `query-status`): after an agent restart such a VM is adopted paused and is never resumed
+/// but by a rollback, since its state may run on a target already.
 pub async fn outgoing_started(sock: &Path) -> Result<bool> {
     let mut qmp = Qmp::connect(sock, Duration::from_secs(2)).await?;
     let p = MigrationProgress::from_query(&qmp.query_migrate().await?);
-    Ok(!matches!(
-        p.status.as_str(),
-        "none" | "failed" | "cancelled"
-    ))
+    let status = qmp.execute("query-status", None).await?;
+    let runstate = status
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(is_outgoing(&p.status, runstate))
+}
+
+/// Whether `query-migrate`'s `status` and `query-status`'s run state say the VM is (or was)
+/// the **source** of a migration. A VM started with `-incoming` answers `query-migrate` with
+/// its *incoming* migration's status — `completed` once its state arrived — so `completed`
+/// alone would take a target for a source (and a restarted target agent would keep the VM
+/// it just received paused, then stop it at the migration's end). A source that completed
+/// is `postmigrate`; one still sending is not `inmigrate`. Pure.
+pub fn is_outgoing(status: &str, runstate: &str) -> bool {
+    match status {
+        "none" | "failed" | "cancelled" => false,
+        "completed" => runstate == "postmigrate",
+        _ => runstate != "inmigrate",
+    }
 }
 
 /// Cancels a running outgoing migration (the source keeps running); harmless when none runs.
@@ -163,6 +223,24 @@ pub async fn cancel(sock: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_is_not_taken_for_a_source() {
+        // Sources: sending, paused before the switch-over, completed.
+        assert!(is_outgoing("active", "running"));
+        assert!(is_outgoing("pre-switchover", "paused"));
+        assert!(is_outgoing("device", "finish-migrate"));
+        assert!(is_outgoing("completed", "postmigrate"));
+        // Targets: receiving, received (paused, waiting for the commit), resumed.
+        assert!(!is_outgoing("active", "inmigrate"));
+        assert!(!is_outgoing("completed", "paused"));
+        assert!(!is_outgoing("completed", "prelaunch"));
+        assert!(!is_outgoing("completed", "running"));
+        // No migration, or one that ended without moving it.
+        assert!(!is_outgoing("none", "running"));
+        assert!(!is_outgoing("failed", "running"));
+        assert!(!is_outgoing("cancelled", "paused"));
+    }
 
     #[test]
     fn progress_reads_query_migrate() {
