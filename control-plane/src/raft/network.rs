@@ -39,6 +39,9 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// as the retry does not first serialise a large payload: see [`Connection::call`].
 const UNREACHABLE_RETRY: Duration = Duration::from_millis(50);
 
+/// An append's time limit, in openraft's heartbeat-sized TTLs.
+const APPEND_TTL_HEARTBEATS: u32 = 2;
+
 /// Lazily connected, shared gRPC channels to other controllers, keyed by address.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -265,7 +268,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Rpc::Append, &req, option.hard_ttl()).await
+        // openraft 0.9 gives an append one heartbeat interval; a follower whose fsync or
+        // scheduling is slower than that (a busy machine) is not dead, and a timed-out append
+        // is resent from scratch. Two heartbeats: still under the election timeout.
+        self.call(Rpc::Append, &req, option.hard_ttl() * APPEND_TTL_HEARTBEATS)
+            .await
     }
 
     async fn install_snapshot(

@@ -69,8 +69,16 @@ impl RaftService for RaftServer {
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
         let (append, form) = decode_raft(req.get_ref())?;
+        // Heard from the leader: its message arriving counts, not the end of our fsync of its
+        // entries (on a busy machine that can take longer than an election timeout, and a
+        // follower waiting on its own disk would otherwise see its leader as silent). Only a
+        // vote at least ours (the leader we follow, or a newer one) counts.
+        let current = self.controller.raft.metrics().borrow().vote;
+        if append.vote >= current {
+            self.controller.contact.touch();
+        }
         let r = self.controller.raft.append_entries(append).await;
-        // Heard from the leader (not refused for a stale term): no election for a while.
+        // And again once handled (not refused for a stale term): no election for a while.
         if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_)))
         {
             self.controller.contact.touch();
