@@ -166,13 +166,21 @@ impl LocalCluster {
 }
 
 async fn cluster_view(http: &reqwest::Client, ep: &str) -> Option<serde_json::Value> {
+    fetch_cluster(http, ep).await
+}
+
+/// `GET {ep}/v1/cluster`, decoded as `T`; `None` when it does not answer within 2 s.
+pub(crate) async fn fetch_cluster<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    ep: &str,
+) -> Option<T> {
     let r = http
         .get(format!("{ep}/v1/cluster"))
         .timeout(Duration::from_secs(2))
         .send()
         .await
         .ok()?;
-    r.json::<serde_json::Value>().await.ok()
+    r.json::<T>().await.ok()
 }
 
 /// The leader every answering member names, if that member says it leads.
