@@ -68,7 +68,10 @@ impl RaftService for RaftServer {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req)?;
-        let (append, form) = decode_raft(req.get_ref())?;
+        let (append, form): (
+            openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
+            _,
+        ) = decode_raft(req.get_ref())?;
         // Heard from the leader: its message arriving counts, not the end of our fsync of its
         // entries (on a busy machine that can take longer than an election timeout, and a
         // follower waiting on its own disk would otherwise see its leader as silent). Only a
