@@ -3,8 +3,8 @@
 //!
 //! - [`writes`]: concurrent policy writes against a running Tribune cluster (writes/s, p50/p99);
 //!   [`compare_writes`] runs the same load against Tribune and etcd side by side.
-//! - [`failover`]: kill -9 the leader of a local 3-process cluster under load; time until the
-//!   next acknowledged write.
+//! - [`failover()`]: kill -9 (or SIGTERM) the leader of a local 3-process cluster under load;
+//!   time until the next acknowledged write; [`soak`]: elections under load with no kill.
 //! - [`memory`]: resident memory of a controller holding N enclaves and of an agent running M.
 //! - [`ingest`]: simulated agents stream authenticated usage to a local cluster (reports/s).
 //! - [`enforce`]: over-limit report → cgroup cap written by a real host agent (latency).

@@ -9,7 +9,7 @@
 //! 2. waits until its own log has settled (the write queue empty, every entry applied, the
 //!    last index unchanged between two looks) and a voter has every entry it has ([`successor`]: the lowest id among those
 //!    caught up), at most one election timeout;
-//! 3. asks it over `RaftService.Forward` ([`Forwarded::Stand`](super::Forwarded::Stand)) to
+//! 3. asks it over `RaftService.Forward` ([`Forwarded::Stand`]) to
 //!    stand at once. The follower checks the request comes from the leader it follows at the
 //!    current term ([`may_stand_for`]) and that its log holds the leader's last entry, and
 //!    calls openraft's `trigger().elect()` without a pre-vote;
