@@ -24,7 +24,14 @@ const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// behind the batches in flight and the next batch carries them all, while the leader's fsync
 /// of one batch still overlaps the followers' of the one before (measured: 1 in flight 1.35×
 /// etcd's writes/s at 64 writers, 2 1.27–1.49×, 4 1.12×, 16 0.70×).
-const BATCHES_IN_FLIGHT_MAX: usize = 2;
+///
+/// Still 16: with 2 or 4, `tribune bench ingest` (100 agents' usage digests, 100,000
+/// reports/s offered) stalled — acknowledgements stopped at ~40% of the reports for the last
+/// 25 s of the run (21,000–35,000 reports/s verified) — where 16 acknowledged every report
+/// (75,000/s; bench/README.md, second-session reruns). The batches in flight are what lets the
+/// batcher ride out a slow commit or an election; a smaller bound has to come with a change
+/// that keeps ingest live (e.g. one bound for policy writes and another for the streams').
+const BATCHES_IN_FLIGHT_MAX: usize = 16;
 /// Queue of writes waiting for a batch slot; when full, callers wait (back-pressure).
 pub(super) const WRITE_QUEUE_MAX: usize = 16 * 1024;
 
