@@ -30,14 +30,19 @@ pub enum Backend {
     Memory,
 }
 
-impl std::str::FromStr for Backend {
-    type Err = String;
+/// A backend name that is neither `file` nor `memory`.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {0:?}: expected file or memory")]
+pub struct UnknownBackend(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> Result<Self, UnknownBackend> {
         match s {
             "file" => Ok(Backend::File),
             "memory" => Ok(Backend::Memory),
-            _ => Err(format!("backend {s:?}: expected file or memory")),
+            _ => Err(UnknownBackend(s.to_string())),
         }
     }
 }

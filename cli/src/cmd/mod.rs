@@ -6,6 +6,7 @@ pub mod api;
 pub mod attest;
 pub mod bench;
 pub mod bench_failover;
+pub mod bench_log;
 pub mod bench_messages;
 pub mod bench_migrate;
 pub mod bench_schedule;

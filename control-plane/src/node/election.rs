@@ -407,14 +407,17 @@ pub(super) async fn drive(controller: Weak<Controller>) {
 /// ends as soon as they decide, without waiting for the rest (a dead leader's, say).
 async fn prevote(c: &Controller, v: &View, timing: &Timing, may_defer: bool) -> Round {
     let mut answers = Vec::new();
-    let first = decide(
-        c.id,
-        v.last_log_index,
-        &answers,
-        &v.configs,
-        timing,
-        may_defer,
-    );
+    let decide_now = |answers: &[(NodeId, NodeStatus)]| {
+        decide(
+            c.id,
+            v.last_log_index,
+            answers,
+            &v.configs,
+            timing,
+            may_defer,
+        )
+    };
+    let first = decide_now(&answers);
     if first != Round::Undecided {
         return first;
     }
@@ -436,14 +439,7 @@ async fn prevote(c: &Controller, v: &View, timing: &Timing, may_defer: bool) -> 
     while let Some(joined) = asks.join_next().await {
         if let Ok((id, Some(status))) = joined {
             answers.push((id, status));
-            let round = decide(
-                c.id,
-                v.last_log_index,
-                &answers,
-                &v.configs,
-                timing,
-                may_defer,
-            );
+            let round = decide_now(&answers);
             if round != Round::Undecided {
                 asks.abort_all();
                 return round;
