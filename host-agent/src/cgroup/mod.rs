@@ -268,6 +268,30 @@ pub(crate) fn kill_procs(procs: &Path) -> Result<()> {
     })
 }
 
+/// Makes a group, again from the top when a directory it made vanished under it. Another
+/// instance's cleanup removes the shared `tribune/` parent once it is empty, and can do so
+/// between our `mkdir` of the parent and of our own group below it: the next step then finds
+/// no directory (`ENOENT`) or a removed group (`ENODEV` on cgroupfs). It failed an agent's
+/// start in CI while another test's agent exited. Once our group exists the parent is not
+/// empty and no cleanup can remove it, so a few tries settle it.
+pub(crate) fn create_racing_cleanup(mut make: impl FnMut() -> Result<()>) -> Result<()> {
+    const TRIES: u32 = 50;
+    let mut tries = 1;
+    loop {
+        match make() {
+            Err(AgentError::Io { source, .. }) if tries < TRIES && vanished(&source) => {
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A directory (or the group it was) removed under us.
+fn vanished(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
 /// `rmdir`, retried while the kernel still reports the group busy (tasks exiting).
 pub(crate) fn rmdir_retry(dir: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -318,6 +342,44 @@ mod tests {
         mkdir_once(&dir).unwrap();
         let err = mkdir_once(&tmp.path().join("missing/child")).unwrap_err();
         assert!(err.to_string().contains("missing/child"), "{err}");
+    }
+
+    /// One instance's cleanup removes the empty `tribune` parent while others make their
+    /// groups below it: every create still succeeds (an agent failed its start on this in CI).
+    #[test]
+    fn creating_a_group_while_another_instance_removes_the_empty_parent_succeeds() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let removed = std::sync::atomic::AtomicU64::new(0);
+        for round in 0..200 {
+            let tmp = tempfile::tempdir().unwrap();
+            let done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let parent = tmp.path().join(PREFIX);
+                let (done, removed) = (&done, &removed);
+                s.spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        if std::fs::remove_dir(&parent).is_ok() {
+                            removed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                let makers: Vec<_> = (0..4)
+                    .map(|i| {
+                        let v2 = v2::V2::new(tmp.path());
+                        s.spawn(move || v2.create(&format!("{PREFIX}/r{round}-h{i}")))
+                    })
+                    .collect();
+                let results: Vec<_> = makers.into_iter().map(|m| m.join().unwrap()).collect();
+                done.store(true, Ordering::Relaxed);
+                for r in results {
+                    assert!(r.is_ok(), "round {round}: {r:?}");
+                }
+            });
+        }
+        assert!(
+            removed.load(Ordering::Relaxed) > 0,
+            "the race was never exercised"
+        );
     }
 
     /// Agents of two instances starting at once both make the shared `tribune` parent: every

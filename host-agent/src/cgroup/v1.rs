@@ -46,19 +46,7 @@ impl V1 {
         self.dir(controller, group).join(file)
     }
 
-    fn freezer_state(&self, group: &str) -> Result<String> {
-        Ok(read(&self.file("freezer", group, "freezer.state"))?
-            .trim()
-            .to_string())
-    }
-}
-
-impl CgroupEnforcer for V1 {
-    fn version(&self) -> CgroupVersion {
-        CgroupVersion::V1
-    }
-
-    fn create(&self, group: &str) -> Result<()> {
+    fn create_once(&self, group: &str) -> Result<()> {
         for c in CONTROLLERS {
             let dir = self.dir(c, group);
             if c == "cpuset" {
@@ -84,6 +72,22 @@ impl CgroupEnforcer for V1 {
             &self.file("cpu", group, "cpu.cfs_period_us"),
             &CPU_PERIOD_US.to_string(),
         )
+    }
+
+    fn freezer_state(&self, group: &str) -> Result<String> {
+        Ok(read(&self.file("freezer", group, "freezer.state"))?
+            .trim()
+            .to_string())
+    }
+}
+
+impl CgroupEnforcer for V1 {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V1
+    }
+
+    fn create(&self, group: &str) -> Result<()> {
+        super::create_racing_cleanup(|| self.create_once(group))
     }
 
     fn remove(&self, group: &str) -> Result<()> {

@@ -70,14 +70,8 @@ impl V2 {
     fn file(&self, group: &str, file: &str) -> PathBuf {
         self.dir(group).join(file)
     }
-}
 
-impl CgroupEnforcer for V2 {
-    fn version(&self) -> CgroupVersion {
-        CgroupVersion::V2
-    }
-
-    fn create(&self, group: &str) -> Result<()> {
+    fn create_once(&self, group: &str) -> Result<()> {
         let mut path = self.root.clone();
         for part in Path::new(group).components() {
             // Children only get controllers their parent hands down; cpuset is optional (only
@@ -90,6 +84,16 @@ impl CgroupEnforcer for V2 {
             super::mkdir_once(&path)?;
         }
         Ok(())
+    }
+}
+
+impl CgroupEnforcer for V2 {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V2
+    }
+
+    fn create(&self, group: &str) -> Result<()> {
+        super::create_racing_cleanup(|| self.create_once(group))
     }
 
     fn remove(&self, group: &str) -> Result<()> {
