@@ -34,9 +34,7 @@ pub struct Deframer {
 pub enum DeframeError {
     #[error("the frame at byte {at} of the stream: {source}")]
     Frame { at: u64, source: WireError },
-    #[error(
-        "the stream ended inside the frame at byte {at}: {have} of its {want} bytes arrived"
-    )]
+    #[error("the stream ended inside the frame at byte {at}: {have} of its {want} bytes arrived")]
     Ended { at: u64, have: usize, want: usize },
     #[error("the stream is unreadable since the bad frame at byte {at}")]
     Failed { at: u64 },

@@ -88,7 +88,14 @@ fn a_partial_frame_waits_and_an_end_inside_it_is_an_error_naming_how_much_came()
     }
     let e = d.finish().unwrap_err();
     assert!(
-        matches!(e, DeframeError::Ended { at: 0, have: 9, want: 10 }),
+        matches!(
+            e,
+            DeframeError::Ended {
+                at: 0,
+                have: 9,
+                want: 10
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("9 of its 10 bytes"), "{e}");
@@ -100,7 +107,11 @@ fn a_partial_frame_waits_and_an_end_inside_it_is_an_error_naming_how_much_came()
     d.push(&mut &[0u8, 0][..]).unwrap();
     assert!(matches!(
         d.finish(),
-        Err(DeframeError::Ended { have: 2, want: 4, .. })
+        Err(DeframeError::Ended {
+            have: 2,
+            want: 4,
+            ..
+        })
     ));
 }
 
@@ -121,8 +132,9 @@ fn an_oversized_frame_is_refused_at_its_prefix_before_any_of_it_is_held() {
         "{e}"
     );
     assert!(
-        e.to_string()
-            .contains("the frame at byte 10 of the stream: frame of 65677 bytes: must be 2..=65676"),
+        e.to_string().contains(
+            "the frame at byte 10 of the stream: frame of 65677 bytes: must be 2..=65676"
+        ),
         "{e}"
     );
     // Final: the stream cannot be read further.

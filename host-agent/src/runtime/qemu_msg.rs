@@ -67,13 +67,11 @@ pub fn msg_port_args(port: MsgPort, socket: &Path, reconnect_ms: bool) -> Vec<St
 
 /// Bytes of [`uart_msg_firmware`]'s code.
 const CODE_BYTES: usize = 0x63;
-/// Its `getc` and `putc` routines.
-const GETC_AT: usize = 0x3A;
-const PUTC_AT: usize = 0x52;
 /// Size QEMU requires of a PC BIOS image.
 const FIRMWARE_BYTES: usize = 64 * 1024;
 /// Where [`uart_msg_firmware`]'s canned frames start in the image.
 const FRAMES_AT: usize = 0x100;
+const _: () = assert!(CODE_BYTES <= FRAMES_AT);
 /// Guest-physical address where [`uart_msg_firmware`] logs every byte it reads from the UART.
 pub const UART_LOG_ADDR: u64 = 0x1000;
 /// Most bytes it logs (the log ends below 0xF000).
