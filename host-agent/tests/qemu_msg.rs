@@ -3,7 +3,8 @@
 //! HELLO on COM1, writes a RECEIVE and a SEND to "app", then logs every byte it reads into its
 //! RAM. "app" is the other enclave of the plan; the test is its application, on its mediator
 //! socket with the `tribune-msg` client, as a process enclave's would be (an agent runs one
-//! runtime kind, so "app" is a second, idle VM whose own port is off).
+//! runtime kind, so "app" is a second, idle VM: the counting guest with the default
+//! virtio-serial port, whose device and connected chardev are checked over QMP).
 //!
 //! Checked: app receives the guest's message with the sender "vm" — the name the agent bound
 //! the guest's chardev socket to, never a name the guest wrote; app's answer reaches the guest
@@ -19,7 +20,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tribune_agent::runtime::qemu_msg::{UART_COUNT_ADDR, UART_LOG_ADDR, uart_msg_firmware};
+use tribune_agent::runtime::qemu_msg::{
+    CHARDEV_ID, UART_COUNT_ADDR, UART_LOG_ADDR, VIRTIO_PORT_NAME, uart_msg_firmware,
+};
 use tribune_agent::runtime::qmp::Qmp;
 use tribune_agent::{Agent, AllowList, LaunchPolicy, LaunchSpec, MsgPort, RuntimeKind};
 use tribune_msg::Client;
@@ -144,7 +147,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
         LaunchSpec::Qemu {
             memory_mib: 64,
             args: vec![],
-            msg_port: MsgPort::Off,
+            msg_port: MsgPort::default(),
         },
         Some(50),
         1,
@@ -194,6 +197,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eprintln!("the guest read from its UART: {got:?}");
     // Its first frame names it; its SEND was accepted, then delivered once app took it.
     assert_eq!(got[0], Frame::Hello { name: "vm".into() });
     let pos = |f: &Frame| got.iter().position(|g| g == f).unwrap();
@@ -239,6 +243,39 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
         )),
         "the guest sent nothing that could be refused"
     );
+    drop(qmp);
+
+    // app runs the default port: QEMU took the virtio-serial arguments, the port is there under
+    // its name, and its chardev is connected to app's mediator socket.
+    let mut qmp = agent.migration_monitor("app").await.unwrap();
+    let qtree = monitor(&mut qmp, "info qtree".into()).await;
+    assert!(qtree.contains("virtserialport"), "{qtree}");
+    assert!(
+        qtree.contains(&format!("\"{VIRTIO_PORT_NAME}\"")),
+        "{qtree}"
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let chardevs = qmp.execute("query-chardev", None).await.unwrap();
+        let ours = chardevs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["label"] == CHARDEV_ID)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {CHARDEV_ID} chardev in {chardevs}"));
+        let filename = ours["filename"].as_str().unwrap_or_default();
+        // QEMU 7.2 says "disconnected:unix:PATH" until it is connected, then "unix:…".
+        if !filename.starts_with("disconnected") {
+            assert!(filename.starts_with("unix:"), "{ours}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "app's chardev never connected: {ours}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(qmp);
     shutdown_clean(agent).await;
 }
