@@ -274,7 +274,7 @@ async fn serve(inner: Arc<Inner>, conn: Arc<Conn>, stream: UnixStream) {
         name: conn.enclave.clone(),
     });
     if let Err(e) = read_loop(&inner, &conn, read).await {
-        tracing::warn!(enclave = conn.enclave, "mediator connection closed: {e}");
+        lock(&inner.hub).connection_failed(&conn.enclave, &e);
     }
     lock(&inner.hub).connection_closed(&conn);
     let _ = writer.await;
