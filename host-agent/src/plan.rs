@@ -181,7 +181,33 @@ pub enum LaunchSpec {
         /// Extra arguments (firmware, disks, SEV-SNP/TDX objects on real hosts).
         #[serde(default)]
         args: Vec<String>,
+        /// How the guest reaches its host's message mediator (`docs/messages.md`).
+        #[serde(default, skip_serializing_if = "MsgPort::is_default")]
+        msg_port: MsgPort,
     },
+}
+
+/// The device a QEMU guest's message endpoint appears as. Either way its host side is one
+/// QEMU chardev connected to the enclave's mediator socket, carrying the same frames as a
+/// process enclave's socket (`runtime::qemu_msg`, `docs/messages.md`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MsgPort {
+    /// A virtio-serial port named `org.tribune.msg.0` (a Linux guest:
+    /// `/dev/virtio-ports/org.tribune.msg.0`).
+    #[default]
+    VirtioSerial,
+    /// The first legacy 16550 UART (COM1, I/O ports 0x3F8–0x3FF), for firmware that cannot
+    /// drive virtio.
+    Uart,
+    /// No message endpoint in the guest.
+    Off,
+}
+
+impl MsgPort {
+    pub fn is_default(&self) -> bool {
+        *self == MsgPort::default()
+    }
 }
 
 /// How a process enclave's simulated TEE presents itself.

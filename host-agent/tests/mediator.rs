@@ -286,3 +286,71 @@ async fn messages_a_receiver_never_took_are_reported_failed() {
     }
     assert_eq!(s.m.counters()["b"].received_messages, 1);
 }
+
+/// What a QEMU guest's chardev is: a byte stream, cut anywhere. A frame written a byte at a
+/// time arrives whole; garbage or an oversized length closes the stream (the reason is
+/// logged) without touching anyone else; a new connection — QEMU reconnects — starts clean
+/// with a new HELLO.
+#[tokio::test]
+async fn a_byte_stream_is_framed_across_any_cut_and_garbage_closes_only_it() {
+    let s = Setup::new(&[("vm", &["app"]), ("app", &["vm"])]);
+    let app = s.client("app").await;
+    async fn connect(s: &Setup) -> UnixStream {
+        let mut raw = UnixStream::connect(s.m.socket_path("vm")).await.unwrap();
+        let mut hello = [0u8; 4 + 2 + 1 + 2];
+        within(raw.read_exact(&mut hello)).await.unwrap();
+        assert_eq!(
+            Frame::decode(&hello[4..]).unwrap(),
+            Frame::Hello { name: "vm".into() }
+        );
+        raw
+    }
+    async fn closed(raw: &mut UnixStream) -> Vec<Frame> {
+        let mut rest = Vec::new();
+        within(raw.read_to_end(&mut rest)).await.unwrap();
+        let mut d = tribune_msg::stream::Deframer::new();
+        let mut input = &rest[..];
+        let mut frames = Vec::new();
+        while let Some(f) = d.push(&mut input).unwrap() {
+            frames.push(f);
+        }
+        frames
+    }
+    let send = |id, payload: &[u8]| {
+        let mut b = Vec::new();
+        Frame::Send {
+            id,
+            to: "app".into(),
+            payload: payload.to_vec(),
+        }
+        .encode(&mut b)
+        .unwrap();
+        b
+    };
+    let mut raw = connect(&s).await;
+    for b in send(1, b"one byte at a time") {
+        raw.write_all(&[b]).await.unwrap();
+        raw.flush().await.unwrap();
+    }
+    assert_eq!(
+        within(app.recv()).await.unwrap(),
+        ("vm".into(), b"one byte at a time".to_vec())
+    );
+    // Text where a frame should be: closed.
+    raw.write_all(b"Booting from ROM...\r\n").await.unwrap();
+    let answers = closed(&mut raw).await;
+    assert!(answers.contains(&Frame::Accepted { id: 1 }), "{answers:?}");
+    // A new connection works; a frame announcing more than a frame's bytes closes it at once.
+    let mut raw = connect(&s).await;
+    let mut bytes = send(2, b"after the reconnect");
+    bytes.extend_from_slice(&(wire::FRAME_BYTES_MAX as u32 + 1).to_be_bytes());
+    raw.write_all(&bytes).await.unwrap();
+    let answers = closed(&mut raw).await;
+    assert!(answers.contains(&Frame::Accepted { id: 2 }), "{answers:?}");
+    assert_eq!(
+        within(app.recv()).await.unwrap(),
+        ("vm".into(), b"after the reconnect".to_vec())
+    );
+    // The other enclave's connection never noticed.
+    app.send("vm", b"still here").await.unwrap();
+}

@@ -45,6 +45,7 @@ fn vm(epoch: u64) -> EnclavePlan {
         LaunchSpec::Qemu {
             memory_mib: 64,
             args: vec![],
+            msg_port: Default::default(),
         },
         None,
         1,

@@ -40,6 +40,9 @@ pub const REASON_BYTES_MAX: usize = 512;
 /// the largest kind; SEND and DELIVER carry one name).
 pub const FRAME_BYTES_MAX: usize = 2 + 8 + 2 * (1 + NAME_BYTES_MAX) + PAYLOAD_BYTES_MAX;
 
+/// Bytes of a frame's length prefix.
+pub const LENGTH_BYTES: usize = 4;
+
 const SEND: u8 = 0x01;
 const RECEIVE: u8 = 0x02;
 const CREDIT: u8 = 0x03;
@@ -372,24 +375,31 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Frame>, WireError> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; LENGTH_BYTES];
     match r.read_exact(&mut len[..1]).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
     r.read_exact(&mut len[1..]).await?;
-    let len = u32::from_be_bytes(len) as usize;
+    let len = body_len(len)?;
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    Frame::decode(buf).map(Some)
+}
+
+/// The body length a frame's length prefix announces, if it is one a decoder takes
+/// (2 ..= [`FRAME_BYTES_MAX`]): checked before a byte of the body is read or buffered.
+pub fn body_len(prefix: [u8; LENGTH_BYTES]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
     if !(2..=FRAME_BYTES_MAX).contains(&len) {
         return Err(WireError::Length {
             len,
             max: FRAME_BYTES_MAX,
         });
     }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
-    Frame::decode(buf).map(Some)
+    Ok(len)
 }
 
 fn nonzero(field: &'static str, v: u32) -> Result<u32, WireError> {

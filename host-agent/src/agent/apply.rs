@@ -322,13 +322,19 @@ impl Agent {
             RunAs::AgentUser => None,
         };
         let mut env = self.gpu.launch_env(wanted.limits.gpu_percent);
-        match self.mediator.open(name, owner) {
-            Ok(path) => env.push((
-                tribune_msg::SOCKET_ENV.to_string(),
-                path.display().to_string(),
-            )),
-            Err(e) => tracing::warn!(enclave = name, "no mediator socket: {e}"),
-        }
+        let msg_socket = match self.mediator.open(name, owner) {
+            Ok(path) => {
+                env.push((
+                    tribune_msg::SOCKET_ENV.to_string(),
+                    path.display().to_string(),
+                ));
+                Some(path)
+            }
+            Err(e) => {
+                tracing::warn!(enclave = name, "no mediator socket: {e}");
+                None
+            }
+        };
         let ctx = LaunchContext {
             identity,
             run_as,
@@ -336,6 +342,7 @@ impl Agent {
             cgroups: self.cgroups.clone(),
             env,
             incoming: incoming.map(str::to_string),
+            msg_socket,
         };
         let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,
@@ -484,6 +491,7 @@ impl Agent {
             cgroups: self.cgroups.clone(),
             env: Vec::new(),
             incoming: None,
+            msg_socket: None,
         };
         let mut enclave = self.runtime.adopt(ctx, pids).await?;
         let probe = Probe::open(

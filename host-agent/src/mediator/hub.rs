@@ -495,6 +495,17 @@ impl Hub {
         }
     }
 
+    /// A connection of `enclave` closed for a bad frame or a read error (`why`): logged
+    /// rate-limited per enclave like refusals (a guest or process that reconnects and writes
+    /// garbage in a loop cannot flood the log), each line counting those left out.
+    pub fn connection_failed(&mut self, enclave: &str, why: &str) {
+        let now_ms = self.now_ms();
+        // "" is no enclave's name: the key cannot meet a (sender, receiver) pair's.
+        if let Verdict::Log { left_out } = self.refusals.refused(enclave, "", now_ms) {
+            tracing::warn!(enclave, left_out, "mediator connection closed: {why}");
+        }
+    }
+
     /// A message relayed by the agent of `host` that may not enter this host (a sender not
     /// placed on `host`, a receiver not here): logged like a refusal by the rules.
     pub fn refused_relay(&mut self, host: &str, from: &str, to: &str, reason: &str) {

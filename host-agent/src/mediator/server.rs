@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+use tribune_msg::stream::Deframer;
 use tribune_msg::wire::{self, Frame, Outcome};
 
 use super::admission::TalkTable;
@@ -29,6 +30,8 @@ pub(super) const PENDING_FRAMES_MAX: usize = 4096;
 /// Deliveries per writer round (then answers get their turn again).
 const DELIVER_MESSAGES_MAX: usize = 256;
 const DELIVER_BYTES_MAX: usize = 256 << 10;
+/// Bytes read from a connection at a time.
+const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Connections one enclave may hold open.
 const CONNECTIONS_PER_ENCLAVE_MAX: usize = 16;
 /// Longest Unix socket path (`sun_path` less its terminator).
@@ -270,8 +273,8 @@ async fn serve(inner: Arc<Inner>, conn: Arc<Conn>, stream: UnixStream) {
     conn.push(Frame::Hello {
         name: conn.enclave.clone(),
     });
-    if let Err(e) = read_loop(&inner, &conn, BufReader::with_capacity(256 << 10, read)).await {
-        tracing::info!(enclave = conn.enclave, "mediator connection ended: {e}");
+    if let Err(e) = read_loop(&inner, &conn, read).await {
+        lock(&inner.hub).connection_failed(&conn.enclave, &e);
     }
     lock(&inner.hub).connection_closed(&conn);
     let _ = writer.await;
@@ -289,12 +292,17 @@ fn fail_in_flight(conn: &Conn) {
     }
 }
 
+/// Reads what the enclave writes — a process's socket or a QEMU guest's serial port, both a
+/// byte stream cut anywhere — frame by frame through a [`Deframer`] (at most one frame held).
+/// A bad frame ends the connection with the reason (the stream cannot be resynchronised).
 async fn read_loop(
     inner: &Inner,
     conn: &Arc<Conn>,
-    mut r: BufReader<OwnedReadHalf>,
+    mut r: OwnedReadHalf,
 ) -> std::result::Result<(), String> {
-    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let (mut start, mut end) = (0, 0);
+    let mut deframer = Deframer::new();
     loop {
         // The writer is behind: stop reading until it catches up (back-pressure).
         loop {
@@ -307,11 +315,20 @@ async fn read_loop(
         if conn.is_closed() {
             return Ok(());
         }
-        let frame = match wire::read_frame(&mut r, &mut buf).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
+        if start == end {
+            end = r
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("reading: {e}"))?;
+            start = 0;
+            if end == 0 {
+                return deframer.finish().map_err(|e| e.to_string());
+            }
+        }
+        let mut input = &chunk[start..end];
+        let frame = deframer.push(&mut input).map_err(|e| e.to_string())?;
+        start = end - input.len();
+        let Some(frame) = frame else { continue };
         match frame {
             Frame::Send { id, to, payload } => {
                 let sent = lock(&inner.hub).send(conn, id, &to, payload);

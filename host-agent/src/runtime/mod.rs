@@ -8,6 +8,7 @@ pub mod confine;
 pub mod migration;
 pub mod process;
 pub mod qemu;
+pub mod qemu_msg;
 pub mod qmp;
 
 use std::future::Future;
@@ -87,6 +88,9 @@ pub struct LaunchContext {
     /// The target of a live migration: QEMU waits for the incoming state on this URI
     /// (`tcp:ADDR:PORT`) and stays paused after it until `cont` (`runtime::migration`).
     pub incoming: Option<String>,
+    /// The enclave's mediator socket, bound by the agent, when it has one: a QEMU guest's
+    /// message port connects its chardev here (`qemu_msg`; a process finds it in `env`).
+    pub msg_socket: Option<PathBuf>,
 }
 
 /// A running enclave.

@@ -32,7 +32,7 @@ use super::{
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
 use crate::launch::{CheckedLaunch, Credentials, users};
-use crate::plan::LaunchSpec;
+use crate::plan::{LaunchSpec, MsgPort};
 use std::sync::Arc;
 
 pub struct QemuRuntime {
@@ -48,6 +48,8 @@ pub struct QemuFeatures {
     pub sandbox: bool,
     /// `-run-with user=` (QEMU 9.1+, where `-runas` is deprecated).
     pub run_with_user: bool,
+    /// A socket chardev's `reconnect-ms=` (QEMU 9.2+, where `reconnect=` is deprecated).
+    pub chardev_reconnect_ms: bool,
 }
 
 /// The `-sandbox` setting: everything denied that QEMU does not need, except the
@@ -105,6 +107,12 @@ impl QemuRuntime {
                     run_with_user: accepts(&["-run-with", "user=65534:65534"])
                         .await
                         .unwrap_or(false),
+                    chardev_reconnect_ms: accepts(&[
+                        "-chardev",
+                        "socket,id=probe,path=/nonexistent,reconnect-ms=1000",
+                    ])
+                    .await
+                    .unwrap_or(false),
                 };
                 tracing::info!(binary = %self.binary.display(), ?f, "QEMU features");
                 Ok::<_, AgentError>(f)
@@ -186,7 +194,12 @@ impl Runtime for QemuRuntime {
 
     fn launch(&self, ctx: LaunchContext, launch: CheckedLaunch) -> BoxFut<'_, Box<dyn Enclave>> {
         Box::pin(async move {
-            let LaunchSpec::Qemu { memory_mib, args } = launch.spec() else {
+            let LaunchSpec::Qemu {
+                memory_mib,
+                args,
+                msg_port,
+            } = launch.spec()
+            else {
                 return Err(AgentError::Runtime(
                     "the qemu runtime cannot launch a process spec".into(),
                 ));
@@ -227,6 +240,19 @@ impl Runtime for QemuRuntime {
                     "-sandbox".into(),
                     sandbox_arg(drop == PrivilegeDrop::ProgramDropsItself),
                 ]);
+            }
+            // The message port (`qemu_msg`), before the spec's own arguments.
+            match &ctx.msg_socket {
+                Some(socket) => argv.extend(super::qemu_msg::msg_port_args(
+                    *msg_port,
+                    socket,
+                    features.chardev_reconnect_ms,
+                )),
+                None if *msg_port != MsgPort::Off => tracing::warn!(
+                    enclave = ctx.identity.name,
+                    "no mediator socket: the guest gets no message port"
+                ),
+                None => {}
             }
             if args.is_empty() {
                 let fw = ctx.work_dir.join("counter.bin");
