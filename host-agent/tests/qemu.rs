@@ -39,6 +39,7 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
         LaunchSpec::Qemu {
             memory_mib: 64,
             args: vec![],
+            guest: Default::default(),
         },
         Some(500),
         1,
@@ -49,6 +50,7 @@ async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
         LaunchSpec::Qemu {
             memory_mib: 64,
             args: vec!["-monitor".into(), "stdio".into()],
+            guest: Default::default(),
         },
         None,
         1,

@@ -645,6 +645,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
             LaunchSpec::Qemu {
                 memory_mib: 64,
                 args,
+                guest: Default::default(),
             },
             RuntimeKind::Qemu,
         )

@@ -485,6 +485,7 @@ mod tests {
         LaunchSpec::Qemu {
             memory_mib: 64,
             args: args.iter().map(|s| s.to_string()).collect(),
+            guest: Default::default(),
         }
     }
 

@@ -617,6 +617,7 @@ option = "-no-reboot"
         let qemu = |args: &[&str]| LaunchSpec::Qemu {
             memory_mib: 64,
             args: args.iter().map(|s| s.to_string()).collect(),
+            guest: Default::default(),
         };
         let files = HostFiles::new();
         let one = process(&["/bin/sh", "-c", "exit 0"]);
