@@ -35,6 +35,7 @@ pub struct BreachResult {
     /// the guest's counter advancing on the target.
     pub running_ms: Summary,
     pub qemu: QemuFigures,
+    /// Why trials rolled back, or why the phase stopped.
     pub reasons: Vec<String>,
 }
 
@@ -134,7 +135,7 @@ pub(crate) async fn breach(
     let (http, api) = (&st.http, st.api.as_str());
     put_policy(st, "8").await?;
     let mut d = [(); 5].map(|_| Vec::new());
-    let (mut qemu, mut reasons) = (QemuSamples::default(), Vec::new());
+    let (mut qemu, mut reasons, mut rolled_back) = (QemuSamples::default(), Vec::new(), 0);
     for trial in 0..trials {
         let to = if on == "bm1" { "bm2" } else { "bm1" };
         attested_on(st, on, arrived_ms)
@@ -170,13 +171,31 @@ pub(crate) async fn breach(
             .await
             .with_context(|| format!("breach trial {trial}"))?;
         if done["phase"] != "committed" {
+            rolled_back += 1;
             reasons.push(done["reason"].as_str().unwrap_or_default().to_string());
             // A rollback leaves it on its source, where it was.
             continue;
         }
-        let ran = running_on(st.dir.path(), to)
-            .await
-            .with_context(|| format!("breach trial {trial}"))?;
+        let ran = match running_on(st.dir.path(), to).await {
+            Ok(t) => t,
+            Err(e) => {
+                // Committed but not running on the target: say what the controllers hold of
+                // it, and stop the phase (the figures so far stand).
+                let (_, v) = call(
+                    http,
+                    reqwest::Method::GET,
+                    &format!("{api}/v1/enclaves/vm/status"),
+                    None,
+                )
+                .await
+                .unwrap_or((0, Value::Null));
+                reasons.push(format!(
+                    "trial {trial}: committed to {to} but not running there: {e:#}; state {}, ladder {}, allocation {}",
+                    v["state"], v["status"]["ladder"], v["allocation"]
+                ));
+                break;
+            }
+        };
         let decided = decided_at(st, from_index).await?;
         let since = |at: Option<i64>| at.map_or(f64::NAN, |t| (t - w0) as f64);
         d[0].push(since(Some(decided)));
@@ -192,7 +211,7 @@ pub(crate) async fn breach(
     Ok(BreachResult {
         trials,
         committed: f.len(),
-        rolled_back: reasons.len(),
+        rolled_back,
         decided_ms: Summary::of_ms(&mut a),
         started_ms: Summary::of_ms(&mut b),
         ready_ms: Summary::of_ms(&mut c),

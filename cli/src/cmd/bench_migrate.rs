@@ -70,7 +70,7 @@ fn print(r: &MigrateResult) {
         row("→ running on the target (counter advancing)", b.running_ms);
         qemu_rows(&b.qemu);
         for why in &b.reasons {
-            println!("  rolled back: {why}");
+            println!("  not run on the target: {why}");
         }
     }
 }
