@@ -287,7 +287,10 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
             controllers: controllers.clone(),
             tls_dir: None,
             extra: vec!["--runtime".into(), "qemu".into()],
-            log: dir.path().join(format!("{h}.log")),
+            // TRIBUNE_BENCH_LOG_DIR=DIR keeps the agents' logs (with the controllers').
+            log: std::env::var_os("TRIBUNE_BENCH_LOG_DIR")
+                .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from)
+                .join(format!("agent-{h}.log")),
         })?);
     }
     let api = endpoints[0].clone();
