@@ -20,6 +20,7 @@ pub mod log;
 pub mod memory;
 pub mod messages;
 pub mod migrate;
+pub mod migrate_breach;
 pub mod plan;
 pub mod proc;
 pub mod receipt;

@@ -1,8 +1,18 @@
 //! `tribune bench migrate` (root, QEMU): live migrations driven by a local 3-controller
-//! cluster between two real agents with the QEMU runtime, back and forth: for each trial, the
-//! time from `POST /v1/enclaves/{id}/migrate` until the migration is committed (the enclave
-//! placed on the target under epoch + 1, its plan naming it: it resumes there), and QEMU's own
-//! figures of the same migration (`query-migrate`: total time, downtime) as the floor.
+//! cluster between two real agents with the QEMU runtime, back and forth, for one built-in
+//! guest (the counter, or the writer that keeps dirtying N MiB: `tribune_agent::Guest`).
+//!
+//! Two phases, each `trials` migrations:
+//! - **request**: `POST /v1/enclaves/{id}/migrate` → committed (the enclave placed on the
+//!   target under epoch + 1) → the guest running there (its counter, read over the target
+//!   VM's migration monitor, advancing), beside QEMU's own figures of the same migration
+//!   (`query-migrate`: total time, downtime, bytes sent, dirty-page rate) as the floor. The
+//!   guest runs while it is sent: this is where the writer's dirtying shows.
+//! - **breach** (`migrate_breach`): a policy's limit is lowered under what the VM uses and its
+//!   ladder says `migrate now`: breach → decision → migration started (target checked:
+//!   attested within `attest_max_age_s`, room) → target ready → committed → running on the
+//!   target. The ladder's `migrate` step suspends the enclave on its source (every step from
+//!   `suspend` on does), so this phase moves a paused guest.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tribune_agent::Guest;
+use tribune_agent::runtime::qemu::{MIGRATE_SOCKET, guest_counter};
+use tribune_agent::runtime::qmp::Qmp;
 use tribune_testkit::agent::{AgentOptions, AgentProcess};
 
 use crate::Summary;
@@ -17,9 +30,14 @@ use crate::cluster::LocalCluster;
 
 #[derive(Debug, Clone, Copy)]
 pub struct MigrateConfig {
+    /// Migrations per phase (request, breach).
     pub trials: usize,
     /// The guest's memory.
     pub memory_mib: u64,
+    /// The built-in guest it boots.
+    pub guest: Guest,
+    /// Run the breach phase too.
+    pub breach: bool,
 }
 
 impl Default for MigrateConfig {
@@ -27,27 +45,85 @@ impl Default for MigrateConfig {
         MigrateConfig {
             trials: 20,
             memory_mib: 128,
+            guest: Guest::Counter,
+            breach: true,
         }
+    }
+}
+
+/// The guest's name in figures: `counter` or `writer-NMiB`.
+pub fn guest_name(g: Guest) -> String {
+    match g {
+        Guest::Counter => "counter".into(),
+        Guest::Writer { mib } => format!("writer-{mib}MiB"),
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrateResult {
+    pub guest: String,
     pub trials: usize,
     pub memory_mib: u64,
     pub committed: usize,
     pub rolled_back: usize,
     /// Request → committed (placed on the target under the new epoch), as the client saw it.
     pub total_ms: Summary,
-    /// QEMU's downtime (the guest paused) of each committed migration.
-    pub downtime_ms: Summary,
-    /// QEMU's own total time of each committed migration.
-    pub qemu_total_ms: Summary,
+    /// Request → the guest's counter advancing on the target.
+    pub running_ms: Summary,
+    /// QEMU's own figures of each committed migration (`query-migrate`, last report).
+    pub qemu: QemuFigures,
     /// Why each rolled-back trial rolled back.
     pub reasons: Vec<String>,
+    /// The breach phase, when run.
+    pub breach: Option<crate::migrate_breach::BreachResult>,
 }
 
-async fn call(
+/// QEMU's figures of committed migrations.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QemuFigures {
+    pub total_ms: Summary,
+    pub downtime_ms: Summary,
+    /// Bytes sent, in MB (10^6).
+    pub transferred_mb: Summary,
+    /// The highest dirty-page rate QEMU reported while it ran (progress every 250 ms), pages/s.
+    pub dirty_pages_per_s: Summary,
+    /// QEMU's throughput figure, Mbit/s.
+    pub mbps: Summary,
+}
+
+/// Collects [`QemuFigures`] from migration records' `progress`.
+#[derive(Default)]
+pub(crate) struct QemuSamples {
+    total: Vec<f64>,
+    downtime: Vec<f64>,
+    mb: Vec<f64>,
+    dirty: Vec<f64>,
+    mbps: Vec<f64>,
+}
+
+impl QemuSamples {
+    pub(crate) fn push(&mut self, record: &Value) {
+        let p = &record["progress"];
+        let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
+        self.total.push(f("total_time_ms"));
+        self.downtime.push(f("downtime_ms"));
+        self.mb.push(f("transferred_bytes") / 1e6);
+        self.dirty.push(f("max_dirty_pages_rate"));
+        self.mbps.push(f("mbps"));
+    }
+
+    pub(crate) fn summary(mut self) -> QemuFigures {
+        QemuFigures {
+            total_ms: Summary::of_ms(&mut self.total),
+            downtime_ms: Summary::of_ms(&mut self.downtime),
+            transferred_mb: Summary::of_ms(&mut self.mb),
+            dirty_pages_per_s: Summary::of_ms(&mut self.dirty),
+            mbps: Summary::of_ms(&mut self.mbps),
+        }
+    }
+}
+
+pub(crate) async fn call(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
@@ -63,7 +139,7 @@ async fn call(
 }
 
 /// Waits for `f` to give a value, up to `limit`.
-async fn wait<T>(
+pub(crate) async fn wait<T>(
     what: &str,
     limit: Duration,
     mut f: impl AsyncFnMut() -> Option<T>,
@@ -80,8 +156,74 @@ async fn wait<T>(
     }
 }
 
-/// Runs the scenario with `binary` (root and qemu-system-x86_64 needed).
-pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<MigrateResult> {
+/// Waits (up to 30 s) until the guest's counter advances on `host`, read over its VM's
+/// migration monitor (free on a VM that is not sending one); gives when it was first seen
+/// larger. The monitor is let go at once, for the next migration.
+pub(crate) async fn running_on(dir: &Path, host: &str) -> anyhow::Result<Instant> {
+    let sock = dir.join(host).join("enclaves/vm").join(MIGRATE_SOCKET);
+    let mut qmp = Qmp::connect(&sock, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("the VM's monitor on {host}"))?;
+    let first = guest_counter(&mut qmp).await?;
+    let start = Instant::now();
+    loop {
+        let now = guest_counter(&mut qmp).await?;
+        if now > first {
+            return Ok(Instant::now());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the guest's counter stayed at {first} on {host} for 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The finished migration `id` from `GET /v1/migrations` (up to 200 s), with the highest
+/// dirty-page rate its progress showed while under way (`progress.max_dirty_pages_rate`,
+/// added here: the last figure QEMU gives, at completion, is 0).
+pub(crate) async fn finished(http: &reqwest::Client, api: &str, id: &str) -> anyhow::Result<Value> {
+    let mut dirty = 0u64;
+    let mut done = wait(
+        "the migration to end",
+        Duration::from_secs(200),
+        async || {
+            let (_, v) = call(
+                http,
+                reqwest::Method::GET,
+                &format!("{api}/v1/migrations"),
+                None,
+            )
+            .await
+            .ok()?;
+            if let Some(m) = v["current"]
+                .as_array()
+                .and_then(|c| c.iter().find(|m| m["id"] == id))
+            {
+                dirty = dirty.max(m["progress"]["dirty_pages_rate"].as_u64().unwrap_or(0));
+            }
+            v["past"]
+                .as_array()?
+                .iter()
+                .find(|p| p["id"] == id)
+                .cloned()
+        },
+    )
+    .await?;
+    done["progress"]["max_dirty_pages_rate"] = json!(dirty);
+    Ok(done)
+}
+
+/// The cluster, the two agents and the VM running on `bm1`.
+pub(crate) struct Setup {
+    pub http: reqwest::Client,
+    pub api: String,
+    pub dir: tempfile::TempDir,
+    // Dropped in order: agents (their VMs stay until the directory goes), then controllers.
+    _agents: Vec<AgentProcess>,
+    _cluster: LocalCluster,
+}
+
+async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     if !tribune_testkit::is_root() {
         bail!("tribune bench migrate needs root (the agents make cgroups)");
     }
@@ -94,9 +236,19 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
         bail!("tribune bench migrate needs qemu-system-x86_64 (apt-get install qemu-system-x86)");
     }
     let http = crate::http_client(4)?;
-    let cluster = LocalCluster::start_ready(binary, 3, &["--allow-sim-evidence"], &http).await?;
-    let endpoints = cluster.endpoints();
     let dir = tempfile::tempdir()?;
+    // No cool-down: the trials migrate the VM back and forth, the breach phase by policy.
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, "[migration]\ncooldown_s = 0\n")?;
+    let config = config.display().to_string();
+    let cluster = LocalCluster::start_ready(
+        binary,
+        3,
+        &["--allow-sim-evidence", "--config", &config],
+        &http,
+    )
+    .await?;
+    let endpoints = cluster.endpoints();
     let list = tribune_agent::AllowList {
         qemu: Some(Default::default()),
         ..Default::default()
@@ -135,10 +287,13 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
             controllers: controllers.clone(),
             tls_dir: None,
             extra: vec!["--runtime".into(), "qemu".into()],
-            log: dir.path().join(format!("{h}.log")),
+            // TRIBUNE_BENCH_LOG_DIR=DIR keeps the agents' logs (with the controllers').
+            log: std::env::var_os("TRIBUNE_BENCH_LOG_DIR")
+                .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from)
+                .join(format!("agent-{h}.log")),
         })?);
     }
-    let api = &endpoints[0];
+    let api = endpoints[0].clone();
     wait(
         "both agents connected",
         Duration::from_secs(30),
@@ -162,9 +317,13 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
         },
     )
     .await?;
+    let mut qemu = json!({"memory_mib": cfg.memory_mib});
+    if let Guest::Writer { mib } = cfg.guest {
+        qemu["guest"] = json!({"writer": {"mib": mib}});
+    }
     let body = json!({"id": "vm", "tenant": "bench", "tee": "sim",
         "placement": {"host": "bm1", "epoch": 1}, "state": "running",
-        "launch": {"qemu": {"memory_mib": cfg.memory_mib}}});
+        "launch": {"qemu": qemu}});
     let (s, b) = call(
         &http,
         reqwest::Method::PUT,
@@ -175,22 +334,35 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
     if s != 200 && s != 201 {
         bail!("PUT the enclave: {s} {b}");
     }
-    // Running on bm1: its migration monitor is there.
-    let sock = dir.path().join("bm1/enclaves/vm/migrate.sock");
+    // Running on bm1: its migration monitor is there, and the counter goes up.
+    let sock = dir.path().join("bm1/enclaves/vm").join(MIGRATE_SOCKET);
     wait("the VM on bm1", Duration::from_secs(60), async || {
         sock.exists().then_some(())
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    running_on(dir.path(), "bm1").await?;
+    Ok(Setup {
+        http,
+        api,
+        dir,
+        _agents: agents,
+        _cluster: cluster,
+    })
+}
 
-    let (mut totals, mut downtimes, mut qemu_totals, mut reasons) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+/// Runs the scenario with `binary` (root and qemu-system-x86_64 needed).
+pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<MigrateResult> {
+    let st = setup(binary, cfg).await?;
+    let (http, api) = (&st.http, st.api.as_str());
+    let (mut totals, mut running, mut qemu, mut reasons) =
+        (Vec::new(), Vec::new(), QemuSamples::default(), Vec::new());
     let mut on = "bm1";
+    let mut arrived_ms = 0;
     for trial in 0..cfg.trials {
         let to = if on == "bm1" { "bm2" } else { "bm1" };
         let t0 = Instant::now();
         let (s, m) = call(
-            &http,
+            http,
             reqwest::Method::POST,
             &format!("{api}/v1/enclaves/vm/migrate"),
             Some(&json!({"to": to, "force": true})),
@@ -200,49 +372,38 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
             bail!("trial {trial}: POST migrate: {s} {m}");
         }
         let id = m["id"].as_str().unwrap_or_default().to_string();
-        let done = wait(
-            "the migration to end",
-            Duration::from_secs(200),
-            async || {
-                let (_, v) = call(
-                    &http,
-                    reqwest::Method::GET,
-                    &format!("{api}/v1/migrations"),
-                    None,
-                )
-                .await
-                .ok()?;
-                v["past"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["id"] == id.as_str())
-                    .cloned()
-            },
-        )
-        .await
-        .with_context(|| format!("trial {trial}"))?;
+        let done = finished(http, api, &id)
+            .await
+            .with_context(|| format!("trial {trial}"))?;
         let elapsed = t0.elapsed();
         if done["phase"] == "committed" {
+            let ran = running_on(st.dir.path(), to)
+                .await
+                .with_context(|| format!("trial {trial}"))?;
             totals.push(elapsed.as_secs_f64() * 1000.0);
-            downtimes.push(done["progress"]["downtime_ms"].as_f64().unwrap_or(0.0));
-            qemu_totals.push(done["progress"]["total_time_ms"].as_f64().unwrap_or(0.0));
+            running.push((ran - t0).as_secs_f64() * 1000.0);
+            qemu.push(&done);
             on = to;
-            // The target resumes it (its plan under the new epoch) before the next trial.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            arrived_ms = done["ended_ms"].as_i64().unwrap_or(0);
         } else {
             reasons.push(done["reason"].as_str().unwrap_or_default().to_string());
         }
     }
-    drop(agents);
-    drop(cluster);
+    let breach = if cfg.breach {
+        Some(crate::migrate_breach::breach(&st, cfg.trials, on, arrived_ms).await?)
+    } else {
+        None
+    };
     Ok(MigrateResult {
+        guest: guest_name(cfg.guest),
         trials: cfg.trials,
         memory_mib: cfg.memory_mib,
         committed: totals.len(),
         rolled_back: reasons.len(),
         total_ms: Summary::of_ms(&mut totals),
-        downtime_ms: Summary::of_ms(&mut downtimes),
-        qemu_total_ms: Summary::of_ms(&mut qemu_totals),
+        running_ms: Summary::of_ms(&mut running),
+        qemu: qemu.summary(),
         reasons,
+        breach,
     })
 }

@@ -63,5 +63,5 @@ pub use agent::{Agent, AgentConfig, AgentStatus, ApplyReport, Request};
 pub use error::{AgentError, Result};
 pub use launch::{AllowList, EnclaveUsers, LaunchPolicy};
 pub use link_messages::{LinkEvent, RefusedLaunch, ToLink};
-pub use plan::{Bandwidth, EnclavePlan, LaunchSpec, Limits, MsgPort, Plan, RunState};
+pub use plan::{Bandwidth, EnclavePlan, Guest, LaunchSpec, Limits, MsgPort, Plan, RunState};
 pub use runtime::RuntimeKind;

@@ -326,7 +326,13 @@ impl Link {
             }
             let (cmdline, sim) = match &spec {
                 Some(LaunchSpec::Process { cmd, sim, .. }) => (cmd.join(" "), sim.clone()),
-                Some(LaunchSpec::Qemu { args, .. }) => (args.join(" "), None),
+                // A built-in guest other than the default counter is part of what runs.
+                Some(LaunchSpec::Qemu { args, guest, .. }) => match guest {
+                    crate::plan::Guest::Counter => (args.join(" "), None),
+                    crate::plan::Guest::Writer { mib } => {
+                        (format!("{} guest=writer:{mib}", args.join(" ")), None)
+                    }
+                },
                 None => (String::new(), None),
             };
             let sim = sim.unwrap_or_default();

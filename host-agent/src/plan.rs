@@ -184,6 +184,9 @@ pub enum LaunchSpec {
         /// How the guest reaches its host's message mediator (`docs/messages.md`).
         #[serde(default, skip_serializing_if = "MsgPort::is_default")]
         msg_port: MsgPort,
+        /// The built-in guest booted when `args` is empty (absent: the counter).
+        #[serde(default, skip_serializing_if = "Guest::is_counter")]
+        guest: Guest,
     },
 }
 
@@ -207,6 +210,27 @@ pub enum MsgPort {
 impl MsgPort {
     pub fn is_default(&self) -> bool {
         *self == MsgPort::default()
+    }
+}
+
+/// A built-in test guest (`runtime/qemu.rs`): a firmware image the agent writes itself, for a
+/// QEMU spec without `args`. Both keep a 64-bit progress counter at guest-physical 0x500.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Guest {
+    /// Only increments the counter: one page of guest RAM is ever written.
+    #[default]
+    Counter,
+    /// Keeps writing: one word into every 4 KiB page of `mib` MiB of guest RAM from 1 MiB up,
+    /// sweep after sweep (in unreal mode), counting each write. Every page of the region is
+    /// dirty again long before a migration round can send it: the guest a live migration must
+    /// converge against. The VM's memory must hold the region (`1 + mib ≤ memory_mib`).
+    Writer { mib: u32 },
+}
+
+impl Guest {
+    pub fn is_counter(&self) -> bool {
+        *self == Guest::Counter
     }
 }
 

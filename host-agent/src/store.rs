@@ -19,6 +19,13 @@ pub const EPOCHS_FILE: &str = "placement-epochs.json";
 /// copy of a state already sent).
 pub const INCOMING_FILE: &str = "migrating-in.json";
 
+/// Name of the file of the live migrations this host is the source of, by enclave: the
+/// migration's id, recorded before QEMU's `migrate` starts and dropped at its end. A source
+/// agent restarted mid-migration reads it back, so it still ignores the end of another
+/// migration (a rollback of an older one would cancel this one and resume the VM under the
+/// old epoch) and still tells a re-sent step of this one from a new one.
+pub const OUTGOING_FILE: &str = "migrating-out.json";
+
 /// A live migration into this host, as recorded for a restart: its id and the plan its VM
 /// was started with (paused).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +121,36 @@ impl PlanStore {
         sync_dir(&self.dir)
     }
 
+    /// The live migrations out of this host: enclave → migration id (empty when never saved).
+    pub fn load_outgoing(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let path = self.dir.join(OUTGOING_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| AgentError::InvalidPlan(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(AgentError::io("read", path, e)),
+        }
+    }
+
+    /// Records (`Some(id)`) or forgets (`None`) enclave `name`'s migration out of this host.
+    pub fn set_outgoing(&self, name: &str, id: Option<&str>) -> Result<()> {
+        let mut all = self.load_outgoing()?;
+        let changed = match id {
+            Some(id) => all.insert(name.to_string(), id.to_string()).as_deref() != Some(id),
+            None => all.remove(name).is_some(),
+        };
+        if !changed {
+            return Ok(());
+        }
+        let path = self.dir.join(OUTGOING_FILE);
+        let tmp = self.dir.join(format!(".{OUTGOING_FILE}.tmp"));
+        let text = serde_json::to_vec(&all)
+            .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
+        write_synced(&tmp, &text)?;
+        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
+        sync_dir(&self.dir)
+    }
+
     /// Adds (`Some`) or removes (`None`) enclave `name`'s migration into this host.
     pub fn set_incoming(&self, name: &str, m: Option<Incoming>) -> Result<()> {
         let mut all = self.load_incoming()?;
@@ -161,6 +198,25 @@ mod tests {
                 .join(format!(".{APPLIED_PLAN_FILE}.tmp"))
                 .exists()
         );
+    }
+
+    #[test]
+    fn outgoing_migrations_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path()).unwrap();
+        assert!(store.load_outgoing().unwrap().is_empty());
+        store.set_outgoing("vm", Some("mig-1-vm")).unwrap();
+        store.set_outgoing("other", Some("mig-2-other")).unwrap();
+        let again = PlanStore::new(dir.path()).unwrap();
+        assert_eq!(
+            again.load_outgoing().unwrap().get("vm").map(String::as_str),
+            Some("mig-1-vm")
+        );
+        again.set_outgoing("vm", None).unwrap();
+        assert_eq!(again.load_outgoing().unwrap().len(), 1);
+        std::fs::write(dir.path().join(OUTGOING_FILE), "{not json").unwrap();
+        let e = again.load_outgoing().unwrap_err().to_string();
+        assert!(e.contains(OUTGOING_FILE), "{e}");
     }
 
     #[test]

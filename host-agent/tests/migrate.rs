@@ -16,8 +16,8 @@ use common::*;
 use tokio::sync::mpsc;
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::runtime::migration::{MigrateOptions, MigrationProgress};
-use tribune_agent::runtime::qemu::guest_counter;
-use tribune_agent::{Agent, EnclavePlan, LaunchSpec, RunState, RuntimeKind};
+use tribune_agent::runtime::qemu::{guest_counter, parse_counter};
+use tribune_agent::{Agent, EnclavePlan, Guest, LaunchSpec, RunState, RuntimeKind};
 
 fn have_qemu() -> bool {
     std::process::Command::new("qemu-system-x86_64")
@@ -46,6 +46,7 @@ fn vm(epoch: u64) -> EnclavePlan {
             memory_mib: 64,
             args: vec![],
             msg_port: Default::default(),
+            guest: Default::default(),
         },
         None,
         1,
@@ -331,6 +332,204 @@ async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
         Some(EnclaveStatus::Running)
     );
     assert!(counter_passes(&dst, "vm", before).await > before);
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// A VM of the writer guest (`Guest::Writer`): 32 MiB, 16 of them rewritten over and over.
+fn writer_vm(epoch: u64) -> EnclavePlan {
+    let mut e = vm(epoch);
+    e.launch = Some(LaunchSpec::Qemu {
+        memory_mib: 32,
+        args: vec![],
+        guest: Guest::Writer { mib: 16 },
+        msg_port: Default::default(),
+    });
+    e
+}
+
+/// The u64 at guest-physical `addr`, over the VM's migration monitor.
+async fn word_at(agent: &Agent, name: &str, addr: u64) -> u64 {
+    let mut q = agent.migration_monitor(name).await.unwrap();
+    let out = q
+        .execute(
+            "human-monitor-command",
+            Some(serde_json::json!({ "command-line": format!("xp /2wx {addr:#x}") })),
+        )
+        .await
+        .unwrap();
+    parse_counter(out.as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_guest_rewrites_its_region_and_still_migrates() {
+    if !can_run("migrate-writer") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mwr-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mwr-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    src.apply(plan(1, &[("vm", writer_vm(1))])).await.unwrap();
+    let before = counter_passes(&src, "vm", 0).await;
+    // Its region is 1 MiB .. 17 MiB: the first and the last page are written, and written
+    // again (with the counter: a new value each sweep); the page after it never.
+    let (first, last, past) = (0x10_0000, 0x10f_f000, 0x110_0000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (a, b) = (
+        word_at(&src, "vm", first).await,
+        word_at(&src, "vm", last).await,
+    );
+    loop {
+        let (a2, b2) = (
+            word_at(&src, "vm", first).await,
+            word_at(&src, "vm", last).await,
+        );
+        if a2 != a && b2 != b && a2 != 0 && b2 != 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the region is not rewritten: {a2:#x} {b2:#x}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        word_at(&src, "vm", past).await,
+        0,
+        "written past its region"
+    );
+
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &writer_vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let job = src
+        .migrate_out(
+            "vm",
+            &format!("tcp:127.0.0.1:{port}"),
+            MigrateOptions::default(),
+            None,
+        )
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(100), job)
+        .await
+        .expect("migration ends")
+        .unwrap()
+        .unwrap();
+    assert!(done.succeeded(), "{done:?}");
+    // At least the whole region went over once (the counter guest sends ~200 KB).
+    assert!(done.transferred_bytes >= 16 << 20, "{done:?}");
+    eprintln!(
+        "figure: QEMU TCG 32 MiB writer guest (16 MiB dirtied) over loopback: total {} ms, \
+         downtime {:?} ms, {} bytes sent, dirty rate {} pages/s",
+        done.total_time_ms, done.downtime_ms, done.transferred_bytes, done.dirty_pages_rate
+    );
+    dst.apply(plan(1, &[("vm", writer_vm(2))])).await.unwrap();
+    assert!(
+        counter_passes(&dst, "vm", before).await > before,
+        "it runs on on the target"
+    );
+    src.migrated_away("vm", 2).await.unwrap();
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// A source agent restarted mid-migration still knows which migration its VM is sending
+/// (`migrating-out.json`): the stale end of an older migration does not cancel it and resume
+/// the VM under the old epoch, a new migration's step is refused while it runs, and the step
+/// of this one, told again, is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_source_keeps_its_migration_id() {
+    use tribune_agent::LinkEvent;
+    if !can_run("migrate-source-restart") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("msr-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("msr-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    src.apply(plan(1, &[("vm", writer_vm(1))])).await.unwrap();
+    counter_passes(&src, "vm", 0).await;
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &writer_vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // 1 MiB/s against 16 MiB rewritten all the time: it stays active, never converges.
+    let slow = MigrateOptions {
+        downtime_limit_ms: 100,
+        max_bandwidth_bytes_per_sec: 1 << 20,
+    };
+    let uri = format!("tcp:127.0.0.1:{port}");
+    let (tx, mut rx) = mpsc::channel(1024);
+    let job = src
+        .migrate_out_as("vm", "m2", &uri, slow, Some(tx))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the migration starts")
+            .expect("progress");
+        assert!(!p.is_final(), "{p:?}");
+        if p.status == "active" {
+            break;
+        }
+    }
+    // The agent dies (its job with it; QEMU goes on sending) and starts again.
+    job.abort();
+    let _ = job.await;
+    let src_cfg = src.config().clone();
+    drop(src);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let (up, mut up_rx) = mpsc::channel(4096);
+    src.set_uplink(up);
+
+    // A stale end (an older migration's rollback, delivered by a reconnect): ignored. Acting
+    // on it would cancel m2 and resume the VM here under epoch 1.
+    src.on_link(LinkEvent::MigrationEnd {
+        migration_id: "m1".into(),
+        enclave: "vm".into(),
+        committed: false,
+        new_epoch: 0,
+        reason: "an older migration".into(),
+    })
+    .await;
+    {
+        let mut q = src.migration_monitor("vm").await.unwrap();
+        let p = MigrationProgress::from_query(&q.query_migrate().await.unwrap());
+        assert_eq!(p.status, "active", "m2 must still be sent: {p:?}");
+    }
+    // Another migration's step while m2 runs: refused, not taken for m2.
+    src.on_link(LinkEvent::MigrateOut {
+        migration_id: "m3".into(),
+        enclave: "vm".into(),
+        uri: uri.clone(),
+        opts: slow,
+    })
+    .await;
+    let r = next_report(&mut up_rx).await;
+    assert_eq!(
+        (r.migration_id.as_str(), r.progress.status.as_str()),
+        ("m3", "failed"),
+        "{r:?}"
+    );
+    // m2's step told again: followed, its progress reported under m2.
+    src.on_link(LinkEvent::MigrateOut {
+        migration_id: "m2".into(),
+        enclave: "vm".into(),
+        uri,
+        opts: slow,
+    })
+    .await;
+    let r = next_report(&mut up_rx).await;
+    assert_eq!(
+        (r.migration_id.as_str(), r.role, r.progress.status.as_str()),
+        ("m2", "source", "active"),
+        "{r:?}"
+    );
     shutdown_clean(src).await;
     shutdown_clean(dst).await;
 }

@@ -131,6 +131,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
             fw.display().to_string(),
         ],
         msg_port: MsgPort::Uart,
+        guest: Default::default(),
     };
     // The host allows exactly this guest (and the idle counting guest, which has no arguments).
     let policy = dir.path().join("launch-policy.toml");
@@ -148,6 +149,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
             memory_mib: 64,
             args: vec![],
             msg_port: MsgPort::default(),
+            guest: Default::default(),
         },
         Some(50),
         1,

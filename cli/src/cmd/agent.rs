@@ -646,6 +646,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
                 memory_mib: 64,
                 args,
                 msg_port: Default::default(),
+                guest: Default::default(),
             },
             RuntimeKind::Qemu,
         )

@@ -144,14 +144,23 @@ pub enum BenchCmd {
         clients: usize,
     },
     /// Live migration (root, QEMU): a local 3-controller cluster and two QEMU agents, a VM
-    /// migrated back and forth: request → committed on the target (p50/p99), beside QEMU's
-    /// own total time and downtime of the same migrations.
+    /// migrated back and forth on request and on a policy breach: → running on the target
+    /// (p50/p99), beside QEMU's own figures of the same migrations, per guest.
     Migrate {
         #[arg(long, default_value_t = 20)]
         trials: usize,
         /// The guest's memory in MiB.
         #[arg(long, default_value_t = 128)]
         memory_mib: u64,
+        /// The built-in guests, in turn: counter (one page written), writer (keeps dirtying).
+        #[arg(long, value_enum, default_value = "both")]
+        guest: super::bench_migrate::Guests,
+        /// How much RAM the writer guest keeps dirtying, MiB.
+        #[arg(long, default_value_t = 32)]
+        writer_mib: u32,
+        /// Request-driven migrations only (no policy-breach phase).
+        #[arg(long)]
+        no_breach: bool,
     },
     /// The policy planner's time (`tribune policy plan`): N enclaves' recorded usage, one
     /// window a second, replayed under a tighter policy through the live loop's decision (in
@@ -353,8 +362,11 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
-            BenchCmd::Migrate { trials, memory_mib } => {
-                super::bench_migrate::run(&exe, trials, memory_mib, format).await
+            BenchCmd::Migrate { trials, memory_mib, guest, writer_mib, no_breach } => {
+                super::bench_migrate::run(
+                    &exe, trials, memory_mib, guest, writer_mib, !no_breach, format,
+                )
+                .await
             }
             BenchCmd::Schedule { hosts, enclaves, e2e: true, clients, .. } => {
                 super::bench_schedule::e2e(&exe, hosts, enclaves, clients, format).await

@@ -531,9 +531,14 @@ impl Agent {
         // A VM whose state was (or is being) migrated away stays paused: it may run on the
         // target already, and only a rollback (`migrate::rollback_out`) resumes it here.
         // (A VM migrating in answers `query-migrate` with its incoming state: not this.)
+        // The migration it was sending, as recorded before it started (`OUTGOING_FILE`).
+        let recorded = match incoming {
+            None => self.store.load_outgoing()?.remove(name),
+            Some(_) => None,
+        };
         let migrating_out = incoming.is_none()
             && self.cfg.runtime == RuntimeKind::Qemu
-            && crate::runtime::migration::outgoing_started(
+            && match crate::runtime::migration::outgoing_started(
                 &self
                     .cfg
                     .data_dir
@@ -542,19 +547,34 @@ impl Agent {
                     .join(crate::runtime::qemu::MIGRATE_SOCKET),
             )
             .await
-            .unwrap_or(false);
+            {
+                Ok(q) => q,
+                // QEMU does not say: our own record decides, failing safe (kept paused).
+                Err(e) => {
+                    tracing::warn!(enclave = name, recorded = ?recorded, "cannot ask QEMU for its migration: {e}");
+                    recorded.is_some()
+                }
+            };
         if migrating_out {
             tracing::warn!(
                 enclave = name,
+                migration = recorded.as_deref().unwrap_or("(not recorded)"),
                 "adopted with an outgoing migration under way or done: kept paused until the \
                  controllers commit or roll it back"
             );
             if let Some(r) = self.enclaves.get_mut(name) {
                 r.migration = Some(Migration::Outgoing);
+                r.migration_id = recorded.unwrap_or_default();
             }
-        } else if wanted.state == RunState::Run && suspended {
-            self.apply_change(name, &Change::State(RunState::Run))
-                .await?;
+        } else {
+            if recorded.is_some() {
+                // Recorded, but QEMU never started it (or it failed): nothing to follow.
+                self.store.set_outgoing(name, None)?;
+            }
+            if wanted.state == RunState::Run && suspended {
+                self.apply_change(name, &Change::State(RunState::Run))
+                    .await?;
+            }
         }
         tracing::info!(enclave = name, "adopted after restart");
         Ok(())

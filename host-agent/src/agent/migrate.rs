@@ -15,8 +15,9 @@
 //! Each step is idempotent per migration id (a new stream tells it again): a target already
 //! waiting answers `ready` again, a source whose job runs follows it ([`Agent::rewatch_out`]).
 //! A target records its migrations in (`store::INCOMING_FILE`) so a restarted agent adopts
-//! the VM holding the state; a `MigrationEnd` for another migration than the one under way
-//! here is ignored (`end_applies`).
+//! the VM holding the state, and a source its migrations out (`store::OUTGOING_FILE`) so a
+//! restarted agent still knows the id of the one its VM is sending; a `MigrationEnd` for
+//! another migration than the one under way here is ignored (`end_applies`).
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -136,6 +137,20 @@ impl Agent {
         opts: MigrateOptions,
         progress: Option<mpsc::Sender<MigrationProgress>>,
     ) -> Result<JoinHandle<Result<MigrationProgress>>> {
+        self.migrate_out_as(name, "", uri, opts, progress)
+    }
+
+    /// [`Agent::migrate_out`] for migration `id`, recorded (`store::OUTGOING_FILE`) before
+    /// QEMU's `migrate` starts, so an agent restarted meanwhile still knows which migration
+    /// its VM is the source of.
+    pub fn migrate_out_as(
+        &mut self,
+        name: &str,
+        id: &str,
+        uri: &str,
+        opts: MigrateOptions,
+        progress: Option<mpsc::Sender<MigrationProgress>>,
+    ) -> Result<JoinHandle<Result<MigrationProgress>>> {
         match self.migration_of(name)? {
             None => {}
             Some(m) => {
@@ -150,8 +165,12 @@ impl Agent {
             )));
         }
         let sock = self.work_dir_of(name).join(qemu::MIGRATE_SOCKET);
+        if !id.is_empty() {
+            self.store.set_outgoing(name, Some(id))?;
+        }
         if let Some(r) = self.enclaves.get_mut(name) {
             r.migration = Some(Migration::Outgoing);
+            r.migration_id = id.to_string();
         }
         self.event(
             Some(name),
@@ -198,6 +217,7 @@ impl Agent {
         if self.enclaves.contains_key(name) {
             self.stop_enclave(name).await?;
         }
+        self.store.set_outgoing(name, None)?;
         self.event(
             Some(name),
             EventKind::Migration {
@@ -230,6 +250,7 @@ impl Agent {
         if r.plan.state == RunState::Run {
             r.enclave.resume().await?;
         }
+        self.store.set_outgoing(name, None)?;
         self.event(
             Some(name),
             EventKind::Migration {
@@ -318,7 +339,7 @@ impl Agent {
                         tracing::info!(enclave, migration = %migration_id, "migration out told again: following the one under way");
                         self.rewatch_out(&enclave, Some(tx))
                     }
-                    _ => self.migrate_out(&enclave, &uri, opts, Some(tx)),
+                    _ => self.migrate_out_as(&enclave, &migration_id, &uri, opts, Some(tx)),
                 };
                 if job.is_ok()
                     && let Some(r) = self.enclaves.get_mut(&enclave)

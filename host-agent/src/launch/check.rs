@@ -486,6 +486,7 @@ mod tests {
             memory_mib: 64,
             args: args.iter().map(|s| s.to_string()).collect(),
             msg_port: Default::default(),
+            guest: Default::default(),
         }
     }
 

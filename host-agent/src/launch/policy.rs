@@ -618,6 +618,7 @@ option = "-no-reboot"
             memory_mib: 64,
             args: args.iter().map(|s| s.to_string()).collect(),
             msg_port: Default::default(),
+            guest: Default::default(),
         };
         let files = HostFiles::new();
         let one = process(&["/bin/sh", "-c", "exit 0"]);

@@ -5,7 +5,10 @@
 //! counter in guest RAM at [`COUNTER_ADDR`] ([`counter_firmware`]): a guest that burns CPU
 //! (enough to test caps and stop/cont under TCG) and whose progress can be read over QMP
 //! ([`guest_counter`]) — after a live migration the counter has gone on from where it was,
-//! so the guest moved rather than restarted. Real hosts pass `-accel kvm` and the
+//! so the guest moved rather than restarted. A spec may ask for the writer guest instead
+//! ([`writer_firmware`], `"guest": {"writer": {"mib": N}}`): the same counter, plus a write
+//! to every page of N MiB of RAM, over and over — what a live migration must converge
+//! against. Real hosts pass `-accel kvm` and the
 //! SEV-SNP/TDX objects in `args` (as the host's allow-list permits).
 //!
 //! Every VM has two QMP monitors: `qmp.sock` for the agent's lifecycle commands and
@@ -32,7 +35,7 @@ use super::{
 use crate::cgroup::CgroupEnforcer;
 use crate::error::{AgentError, Result};
 use crate::launch::{CheckedLaunch, Credentials, users};
-use crate::plan::{LaunchSpec, MsgPort};
+use crate::plan::{Guest, LaunchSpec, MsgPort};
 use std::sync::Arc;
 
 pub struct QemuRuntime {
@@ -162,6 +165,79 @@ pub fn counter_firmware() -> Vec<u8> {
     fw
 }
 
+/// Where [`writer_firmware`] starts writing: 1 MiB, above the real-mode area and the ROMs.
+pub const WRITER_BASE: u64 = 0x10_0000;
+
+/// A BIOS image that counts and keeps writing across `mib` MiB of guest RAM from
+/// [`WRITER_BASE`] up. From the reset vector it enters protected mode only to load DS with a
+/// flat 4 GiB data descriptor and returns to real mode ("unreal mode": DS keeps the 4 GiB
+/// limit, so 32-bit addresses reach past 1 MiB on KVM as on TCG). Then, forever: for each
+/// 4 KiB page of the region, increment the u64 counter at [`COUNTER_ADDR`] and store its low
+/// word at the start of the page. Every page of the region is rewritten (with a new value)
+/// many times a second, so a live migration finds it dirty on every round.
+pub fn writer_firmware(mib: u32) -> Vec<u8> {
+    let end = u32::try_from(WRITER_BASE + (u64::from(mib) << 20)).unwrap_or(u32::MAX);
+    let start = WRITER_BASE as u32;
+    let mut code: Vec<u8> = Vec::with_capacity(0x46);
+    #[rustfmt::skip]
+    code.extend_from_slice(&[
+        0xFA,                                     // 00 cli
+        0x66, 0x2E, 0x0F, 0x01, 0x16, 0x00, 0x01, // 01 lgdt cs:[0x100] (32-bit base)
+        0x0F, 0x20, 0xC0,                         // 08 mov eax, cr0
+        0x0C, 0x01,                               // 0B or al, 1          (PE on)
+        0x0F, 0x22, 0xC0,                         // 0D mov cr0, eax
+        0xBB, 0x08, 0x00,                         // 10 mov bx, 8         (the flat data selector)
+        0x8E, 0xDB,                               // 13 mov ds, bx        (base 0, limit 4 GiB)
+        0x24, 0xFE,                               // 15 and al, 0xFE      (PE off: unreal mode)
+        0x0F, 0x22, 0xC0,                         // 17 mov cr0, eax
+        0x66, 0xBF,                               // 1A top: mov edi, start
+    ]);
+    code.extend_from_slice(&start.to_le_bytes());
+    #[rustfmt::skip]
+    code.extend_from_slice(&[
+        0x66, 0xFF, 0x06, 0x00, 0x05,             // 20 page: inc dword [0x500]
+        0x75, 0x05,                               // 25 jnz write
+        0x66, 0xFF, 0x06, 0x04, 0x05,             // 27 inc dword [0x504]
+        0x66, 0xA1, 0x00, 0x05,                   // 2C write: mov eax, [0x500]
+        0x67, 0x66, 0x89, 0x07,                   // 30 mov [edi], eax    (32-bit address)
+        0x66, 0x81, 0xC7, 0x00, 0x10, 0x00, 0x00, // 34 add edi, 4096
+        0x66, 0x81, 0xFF,                         // 3B cmp edi, end
+    ]);
+    code.extend_from_slice(&end.to_le_bytes());
+    #[rustfmt::skip]
+    code.extend_from_slice(&[
+        0x72, 0xDC,                               // 42 jb page   (0x44 - 0x24 = 0x20)
+        0xEB, 0xD4,                               // 44 jmp top   (0x46 - 0x2C = 0x1A)
+    ]);
+    let mut fw = vec![0u8; FIRMWARE_BYTES];
+    fw[..code.len()].copy_from_slice(&code);
+    // The GDTR image at 0x100 (limit 15; base: the GDT at 0x110, by its 4 GiB - 64 KiB
+    // address, where the image is mapped), and the GDT: a null descriptor, then flat data
+    // (base 0, limit 0xFFFFF × 4 KiB, present, writable, already accessed: loading it writes
+    // nothing to the ROM).
+    fw[0x100..0x106].copy_from_slice(&[0x0F, 0x00, 0x10, 0x01, 0xFF, 0xFF]);
+    fw[0x118..0x120].copy_from_slice(&[0xFF, 0xFF, 0x00, 0x00, 0x00, 0x93, 0xCF, 0x00]);
+    fw[FIRMWARE_BYTES - 16..FIRMWARE_BYTES - 13].copy_from_slice(&[0xE9, 0x0D, 0x00]);
+    fw
+}
+
+/// The firmware image and its file name for a built-in `guest` in a VM of `memory_mib`.
+pub fn guest_firmware(guest: Guest, memory_mib: u32) -> Result<(&'static str, Vec<u8>)> {
+    match guest {
+        Guest::Counter => Ok(("counter.bin", counter_firmware())),
+        Guest::Writer { mib } => {
+            // The region must be RAM: from 1 MiB up, inside the VM's memory.
+            if mib == 0 || u64::from(mib) + 1 > u64::from(memory_mib) {
+                return Err(AgentError::Runtime(format!(
+                    "the writer guest's region of {mib} MiB does not fit a VM of {memory_mib} MiB \
+                     (it starts at 1 MiB; 1 ≤ mib ≤ memory_mib - 1)"
+                )));
+            }
+            Ok(("writer.bin", writer_firmware(mib)))
+        }
+    }
+}
+
 /// The value of [`counter_firmware`]'s counter from the monitor's `xp /2wx` output
 /// (`0000000000000500: 0x0000beef 0x00000001`).
 pub fn parse_counter(xp: &str) -> Option<u64> {
@@ -198,6 +274,7 @@ impl Runtime for QemuRuntime {
                 memory_mib,
                 args,
                 msg_port,
+                guest,
             } = launch.spec()
             else {
                 return Err(AgentError::Runtime(
@@ -255,15 +332,19 @@ impl Runtime for QemuRuntime {
                 None => {}
             }
             if args.is_empty() {
-                let fw = ctx.work_dir.join("counter.bin");
-                std::fs::write(&fw, counter_firmware())
-                    .map_err(|e| AgentError::io("write", &fw, e))?;
+                let (name, image) = guest_firmware(*guest, *memory_mib)?;
+                let fw = ctx.work_dir.join(name);
+                std::fs::write(&fw, image).map_err(|e| AgentError::io("write", &fw, e))?;
                 argv.extend([
                     "-machine".into(),
                     "q35,accel=tcg".into(),
                     "-bios".into(),
                     fw.display().to_string(),
                 ]);
+            } else if !guest.is_counter() {
+                return Err(AgentError::Runtime(
+                    "a built-in guest is booted only by a QEMU spec without args".into(),
+                ));
             } else {
                 argv.extend(args.iter().cloned());
             }
@@ -416,6 +497,83 @@ mod tests {
         // rel16 from the next instruction (0xFFF3) wraps to offset 0.
         assert_eq!(0xFFF3u16.wrapping_add(0x000D), 0);
         assert_eq!(&fw[4..9], &[0x66, 0xFF, 0x06, 0x00, 0x05]);
+    }
+
+    #[test]
+    fn writer_firmware_enters_unreal_mode_and_sweeps_its_region() {
+        let fw = writer_firmware(16);
+        assert_eq!(fw.len(), 64 * 1024);
+        assert_eq!(&fw[0xFFF0..0xFFF3], &[0xE9, 0x0D, 0x00]);
+        // lgdt reads the GDTR at 0x100, whose base is the GDT at 0x110 by its high alias.
+        assert_eq!(&fw[1..8], &[0x66, 0x2E, 0x0F, 0x01, 0x16, 0x00, 0x01]);
+        assert_eq!(&fw[0x100..0x106], &[0x0F, 0x00, 0x10, 0x01, 0xFF, 0xFF]);
+        assert_eq!(&fw[0x110..0x118], &[0; 8]);
+        // Selector 8: flat 4 GiB data, accessed bit preset.
+        assert_eq!(&fw[0x118..0x120], &[0xFF, 0xFF, 0, 0, 0, 0x93, 0xCF, 0]);
+        assert_eq!(&fw[0x10..0x15], &[0xBB, 0x08, 0x00, 0x8E, 0xDB]);
+        // The region: 1 MiB up to 17 MiB.
+        assert_eq!(&fw[0x1A..0x20], &[0x66, 0xBF, 0x00, 0x00, 0x10, 0x00]);
+        assert_eq!(&fw[0x3B..0x42], &[0x66, 0x81, 0xFF, 0x00, 0x00, 0x10, 0x01]);
+        // The loop's branches land on the page loop (0x20) and the sweep's start (0x1A).
+        assert_eq!(fw[0x42], 0x72);
+        assert_eq!(
+            0x44u16.wrapping_add(i8::from_le_bytes([fw[0x43]]) as u16),
+            0x20
+        );
+        assert_eq!(fw[0x44], 0xEB);
+        assert_eq!(
+            0x46u16.wrapping_add(i8::from_le_bytes([fw[0x45]]) as u16),
+            0x1A
+        );
+        assert_eq!(0x27u16 + u16::from(fw[0x26]), 0x2C);
+        // The counter is the default guest's, at the same address.
+        assert_eq!(&fw[0x20..0x25], &[0x66, 0xFF, 0x06, 0x00, 0x05]);
+        assert!(fw[0x46..0x100].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_writer_region_must_fit_the_vm() {
+        assert!(guest_firmware(Guest::Writer { mib: 16 }, 32).is_ok());
+        assert!(guest_firmware(Guest::Writer { mib: 31 }, 32).is_ok());
+        assert!(guest_firmware(Guest::Writer { mib: 32 }, 32).is_err());
+        assert!(guest_firmware(Guest::Writer { mib: 0 }, 32).is_err());
+        assert_eq!(
+            guest_firmware(Guest::Counter, 32).unwrap().1,
+            counter_firmware()
+        );
+    }
+
+    #[test]
+    fn old_qemu_specs_load_as_the_counter_and_writers_round_trip() {
+        let old: LaunchSpec = serde_json::from_str(r#"{"qemu": {"memory_mib": 32}}"#).unwrap();
+        assert_eq!(
+            old,
+            LaunchSpec::Qemu {
+                memory_mib: 32,
+                args: vec![],
+                guest: Guest::Counter,
+                msg_port: MsgPort::default(),
+            }
+        );
+        // The default is not written: older agents read what newer controllers send.
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"qemu":{"memory_mib":32,"args":[]}}"#
+        );
+        let w: LaunchSpec = serde_json::from_str(
+            r#"{"qemu": {"memory_mib": 128, "guest": {"writer": {"mib": 64}}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            w,
+            LaunchSpec::Qemu {
+                guest: Guest::Writer { mib: 64 },
+                ..
+            }
+        ));
+        let back: LaunchSpec = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert_eq!(back, w);
+        assert!(serde_json::from_str::<LaunchSpec>(r#"{"qemu": {"guest": "nope"}}"#).is_err());
     }
 
     #[test]

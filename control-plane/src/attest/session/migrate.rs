@@ -149,13 +149,17 @@ impl Session {
             }
             self.live.sent.insert((m.id.clone(), step));
             send(tx, body).await?;
+            // Gone from here: its reports on this stream stop counting (a later return brings
+            // new keys).
+            if step == Step::End && m.phase == LivePhase::Committed && m.from == self.host {
+                self.ledger.untrack(&m.enclave);
+            }
             // Arrived here: the evidence the target's agent sent while it was not yet placed
-            // here was refused (`not placed`); ask again now that it is.
-            if step == Step::End
-                && m.phase == LivePhase::Committed
-                && m.to == self.host
-                && !self.ledger.contains(&m.enclave)
-            {
+            // here was refused (`not placed`); ask again now that it is. Tracked here already,
+            // it is from an earlier stay on this host, under keys the agent dropped when the
+            // enclave left (a VM migrated back and forth): untracked, and asked all the same.
+            if step == Step::End && m.phase == LivePhase::Committed && m.to == self.host {
+                self.ledger.untrack(&m.enclave);
                 send(
                     tx,
                     pb::controller_message::Body::AttestNow(pb::AttestNow {
