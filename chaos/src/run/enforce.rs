@@ -87,6 +87,7 @@ pub struct Watched {
 #[derive(Debug, Default)]
 struct State {
     last: Option<Reading>,
+    last_at: Duration,
     /// Usage over the last window: (at, usage_ns).
     window: VecDeque<(Duration, u64)>,
     /// Enforcement when the current guarded window began.
@@ -237,11 +238,20 @@ impl Checker {
                 }
                 _ => None,
             };
+            // The rate since the previous reading starts an episode; the anomaly needs the
+            // whole window over too (a short burst is not a violation).
+            let short_m = match s.last {
+                Some(p) if at > s.last_at && r.usage_ns >= p.usage_ns => Some(
+                    (r.usage_ns - p.usage_ns) as f64 / (at - s.last_at).as_nanos() as f64 * 1000.0,
+                ),
+                _ => None,
+            };
             if let Some(limit) = w.limit_m {
-                let over = !r.enforces(limit) && rate_m.is_some_and(|m| m > OVER_FACTOR * limit as f64);
+                let over_by = |m: Option<f64>| m.is_some_and(|m| m > OVER_FACTOR * limit as f64);
+                let over = !r.enforces(limit) && over_by(short_m);
                 if over && ctx.judged {
                     let since = *s.over_since.get_or_insert(at);
-                    if at - since > BUDGET && !s.budget_reported {
+                    if at - since > BUDGET && over_by(rate_m) && !s.budget_reported {
                         s.budget_reported = true;
                         v.anomalies.push(format!(
                             "enclave {} on connected host {} over its {limit}m limit ({:.0}m) for {:.1} s without a cap or a suspension (at {:.1} s)",
@@ -266,6 +276,7 @@ impl Checker {
                 }
             }
             s.last = Some(r);
+            s.last_at = at;
         }
     }
 }
@@ -354,7 +365,8 @@ mod tests {
         }
         assert!(c.verdict.anomalies.is_empty(), "{:?}", c.verdict.anomalies);
         assert_eq!(c.verdict.violations_enforced, 1);
-        assert_eq!(c.verdict.enforce_ms_max, 2000);
+        // From the first reading over its limit (at 100 ms) to the cap (at 3 s).
+        assert_eq!(c.verdict.enforce_ms_max, 2900);
         // Under its limit: never a violation.
         let mut c = checker();
         for t in 0..=70 {
