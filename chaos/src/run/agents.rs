@@ -30,7 +30,7 @@ use super::net::Slot;
 pub const AGENTS: usize = 2;
 
 /// The policies of the agents' enclaves: a greedy tenant throttled (never suspended within a
-/// run), and one suspended 2 s after its throttle.
+/// run), and one suspended at its first violation (an operator never resumes it in a run).
 pub const POLICIES: [(&str, &str); 2] = [
     (
         "chaos-greedy",
@@ -45,7 +45,7 @@ pub const POLICIES: [(&str, &str); 2] = [
         r#"policy "chaos-suspend" {
   match tenant == "chaos-suspend"
   limit { cpu = 100m  memory = 256MiB }
-  on over_limit { throttle now; suspend after 2s }
+  on over_limit { suspend now }
 }"#,
     ),
 ];
@@ -56,7 +56,7 @@ pub const POLICIES: [(&str, &str); 2] = [
 pub enum Kind {
     /// Spins from the start (throttled).
     Greedy,
-    /// Spins from the start (throttled, then suspended).
+    /// Spins from the start (suspended).
     Suspends,
     /// Sleeps; never over its limit.
     Quiet,

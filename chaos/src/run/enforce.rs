@@ -5,9 +5,11 @@
 //! its agent), never what a controller or an agent says about itself.
 //!
 //! - **Limits never lifted while cut off**: from the moment a host is cut off from every
-//!   controller (or its agent is killed; until its restarted agent has run [`GUARD_AFTER`]),
-//!   no enclave's enforcement becomes looser than it was when the cut began (a CPU cap raised
-//!   or removed, a frozen enclave thawed).
+//!   controller (or its agent is killed), no enclave's enforcement becomes looser than it was
+//!   when the cut began (a CPU cap raised or removed, a frozen enclave thawed). In the
+//!   [`GUARD_AFTER`] after a killed agent's restart the same comparison is made, but what it
+//!   finds is reported as `lifted_after_restart`, not as an anomaly: the host is connected
+//!   again, and DESIGN.md §6 does not forbid a controller's new plan to lift a throttle.
 //! - **Enforced within the budget**: an enclave using more than its limit (its CPU time over
 //!   the last second above [`OVER_FACTOR`] × the limit) without a cap at its limit or a
 //!   freeze, on a host that is *judged* (its agent running, reaching every controller, no fault
@@ -69,9 +71,10 @@ impl Reading {
 /// What the harness knows of one host at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HostCtx {
-    /// Cut off from every controller, or its agent dead or just restarted: nothing may be
-    /// lifted.
+    /// Cut off from every controller, or its agent dead: nothing may be lifted.
     pub guarded: bool,
+    /// Its agent restarted within [`GUARD_AFTER`]: what is lifted is reported, not an anomaly.
+    pub restarting: bool,
     /// Connected and settled: a violation must be enforced within the budget.
     pub judged: bool,
 }
@@ -117,6 +120,8 @@ pub struct Verdict {
     /// Enclaves seen frozen (suspended), and readings of frozen enclaves checked.
     pub suspended: u64,
     pub frozen_readings: u64,
+    /// Enforcement loosened within [`GUARD_AFTER`] of an agent's restart (not anomalies).
+    pub lifted_after_restart: Vec<String>,
     pub anomalies: Vec<String>,
 }
 
@@ -149,7 +154,8 @@ impl Checker {
     /// (`None`: no cgroup), `hosts[h]` for host `h`.
     pub fn observe(&mut self, at: Duration, hosts: &[HostCtx], readings: &[Option<Reading>]) {
         for (h, ctx) in hosts.iter().enumerate() {
-            let was = self.guarded.insert(h, ctx.guarded).unwrap_or(false);
+            let now = ctx.guarded || ctx.restarting;
+            let was = self.guarded.insert(h, now).unwrap_or(false);
             if ctx.guarded && !was {
                 self.verdict.guarded_windows += 1;
                 // The baseline is what was enforced just before the window began.
@@ -160,7 +166,7 @@ impl Checker {
                     }
                 }
             }
-            if !ctx.guarded && was {
+            if !now && was {
                 for (w, s) in self.watched.iter().zip(self.state.iter_mut()) {
                     if w.host == h {
                         s.baseline = None;
@@ -178,19 +184,26 @@ impl Checker {
             // (a) never lifted while guarded.
             if ctx.guarded {
                 v.guarded_readings += 1;
-                if let Some(b) = s.baseline
-                    && r.looser_than(&b)
-                    && !s.lifted_reported
-                {
-                    s.lifted_reported = true;
-                    v.anomalies.push(format!(
-                        "limits lifted while cut off: enclave {} on host {} at {:.1} s: {} → {}",
-                        w.name,
-                        w.host + 1,
-                        at.as_secs_f64(),
-                        describe(&b),
-                        describe(&r)
-                    ));
+            }
+            if (ctx.guarded || ctx.restarting)
+                && let Some(b) = s.baseline
+                && r.looser_than(&b)
+                && !s.lifted_reported
+            {
+                s.lifted_reported = true;
+                let what = format!(
+                    "enclave {} on host {} at {:.1} s: {} → {}",
+                    w.name,
+                    w.host + 1,
+                    at.as_secs_f64(),
+                    describe(&b),
+                    describe(&r)
+                );
+                if ctx.guarded {
+                    v.anomalies
+                        .push(format!("limits lifted while cut off: {what}"));
+                } else {
+                    v.lifted_after_restart.push(what);
                 }
             }
             // (c) suspension is sticky.
@@ -312,10 +325,17 @@ mod tests {
 
     const JUDGED: HostCtx = HostCtx {
         guarded: false,
+        restarting: false,
         judged: true,
     };
     const CUT: HostCtx = HostCtx {
         guarded: true,
+        restarting: false,
+        judged: false,
+    };
+    const RESTARTING: HostCtx = HostCtx {
+        guarded: false,
+        restarting: true,
         judged: false,
     };
 
@@ -339,6 +359,13 @@ mod tests {
         c.observe(ms(100), &[JUDGED], &[r(None, false, 100)]);
         assert!(c.verdict.anomalies.is_empty());
         assert_eq!(c.verdict.guarded_windows, 1);
+        // Killed, then restarted: a cap lifted in the restart window is reported apart.
+        let mut c = checker();
+        c.observe(ms(0), &[JUDGED], &[r(Some(200), false, 0)]);
+        c.observe(ms(100), &[CUT], &[r(Some(200), false, 20)]);
+        c.observe(ms(200), &[RESTARTING], &[r(None, false, 120)]);
+        assert!(c.verdict.anomalies.is_empty(), "{:?}", c.verdict.anomalies);
+        assert_eq!(c.verdict.lifted_after_restart.len(), 1);
     }
 
     #[test]

@@ -99,7 +99,8 @@ impl Watch {
             .hosts
             .iter()
             .map(|h| HostCtx {
-                guarded: h.cut_all || h.killed || h.guard_until.is_some_and(|t| now < t),
+                guarded: h.cut_all || h.killed,
+                restarting: h.guard_until.is_some_and(|t| now < t),
                 judged: !h.cut_all && !h.cut_some && !h.killed && !g.fault && now >= g.settled_from,
             })
             .collect();
