@@ -235,9 +235,9 @@ fn the_enforcement_checker_catches_caps_lifted_when_cut_off_and_passes_the_same_
         .as_array()
         .expect("enforcement anomalies");
     assert!(
-        found
-            .iter()
-            .any(|a| a.as_str().is_some_and(|a| a.contains("limits lifted while cut off"))),
+        found.iter().any(|a| a
+            .as_str()
+            .is_some_and(|a| a.contains("limits lifted while cut off"))),
         "the checker did not see the caps lifted: {r:#}"
     );
     if let Some(dir) = r["dir"].as_str() {

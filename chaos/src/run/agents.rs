@@ -88,7 +88,13 @@ pub fn workload(agents: usize, rng: &mut ChaCha8Rng, duration: Duration) -> Vec<
         let h = host + 1;
         let late_s = rng.random_range(1..duration.as_secs().max(2));
         for (name, kind, tenant, limit_m, script) in [
-            (format!("g{h}"), Kind::Greedy, "chaos-greedy", 200, spin.to_string()),
+            (
+                format!("g{h}"),
+                Kind::Greedy,
+                "chaos-greedy",
+                200,
+                spin.to_string(),
+            ),
             (
                 format!("s{h}"),
                 Kind::Suspends,
@@ -268,10 +274,23 @@ impl Agents {
         cmd.arg(format!("--net=/run/netns/{}", a.slot.ns))
             .arg("--")
             .arg(&self.binary)
-            .args(["agent", "run", "--instance", &a.instance, "--host-id", &a.host])
+            .args([
+                "agent",
+                "run",
+                "--instance",
+                &a.instance,
+                "--host-id",
+                &a.host,
+            ])
             .arg("--data-dir")
             .arg(&a.data_dir)
-            .args(["--runtime", "process", "--insecure", "--metrics-listen", "off"])
+            .args([
+                "--runtime",
+                "process",
+                "--insecure",
+                "--metrics-listen",
+                "off",
+            ])
             .arg("--launch-policy")
             .arg(&self.launch_policy)
             .args(["--controllers", &self.controllers])

@@ -73,8 +73,10 @@ pub fn check(entries: &[Entry]) -> ChainVerdict {
         let d: Digest = match serde_json::from_value(e.detail.clone()) {
             Ok(d) => d,
             Err(err) => {
-                v.anomalies
-                    .push(format!("log entry {}: unreadable usage digest: {err}", e.index));
+                v.anomalies.push(format!(
+                    "log entry {}: unreadable usage digest: {err}",
+                    e.index
+                ));
                 continue;
             }
         };

@@ -295,7 +295,9 @@ impl Checker {
 }
 
 fn describe(r: &Reading) -> String {
-    let cap = r.cap_m.map_or("no cap".to_string(), |c| format!("cap {c}m"));
+    let cap = r
+        .cap_m
+        .map_or("no cap".to_string(), |c| format!("cap {c}m"));
     if r.frozen {
         format!("{cap}, frozen")
     } else {

@@ -449,7 +449,10 @@ pub fn inject_agent(
                 net.cut_agent(k, c)?;
             }
             count(counts, "agent-cut-off");
-            AgentActive::Cut { agent: k, all: true }
+            AgentActive::Cut {
+                agent: k,
+                all: true,
+            }
         }
         1 => {
             // One or two of the controllers.
@@ -459,7 +462,10 @@ pub fn inject_agent(
                 net.cut_agent(k, (first + c) % n)?;
             }
             count(counts, "agent-cut-from-some");
-            AgentActive::Cut { agent: k, all: false }
+            AgentActive::Cut {
+                agent: k,
+                all: false,
+            }
         }
         _ => {
             agents.kill9(k);

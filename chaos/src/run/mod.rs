@@ -299,9 +299,9 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         };
         let active = faults::inject(cfg.scenario, &mut rng, &mut world, l, &mut counts)?;
         let agent_active = match agents.as_mut() {
-            Some(a) if cfg.scenario == Scenario::Agents || arng.random_bool(0.5) => Some(
-                faults::inject_agent(&mut arng, &mut net, a, &mut counts)?,
-            ),
+            Some(a) if cfg.scenario == Scenario::Agents || arng.random_bool(0.5) => {
+                Some(faults::inject_agent(&mut arng, &mut net, a, &mut counts)?)
+            }
             _ => None,
         };
         if let Some(w) = &watch {
