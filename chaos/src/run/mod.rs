@@ -357,7 +357,8 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             crashed.extend(agent_exits(agents.as_mut()));
         }
         if let (Some(a), Some(aa)) = (agents.as_mut(), agent_active) {
-            faults::undo_agent(aa, &mut net, a)?;
+            // The watcher stops guarding before the rules go (never after: a plan that arrives
+            // once the cut is gone must not count as one received while cut off).
             if let Some(w) = &watch {
                 let k = match aa {
                     faults::AgentActive::Cut { agent, .. } | faults::AgentActive::Killed(agent) => {
@@ -373,6 +374,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
                     h.killed = false;
                 });
             }
+            faults::undo_agent(aa, &mut net, a)?;
         }
         if let Some(a) = &active {
             let mut world = faults::World {
@@ -400,6 +402,16 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     }
 
     // Heal everything, stop the clients, then the final reads through every controller.
+    // (The watcher stops guarding the hosts first, as above.)
+    if let Some(w) = &watch {
+        for k in 0..agents::AGENTS {
+            w.host(k, |h| {
+                h.cut_all = false;
+                h.cut_some = false;
+                h.killed = false;
+            });
+        }
+    }
     net.heal()?;
     proxy.heal();
     for i in 0..nodes.nodes.len() {
@@ -409,13 +421,11 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     if let (Some(a), Some(w)) = (agents.as_mut(), &watch) {
         for k in 0..a.agents.len() {
             if !a.alive(k) {
+                w.host(k, |h| {
+                    h.guard_until = Some(Instant::now() + enforce::GUARD_AFTER)
+                });
                 a.start(k)?;
             }
-            w.host(k, |h| {
-                h.cut_all = false;
-                h.cut_some = false;
-                h.killed = false;
-            });
         }
         w.settle();
     }
