@@ -5,7 +5,11 @@
 //! - the checker catches a real bug: with the test-only fault `stale-reads` (compiled into the
 //!   binary `cargo test` builds only, control-plane/src/test_fault.rs) a cut-off controller
 //!   answers reads from its own state, and the linearizability checker must say so; the same
-//!   seeds without the fault must pass.
+//!   seeds without the fault must pass;
+//! - the enforcement checker catches a real bug: with the agent's test-only fault
+//!   `lift-caps-when-cut-off` (host-agent/src/test_fault.rs) an agent cut off from every
+//!   controller removes its enclaves' CPU caps, and the checker must say so; the same seed
+//!   without the fault must pass.
 
 use std::process::Command;
 
@@ -46,6 +50,13 @@ fn no_leftovers() {
     let mut ns = String::from_utf8_lossy(&ns.stdout).into_owned();
     // The controllers' tmpfs too (first field of /proc/mounts).
     ns.push_str(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default());
+    // And the agents' instances (`tribune/tch<PID>x<N>a<K>` cgroups, v1 or v2).
+    for dir in ["/sys/fs/cgroup/cpu/tribune", "/sys/fs/cgroup/tribune"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            ns.push('\n');
+            ns.push_str(&e.file_name().to_string_lossy());
+        }
+    }
     // Runs of this test binary's child are named tch<PID>x…; the child is gone, so any of its
     // names still here leaked. Names of other live harnesses may be there: only count dead ones.
     for line in ns.lines().filter(|l| l.starts_with("tch")) {
@@ -64,7 +75,7 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
     }
     let (ok, doc, err) = chaos_run(&["--scenario", "all", "--seed", "1", "--duration", "4s"]);
     assert!(ok, "{doc:#}\n{err}");
-    assert_eq!(doc["runs"], 15, "{doc:#}");
+    assert_eq!(doc["runs"], 16, "{doc:#}");
     assert_eq!(doc["anomalies"], 0, "{doc:#}");
     assert_eq!(doc["lost_writes"], 0, "{doc:#}");
     assert!(
@@ -118,6 +129,21 @@ fn every_scenario_once_finds_no_anomaly_and_leaves_nothing_behind() {
                     .is_some_and(|n| n > 0),
                 "{r:#}"
             ),
+            // Host agents ran, the kernel's enforcement was read all along, an agent fault was
+            // injected, and the usage chains were read from the log.
+            Some("agents") => {
+                let e = &r["enforcement"];
+                assert!(e["readings"].as_u64().is_some_and(|n| n > 100), "{r:#}");
+                assert!(
+                    ["agent-cut-off", "agent-cut-from-some", "agent-kill-9"]
+                        .iter()
+                        .any(|k| faults[*k].as_u64().is_some_and(|n| n > 0)),
+                    "{r:#}"
+                );
+                let c = &r["usage_chains"];
+                assert_eq!(c["read"], true, "{r:#}");
+                assert!(c["digests"].as_u64().is_some_and(|n| n > 0), "{r:#}");
+            }
             // A voter was removed through the API (and the run recovered: every controller a
             // voter again, or `recovered` would be false and the run an anomaly).
             Some("membership") => {
@@ -183,6 +209,42 @@ fn the_linearizability_checker_catches_stale_reads_and_passes_the_same_seeds_wit
     args.extend(seeds);
     let (ok, doc, err) = chaos_run(&args);
     assert!(ok, "the same seeds without the fault: {doc:#}\n{err}");
+    assert_eq!(doc["anomalies"], 0, "{doc:#}");
+    no_leftovers();
+}
+
+#[test]
+fn the_enforcement_checker_catches_caps_lifted_when_cut_off_and_passes_the_same_seed_without() {
+    if !can_run() {
+        return;
+    }
+    const { assert!(tribune_agent::test_fault::COMPILED_IN) };
+    // Seed 1 cuts an agent off from every controller twice in 8 s (agent-cut-off), long
+    // enough for its link to go down (keep-alive: 1.5 s) and the broken agent to lift its caps.
+    let seed = ["--scenario", "agents", "--seed", "1", "--duration", "8s"];
+    let mut args = seed.to_vec();
+    args.extend(["--test-fault", "lift-caps-when-cut-off"]);
+    let (ok, doc, err) = chaos_run(&args);
+    assert!(!ok, "the broken build must fail: {doc:#}\n{err}");
+    let r = &doc["reports"][0];
+    assert!(
+        r["faults"]["agent-cut-off"].as_u64().is_some_and(|n| n > 0),
+        "{r:#}"
+    );
+    let found = r["enforcement"]["anomalies"]
+        .as_array()
+        .expect("enforcement anomalies");
+    assert!(
+        found.iter().any(|a| a
+            .as_str()
+            .is_some_and(|a| a.contains("limits lifted while cut off"))),
+        "the checker did not see the caps lifted: {r:#}"
+    );
+    if let Some(dir) = r["dir"].as_str() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let (ok, doc, err) = chaos_run(&seed);
+    assert!(ok, "the same seed without the fault: {doc:#}\n{err}");
     assert_eq!(doc["anomalies"], 0, "{doc:#}");
     no_leftovers();
 }

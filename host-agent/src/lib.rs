@@ -56,6 +56,7 @@ pub mod runtime;
 pub mod sim_tee;
 pub mod store;
 pub mod sys;
+pub mod test_fault;
 pub mod test_hold;
 pub mod units;
 

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::Error;
+use super::agents::Agents;
 use super::net::Net;
 use super::nodes::{Disks, Nodes};
 use super::proxy::{Proxy, Shaping};
@@ -52,10 +53,14 @@ pub enum Scenario {
     /// A voter removed through the API (a follower, or the leader one time in three), added
     /// back as a voter when the fault ends.
     Membership,
+    /// Host agents faulted ([`AgentActive`]): one cut off from every controller, or from some
+    /// only, or killed with SIGKILL and restarted. Runs with agents (this one and `Mixed`)
+    /// check enforcement (`super::enforce`) and the usage chains (`super::chain`).
+    Agents,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::None,
         Scenario::Kill,
         Scenario::Pause,
@@ -71,9 +76,12 @@ impl Scenario {
         Scenario::TornWrite,
         Scenario::ClockJump,
         Scenario::Membership,
+        Scenario::Agents,
     ];
 
-    /// The kinds `Mixed` draws from.
+    /// The kinds `Mixed` draws from (for the controllers; its agent faults are drawn apart,
+    /// from a generator of their own, so adding them left `Mixed`'s controller faults for a
+    /// seed as they were).
     const SINGLE: [Scenario; 13] = [
         Scenario::Kill,
         Scenario::Pause,
@@ -107,11 +115,17 @@ impl Scenario {
             Scenario::TornWrite => "torn-write",
             Scenario::ClockJump => "clock-jump",
             Scenario::Membership => "membership",
+            Scenario::Agents => "agents",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Whether a run of this scenario has host agents.
+    pub fn has_agents(self) -> bool {
+        matches!(self, Scenario::Agents | Scenario::Mixed)
     }
 }
 
@@ -178,7 +192,7 @@ pub fn inject(
         s => s,
     };
     let active = match kind {
-        Scenario::None | Scenario::Mixed => None,
+        Scenario::None | Scenario::Mixed | Scenario::Agents => None,
         Scenario::Kill => {
             let i = pick(rng);
             nodes.kill9(i);
@@ -409,6 +423,64 @@ pub fn flap(active: &Active, net: &mut Net, proxy: &Proxy) -> Result<(), Error> 
         _ => {}
     }
     Ok(())
+}
+
+/// A fault of a host agent in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentActive {
+    /// Cut off from every controller (`all`), or from some only.
+    Cut { agent: usize, all: bool },
+    /// Killed with SIGKILL; restarted when the fault ends.
+    Killed(usize),
+}
+
+/// Injects one agent fault drawn from `rng`.
+pub fn inject_agent(
+    rng: &mut ChaCha8Rng,
+    net: &mut Net,
+    agents: &mut Agents,
+    counts: &mut Counts,
+) -> Result<AgentActive, Error> {
+    let k = rng.random_range(0..agents.agents.len());
+    let n = net.slots.len();
+    Ok(match rng.random_range(0..3) {
+        0 => {
+            for c in 0..n {
+                net.cut_agent(k, c)?;
+            }
+            count(counts, "agent-cut-off");
+            AgentActive::Cut {
+                agent: k,
+                all: true,
+            }
+        }
+        1 => {
+            // One or two of the controllers.
+            let first = rng.random_range(0..n);
+            let how_many = rng.random_range(1..n);
+            for c in 0..how_many {
+                net.cut_agent(k, (first + c) % n)?;
+            }
+            count(counts, "agent-cut-from-some");
+            AgentActive::Cut {
+                agent: k,
+                all: false,
+            }
+        }
+        _ => {
+            agents.kill9(k);
+            count(counts, "agent-kill-9");
+            AgentActive::Killed(k)
+        }
+    })
+}
+
+/// Undoes an agent fault.
+pub fn undo_agent(a: AgentActive, net: &mut Net, agents: &mut Agents) -> Result<(), Error> {
+    match a {
+        AgentActive::Cut { .. } => net.heal_agents(),
+        AgentActive::Killed(k) => agents.start(k),
+    }
 }
 
 /// How long the cluster runs undisturbed between faults, and how long a fault lasts.

@@ -4,7 +4,10 @@
 //! history file ([`history`]), and checkers that share no code with the controllers ([`check`],
 //! [`logcheck`]). See `chaos/README.md`.
 
+pub mod agents;
+pub mod chain;
 pub mod check;
+pub mod enforce;
 pub mod faults;
 pub mod history;
 pub mod logcheck;
@@ -13,6 +16,7 @@ pub mod net;
 pub mod nodes;
 pub mod proxy;
 pub mod torn;
+pub mod watch;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -100,6 +104,12 @@ pub struct Report {
     /// Torn tails written into a killed controller's log that it did not cut on restart
     /// (it logs each cut; a tear it did not see would be read as data).
     pub tears_not_cut: Vec<String>,
+    /// With agents (`agents`, `mixed`): what the enforcement checker found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<enforce::Verdict>,
+    /// With agents: the usage chains in the attestation log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_chains: Option<chain::ChainVerdict>,
     /// The run's directory when kept (always when something was found).
     pub dir: Option<PathBuf>,
     pub reproduce: String,
@@ -112,6 +122,8 @@ impl Report {
             + self.crashed.len()
             + self.tears_not_cut.len()
             + usize::from(!self.recovered)
+            + self.enforcement.as_ref().map_or(0, |e| e.anomalies.len())
+            + self.usage_chains.as_ref().map_or(0, |c| c.anomalies.len())
     }
 
     /// Every anomaly, one per line.
@@ -139,6 +151,12 @@ impl Report {
         );
         if !self.recovered {
             out.push("the healed cluster did not answer every final read".into());
+        }
+        if let Some(e) = &self.enforcement {
+            out.extend(e.anomalies.iter().map(|x| format!("enforcement: {x}")));
+        }
+        if let Some(c) = &self.usage_chains {
+            out.extend(c.anomalies.iter().map(|x| format!("usage chain: {x}")));
         }
         out
     }
@@ -230,7 +248,14 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     }
     let heads = Arc::new(logcheck::Heads::default());
     let mut tasks = vec![];
-    for c in 1..=cfg.clients {
+    // The `agents` scenario faults no controller: two clients keep its history (checked all
+    // the same) small beside the agents' work on a small machine.
+    let clients = if cfg.scenario == Scenario::Agents {
+        cfg.clients.min(AGENTS_CLIENTS)
+    } else {
+        cfg.clients
+    };
+    for c in 1..=clients {
         tasks.push(tokio::spawn(workload::client(shared.clone(), c, cfg.seed)));
     }
     tasks.push(tokio::spawn(poll_heads(
@@ -238,6 +263,20 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         heads.clone(),
         cfg.seed,
     )));
+
+    // The host agents, their enclaves, and the watcher of what the kernel enforces.
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let _watch_stop = StopFlag(watch_stop.clone());
+    let mut agents = None;
+    let mut watch = None;
+    if cfg.scenario.has_agents() {
+        let (a, w) = start_agents(cfg, &mut net, &http, &urls, &nodes, &dir, started).await?;
+        tokio::spawn(w.clone().run(watch_stop.clone()));
+        agents = Some(a);
+        watch = Some(w);
+    }
+    // Agent faults come from a generator of their own (the controllers' schedule stays).
+    let mut arng = ChaCha8Rng::seed_from_u64(cfg.seed ^ AGENT_FAULTS);
 
     // The faults.
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -259,6 +298,25 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             proxy: &proxy,
         };
         let active = faults::inject(cfg.scenario, &mut rng, &mut world, l, &mut counts)?;
+        let agent_active = match agents.as_mut() {
+            Some(a) if cfg.scenario == Scenario::Agents || arng.random_bool(0.5) => {
+                Some(faults::inject_agent(&mut arng, &mut net, a, &mut counts)?)
+            }
+            _ => None,
+        };
+        if let Some(w) = &watch {
+            if active.is_some() || agent_active.is_some() {
+                w.fault_begins();
+            }
+            match agent_active {
+                Some(faults::AgentActive::Cut { agent, all }) => w.host(agent, |h| {
+                    h.cut_all = all;
+                    h.cut_some = !all;
+                }),
+                Some(faults::AgentActive::Killed(k)) => w.host(k, |h| h.killed = true),
+                None => {}
+            }
+        }
         if let Some(faults::Active::Torn(i)) = &active {
             *tears.entry(*i).or_default() += 1;
         }
@@ -296,6 +354,27 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
                 faults::flap(a, &mut net, &proxy)?;
             }
             crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+            crashed.extend(agent_exits(agents.as_mut()));
+        }
+        if let (Some(a), Some(aa)) = (agents.as_mut(), agent_active) {
+            // The watcher stops guarding before the rules go (never after: a plan that arrives
+            // once the cut is gone must not count as one received while cut off).
+            if let Some(w) = &watch {
+                let k = match aa {
+                    faults::AgentActive::Cut { agent, .. } | faults::AgentActive::Killed(agent) => {
+                        agent
+                    }
+                };
+                w.host(k, |h| {
+                    if h.killed {
+                        h.guard_until = Some(Instant::now() + enforce::GUARD_AFTER);
+                    }
+                    h.cut_all = false;
+                    h.cut_some = false;
+                    h.killed = false;
+                });
+            }
+            faults::undo_agent(aa, &mut net, a)?;
         }
         if let Some(a) = &active {
             let mut world = faults::World {
@@ -315,14 +394,40 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             }
         }
         crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+        if let Some(w) = &watch
+            && (active.is_some() || agent_active.is_some())
+        {
+            w.settle();
+        }
     }
 
     // Heal everything, stop the clients, then the final reads through every controller.
+    // (The watcher stops guarding the hosts first, as above.)
+    if let Some(w) = &watch {
+        for k in 0..agents::AGENTS {
+            w.host(k, |h| {
+                h.cut_all = false;
+                h.cut_some = false;
+                h.killed = false;
+            });
+        }
+    }
     net.heal()?;
     proxy.heal();
     for i in 0..nodes.nodes.len() {
         nodes.resume(i);
         nodes.start(i)?;
+    }
+    if let (Some(a), Some(w)) = (agents.as_mut(), &watch) {
+        for k in 0..a.agents.len() {
+            if !a.alive(k) {
+                w.host(k, |h| {
+                    h.guard_until = Some(Instant::now() + enforce::GUARD_AFTER)
+                });
+                a.start(k)?;
+            }
+        }
+        w.settle();
     }
     // Every controller a voter again (a re-add may have failed under the faults).
     let addrs: Vec<String> = nodes.nodes.iter().map(|n| n.addr()).collect();
@@ -335,6 +440,20 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     let (finals, recovered) = final_reads(&shared).await;
     let recovered = recovered && voters;
     crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+    crashed.extend(agent_exits(agents.as_mut()));
+    // With agents: the budget is judged once more after healing (every host settled, then a
+    // whole budget), then the watcher stops.
+    let enforcement = match &watch {
+        Some(w) => {
+            let until = w.settled_from() + enforce::BUDGET + Duration::from_secs(1);
+            tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+            watch_stop.store(true, Ordering::Relaxed);
+            w.tick();
+            crashed.extend(agent_exits(agents.as_mut()));
+            Some(w.verdict())
+        }
+        None => None,
+    };
     let history = check::check(&rec.events(), &finals);
     let last = final_head(&http, &urls).await;
     let log = match &last {
@@ -343,6 +462,18 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             anomalies: vec!["no controller served a tree head after the faults healed".into()],
             ..Default::default()
         },
+    };
+    let usage_chains = match (&agents, &last) {
+        (None, _) => None,
+        (Some(_), Some((url, _))) => Some(match chain::fetch(&http, url).await {
+            Some(entries) => chain::check(&entries),
+            None => chain::ChainVerdict {
+                anomalies: vec![format!("the log's entries could not be read from {url}")],
+                ..Default::default()
+            },
+        }),
+        // No head: already an anomaly of the log checker.
+        (Some(_), None) => Some(chain::ChainVerdict::default()),
     };
     let tears_not_cut = tears
         .iter()
@@ -367,9 +498,13 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         recovered,
         proxy: proxy.stats(),
         tears_not_cut,
+        enforcement,
+        usage_chains,
         dir: None,
         reproduce: cfg.reproduce(),
     };
+    // The agents stop their enclaves before the controllers and the network go.
+    drop(agents);
     drop(nodes);
     drop(disks);
     drop(proxy);
@@ -529,4 +664,80 @@ async fn final_reads(s: &workload::Shared) -> (BTreeMap<String, u64>, bool) {
         }
     }
     (finals, all)
+}
+
+/// Sets its flag when dropped (stops the watcher also when the run's future is dropped).
+struct StopFlag(Arc<AtomicBool>);
+
+impl Drop for StopFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Clients in the `agents` scenario.
+const AGENTS_CLIENTS: u64 = 2;
+
+/// The agents' fault generator's seed is the run's seed xor this.
+const AGENT_FAULTS: u64 = 0x4147_454e_5446;
+/// The agents' workload generator's (late enclaves' start times).
+const AGENT_WORKLOAD: u64 = 0x4147_454e_574c;
+
+/// How long the agents have to cap (or freeze) their greedy enclaves before the faults begin;
+/// the checker judges that start too, so a slow start is found, not waited for forever.
+const AGENTS_READY: Duration = Duration::from_secs(30);
+
+/// Defines the agents' policies and enclaves, starts the agents in namespaces of their own,
+/// and waits (up to [`AGENTS_READY`]) until their greedy enclaves are capped or frozen.
+#[allow(clippy::too_many_arguments)]
+async fn start_agents(
+    cfg: &Config,
+    net: &mut net::Net,
+    http: &reqwest::Client,
+    urls: &[String],
+    nodes: &nodes::Nodes,
+    dir: &std::path::Path,
+    started: Instant,
+) -> Result<(agents::Agents, watch::Watch), Error> {
+    agents::sweep_stale(&cfg.binary);
+    net.add_agents(agents::AGENTS)?;
+    let mut wrng = ChaCha8Rng::seed_from_u64(cfg.seed ^ AGENT_WORKLOAD);
+    let specs = agents::workload(agents::AGENTS, &mut wrng, cfg.duration);
+    agents::define(http, urls, &specs, RECOVERY).await?;
+    let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+    if let Some(f) = &cfg.test_fault {
+        env.push((tribune_agent::test_fault::VAR.to_string(), f.clone()));
+    }
+    let addrs: Vec<String> = nodes.nodes.iter().map(|n| n.addr()).collect();
+    let mut a = agents::Agents::new(&cfg.binary, &net.tag, &net.agents, &addrs, dir, env)?;
+    for k in 0..a.agents.len() {
+        a.start(k)?;
+    }
+    let instances = a.agents.iter().map(|x| x.instance.clone()).collect();
+    let w = watch::Watch::new(
+        enforce::Checker::new(agents::watched(&specs)),
+        instances,
+        started,
+    );
+    let spinning: Vec<(usize, String, u64)> = specs
+        .iter()
+        .filter(|s| matches!(s.kind, agents::Kind::Greedy | agents::Kind::Suspends))
+        .map(|s| (s.host, s.name.clone(), s.limit_m))
+        .collect();
+    let deadline = Instant::now() + AGENTS_READY;
+    while !w.all_enforced(&spinning) && Instant::now() < deadline {
+        w.tick();
+        tokio::time::sleep(watch::EVERY).await;
+    }
+    Ok((a, w))
+}
+
+/// Agents that exited by themselves, as anomalies (every exit here is a kill).
+fn agent_exits(agents: Option<&mut agents::Agents>) -> Vec<String> {
+    agents.map_or_else(Vec::new, |a| {
+        a.reap_exited()
+            .into_iter()
+            .map(|(host, how)| format!("agent {host} exited by itself: {how}"))
+            .collect()
+    })
 }

@@ -100,7 +100,7 @@ pub fn can_run() -> Result<(), CannotRun> {
 }
 
 /// The pid a name of ours carries (`tch<PID>x…`), if it is one of ours.
-fn owner(name: &str) -> Option<i32> {
+pub fn owner(name: &str) -> Option<i32> {
     let rest = name.strip_prefix(PREFIX)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     if !rest[digits.len()..].starts_with('x') {
@@ -109,7 +109,7 @@ fn owner(name: &str) -> Option<i32> {
     digits.parse().ok()
 }
 
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -168,6 +168,10 @@ pub struct Net {
     lossy: BTreeMap<(usize, usize), u8>,
     /// The port the nodes listen on (the proxy's links are rewritten to it).
     port: u16,
+    /// The host agents' namespaces ([`Net::add_agents`]).
+    pub agents: Vec<Slot>,
+    /// `(agent, controller)`: cut off from each other, both ways.
+    agent_cut: BTreeSet<(usize, usize)>,
 }
 
 impl Net {
@@ -189,6 +193,8 @@ impl Net {
             blocked: BTreeSet::new(),
             lossy: BTreeMap::new(),
             port,
+            agents: vec![],
+            agent_cut: BTreeSet::new(),
         };
         cmd("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
         cmd(
@@ -217,45 +223,90 @@ impl Net {
                 ns: format!("{tag}n{i}"),
                 ip: ip(10 + i as u8),
             };
-            let host_end = format!("{tag}v{i}");
-            let ns_end = format!("{tag}p{i}");
-            cmd("ip", &["netns", "add", &slot.ns])?;
+            // Listed before it is made, so a failure half-way still removes it on drop.
             net.slots.push(slot.clone());
-            cmd(
-                "ip",
-                &[
-                    "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
-                ],
-            )?;
-            cmd("ip", &["link", "set", &host_end, "master", &net.bridge])?;
-            cmd("ip", &["link", "set", &host_end, "up"])?;
-            cmd("ip", &["link", "set", &ns_end, "netns", &slot.ns])?;
-            let in_ns = |args: &[&str]| {
-                let mut a = vec!["netns", "exec", &slot.ns];
-                a.extend_from_slice(args);
-                cmd("ip", &a)
-            };
-            in_ns(&["ip", "link", "set", "lo", "up"])?;
-            in_ns(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", slot.ip),
-                "dev",
-                &ns_end,
-            ])?;
-            in_ns(&["ip", "link", "set", &ns_end, "up"])?;
-            in_ns(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &net.gateway.to_string(),
-            ])?;
+            net.join(&slot, &format!("{tag}v{i}"), &format!("{tag}p{i}"))?;
         }
         net.apply_rules()?;
         Ok(net)
+    }
+
+    /// Creates namespace `slot.ns`, joined to the bridge by the veth pair `host_end`/`ns_end`,
+    /// with `slot.ip` and a default route through the bridge.
+    fn join(&self, slot: &Slot, host_end: &str, ns_end: &str) -> Result<(), Error> {
+        cmd("ip", &["netns", "add", &slot.ns])?;
+        cmd(
+            "ip",
+            &[
+                "link", "add", host_end, "type", "veth", "peer", "name", ns_end,
+            ],
+        )?;
+        cmd("ip", &["link", "set", host_end, "master", &self.bridge])?;
+        cmd("ip", &["link", "set", host_end, "up"])?;
+        cmd("ip", &["link", "set", ns_end, "netns", &slot.ns])?;
+        let in_ns = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", &slot.ns];
+            a.extend_from_slice(args);
+            cmd("ip", &a)
+        };
+        in_ns(&["ip", "link", "set", "lo", "up"])?;
+        in_ns(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", slot.ip),
+            "dev",
+            ns_end,
+        ])?;
+        in_ns(&["ip", "link", "set", ns_end, "up"])?;
+        in_ns(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.gateway.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// Adds `n` host-agent namespaces (`<tag>a<K>`, address `….(50+K)`) on the bridge; they
+    /// reach the controllers directly (no proxy), and [`Net::cut_agent`] cuts them off.
+    pub fn add_agents(&mut self, n: usize) -> Result<(), Error> {
+        for k in 0..n {
+            let slot = Slot {
+                ns: format!("{}a{k}", self.tag),
+                ip: self.on_bridge(50 + k),
+            };
+            self.agents.push(slot.clone());
+            self.join(
+                &slot,
+                &format!("{}w{k}", self.tag),
+                &format!("{}q{k}", self.tag),
+            )?;
+        }
+        self.apply_rules()
+    }
+
+    /// Cuts agent `agent` off from controller `controller`, both ways, until [`Net::heal`].
+    pub fn cut_agent(&mut self, agent: usize, controller: usize) -> Result<(), Error> {
+        self.agent_cut.insert((agent, controller));
+        self.apply_rules()
+    }
+
+    /// Heals every agent's cuts (the controllers' partitions stay).
+    pub fn heal_agents(&mut self) -> Result<(), Error> {
+        self.agent_cut.clear();
+        self.apply_rules()
+    }
+
+    /// The controllers agent `agent` is cut off from.
+    pub fn agent_cut_from(&self, agent: usize) -> BTreeSet<usize> {
+        self.agent_cut
+            .iter()
+            .filter(|(a, _)| *a == agent)
+            .map(|(_, c)| *c)
+            .collect()
     }
 
     /// Drops packets from `from` to `to` (one way) until [`Net::heal`].
@@ -281,6 +332,7 @@ impl Net {
     pub fn heal(&mut self) -> Result<(), Error> {
         self.blocked.clear();
         self.lossy.clear();
+        self.agent_cut.clear();
         self.apply_rules()
     }
 
@@ -384,18 +436,43 @@ impl Net {
             );
             nft(&slot.ns, &script)?;
         }
+        for (k, slot) in self.agents.iter().enumerate() {
+            let cut: Vec<String> = self
+                .agent_cut_from(k)
+                .into_iter()
+                .map(|c| self.slots[c].ip.to_string())
+                .collect();
+            let (inp, out) = if cut.is_empty() {
+                (String::new(), String::new())
+            } else {
+                let set = cut.join(", ");
+                (
+                    format!("    ip saddr {{ {set} }} drop\n"),
+                    format!("    ip daddr {{ {set} }} drop\n"),
+                )
+            };
+            let script = format!(
+                "table inet tchaos {{}}\ndelete table inet tchaos\n\
+                 table inet tchaos {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n{inp}  }}\n\
+                 \x20 chain output {{\n    type filter hook output priority 0; policy accept;\n{out}  }}\n}}\n"
+            );
+            nft(&slot.ns, &script)?;
+        }
         Ok(())
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for s in &self.slots {
+        for s in self.slots.iter().chain(&self.agents) {
             // Deleting the namespace deletes its veth end (and so the pair) and its nft table.
             let _ = cmd("ip", &["netns", "del", &s.ns]);
         }
         for i in 0..self.slots.len() {
             let _ = cmd("ip", &["link", "del", &format!("{}v{i}", self.tag)]);
+        }
+        for k in 0..self.agents.len() {
+            let _ = cmd("ip", &["link", "del", &format!("{}w{k}", self.tag)]);
         }
         let _ = cmd("ip", &["link", "del", &self.bridge]);
     }

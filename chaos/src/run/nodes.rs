@@ -90,6 +90,8 @@ impl Nodes {
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--insecure")
+            // The agents of the `agents` and `mixed` runs attest with a simulated TEE.
+            .arg("--allow-sim-evidence")
             .args(&self.peers)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(

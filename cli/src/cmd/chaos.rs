@@ -52,8 +52,10 @@ pub enum ChaosCmd {
         /// Keep every run's directory (data, logs, history.jsonl, report.json).
         #[arg(long)]
         keep: bool,
-        /// A deliberate bug for the controllers (`stale-reads`); only a `cargo test` build of
-        /// tribune acts on it (control-plane/src/test_fault.rs), any other build refuses it.
+        /// A deliberate bug for the controllers (`stale-reads`) or the agents
+        /// (`lift-caps-when-cut-off`); only a `cargo test` build of tribune acts on it
+        /// (control-plane/src/test_fault.rs, host-agent/src/test_fault.rs), any other build
+        /// refuses it.
         #[arg(long)]
         test_fault: Option<String>,
     },
@@ -151,6 +153,21 @@ fn run_harness(
                     r.log.proofs_checked,
                     r.anomalies()
                 );
+                if let (Some(e), Some(c)) = (&r.enforcement, &r.usage_chains) {
+                    println!(
+                        "  agents: readings {} (cut off or agent down {} in {} windows)  violations enforced {} (max {} ms)  suspended {} (frozen readings {})  usage digests {} in {} chains  lifted after an agent restart {}",
+                        e.readings,
+                        e.guarded_readings,
+                        e.guarded_windows,
+                        e.violations_enforced,
+                        e.enforce_ms_max,
+                        e.suspended,
+                        e.frozen_readings,
+                        c.digests,
+                        c.chains,
+                        e.lifted_after_restart.len()
+                    );
+                }
                 for a in r.describe() {
                     println!("  {a}");
                 }

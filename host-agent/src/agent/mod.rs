@@ -425,10 +425,27 @@ impl Agent {
                 self.link = LinkState::Down;
                 let keeping_version = self.applied.as_ref().map(|p| p.version);
                 self.event(None, EventKind::ControllerLinkDown { keeping_version });
+                if crate::test_fault::active(crate::test_fault::Fault::LiftCapsWhenCutOff) {
+                    self.lift_caps_for_test();
+                }
             }
             ev @ (LinkEvent::MigrateIn { .. }
             | LinkEvent::MigrateOut { .. }
             | LinkEvent::MigrationEnd { .. }) => self.on_migration(ev).await,
+        }
+    }
+
+    /// The deliberate bug `lift-caps-when-cut-off` (`crate::test_fault`, test builds only):
+    /// every CPU cap removed, in the cgroups and in what reconcile holds them to.
+    fn lift_caps_for_test(&mut self) {
+        tracing::warn!("TEST FAULT lift-caps-when-cut-off: removing every CPU cap");
+        let names: Vec<String> = self.enclaves.keys().cloned().collect();
+        for name in names {
+            let group = self.group_of(&name);
+            if let Some(r) = self.enclaves.get_mut(&name) {
+                r.plan.limits.cpu_millicores = None;
+            }
+            let _ = self.write_cgroup(&group, &plan::Change::CpuCap(None));
         }
     }
 
