@@ -84,7 +84,8 @@ fn lower_priority() {
     {
         let nice = (nice_here() + NICE_DELTA).min(NICE_MAX);
         // SAFETY: gettid and setpriority only read their integer arguments.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+        let rc =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
         if rc != 0 {
             tracing::warn!(
                 "could not lower the verification thread's priority: {}",
@@ -131,7 +132,10 @@ mod tests {
         .expect("the pool answers");
         assert!(name.is_some_and(|n| n.starts_with("tribune-verify-")));
         assert_eq!(nice, (here + NICE_DELTA).min(NICE_MAX));
-        assert!(nice > here || here == NICE_MAX, "not below the runtime's priority");
+        assert!(
+            nice > here || here == NICE_MAX,
+            "not below the runtime's priority"
+        );
     }
 
     #[tokio::test]

@@ -303,7 +303,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Rpc::Vote, &req, vote_ttl(option.hard_ttl())).await
+        self.call(Rpc::Vote, &req, vote_ttl(option.hard_ttl()))
+            .await
     }
 
     fn backoff(&self) -> Backoff {
