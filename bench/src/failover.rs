@@ -267,7 +267,7 @@ struct Member {
 }
 
 /// The highest term and the leader named by the members `ep` reaches.
-async fn terms(http: &reqwest::Client, ep: &str) -> Option<(u64, Option<u64>)> {
+pub(crate) async fn terms(http: &reqwest::Client, ep: &str) -> Option<(u64, Option<u64>)> {
     let v: ClusterView = crate::cluster::fetch_cluster(http, ep).await?;
     let statuses: Vec<&NodeStatus> = v.members.iter().filter_map(|m| m.status.as_ref()).collect();
     let term = statuses.iter().map(|s| s.term).max()?;

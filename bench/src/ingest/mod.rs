@@ -146,6 +146,12 @@ pub struct IngestReport {
     pub seal_reports_per_sec: f64,
     /// With [`IngestConfig::observe`]: what the collector and the scraper got.
     pub observed: Option<observe::Observed>,
+    /// The highest term any controller reported before the streams started and after the last
+    /// send; every term in between is an election some controller stood in (none is wanted:
+    /// nothing is killed during the run).
+    pub term_start: u64,
+    pub term_end: u64,
+    pub elections: u64,
 }
 
 fn unix_ms() -> i64 {
@@ -223,6 +229,7 @@ pub async fn ingest(
     let scraper = cfg
         .observe
         .then(|| observe::Scraper::start(target.http.clone(), target.endpoints.clone()));
+    let term_start = target.term().await.unwrap_or(0);
     let mut running = Running::start(&target, cfg, &schedule, streams, sealed, &inj_end);
     let expected = total as u64 * schedule.ticks;
     let sent = running
@@ -236,6 +243,7 @@ pub async fn ingest(
         .max(1e-9);
     let controllers = running.cpu_before.controllers_since(&sent.cpu_after, wall);
     let generator_cores = (sent.cpu_after.own - running.cpu_before.own).max(0.0) / wall;
+    let term_end = target.term().await.unwrap_or(0);
     drop(sent.open_streams);
     let observed = match scraper {
         Some(s) => Some(s.finish(collector.as_ref()).await),
@@ -293,6 +301,9 @@ pub async fn ingest(
         seal_seconds,
         seal_reports_per_sec: expected as f64 / seal_seconds.max(1e-9),
         observed,
+        term_start,
+        term_end,
+        elections: term_end.saturating_sub(term_start),
     })
 }
 
@@ -304,6 +315,16 @@ struct Target {
 }
 
 impl Target {
+    /// The highest term the controllers report (the first that answers speaks for all).
+    async fn term(&self) -> Option<u64> {
+        for ep in &self.endpoints {
+            if let Some((t, _)) = crate::failover::terms(&self.http, ep).await {
+                return Some(t);
+            }
+        }
+        None
+    }
+
     /// Starts three controllers (exporting traces to `otlp` if given, at the default sampling),
     /// waits until they are healthy and writes the policy.
     async fn start(binary: &std::path::Path, otlp: Option<&str>) -> anyhow::Result<Self> {

@@ -803,4 +803,8 @@ fn print_ingest(r: &tribune_bench::ingest::IngestReport) {
         "generator CPU (sending)       {:>10.2} cores  (sealing: {:.0} reports/s, {:.1} s)",
         r.generator_cores, r.seal_reports_per_sec, r.seal_seconds
     );
+    println!(
+        "elections while streaming     {:>10}        (term {} → {}; nothing was killed)",
+        r.elections, r.term_start, r.term_end
+    );
 }

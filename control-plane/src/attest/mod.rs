@@ -4,6 +4,7 @@
 //! The stream is a thin I/O shell over pure parts, each with its tests beside it:
 //! - [`server`]: the gRPC service — authenticates the agent, reads `Hello`, starts a session.
 //! - [`session`]: one stream's select loop and its effects (Raft writes, sends, the state lock).
+//! - [`verify_pool`]: low-priority threads the streams' MAC and signature checks run on.
 //! - [`evidence`]: evidence and re-keying as pure verdicts.
 //! - [`ledger`]: tracked enclaves, usage reports, replay, checkpoints, digests, freshness, gaps.
 //! - [`reattest`]: re-attestation schedules (`due`, `overdue`).
@@ -25,6 +26,7 @@ pub mod refusal;
 pub mod replay;
 pub mod server;
 pub mod session;
+pub mod verify_pool;
 pub mod window;
 
 pub use ledger::divergence_pct;

@@ -59,6 +59,8 @@ pub enum SessionError {
     Gone,
     #[error("controller shutting down: reconnect to another controller")]
     Shutdown,
+    #[error("verifying the stream's reports: {0}")]
+    Verify(#[from] super::verify_pool::PoolError),
 }
 
 /// Wall-clock Unix milliseconds (for what is recorded, not for what is judged).
@@ -228,6 +230,25 @@ impl Session {
         }
     }
 
+    /// Runs `f` over this stream's ledger on the verification pool ([`super::verify_pool`]):
+    /// the ledger travels there and back. If it does not come back (a check panicked), the
+    /// stream ends: its accounting is gone, and the agent replays on its next stream.
+    async fn with_ledger<T, F>(&mut self, f: F) -> Result<T, SessionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> T + Send + 'static,
+    {
+        let fresh = Ledger::new(&self.host, self.config.freshness);
+        let mut ledger = std::mem::replace(&mut self.ledger, fresh);
+        let (ledger, out) = super::verify_pool::run(move || {
+            let out = f(&mut ledger);
+            (ledger, out)
+        })
+        .await?;
+        self.ledger = ledger;
+        Ok(out)
+    }
+
     /// Records refused inputs in the log: the first of each kind (subject, what, fault) at once,
     /// the same kind again at most once a minute, so a misbehaving agent cannot flood the log.
     fn refuse(&mut self, refusals: Vec<Refusal>) {
@@ -392,15 +413,23 @@ impl Session {
                 } else {
                     tracing::Span::none()
                 };
-                let mut out = Vec::new();
                 let now = self.clock.now_ns();
-                let verified = {
-                    let _verify = tribune_telemetry::trace::enabled().then(|| {
-                        tracing::info_span!(parent: &span, "attest.verify", controller = self.controller.id).entered()
-                    });
-                    self.ledger
-                        .usage(b, now, &wanted, &|id| placed.contains(id), &mut out)
+                let verify_span = if tribune_telemetry::trace::enabled() {
+                    tracing::info_span!(parent: &span, "attest.verify", controller = self.controller.id)
+                } else {
+                    tracing::Span::none()
                 };
+                // The MACs and chains on the verification pool, off the runtime's threads
+                // (`verify_pool`: Raft's heartbeats must not wait behind them).
+                let (verified, out) = self
+                    .with_ledger(move |ledger| {
+                        let _verify = verify_span.entered();
+                        let mut out = Vec::new();
+                        let verified =
+                            ledger.usage(b, now, &wanted, &|id| placed.contains(id), &mut out);
+                        (verified, out)
+                    })
+                    .await?;
                 metrics.attest_reports_verified.inc_by(verified as u64);
                 self.refuse(out);
                 self.feed_charts();
@@ -411,9 +440,15 @@ impl Session {
             }
             Some(Body::Checkpoints(b)) => {
                 check_len(b.checkpoints.len(), "checkpoints")?;
-                let mut out = Vec::new();
                 let now = self.clock.now_ns();
-                self.ledger.checkpoints(b, now, &mut out);
+                // The signatures on the verification pool, as the usage reports'.
+                let out = self
+                    .with_ledger(move |ledger| {
+                        let mut out = Vec::new();
+                        ledger.checkpoints(b, now, &mut out);
+                        out
+                    })
+                    .await?;
                 crate::metrics::get()
                     .attest_checkpoint_verify_seconds
                     .observe(arrived.elapsed().as_secs_f64());

@@ -33,6 +33,7 @@
 //! Raft's safety does not depend on any of this: it only decides when a term is proposed.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,26 +44,70 @@ use tribune_proto::v1::ReadIndexRequest;
 use super::{Controller, NodeStatus};
 use crate::raft::NodeId;
 
-/// When this controller last heard from a leader or granted a vote.
+/// When this controller last heard from a leader or granted a vote, and how many of its
+/// leader's messages it is handling right now.
+///
+/// A message being handled is contact for as long as it is handled: a follower waiting on its
+/// own `fdatasync` of the leader's entries (or on a runtime busy with ingest work) has heard
+/// from a leader that is alive, and under ingest load that wait alone reached the election
+/// timeout — the leader's next append cannot come before this one is answered, so counting
+/// only arrivals made a busy follower see a live leader as silent.
 #[derive(Debug)]
-pub(crate) struct Contact(Mutex<Instant>);
+pub(crate) struct Contact {
+    last: Mutex<Instant>,
+    handling: AtomicUsize,
+}
 
 impl Contact {
     pub(crate) fn new() -> Self {
-        Self(Mutex::new(Instant::now()))
+        Self {
+            last: Mutex::new(Instant::now()),
+            handling: AtomicUsize::new(0),
+        }
     }
 
     pub(crate) fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// Contact from now until the guard is dropped (the message answered, refused or its
+    /// handling cancelled), when the silence starts anew.
+    pub(crate) fn handling(&self) -> Handling<'_> {
+        self.touch();
+        self.handling.fetch_add(1, Ordering::AcqRel);
+        Handling(self)
+    }
+
+    /// When the silence began: now while a leader's message is being handled.
     pub(crate) fn since(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if self.handling.load(Ordering::Acquire) > 0 {
+            Instant::now()
+        } else {
+            last
+        }
+    }
+
+    /// Sets the last contact (tests: silence without waiting for it).
+    #[cfg(test)]
+    fn touched_at(&self, at: Instant) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = at;
     }
 
     /// Milliseconds of silence until now.
     pub(crate) fn silence_ms(&self) -> u64 {
         u64::try_from(self.since().elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A leader's message being handled ([`Contact::handling`]).
+pub(crate) struct Handling<'a>(&'a Contact);
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        // Touch before the count drops, so no reader sees the old instant with no handler.
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -506,6 +551,46 @@ mod tests {
                 assert!(t.prevote_silence() < t.stand_after(Duration::ZERO));
             }
         }
+    }
+
+    #[test]
+    fn a_leaders_message_being_handled_is_contact_until_answered() {
+        let c = Contact::new();
+        let long_ago = Instant::now() - Duration::from_secs(10);
+        c.touched_at(long_ago);
+        assert_eq!(c.since(), long_ago);
+        assert!(c.silence_ms() >= 10_000);
+        // An append arrives; handling it (our fsync, a busy core) takes as long as it takes:
+        // however old the last touch, the follower is not silent meanwhile.
+        let before = Instant::now();
+        let first = c.handling();
+        let second = c.handling();
+        c.touched_at(long_ago);
+        assert!(c.since() >= before);
+        assert!(c.silence_ms() < 10_000);
+        // Still one in hand.
+        drop(first);
+        c.touched_at(long_ago);
+        assert!(c.since() >= before);
+        // Answered: the silence starts when the last one was answered, not when it arrived.
+        let answered = Instant::now();
+        drop(second);
+        assert!(c.since() >= answered);
+        c.touched_at(long_ago);
+        assert_eq!(c.since(), long_ago);
+    }
+
+    #[test]
+    fn a_follower_handling_its_leaders_append_refuses_a_pre_vote() {
+        let t = Timing::from_ms(50, 150);
+        let c = Contact::new();
+        c.touched_at(Instant::now() - Duration::from_secs(1));
+        let silent = status("follower", Some(1), Some(c.silence_ms()));
+        assert!(grants(&silent, &t));
+        let _handling = c.handling();
+        c.touched_at(Instant::now() - Duration::from_secs(1));
+        let busy = status("follower", Some(1), Some(c.silence_ms()));
+        assert!(!grants(&busy, &t));
     }
 
     #[test]

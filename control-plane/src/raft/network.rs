@@ -42,6 +42,21 @@ const UNREACHABLE_RETRY: Duration = Duration::from_millis(50);
 /// An append's time limit, in openraft's heartbeat-sized TTLs.
 const APPEND_TTL_HEARTBEATS: u32 = 2;
 
+/// A vote request's time limit, at least: the voter must fsync its vote before it answers.
+/// openraft 0.9 gives a vote its `election_timeout_min` (74 ms at the product defaults); on a
+/// busy machine the fsync alone took longer, every vote of an election timed out, nobody won,
+/// and the next pre-vote round proposed yet another term (617 timed-out votes and ~250
+/// elections per controller in one ingest run at load 10–18). A longer limit costs nothing when
+/// the voter is quick, and a late answer to an election since superseded is ignored by
+/// openraft (it checks the term); a new election is proposed only by the pre-vote driver
+/// (`node/election.rs`), never by this timing out.
+const VOTE_TTL_MIN: Duration = Duration::from_millis(500);
+
+/// How long a vote request may take, given openraft's limit for it.
+pub fn vote_ttl(openraft_ttl: Duration) -> Duration {
+    openraft_ttl.max(VOTE_TTL_MIN)
+}
+
 /// Lazily connected, shared gRPC channels to other controllers, keyed by address.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -288,7 +303,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Rpc::Vote, &req, option.hard_ttl()).await
+        self.call(Rpc::Vote, &req, vote_ttl(option.hard_ttl()))
+            .await
     }
 
     fn backoff(&self) -> Backoff {
@@ -302,6 +318,16 @@ mod tests {
     use tribune_tls::PeerIdentity;
 
     use super::*;
+
+    #[test]
+    fn a_vote_gets_time_for_the_voters_fsync_on_a_busy_machine() {
+        let ms = Duration::from_millis;
+        // openraft's limit at the product defaults (election_timeout_min).
+        assert_eq!(vote_ttl(ms(74)), ms(500));
+        assert_eq!(vote_ttl(ms(0)), ms(500));
+        // A longer limit (slow timings) is kept.
+        assert_eq!(vote_ttl(ms(3000)), ms(3000));
+    }
 
     /// Calls the recorder until it has seen `n` handshakes.
     async fn dial_until_seen(peers: &Peers, rec: &CertRecorder, n: usize) {

@@ -72,20 +72,20 @@ impl RaftService for RaftServer {
             openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
             _,
         ) = decode_raft(req.get_ref())?;
-        // Heard from the leader: its message arriving counts, not the end of our fsync of its
-        // entries (on a busy machine that can take longer than an election timeout, and a
-        // follower waiting on its own disk would otherwise see its leader as silent). Only a
-        // vote at least ours (the leader we follow, or a newer one) counts.
+        // Heard from the leader: from its message's arrival until it is answered (our fsync of
+        // its entries, a core busy with the entries before) this follower is in contact — on a
+        // busy machine that handling alone reached the election timeout, and the leader's next
+        // append cannot come before this one is answered. Only a vote at least ours (the
+        // leader we follow, or a newer one) counts.
         let current = self.controller.raft.metrics().borrow().vote;
-        if append.vote >= current {
-            self.controller.contact.touch();
-        }
+        let handling = (append.vote >= current).then(|| self.controller.contact.handling());
         let r = self.controller.raft.append_entries(append).await;
         // And again once handled (not refused for a stale term): no election for a while.
         if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_)))
         {
             self.controller.contact.touch();
         }
+        drop(handling);
         encode_raft(&r, form)
     }
 
