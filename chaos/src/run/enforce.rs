@@ -1,7 +1,7 @@
 //! The enforcement checker: what the kernel enforces on each enclave of the run's host agents,
 //! judged against the invariants of DESIGN.md §6 — independent of the code under test. It is
 //! fed readings of the enclaves' cgroup files (CPU quota, CPU time used, freezer state; read by
-//! [`super::agents::read`]) and what the harness itself did to each host (cut it off, killed
+//! `super::watch`) and what the harness itself did to each host (cut it off, killed
 //! its agent), never what a controller or an agent says about itself.
 //!
 //! - **Limits never lifted while cut off**: from the moment a host is cut off from every
