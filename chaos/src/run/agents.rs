@@ -25,6 +25,7 @@ use serde::Serialize;
 use super::Error;
 use super::enforce::{Reading, Watched};
 use super::net::Slot;
+use super::nodes::open_log;
 
 /// How many agents a run with agents has.
 pub const AGENTS: usize = 2;
@@ -262,14 +263,7 @@ impl Agents {
         if a.child.is_some() {
             return Ok(());
         }
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&a.log)
-                .map_err(|e| Error::Setup(format!("opening {}: {e}", a.log.display())))
-        };
-        let (out, err) = (open()?, open()?);
+        let (out, err) = (open_log(&a.log)?, open_log(&a.log)?);
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", a.slot.ns))
             .arg("--")

@@ -73,14 +73,7 @@ impl Nodes {
         if n.child.is_some() {
             return Ok(());
         }
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&n.log)
-                .map_err(|e| Error::Setup(format!("opening {}: {e}", n.log.display())))
-        };
-        let (out, err) = (open()?, open()?);
+        let (out, err) = (open_log(&n.log)?, open_log(&n.log)?);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &n.slot.ns])
             .arg(&self.binary)
@@ -273,4 +266,13 @@ impl Drop for Disks {
             let _ = super::net::cmd("umount", &["-l", &m.to_string_lossy()]);
         }
     }
+}
+
+/// `path` opened for appending (a child's stdout or stderr; the log outlives restarts).
+pub fn open_log(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::Setup(format!("opening {}: {e}", path.display())))
 }

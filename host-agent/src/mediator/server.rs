@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-use tribune_msg::stream::Deframer;
+use tribune_msg::stream::{DeframeError, Deframer};
 use tribune_msg::wire::{self, Frame, Outcome};
 
 use super::admission::TalkTable;
@@ -274,7 +274,7 @@ async fn serve(inner: Arc<Inner>, conn: Arc<Conn>, stream: UnixStream) {
         name: conn.enclave.clone(),
     });
     if let Err(e) = read_loop(&inner, &conn, read).await {
-        lock(&inner.hub).connection_failed(&conn.enclave, &e);
+        lock(&inner.hub).connection_failed(&conn.enclave, &e.to_string());
     }
     lock(&inner.hub).connection_closed(&conn);
     let _ = writer.await;
@@ -292,6 +292,18 @@ fn fail_in_flight(conn: &Conn) {
     }
 }
 
+/// Why a connection's read side ended early.
+#[derive(Debug, thiserror::Error)]
+enum ReadEnd {
+    #[error("reading: {0}")]
+    Io(std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] DeframeError),
+    /// A frame only the mediator sends (its `Debug` form).
+    #[error("protocol error: an enclave may send SEND, RECEIVE and CREDIT only, got {0}")]
+    NotAnEnclaveFrame(String),
+}
+
 /// Reads what the enclave writes — a process's socket or a QEMU guest's serial port, both a
 /// byte stream cut anywhere — frame by frame through a [`Deframer`] (at most one frame held).
 /// A bad frame ends the connection with the reason (the stream cannot be resynchronised).
@@ -299,7 +311,7 @@ async fn read_loop(
     inner: &Inner,
     conn: &Arc<Conn>,
     mut r: OwnedReadHalf,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ReadEnd> {
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let (mut start, mut end) = (0, 0);
     let mut deframer = Deframer::new();
@@ -316,17 +328,14 @@ async fn read_loop(
             return Ok(());
         }
         if start == end {
-            end = r
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("reading: {e}"))?;
+            end = r.read(&mut chunk).await.map_err(ReadEnd::Io)?;
             start = 0;
             if end == 0 {
-                return deframer.finish().map_err(|e| e.to_string());
+                return Ok(deframer.finish()?);
             }
         }
         let mut input = &chunk[start..end];
-        let frame = deframer.push(&mut input).map_err(|e| e.to_string())?;
+        let frame = deframer.push(&mut input)?;
         start = end - input.len();
         let Some(frame) = frame else { continue };
         match frame {
@@ -352,9 +361,7 @@ async fn read_loop(
                 }
             }
             other => {
-                return Err(format!(
-                    "protocol error: an enclave may send SEND, RECEIVE and CREDIT only, got {other:?}"
-                ));
+                return Err(ReadEnd::NotAnEnclaveFrame(format!("{other:?}")));
             }
         }
     }
