@@ -63,13 +63,9 @@ impl PlanStore {
 
     /// Records `plan` as applied.
     pub fn save(&self, plan: &Plan) -> Result<()> {
-        let path = self.path();
-        let tmp = self.dir.join(format!(".{APPLIED_PLAN_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(plan)
             .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
-        write_synced(&tmp, &text)?;
-        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
-        sync_dir(&self.dir)
+        replace_synced(&self.dir, APPLIED_PLAN_FILE, &text)
     }
 
     /// The highest placement epoch seen per enclave (empty when never saved).
@@ -85,13 +81,9 @@ impl PlanStore {
 
     /// Records the epoch floors (before any plan that relies on them is acknowledged).
     pub fn save_epochs(&self, floors: &EpochFloors) -> Result<()> {
-        let path = self.dir.join(EPOCHS_FILE);
-        let tmp = self.dir.join(format!(".{EPOCHS_FILE}.tmp"));
         let text = serde_json::to_vec(floors)
             .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
-        write_synced(&tmp, &text)?;
-        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
-        sync_dir(&self.dir)
+        replace_synced(&self.dir, EPOCHS_FILE, &text)
     }
 }
 
@@ -112,13 +104,9 @@ impl PlanStore {
         &self,
         incoming: &std::collections::BTreeMap<String, Incoming>,
     ) -> Result<()> {
-        let path = self.dir.join(INCOMING_FILE);
-        let tmp = self.dir.join(format!(".{INCOMING_FILE}.tmp"));
         let text = serde_json::to_vec(incoming)
             .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
-        write_synced(&tmp, &text)?;
-        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
-        sync_dir(&self.dir)
+        replace_synced(&self.dir, INCOMING_FILE, &text)
     }
 
     /// The live migrations out of this host: enclave → migration id (empty when never saved).
@@ -142,13 +130,9 @@ impl PlanStore {
         if !changed {
             return Ok(());
         }
-        let path = self.dir.join(OUTGOING_FILE);
-        let tmp = self.dir.join(format!(".{OUTGOING_FILE}.tmp"));
         let text = serde_json::to_vec(&all)
             .map_err(|e| AgentError::InvalidPlan(format!("serialise: {e}")))?;
-        write_synced(&tmp, &text)?;
-        fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
-        sync_dir(&self.dir)
+        replace_synced(&self.dir, OUTGOING_FILE, &text)
     }
 
     /// Adds (`Some`) or removes (`None`) enclave `name`'s migration into this host.
@@ -163,6 +147,16 @@ impl PlanStore {
         }
         Ok(())
     }
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a temp file written and fsynced, renamed over
+/// it, the directory fsynced. One writer per file (the agent owning `dir`).
+fn replace_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, &path).map_err(|e| AgentError::io("rename", &path, e))?;
+    sync_dir(dir)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -341,9 +341,27 @@ impl AllowList {
         Ok(self)
     }
 
-    /// Writes the allow-list as TOML to `path` (for generated lists).
+    /// Writes the allow-list as TOML to `path` (for generated lists), atomically: a uniquely
+    /// named temp file in the same directory, fsynced, renamed over `path`. An agent reading
+    /// the file while another writer replaces it sees the old list or the new one, never an
+    /// empty or torn one (which would refuse every launch, or worse, parse as a shorter list).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.to_toml())
+        use std::io::Write;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(self.to_toml().as_bytes())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Readable like a file written by hand (the temp file is made 0600).
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// The allow-list that lets exactly `spec` through and nothing else: its program (hashed
@@ -674,5 +692,37 @@ option = "-no-reboot"
         };
         assert_eq!(a.source, ok);
         assert!(a.process.unwrap().programs.is_empty());
+    }
+
+    #[test]
+    fn a_list_rewritten_while_it_is_read_is_never_seen_empty_or_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launch-policy.toml");
+        let mut list = AllowList::default();
+        list.allow_program("/bin/sh", None).unwrap();
+        list.write(&path).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (list, path, stop) = (list.clone(), path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    list.write(&path).unwrap();
+                }
+            })
+        };
+        for _ in 0..2_000 {
+            let LaunchPolicy::AllowList(read) = LaunchPolicy::load(&path).unwrap() else {
+                panic!("not an allow-list");
+            };
+            assert_eq!(read.process.map(|p| p.programs.len()), Some(1));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644);
+        // No temp file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
