@@ -10,6 +10,7 @@ pub mod bench_log;
 pub mod bench_messages;
 pub mod bench_migrate;
 pub mod bench_schedule;
+pub mod bench_writes;
 pub mod ca;
 pub mod chaos;
 pub mod client;
