@@ -7,8 +7,15 @@
 //!   least as high as every acknowledged write's;
 //! - no torn value: every value read is one that some write wrote, whole (an outcome-unknown
 //!   write is present or absent, never half).
+//!
+//! The linearizability search is exponential in the operations in flight at once (a write
+//! whose outcome is unknown stays in flight to the end). It runs under a time budget
+//! ([`SEARCH_BUDGET`]): a policy whose search did not end in time is reported
+//! **inconclusive** — neither linearizable nor an anomaly, and a run with one does not pass —
+//! instead of holding the run for minutes (CI once hung on it).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
@@ -72,7 +79,13 @@ pub struct Verdict {
     pub torn_reads: Vec<String>,
     /// Events that break the history's own form (a completion without its invoke, …).
     pub malformed: Vec<String>,
+    /// Policies whose linearizability search did not end within the budget: not judged.
+    pub inconclusive: Vec<String>,
 }
+
+/// How long the linearizability searches of one history may take in all (they run in
+/// parallel, one per policy).
+pub const SEARCH_BUDGET: Duration = Duration::from_secs(120);
 
 impl Verdict {
     pub fn anomalies(&self) -> usize {
@@ -84,8 +97,13 @@ impl Verdict {
 }
 
 /// Checks `events`; `finals` maps each policy to the version its final linearizable reads
-/// returned (after the faults healed).
+/// returned (after the faults healed). The searches get [`SEARCH_BUDGET`].
 pub fn check(events: &[Event], finals: &BTreeMap<String, u64>) -> Verdict {
+    check_within(events, finals, SEARCH_BUDGET)
+}
+
+/// [`check`] with the linearizability searches bounded by `budget` in all.
+pub fn check_within(events: &[Event], finals: &BTreeMap<String, u64>, budget: Duration) -> Verdict {
     let mut v = Verdict::default();
     // Each (process, invoke index) → its completion, to leave out operations that certainly
     // did not happen (a definite `fail` other than a compare-and-set's) and reads whose outcome
@@ -191,11 +209,9 @@ pub fn check(events: &[Event], finals: &BTreeMap<String, u64>) -> Verdict {
             ));
         }
     }
-    for (key, t) in &testers {
-        if !t.is_consistent() {
-            v.not_linearizable.push((*key).to_string());
-        }
-    }
+    let (not_linearizable, inconclusive) = search(testers, budget);
+    v.not_linearizable = not_linearizable;
+    v.inconclusive = inconclusive;
     for (key, (version, t_ms)) in &max_acked {
         let fin = finals.get(*key).copied().unwrap_or(0);
         if fin < *version {
@@ -205,6 +221,45 @@ pub fn check(events: &[Event], finals: &BTreeMap<String, u64>) -> Verdict {
         }
     }
     v
+}
+
+/// Runs each policy's linearizability search on a thread of its own and waits for them until
+/// `budget` has passed: (the policies not linearizable, those whose search did not end). A
+/// search still going at the deadline is left to finish on its own, unread (a search cannot be
+/// interrupted; it ends, or the process does).
+fn search(
+    testers: BTreeMap<&str, LinearizabilityTester<u64, VersionedRegister>>,
+    budget: Duration,
+) -> (Vec<String>, Vec<String>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    for (key, t) in testers {
+        let (key, tx) = (key.to_string(), tx.clone());
+        pending.insert(key.clone());
+        // A thread that cannot be made leaves its policy pending: reported inconclusive.
+        let _ = std::thread::Builder::new()
+            .name("linearizability".into())
+            .spawn(move || {
+                let _ = tx.send((key, t.is_consistent()));
+            });
+    }
+    drop(tx);
+    let deadline = Instant::now() + budget;
+    let mut not_linearizable = vec![];
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((key, consistent)) => {
+                pending.remove(&key);
+                if !consistent {
+                    not_linearizable.push(key);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    not_linearizable.sort();
+    (not_linearizable, pending.into_iter().collect())
 }
 
 /// The final version of each policy, from a history's final reads (client 0, after the
@@ -335,6 +390,57 @@ mod tests {
         ];
         let v = check(&h, &BTreeMap::new());
         assert_eq!(v.torn_reads.len(), 1);
+    }
+
+    /// `writers` writes of unknown outcome on one policy, all in flight together, then a read
+    /// seeing `seen` of them: a search that grows with the subsets of the writers.
+    fn many_unknown_writes(writers: u64, seen: u64) -> Vec<Event> {
+        let mut h = vec![];
+        for p in 1..=writers {
+            h.push(ev(p, Kind::Invoke, Op::Write { value: p }, None));
+        }
+        for p in 1..=writers {
+            h.push(ev(p, Kind::Info, Op::Write { value: p }, None));
+        }
+        let r = writers + 1;
+        h.push(ev(r, Kind::Invoke, Op::Read, None));
+        h.push(ev(r, Kind::Ok, Op::Read, read(seen, Some(1))));
+        h
+    }
+
+    #[test]
+    fn a_search_past_its_budget_is_inconclusive_not_a_verdict() {
+        // An impossible read (version 0 with a value) makes the search try every subset and
+        // order of the writers: 8 took 0.65 s, 10 took 58 s, 12 over 100 s (debug build).
+        let h = many_unknown_writes(12, 0);
+        let started = Instant::now();
+        let v = check_within(&h, &BTreeMap::new(), Duration::from_millis(50));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the check waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(v.inconclusive, vec!["k".to_string()], "{v:?}");
+        assert!(v.not_linearizable.is_empty(), "{v:?}");
+        assert_eq!(v.anomalies(), 0);
+    }
+
+    #[test]
+    fn a_search_within_its_budget_is_judged() {
+        let ok = check_within(
+            &many_unknown_writes(3, 1),
+            &BTreeMap::new(),
+            Duration::from_secs(60),
+        );
+        assert!(ok.inconclusive.is_empty(), "{ok:?}");
+        assert_eq!(ok.anomalies(), 0, "{ok:?}");
+        let bad = check_within(
+            &many_unknown_writes(3, 0),
+            &BTreeMap::new(),
+            Duration::from_secs(60),
+        );
+        assert!(bad.inconclusive.is_empty(), "{bad:?}");
+        assert_eq!(bad.not_linearizable, vec!["k".to_string()], "{bad:?}");
     }
 
     #[test]

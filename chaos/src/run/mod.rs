@@ -158,7 +158,18 @@ impl Report {
         if let Some(c) = &self.usage_chains {
             out.extend(c.anomalies.iter().map(|x| format!("usage chain: {x}")));
         }
+        out.extend(h.inconclusive.iter().map(|k| {
+            format!(
+                "inconclusive: the linearizability search of {k} did not end within {} s (not judged)",
+                check::SEARCH_BUDGET.as_secs()
+            )
+        }));
         out
+    }
+
+    /// Whether every check reached a verdict (a linearizability search can run out of time).
+    pub fn conclusive(&self) -> bool {
+        self.history.inconclusive.is_empty()
     }
 }
 

@@ -174,7 +174,7 @@ fn run_harness(
                 if let Some(d) = &r.dir {
                     println!("  run directory: {}", d.display());
                 }
-                if r.anomalies() > 0 {
+                if r.anomalies() > 0 || !r.conclusive() {
                     println!("  reproduce: {}", r.reproduce);
                 }
             }
@@ -182,6 +182,7 @@ fn run_harness(
         }
     }
     let anomalies: usize = reports.iter().map(|r| r.anomalies()).sum();
+    let inconclusive: usize = reports.iter().filter(|r| !r.conclusive()).count();
     let mut faults = std::collections::BTreeMap::<String, u64>::new();
     for r in &reports {
         for (k, v) in &r.faults {
@@ -196,19 +197,21 @@ fn run_harness(
         "faults": faults,
         "operations_checked": ops,
         "anomalies": anomalies,
+        "inconclusive_runs": inconclusive,
         "lost_writes": lost,
         "reports": reports,
     });
     if !output::structured(out, &doc)? {
         println!(
-            "{} runs in {:.0} s: faults {} {:?}  operations checked {ops}  lost writes {lost}  anomalies {anomalies}",
+            "{} runs in {:.0} s: faults {} {:?}  operations checked {ops}  lost writes {lost}  anomalies {anomalies}  inconclusive runs {inconclusive}",
             reports.len(),
             started.elapsed().as_secs_f64(),
             faults.values().sum::<u64>(),
             faults
         );
     }
-    Ok(if anomalies == 0 {
+    // An inconclusive run proved nothing: it does not pass.
+    Ok(if anomalies == 0 && inconclusive == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -224,6 +227,7 @@ fn check_history(path: &std::path::Path, out: Format) -> anyhow::Result<ExitCode
         "verdict": &v,
         "lost_write_check": finals,
         "anomalies": v.anomalies(),
+        "inconclusive": !v.inconclusive.is_empty(),
     });
     if !output::structured(out, &doc)? {
         println!(
@@ -250,8 +254,14 @@ fn check_history(path: &std::path::Path, out: Format) -> anyhow::Result<ExitCode
         for x in v.malformed.iter() {
             println!("  malformed history: {x}");
         }
+        for k in &v.inconclusive {
+            println!(
+                "  inconclusive: the linearizability search of {k} did not end within {} s",
+                check::SEARCH_BUDGET.as_secs()
+            );
+        }
     }
-    Ok(if v.anomalies() == 0 {
+    Ok(if v.anomalies() == 0 && v.inconclusive.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
