@@ -118,6 +118,7 @@ fn run_harness(
         .enable_all()
         .build()?;
     let mut reports = vec![];
+    let mut failed_runs: Vec<String> = vec![];
     let started = Instant::now();
     for s in 0..seeds {
         for &sc in &scenarios {
@@ -136,7 +137,18 @@ fn run_harness(
                 eprintln!("interrupted; cleaned up");
                 return Ok(ExitCode::FAILURE);
             };
-            let r = r?;
+            // A run that could not be made (its set-up failed: a cluster that never served,
+            // a namespace that could not be built) ends only itself: the sweep goes on, and
+            // the failure is reported with the others and fails the whole.
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    let what = format!("{} seed {}: {e:#}", sc.name(), seed + s);
+                    eprintln!("run failed: {what}");
+                    failed_runs.push(what);
+                    continue;
+                }
+            };
             if !matches!(out, Format::Json | Format::Yaml) {
                 let h = &r.history;
                 println!(
@@ -198,6 +210,7 @@ fn run_harness(
         "operations_checked": ops,
         "anomalies": anomalies,
         "inconclusive_runs": inconclusive,
+        "failed_runs": failed_runs,
         "lost_writes": lost,
         "reports": reports,
     });
@@ -209,13 +222,18 @@ fn run_harness(
             faults.values().sum::<u64>(),
             faults
         );
+        for f in &failed_runs {
+            println!("  run failed: {f}");
+        }
     }
-    // An inconclusive run proved nothing: it does not pass.
-    Ok(if anomalies == 0 && inconclusive == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    // An inconclusive or failed run proved nothing: it does not pass.
+    Ok(
+        if anomalies == 0 && inconclusive == 0 && failed_runs.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// `tribune chaos check FILE`.
