@@ -161,6 +161,21 @@ fn messages_runs_across_two_hosts_at_a_small_size() {
         r["receiver_mediator_rss_mib"].as_f64() > Some(0.0),
         "the receivers' agent is measured too: {v}"
     );
+    assert_queueing_read(r, 2);
+}
+
+/// The well-behaved senders' queueing was read from `hops` agents' histograms, each holding
+/// their messages.
+fn assert_queueing_read(r: &serde_json::Value, hops: usize) {
+    let q = &r["flood"]["queueing"];
+    let read = q["hops"].as_array().expect("queueing read from the agents");
+    assert_eq!(read.len(), hops, "{q}");
+    for h in read {
+        assert!(h["messages"].as_u64() > Some(0), "{q}");
+        assert!(h["p99_ms"].as_f64() >= h["p50_ms"].as_f64(), "{q}");
+    }
+    let at_least = q["within_goal_pct_at_least"].as_f64().expect("a bound");
+    assert!((0.0..=100.0).contains(&at_least), "{q}");
 }
 
 #[test]
@@ -177,6 +192,7 @@ fn messages_runs_at_a_small_size() {
         "every sender got something through: {v}"
     );
     assert_eq!(r["weighted"]["senders"].as_array().map(Vec::len), Some(3));
+    assert_queueing_read(r, 1);
     assert!(r["priority"]["high_per_s"].as_f64() > Some(0.0), "{v}");
     let t = r["throughput"].as_array().expect("throughput");
     assert_eq!(t.len(), 2);

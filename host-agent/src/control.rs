@@ -1,5 +1,6 @@
 //! The control socket: `DATA_DIR/agent.sock`, one JSON request line, one JSON reply line.
-//! This is how `tribune agent apply` and `tribune agent status` reach a running agent.
+//! This is how `tribune agent apply` and `tribune agent status` reach a running agent (and a
+//! benchmark its metrics: `Metrics`).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,9 @@ pub const REQUEST_BYTES_MAX: u64 = 8 << 20;
 pub enum ClientRequest {
     Apply(Plan),
     Status,
+    /// The agent's metrics in the Prometheus text format (as its metrics listener serves
+    /// them; also where it has none, or it is in a network namespace the caller is not).
+    Metrics,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -78,6 +82,9 @@ async fn handle(stream: UnixStream, agent: mpsc::Sender<Request>) -> Result<()> 
                 Err(_) => Reply::Error("agent is shutting down".into()),
             }
         }
+        Ok(ClientRequest::Metrics) => Reply::Ok(serde_json::Value::String(
+            crate::metrics::get().encode(tribune_telemetry::Exposition::Classic),
+        )),
         Ok(ClientRequest::Status) => {
             let (tx, rx) = oneshot::channel();
             let _ = agent.send(Request::Status(tx)).await;

@@ -22,6 +22,7 @@
 
 mod cross;
 mod load;
+pub mod queueing;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,6 +91,9 @@ pub struct FloodResult {
     pub worst_error_pct: f64,
     /// Send → receive delay of the well-behaved senders' messages, ms.
     pub delay_ms: Summary,
+    /// Their queueing in the mediator(s), from the agents' histograms (`None`: not read; the
+    /// run says why).
+    pub queueing: Option<queueing::Queueing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,6 +175,22 @@ impl Parties<'_> {
             _ => self.senders.client(enclave).await,
         }
     }
+
+    /// The `senders`' queueing in each mediator their messages pass, in order.
+    async fn queueing(&self, senders: &[String]) -> anyhow::Result<queueing::Queueing> {
+        let mut hops = vec![];
+        let agents = match self.receivers {
+            None => vec![("one host", self.senders)],
+            Some(r) => vec![("senders' host", self.senders), ("receivers' host", r)],
+        };
+        for (what, agent) in agents {
+            let text = agent.metrics().await?;
+            let b = queueing::buckets(&text, senders)
+                .with_context(|| format!("the {what} agent's queueing"))?;
+            hops.push(queueing::hop(what, b));
+        }
+        Ok(queueing::of(hops))
+    }
 }
 
 /// How to start one agent of the run.
@@ -202,6 +222,15 @@ impl BenchAgent {
         eprintln!("messages: {what}'s log ends with:");
         for l in tail.iter().rev() {
             eprintln!("  {l}");
+        }
+    }
+
+    /// The agent's metrics (Prometheus text), over its control socket: it may be in a network
+    /// namespace of its own.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        match control::request(&self.data_dir, &ClientRequest::Metrics).await? {
+            serde_json::Value::String(text) => Ok(text),
+            other => anyhow::bail!("the agent answered its metrics with {other}"),
         }
     }
 
@@ -466,6 +495,14 @@ async fn scenarios(
         .iter()
         .map(|s| s.delivered_per_s / s.fair_share_per_s)
         .collect();
+    let well_behaved: Vec<String> = (1..FLOOD_SENDERS).map(|i| format!("s{i}")).collect();
+    let queueing = match agent.queueing(&well_behaved).await {
+        Ok(q) => Some(q),
+        Err(e) => {
+            progress(&format!("flood: the queueing delay is not reported: {e:#}"));
+            None
+        }
+    };
     let mut delays: Vec<f64> = got
         .delay_ms
         .iter()
@@ -481,6 +518,7 @@ async fn scenarios(
             .fold(0.0, f64::max),
         senders: flood_senders,
         delay_ms: Summary::of_ms(&mut delays),
+        queueing,
     };
     drop(rx);
 

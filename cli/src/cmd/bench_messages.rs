@@ -86,6 +86,23 @@ pub async fn run(exe: &Path, a: MessagesArgs, format: Format) -> anyhow::Result<
             "well-behaved: Jain {:.4}, worst error {:.2}%, send→receive delay p50 {:.3} ms p99 {:.3} ms max {:.3} ms (n={})",
             r.flood.jain_well_behaved, r.flood.worst_error_pct, d.p50, d.p99, d.max, d.n
         );
+        match &r.flood.queueing {
+            Some(q) => {
+                for h in &q.hops {
+                    println!(
+                        "well-behaved queueing in the mediator ({}): p50 {:.3} ms p99 {:.3} ms, {:.2}% within 2 ms (n={})",
+                        h.agent, h.p50_ms, h.p99_ms, h.within_goal_pct, h.messages
+                    );
+                }
+                if q.hops.len() > 1 {
+                    println!(
+                        "well-behaved queueing in both mediators: at least {:.2}% within 2 ms (a bound: the two waits' pairing is not known)",
+                        q.within_goal_pct_at_least
+                    );
+                }
+            }
+            None => println!("well-behaved queueing in the mediator: not read (see above)"),
+        }
         println!(
             "weighted 1:2:4: receiver takes {:.0}/s",
             r.weighted.receiver_rate
@@ -130,11 +147,25 @@ pub async fn run(exe: &Path, a: MessagesArgs, format: Format) -> anyhow::Result<
         r.flood.jain_well_behaved >= 0.99,
         &format!("{:.4}", r.flood.jain_well_behaved),
     );
+    // Judged on the time in the mediators' queues (the agents' histogram), where the fair
+    // queueing acts; send→receive, which adds the clients, the socket hops and (across hosts)
+    // TLS and the link, is shown beside it.
+    let q = r.flood.queueing.as_ref();
     goal_line(
         "well-behaved p99 queueing delay ≤ 2 ms",
-        r.flood.delay_ms.n > 0 && r.flood.delay_ms.p99 <= 2.0,
+        q.is_some_and(|q| q.within_goal_pct_at_least >= 99.0),
         &format!(
-            "send→receive p99 {:.3} ms (includes the client and both socket hops)",
+            "{} within 2 ms in the mediator{}; send→receive p99 {:.3} ms",
+            q.map_or("not read".to_string(), |q| format!(
+                "{:.2}%{}",
+                q.within_goal_pct_at_least,
+                if q.hops.len() > 1 { " (at least)" } else { "" }
+            )),
+            if q.is_some_and(|q| q.hops.len() > 1) {
+                "s"
+            } else {
+                ""
+            },
             r.flood.delay_ms.p99
         ),
     );

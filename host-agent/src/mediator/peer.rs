@@ -88,7 +88,8 @@ impl Pending {
 struct LinkOut {
     host: String,
     addr: String,
-    tx: mpsc::Sender<Frame>,
+    /// Relays to write, with their sender and when they were queued in this mediator.
+    tx: mpsc::Sender<(Frame, (String, std::time::Instant))>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     alive: AtomicBool,
@@ -263,7 +264,7 @@ async fn relay_batch(inner: &Arc<Inner>, conn: &Arc<Conn>, batch: Vec<(String, Q
             sender,
             id,
             payload,
-            ..
+            queued_at,
         } = m;
         let link_id = link.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&link.pending).insert(
@@ -274,13 +275,14 @@ async fn relay_batch(inner: &Arc<Inner>, conn: &Arc<Conn>, batch: Vec<(String, Q
                 forwarder: conn.clone(),
             },
         );
+        let queued = (from.clone(), queued_at);
         let frame = Frame::Relay {
             id: link_id,
             from,
             to: to.clone(),
             payload,
         };
-        if link.tx.send(frame).await.is_err() {
+        if link.tx.send((frame, queued)).await.is_err() {
             // The writer ended: `broke` reports this one (it is in `pending`) and the rest.
             link.broke("its writer ended");
         }
@@ -409,21 +411,26 @@ pub async fn dial_with(
 
 async fn link_writer<W: tokio::io::AsyncWrite + Unpin>(
     link: Arc<LinkOut>,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: mpsc::Receiver<(Frame, (String, std::time::Instant))>,
     mut w: BufWriter<W>,
 ) {
     let mut bytes = Vec::with_capacity(wire::FRAME_BYTES_MAX + 4);
+    let mut queued = Vec::new();
     let why = loop {
-        let Some(first) = rx.recv().await else {
+        let Some((first, q)) = rx.recv().await else {
             break "closed".to_string();
         };
+        queued.clear();
+        queued.push(q);
         let mut ok = server::write_frame(&mut w, &mut bytes, &first).await;
-        while ok && let Ok(f) = rx.try_recv() {
+        while ok && let Ok((f, q)) = rx.try_recv() {
+            queued.push(q);
             ok = server::write_frame(&mut w, &mut bytes, &f).await;
         }
         if !ok || w.flush().await.is_err() {
             break "writing failed".to_string();
         }
+        server::record_queueing(&queued);
         if !link.alive.load(Ordering::Acquire) {
             break "closed".to_string();
         }

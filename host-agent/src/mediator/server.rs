@@ -407,14 +407,16 @@ async fn write_until_closed<W: AsyncWrite + Unpin>(
         // Each is in flight before it is written (the receiver may take and credit it before
         // this task runs again): delivered once the receiver's application takes it (its
         // CREDIT), failed if the connection goes first (`fail_in_flight`).
+        let mut queued = Vec::with_capacity(batch.len());
         for (from, m) in batch {
             let Queued {
                 sender,
                 id,
                 payload,
-                ..
+                queued_at,
             } = m;
             conn.written(sender, id, payload.len());
+            queued.push((from.clone(), queued_at));
             ok = ok && write_frame(&mut w, &mut bytes, &Frame::Deliver { from, payload }).await;
         }
         ok = ok && w.flush().await.is_ok();
@@ -423,6 +425,17 @@ async fn write_until_closed<W: AsyncWrite + Unpin>(
             lock(&inner.hub).connection_closed(conn);
             return;
         }
+        record_queueing(&queued);
+    }
+}
+
+/// Counts how long each of these messages (sender, when it was queued) spent in the mediator,
+/// now that they are written out (`tribune_agent_message_queue_seconds`).
+pub(super) fn record_queueing(queued: &[(String, std::time::Instant)]) {
+    let now = std::time::Instant::now();
+    let metrics = crate::metrics::get();
+    for (sender, at) in queued {
+        metrics.message_queued(sender, now.saturating_duration_since(*at).as_secs_f64());
     }
 }
 
