@@ -137,6 +137,10 @@ pub struct QemuEnclave {
 
 /// Size QEMU requires of a PC BIOS image (a multiple of 64 KiB).
 const FIRMWARE_BYTES: usize = 64 * 1024;
+/// How long a resume waits for an incoming migration's state to be loaded (`resume`).
+const INCOMING_SETTLE: Duration = Duration::from_millis(500);
+/// How often it asks meanwhile.
+const INCOMING_POLL: Duration = Duration::from_millis(10);
 
 /// Guest-physical address of [`counter_firmware`]'s 64-bit counter (conventional RAM).
 pub const COUNTER_ADDR: u64 = 0x500;
@@ -453,7 +457,27 @@ impl Enclave for QemuEnclave {
     }
 
     fn resume(&mut self) -> BoxFut<'_, ()> {
-        Box::pin(async move { self.qmp.cont().await })
+        Box::pin(async move {
+            self.qmp.cont().await?;
+            // A `cont` while QEMU still loads an incoming migration (`inmigrate`) only means
+            // "start once loaded", and QEMU drops it when the source was paused (the source's
+            // run state travels with its state): the VM ends `paused`. The controllers commit
+            // once the source's QEMU says `completed`, and the target's may still be loading
+            // then; so wait for it a little and `cont` again once it is in. Past that, the
+            // agent's reconcile resumes it (`agent/run_state.rs`: a resume is owed).
+            let deadline = tokio::time::Instant::now() + INCOMING_SETTLE;
+            let mut loading = false;
+            loop {
+                match self.qmp.query_status().await?.status.as_str() {
+                    "inmigrate" if tokio::time::Instant::now() < deadline => {
+                        loading = true;
+                        tokio::time::sleep(INCOMING_POLL).await;
+                    }
+                    "paused" if loading => return self.qmp.cont().await,
+                    _ => return Ok(()),
+                }
+            }
+        })
     }
 
     fn stop(&mut self) -> BoxFut<'_, ()> {
