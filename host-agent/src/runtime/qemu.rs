@@ -465,17 +465,28 @@ impl Enclave for QemuEnclave {
             // once the source's QEMU says `completed`, and the target's may still be loading
             // then; so wait for it a little and `cont` again once it is in. Past that, the
             // agent's reconcile resumes it (`agent/run_state.rs`: a resume is owed).
-            let deadline = tokio::time::Instant::now() + INCOMING_SETTLE;
+            let started = tokio::time::Instant::now();
             let mut loading = false;
             loop {
-                match self.qmp.query_status().await?.status.as_str() {
-                    "inmigrate" if tokio::time::Instant::now() < deadline => {
+                let status = self.qmp.query_status().await?.status;
+                match status.as_str() {
+                    "inmigrate" if started.elapsed() < INCOMING_SETTLE => {
                         loading = true;
                         tokio::time::sleep(INCOMING_POLL).await;
+                        continue;
                     }
-                    "paused" if loading => return self.qmp.cont().await,
-                    _ => return Ok(()),
+                    "paused" if loading => self.qmp.cont().await?,
+                    _ => {}
                 }
+                if loading {
+                    tracing::info!(
+                        enclave = %self.identity.name,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        status,
+                        "resume met its incoming state still loading: cont again once in (else reconcile does)"
+                    );
+                }
+                return Ok(());
             }
         })
     }
