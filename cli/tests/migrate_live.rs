@@ -6,7 +6,8 @@
 //!   counter has gone on from where it was on mh1, the log holds each step;
 //! - refused with the reason: a target that does not exist, the same host, the cool-down;
 //! - rolled back: a target that cannot take a VM (an agent with the process runtime refuses
-//!   the `MigrateIn`): the enclave runs on where it was, under its epoch.
+//!   the `MigrateIn`): the enclave runs on where it was, under its epoch;
+//! - moved there and back (A → B → A → B): attested afresh on each host it returns to.
 
 mod common;
 
@@ -234,4 +235,115 @@ async fn the_controllers_live_migrate_a_vm_and_roll_back_a_failed_one() {
         e["subject"] == "vm" && e["detail"]["op"] == "live_start" && e["detail"]["forced"] == true
     });
     assert!(forced, "the override is audited: {entries:?}");
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Waits until the VM holds a trusted verdict from `host` given at or after `since_ms`, and
+/// its usage reports from the key that verdict bound count (its confirmed chain has moved on
+/// under it): the attestation stream goes on from `host`.
+async fn attested_on(c: &Cluster, n: u64, host: &str, since_ms: i64) {
+    wait_for(
+        &format!("the VM attested on {host}, its usage counted"),
+        c,
+        async || {
+            let (_, v) = c.get_json(n, "/v1/enclaves/vm/status").await?;
+            let s = &v["status"];
+            let a = &s["attestation"];
+            let ok = a["trusted"] == true
+                && a["host"] == host
+                && a["verified_at_ms"].as_i64().unwrap_or(0) >= since_ms
+                && s["confirmed"]["key"] == a["ed25519_pub"]
+                && s["confirmed"]["last_seq"].as_u64().unwrap_or(0) >= 2;
+            ok.then_some(())
+        },
+    )
+    .await;
+}
+
+/// A VM moved A → B → A: on its return to a host it had left it is attested there again and
+/// its usage counts. Before the fix in `attest/session/migrate.rs` (found by `tribune bench
+/// migrate`'s breach phase) the target's stream still tracked it from its first stay, under
+/// keys its agent had dropped: its reports were refused (`checkpoint mismatch`, then `no
+/// trusted evidence`) and no policy decision ever saw it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
+    let test = "a_vm_migrated_back_and_forth_is_attested_again_on_each_return";
+    if common::skip_unless_root(test, "the host agent needs cgroups") {
+        return;
+    }
+    if !have_qemu() {
+        tribune_testkit::say_skipped(&format!(
+            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        ));
+        return;
+    }
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    let n = c.wait_leader().await;
+    let (_a1, d1) = agent(&c, "lb1", "mh1", true);
+    let (_a2, d2) = agent(&c, "lb2", "mh2", true);
+    wait_for("two hosts with addresses", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        let hs = v.as_array()?;
+        let ok = ["mh1", "mh2"]
+            .iter()
+            .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""));
+        ok.then_some(())
+    })
+    .await;
+    c.put_json(
+        n,
+        "/v1/enclaves/vm",
+        json!({
+            "id": "vm", "tenant": "acme", "tee": "sim",
+            "requested": {"cpu_millicores": 100, "memory_bytes": 0,
+                          "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
+            "placement": {"host": "mh1", "epoch": 1},
+            "state": "running",
+            "launch": {"qemu": {"memory_mib": 32}},
+        }),
+    )
+    .await;
+    attested_on(&c, n, "mh1", 0).await;
+    let mut count = wait_for("the guest counting on mh1", &c, async || {
+        counter(&d1).await.filter(|&n| n > 0)
+    })
+    .await;
+
+    // There (mh2), back (mh1), and there again: each stay is attested afresh.
+    let trips = [("mh2", &d2, &d1), ("mh1", &d1, &d2), ("mh2", &d2, &d1)];
+    for (i, (to, on, left)) in trips.into_iter().enumerate() {
+        let since = wall_ms();
+        // Within the cool-down after the first: forced (audited).
+        let mut args = vec!["enclave", "migrate", "vm", "--to", to];
+        if i > 0 {
+            args.push("--force");
+        }
+        let out = c.cli(&args);
+        let text = common::output_text(&out);
+        assert!(
+            out.status.success(),
+            "trip {i} to {to}: {text}\n{}",
+            c.logs()
+        );
+        assert!(text.contains("committed"), "trip {i} to {to}: {text}");
+        let (_, e) = c.get_json(n, "/v1/enclaves/vm").await.expect("enclave");
+        assert_eq!(placement(&e), (to.to_string(), i as u64 + 2), "{e}");
+        attested_on(&c, n, to, since).await;
+        count = wait_for(&format!("the guest counting on {to}"), &c, async || {
+            counter(on).await.filter(|&n| n > count)
+        })
+        .await;
+        wait_for(
+            &format!("the VM gone from the host it left ({i})"),
+            &c,
+            async || counter(left).await.is_none().then_some(()),
+        )
+        .await;
+        eprintln!("trip {i}: on {to}, attested there again, counter {count}");
+    }
 }

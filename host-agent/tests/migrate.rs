@@ -3,7 +3,8 @@
 //! `query-migrate`, the target resumes only when a plan names it under the new epoch, and the
 //! guest's counter has gone on from where it was (moved, not restarted); the source can then
 //! never run it again under the old epoch. And a rollback: the target gone, the migration
-//! fails and the source resumes.
+//! fails and the source resumes. And issue 14's paused VM (the ladder suspends before it moves):
+//! it runs on the target once its plan says run, whichever comes first, its state or that plan.
 // The lock serialises tests across threads; each test owns its runtime, so holding it
 // over awaits cannot deadlock.
 #![allow(clippy::await_holding_lock)]
@@ -530,6 +531,189 @@ async fn a_restarted_source_keeps_its_migration_id() {
         ("m2", "source", "active"),
         "{r:?}"
     );
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// `vm(epoch)` with the plan's run state `state` (a policy ladder's `suspend` and every step
+/// after it, `migrate` included, say `Suspend`).
+fn vm_in(epoch: u64, state: RunState) -> EnclavePlan {
+    let mut e = vm(epoch);
+    e.state = state;
+    e
+}
+
+/// A counting VM on `src` under epoch 1, then suspended there (as the ladder's `migrate` step
+/// does before the leader moves it); returns its counter once frozen.
+async fn a_suspended_source(src: &mut Agent) -> u64 {
+    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    counter_passes(src, "vm", 0).await;
+    src.apply(plan(2, &[("vm", vm_in(1, RunState::Suspend))]))
+        .await
+        .unwrap();
+    assert_eq!(status_of(src, "vm").await, Some(EnclaveStatus::Suspended));
+    counter(src, "vm").await
+}
+
+/// Migrates `vm` from `src` to `port` and waits for QEMU's `completed`.
+async fn send_it(src: &mut Agent, port: u16) {
+    let job = src
+        .migrate_out(
+            "vm",
+            &format!("tcp:127.0.0.1:{port}"),
+            MigrateOptions::default(),
+            None,
+        )
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), job)
+        .await
+        .expect("migration ends")
+        .unwrap()
+        .unwrap();
+    assert!(done.succeeded(), "{done:?}");
+}
+
+/// QEMU's own run state of `name` (`query-status`: `inmigrate`, `paused`, `running`, ...).
+async fn runstate(agent: &Agent, name: &str) -> String {
+    let mut q = agent.migration_monitor(name).await.unwrap();
+    q.query_status().await.unwrap().status
+}
+
+/// Waits (the agent's reconcile ticking, as its event loop does every second) until the
+/// guest's counter passes `above`; false at the deadline.
+async fn runs_on(agent: &mut Agent, name: &str, above: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        agent.reconcile().await;
+        if counter(agent, name).await > above {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Issue 14's breach phase: a **paused** VM moved, and the target's plan naming it (run)
+/// applied while its QEMU still loads the incoming state (`inmigrate`). In the field the plan
+/// comes right after the source's `completed`, and the target's QEMU is often still loading
+/// then (4 of 10 raw QEMU 7.2 migrations of a paused 128 MiB guest, asked at once); here the
+/// window is held open by naming it before the source sends. QEMU takes a `cont` in
+/// `inmigrate` only as "start once loaded" — unless the source was paused, whose run state
+/// travels with the state: then the VM ends `paused`, and before the fix nothing resumed it
+/// (the plan was applied, the controllers held it running on the target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_named_while_its_state_arrives_runs_once_it_has() {
+    if !can_run("migrate-paused-race") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mpr-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mpr-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let frozen = a_suspended_source(&mut src).await;
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // Committed: the target's plan names it, to run, before its state is in.
+    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    assert_eq!(runstate(&dst, "vm").await, "inmigrate");
+    send_it(&mut src, port).await;
+    assert!(
+        runs_on(&mut dst, "vm", frozen).await,
+        "the target's plan says run, but its VM is still {} (counter {} <= {frozen})",
+        runstate(&dst, "vm").await,
+        counter(&dst, "vm").await
+    );
+    assert_eq!(runstate(&dst, "vm").await, "running");
+    src.migrated_away("vm", 2).await.unwrap();
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// The same race across a target agent restart: the plan naming it is on disk, the VM still
+/// loading; the restarted agent adopts it under that plan (run) and must get it running once
+/// its state is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_restarted_while_the_state_arrives_runs_it_once_it_has() {
+    if !can_run("migrate-paused-restart") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mpt-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mpt-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let dst = Agent::start(dst_cfg).await.unwrap();
+    let frozen = a_suspended_source(&mut src).await;
+    let port = tribune_testkit::free_port();
+    let mut dst = dst;
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    // The target's agent dies (its QEMU lives on) and starts again.
+    let dst_cfg = dst.config().clone();
+    drop(dst);
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    assert_eq!(runstate(&dst, "vm").await, "inmigrate");
+    send_it(&mut src, port).await;
+    assert!(
+        runs_on(&mut dst, "vm", frozen).await,
+        "adopted under a plan that says run, but its VM is still {}",
+        runstate(&dst, "vm").await
+    );
+    src.migrated_away("vm", 2).await.unwrap();
+    shutdown_clean(src).await;
+    shutdown_clean(dst).await;
+}
+
+/// The other order: the state is in (the target `paused`), the first plan naming it still
+/// says suspended (the ladder not reset yet), a later one says run. The target never runs it
+/// while its plan says suspended, reconcile or not; the plan that says run resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
+    if !can_run("migrate-paused-named-suspended") {
+        return;
+    }
+    let _g = lock();
+    let (src_cfg, _src_dir) = config("mps-src", RuntimeKind::Qemu);
+    let (dst_cfg, _dst_dir) = config("mps-dst", RuntimeKind::Qemu);
+    let mut src = Agent::start(src_cfg).await.unwrap();
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let frozen = a_suspended_source(&mut src).await;
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    send_it(&mut src, port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runstate(&dst, "vm").await == "inmigrate" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the state never got in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dst.apply(plan(1, &[("vm", vm_in(2, RunState::Suspend))]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        dst.reconcile().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runstate(&dst, "vm").await, "paused");
+    assert_eq!(
+        counter(&dst, "vm").await,
+        frozen,
+        "it ran, its plan saying suspended"
+    );
+    dst.apply(plan(2, &[("vm", vm(2))])).await.unwrap();
+    assert!(
+        runs_on(&mut dst, "vm", frozen).await,
+        "its plan says run now"
+    );
+    src.migrated_away("vm", 2).await.unwrap();
     shutdown_clean(src).await;
     shutdown_clean(dst).await;
 }

@@ -376,6 +376,7 @@ impl Agent {
                 },
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: String::new(),
+                resume_owed: false,
             },
         );
         for change in initial_changes(wanted) {
@@ -435,8 +436,17 @@ impl Agent {
                 }
             }
             Change::Gpu(p) => self.gpu.set_share(name, *p),
-            Change::State(RunState::Suspend) => r.enclave.suspend().await,
-            Change::State(RunState::Run) => r.enclave.resume().await,
+            Change::State(RunState::Suspend) => {
+                r.resume_owed = false;
+                r.enclave.suspend().await
+            }
+            // Owed until reconcile sees it running (`run_state`): a VM whose incoming state
+            // is still being loaded takes this `cont` only as "start once loaded", which QEMU
+            // drops when the source was paused.
+            Change::State(RunState::Run) => {
+                r.resume_owed = true;
+                r.enclave.resume().await
+            }
         }
     }
 
@@ -514,6 +524,7 @@ impl Agent {
                 user,
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: incoming.unwrap_or_default().to_string(),
+                resume_owed: false,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink

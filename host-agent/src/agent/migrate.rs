@@ -171,6 +171,7 @@ impl Agent {
         if let Some(r) = self.enclaves.get_mut(name) {
             r.migration = Some(Migration::Outgoing);
             r.migration_id = id.to_string();
+            r.resume_owed = false;
         }
         self.event(
             Some(name),
@@ -248,6 +249,7 @@ impl Agent {
         r.migration = None;
         r.migration_id.clear();
         if r.plan.state == RunState::Run {
+            r.resume_owed = true;
             r.enclave.resume().await?;
         }
         self.store.set_outgoing(name, None)?;

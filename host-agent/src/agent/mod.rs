@@ -7,12 +7,14 @@
 //!   (`crate::link_messages`), never by calling into `crate::link`;
 //! - `apply`: plans → launches, writes, stops, and adoption after a crash;
 //! - `observe`: sampling, reconcile (re-enforcing), status;
-//! - `report`: what the agent says about itself (status, events, apply reports, requests).
+//! - `report`: what the agent says about itself (status, events, apply reports, requests);
+//! - `run_state`: an enclave's run state against its plan (what reconcile re-enforces).
 
 mod apply;
 mod migrate;
 mod observe;
 mod report;
+mod run_state;
 
 pub use crate::link_messages::{LinkEvent, RefusedLaunch};
 pub use report::{
@@ -117,6 +119,9 @@ struct Running {
     migration: Option<Migration>,
     /// That migration's id (empty: not known, e.g. an outgoing one adopted after a restart).
     migration_id: String,
+    /// The agent resumed it for its plan and has not seen it running since: reconcile tries
+    /// again (`run_state`; a VM that arrived paused from a migration, issue 14).
+    resume_owed: bool,
 }
 
 /// An enclave's part in a live migration.

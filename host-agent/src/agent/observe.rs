@@ -137,17 +137,29 @@ impl Agent {
 
     /// Reads back what the plan says and writes it again where it drifted (fail-safe: a limit
     /// removed behind our back comes back, a suspended enclave someone resumed is suspended
-    /// again; the other direction is left to the next plan).
+    /// again; the other direction is left to the next plan — but a resume the agent made for
+    /// the plan and has not seen take effect is made again: `run_state`).
     pub async fn reconcile(&mut self) {
         let mut fixes = Vec::new();
         let mut resuspended = Vec::new();
+        let mut resumed = Vec::new();
         for (name, r) in self.enclaves.iter_mut() {
-            if r.plan.state == RunState::Suspend
-                && !r.exited
-                && matches!(r.enclave.status().await, Ok(EnclaveStatus::Running))
-                && r.enclave.suspend().await.is_ok()
-            {
-                resuspended.push(name.clone());
+            if !super::run_state::worth_asking(r.plan.state, r.resume_owed, r.exited) {
+                continue;
+            }
+            let seen = r.enclave.status().await.ok();
+            let fix = super::run_state::run_fix(r.plan.state, r.migration, r.resume_owed, seen);
+            r.resume_owed = fix.owed;
+            match fix.change {
+                Some(RunState::Suspend) => match r.enclave.suspend().await {
+                    Ok(()) => resuspended.push(name.clone()),
+                    Err(e) => tracing::debug!(enclave = %name, "re-suspend: {e}"),
+                },
+                Some(RunState::Run) => match r.enclave.resume().await {
+                    Ok(()) => resumed.push(name.clone()),
+                    Err(e) => tracing::warn!(enclave = %name, "resume (owed to its plan): {e}"),
+                },
+                None => {}
             }
         }
         for name in resuspended {
@@ -156,6 +168,15 @@ impl Agent {
                 Some(&name),
                 EventKind::Reenforced {
                     what: "suspend".into(),
+                },
+            );
+        }
+        for name in resumed {
+            tracing::info!(enclave = %name, "resumed again: its plan says run and it was not running");
+            self.event(
+                Some(&name),
+                EventKind::Reenforced {
+                    what: "resume".into(),
                 },
             );
         }

@@ -137,6 +137,12 @@ pub struct QemuEnclave {
 
 /// Size QEMU requires of a PC BIOS image (a multiple of 64 KiB).
 const FIRMWARE_BYTES: usize = 64 * 1024;
+/// How long a resume waits for an incoming migration's state to be loaded (`resume`).
+const INCOMING_SETTLE: Duration = Duration::from_millis(500);
+/// How often it asks meanwhile.
+const INCOMING_POLL: Duration = Duration::from_millis(10);
+/// How many more `cont`s a resume makes to a VM seen `paused` right after one.
+const CONT_AGAIN_MAX: u32 = 3;
 
 /// Guest-physical address of [`counter_firmware`]'s 64-bit counter (conventional RAM).
 pub const COUNTER_ADDR: u64 = 0x500;
@@ -453,7 +459,42 @@ impl Enclave for QemuEnclave {
     }
 
     fn resume(&mut self) -> BoxFut<'_, ()> {
-        Box::pin(async move { self.qmp.cont().await })
+        Box::pin(async move {
+            self.qmp.cont().await?;
+            // A `cont` while QEMU still loads an incoming migration (`inmigrate`) only means
+            // "start once loaded", and QEMU drops it when the source was paused (the source's
+            // run state travels with its state): the VM ends `paused`. The controllers commit
+            // once the source's QEMU says `completed`, and the target's may still be loading
+            // then; so wait for it a little and `cont` again once it is in. `paused` right
+            // after a `cont` is that too (the state got in between the two): `cont` again.
+            // Past that, the agent's reconcile resumes it (`agent/run_state.rs`: owed).
+            let started = tokio::time::Instant::now();
+            let (mut waited, mut again) = (false, 0);
+            let status = loop {
+                let status = self.qmp.query_status().await?.status;
+                match status.as_str() {
+                    "inmigrate" if started.elapsed() < INCOMING_SETTLE => {
+                        waited = true;
+                        tokio::time::sleep(INCOMING_POLL).await;
+                    }
+                    "paused" if again < CONT_AGAIN_MAX => {
+                        again += 1;
+                        self.qmp.cont().await?;
+                    }
+                    _ => break status,
+                }
+            };
+            if waited || again > 0 {
+                tracing::info!(
+                    enclave = %self.identity.name,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    cont_again = again,
+                    status,
+                    "resume met its incoming state still loading: cont again once in (else reconcile does)"
+                );
+            }
+            Ok(())
+        })
     }
 
     fn stop(&mut self) -> BoxFut<'_, ()> {
