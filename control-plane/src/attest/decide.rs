@@ -64,6 +64,12 @@ pub struct Observation {
     pub window_end_ms: u64,
     /// Its inter-enclave messages in the last window, per second (`usage.msgs.*`).
     pub msgs: MsgFacts,
+    /// How long its usage has been observed live, without a gap, up to this report (ms, by
+    /// the controller's clock): a new attestation session (an agent's restart, a controller
+    /// change), a missing or stale report, or a second without one starts it again at 0. A
+    /// throttle is released only on live evidence (see [`RELEASE_AFTER_MS`]); the default, 0,
+    /// releases nothing.
+    pub live_ms: u64,
 }
 
 /// One enclave, as the decision sees it.
@@ -210,13 +216,114 @@ fn cause_of(policies: &PolicySet, decision: &Decision) -> String {
 struct Pass {
     decision: Decision,
     over_since: Option<i64>,
+    /// How long it has been over its limit (the ladder clock; `None`: within it).
+    over_for: Option<i64>,
     limit_cpu: Option<f64>,
     held_since: BTreeMap<String, i64>,
-    /// Throttled, not pressing, but not yet backed off far enough to be released.
-    /// Throttled and backed off since (None: not backed off, or no fresh usage).
+    /// Throttled and backed off since (None: not backed off).
     under_since: Option<i64>,
-    /// Fresh usage says it still needs the cap (not backed off long enough).
+    /// A throttle in force stays: nothing released it (not backed off long enough on live
+    /// evidence, no fresh usage, or a message rate still pressed against).
     hold_throttle: bool,
+}
+
+/// The ladder clock of one enclave after this decision (see the module docs).
+#[derive(Debug, PartialEq)]
+struct Clock {
+    /// Over the limit since (the clock's start, moved on by the time it stood still).
+    over_since: Option<i64>,
+    /// Throttled and backed off since (the clock stands still from then on).
+    under_since: Option<i64>,
+    /// The clock stands still since then: over-limit time is `stopped_at - over_since`.
+    stopped_at: Option<i64>,
+    /// A throttle in force stays (nothing released it).
+    hold: bool,
+}
+
+/// Over the limit or not, for how long, and whether a throttle in force stays. A throttled
+/// enclave's readings of its own cap: at least [`RELEASE`] of it, it is at its limit (still
+/// over, the clock runs); below, it has backed off (the clock stands still), and it is
+/// released once backed off for [`RELEASE_AFTER_MS`] of live evidence. Silence keeps all of it.
+fn over_clock(
+    prev: &Ladder,
+    input: &Input,
+    limit_cpu: Option<f64>,
+    borrowed: f64,
+    cap: f64,
+    now_ms: i64,
+) -> Clock {
+    let throttled = prev.step == Step::Throttle && cap > 0.0;
+    // The clock as established: standing still since `under_since` while backed off.
+    let established = Clock {
+        over_since: prev.over_since_ms,
+        under_since: prev.under_since_ms,
+        stopped_at: prev
+            .under_since_ms
+            .filter(|_| throttled && prev.over_since_ms.is_some()),
+        hold: cap > 0.0,
+    };
+    let (o, limit) = match (input.observation, limit_cpu) {
+        (Some(o), Some(limit)) => (o, limit),
+        // No fresh usage: keep whatever was established (never lift on silence).
+        (None, Some(_)) => return established,
+        (_, None) => {
+            return Clock {
+                over_since: None,
+                stopped_at: None,
+                hold: false,
+                ..established
+            };
+        }
+    };
+    let over_effective = o.cpu_millicores > (limit + borrowed) * (1.0 + OVER_TOLERANCE);
+    let recent = o.cpu_recent_millicores;
+    if !throttled {
+        // Not capped (or suspended, frozen): over when its usage is.
+        let over = over_effective || (cap > 0.0 && recent >= cap * PRESSING);
+        return Clock {
+            over_since: over.then(|| prev.over_since_ms.unwrap_or(now_ms)),
+            under_since: None,
+            stopped_at: None,
+            hold: false,
+        };
+    }
+    if recent < cap * RELEASE && !over_effective {
+        // Backed off (or starved by a busy host: the same reading): the clock stands still;
+        // released after RELEASE_AFTER_MS of it, counted on this session's evidence only.
+        let since = prev.under_since_ms.unwrap_or(now_ms);
+        let live_ms = i64::try_from(o.live_ms).unwrap_or(i64::MAX);
+        if now_ms.saturating_sub(since).min(live_ms) >= RELEASE_AFTER_MS {
+            return Clock {
+                over_since: None,
+                under_since: None,
+                stopped_at: None,
+                hold: false,
+            };
+        }
+        return Clock {
+            over_since: prev.over_since_ms,
+            under_since: Some(since),
+            stopped_at: prev.over_since_ms.map(|_| since),
+            hold: true,
+        };
+    }
+    // At its limit (a cap holds usage at it, a busy host shaves a little off), or over it:
+    // the clock runs on from where it stood still, or starts.
+    let resumed = match (prev.over_since_ms, prev.under_since_ms) {
+        (Some(over), Some(under)) => Some(over.saturating_add(now_ms.saturating_sub(under).max(0))),
+        (over, _) => over,
+    };
+    let pressing = over_effective || recent >= cap * PRESSING;
+    Clock {
+        over_since: if pressing {
+            Some(resumed.unwrap_or(now_ms))
+        } else {
+            resumed
+        },
+        under_since: None,
+        stopped_at: None,
+        hold: true,
+    }
 }
 
 fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
@@ -228,30 +335,8 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     let probe = policies.evaluate(&facts);
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
-    let mut hold_throttle = false;
-    let mut under_since = prev.under_since_ms;
-    let over = match (input.observation, limit_cpu) {
-        (Some(o), Some(limit)) => {
-            let effective = limit + borrowed;
-            let pressing = cap > 0.0 && o.cpu_recent_millicores >= cap * PRESSING;
-            let backed_off = cap > 0.0 && o.cpu_recent_millicores < cap * RELEASE;
-            under_since = if backed_off {
-                Some(prev.under_since_ms.unwrap_or(now_ms))
-            } else {
-                None
-            };
-            hold_throttle = cap > 0.0
-                && !pressing
-                && under_since.is_none_or(|since| now_ms - since < RELEASE_AFTER_MS);
-            o.cpu_millicores > effective * (1.0 + OVER_TOLERANCE) || pressing
-        }
-        // No fresh usage: keep whatever was established (never lift on silence).
-        (None, Some(_)) => {
-            hold_throttle = cap > 0.0;
-            prev.over_since_ms.is_some()
-        }
-        (_, None) => false,
-    };
+    let clock = over_clock(&prev, input, limit_cpu, borrowed, cap, now_ms);
+    let mut hold_throttle = clock.hold;
     // A message-rate throttle holds while the enclave still presses against its rate (its
     // attempts, accepted or refused, at least PRESSING of it) or says nothing: a flooder that
     // keeps flooding stays held, one that stopped is released.
@@ -260,12 +345,10 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
             .observation
             .is_none_or(|o| o.msgs.rate >= msgs_cap as f64 * PRESSING);
     }
-    let over_since = if over {
-        Some(prev.over_since_ms.unwrap_or(now_ms))
-    } else {
-        None
-    };
-    let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
+    let (over_since, under_since) = (clock.over_since, clock.under_since);
+    // Over-limit time: up to now, or to when the clock stood still.
+    let over_for = over_since.map(|s| clock.stopped_at.unwrap_or(now_ms).saturating_sub(s));
+    let over_ms = over_for.map_or(0, |ms| ms.max(1) as u64);
     // Within the limit, the facts are the probe's exactly, so its decision is the decision.
     let decision = if over_ms == 0 {
         probe
@@ -290,6 +373,7 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     Pass {
         decision,
         over_since,
+        over_for,
         limit_cpu,
         held_since,
         under_since,
@@ -458,7 +542,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                     cause: ladder.cause.clone(),
                     cpu_cap_millicores: allocation.limits.cpu_millicores,
                     suspended: allocation.suspended,
-                    over_limit_ms: pass.over_since.map(|s| now_ms - s),
+                    over_limit_ms: pass.over_for,
                 })));
             }
             if borrowed[i] != prev_borrowed {
