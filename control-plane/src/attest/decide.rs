@@ -4,8 +4,22 @@
 //! Semantics, per enclave:
 //! - **over the limit**: the enclave's own (MAC'd) CPU usage over the last window is above its
 //!   effective limit (policy `limit.cpu` plus what it borrows) by more than
-//!   [`OVER_TOLERANCE`]; once capped (throttled), it stays over while it presses against the
-//!   cap (at least [`PRESSING`] of it): a well-behaved enclave backs off below its limit.
+//!   [`OVER_TOLERANCE`]. Once capped (throttled) its usage cannot be over the cap, so its
+//!   last second is read against the cap instead:
+//!   - at least [`RELEASE`] of it, the enclave is **at its limit** — a cap holding usage at it
+//!     (CFS enforces it per 100 ms period; a busy host shaves some off) — and still over: the
+//!     ladder clock (`over_limit`'s duration) runs on;
+//!   - below [`RELEASE`], it has **backed off** (or a busy host starves it: the same reading):
+//!     the clock stands still, and runs on from there, never from zero, if it presses again;
+//!   - it is **released** (uncapped, the clock ended) only once backed off continuously for
+//!     [`RELEASE_AFTER_MS`], counted on live evidence ([`Observation::live_ms`]): a new
+//!     attestation session (an agent's restart, a controller change) or a gap in its reports
+//!     starts that wait again, so the first decisions of a session never lift a throttle;
+//!   - silence (no fresh verified usage) keeps all of it: the cap stays and a running clock
+//!     runs on (never lift on silence), a standing one stands.
+//!
+//!   So `on over_limit { throttle now; suspend after 2s }` suspends an enclave 2 s of pressing
+//!   after its throttle, however often its usage dips, and never one that backed off at once.
 //! - the **ladder** comes from the policy's `on over_limit { … }` (and every other `on`/`when`
 //!   action): the most severe step due now. `throttle` writes the CPU cap (the effective
 //!   limit) at once; `suspend` freezes; `migrate` is recorded and keeps the enclave suspended; the
@@ -36,16 +50,19 @@ use crate::state::{
 
 /// Usage above the limit by more than this fraction is over the limit (measurement noise).
 pub const OVER_TOLERANCE: f64 = 0.02;
-/// A capped enclave using, over the last second, at least this fraction of its cap is still
-/// pressing against it (CFS enforces a cap per 100 ms period, so single windows read a little
-/// under or over it).
+/// A capped enclave using, over the last second, at least this fraction of its cap presses
+/// against it (CFS enforces a cap per 100 ms period, so single windows read a little under or
+/// over it): over the limit, its ladder clock started if it was not running. (A message-rate
+/// throttle holds while the attempts press against the rate the same way.)
 pub const PRESSING: f64 = 0.9;
-/// Below this fraction of its cap (last second) a throttled enclave has backed off; between
-/// this and [`PRESSING`] it stays capped but its ladder clock stops.
+/// Below this fraction of its cap (last second) a throttled enclave has backed off: its ladder
+/// clock stands still, and it is released after [`RELEASE_AFTER_MS`] of it; from this fraction
+/// up it is at its limit, still over.
 pub const RELEASE: f64 = 0.75;
-/// A throttled enclave is released only after it stayed backed off this long: capped at its
-/// own limit a compliant enclave loses nothing, while an enclave merely starved by a busy host
-/// (usage below its cap for a moment) must not be uncapped by it.
+/// A throttled enclave is released only after it stayed backed off this long, on live evidence
+/// ([`Observation::live_ms`]; never on silence, never on a new session's first reports):
+/// capped at its own limit a compliant enclave loses nothing, while an enclave merely starved
+/// by a busy host (usage below its cap for a moment) must not be uncapped by it.
 pub const RELEASE_AFTER_MS: i64 = 10_000;
 
 /// What the controller measured for one enclave (verified reports only).
