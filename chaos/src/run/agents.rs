@@ -31,7 +31,8 @@ use super::nodes::open_log;
 pub const AGENTS: usize = 2;
 
 /// The policies of the agents' enclaves: a greedy tenant throttled (never suspended within a
-/// run), and one suspended at its first violation (an operator never resumes it in a run).
+/// run), and one suspended 2 s after its throttle, pressing against its cap (an operator never
+/// resumes it in a run).
 pub const POLICIES: [(&str, &str); 2] = [
     (
         "chaos-greedy",
@@ -46,7 +47,7 @@ pub const POLICIES: [(&str, &str); 2] = [
         r#"policy "chaos-suspend" {
   match tenant == "chaos-suspend"
   limit { cpu = 100m  memory = 256MiB }
-  on over_limit { suspend now }
+  on over_limit { throttle now; suspend after 2s }
 }"#,
     ),
 ];
@@ -57,7 +58,7 @@ pub const POLICIES: [(&str, &str); 2] = [
 pub enum Kind {
     /// Spins from the start (throttled).
     Greedy,
-    /// Spins from the start (suspended).
+    /// Spins from the start (throttled, then suspended).
     Suspends,
     /// Sleeps; never over its limit.
     Quiet,

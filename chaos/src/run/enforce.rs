@@ -6,10 +6,11 @@
 //!
 //! - **Limits never lifted while cut off**: from the moment a host is cut off from every
 //!   controller (or its agent is killed), no enclave's enforcement becomes looser than it was
-//!   when the cut began (a CPU cap raised or removed, a frozen enclave thawed). In the
-//!   [`GUARD_AFTER`] after a killed agent's restart the same comparison is made, but what it
-//!   finds is reported as `lifted_after_restart`, not as an anomaly: the host is connected
-//!   again, and DESIGN.md §6 does not forbid a controller's new plan to lift a throttle.
+//!   when the cut began (a CPU cap raised or removed, a frozen enclave thawed), nor in the
+//!   [`GUARD_AFTER`] after a killed agent's restart: the controllers release a throttle only
+//!   after 10 s backed off on the new session's own evidence
+//!   (`tribune_controller::attest::decide::RELEASE_AFTER_MS`), so a limit lifted that soon
+//!   was lifted by the restart — a fail-open.
 //! - **Enforced within the budget**: an enclave using more than its limit (its CPU time over
 //!   the last second above [`OVER_FACTOR`] × the limit) without a cap at its limit or a
 //!   freeze, on a host that is *judged* (its agent running, reaching every controller, no fault
@@ -73,7 +74,7 @@ impl Reading {
 pub struct HostCtx {
     /// Cut off from every controller, or its agent dead: nothing may be lifted.
     pub guarded: bool,
-    /// Its agent restarted within [`GUARD_AFTER`]: what is lifted is reported, not an anomaly.
+    /// Its agent restarted within [`GUARD_AFTER`]: nothing may be lifted either.
     pub restarting: bool,
     /// Connected and settled: a violation must be enforced within the budget.
     pub judged: bool,
@@ -120,8 +121,6 @@ pub struct Verdict {
     /// Enclaves seen frozen (suspended), and readings of frozen enclaves checked.
     pub suspended: u64,
     pub frozen_readings: u64,
-    /// Enforcement loosened within [`GUARD_AFTER`] of an agent's restart (not anomalies).
-    pub lifted_after_restart: Vec<String>,
     pub anomalies: Vec<String>,
 }
 
@@ -199,12 +198,11 @@ impl Checker {
                     describe(&b),
                     describe(&r)
                 );
-                if ctx.guarded {
-                    v.anomalies
-                        .push(format!("limits lifted while cut off: {what}"));
+                v.anomalies.push(if ctx.guarded {
+                    format!("limits lifted while cut off: {what}")
                 } else {
-                    v.lifted_after_restart.push(what);
-                }
+                    format!("limits lifted just after an agent's restart: {what}")
+                });
             }
             // (c) suspension is sticky.
             match (s.frozen_at, r.frozen) {
@@ -361,13 +359,40 @@ mod tests {
         c.observe(ms(100), &[JUDGED], &[r(None, false, 100)]);
         assert!(c.verdict.anomalies.is_empty());
         assert_eq!(c.verdict.guarded_windows, 1);
-        // Killed, then restarted: a cap lifted in the restart window is reported apart.
+        // Killed, then restarted: a cap lifted in the restart window is found too (a fail-open),
+        // a cap kept is not, and one lifted once the window is over is not this invariant's.
         let mut c = checker();
         c.observe(ms(0), &[JUDGED], &[r(Some(200), false, 0)]);
         c.observe(ms(100), &[CUT], &[r(Some(200), false, 20)]);
-        c.observe(ms(200), &[RESTARTING], &[r(None, false, 120)]);
+        c.observe(ms(200), &[RESTARTING], &[r(Some(200), false, 40)]);
         assert!(c.verdict.anomalies.is_empty(), "{:?}", c.verdict.anomalies);
-        assert_eq!(c.verdict.lifted_after_restart.len(), 1);
+        c.observe(ms(300), &[RESTARTING], &[r(None, false, 140)]);
+        assert_eq!(c.verdict.anomalies.len(), 1, "{:?}", c.verdict.anomalies);
+        assert!(
+            c.verdict.anomalies[0].contains("lifted just after an agent's restart")
+                && c.verdict.anomalies[0].contains("cap 200m → no cap"),
+            "{:?}",
+            c.verdict.anomalies
+        );
+        let mut c = checker();
+        c.observe(ms(0), &[JUDGED], &[r(Some(200), false, 0)]);
+        c.observe(ms(100), &[CUT], &[r(Some(200), false, 20)]);
+        c.observe(ms(200), &[RESTARTING], &[r(Some(200), false, 40)]);
+        c.observe(ms(300), &[JUDGED], &[r(None, false, 140)]);
+        assert!(c.verdict.anomalies.is_empty(), "{:?}", c.verdict.anomalies);
+        // A frozen enclave thawed in the restart window: found (and as a thaw).
+        let mut c = checker();
+        c.observe(ms(0), &[JUDGED], &[r(Some(200), true, 0)]);
+        c.observe(ms(100), &[CUT], &[r(Some(200), true, 0)]);
+        c.observe(ms(200), &[RESTARTING], &[r(Some(200), false, 0)]);
+        assert!(
+            c.verdict
+                .anomalies
+                .iter()
+                .any(|a| a.contains("lifted just after an agent's restart")),
+            "{:?}",
+            c.verdict.anomalies
+        );
     }
 
     #[test]

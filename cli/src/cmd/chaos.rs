@@ -167,7 +167,7 @@ fn run_harness(
                 );
                 if let (Some(e), Some(c)) = (&r.enforcement, &r.usage_chains) {
                     println!(
-                        "  agents: readings {} (cut off or agent down {} in {} windows)  violations enforced {} (max {} ms)  suspended {} (frozen readings {})  usage digests {} in {} chains  lifted after an agent restart {}",
+                        "  agents: readings {} (cut off or agent down {} in {} windows)  violations enforced {} (max {} ms)  suspended {} (frozen readings {})  usage digests {} in {} chains",
                         e.readings,
                         e.guarded_readings,
                         e.guarded_windows,
@@ -177,7 +177,6 @@ fn run_harness(
                         e.frozen_readings,
                         c.digests,
                         c.chains,
-                        e.lifted_after_restart.len()
                     );
                 }
                 for a in r.describe() {

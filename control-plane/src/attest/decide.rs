@@ -4,8 +4,22 @@
 //! Semantics, per enclave:
 //! - **over the limit**: the enclave's own (MAC'd) CPU usage over the last window is above its
 //!   effective limit (policy `limit.cpu` plus what it borrows) by more than
-//!   [`OVER_TOLERANCE`]; once capped (throttled), it stays over while it presses against the
-//!   cap (at least [`PRESSING`] of it): a well-behaved enclave backs off below its limit.
+//!   [`OVER_TOLERANCE`]. Once capped (throttled) its usage cannot be over the cap, so its
+//!   last second is read against the cap instead:
+//!   - at least [`RELEASE`] of it, the enclave is **at its limit** — a cap holding usage at it
+//!     (CFS enforces it per 100 ms period; a busy host shaves some off) — and still over: the
+//!     ladder clock (`over_limit`'s duration) runs on;
+//!   - below [`RELEASE`], it has **backed off** (or a busy host starves it: the same reading):
+//!     the clock stands still, and runs on from there, never from zero, if it presses again;
+//!   - it is **released** (uncapped, the clock ended) only once backed off continuously for
+//!     [`RELEASE_AFTER_MS`], counted on live evidence ([`Observation::live_ms`]): a new
+//!     attestation session (an agent's restart, a controller change) or a gap in its reports
+//!     starts that wait again, so the first decisions of a session never lift a throttle;
+//!   - silence (no fresh verified usage) keeps all of it: the cap stays and a running clock
+//!     runs on (never lift on silence), a standing one stands.
+//!
+//!   So `on over_limit { throttle now; suspend after 2s }` suspends an enclave 2 s of pressing
+//!   after its throttle, however often its usage dips, and never one that backed off at once.
 //! - the **ladder** comes from the policy's `on over_limit { … }` (and every other `on`/`when`
 //!   action): the most severe step due now. `throttle` writes the CPU cap (the effective
 //!   limit) at once; `suspend` freezes; `migrate` is recorded and keeps the enclave suspended; the
@@ -36,16 +50,19 @@ use crate::state::{
 
 /// Usage above the limit by more than this fraction is over the limit (measurement noise).
 pub const OVER_TOLERANCE: f64 = 0.02;
-/// A capped enclave using, over the last second, at least this fraction of its cap is still
-/// pressing against it (CFS enforces a cap per 100 ms period, so single windows read a little
-/// under or over it).
+/// A capped enclave using, over the last second, at least this fraction of its cap presses
+/// against it (CFS enforces a cap per 100 ms period, so single windows read a little under or
+/// over it): over the limit, its ladder clock started if it was not running. (A message-rate
+/// throttle holds while the attempts press against the rate the same way.)
 pub const PRESSING: f64 = 0.9;
-/// Below this fraction of its cap (last second) a throttled enclave has backed off; between
-/// this and [`PRESSING`] it stays capped but its ladder clock stops.
+/// Below this fraction of its cap (last second) a throttled enclave has backed off: its ladder
+/// clock stands still, and it is released after [`RELEASE_AFTER_MS`] of it; from this fraction
+/// up it is at its limit, still over.
 pub const RELEASE: f64 = 0.75;
-/// A throttled enclave is released only after it stayed backed off this long: capped at its
-/// own limit a compliant enclave loses nothing, while an enclave merely starved by a busy host
-/// (usage below its cap for a moment) must not be uncapped by it.
+/// A throttled enclave is released only after it stayed backed off this long, on live evidence
+/// ([`Observation::live_ms`]; never on silence, never on a new session's first reports):
+/// capped at its own limit a compliant enclave loses nothing, while an enclave merely starved
+/// by a busy host (usage below its cap for a moment) must not be uncapped by it.
 pub const RELEASE_AFTER_MS: i64 = 10_000;
 
 /// What the controller measured for one enclave (verified reports only).
@@ -64,6 +81,12 @@ pub struct Observation {
     pub window_end_ms: u64,
     /// Its inter-enclave messages in the last window, per second (`usage.msgs.*`).
     pub msgs: MsgFacts,
+    /// How long its usage has been observed live, without a gap, up to this report (ms, by
+    /// the controller's clock): a new attestation session (an agent's restart, a controller
+    /// change), a missing or stale report, or a second without one starts it again at 0. A
+    /// throttle is released only on live evidence (see [`RELEASE_AFTER_MS`]); the default, 0,
+    /// releases nothing.
+    pub live_ms: u64,
 }
 
 /// One enclave, as the decision sees it.
@@ -210,13 +233,114 @@ fn cause_of(policies: &PolicySet, decision: &Decision) -> String {
 struct Pass {
     decision: Decision,
     over_since: Option<i64>,
+    /// How long it has been over its limit (the ladder clock; `None`: within it).
+    over_for: Option<i64>,
     limit_cpu: Option<f64>,
     held_since: BTreeMap<String, i64>,
-    /// Throttled, not pressing, but not yet backed off far enough to be released.
-    /// Throttled and backed off since (None: not backed off, or no fresh usage).
+    /// Throttled and backed off since (None: not backed off).
     under_since: Option<i64>,
-    /// Fresh usage says it still needs the cap (not backed off long enough).
+    /// A throttle in force stays: nothing released it (not backed off long enough on live
+    /// evidence, no fresh usage, or a message rate still pressed against).
     hold_throttle: bool,
+}
+
+/// The ladder clock of one enclave after this decision (see the module docs).
+#[derive(Debug, PartialEq)]
+struct Clock {
+    /// Over the limit since (the clock's start, moved on by the time it stood still).
+    over_since: Option<i64>,
+    /// Throttled and backed off since (the clock stands still from then on).
+    under_since: Option<i64>,
+    /// The clock stands still since then: over-limit time is `stopped_at - over_since`.
+    stopped_at: Option<i64>,
+    /// A throttle in force stays (nothing released it).
+    hold: bool,
+}
+
+/// Over the limit or not, for how long, and whether a throttle in force stays. A throttled
+/// enclave's readings of its own cap: at least [`RELEASE`] of it, it is at its limit (still
+/// over, the clock runs); below, it has backed off (the clock stands still), and it is
+/// released once backed off for [`RELEASE_AFTER_MS`] of live evidence. Silence keeps all of it.
+fn over_clock(
+    prev: &Ladder,
+    input: &Input,
+    limit_cpu: Option<f64>,
+    borrowed: f64,
+    cap: f64,
+    now_ms: i64,
+) -> Clock {
+    let throttled = prev.step == Step::Throttle && cap > 0.0;
+    // The clock as established: standing still since `under_since` while backed off.
+    let established = Clock {
+        over_since: prev.over_since_ms,
+        under_since: prev.under_since_ms,
+        stopped_at: prev
+            .under_since_ms
+            .filter(|_| throttled && prev.over_since_ms.is_some()),
+        hold: cap > 0.0,
+    };
+    let (o, limit) = match (input.observation, limit_cpu) {
+        (Some(o), Some(limit)) => (o, limit),
+        // No fresh usage: keep whatever was established (never lift on silence).
+        (None, Some(_)) => return established,
+        (_, None) => {
+            return Clock {
+                over_since: None,
+                stopped_at: None,
+                hold: false,
+                ..established
+            };
+        }
+    };
+    let over_effective = o.cpu_millicores > (limit + borrowed) * (1.0 + OVER_TOLERANCE);
+    let recent = o.cpu_recent_millicores;
+    if !throttled {
+        // Not capped (or suspended, frozen): over when its usage is.
+        let over = over_effective || (cap > 0.0 && recent >= cap * PRESSING);
+        return Clock {
+            over_since: over.then(|| prev.over_since_ms.unwrap_or(now_ms)),
+            under_since: None,
+            stopped_at: None,
+            hold: false,
+        };
+    }
+    if recent < cap * RELEASE && !over_effective {
+        // Backed off (or starved by a busy host: the same reading): the clock stands still;
+        // released after RELEASE_AFTER_MS of it, counted on this session's evidence only.
+        let since = prev.under_since_ms.unwrap_or(now_ms);
+        let live_ms = i64::try_from(o.live_ms).unwrap_or(i64::MAX);
+        if now_ms.saturating_sub(since).min(live_ms) >= RELEASE_AFTER_MS {
+            return Clock {
+                over_since: None,
+                under_since: None,
+                stopped_at: None,
+                hold: false,
+            };
+        }
+        return Clock {
+            over_since: prev.over_since_ms,
+            under_since: Some(since),
+            stopped_at: prev.over_since_ms.map(|_| since),
+            hold: true,
+        };
+    }
+    // At its limit (a cap holds usage at it, a busy host shaves a little off), or over it:
+    // the clock runs on from where it stood still, or starts.
+    let resumed = match (prev.over_since_ms, prev.under_since_ms) {
+        (Some(over), Some(under)) => Some(over.saturating_add(now_ms.saturating_sub(under).max(0))),
+        (over, _) => over,
+    };
+    let pressing = over_effective || recent >= cap * PRESSING;
+    Clock {
+        over_since: if pressing {
+            Some(resumed.unwrap_or(now_ms))
+        } else {
+            resumed
+        },
+        under_since: None,
+        stopped_at: None,
+        hold: true,
+    }
 }
 
 fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
@@ -228,30 +352,8 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     let probe = policies.evaluate(&facts);
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
-    let mut hold_throttle = false;
-    let mut under_since = prev.under_since_ms;
-    let over = match (input.observation, limit_cpu) {
-        (Some(o), Some(limit)) => {
-            let effective = limit + borrowed;
-            let pressing = cap > 0.0 && o.cpu_recent_millicores >= cap * PRESSING;
-            let backed_off = cap > 0.0 && o.cpu_recent_millicores < cap * RELEASE;
-            under_since = if backed_off {
-                Some(prev.under_since_ms.unwrap_or(now_ms))
-            } else {
-                None
-            };
-            hold_throttle = cap > 0.0
-                && !pressing
-                && under_since.is_none_or(|since| now_ms - since < RELEASE_AFTER_MS);
-            o.cpu_millicores > effective * (1.0 + OVER_TOLERANCE) || pressing
-        }
-        // No fresh usage: keep whatever was established (never lift on silence).
-        (None, Some(_)) => {
-            hold_throttle = cap > 0.0;
-            prev.over_since_ms.is_some()
-        }
-        (_, None) => false,
-    };
+    let clock = over_clock(&prev, input, limit_cpu, borrowed, cap, now_ms);
+    let mut hold_throttle = clock.hold;
     // A message-rate throttle holds while the enclave still presses against its rate (its
     // attempts, accepted or refused, at least PRESSING of it) or says nothing: a flooder that
     // keeps flooding stays held, one that stopped is released.
@@ -260,12 +362,10 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
             .observation
             .is_none_or(|o| o.msgs.rate >= msgs_cap as f64 * PRESSING);
     }
-    let over_since = if over {
-        Some(prev.over_since_ms.unwrap_or(now_ms))
-    } else {
-        None
-    };
-    let over_ms = over_since.map_or(0, |s| now_ms.saturating_sub(s).max(1) as u64);
+    let (over_since, under_since) = (clock.over_since, clock.under_since);
+    // Over-limit time: up to now, or to when the clock stood still.
+    let over_for = over_since.map(|s| clock.stopped_at.unwrap_or(now_ms).saturating_sub(s));
+    let over_ms = over_for.map_or(0, |ms| ms.max(1) as u64);
     // Within the limit, the facts are the probe's exactly, so its decision is the decision.
     let decision = if over_ms == 0 {
         probe
@@ -290,6 +390,7 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
     Pass {
         decision,
         over_since,
+        over_for,
         limit_cpu,
         held_since,
         under_since,
@@ -458,7 +559,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                     cause: ladder.cause.clone(),
                     cpu_cap_millicores: allocation.limits.cpu_millicores,
                     suspended: allocation.suspended,
-                    over_limit_ms: pass.over_since.map(|s| now_ms - s),
+                    over_limit_ms: pass.over_for,
                 })));
             }
             if borrowed[i] != prev_borrowed {

@@ -40,6 +40,19 @@ pub use super::refusal::{Fault, Refusal};
 use super::window::{Rates, Windows};
 use crate::state::UsageDigest;
 
+/// A report arriving later than this after the last fresh one breaks an enclave's live
+/// evidence ([`Observation::live_ms`] starts again): reports come every 100 ms.
+pub const LIVE_GAP_MS: i64 = 1_000;
+
+/// The current run of an enclave's fresh reports, each following the last (by seq) within
+/// [`LIVE_GAP_MS`]: since when (session clock, ms), the last one's seq and arrival.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    since_ms: i64,
+    last_seq: u64,
+    last_ms: i64,
+}
+
 /// An enclave whose chain broke: its reports, by seq, until a checkpoint re-anchors it.
 #[derive(Debug, Default)]
 struct Resync {
@@ -65,6 +78,8 @@ pub struct Tracked {
     resync: Option<Resync>,
     /// Since when (Unix ms) every report was stale; `None` after a fresh one.
     stale_since_ms: Option<i64>,
+    /// Its live evidence on this stream (`None`: none yet, or it broke).
+    live: Option<Live>,
     /// Its re-attestation schedule.
     pub schedule: Schedule,
 }
@@ -346,6 +361,7 @@ impl Ledger {
                 held_since: BTreeMap::new(),
                 resync: None,
                 stale_since_ms: None,
+                live: None,
                 schedule: Schedule::new(now),
             },
         );
@@ -654,6 +670,20 @@ impl Tracked {
         match timeliness(end_ns, now_ns, freshness) {
             Timeliness::Fresh => {
                 self.stale_since_ms = None;
+                let since_ms = match self.live {
+                    Some(l)
+                        if l.last_seq.checked_add(1) == Some(report.seq)
+                            && now_ms.saturating_sub(l.last_ms) <= LIVE_GAP_MS =>
+                    {
+                        l.since_ms
+                    }
+                    _ => now_ms,
+                };
+                self.live = Some(Live {
+                    since_ms,
+                    last_seq: report.seq,
+                    last_ms: now_ms,
+                });
                 let end_ms = end_ns / 1_000_000;
                 self.windows.push(end_ms, &rates);
                 self.observation = Some(Observation {
@@ -665,11 +695,13 @@ impl Tracked {
                     seq: report.seq,
                     window_end_ms: end_ms,
                     msgs: msgs_of(&report),
+                    live_ms: u64::try_from(now_ms.saturating_sub(since_ms)).unwrap_or(0),
                 });
             }
             t => {
-                // Authentic but not current: accounted, never acted on.
+                // Authentic but not current: accounted, never acted on (and not evidence).
                 self.stale_since_ms.get_or_insert(now_ms);
+                self.live = None;
                 let why = match t {
                     Timeliness::Late(ns) => format!(
                         "seq {} ended {} ms ago: accounted, not used for decisions",
@@ -713,6 +745,7 @@ impl Tracked {
         }
         self.verifier = None;
         self.observation = None;
+        self.live = None;
         self.resync = Some(rs);
     }
 

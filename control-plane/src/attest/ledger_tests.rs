@@ -396,3 +396,51 @@ fn the_wait_average_is_whole_millicores_or_unknown() {
     let many = [report(Some(4 * SEC / 10))];
     assert_eq!(wait_millicores_avg(many.iter()), Some(4000));
 }
+
+fn live_ms(f: &Fixture) -> Option<u64> {
+    f.ledger
+        .get(NAME)
+        .and_then(|t| t.observation.as_ref())
+        .map(|o| o.live_ms)
+}
+
+/// Live evidence (what a throttle's release is counted on): fresh reports, each following the
+/// last by seq within LIVE_GAP_MS; a silence, a stale report or a lost one starts it again, and
+/// a new stream (a new `Tracked`) has none.
+#[test]
+fn live_evidence_runs_only_while_fresh_reports_follow_each_other() {
+    let mut f = fixture();
+    let ms = 1_000_000;
+    for k in 1..=20u64 {
+        let (rs, _) = f.emit(1);
+        assert!(f.usage(rs, end_of(k)).is_empty());
+        assert_eq!(live_ms(&f), Some((k - 1) * 100));
+    }
+    // A silence just within the gap continues it; one past it starts it again.
+    let (rs, _) = f.emit(1);
+    let at = end_of(20) + LIVE_GAP_MS as u64 * ms;
+    assert!(f.usage(rs, at).is_empty());
+    assert_eq!(live_ms(&f), Some(1_900 + LIVE_GAP_MS as u64));
+    let (rs, _) = f.emit(1);
+    let at = at + (LIVE_GAP_MS as u64 + 1) * ms;
+    assert!(f.usage(rs, at).is_empty());
+    assert_eq!(live_ms(&f), Some(0));
+    let (rs, _) = f.emit(1);
+    assert!(f.usage(rs, at + 100 * ms).is_empty());
+    assert_eq!(live_ms(&f), Some(100));
+    // A stale report (the controller's clock far ahead) is not evidence: the next fresh one
+    // starts again.
+    let (rs, _) = f.emit(1);
+    assert_eq!(faults(&f.usage(rs, at + 60 * SEC)), vec![Fault::Stale]);
+    let (rs, _) = f.emit(1);
+    assert!(f.usage(rs, end_of(f.emitted)).is_empty());
+    assert_eq!(live_ms(&f), Some(0));
+    // A lost report (a gap, a resync): nothing observed until the chain re-anchors, and then
+    // the evidence starts again.
+    let (mut rs, _) = f.emit(3);
+    rs.remove(1);
+    let now = end_of(f.emitted);
+    assert_eq!(faults(&f.usage(rs, now)), vec![Fault::Gap]);
+    assert_eq!(live_ms(&f), None);
+    assert!(f.ledger.get(NAME).is_some_and(|t| t.live.is_none()));
+}

@@ -192,6 +192,10 @@ struct Sim<'a> {
     /// The window being decided on in the current batch.
     window: Option<(u64, u64)>,
     last_window_ms: Option<i64>,
+    /// Its live evidence, as the live loop's ledger counts it (`Observation::live_ms`): since
+    /// when its recorded windows have followed each other by seq (a new report key, a declared
+    /// gap or a replayed window starts it again), and the last one's seq.
+    live: Option<(i64, u64)>,
     /// (recorded, planned) step of the previous window compared.
     previous: Option<(Step, Step)>,
     /// What the log shows in force.
@@ -293,6 +297,7 @@ impl<'a> Sim<'a> {
             observation: None,
             window: None,
             last_window_ms: None,
+            live: None,
             previous: None,
             actual_step: Step::None,
             actual_cause: String::new(),
@@ -386,8 +391,15 @@ impl<'a> Sim<'a> {
             .map_or(1.0, |t| ((at_ms - t) as f64 / 1000.0).max(1.0));
         self.last_window_ms = Some(at_ms);
         if w.replayed {
+            // Accounted, never decided on: not live evidence either.
+            self.live = None;
             return;
         }
+        let live_since = match self.live {
+            Some((since, last)) if last.checked_add(1) == Some(w.first_seq) => since,
+            _ => at_ms,
+        };
+        self.live = Some((live_since, w.last_seq));
         let rates = Rates {
             cpu_millicores: w.cpu_millicores_avg as f64,
             memory_bytes: w.mem_bytes_max as f64,
@@ -407,6 +419,7 @@ impl<'a> Sim<'a> {
                 window_end_ms: end_ms,
                 // Digests do not carry message counts: a replay decides without them.
                 msgs: Default::default(),
+                live_ms: u64::try_from(at_ms - live_since).unwrap_or(0),
             });
         }
     }

@@ -366,3 +366,36 @@ fn the_replay_is_deterministic_and_independent_of_history_order() {
     assert_eq!(one[0], two[1]);
     assert_eq!(one[1], two[0]);
 }
+
+/// As live (`Observation::live_ms`), the planner releases a throttle only after
+/// RELEASE_AFTER_MS backed off on the current chain's evidence: a new report key (an agent's
+/// restart) starts it again.
+#[test]
+fn a_throttle_is_released_on_the_current_chains_evidence_only() {
+    use crate::attest::decide::RELEASE_AFTER_MS;
+    let released_at = |restart: Option<u64>| {
+        let mut cpu = vec![1000];
+        cpu.extend([50; 24]);
+        let mut busy = steady("busy", "acme", "h1", &cpu);
+        if let Some(r) = restart {
+            // From window r on, the agent's new key: seqs start again at 1.
+            for rec in &mut busy.records {
+                if let Record::Window(w) = &mut rec.record
+                    && w.first_seq > r * 10
+                {
+                    w.first_seq -= r * 10;
+                    w.last_seq -= r * 10;
+                }
+            }
+        }
+        let c = replay(&set(THROTTLE_ONLY), &set(THROTTLE_ONLY), &[busy], 0, 60_000);
+        let b = &c[0];
+        assert_eq!(b.planned.throttles, 1, "{b:?}");
+        assert_eq!(b.planned.releases, 1, "{b:?}");
+        b.planned.actions[1].at_ms
+    };
+    // Throttled at 1 s, backed off from 2 s: released 10 s later.
+    assert_eq!(released_at(None), 2_000 + RELEASE_AFTER_MS);
+    // The agent restarted at 6 s (window 5): its new chain's evidence starts there.
+    assert_eq!(released_at(Some(5)), 6_000 + RELEASE_AFTER_MS);
+}

@@ -72,6 +72,7 @@ fn obs(cpu: f64, wanted: &[(Resource, tribune_policy::Agg, u32)]) -> Observation
         seq: 7,
         window_end_ms: 0,
         msgs: Default::default(),
+        live_ms: 0,
     }
 }
 
@@ -82,6 +83,9 @@ struct Sim {
     allocation: Option<Allocation>,
     held: BTreeMap<String, i64>,
     accounting_broken_ms: Option<u64>,
+    /// Since when its usage has been observed live in this session (the ledger's
+    /// `Observation::live_ms`): set by its first observation, cleared by [`Sim::new_session`].
+    live_from: Option<i64>,
 }
 
 impl Sim {
@@ -92,7 +96,14 @@ impl Sim {
             allocation: None,
             held: BTreeMap::new(),
             accounting_broken_ms: None,
+            live_from: None,
         }
+    }
+    /// A new attestation session (the agent restarted, or it moved to another controller):
+    /// its live evidence starts again with its next report.
+    fn new_session(&mut self) {
+        self.live_from = None;
+        self.held.clear();
     }
     fn absorb(&mut self, out: &Output) {
         self.held = out.held_since.clone();
@@ -114,8 +125,19 @@ fn step_all(p: &PolicySet, sims: &mut [Sim], cpus: &[Option<f64>], now: i64) -> 
         .iter()
         .flat_map(|p| p.usage_windows())
         .collect();
-    let observations: Vec<Option<Observation>> =
-        cpus.iter().map(|c| c.map(|c| obs(c, &wanted))).collect();
+    let observations: Vec<Option<Observation>> = cpus
+        .iter()
+        .zip(sims.iter_mut())
+        .map(|(c, s)| {
+            c.map(|c| {
+                let from = *s.live_from.get_or_insert(now);
+                Observation {
+                    live_ms: u64::try_from(now - from).unwrap_or(0),
+                    ..obs(c, &wanted)
+                }
+            })
+        })
+        .collect();
     let outs = {
         let inputs: Vec<Input> = sims
             .iter()
@@ -140,6 +162,8 @@ fn step_all(p: &PolicySet, sims: &mut [Sim], cpus: &[Option<f64>], now: i64) -> 
 fn step(p: &PolicySet, sim: &mut Sim, cpu: Option<f64>, now: i64) -> Output {
     step_all(p, std::slice::from_mut(sim), &[cpu], now).remove(0)
 }
+
+mod ladder;
 
 #[test]
 fn within_limit_has_no_cap_and_static_settings() {
@@ -194,24 +218,26 @@ fn a_throttled_enclave_that_backs_off_is_released() {
     let mut s = Sim::new("a", "acme");
     step(&p, &mut s, Some(900.0), 0);
     assert_eq!(s.status.ladder.step, Step::Throttle);
-    // Just under the cap: still capped, but the ladder clock stops.
-    let e = step(&p, &mut s, Some(170.0), 300)
-        .enforcement
-        .expect("clock stops");
-    assert_eq!(e.ladder.step, Step::Throttle);
-    assert_eq!(e.ladder.over_since_ms, None);
-    assert_eq!(e.allocation.limits.cpu_millicores, 200);
-    // Backed off: still capped for RELEASE_AFTER_MS (a starved enclave looks the same)…
+    // Just under the cap (at its limit, within what a cap and a busy host make of it): still
+    // over, the ladder clock runs on; nothing to write.
+    assert!(step(&p, &mut s, Some(170.0), 300).enforcement.is_none());
+    assert_eq!(s.status.ladder.over_since_ms, Some(0));
+    // Backed off: still capped for RELEASE_AFTER_MS (a starved enclave looks the same), the
+    // clock stands still (500 ms over)…
     let e = step(&p, &mut s, Some(120.0), 500)
         .enforcement
         .expect("backed off");
     assert_eq!(e.ladder.step, Step::Throttle);
     assert_eq!(e.ladder.under_since_ms, Some(500));
+    assert_eq!(e.ladder.over_since_ms, Some(0));
+    assert_eq!(e.allocation.limits.cpu_millicores, 200);
     assert!(step(&p, &mut s, Some(100.0), 5_000).enforcement.is_none());
-    // …pressing again in between restarts the wait…
+    // …pressing again in between restarts the wait, and the clock runs on from 500 ms…
     step(&p, &mut s, Some(160.0), 6_000);
     assert_eq!(s.status.ladder.under_since_ms, None);
+    assert_eq!(s.status.ladder.over_since_ms, Some(5_500));
     step(&p, &mut s, Some(100.0), 7_000);
+    assert_eq!(s.status.ladder.step, Step::Throttle, "1.5 s over, not 3");
     assert!(step(&p, &mut s, Some(100.0), 16_000).enforcement.is_none());
     // …and after it the cap is lifted.
     let e = step(&p, &mut s, Some(120.0), 17_000)
