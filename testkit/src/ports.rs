@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use crate::Error;
 
 /// Ports per block.
-pub const BLOCK: u16 = 64;
+pub const BLOCK: u16 = 128;
 /// The lowest port handed out (above the well-known and registered services most hosts run).
 const FLOOR: u16 = 10_240;
 
