@@ -193,6 +193,13 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// The first of `count` (at most [`BLOCK`]) consecutive ports free now and handed out to no
+/// one else, for a process that picks among them itself (the controllers' live-migration
+/// ports: `[migration] port_base`, `port_span`). Below the ephemeral range like the others.
+pub fn try_free_port_span(count: u16) -> Result<u16, Error> {
+    with_pool(|p| p.take(count)).ok_or(Error::NoPort { tries: TRIES })
+}
+
 /// A base port B above 1024 such that B+1 ..= B+`count` are all free now and handed out to
 /// no one else (for a command that takes a base port, like `tribune dev --port-base`).
 pub fn free_port_base(count: u16) -> u16 {
@@ -245,6 +252,21 @@ mod tests {
         // Never handed out again.
         let later: HashSet<u16> = (0..100).map(|_| free_port()).collect();
         assert!((base..=base + 3).all(|p| !later.contains(&p)));
+    }
+
+    #[test]
+    fn a_span_is_ours_alone() {
+        if block_count() == 0 {
+            crate::say_skipped("the ephemeral port range leaves no room below it");
+            return;
+        }
+        let first = try_free_port_span(BLOCK).expect("a whole block");
+        for p in first..first + BLOCK {
+            TcpListener::bind(("127.0.0.1", p)).expect("free");
+        }
+        let later: HashSet<u16> = (0..100).map(|_| free_port()).collect();
+        assert!((first..first + BLOCK).all(|p| !later.contains(&p)));
+        assert!(try_free_port_span(BLOCK + 1).is_err());
     }
 
     /// Run by [`another_process_never_gets_our_ports`] in a child process: prints the ports

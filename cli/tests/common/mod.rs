@@ -48,6 +48,16 @@ pub fn spawn_dev(
     (child, rx)
 }
 
+/// `port_base` and `port_span` for a controller config's `[migration]` table: live-migration
+/// targets listen on ports of this test's own. The default, 47000-48999, lies inside the
+/// kernel's ephemeral range (32768-60999), where any outgoing connection on the host can hold
+/// the port a target's QEMU is about to bind.
+pub fn migration_ports() -> String {
+    let span = 64;
+    let first = tribune_testkit::ports::try_free_port_span(span).expect("migration ports");
+    format!("port_base = {first}\nport_span = {span}\n")
+}
+
 /// True (after saying `skipped: TEST: not root (WHY)` on stderr) when this test cannot run.
 pub fn skip_unless_root(test: &str, why: &str) -> bool {
     if tribune_testkit::is_root() {
