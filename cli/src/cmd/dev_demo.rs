@@ -157,8 +157,9 @@ pub fn metrics_listen(port_base: u16, i: usize) -> String {
         .map_or_else(|| "off".to_string(), |p| format!("127.0.0.1:{p}"))
 }
 
-/// Starts one agent per demo host: enforcing as root, observe-only otherwise; both launch
-/// only what [`write_launch_policy`] allows; metrics on [`metrics_listen`].
+/// Starts one agent per demo host (instance `devPORT_BASE-HOST`): enforcing as root,
+/// observe-only otherwise; both launch only what [`write_launch_policy`] allows; metrics on
+/// [`metrics_listen`].
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
@@ -175,7 +176,14 @@ pub fn start_agents(
         let child = die_with_parent(&mut cmd)
             .args(["agent", "run"])
             .args(super::logging::child_args())
-            .args(["--instance", &format!("dev-{host}"), "--host-id", host])
+            // Named by the ports too: two `tribune dev` on one host (a developer's and a
+            // test's) never share cgroups or namespaces, nor clean up each other's.
+            .args([
+                "--instance",
+                &format!("dev{port_base}-{host}"),
+                "--host-id",
+                host,
+            ])
             .arg("--data-dir")
             .arg(dir.join(format!("agent-{host}")))
             .arg("--tls-dir")
