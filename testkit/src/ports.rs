@@ -6,7 +6,7 @@
 //! **below the kernel's ephemeral range** (`net.ipv4.ip_local_port_range`, 32768–60999 by
 //! default), from which the kernel picks the local port of every outgoing connection and of
 //! every bind to port 0: no connection of any process can take one of ours. A block is this
-//! process's while it holds an exclusive `flock` on `$TMPDIR/tribune-testkit-ports/BLOCK.lock`
+//! process's while it holds an exclusive `flock` on `/tmp/tribune-testkit-ports/BLOCK.lock`
 //! (released when the process exits, however it exits), so two processes using this module at
 //! once — two test binaries, a test and the `tribune bench` or `tribune dev` it runs — never
 //! hand out the same port; within a process a port is handed out once, and only when it can
@@ -57,7 +57,8 @@ fn block_count() -> u16 {
 }
 
 fn lock_dir() -> PathBuf {
-    std::env::temp_dir().join("tribune-testkit-ports")
+    // Not $TMPDIR: every process on the host must meet in one place, whatever its environment.
+    PathBuf::from("/tmp/tribune-testkit-ports")
 }
 
 /// Takes block `b` when no other process holds it.

@@ -177,14 +177,15 @@ pub struct Net {
 }
 
 /// Takes the /24 `10.SECOND.THIRD.0` for this run, starting at (`second`, `third`) and
-/// walking on: one held (an exclusive `flock` on `$TMPDIR/tribune-chaos-subnets/…`) by another
+/// walking on: one held (an exclusive `flock` on `/tmp/tribune-chaos-subnets/…`) by another
 /// run of any process, or already routed on this host, is skipped. Two runs on one /24 put
 /// the same route on two bridges, and the host's packets to one run's nodes can leave on the
 /// other's. `None` (the lock directory unusable): the start, unheld.
 fn lease_subnet(second: u8, third: u8) -> (u8, u8, Option<std::fs::File>) {
     use std::os::unix::io::AsRawFd;
-    let dir = std::env::temp_dir().join("tribune-chaos-subnets");
-    if std::fs::create_dir_all(&dir).is_err() {
+    // Not $TMPDIR: every run on the host must meet in one place, whatever its environment.
+    let dir = std::path::Path::new("/tmp/tribune-chaos-subnets");
+    if std::fs::create_dir_all(dir).is_err() {
         return (second, third, None);
     }
     let start = u32::from(second.saturating_sub(200)) * 256 + u32::from(third);
