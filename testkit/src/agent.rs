@@ -37,6 +37,8 @@ pub struct AgentOptions {
 pub struct AgentProcess {
     pub child: Child,
     pub log: PathBuf,
+    /// `--instance`: its cgroups are `tribune/INSTANCE/…`.
+    pub instance: String,
 }
 
 /// How long an agent gets to exit after SIGTERM.
@@ -80,6 +82,7 @@ impl AgentProcess {
         Ok(Self {
             child,
             log: o.log.clone(),
+            instance: o.instance.clone(),
         })
     }
 

@@ -372,7 +372,11 @@ pub fn output_text(o: &std::process::Output) -> String {
 /// Starts a real `tribune agent` for `host` with its own certificate from the cluster's CA
 /// (mTLS, as in production), streaming to `controllers` in that order, with `extra` arguments;
 /// its data dir and log are `agent-INSTANCE` under the cluster's dir. Stopped with SIGTERM
-/// when dropped.
+/// when dropped. It runs as instance `INSTANCE-PID` ([`AgentProcess::instance`]: its cgroups
+/// and namespaces): the same test run from two checkouts at once on one host must not share
+/// them, nor clean up each other's.
+///
+/// [`AgentProcess::instance`]: tribune_testkit::agent::AgentProcess::instance
 pub fn start_agent(
     c: &Cluster,
     instance: &str,
@@ -390,7 +394,7 @@ pub fn start_agent(
     );
     tribune_testkit::agent::AgentProcess::start(&tribune_testkit::agent::AgentOptions {
         binary: BIN.into(),
-        instance: instance.to_string(),
+        instance: format!("{instance}-{}", std::process::id()),
         host: host.to_string(),
         data_dir: dir.join(format!("agent-{instance}")),
         launch_policy: write_launch_policy(dir, &["/bin/sh"]),
