@@ -242,6 +242,8 @@ pub async fn agent(
         .arg(dir.path())
         .arg("--launch-policy")
         .arg(crate::write_launch_policy(dir.path(), &["/bin/sleep"])?)
+        // Served, as by default, but not on the default port another agent may hold.
+        .args(["--metrics-listen", "127.0.0.1:0"])
         // A uid per enclave, however many the run asks for.
         .arg("--enclave-uids")
         .arg({

@@ -239,7 +239,14 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     // No cool-down: the trials migrate the VM back and forth, the breach phase by policy.
     let config = dir.path().join("controller.toml");
-    std::fs::write(&config, "[migration]\ncooldown_s = 0\n")?;
+    // The targets listen on ports of this run's own, not in 47000-48999 (inside the kernel's
+    // ephemeral range, where any outgoing connection can hold one).
+    let span = 64;
+    let first = tribune_testkit::ports::try_free_port_span(span)?;
+    std::fs::write(
+        &config,
+        format!("[migration]\ncooldown_s = 0\nport_base = {first}\nport_span = {span}\n"),
+    )?;
     let config = config.display().to_string();
     let cluster = LocalCluster::start_ready(
         binary,

@@ -1,6 +1,7 @@
 //! `tribune agent …` end to end: argument parsing everywhere; as root also run → apply →
 //! status → SIGTERM (clean exit leaves nothing), a crash (SIGKILL) cleaned by `cleanup`, and
-//! `run-enclave` returning the enclave's exit code.
+//! `run-enclave` returning the enclave's exit code; two agents started at once in one
+//! directory both launch and serve metrics, each on its own port.
 
 mod common;
 
@@ -28,13 +29,15 @@ fn start_agent(dir: &Path, instance: &str) -> Child {
         .arg(dir)
         .arg("--launch-policy")
         .arg(common::write_launch_policy(dir, &["/bin/sleep"]))
+        // Not the default 127.0.0.1:7480: agents of other tests may be running.
+        .args(["--metrics-listen", "127.0.0.1:0"])
         // Its enclaves inherit these: never let them hold the harness's pipes.
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert!(
-        wait_for(Duration::from_secs(20), || dir.join("agent.sock").exists()),
+        wait_for(common::DEADLINE, || dir.join("agent.sock").exists()),
         "agent did not open its control socket"
     );
     child
@@ -286,4 +289,93 @@ fn run_enclave_returns_the_enclave_exit_code_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(gone(&format!("run-{name}")));
+}
+
+/// `GET /metrics` from `addr` (plain HTTP/1.0): the whole answer, or `None`.
+fn get_metrics(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// What CI's schedule_agents met: a test started two agents at once in one directory, the
+/// second one's start rewrote the shared launch allow-list while the first read it (the first
+/// refused every launch), and both tried the default metrics port (the second served none).
+/// Each agent here is started by its own thread, each rewriting the shared allow-list as it
+/// starts; both must launch their enclave and serve metrics on a port of their own.
+#[test]
+fn two_agents_started_at_once_in_one_dir_both_launch_and_serve_metrics() {
+    if skip_unless_root("two_agents_at_once") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    use tribune_testkit::agent::{AgentOptions, AgentProcess};
+    let dir = tribune_testkit::TestDir::new("tribune-agent-pair-");
+    let dir = dir.path();
+    let pid = std::process::id();
+    let start = |k: u32| {
+        AgentProcess::start(&AgentOptions {
+            binary: BIN.into(),
+            instance: format!("pair{pid}-{k}"),
+            host: format!("pair{k}"),
+            data_dir: dir.join(format!("agent-{k}")),
+            launch_policy: common::write_launch_policy(dir, &["/bin/sleep"]),
+            controllers: vec![],
+            tls_dir: None,
+            extra: vec![],
+            log: dir.join(format!("agent-{k}.log")),
+        })
+        .expect("start an agent")
+    };
+    let agents: Vec<AgentProcess> = std::thread::scope(|s| {
+        let first = s.spawn(|| start(1));
+        let second = start(2);
+        vec![first.join().expect("the first agent's start"), second]
+    });
+    let mut served = Vec::new();
+    for (k, a) in (1..).zip(&agents) {
+        let data = dir.join(format!("agent-{k}"));
+        assert!(
+            wait_for(common::DEADLINE, || data.join("agent.sock").exists()),
+            "agent {k} opened no control socket:\n{}",
+            a.log_tail()
+        );
+        let out = Command::new(BIN)
+            .args(["agent", "apply", "--plan"])
+            .arg(write_plan(&data, 1, 100))
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run tribune agent apply");
+        assert!(
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("\"launched\":[\"s\"]"),
+            "agent {k} did not launch its enclave:\n{}\nstderr: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            a.log_tail()
+        );
+        let addr = a
+            .metrics_addr(common::DEADLINE)
+            .unwrap_or_else(|e| panic!("agent {k}: {e}\n{}", a.log_tail()));
+        let text = get_metrics(addr).unwrap_or_default();
+        assert!(
+            text.starts_with("HTTP/1.") && text.contains(" 200 ") && text.contains("tribune_agent"),
+            "agent {k}'s metrics at {addr}:\n{text}"
+        );
+        served.push(addr);
+    }
+    assert_ne!(served[0], served[1], "both agents on one metrics port");
+    for (k, a) in (1..).zip(&agents) {
+        assert!(
+            !a.log_text().contains("metrics are not served"),
+            "agent {k}:\n{}",
+            a.log_tail()
+        );
+    }
 }

@@ -44,9 +44,10 @@ impl Agent {
         // The agent streams to node 1 first; it is the one killed in the failover test.
         let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
         let extra = extra.iter().map(|s| s.to_string()).collect();
+        let proc = common::start_agent(c, instance, host, controllers, extra);
         Agent {
-            proc: common::start_agent(c, instance, host, controllers, extra),
-            instance: instance.to_string(),
+            instance: proc.instance.clone(),
+            proc,
         }
     }
 

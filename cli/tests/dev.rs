@@ -7,8 +7,22 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn free_base() -> u16 {
-    // Three consecutive free ports above the base.
-    tribune_testkit::ports::free_port_base(3)
+    // The controllers on base+1..=3, the demo agents' metrics on base+80 and base+81.
+    tribune_testkit::ports::free_port_base(81)
+}
+
+/// The status line and body of `GET http://ADDR/metrics`, or what went wrong.
+fn get_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let go = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    go().unwrap_or_else(|e| format!("{addr}: {e}"))
 }
 
 #[test]
@@ -159,6 +173,20 @@ fn dev_starts_in_under_10s_and_cluster_status_shows_three_healthy_members() {
         }
     }
     eprintln!("demo stories shown {:?} after start", started.elapsed());
+
+    // Each demo agent serves its metrics where dev said, on a port of its own (both on the
+    // agent's default port, the second served none).
+    for (i, host) in ["h1", "h2"].into_iter().enumerate() {
+        let addr = format!("127.0.0.1:{}", base + 80 + i as u16);
+        let url = format!("http://{addr}/metrics  ({host})");
+        assert!(printed.contains(&url), "{url:?} not in:\n{printed}");
+        let text = get_metrics(&addr);
+        assert!(
+            text.starts_with("HTTP/1.") && text.contains(" 200 ") && text.contains("tribune_agent"),
+            "{host}'s agent metrics at {addr}:\n{text}\n{}",
+            log_tails(&dir.path().join("data"))
+        );
+    }
 
     // SIGTERM stops dev and every controller it started.
     tribune_testkit::process::sigterm(&dev);

@@ -62,12 +62,8 @@ async fn an_enclave_on_h1_messages_one_on_h2_by_name_through_both_agents() {
             .await;
     }
     let controllers: Vec<String> = c.nodes.values().map(|n| n.addr.clone()).collect();
-    let peer = |_: &str| {
-        vec![
-            "--peer-listen".to_string(),
-            tribune_testkit::ports::free_addr(),
-        ]
-    };
+    // A port the kernel picks: the agent tells the controllers the one it bound.
+    let peer = |_: &str| vec!["--peer-listen".to_string(), "127.0.0.1:0".to_string()];
     let (d1, d2) = (
         c.dir.path().join("agent-xh1"),
         c.dir.path().join("agent-xh2"),

@@ -310,7 +310,10 @@ async fn setup(test: &str) -> Option<Rig> {
     let config = dir.path().join("controller.toml");
     std::fs::write(
         &config,
-        "[migration]\nprepare_timeout_s = 20\ntransfer_timeout_s = 30\ncooldown_s = 0\n",
+        format!(
+            "[migration]\nprepare_timeout_s = 20\ntransfer_timeout_s = 30\ncooldown_s = 0\n{}",
+            common::migration_ports()
+        ),
     )
     .expect("write the controller config");
     let config = config.display().to_string();

@@ -110,7 +110,16 @@ async fn the_controllers_live_migrate_a_vm_and_roll_back_a_failed_one() {
         ));
         return;
     }
-    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    // Migration targets listen on ports of this test's own (the config outlives `c`).
+    let conf = tempfile::tempdir().expect("temp dir");
+    let config = conf.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!("[migration]\n{}", common::migration_ports()),
+    )
+    .expect("write the controller config");
+    let config = config.display().to_string();
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence", "--config", &config]);
     let n = c.wait_leader().await;
     let (_a1, d1) = agent(&c, "lm1", "mh1", true);
     let (_a2, d2) = agent(&c, "lm2", "mh2", true);

@@ -141,11 +141,11 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
     assert!(out.status.success(), "{}", common::output_text(&out));
     let e: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(e["placement"], json!({"host": "sh1", "epoch": 1}), "{e}");
-    let instances = ["scha", "schb"];
+    let instances = [a1.instance.as_str(), a2.instance.as_str()];
     wait_for("the enclave running on sh1", &c, async || {
         let (_, e) = c.get_json(n, "/v1/enclaves/mover").await?;
         let procs = running(marker, &instances);
-        (e["state"] == "running" && procs.len() == 1 && procs[0].1.as_deref() == Some("scha"))
+        (e["state"] == "running" && procs.len() == 1 && procs[0].1.as_deref() == Some(instances[0]))
             .then_some(())
     })
     .await;
@@ -175,7 +175,11 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
         text.contains("mover: moving to sh3") && text.contains("epoch 2"),
         "{text}"
     );
-    let instances = ["scha", "schb", "schc"];
+    let instances = [
+        a1.instance.as_str(),
+        a2.instance.as_str(),
+        a3.instance.as_str(),
+    ];
     // While it moves, it never runs in two places; at the end it runs on sh3 alone.
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -185,7 +189,7 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
         if e["placement"] == json!({"host": "sh3", "epoch": 2})
             && e["state"] == "running"
             && procs.len() == 1
-            && procs[0].1.as_deref() == Some("schc")
+            && procs[0].1.as_deref() == Some(instances[2])
         {
             break;
         }

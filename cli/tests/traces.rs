@@ -156,12 +156,16 @@ async fn one_windows_journey_is_one_trace_across_the_agent_and_two_controllers()
         return;
     }
     let received = Receiver::default();
-    let port = common::free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // Bound here, on a port the kernel picks: a bind that failed inside the spawned server
+    // would only show as no spans arriving.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the collector");
+    let port = listener.local_addr().expect("collector address").port();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(received.clone()))
-            .serve(addr),
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let endpoint = format!("http://127.0.0.1:{port}");
     let trace_args = ["--otlp-endpoint", &endpoint, "--trace-sample-ratio", "1"];

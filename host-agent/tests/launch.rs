@@ -135,7 +135,7 @@ async fn refused_specs_never_run_and_allowed_ones_run_unprivileged() {
 
     // Positive control: the allowed script ran, as a uid that is not root.
     assert!(
-        wait_for(Duration::from_secs(20), || good_file.exists()
+        wait_for(tribune_testkit::DEADLINE, || good_file.exists()
             && !std::fs::read_to_string(&good_file)
                 .unwrap()
                 .trim()
@@ -341,7 +341,7 @@ async fn after_a_crash_an_enclave_the_allow_list_no_longer_allows_is_stopped() {
     );
     assert!(st.enclaves.iter().all(|e| e.name != "t"), "t still runs");
     assert!(
-        wait_for(Duration::from_secs(5), || gone(t_pid)),
+        wait_for(tribune_testkit::DEADLINE, || gone(t_pid)),
         "t was not stopped"
     );
     assert_eq!(st.refused.len(), 1);

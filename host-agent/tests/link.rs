@@ -34,7 +34,7 @@ async fn link_up(ctl: &FakeController) -> (mpsc::Sender<ToLink>, mpsc::Receiver<
     let (up_tx, up_rx) = mpsc::channel(64);
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     tokio::spawn(link::run(ctl.link_config("h1"), up_rx, ev_tx));
-    let ev = tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await;
+    let ev = tokio::time::timeout(tribune_testkit::DEADLINE, ev_rx.recv()).await;
     assert!(matches!(ev, Ok(Some(LinkEvent::Up))), "{ev:?}");
     (up_tx, ev_rx)
 }

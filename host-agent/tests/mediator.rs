@@ -14,7 +14,7 @@ use tribune_agent::mediator::fq::Bounds;
 use tribune_msg::wire::{self, Frame, RefusalCode};
 use tribune_msg::{Client, DeliveryError, SendError};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = tribune_testkit::DEADLINE;
 
 fn table(parties: &[(&str, &[&str])]) -> TalkTable {
     TalkTable::from_parties(

@@ -20,7 +20,7 @@ use tribune_msg::wire::{self, Frame, Outcome, RefusalCode};
 use tribune_msg::{Client, DeliveryError};
 use tribune_tls::{PeerIdentity, TlsFiles};
 
-const DEADLINE: Duration = Duration::from_secs(20);
+const DEADLINE: Duration = tribune_testkit::DEADLINE;
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, f).await.expect("timed out")

@@ -361,7 +361,8 @@ async fn per_enclave_classes_give_planned_rates_and_fair_shares() {
     // The namespace goes away asynchronously; its veth peer may outlive it for a moment.
     let _ = net::run("ip", &["link", "del", &up]);
     assert!(
-        wait_for(Duration::from_secs(5), || !net::our_links().contains(&up)),
+        wait_for(tribune_testkit::DEADLINE, || !net::our_links()
+            .contains(&up)),
         "uplink veth left"
     );
     assert_clean(cg.as_ref(), &instance);

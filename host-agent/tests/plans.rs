@@ -39,7 +39,7 @@ async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     agent.set_uplink(up_tx);
     let link = tokio::spawn(link::run(ctl.link_config("h"), up_rx, ev_tx));
-    let up = tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await;
+    let up = tokio::time::timeout(tribune_testkit::DEADLINE, ev_rx.recv()).await;
     assert!(matches!(up, Ok(Some(LinkEvent::Up))), "{up:?}");
     let mut e = enclave(sleeper(), Some(250), 2);
     e.limits.memory_bytes = Some(64 << 20);
@@ -77,7 +77,7 @@ async fn plan_is_reapplied_after_restart_and_stale_plans_refused() {
     assert_eq!(rep.writes, 0);
     shutdown_clean(agent).await;
     // The agent is gone, so is its side of the link.
-    tokio::time::timeout(Duration::from_secs(10), link)
+    tokio::time::timeout(tribune_testkit::DEADLINE, link)
         .await
         .expect("the link ends with the agent")
         .unwrap();
@@ -136,20 +136,20 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
         ))
         .await
         .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()
+    assert!(wait_for(tribune_testkit::DEADLINE, || cg.cpu_cap(&g).ok()
         == Some(Some(300))));
     // The controller goes away.
     drop(link_tx);
     // Someone lifts the limit behind the agent's back: the last plan is enforced again.
     cg.set_cpu_cap(&g, None).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || cg.cpu_cap(&g).ok()
+        wait_for(tribune_testkit::DEADLINE, || cg.cpu_cap(&g).ok()
             == Some(Some(300))),
         "limit not re-enforced after the link went down"
     );
     cg.set_weight(&g, 200).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || cg.weight_is(&g, 1).ok()
+        wait_for(tribune_testkit::DEADLINE, || cg.weight_is(&g, 1).ok()
             == Some(true)),
         "weight not re-enforced"
     );
@@ -164,7 +164,7 @@ async fn plan_is_kept_and_reenforced_when_controller_link_is_down() {
     assert_eq!(st.controller_link, LinkState::Down);
     // With the link down, the loop still samples and hands every window over (the link
     // buffers what it sealed until a controller acknowledges it).
-    let windows_of_s = tokio::time::timeout(Duration::from_secs(10), async {
+    let windows_of_s = tokio::time::timeout(tribune_testkit::DEADLINE, async {
         let mut n = 0;
         while n < 3 {
             match up_rx.recv().await {

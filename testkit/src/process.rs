@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 /// How often an exit is polled for.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Sends SIGTERM to `child` (nothing happens if it has already exited and been reaped).
+/// Sends SIGTERM to `child`. Only for a child not reaped yet (not `wait`ed for, no `try_wait`
+/// that gave its status): a reaped child's pid can already be another process's (`pid_max` is
+/// 32768 on small hosts, and a test run starts thousands of processes). [`terminate`] and
+/// [`stop`] check that themselves.
 pub fn sigterm(child: &Child) {
     // SAFETY: kill(2) has no memory preconditions; the pid is our own child's.
     unsafe {
@@ -43,8 +46,13 @@ pub fn terminate<'a>(
     grace: Duration,
 ) -> Vec<Stopped> {
     let mut children: Vec<&mut Child> = children.into_iter().collect();
-    for c in &children {
-        sigterm(c);
+    for c in &mut children {
+        // A reaped child's pid may be another process's by now (e.g. an agent a test killed
+        // and waited for, then dropped): signal only one still ours. An exited, unreaped
+        // child keeps its pid (a zombie) until waited for, so nothing can take it in between.
+        if let Ok(None) = c.try_wait() {
+            sigterm(c);
+        }
     }
     let deadline = Instant::now() + grace;
     children
@@ -163,6 +171,20 @@ mod tests {
             matches!(c.try_wait(), Ok(Some(_)) | Err(_)),
             "reaped after the kill"
         );
+    }
+
+    #[test]
+    fn a_child_already_reaped_is_left_alone() {
+        // (Its pid may be another process's by now; that cannot be staged, only the path.)
+        let mut c = stubborn();
+        c.kill().expect("kill");
+        let status = c.wait().expect("reap");
+        let started = Instant::now();
+        assert_eq!(
+            stop(&mut c, Duration::from_secs(20)),
+            Stopped::Exited(Some(status))
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -316,7 +316,9 @@ async fn start_agent(
     .arg("--data-dir")
     .arg(&data_dir)
     .arg("--launch-policy")
-    .arg(&policy);
+    .arg(&policy)
+    // Served, as by default, but not on the default port another agent may hold.
+    .args(["--metrics-listen", "127.0.0.1:0"]);
     if let Some(p) = &spec.peer {
         cmd.args(["--peer-listen", &p.listen, "--host-id", &p.host_id])
             .arg("--tls-dir")

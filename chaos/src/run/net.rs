@@ -172,6 +172,41 @@ pub struct Net {
     pub agents: Vec<Slot>,
     /// `(agent, controller)`: cut off from each other, both ways.
     agent_cut: BTreeSet<(usize, usize)>,
+    /// The run's hold on its /24 ([`lease_subnet`]); released after the bridge is deleted.
+    _subnet: Option<std::fs::File>,
+}
+
+/// Takes the /24 `10.SECOND.THIRD.0` for this run, starting at (`second`, `third`) and
+/// walking on: one held (an exclusive `flock` on `/tmp/tribune-chaos-subnets/…`) by another
+/// run of any process, or already routed on this host, is skipped. Two runs on one /24 put
+/// the same route on two bridges, and the host's packets to one run's nodes can leave on the
+/// other's. `None` (the lock directory unusable): the start, unheld.
+fn lease_subnet(second: u8, third: u8) -> (u8, u8, Option<std::fs::File>) {
+    use std::os::unix::io::AsRawFd;
+    // Not $TMPDIR: every run on the host must meet in one place, whatever its environment.
+    let dir = std::path::Path::new("/tmp/tribune-chaos-subnets");
+    if std::fs::create_dir_all(dir).is_err() {
+        return (second, third, None);
+    }
+    let start = u32::from(second.saturating_sub(200)) * 256 + u32::from(third);
+    for k in 0..50 * 256 {
+        let i = (start + k) % (50 * 256);
+        let (s, t) = (200 + (i / 256) as u8, (i % 256) as u8);
+        let Ok(file) = std::fs::File::create(dir.join(format!("10.{s}.{t}.lock"))) else {
+            continue;
+        };
+        // SAFETY: a valid open descriptor; flock has no other preconditions.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        let routed = cmd("ip", &["-4", "route", "show", &format!("10.{s}.{t}.0/24")])
+            .map(|out| !out.trim().is_empty())
+            .unwrap_or(false);
+        if !routed {
+            return (s, t, Some(file));
+        }
+    }
+    (second, third, None)
 }
 
 impl Net {
@@ -180,10 +215,8 @@ impl Net {
         let pid = std::process::id();
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{PREFIX}{pid}x{run}");
-        // 10.(200 + run % 50).(pid % 256).0/24: distinct for the runs of one harness, and
-        // unlikely to meet another harness's (the sweep clears dead ones).
-        let third = (pid % 256) as u8;
-        let second = 200 + (run % 50) as u8;
+        // 10.(200 + run % 50).(pid % 256).0/24 or the next one no other run holds.
+        let (second, third, lease) = lease_subnet(200 + (run % 50) as u8, (pid % 256) as u8);
         let ip = |host: u8| Ipv4Addr::new(10, second, third, host);
         let mut net = Net {
             bridge: format!("{tag}b"),
@@ -195,6 +228,7 @@ impl Net {
             port,
             agents: vec![],
             agent_cut: BTreeSet::new(),
+            _subnet: lease,
         };
         cmd("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
         cmd(
@@ -513,5 +547,17 @@ mod tests {
         assert_eq!(owner("tch1234"), None);
         assert_eq!(owner("veth0"), None);
         assert_eq!(owner("tchx0"), None);
+    }
+
+    #[test]
+    fn runs_at_once_never_share_a_subnet_and_a_released_one_is_taken_again() {
+        // Held by another run (in this process or another): the next one is taken.
+        let (s1, t1, a) = lease_subnet(249, 255);
+        let (s2, t2, b) = lease_subnet(s1, t1);
+        assert!(a.is_some() && b.is_some(), "the lock directory is usable");
+        assert_ne!((s1, t1), (s2, t2), "two runs on one /24");
+        drop(a);
+        let (s3, t3, _c) = lease_subnet(s1, t1);
+        assert_eq!((s3, t3), (s1, t1), "released with its run");
     }
 }

@@ -278,7 +278,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let root = tribune_testkit::is_root();
         let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
         agents = Some(super::dev_demo::start_agents(
-            &exe, &dir, &tls_dir, &ctl, !root,
+            &exe,
+            &dir,
+            &tls_dir,
+            &ctl,
+            !root,
+            args.port_base,
         )?);
         println!(
             "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
@@ -290,6 +295,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
         for l in super::dev_demo::agent_logs(&dir) {
             println!("  agent log  {}", l.display());
+        }
+        for (i, h) in super::dev_demo::HOSTS.iter().enumerate() {
+            let m = super::dev_demo::metrics_listen(args.port_base, i);
+            if m != "off" {
+                println!("  agent metrics  http://{m}/metrics  ({h})");
+            }
         }
         if !root {
             println!();

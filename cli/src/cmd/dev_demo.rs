@@ -146,24 +146,44 @@ pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one agent per demo host: enforcing as root, observe-only otherwise; both launch
-/// only what [`write_launch_policy`] allows.
+/// Where the agent of demo host `i` (0-based) serves its metrics: `PORT_BASE+80+i`, so the
+/// default `--port-base 7400` gives h1 the agent's usual 127.0.0.1:7480 and h2 7481 (two agents
+/// on one default port: the second would serve none), and a `tribune dev` on other ports
+/// meets no other's agents. `off` past port 65535.
+pub fn metrics_listen(port_base: u16, i: usize) -> String {
+    u16::try_from(80 + i)
+        .ok()
+        .and_then(|d| port_base.checked_add(d))
+        .map_or_else(|| "off".to_string(), |p| format!("127.0.0.1:{p}"))
+}
+
+/// Starts one agent per demo host (instance `devPORT_BASE-HOST`): enforcing as root,
+/// observe-only otherwise; both launch only what [`write_launch_policy`] allows; metrics on
+/// [`metrics_listen`].
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
     tls_dir: &Path,
     controllers: &[String],
     observe_only: bool,
+    port_base: u16,
 ) -> anyhow::Result<Agents> {
     let policy = write_launch_policy(dir)?;
     let mut agents = Agents(Vec::new());
-    for host in HOSTS {
+    for (i, host) in HOSTS.into_iter().enumerate() {
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
         let mut cmd = Command::new(exe);
         let child = die_with_parent(&mut cmd)
             .args(["agent", "run"])
             .args(super::logging::child_args())
-            .args(["--instance", &format!("dev-{host}"), "--host-id", host])
+            // Named by the ports too: two `tribune dev` on one host (a developer's and a
+            // test's) never share cgroups or namespaces, nor clean up each other's.
+            .args([
+                "--instance",
+                &format!("dev{port_base}-{host}"),
+                "--host-id",
+                host,
+            ])
             .arg("--data-dir")
             .arg(dir.join(format!("agent-{host}")))
             .arg("--tls-dir")
@@ -171,9 +191,10 @@ pub fn start_agents(
             .arg("--launch-policy")
             .arg(&policy)
             .args(observe_only.then_some("--observe-only"))
-            // Messages between the demo hosts' enclaves (docs/messages.md "Across hosts").
-            .arg("--peer-listen")
-            .arg(free_loopback_addr()?)
+            .args(["--metrics-listen", &metrics_listen(port_base, i)])
+            // Messages between the demo hosts' enclaves (docs/messages.md "Across hosts"), on
+            // a port the kernel picks: the agent tells the controllers the one it bound.
+            .args(["--peer-listen", "127.0.0.1:0"])
             .arg("--controllers")
             .args(controllers)
             .stdin(Stdio::null())
@@ -184,12 +205,6 @@ pub fn start_agents(
         agents.0.push(child);
     }
     Ok(agents)
-}
-
-/// A loopback address with a port free now (for an agent's `--peer-listen`).
-fn free_loopback_addr() -> anyhow::Result<String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("picking a peer port")?;
-    Ok(l.local_addr().context("picking a peer port")?.to_string())
 }
 
 pub fn agent_logs(dir: &Path) -> Vec<PathBuf> {
@@ -282,5 +297,16 @@ pub async fn entries_since(http: &reqwest::Client, api: &str, start: u64) -> Vec
             tracing::debug!("reading the log: {e}");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_demo_agent_gets_its_own_metrics_port_from_the_base() {
+        assert_eq!(super::metrics_listen(7400, 0), "127.0.0.1:7480");
+        assert_eq!(super::metrics_listen(7400, 1), "127.0.0.1:7481");
+        assert_eq!(super::metrics_listen(20_000, 1), "127.0.0.1:20081");
+        assert_eq!(super::metrics_listen(65_500, 0), "off");
     }
 }

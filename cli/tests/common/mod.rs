@@ -48,6 +48,16 @@ pub fn spawn_dev(
     (child, rx)
 }
 
+/// `port_base` and `port_span` for a controller config's `[migration]` table: live-migration
+/// targets listen on ports of this test's own. The default, 47000-48999, lies inside the
+/// kernel's ephemeral range (32768-60999), where any outgoing connection on the host can hold
+/// the port a target's QEMU is about to bind.
+pub fn migration_ports() -> String {
+    let span = 64;
+    let first = tribune_testkit::ports::try_free_port_span(span).expect("migration ports");
+    format!("port_base = {first}\nport_span = {span}\n")
+}
+
 /// True (after saying `skipped: TEST: not root (WHY)` on stderr) when this test cannot run.
 pub fn skip_unless_root(test: &str, why: &str) -> bool {
     if tribune_testkit::is_root() {
@@ -362,7 +372,11 @@ pub fn output_text(o: &std::process::Output) -> String {
 /// Starts a real `tribune agent` for `host` with its own certificate from the cluster's CA
 /// (mTLS, as in production), streaming to `controllers` in that order, with `extra` arguments;
 /// its data dir and log are `agent-INSTANCE` under the cluster's dir. Stopped with SIGTERM
-/// when dropped.
+/// when dropped. It runs as instance `INSTANCE-PID` ([`AgentProcess::instance`]: its cgroups
+/// and namespaces): the same test run from two checkouts at once on one host must not share
+/// them, nor clean up each other's.
+///
+/// [`AgentProcess::instance`]: tribune_testkit::agent::AgentProcess::instance
 pub fn start_agent(
     c: &Cluster,
     instance: &str,
@@ -380,7 +394,7 @@ pub fn start_agent(
     );
     tribune_testkit::agent::AgentProcess::start(&tribune_testkit::agent::AgentOptions {
         binary: BIN.into(),
-        instance: instance.to_string(),
+        instance: format!("{instance}-{}", std::process::id()),
         host: host.to_string(),
         data_dir: dir.join(format!("agent-{instance}")),
         launch_policy: write_launch_policy(dir, &["/bin/sh"]),

@@ -75,7 +75,8 @@ pub struct Dev {
 
 impl Dev {
     pub fn start() -> Dev {
-        let base = tribune_testkit::ports::free_port_base(3);
+        // The controllers on base+1..=3, the demo agents' metrics on base+80 and base+81.
+        let base = tribune_testkit::ports::free_port_base(81);
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("client.toml");
         let (mut child, rx) = common::spawn_dev(base, dir.path(), &config);
