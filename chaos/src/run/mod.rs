@@ -94,6 +94,10 @@ pub struct Report {
     pub duration_s: f64,
     pub faults: faults::Counts,
     pub history: check::Verdict,
+    /// Writes whose outcome was unknown, asked again with their idempotency keys after the
+    /// faults healed: answered (their completion is that answer), and still unknown.
+    pub unknown_writes_resolved: usize,
+    pub unknown_writes_unresolved: usize,
     pub log: logcheck::LogVerdict,
     /// Controllers that exited by themselves (none should: every exit here is a kill).
     pub crashed: Vec<String>,
@@ -248,6 +252,7 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         http: http.clone(),
         next_process: AtomicU64::new(1),
         stop: AtomicBool::new(false),
+        unresolved: Default::default(),
     });
     let _stop = StopGuard(shared.clone());
     if leader(&http, &urls, RECOVERY).await.is_none() {
@@ -452,6 +457,9 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
     let addrs: Vec<String> = nodes.nodes.iter().map(|n| n.addr()).collect();
     let voters = members::ensure_voters(&http, &urls, &addrs, RECOVERY).await;
     crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+    // Writes whose outcome was unknown: asked again with their idempotency keys, before the
+    // final reads (a write never applied before is applied now).
+    let (resolved, unresolved) = workload::resolve(&shared, RECOVERY).await;
     let (finals, recovered) = final_reads(&shared).await;
     let recovered = recovered && voters;
     crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
@@ -508,6 +516,8 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         duration_s: started.elapsed().as_secs_f64(),
         faults: counts,
         history,
+        unknown_writes_resolved: resolved,
+        unknown_writes_unresolved: unresolved,
         log,
         crashed,
         recovered,

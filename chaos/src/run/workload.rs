@@ -1,10 +1,17 @@
 //! The clients: each picks a random controller, a random policy and a random operation
 //! (linearizable read, blind write, compare-and-set with `If-Match` on the version it last saw),
 //! and records every operation in the history.
+//!
+//! Every write carries an idempotency key (docs/api.md). A write whose outcome is unknown (a
+//! timeout, a dropped connection, a 503) is left open in the history and retried with its key
+//! once the faults have healed ([`resolve`]): the controllers answer its first outcome, or apply
+//! it then — either way inside the operation's interval, which runs from its invoke to that
+//! answer. Without this, each unknown write stays in flight to the end of the history and the
+//! linearizability search grows exponentially with them (70 in one CI run of `mixed`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +40,21 @@ pub struct Shared {
     /// The next process id (a client after an unknown outcome takes a new one).
     pub next_process: AtomicU64,
     pub stop: AtomicBool,
+    /// Writes whose outcome is not known yet (their invoke recorded, no completion).
+    pub unresolved: Mutex<Vec<Unresolved>>,
+}
+
+/// A write whose outcome is not known yet, to be asked again with its idempotency key.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    /// Its invoke (process, client, key, op).
+    pub invoke: Event,
+    pub idempotency_key: String,
+}
+
+/// The idempotency key of a write of `value` to `key` (values are unique per run).
+fn idempotency_key(key: &str, value: u64) -> String {
+    format!("chaos-{key}-{value}")
 }
 
 /// One operation as the client performs it; its completion (kind, ret, error, raw).
@@ -48,11 +70,13 @@ pub async fn perform(
         Op::Write { value } => s
             .http
             .put(&url)
+            .header("Idempotency-Key", idempotency_key(key, value))
             .json(&serde_json::json!({"source": source(key, value)})),
         Op::Cas { expect, value } => s
             .http
             .put(&url)
             .header("If-Match", format!("\"{expect}\""))
+            .header("Idempotency-Key", idempotency_key(key, value))
             .json(&serde_json::json!({"source": source(key, value)})),
     };
     let resp = match req.timeout(OP_TIMEOUT).send().await {
@@ -149,17 +173,81 @@ pub async fn recorded(
     };
     s.rec.record(e.clone());
     let (kind, ret, error, raw) = perform(s, node, key, op).await;
-    e.kind = kind;
-    e.ret = ret;
-    e.error = error;
-    e.raw = raw;
-    s.rec.record(e);
+    match op {
+        // An unknown write stays open: `resolve` asks for its outcome later.
+        Op::Write { value } | Op::Cas { value, .. } if kind == Kind::Info => {
+            let mut g = s.unresolved.lock().unwrap_or_else(|p| p.into_inner());
+            g.push(Unresolved {
+                invoke: e,
+                idempotency_key: idempotency_key(key, value),
+            });
+        }
+        _ => {
+            e.kind = kind;
+            e.ret = ret;
+            e.error = error;
+            e.raw = raw;
+            s.rec.record(e);
+        }
+    }
     let next = if kind == Kind::Info {
         s.next_process.fetch_add(1, Ordering::Relaxed)
     } else {
         process
     };
     (next, kind, ret)
+}
+
+/// Asks every write left open for its outcome, again with its idempotency key, on each
+/// controller in turn until one answers definitely or `within` has passed; records each one's
+/// completion (unknown at the deadline). Returns how many were resolved and how many stayed
+/// unknown. Run once the faults have healed and no client writes any more.
+pub async fn resolve(s: &Shared, within: Duration) -> (usize, usize) {
+    let open = std::mem::take(&mut *s.unresolved.lock().unwrap_or_else(|p| p.into_inner()));
+    let deadline = Instant::now() + within;
+    let (mut resolved, mut unknown) = (0, 0);
+    for u in open {
+        let mut e = u.invoke;
+        let mut node = e.node.saturating_sub(1) as usize;
+        let mut last = None;
+        let answer = loop {
+            let (kind, ret, error, raw) = perform(s, node % s.urls.len(), &e.key, e.op).await;
+            // A retry that reached no controller says nothing of the first request.
+            let connect = kind == Kind::Fail
+                && ret.is_none()
+                && error.as_deref().is_some_and(|x| x.starts_with("connect:"));
+            if kind != Kind::Info && !connect {
+                break Some((kind, ret, error, raw));
+            }
+            last = error;
+            if Instant::now() >= deadline {
+                break None;
+            }
+            node += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match answer {
+            Some((kind, ret, error, raw)) => {
+                resolved += 1;
+                e.kind = kind;
+                e.ret = ret;
+                e.error = error.map(|x| format!("resolved by {}: {x}", u.idempotency_key));
+                e.raw = raw;
+            }
+            None => {
+                unknown += 1;
+                e.kind = Kind::Info;
+                e.ret = None;
+                e.error = Some(format!(
+                    "unresolved ({}): {}",
+                    u.idempotency_key,
+                    last.unwrap_or_default()
+                ));
+            }
+        }
+        s.rec.record(e);
+    }
+    (resolved, unknown)
 }
 
 /// One client until `stop`.

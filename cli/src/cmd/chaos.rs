@@ -152,7 +152,7 @@ fn run_harness(
             if !matches!(out, Format::Json | Format::Yaml) {
                 let h = &r.history;
                 println!(
-                    "{:<16} seed {:<5} {:>5.1} s  faults {:<3} ops {:<5} (ok {} fail {} unknown {})  heads {} proofs {}  anomalies {}",
+                    "{:<16} seed {:<5} {:>5.1} s  faults {:<3} ops {:<5} (ok {} fail {} unknown {}; unknown writes resolved {})  heads {} proofs {}  anomalies {}",
                     sc.name(),
                     r.seed,
                     r.duration_s,
@@ -161,6 +161,7 @@ fn run_harness(
                     h.ok,
                     h.failed,
                     h.unknown,
+                    r.unknown_writes_resolved,
                     r.log.heads,
                     r.log.proofs_checked,
                     r.anomalies()
