@@ -122,7 +122,16 @@ fn under_per_message_loss_the_budget_is_not_kept() {
 /// takes every report as "in the future" (accounted, never acted on) for the whole stream,
 /// so a new violation on a connected host goes unenforced. Within the tolerance the same
 /// seeds keep every invariant.
+///
+/// Since the release rule needs live evidence (`attest/decide.rs`, 2026-12-03), these seeds no
+/// longer show it: a throttle is never lifted on reports a controller takes as "in the
+/// future", so the enclaves these seeds throttled before the clock step stay capped and their
+/// later violations are enforced. The finding still holds for an enclave whose *first*
+/// violation begins after the step, which the simulation's workload does not produce within
+/// 600 steps: none of seeds 0–6361 showed it (release build, 240 s). Pinning it again needs
+/// such a workload (not built); until then this test is not run, and says why.
 #[test]
+#[ignore = "the pinned seeds no longer reproduce the clock finding since a throttle needs live evidence to be lifted; see the doc comment"]
 fn a_controller_clock_beyond_the_tolerance_blinds_enforcement() {
     for seed in [3360, 7860, 7984] {
         let ok = sim::run(&Config {
@@ -146,3 +155,4 @@ fn a_controller_clock_beyond_the_tolerance_blinds_enforcement() {
         );
     }
 }
+
