@@ -155,4 +155,3 @@ fn a_controller_clock_beyond_the_tolerance_blinds_enforcement() {
         );
     }
 }
-
