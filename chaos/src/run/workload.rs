@@ -212,10 +212,9 @@ pub async fn resolve(s: &Shared, within: Duration) -> (usize, usize) {
         let mut last = None;
         let answer = loop {
             let (kind, ret, error, raw) = perform(s, node % s.urls.len(), &e.key, e.op).await;
-            // A retry that reached no controller says nothing of the first request.
-            let connect = kind == Kind::Fail
-                && ret.is_none()
-                && error.as_deref().is_some_and(|x| x.starts_with("connect:"));
+            // A retry that reached no controller says nothing of the first request (`perform`'s
+            // only `Fail` without a return: the other, a compare-and-set's 409, carries one).
+            let connect = kind == Kind::Fail && ret.is_none();
             if kind != Kind::Info && !connect {
                 break Some((kind, ret, error, raw));
             }
