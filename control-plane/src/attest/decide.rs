@@ -599,6 +599,7 @@ pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<O
                 allocation,
                 state,
                 ladder,
+                from: Some(prev),
                 borrowed_cpu_millicores: borrowed[i],
                 lent_cpu_millicores: lent[i],
                 log,

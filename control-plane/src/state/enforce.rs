@@ -223,6 +223,13 @@ pub struct Enforcement {
     pub allocation: Allocation,
     pub state: EnclaveState,
     pub ladder: Ladder,
+    /// The ladder the decision was made from: compare-and-set. A decision made from a ladder
+    /// the replicated state has since moved past (a controller behind the log deciding from
+    /// what it had applied) is refused, so it can never step an enclave back down, e.g. thaw
+    /// one another controller suspended. `None` in entries written before this check (they
+    /// apply unchecked, as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Ladder>,
     pub borrowed_cpu_millicores: u64,
     pub lent_cpu_millicores: u64,
     /// Log entries explaining the change (violations, actions, lending), in order. In JSON
@@ -404,6 +411,10 @@ impl State {
                 ));
                 continue;
             }
+            if let Some(why) = stale_ladder(self.status.get(&c.enclave), &c) {
+                out.refused.push(why);
+                continue;
+            }
             let id = c.enclave.clone();
             let Some(e) = self.enclaves.get_mut(&id) else {
                 continue; // `placed_on` found it above
@@ -423,6 +434,26 @@ impl State {
         }
         Outcome::Loop(out)
     }
+}
+
+/// Why a decision made from another ladder than the one in force is refused (`None`: it was made
+/// from this one, or it predates the check). Any difference counts, not only the step: a clock
+/// (`over_since_ms`, `under_since_ms`) read before another decision moved it would restart or
+/// stop the ladder's clock just as wrongly.
+fn stale_ladder(status: Option<&EnclaveStatus>, c: &Enforcement) -> Option<String> {
+    let from = c.from.as_ref()?;
+    let default = Ladder::default();
+    let now = status.map_or(&default, |s| &s.ladder);
+    (from != now).then(|| {
+        format!(
+            "decision for {:?} made from ladder step {} (since {} ms), now {} (since {} ms): the deciding controller had not applied the latest log; it decides again once it has",
+            c.enclave,
+            crate::metrics::step_str(from.step),
+            from.since_ms,
+            crate::metrics::step_str(now.step),
+            now.since_ms
+        )
+    })
 }
 
 /// Applies one enforcement decision to one enclave's records: the one rule by which a decision

@@ -750,3 +750,5 @@ mod tests_admin;
 mod tests_detail;
 #[cfg(test)]
 pub(crate) mod tests_golden;
+#[cfg(test)]
+mod tests_stale;

@@ -140,6 +140,7 @@ mod tests {
                 allocation: allocation("e", 250),
                 state: EnclaveState::Throttled,
                 ladder: Ladder::default(),
+                from: None,
                 borrowed_cpu_millicores: 0,
                 lent_cpu_millicores: 0,
                 log: vec![],

@@ -36,6 +36,7 @@ fn decide_running(s: &mut State, id: &str) -> Outcome {
             },
             state: EnclaveState::Running,
             ladder: Ladder::default(),
+            from: None,
             borrowed_cpu_millicores: 0,
             lent_cpu_millicores: 0,
             log: vec![],

@@ -128,6 +128,7 @@ fn every_detail_round_trips_through_json_and_through_commands() {
             },
             state: EnclaveState::Running,
             ladder: Ladder::default(),
+            from: None,
             borrowed_cpu_millicores: 0,
             lent_cpu_millicores: 0,
             log: vec![d.clone()],

@@ -273,6 +273,7 @@ pub(crate) fn scenario(format: LeafFormat) -> State {
                 },
                 state: EnclaveState::Throttled,
                 ladder: Ladder::default(),
+                from: None,
                 borrowed_cpu_millicores: 0,
                 lent_cpu_millicores: 0,
                 log: decision_details(),

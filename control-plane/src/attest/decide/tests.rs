@@ -108,6 +108,8 @@ impl Sim {
     fn absorb(&mut self, out: &Output) {
         self.held = out.held_since.clone();
         if let Some(e) = &out.enforcement {
+            // Every decision names the ladder it was made from (the state's compare-and-set).
+            assert_eq!(e.from.as_ref(), Some(&self.status.ladder), "{e:?}");
             self.allocation = Some(e.allocation.clone());
             self.status.ladder = e.ladder.clone();
             self.status.borrowed_cpu_millicores = e.borrowed_cpu_millicores;
@@ -181,6 +183,33 @@ fn within_limit_has_no_cap_and_static_settings() {
     assert!(e.log.is_empty());
     // Nothing changes: nothing to write.
     assert!(step(&p, &mut s, Some(150.0), 1_100).enforcement.is_none());
+}
+
+/// An enclave without a status yet is decided from the default ladder, which is what the
+/// state gives it when the decision applies.
+#[test]
+fn a_first_decision_is_made_from_the_default_ladder() {
+    let p = set();
+    let e = enclave("a", "acme");
+    let wanted: Vec<_> = p
+        .policies()
+        .iter()
+        .flat_map(|p| p.usage_windows())
+        .collect();
+    let o = obs(900.0, &wanted);
+    let held = BTreeMap::new();
+    let input = Input {
+        enclave: &e,
+        status: None,
+        allocation: None,
+        observation: Some(&o),
+        held_since: &held,
+        accounting_broken_ms: None,
+    };
+    let out = decide_host(&p, &[input], 1_000).remove(0);
+    let en = out.enforcement.expect("over its limit: a decision");
+    assert_eq!(en.from, Some(Ladder::default()));
+    assert_eq!(en.ladder.step, Step::Throttle);
 }
 
 #[test]
