@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -56,6 +57,10 @@ pub enum SessionError {
     Gone,
     #[error("controller shutting down: reconnect to another controller")]
     Shutdown,
+    #[error(
+        "this controller cannot catch up with the log ({0}): it may be cut off from the leader; reconnect to another controller"
+    )]
+    Behind(String),
     #[error("verifying the stream's reports: {0}")]
     Verify(#[from] super::verify_pool::PoolError),
 }
@@ -118,6 +123,12 @@ pub struct Session {
     pub peer_ip: Option<String>,
     /// Live-migration steps told on this stream (`session/migrate.rs`).
     live: migrate::LiveStream,
+    /// What this controller has applied is known to include every committed write: a read
+    /// barrier passed since the stream began, or since a write of this session's was not
+    /// applied here in time. Until then the session neither decides nor pushes plans, for it
+    /// may be behind what another controller decided (a suspension it has not applied yet).
+    /// Atomic only because `write` takes `&self`.
+    caught_up: AtomicBool,
 }
 
 impl Session {
@@ -148,6 +159,7 @@ impl Session {
             agent_cert_sha256: String::new(),
             peer_ip: None,
             live: migrate::LiveStream::default(),
+            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -225,6 +237,35 @@ impl Session {
             .is_some_and(|(id, _)| id == self.controller.id);
         if !leads && let Err(e) = self.controller.read_barrier().await {
             tracing::debug!(host = %self.host, "waiting to apply our own write locally: {e}");
+            self.caught_up.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this controller has applied every committed write, so the session may decide
+    /// or push a plan: passes a read barrier if none has passed since the stream began or since
+    /// a write of the session's was not applied here in time (see `caught_up`).
+    /// - No leader answered within the request timeout: this controller may be cut off from
+    ///   the majority, so the stream ends and the agent, which keeps enforcing its plan,
+    ///   reconnects to another controller.
+    /// - A leader answered but this controller has not applied up to its index yet (a slow
+    ///   apply under load): `false`, the session decides nothing this time and the stream stays
+    ///   (overload slows the agent down, it never ends its stream).
+    async fn catch_up(&self) -> Result<bool, SessionError> {
+        if self.caught_up.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        match self.controller.read_barrier().await {
+            Ok(()) => {
+                self.caught_up.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e @ crate::error::ControllerError::NoLeader { .. }) => {
+                Err(SessionError::Behind(e.to_string()))
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.host, "not deciding yet, this controller is behind the log: {e}");
+                Ok(false)
+            }
         }
     }
 
@@ -309,11 +350,10 @@ impl Session {
             }
         });
         self.moves_acked(hello.applied_plan_version);
-        // What this session reads (confirmed points, prior attestations) must include every
-        // committed write, also on a controller restored as leader after a restart.
-        if let Err(e) = self.controller.read_barrier().await {
-            tracing::debug!(host = %self.host, "read barrier before the challenge: {e}");
-        }
+        // What this session reads (confirmed points, prior attestations, ladders) must include
+        // every committed write, also on a controller restored as leader after a restart. With
+        // no leader to answer, the stream ends before the challenge (`catch_up`).
+        self.catch_up().await?;
         let challenge = pb::Challenge {
             nonce: self.exchange.nonce().to_vec(),
             controller_x25519: self.exchange.eph_public().to_vec(),
@@ -346,6 +386,9 @@ impl Session {
     }
 
     async fn push_plan(&mut self, tx: &Tx) -> Result<(), SessionError> {
+        if !self.catch_up().await? {
+            return Ok(());
+        }
         let version = self.state().plan_versions.get(&self.host).copied();
         let Some(version) = version else {
             return Ok(());
@@ -480,6 +523,11 @@ impl Session {
     /// under the state lock; the policies are evaluated after it is released, so Raft's apply
     /// never waits for a decision.
     async fn decide(&mut self) -> Result<(), SessionError> {
+        // From a state behind the log, a decision would be refused (`Enforcement::from`); the
+        // observations wait for the next decision.
+        if !self.catch_up().await? {
+            return Ok(());
+        }
         let (set, _) = self.policy_set();
         let now = wall_ms();
         let controller = self.controller.clone();
