@@ -30,7 +30,7 @@ fn a_fixed_sweep_breaks_no_invariant() {
         f.agent_crashes > 0 && f.controller_crashes > 0 && f.leader_changes > 0,
         "{f:?}"
     );
-    assert!(f.partitions > 0 && f.clock_steps > 0, "{f:?}");
+    assert!(f.partitions > 0 && f.clock_steps > 0 && f.lags > 0, "{f:?}");
     assert!(
         s.stats.plans_applied > 0 && s.stats.digests_accepted > 0,
         "{:?}",
@@ -98,6 +98,24 @@ fn an_agent_that_lifts_its_caps_when_cut_off_is_caught() {
             ))
         ),
         "expected lifted caps without a plan, got {found:?}"
+    );
+}
+
+/// The chaos-run incident (chaos/README.md): a controller behind the log decided "throttle"
+/// from the empty ladder it had for an enclave another controller had suspended, and the
+/// decision thawed it. Decisions are compare-and-set on the ladder they were made from
+/// (`Enforcement::from`); without that check, controllers falling behind make the simulation
+/// find a suspended enclave running again.
+#[test]
+fn decisions_from_a_controller_behind_the_log_are_caught_without_the_ladder_check() {
+    let bugs = Bugs {
+        unchecked_decisions: true,
+        ..Bugs::default()
+    };
+    let found = first_violation(bugs, 200);
+    assert!(
+        matches!(found, Some((_, Violation::Resumed { .. }))),
+        "expected a suspended enclave running again, got {found:?}"
     );
 }
 

@@ -47,6 +47,10 @@ pub struct Bugs {
     pub apply_any_version: bool,
     /// The agent lifts its CPU caps when it loses its last controller (fail-open).
     pub lift_when_cut_off: bool,
+    /// The session decides and pushes plans without first catching up with the log, and its
+    /// decisions carry no `from` ladder: the state applies a decision made from a state it has
+    /// moved past (what thawed a suspended enclave in a chaos run).
+    pub unchecked_decisions: bool,
     /// Not a bug: judge the enforcement budget on lossy seeds too, where the network loses
     /// single messages within a stream (what the resync finding in chaos/README.md is about).
     pub budget_when_lossy: bool,
@@ -68,6 +72,8 @@ pub struct Faults {
     pub partitions: u64,
     pub stream_resets: u64,
     pub clock_steps: u64,
+    /// A controller fell behind the log (decided and pushed plans from an older state).
+    pub lags: u64,
 }
 
 impl Faults {
@@ -82,6 +88,7 @@ impl Faults {
         self.partitions += o.partitions;
         self.stream_resets += o.stream_resets;
         self.clock_steps += o.clock_steps;
+        self.lags += o.lags;
     }
 
     pub fn total(&self) -> u64 {
@@ -95,6 +102,7 @@ impl Faults {
             + self.partitions
             + self.stream_resets
             + self.clock_steps
+            + self.lags
     }
 }
 

@@ -56,6 +56,11 @@ const FLUSH_MS: u64 = 500;
 const CLOCK_OFFSET_MAX_MS: i64 = 1_800;
 /// Simulated wall time at step 0 (Unix ms).
 const T0_MS: u64 = 1_800_000_000_000;
+/// How long a session's read barrier waits for its controller to catch up before the stream
+/// ends (the controller's request timeout, 3 s).
+const BARRIER_STEPS: u64 = 30;
+/// Mixed into the seed for `World::lag_rng`.
+const LAG_SEED: u64 = 0x6c61_675f_7365_6564;
 
 /// One message in flight on one stream.
 struct Msg {
@@ -77,6 +82,10 @@ struct Controller {
     up: bool,
     /// Its wall clock minus simulated time (a clock step moves it).
     offset_ms: i64,
+    /// Behind the log: the state it had applied when it fell behind, and the step at which it
+    /// catches up. Its sessions decide and push plans from that state (a follower cut off from
+    /// the leader, or slow to apply, whose read barrier failed).
+    behind: Option<(State, u64)>,
 }
 
 /// One stream's controller side: the real ledger and the session's memory.
@@ -89,6 +98,11 @@ struct Session {
     /// The session clock (`attest::clock`): the controller's wall time when the stream began,
     /// advanced by the (simulated) monotonic clock; freshness reads it.
     clock: SessionClock,
+    /// The session's `caught_up`: a read barrier passed (its controller was not behind) since
+    /// the stream began or since a write of its was not applied locally in time. Until then
+    /// it neither decides nor pushes a plan; the step its barrier began waiting at.
+    caught_up: bool,
+    barrier_since: Option<u64>,
 }
 
 struct SimEnclave {
@@ -117,6 +131,11 @@ struct Agent {
 
 pub struct World {
     rng: ChaCha8Rng,
+    /// Draws for controllers falling behind the log, apart from `rng` so that seeds whose
+    /// controllers never fall behind run exactly as they did before this fault existed.
+    lag_rng: ChaCha8Rng,
+    /// Per step, the chance that an up-to-date controller falls behind (per seed).
+    lag: f64,
     bugs: Bugs,
     step: u64,
     state: State,
@@ -259,6 +278,7 @@ impl World {
         let controllers = (0..CONTROLLERS)
             .map(|_| Controller {
                 up: true,
+                behind: None,
                 offset_ms: rng.random_range(-500..=500),
             })
             .collect();
@@ -280,8 +300,12 @@ impl World {
         let crash = [0.0, 0.002, 0.01][rng.random_range(0..3)];
         let checker = Checker::new(HOSTS);
         let (policies, wanted) = compile(&state);
+        let mut lag_rng = ChaCha8Rng::seed_from_u64(seed ^ LAG_SEED);
+        let lag = [0.0, 0.005, 0.02][lag_rng.random_range(0..3)];
         World {
             rng,
+            lag_rng,
+            lag,
             bugs,
             step: 0,
             state,
@@ -322,6 +346,14 @@ impl World {
         self.base + Duration::from_millis(self.step * STEP_MS)
     }
 
+    /// The state controller `c` has applied: the committed one, or the one it fell behind at.
+    pub(super) fn view(&self, c: usize) -> &State {
+        self.controllers[c]
+            .behind
+            .as_ref()
+            .map_or(&self.state, |(s, _)| s)
+    }
+
     fn wall_ms(&self, controller: usize) -> i64 {
         self.now_ms() as i64 + self.controllers[controller].offset_ms
     }
@@ -356,7 +388,12 @@ impl World {
                     .map(|e| (e.name.as_str(), e.demand_mc))
                     .collect(),
                 stream_up: a.stream.is_some(),
-                connected: a.stream.is_some()
+                // To a controller that has applied the log: one behind it is cut off from the
+                // majority as far as this host is concerned (its stream ends within
+                // `BARRIER_STEPS` and the agent goes elsewhere).
+                connected: a
+                    .stream
+                    .is_some_and(|(c, _)| self.controllers[c].behind.is_none())
                     && has_leader
                     && (!self.lossy || self.bugs.budget_when_lossy),
             })
@@ -389,6 +426,21 @@ impl World {
                 // A restarted node's clock may be anywhere within ±1 s.
                 self.controllers[c].offset_ms = self.rng.random_range(-1000..=1000);
                 self.stats.faults.controller_restarts += 1;
+            }
+        }
+        // A controller falls behind the log for 0.5-5 s (its link to the leader stalls, its
+        // read barrier fails), or catches up.
+        for c in 0..self.controllers.len() {
+            let step = self.step;
+            match &self.controllers[c].behind {
+                Some((_, until)) if *until <= step => self.controllers[c].behind = None,
+                Some(_) => {}
+                None if self.controllers[c].up && self.lag_rng.random_bool(self.lag) => {
+                    let until = step + self.lag_rng.random_range(5..50);
+                    self.controllers[c].behind = Some((self.state.clone(), until));
+                    self.stats.faults.lags += 1;
+                }
+                None => {}
             }
         }
         // Elections take a few steps; a leader may be deposed while healthy.
@@ -524,6 +576,8 @@ impl World {
                 sent_plan: None,
                 last_flush_ms: self.now_ms(),
                 clock: SessionClock::anchored(wall_ns, self.instant()),
+                caught_up: false,
+                barrier_since: None,
             });
             if let Some(b) = batch {
                 self.send(

@@ -334,6 +334,7 @@ pub fn run(c: ChaosCmd, out: Format) -> anyhow::Result<ExitCode> {
                             "controller_restarts": f.controller_restarts,
                             "leader_changes": f.leader_changes, "partitions": f.partitions,
                             "stream_resets": f.stream_resets, "clock_steps": f.clock_steps,
+                            "lags": f.lags,
                         },
                         "violations": s.failures.iter().map(|x| json!({
                             "seed": x.seed, "step": x.step, "violation": x.violation.to_string(),
@@ -357,7 +358,7 @@ pub fn run(c: ChaosCmd, out: Format) -> anyhow::Result<ExitCode> {
                         s.stats.suspensions
                     );
                     println!(
-                        "faults {}: lost {}  duplicated {}  reordered {}  agent crashes {}  controller crashes {}  restarts {}  leader changes {}  partitions {}  stream resets {}  clock steps {}",
+                        "faults {}: lost {}  duplicated {}  reordered {}  agent crashes {}  controller crashes {}  restarts {}  leader changes {}  partitions {}  stream resets {}  clock steps {}  controllers behind {}",
                         f.total(),
                         f.lost,
                         f.duplicated,
@@ -368,7 +369,8 @@ pub fn run(c: ChaosCmd, out: Format) -> anyhow::Result<ExitCode> {
                         f.leader_changes,
                         f.partitions,
                         f.stream_resets,
-                        f.clock_steps
+                        f.clock_steps,
+                        f.lags
                     );
                     println!("violations {}", s.failures.len());
                     for x in &s.failures {

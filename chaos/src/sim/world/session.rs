@@ -9,7 +9,7 @@ use tribune_controller::attest::plan::plan_for;
 use tribune_controller::state::{Command, Enclave};
 use tribune_proto::v1 as pb;
 
-use super::{Body, FLUSH_MS, World};
+use super::{BARRIER_STEPS, Body, FLUSH_MS, World};
 
 impl World {
     // ----- controller side -----------------------------------------------------------------
@@ -57,17 +57,42 @@ impl World {
         Some(out)
     }
 
+    /// The session's `caught_up`: `Some(true)` once its controller has applied the log since
+    /// the stream began (a read barrier passed), `Some(false)` while the barrier waits, `None`
+    /// when it gave up (the stream ends). `Bugs::unchecked_decisions` skips it.
+    fn caught_up(&mut self, a: usize) -> Option<bool> {
+        let step = self.step;
+        let unchecked = self.bugs.unchecked_decisions;
+        let s = self.sessions[a].as_mut()?;
+        if s.caught_up || unchecked {
+            return Some(true);
+        }
+        if self.controllers[s.controller].behind.is_none() {
+            s.caught_up = true;
+            s.barrier_since = None;
+            return Some(true);
+        }
+        let since = *s.barrier_since.get_or_insert(step);
+        (step - since < BARRIER_STEPS).then_some(false)
+    }
+
     /// The session's `decide`: the inputs of every enclave placed on this host (a copy of the
     /// shell's assembly), `decide_host`, and the changes proposed through Raft. `false` when
-    /// the write failed.
+    /// the write failed or the stream ends.
     fn decide(&mut self, a: usize) -> bool {
+        match self.caught_up(a) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
+        }
         let Some(s) = self.sessions[a].as_ref() else {
             return true;
         };
         let host = self.agents[a].host.clone();
         let now = self.wall_ms(s.controller);
-        let placed: Vec<Enclave> = self
-            .state
+        // What its controller has applied, which may be behind the log.
+        let view = self.view(s.controller);
+        let placed: Vec<Enclave> = view
             .enclaves
             .values()
             .filter(|e| e.placement.as_ref().is_some_and(|p| p.host == host))
@@ -80,8 +105,8 @@ impl World {
                 let t = s.ledger.get(&e.id);
                 Input {
                     enclave: e,
-                    status: self.state.status.get(&e.id),
-                    allocation: self.state.allocations.get(&e.id),
+                    status: view.status.get(&e.id),
+                    allocation: view.allocations.get(&e.id),
                     observation: t.and_then(|t| t.observation.as_ref()),
                     held_since: t.map_or(&empty, |t| &t.held_since),
                     accounting_broken_ms: s
@@ -101,7 +126,10 @@ impl World {
             if let Some(t) = s.ledger.get_mut(&e.id) {
                 t.held_since = o.held_since;
             }
-            if let Some(en) = o.enforcement {
+            if let Some(mut en) = o.enforcement {
+                if self.bugs.unchecked_decisions {
+                    en.from = None;
+                }
                 changes.push(en);
             }
         }
@@ -109,12 +137,21 @@ impl World {
         if changes.is_empty() {
             return true;
         }
-        self.write(Command::Enforce {
-            host,
-            changes,
-            at_ms: now,
-        })
-        .is_some()
+        let controller = s.controller;
+        let written = self
+            .write(Command::Enforce {
+                host,
+                changes,
+                at_ms: now,
+            })
+            .is_some();
+        // The write is not applied here in time (`applied_here`): the barrier again.
+        if self.controllers[controller].behind.is_some()
+            && let Some(s) = self.sessions[a].as_mut()
+        {
+            s.caught_up = false;
+        }
+        written
     }
 
     /// The session's tick: flush digests (one command per digest, so the checker sees each
@@ -171,9 +208,17 @@ impl World {
                 return;
             }
         }
-        // push_plan: the plan at the current version, once per version per stream.
+        // push_plan: the plan at the current version, once per version per stream, once caught up.
+        match self.caught_up(a) {
+            None => {
+                self.drop_stream(a);
+                return;
+            }
+            Some(false) => return,
+            Some(true) => {}
+        }
         let host = self.agents[a].host.clone();
-        let Some(version) = self.state.plan_versions.get(&host).copied() else {
+        let Some(version) = self.view(controller).plan_versions.get(&host).copied() else {
             return;
         };
         let Some(s) = self.sessions[a].as_mut() else {
@@ -183,7 +228,12 @@ impl World {
             return;
         }
         s.sent_plan = Some(version);
-        let plan = plan_for(&self.state, &self.policies, &host, self.wall_ms(controller));
+        let plan = plan_for(
+            self.view(controller),
+            &self.policies,
+            &host,
+            self.wall_ms(controller),
+        );
         self.send(
             a,
             stream,
