@@ -432,6 +432,12 @@ pub enum AgentActive {
     Cut { agent: usize, all: bool },
     /// Killed with SIGKILL; restarted when the fault ends.
     Killed(usize),
+    /// A follower, `controller`, cut off from the other controllers, and `agent` from it: the
+    /// agent stays with the majority, where its enclaves are throttled and suspended while
+    /// the follower falls behind. When the fault ends the follower rejoins and the agent is
+    /// moved onto it alone ([`rejoin_behind`]), so its stream lands on a controller still
+    /// behind the log: the chaos run in which such a controller thawed a suspended enclave.
+    Behind { agent: usize, controller: usize },
 }
 
 /// Injects one agent fault drawn from `rng`.
@@ -439,11 +445,12 @@ pub fn inject_agent(
     rng: &mut ChaCha8Rng,
     net: &mut Net,
     agents: &mut Agents,
+    leader: Option<usize>,
     counts: &mut Counts,
 ) -> Result<AgentActive, Error> {
     let k = rng.random_range(0..agents.agents.len());
     let n = net.slots.len();
-    Ok(match rng.random_range(0..3) {
+    Ok(match rng.random_range(0..4) {
         0 => {
             for c in 0..n {
                 net.cut_agent(k, c)?;
@@ -467,18 +474,51 @@ pub fn inject_agent(
                 all: false,
             }
         }
-        _ => {
+        2 => {
             agents.kill9(k);
             count(counts, "agent-kill-9");
             AgentActive::Killed(k)
         }
+        _ => {
+            let x = match leader {
+                Some(l) => (l + rng.random_range(1..n)) % n,
+                None => rng.random_range(0..n),
+            };
+            for c in (0..n).filter(|&c| c != x) {
+                net.cut(x, c)?;
+            }
+            net.cut_agent(k, x)?;
+            count(counts, "agent-to-controller-behind");
+            AgentActive::Behind {
+                agent: k,
+                controller: x,
+            }
+        }
     })
+}
+
+/// The second phase of [`AgentActive::Behind`]: the follower rejoins the other controllers and
+/// the agent can reach it alone. Returns the agent moved (`None` for any other fault); the
+/// caller holds this phase a while, then [`undo_agent`] heals the agent's cuts.
+pub fn rejoin_behind(a: AgentActive, net: &mut Net) -> Result<Option<usize>, Error> {
+    let AgentActive::Behind { agent, controller } = a else {
+        return Ok(None);
+    };
+    let n = net.slots.len();
+    for c in (0..n).filter(|&c| c != controller) {
+        net.uncut(controller, c)?;
+    }
+    net.heal_agents()?;
+    for c in (0..n).filter(|&c| c != controller) {
+        net.cut_agent(agent, c)?;
+    }
+    Ok(Some(agent))
 }
 
 /// Undoes an agent fault.
 pub fn undo_agent(a: AgentActive, net: &mut Net, agents: &mut Agents) -> Result<(), Error> {
     match a {
-        AgentActive::Cut { .. } => net.heal_agents(),
+        AgentActive::Cut { .. } | AgentActive::Behind { .. } => net.heal_agents(),
         AgentActive::Killed(k) => agents.start(k),
     }
 }

@@ -315,9 +315,9 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
         };
         let active = faults::inject(cfg.scenario, &mut rng, &mut world, l, &mut counts)?;
         let agent_active = match agents.as_mut() {
-            Some(a) if cfg.scenario == Scenario::Agents || arng.random_bool(0.5) => {
-                Some(faults::inject_agent(&mut arng, &mut net, a, &mut counts)?)
-            }
+            Some(a) if cfg.scenario == Scenario::Agents || arng.random_bool(0.5) => Some(
+                faults::inject_agent(&mut arng, &mut net, a, l, &mut counts)?,
+            ),
             _ => None,
         };
         if let Some(w) = &watch {
@@ -330,6 +330,10 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
                     h.cut_some = !all;
                 }),
                 Some(faults::AgentActive::Killed(k)) => w.host(k, |h| h.killed = true),
+                // Reaching some controllers only, in both of its phases: not judged.
+                Some(faults::AgentActive::Behind { agent, .. }) => w.host(agent, |h| {
+                    h.cut_some = true;
+                }),
                 None => {}
             }
         }
@@ -372,14 +376,20 @@ pub async fn run(cfg: &Config) -> Result<Report, Error> {
             crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
             crashed.extend(agent_exits(agents.as_mut()));
         }
+        if let Some(aa) = agent_active
+            && faults::rejoin_behind(aa, &mut net)?.is_some()
+        {
+            tokio::time::sleep(faults::hold(&mut arng)).await;
+            crashed.extend(exits(&mut nodes, &was_full, &mut counts)?);
+        }
         if let (Some(a), Some(aa)) = (agents.as_mut(), agent_active) {
             // The watcher stops guarding before the rules go (never after: a plan that arrives
             // once the cut is gone must not count as one received while cut off).
             if let Some(w) = &watch {
                 let k = match aa {
-                    faults::AgentActive::Cut { agent, .. } | faults::AgentActive::Killed(agent) => {
-                        agent
-                    }
+                    faults::AgentActive::Cut { agent, .. }
+                    | faults::AgentActive::Behind { agent, .. }
+                    | faults::AgentActive::Killed(agent) => agent,
                 };
                 w.host(k, |h| {
                     if h.killed {

@@ -356,6 +356,13 @@ impl Net {
         self.apply_rules()
     }
 
+    /// Joins `a` and `b` again both ways (what [`Net::cut`] did, and any one-way block).
+    pub fn uncut(&mut self, a: usize, b: usize) -> Result<(), Error> {
+        self.blocked.remove(&(a, b));
+        self.blocked.remove(&(b, a));
+        self.apply_rules()
+    }
+
     /// Drops `percent` % of the packets from `from` to `to`, at random, until [`Net::heal`].
     pub fn lose(&mut self, from: usize, to: usize, percent: u8) -> Result<(), Error> {
         self.lossy.insert((from, to), percent.min(100));
