@@ -47,22 +47,8 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::enclave;
+    use super::super::tests::{allocation, enclave};
     use super::super::*;
-
-    fn allocation(id: &str, cpu_millicores: u64) -> Allocation {
-        Allocation {
-            enclave: id.into(),
-            limits: Resources {
-                cpu_millicores,
-                ..Resources::default()
-            },
-            guaranteed: Resources::default(),
-            weight: 1,
-            suspended: false,
-            msgs_rate_per_s: None,
-        }
-    }
 
     /// Plans name the enclaves of other hosts (messages across hosts): placing one elsewhere
     /// raises this host's version too; what only the other host's plan says does not.

@@ -10,6 +10,42 @@ fn put(name: &str, source: &str, expect: Expect) -> Command {
     }
 }
 
+/// An allocation capping `id`'s CPU at `cpu_millicores` (0: uncapped), running.
+pub(super) fn allocation(id: &str, cpu_millicores: u64) -> Allocation {
+    Allocation {
+        enclave: id.into(),
+        limits: Resources {
+            cpu_millicores,
+            ..Resources::default()
+        },
+        guaranteed: Resources::default(),
+        weight: 1,
+        suspended: false,
+        msgs_rate_per_s: None,
+    }
+}
+
+/// A decision for `id` at placement epoch 1, made from no particular ladder (`from: None`),
+/// with no log entries.
+pub(super) fn enforcement(
+    id: &str,
+    allocation: Allocation,
+    state: EnclaveState,
+    ladder: Ladder,
+) -> Enforcement {
+    Enforcement {
+        enclave: id.into(),
+        epoch: 1,
+        allocation,
+        state,
+        ladder,
+        from: None,
+        borrowed_cpu_millicores: 0,
+        lent_cpu_millicores: 0,
+        log: vec![],
+    }
+}
+
 pub(super) fn enclave(id: &str, host: &str, epoch: u64) -> Enclave {
     Enclave {
         id: id.into(),

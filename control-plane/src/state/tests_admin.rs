@@ -23,24 +23,12 @@ fn put(s: &mut State, e: Enclave, actor: &str) -> Outcome {
 fn decide_running(s: &mut State, id: &str) -> Outcome {
     s.apply(Command::Enforce {
         host: "h1".into(),
-        changes: vec![Enforcement {
-            enclave: id.into(),
-            epoch: 1,
-            allocation: Allocation {
-                enclave: id.into(),
-                limits: Resources::default(),
-                guaranteed: Resources::default(),
-                weight: 1,
-                suspended: false,
-                msgs_rate_per_s: None,
-            },
-            state: EnclaveState::Running,
-            ladder: Ladder::default(),
-            from: None,
-            borrowed_cpu_millicores: 0,
-            lent_cpu_millicores: 0,
-            log: vec![],
-        }],
+        changes: vec![super::tests::enforcement(
+            id,
+            super::tests::allocation(id, 0),
+            EnclaveState::Running,
+            Ladder::default(),
+        )],
         at_ms: 10,
     })
 }

@@ -1,21 +1,8 @@
 //! Decisions are compare-and-set on the ladder they were made from: one made by a controller
 //! that had not applied the latest log is refused, never steps an enclave back down.
 
+use super::tests::{allocation, enforcement};
 use super::*;
-
-fn allocation(id: &str, cpu_millicores: u64, suspended: bool) -> Allocation {
-    Allocation {
-        enclave: id.into(),
-        limits: Resources {
-            cpu_millicores,
-            ..Resources::default()
-        },
-        guaranteed: Resources::default(),
-        weight: 1,
-        suspended,
-        msgs_rate_per_s: None,
-    }
-}
 
 fn ladder(step: Step, since_ms: i64) -> Ladder {
     Ladder {
@@ -38,19 +25,20 @@ fn enforce(
     let Outcome::Loop(o) = s.apply(Command::Enforce {
         host: "h1".into(),
         changes: vec![Enforcement {
-            enclave: "e".into(),
-            epoch: 1,
-            allocation: allocation("e", 100, suspended),
-            state: if suspended {
-                EnclaveState::Suspended
-            } else {
-                EnclaveState::Throttled
-            },
-            ladder: ladder(step, since_ms),
             from,
-            borrowed_cpu_millicores: 0,
-            lent_cpu_millicores: 0,
-            log: vec![],
+            ..enforcement(
+                "e",
+                Allocation {
+                    suspended,
+                    ..allocation("e", 100)
+                },
+                if suspended {
+                    EnclaveState::Suspended
+                } else {
+                    EnclaveState::Throttled
+                },
+                ladder(step, since_ms),
+            )
         }],
         at_ms,
     }) else {
@@ -149,17 +137,12 @@ fn a_decision_without_a_from_ladder_applies_unchecked_and_old_entries_still_pars
     assert!(o.refused.is_empty(), "{:?}", o.refused);
     assert_eq!(s.status["e"].ladder.step, Step::Throttle);
 
-    let e = Enforcement {
-        enclave: "e".into(),
-        epoch: 1,
-        allocation: allocation("e", 0, false),
-        state: EnclaveState::Running,
-        ladder: Ladder::default(),
-        from: None,
-        borrowed_cpu_millicores: 0,
-        lent_cpu_millicores: 0,
-        log: vec![],
-    };
+    let e = enforcement(
+        "e",
+        allocation("e", 0),
+        EnclaveState::Running,
+        Ladder::default(),
+    );
     let json = serde_json::to_value(&e).expect("json");
     assert!(
         json.get("from").is_none(),
