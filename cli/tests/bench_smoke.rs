@@ -191,6 +191,16 @@ fn messages_runs_at_a_small_size() {
             .all(|s| s["delivered_per_s"].as_f64() > Some(0.0)),
         "every sender got something through: {v}"
     );
+    // Fair shares are of what each offered: a well-behaved sender is owed at most that, and
+    // its sends' answer times are measured.
+    for s in &senders[1..] {
+        assert!(
+            s["fair_share_per_s"].as_f64() <= s["offered_per_s"].as_f64().map(|o| o + 1e-6),
+            "{s}"
+        );
+        assert!(s["send_ms"]["n"].as_u64() > Some(0), "{s}");
+    }
+    assert!(r["flood"]["offered_min_pct"].as_f64() > Some(0.0), "{v}");
     assert_eq!(r["weighted"]["senders"].as_array().map(Vec::len), Some(3));
     assert_queueing_read(r, 1);
     assert!(r["priority"]["high_per_s"].as_f64() > Some(0.0), "{v}");

@@ -37,6 +37,10 @@ pub struct Flow {
     pub attempted: u64,
     pub accepted: u64,
     pub refused: u64,
+    /// How long each counted send took to be answered (accepted or refused) by the mediator,
+    /// ms: a sender that offers less than its rate because its sends wait long is held back by
+    /// the mediator; one whose sends are answered quickly fell behind on its own (its CPU).
+    pub send_ms: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -44,6 +48,7 @@ struct Counts {
     attempted: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
+    send_ms: std::sync::Mutex<Vec<f64>>,
 }
 
 impl Counts {
@@ -52,6 +57,7 @@ impl Counts {
             attempted: self.attempted.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            send_ms: self.send_ms.lock().map(|v| v.clone()).unwrap_or_default(),
         }
     }
 }
@@ -64,9 +70,13 @@ async fn send_counted(
     counts: &Counts,
     counting: bool,
 ) -> anyhow::Result<bool> {
+    let sent = std::time::Instant::now();
     let r = c.send(to, &payload(tag, PAYLOAD_BYTES)).await;
     if counting {
         counts.attempted.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut v) = counts.send_ms.lock() {
+            v.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
     }
     match r {
         Ok(_) => {

@@ -74,9 +74,14 @@ pub struct SenderResult {
     pub offered_per_s: f64,
     pub accepted_per_s: f64,
     pub refused_per_s: f64,
-    /// Delivered to the receiver per second, and its max-min fair share.
+    /// Delivered to the receiver per second, and its max-min fair share of the receiver's
+    /// rate over what the senders offered (a sender cannot be owed more than it offered).
     pub delivered_per_s: f64,
     pub fair_share_per_s: f64,
+    /// Its share had every sender offered its configured rate (the flood scenario).
+    pub configured_share_per_s: f64,
+    /// How long its sends took to be answered by the mediator, ms.
+    pub send_ms: Summary,
     /// `delivered / fair share − 1`, percent.
     pub error_pct: f64,
 }
@@ -91,6 +96,12 @@ pub struct FloodResult {
     pub worst_error_pct: f64,
     /// Send → receive delay of the well-behaved senders' messages, ms.
     pub delay_ms: Summary,
+    /// How long their sends took to be answered by the mediator, ms (all of them together).
+    pub send_ms: Summary,
+    /// The lowest rate a well-behaved sender offered, as a share of its configured rate (%):
+    /// below 100, the bench's pacing fell behind (see `send_ms` for whether the mediator held
+    /// it back).
+    pub offered_min_pct: f64,
     /// Their queueing in the mediator(s), from the agents' histograms (`None`: not read; the
     /// run says why).
     pub queueing: Option<queueing::Queueing>,
@@ -393,7 +404,15 @@ pub fn jain(x: &[f64]) -> f64 {
     sum * sum / (x.len() as f64 * sq)
 }
 
-fn result(name: &str, f: &Flow, secs: f64, delivered: u64, fair: f64) -> SenderResult {
+/// `fair`: its max-min share of what was offered; `configured`: had it offered its rate.
+fn result(
+    name: &str,
+    f: &Flow,
+    secs: f64,
+    delivered: u64,
+    fair: f64,
+    configured: f64,
+) -> SenderResult {
     let delivered_per_s = delivered as f64 / secs;
     SenderResult {
         name: name.to_string(),
@@ -402,6 +421,8 @@ fn result(name: &str, f: &Flow, secs: f64, delivered: u64, fair: f64) -> SenderR
         refused_per_s: f.refused as f64 / secs,
         delivered_per_s,
         fair_share_per_s: fair,
+        configured_share_per_s: configured,
+        send_ms: Summary::of_ms(&mut f.send_ms.clone()),
         error_pct: (delivered_per_s / fair - 1.0) * 100.0,
     }
 }
@@ -481,7 +502,12 @@ async fn scenarios(
     let recv = spawn_paced_receiver(rx.clone(), cfg.receiver_rate, warmup, run);
     let flows = paced_senders(senders, "rx", warmup, run).await?;
     let got = recv.await??;
-    let fair = max_min(&demands, cfg.receiver_rate);
+    // Shares of what the senders managed to offer (the bench's pacing can fall behind under
+    // load: a shortfall of its own must not read as the mediator's unfairness), and of what
+    // they were configured to offer, side by side.
+    let offered: Vec<f64> = flows.iter().map(|f| f.attempted as f64 / counted).collect();
+    let fair = max_min(&offered, cfg.receiver_rate);
+    let configured = max_min(&demands, cfg.receiver_rate);
     let flood_senders: Vec<SenderResult> = (0..FLOOD_SENDERS)
         .map(|i| {
             result(
@@ -490,9 +516,18 @@ async fn scenarios(
                 counted,
                 got.delivered[i],
                 fair[i],
+                configured[i],
             )
         })
         .collect();
+    let mut send_ms: Vec<f64> = flows[1..]
+        .iter()
+        .flat_map(|f| f.send_ms.iter().copied())
+        .collect();
+    let offered_min_pct = offered[1..]
+        .iter()
+        .map(|o| o / cfg.sender_rate * 100.0)
+        .fold(f64::INFINITY, f64::min);
     let ratios: Vec<f64> = flood_senders[1..]
         .iter()
         .map(|s| s.delivered_per_s / s.fair_share_per_s)
@@ -520,6 +555,8 @@ async fn scenarios(
             .fold(0.0, f64::max),
         senders: flood_senders,
         delay_ms: Summary::of_ms(&mut delays),
+        send_ms: Summary::of_ms(&mut send_ms),
+        offered_min_pct,
         queueing,
     };
     drop(rx);
@@ -545,6 +582,7 @@ async fn scenarios(
                 &flows[i],
                 counted,
                 got.delivered[usize::from(WEIGHTED_TAG) + i],
+                ideal,
                 ideal,
             )
         })

@@ -36,19 +36,29 @@ pub struct MessagesArgs {
 
 fn print_senders(rows: &[SenderResult]) {
     println!(
-        "{:<6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "sender", "offered/s", "accepted/s", "refused/s", "delivered/s", "fair/s", "error"
+        "{:<6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>13} {:>12}",
+        "sender",
+        "offered/s",
+        "accepted/s",
+        "refused/s",
+        "delivered/s",
+        "fair/s",
+        "error",
+        "configured/s",
+        "send p99 ms"
     );
     for r in rows {
         println!(
-            "{:<6} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>7.2}%",
+            "{:<6} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>7.2}% {:>13.0} {:>12.3}",
             r.name,
             r.offered_per_s,
             r.accepted_per_s,
             r.refused_per_s,
             r.delivered_per_s,
             r.fair_share_per_s,
-            r.error_pct
+            r.error_pct,
+            r.configured_share_per_s,
+            r.send_ms.p99
         );
     }
 }
@@ -83,8 +93,13 @@ pub async fn run(exe: &Path, a: MessagesArgs, format: Format) -> anyhow::Result<
         print_senders(&r.flood.senders);
         let d = &r.flood.delay_ms;
         println!(
-            "well-behaved: Jain {:.4}, worst error {:.2}%, send→receive delay p50 {:.3} ms p99 {:.3} ms max {:.3} ms (n={})",
+            "well-behaved: Jain {:.4}, worst error {:.2}% (fair shares of what was offered), send→receive delay p50 {:.3} ms p99 {:.3} ms max {:.3} ms (n={})",
             r.flood.jain_well_behaved, r.flood.worst_error_pct, d.p50, d.p99, d.max, d.n
+        );
+        let s = &r.flood.send_ms;
+        println!(
+            "well-behaved offered at least {:.1}% of their configured rate; a send answered by the mediator in p50 {:.3} ms p99 {:.3} ms max {:.3} ms",
+            r.flood.offered_min_pct, s.p50, s.p99, s.max
         );
         match &r.flood.queueing {
             Some(q) => {
