@@ -47,6 +47,12 @@ fn enforce(
     o
 }
 
+/// [`enforce`], which must apply.
+fn applies(s: &mut State, step: Step, since_ms: i64, from: Option<Ladder>) {
+    let o = enforce(s, step, since_ms, from, since_ms);
+    assert!(o.refused.is_empty(), "{:?}", o.refused);
+}
+
 fn placed() -> State {
     let mut s = State::default();
     s.apply(Command::PutEnclave {
@@ -64,22 +70,13 @@ fn placed() -> State {
 #[test]
 fn a_decision_from_a_ladder_the_log_has_moved_past_is_refused_and_changes_nothing() {
     let mut s = placed();
-    let o = enforce(
-        &mut s,
-        Step::Throttle,
-        2_000,
-        Some(Ladder::default()),
-        2_000,
-    );
-    assert!(o.refused.is_empty(), "{:?}", o.refused);
-    let o = enforce(
+    applies(&mut s, Step::Throttle, 2_000, Some(Ladder::default()));
+    applies(
         &mut s,
         Step::Suspend,
         4_000,
         Some(ladder(Step::Throttle, 2_000)),
-        4_000,
     );
-    assert!(o.refused.is_empty(), "{:?}", o.refused);
     let before = s.clone();
 
     // Made from the ladder before either decision (a controller behind the log).
@@ -168,13 +165,6 @@ fn a_decision_without_a_from_ladder_applies_unchecked_and_old_entries_still_pars
 fn a_first_decision_made_from_the_default_ladder_applies() {
     let mut s = placed();
     assert!(!s.status.contains_key("e"));
-    let o = enforce(
-        &mut s,
-        Step::Throttle,
-        2_000,
-        Some(Ladder::default()),
-        2_000,
-    );
-    assert!(o.refused.is_empty(), "{:?}", o.refused);
+    applies(&mut s, Step::Throttle, 2_000, Some(Ladder::default()));
     assert_eq!(s.status["e"].ladder.step, Step::Throttle);
 }
