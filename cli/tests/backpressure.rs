@@ -3,6 +3,10 @@
 //! longer than the 3 s request timeout), the controller keeps the agent's pending usage write
 //! and proposes it again instead of ending the stream; once the followers are back every report
 //! is acknowledged, the usage chain has no gap and no duplicate, and the log verifies.
+//!
+//! And its limit (docs/protocol.md "Failure rules"): a controller that cannot reach any leader
+//! does not take an agent's stream, for it cannot know the latest decisions: the stream ends
+//! before the challenge with a reason, and the agent goes on to another controller.
 
 mod common;
 
@@ -179,5 +183,84 @@ async fn a_cluster_that_cannot_commit_for_a_while_slows_the_stream_without_endin
         !agent_log.contains("link down") && !agent_log.contains("attestation stream:"),
         "the agent lost its stream:\n{agent_log}"
     );
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_reaches_no_leader_sends_the_agent_elsewhere() {
+    if common::skip_unless_root(
+        "a_controller_that_reaches_no_leader_sends_the_agent_elsewhere",
+        "the host agent needs cgroups",
+    ) {
+        return;
+    }
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    let leader = c.wait_leader().await;
+    let enclave = json!({
+        "id": "steady", "tenant": "t", "tee": "sim",
+        "placement": {"host": "h1", "epoch": 1},
+        "launch": {"process": {"cmd": ["/bin/sh", "-c", "while :; do sleep 1; done"]}},
+    });
+    c.put_json(leader, "/v1/enclaves/steady", enclave).await;
+    // One follower stays up alone: the leader and the other follower stop.
+    let pids = c.pids();
+    let alone = pids
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let stopped: Vec<u32> = pids
+        .iter()
+        .filter(|(id, _)| *id != alone)
+        .map(|(_, pid)| *pid)
+        .collect();
+    for &pid in &stopped {
+        signal(pid, libc::SIGSTOP);
+    }
+    // The agent tries the lone follower first.
+    let mut controllers = vec![c.nodes[&alone].addr.clone()];
+    controllers.extend(
+        c.nodes
+            .values()
+            .filter(|n| n.id != alone)
+            .map(|n| n.addr.clone()),
+    );
+    let agent = common::start_agent(&c, "nl", "h1", controllers, vec![]);
+    let ended = "attestation stream ended: this controller cannot catch up with the log";
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&c.nodes[&alone].log)
+        .unwrap_or_default()
+        .contains(ended)
+    {
+        if Instant::now() >= deadline {
+            for &pid in &stopped {
+                signal(pid, libc::SIGCONT);
+            }
+            panic!(
+                "the lone follower did not end the stream\n{}\n{}",
+                c.logs(),
+                agent.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for &pid in &stopped {
+        signal(pid, libc::SIGCONT);
+    }
+    // Back together, the agent streams again and its usage is accounted.
+    let deadline = Instant::now() + DEADLINE;
+    while !entries(&c)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "usage_digest" && e["subject"] == "steady")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no usage digest after the cluster came back\n{}\n{}",
+            c.logs(),
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(agent);
 }
