@@ -260,7 +260,7 @@ impl Metrics {
             let _ = m.attest_refusals.get_or_create(&[("reason", f.as_str())]);
         }
         for s in [Step::Notify, Step::Throttle, Step::Suspend, Step::Migrate] {
-            let _ = m.ladder_steps.get_or_create(&[("step", step_str(s))]);
+            let _ = m.ladder_steps.get_or_create(&[("step", s.as_str())]);
         }
         Self { registry: r, ..m }
     }
@@ -299,7 +299,7 @@ impl Metrics {
 
     pub fn ladder_step(&self, step: Step) {
         self.ladder_steps
-            .get_or_create(&[("step", step_str(step))])
+            .get_or_create(&[("step", step.as_str())])
             .inc();
     }
 
@@ -322,16 +322,6 @@ impl Metrics {
 
 fn set(g: &Gauge, v: u64) {
     g.set(i64::try_from(v).unwrap_or(i64::MAX));
-}
-
-pub fn step_str(s: Step) -> &'static str {
-    match s {
-        Step::None => "none",
-        Step::Notify => "notify",
-        Step::Throttle => "throttle",
-        Step::Suspend => "suspend",
-        Step::Migrate => "migrate",
-    }
 }
 
 /// `method` label: the common methods by name, anything else `other` (a client may send any

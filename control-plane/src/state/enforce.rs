@@ -65,6 +65,19 @@ pub enum Step {
     Migrate,
 }
 
+impl Step {
+    /// Its name, as in JSON, the log and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::None => "none",
+            Step::Notify => "notify",
+            Step::Throttle => "throttle",
+            Step::Suspend => "suspend",
+            Step::Migrate => "migrate",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ladder {
     pub step: Step,
@@ -448,9 +461,9 @@ fn stale_ladder(status: Option<&EnclaveStatus>, c: &Enforcement) -> Option<Strin
         format!(
             "decision for {:?} made from ladder step {} (since {} ms), now {} (since {} ms): the deciding controller had not applied the latest log; it decides again once it has",
             c.enclave,
-            crate::metrics::step_str(from.step),
+            from.step.as_str(),
             from.since_ms,
-            crate::metrics::step_str(now.step),
+            now.step.as_str(),
             now.since_ms
         )
     })
