@@ -452,9 +452,7 @@ pub fn inject_agent(
     let n = net.slots.len();
     Ok(match rng.random_range(0..4) {
         0 => {
-            for c in 0..n {
-                net.cut_agent(k, c)?;
-            }
+            net.cut_agent(k, 0..n)?;
             count(counts, "agent-cut-off");
             AgentActive::Cut {
                 agent: k,
@@ -465,9 +463,7 @@ pub fn inject_agent(
             // One or two of the controllers.
             let first = rng.random_range(0..n);
             let how_many = rng.random_range(1..n);
-            for c in 0..how_many {
-                net.cut_agent(k, (first + c) % n)?;
-            }
+            net.cut_agent(k, (0..how_many).map(|c| (first + c) % n))?;
             count(counts, "agent-cut-from-some");
             AgentActive::Cut {
                 agent: k,
@@ -484,10 +480,8 @@ pub fn inject_agent(
                 Some(l) => (l + rng.random_range(1..n)) % n,
                 None => rng.random_range(0..n),
             };
-            for c in (0..n).filter(|&c| c != x) {
-                net.cut(x, c)?;
-            }
-            net.cut_agent(k, x)?;
+            net.isolate(x, (0..n).filter(|&c| c != x))?;
+            net.cut_agent(k, [x])?;
             count(counts, "agent-to-controller-behind");
             AgentActive::Behind {
                 agent: k,
@@ -504,14 +498,8 @@ pub fn rejoin_behind(a: AgentActive, net: &mut Net) -> Result<Option<usize>, Err
     let AgentActive::Behind { agent, controller } = a else {
         return Ok(None);
     };
-    let n = net.slots.len();
-    for c in (0..n).filter(|&c| c != controller) {
-        net.uncut(controller, c)?;
-    }
-    net.heal_agents()?;
-    for c in (0..n).filter(|&c| c != controller) {
-        net.cut_agent(agent, c)?;
-    }
+    let others: Vec<usize> = (0..net.slots.len()).filter(|&c| c != controller).collect();
+    net.rejoin(controller, &others, agent, &others)?;
     Ok(Some(agent))
 }
 

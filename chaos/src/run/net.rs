@@ -322,9 +322,15 @@ impl Net {
         self.apply_rules()
     }
 
-    /// Cuts agent `agent` off from controller `controller`, both ways, until [`Net::heal`].
-    pub fn cut_agent(&mut self, agent: usize, controller: usize) -> Result<(), Error> {
-        self.agent_cut.insert((agent, controller));
+    /// Cuts agent `agent` off from each of `controllers`, both ways, until [`Net::heal`]: one
+    /// rewrite of the rules for all of them.
+    pub fn cut_agent(
+        &mut self,
+        agent: usize,
+        controllers: impl IntoIterator<Item = usize>,
+    ) -> Result<(), Error> {
+        self.agent_cut
+            .extend(controllers.into_iter().map(|c| (agent, c)));
         self.apply_rules()
     }
 
@@ -356,10 +362,36 @@ impl Net {
         self.apply_rules()
     }
 
-    /// Joins `a` and `b` again both ways (what [`Net::cut`] did, and any one-way block).
-    pub fn uncut(&mut self, a: usize, b: usize) -> Result<(), Error> {
-        self.blocked.remove(&(a, b));
-        self.blocked.remove(&(b, a));
+    /// Cuts `a` apart from each of `others`, both ways, in one rewrite of the rules.
+    pub fn isolate(
+        &mut self,
+        a: usize,
+        others: impl IntoIterator<Item = usize>,
+    ) -> Result<(), Error> {
+        for b in others {
+            self.blocked.insert((a, b));
+            self.blocked.insert((b, a));
+        }
+        self.apply_rules()
+    }
+
+    /// Joins `a` again with each of `others`, both ways (what [`Net::isolate`] or [`Net::cut`]
+    /// did, and any one-way block), and moves agent `agent`'s cuts to `agent_cut_from`: one
+    /// rewrite of the rules.
+    pub fn rejoin(
+        &mut self,
+        a: usize,
+        others: &[usize],
+        agent: usize,
+        agent_cut_from: &[usize],
+    ) -> Result<(), Error> {
+        for &b in others {
+            self.blocked.remove(&(a, b));
+            self.blocked.remove(&(b, a));
+        }
+        self.agent_cut.retain(|(k, _)| *k != agent);
+        self.agent_cut
+            .extend(agent_cut_from.iter().map(|&c| (agent, c)));
         self.apply_rules()
     }
 
