@@ -40,16 +40,9 @@ pub struct Shared {
     /// The next process id (a client after an unknown outcome takes a new one).
     pub next_process: AtomicU64,
     pub stop: AtomicBool,
-    /// Writes whose outcome is not known yet (their invoke recorded, no completion).
-    pub unresolved: Mutex<Vec<Unresolved>>,
-}
-
-/// A write whose outcome is not known yet, to be asked again with its idempotency key.
-#[derive(Debug, Clone)]
-pub struct Unresolved {
-    /// Its invoke (process, client, key, op).
-    pub invoke: Event,
-    pub idempotency_key: String,
+    /// The invokes of writes whose outcome is not known yet (no completion recorded), to be
+    /// asked again with their idempotency keys.
+    pub unresolved: Mutex<Vec<Event>>,
 }
 
 /// The idempotency key of a write of `value` to `key` (values are unique per run).
@@ -175,12 +168,9 @@ pub async fn recorded(
     let (kind, ret, error, raw) = perform(s, node, key, op).await;
     match op {
         // An unknown write stays open: `resolve` asks for its outcome later.
-        Op::Write { value } | Op::Cas { value, .. } if kind == Kind::Info => {
+        Op::Write { .. } | Op::Cas { .. } if kind == Kind::Info => {
             let mut g = s.unresolved.lock().unwrap_or_else(|p| p.into_inner());
-            g.push(Unresolved {
-                invoke: e,
-                idempotency_key: idempotency_key(key, value),
-            });
+            g.push(e);
         }
         _ => {
             e.kind = kind;
@@ -206,8 +196,11 @@ pub async fn resolve(s: &Shared, within: Duration) -> (usize, usize) {
     let open = std::mem::take(&mut *s.unresolved.lock().unwrap_or_else(|p| p.into_inner()));
     let deadline = Instant::now() + within;
     let (mut resolved, mut unknown) = (0, 0);
-    for u in open {
-        let mut e = u.invoke;
+    for mut e in open {
+        let written = match e.op {
+            Op::Write { value } | Op::Cas { value, .. } => idempotency_key(&e.key, value),
+            Op::Read => String::new(),
+        };
         let mut node = e.node.saturating_sub(1) as usize;
         let mut last = None;
         let answer = loop {
@@ -230,7 +223,7 @@ pub async fn resolve(s: &Shared, within: Duration) -> (usize, usize) {
                 resolved += 1;
                 e.kind = kind;
                 e.ret = ret;
-                e.error = error.map(|x| format!("resolved by {}: {x}", u.idempotency_key));
+                e.error = error.map(|x| format!("resolved by {written}: {x}"));
                 e.raw = raw;
             }
             None => {
@@ -238,8 +231,7 @@ pub async fn resolve(s: &Shared, within: Duration) -> (usize, usize) {
                 e.kind = Kind::Info;
                 e.ret = None;
                 e.error = Some(format!(
-                    "unresolved ({}): {}",
-                    u.idempotency_key,
+                    "unresolved ({written}): {}",
                     last.unwrap_or_default()
                 ));
             }
