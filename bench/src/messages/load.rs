@@ -52,12 +52,17 @@ struct Counts {
 }
 
 impl Counts {
+    /// The counts, and the send times taken out (read once, when the senders are done).
     fn flow(&self) -> Flow {
         Flow {
             attempted: self.attempted.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
-            send_ms: self.send_ms.lock().map(|v| v.clone()).unwrap_or_default(),
+            send_ms: self
+                .send_ms
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default(),
         }
     }
 }

@@ -407,7 +407,7 @@ pub fn jain(x: &[f64]) -> f64 {
 /// `fair`: its max-min share of what was offered; `configured`: had it offered its rate.
 fn result(
     name: &str,
-    f: &Flow,
+    f: &mut Flow,
     secs: f64,
     delivered: u64,
     fair: f64,
@@ -422,7 +422,7 @@ fn result(
         delivered_per_s,
         fair_share_per_s: fair,
         configured_share_per_s: configured,
-        send_ms: Summary::of_ms(&mut f.send_ms.clone()),
+        send_ms: Summary::of_ms(&mut f.send_ms),
         error_pct: (delivered_per_s / fair - 1.0) * 100.0,
     }
 }
@@ -500,7 +500,7 @@ async fn scenarios(
         demands.push(rate);
     }
     let recv = spawn_paced_receiver(rx.clone(), cfg.receiver_rate, warmup, run);
-    let flows = paced_senders(senders, "rx", warmup, run).await?;
+    let mut flows = paced_senders(senders, "rx", warmup, run).await?;
     let got = recv.await??;
     // Shares of what the senders managed to offer (the bench's pacing can fall behind under
     // load: a shortfall of its own must not read as the mediator's unfairness), and of what
@@ -512,7 +512,7 @@ async fn scenarios(
         .map(|i| {
             result(
                 &format!("s{i}"),
-                &flows[i],
+                &mut flows[i],
                 counted,
                 got.delivered[i],
                 fair[i],
@@ -569,7 +569,7 @@ async fn scenarios(
         clients.push((agent.client(n).await?, WEIGHTED_TAG + i as u8));
     }
     let recv = spawn_paced_receiver(rx.clone(), weighted_rate, warmup, run);
-    let flows = saturate(clients, "rx", warmup, run).await?;
+    let mut flows = saturate(clients, "rx", warmup, run).await?;
     let got = recv.await??;
     let total: u32 = SHARES.iter().sum();
     let weighted_senders: Vec<SenderResult> = ["wa", "wb", "wc"]
@@ -579,7 +579,7 @@ async fn scenarios(
             let ideal = weighted_rate * f64::from(SHARES[i]) / f64::from(total);
             result(
                 n,
-                &flows[i],
+                &mut flows[i],
                 counted,
                 got.delivered[usize::from(WEIGHTED_TAG) + i],
                 ideal,
