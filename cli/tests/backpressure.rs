@@ -36,6 +36,49 @@ async fn entries(c: &Cluster) -> Vec<Value> {
     Vec::new()
 }
 
+/// Three controllers (mTLS) and the enclave `steady` placed on `h1`; the leader.
+async fn cluster_with_steady() -> (Cluster, u64) {
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    let leader = c.wait_leader().await;
+    let enclave = json!({
+        "id": "steady", "tenant": "t", "tee": "sim",
+        "placement": {"host": "h1", "epoch": 1},
+        "launch": {"process": {"cmd": ["/bin/sh", "-c", "while :; do sleep 1; done"]}},
+    });
+    c.put_json(leader, "/v1/enclaves/steady", enclave).await;
+    (c, leader)
+}
+
+/// Every controller's address, controller `first`'s first (the one an agent tries first).
+fn first_then_others(c: &Cluster, first: u64) -> Vec<String> {
+    let mut out = vec![c.nodes[&first].addr.clone()];
+    out.extend(
+        c.nodes
+            .values()
+            .filter(|n| n.id != first)
+            .map(|n| n.addr.clone()),
+    );
+    out
+}
+
+/// Waits (up to `DEADLINE`) until a usage digest of `steady` is in the log; `what` if not.
+async fn wait_for_a_digest(c: &Cluster, agent: &tribune_testkit::agent::AgentProcess, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !entries(c)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "usage_digest" && e["subject"] == "steady")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{what}\n{}\n{}",
+            c.logs(),
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Digest spans of `enclave` in log order: they run 1.., each right after the previous.
 fn assert_no_gap_no_duplicate(all: &[Value], enclave: &str) -> u64 {
     let spans: Vec<(u64, u64)> = all
@@ -86,39 +129,12 @@ async fn a_cluster_that_cannot_commit_for_a_while_slows_the_stream_without_endin
     ) {
         return;
     }
-    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
-    let leader = c.wait_leader().await;
-    let enclave = json!({
-        "id": "steady", "tenant": "t", "tee": "sim",
-        "placement": {"host": "h1", "epoch": 1},
-        "launch": {"process": {"cmd": ["/bin/sh", "-c", "while :; do sleep 1; done"]}},
-    });
-    c.put_json(leader, "/v1/enclaves/steady", enclave).await;
+    let (c, leader) = cluster_with_steady().await;
     // The agent streams to the leader (the controller whose writes stall).
-    let mut controllers = vec![c.nodes[&leader].addr.clone()];
-    controllers.extend(
-        c.nodes
-            .values()
-            .filter(|n| n.id != leader)
-            .map(|n| n.addr.clone()),
-    );
-    let agent = common::start_agent(&c, "bp", "h1", controllers, vec![]);
+    let agent = common::start_agent(&c, "bp", "h1", first_then_others(&c, leader), vec![]);
 
     // Usage flows first.
-    let deadline = Instant::now() + DEADLINE;
-    while !entries(&c)
-        .await
-        .iter()
-        .any(|e| e["kind"] == "usage_digest" && e["subject"] == "steady")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no usage digest\n{}\n{}",
-            c.logs(),
-            agent.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_a_digest(&c, &agent, "no usage digest").await;
 
     // The followers stop for 5 s: nothing commits; the leader's writes time out (3 s).
     let followers: Vec<u32> = c
@@ -194,14 +210,7 @@ async fn a_controller_that_reaches_no_leader_sends_the_agent_elsewhere() {
     ) {
         return;
     }
-    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
-    let leader = c.wait_leader().await;
-    let enclave = json!({
-        "id": "steady", "tenant": "t", "tee": "sim",
-        "placement": {"host": "h1", "epoch": 1},
-        "launch": {"process": {"cmd": ["/bin/sh", "-c", "while :; do sleep 1; done"]}},
-    });
-    c.put_json(leader, "/v1/enclaves/steady", enclave).await;
+    let (c, leader) = cluster_with_steady().await;
     // One follower stays up alone: the leader and the other follower stop.
     let pids = c.pids();
     let alone = pids
@@ -218,14 +227,7 @@ async fn a_controller_that_reaches_no_leader_sends_the_agent_elsewhere() {
         signal(pid, libc::SIGSTOP);
     }
     // The agent tries the lone follower first.
-    let mut controllers = vec![c.nodes[&alone].addr.clone()];
-    controllers.extend(
-        c.nodes
-            .values()
-            .filter(|n| n.id != alone)
-            .map(|n| n.addr.clone()),
-    );
-    let agent = common::start_agent(&c, "nl", "h1", controllers, vec![]);
+    let agent = common::start_agent(&c, "nl", "h1", first_then_others(&c, alone), vec![]);
     let ended = "attestation stream ended: this controller cannot catch up with the log";
     let deadline = Instant::now() + DEADLINE;
     while !std::fs::read_to_string(&c.nodes[&alone].log)
@@ -248,19 +250,6 @@ async fn a_controller_that_reaches_no_leader_sends_the_agent_elsewhere() {
         signal(pid, libc::SIGCONT);
     }
     // Back together, the agent streams again and its usage is accounted.
-    let deadline = Instant::now() + DEADLINE;
-    while !entries(&c)
-        .await
-        .iter()
-        .any(|e| e["kind"] == "usage_digest" && e["subject"] == "steady")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no usage digest after the cluster came back\n{}\n{}",
-            c.logs(),
-            agent.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_a_digest(&c, &agent, "no usage digest after the cluster came back").await;
     drop(agent);
 }
