@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::mpsc;
+use tribune_agent::collector::UsageWindow;
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::runtime::migration::{MigrateOptions, MigrationProgress};
 use tribune_agent::runtime::qemu::{guest_counter, parse_counter};
@@ -716,4 +717,64 @@ async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
     src.migrated_away("vm", 2).await.unwrap();
     shutdown_clean(src).await;
     shutdown_clean(dst).await;
+}
+
+fn windows_of(rx: &mut mpsc::Receiver<tribune_agent::ToLink>, name: &str) -> Vec<UsageWindow> {
+    let mut out = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        if let tribune_agent::ToLink::Windows(w) = m {
+            out.extend(w.into_iter().filter(|w| w.enclave == name));
+        }
+    }
+    out
+}
+
+/// A VM waiting for a migration's state sends no usage window until the plan that names it
+/// (the commit) arrives: before it the enclave is not placed on this host, the controllers
+/// refuse its window, and the sequence number that window spent broke the new usage chain until
+/// the next checkpoint — no decision saw the VM for ~2 s after it arrived (`tribune bench
+/// migrate`'s breach → decision). Its first window is the tick after that plan, not the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_waiting_for_its_state_reports_no_usage_until_a_plan_names_it() {
+    if !can_run("migrate-wait-usage") {
+        return;
+    }
+    let _g = lock();
+    let (dst_cfg, _dst_dir) = config("mwu-dst", RuntimeKind::Qemu);
+    let mut dst = Agent::start(dst_cfg).await.unwrap();
+    let (up_tx, mut up_rx) = mpsc::channel(64);
+    dst.set_uplink(up_tx);
+    let port = tribune_testkit::free_port();
+    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let tick = Duration::from_millis(100);
+    let mut last_sample_ns = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(tick).await;
+        last_sample_ns = unix_ns();
+        dst.sample().await;
+    }
+    let waiting = windows_of(&mut up_rx, "vm");
+    assert!(
+        waiting.is_empty(),
+        "a VM not yet placed here reported usage: {waiting:?}"
+    );
+    // Committed: the plan names it (its state has not come; it waits on, now placed here).
+    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    dst.sample().await;
+    let named = windows_of(&mut up_rx, "vm");
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(
+        named[0].start_unix_ns >= last_sample_ns,
+        "the first window covers the wait (from {} ns before its last sample): {named:?}",
+        last_sample_ns.saturating_sub(named[0].start_unix_ns)
+    );
+    shutdown_clean(dst).await;
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

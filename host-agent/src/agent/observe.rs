@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Agent, AgentStatus, EnclaveReport, EventKind, RefusedLaunch, Taken, unix_ns};
+use super::{
+    Agent, AgentStatus, EnclaveReport, EventKind, Migration, RefusedLaunch, Taken, unix_ns,
+};
 use crate::collector::{MsgTotals, OOM_EVERY, Usage, UsageWindow};
 use crate::link_messages::ToLink;
 use crate::plan::{Change, RunState};
@@ -71,7 +73,15 @@ impl Agent {
                     ));
                 }
                 r.usage = Usage::between(&prev, &s, now - t0);
-                if self.uplink.is_some() {
+                if r.migration == Some(Migration::Incoming) {
+                    // Not placed here until the commit's plan names it: the controllers
+                    // would refuse its window (`NotPlaced`) and the refused seq would break
+                    // its new usage chain until the next checkpoint (~2 s of no decisions on
+                    // arrival). The wait and the load are the move's cost: its first window is
+                    // the first tick after the commit (docs/protocol.md "Usage chain after a
+                    // move").
+                    r.unsent = None;
+                } else if self.uplink.is_some() {
                     // A window starts where the last one handed over ended: after a tick the
                     // link could not take, it covers that tick too (no usage is lost).
                     let from = *r.unsent.get_or_insert(Taken {
