@@ -15,48 +15,10 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::mpsc;
-use tribune_agent::collector::UsageWindow;
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::runtime::migration::{MigrateOptions, MigrationProgress};
 use tribune_agent::runtime::qemu::{guest_counter, parse_counter};
 use tribune_agent::{Agent, EnclavePlan, Guest, LaunchSpec, RunState, RuntimeKind};
-
-fn have_qemu() -> bool {
-    std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn can_run(test: &str) -> bool {
-    if skip(test) {
-        return false;
-    }
-    if !have_qemu() {
-        say_skipped(&format!(
-            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-        ));
-        return false;
-    }
-    true
-}
-
-fn vm(epoch: u64) -> EnclavePlan {
-    let mut e = enclave(
-        LaunchSpec::Qemu {
-            memory_mib: 64,
-            args: vec![],
-            msg_port: Default::default(),
-            guest: Default::default(),
-        },
-        None,
-        1,
-    );
-    e.limits.memory_bytes = Some(512 << 20);
-    e.placement_epoch = epoch;
-    e
-}
 
 async fn counter(agent: &Agent, name: &str) -> u64 {
     let mut q = agent.migration_monitor(name).await.unwrap();
@@ -75,19 +37,9 @@ async fn counter_passes(agent: &Agent, name: &str, above: u64) -> u64 {
     }
 }
 
-async fn status_of(agent: &mut Agent, name: &str) -> Option<EnclaveStatus> {
-    agent
-        .status()
-        .await
-        .enclaves
-        .iter()
-        .find(|e| e.name == name)
-        .map(|e| e.status)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_live_migrates_and_its_counter_goes_on() {
-    if !can_run("migrate") {
+    if !can_run_qemu("migrate") {
         return;
     }
     let _g = lock();
@@ -95,14 +47,14 @@ async fn a_vm_live_migrates_and_its_counter_goes_on() {
     let (dst_cfg, _dst_dir) = config("mig-dst", RuntimeKind::Qemu);
     let mut src = Agent::start(src_cfg).await.unwrap();
     let mut dst = Agent::start(dst_cfg).await.unwrap();
-    let rep = src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    let rep = src.apply(plan(1, &[("vm", qemu_vm(1))])).await.unwrap();
     assert_eq!(rep.launched, vec!["vm"]);
     let before = counter_passes(&src, "vm", 0).await;
     assert!(before > 0, "the guest counts");
 
     // Target: paused, waiting for the state; no plan without it stops it.
     let port = tribune_testkit::free_port();
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+    dst.migrate_in("vm", &qemu_vm(2), &format!("127.0.0.1:{port}"))
         .await
         .unwrap();
     dst.apply(plan(1, &[])).await.unwrap();
@@ -160,7 +112,7 @@ async fn a_vm_live_migrates_and_its_counter_goes_on() {
     );
 
     // The controllers committed epoch 2: the target's plan names it and so resumes it.
-    dst.apply(plan(2, &[("vm", vm(2))])).await.unwrap();
+    dst.apply(plan(2, &[("vm", qemu_vm(2))])).await.unwrap();
     assert_eq!(
         status_of(&mut dst, "vm").await,
         Some(EnclaveStatus::Running)
@@ -190,7 +142,7 @@ async fn a_vm_live_migrates_and_its_counter_goes_on() {
     // The source hears of the switch-over: never again under epoch 1.
     src.migrated_away("vm", 2).await.unwrap();
     assert_eq!(status_of(&mut src, "vm").await, None);
-    let rep = src.apply(plan(2, &[("vm", vm(1))])).await.unwrap();
+    let rep = src.apply(plan(2, &[("vm", qemu_vm(1))])).await.unwrap();
     assert!(rep.launched.is_empty(), "{rep:?}");
     assert_eq!(rep.refused.len(), 1, "{rep:?}");
     assert_eq!(status_of(&mut src, "vm").await, None);
@@ -200,7 +152,7 @@ async fn a_vm_live_migrates_and_its_counter_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_migration_rolls_back_to_the_source() {
-    if !can_run("migrate-rollback") {
+    if !can_run_qemu("migrate-rollback") {
         return;
     }
     let _g = lock();
@@ -208,9 +160,9 @@ async fn a_failed_migration_rolls_back_to_the_source() {
     let (dst_cfg, _dst_dir) = config("mrb-dst", RuntimeKind::Qemu);
     let mut src = Agent::start(src_cfg).await.unwrap();
     let mut dst = Agent::start(dst_cfg).await.unwrap();
-    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    src.apply(plan(1, &[("vm", qemu_vm(1))])).await.unwrap();
     let port = tribune_testkit::free_port();
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+    dst.migrate_in("vm", &qemu_vm(2), &format!("127.0.0.1:{port}"))
         .await
         .unwrap();
     // The target goes away before the state is sent.
@@ -243,7 +195,7 @@ async fn a_failed_migration_rolls_back_to_the_source() {
         "the source runs on"
     );
     // Still under epoch 1: a plan under it applies.
-    let mut e = vm(1);
+    let mut e = qemu_vm(1);
     e.state = RunState::Run;
     let rep = src.apply(plan(2, &[("vm", e)])).await.unwrap();
     assert!(rep.refused.is_empty(), "{rep:?}");
@@ -270,7 +222,7 @@ async fn next_report(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
     use tribune_agent::LinkEvent;
-    if !can_run("migrate-stream") {
+    if !can_run_qemu("migrate-stream") {
         return;
     }
     let _g = lock();
@@ -282,13 +234,13 @@ async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
     let (dst_tx, mut dst_rx) = mpsc::channel(4096);
     src.set_uplink(src_tx);
     dst.set_uplink(dst_tx);
-    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    src.apply(plan(1, &[("vm", qemu_vm(1))])).await.unwrap();
     let before = counter_passes(&src, "vm", 0).await;
     let port = tribune_testkit::free_port();
     dst.on_link(LinkEvent::MigrateIn {
         migration_id: "m1".into(),
         enclave: "vm".into(),
-        plan: Box::new(vm(2)),
+        plan: Box::new(qemu_vm(2)),
         listen: format!("127.0.0.1:{port}"),
     })
     .await;
@@ -310,7 +262,7 @@ async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
     };
     assert!(done.succeeded(), "{done:?}");
     // Switch-over committed under epoch 2: the target's plan names it, the source is told.
-    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    dst.apply(plan(1, &[("vm", qemu_vm(2))])).await.unwrap();
     src.on_link(LinkEvent::MigrationEnd {
         migration_id: "m1".into(),
         enclave: "vm".into(),
@@ -340,7 +292,7 @@ async fn the_stream_steps_drive_a_migration_and_progress_goes_back() {
 
 /// A VM of the writer guest (`Guest::Writer`): 32 MiB, 16 of them rewritten over and over.
 fn writer_vm(epoch: u64) -> EnclavePlan {
-    let mut e = vm(epoch);
+    let mut e = qemu_vm(epoch);
     e.launch = Some(LaunchSpec::Qemu {
         memory_mib: 32,
         args: vec![],
@@ -365,7 +317,7 @@ async fn word_at(agent: &Agent, name: &str, addr: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_guest_rewrites_its_region_and_still_migrates() {
-    if !can_run("migrate-writer") {
+    if !can_run_qemu("migrate-writer") {
         return;
     }
     let _g = lock();
@@ -445,7 +397,7 @@ async fn the_writer_guest_rewrites_its_region_and_still_migrates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_source_keeps_its_migration_id() {
     use tribune_agent::LinkEvent;
-    if !can_run("migrate-source-restart") {
+    if !can_run_qemu("migrate-source-restart") {
         return;
     }
     let _g = lock();
@@ -536,10 +488,10 @@ async fn a_restarted_source_keeps_its_migration_id() {
     shutdown_clean(dst).await;
 }
 
-/// `vm(epoch)` with the plan's run state `state` (a policy ladder's `suspend` and every step
+/// `qemu_vm(epoch)` with the plan's run state `state` (a policy ladder's `suspend` and every step
 /// after it, `migrate` included, say `Suspend`).
 fn vm_in(epoch: u64, state: RunState) -> EnclavePlan {
-    let mut e = vm(epoch);
+    let mut e = qemu_vm(epoch);
     e.state = state;
     e
 }
@@ -547,7 +499,7 @@ fn vm_in(epoch: u64, state: RunState) -> EnclavePlan {
 /// A counting VM on `src` under epoch 1, then suspended there (as the ladder's `migrate` step
 /// does before the leader moves it); returns its counter once frozen.
 async fn a_suspended_source(src: &mut Agent) -> u64 {
-    src.apply(plan(1, &[("vm", vm(1))])).await.unwrap();
+    src.apply(plan(1, &[("vm", qemu_vm(1))])).await.unwrap();
     counter_passes(src, "vm", 0).await;
     src.apply(plan(2, &[("vm", vm_in(1, RunState::Suspend))]))
         .await
@@ -604,7 +556,7 @@ async fn runs_on(agent: &mut Agent, name: &str, above: u64) -> bool {
 /// (the plan was applied, the controllers held it running on the target).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_vm_named_while_its_state_arrives_runs_once_it_has() {
-    if !can_run("migrate-paused-race") {
+    if !can_run_qemu("migrate-paused-race") {
         return;
     }
     let _g = lock();
@@ -614,11 +566,11 @@ async fn a_paused_vm_named_while_its_state_arrives_runs_once_it_has() {
     let mut dst = Agent::start(dst_cfg).await.unwrap();
     let frozen = a_suspended_source(&mut src).await;
     let port = tribune_testkit::free_port();
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+    dst.migrate_in("vm", &qemu_vm(2), &format!("127.0.0.1:{port}"))
         .await
         .unwrap();
     // Committed: the target's plan names it, to run, before its state is in.
-    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    dst.apply(plan(1, &[("vm", qemu_vm(2))])).await.unwrap();
     assert_eq!(runstate(&dst, "vm").await, "inmigrate");
     send_it(&mut src, port).await;
     assert!(
@@ -638,7 +590,7 @@ async fn a_paused_vm_named_while_its_state_arrives_runs_once_it_has() {
 /// its state is in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_restarted_while_the_state_arrives_runs_it_once_it_has() {
-    if !can_run("migrate-paused-restart") {
+    if !can_run_qemu("migrate-paused-restart") {
         return;
     }
     let _g = lock();
@@ -649,10 +601,10 @@ async fn a_target_restarted_while_the_state_arrives_runs_it_once_it_has() {
     let frozen = a_suspended_source(&mut src).await;
     let port = tribune_testkit::free_port();
     let mut dst = dst;
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+    dst.migrate_in("vm", &qemu_vm(2), &format!("127.0.0.1:{port}"))
         .await
         .unwrap();
-    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
+    dst.apply(plan(1, &[("vm", qemu_vm(2))])).await.unwrap();
     // The target's agent dies (its QEMU lives on) and starts again.
     let dst_cfg = dst.config().clone();
     drop(dst);
@@ -674,7 +626,7 @@ async fn a_target_restarted_while_the_state_arrives_runs_it_once_it_has() {
 /// while its plan says suspended, reconcile or not; the plan that says run resumes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
-    if !can_run("migrate-paused-named-suspended") {
+    if !can_run_qemu("migrate-paused-named-suspended") {
         return;
     }
     let _g = lock();
@@ -684,7 +636,7 @@ async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
     let mut dst = Agent::start(dst_cfg).await.unwrap();
     let frozen = a_suspended_source(&mut src).await;
     let port = tribune_testkit::free_port();
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
+    dst.migrate_in("vm", &qemu_vm(2), &format!("127.0.0.1:{port}"))
         .await
         .unwrap();
     send_it(&mut src, port).await;
@@ -709,7 +661,7 @@ async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
         frozen,
         "it ran, its plan saying suspended"
     );
-    dst.apply(plan(2, &[("vm", vm(2))])).await.unwrap();
+    dst.apply(plan(2, &[("vm", qemu_vm(2))])).await.unwrap();
     assert!(
         runs_on(&mut dst, "vm", frozen).await,
         "its plan says run now"
@@ -717,64 +669,4 @@ async fn a_paused_vm_named_suspended_runs_only_when_its_plan_says_run() {
     src.migrated_away("vm", 2).await.unwrap();
     shutdown_clean(src).await;
     shutdown_clean(dst).await;
-}
-
-fn windows_of(rx: &mut mpsc::Receiver<tribune_agent::ToLink>, name: &str) -> Vec<UsageWindow> {
-    let mut out = Vec::new();
-    while let Ok(m) = rx.try_recv() {
-        if let tribune_agent::ToLink::Windows(w) = m {
-            out.extend(w.into_iter().filter(|w| w.enclave == name));
-        }
-    }
-    out
-}
-
-/// A VM waiting for a migration's state sends no usage window until the plan that names it
-/// (the commit) arrives: before it the enclave is not placed on this host, the controllers
-/// refuse its window, and the sequence number that window spent broke the new usage chain until
-/// the next checkpoint — no decision saw the VM for ~2 s after it arrived (`tribune bench
-/// migrate`'s breach → decision). Its first window is the tick after that plan, not the wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_waiting_for_its_state_reports_no_usage_until_a_plan_names_it() {
-    if !can_run("migrate-wait-usage") {
-        return;
-    }
-    let _g = lock();
-    let (dst_cfg, _dst_dir) = config("mwu-dst", RuntimeKind::Qemu);
-    let mut dst = Agent::start(dst_cfg).await.unwrap();
-    let (up_tx, mut up_rx) = mpsc::channel(64);
-    dst.set_uplink(up_tx);
-    let port = tribune_testkit::free_port();
-    dst.migrate_in("vm", &vm(2), &format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    let tick = Duration::from_millis(100);
-    let mut last_sample_ns = 0;
-    for _ in 0..4 {
-        tokio::time::sleep(tick).await;
-        last_sample_ns = unix_ns();
-        dst.sample().await;
-    }
-    let waiting = windows_of(&mut up_rx, "vm");
-    assert!(
-        waiting.is_empty(),
-        "a VM not yet placed here reported usage: {waiting:?}"
-    );
-    // Committed: the plan names it (its state has not come; it waits on, now placed here).
-    dst.apply(plan(1, &[("vm", vm(2))])).await.unwrap();
-    dst.sample().await;
-    let named = windows_of(&mut up_rx, "vm");
-    assert_eq!(named.len(), 1, "{named:?}");
-    assert!(
-        named[0].start_unix_ns >= last_sample_ns,
-        "the first window covers the wait (from {} ns before its last sample): {named:?}",
-        last_sample_ns.saturating_sub(named[0].start_unix_ns)
-    );
-    shutdown_clean(dst).await;
-}
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -13,14 +13,6 @@ use common::*;
 use tribune_agent::runtime::EnclaveStatus;
 use tribune_agent::{Agent, LaunchSpec, RunState, RuntimeKind};
 
-fn have_qemu() -> bool {
-    std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
     if skip("qemu") {

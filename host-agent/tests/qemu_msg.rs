@@ -33,14 +33,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Deliveries the guest lets the mediator hand it (it never credits).
 const GUEST_WINDOW: u32 = 2;
 
-fn have_qemu() -> bool {
-    std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn encoded(frames: &[Frame]) -> Vec<u8> {
     let mut out = Vec::new();
     for f in frames {

@@ -2,7 +2,8 @@
 //! controllers drive it; the agent only does each step it is told, and fences by epoch:
 //!
 //! - target: [`Agent::migrate_in`] launches the VM (cgroups, limits and shaping first, as for
-//!   any launch) with `-incoming tcp:ADDR:PORT -S`; it stays paused, and no plan that does not
+//!   any launch, but the CPU cap: [`held_for_move`]) with `-incoming tcp:ADDR:PORT -S`; it
+//!   stays paused, sends no usage window (`observe.rs`), and no plan that does not
 //!   name it stops it, until a plan names it — under the new placement epoch the controllers
 //!   committed at switch-over — and so resumes it (`cont`); or [`Agent::abort_in`] tears it
 //!   down on a rollback;
@@ -31,6 +32,23 @@ use crate::runtime::migration::{self, MigrateOptions, MigrationProgress};
 use crate::runtime::{RuntimeKind, qemu};
 use crate::store::Incoming;
 use crate::test_hold::{self, Hold};
+
+/// The plan a VM migrating in waits under: paused, and without its CPU cap. With `-S` its
+/// vCPUs run no instruction until the plan that names it (the commit) resumes it, so while it
+/// waits the cap would bound only QEMU's own work for the move — starting, then loading the
+/// state — which under a throttled enclave's cap (100m) took several times longer. The plan
+/// that names it writes the cap before it resumes it (`plan::changes` puts the cap before
+/// `Run`); every other limit is in place from the start.
+pub(crate) fn held_for_move(wanted: &EnclavePlan) -> EnclavePlan {
+    EnclavePlan {
+        state: RunState::Suspend,
+        limits: plan::Limits {
+            cpu_millicores: None,
+            ..wanted.limits
+        },
+        ..wanted.clone()
+    }
+}
 
 impl Agent {
     /// Target: starts `name` waiting for its state on `listen` (`ADDR:PORT`), paused.
@@ -75,10 +93,7 @@ impl Agent {
         };
         let checked = launch::check(&self.cfg.launch_policy, spec, &self.files)
             .map_err(|why| AgentError::InvalidPlan(format!("enclave {name}: {why}")))?;
-        let held = EnclavePlan {
-            state: RunState::Suspend,
-            ..wanted.clone()
-        };
+        let held = held_for_move(wanted);
         self.store.set_incoming(
             name,
             Some(Incoming {
@@ -168,10 +183,22 @@ impl Agent {
         if !id.is_empty() {
             self.store.set_outgoing(name, Some(id))?;
         }
+        // A VM its plan holds paused sends without its CPU cap: its vCPUs run nothing, so the
+        // cap would only slow QEMU's sending (see `held_for_move`). A rollback writes it again
+        // before anything resumes (`rollback_out`); a restarted agent adopts it capped.
+        let uncap = self.enclaves.get(name).is_some_and(|r| {
+            r.plan.state == RunState::Suspend && r.plan.limits.cpu_millicores.is_some()
+        });
+        if uncap {
+            self.write_cgroup(&self.group_of(name), &plan::Change::CpuCap(None))?;
+        }
         if let Some(r) = self.enclaves.get_mut(name) {
             r.migration = Some(Migration::Outgoing);
             r.migration_id = id.to_string();
             r.resume_owed = false;
+            if uncap {
+                r.plan.limits.cpu_millicores = None;
+            }
         }
         self.event(
             Some(name),
@@ -248,6 +275,25 @@ impl Agent {
             .ok_or_else(|| AgentError::UnknownEnclave(name.into()))?;
         r.migration = None;
         r.migration_id.clear();
+        // Its cap again (lifted while it was sent paused) before it may run.
+        let cap = self
+            .applied
+            .as_ref()
+            .and_then(|p| p.enclaves.get(name))
+            .map(|e| e.limits.cpu_millicores);
+        if let Some(cap) = cap
+            && cap != r.plan.limits.cpu_millicores
+        {
+            let group = r.enclave.identity().group.clone();
+            self.write_cgroup(&group, &plan::Change::CpuCap(cap))?;
+        }
+        let r = self
+            .enclaves
+            .get_mut(name)
+            .ok_or_else(|| AgentError::UnknownEnclave(name.into()))?;
+        if let Some(cap) = cap {
+            r.plan.limits.cpu_millicores = cap;
+        }
         if r.plan.state == RunState::Run {
             r.resume_owed = true;
             r.enclave.resume().await?;
@@ -483,5 +529,43 @@ mod tests {
         }
         // Not migrating here: the end applies (the epoch floor decides what it changes).
         assert!(end_applies(None, "", "m1"));
+    }
+
+    #[test]
+    fn a_held_vm_waits_uncapped_and_the_plan_naming_it_caps_it_before_it_runs() {
+        use crate::plan::{Change, Limits};
+        let wanted = EnclavePlan {
+            limits: Limits {
+                cpu_millicores: Some(100),
+                memory_bytes: Some(512 << 20),
+                ..Limits::default()
+            },
+            weight: 3,
+            state: RunState::Run,
+            placement_epoch: 2,
+            ..EnclavePlan::default()
+        };
+        let held = held_for_move(&wanted);
+        assert_eq!(held.state, RunState::Suspend);
+        assert_eq!(held.limits.cpu_millicores, None);
+        assert_eq!(
+            (held.limits.memory_bytes, held.weight, held.placement_epoch),
+            (Some(512 << 20), 3, 2),
+            "every other limit is in place while it waits"
+        );
+        assert_eq!(
+            plan::changes(&held, &wanted),
+            vec![Change::CpuCap(Some(100)), Change::State(RunState::Run)],
+            "the cap comes before the resume"
+        );
+        let suspended = EnclavePlan {
+            state: RunState::Suspend,
+            ..wanted.clone()
+        };
+        assert_eq!(
+            plan::changes(&held, &suspended),
+            vec![Change::CpuCap(Some(100))],
+            "named but held: capped, still paused"
+        );
     }
 }

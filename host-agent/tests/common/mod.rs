@@ -23,6 +23,60 @@ pub fn lock() -> MutexGuard<'static, ()> {
 
 pub use tribune_testkit::say_skipped;
 
+/// Whether `qemu-system-x86_64` runs here.
+pub fn have_qemu() -> bool {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// True when this QEMU test can run here (root, cgroups, QEMU); says why not otherwise.
+pub fn can_run_qemu(test: &str) -> bool {
+    if skip(test) {
+        return false;
+    }
+    if !have_qemu() {
+        say_skipped(&format!(
+            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        ));
+        return false;
+    }
+    true
+}
+
+/// A 64 MiB QEMU enclave (the counter guest) placed under `epoch`, memory limited to 512 MiB.
+pub fn qemu_vm(epoch: u64) -> EnclavePlan {
+    let mut e = enclave(
+        LaunchSpec::Qemu {
+            memory_mib: 64,
+            args: vec![],
+            msg_port: Default::default(),
+            guest: Default::default(),
+        },
+        None,
+        1,
+    );
+    e.limits.memory_bytes = Some(512 << 20);
+    e.placement_epoch = epoch;
+    e
+}
+
+/// The run status the agent reports of `name` (`None`: not one of its enclaves).
+pub async fn status_of(
+    agent: &mut Agent,
+    name: &str,
+) -> Option<tribune_agent::runtime::EnclaveStatus> {
+    agent
+        .status()
+        .await
+        .enclaves
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.status)
+}
+
 /// True when this test cannot run here; says why so it never passes silently.
 pub fn skip(test: &str) -> bool {
     if !tribune_testkit::is_root() {
