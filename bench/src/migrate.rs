@@ -239,8 +239,8 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     // No cool-down: the trials migrate the VM back and forth, the breach phase by policy.
     let config = dir.path().join("controller.toml");
-    // The targets listen on ports of this run's own, not in 47000-48999 (inside the kernel's
-    // ephemeral range, where any outgoing connection can hold one).
+    // The targets listen on ports of this run's own, not the default 7500-7999 a `tribune dev`
+    // on this machine may be using.
     let span = 64;
     let first = tribune_testkit::ports::try_free_port_span(span)?;
     std::fs::write(

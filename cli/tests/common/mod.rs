@@ -49,9 +49,8 @@ pub fn spawn_dev(
 }
 
 /// `port_base` and `port_span` for a controller config's `[migration]` table: live-migration
-/// targets listen on ports of this test's own. The default, 47000-48999, lies inside the
-/// kernel's ephemeral range (32768-60999), where any outgoing connection on the host can hold
-/// the port a target's QEMU is about to bind.
+/// targets listen on ports of this test's own, not the default 7500-7999 another test or
+/// `tribune dev` on this machine may be using.
 pub fn migration_ports() -> String {
     let span = 64;
     let first = tribune_testkit::ports::try_free_port_span(span).expect("migration ports");

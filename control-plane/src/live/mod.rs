@@ -52,7 +52,10 @@ pub struct LiveConfig {
     /// QEMU's `max-bandwidth` (0: the agent's default, 10 GiB/s).
     pub max_bandwidth_bytes_per_sec: u64,
     /// The target listens on a port in `[port_base, port_base + port_span)`, derived from
-    /// the migration id.
+    /// the migration id. The default, 7500–7999, lies below the kernel's ephemeral range
+    /// (32768–60999 on Linux), where any outgoing connection on the host could hold the port a
+    /// target's QEMU is about to bind, and next to the controllers' own 74xx ports (one
+    /// firewall rule for both).
     pub port_base: u16,
     pub port_span: u16,
 }
@@ -67,8 +70,8 @@ impl Default for LiveConfig {
             transfer_timeout_s: 150,
             downtime_limit_ms: 0,
             max_bandwidth_bytes_per_sec: 0,
-            port_base: 47_000,
-            port_span: 2_000,
+            port_base: 7_500,
+            port_span: 500,
         }
     }
 }
