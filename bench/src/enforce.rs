@@ -168,6 +168,7 @@ pub async fn enforce_latency(
             .collect(),
         tls_dir: None,
         extra: vec![],
+        env: Vec::new(),
         log: dir.path().join("agent.log"),
     })?;
 

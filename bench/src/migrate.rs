@@ -295,6 +295,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
             tls_dir: None,
             extra: vec!["--runtime".into(), "qemu".into()],
             // TRIBUNE_BENCH_LOG_DIR=DIR keeps the agents' logs (with the controllers').
+            env: Vec::new(),
             log: std::env::var_os("TRIBUNE_BENCH_LOG_DIR")
                 .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from)
                 .join(format!("agent-{h}.log")),

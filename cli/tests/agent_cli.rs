@@ -328,6 +328,7 @@ fn two_agents_started_at_once_in_one_dir_both_launch_and_serve_metrics() {
             controllers: vec![],
             tls_dir: None,
             extra: vec![],
+            env: Vec::new(),
             log: dir.join(format!("agent-{k}.log")),
         })
         .expect("start an agent")

@@ -112,6 +112,7 @@ impl Host {
             controllers: c.nodes.values().map(|x| x.addr.clone()).collect(),
             tls_dir: Some(tls_dir),
             extra: vec!["--runtime".into(), "qemu".into()],
+            env: Vec::new(),
             log: PathBuf::new(),
         };
         let mut h = Host {

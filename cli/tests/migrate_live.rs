@@ -30,6 +30,17 @@ fn have_qemu() -> bool {
 
 /// An agent for `host`; with `qemu`, the QEMU runtime and an allow-list that permits VMs.
 fn agent(c: &Cluster, instance: &str, host: &str, qemu: bool) -> (AgentProcess, PathBuf) {
+    agent_with(c, instance, host, qemu, Vec::new())
+}
+
+/// [`agent`] with more environment (a test fault).
+fn agent_with(
+    c: &Cluster,
+    instance: &str,
+    host: &str,
+    qemu: bool,
+    env: Vec<(String, String)>,
+) -> (AgentProcess, PathBuf) {
     let dir = c.dir.path();
     let tls_dir = c.tls_dir.clone().expect("a TLS cluster");
     common::issue(
@@ -60,6 +71,7 @@ fn agent(c: &Cluster, instance: &str, host: &str, qemu: bool) -> (AgentProcess, 
         controllers: c.nodes.values().map(|x| x.addr.clone()).collect(),
         tls_dir: Some(tls_dir),
         extra,
+        env,
         log: dir.join(format!("agent-{instance}.log")),
     })
     .expect("spawn agent");
@@ -194,6 +206,14 @@ async fn the_controllers_live_migrate_a_vm_and_roll_back_a_failed_one() {
     let (_, list) = c.get_json(n, "/v1/migrations").await.expect("migrations");
     let done = &list["past"][0];
     assert_eq!(done["phase"], "committed", "{list}");
+    // The target's evidence, bound to the migration's fresh nonce, was verified before the
+    // source sent anything.
+    assert!(
+        done["target_measurement"]
+            .as_str()
+            .is_some_and(|m| m.len() == 96),
+        "{list}"
+    );
     assert!(
         done["progress"]["transferred_bytes"].as_u64().unwrap_or(0) > 0,
         "{list}"
@@ -355,4 +375,88 @@ async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
         .await;
         eprintln!("trip {i}: on {to}, attested there again, counter {count}");
     }
+}
+
+/// A target whose `ready` evidence is not bound to the migration's fresh nonce (the test fault
+/// replays what its waiting VM sent when it started) is refused before anything moves: the
+/// migration rolls back, the log says why, and the VM runs on where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves() {
+    let test = "a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves";
+    if common::skip_unless_root(test, "the host agent needs cgroups") {
+        return;
+    }
+    if !have_qemu() {
+        tribune_testkit::say_skipped(&format!(
+            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        ));
+        return;
+    }
+    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
+    let n = c.wait_leader().await;
+    let (_a1, d1) = agent(&c, "sf1", "sh1", true);
+    let stale = vec![(
+        "TRIBUNE_TEST_FAULT".to_string(),
+        "stale-move-evidence".to_string(),
+    )];
+    let (_a2, d2) = agent_with(&c, "sf2", "sh2", true, stale);
+    wait_for("two hosts with addresses", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        let hs = v.as_array()?;
+        let ok = ["sh1", "sh2"]
+            .iter()
+            .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""));
+        ok.then_some(())
+    })
+    .await;
+    c.put_json(
+        n,
+        "/v1/enclaves/vm",
+        json!({
+            "id": "vm", "tenant": "acme", "tee": "sim",
+            "requested": {"cpu_millicores": 100, "memory_bytes": 0,
+                          "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
+            "placement": {"host": "sh1", "epoch": 1},
+            "state": "running",
+            "launch": {"qemu": {"memory_mib": 32}},
+        }),
+    )
+    .await;
+    attested_on(&c, n, "sh1", 0).await;
+    let count = wait_for("the guest counting on sh1", &c, async || {
+        counter(&d1).await.filter(|&n| n > 0)
+    })
+    .await;
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "sh2"]);
+    let text = common::output_text(&out);
+    assert!(!out.status.success(), "{text}\n{}", c.logs());
+    assert!(text.contains("rolled back"), "{text}");
+    let (_, e) = c.get_json(n, "/v1/enclaves/vm").await.expect("enclave");
+    assert_eq!(placement(&e), ("sh1".to_string(), 1), "{e}");
+    wait_for(
+        "the guest counting on sh1 after the refusal",
+        &c,
+        async || counter(&d1).await.filter(|&n| n > count),
+    )
+    .await;
+    wait_for("the target's copy torn down", &c, async || {
+        counter(&d2).await.is_none().then_some(())
+    })
+    .await;
+    let entries = c.log_entries(n).await.expect("log");
+    let ops: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["subject"] == "vm" && e["kind"] == "migration")
+        .filter_map(|e| e["detail"]["op"].as_str())
+        .collect();
+    assert_eq!(ops, ["live_start", "live_rolled_back"], "{entries:?}");
+    let why = entries
+        .iter()
+        .find(|e| e["detail"]["op"] == "live_rolled_back")
+        .and_then(|e| e["detail"]["reason"].as_str())
+        .unwrap_or_default();
+    assert!(
+        why.contains("sh2 failed attestation") && why.contains("fresh nonce"),
+        "the log says why: {why}"
+    );
 }

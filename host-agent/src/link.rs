@@ -310,6 +310,7 @@ struct Link {
     applied_version: u64,
     events: mpsc::Sender<LinkEvent>,
     reconnect: Reconnect,
+    nonces: crate::link_migration::MoveNonces,
 }
 
 impl Link {
@@ -596,6 +597,7 @@ impl Link {
         if let Some(body) = &m.body
             && let Some(ev) = crate::link_migration::event_from_pb(body)
         {
+            self.nonces.note(body);
             match ev {
                 Ok(ev) => {
                     let _ = self.events.send(ev).await;
@@ -723,12 +725,23 @@ impl Link {
                 }
             }
             ToLink::Migration(r) => {
-                if let Some((tx, ..)) = live {
-                    tx.send(agent_msg(pb::agent_message::Body::MigrationProgress(
-                        crate::link_migration::progress_to_pb(r),
-                    )))
-                    .await
-                    .map_err(|_| LinkError::Closed)?;
+                if let Some((tx, stream_nonce, _)) = live {
+                    // A target's `ready` carries the waiting VM's evidence, bound to the
+                    // migration's fresh nonce.
+                    let nonce = self.nonces.for_report(&r).map(|n| {
+                        if crate::test_fault::active(crate::test_fault::Fault::StaleMoveEvidence) {
+                            *stream_nonce
+                        } else {
+                            n
+                        }
+                    });
+                    let evidence = nonce
+                        .and_then(|n| self.evidence(std::slice::from_ref(&r.enclave), &n).pop());
+                    let mut p = crate::link_migration::progress_to_pb(r);
+                    p.evidence = evidence;
+                    tx.send(agent_msg(pb::agent_message::Body::MigrationProgress(p)))
+                        .await
+                        .map_err(|_| LinkError::Closed)?;
                 }
             }
         }
@@ -753,6 +766,7 @@ pub async fn run(
         applied_version: 0,
         events,
         reconnect: Reconnect::new(),
+        nonces: Default::default(),
     };
     let mut next = 0usize;
     let mut failures = 0usize;

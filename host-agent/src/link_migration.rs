@@ -70,6 +70,46 @@ pub fn progress_to_pb(r: MigrationReport) -> pb::MigrationProgress {
         downtime_ms: p.downtime_ms.unwrap_or(0),
         total_time_ms: p.total_time_ms,
         error: p.error.unwrap_or_default(),
+        evidence: None,
+    }
+}
+
+/// How many migrations' nonces are kept (a target is told of few at once).
+const NONCES_MAX: usize = 64;
+
+/// The fresh nonce of each migration in this agent was told of (`MigrateIn.nonce`), by
+/// migration id: the target's `ready` carries the waiting VM's evidence bound to it, which the
+/// controllers verify before the source sends anything (docs/protocol.md "Live migration").
+#[derive(Debug, Default)]
+pub struct MoveNonces(std::collections::BTreeMap<String, [u8; 32]>);
+
+impl MoveNonces {
+    /// Notes a `MigrateIn`'s nonce (one of another length is not kept: that `ready` then
+    /// carries no evidence and the controllers roll the migration back) and forgets the
+    /// nonce of a migration that ended.
+    pub fn note(&mut self, body: &pb::controller_message::Body) {
+        use pb::controller_message::Body;
+        match body {
+            Body::MigrateIn(m) => {
+                if let Ok(n) = <[u8; 32]>::try_from(m.nonce.as_slice()) {
+                    if self.0.len() >= NONCES_MAX && !self.0.contains_key(&m.migration_id) {
+                        self.0.pop_first();
+                    }
+                    self.0.insert(m.migration_id.clone(), n);
+                }
+            }
+            Body::MigrationEnd(m) => {
+                self.0.remove(&m.migration_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// The nonce a report must carry evidence for: a target's `ready` of a migration with one.
+    pub fn for_report(&self, r: &MigrationReport) -> Option<[u8; 32]> {
+        (r.role == "target" && r.progress.status == "ready")
+            .then(|| self.0.get(&r.migration_id).copied())
+            .flatten()
     }
 }
 
@@ -91,6 +131,7 @@ mod tests {
                 ..pb::EnclavePlan::default()
             }),
             listen: "127.0.0.1:4444".into(),
+            nonce: vec![5; 32],
         });
         let Some(Ok(LinkEvent::MigrateIn {
             migration_id,
@@ -166,5 +207,49 @@ mod tests {
             ("completed", "source")
         );
         assert_eq!((m.transferred_bytes, m.downtime_ms), (10, 4));
+    }
+
+    #[test]
+    fn a_targets_ready_is_bound_to_its_migrations_nonce_until_it_ends() {
+        use pb::controller_message::Body;
+        let into = |id: &str, nonce: Vec<u8>| {
+            Body::MigrateIn(pb::MigrateIn {
+                migration_id: id.into(),
+                nonce,
+                ..pb::MigrateIn::default()
+            })
+        };
+        let report = |id: &str, role: &'static str, status: &str| MigrationReport {
+            migration_id: id.into(),
+            enclave: "vm".into(),
+            role,
+            progress: MigrationProgress {
+                status: status.into(),
+                ..MigrationProgress::default()
+            },
+        };
+        let mut n = MoveNonces::default();
+        n.note(&into("m1", vec![5; 32]));
+        n.note(&into("m2", vec![5; 31]));
+        assert_eq!(
+            n.for_report(&report("m1", "target", "ready")),
+            Some([5; 32])
+        );
+        assert_eq!(n.for_report(&report("m1", "target", "failed")), None);
+        assert_eq!(n.for_report(&report("m1", "source", "ready")), None);
+        assert_eq!(
+            n.for_report(&report("m2", "target", "ready")),
+            None,
+            "a nonce of the wrong length is not kept"
+        );
+        n.note(&Body::MigrationEnd(pb::MigrationEnd {
+            migration_id: "m1".into(),
+            ..pb::MigrationEnd::default()
+        }));
+        assert_eq!(n.for_report(&report("m1", "target", "ready")), None);
+        for i in 0..(NONCES_MAX + 10) {
+            n.note(&into(&format!("x{i:03}"), vec![1; 32]));
+        }
+        assert_eq!(n.0.len(), NONCES_MAX, "bounded");
     }
 }

@@ -1,6 +1,6 @@
-//! Deliberately broken agent behaviour for the chaos harness's enforcement checker test
-//! (`chaos/README.md`, "The checker catches bugs"): the checker must be shown to catch a real
-//! bug.
+//! Deliberately broken agent behaviour for tests that must be shown to catch a real bug: the
+//! chaos harness's enforcement checker (`chaos/README.md`, "The checker catches bugs") and the
+//! controllers' check of a migration target's evidence.
 //!
 //! A fault acts only when **both** hold: the crate was built with the `test-faults` cargo
 //! feature (which no normal build enables: the `tribune` crate turns it on through a
@@ -16,6 +16,10 @@ pub enum Fault {
     /// (`LinkEvent::Down`), it removes every enclave's CPU cap — the fail-open bug the
     /// "limits never lifted while cut off" invariant forbids.
     LiftCapsWhenCutOff,
+    /// `TRIBUNE_TEST_FAULT=stale-move-evidence`: a migration target's `ready` carries evidence
+    /// bound to the stream's nonce, not the migration's — a replay of what the waiting VM sent
+    /// when it started, which the controllers must refuse (`cli/tests/migrate_live.rs`).
+    StaleMoveEvidence,
 }
 
 impl Fault {
@@ -23,6 +27,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::LiftCapsWhenCutOff => "lift-caps-when-cut-off",
+            Fault::StaleMoveEvidence => "stale-move-evidence",
         }
     }
 }
@@ -45,7 +50,8 @@ pub fn active(fault: Fault) -> bool {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
-        if on.iter().any(|f| f == Fault::LiftCapsWhenCutOff.name()) {
+        let known = [Fault::LiftCapsWhenCutOff, Fault::StaleMoveEvidence];
+        if on.iter().any(|f| known.iter().any(|k| k.name() == f)) {
             tracing::warn!(faults = %v, "TEST FAULTS ACTIVE: this agent is deliberately broken");
         }
         on

@@ -30,6 +30,8 @@ pub struct AgentOptions {
     pub tls_dir: Option<PathBuf>,
     /// More arguments.
     pub extra: Vec<String>,
+    /// More environment (e.g. `TRIBUNE_TEST_FAULT`, for this agent only).
+    pub env: Vec<(String, String)>,
     /// Its stdout and stderr (`RUST_LOG=info`).
     pub log: PathBuf,
 }
@@ -71,6 +73,7 @@ impl AgentProcess {
             .args((!o.controllers.is_empty()).then_some("--controllers"))
             .args(&o.controllers)
             .env("RUST_LOG", "info")
+            .envs(o.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file2)
             .stderr(file)

@@ -400,6 +400,7 @@ pub fn start_agent(
         controllers,
         tls_dir: Some(tls_dir),
         extra,
+        env: Vec::new(),
         log: dir.join(format!("agent-{instance}.log")),
     })
     .expect("spawn agent")

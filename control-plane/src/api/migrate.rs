@@ -95,6 +95,7 @@ impl Api {
                 &who.actor,
                 now,
                 cfg,
+                crate::live::fresh_nonce(),
             )
         };
         let request = match planned {

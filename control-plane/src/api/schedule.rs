@@ -274,6 +274,7 @@ impl Api {
             &who.actor,
             now,
             cfg,
+            crate::live::fresh_nonce(),
         );
         let stay = |outcome, o: &Outcome| DrainMove {
             enclave: e.id.clone(),

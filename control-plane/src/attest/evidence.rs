@@ -193,6 +193,36 @@ pub fn verify(
     }
 }
 
+/// A migration target's evidence (its `ready`): the waiting VM's report verified as any
+/// evidence, binding the keys it carries to the migration's fresh `nonce` (not to the stream's
+/// exchange: those keys are tracked only once the commit places the enclave there and it is
+/// attested on the stream). `Ok`: the measurement it was verified to; `Err`: every reason.
+pub fn verify_for_move(
+    cx: Context<'_>,
+    verifiers: &Verifiers,
+    exchange: &ControllerExchange,
+    ev: &pb::Evidence,
+    expected: &[String],
+    nonce: &[u8; 32],
+) -> Result<String, String> {
+    let ed = key32(&ev.enclave_ed25519, "enclave_ed25519").map_err(|e| e.to_string())?;
+    let x = key32(&ev.enclave_x25519, "enclave_x25519").map_err(|e| e.to_string())?;
+    let bound = Reattesting {
+        ed25519_pub: ed,
+        x25519_pub: x,
+        nonce: *nonce,
+    };
+    let verdict = verify(cx, verifiers, exchange, ev, expected, Some(bound));
+    let a = verdict.attestation();
+    if a.trusted {
+        Ok(a.measurement.clone())
+    } else if a.reasons.is_empty() {
+        Err("not trusted".into())
+    } else {
+        Err(a.reasons.join("; "))
+    }
+}
+
 /// Re-keying on a new stream without evidence (DESIGN.md §4.5): the enclave signs this stream's
 /// exchange with the ed25519 key that earlier trusted evidence bound (`prior`, from the
 /// replicated state). Any doubt is an error, answered by asking for evidence, never by trusting.

@@ -256,3 +256,70 @@ fn the_policy_attest_knobs_reach_the_verifier() {
         "allowed by the policy's `sept_ve = allowed`"
     );
 }
+
+#[test]
+fn a_migration_targets_evidence_must_bind_the_migrations_fresh_nonce() {
+    let ex = ControllerExchange::from_parts([3; 32], [4; 32]);
+    let nonce = [8; 32];
+    let k = keys();
+    assert_eq!(
+        verify_for_move(
+            cx(true),
+            &verifiers(),
+            &ex,
+            &evidence(&k, &nonce, false),
+            &[],
+            &nonce
+        ),
+        Ok(hex::encode(MEASUREMENT))
+    );
+    // What the waiting VM sent when it started (bound to the stream's nonce) is not fresh for
+    // this migration, nor evidence for another migration.
+    for (stale, what) in [
+        (*ex.nonce(), "the stream's nonce"),
+        ([9; 32], "another nonce"),
+    ] {
+        let Err(why) = verify_for_move(
+            cx(true),
+            &verifiers(),
+            &ex,
+            &evidence(&k, &stale, false),
+            &[],
+            &nonce,
+        ) else {
+            panic!("{what}: trusted");
+        };
+        assert!(why.contains("fresh nonce"), "{what}: {why}");
+    }
+    // Verified as any evidence: the enclave's expected measurements, production verifiers.
+    let Err(why) = verify_for_move(
+        cx(true),
+        &verifiers(),
+        &ex,
+        &evidence(&k, &nonce, false),
+        &["00".repeat(48)],
+        &nonce,
+    ) else {
+        panic!("an unexpected measurement: trusted");
+    };
+    assert!(why.contains("expected measurements"), "{why}");
+    assert!(
+        verify_for_move(
+            cx(false),
+            &verifiers(),
+            &ex,
+            &evidence(&k, &nonce, false),
+            &[],
+            &nonce
+        )
+        .is_err(),
+        "sim evidence in production"
+    );
+    // Malformed keys: a reason, not a panic.
+    let mut short = evidence(&k, &nonce, false);
+    short.enclave_x25519.truncate(5);
+    let Err(why) = verify_for_move(cx(true), &verifiers(), &ex, &short, &[], &nonce) else {
+        panic!("short key: trusted");
+    };
+    assert!(why.contains("enclave_x25519"), "{why}");
+}

@@ -177,7 +177,8 @@ pub fn listen_for(state: &State, to: &str, id: &str, cfg: &LiveConfig) -> Option
 }
 
 /// The request that starts a migration of `id` (checked here as it will be at apply, so a
-/// refusal names its reason at once).
+/// refusal names its reason at once). `nonce` is fresh from the caller ([`super::fresh_nonce`]):
+/// the target's evidence must bind it before anything moves.
 #[allow(clippy::too_many_arguments)]
 pub fn request(
     state: &State,
@@ -188,6 +189,7 @@ pub fn request(
     actor: &str,
     now_ms: i64,
     cfg: &LiveConfig,
+    nonce: [u8; 32],
 ) -> Result<LiveRequest, Outcome> {
     let Some(epoch) = state
         .enclaves
@@ -210,6 +212,7 @@ pub fn request(
         cooldown_ms: ms(cfg.cooldown_s),
         attest_max_age_ms: ms(cfg.attest_max_age_s),
         actor: actor.to_string(),
+        nonce: hex::encode(nonce),
     };
     // The enclave's own checks first (QEMU, placed, not migrating, budget, cool-down): then
     // the target.

@@ -98,6 +98,8 @@ fn live(phase: LivePhase, started: i64, ready: Option<i64>) -> LiveMigration {
         ended_ms: None,
         reason: String::new(),
         progress: LiveProgress::default(),
+        nonce: String::new(),
+        target_measurement: String::new(),
     }
 }
 
@@ -199,8 +201,24 @@ fn the_target_is_the_schedulers_choice_among_hosts_that_pass_every_check() {
 fn a_request_names_its_listener_and_refuses_with_the_first_reason() {
     let cfg = LiveConfig::default();
     let s = cluster();
-    let r = request(&s, "vm", None, LiveCause::Request, false, "op", NOW, &cfg).expect("ok");
+    let r = request(
+        &s,
+        "vm",
+        None,
+        LiveCause::Request,
+        false,
+        "op",
+        NOW,
+        &cfg,
+        [7; 32],
+    )
+    .expect("ok");
     assert_eq!((r.to.as_str(), r.epoch), ("h2", 4));
+    assert_eq!(
+        r.nonce,
+        hex::encode([7; 32]),
+        "the caller's fresh nonce rides along"
+    );
     let (ip, port) = r.listen.rsplit_once(':').expect("ADDR:PORT");
     assert_eq!(ip, "10.0.0.2");
     let port: u16 = port.parse().expect("port");
@@ -212,12 +230,32 @@ fn a_request_names_its_listener_and_refuses_with_the_first_reason() {
         .collect();
     assert!(ports.len() > 40, "{ports:?}");
     // What is wrong with the enclave comes first.
-    let Err(o) = request(&s, "proc", None, LiveCause::Request, false, "op", NOW, &cfg) else {
+    let Err(o) = request(
+        &s,
+        "proc",
+        None,
+        LiveCause::Request,
+        false,
+        "op",
+        NOW,
+        &cfg,
+        [7; 32],
+    ) else {
         panic!("refused")
     };
     assert!(reason(&o).contains("not a QEMU enclave"));
     assert!(matches!(
-        request(&s, "none", None, LiveCause::Request, false, "op", NOW, &cfg),
+        request(
+            &s,
+            "none",
+            None,
+            LiveCause::Request,
+            false,
+            "op",
+            NOW,
+            &cfg,
+            [7; 32]
+        ),
         Err(Outcome::NotFound { .. })
     ));
     let Err(o) = request(
@@ -229,6 +267,7 @@ fn a_request_names_its_listener_and_refuses_with_the_first_reason() {
         "op",
         NOW,
         &cfg,
+        [7; 32],
     ) else {
         panic!("refused")
     };
@@ -247,6 +286,7 @@ fn a_request_names_its_listener_and_refuses_with_the_first_reason() {
         "op",
         NOW,
         &cfg,
+        [7; 32],
     ) else {
         panic!("refused")
     };

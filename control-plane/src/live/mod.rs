@@ -76,6 +76,15 @@ impl Default for LiveConfig {
     }
 }
 
+/// A fresh migration nonce (`LiveRequest::nonce`): unpredictable before the `MigrateIn` that
+/// carries it, so the target's evidence bound to it was made for this migration.
+pub fn fresh_nonce() -> [u8; 32] {
+    use rand_core::RngCore;
+    let mut n = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut n);
+    n
+}
+
 fn leads(c: &Controller) -> bool {
     c.leader().is_some_and(|(id, _)| id == c.id)
 }
@@ -128,7 +137,7 @@ async fn once(c: &Arc<Controller>) {
                     LiveCause::Policy => "controller:policy",
                     LiveCause::Request => "controller",
                 };
-                match decide::request(&st, &id, None, cause, false, actor, now, cfg) {
+                match decide::request(&st, &id, None, cause, false, actor, now, cfg, fresh_nonce()) {
                     Ok(request) => Some(Command::MigrateStart {
                         request,
                         at_ms: now,

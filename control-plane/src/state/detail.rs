@@ -264,11 +264,15 @@ pub enum MigrationDetail {
         forced: bool,
         actor: String,
     },
-    /// The target's VM waits, paused, for the state on `listen`; the source sends it.
+    /// The target's VM waits, paused, for the state on `listen`; the source sends it. Its
+    /// evidence, bound to the migration's fresh nonce, was verified to `measurement` (absent
+    /// in entries written before that check).
     LiveReady {
         id: String,
         to: String,
         listen: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        measurement: String,
     },
     /// The source completed: the enclave is placed on `to` under the new `epoch` and resumes
     /// there; the source may never run it again.

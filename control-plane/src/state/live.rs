@@ -94,6 +94,14 @@ pub struct LiveMigration {
     /// Why it rolled back (empty otherwise).
     pub reason: String,
     pub progress: LiveProgress,
+    /// The fresh nonce (hex, 32 bytes) the target's evidence must bind before anything moves
+    /// (`MigrateIn.nonce`; empty in records written before it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
+    /// The measurement the target's evidence, bound to `nonce`, was verified to (set when the
+    /// target is ready).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_measurement: String,
 }
 
 impl LiveMigration {
@@ -122,6 +130,10 @@ pub struct LiveRequest {
     /// How old the target's last sign of attestation may be.
     pub attest_max_age_ms: i64,
     pub actor: String,
+    /// Fresh per migration (hex, 32 bytes): the target's evidence must bind it
+    /// ([`LiveMigration::nonce`]).
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// The target's most recent sign of trusted attestation: its agent's stream being recorded
@@ -323,7 +335,12 @@ impl State {
         use super::Command as C;
         match cmd {
             C::MigrateStart { request, at_ms } => self.migrate_start(request, at_ms),
-            C::MigrateReady { enclave, id, at_ms } => self.migrate_ready(&enclave, &id, at_ms),
+            C::MigrateReady {
+                enclave,
+                id,
+                measurement,
+                at_ms,
+            } => self.migrate_ready(&enclave, &id, measurement, at_ms),
             C::MigrateProgress {
                 enclave,
                 id,
@@ -380,6 +397,8 @@ impl State {
             ended_ms: None,
             reason: String::new(),
             progress: LiveProgress::default(),
+            nonce: r.nonce,
+            target_measurement: String::new(),
         };
         e.state = EnclaveState::Migrating;
         e.version += 1;
@@ -411,8 +430,15 @@ impl State {
         }
     }
 
-    /// `Command::MigrateReady`: the target's VM waits for the state.
-    pub(super) fn migrate_ready(&mut self, enclave: &str, id: &str, at_ms: i64) -> Outcome {
+    /// `Command::MigrateReady`: the target's VM waits for the state, its evidence (bound to the
+    /// migration's nonce) verified to `measurement`.
+    pub(super) fn migrate_ready(
+        &mut self,
+        enclave: &str,
+        id: &str,
+        measurement: String,
+        at_ms: i64,
+    ) -> Outcome {
         let m = match self.live_of(enclave, id) {
             Ok(m) => m,
             Err(o) => return o,
@@ -422,6 +448,7 @@ impl State {
         }
         m.phase = LivePhase::Transferring;
         m.ready_ms = Some(at_ms);
+        m.target_measurement = measurement;
         let out = m.clone();
         self.log.append(
             enclave,
@@ -429,6 +456,7 @@ impl State {
                 id: id.to_string(),
                 to: out.to.clone(),
                 listen: out.listen.clone(),
+                measurement: out.target_measurement.clone(),
             }),
             at_ms,
         );

@@ -68,6 +68,7 @@ fn request(id: &str, to: &str) -> LiveRequest {
         cooldown_ms: 60_000,
         attest_max_age_ms: 600_000,
         actor: "op".into(),
+        nonce: hex::encode([9; 32]),
     }
 }
 
@@ -82,6 +83,7 @@ fn ready(s: &mut State, id: &str) -> Outcome {
     s.apply(Command::MigrateReady {
         enclave: "vm".into(),
         id: id.into(),
+        measurement: "5eed".into(),
         at_ms: NOW + 10,
     })
 }
@@ -151,6 +153,11 @@ fn a_committed_migration_places_the_enclave_on_the_target_under_the_next_epoch()
         panic!("started")
     };
     assert_eq!(m.phase, LivePhase::Preparing);
+    assert_eq!(
+        m.nonce,
+        hex::encode([9; 32]),
+        "the target is told this nonce"
+    );
     assert_eq!(s.enclaves["vm"].state, EnclaveState::Migrating);
     // Still on h1 under epoch 1; neither plan moved (the source keeps running it).
     assert_eq!(placement(&s), ("h1".into(), 1));
@@ -162,7 +169,15 @@ fn a_committed_migration_places_the_enclave_on_the_target_under_the_next_epoch()
         Some(1000)
     );
     assert!(
-        matches!(ready(&mut s, "m1"), Outcome::Migration(m) if m.phase == LivePhase::Transferring)
+        matches!(ready(&mut s, "m1"), Outcome::Migration(m) if m.phase == LivePhase::Transferring && m.target_measurement == "5eed")
+    );
+    // The log says what the target's fresh evidence was verified to.
+    let logged = s.log.entries.iter().any(|e| {
+        matches!(&e.detail, LogDetail::Migration(MigrationDetail::LiveReady { measurement, .. }) if measurement == "5eed")
+    });
+    assert!(
+        logged,
+        "the ready entry names the target's verified measurement"
     );
     let Outcome::Migration(m) = commit(&mut s, "m1") else {
         panic!("committed")

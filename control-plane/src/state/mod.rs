@@ -208,10 +208,12 @@ pub enum Command {
         request: LiveRequest,
         at_ms: i64,
     },
-    /// The target's VM waits for the state.
+    /// The target's VM waits for the state, its fresh evidence verified (to `measurement`).
     MigrateReady {
         enclave: String,
         id: String,
+        #[serde(default)]
+        measurement: String,
         at_ms: i64,
     },
     /// QEMU's figures from the source.

@@ -53,6 +53,14 @@ fn every_detail_round_trips_through_json_and_through_commands() {
         id: "m1".into(),
         to: "h2".into(),
         listen: "10.0.0.2:47001".into(),
+        measurement: "5eed".into(),
+    }));
+    // Written before the target's evidence was checked: no measurement.
+    details.push(LogDetail::Migration(MigrationDetail::LiveReady {
+        id: "m0".into(),
+        to: "h2".into(),
+        listen: "10.0.0.2:47001".into(),
+        measurement: String::new(),
     }));
     details.push(LogDetail::Migration(MigrationDetail::LiveCommitted {
         id: "m1".into(),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tribune_proto::v1 as pb;
 
 use super::{Session, SessionError, Tx, send, wall_ms};
+use crate::attest::evidence::{self, Context};
 use crate::attest::plan::plan_for;
 use crate::state::{Command, LiveMigration, LivePhase, LiveProgress, Placement, State};
 
@@ -119,6 +120,9 @@ impl Session {
                         migration_id: m.id.clone(),
                         plan: Some(plan),
                         listen: m.listen.clone(),
+                        // A record without one (written before the check) sends none: its
+                        // target's evidence cannot bind it and the migration rolls back.
+                        nonce: hex::decode(&m.nonce).unwrap_or_default(),
                     })
                 }
                 Step::Out => pb::controller_message::Body::MigrateOut(pb::MigrateOut {
@@ -187,7 +191,13 @@ impl Session {
                 }
             }
         };
-        let Some(cmd) = next_command(&m, &self.host, &p, wall_ms()) else {
+        // The target's `ready` counts only with its evidence for this migration verified.
+        let checked = (p.role == "target"
+            && p.status == "ready"
+            && m.to == self.host
+            && m.phase == LivePhase::Preparing)
+            .then(|| self.target_evidence(&m, p.evidence.as_ref()));
+        let Some(cmd) = next_command(&m, &self.host, &p, checked, wall_ms()) else {
             return;
         };
         let figures = matches!(cmd, Command::MigrateProgress { .. });
@@ -222,11 +232,61 @@ impl Session {
     }
 }
 
-/// The command an agent's report on `m` calls for, from `host`'s agent. Pure.
+impl Session {
+    /// The target's evidence in its `ready` for `m`: the waiting VM's report, verified as any
+    /// evidence (the verifiers, the enclave's expected measurements, its policies' `attest`
+    /// knobs) and bound to the migration's fresh nonce. `Ok`: the measurement it was verified
+    /// to; `Err`: why it is refused.
+    fn target_evidence(
+        &mut self,
+        m: &LiveMigration,
+        ev: Option<&pb::Evidence>,
+    ) -> Result<String, String> {
+        let ev = ev.ok_or("its ready carried no evidence")?;
+        if ev.enclave_id != m.enclave {
+            return Err(format!(
+                "its evidence is for enclave {:?}, not {:?}",
+                ev.enclave_id, m.enclave
+            ));
+        }
+        let nonce: [u8; 32] = hex::decode(&m.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or("the migration record holds no nonce")?;
+        let (set, _) = self.policy_set();
+        let (expected, identity) = {
+            let st = self.state();
+            let e = st.enclaves.get(&m.enclave);
+            let prior = st
+                .status
+                .get(&m.enclave)
+                .and_then(|s| s.attestation.clone());
+            (
+                e.map(|e| e.expected_measurements.clone())
+                    .unwrap_or_default(),
+                e.map(|e| crate::attest::decide::identity(e, prior.as_ref())),
+            )
+        };
+        let cx = Context {
+            host: &self.host,
+            controller_id: self.controller.id,
+            allow_sim: self.config.allow_sim,
+            now_ms: wall_ms(),
+            at: tribune_attest::VerifyAt::now(),
+            knobs: identity.and_then(|i| set.attest_knobs(&i)),
+        };
+        evidence::verify_for_move(cx, &self.verifiers, &self.exchange, ev, &expected, &nonce)
+    }
+}
+
+/// The command an agent's report on `m` calls for, from `host`'s agent. A target's `ready`
+/// needs `checked`: its evidence for this migration verified (the measurement) or refused
+/// (why: the migration rolls back, the log says so). Pure.
 pub fn next_command(
     m: &LiveMigration,
     host: &str,
     p: &pb::MigrationProgress,
+    checked: Option<Result<String, String>>,
     at_ms: i64,
 ) -> Option<Command> {
     let (enclave, id) = (m.enclave.clone(), m.id.clone());
@@ -241,7 +301,28 @@ pub fn next_command(
                     at_ms,
                 })
             } else if p.status == "ready" && m.phase == LivePhase::Preparing {
-                Some(Command::MigrateReady { enclave, id, at_ms })
+                Some(match checked {
+                    Some(Ok(measurement)) => Command::MigrateReady {
+                        enclave,
+                        id,
+                        measurement,
+                        at_ms,
+                    },
+                    Some(Err(why)) => Command::MigrateAbort {
+                        enclave,
+                        id,
+                        reason: format!(
+                            "the target {host} failed attestation for this migration: {why}"
+                        ),
+                        at_ms,
+                    },
+                    None => Command::MigrateAbort {
+                        enclave,
+                        id,
+                        reason: format!("the target {host}'s evidence was not checked"),
+                        at_ms,
+                    },
+                })
             } else {
                 None
             }

@@ -22,6 +22,8 @@ fn m(id: &str, enclave: &str, phase: LivePhase) -> LiveMigration {
             .then_some(2000),
         reason: String::new(),
         progress: LiveProgress::default(),
+        nonce: String::new(),
+        target_measurement: String::new(),
     }
 }
 
@@ -111,7 +113,35 @@ fn each_report_becomes_the_next_step_only_from_the_right_host() {
         (&moving, "h1", "observer", "completed", "none"),
     ];
     for (mig, host, role, status, want) in cases {
-        let got = kind(next_command(mig, host, &report(role, status), 5));
+        let checked = Some(Ok("m1".to_string()));
+        let got = kind(next_command(mig, host, &report(role, status), checked, 5));
         assert_eq!(got, want, "{host} {role} {status}");
     }
+}
+
+#[test]
+fn a_targets_ready_counts_only_with_its_evidence_verified() {
+    let preparing = m("a", "vm", LivePhase::Preparing);
+    let ready = report("target", "ready");
+    match next_command(&preparing, "h2", &ready, Some(Ok("abcd".into())), 5) {
+        Some(Command::MigrateReady { measurement, .. }) => assert_eq!(measurement, "abcd"),
+        other => panic!("{other:?}"),
+    }
+    let refused = Some(Err("evidence does not bind the fresh nonce".to_string()));
+    match next_command(&preparing, "h2", &ready, refused, 5) {
+        Some(Command::MigrateAbort { reason, .. }) => {
+            assert!(
+                reason.contains("h2 failed attestation") && reason.contains("fresh nonce"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(
+            next_command(&preparing, "h2", &ready, None, 5),
+            Some(Command::MigrateAbort { .. })
+        ),
+        "never ready unchecked"
+    );
 }
