@@ -728,14 +728,9 @@ impl Link {
                 if let Some((tx, stream_nonce, _)) = live {
                     // A target's `ready` carries the waiting VM's evidence, bound to the
                     // migration's fresh nonce.
-                    let nonce = self.nonces.for_report(&r).map(|n| {
-                        if crate::test_fault::active(crate::test_fault::Fault::StaleMoveEvidence) {
-                            *stream_nonce
-                        } else {
-                            n
-                        }
-                    });
-                    let evidence = nonce
+                    let evidence = self
+                        .nonces
+                        .for_report(&r, stream_nonce)
                         .and_then(|n| self.evidence(std::slice::from_ref(&r.enclave), &n).pop());
                     let mut p = crate::link_migration::progress_to_pb(r);
                     p.evidence = evidence;

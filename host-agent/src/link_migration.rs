@@ -106,10 +106,15 @@ impl MoveNonces {
     }
 
     /// The nonce a report must carry evidence for: a target's `ready` of a migration with one.
-    pub fn for_report(&self, r: &MigrationReport) -> Option<[u8; 32]> {
-        (r.role == "target" && r.progress.status == "ready")
+    /// (The test fault `stale-move-evidence` binds the stream's nonce instead.)
+    pub fn for_report(&self, r: &MigrationReport, stream_nonce: &[u8; 32]) -> Option<[u8; 32]> {
+        let n = (r.role == "target" && r.progress.status == "ready")
             .then(|| self.0.get(&r.migration_id).copied())
-            .flatten()
+            .flatten()?;
+        if crate::test_fault::active(crate::test_fault::Fault::StaleMoveEvidence) {
+            return Some(*stream_nonce);
+        }
+        Some(n)
     }
 }
 
@@ -232,13 +237,19 @@ mod tests {
         n.note(&into("m1", vec![5; 32]));
         n.note(&into("m2", vec![5; 31]));
         assert_eq!(
-            n.for_report(&report("m1", "target", "ready")),
+            n.for_report(&report("m1", "target", "ready"), &[0; 32]),
             Some([5; 32])
         );
-        assert_eq!(n.for_report(&report("m1", "target", "failed")), None);
-        assert_eq!(n.for_report(&report("m1", "source", "ready")), None);
         assert_eq!(
-            n.for_report(&report("m2", "target", "ready")),
+            n.for_report(&report("m1", "target", "failed"), &[0; 32]),
+            None
+        );
+        assert_eq!(
+            n.for_report(&report("m1", "source", "ready"), &[0; 32]),
+            None
+        );
+        assert_eq!(
+            n.for_report(&report("m2", "target", "ready"), &[0; 32]),
             None,
             "a nonce of the wrong length is not kept"
         );
@@ -246,7 +257,10 @@ mod tests {
             migration_id: "m1".into(),
             ..pb::MigrationEnd::default()
         }));
-        assert_eq!(n.for_report(&report("m1", "target", "ready")), None);
+        assert_eq!(
+            n.for_report(&report("m1", "target", "ready"), &[0; 32]),
+            None
+        );
         for i in 0..(NONCES_MAX + 10) {
             n.note(&into(&format!("x{i:03}"), vec![1; 32]));
         }
