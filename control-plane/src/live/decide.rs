@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use tribune_migration::{Freshness, choose};
+use tribune_migration::{Demand, Freshness, MigrationConfig, MigrationFacts, target};
 
 use super::LiveConfig;
 use crate::state::{
     EnclaveState, LiveCause, LivePhase, LiveRequest, Outcome, Schedulable, State, Step,
-    check_enclave, check_target, cluster_view_of, enclave_spec, restartable,
+    check_enclave, check_target, cluster_view_of, demand, restartable,
 };
 
 /// Migrations past their step's deadline, with why: (enclave, migration id, reason).
@@ -89,8 +89,11 @@ pub fn wanted(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, Live
         .collect()
 }
 
-/// Where enclave `id` goes: `to` if given and it passes every check, else the scheduler's
-/// choice among the hosts that pass them (the enclave's own guarantee left out of its source).
+/// Where enclave `id` goes: `to` if given and it passes every check, else the migration
+/// planner's choice (`tribune_migration::target`) among the hosts that pass them: room for the
+/// enclave's guarantee or its limit (its allocation's), whichever is more, plus
+/// `headroom_pct`; the emptiest such host, then the least loaded. (The cool-down and budget
+/// are the request's own checks, `check_enclave`.)
 pub fn choose_target(
     state: &State,
     id: &str,
@@ -124,20 +127,38 @@ pub fn choose_target(
         )
         .map(String::as_str)
         .collect();
-    let mut view = cluster_view_of(state, &candidates);
-    view.remove(id);
-    let mut spec = enclave_spec(e);
-    spec.preempt = false;
+    // The view holds the enclave where it is (the planner never picks its own host).
+    let source = e.placement.as_ref().map(|p| p.host.as_str());
+    let hosts: Vec<&str> = candidates.iter().copied().chain(source).collect();
+    let view = cluster_view_of(state, &hosts);
+    let limit = state
+        .allocations
+        .get(id)
+        .map_or(Demand::ZERO, |a| demand(a.limits));
+    let planner = MigrationConfig {
+        cooldown_ms: 0,
+        max_concurrent: usize::MAX,
+        headroom_pct: cfg.headroom_pct,
+    };
+    let facts = MigrationFacts {
+        last_moved_at_ms: None,
+        in_flight: 0,
+    };
     let fresh = Freshness {
         now_ms,
         attest_max_age_ms: i64::MAX,
     };
-    choose(&view, &spec, fresh).map_err(|_| Outcome::NoRoom {
-        reason: if refusals.is_empty() {
-            format!("no other host for enclave {id:?}")
-        } else {
-            format!("no host can take enclave {id:?}: {}", refusals.join("; "))
-        },
+    target(&view, id, limit, facts, planner, fresh).map_err(|why| {
+        if !candidates.is_empty() {
+            refusals.push(why.to_string());
+        }
+        Outcome::NoRoom {
+            reason: if refusals.is_empty() {
+                format!("no other host for enclave {id:?}")
+            } else {
+                format!("no host can take enclave {id:?}: {}", refusals.join("; "))
+            },
+        }
     })
 }
 

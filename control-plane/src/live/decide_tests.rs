@@ -292,3 +292,57 @@ fn a_request_names_its_listener_and_refuses_with_the_first_reason() {
     };
     assert!(reason(&o).contains("no address"));
 }
+
+#[test]
+fn the_target_has_room_for_the_limit_with_headroom_and_is_the_emptiest() {
+    let cfg = LiveConfig::default();
+    let mut s = cluster();
+    // h4: 8 cores, emptier than h2 once the VM is on it — a move is for relief, not packing.
+    s.apply(Command::PutHost {
+        host: host("h4", 8000, "10.0.0.4"),
+        actor: String::new(),
+        at_ms: NOW - 1000,
+    });
+    assert_eq!(
+        choose_target(&s, "vm", None, NOW, &cfg),
+        Ok("h4".to_string())
+    );
+    // Its limit (its allocation's, 5 cores) is more than its guarantee: only a host with room
+    // for 5 cores + 10 % takes it.
+    s.allocations.insert(
+        "vm".into(),
+        crate::state::Allocation {
+            enclave: "vm".into(),
+            limits: Resources {
+                cpu_millicores: 5000,
+                ..Resources::default()
+            },
+            guaranteed: Resources::default(),
+            weight: 1,
+            suspended: false,
+            msgs_rate_per_s: None,
+        },
+    );
+    assert_eq!(
+        choose_target(&s, "vm", None, NOW, &cfg),
+        Ok("h4".to_string())
+    );
+    // At 7.5 cores, 8.25 with headroom: nowhere, and the reason says so.
+    if let Some(a) = s.allocations.get_mut("vm") {
+        a.limits.cpu_millicores = 7500;
+    }
+    let Err(o) = choose_target(&s, "vm", None, NOW, &cfg) else {
+        panic!("no host has room for the limit with headroom")
+    };
+    assert!(matches!(o, Outcome::NoRoom { .. }), "{o:?}");
+    assert!(reason(&o).contains("h4"), "{}", reason(&o));
+    // Without headroom it fits.
+    let tight = LiveConfig {
+        headroom_pct: 0,
+        ..LiveConfig::default()
+    };
+    assert_eq!(
+        choose_target(&s, "vm", None, NOW, &tight),
+        Ok("h4".to_string())
+    );
+}

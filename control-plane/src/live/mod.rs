@@ -43,6 +43,9 @@ pub struct LiveConfig {
     /// A target's last sign of trusted attestation (its agent's stream recorded, or a trusted
     /// verdict on evidence it relayed) must be at most this old.
     pub attest_max_age_s: u64,
+    /// A target chosen for an enclave must have room for its guarantee or its limit, whichever
+    /// is more, plus this much, in percent (`tribune_migration::target`): a move is for relief.
+    pub headroom_pct: u64,
     /// The target must say it is ready (QEMU started, paused, listening) within this long.
     pub prepare_timeout_s: u64,
     /// The source must complete within this long of the target being ready.
@@ -66,6 +69,7 @@ impl Default for LiveConfig {
             budget: 2,
             cooldown_s: 60,
             attest_max_age_s: 600,
+            headroom_pct: 10,
             prepare_timeout_s: 60,
             transfer_timeout_s: 150,
             downtime_limit_ms: 0,

@@ -37,7 +37,9 @@ pub use live::{
     check_enclave, check_request, check_target, host_attested_at, suspended_by_policy,
 };
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
-pub use schedule::{FRESHNESS_ANY, Move, cluster_view, cluster_view_of, enclave_spec, restartable};
+pub use schedule::{
+    FRESHNESS_ANY, Move, cluster_view, cluster_view_of, demand, enclave_spec, restartable,
+};
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
 pub use types::{

@@ -44,7 +44,8 @@ pub struct Move {
     pub cause: String,
 }
 
-fn demand(r: Resources) -> Demand {
+/// Resources as the scheduler's demand.
+pub fn demand(r: Resources) -> Demand {
     Demand {
         cpu_millicores: r.cpu_millicores,
         memory_bytes: r.memory_bytes,
