@@ -294,31 +294,42 @@ async fn attested_on(c: &Cluster, n: u64, host: &str, since_ms: i64) {
     .await;
 }
 
-/// A VM moved A → B → A: on its return to a host it had left it is attested there again and
-/// its usage counts. Before the fix in `attest/session/migrate.rs` (found by `tribune bench
-/// migrate`'s breach phase) the target's stream still tracked it from its first stay, under
-/// keys its agent had dropped: its reports were refused (`checkpoint mismatch`, then `no
-/// trusted evidence`) and no policy decision ever saw it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
-    let test = "a_vm_migrated_back_and_forth_is_attested_again_on_each_return";
+/// A TLS cluster of three controllers (simulated evidence allowed), an agent with the QEMU
+/// runtime on each of `hosts` (the second with `env`), and a counting 32 MiB VM `vm` placed on
+/// the first under epoch 1, attested there.
+struct TwoHosts {
+    c: Cluster,
+    n: u64,
+    agents: (AgentProcess, AgentProcess),
+    /// The two agents' data dirs.
+    dirs: (PathBuf, PathBuf),
+    /// The guest's counter once seen counting on the first host.
+    count: u64,
+}
+
+/// [`TwoHosts`] on `hosts`, or `None` (said loudly) where `test` cannot run here.
+async fn a_vm_on_the_first_of(
+    test: &str,
+    hosts: [&str; 2],
+    env: Vec<(String, String)>,
+) -> Option<TwoHosts> {
     if common::skip_unless_root(test, "the host agent needs cgroups") {
-        return;
+        return None;
     }
     if !have_qemu() {
         tribune_testkit::say_skipped(&format!(
             "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
         ));
-        return;
+        return None;
     }
     let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
     let n = c.wait_leader().await;
-    let (_a1, d1) = agent(&c, "lb1", "mh1", true);
-    let (_a2, d2) = agent(&c, "lb2", "mh2", true);
+    let (a1, d1) = agent(&c, &format!("{}a", hosts[0]), hosts[0], true);
+    let (a2, d2) = agent_with(&c, &format!("{}a", hosts[1]), hosts[1], true, env);
     wait_for("two hosts with addresses", &c, async || {
         let (_, v) = c.get_json(n, "/v1/hosts").await?;
         let hs = v.as_array()?;
-        let ok = ["mh1", "mh2"]
+        let ok = hosts
             .iter()
             .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""));
         ok.then_some(())
@@ -331,17 +342,46 @@ async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
             "id": "vm", "tenant": "acme", "tee": "sim",
             "requested": {"cpu_millicores": 100, "memory_bytes": 0,
                           "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
-            "placement": {"host": "mh1", "epoch": 1},
+            "placement": {"host": hosts[0], "epoch": 1},
             "state": "running",
             "launch": {"qemu": {"memory_mib": 32}},
         }),
     )
     .await;
-    attested_on(&c, n, "mh1", 0).await;
-    let mut count = wait_for("the guest counting on mh1", &c, async || {
-        counter(&d1).await.filter(|&n| n > 0)
-    })
+    attested_on(&c, n, hosts[0], 0).await;
+    let count = wait_for(
+        &format!("the guest counting on {}", hosts[0]),
+        &c,
+        async || counter(&d1).await.filter(|&n| n > 0),
+    )
     .await;
+    Some(TwoHosts {
+        c,
+        n,
+        agents: (a1, a2),
+        dirs: (d1, d2),
+        count,
+    })
+}
+
+/// A VM moved A → B → A: on its return to a host it had left it is attested there again and
+/// its usage counts. Before the fix in `attest/session/migrate.rs` (found by `tribune bench
+/// migrate`'s breach phase) the target's stream still tracked it from its first stay, under
+/// keys its agent had dropped: its reports were refused (`checkpoint mismatch`, then `no
+/// trusted evidence`) and no policy decision ever saw it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
+    let test = "a_vm_migrated_back_and_forth_is_attested_again_on_each_return";
+    let Some(TwoHosts {
+        c,
+        n,
+        agents: _agents,
+        dirs: (d1, d2),
+        mut count,
+    }) = a_vm_on_the_first_of(test, ["mh1", "mh2"], Vec::new()).await
+    else {
+        return;
+    };
 
     // There (mh2), back (mh1), and there again: each stay is attested afresh.
     let trips = [("mh2", &d2, &d1), ("mh1", &d1, &d2), ("mh2", &d2, &d1)];
@@ -382,51 +422,21 @@ async fn a_vm_migrated_back_and_forth_is_attested_again_on_each_return() {
 /// migration rolls back, the log says why, and the VM runs on where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves() {
-    let test = "a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves";
-    if common::skip_unless_root(test, "the host agent needs cgroups") {
-        return;
-    }
-    if !have_qemu() {
-        tribune_testkit::say_skipped(&format!(
-            "{test}: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-        ));
-        return;
-    }
-    let c = Cluster::start_tls(3, &["--allow-sim-evidence"]);
-    let n = c.wait_leader().await;
-    let (_a1, d1) = agent(&c, "sf1", "sh1", true);
     let stale = vec![(
         "TRIBUNE_TEST_FAULT".to_string(),
         "stale-move-evidence".to_string(),
     )];
-    let (_a2, d2) = agent_with(&c, "sf2", "sh2", true, stale);
-    wait_for("two hosts with addresses", &c, async || {
-        let (_, v) = c.get_json(n, "/v1/hosts").await?;
-        let hs = v.as_array()?;
-        let ok = ["sh1", "sh2"]
-            .iter()
-            .all(|id| hs.iter().any(|h| h["id"] == *id && h["address"] != ""));
-        ok.then_some(())
-    })
-    .await;
-    c.put_json(
+    let test = "a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves";
+    let Some(TwoHosts {
+        c,
         n,
-        "/v1/enclaves/vm",
-        json!({
-            "id": "vm", "tenant": "acme", "tee": "sim",
-            "requested": {"cpu_millicores": 100, "memory_bytes": 0,
-                          "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
-            "placement": {"host": "sh1", "epoch": 1},
-            "state": "running",
-            "launch": {"qemu": {"memory_mib": 32}},
-        }),
-    )
-    .await;
-    attested_on(&c, n, "sh1", 0).await;
-    let count = wait_for("the guest counting on sh1", &c, async || {
-        counter(&d1).await.filter(|&n| n > 0)
-    })
-    .await;
+        agents: _agents,
+        dirs: (d1, d2),
+        count,
+    }) = a_vm_on_the_first_of(test, ["sh1", "sh2"], stale).await
+    else {
+        return;
+    };
     let out = c.cli(&["enclave", "migrate", "vm", "--to", "sh2"]);
     let text = common::output_text(&out);
     assert!(!out.status.success(), "{text}\n{}", c.logs());

@@ -34,6 +34,22 @@ fn windows_of(rx: &mut mpsc::Receiver<ToLink>, name: &str) -> Vec<UsageWindow> {
     out
 }
 
+/// Starts sending `vm` from `src` to a port nobody listens on (the job fails: a rollback).
+fn send_to(
+    src: &mut Agent,
+    port: u16,
+) -> tokio::task::JoinHandle<
+    tribune_agent::Result<tribune_agent::runtime::migration::MigrationProgress>,
+> {
+    src.migrate_out(
+        "vm",
+        &format!("tcp:127.0.0.1:{port}"),
+        MigrateOptions::default(),
+        None,
+    )
+    .unwrap()
+}
+
 fn unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -112,14 +128,7 @@ async fn a_paused_source_is_sent_uncapped_and_capped_again_by_its_rollback() {
     // A running VM keeps its cap while it is sent: its vCPUs run.
     let (cg, g) = (src.cgroups().clone(), src.group_of("vm"));
     let nobody = tribune_testkit::free_port();
-    let job = src
-        .migrate_out(
-            "vm",
-            &format!("tcp:127.0.0.1:{nobody}"),
-            MigrateOptions::default(),
-            None,
-        )
-        .unwrap();
+    let job = send_to(&mut src, nobody);
     assert_eq!(cg.cpu_cap(&g).unwrap(), Some(100), "running: capped");
     let _ = tokio::time::timeout(Duration::from_secs(60), job)
         .await
@@ -135,14 +144,7 @@ async fn a_paused_source_is_sent_uncapped_and_capped_again_by_its_rollback() {
         status_of(&mut src, "vm").await,
         Some(EnclaveStatus::Suspended)
     );
-    let job = src
-        .migrate_out(
-            "vm",
-            &format!("tcp:127.0.0.1:{nobody}"),
-            MigrateOptions::default(),
-            None,
-        )
-        .unwrap();
+    let job = send_to(&mut src, nobody);
     assert_eq!(cg.cpu_cap(&g).unwrap(), None, "paused, sent: no cap");
     src.reconcile().await;
     assert_eq!(

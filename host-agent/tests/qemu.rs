@@ -15,11 +15,7 @@ use tribune_agent::{Agent, LaunchSpec, RunState, RuntimeKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_enclave_is_capped_stopped_and_continued_over_qmp() {
-    if skip("qemu") {
-        return;
-    }
-    if !have_qemu() {
-        say_skipped("qemu: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)");
+    if !can_run_qemu("qemu") {
         return;
     }
     let _g = lock();

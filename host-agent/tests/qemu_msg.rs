@@ -91,11 +91,7 @@ fn frames_of(log: &[u8]) -> Vec<Frame> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
-    if skip("qemu_msg") {
-        return;
-    }
-    if !have_qemu() {
-        say_skipped("qemu_msg: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)");
+    if !can_run_qemu("qemu_msg") {
         return;
     }
     let _g = lock();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tribune_proto::v1 as pb;
 
 use super::{Session, SessionError, Tx, send, wall_ms};
-use crate::attest::evidence::{self, Context};
+use crate::attest::evidence;
 use crate::attest::plan::plan_for;
 use crate::state::{Command, LiveMigration, LivePhase, LiveProgress, Placement, State};
 
@@ -267,14 +267,7 @@ impl Session {
                 e.map(|e| crate::attest::decide::identity(e, prior.as_ref())),
             )
         };
-        let cx = Context {
-            host: &self.host,
-            controller_id: self.controller.id,
-            allow_sim: self.config.allow_sim,
-            now_ms: wall_ms(),
-            at: tribune_attest::VerifyAt::now(),
-            knobs: identity.and_then(|i| set.attest_knobs(&i)),
-        };
+        let cx = self.verify_context(identity.and_then(|i| set.attest_knobs(&i)));
         evidence::verify_for_move(cx, &self.verifiers, &self.exchange, ev, &expected, &nonce)
     }
 }

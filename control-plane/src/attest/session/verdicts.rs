@@ -15,6 +15,19 @@ use crate::attest::window::WINDOW_S_MAX;
 use crate::state::{Command, Outcome, VerdictCmd};
 
 impl Session {
+    /// Who verifies evidence on this stream, and when: this controller, now, with the
+    /// matching policies' `attest` knobs.
+    pub(super) fn verify_context(&self, knobs: Option<tribune_policy::AttestKnobs>) -> Context<'_> {
+        Context {
+            host: &self.host,
+            controller_id: self.controller.id,
+            allow_sim: self.config.allow_sim,
+            now_ms: wall_ms(),
+            at: tribune_attest::VerifyAt::now(),
+            knobs,
+        }
+    }
+
     pub(super) async fn on_evidence(
         &mut self,
         evidence: Vec<pb::Evidence>,
@@ -59,15 +72,7 @@ impl Session {
                 ));
                 continue;
             }
-            let knobs = identity.and_then(|i| set.attest_knobs(&i));
-            let cx = Context {
-                host: &self.host,
-                controller_id: self.controller.id,
-                allow_sim: self.config.allow_sim,
-                now_ms: wall_ms(),
-                at: tribune_attest::VerifyAt::now(),
-                knobs,
-            };
+            let cx = self.verify_context(identity.and_then(|i| set.attest_knobs(&i)));
             if ev.report.is_empty() && !ev.rekey_signature.is_empty() {
                 match evidence::rekey(cx, &self.exchange, &ev, prior.as_ref()) {
                     Ok((attestation, bound, vk)) => {
