@@ -47,6 +47,7 @@ pub mod link;
 pub mod link_error;
 pub mod link_messages;
 pub mod link_migration;
+mod link_plan;
 pub mod mediator;
 pub mod metrics;
 pub mod net;

@@ -1,6 +1,7 @@
 //! Unit tests of the controller link (`link.rs`).
 
 use super::*;
+use crate::plan::{CPU_MILLICORES_MIN, MEMORY_BYTES_MIN, RunState, WEIGHT_MAX};
 
 #[tokio::test]
 async fn an_unreachable_controller_is_one_link_down_event() {
