@@ -193,10 +193,26 @@ pub fn verify(
     }
 }
 
+/// Why a migration target's evidence is refused (the migration then rolls back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveEvidenceError {
+    #[error("its ready carried no evidence")]
+    Missing,
+    #[error("its evidence is for enclave {got:?}, not {want:?}")]
+    OtherEnclave { got: String, want: String },
+    #[error("the migration record holds no nonce")]
+    NoNonce,
+    #[error("{0}")]
+    Malformed(RekeyError),
+    /// Verified and not trusted: every reason the verdict gave.
+    #[error("{}", if .0.is_empty() { "not trusted".to_string() } else { .0.join("; ") })]
+    Untrusted(Vec<String>),
+}
+
 /// A migration target's evidence (its `ready`): the waiting VM's report verified as any
 /// evidence, binding the keys it carries to the migration's fresh `nonce` (not to the stream's
 /// exchange: those keys are tracked only once the commit places the enclave there and it is
-/// attested on the stream). `Ok`: the measurement it was verified to; `Err`: every reason.
+/// attested on the stream). `Ok`: the measurement it was verified to.
 pub fn verify_for_move(
     cx: Context<'_>,
     verifiers: &Verifiers,
@@ -204,9 +220,9 @@ pub fn verify_for_move(
     ev: &pb::Evidence,
     expected: &[String],
     nonce: &[u8; 32],
-) -> Result<String, String> {
-    let ed = key32(&ev.enclave_ed25519, "enclave_ed25519").map_err(|e| e.to_string())?;
-    let x = key32(&ev.enclave_x25519, "enclave_x25519").map_err(|e| e.to_string())?;
+) -> Result<String, MoveEvidenceError> {
+    let ed = key32(&ev.enclave_ed25519, "enclave_ed25519").map_err(MoveEvidenceError::Malformed)?;
+    let x = key32(&ev.enclave_x25519, "enclave_x25519").map_err(MoveEvidenceError::Malformed)?;
     let bound = Reattesting {
         ed25519_pub: ed,
         x25519_pub: x,
@@ -216,10 +232,8 @@ pub fn verify_for_move(
     let a = verdict.attestation();
     if a.trusted {
         Ok(a.measurement.clone())
-    } else if a.reasons.is_empty() {
-        Err("not trusted".into())
     } else {
-        Err(a.reasons.join("; "))
+        Err(MoveEvidenceError::Untrusted(a.reasons.clone()))
     }
 }
 

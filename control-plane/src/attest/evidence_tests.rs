@@ -289,7 +289,7 @@ fn a_migration_targets_evidence_must_bind_the_migrations_fresh_nonce() {
         ) else {
             panic!("{what}: trusted");
         };
-        assert!(why.contains("fresh nonce"), "{what}: {why}");
+        assert!(why.to_string().contains("fresh nonce"), "{what}: {why}");
     }
     // Verified as any evidence: the enclave's expected measurements, production verifiers.
     let Err(why) = verify_for_move(
@@ -302,7 +302,7 @@ fn a_migration_targets_evidence_must_bind_the_migrations_fresh_nonce() {
     ) else {
         panic!("an unexpected measurement: trusted");
     };
-    assert!(why.contains("expected measurements"), "{why}");
+    assert!(why.to_string().contains("expected measurements"), "{why}");
     assert!(
         verify_for_move(
             cx(false),
@@ -321,5 +321,5 @@ fn a_migration_targets_evidence_must_bind_the_migrations_fresh_nonce() {
     let Err(why) = verify_for_move(cx(true), &verifiers(), &ex, &short, &[], &nonce) else {
         panic!("short key: trusted");
     };
-    assert!(why.contains("enclave_x25519"), "{why}");
+    assert!(why.to_string().contains("enclave_x25519"), "{why}");
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tribune_proto::v1 as pb;
 
 use super::{Session, SessionError, Tx, send, wall_ms};
-use crate::attest::evidence;
+use crate::attest::evidence::{self, MoveEvidenceError};
 use crate::attest::plan::plan_for;
 use crate::state::{Command, LiveMigration, LivePhase, LiveProgress, Placement, State};
 
@@ -236,23 +236,23 @@ impl Session {
     /// The target's evidence in its `ready` for `m`: the waiting VM's report, verified as any
     /// evidence (the verifiers, the enclave's expected measurements, its policies' `attest`
     /// knobs) and bound to the migration's fresh nonce. `Ok`: the measurement it was verified
-    /// to; `Err`: why it is refused.
+    /// to.
     fn target_evidence(
         &mut self,
         m: &LiveMigration,
         ev: Option<&pb::Evidence>,
-    ) -> Result<String, String> {
-        let ev = ev.ok_or("its ready carried no evidence")?;
+    ) -> Result<String, MoveEvidenceError> {
+        let ev = ev.ok_or(MoveEvidenceError::Missing)?;
         if ev.enclave_id != m.enclave {
-            return Err(format!(
-                "its evidence is for enclave {:?}, not {:?}",
-                ev.enclave_id, m.enclave
-            ));
+            return Err(MoveEvidenceError::OtherEnclave {
+                got: ev.enclave_id.clone(),
+                want: m.enclave.clone(),
+            });
         }
         let nonce: [u8; 32] = hex::decode(&m.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
-            .ok_or("the migration record holds no nonce")?;
+            .ok_or(MoveEvidenceError::NoNonce)?;
         let (set, _) = self.policy_set();
         let (expected, identity) = {
             let st = self.state();
@@ -279,7 +279,7 @@ pub fn next_command(
     m: &LiveMigration,
     host: &str,
     p: &pb::MigrationProgress,
-    checked: Option<Result<String, String>>,
+    checked: Option<Result<String, MoveEvidenceError>>,
     at_ms: i64,
 ) -> Option<Command> {
     let (enclave, id) = (m.enclave.clone(), m.id.clone());

@@ -127,7 +127,9 @@ fn a_targets_ready_counts_only_with_its_evidence_verified() {
         Some(Command::MigrateReady { measurement, .. }) => assert_eq!(measurement, "abcd"),
         other => panic!("{other:?}"),
     }
-    let refused = Some(Err("evidence does not bind the fresh nonce".to_string()));
+    let refused = Some(Err(MoveEvidenceError::Untrusted(vec![
+        "evidence does not bind the fresh nonce".to_string(),
+    ])));
     match next_command(&preparing, "h2", &ready, refused, 5) {
         Some(Command::MigrateAbort { reason, .. }) => {
             assert!(
