@@ -34,8 +34,8 @@ pub use conflicts::check_set;
 pub use diag::{Diagnostic, Severity, render_diagnostics};
 pub use eval::{
     ActionOutcome, AttestOutcome, AttestViolation, AttestationFacts, Decision, Enclave, Events,
-    Facts, MsgFacts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, UsageFact,
-    Utilization,
+    Facts, MsgFacts, Origin, PolicySet, ReclaimOutcome, Setting, SourceKind, StandingPriority,
+    UsageFact, Utilization,
 };
 pub use fmt::{FormatError, format, format_bytes};
 pub use ir::{Action, Agg, AttestKnobs, AttestStatus, CompiledPolicy, TcbStatus, TeeKind};

@@ -23,4 +23,4 @@ pub use decision::{
     SourceKind, TalkDecision,
 };
 pub use facts::{AttestationFacts, Enclave, Events, Facts, MsgFacts, UsageFact, Utilization};
-pub use policy_set::PolicySet;
+pub use policy_set::{PolicySet, StandingPriority};

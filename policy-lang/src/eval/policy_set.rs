@@ -10,6 +10,18 @@ pub struct PolicySet {
     policies: Vec<CompiledPolicy>,
 }
 
+/// An enclave's standing priority ([`PolicySet::priority_of`]): the value of the policy's
+/// `priority` item (0–1000), whether it may `preempt`, and where it is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StandingPriority {
+    pub value: f64,
+    pub preempt: bool,
+    /// The policy's name.
+    pub policy: String,
+    /// The `priority` item's source line.
+    pub line: u32,
+}
+
 impl PolicySet {
     pub fn new(mut policies: Vec<CompiledPolicy>) -> Self {
         policies.sort_by(|a, b| {
@@ -83,6 +95,34 @@ impl PolicySet {
             .filter(|p| p.matches(enclave))
             .filter_map(CompiledPolicy::attest_knobs)
             .reduce(AttestKnobs::strictest)
+    }
+
+    /// The standing priority of `enclave`: the `priority` item of the first policy that
+    /// matches it (in precedence order, as [`evaluate`](Self::evaluate) takes it) and sets
+    /// one, with that item's `preempt`. `None` when no matching policy sets a priority.
+    ///
+    /// Only the policy's own `priority` item counts, never a `when` rule's: the scheduler
+    /// places and preempts on what the enclave *is*, not on a live fact of the moment.
+    pub fn priority_of(&self, enclave: &Enclave) -> Option<StandingPriority> {
+        self.policies.iter().find_map(|p| {
+            let (value, line) = p.priority?;
+            p.matches(enclave).then(|| StandingPriority {
+                value,
+                preempt: p.preempt,
+                policy: p.name.clone(),
+                line,
+            })
+        })
+    }
+
+    /// How often `enclave` must be attested afresh, in milliseconds: the `attest { every }`
+    /// of the first matching policy (in precedence order) that sets one, as
+    /// [`evaluate`](Self::evaluate) takes it. `None` when none does.
+    pub fn reattest_every_ms(&self, enclave: &Enclave) -> Option<f64> {
+        self.policies
+            .iter()
+            .filter(|p| p.matches(enclave))
+            .find_map(CompiledPolicy::reattest_every_ms)
     }
 
     /// The first matching policy (in precedence order) that has `talk` rules decides.
@@ -169,6 +209,58 @@ policy "narrow" {
         f.enclave.tenant = "b".into();
         assert_eq!(s.evaluate(&f).limit_of(Resource::Cpu), Some(4000.0));
         assert!(!set("").evaluate(&f).matched);
+    }
+
+    #[test]
+    fn the_standing_priority_and_reattestation_come_from_the_first_matching_policy_that_sets_them()
+    {
+        let s = set(r#"
+policy "gold" {
+  match tenant == "a" && labels.tier == "gold"
+  priority 800 preempt
+}
+policy "acme" {
+  match tenant == "a"
+  priority 40
+  attest { every 30s }
+  when usage.cpu.avg(10s) > 1 { priority = 1000 }
+}
+policy "everyone" {
+  match true
+  attest { every 5m }
+  limit { cpu = 1 }
+}
+"#);
+        let mut gold = enclave("a");
+        gold.labels.insert("tier".into(), "gold".into());
+        let p = s
+            .priority_of(&gold)
+            .map(|p| (p.value, p.preempt, p.policy, p.line));
+        assert_eq!(p, Some((800.0, true, "gold".to_string(), 4)));
+        // `gold` sets no `every`: the next matching policy that does.
+        assert_eq!(s.reattest_every_ms(&gold), Some(30_000.0));
+        let p = s
+            .priority_of(&enclave("a"))
+            .map(|p| (p.value, p.preempt, p.policy));
+        assert_eq!(
+            p,
+            Some((40.0, false, "acme".to_string())),
+            "the item, not the `when` rule"
+        );
+        assert_eq!(
+            s.priority_of(&enclave("b")),
+            None,
+            "no matching policy sets one"
+        );
+        assert_eq!(s.reattest_every_ms(&enclave("b")), Some(300_000.0));
+        assert_eq!(set("").reattest_every_ms(&enclave("b")), None);
+        // The same values `evaluate` takes.
+        let d = s.evaluate(&Facts {
+            enclave: gold.clone(),
+            ..Facts::default()
+        });
+        assert_eq!((d.priority.value, d.preempt), (Some(800.0), true));
+        assert_eq!(d.attestation.reattest_every_ms, Some(30_000.0));
     }
 
     #[test]
