@@ -93,6 +93,7 @@ pub fn run(seconds: u64, reports_per_second: u32, rounds: u32) -> anyhow::Result
             tee_generation: 0,
             labels: Default::default(),
             schedulable: Default::default(),
+            measured_load: Default::default(),
         },
         actor: String::new(),
         at_ms: start_ms,

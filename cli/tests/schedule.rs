@@ -344,3 +344,78 @@ async fn a_higher_priority_enclave_displaces_a_lower_one_and_the_log_says_so() {
         common::output_text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policys_priority_decides_preemption_and_a_spec_may_not_ask_more() {
+    let c = Cluster::start(1, &[]);
+    let n = c.wait_leader().await;
+    host(&c, n, "q1", 2, "q").await;
+    for (name, source) in [
+        (
+            "gold",
+            "policy \"gold\" {\n  match labels.tier == \"gold\"\n  priority 800 preempt\n}\n",
+        ),
+        (
+            "batch",
+            "policy \"batch\" {\n  match labels.tier == \"batch\"\n  priority 5\n}\n",
+        ),
+    ] {
+        let (s, b) = c.put_policy(n, name, source, None).await;
+        assert!(s == 200 || s == 201, "{s} {b}");
+    }
+    let tiered = |id: &str, tier: &str| {
+        let mut e = spec(id, 2000, "q");
+        e["labels"] = json!({"tier": tier});
+        e
+    };
+    // A batch spec asking priority 900 or preemption is refused: its policy gives 5, no preempt.
+    let mut greedy = tiered("greedy", "batch");
+    greedy["priority"] = json!(900);
+    let (s, b) = post(&c, n, "/v1/enclaves", Some(greedy)).await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/priority-not-granted")),
+        "{b}"
+    );
+    let detail = b["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("policy \"batch\" (line 3) gives enclave \"greedy\" priority 5"),
+        "{detail}"
+    );
+    let mut pushy = tiered("pushy", "batch");
+    pushy["scheduling"]["preempt"] = json!(true);
+    let (s, b) = post(&c, n, "/v1/enclaves", Some(pushy)).await;
+    assert_eq!(s, 422, "{b}");
+    let (s, _) = c.get_json(n, "/v1/enclaves/pushy").await.expect("get");
+    assert_eq!(s, 404, "a refused create records nothing");
+
+    // The batch one fills the host; the gold one's spec asks nothing, its policy preempts.
+    let (s, b) = post(&c, n, "/v1/enclaves", Some(tiered("batch-1", "batch"))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, e) = post(&c, n, "/v1/enclaves", Some(tiered("gold-1", "gold"))).await;
+    assert_eq!(s, 201, "{e}");
+    assert_eq!(e["placement"]["host"], "q1");
+    assert_eq!(e["priority"], 0, "the record keeps the spec as written");
+    let (_, l) = c
+        .get_json(n, "/v1/enclaves/batch-1")
+        .await
+        .expect("batch-1");
+    assert_eq!(l["state"], "suspended", "{l}");
+    let log = entries(&c, n).await;
+    assert!(
+        log.iter().any(|x| x["subject"] == "gold-1"
+            && x["detail"]["op"] == "place"
+            && x["detail"]["priority"] == 800
+            && x["detail"]["displaced"] == json!(["batch-1"])),
+        "no placement entry with the policy's priority"
+    );
+    assert!(
+        log.iter().any(|x| x["subject"] == "batch-1"
+            && x["detail"]["op"] == "preempted"
+            && x["detail"]["priority"] == 5
+            && x["detail"]["by_priority"] == 800),
+        "no preemption entry with the policies' priorities"
+    );
+}

@@ -2,7 +2,8 @@
 //! and labels in its `Hello` and `tribune host ls` shows them; an enclave created without a
 //! host is placed on one with room and runs there; `tribune host drain` moves a process
 //! enclave by stop-and-restart, and afterwards it runs on exactly one host, under the epoch the
-//! log records, with the source stopped before the target started.
+//! log records, with the source stopped before the target started; an agent's session keeps
+//! its host's record fresh (`Command::HostSeen`) with the load its enclaves measured.
 
 mod common;
 
@@ -233,4 +234,73 @@ async fn agents_report_capacity_and_a_drain_moves_a_process_enclave_to_exactly_o
         && x["subject"] == "sh1"
         && x["detail"]["op"] == "drain"));
     drop((a1, a2, a3));
+}
+
+/// A host that runs nothing relays no evidence, so only its agent's stream vouches for it: the
+/// session records the host as seen ten times per `[migration] attest_max_age_s` (here 2 s:
+/// every second), and the record stays fresher than that window for as long as the agent is
+/// connected — an idle host remains a valid migration target. With each sighting goes the
+/// host's measured load: what its enclaves' verified usage adds up to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_session_keeps_its_host_fresh_and_records_its_measured_load() {
+    let test = "an_agents_session_keeps_its_host_fresh_and_records_its_measured_load";
+    if common::skip_unless_root(test, "the host agent needs cgroups") {
+        return;
+    }
+    let conf = tempfile::tempdir().expect("temp dir");
+    let config = conf.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[migration]\nattest_max_age_s = 2\n{}",
+            common::migration_ports()
+        ),
+    )
+    .expect("write the controller config");
+    let config = config.display().to_string();
+    let c = Cluster::start_tls(1, &["--allow-sim-evidence", "--config", &config]);
+    let n = c.wait_leader().await;
+    let controllers: Vec<String> = c.nodes.values().map(|x| x.addr.clone()).collect();
+    let _agent = common::start_agent(&c, "seen", "seen1", controllers, Vec::new());
+    let seen = |after: i64| {
+        let c = &c;
+        async move || -> Option<i64> {
+            let (_, hs) = c.get_json(n, "/v1/hosts").await?;
+            let h = hs.as_array()?.iter().find(|h| h["id"] == "seen1")?;
+            h["last_heartbeat_ms"].as_i64().filter(|&t| t > after)
+        }
+    };
+    let first = wait_for("the host's record", &c, seen(0)).await;
+    // Past the 2 s window after the connect, the record is still within it.
+    let later = wait_for(
+        "the host seen 3 s after it connected",
+        &c,
+        seen(first + 3_000),
+    )
+    .await;
+    // And again: recorded while the agent stays connected, not once.
+    let again = wait_for("the host seen once more", &c, seen(later)).await;
+    assert!(again > later);
+
+    // A busy enclave there: its verified usage becomes the host's measured load, which the
+    // scheduler scores with and `tribune host ls -o wide` shows.
+    c.put_process_enclave(
+        n,
+        "spin",
+        "seen1",
+        &["/bin/sh", "-c", "while :; do :; done"],
+    )
+    .await;
+    let used = wait_for("the host's measured load", &c, async || {
+        let (_, hs) = c.get_json(n, "/v1/hosts").await?;
+        let h = hs.as_array()?.iter().find(|h| h["id"] == "seen1")?;
+        h["measured_load"]["cpu_millicores"]
+            .as_u64()
+            .filter(|&m| m >= 300)
+    })
+    .await;
+    eprintln!("figure: a spinning enclave's host measured {used} millicores used");
+    let out = c.cli(&["host", "ls", "-o", "wide"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success() && text.contains("CPU USED"), "{text}");
 }

@@ -176,6 +176,12 @@ const HOST_COLUMNS: &[Column] = &[
         .unit(Unit::Bits)
         .wide(),
     Column::new("GPU(%)", "/capacity/gpu_percent").wide(),
+    Column::new("CPU USED", "/measured_load/cpu_millicores")
+        .unit(Unit::Cpu)
+        .wide(),
+    Column::new("MEMORY USED", "/measured_load/memory_bytes")
+        .unit(Unit::Bytes)
+        .wide(),
     Column::new("CERT FINGERPRINT", "/agent_cert_fingerprint").wide(),
 ];
 

@@ -26,8 +26,8 @@ use super::problem::Problem;
 use super::service::{Api, now_ms, single, unexpected};
 use crate::auth::{Op, Principal};
 use crate::state::{
-    Command, Enclave, EnclaveState, FRESHNESS_ANY, Host, Outcome, Schedulable, cluster_view,
-    enclave_spec, restartable,
+    Command, Enclave, EnclaveState, FRESHNESS_ANY, Host, Outcome, Schedulable, check_priority,
+    cluster_view, enclave_spec, restartable, spec_under,
 };
 use crate::validate::check_name;
 
@@ -170,7 +170,20 @@ impl Api {
                 ));
             }
             let view = self.view();
-            let spec = enclave_spec(&enclave);
+            // The policies decide its priority and whether it may preempt; a spec that asks
+            // for more is refused (`state/standing.rs`).
+            let spec = {
+                let st = self.state();
+                let policies = st.policy_set();
+                check_priority(&policies, &st, &enclave).map_err(|c| {
+                    Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "priority-not-granted",
+                        c.to_string(),
+                    )
+                })?;
+                spec_under(&policies, &st, &enclave)
+            };
             // Without preemption nothing in the view changes: choose on the shared view.
             let planned = if spec.preempt {
                 place(&mut (*view).clone(), &spec, freshness())
@@ -382,7 +395,7 @@ impl Api {
     responses((status = 201, body = Enclave, description = "created and placed by the scheduler"),
         (status = 400), (status = 403),
         (status = 409, description = "the enclave exists, or it fits on no host: the reason per filter (`unplaceable`)"),
-        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`)"),
+        (status = 422, description = "the Idempotency-Key was used for another request (`idempotency-key-reused`), or the spec asks a priority or preemption its policy does not give (`priority-not-granted`)"),
         (status = 503)))]
 pub(super) async fn create_enclave(
     State(api): State<Shared>,

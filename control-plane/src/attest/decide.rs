@@ -43,10 +43,11 @@ use tribune_policy::{
 };
 
 use crate::state::{
-    ActionDetail, Allocation, Attestation, AttestationFailed, BorrowAction, BorrowMove, Enclave,
-    EnclaveState, EnclaveStatus, Enforcement, Ladder, LadderAction, LendAction, LendMove,
-    LogDetail, OverLimit, Resources, Step, ViolationDetail,
+    ActionDetail, Allocation, AttestationFailed, BorrowAction, BorrowMove, Enclave, EnclaveState,
+    EnclaveStatus, Enforcement, Ladder, LadderAction, LendAction, LendMove, LogDetail, OverLimit,
+    Resources, Step, ViolationDetail,
 };
+pub use crate::state::{compile, compile_each, identity};
 
 /// Usage above the limit by more than this fraction is over the limit (measurement noise).
 pub const OVER_TOLERANCE: f64 = 0.02;
@@ -122,20 +123,35 @@ pub struct Output {
     pub decision: Decision,
 }
 
-/// The enclave as the policy language sees it (what `match` and `attest_knobs` read).
-pub fn identity(e: &Enclave, attestation: Option<&Attestation>) -> tribune_policy::Enclave {
-    tribune_policy::Enclave {
-        tenant: e.tenant.clone(),
-        labels: e.labels.clone(),
-        tee: e.tee,
-        measurement: attestation
-            .map(|a| a.measurement.clone())
-            .unwrap_or_default(),
-        class: e.labels.get("class").cloned().unwrap_or_default(),
+/// What the policy reads as `host.R.utilization` and `cluster.R.utilization`, in percent:
+/// how much of the host's (the cluster's) capacity its enclaves use by their verified usage.
+/// Unknown (NaN: every comparison with it is false) where nothing says.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Around {
+    pub host: Utilization,
+    pub cluster: Utilization,
+}
+
+/// `used` as a percentage of `capacity`, per resource; unknown (NaN) where the capacity is 0
+/// (a host that declared none of it). Pure.
+pub fn utilization(used: Resources, capacity: Resources) -> Utilization {
+    let pct = |u: u64, c: u64| {
+        if c == 0 {
+            f64::NAN
+        } else {
+            u as f64 * 100.0 / c as f64
+        }
+    };
+    Utilization {
+        cpu: pct(used.cpu_millicores, capacity.cpu_millicores),
+        memory: pct(used.memory_bytes, capacity.memory_bytes),
+        egress: pct(used.egress_bits_per_sec, capacity.egress_bits_per_sec),
+        ingress: pct(used.ingress_bits_per_sec, capacity.ingress_bits_per_sec),
+        gpu: pct(u64::from(used.gpu_percent), u64::from(capacity.gpu_percent)),
     }
 }
 
-fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
+fn facts_for(input: &Input, around: &Around, now_ms: i64, over_limit_ms: u64) -> Facts {
     let e = input.enclave;
     let attestation = input.status.and_then(|s| s.attestation.as_ref());
     let accounting_broken = input
@@ -149,8 +165,8 @@ fn facts_for(input: &Input, now_ms: i64, over_limit_ms: u64) -> Facts {
     Facts {
         enclave: identity(e, attestation),
         minute_of_day: Some(((now_ms.rem_euclid(86_400_000)) / 60_000) as u32),
-        host: Utilization::default(),
-        cluster: Utilization::default(),
+        host: around.host,
+        cluster: around.cluster,
         usage: input
             .observation
             .map(|o| o.usage.clone())
@@ -343,12 +359,12 @@ fn over_clock(
     }
 }
 
-fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
+fn first_pass(policies: &PolicySet, input: &Input, around: &Around, now_ms: i64) -> Pass {
     let prev = input.status.map(|s| s.ladder.clone()).unwrap_or_default();
     let borrowed = input.status.map_or(0, |s| s.borrowed_cpu_millicores) as f64;
     // The limit does not depend on over_limit; evaluate once without it to learn the limit.
     // The same facts serve both evaluations (only `over_limit_ms` differs).
-    let mut facts = facts_for(input, now_ms, 0);
+    let mut facts = facts_for(input, around, now_ms, 0);
     let probe = policies.evaluate(&facts);
     let limit_cpu = probe.limit_of(Resource::Cpu);
     let cap = input.allocation.map_or(0, |a| a.limits.cpu_millicores) as f64;
@@ -399,10 +415,21 @@ fn first_pass(policies: &PolicySet, input: &Input, now_ms: i64) -> Pass {
 }
 
 /// Decides for every enclave of one host. `inputs` and the result are in the same order.
+/// The host's and the cluster's utilization are unknown here: [`decide_host_around`].
 pub fn decide_host(policies: &PolicySet, inputs: &[Input], now_ms: i64) -> Vec<Output> {
+    decide_host_around(policies, inputs, &Around::default(), now_ms)
+}
+
+/// [`decide_host`] with the host's and the cluster's utilization the policies read.
+pub fn decide_host_around(
+    policies: &PolicySet,
+    inputs: &[Input],
+    around: &Around,
+    now_ms: i64,
+) -> Vec<Output> {
     let passes: Vec<Pass> = inputs
         .iter()
-        .map(|i| first_pass(policies, i, now_ms))
+        .map(|i| first_pass(policies, i, around, now_ms))
         .collect();
 
     // Steps, with suspension sticky.
@@ -630,31 +657,11 @@ pub fn limits(
         held_since: &empty,
         accounting_broken_ms: None,
     };
-    resources(&policies.evaluate(&facts_for(&input, 0, 0)).limit)
-}
-
-/// Compiles the stored policies into a set. Policies that do not compile (they were checked
-/// when stored, so only a newer language version could refuse them) are skipped and named.
-pub fn compile(policies: &BTreeMap<String, crate::state::Policy>) -> (PolicySet, Vec<String>) {
-    let (compiled, bad) = compile_each(policies);
-    (PolicySet::new(compiled), bad)
-}
-
-/// [`compile`]'s policies before they become a set (the planner adds its own to them).
-pub fn compile_each(
-    policies: &BTreeMap<String, crate::state::Policy>,
-) -> (Vec<tribune_policy::CompiledPolicy>, Vec<String>) {
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    for p in policies.values() {
-        let checked = tribune_policy::check(&format!("{}.tribune", p.name), &p.source);
-        if checked.has_errors() {
-            bad.push(p.name.clone());
-        } else {
-            out.extend(checked.policies);
-        }
-    }
-    (out, bad)
+    resources(
+        &policies
+            .evaluate(&facts_for(&input, &Around::default(), 0, 0))
+            .limit,
+    )
 }
 
 #[cfg(test)]

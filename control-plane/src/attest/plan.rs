@@ -250,6 +250,7 @@ policy "open" {
                 tee_generation: 0,
                 labels: Default::default(),
                 schedulable: Default::default(),
+                measured_load: Default::default(),
             },
         );
         let plan = plan_for(&state, &set, "h1", 0);

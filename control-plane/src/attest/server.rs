@@ -234,6 +234,7 @@ pub(super) fn host_record(
             tee_generation: 0,
             labels: Default::default(),
             schedulable: Default::default(),
+            measured_load: Default::default(),
         },
     };
     // What the agent measured (an older agent sends none: the stored record stays).

@@ -27,7 +27,7 @@ use tribune_policy::{Agg, PolicySet, Resource};
 use tribune_proto::v1 as pb;
 
 use super::clock::SessionClock;
-use super::decide::{Input, decide_host};
+use super::decide::{Input, decide_host_around};
 use super::ledger::{Fault, Ledger, Refusal};
 use super::plan::plan_for;
 use super::server::{BATCH_ITEMS_MAX, LoopConfig};
@@ -108,6 +108,8 @@ pub struct Session {
     reattest_every_ms: HashMap<String, f64>,
     sent_plan: Option<u64>,
     last_flush: Instant,
+    /// When this session last recorded its host as seen (`Command::HostSeen`).
+    seen_at: Instant,
     /// Ids of the enclaves placed on this host, in id order, as of (this host's plan version,
     /// number of enclaves): a decision looks them up instead of scanning every enclave.
     placed: Option<PlacedIds>,
@@ -154,6 +156,7 @@ impl Session {
             reattest_every_ms: HashMap::new(),
             sent_plan: None,
             last_flush: Instant::now(),
+            seen_at: Instant::now(),
             placed: None,
             plan_cause: None,
             agent_cert_sha256: String::new(),
@@ -565,6 +568,10 @@ impl Session {
                 })
                 .collect()
         };
+        let around = {
+            let st = self.state();
+            tick::around(&st, &self.host, self.live_load(now))
+        };
         let empty = BTreeMap::new();
         let inputs: Vec<Input> = snapshot
             .iter()
@@ -583,7 +590,7 @@ impl Session {
                 }
             })
             .collect();
-        let outs = decide_host(&set, &inputs, now);
+        let outs = decide_host_around(&set, &inputs, &around, now);
         drop(inputs);
         let mut changes = Vec::new();
         let mut steps = Vec::new();

@@ -234,6 +234,11 @@ pub fn request(
         attest_max_age_ms: ms(cfg.attest_max_age_s),
         actor: actor.to_string(),
         nonce: hex::encode(nonce),
+        verdict_max_age_ms: state
+            .enclaves
+            .get(id)
+            .and_then(|e| state.reattest_every_ms(e))
+            .unwrap_or(0),
     };
     // The enclave's own checks first (QEMU, placed, not migrating, budget, cool-down): then
     // the target.

@@ -25,6 +25,7 @@ fn host(id: &str, cpu: u64, address: &str) -> Host {
         tee_generation: 0,
         labels: Default::default(),
         schedulable: Schedulable::Ready,
+        measured_load: Default::default(),
     }
 }
 
@@ -100,6 +101,7 @@ fn live(phase: LivePhase, started: i64, ready: Option<i64>) -> LiveMigration {
         progress: LiveProgress::default(),
         nonce: String::new(),
         target_measurement: String::new(),
+        verdict_max_age_ms: 0,
     }
 }
 
@@ -345,4 +347,43 @@ fn the_target_has_room_for_the_limit_with_headroom_and_is_the_emptiest() {
         choose_target(&s, "vm", None, NOW, &tight),
         Ok("h4".to_string())
     );
+}
+
+#[test]
+fn a_request_carries_the_enclaves_policy_reattestation_interval_as_the_verdicts_bound() {
+    let cfg = LiveConfig::default();
+    let ask = |s: &State| {
+        request(
+            s,
+            "vm",
+            None,
+            LiveCause::Request,
+            false,
+            "op",
+            NOW,
+            &cfg,
+            [7; 32],
+        )
+        .expect("ok")
+        .verdict_max_age_ms
+    };
+    let mut s = cluster();
+    assert_eq!(ask(&s), 0, "no policy: no bound beyond the migration's own");
+    let put = |name: &str, source: &str| Command::PutPolicy {
+        name: name.into(),
+        source: source.into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: NOW - 100,
+    };
+    s.apply(put(
+        "others",
+        "policy \"others\" {\n  match tenant == \"globex\"\n  attest { every 5s }\n}\n",
+    ));
+    assert_eq!(ask(&s), 0, "a policy for another tenant");
+    s.apply(put(
+        "acme",
+        "policy \"acme\" {\n  match tenant == \"acme\"\n  attest { every 30s }\n}\n",
+    ));
+    assert_eq!(ask(&s), 30_000);
 }

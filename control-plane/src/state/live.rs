@@ -102,6 +102,15 @@ pub struct LiveMigration {
     /// target is ready).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target_measurement: String,
+    /// How old the target's verdict (`ready_ms`) may be at switch-over, in milliseconds: the
+    /// enclave's policy's `attest { every }` (0: its policies set none). A commit later than
+    /// that rolls back (`migrate_commit`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verdict_max_age_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl LiveMigration {
@@ -134,6 +143,10 @@ pub struct LiveRequest {
     /// ([`LiveMigration::nonce`]).
     #[serde(default)]
     pub nonce: String,
+    /// The enclave's policy's `attest { every }` in milliseconds (0: none): how old the
+    /// target's verdict may be at switch-over ([`LiveMigration::verdict_max_age_ms`]).
+    #[serde(default)]
+    pub verdict_max_age_ms: i64,
 }
 
 /// The target's most recent sign of trusted attestation: its agent's stream being recorded
@@ -399,6 +412,7 @@ impl State {
             progress: LiveProgress::default(),
             nonce: r.nonce,
             target_measurement: String::new(),
+            verdict_max_age_ms: r.verdict_max_age_ms.max(0),
         };
         e.state = EnclaveState::Migrating;
         e.version += 1;
@@ -501,6 +515,24 @@ impl State {
         }
         m.progress = progress;
         let m = m.clone();
+        // The target was attested for this move when it said it was ready; its policy bounds
+        // how old that verdict may be when the enclave lands there.
+        if m.verdict_max_age_ms > 0
+            && let Some(ready) = m.ready_ms
+            && at_ms.saturating_sub(ready) > m.verdict_max_age_ms
+        {
+            return self.migrate_abort(
+                enclave,
+                id,
+                format!(
+                    "the target {}'s verdict for this migration was {} ms old at switch-over; the enclave's policy asks `attest {{ every {} ms }}`",
+                    m.to,
+                    at_ms.saturating_sub(ready),
+                    m.verdict_max_age_ms
+                ),
+                at_ms,
+            );
+        }
         let held = self
             .status
             .get(enclave)

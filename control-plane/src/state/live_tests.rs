@@ -23,6 +23,7 @@ fn host(id: &str, cpu_millicores: u64) -> Host {
         tee_generation: 0,
         labels: Default::default(),
         schedulable: Schedulable::Ready,
+        measured_load: Default::default(),
     }
 }
 
@@ -69,6 +70,7 @@ fn request(id: &str, to: &str) -> LiveRequest {
         attest_max_age_ms: 600_000,
         actor: "op".into(),
         nonce: hex::encode([9; 32]),
+        verdict_max_age_ms: 0,
     }
 }
 
@@ -432,4 +434,37 @@ fn the_history_is_bounded() {
     }
     assert_eq!(s.live_done.len(), LIVE_HISTORY_MAX);
     assert_eq!(s.live_done.front().map(|m| m.id.as_str()), Some("m3"));
+}
+
+#[test]
+fn a_target_verdict_older_than_the_policys_every_at_switch_over_rolls_back() {
+    // Ready (the target's verdict) at NOW + 10, the source's commit at NOW + 20: 10 ms old.
+    for (every_ms, commits) in [(0, true), (10, true), (11, true), (9, false), (1, false)] {
+        let mut s = cluster();
+        let mut r = request("m1", "h2");
+        r.verdict_max_age_ms = every_ms;
+        let Outcome::Migration(m) = start(&mut s, r) else {
+            panic!("started")
+        };
+        assert_eq!(m.verdict_max_age_ms, every_ms, "carried into the record");
+        ready(&mut s, "m1");
+        let Outcome::Migration(m) = commit(&mut s, "m1") else {
+            panic!("ended")
+        };
+        if commits {
+            assert_eq!(m.phase, LivePhase::Committed, "every {every_ms} ms");
+            assert_eq!(placement(&s), ("h2".into(), 2));
+        } else {
+            assert_eq!(m.phase, LivePhase::RolledBack, "every {every_ms} ms");
+            assert!(
+                m.reason.contains("10 ms old at switch-over")
+                    && m.reason.contains(&format!("every {every_ms} ms")),
+                "{}",
+                m.reason
+            );
+            // Still where it was, under the epoch it ran under, running again.
+            assert_eq!(placement(&s), ("h1".into(), 1));
+            assert_eq!(ops(&s), ["live_start", "live_ready", "live_rolled_back"]);
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod log;
 mod plan_version;
 mod schedule;
 mod size;
+mod standing;
 mod types;
 
 pub use detail::{
@@ -39,6 +40,10 @@ pub use live::{
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
 pub use schedule::{
     FRESHNESS_ANY, Move, cluster_view, cluster_view_of, demand, enclave_spec, restartable,
+};
+pub use standing::{
+    PriorityConflict, check_priority, compile, compile_each, identity, spec_under,
+    standing_priority,
 };
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
@@ -138,6 +143,17 @@ pub enum Command {
         host: String,
         digests: Vec<UsageDigest>,
         at_ms: i64,
+    },
+    /// `host`'s agent's authenticated stream is alive at `at_ms`: its `last_heartbeat_ms`, the
+    /// freshest trust the controllers hold for a host that runs nothing (a migration target
+    /// must have some within `[migration] attest_max_age_s`). Each session writes it every
+    /// `attest::session::host_seen_every`. Not logged; no plan changes.
+    HostSeen {
+        host: String,
+        at_ms: i64,
+        /// What its enclaves use, by their verified usage (the host's `measured_load`).
+        #[serde(default)]
+        load: Resources,
     },
     /// Enforcement decisions for enclaves on `host`.
     Enforce {
@@ -335,6 +351,10 @@ pub struct State {
     /// loaded from a snapshot). Not part of the state's form or equality.
     #[serde(skip)]
     policy_source_bytes: SourceBytes,
+    /// The stored policies, compiled (`state/standing.rs`): derived, not part of the state's
+    /// form or equality.
+    #[serde(skip)]
+    compiled: standing::CompiledPolicies,
 }
 
 /// A derived figure cached beside the state: equal whatever it holds, so states compare by what
@@ -538,11 +558,11 @@ impl State {
             } => {
                 host.last_heartbeat_ms = host.last_heartbeat_ms.max(at_ms);
                 // Cordoning is an operator's alone (`Command::SetSchedulable`): neither the
-                // agent's stream nor a host record written through the API changes it.
-                host.schedulable = self
-                    .hosts
-                    .get(&host.id)
-                    .map_or_else(Default::default, |h| h.schedulable);
+                // agent's stream nor a host record written through the API changes it. The
+                // measured load is the session's alone (`Command::HostSeen`).
+                let stored = self.hosts.get(&host.id);
+                host.schedulable = stored.map_or_else(Default::default, |h| h.schedulable);
+                host.measured_load = stored.map_or_else(Default::default, |h| h.measured_load);
                 if !actor.is_empty() {
                     self.log.append(
                         &host.id,
@@ -652,6 +672,20 @@ impl State {
                 digests,
                 at_ms,
             } => self.apply_digests(&host, digests, at_ms),
+            Command::HostSeen { host, at_ms, load } => match self.hosts.get_mut(&host) {
+                Some(h) => {
+                    // An older sighting (two sessions of one host across a reconnect) neither
+                    // turns the clock back nor replaces a newer load.
+                    if at_ms >= h.last_heartbeat_ms {
+                        h.measured_load = load;
+                    }
+                    h.last_heartbeat_ms = h.last_heartbeat_ms.max(at_ms);
+                    Outcome::Host(h.clone())
+                }
+                None => Outcome::NotFound {
+                    what: format!("host {host:?}"),
+                },
+            },
             Command::Enforce {
                 host,
                 changes,

@@ -21,7 +21,7 @@ use tribune_migration::{
 
 use super::{
     EnclaveChangeDetail, EnclaveOp, EnclaveState, Expect, HostChangeDetail, LogDetail,
-    MigrationDetail, OperatorHold, Outcome, Placement, Resources, Schedulable, State,
+    MigrationDetail, OperatorHold, Outcome, Placement, Resources, Schedulable, State, spec_under,
 };
 use crate::state::{Enclave, Host};
 
@@ -77,7 +77,7 @@ fn host_view(h: &Host) -> HostView {
     HostView {
         id: h.id.clone(),
         capacity: demand(h.capacity),
-        load: Demand::ZERO,
+        load: demand(h.measured_load),
         tee: h.tee,
         tee_generation: h.tee_generation,
         trusted: h.attestation_status != "untrusted",
@@ -124,6 +124,7 @@ pub fn cluster_view_of(state: &State, hosts: &[&str]) -> ClusterView {
 }
 
 fn view_where(state: &State, wanted: impl Fn(&str) -> bool) -> ClusterView {
+    let policies = state.policy_set();
     let placed: Vec<Placed> = state
         .enclaves
         .values()
@@ -131,7 +132,7 @@ fn view_where(state: &State, wanted: impl Fn(&str) -> bool) -> ClusterView {
             let host = state.reserving_host(e)?;
             (wanted(host) && state.hosts.contains_key(host)).then(|| Placed {
                 host: host.to_string(),
-                spec: enclave_spec(e),
+                spec: spec_under(&policies, state, e),
             })
         })
         .collect();
@@ -197,7 +198,10 @@ impl State {
                 ),
             };
         }
-        let spec = enclave_spec(&enclave);
+        // Priorities as the policies give them (`state/standing.rs`), the preemptor's and
+        // each victim's alike.
+        let policies = self.policy_set();
+        let spec = spec_under(&policies, self, &enclave);
         let fresh = fresh(at_ms);
         let mut involved: Vec<&str> = vec![placement.host.as_str()];
         involved.extend(placement.displaced.iter().filter_map(|d| d.to.as_deref()));
@@ -206,7 +210,7 @@ impl State {
             let victim = self.enclaves.get(&d.enclave);
             let ok = spec.preempt
                 && d.from == placement.host
-                && victim.is_some_and(|v| v.priority < spec.priority)
+                && victim.is_some_and(|v| spec_under(&policies, self, v).priority < spec.priority)
                 && view
                     .placed(&d.enclave)
                     .is_some_and(|p| p.host == placement.host);
@@ -241,7 +245,7 @@ impl State {
             let Some(v) = self.enclaves.get(&d.enclave) else {
                 continue;
             };
-            let mut vspec = enclave_spec(v);
+            let mut vspec = spec_under(&policies, self, v);
             vspec.preempt = false;
             let to = d.to.clone().filter(|to| {
                 restartable(v)
@@ -272,14 +276,21 @@ impl State {
             LogDetail::Migration(MigrationDetail::Place {
                 host: placement.host.clone(),
                 epoch: 1,
-                priority: placed.priority,
+                priority: spec.priority,
                 displaced: fates.iter().map(|(id, _)| id.clone()).collect(),
                 actor: actor.clone(),
             }),
             at_ms,
         );
         for (id, to) in fates {
-            self.displace(&id, &placement.host, to, placed, &actor, at_ms);
+            self.displace(
+                &id,
+                &placement.host,
+                to,
+                (placed, spec.priority),
+                &actor,
+                at_ms,
+            );
         }
         out
     }
@@ -290,11 +301,11 @@ impl State {
         id: &str,
         from: &str,
         to: Option<String>,
-        by: &Enclave,
+        (by, by_priority): (&Enclave, i32),
         actor: &str,
         at_ms: i64,
     ) {
-        let Some(priority) = self.enclaves.get(id).map(|e| e.priority) else {
+        let Some(priority) = self.enclaves.get(id).map(|e| self.priority_of(e)) else {
             return;
         };
         self.log.append(
@@ -304,7 +315,7 @@ impl State {
                 to: to.clone(),
                 priority,
                 by: by.id.clone(),
-                by_priority: by.priority,
+                by_priority,
                 actor: actor.to_string(),
             }),
             at_ms,

@@ -23,6 +23,7 @@ fn host(id: &str, cpu_millicores: u64) -> Host {
         tee_generation: 0,
         labels: Default::default(),
         schedulable: Schedulable::Ready,
+        measured_load: Default::default(),
     }
 }
 
@@ -509,4 +510,199 @@ fn a_displaced_process_enclave_that_fits_elsewhere_is_moved_not_suspended() {
     });
     assert!(s.moves.is_empty());
     assert_eq!(reserved_cpu(&s, "h2"), 0);
+}
+
+/// `tier=gold` enclaves: priority 800 and may preempt; `tier=batch`: priority 5.
+fn tiered(s: &mut State) {
+    let out = s.apply(Command::PutPolicy {
+        name: "tiers".into(),
+        source: "policy \"gold\" {\n  match labels.tier == \"gold\"\n  priority 800 preempt\n}\n\
+                 policy \"batch\" {\n  match labels.tier == \"batch\"\n  priority 5\n}\n"
+            .into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 5,
+    });
+    assert!(matches!(out, Outcome::Policy(_)), "{out:?}");
+}
+
+fn tier(mut e: Enclave, t: &str) -> Enclave {
+    e.labels.insert("tier".into(), t.into());
+    e
+}
+
+#[test]
+fn the_policys_priority_decides_who_preempts_and_who_is_displaced() {
+    let mut s = cluster(&[("h1", 4000)]);
+    tiered(&mut s);
+    // The spec's own priority (900) counts for nothing where a policy gives one (5).
+    let out = create(&mut s, tier(new_enclave("low", 3000, 900, false), "batch"));
+    assert!(matches!(out, Outcome::Enclave(_)), "{out:?}");
+    assert_eq!(s.priority_of(&s.enclaves["low"]), 5);
+    // The gold one's spec asks neither priority nor preemption: its policy gives both.
+    let high = tier(new_enclave("high", 3000, 0, false), "gold");
+    let spec = s.spec_of(&high);
+    assert_eq!((spec.priority, spec.preempt), (800, true));
+    let p = place(
+        &mut cluster_view(&s),
+        &spec,
+        Freshness {
+            now_ms: 10,
+            attest_max_age_ms: FRESHNESS_ANY,
+        },
+    )
+    .expect("room made");
+    assert_eq!(p.displaced.len(), 1);
+    let out = s.apply(Command::Place {
+        enclave: high,
+        placement: p,
+        actor: "op".into(),
+        at_ms: 12,
+    });
+    assert!(matches!(out, Outcome::Enclave(_)), "{out:?}");
+    assert_eq!(s.enclaves["low"].state, EnclaveState::Suspended);
+    // The log records the priorities the policy gave, not the specs'.
+    let details: Vec<serde_json::Value> = s
+        .log
+        .entries
+        .iter()
+        .filter_map(|e| match &e.detail {
+            LogDetail::Migration(m) => serde_json::to_value(m).ok(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        details.iter().any(|d| d["op"] == "place"
+            && d["priority"] == 800
+            && d["displaced"] == serde_json::json!(["low"])),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d["op"] == "preempted" && d["priority"] == 5 && d["by_priority"] == 800),
+        "{details:?}"
+    );
+    // A spec asking priority 700 and preemption, with no policy, may not displace the gold
+    // one (800 by its policy, 0 in its spec): the planner finds no room, and a forged
+    // displacement is refused at apply.
+    let pushy = new_enclave("pushy", 3000, 700, true);
+    assert!(
+        plan(&s, &pushy).is_err(),
+        "nothing of a lower priority to displace"
+    );
+    let forged = Plan {
+        enclave: "pushy".into(),
+        host: "h1".into(),
+        displaced: vec![Displaced {
+            enclave: "high".into(),
+            priority: 0,
+            from: "h1".into(),
+            to: None,
+        }],
+    };
+    assert!(matches!(
+        s.apply(Command::Place {
+            enclave: pushy,
+            placement: forged,
+            actor: "op".into(),
+            at_ms: 13,
+        }),
+        Outcome::NoRoom { .. }
+    ));
+    assert_eq!(s.enclaves["high"].state, EnclaveState::Pending);
+}
+
+#[test]
+fn a_spec_may_not_ask_more_than_its_policy_gives() {
+    let mut s = cluster(&[("h1", 4000)]);
+    let set = |s: &State| s.policy_set();
+    let batch = |priority, preempt| tier(new_enclave("b", 100, priority, preempt), "batch");
+    // No policy gives it a priority: the spec's own stands.
+    assert_eq!(check_priority(&set(&s), &s, &batch(900, true)), Ok(()));
+    tiered(&mut s);
+    assert_eq!(
+        check_priority(&set(&s), &s, &batch(0, false)),
+        Ok(()),
+        "not asked"
+    );
+    assert_eq!(
+        check_priority(&set(&s), &s, &batch(5, false)),
+        Ok(()),
+        "the same"
+    );
+    let err = check_priority(&set(&s), &s, &batch(900, false)).expect_err("more");
+    assert_eq!(
+        err.to_string(),
+        "priority: policy \"batch\" (line 7) gives enclave \"b\" priority 5; the spec asks 900: leave priority out (0) or set it to 5"
+    );
+    let err = check_priority(&set(&s), &s, &batch(0, true)).expect_err("preempt");
+    assert!(
+        matches!(&err, PriorityConflict::Preempt { policy, line: 7, policy_value: 5, .. } if policy == "batch"),
+        "{err:?}"
+    );
+    let gold = tier(new_enclave("g", 100, 0, true), "gold");
+    assert_eq!(
+        check_priority(&set(&s), &s, &gold),
+        Ok(()),
+        "its policy may preempt"
+    );
+    // A policy changed since is what counts from then on.
+    s.apply(Command::DeletePolicy {
+        name: "tiers".into(),
+        expect: Expect::Any,
+        actor: "op".into(),
+        at_ms: 20,
+    });
+    assert_eq!(check_priority(&set(&s), &s, &batch(900, true)), Ok(()));
+    assert_eq!(s.priority_of(&batch(900, true)), 900);
+}
+
+#[test]
+fn a_host_seen_raises_its_last_heartbeat_and_never_lowers_it() {
+    let mut s = cluster(&[("h1", 4000)]);
+    let seen = |s: &mut State, at_ms, cpu_millicores| {
+        s.apply(Command::HostSeen {
+            host: "h1".into(),
+            at_ms,
+            load: Resources {
+                cpu_millicores,
+                ..Resources::default()
+            },
+        })
+    };
+    let v = s.plan_versions.get("h1").copied();
+    let load = |o: &Outcome| match o {
+        Outcome::Host(h) => (h.last_heartbeat_ms, h.measured_load.cpu_millicores),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(load(&seen(&mut s, 500, 1200)), (500, 1200));
+    assert_eq!(
+        load(&seen(&mut s, 400, 10)),
+        (500, 1200),
+        "an older one changes nothing"
+    );
+    assert_eq!(s.plan_versions.get("h1").copied(), v, "no plan moves");
+    assert_eq!(host_attested_at(&s, "h1"), Some(500));
+    // The scheduler scores with it; a host record written again keeps it.
+    assert_eq!(
+        cluster_view(&s)
+            .host("h1")
+            .map(|h| h.host.load.cpu_millicores),
+        Some(1200)
+    );
+    s.apply(Command::PutHost {
+        host: host("h1", 4000),
+        actor: "op".into(),
+        at_ms: 600,
+    });
+    assert_eq!(s.hosts["h1"].measured_load.cpu_millicores, 1200);
+    assert!(matches!(
+        s.apply(Command::HostSeen {
+            host: "nope".into(),
+            at_ms: 1,
+            load: Resources::default(),
+        }),
+        Outcome::NotFound { .. }
+    ));
 }

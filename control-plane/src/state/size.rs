@@ -54,7 +54,8 @@ impl Command {
                 }
                 Command::SetSchedulable { .. }
                 | Command::StartMove { .. }
-                | Command::FinishMoves { .. } => 0,
+                | Command::FinishMoves { .. }
+                | Command::HostSeen { .. } => 0,
                 Command::Verdicts { verdicts, .. } => verdicts.len() * 1024,
                 Command::UsageDigests { digests, .. } => digests.len() * 512,
                 Command::Enforce { changes, .. } => changes.len() * 1024,

@@ -119,6 +119,7 @@ pub(crate) fn scenario(format: LeafFormat) -> State {
                 tee_generation: 0,
                 labels: Default::default(),
                 schedulable: Default::default(),
+                measured_load: Default::default(),
             },
             actor: OPERATOR.into(),
             at_ms: 1001,

@@ -59,6 +59,12 @@ pub struct Host {
     /// operator changes it; the agent's stream keeps it as stored.
     #[serde(default)]
     pub schedulable: Schedulable,
+    /// What the host's enclaves use, by their verified usage reports (the sum of each one's
+    /// newest verified second), as its agent's session last recorded it (`Command::HostSeen`,
+    /// at `last_heartbeat_ms`). The scheduler scores hosts with it beside their reservations.
+    /// Only that session writes it: a `PUT` keeps the stored one.
+    #[serde(default)]
+    pub measured_load: Resources,
 }
 
 /// Whether new enclaves may land on a host: the scheduler's own type.

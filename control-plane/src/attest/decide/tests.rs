@@ -552,3 +552,57 @@ policy "chatty" {
     assert_eq!(e.allocation.msgs_rate_per_s, None);
     assert_eq!(e.state, EnclaveState::Running);
 }
+
+#[test]
+fn a_rule_on_the_hosts_and_the_clusters_utilization_reads_what_the_session_measured() {
+    let c = tribune_policy::check(
+        "u.tribune",
+        "policy \"busy\" {\n  match tenant == \"acme\"\n  limit { cpu = 4 }\n  \
+         when host.cpu.utilization > 80% { throttle now }\n  \
+         when cluster.cpu.utilization > 95% { suspend now }\n}\n",
+    );
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let set = PolicySet::new(c.policies);
+    let e = enclave("e1", "acme");
+    let status = trusted();
+    let observation = obs(100.0, &[]);
+    let held = BTreeMap::new();
+    let step = |around: &Around| {
+        let input = Input {
+            enclave: &e,
+            status: Some(&status),
+            allocation: None,
+            observation: Some(&observation),
+            held_since: &held,
+            accounting_broken_ms: None,
+        };
+        decide_host_around(&set, std::slice::from_ref(&input), around, 1_000)[0]
+            .decision
+            .action
+            .action
+    };
+    let at = |host_cpu, cluster_cpu| Around {
+        host: utilization(
+            Resources {
+                cpu_millicores: host_cpu,
+                ..Resources::default()
+            },
+            Resources {
+                cpu_millicores: 1000,
+                ..Resources::default()
+            },
+        ),
+        cluster: tribune_policy::Utilization {
+            cpu: cluster_cpu,
+            ..tribune_policy::Utilization::default()
+        },
+    };
+    assert_eq!(
+        step(&Around::default()),
+        Action::None,
+        "unknown: no rule holds"
+    );
+    assert_eq!(step(&at(800, 50.0)), Action::None, "80 % is not above 80 %");
+    assert_eq!(step(&at(810, 50.0)), Action::Throttle);
+    assert_eq!(step(&at(100, 96.0)), Action::Suspend);
+}

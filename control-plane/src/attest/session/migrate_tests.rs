@@ -24,6 +24,7 @@ fn m(id: &str, enclave: &str, phase: LivePhase) -> LiveMigration {
         progress: LiveProgress::default(),
         nonce: String::new(),
         target_measurement: String::new(),
+        verdict_max_age_ms: 0,
     }
 }
 

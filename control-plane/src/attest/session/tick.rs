@@ -2,19 +2,122 @@
 //! and their deadlines, and the flush of pending digests and refusals through Raft with the
 //! acknowledgements that follow.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tribune_attest::session::ControllerExchange;
 use tribune_proto::v1 as pb;
 
 use super::{DIGEST_FLUSH, Session, SessionError, Tx, send, wall_ms};
+use crate::attest::decide::{Around, utilization};
 use crate::attest::reattest;
-use crate::state::{Attestation, Command, Outcome, VerdictCmd};
+use crate::attest::window::Rates;
+use crate::state::{Attestation, Command, Outcome, Resources, State, VerdictCmd};
+
+/// How often a session records its host as seen (`Command::HostSeen`): a tenth of the age a
+/// migration target's last sign of attestation may have (`[migration] attest_max_age_s`, 600 s:
+/// every 60 s), at least every second and at most every minute, so a host that runs nothing
+/// stays a valid target for as long as its agent's stream is up. Pure.
+pub fn host_seen_every(cfg: &crate::live::LiveConfig) -> Duration {
+    Duration::from_millis(cfg.attest_max_age_s.saturating_mul(100))
+        .clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// A verified second of an enclave's usage older than this does not count in its host's
+/// measured load (it stopped reporting, or its reports stopped verifying).
+pub const LOAD_FRESH_S: u64 = 5;
+
+/// What a host's enclaves use at `at_ms`: the sum of the newest verified second of each
+/// (`Tracked::last_second`, Unix seconds and mean rates), those older than [`LOAD_FRESH_S`]
+/// left out. Pure.
+pub fn measured_load(seconds: impl Iterator<Item = (u64, Rates)>, at_ms: i64) -> Resources {
+    let now_s = u64::try_from(at_ms / 1000).unwrap_or(0);
+    let whole = |v: f64| {
+        if v.is_finite() && v > 0.0 {
+            v.round() as u64
+        } else {
+            0
+        }
+    };
+    seconds
+        .filter(|(second, _)| second.saturating_add(LOAD_FRESH_S) >= now_s)
+        .fold(Resources::default(), |load, (_, r)| {
+            add(
+                load,
+                Resources {
+                    cpu_millicores: whole(r.cpu_millicores),
+                    memory_bytes: whole(r.memory_bytes),
+                    egress_bits_per_sec: whole(r.egress_bits_per_sec),
+                    ingress_bits_per_sec: whole(r.ingress_bits_per_sec),
+                    gpu_percent: u32::try_from(whole(r.gpu_percent)).unwrap_or(u32::MAX),
+                },
+            )
+        })
+}
+
+/// The utilization the policies read for `host` (`host.R.utilization`, `cluster.R.utilization`):
+/// `live` — what its enclaves use now, by this stream's verified usage ([`measured_load`]) —
+/// against its capacity, and every host's recorded `measured_load` (this one's live) against
+/// the cluster's capacity. Pure.
+pub fn around(state: &State, host: &str, live: Resources) -> Around {
+    let capacity = state
+        .hosts
+        .get(host)
+        .map(|h| h.capacity)
+        .unwrap_or_default();
+    let (mut used, mut total) = (Resources::default(), Resources::default());
+    for h in state.hosts.values() {
+        let load = if h.id == host { live } else { h.measured_load };
+        used = add(used, load);
+        total = add(total, h.capacity);
+    }
+    Around {
+        host: utilization(live, capacity),
+        cluster: utilization(used, total),
+    }
+}
+
+fn add(a: Resources, b: Resources) -> Resources {
+    Resources {
+        cpu_millicores: a.cpu_millicores.saturating_add(b.cpu_millicores),
+        memory_bytes: a.memory_bytes.saturating_add(b.memory_bytes),
+        egress_bits_per_sec: a.egress_bits_per_sec.saturating_add(b.egress_bits_per_sec),
+        ingress_bits_per_sec: a
+            .ingress_bits_per_sec
+            .saturating_add(b.ingress_bits_per_sec),
+        gpu_percent: a.gpu_percent.saturating_add(b.gpu_percent),
+    }
+}
 
 impl Session {
+    /// What this host's enclaves use now, by this stream's verified usage.
+    pub(super) fn live_load(&self, at_ms: i64) -> Resources {
+        measured_load(
+            self.ledger.iter().filter_map(|(_, t)| t.last_second()),
+            at_ms,
+        )
+    }
+
     pub(super) async fn on_tick(&mut self, tx: &Tx) -> Result<(), SessionError> {
         if self.last_flush.elapsed() >= DIGEST_FLUSH {
             self.flush(tx).await?;
+        }
+        if self.seen_at.elapsed() >= host_seen_every(&self.controller.config.migration) {
+            self.seen_at = Instant::now();
+            // In the background, as the host's record at connect: the stream never waits on
+            // it, and one that fails is the next one's to make up.
+            let (controller, host) = (self.controller.clone(), self.host.clone());
+            let at_ms = wall_ms();
+            let load = self.live_load(at_ms);
+            tokio::spawn(async move {
+                let cmd = Command::HostSeen {
+                    host: host.clone(),
+                    at_ms,
+                    load,
+                };
+                if let Err(e) = controller.write(vec![cmd]).await {
+                    tracing::debug!(%host, "recording the host as seen: {e}");
+                }
+            });
         }
         let now = Instant::now();
         let schedules = || self.ledger.iter().map(|(id, t)| (id, &t.schedule));
@@ -119,5 +222,103 @@ impl Session {
             pb::controller_message::Body::UsageAcks(pb::UsageAcks { acks }),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::LiveConfig;
+
+    #[test]
+    fn a_hosts_load_sums_its_enclaves_fresh_verified_seconds() {
+        let r = |cpu, egress, gpu| Rates {
+            cpu_millicores: cpu,
+            memory_bytes: 1024.4,
+            egress_bits_per_sec: egress,
+            ingress_bits_per_sec: 0.0,
+            gpu_percent: gpu,
+        };
+        let at_ms = 1_000_000_500; // second 1_000_000
+        let seconds = [
+            (1_000_000, r(250.4, 1e6, 10.0)),
+            (999_995, r(500.0, 0.0, 0.0)),  // 5 s old: counts
+            (999_994, r(4000.0, 0.0, 0.0)), // 6 s old: stopped reporting
+            (1_000_000, r(f64::NAN, -3.0, 95.0)),
+        ];
+        let load = measured_load(seconds.into_iter(), at_ms);
+        assert_eq!(
+            load,
+            Resources {
+                cpu_millicores: 750,
+                memory_bytes: 3072,
+                egress_bits_per_sec: 1_000_000,
+                ingress_bits_per_sec: 0,
+                gpu_percent: 105,
+            }
+        );
+        assert_eq!(
+            measured_load(std::iter::empty(), at_ms),
+            Resources::default()
+        );
+    }
+
+    #[test]
+    fn utilization_is_the_enclaves_use_of_the_hosts_and_the_clusters_capacity() {
+        let mut st = State::default();
+        let cpu = |m| Resources {
+            cpu_millicores: m,
+            ..Resources::default()
+        };
+        for (id, capacity, recorded) in [("h1", 4000, 3000), ("h2", 4000, 1000), ("h3", 0, 0)] {
+            st.hosts.insert(
+                id.into(),
+                crate::state::Host {
+                    id: id.into(),
+                    address: String::new(),
+                    capacity: cpu(capacity),
+                    tee: crate::state::TeeKind::Sim,
+                    attestation_status: String::new(),
+                    last_heartbeat_ms: 0,
+                    agent_cert_fingerprint: String::new(),
+                    enforcement: String::new(),
+                    tee_generation: 0,
+                    labels: Default::default(),
+                    schedulable: Default::default(),
+                    measured_load: cpu(recorded),
+                },
+            );
+        }
+        // h1's own load is the live one (2000), not the recorded 3000.
+        let a = around(&st, "h1", cpu(2000));
+        assert_eq!(a.host.cpu, 50.0);
+        assert_eq!(a.cluster.cpu, 3000.0 * 100.0 / 8000.0);
+        assert!(
+            a.host.memory.is_nan(),
+            "no memory capacity declared: unknown"
+        );
+        // A host that declared no CPU: unknown, never 0 % or infinite.
+        assert!(around(&st, "h3", cpu(10)).host.cpu.is_nan());
+        assert!(around(&st, "nope", cpu(0)).host.cpu.is_nan());
+    }
+
+    #[test]
+    fn a_host_is_recorded_as_seen_ten_times_within_the_targets_freshness_window() {
+        let every = |attest_max_age_s| {
+            host_seen_every(&LiveConfig {
+                attest_max_age_s,
+                ..LiveConfig::default()
+            })
+        };
+        assert_eq!(every(600), Duration::from_secs(60), "the default");
+        assert_eq!(every(100), Duration::from_secs(10));
+        assert_eq!(every(2), Duration::from_secs(1), "at least a second apart");
+        assert_eq!(every(0), Duration::from_secs(1));
+        assert_eq!(
+            every(86_400),
+            Duration::from_secs(60),
+            "at most a minute apart"
+        );
+        assert_eq!(every(u64::MAX), Duration::from_secs(60));
     }
 }
