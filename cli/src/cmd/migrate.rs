@@ -59,7 +59,16 @@ pub const MIGRATION_COLUMNS: &[Column] = &[
     Column::new("EXPECTED DOWNTIME(ms)", "/progress/expected_downtime_ms").wide(),
     Column::new("ACTOR", "/actor").wide(),
     Column::new("FORCED", "/forced").wide(),
+    Column::new("TARGET MEASUREMENT", "/target_measurement").wide(),
 ];
+
+/// A measurement's first 16 characters and an ellipsis (whole when shorter).
+fn abbreviated(measurement: &str) -> String {
+    match measurement.char_indices().nth(16) {
+        Some((at, _)) => format!("{}…", &measurement[..at]),
+        None => measurement.to_string(),
+    }
+}
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
@@ -74,7 +83,19 @@ pub fn progress_line(m: &LiveMigration) -> String {
             m.to
         ),
         LivePhase::Transferring if p.status.is_empty() => {
-            format!("transferring: {} sends the state to {}", m.from, m.to)
+            let attested = if m.target_measurement.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} attested afresh (measurement {}); ",
+                    m.to,
+                    abbreviated(&m.target_measurement)
+                )
+            };
+            format!(
+                "transferring: {attested}{} sends the state to {}",
+                m.from, m.to
+            )
         }
         LivePhase::Transferring => {
             let bytes_per_s = p.mbps * 1e6 / 8.0;
@@ -204,4 +225,89 @@ pub fn list(stale: bool, opts: &ClientOpts, output: Format) -> anyhow::Result<Ex
         client.print_columns(&serde_json::to_value(all)?, MIGRATION_COLUMNS);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tribune_controller::state::{EnclaveState, LiveCause, LiveProgress};
+
+    fn migration(phase: LivePhase, progress: LiveProgress) -> LiveMigration {
+        LiveMigration {
+            id: "mig-1-vm".into(),
+            enclave: "vm".into(),
+            from: "h1".into(),
+            to: "h2".into(),
+            epoch: 3,
+            listen: "10.0.0.2:7501".into(),
+            phase,
+            cause: LiveCause::Request,
+            actor: "op".into(),
+            forced: false,
+            prior_state: EnclaveState::Running,
+            started_ms: 1,
+            ready_ms: None,
+            ended_ms: None,
+            reason: String::new(),
+            progress,
+            nonce: String::new(),
+            target_measurement: String::new(),
+            verdict_max_age_ms: 0,
+        }
+    }
+
+    #[test]
+    fn each_phase_reads_as_one_line_with_its_figures() {
+        let m = migration(LivePhase::Preparing, LiveProgress::default());
+        assert_eq!(
+            progress_line(&m),
+            "preparing: h2 starts the VM paused, waiting for its state"
+        );
+        let mut m = migration(LivePhase::Transferring, LiveProgress::default());
+        assert_eq!(progress_line(&m), "transferring: h1 sends the state to h2");
+        m.target_measurement = "abcdef0123456789abcdef".into();
+        assert_eq!(
+            progress_line(&m),
+            "transferring: h2 attested afresh (measurement abcdef0123456789…); h1 sends the state to h2"
+        );
+        let active = LiveProgress {
+            status: "active".into(),
+            transferred_bytes: 32 << 20,
+            remaining_bytes: 96 << 20,
+            total_bytes: 128 << 20,
+            dirty_pages_rate: 1200,
+            mbps: 8.0 * 1.048_576 * 64.0,
+            expected_downtime_ms: 40,
+            ..LiveProgress::default()
+        };
+        let m = migration(LivePhase::Transferring, active);
+        assert_eq!(
+            progress_line(&m),
+            "active: 32.0 of 128.0 MiB, 537 Mbit/s, 1200 dirty pages/s, ETA 1.5 s, expected downtime 40 ms"
+        );
+        let done = LiveProgress {
+            status: "completed".into(),
+            transferred_bytes: 130 << 20,
+            downtime_ms: 12,
+            total_time_ms: 640,
+            ..LiveProgress::default()
+        };
+        assert_eq!(
+            progress_line(&migration(LivePhase::Committed, done)),
+            "committed: runs on h2 under epoch 4; downtime 12 ms, total 640 ms, 130.0 MiB transferred"
+        );
+        let mut m = migration(LivePhase::RolledBack, LiveProgress::default());
+        m.reason = "the target h2 failed: no room".into();
+        assert_eq!(
+            progress_line(&m),
+            "rolled back: runs on h1 under epoch 3: the target h2 failed: no room"
+        );
+    }
+
+    #[test]
+    fn a_measurement_is_abbreviated_on_a_character_boundary() {
+        assert_eq!(abbreviated("abcd"), "abcd");
+        assert_eq!(abbreviated(&"a".repeat(16)), "a".repeat(16));
+        assert_eq!(abbreviated(&"é".repeat(20)), format!("{}…", "é".repeat(16)));
+    }
 }
