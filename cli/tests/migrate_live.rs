@@ -470,3 +470,75 @@ async fn a_target_whose_evidence_is_not_fresh_is_refused_before_anything_moves()
         "the log says why: {why}"
     );
 }
+
+/// A VM its policy suspended moves only when forced — the request is refused with why, a
+/// forced one is audited — and the policy's suspension moves with it: it stays paused on the
+/// target. A move never lifts a limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_suspended_by_its_policy_moves_only_when_forced_and_stays_suspended() {
+    let test = "a_vm_suspended_by_its_policy_moves_only_when_forced_and_stays_suspended";
+    let Some(TwoHosts {
+        c,
+        n,
+        agents: _agents,
+        dirs: (_d1, d2),
+        ..
+    }) = a_vm_on_the_first_of(test, ["ph1", "ph2"], Vec::new()).await
+    else {
+        return;
+    };
+    // The guest's loop keeps a TCG vCPU busy: far over a quarter core, suspended at once.
+    let (s, b) = c
+        .put_policy(
+            n,
+            "hold",
+            "policy \"hold\" {\n  match tenant == \"acme\"\n  limit { cpu = 250m }\n  on over_limit { suspend now }\n}\n",
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let suspended = async || {
+        let (_, v) = c.get_json(n, "/v1/enclaves/vm").await?;
+        (v["state"] == "suspended").then_some(v)
+    };
+    wait_for("the VM suspended by its policy", &c, suspended).await;
+
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "ph2"]);
+    let text = common::output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("suspended by policy"),
+        "{text}"
+    );
+    let since = wall_ms();
+    let out = c.cli(&["enclave", "migrate", "vm", "--to", "ph2", "--force"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}\n{}", c.logs());
+    assert!(text.contains("committed"), "{text}");
+    let e = wait_for("the VM suspended on ph2", &c, suspended).await;
+    assert_eq!(placement(&e), ("ph2".to_string(), 2), "{e}");
+    // Attested there, its usage counted (so ph2's agent runs it under its new plan) — and
+    // paused: its counter stands still while its reports go on.
+    attested_on(&c, n, "ph2", since).await;
+    let seq = async || {
+        let (_, v) = c.get_json(n, "/v1/enclaves/vm/status").await?;
+        v["status"]["confirmed"]["last_seq"].as_u64()
+    };
+    let first = wait_for("a confirmed report", &c, seq).await;
+    let before = counter(&d2).await.expect("the VM on ph2");
+    wait_for("four more reports", &c, async || {
+        seq().await.filter(|&s| s >= first + 4)
+    })
+    .await;
+    assert_eq!(counter(&d2).await, Some(before), "the guest ran on ph2");
+    let sock = d2.join("enclaves").join("vm").join(MIGRATE_SOCKET);
+    let mut q = Qmp::connect(&sock, Duration::from_secs(5))
+        .await
+        .expect("the VM's monitor on ph2");
+    let status = q.query_status().await.expect("query-status");
+    assert!(!status.running, "running on ph2: {}", status.status);
+    let entries = c.log_entries(n).await.expect("log");
+    let forced = entries.iter().any(|e| {
+        e["subject"] == "vm" && e["detail"]["op"] == "live_start" && e["detail"]["forced"] == true
+    });
+    assert!(forced, "the override is audited: {entries:?}");
+}
