@@ -542,3 +542,48 @@ async fn a_vm_suspended_by_its_policy_moves_only_when_forced_and_stays_suspended
     });
     assert!(forced, "the override is audited: {entries:?}");
 }
+
+/// `tribune host drain` of a host with a VM on it live-migrates the VM (a restart would lose
+/// its memory): it goes on counting on the other host under the next epoch, gone from the
+/// drained one, and the log's `live_start` says the drain caused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_host_live_migrates_its_vm() {
+    let test = "draining_a_host_live_migrates_its_vm";
+    let Some(TwoHosts {
+        c,
+        n,
+        agents: _agents,
+        dirs: (d1, d2),
+        count,
+    }) = a_vm_on_the_first_of(test, ["dr1", "dr2"], Vec::new()).await
+    else {
+        return;
+    };
+    let out = c.cli(&["host", "drain", "dr1"]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}\n{}", c.logs());
+    assert!(text.contains("migrating"), "the drain's answer: {text}");
+    let e = wait_for("the VM placed on dr2", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/enclaves/vm").await?;
+        (placement(&v) == ("dr2".to_string(), 2)).then_some(v)
+    })
+    .await;
+    assert_ne!(e["state"], "stopped", "{e}");
+    wait_for("the guest counting on dr2", &c, async || {
+        counter(&d2).await.filter(|&n| n > count)
+    })
+    .await;
+    wait_for("the VM gone from dr1", &c, async || {
+        counter(&d1).await.is_none().then_some(())
+    })
+    .await;
+    let entries = c.log_entries(n).await.expect("log");
+    let drained = entries.iter().any(|e| {
+        e["subject"] == "vm" && e["detail"]["op"] == "live_start" && e["detail"]["cause"] == "drain"
+    });
+    assert!(drained, "the log names the drain: {entries:?}");
+    let committed = entries
+        .iter()
+        .any(|e| e["subject"] == "vm" && e["detail"]["op"] == "live_committed");
+    assert!(committed, "{entries:?}");
+}
