@@ -304,3 +304,138 @@ async fn an_agents_session_keeps_its_host_fresh_and_records_its_measured_load() 
     let text = common::output_text(&out);
     assert!(out.status.success() && text.contains("CPU USED"), "{text}");
 }
+
+/// An enclave its policy gives `priority 900 preempt` (its spec asks nothing) displaces a
+/// lower-priority process enclave on a full host; the displaced one is moved by
+/// stop-and-restart to the host that has room — never running in two places — and the log
+/// has both entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_process_enclave_is_moved_to_a_host_with_room() {
+    let test = "a_preempted_process_enclave_is_moved_to_a_host_with_room";
+    if common::skip_unless_root(test, "the host agent needs cgroups") {
+        return;
+    }
+    let c = Cluster::start_tls(1, &["--allow-sim-evidence"]);
+    let n = c.wait_leader().await;
+    let controllers: Vec<String> = c.nodes.values().map(|x| x.addr.clone()).collect();
+    let agent = |instance: &str, host: &str| {
+        common::start_agent(
+            &c,
+            instance,
+            host,
+            controllers.clone(),
+            vec![
+                "--capacity".into(),
+                format!("cpu_millicores=2000,memory_bytes={}", 4u64 << 30),
+                "--labels".into(),
+                "pool=pre".into(),
+            ],
+        )
+    };
+    let (a1, a2) = (agent("prea", "pa"), agent("preb", "pb"));
+    wait_for("both hosts with their capacity", &c, async || {
+        let (_, v) = c.get_json(n, "/v1/hosts").await?;
+        let hs = v.as_array()?;
+        ["pa", "pb"]
+            .iter()
+            .all(|id| {
+                hs.iter()
+                    .any(|h| h["id"] == *id && h["capacity"]["cpu_millicores"] == 2000)
+            })
+            .then_some(())
+    })
+    .await;
+    let (s, b) = c
+        .put_policy(
+            n,
+            "vip",
+            "policy \"vip\" {\n  match labels.tier == \"vip\"\n  priority 900 preempt\n}\n",
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let process = |marker: &str| json!({"process": {"cmd": ["/bin/sh", "-c", format!("while :; do sleep 1; done # {marker}")]}});
+    // pa: `low` (1.5 cores, priority 10). pb: `keep` (0.4 cores, priority 950: not displaceable).
+    for (id, host, cpu, priority) in [("low", "pa", 1500, 10), ("keep", "pb", 400, 950)] {
+        c.put_json(
+            n,
+            &format!("/v1/enclaves/{id}"),
+            json!({"id": id, "tenant": "acme", "tee": "sim", "priority": priority,
+                   "requested": {"cpu_millicores": cpu},
+                   "placement": {"host": host, "epoch": 1},
+                   "launch": process(&format!("pre-{id}-marker"))}),
+        )
+        .await;
+    }
+    let instances = [a1.instance.as_str(), a2.instance.as_str()];
+    wait_for("low running on pa", &c, async || {
+        let procs = running("pre-low-marker", &instances);
+        (procs.len() == 1 && procs[0].1.as_deref() == Some(instances[0])).then_some(())
+    })
+    .await;
+
+    // Two cores fit nowhere (pa has 0.5 free, pb 1.6): `low` makes room, and pb takes it.
+    let (s, e) = {
+        let r = c
+            .http
+            .post(c.url(n, "/v1/enclaves"))
+            .json(&json!({"id": "vip", "tenant": "acme", "tee": "sim",
+                          "labels": {"tier": "vip"},
+                          "requested": {"cpu_millicores": 2000},
+                          "scheduling": {"host_selector": {"pool": "pre"}},
+                          "launch": process("pre-vip-marker")}))
+            .send()
+            .await
+            .expect("POST");
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap_or_default())
+    };
+    assert_eq!(s, 201, "{e}");
+    assert_eq!(e["placement"], json!({"host": "pa", "epoch": 1}), "{e}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let procs = running("pre-low-marker", &instances);
+        assert!(procs.len() <= 1, "running twice: {procs:?}\n{}", c.logs());
+        let (_, l) = c.get_json(n, "/v1/enclaves/low").await.expect("low");
+        let vip = running("pre-vip-marker", &instances);
+        if l["placement"] == json!({"host": "pb", "epoch": 2})
+            && procs.len() == 1
+            && procs[0].1.as_deref() == Some(instances[1])
+            && vip.len() == 1
+            && vip[0].1.as_deref() == Some(instances[0])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not moved: {l} {procs:?} {vip:?}\n{}\n{}",
+            a1.log_tail(),
+            a2.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = c.log_entries(n).await.expect("log");
+    assert!(
+        log.iter().any(|x| x["subject"] == "vip"
+            && x["detail"]["op"] == "place"
+            && x["detail"]["priority"] == 900
+            && x["detail"]["displaced"] == json!(["low"])),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|x| x["subject"] == "low"
+            && x["detail"]["op"] == "preempted"
+            && x["detail"]["to"] == "pb"
+            && x["detail"]["by"] == "vip"
+            && x["detail"]["priority"] == 10
+            && x["detail"]["by_priority"] == 900),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|x| x["subject"] == "low"
+            && x["detail"]["op"] == "move_done"
+            && x["detail"]["to"] == "pb"),
+        "{log:?}"
+    );
+    drop((a1, a2));
+}
