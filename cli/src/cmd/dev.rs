@@ -27,7 +27,7 @@ fn dev_pki(tls_dir: &Path, controllers: u16) -> anyhow::Result<ClientTls> {
     let mut ids: Vec<PeerIdentity> = (1..=u64::from(controllers))
         .map(|id| PeerIdentity::Controller { id })
         .collect();
-    for host in super::dev_demo::HOSTS {
+    for host in super::dev_demo::hosts(true) {
         ids.push(PeerIdentity::Agent { host: host.into() });
     }
     ids.push(PeerIdentity::User {
@@ -273,9 +273,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let mut agents = None;
     if !args.no_demo {
-        rt.block_on(super::dev_demo::seed(&http, &api))?;
-        println!();
         let root = tribune_testkit::is_root();
+        let vm_skipped = super::dev_demo::vm_story_skipped(root);
+        let vm = vm_skipped.is_none();
+        rt.block_on(super::dev_demo::seed(&http, &api, vm))?;
+        println!();
         let ctl: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
         agents = Some(super::dev_demo::start_agents(
             &exe,
@@ -284,19 +286,32 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             &ctl,
             !root,
             args.port_base,
+            vm,
         )?);
-        println!(
-            "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
-        );
+        if vm {
+            println!(
+                "Demo: 4 host agents (h1, h2; QEMU: v1, v2) streaming to the controllers, 4 simulated-TEE enclaves:"
+            );
+        } else {
+            println!(
+                "Demo: 2 host agents (h1, h2) streaming to the controllers, 3 simulated-TEE enclaves:"
+            );
+        }
         println!("  web     (h1) well-behaved: stays within its limit");
         println!(
             "  miner   (h1) greedy: over its 200m limit → throttled at once, suspended after 5 s"
         );
         println!("  ledger  (h2) its evidence stops verifying after ~6 s → suspended");
-        for l in super::dev_demo::agent_logs(&dir) {
+        match &vm_skipped {
+            None => println!(
+                "  vm      (v1, half a core) a QEMU guest keeping v1 over 80 % busy → live-migrated to v2 by its policy"
+            ),
+            Some(why) => println!("  vm      skipped: {why}"),
+        }
+        for l in super::dev_demo::agent_logs(&dir, vm) {
             println!("  agent log  {}", l.display());
         }
-        for (i, h) in super::dev_demo::HOSTS.iter().enumerate() {
+        for (i, h) in super::dev_demo::hosts(vm).iter().enumerate() {
             let m = super::dev_demo::metrics_listen(args.port_base, i);
             if m != "off" {
                 println!("  agent metrics  http://{m}/metrics  ({h})");

@@ -1,7 +1,9 @@
 //! The `tribune dev` demonstration: two host agents (process runtime) and three simulated-TEE
 //! enclaves whose stories play out within seconds — a well-behaved one, a greedy one that is
 //! throttled and then suspended, and one whose evidence stops verifying and is suspended —
-//! with every decision printed as the controllers log it.
+//! and, as root with QEMU installed, two more agents (QEMU runtime) and a VM on the smaller of
+//! them that its policy live-migrates to the other once it keeps that host busy; with every
+//! decision printed as the controllers log it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,10 +13,11 @@ use anyhow::Context;
 use serde_json::json;
 use tribune_controller::api::log::EntriesPage;
 use tribune_controller::state::{
-    ActionDetail, BorrowMove, LendMove, LogDetail, LogEntry, Step, ViolationDetail,
+    ActionDetail, BorrowMove, LendMove, LiveCause, LogDetail, LogEntry, MigrationDetail, Step,
+    ViolationDetail,
 };
 
-pub const POLICIES: [(&str, &str); 2] = [
+pub const POLICIES: [(&str, &str); 3] = [
     (
         "demo-web",
         r#"# The well-behaved tenant: a quarter core guaranteed, one core at most.
@@ -42,7 +45,42 @@ policy "demo-batch" {
 }
 "#,
     ),
+    (
+        "demo-vm",
+        r#"# A VM on a host too small for it: once it keeps its host over 80 % busy for 3 s, it
+# is live-migrated to a QEMU host that has room for its limit.
+policy "demo-vm" {
+  match tenant == "demo" && labels.tier == "vm"
+  guarantee { cpu = 250m }
+  limit     { cpu = 1500m }
+  attest    { simulated = allowed; every 10s }
+  when host.cpu.utilization > 80% for 3s { migrate now }
+}
+"#,
+    ),
 ];
+
+/// The VM story's hosts (QEMU runtime, labelled `runtime=qemu`): the VM starts on the first,
+/// which declares half a core, and moves to the second.
+pub const VM_HOSTS: [&str; 2] = ["v1", "v2"];
+
+/// What the first VM host declares: half a core, so the VM's busy guest fills it.
+const SMALL_HOST: &str = "cpu_millicores=500,memory_bytes=4294967296";
+
+/// Why the VM story cannot run here, or `None` when it can (root, for the agents to enforce
+/// and run QEMU; `qemu-system-x86_64` on PATH).
+pub fn vm_story_skipped(root: bool) -> Option<String> {
+    if !root {
+        return Some("not root (the QEMU agents need cgroups)".into());
+    }
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!qemu).then(|| "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)".into())
+}
 
 /// The demo's hosts, one agent each.
 pub const HOSTS: [&str; 2] = ["h1", "h2"];
@@ -104,8 +142,9 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
-/// Stores the demo policies and enclaves through the API.
-pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+/// Stores the demo policies and enclaves through the API; with `vm`, the VM on the first VM
+/// host too.
+pub async fn seed(http: &reqwest::Client, api: &str, vm: bool) -> anyhow::Result<()> {
     for (name, source) in POLICIES {
         let r = http
             .put(format!("{api}/v1/policies/{name}"))
@@ -120,16 +159,35 @@ pub async fn seed(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
             );
         }
     }
-    for (id, host, tier, cmd, tamper) in ENCLAVES {
-        let mut process = json!({ "cmd": [DEMO_SHELL, "-c", cmd] });
-        if let Some(s) = tamper {
-            process["sim"] = json!({ "tamper_evidence_after_s": s });
-        }
-        let body = json!({
-            "id": id, "tenant": "demo", "labels": { "tier": tier }, "tee": "sim",
-            "placement": { "host": host, "epoch": 1 },
-            "launch": { "process": process },
-        });
+    let mut bodies: Vec<(&str, serde_json::Value)> = ENCLAVES
+        .iter()
+        .map(|(id, host, tier, cmd, tamper)| {
+            let mut process = json!({ "cmd": [DEMO_SHELL, "-c", cmd] });
+            if let Some(s) = tamper {
+                process["sim"] = json!({ "tamper_evidence_after_s": s });
+            }
+            let body = json!({
+                "id": id, "tenant": "demo", "labels": { "tier": tier }, "tee": "sim",
+                "placement": { "host": host, "epoch": 1 },
+                "launch": { "process": process },
+            });
+            (*id, body)
+        })
+        .collect();
+    if vm {
+        // Only QEMU hosts may take it (`host_selector`): a live migration's target must match.
+        bodies.push((
+            "vm",
+            json!({
+                "id": "vm", "tenant": "demo", "labels": { "tier": "vm" }, "tee": "sim",
+                "requested": { "cpu_millicores": 250 },
+                "placement": { "host": VM_HOSTS[0], "epoch": 1 },
+                "scheduling": { "host_selector": { "runtime": "qemu" } },
+                "launch": { "qemu": { "memory_mib": 32 } },
+            }),
+        ));
+    }
+    for (id, body) in bodies {
         let r = http
             .put(format!("{api}/v1/enclaves/{id}"))
             .json(&body)
@@ -157,9 +215,29 @@ pub fn metrics_listen(port_base: u16, i: usize) -> String {
         .map_or_else(|| "off".to_string(), |p| format!("127.0.0.1:{p}"))
 }
 
+/// The hosts whose agents `tribune dev` starts: the demo hosts, and the VM hosts with `vm`.
+pub fn hosts(vm: bool) -> Vec<&'static str> {
+    let vms = if vm { &VM_HOSTS[..] } else { &[] };
+    HOSTS.iter().chain(vms).copied().collect()
+}
+
+/// Writes the VM hosts' launch allow-list to `dir/launch-policy-qemu.toml`: QEMU guests, no
+/// programs.
+fn write_qemu_launch_policy(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("launch-policy-qemu.toml");
+    let list = tribune_agent::AllowList {
+        qemu: Some(Default::default()),
+        ..Default::default()
+    };
+    list.write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Starts one agent per demo host (instance `devPORT_BASE-HOST`): enforcing as root,
-/// observe-only otherwise; both launch only what [`write_launch_policy`] allows; metrics on
-/// [`metrics_listen`].
+/// observe-only otherwise; they launch only what [`write_launch_policy`] allows; metrics on
+/// [`metrics_listen`]. With `vm`, the [`VM_HOSTS`] too: QEMU runtime, labelled
+/// `runtime=qemu`, the first declaring half a core.
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
@@ -167,10 +245,28 @@ pub fn start_agents(
     controllers: &[String],
     observe_only: bool,
     port_base: u16,
+    vm: bool,
 ) -> anyhow::Result<Agents> {
     let policy = write_launch_policy(dir)?;
+    let qemu_policy = if vm {
+        Some(write_qemu_launch_policy(dir)?)
+    } else {
+        None
+    };
     let mut agents = Agents(Vec::new());
-    for (i, host) in HOSTS.into_iter().enumerate() {
+    for (i, host) in hosts(vm).into_iter().enumerate() {
+        let vm_host = VM_HOSTS.contains(&host);
+        let mut extra: Vec<String> = Vec::new();
+        if vm_host {
+            extra.extend(["--runtime", "qemu", "--labels", "runtime=qemu"].map(String::from));
+            if host == VM_HOSTS[0] {
+                extra.extend(["--capacity".to_string(), SMALL_HOST.to_string()]);
+            }
+        }
+        let launch = match (&qemu_policy, vm_host) {
+            (Some(q), true) => q,
+            _ => &policy,
+        };
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
         let mut cmd = Command::new(exe);
         let child = die_with_parent(&mut cmd)
@@ -189,7 +285,8 @@ pub fn start_agents(
             .arg("--tls-dir")
             .arg(tls_dir)
             .arg("--launch-policy")
-            .arg(&policy)
+            .arg(launch)
+            .args(&extra)
             .args(observe_only.then_some("--observe-only"))
             .args(["--metrics-listen", &metrics_listen(port_base, i)])
             // Messages between the demo hosts' enclaves (docs/messages.md "Across hosts"), on
@@ -207,8 +304,8 @@ pub fn start_agents(
     Ok(agents)
 }
 
-pub fn agent_logs(dir: &Path) -> Vec<PathBuf> {
-    HOSTS
+pub fn agent_logs(dir: &Path, vm: bool) -> Vec<PathBuf> {
+    hosts(vm)
         .iter()
         .map(|h| dir.join(format!("agent-{h}.log")))
         .collect()
@@ -254,6 +351,29 @@ pub fn describe(e: &LogEntry, attested: &mut std::collections::HashSet<String>) 
             ),
             LendMove::Reclaim => "lent CPU returned".to_string(),
         },
+        LogDetail::Migration(MigrationDetail::LiveStart {
+            from, to, cause, ..
+        }) => {
+            let why = match cause {
+                LiveCause::Policy => "its policy",
+                LiveCause::Drain => "its host drains",
+                LiveCause::Request => "an operator asked",
+            };
+            format!("LIVE MIGRATION {from} → {to} started ({why})")
+        }
+        LogDetail::Migration(MigrationDetail::LiveCommitted {
+            from,
+            to,
+            epoch,
+            downtime_ms,
+            total_time_ms,
+            ..
+        }) => format!(
+            "MIGRATED {from} → {to}: runs there under epoch {epoch} (downtime {downtime_ms} ms, total {total_time_ms} ms)"
+        ),
+        LogDetail::Migration(MigrationDetail::LiveRolledBack { from, reason, .. }) => {
+            format!("migration rolled back, runs on {from}: {reason}")
+        }
         LogDetail::Action(ActionDetail::Borrow(b)) => match b.action {
             BorrowMove::Borrow => format!("borrows {} millicores", b.borrowed_cpu_millicores),
             BorrowMove::Return => "lent CPU returned".to_string(),
