@@ -140,18 +140,16 @@ impl fmt::Display for Unplaceable {
 fn score(h: &HostState, spec: &EnclaveSpec) -> (i64, i64, i64) {
     let cap = &h.host.capacity;
     let after = h.reserved.saturating_add(spec.guarantee);
-    let (mut n, mut sum, mut dominant, mut least) = (0i64, 0i64, 0i64, i64::MAX);
+    let (mut n, mut dominant, mut least) = (0i64, 0i64, i64::MAX);
     for r in Resource::ALL {
         let (c, a) = (cap.get(r), after.get(r));
         if c > 0 && a > 0 {
             let share = share_ppm(a, c) as i64;
             n += 1;
-            sum += share;
             dominant = dominant.max(share);
             least = least.min(share);
         }
     }
-    let average = sum / n.max(1);
     // Fragmentation: one resource full while another is idle strands the idle one.
     let imbalance = if n == 0 { 0 } else { dominant - least };
     let load = shares_ppm(&h.host.load.saturating_add(spec.guarantee), cap)
@@ -159,11 +157,22 @@ fn score(h: &HostState, spec: &EnclaveSpec) -> (i64, i64, i64) {
         .max()
         .unwrap_or(0) as i64;
     match spec.strategy {
-        // Fullest first (by the average share after placing), less half the imbalance it
-        // would leave (capacity stranded behind a used-up resource); then the less loaded.
-        // Of the variants measured on the synthetic workload (best fit by dominant share,
-        // average share alone), this one strands the least.
-        Strategy::BinPack => (imbalance / 2 - average, load, imbalance),
+        // Most allocated first, in absolute terms: the most CPU promised after placing, less
+        // half the imbalance it would leave (capacity stranded behind a used-up resource),
+        // counted in millicores of this host; then the less loaded. Filling the hosts that
+        // already hold the most before opening another packs tighter than any relative share
+        // (which prefers small hosts): on the synthetic workloads of seeds 1-3 (100 hosts,
+        // 1,000 enclaves; `migration/tests/properties.rs`) it uses fewer hosts and no more
+        // cores than first fit, where the fullest-by-average-share score it replaces used
+        // 10-15 % more hosts (bench/README.md).
+        Strategy::BinPack => {
+            let imbalance_mc = i64::try_from(
+                i128::from(imbalance) * i128::from(cap.get(Resource::Cpu)) / 1_000_000,
+            )
+            .unwrap_or(i64::MAX);
+            let promised = i64::try_from(after.get(Resource::Cpu)).unwrap_or(i64::MAX);
+            (imbalance_mc / 2 - promised, load, imbalance)
+        }
         // Emptiest first, by reservation and by measured load alike.
         Strategy::Spread => (dominant.max(load), imbalance, dominant),
     }

@@ -173,36 +173,53 @@ proptest! {
     }
 }
 
-/// The packing of a generated 100-host, 1,000-enclave case, against first fit (printed; the
-/// full-size comparison is `tribune bench schedule`).
+/// The packing of generated 100-host, 1,000-enclave cases (seeds 1-3), against first fit:
+/// every enclave placed that first fit places, on no more hosts and no more cores in use
+/// (printed; the full-size comparison is `tribune bench schedule`).
 #[test]
 fn packing_quality_against_first_fit() {
     use tribune_migration::first_fit::{first_fit, quality, smallest};
     use tribune_migration::synthetic::{NOW_MS, Sizes, workload};
-    let (hosts, specs) = workload(&Sizes {
-        hosts: 100,
-        enclaves: 1000,
-        seed: 1,
-    });
-    let fresh = tribune_migration::Freshness {
-        now_ms: NOW_MS,
-        attest_max_age_ms: 60_000,
-    };
-    let small = smallest(&specs);
-    let mut ours = ClusterView::new(hosts.clone(), []).expect("view");
-    let placed = place_all(&mut ours, &specs, fresh)
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    let mut ff = ClusterView::new(hosts, []).expect("view");
-    let ff_placed = first_fit(&mut ff, &specs, fresh)
-        .iter()
-        .filter(|ok| **ok)
-        .count();
-    let (q, fq) = (quality(&ours, small), quality(&ff, small));
-    eprintln!("tribune: placed {placed}, {q:?}\nfirst fit: placed {ff_placed}, {fq:?}");
-    assert!(
-        placed >= ff_placed,
-        "placed {placed} < first fit's {ff_placed}"
-    );
+    for seed in 1..=3 {
+        let (hosts, specs) = workload(&Sizes {
+            hosts: 100,
+            enclaves: 1000,
+            seed,
+        });
+        let fresh = tribune_migration::Freshness {
+            now_ms: NOW_MS,
+            attest_max_age_ms: 60_000,
+        };
+        let small = smallest(&specs);
+        let mut ours = ClusterView::new(hosts.clone(), []).expect("view");
+        let placed = place_all(&mut ours, &specs, fresh)
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+        let mut ff = ClusterView::new(hosts, []).expect("view");
+        let ff_placed = first_fit(&mut ff, &specs, fresh)
+            .iter()
+            .filter(|ok| **ok)
+            .count();
+        let (q, fq) = (quality(&ours, small), quality(&ff, small));
+        eprintln!(
+            "seed {seed}\n  tribune: placed {placed}, {q:?}\n  first fit: placed {ff_placed}, {fq:?}"
+        );
+        assert!(
+            placed >= ff_placed,
+            "seed {seed}: placed {placed} < first fit's {ff_placed}"
+        );
+        assert!(
+            q.hosts_used <= fq.hosts_used,
+            "seed {seed}: {} hosts used, first fit {}",
+            q.hosts_used,
+            fq.hosts_used
+        );
+        assert!(
+            q.capacity_in_use.cpu_millicores <= fq.capacity_in_use.cpu_millicores,
+            "seed {seed}: {} cores in use, first fit {}",
+            q.capacity_in_use.cpu_millicores / 1000,
+            fq.capacity_in_use.cpu_millicores / 1000
+        );
+    }
 }
