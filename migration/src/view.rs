@@ -64,7 +64,8 @@ impl Placed {
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Strategy {
-    /// Fill the fullest host that fits (fewer hosts in use, room kept for big enclaves).
+    /// Fill the host with the most CPU promised that fits, in absolute terms (fewer hosts in
+    /// use, room kept for big enclaves).
     #[default]
     BinPack,
     /// Use the emptiest host (less interference, smaller blast radius).

@@ -64,7 +64,7 @@ pub struct CreateArgs {
     /// Lowest TEE generation accepted.
     #[arg(long, default_value_t = 0)]
     pub min_tee_generation: u32,
-    /// bin-pack (fill the fullest host that fits) or spread (the emptiest).
+    /// bin-pack (fill the host with the most CPU promised that fits) or spread (the emptiest).
     #[arg(long, default_value = "bin-pack", value_parser = ["bin-pack", "spread"])]
     pub strategy: String,
     /// Expected launch measurements (hex).
