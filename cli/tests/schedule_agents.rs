@@ -279,8 +279,7 @@ async fn an_agents_session_keeps_its_host_fresh_and_records_its_measured_load() 
     )
     .await;
     // And again: recorded while the agent stays connected, not once.
-    let again = wait_for("the host seen once more", &c, seen(later)).await;
-    assert!(again > later);
+    wait_for("the host seen once more", &c, seen(later)).await;
 
     // A busy enclave there: its verified usage becomes the host's measured load, which the
     // scheduler scores with and `tribune host ls -o wide` shows.

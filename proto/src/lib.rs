@@ -11,6 +11,12 @@ pub mod v1 {
 
 pub mod convert;
 
+/// The host label every agent sets in its `Hello` to the runtime it runs enclaves with
+/// (`process` or `qemu`; one runtime per agent). The controllers place a QEMU enclave, and
+/// live-migrate one, only onto a host whose label says `qemu`; an operator's `--labels` may not
+/// set it.
+pub const RUNTIME_LABEL: &str = "tribune.dev/runtime";
+
 /// The encoded `FileDescriptorSet` of every `.proto` file here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tribune_descriptor.bin"));

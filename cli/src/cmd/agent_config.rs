@@ -227,6 +227,12 @@ fn labels(
         };
         from_file.insert(k.trim().to_string(), v.trim().to_string());
     }
+    if from_file.contains_key(tribune_proto::RUNTIME_LABEL) {
+        bail!(
+            "labels: {:?} is the agent's own: it says the runtime the agent runs (--runtime), so no host can claim one it does not run",
+            tribune_proto::RUNTIME_LABEL
+        );
+    }
     Ok(from_file)
 }
 
@@ -432,6 +438,17 @@ mod tests {
         assert_eq!(s.labels.get("rack").map(String::as_str), Some("1"));
         let e = settings(&["agent", "run", "--capacity", "cores=2"]).expect_err("bad key");
         assert!(format!("{e:#}").contains("unknown key"), "{e:#}");
+        // The runtime label is the agent's own, from the flags or the file alike.
+        let e = settings(&["agent", "run", "--labels", "tribune.dev/runtime=qemu"])
+            .expect_err("the agent's own label");
+        assert!(format!("{e:#}").contains("is the agent's own"), "{e:#}");
+        let claims = write(
+            dir.path(),
+            "claims.toml",
+            "[labels]\n\"tribune.dev/runtime\" = \"qemu\"\n",
+        );
+        let e = settings(&["agent", "run", "--config", &claims]).expect_err("from the file");
+        assert!(format!("{e:#}").contains("is the agent's own"), "{e:#}");
         let e = settings(&["agent", "run", "--labels", "zone"]).expect_err("bad label");
         assert!(format!("{e:#}").contains("KEY=VALUE"), "{e:#}");
     }

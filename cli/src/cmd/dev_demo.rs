@@ -60,8 +60,8 @@ policy "demo-vm" {
     ),
 ];
 
-/// The VM story's hosts (QEMU runtime, labelled `runtime=qemu`): the VM starts on the first,
-/// which declares half a core, and moves to the second.
+/// The VM story's hosts (QEMU runtime: their agents label them `tribune.dev/runtime=qemu`):
+/// the VM starts on the first, which declares half a core, and moves to the second.
 pub const VM_HOSTS: [&str; 2] = ["v1", "v2"];
 
 /// What the first VM host declares: half a core, so the VM's busy guest fills it.
@@ -175,14 +175,13 @@ pub async fn seed(http: &reqwest::Client, api: &str, vm: bool) -> anyhow::Result
         })
         .collect();
     if vm {
-        // Only QEMU hosts may take it (`host_selector`): a live migration's target must match.
+        // Only QEMU hosts can take it: their agents' `tribune.dev/runtime` label says so.
         bodies.push((
             "vm",
             json!({
                 "id": "vm", "tenant": "demo", "labels": { "tier": "vm" }, "tee": "sim",
                 "requested": { "cpu_millicores": 250 },
                 "placement": { "host": VM_HOSTS[0], "epoch": 1 },
-                "scheduling": { "host_selector": { "runtime": "qemu" } },
                 "launch": { "qemu": { "memory_mib": 32 } },
             }),
         ));
@@ -236,8 +235,8 @@ fn write_qemu_launch_policy(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Starts one agent per demo host (instance `devPORT_BASE-HOST`): enforcing as root,
 /// observe-only otherwise; they launch only what [`write_launch_policy`] allows; metrics on
-/// [`metrics_listen`]. With `vm`, the [`VM_HOSTS`] too: QEMU runtime, labelled
-/// `runtime=qemu`, the first declaring half a core.
+/// [`metrics_listen`]. With `vm`, the [`VM_HOSTS`] too: QEMU runtime, the first declaring
+/// half a core.
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
@@ -258,7 +257,7 @@ pub fn start_agents(
         let vm_host = VM_HOSTS.contains(&host);
         let mut extra: Vec<String> = Vec::new();
         if vm_host {
-            extra.extend(["--runtime", "qemu", "--labels", "runtime=qemu"].map(String::from));
+            extra.extend(["--runtime", "qemu"].map(String::from));
             if host == VM_HOSTS[0] {
                 extra.extend(["--capacity".to_string(), SMALL_HOST.to_string()]);
             }

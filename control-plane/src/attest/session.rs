@@ -570,7 +570,13 @@ impl Session {
         };
         let around = {
             let st = self.state();
-            tick::around(&st, &self.host, self.live_load(now))
+            let live = self.load_of(snapshot.iter().map(|(e, ..)| e), now);
+            // Another host's record older than three sightings: its load is not known.
+            let stale_ms = i64::try_from(
+                3 * tick::host_seen_every(&self.controller.config.migration).as_millis(),
+            )
+            .unwrap_or(i64::MAX);
+            tick::around(&st, &self.host, live, now, stale_ms)
         };
         let empty = BTreeMap::new();
         let inputs: Vec<Input> = snapshot

@@ -23,7 +23,8 @@ fn host(id: &str, cpu: u64, address: &str) -> Host {
         agent_cert_fingerprint: String::new(),
         enforcement: "enforcing".into(),
         tee_generation: 0,
-        labels: Default::default(),
+        // QEMU hosts, as their agents' `Hello` says.
+        labels: [(tribune_proto::RUNTIME_LABEL.to_string(), "qemu".to_string())].into(),
         schedulable: Schedulable::Ready,
         measured_load: Default::default(),
     }

@@ -113,6 +113,19 @@ fn is_zero(v: &i64) -> bool {
     *v == 0
 }
 
+/// Why `m` may not go on at `at_ms`: the target's verdict (its `ready`) is older than the
+/// enclave's policies allow. Pure.
+fn verdict_too_old(m: &LiveMigration, at_ms: i64) -> Option<String> {
+    let ready = m.ready_ms?;
+    let age = at_ms.saturating_sub(ready);
+    (m.verdict_max_age_ms > 0 && age > m.verdict_max_age_ms).then(|| {
+        format!(
+            "the target {}'s verdict for this migration was {age} ms old before switch-over; the enclave's policy asks `attest {{ every {} ms }}`",
+            m.to, m.verdict_max_age_ms
+        )
+    })
+}
+
 impl LiveMigration {
     pub fn is_live(&self) -> bool {
         matches!(self.phase, LivePhase::Preparing | LivePhase::Transferring)
@@ -143,8 +156,9 @@ pub struct LiveRequest {
     /// ([`LiveMigration::nonce`]).
     #[serde(default)]
     pub nonce: String,
-    /// The enclave's policy's `attest { every }` in milliseconds (0: none): how old the
-    /// target's verdict may be at switch-over ([`LiveMigration::verdict_max_age_ms`]).
+    /// The enclave's policies' shortest `attest { every }` in milliseconds (0: none), as the
+    /// proposer read them: how old the target's verdict may be at switch-over. The apply
+    /// derives its own from the replicated policies ([`LiveMigration::verdict_max_age_ms`]).
     #[serde(default)]
     pub verdict_max_age_ms: i64,
 }
@@ -358,8 +372,8 @@ impl State {
                 enclave,
                 id,
                 progress,
-                ..
-            } => self.migrate_progress(&enclave, &id, progress),
+                at_ms,
+            } => self.migrate_progress(&enclave, &id, progress, at_ms),
             C::MigrateCommit {
                 enclave,
                 id,
@@ -383,6 +397,13 @@ impl State {
         if let Err(o) = check_request(self, &r, at_ms) {
             return o;
         }
+        // The bound on the target's verdict, from the replicated policies as they stand at
+        // apply (not the proposer's reading).
+        let verdict_max_age_ms = self
+            .enclaves
+            .get(&r.enclave)
+            .and_then(|e| self.reattest_every_ms(e))
+            .unwrap_or(0);
         let Some(e) = self.enclaves.get_mut(&r.enclave) else {
             return Outcome::NotFound {
                 what: format!("enclave {:?}", r.enclave),
@@ -412,7 +433,7 @@ impl State {
             progress: LiveProgress::default(),
             nonce: r.nonce,
             target_measurement: String::new(),
-            verdict_max_age_ms: r.verdict_max_age_ms.max(0),
+            verdict_max_age_ms,
         };
         e.state = EnclaveState::Migrating;
         e.version += 1;
@@ -483,10 +504,16 @@ impl State {
         enclave: &str,
         id: &str,
         progress: LiveProgress,
+        at_ms: i64,
     ) -> Outcome {
         match self.live_of(enclave, id) {
             Ok(m) => {
                 m.progress = progress;
+                // Past the bound on the target's verdict, the commit would roll back: roll
+                // back now rather than after the rest of the transfer.
+                if let Some(reason) = verdict_too_old(m, at_ms) {
+                    return self.migrate_abort(enclave, id, reason, at_ms);
+                }
                 Outcome::Migration(Box::new(m.clone()))
             }
             Err(o) => o,
@@ -517,21 +544,8 @@ impl State {
         let m = m.clone();
         // The target was attested for this move when it said it was ready; its policy bounds
         // how old that verdict may be when the enclave lands there.
-        if m.verdict_max_age_ms > 0
-            && let Some(ready) = m.ready_ms
-            && at_ms.saturating_sub(ready) > m.verdict_max_age_ms
-        {
-            return self.migrate_abort(
-                enclave,
-                id,
-                format!(
-                    "the target {}'s verdict for this migration was {} ms old at switch-over; the enclave's policy asks `attest {{ every {} ms }}`",
-                    m.to,
-                    at_ms.saturating_sub(ready),
-                    m.verdict_max_age_ms
-                ),
-                at_ms,
-            );
+        if let Some(reason) = verdict_too_old(&m, at_ms) {
+            return self.migrate_abort(enclave, id, reason, at_ms);
         }
         let held = self
             .status

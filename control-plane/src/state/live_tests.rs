@@ -21,7 +21,8 @@ fn host(id: &str, cpu_millicores: u64) -> Host {
         agent_cert_fingerprint: String::new(),
         enforcement: "enforcing".into(),
         tee_generation: 0,
-        labels: Default::default(),
+        // As its agent's `Hello` says (the runtime the enclaves here need).
+        labels: [(tribune_proto::RUNTIME_LABEL.to_string(), "qemu".to_string())].into(),
         schedulable: Schedulable::Ready,
         measured_load: Default::default(),
     }
@@ -437,34 +438,87 @@ fn the_history_is_bounded() {
 }
 
 #[test]
-fn a_target_verdict_older_than_the_policys_every_at_switch_over_rolls_back() {
-    // Ready (the target's verdict) at NOW + 10, the source's commit at NOW + 20: 10 ms old.
-    for (every_ms, commits) in [(0, true), (10, true), (11, true), (9, false), (1, false)] {
+fn a_target_verdict_older_than_the_policys_every_rolls_back() {
+    let commit_at = |s: &mut State, at_ms| {
+        s.apply(Command::MigrateCommit {
+            enclave: "vm".into(),
+            id: "m1".into(),
+            progress: LiveProgress::default(),
+            at_ms,
+        })
+    };
+    let progress_at = |s: &mut State, at_ms| {
+        s.apply(Command::MigrateProgress {
+            enclave: "vm".into(),
+            id: "m1".into(),
+            progress: LiveProgress::default(),
+            at_ms,
+        })
+    };
+    // `vm`'s policy re-attests it every second (tenant acme): ready (the target's verdict) at
+    // NOW + 10, so the bound is NOW + 1010.
+    let every = |s: &mut State, source: &str| {
+        s.apply(Command::PutPolicy {
+            name: "fresh".into(),
+            source: source.into(),
+            expect: Expect::Any,
+            actor: "op".into(),
+            at_ms: NOW - 500,
+        })
+    };
+    let policy = "policy \"fresh\" {\n  match tenant == \"acme\"\n  attest { every 1s }\n}\n";
+    let phase = |o: &Outcome| match o {
+        Outcome::Migration(m) => (m.phase, m.verdict_max_age_ms, m.reason.clone()),
+        o => panic!("{o:?}"),
+    };
+    for (with_policy, at, progress_first, committed) in [
+        (false, NOW + 60_000, false, true),
+        (true, NOW + 1010, false, true),
+        (true, NOW + 1011, false, false),
+        (true, NOW + 1500, true, false),
+    ] {
+        let case = format!("policy {with_policy}, at {}", at - NOW);
         let mut s = cluster();
-        let mut r = request("m1", "h2");
-        r.verdict_max_age_ms = every_ms;
-        let Outcome::Migration(m) = start(&mut s, r) else {
-            panic!("started")
+        if with_policy {
+            every(&mut s, policy);
+        }
+        let Outcome::Migration(m) = start(&mut s, request("m1", "h2")) else {
+            panic!("started: {case}")
         };
-        assert_eq!(m.verdict_max_age_ms, every_ms, "carried into the record");
+        assert_eq!(
+            m.verdict_max_age_ms,
+            if with_policy { 1000 } else { 0 },
+            "derived at apply from the policies: {case}"
+        );
         ready(&mut s, "m1");
-        let Outcome::Migration(m) = commit(&mut s, "m1") else {
-            panic!("ended")
-        };
-        if commits {
-            assert_eq!(m.phase, LivePhase::Committed, "every {every_ms} ms");
-            assert_eq!(placement(&s), ("h2".into(), 2));
-        } else {
-            assert_eq!(m.phase, LivePhase::RolledBack, "every {every_ms} ms");
+        let (got, _, reason) = if progress_first {
+            // A progress report past the bound rolls back before the transfer ends.
+            let out = phase(&progress_at(&mut s, at));
             assert!(
-                m.reason.contains("10 ms old at switch-over")
-                    && m.reason.contains(&format!("every {every_ms} ms")),
-                "{}",
-                m.reason
+                matches!(commit_at(&mut s, at + 10), Outcome::Conflict { .. }),
+                "{case}"
             );
-            // Still where it was, under the epoch it ran under, running again.
-            assert_eq!(placement(&s), ("h1".into(), 1));
-            assert_eq!(ops(&s), ["live_start", "live_ready", "live_rolled_back"]);
+            out
+        } else {
+            phase(&commit_at(&mut s, at))
+        };
+        if committed {
+            assert_eq!(got, LivePhase::Committed, "{case}");
+            assert_eq!(placement(&s), ("h2".into(), 2), "{case}");
+        } else {
+            assert_eq!(got, LivePhase::RolledBack, "{case}");
+            assert!(
+                reason.contains(&format!("{} ms old before switch-over", at - NOW - 10))
+                    && reason.contains("every 1000 ms"),
+                "{case}: {reason}"
+            );
+            // Still where it was, under the epoch it ran under.
+            assert_eq!(placement(&s), ("h1".into(), 1), "{case}");
+            assert_eq!(
+                ops(&s),
+                ["live_start", "live_ready", "live_rolled_back"],
+                "{case}"
+            );
         }
     }
 }

@@ -519,6 +519,7 @@ impl State {
                 );
                 self.policy_source_bytes = SourceBytes(Some(others + policy.source.len()));
                 self.policies.insert(name, policy.clone());
+                self.compiled = Default::default();
                 self.policies_changed();
                 Outcome::Policy(policy)
             }
@@ -540,6 +541,7 @@ impl State {
                     return conflict;
                 }
                 let total = self.policy_source_total();
+                self.compiled = Default::default();
                 if let Some(gone) = self.policies.remove(&name) {
                     self.policy_source_bytes = SourceBytes(Some(total - gone.source.len()));
                 }

@@ -55,10 +55,30 @@ pub fn demand(r: Resources) -> Demand {
     }
 }
 
+/// The runtime `e`'s launch spec needs (`qemu` or `process`), `None` with nothing to launch.
+pub fn runtime_of(e: &Enclave) -> Option<&'static str> {
+    let launch = e.launch.as_ref()?.as_object()?;
+    if launch.contains_key("qemu") {
+        Some("qemu")
+    } else if launch.contains_key("process") {
+        Some("process")
+    } else {
+        None
+    }
+}
+
 /// What `e` asks of a host: its `requested` resources as the guarantee, its priority, and its
-/// scheduling settings (none: no preemption, no selector, bin-packing).
+/// scheduling settings (none: no preemption, no selector, bin-packing). Its selector also asks
+/// for the runtime its launch spec needs ([`tribune_proto::RUNTIME_LABEL`], which every agent
+/// sets to the one it runs): a VM is placed, and live-migrated, only where QEMU runs, a process
+/// only where processes do; a host record no agent has spoken for yet takes neither.
 pub fn enclave_spec(e: &Enclave) -> EnclaveSpec {
-    let s = e.scheduling.clone().unwrap_or_default();
+    let mut s = e.scheduling.clone().unwrap_or_default();
+    if let Some(runtime) = runtime_of(e) {
+        s.host_selector
+            .entry(tribune_proto::RUNTIME_LABEL.to_string())
+            .or_insert_with(|| runtime.to_string());
+    }
     EnclaveSpec {
         id: e.id.clone(),
         tee: e.tee,

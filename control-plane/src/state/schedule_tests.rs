@@ -21,7 +21,12 @@ fn host(id: &str, cpu_millicores: u64) -> Host {
         agent_cert_fingerprint: String::new(),
         enforcement: "enforcing".into(),
         tee_generation: 0,
-        labels: Default::default(),
+        // As its agent's `Hello` says (the runtime the enclaves here need).
+        labels: [(
+            tribune_proto::RUNTIME_LABEL.to_string(),
+            "process".to_string(),
+        )]
+        .into(),
         schedulable: Schedulable::Ready,
         measured_load: Default::default(),
     }
@@ -164,10 +169,31 @@ fn the_spec_is_the_enclaves_request_priority_and_scheduling() {
     assert_eq!(spec.min_tee_generation, 3);
     assert_eq!(spec.strategy, Strategy::Spread);
     assert_eq!(spec.anti_affinity, ["app"]);
-    // No scheduling settings: no preemption, no selector.
+    let runtime = |spec: &EnclaveSpec| {
+        spec.host_selector
+            .get(tribune_proto::RUNTIME_LABEL)
+            .cloned()
+    };
+    assert_eq!(
+        spec.host_selector.get("zone").map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        runtime(&spec).as_deref(),
+        Some("process"),
+        "its launch spec's runtime"
+    );
+    // No scheduling settings: no preemption; the selector asks only for its runtime.
     e.scheduling = None;
     let spec = enclave_spec(&e);
-    assert!(!spec.preempt && spec.host_selector.is_empty());
+    assert!(!spec.preempt && spec.host_selector.len() == 1);
+    e.launch = Some(serde_json::json!({"qemu": {"memory_mib": 64}}));
+    assert_eq!(runtime(&enclave_spec(&e)).as_deref(), Some("qemu"));
+    e.launch = None;
+    assert!(
+        enclave_spec(&e).host_selector.is_empty(),
+        "nothing to launch: any host"
+    );
 }
 
 #[test]
@@ -705,4 +731,57 @@ fn a_host_seen_raises_its_last_heartbeat_and_never_lowers_it() {
         }),
         Outcome::NotFound { .. }
     ));
+}
+
+#[test]
+fn a_tenants_own_policy_does_not_raise_its_standing() {
+    let mut s = cluster(&[("h1", 4000)]);
+    let put = |s: &mut State, name: &str, actor: &str| {
+        let out = s.apply(Command::PutPolicy {
+            name: name.into(),
+            source: format!(
+                "policy \"{name}\" {{\n  match tenant == \"acme\"\n  precedence 1000\n  priority 1000 preempt\n}}\n"
+            ),
+            expect: Expect::Any,
+            actor: actor.into(),
+            at_ms: 5,
+        });
+        assert!(matches!(out, Outcome::Policy(_)), "{out:?}");
+    };
+    let e = new_enclave("e", 100, 0, false);
+    // A tenant's certificate.
+    put(&mut s, "mine", "tribune://tenant/acme/bob");
+    assert_eq!((s.spec_of(&e).priority, s.spec_of(&e).preempt), (0, false));
+    assert!(super::super::standing::written_by_tenant(
+        &s,
+        &s.policies["mine"]
+    ));
+    // A tenant's token.
+    s.tokens.insert(
+        "t1".into(),
+        Token {
+            id: "t1".into(),
+            name: "ci".into(),
+            role: tribune_tls::UserRole::Tenant,
+            tenant: Some("acme".into()),
+            secret_sha256: String::new(),
+            created_by: "op".into(),
+            created_at_ms: 1,
+            expires_at_ms: i64::MAX,
+            revoked: None,
+        },
+    );
+    put(&mut s, "mine", "token:t1 (ci)");
+    assert_eq!(
+        s.spec_of(&e).priority,
+        0,
+        "{:?}",
+        s.policies["mine"].updated_by
+    );
+    // The same policy an operator wrote decides it.
+    put(&mut s, "mine", "tribune://operator/ann");
+    assert_eq!(
+        (s.spec_of(&e).priority, s.spec_of(&e).preempt),
+        (1000, true)
+    );
 }

@@ -1,11 +1,13 @@
 //! What the stored policies say of an enclave before any live fact: its standing **priority**
 //! (and whether it may preempt), and how often it must be attested afresh. The scheduler
-//! places and preempts on the first (`state/schedule.rs`), the migration planner refuses a
-//! target attested longer ago than the second (`live/decide.rs`).
+//! places and preempts on the first (`state/schedule.rs`); a live migration carries the
+//! second (`live/decide.rs`), and its commit rolls back when the target's verdict is older
+//! (`state/live.rs`).
 //!
 //! A policy's `priority N [preempt]` item decides an enclave's priority wherever a matching
-//! policy sets one; the spec's own `priority` and `scheduling.preempt` count only where none
-//! does (docs/api.md, "Scheduling"). The policies are part of the replicated state, so every
+//! policy an admin or an operator wrote sets one (a tenant's own policies do not count: a
+//! tenant may not raise its standing over other tenants'); the spec's own `priority` and
+//! `scheduling.preempt` count only where none does (docs/api.md, "Scheduling"). The policies are part of the replicated state, so every
 //! replica derives the same priorities at apply: the re-check of a preemption reads them here
 //! too. The compiled set is a derived cache beside the state ([`CompiledPolicies`]), compiled
 //! again only when a policy changes. Pure.
@@ -180,19 +182,47 @@ pub fn check_priority(
     Ok(())
 }
 
+/// Whether policy `p` was last written by a tenant: its `updated_by` is a tenant's certificate
+/// URI or a tenant's token. A tenant may store policies for its own enclaves, but their
+/// standing (priority, preemption) is not theirs to raise: [`State::policy_set`] leaves
+/// tenants' policies out.
+pub fn written_by_tenant(state: &State, p: &Policy) -> bool {
+    let actor = p.updated_by.as_str();
+    if let Ok(tribune_tls::PeerIdentity::User { role, .. }) =
+        tribune_tls::PeerIdentity::from_uri(actor)
+    {
+        return role == tribune_tls::UserRole::Tenant;
+    }
+    // `token:ID (NAME)` (`auth::Principal`).
+    actor
+        .strip_prefix("token:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| state.tokens.get(id))
+        .is_some_and(|t| t.role == tribune_tls::UserRole::Tenant)
+}
+
 impl State {
-    /// The stored policies, compiled (cached until a policy changes). Policies that no longer
-    /// compile are left out, as the decisions leave them out.
+    /// The stored policies an admin or an operator wrote, compiled (cached until a policy
+    /// changes): what decides an enclave's standing. Tenants' policies are left out
+    /// ([`written_by_tenant`]), and so are policies that no longer compile, as the decisions
+    /// leave them out.
     pub fn policy_set(&self) -> Arc<PolicySet> {
+        let operators = || -> BTreeMap<String, Policy> {
+            self.policies
+                .iter()
+                .filter(|(_, p)| !written_by_tenant(self, p))
+                .map(|(n, p)| (n.clone(), p.clone()))
+                .collect()
+        };
         let Ok(mut cached) = self.compiled.0.lock() else {
-            return Arc::new(compile(&self.policies).0);
+            return Arc::new(compile(&operators()).0);
         };
         if let Some((key, set)) = cached.as_ref()
             && same_policies(key, &self.policies)
         {
             return set.clone();
         }
-        let set = Arc::new(compile(&self.policies).0);
+        let set = Arc::new(compile(&operators()).0);
         let key = self
             .policies
             .values()

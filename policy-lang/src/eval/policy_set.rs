@@ -115,14 +115,15 @@ impl PolicySet {
         })
     }
 
-    /// How often `enclave` must be attested afresh, in milliseconds: the `attest { every }`
-    /// of the first matching policy (in precedence order) that sets one, as
-    /// [`evaluate`](Self::evaluate) takes it. `None` when none does.
+    /// How often `enclave` must be attested afresh at least, in milliseconds: the shortest
+    /// `attest { every }` of every matching policy (each must hold, as with
+    /// [`attest_knobs`](Self::attest_knobs)). `None` when none sets one.
     pub fn reattest_every_ms(&self, enclave: &Enclave) -> Option<f64> {
         self.policies
             .iter()
             .filter(|p| p.matches(enclave))
-            .find_map(CompiledPolicy::reattest_every_ms)
+            .filter_map(CompiledPolicy::reattest_every_ms)
+            .reduce(f64::min)
     }
 
     /// The first matching policy (in precedence order) that has `talk` rules decides.
@@ -212,8 +213,7 @@ policy "narrow" {
     }
 
     #[test]
-    fn the_standing_priority_and_reattestation_come_from_the_first_matching_policy_that_sets_them()
-    {
+    fn the_standing_priority_is_the_first_matching_policys_and_reattestation_the_shortest() {
         let s = set(r#"
 policy "gold" {
   match tenant == "a" && labels.tier == "gold"
@@ -237,7 +237,7 @@ policy "everyone" {
             .priority_of(&gold)
             .map(|p| (p.value, p.preempt, p.policy, p.line));
         assert_eq!(p, Some((800.0, true, "gold".to_string(), 4)));
-        // `gold` sets no `every`: the next matching policy that does.
+        // The shortest of every matching policy's `every` (30 s of acme's, 5 min of everyone's).
         assert_eq!(s.reattest_every_ms(&gold), Some(30_000.0));
         let p = s
             .priority_of(&enclave("a"))
@@ -253,6 +253,19 @@ policy "everyone" {
             "no matching policy sets one"
         );
         assert_eq!(s.reattest_every_ms(&enclave("b")), Some(300_000.0));
+        // The shortest, not the first: a more specific policy asking less does not loosen it.
+        let lax = set(r#"
+policy "lax-for-a" {
+  match tenant == "a"
+  attest { every 1h }
+}
+policy "strict" {
+  match true
+  attest { every 10s }
+}
+"#);
+        assert_eq!(lax.names(), ["lax-for-a", "strict"]);
+        assert_eq!(lax.reattest_every_ms(&enclave("a")), Some(10_000.0));
         assert_eq!(set("").reattest_every_ms(&enclave("b")), None);
         // The same values `evaluate` takes.
         let d = s.evaluate(&Facts {

@@ -559,6 +559,7 @@ fn a_rule_on_the_hosts_and_the_clusters_utilization_reads_what_the_session_measu
         "u.tribune",
         "policy \"busy\" {\n  match tenant == \"acme\"\n  limit { cpu = 4 }\n  \
          when host.cpu.utilization > 80% { throttle now }\n  \
+         when host.cpu.utilization < 1% { notify now }\n  \
          when cluster.cpu.utilization > 95% { suspend now }\n}\n",
     );
     assert!(!c.has_errors(), "{:?}", c.diagnostics);
@@ -597,11 +598,13 @@ fn a_rule_on_the_hosts_and_the_clusters_utilization_reads_what_the_session_measu
             ..tribune_policy::Utilization::default()
         },
     };
+    // Unknown (NaN) is not 0 %: neither `>` nor `<` holds on it.
     assert_eq!(
         step(&Around::default()),
         Action::None,
         "unknown: no rule holds"
     );
+    assert_eq!(step(&at(0, 50.0)), Action::Notify, "0 % is known and low");
     assert_eq!(step(&at(800, 50.0)), Action::None, "80 % is not above 80 %");
     assert_eq!(step(&at(810, 50.0)), Action::Throttle);
     assert_eq!(step(&at(100, 96.0)), Action::Suspend);

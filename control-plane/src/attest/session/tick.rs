@@ -12,6 +12,7 @@ use crate::attest::decide::{Around, utilization};
 use crate::attest::reattest;
 use crate::attest::window::Rates;
 use crate::state::{Attestation, Command, Outcome, Resources, State, VerdictCmd};
+use tribune_policy::Utilization;
 
 /// How often a session records its host as seen (`Command::HostSeen`): a tenth of the age a
 /// migration target's last sign of attestation may have (`[migration] attest_max_age_s`, 600 s:
@@ -57,22 +58,43 @@ pub fn measured_load(seconds: impl Iterator<Item = (u64, Rates)>, at_ms: i64) ->
 /// The utilization the policies read for `host` (`host.R.utilization`, `cluster.R.utilization`):
 /// `live` — what its enclaves use now, by this stream's verified usage ([`measured_load`]) —
 /// against its capacity, and every host's recorded `measured_load` (this one's live) against
-/// the cluster's capacity. Pure.
-pub fn around(state: &State, host: &str, live: Resources) -> Around {
+/// the cluster's capacity. **Unknown** (every comparison false, so no rule fires on it) rather
+/// than understated: the host's when `live` is `None` (an enclave placed here without a fresh
+/// verified second), the cluster's then too, or when another host's record is older than
+/// `stale_ms` at `now_ms` (its agent went away: its load is not known). Pure.
+pub fn around(
+    state: &State,
+    host: &str,
+    live: Option<Resources>,
+    now_ms: i64,
+    stale_ms: i64,
+) -> Around {
+    let Some(live) = live else {
+        return Around::default();
+    };
     let capacity = state
         .hosts
         .get(host)
         .map(|h| h.capacity)
         .unwrap_or_default();
-    let (mut used, mut total) = (Resources::default(), Resources::default());
+    let (mut used, mut total, mut known) = (Resources::default(), Resources::default(), true);
     for h in state.hosts.values() {
-        let load = if h.id == host { live } else { h.measured_load };
+        let load = if h.id == host {
+            live
+        } else {
+            known &= now_ms.saturating_sub(h.last_heartbeat_ms) <= stale_ms;
+            h.measured_load
+        };
         used = add(used, load);
         total = add(total, h.capacity);
     }
     Around {
         host: utilization(live, capacity),
-        cluster: utilization(used, total),
+        cluster: if known {
+            utilization(used, total)
+        } else {
+            Utilization::default()
+        },
     }
 }
 
@@ -95,6 +117,26 @@ impl Session {
             self.ledger.iter().filter_map(|(_, t)| t.last_second()),
             at_ms,
         )
+    }
+
+    /// What `placed` (this host's enclaves) use now, or `None` when one that is not stopped
+    /// has no verified second within [`LOAD_FRESH_S`]: a load that leaves it out would read
+    /// low, and a rule like `host.cpu.utilization < 30%` would fire on it.
+    pub(super) fn load_of<'a>(
+        &self,
+        placed: impl Iterator<Item = &'a crate::state::Enclave>,
+        at_ms: i64,
+    ) -> Option<Resources> {
+        let now_s = u64::try_from(at_ms / 1000).unwrap_or(0);
+        let mut seconds = Vec::new();
+        for e in placed.filter(|e| e.state != crate::state::EnclaveState::Stopped) {
+            let second = self.ledger.get(&e.id).and_then(|t| t.last_second())?;
+            if second.0.saturating_add(LOAD_FRESH_S) < now_s {
+                return None;
+            }
+            seconds.push(second);
+        }
+        Some(measured_load(seconds.into_iter(), at_ms))
     }
 
     pub(super) async fn on_tick(&mut self, tx: &Tx) -> Result<(), SessionError> {
@@ -289,8 +331,9 @@ mod tests {
                 },
             );
         }
+        let fresh = 60_000;
         // h1's own load is the live one (2000), not the recorded 3000.
-        let a = around(&st, "h1", cpu(2000));
+        let a = around(&st, "h1", Some(cpu(2000)), 1_000, fresh);
         assert_eq!(a.host.cpu, 50.0);
         assert_eq!(a.cluster.cpu, 3000.0 * 100.0 / 8000.0);
         assert!(
@@ -298,8 +341,25 @@ mod tests {
             "no memory capacity declared: unknown"
         );
         // A host that declared no CPU: unknown, never 0 % or infinite.
-        assert!(around(&st, "h3", cpu(10)).host.cpu.is_nan());
-        assert!(around(&st, "nope", cpu(0)).host.cpu.is_nan());
+        assert!(
+            around(&st, "h3", Some(cpu(10)), 1_000, fresh)
+                .host
+                .cpu
+                .is_nan()
+        );
+        assert!(
+            around(&st, "nope", Some(cpu(0)), 1_000, fresh)
+                .host
+                .cpu
+                .is_nan()
+        );
+        // An enclave without fresh usage here: unknown, not low — and the cluster's too.
+        let a = around(&st, "h1", None, 1_000, fresh);
+        assert!(a.host.cpu.is_nan() && a.cluster.cpu.is_nan());
+        // Another host's record gone stale (its agent away): the cluster's is unknown.
+        let a = around(&st, "h1", Some(cpu(2000)), fresh + 1, fresh);
+        assert_eq!(a.host.cpu, 50.0);
+        assert!(a.cluster.cpu.is_nan());
     }
 
     #[test]
