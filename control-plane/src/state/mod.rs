@@ -43,7 +43,7 @@ pub use schedule::{
 };
 pub use standing::{
     PriorityConflict, check_priority, compile, compile_each, identity, spec_under,
-    standing_priority,
+    standing_priority, written_by_tenant,
 };
 /// The TEE kinds (one type with the verifier and the policy language).
 pub use tribune_attest::TeeKind;
