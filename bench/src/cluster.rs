@@ -13,6 +13,16 @@ pub struct LocalCluster(tribune_testkit::LocalCluster);
 
 impl LocalCluster {
     pub fn start(binary: &Path, n: u64, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(binary, n, extra, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`LocalCluster::start`] with the controllers listening on `ip`.
+    pub fn start_on(
+        binary: &Path,
+        n: u64,
+        extra: &[&str],
+        ip: std::net::Ipv4Addr,
+    ) -> anyhow::Result<Self> {
         let mut opts = Options::new(binary);
         opts.prefix = "tribune-bench-".into();
         opts.extra = extra.iter().map(|s| s.to_string()).collect();
@@ -22,7 +32,7 @@ impl LocalCluster {
             Some(dir) => Logs::Dir(dir.into()),
             None => Logs::Discard,
         };
-        Ok(Self(tribune_testkit::LocalCluster::start(opts, n)?))
+        Ok(Self(tribune_testkit::LocalCluster::start_on(opts, n, ip)?))
     }
 
     /// [`LocalCluster::start`], then waits (up to 30 s each) for a leader every member agrees
@@ -33,7 +43,18 @@ impl LocalCluster {
         extra: &[&str],
         http: &reqwest::Client,
     ) -> anyhow::Result<Self> {
-        let c = Self::start(binary, n, extra)?;
+        Self::start_ready_on(binary, n, extra, http, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// [`LocalCluster::start_ready`] with the controllers listening on `ip`.
+    pub async fn start_ready_on(
+        binary: &Path,
+        n: u64,
+        extra: &[&str],
+        http: &reqwest::Client,
+        ip: std::net::Ipv4Addr,
+    ) -> anyhow::Result<Self> {
+        let c = Self::start_on(binary, n, extra, ip)?;
         c.wait_leader(http, Duration::from_secs(30)).await?;
         c.wait_all_healthy(http, Duration::from_secs(30)).await?;
         Ok(c)

@@ -170,6 +170,7 @@ pub async fn enforce_latency(
         extra: vec![],
         env: Vec::new(),
         log: dir.path().join("agent.log"),
+        netns: None,
     })?;
 
     // The enclave runs, uncapped, idle.

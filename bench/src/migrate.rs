@@ -218,9 +218,11 @@ pub(crate) struct Setup {
     pub http: reqwest::Client,
     pub api: String,
     pub dir: tempfile::TempDir,
-    // Dropped in order: agents (their VMs stay until the directory goes), then controllers.
+    // Dropped in order: agents (their VMs stay until the directory goes), then controllers,
+    // then the namespaces and the bridge.
     _agents: Vec<AgentProcess>,
     _cluster: LocalCluster,
+    _net: tribune_chaos::run::net::Net,
 }
 
 async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
@@ -248,11 +250,21 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
         format!("[migration]\ncooldown_s = 0\nport_base = {first}\nport_span = {span}\n"),
     )?;
     let config = config.display().to_string();
-    let cluster = LocalCluster::start_ready(
+    // Two hosts in network namespaces of their own on a bridge, no loopback shortcut (the
+    // chaos harness's topology): the controllers listen on the bridge's address; each agent,
+    // the VM it runs and the migration stream it sends or takes on its namespace's.
+    tribune_chaos::run::net::can_run()
+        .map_err(|e| anyhow::anyhow!("tribune bench migrate needs network namespaces: {e}"))?;
+    let mut net = tribune_chaos::run::net::Net::create(0, 0)
+        .map_err(|e| anyhow::anyhow!("making the bridge: {e}"))?;
+    net.add_agents(2)
+        .map_err(|e| anyhow::anyhow!("making the hosts' namespaces: {e}"))?;
+    let cluster = LocalCluster::start_ready_on(
         binary,
         3,
         &["--allow-sim-evidence", "--config", &config],
         &http,
+        net.gateway,
     )
     .await?;
     let endpoints = cluster.endpoints();
@@ -267,9 +279,10 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
         .map(|e| e.trim_start_matches("http://").to_string())
         .collect();
     // The controllers run without TLS here, so they do not see where an agent connects from:
-    // the host records name the address a target listens on (as an operator's would).
-    for h in ["bm1", "bm2"] {
-        let body = json!({"id": h, "address": "127.0.0.1", "tee": "sim",
+    // the host records name the address a target listens on (as an operator's would): its
+    // namespace's.
+    for (h, slot) in ["bm1", "bm2"].into_iter().zip(&net.agents) {
+        let body = json!({"id": h, "address": slot.ip.to_string(), "tee": "sim",
             "capacity": {"cpu_millicores": 64_000, "memory_bytes": 64u64 << 30}});
         let (s, b) = call(
             &http,
@@ -284,7 +297,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     }
     let pid = std::process::id();
     let mut agents = Vec::new();
-    for h in ["bm1", "bm2"] {
+    for (h, slot) in ["bm1", "bm2"].into_iter().zip(&net.agents) {
         agents.push(AgentProcess::start(&AgentOptions {
             binary: binary.to_path_buf(),
             instance: format!("bm{pid}-{h}"),
@@ -299,6 +312,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
             log: std::env::var_os("TRIBUNE_BENCH_LOG_DIR")
                 .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from)
                 .join(format!("agent-{h}.log")),
+            netns: Some(slot.ns.clone()),
         })?);
     }
     let api = endpoints[0].clone();
@@ -355,6 +369,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
         dir,
         _agents: agents,
         _cluster: cluster,
+        _net: net,
     })
 }
 

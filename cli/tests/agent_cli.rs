@@ -330,6 +330,7 @@ fn two_agents_started_at_once_in_one_dir_both_launch_and_serve_metrics() {
             extra: vec![],
             env: Vec::new(),
             log: dir.join(format!("agent-{k}.log")),
+            netns: None,
         })
         .expect("start an agent")
     };

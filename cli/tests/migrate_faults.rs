@@ -114,6 +114,7 @@ impl Host {
             extra: vec!["--runtime".into(), "qemu".into()],
             env: Vec::new(),
             log: PathBuf::new(),
+            netns: None,
         };
         let mut h = Host {
             name,

@@ -75,6 +75,7 @@ fn agent_with(
         extra,
         env,
         log: dir.join(format!("agent-{instance}.log")),
+        netns: None,
     })
     .expect("spawn agent");
     (p, data_dir)

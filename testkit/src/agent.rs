@@ -34,6 +34,10 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// Its stdout and stderr (`RUST_LOG=info`).
     pub log: PathBuf,
+    /// A network namespace to run it in (`/run/netns/NAME`, entered with `nsenter --net`,
+    /// not `ip netns exec`, which remounts /sys and hides the cgroup mounts); `None`: this
+    /// process's.
+    pub netns: Option<String>,
 }
 
 pub struct AgentProcess {
@@ -53,7 +57,14 @@ impl AgentProcess {
         let file2 = file
             .try_clone()
             .map_err(Error::io(format!("opening {}", o.log.display())))?;
-        let mut cmd = Command::new(&o.binary);
+        let mut cmd = match &o.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&o.binary);
+                c
+            }
+            None => Command::new(&o.binary),
+        };
         cmd.args(["agent", "run", "--instance", &o.instance])
             .args(["--host-id", &o.host])
             .arg("--data-dir")

@@ -53,7 +53,7 @@ impl Options {
 /// One controller.
 pub struct Node {
     pub id: u64,
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started [`LocalCluster::start_on`] another address).
     pub addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -102,10 +102,16 @@ impl LocalCluster {
 
     /// `n` controllers (ids 1..=n) that form one cluster: each names all of them `--peer`.
     pub fn start(opts: Options, n: u64) -> Result<Self, Error> {
+        Self::start_on(opts, n, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`LocalCluster::start`] with every controller listening on `ip` (an address of this
+    /// host, e.g. a bridge's that agents in network namespaces reach).
+    pub fn start_on(opts: Options, n: u64, ip: std::net::Ipv4Addr) -> Result<Self, Error> {
         let mut c = Self::empty(opts)?;
         let mut addrs = vec![];
         for id in 1..=n {
-            addrs.push((id, format!("127.0.0.1:{}", crate::try_free_port()?)));
+            addrs.push((id, format!("{ip}:{}", crate::try_free_port()?)));
         }
         let peers: Vec<String> = addrs
             .iter()

@@ -402,6 +402,7 @@ pub fn start_agent(
         extra,
         env: Vec::new(),
         log: dir.join(format!("agent-{instance}.log")),
+        netns: None,
     })
     .expect("spawn agent")
 }
