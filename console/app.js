@@ -27,7 +27,17 @@ document.addEventListener("click", (e) => {
   go(a.getAttribute("href"));
 });
 window.addEventListener("popstate", () => route());
-document.getElementById("logout").addEventListener("click", () => { token.clear(); me = null; go("/ui/"); });
+document.getElementById("logout").addEventListener("click", () => {
+  token.clear();
+  me = null;
+  // Nothing of the session that ended stays on screen (its role's sections, its name), and the
+  // page is not ready again until the next session's first page is.
+  document.getElementById("nav").hidden = true;
+  document.getElementById("logout").hidden = true;
+  replace(document.getElementById("who"));
+  delete document.body.dataset.ready;
+  go("/ui/");
+});
 
 function loginPage(message) {
   const input = h("input", { id: "token", type: "password", autocomplete: "off", required: true, "aria-describedby": "token-help" });
