@@ -478,19 +478,7 @@ async fn run_agent(a: AgentSettings) -> anyhow::Result<ExitCode> {
                 },
                 agent.gpu_capacity_percent(),
             )),
-            labels: {
-                // The runtime this agent runs, for the scheduler and the migration planner.
-                let mut labels = a.labels.clone();
-                let runtime = match a.runtime {
-                    RuntimeArg::Process => "process",
-                    RuntimeArg::Qemu => "qemu",
-                };
-                labels.insert(
-                    tribune_proto::RUNTIME_LABEL.to_string(),
-                    runtime.to_string(),
-                );
-                labels
-            },
+            labels: a.hello_labels(),
             tls,
         };
         tokio::spawn(link::run(link_cfg, up_rx, ev_tx));

@@ -216,6 +216,24 @@ impl RunArgs {
     }
 }
 
+impl AgentSettings {
+    /// The labels the agent says in its `Hello`: its own, and
+    /// [`tribune_proto::RUNTIME_LABEL`] set to the runtime it runs (for the scheduler and the
+    /// migration planner).
+    pub fn hello_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        let runtime = match self.runtime {
+            RuntimeArg::Process => "process",
+            RuntimeArg::Qemu => "qemu",
+        };
+        labels.insert(
+            tribune_proto::RUNTIME_LABEL.to_string(),
+            runtime.to_string(),
+        );
+        labels
+    }
+}
+
 /// `--labels KEY=VALUE` items over the file's `[labels]`.
 fn labels(
     mut from_file: BTreeMap<String, String>,
