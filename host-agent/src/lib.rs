@@ -8,7 +8,8 @@
 //!   created) and as whom (never root).
 //! - [`agent`]: owns the enclaves, applies plans, samples usage, keeps enforcing.
 //! - [`cgroup`]: CPU cap/weight, memory, freezer and accounting on cgroup v1 and v2.
-//! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions.
+//! - [`net`]: namespace + veth + bridge per enclave, HTB shaping in both directions;
+//!   [`net_vm`]: a VM's NIC, a tap bridged inside that namespace.
 //! - [`runtime`]: `process` and `qemu` (QMP) runtimes behind one trait.
 //! - [`collector`]: drift-free sampling, and the usage window between two samples;
 //!   [`cpu_wait`]: the demand signal (time runnable but not running, from schedstat).
@@ -51,6 +52,7 @@ mod link_plan;
 pub mod mediator;
 pub mod metrics;
 pub mod net;
+pub mod net_vm;
 pub mod plan;
 pub mod reconnect;
 pub mod runtime;

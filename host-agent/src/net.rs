@@ -236,6 +236,12 @@ impl Network {
             &["link", "set", &id.host_veth, "master", &self.bridge],
         )?;
         run("ip", &["link", "set", &id.host_veth, "up"])?;
+        // The slot, for `adopt` (a VM's namespace hands its address to the guest: `net_vm`).
+        let alias = format!("{SLOT_ALIAS}{slot}");
+        run(
+            "ip",
+            &["link", "set", "dev", &id.host_veth, "alias", &alias],
+        )?;
         let ns = id.netns.as_str();
         let addr = format!("{}/24", id.ip);
         run(
@@ -250,23 +256,31 @@ impl Network {
     }
 
     /// The identity of an enclave attached before an agent crash, if its namespace and veth
-    /// are still there (the slot is read back from the enclave's address).
+    /// are still there (the slot is read back from the host veth's alias, or from the
+    /// enclave's address on a namespace set up before the alias was written).
     pub fn adopt(&self, enclave: &str) -> Option<NetIdentity> {
         let h = short_hash(&format!("{}/{enclave}", self.tag));
         let netns = format!("{LINK_PREFIX}{}-{enclave}", self.tag);
         let enclave_veth = format!("{LINK_PREFIX}{h}e");
+        let host_veth = format!("{LINK_PREFIX}{h}h");
+        run("ip", &["-n", &netns, "link", "show", "dev", &enclave_veth]).ok()?;
+        let slot = run("ip", &["-o", "link", "show", "dev", &host_veth])
+            .ok()
+            .and_then(|out| slot_from_alias(&out))
+            .or_else(|| Self::slot_from_address(&netns, &enclave_veth))?;
+        Some(NetIdentity {
+            netns,
+            host_veth,
+            enclave_veth,
+            ip: self.ip(slot + 1),
+            slot,
+        })
+    }
+
+    fn slot_from_address(netns: &str, enclave_veth: &str) -> Option<u16> {
         let out = run(
             "ip",
-            &[
-                "-n",
-                &netns,
-                "-o",
-                "-4",
-                "addr",
-                "show",
-                "dev",
-                &enclave_veth,
-            ],
+            &["-n", netns, "-o", "-4", "addr", "show", "dev", enclave_veth],
         )
         .ok()?;
         let ip: Ipv4Addr = out
@@ -277,14 +291,7 @@ impl Network {
             .next()?
             .parse()
             .ok()?;
-        let slot = u16::from(ip.octets()[3]).checked_sub(1)?;
-        Some(NetIdentity {
-            netns,
-            host_veth: format!("{LINK_PREFIX}{h}h"),
-            enclave_veth,
-            ip,
-            slot,
-        })
+        u16::from(ip.octets()[3]).checked_sub(1)
     }
 
     /// Removes an enclave's namespace and links (and with them their qdiscs).
@@ -353,6 +360,16 @@ impl Network {
     }
 }
 
+/// The host veth's alias names the enclave's slot: `tribune-slot=N`.
+const SLOT_ALIAS: &str = "tribune-slot=";
+
+/// The slot in `ip -o link show`'s line of a host veth (`… alias tribune-slot=N`).
+fn slot_from_alias(line: &str) -> Option<u16> {
+    let rest = &line[line.find(SLOT_ALIAS)? + SLOT_ALIAS.len()..];
+    let n: u16 = rest.split_whitespace().next()?.parse().ok()?;
+    (1..=SLOTS_MAX).contains(&n).then_some(n)
+}
+
 /// Deletes the root qdisc of `dev` if its handle is ours.
 pub fn remove_our_root_qdisc(ns: Option<&str>, dev: &str) {
     let mut a: Vec<&str> = ns.map_or(vec![], |n| vec!["-n", n]);
@@ -396,5 +413,15 @@ mod tests {
         assert_eq!(h.len(), 8);
         assert!(format!("{LINK_PREFIX}{h}h").len() <= 15);
         assert_ne!(short_hash("a/b"), short_hash("a/c"));
+    }
+
+    #[test]
+    fn the_slot_is_read_back_from_the_host_veths_alias() {
+        let line = "12: tb-1234abcdh@if2: <BROADCAST,UP> mtu 1500 qdisc htb master tb-x \\                        link/ether 5a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff link-netns tb-a-vm \\                        alias tribune-slot=17";
+        assert_eq!(slot_from_alias(line), Some(17));
+        assert_eq!(slot_from_alias("alias tribune-slot=0"), None);
+        assert_eq!(slot_from_alias("alias tribune-slot=251"), None);
+        assert_eq!(slot_from_alias("alias tribune-slot=x"), None);
+        assert_eq!(slot_from_alias("no alias here"), None);
     }
 }

@@ -187,6 +187,11 @@ pub enum LaunchSpec {
         /// The built-in guest booted when `args` is empty (absent: the counter).
         #[serde(default, skip_serializing_if = "Guest::is_counter")]
         guest: Guest,
+        /// Give the guest a NIC (virtio-net on a tap in its own network namespace, bridged to
+        /// the host bridge and shaped as a process enclave's veth: `net_vm`). A VM with a
+        /// bandwidth limit gets one whether or not this is set.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        network: bool,
     },
 }
 

@@ -298,6 +298,7 @@ fn writer_vm(epoch: u64) -> EnclavePlan {
         args: vec![],
         guest: Guest::Writer { mib: 16 },
         msg_port: Default::default(),
+        network: false,
     });
     e
 }

@@ -120,6 +120,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
         ],
         msg_port: MsgPort::Uart,
         guest: Default::default(),
+        network: false,
     };
     // The host allows exactly this guest (and the idle counting guest, which has no arguments).
     let policy = dir.path().join("launch-policy.toml");
@@ -138,6 +139,7 @@ async fn a_uart_guest_talks_to_another_enclave_through_the_mediator() {
             args: vec![],
             msg_port: MsgPort::default(),
             guest: Default::default(),
+            network: false,
         },
         Some(50),
         1,

@@ -647,6 +647,7 @@ async fn run_enclave(a: RunEnclaveArgs) -> anyhow::Result<ExitCode> {
                 args,
                 msg_port: Default::default(),
                 guest: Default::default(),
+                network: false,
             },
             RuntimeKind::Qemu,
         )

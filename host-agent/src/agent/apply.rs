@@ -277,10 +277,7 @@ impl Agent {
                 writes += 1;
             }
         }
-        let wants_net = matches!(spec, LaunchSpec::Process { network: true, .. })
-            || wanted.limits.egress.is_some()
-            || wanted.limits.ingress.is_some();
-        let net_id = match (&self.net, wants_net) {
+        let net_id = match (&self.net, wants_net(spec, wanted)) {
             (Some(n), true) => {
                 let used: Vec<u16> = self
                     .enclaves
@@ -311,6 +308,18 @@ impl Agent {
             }
             writes += 2;
         }
+        // A VM's NIC: a tap in its namespace, the enclave's address handed to the guest.
+        let nic = match (&self.net, &net_id, spec) {
+            (Some(n), Some(id), LaunchSpec::Qemu { .. }) => match n.attach_vm(id, name) {
+                Ok(nic) => Some(nic),
+                Err(e) => {
+                    let _ = n.detach(id);
+                    let _ = self.cgroups.remove(&group);
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         let identity = Identity {
             name: name.to_string(),
             group: group.clone(),
@@ -343,6 +352,7 @@ impl Agent {
             env,
             incoming: incoming.map(str::to_string),
             msg_socket,
+            nic,
         };
         let enclave = match self.runtime.launch(ctx, checked).await {
             Ok(e) => e,
@@ -377,6 +387,7 @@ impl Agent {
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: String::new(),
                 resume_owed: false,
+                relay: None,
             },
         );
         for change in initial_changes(wanted) {
@@ -502,6 +513,7 @@ impl Agent {
             env: Vec::new(),
             incoming: None,
             msg_socket: None,
+            nic: None,
         };
         let mut enclave = self.runtime.adopt(ctx, pids).await?;
         let probe = Probe::open(
@@ -525,6 +537,7 @@ impl Agent {
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: incoming.unwrap_or_default().to_string(),
                 resume_owed: false,
+                relay: None,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink
@@ -601,4 +614,14 @@ impl Agent {
         }
         let _ = self.cgroups.remove(&self.group_of(name));
     }
+}
+
+/// Whether an enclave gets its own network namespace (on an agent with `--subnet`): it asks
+/// for networking, or has a bandwidth limit to shape.
+pub(super) fn wants_net(spec: &LaunchSpec, wanted: &EnclavePlan) -> bool {
+    matches!(
+        spec,
+        LaunchSpec::Process { network: true, .. } | LaunchSpec::Qemu { network: true, .. }
+    ) || wanted.limits.egress.is_some()
+        || wanted.limits.ingress.is_some()
 }

@@ -487,6 +487,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             msg_port: Default::default(),
             guest: Default::default(),
+            network: false,
         }
     }
 

@@ -637,6 +637,7 @@ option = "-no-reboot"
             args: args.iter().map(|s| s.to_string()).collect(),
             msg_port: Default::default(),
             guest: Default::default(),
+            network: false,
         };
         let files = HostFiles::new();
         let one = process(&["/bin/sh", "-c", "exit 0"]);

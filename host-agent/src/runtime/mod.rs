@@ -91,6 +91,8 @@ pub struct LaunchContext {
     /// The enclave's mediator socket, bound by the agent, when it has one: a QEMU guest's
     /// message port connects its chardev here (`qemu_msg`; a process finds it in `env`).
     pub msg_socket: Option<PathBuf>,
+    /// A VM's NIC in its network namespace (`crate::net_vm`); processes have none.
+    pub nic: Option<crate::net_vm::VmNic>,
 }
 
 /// A running enclave.

@@ -133,6 +133,10 @@ pub struct QemuEnclave {
     qmp: Qmp,
     cgroups: Arc<dyn CgroupEnforcer>,
     exited: Option<Option<i32>>,
+    /// Arrived by live migration with a NIC: the first resume that sees it running announces
+    /// its MAC from here (QMP `announce-self`). QEMU's own announcement after the state is
+    /// in goes nowhere while the VM waits paused for the commit (a stopped VM sends nothing).
+    announce_owed: bool,
 }
 
 /// Size QEMU requires of a PC BIOS image (a multiple of 64 KiB).
@@ -281,6 +285,7 @@ impl Runtime for QemuRuntime {
                 args,
                 msg_port,
                 guest,
+                ..
             } = launch.spec()
             else {
                 return Err(AgentError::Runtime(
@@ -323,6 +328,10 @@ impl Runtime for QemuRuntime {
                     "-sandbox".into(),
                     sandbox_arg(drop == PrivilegeDrop::ProgramDropsItself),
                 ]);
+            }
+            // The NIC on its tap (`net_vm`), opened while QEMU is still uid 0.
+            if let Some(nic) = &ctx.nic {
+                argv.extend(nic.qemu_args());
             }
             // The message port (`qemu_msg`), before the spec's own arguments.
             match &ctx.msg_socket {
@@ -392,6 +401,7 @@ impl Runtime for QemuRuntime {
                 qmp,
                 cgroups: ctx.cgroups,
                 exited: None,
+                announce_owed: ctx.incoming.is_some() && ctx.nic.is_some(),
             }) as Box<dyn Enclave>)
         })
     }
@@ -406,6 +416,7 @@ impl Runtime for QemuRuntime {
                 qmp,
                 cgroups: ctx.cgroups,
                 exited: None,
+                announce_owed: false,
             }) as Box<dyn Enclave>)
         })
     }
@@ -484,6 +495,14 @@ impl Enclave for QemuEnclave {
                     _ => break status,
                 }
             };
+            if self.announce_owed && status == "running" {
+                self.announce_owed = false;
+                // QEMU's defaults after a migration: five RARPs per NIC, 50 then 100 ms apart.
+                let a = serde_json::json!({"initial": 50, "max": 550, "rounds": 5, "step": 100});
+                if let Err(e) = self.qmp.execute("announce-self", Some(a)).await {
+                    tracing::warn!(enclave = %self.identity.name, "announce-self: {e}");
+                }
+            }
             if waited || again > 0 {
                 tracing::info!(
                     enclave = %self.identity.name,
@@ -594,6 +613,7 @@ mod tests {
                 args: vec![],
                 guest: Guest::Counter,
                 msg_port: MsgPort::default(),
+                network: false,
             }
         );
         // The default is not written: older agents read what newer controllers send.

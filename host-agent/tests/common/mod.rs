@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod frames;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -54,6 +55,7 @@ pub fn qemu_vm(epoch: u64) -> EnclavePlan {
             args: vec![],
             msg_port: Default::default(),
             guest: Default::default(),
+            network: false,
         },
         None,
         1,
