@@ -239,7 +239,8 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     }
     let http = crate::http_client(4)?;
     let dir = tempfile::tempdir()?;
-    // No cool-down: the trials migrate the VM back and forth, the breach phase by policy.
+    // No cool-down and no return rule (`return_after_s`): the trials migrate the VM back
+    // and forth, the breach phase by policy — exactly the oscillation both exist to stop.
     let config = dir.path().join("controller.toml");
     // The targets listen on ports of this run's own, not the default 7500-7999 a `tribune dev`
     // on this machine may be using.
@@ -247,7 +248,9 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     let first = tribune_testkit::ports::try_free_port_span(span)?;
     std::fs::write(
         &config,
-        format!("[migration]\ncooldown_s = 0\nport_base = {first}\nport_span = {span}\n"),
+        format!(
+            "[migration]\ncooldown_s = 0\nreturn_after_s = 0\nport_base = {first}\nport_span = {span}\n"
+        ),
     )?;
     let config = config.display().to_string();
     // Two hosts in network namespaces of their own on a bridge, no loopback shortcut (the

@@ -89,15 +89,48 @@ pub fn wanted(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, Live
         .collect()
 }
 
+/// The host enclave `id` left in its last committed migration, if that migration was made by
+/// its policy and ended less than `return_after_s` before `now_ms`, and why it is avoided.
+/// (A move by a drain or an operator sets no such memory: a policy may take it back.)
+pub fn left_by_policy(
+    state: &State,
+    id: &str,
+    now_ms: i64,
+    cfg: &LiveConfig,
+) -> Option<(String, String)> {
+    let m = state.live_done.iter().rev().find(|m| m.enclave == id)?;
+    let ended = m.ended_ms?;
+    let ago = now_ms.saturating_sub(ended);
+    (m.phase == LivePhase::Committed
+        && m.cause == LiveCause::Policy
+        && ago < ms(cfg.return_after_s))
+    .then(|| {
+        (
+            m.from.clone(),
+            format!(
+                "{}: its policy moved enclave {id:?} off it {} s ago ({}); it does not move it \
+                 back within {} s (return_after_s)",
+                m.from,
+                ago / 1000,
+                m.id,
+                cfg.return_after_s
+            ),
+        )
+    })
+}
+
 /// Where enclave `id` goes: `to` if given and it passes every check, else the migration
 /// planner's choice (`tribune_migration::target`) among the hosts that pass them: room for the
 /// enclave's guarantee or its limit (its allocation's), whichever is more, plus
-/// `headroom_pct`; the emptiest such host, then the least loaded. (The cool-down and budget
-/// are the request's own checks, `check_enclave`.)
+/// `headroom_pct`; the emptiest such host, then the least loaded. A move by its policy
+/// (`cause`) never picks the host its policy moved it off within `return_after_s`
+/// ([`left_by_policy`]). (The cool-down and budget are the request's own checks,
+/// `check_enclave`.)
 pub fn choose_target(
     state: &State,
     id: &str,
     to: Option<&str>,
+    cause: LiveCause,
     now_ms: i64,
     cfg: &LiveConfig,
 ) -> Result<String, Outcome> {
@@ -112,10 +145,18 @@ pub fn choose_target(
         });
     };
     let mut refusals = Vec::new();
+    let avoid = match cause {
+        LiveCause::Policy => left_by_policy(state, id, now_ms, cfg),
+        LiveCause::Drain | LiveCause::Request => None,
+    };
+    if let Some((_, why)) = &avoid {
+        refusals.push(why.clone());
+    }
     let candidates: Vec<&str> = state
         .hosts
         .keys()
         .filter(|h| e.placement.as_ref().is_none_or(|p| p.host != **h))
+        .filter(|h| avoid.as_ref().is_none_or(|(a, _)| a != *h))
         .filter(
             |h| match check_target(state, id, h.as_str(), now_ms, max_age) {
                 Ok(()) => true,
@@ -245,7 +286,7 @@ pub fn request(
     check_enclave(state, &r, now_ms)?;
     r.to = match to {
         Some(t) => t.to_string(),
-        None => choose_target(state, id, None, now_ms, cfg)?,
+        None => choose_target(state, id, None, cause, now_ms, cfg)?,
     };
     check_target(state, id, &r.to, now_ms, r.attest_max_age_ms)?;
     r.listen = listen_for(state, &r.to, &r.id, cfg).ok_or_else(|| Outcome::NoRoom {

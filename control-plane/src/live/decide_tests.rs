@@ -173,14 +173,14 @@ fn the_target_is_the_schedulers_choice_among_hosts_that_pass_every_check() {
     let mut s = cluster();
     // h3 is too small; h2 takes it.
     assert_eq!(
-        choose_target(&s, "vm", None, NOW, &cfg),
+        choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg),
         Ok("h2".to_string())
     );
     // An untrusted h2: nowhere, and the reason names both.
     if let Some(h) = s.hosts.get_mut("h2") {
         h.attestation_status = "untrusted".into();
     }
-    let Err(o) = choose_target(&s, "vm", None, NOW, &cfg) else {
+    let Err(o) = choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg) else {
         panic!("no target")
     };
     let why = reason(&o);
@@ -190,12 +190,12 @@ fn the_target_is_the_schedulers_choice_among_hosts_that_pass_every_check() {
     );
     assert!(why.contains("h3"), "{why}");
     // Named: checked, never replaced by another.
-    let Err(o) = choose_target(&s, "vm", Some("h2"), NOW, &cfg) else {
+    let Err(o) = choose_target(&s, "vm", Some("h2"), LiveCause::Request, NOW, &cfg) else {
         panic!("refused")
     };
     assert!(reason(&o).contains("failed attestation"));
     assert!(matches!(
-        choose_target(&s, "vm", Some("nope"), NOW, &cfg),
+        choose_target(&s, "vm", Some("nope"), LiveCause::Request, NOW, &cfg),
         Err(Outcome::NotFound { .. })
     ));
 }
@@ -307,7 +307,7 @@ fn the_target_has_room_for_the_limit_with_headroom_and_is_the_emptiest() {
         at_ms: NOW - 1000,
     });
     assert_eq!(
-        choose_target(&s, "vm", None, NOW, &cfg),
+        choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg),
         Ok("h4".to_string())
     );
     // Its limit (its allocation's, 5 cores) is more than its guarantee: only a host with room
@@ -327,14 +327,14 @@ fn the_target_has_room_for_the_limit_with_headroom_and_is_the_emptiest() {
         },
     );
     assert_eq!(
-        choose_target(&s, "vm", None, NOW, &cfg),
+        choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg),
         Ok("h4".to_string())
     );
     // At 7.5 cores, 8.25 with headroom: nowhere, and the reason says so.
     if let Some(a) = s.allocations.get_mut("vm") {
         a.limits.cpu_millicores = 7500;
     }
-    let Err(o) = choose_target(&s, "vm", None, NOW, &cfg) else {
+    let Err(o) = choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg) else {
         panic!("no host has room for the limit with headroom")
     };
     assert!(matches!(o, Outcome::NoRoom { .. }), "{o:?}");
@@ -345,7 +345,7 @@ fn the_target_has_room_for_the_limit_with_headroom_and_is_the_emptiest() {
         ..LiveConfig::default()
     };
     assert_eq!(
-        choose_target(&s, "vm", None, NOW, &tight),
+        choose_target(&s, "vm", None, LiveCause::Request, NOW, &tight),
         Ok("h4".to_string())
     );
 }
@@ -387,4 +387,83 @@ fn a_request_carries_the_enclaves_policy_reattestation_interval_as_the_verdicts_
         "policy \"acme\" {\n  match tenant == \"acme\"\n  attest { every 30s }\n}\n",
     ));
     assert_eq!(ask(&s), 30_000);
+}
+
+#[test]
+fn a_policy_does_not_move_an_enclave_back_to_the_host_it_moved_it_off_within_return_after() {
+    let cfg = LiveConfig::default();
+    let mut s = cluster();
+    s.apply(Command::PutHost {
+        host: host("h4", 4000, "10.0.0.4"),
+        actor: String::new(),
+        at_ms: NOW - 1000,
+    });
+    // A minute ago its policy moved it h2 → h1.
+    let arrived = |phase, cause, ended: i64| LiveMigration {
+        from: "h2".into(),
+        to: "h1".into(),
+        cause,
+        ended_ms: Some(ended),
+        ..live(phase, ended - 2000, Some(ended - 1000))
+    };
+    s.live_done.push_back(arrived(
+        LivePhase::Committed,
+        LiveCause::Policy,
+        NOW - 60_000,
+    ));
+    // By policy: not back to h2 (h4, as roomy, instead); h2 is what a drain or an operator
+    // gets (the emptiest, then the id).
+    assert_eq!(
+        choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg),
+        Ok("h4".to_string())
+    );
+    for cause in [LiveCause::Drain, LiveCause::Request] {
+        assert_eq!(
+            choose_target(&s, "vm", None, cause, NOW, &cfg),
+            Ok("h2".to_string())
+        );
+    }
+    // With h4 gone, the policy has nowhere to go, and says why.
+    s.hosts.remove("h4");
+    let Err(o) = choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg) else {
+        panic!("no target")
+    };
+    let why = reason(&o);
+    assert!(
+        why.contains("h2") && why.contains("return_after_s"),
+        "{why}"
+    );
+    // Past return_after_s it may go back.
+    let long_ago = NOW - 1000 * cfg.return_after_s as i64 - 1;
+    s.live_done
+        .push_back(arrived(LivePhase::Committed, LiveCause::Policy, long_ago));
+    assert_eq!(
+        choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg),
+        Ok("h2".to_string())
+    );
+    // Only a committed move by its policy is remembered.
+    for (phase, cause) in [
+        (LivePhase::RolledBack, LiveCause::Policy),
+        (LivePhase::Committed, LiveCause::Request),
+        (LivePhase::Committed, LiveCause::Drain),
+    ] {
+        s.live_done.push_back(arrived(phase, cause, NOW - 30_000));
+        assert_eq!(
+            choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg),
+            Ok("h2".to_string()),
+            "{phase:?} {cause:?}"
+        );
+    }
+    // And 0 turns the rule off.
+    s.live_done
+        .push_back(arrived(LivePhase::Committed, LiveCause::Policy, NOW - 1000));
+    let off = LiveConfig {
+        return_after_s: 0,
+        ..LiveConfig::default()
+    };
+    assert!(choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg).is_err());
+    assert_eq!(
+        choose_target(&s, "vm", None, LiveCause::Policy, NOW, &off),
+        Ok("h2".to_string())
+    );
 }

@@ -46,6 +46,11 @@ pub struct LiveConfig {
     /// A target chosen for an enclave must have room for its guarantee or its limit, whichever
     /// is more, plus this much, in percent (`tribune_migration::target`): a move is for relief.
     pub headroom_pct: u64,
+    /// Hysteresis: an enclave its policy moved off a host is not moved back there by its
+    /// policy within this long of arriving (a drain or an operator's request may). The
+    /// cool-down bounds how often an enclave moves; this, that it does not oscillate
+    /// between two hosts whenever the cool-down ends (A → B → A …).
+    pub return_after_s: u64,
     /// The target must say it is ready (QEMU started, paused, listening) within this long.
     pub prepare_timeout_s: u64,
     /// The source must complete within this long of the target being ready.
@@ -70,6 +75,7 @@ impl Default for LiveConfig {
             cooldown_s: 60,
             attest_max_age_s: 600,
             headroom_pct: 10,
+            return_after_s: 600,
             prepare_timeout_s: 60,
             transfer_timeout_s: 150,
             downtime_limit_ms: 0,
