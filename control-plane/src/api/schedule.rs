@@ -26,8 +26,8 @@ use super::problem::Problem;
 use super::service::{Api, now_ms, single, unexpected};
 use crate::auth::{Op, Principal};
 use crate::state::{
-    Command, Enclave, EnclaveState, FRESHNESS_ANY, Host, Outcome, Schedulable, check_priority,
-    cluster_view, enclave_spec, restartable, spec_under,
+    Command, Enclave, EnclaveState, Host, Outcome, Schedulable, check_priority, cluster_view,
+    enclave_spec, restartable, spec_under,
 };
 use crate::validate::check_name;
 
@@ -103,10 +103,7 @@ impl Api {
 }
 
 fn freshness() -> Freshness {
-    Freshness {
-        now_ms: now_ms(),
-        attest_max_age_ms: FRESHNESS_ANY,
-    }
+    crate::state::placement_freshness(now_ms())
 }
 
 /// What a `Command::Place` answered, as `create_enclave`'s reply.

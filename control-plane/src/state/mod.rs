@@ -39,7 +39,8 @@ pub use live::{
 };
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
 pub use schedule::{
-    FRESHNESS_ANY, Move, cluster_view, cluster_view_of, demand, enclave_spec, restartable,
+    HOST_SILENT_MS, Move, cluster_view, cluster_view_of, demand, enclave_spec, placement_freshness,
+    restartable,
 };
 pub use standing::{
     PriorityConflict, check_priority, compile, compile_each, identity, spec_under,

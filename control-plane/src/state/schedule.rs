@@ -25,10 +25,22 @@ use super::{
 };
 use crate::state::{Enclave, Host};
 
-/// The age of a host's last verdict the scheduler accepts. Hosts present no evidence of their
-/// own yet (agents relay their enclaves' evidence), so placement does not filter on it; a host
-/// an operator marked `untrusted` is filtered out (`HostView::trusted`).
-pub const FRESHNESS_ANY: i64 = i64::MAX;
+/// How long a host may go unheard before placement (and a stop-and-restart move) passes it
+/// over: its agent's stream is recorded every `attest_max_age_s / 10`, at most every 60 s
+/// (`Command::HostSeen`), so three of the longest intervals. A host whose agent went away gets
+/// no new enclaves, which would only wait there until it came back. "Heard" is the host's
+/// `last_heartbeat_ms`: its agent's stream, or a write of its record (`PutHost`, e.g. a
+/// capacity record for planning, which so stays a candidate for 3 minutes). A host an
+/// operator marked `untrusted` is filtered out too (`HostView::trusted`).
+pub const HOST_SILENT_MS: i64 = 180_000;
+
+/// The filters' settings for placement at `now_ms` ([`HOST_SILENT_MS`]).
+pub fn placement_freshness(now_ms: i64) -> Freshness {
+    Freshness {
+        now_ms,
+        attest_max_age_ms: HOST_SILENT_MS,
+    }
+}
 
 /// A stop-and-restart move under way (`Command::StartMove`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,13 +178,6 @@ fn view_where(state: &State, wanted: impl Fn(&str) -> bool) -> ClusterView {
     ClusterView::new(hosts, placed).unwrap_or_default()
 }
 
-fn fresh(at_ms: i64) -> Freshness {
-    Freshness {
-        now_ms: at_ms,
-        attest_max_age_ms: FRESHNESS_ANY,
-    }
-}
-
 /// Whether a stop-and-restart move keeps what the enclave is: a process enclave (or one with
 /// nothing to launch). A QEMU enclave would lose its memory: it moves by live migration
 /// (`state/live.rs`). The launch spec is the agent's (passed through as JSON): a process spec is the
@@ -222,7 +227,7 @@ impl State {
         // each victim's alike.
         let policies = self.policy_set();
         let spec = spec_under(&policies, self, &enclave);
-        let fresh = fresh(at_ms);
+        let fresh = placement_freshness(at_ms);
         let mut involved: Vec<&str> = vec![placement.host.as_str()];
         involved.extend(placement.displaced.iter().filter_map(|d| d.to.as_deref()));
         let mut view = cluster_view_of(self, &involved);
@@ -467,7 +472,7 @@ impl State {
                 what: format!("host {to:?}"),
             };
         };
-        if let Err(r) = filter::check(&view, h, &spec, fresh(at_ms)) {
+        if let Err(r) = filter::check(&view, h, &spec, placement_freshness(at_ms)) {
             return Outcome::NoRoom {
                 reason: words(to, &r, &spec),
             };
@@ -622,3 +627,7 @@ impl State {
 #[cfg(test)]
 #[path = "schedule_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "schedule_silent_tests.rs"]
+mod silent_tests;

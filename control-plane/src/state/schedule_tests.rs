@@ -1,12 +1,12 @@
 //! The state → view conversion and the apply-time re-checks of the scheduling commands.
 
-use tribune_migration::{Displaced, Freshness, Placement as Plan, place};
+use tribune_migration::{Displaced, Placement as Plan, place};
 
 use super::super::tests::enclave;
 use super::super::*;
 use super::*;
 
-fn host(id: &str, cpu_millicores: u64) -> Host {
+pub(super) fn host(id: &str, cpu_millicores: u64) -> Host {
     Host {
         id: id.into(),
         address: String::new(),
@@ -32,7 +32,7 @@ fn host(id: &str, cpu_millicores: u64) -> Host {
     }
 }
 
-fn cluster(hosts: &[(&str, u64)]) -> State {
+pub(super) fn cluster(hosts: &[(&str, u64)]) -> State {
     let mut s = State::default();
     for (id, cpu) in hosts {
         s.apply(Command::PutHost {
@@ -45,7 +45,7 @@ fn cluster(hosts: &[(&str, u64)]) -> State {
 }
 
 /// A new enclave asking for `cpu` millicores (no placement: the scheduler's).
-fn new_enclave(id: &str, cpu: u64, priority: i32, preempt: bool) -> Enclave {
+pub(super) fn new_enclave(id: &str, cpu: u64, priority: i32, preempt: bool) -> Enclave {
     let mut e = enclave(id, "x", 0);
     e.placement = None;
     e.requested.cpu_millicores = cpu;
@@ -58,16 +58,9 @@ fn new_enclave(id: &str, cpu: u64, priority: i32, preempt: bool) -> Enclave {
     e
 }
 
-fn plan(s: &State, e: &Enclave) -> Result<Plan, tribune_migration::Unplaceable> {
+pub(super) fn plan(s: &State, e: &Enclave) -> Result<Plan, tribune_migration::Unplaceable> {
     let mut view = cluster_view(s);
-    place(
-        &mut view,
-        &enclave_spec(e),
-        Freshness {
-            now_ms: 10,
-            attest_max_age_ms: FRESHNESS_ANY,
-        },
-    )
+    place(&mut view, &enclave_spec(e), placement_freshness(10))
 }
 
 fn create(s: &mut State, e: Enclave) -> Outcome {
@@ -569,15 +562,7 @@ fn the_policys_priority_decides_who_preempts_and_who_is_displaced() {
     let high = tier(new_enclave("high", 3000, 0, false), "gold");
     let spec = s.spec_of(&high);
     assert_eq!((spec.priority, spec.preempt), (800, true));
-    let p = place(
-        &mut cluster_view(&s),
-        &spec,
-        Freshness {
-            now_ms: 10,
-            attest_max_age_ms: FRESHNESS_ANY,
-        },
-    )
-    .expect("room made");
+    let p = place(&mut cluster_view(&s), &spec, placement_freshness(10)).expect("room made");
     assert_eq!(p.displaced.len(), 1);
     let out = s.apply(Command::Place {
         enclave: high,
