@@ -38,6 +38,9 @@ pub struct MigrateConfig {
     pub guest: Guest,
     /// Run the breach phase too.
     pub breach: bool,
+    /// Give the VM a NIC in its enclave namespace (agents with `--subnet`): its migration
+    /// stream is then relayed by the agents (`host-agent/src/agent/relay.rs`).
+    pub network: bool,
 }
 
 impl Default for MigrateConfig {
@@ -47,6 +50,7 @@ impl Default for MigrateConfig {
             memory_mib: 128,
             guest: Guest::Counter,
             breach: true,
+            network: false,
         }
     }
 }
@@ -62,6 +66,8 @@ pub fn guest_name(g: Guest) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrateResult {
     pub guest: String,
+    /// The VM had a NIC: its stream went through the agents' relays.
+    pub network: bool,
     pub trials: usize,
     pub memory_mib: u64,
     pub committed: usize,
@@ -300,7 +306,11 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
     }
     let pid = std::process::id();
     let mut agents = Vec::new();
-    for (h, slot) in ["bm1", "bm2"].into_iter().zip(&net.agents) {
+    for (k, (h, slot)) in ["bm1", "bm2"].into_iter().zip(&net.agents).enumerate() {
+        let mut extra = vec!["--runtime".to_string(), "qemu".to_string()];
+        if cfg.network {
+            extra.extend(["--subnet".to_string(), format!("10.{}.0", 81 + k)]);
+        }
         agents.push(AgentProcess::start(&AgentOptions {
             binary: binary.to_path_buf(),
             instance: format!("bm{pid}-{h}"),
@@ -309,7 +319,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
             launch_policy: policy.clone(),
             controllers: controllers.clone(),
             tls_dir: None,
-            extra: vec!["--runtime".into(), "qemu".into()],
+            extra,
             // TRIBUNE_BENCH_LOG_DIR=DIR keeps the agents' logs (with the controllers').
             env: Vec::new(),
             log: std::env::var_os("TRIBUNE_BENCH_LOG_DIR")
@@ -342,7 +352,7 @@ async fn setup(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Setup> {
         },
     )
     .await?;
-    let mut qemu = json!({"memory_mib": cfg.memory_mib});
+    let mut qemu = json!({"memory_mib": cfg.memory_mib, "network": cfg.network});
     if let Guest::Writer { mib } = cfg.guest {
         qemu["guest"] = json!({"writer": {"mib": mib}});
     }
@@ -424,6 +434,7 @@ pub async fn migrate(binary: &Path, cfg: &MigrateConfig) -> anyhow::Result<Migra
         guest: guest_name(cfg.guest),
         trials: cfg.trials,
         memory_mib: cfg.memory_mib,
+        network: cfg.network,
         committed: totals.len(),
         rolled_back: reasons.len(),
         total_ms: Summary::of_ms(&mut totals),

@@ -15,8 +15,10 @@
 //!
 //! One test per (step, victim): 12. Each runs its case once by default, on one cluster and
 //! one VM shared by its runs (moved back and forth); `TRIBUNE_FAULT_RUNS=N` repeats it N
-//! times, e.g. `TRIBUNE_FAULT_RUNS=10 cargo test -p tribune --test migrate_faults`. The
-//! cases take turns (a lock): each runs three controllers, two agents and a TCG guest.
+//! times, e.g. `TRIBUNE_FAULT_RUNS=10 cargo test -p tribune --test migrate_faults`;
+//! `TRIBUNE_FAULT_NET=1` gives the VM a NIC in its namespace, whose stream the agents relay
+//! (`networked`). The cases take turns (a lock): each runs three controllers, two agents and
+//! a TCG guest.
 // The lock serialises the cases across test threads; each owns its runtime, so holding it
 // over awaits cannot deadlock.
 #![allow(clippy::await_holding_lock)]
@@ -72,6 +74,13 @@ fn have_qemu() -> bool {
         .unwrap_or(false)
 }
 
+/// `TRIBUNE_FAULT_NET=1`: the VM has a NIC (`"network": true`) on agents with `--subnet`, so
+/// its migration stream goes through the agents' relays (`host-agent/src/agent/relay.rs`),
+/// which die with a killed agent.
+fn networked() -> bool {
+    std::env::var("TRIBUNE_FAULT_NET").is_ok_and(|v| v == "1")
+}
+
 fn runs() -> usize {
     std::env::var("TRIBUNE_FAULT_RUNS")
         .ok()
@@ -111,7 +120,14 @@ impl Host {
             launch_policy: policy,
             controllers: c.nodes.values().map(|x| x.addr.clone()).collect(),
             tls_dir: Some(tls_dir),
-            extra: vec!["--runtime".into(), "qemu".into()],
+            extra: {
+                let mut x = vec!["--runtime".to_string(), "qemu".to_string()];
+                if networked() {
+                    let k = if name == "fh1" { 91 } else { 92 };
+                    x.extend(["--subnet".to_string(), format!("10.{k}.0")]);
+                }
+                x
+            },
             env: Vec::new(),
             log: PathBuf::new(),
             netns: None,
@@ -344,7 +360,7 @@ async fn setup(test: &str) -> Option<Rig> {
                               "egress_bits_per_sec": 0, "ingress_bits_per_sec": 0, "gpu_percent": 0},
                 "placement": {"host": "fh1", "epoch": 1},
                 "state": "running",
-                "launch": {"qemu": {"memory_mib": 32}},
+                "launch": {"qemu": {"memory_mib": 32, "network": networked()}},
             }),
         )
         .await;

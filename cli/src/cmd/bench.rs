@@ -159,6 +159,9 @@ pub enum BenchCmd {
         /// Request-driven migrations only (no policy-breach phase).
         #[arg(long)]
         no_breach: bool,
+        /// Give the VM a NIC in its namespace: the agents relay its migration stream.
+        #[arg(long)]
+        network: bool,
     },
     /// The policy planner's time (`tribune policy plan`): N enclaves' recorded usage, one
     /// window a second, replayed under a tighter policy through the live loop's decision (in
@@ -360,11 +363,9 @@ pub fn run(cmd: BenchCmd, format: Format) -> anyhow::Result<ExitCode> {
                 result_line(format, &json!({"scenario": "ingest", "result": r}))?;
                 Ok(ExitCode::SUCCESS)
             }
-            BenchCmd::Migrate { trials, memory_mib, guest, writer_mib, no_breach } => {
-                super::bench_migrate::run(
-                    &exe, trials, memory_mib, guest, writer_mib, !no_breach, format,
-                )
-                .await
+            BenchCmd::Migrate { trials, memory_mib, guest, writer_mib, no_breach, network } => {
+                let what = super::bench_migrate::Run { trials, memory_mib, guests: guest, writer_mib, breach: !no_breach, network };
+                super::bench_migrate::run(&exe, what, format).await
             }
             BenchCmd::Schedule { hosts, enclaves, e2e: true, clients, .. } => {
                 super::bench_schedule::e2e(&exe, hosts, enclaves, clients, format).await

@@ -47,8 +47,17 @@ fn qemu_rows(q: &QemuFigures) {
 
 fn print(r: &MigrateResult) {
     println!(
-        "guest {} ({} MiB): request phase {} trials, {} committed, {} rolled back",
-        r.guest, r.memory_mib, r.trials, r.committed, r.rolled_back
+        "guest {} ({} MiB{}): request phase {} trials, {} committed, {} rolled back",
+        r.guest,
+        r.memory_mib,
+        if r.network {
+            ", with a NIC: stream relayed by the agents"
+        } else {
+            ""
+        },
+        r.trials,
+        r.committed,
+        r.rolled_back
     );
     header("ms from the request");
     row("request → committed (Tribune)", r.total_ms);
@@ -75,15 +84,25 @@ fn print(r: &MigrateResult) {
     }
 }
 
-pub async fn run(
-    exe: &Path,
-    trials: usize,
-    memory_mib: u64,
-    guests: Guests,
-    writer_mib: u32,
-    breach: bool,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+/// What `tribune bench migrate` was asked for.
+pub struct Run {
+    pub trials: usize,
+    pub memory_mib: u64,
+    pub guests: Guests,
+    pub writer_mib: u32,
+    pub breach: bool,
+    pub network: bool,
+}
+
+pub async fn run(exe: &Path, what: Run, format: Format) -> anyhow::Result<ExitCode> {
+    let Run {
+        trials,
+        memory_mib,
+        guests,
+        writer_mib,
+        breach,
+        network,
+    } = what;
     let writer = Guest::Writer { mib: writer_mib };
     let list: Vec<Guest> = match guests {
         Guests::Counter => vec![Guest::Counter],
@@ -97,6 +116,7 @@ pub async fn run(
             memory_mib,
             guest,
             breach,
+            network,
         };
         eprintln!(
             "{} live migrations (and {} by policy breach) of a {} MiB QEMU guest ({}) between two agents, 3 controllers…",
