@@ -39,7 +39,8 @@ pub struct MigrateConfig {
     /// Run the breach phase too.
     pub breach: bool,
     /// Give the VM a NIC in its enclave namespace (agents with `--subnet`): its migration
-    /// stream is then relayed by the agents (`host-agent/src/agent/relay.rs`).
+    /// stream's socket is then opened by the agents and handed to QEMU
+    /// (`host-agent/src/agent/handoff.rs`).
     pub network: bool,
 }
 
@@ -66,7 +67,7 @@ pub fn guest_name(g: Guest) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrateResult {
     pub guest: String,
-    /// The VM had a NIC: its stream went through the agents' relays.
+    /// The VM had a NIC: its stream's socket was handed to QEMU by the agents.
     pub network: bool,
     pub trials: usize,
     pub memory_mib: u64,

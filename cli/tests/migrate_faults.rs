@@ -16,8 +16,8 @@
 //! One test per (step, victim): 12. Each runs its case once by default, on one cluster and
 //! one VM shared by its runs (moved back and forth); `TRIBUNE_FAULT_RUNS=N` repeats it N
 //! times, e.g. `TRIBUNE_FAULT_RUNS=10 cargo test -p tribune --test migrate_faults`;
-//! `TRIBUNE_FAULT_NET=1` gives the VM a NIC in its namespace, whose stream the agents relay
-//! (`networked`). The cases take turns (a lock): each runs three controllers, two agents and
+//! `TRIBUNE_FAULT_NET=1` gives the VM a NIC in its namespace, whose stream's socket the
+//! agents open and hand to QEMU (`networked`). The cases take turns (a lock): each runs three controllers, two agents and
 //! a TCG guest.
 // The lock serialises the cases across test threads; each owns its runtime, so holding it
 // over awaits cannot deadlock.
@@ -75,8 +75,8 @@ fn have_qemu() -> bool {
 }
 
 /// `TRIBUNE_FAULT_NET=1`: the VM has a NIC (`"network": true`) on agents with `--subnet`, so
-/// its migration stream goes through the agents' relays (`host-agent/src/agent/relay.rs`),
-/// which die with a killed agent.
+/// its migration stream is a socket the agents open and hand to QEMU
+/// (`host-agent/src/agent/handoff.rs`): a killed agent must not break it.
 fn networked() -> bool {
     std::env::var("TRIBUNE_FAULT_NET").is_ok_and(|v| v == "1")
 }

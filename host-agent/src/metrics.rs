@@ -54,6 +54,9 @@ pub struct Metrics {
     /// from another host): accepted → written to the receiver's socket, or to the link to the
     /// receiver's host.
     pub message_queue_seconds: Family<SenderLabel, Histogram, fn() -> Histogram>,
+    /// Relayed messages: the time queued on the sending host (carried in the RELAY) plus the
+    /// time queued here, paired per message (the link's transit not included).
+    pub message_relayed_queue_seconds: Family<SenderLabel, Histogram, fn() -> Histogram>,
 }
 
 type SenderLabel = [(&'static str, String); 1];
@@ -101,6 +104,7 @@ impl Metrics {
             enclave_messages_refused: Family::default(),
             enclave_messages_queue_full: Family::default(),
             message_queue_seconds: Family::new_with_constructor(queue_histogram),
+            message_relayed_queue_seconds: Family::new_with_constructor(queue_histogram),
         };
         r.register(
             "plan_version",
@@ -212,6 +216,12 @@ impl Metrics {
             Unit::Seconds,
             m.message_queue_seconds.clone(),
         );
+        r.register_with_unit(
+            "message_relayed_queue",
+            "A message relayed from another host, by sending enclave: the time it queued in the sending agent's mediator (its RELAY says) plus the time it queued in this one's (the link's transit not included)",
+            Unit::Seconds,
+            m.message_relayed_queue_seconds.clone(),
+        );
         // Known label values start at 0, so `increase()` sees the first re-write.
         for what in DRIFT_KINDS {
             let _ = m.drift_rewrites.get_or_create(&[("what", what)]);
@@ -278,6 +288,13 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts one relayed message of `sender` that queued `seconds` on both hosts together.
+    pub fn message_queued_both_hosts(&self, sender: &str, seconds: f64) {
+        self.message_relayed_queue_seconds
+            .get_or_create(&[("sender", sender.to_string())])
+            .observe(seconds);
+    }
+
     /// Drops the series of an enclave that left this host.
     pub fn forget_enclave(&self, name: &str) {
         let l = [("enclave", name.to_string())];
@@ -288,6 +305,8 @@ impl Metrics {
         self.enclave_messages_refused.remove(&l);
         self.enclave_messages_queue_full.remove(&l);
         self.message_queue_seconds
+            .remove(&[("sender", name.to_string())]);
+        self.message_relayed_queue_seconds
             .remove(&[("sender", name.to_string())]);
         self.enclave_cpu_millicores.remove(&l);
         self.enclave_memory_bytes.remove(&l);

@@ -188,8 +188,9 @@ pub enum LaunchSpec {
         #[serde(default, skip_serializing_if = "Guest::is_counter")]
         guest: Guest,
         /// Give the guest a NIC (virtio-net on a tap in its own network namespace, bridged to
-        /// the host bridge and shaped as a process enclave's veth: `net_vm`). A VM with a
-        /// bandwidth limit gets one whether or not this is set.
+        /// the host bridge and shaped as a process enclave's veth: `net_vm`). Only this says
+        /// whether it has one (a bandwidth limit gives it a namespace, not a NIC), so a live
+        /// migration's target builds the same devices as its source.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         network: bool,
     },

@@ -3,7 +3,8 @@
 //! name; the receiver's rules refuse with a reason the sender reads; a link that claims a
 //! sender not placed on its host is refused `wrong-host`; a dialler without a valid agent
 //! certificate gets no link; a receiver that moves is followed; a host hanging in the handshake
-//! holds up only the messages to it.
+//! holds up only the messages to it; a relay says how long it queued on its sending host and
+//! the receiving host pairs both waits, and an agent that predates that still links.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tribune_agent::mediator::admission::{Party, Route, TalkTable};
 use tribune_agent::mediator::fq::Bounds;
 use tribune_agent::mediator::peer::{PeerStream, dial_with};
-use tribune_agent::mediator::peer_tls::client_config;
+use tribune_agent::mediator::peer_tls::{ALPN, ALPN_QUEUED, client_config};
 use tribune_agent::mediator::{Mediator, PeerTls};
 use tribune_msg::wire::{self, Frame, Outcome, RefusalCode};
 use tribune_msg::{Client, DeliveryError};
@@ -166,9 +167,19 @@ async fn the_receivers_rules_refuse_with_a_readable_reason() {
 }
 
 async fn relay_and_answer(stream: &mut PeerStream, from: &str, to: &str) -> Option<Frame> {
+    relay_queued_and_answer(stream, None, from, to).await
+}
+
+async fn relay_queued_and_answer(
+    stream: &mut PeerStream,
+    queued_us: Option<u32>,
+    from: &str,
+    to: &str,
+) -> Option<Frame> {
     let mut bytes = Vec::new();
     Frame::Relay {
         id: 7,
+        queued_us,
         from: from.into(),
         to: to.into(),
         payload: b"forged".to_vec(),
@@ -388,4 +399,79 @@ async fn a_host_that_hangs_in_the_handshake_does_not_hold_up_the_others() {
     let e = within(b_outcome).await.unwrap_err();
     assert!(e.to_string().contains("cannot reach host \"hang\""), "{e}");
     holder.abort();
+}
+
+/// The count of `metric`'s series for `sender` in this process's agent metrics.
+fn histogram_count(metric: &str, sender: &str) -> u64 {
+    let text = tribune_agent::metrics::get().encode(tribune_telemetry::Exposition::Classic);
+    let want = format!("{metric}_count{{sender=\"{sender}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_relay_says_how_long_it_queued_and_the_receiving_host_pairs_both_waits() {
+    let ca = ca_dir();
+    // Names of this test's own: the metrics are the process's.
+    let h1 = Host::new("h1", ca.path(), &["qa"]).await;
+    let h2 = Host::new("h2", ca.path(), &["qb"]).await;
+    let (a1, a2) = (h1.addr.to_string(), h2.addr.to_string());
+    h1.m.set_table(table(
+        &[("qa", &["qb"]), ("qb", &["qa"])],
+        &[("qb", "h2", &a2)],
+    ));
+    h2.m.set_table(table(
+        &[("qa", &["qb"]), ("qb", &["qa"])],
+        &[("qa", "h1", &a1)],
+    ));
+    let (a, b) = (h1.client("qa").await, h2.client("qb").await);
+    let mut sent = Vec::new();
+    for i in 0..10u32 {
+        sent.push(a.send("qb", &i.to_be_bytes()).await.unwrap());
+    }
+    for _ in 0..10 {
+        within(b.recv()).await.unwrap();
+    }
+    for s in sent {
+        within(s.delivered()).await.unwrap();
+    }
+    // Each host timed its own wait (20 in all, one process); h2 also both together, per
+    // message, from what each RELAY said.
+    assert_eq!(
+        histogram_count("tribune_agent_message_queue_seconds", "qa"),
+        20
+    );
+    assert_eq!(
+        histogram_count("tribune_agent_message_relayed_queue_seconds", "qa"),
+        10
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_predates_queued_relays_still_links_and_relays() {
+    let ca = ca_dir();
+    let (_h1, h2) = pair(ca.path(), &["a"], &["a"]).await;
+    let h1 = agent_files(ca.path(), "h1");
+    let mut old = client_config(&h1.ca, Some((&h1.cert, &h1.key))).unwrap();
+    old.alpn_protocols = vec![ALPN.to_vec()];
+    let mut s = dial_with(Arc::new(old), &h2.addr.to_string())
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(ALPN));
+    assert_eq!(
+        relay_and_answer(&mut s, "a", "b").await,
+        Some(Frame::Accepted { id: 7 })
+    );
+    // Today's agents negotiate the queued time, and send it.
+    let new = client_config(&h1.ca, Some((&h1.cert, &h1.key))).unwrap();
+    let mut s = dial_with(Arc::new(new), &h2.addr.to_string())
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(ALPN_QUEUED));
+    assert_eq!(
+        relay_queued_and_answer(&mut s, Some(1500), "a", "b").await,
+        Some(Frame::Accepted { id: 7 })
+    );
 }

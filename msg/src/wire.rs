@@ -14,6 +14,10 @@
 //! agent → agent (the mTLS link between two hosts' mediators; `docs/messages.md`)
 //!   0x04 RELAY     id:u64  from_len:u8 from  to_len:u8 to  payload…
 //!                                              (answered with ACCEPTED, REFUSED, DONE by id)
+//!   0x05 RELAY     id:u64  queued_us:u32  from_len:u8 from  to_len:u8 to  payload…
+//!                                              (the same, and how long the message queued in
+//!                                               the sending agent's mediator, µs; sent on a
+//!                                               link that negotiated `tribune-peer/2`)
 //! mediator → enclave
 //!   0x80 HELLO     name_len:u8 name            (first frame: the enclave's own attested name)
 //!   0x81 ACCEPTED  id:u64                      (queued for delivery)
@@ -36,9 +40,9 @@ pub const PAYLOAD_BYTES_MAX: usize = 64 << 10;
 pub const NAME_BYTES_MAX: usize = 64;
 /// Longest reason text.
 pub const REASON_BYTES_MAX: usize = 512;
-/// Largest frame body (after the length): version, kind, id, two names and a payload (RELAY,
-/// the largest kind; SEND and DELIVER carry one name).
-pub const FRAME_BYTES_MAX: usize = 2 + 8 + 2 * (1 + NAME_BYTES_MAX) + PAYLOAD_BYTES_MAX;
+/// Largest frame body (after the length): version, kind, id, the queued time, two names and a
+/// payload (RELAY with its queued time, the largest kind; SEND and DELIVER carry one name).
+pub const FRAME_BYTES_MAX: usize = 2 + 8 + 4 + 2 * (1 + NAME_BYTES_MAX) + PAYLOAD_BYTES_MAX;
 
 /// Bytes of a frame's length prefix.
 pub const LENGTH_BYTES: usize = 4;
@@ -47,6 +51,7 @@ const SEND: u8 = 0x01;
 const RECEIVE: u8 = 0x02;
 const CREDIT: u8 = 0x03;
 const RELAY: u8 = 0x04;
+const RELAY_QUEUED: u8 = 0x05;
 const HELLO: u8 = 0x80;
 const ACCEPTED: u8 = 0x81;
 const REFUSED: u8 = 0x82;
@@ -71,8 +76,11 @@ pub enum Frame {
     /// Agent → agent: a message from enclave `from` (placed on the sending agent's host, which
     /// the receiving agent checks against the placement it knows) to enclave `to` (placed on
     /// the receiving agent's host). `id` is the link's own, echoed in the answers.
+    /// `queued_us`: how long it queued in the sending agent's mediator (kind 0x05; `None`:
+    /// kind 0x04, as a link to an agent that does not take 0x05 sends it).
     Relay {
         id: u64,
+        queued_us: Option<u32>,
         from: String,
         to: String,
         payload: Vec<u8>,
@@ -234,12 +242,20 @@ impl Frame {
             }
             Frame::Relay {
                 id,
+                queued_us,
                 from,
                 to,
                 payload,
             } => {
-                out.push(RELAY);
+                out.push(if queued_us.is_some() {
+                    RELAY_QUEUED
+                } else {
+                    RELAY
+                });
                 out.extend_from_slice(&id.to_be_bytes());
+                if let Some(us) = queued_us {
+                    out.extend_from_slice(&us.to_be_bytes());
+                }
                 put_name(out, "from", from)?;
                 put_name(out, "to", to)?;
                 put_payload(out, payload)?;
@@ -313,13 +329,18 @@ impl Frame {
             CREDIT => Frame::Credit {
                 n: nonzero("n", r.u32("n")?)?,
             },
-            RELAY => {
+            RELAY | RELAY_QUEUED => {
                 let id = r.u64("id")?;
+                let queued_us = match kind {
+                    RELAY_QUEUED => Some(r.u32("queued_us")?),
+                    _ => None,
+                };
                 let from = r.name("from")?;
                 let to = r.name("to")?;
                 let payload = r.payload()?;
                 Frame::Relay {
                     id,
+                    queued_us,
                     from,
                     to,
                     payload,

@@ -29,11 +29,22 @@ fn golden_bytes() {
         (
             Frame::Relay {
                 id: 3,
+                queued_us: None,
                 from: "a".into(),
                 to: "b".into(),
                 payload: b"hi".to_vec(),
             },
             "00000010010400000000000000030161 01626869".replace(' ', ""),
+        ),
+        (
+            Frame::Relay {
+                id: 3,
+                queued_us: Some(0x0102),
+                from: "a".into(),
+                to: "b".into(),
+                payload: b"hi".to_vec(),
+            },
+            "000000140105000000000000000300000102 0161 01626869".replace(' ', ""),
         ),
         (
             Frame::Hello { name: "a-1".into() },
@@ -144,6 +155,7 @@ fn encoding_refuses_what_decoding_would_refuse() {
     // The largest frame fits the bound exactly.
     let max = Frame::Relay {
         id: u64::MAX,
+        queued_us: Some(u32::MAX),
         from: "m".repeat(NAME_BYTES_MAX),
         to: "n".repeat(NAME_BYTES_MAX),
         payload: vec![1; PAYLOAD_BYTES_MAX],
@@ -207,14 +219,22 @@ fn frame() -> impl Strategy<Value = Frame> {
             to,
             payload
         }),
-        (any::<u64>(), name(), name(), payload.clone()).prop_map(|(id, from, to, payload)| {
-            Frame::Relay {
-                id,
-                from,
-                to,
-                payload,
-            }
-        }),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u32>()),
+            name(),
+            name(),
+            payload.clone()
+        )
+            .prop_map(|(id, queued_us, from, to, payload)| {
+                Frame::Relay {
+                    id,
+                    queued_us,
+                    from,
+                    to,
+                    payload,
+                }
+            }),
         (1u32..).prop_map(|window| Frame::Receive { window }),
         (1u32..).prop_map(|n| Frame::Credit { n }),
         name().prop_map(|name| Frame::Hello { name }),

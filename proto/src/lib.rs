@@ -17,6 +17,12 @@ pub mod convert;
 /// set it.
 pub const RUNTIME_LABEL: &str = "tribune.dev/runtime";
 
+/// The host label an agent sets in its `Hello` to `true` when it gives enclaves networking (it
+/// runs with `--subnet`). The controllers place, and live-migrate, an enclave whose launch
+/// spec asks for networking (`"network": true`) only onto such a host; an operator's
+/// `--labels` may not set it.
+pub const NETWORK_LABEL: &str = "tribune.dev/enclave-network";
+
 /// The encoded `FileDescriptorSet` of every `.proto` file here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tribune_descriptor.bin"));

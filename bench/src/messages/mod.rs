@@ -194,13 +194,22 @@ impl Parties<'_> {
             None => vec![("one host", self.senders)],
             Some(r) => vec![("senders' host", self.senders), ("receivers' host", r)],
         };
+        let mut paired = None;
         for (what, agent) in agents {
             let text = agent.metrics().await?;
             let b = queueing::buckets(&text, senders)
                 .with_context(|| format!("the {what} agent's queueing"))?;
             hops.push(queueing::hop(what, b));
+            if self.receivers.is_some() && what == "receivers' host" {
+                paired = queueing::buckets_of(&text, queueing::PAIRED_METRIC, senders)
+                    .ok()
+                    .map(|b| queueing::hop("both hosts, paired per message", b));
+            }
         }
-        Ok(queueing::of(hops))
+        Ok(queueing::Queueing {
+            paired,
+            ..queueing::of(hops)
+        })
     }
 }
 

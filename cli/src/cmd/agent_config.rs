@@ -217,9 +217,9 @@ impl RunArgs {
 }
 
 impl AgentSettings {
-    /// The labels the agent says in its `Hello`: its own, and
-    /// [`tribune_proto::RUNTIME_LABEL`] set to the runtime it runs (for the scheduler and the
-    /// migration planner).
+    /// The labels the agent says in its `Hello`: its own, [`tribune_proto::RUNTIME_LABEL`] set
+    /// to the runtime it runs, and [`tribune_proto::NETWORK_LABEL`] `true` when it gives
+    /// enclaves networking (`--subnet`) — for the scheduler and the migration planner.
     pub fn hello_labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
         let runtime = match self.runtime {
@@ -230,6 +230,9 @@ impl AgentSettings {
             tribune_proto::RUNTIME_LABEL.to_string(),
             runtime.to_string(),
         );
+        if self.subnet.is_some() {
+            labels.insert(tribune_proto::NETWORK_LABEL.to_string(), "true".to_string());
+        }
         labels
     }
 }
@@ -249,6 +252,12 @@ fn labels(
         bail!(
             "labels: {:?} is the agent's own: it says the runtime the agent runs (--runtime), so no host can claim one it does not run",
             tribune_proto::RUNTIME_LABEL
+        );
+    }
+    if from_file.contains_key(tribune_proto::NETWORK_LABEL) {
+        bail!(
+            "labels: {:?} is the agent's own: it says whether the agent gives enclaves networking (--subnet)",
+            tribune_proto::NETWORK_LABEL
         );
     }
     Ok(from_file)
@@ -469,6 +478,26 @@ mod tests {
         assert!(format!("{e:#}").contains("is the agent's own"), "{e:#}");
         let e = settings(&["agent", "run", "--labels", "zone"]).expect_err("bad label");
         assert!(format!("{e:#}").contains("KEY=VALUE"), "{e:#}");
+        // So is the networking label: said exactly when the agent has --subnet.
+        let e = settings(&[
+            "agent",
+            "run",
+            "--labels",
+            "tribune.dev/enclave-network=true",
+        ])
+        .expect_err("the agent's own label");
+        assert!(format!("{e:#}").contains("is the agent's own"), "{e:#}");
+        let plain = settings(&["agent", "run"])
+            .expect("resolves")
+            .hello_labels();
+        assert!(!plain.contains_key(tribune_proto::NETWORK_LABEL));
+        let net = settings(&["agent", "run", "--subnet", "10.77.0"])
+            .expect("resolves")
+            .hello_labels();
+        assert_eq!(
+            net.get(tribune_proto::NETWORK_LABEL).map(String::as_str),
+            Some("true")
+        );
     }
 
     /// Flag > variable > file > default, for a value, a list and an on/off setting, in both

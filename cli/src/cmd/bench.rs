@@ -159,7 +159,8 @@ pub enum BenchCmd {
         /// Request-driven migrations only (no policy-breach phase).
         #[arg(long)]
         no_breach: bool,
-        /// Give the VM a NIC in its namespace: the agents relay its migration stream.
+        /// Give the VM a NIC in its namespace: the agents hand its migration stream's socket
+        /// to QEMU.
         #[arg(long)]
         network: bool,
     },

@@ -51,7 +51,7 @@ fn print(r: &MigrateResult) {
         r.guest,
         r.memory_mib,
         if r.network {
-            ", with a NIC: stream relayed by the agents"
+            ", with a NIC: stream socket handed to QEMU by the agents"
         } else {
             ""
         },

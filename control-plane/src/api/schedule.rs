@@ -27,7 +27,7 @@ use super::service::{Api, now_ms, single, unexpected};
 use crate::auth::{Op, Principal};
 use crate::state::{
     Command, Enclave, EnclaveState, Host, Outcome, Schedulable, check_priority, cluster_view,
-    enclave_spec, restartable, spec_under,
+    enclave_spec, planning_spec, restartable, spec_under,
 };
 use crate::validate::check_name;
 
@@ -179,7 +179,7 @@ impl Api {
                         c.to_string(),
                     )
                 })?;
-                spec_under(&policies, &st, &enclave)
+                planning_spec(spec_under(&policies, &st, &enclave), &enclave)
             };
             // Without preemption nothing in the view changes: choose on the shared view.
             let planned = if spec.preempt {
@@ -347,7 +347,7 @@ impl Api {
                 }
                 let mut view = cluster_view(&st);
                 view.remove(&e.id);
-                let mut spec = enclave_spec(e);
+                let mut spec = planning_spec(enclave_spec(e), e);
                 spec.preempt = false;
                 tribune_migration::choose(&view, &spec, freshness())
             };

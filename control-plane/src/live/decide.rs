@@ -8,8 +8,8 @@ use tribune_migration::{Demand, Freshness, MigrationConfig, MigrationFacts, targ
 
 use super::LiveConfig;
 use crate::state::{
-    EnclaveState, LiveCause, LivePhase, LiveRequest, Outcome, Schedulable, State, Step,
-    check_enclave, check_target, cluster_view_of, demand, restartable,
+    Enclave, EnclaveState, LiveCause, LivePhase, LiveRequest, Outcome, Schedulable, State, Step,
+    check_enclave, check_target, cluster_view_of, demand, restartable, wants_network,
 };
 
 /// Migrations past their step's deadline, with why: (enclave, migration id, reason).
@@ -76,10 +76,12 @@ pub fn wanted(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, Live
                 .status
                 .get(&e.id)
                 .is_some_and(|s| s.ladder.step == Step::Migrate && s.operator_hold.is_none());
-            let cause = if ladder {
-                LiveCause::Policy
-            } else if draining {
+            // A drain first: it must empty the host whatever the policy says (and the
+            // policy's return rule does not hold a drain back).
+            let cause = if draining {
                 LiveCause::Drain
+            } else if ladder {
+                LiveCause::Policy
             } else {
                 return None;
             };
@@ -91,20 +93,24 @@ pub fn wanted(state: &State, now_ms: i64, cfg: &LiveConfig) -> Vec<(String, Live
 
 /// The host enclave `id` left in its last committed migration, if that migration was made by
 /// its policy and ended less than `return_after_s` before `now_ms`, and why it is avoided.
-/// (A move by a drain or an operator sets no such memory: a policy may take it back.)
+/// (A move by a drain or an operator sets no such memory: a policy may take it back. The
+/// memory is the migration history, `LIVE_HISTORY_MAX` entries for the whole cluster: a
+/// cluster moving more than that many enclaves within `return_after_s` forgets early.)
 pub fn left_by_policy(
     state: &State,
     id: &str,
     now_ms: i64,
     cfg: &LiveConfig,
 ) -> Option<(String, String)> {
-    let m = state.live_done.iter().rev().find(|m| m.enclave == id)?;
+    // Its last move that happened (a later attempt that rolled back moved nothing).
+    let m = state
+        .live_done
+        .iter()
+        .rev()
+        .find(|m| m.enclave == id && m.phase == LivePhase::Committed)?;
     let ended = m.ended_ms?;
     let ago = now_ms.saturating_sub(ended);
-    (m.phase == LivePhase::Committed
-        && m.cause == LiveCause::Policy
-        && ago < ms(cfg.return_after_s))
-    .then(|| {
+    (m.cause == LiveCause::Policy && ago < ms(cfg.return_after_s)).then(|| {
         (
             m.from.clone(),
             format!(
@@ -115,6 +121,23 @@ pub fn left_by_policy(
                 m.id,
                 cfg.return_after_s
             ),
+        )
+    })
+}
+
+/// Why `host` cannot take `e` when `e` asks for networking and `host`'s agent gives none
+/// (its `Hello` lacks [`tribune_proto::NETWORK_LABEL`]): its NIC could not be built there.
+fn no_network(state: &State, e: &Enclave, host: &str) -> Option<String> {
+    let gives = state.hosts.get(host).is_some_and(|h| {
+        h.labels
+            .get(tribune_proto::NETWORK_LABEL)
+            .map(String::as_str)
+            == Some("true")
+    });
+    (wants_network(e) && !gives).then(|| {
+        format!(
+            "host {host:?}: enclave {:?} asks for networking and the agent there gives none (no --subnet)",
+            e.id
         )
     })
 }
@@ -135,15 +158,18 @@ pub fn choose_target(
     cfg: &LiveConfig,
 ) -> Result<String, Outcome> {
     let max_age = ms(cfg.attest_max_age_s);
-    if let Some(to) = to {
-        check_target(state, id, to, now_ms, max_age)?;
-        return Ok(to.to_string());
-    }
     let Some(e) = state.enclaves.get(id) else {
         return Err(Outcome::NotFound {
             what: format!("enclave {id:?}"),
         });
     };
+    if let Some(to) = to {
+        check_target(state, id, to, now_ms, max_age)?;
+        if let Some(why) = no_network(state, e, to) {
+            return Err(Outcome::NoRoom { reason: why });
+        }
+        return Ok(to.to_string());
+    }
     let mut refusals = Vec::new();
     let avoid = match cause {
         LiveCause::Policy => left_by_policy(state, id, now_ms, cfg),
@@ -157,15 +183,13 @@ pub fn choose_target(
         .keys()
         .filter(|h| e.placement.as_ref().is_none_or(|p| p.host != **h))
         .filter(|h| avoid.as_ref().is_none_or(|(a, _)| a != *h))
-        .filter(
-            |h| match check_target(state, id, h.as_str(), now_ms, max_age) {
-                Ok(()) => true,
-                Err(o) => {
-                    refusals.push(reason(&o));
-                    false
-                }
-            },
-        )
+        .filter(|h| {
+            let why = match check_target(state, id, h.as_str(), now_ms, max_age) {
+                Ok(()) => no_network(state, e, h),
+                Err(o) => Some(reason(&o)),
+            };
+            why.map(|w| refusals.push(w)).is_none()
+        })
         .map(String::as_str)
         .collect();
     // The view holds the enclave where it is (the planner never picks its own host).

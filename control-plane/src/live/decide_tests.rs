@@ -144,7 +144,16 @@ fn draining_hosts_and_the_ladder_want_migrations_within_budget_and_cool_down() {
         wanted(&s, NOW, &cfg),
         [("vm".to_string(), LiveCause::Drain)]
     );
+    // On its ladder's `migrate` step too: still the drain's (which must empty the host).
     s.status.entry("vm".into()).or_default().ladder.step = Step::Migrate;
+    assert_eq!(
+        wanted(&s, NOW, &cfg),
+        [("vm".to_string(), LiveCause::Drain)]
+    );
+    // Not draining: its policy's.
+    if let Some(h) = s.hosts.get_mut("h1") {
+        h.schedulable = Schedulable::Ready;
+    }
     assert_eq!(
         wanted(&s, NOW, &cfg),
         [("vm".to_string(), LiveCause::Policy)]
@@ -441,9 +450,22 @@ fn a_policy_does_not_move_an_enclave_back_to_the_host_it_moved_it_off_within_ret
         choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg),
         Ok("h2".to_string())
     );
-    // Only a committed move by its policy is remembered.
+    // A later attempt that rolled back moved nothing: the move by its policy is still its
+    // last.
+    s.live_done.push_back(arrived(
+        LivePhase::Committed,
+        LiveCause::Policy,
+        NOW - 60_000,
+    ));
+    s.live_done.push_back(arrived(
+        LivePhase::RolledBack,
+        LiveCause::Request,
+        NOW - 30_000,
+    ));
+    assert!(choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg).is_err());
+    // Only a committed move by its policy is remembered: a later move by a drain or an
+    // operator takes its place.
     for (phase, cause) in [
-        (LivePhase::RolledBack, LiveCause::Policy),
         (LivePhase::Committed, LiveCause::Request),
         (LivePhase::Committed, LiveCause::Drain),
     ] {
@@ -464,6 +486,32 @@ fn a_policy_does_not_move_an_enclave_back_to_the_host_it_moved_it_off_within_ret
     assert!(choose_target(&s, "vm", None, LiveCause::Policy, NOW, &cfg).is_err());
     assert_eq!(
         choose_target(&s, "vm", None, LiveCause::Policy, NOW, &off),
+        Ok("h2".to_string())
+    );
+}
+
+#[test]
+fn a_vm_that_asks_for_networking_moves_only_where_the_agent_gives_it() {
+    let cfg = LiveConfig::default();
+    let mut s = cluster();
+    if let Some(e) = s.enclaves.get_mut("vm") {
+        e.launch = Some(serde_json::json!({"qemu": {"memory_mib": 32, "network": true}}));
+    }
+    // h2 (the only one with room) gives none: refused, named or chosen.
+    let Err(o) = choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg) else {
+        panic!("moved without networking")
+    };
+    assert!(reason(&o).contains("no --subnet"), "{}", reason(&o));
+    let Err(o) = choose_target(&s, "vm", Some("h2"), LiveCause::Request, NOW, &cfg) else {
+        panic!("moved without networking")
+    };
+    assert!(reason(&o).contains("no --subnet"), "{}", reason(&o));
+    if let Some(h) = s.hosts.get_mut("h2") {
+        h.labels
+            .insert(tribune_proto::NETWORK_LABEL.into(), "true".into());
+    }
+    assert_eq!(
+        choose_target(&s, "vm", None, LiveCause::Request, NOW, &cfg),
         Ok("h2".to_string())
     );
 }

@@ -40,7 +40,7 @@ pub use live::{
 pub use log::{AttestationLog, LogEntry, LogEntryKind, LogKey, key_id};
 pub use schedule::{
     HOST_SILENT_MS, Move, cluster_view, cluster_view_of, demand, enclave_spec, placement_freshness,
-    restartable,
+    planning_spec, restartable, wants_network,
 };
 pub use standing::{
     PriorityConflict, check_priority, compile, compile_each, identity, spec_under,

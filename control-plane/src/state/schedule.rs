@@ -25,20 +25,35 @@ use super::{
 };
 use crate::state::{Enclave, Host};
 
-/// How long a host may go unheard before placement (and a stop-and-restart move) passes it
-/// over: its agent's stream is recorded every `attest_max_age_s / 10`, at most every 60 s
-/// (`Command::HostSeen`), so three of the longest intervals. A host whose agent went away gets
-/// no new enclaves, which would only wait there until it came back. "Heard" is the host's
-/// `last_heartbeat_ms`: its agent's stream, or a write of its record (`PutHost`, e.g. a
-/// capacity record for planning, which so stays a candidate for 3 minutes). A host an
-/// operator marked `untrusted` is filtered out too (`HostView::trusted`).
+/// How long a host may go unheard before the planner passes it over for a placement or a
+/// stop-and-restart move: its agent's stream is recorded every `attest_max_age_s / 10`, at
+/// most every 60 s (`Command::HostSeen`), so three of the longest intervals. A host whose
+/// agent went away gets no new enclaves, which would only wait there until it came back.
+/// "Heard" is the host's `last_heartbeat_ms`: its agent's stream, or a write of its record
+/// (`PutHost`, e.g. a capacity record for planning, which so stays a candidate for 3
+/// minutes). A host an operator marked `untrusted` is filtered out too
+/// (`HostView::trusted`).
+///
+/// Plan time only ([`placement_freshness`]): the apply-time re-check does not read it
+/// ([`apply_freshness`]), so a replica of another version, or one replaying entries
+/// committed before this rule, applies every entry exactly as the others did. (A host that
+/// falls silent between the plan and its apply may still get the enclave, which then waits
+/// for it: not a safety matter.)
 pub const HOST_SILENT_MS: i64 = 180_000;
 
-/// The filters' settings for placement at `now_ms` ([`HOST_SILENT_MS`]).
+/// The filters' settings for planning a placement at `now_ms` ([`HOST_SILENT_MS`]).
 pub fn placement_freshness(now_ms: i64) -> Freshness {
     Freshness {
         now_ms,
         attest_max_age_ms: HOST_SILENT_MS,
+    }
+}
+
+/// The filters' settings for the apply-time re-check at `at_ms`: no age limit.
+fn apply_freshness(at_ms: i64) -> Freshness {
+    Freshness {
+        now_ms: at_ms,
+        attest_max_age_ms: i64::MAX,
     }
 }
 
@@ -103,6 +118,29 @@ pub fn enclave_spec(e: &Enclave) -> EnclaveSpec {
         labels: e.labels.clone(),
         strategy: s.strategy,
     }
+}
+
+/// Whether `e`'s launch spec asks for networking (`{"process"|"qemu": {"network": true}}`).
+pub fn wants_network(e: &Enclave) -> bool {
+    e.launch
+        .as_ref()
+        .and_then(|l| l.as_object())
+        .is_some_and(|l| {
+            l.values()
+                .any(|v| v.get("network").and_then(serde_json::Value::as_bool) == Some(true))
+        })
+}
+
+/// `spec` for the planner: an enclave that asks for networking also asks for a host whose
+/// agent gives it ([`tribune_proto::NETWORK_LABEL`]). Plan time only: the apply-time
+/// re-check reads [`enclave_spec`] as it was, so replicas of every version apply alike.
+pub fn planning_spec(mut spec: EnclaveSpec, e: &Enclave) -> EnclaveSpec {
+    if wants_network(e) {
+        spec.host_selector
+            .entry(tribune_proto::NETWORK_LABEL.to_string())
+            .or_insert_with(|| "true".to_string());
+    }
+    spec
 }
 
 fn host_view(h: &Host) -> HostView {
@@ -227,7 +265,7 @@ impl State {
         // each victim's alike.
         let policies = self.policy_set();
         let spec = spec_under(&policies, self, &enclave);
-        let fresh = placement_freshness(at_ms);
+        let fresh = apply_freshness(at_ms);
         let mut involved: Vec<&str> = vec![placement.host.as_str()];
         involved.extend(placement.displaced.iter().filter_map(|d| d.to.as_deref()));
         let mut view = cluster_view_of(self, &involved);
@@ -472,7 +510,7 @@ impl State {
                 what: format!("host {to:?}"),
             };
         };
-        if let Err(r) = filter::check(&view, h, &spec, placement_freshness(at_ms)) {
+        if let Err(r) = filter::check(&view, h, &spec, apply_freshness(at_ms)) {
             return Outcome::NoRoom {
                 reason: words(to, &r, &spec),
             };
@@ -629,5 +667,5 @@ impl State {
 mod tests;
 
 #[cfg(test)]
-#[path = "schedule_silent_tests.rs"]
-mod silent_tests;
+#[path = "schedule_plan_tests.rs"]
+mod plan_tests;

@@ -176,6 +176,8 @@ impl Agent {
                     if r.migration == Some(Migration::Incoming) {
                         r.migration = None;
                         r.migration_id.clear();
+                        // Its hand-over listener, if one still waits, goes (`handoff`).
+                        r.handoff = None;
                         arrived.push(name.clone());
                     }
                 }
@@ -308,16 +310,20 @@ impl Agent {
             }
             writes += 2;
         }
-        // A VM's NIC: a tap in its namespace, the enclave's address handed to the guest.
+        // A VM's NIC, when its spec asks for one (never from its limits, which may change: a
+        // live migration's target must build the very same devices as its source): a tap in
+        // its namespace, the enclave's address handed to the guest.
         let nic = match (&self.net, &net_id, spec) {
-            (Some(n), Some(id), LaunchSpec::Qemu { .. }) => match n.attach_vm(id, name) {
-                Ok(nic) => Some(nic),
-                Err(e) => {
-                    let _ = n.detach(id);
-                    let _ = self.cgroups.remove(&group);
-                    return Err(e);
+            (Some(n), Some(id), LaunchSpec::Qemu { network: true, .. }) => {
+                match n.attach_vm(id, name) {
+                    Ok(nic) => Some(nic),
+                    Err(e) => {
+                        let _ = n.detach(id);
+                        let _ = self.cgroups.remove(&group);
+                        return Err(e);
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let identity = Identity {
@@ -387,7 +393,7 @@ impl Agent {
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: String::new(),
                 resume_owed: false,
-                relay: None,
+                handoff: None,
             },
         );
         for change in initial_changes(wanted) {
@@ -537,7 +543,7 @@ impl Agent {
                 migration: incoming.map(|_| Migration::Incoming),
                 migration_id: incoming.unwrap_or_default().to_string(),
                 resume_owed: false,
-                relay: None,
+                handoff: None,
             },
         );
         // Re-write everything the plan says: the kernel should still hold it, but an uplink

@@ -23,7 +23,7 @@
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Agent, EventKind, Migration, relay};
+use super::{Agent, EventKind, Migration, handoff};
 use crate::error::{AgentError, Result};
 use crate::launch;
 use crate::link_messages::{LinkEvent, MigrationReport, ToLink};
@@ -94,13 +94,13 @@ impl Agent {
         let checked = launch::check(&self.cfg.launch_policy, spec, &self.files)
             .map_err(|why| AgentError::InvalidPlan(format!("enclave {name}: {why}")))?;
         let held = held_for_move(wanted);
-        // A VM in a network namespace listens on loopback there, the agent relays (`relay`).
-        let relayed = match self.net.is_some() && super::apply::wants_net(spec, &held) {
-            true => Some(relay::bind(listen).await?),
+        // A VM in a network namespace gets the stream's socket from the agent (`handoff`).
+        let handed = match self.net.is_some() && super::apply::wants_net(spec, &held) {
+            true => Some(handoff::bind(listen).await?),
             false => None,
         };
-        let uri = match &relayed {
-            Some(l) => relay::incoming_uri(l)?,
+        let uri = match &handed {
+            Some(_) => handoff::DEFER.to_string(),
             None => format!("tcp:{listen}"),
         };
         self.store.set_incoming(
@@ -117,8 +117,8 @@ impl Agent {
         if let Some(r) = self.enclaves.get_mut(name) {
             r.migration_id = id.to_string();
         }
-        if let Some(l) = relayed {
-            self.relay_in(name, l)?;
+        if let Some(l) = handed {
+            self.handoff_in(name, l)?;
         }
         tracing::info!(enclave = name, listen, "waiting for an incoming migration");
         self.event(
@@ -132,37 +132,42 @@ impl Agent {
         Ok(())
     }
 
-    /// Target: relays the stream arriving on `listener` into the VM's namespace (`relay`).
-    fn relay_in(&mut self, name: &str, listener: tokio::net::TcpListener) -> Result<()> {
-        let port = listener
-            .local_addr()
-            .map_err(|e| AgentError::io("local_addr", "the migration listener", e))?
-            .port();
+    /// Target: hands the stream arriving on `listener` to the VM's QEMU (`handoff`).
+    fn handoff_in(&mut self, name: &str, listener: tokio::net::TcpListener) -> Result<()> {
+        let monitor = self.work_dir_of(name).join(qemu::MIGRATE_SOCKET);
         let r = self
             .enclaves
             .get_mut(name)
             .ok_or_else(|| AgentError::Runtime(format!("enclave {name} is gone")))?;
-        let ns = r
-            .net
-            .as_ref()
-            .map(|n| n.netns.clone())
-            .ok_or_else(|| AgentError::Runtime(format!("enclave {name} has no namespace")))?;
-        r.relay = Some(relay::Relay(relay::incoming(listener, &ns, port)));
+        r.handoff = Some(handoff::Handoff(handoff::incoming(listener, monitor)));
         Ok(())
     }
 
-    /// Target told again (a new stream, perhaps to an agent restarted meanwhile): a VM in a
-    /// namespace whose relay is gone gets one again on `listen`.
-    async fn relay_in_again(&mut self, name: &str, listen: &str) -> Result<()> {
+    /// Target told again (a new stream): a VM in a namespace adopted by this agent after a
+    /// restart has no hand-over task; if QEMU still waits for its stream (`inmigrate`, no
+    /// `migrate-incoming` given yet), it gets one again on `listen`. A task that ran (it
+    /// handed the stream over, or failed and so failed the transfer) is not run again. Never
+    /// fails the step: whatever goes wrong here fails the transfer, which rolls back.
+    async fn handoff_in_again(&mut self, name: &str, listen: &str) {
         let lost = self
             .enclaves
             .get(name)
-            .is_some_and(|r| r.net.is_some() && r.relay.as_ref().is_none_or(|x| x.0.is_finished()));
-        if lost {
-            let l = relay::bind(listen).await?;
-            self.relay_in(name, l)?;
+            .is_some_and(|r| r.net.is_some() && r.handoff.is_none());
+        if !lost {
+            return;
         }
-        Ok(())
+        let monitor = self.work_dir_of(name).join(qemu::MIGRATE_SOCKET);
+        if !migration::waits_for_stream(&monitor).await {
+            return;
+        }
+        match handoff::bind(listen).await {
+            Ok(l) => {
+                if let Err(e) = self.handoff_in(name, l) {
+                    tracing::warn!(enclave = name, "migration stream hand-over: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(enclave = name, "migration stream hand-over: {e}"),
+        }
     }
 
     /// Target, rollback: the migration failed or was abandoned; the VM is torn down.
@@ -249,41 +254,14 @@ impl Agent {
                 detail: uri.to_string(),
             },
         );
-        // A VM in a network namespace sends to loopback there, the agent relays (`relay`).
-        let netns = self
-            .enclaves
-            .get(name)
-            .and_then(|r| r.net.as_ref().map(|n| n.netns.clone()));
-        let (uri, relayed) = match netns {
-            Some(ns) => {
-                let target = uri.strip_prefix("tcp:").unwrap_or(uri);
-                let (local, job) = relay::outgoing(&ns, target)?;
-                (local, Some(relay::Relay(job)))
-            }
-            None => (uri.to_string(), None),
-        };
+        // A VM in a network namespace gets the stream's socket from the agent (`handoff`).
+        let handed = self.enclaves.get(name).is_some_and(|r| r.net.is_some());
+        let target = uri.strip_prefix("tcp:").unwrap_or(uri).to_string();
+        let uri = uri.to_string();
         let data_dir = self.cfg.data_dir.clone();
         Ok(tokio::spawn(async move {
-            let done = migration::run_outgoing(&sock, &uri, opts, progress, &data_dir).await;
-            // Sent: the relay ends once it has passed on the last byte (bounded); otherwise
-            // it goes now (QEMU may never have connected).
-            if let (Some(r), Ok(p)) = (relayed, &done)
-                && p.succeeded()
-            {
-                tokio::spawn(async move {
-                    let mut r = r;
-                    if tokio::time::timeout(relay::DRAIN_WITHIN, &mut r.0)
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(
-                            "the migration relay still open {:?} after the end",
-                            relay::DRAIN_WITHIN
-                        );
-                    }
-                });
-            }
-            done
+            let channel = handed.then_some(target.as_str());
+            migration::run_outgoing(&sock, &uri, channel, opts, progress, &data_dir).await
         }))
     }
 
@@ -420,7 +398,8 @@ impl Agent {
                 });
                 let started = if again {
                     tracing::info!(enclave, migration = %migration_id, "migration in told again: ready");
-                    self.relay_in_again(&enclave, &listen).await
+                    self.handoff_in_again(&enclave, &listen).await;
+                    Ok(())
                 } else {
                     self.migrate_in_as(&enclave, &plan, &listen, &migration_id)
                         .await

@@ -11,9 +11,9 @@
 //! - `run_state`: an enclave's run state against its plan (what reconcile re-enforces).
 
 mod apply;
+mod handoff;
 mod migrate;
 mod observe;
-mod relay;
 mod report;
 mod run_state;
 
@@ -123,9 +123,9 @@ struct Running {
     /// The agent resumed it for its plan and has not seen it running since: reconcile tries
     /// again (`run_state`; a VM that arrived paused from a migration, issue 14).
     resume_owed: bool,
-    /// Target of a live migration of a VM in a network namespace: the relay of the stream
-    /// into it (`relay`), aborted when the record goes.
-    relay: Option<relay::Relay>,
+    /// Target of a live migration of a VM in a network namespace: the task that hands the
+    /// stream to QEMU (`handoff`), aborted when the record goes.
+    handoff: Option<handoff::Handoff>,
 }
 
 /// An enclave's part in a live migration.

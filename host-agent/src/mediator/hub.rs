@@ -169,6 +169,8 @@ pub struct Queued {
     pub id: u64,
     pub payload: Vec<u8>,
     pub queued_at: Instant,
+    /// Relayed from another host: how long it queued there first (its RELAY said).
+    pub queued_before: Option<std::time::Duration>,
 }
 
 /// A message taken out of an inbox undelivered: tell its sender.
@@ -361,7 +363,7 @@ impl Hub {
     /// the DONE of a delivery that can only start after the lock is released.
     pub fn send(&mut self, sender: &Arc<Conn>, id: u64, to: &str, payload: Vec<u8>) -> Sent {
         let from = sender.enclave.clone();
-        self.relay(sender, &from, id, to, payload)
+        self.relay(sender, &from, id, to, payload, None)
     }
 
     /// A message from enclave `from` whose answers go to `sender`: a local enclave's own
@@ -374,9 +376,10 @@ impl Hub {
         id: u64,
         to: &str,
         payload: Vec<u8>,
+        queued_before: Option<std::time::Duration>,
     ) -> Sent {
         let bytes = payload.len() as u64;
-        let sent = self.admit_and_queue(sender, from, id, to, payload);
+        let sent = self.admit_and_queue(sender, from, id, to, payload, queued_before);
         if let Sent::Refused(..) = sent {
             let c = self.counters.entry(from.to_string()).or_default();
             c.unaccepted_messages += 1;
@@ -400,6 +403,7 @@ impl Hub {
         id: u64,
         to: &str,
         payload: Vec<u8>,
+        queued_before: Option<std::time::Duration>,
     ) -> Sent {
         let admit = match self.table.admit(from, to) {
             Ok(a) => a,
@@ -446,6 +450,7 @@ impl Hub {
             id,
             payload,
             queued_at: Instant::now(),
+            queued_before,
         };
         let counters = self.counters.entry(from.to_string()).or_default();
         match inbox.fq.enqueue(flow, message, bytes as u32) {

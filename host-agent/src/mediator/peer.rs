@@ -90,6 +90,8 @@ struct LinkOut {
     addr: String,
     /// Relays to write, with their sender and when they were queued in this mediator.
     tx: mpsc::Sender<(Frame, (String, std::time::Instant))>,
+    /// The other agent takes RELAYs with their queued time (`peer_tls::ALPN_QUEUED`).
+    stamps: bool,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     alive: AtomicBool,
@@ -265,6 +267,7 @@ async fn relay_batch(inner: &Arc<Inner>, conn: &Arc<Conn>, batch: Vec<(String, Q
             id,
             payload,
             queued_at,
+            ..
         } = m;
         let link_id = link.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&link.pending).insert(
@@ -278,6 +281,7 @@ async fn relay_batch(inner: &Arc<Inner>, conn: &Arc<Conn>, batch: Vec<(String, Q
         let queued = (from.clone(), queued_at);
         let frame = Frame::Relay {
             id: link_id,
+            queued_us: None,
             from,
             to: to.clone(),
             payload,
@@ -321,12 +325,14 @@ async fn link_to(
     if inner.peers.closed.load(Ordering::Acquire) {
         return Err(stopping());
     }
+    let stamps = stream.get_ref().1.alpn_protocol() == Some(super::peer_tls::ALPN_QUEUED);
     let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(LINK_QUEUE_MAX);
     let link = Arc::new(LinkOut {
         host: host.to_string(),
         addr: addr.to_string(),
         tx,
+        stamps,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         alive: AtomicBool::new(true),
@@ -417,14 +423,16 @@ async fn link_writer<W: tokio::io::AsyncWrite + Unpin>(
     let mut bytes = Vec::with_capacity(wire::FRAME_BYTES_MAX + 4);
     let mut queued = Vec::new();
     let why = loop {
-        let Some((first, q)) = rx.recv().await else {
+        let Some((mut first, q)) = rx.recv().await else {
             break "closed".to_string();
         };
         queued.clear();
-        queued.push(q);
+        stamp(&link, &mut first, q.1);
+        queued.push((q.0, q.1, None));
         let mut ok = server::write_frame(&mut w, &mut bytes, &first).await;
-        while ok && let Ok((f, q)) = rx.try_recv() {
-            queued.push(q);
+        while ok && let Ok((mut f, q)) = rx.try_recv() {
+            stamp(&link, &mut f, q.1);
+            queued.push((q.0, q.1, None));
             ok = server::write_frame(&mut w, &mut bytes, &f).await;
         }
         if !ok || w.flush().await.is_err() {
@@ -436,6 +444,17 @@ async fn link_writer<W: tokio::io::AsyncWrite + Unpin>(
         }
     };
     link.broke(&why);
+}
+
+/// On a link that takes it, a RELAY says how long it queued here: from its admission to now,
+/// as it is written (µs, saturating).
+fn stamp(link: &LinkOut, f: &mut Frame, queued_at: std::time::Instant) {
+    if let Frame::Relay { queued_us, .. } = f
+        && link.stamps
+    {
+        let us = queued_at.elapsed().as_micros();
+        *queued_us = Some(u32::try_from(us).unwrap_or(u32::MAX));
+    }
 }
 
 async fn link_reader<R: AsyncRead + Unpin>(link: Arc<LinkOut>, mut r: BufReader<R>) {
@@ -561,13 +580,14 @@ where
             Ok(None) => break "the other agent closed it".to_string(),
             Err(e) => break e.to_string(),
         };
-        let (id, from, to, payload) = match frame {
+        let (id, queued_us, from, to, payload) = match frame {
             Frame::Relay {
                 id,
+                queued_us,
                 from,
                 to,
                 payload,
-            } => (id, from, to, payload),
+            } => (id, queued_us, from, to, payload),
             other => break format!("protocol error: an agent may send RELAY only, got {other:?}"),
         };
         let mut hub = lock(&inner.hub);
@@ -576,7 +596,8 @@ where
             conn.push(Frame::Refused { id, code, reason });
             continue;
         }
-        if let Sent::Accepted(Some(receiver)) = hub.relay(&conn, &from, id, &to, payload) {
+        let before = queued_us.map(|us| Duration::from_micros(u64::from(us)));
+        if let Sent::Accepted(Some(receiver)) = hub.relay(&conn, &from, id, &to, payload, before) {
             receiver.wake.notify_one();
         }
     };

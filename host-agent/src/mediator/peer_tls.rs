@@ -21,6 +21,10 @@ use crate::error::{AgentError, Result};
 
 /// The ALPN protocol of a peer link (wire format version 1 of `tribune-msg`).
 pub const ALPN: &[u8] = b"tribune-peer/1";
+/// The same, where a RELAY may carry how long it queued on the sending host (kind `0x05`).
+/// Both ends offer it first and fall back to [`ALPN`], so an agent that predates it still
+/// links (and gets kind `0x04` only).
+pub const ALPN_QUEUED: &[u8] = b"tribune-peer/2";
 
 /// An agent's TLS for peer links.
 #[derive(Clone)]
@@ -61,7 +65,7 @@ impl PeerTls {
         let client = client_config(&files.ca, Some((&files.cert, &files.key)))?;
         let server = tribune_tls::server_config(files).map_err(|e| tls_err("server", e))?;
         let mut server = (*server.config).clone();
-        server.alpn_protocols = vec![ALPN.to_vec()];
+        server.alpn_protocols = vec![ALPN_QUEUED.to_vec(), ALPN.to_vec()];
         Ok(PeerTls {
             host: host.to_string(),
             server: Arc::new(server),
@@ -83,7 +87,7 @@ pub fn client_config(
 ) -> Result<rustls::ClientConfig> {
     let client_tls = ClientTls::load(ca, identity).map_err(|e| tls_err("loading", e))?;
     let mut client = client_tls
-        .rustls_config(&[ALPN])
+        .rustls_config(&[ALPN_QUEUED, ALPN])
         .map_err(|e| tls_err("client configuration", e))?;
     let mut roots = RootCertStore::empty();
     let bad = |e: &dyn std::fmt::Display| tls_err(&ca.display().to_string(), e);

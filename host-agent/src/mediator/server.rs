@@ -414,9 +414,10 @@ async fn write_until_closed<W: AsyncWrite + Unpin>(
                 id,
                 payload,
                 queued_at,
+                queued_before,
             } = m;
             conn.written(sender, id, payload.len());
-            queued.push((from.clone(), queued_at));
+            queued.push((from.clone(), queued_at, queued_before));
             ok = ok && write_frame(&mut w, &mut bytes, &Frame::Deliver { from, payload }).await;
         }
         ok = ok && w.flush().await.is_ok();
@@ -429,13 +430,22 @@ async fn write_until_closed<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Counts how long each of these messages (sender, when it was queued) spent in the mediator,
-/// now that they are written out (`tribune_agent_message_queue_seconds`).
-pub(super) fn record_queueing(queued: &[(String, std::time::Instant)]) {
+/// One written message's queueing: its sender, when this mediator queued it, and how long it
+/// queued on the sending host first (relayed messages whose RELAY said).
+pub(super) type QueuedAt = (String, std::time::Instant, Option<std::time::Duration>);
+
+/// Counts how long each of these messages spent in the mediator, now that they are written out
+/// (`tribune_agent_message_queue_seconds`), and for a relayed one that says how long it queued
+/// on its sending host, both waits together (`tribune_agent_message_relayed_queue_seconds`).
+pub(super) fn record_queueing(queued: &[QueuedAt]) {
     let now = std::time::Instant::now();
     let metrics = crate::metrics::get();
-    for (sender, at) in queued {
-        metrics.message_queued(sender, now.saturating_duration_since(*at).as_secs_f64());
+    for (sender, at, before) in queued {
+        let here = now.saturating_duration_since(*at);
+        metrics.message_queued(sender, here.as_secs_f64());
+        if let Some(before) = before {
+            metrics.message_queued_both_hosts(sender, (here + *before).as_secs_f64());
+        }
     }
 }
 

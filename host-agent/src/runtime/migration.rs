@@ -102,8 +102,28 @@ impl MigrationProgress {
     }
 }
 
+/// The name a migration stream's socket is handed to QEMU under (QMP `getfd`), for a VM in a
+/// network namespace (`agent/handoff.rs`).
+pub const STREAM_FD: &str = "tribune-migration";
+/// How long a source waits to connect to its target before it hands the socket over.
+const CONNECT_WITHIN: Duration = Duration::from_secs(5);
+
+/// Connects to `target` (`ADDR:PORT`, from the agent's namespace) and hands the socket to the
+/// QEMU on `qmp` as [`STREAM_FD`]; the agent's copy closes when this returns.
+async fn hand_over(qmp: &mut Qmp, target: &str) -> Result<()> {
+    use std::os::fd::AsFd;
+    let stream = tokio::time::timeout(CONNECT_WITHIN, tokio::net::TcpStream::connect(target))
+        .await
+        .map_err(|_| AgentError::Runtime(format!("connecting to {target}: timed out")))?
+        .map_err(|e| AgentError::io("connect", target, e))?;
+    let _ = stream.set_nodelay(true);
+    qmp.pass_fd(STREAM_FD, stream.as_fd()).await
+}
+
 /// Runs an outgoing migration of the VM whose migration monitor is `sock` to `uri`
-/// (`tcp:ADDR:PORT`), sending every polled progress to `progress` (dropped when it is full),
+/// (`tcp:ADDR:PORT`) — or, with `handed` (`ADDR:PORT`), over a socket the agent connects and
+/// hands to QEMU (a VM in a network namespace: `agent/handoff.rs`) —, sending every polled
+/// progress to `progress` (dropped when it is full),
 /// and returns the final one. A migration that has not ended after [`MIGRATION_TIMEOUT`] is
 /// cancelled. When it completed, the source is paused (`postmigrate`): only a rollback
 /// (`cont`) runs it again. `data_dir` is the agent's (test-only hold points:
@@ -111,6 +131,7 @@ impl MigrationProgress {
 pub async fn run_outgoing(
     sock: &Path,
     uri: &str,
+    handed: Option<&str>,
     opts: MigrateOptions,
     progress: Option<mpsc::Sender<MigrationProgress>>,
     data_dir: &Path,
@@ -133,7 +154,14 @@ pub async fn run_outgoing(
         })),
     )
     .await?;
-    qmp.migrate(uri).await?;
+    match handed {
+        // The agent connects and hands QEMU the socket (`agent/handoff.rs`).
+        Some(target) => {
+            hand_over(&mut qmp, target).await?;
+            qmp.migrate(&format!("fd:{STREAM_FD}")).await?;
+        }
+        None => qmp.migrate(uri).await?,
+    }
     watch(&mut qmp, uri, progress, data_dir).await
 }
 
@@ -184,6 +212,21 @@ async fn watch(
         }
         tokio::time::sleep(POLL_PERIOD).await;
     }
+}
+
+/// Whether a VM started with `-incoming defer` still waits for its stream: run state
+/// `inmigrate` and no incoming migration started (`query-migrate` answers no status).
+pub async fn waits_for_stream(sock: &Path) -> bool {
+    let Ok(mut qmp) = Qmp::connect(sock, Duration::from_secs(2)).await else {
+        return false;
+    };
+    let Ok(status) = qmp.query_status().await else {
+        return false;
+    };
+    let Ok(m) = qmp.query_migrate().await else {
+        return false;
+    };
+    status.status == "inmigrate" && MigrationProgress::from_query(&m).status == "none"
 }
 
 /// Whether the VM has an outgoing migration under way or completed (`query-migrate` and

@@ -79,16 +79,57 @@ impl Qmp {
 
     /// Runs one command and returns its `return` value.
     pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
-        let mut msg = json!({ "execute": command });
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        let mut text = msg.to_string();
-        text.push('\n');
+        let text = command_line(command, arguments);
         self.writer
             .write_all(text.as_bytes())
             .await
             .map_err(|e| AgentError::Qmp(format!("write: {e}")))?;
+        self.reply(command).await
+    }
+
+    /// Hands `fd` to QEMU under `name` (QMP `getfd`: the command and the descriptor travel in
+    /// one message, `SCM_RIGHTS`), for a later `fd:NAME` on this same monitor. QEMU holds its
+    /// own copy: the caller may close `fd` once this returns.
+    pub async fn pass_fd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+        let text = command_line("getfd", Some(json!({ "fdname": name })));
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream
+                .writable()
+                .await
+                .map_err(|e| AgentError::Qmp(format!("getfd: {e}")))?;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let fds = [fd];
+                let mut space =
+                    [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                control.push(SendAncillaryMessage::ScmRights(&fds));
+                sendmsg(
+                    stream,
+                    &[std::io::IoSlice::new(text.as_bytes())],
+                    &mut control,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(n) if n == text.len() => break,
+                Ok(n) => {
+                    return Err(AgentError::Qmp(format!(
+                        "getfd: sent {n} of {} bytes",
+                        text.len()
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(AgentError::Qmp(format!("getfd: {e}"))),
+            }
+        }
+        self.reply("getfd").await.map(|_| ())
+    }
+
+    /// The reply to `command` (events that come first are kept).
+    async fn reply(&mut self, command: &str) -> Result<Value> {
         loop {
             let v = self.read_line().await?;
             if let Some(r) = v.get("return") {
@@ -129,7 +170,8 @@ impl Qmp {
         }
     }
 
-    /// Starts an outgoing migration to `uri` (e.g. `tcp:10.0.0.2:4444`); poll `query-migrate`.
+    /// Starts an outgoing migration to `uri` (e.g. `tcp:10.0.0.2:4444`, or `fd:NAME` after
+    /// [`Qmp::pass_fd`]); poll `query-migrate`.
     pub async fn migrate(&mut self, uri: &str) -> Result<()> {
         self.execute("migrate", Some(json!({ "uri": uri })))
             .await
@@ -140,8 +182,26 @@ impl Qmp {
         self.execute("query-migrate", None).await
     }
 
+    /// Starts taking an incoming migration on `uri` (a VM started with `-incoming defer`).
+    pub async fn migrate_incoming(&mut self, uri: &str) -> Result<()> {
+        self.execute("migrate-incoming", Some(json!({ "uri": uri })))
+            .await
+            .map(|_| ())
+    }
+
     /// Events seen so far (oldest first), drained.
     pub fn take_events(&mut self) -> Vec<Value> {
         self.events.drain(..).collect()
     }
+}
+
+/// One command as QMP's JSON line.
+fn command_line(command: &str, arguments: Option<Value>) -> String {
+    let mut msg = json!({ "execute": command });
+    if let Some(a) = arguments {
+        msg["arguments"] = a;
+    }
+    let mut text = msg.to_string();
+    text.push('\n');
+    text
 }
