@@ -35,7 +35,7 @@ use crate::state::{Enclave, Host};
 /// (`HostView::trusted`).
 ///
 /// Plan time only ([`placement_freshness`]): the apply-time re-check does not read it
-/// ([`apply_freshness`]), so a replica of another version, or one replaying entries
+/// (`apply_freshness`), so a replica of another version, or one replaying entries
 /// committed before this rule, applies every entry exactly as the others did. (A host that
 /// falls silent between the plan and its apply may still get the enclave, which then waits
 /// for it: not a safety matter.)
