@@ -132,9 +132,10 @@ fn an_oversized_frame_is_refused_at_its_prefix_before_any_of_it_is_held() {
         "{e}"
     );
     assert!(
-        e.to_string().contains(
-            "the frame at byte 10 of the stream: frame of 65677 bytes: must be 2..=65676"
-        ),
+        e.to_string().contains(&format!(
+            "the frame at byte 10 of the stream: frame of {} bytes: must be 2..={FRAME_BYTES_MAX}",
+            FRAME_BYTES_MAX + 1
+        )),
         "{e}"
     );
     // Final: the stream cannot be read further.

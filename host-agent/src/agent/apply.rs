@@ -517,9 +517,17 @@ impl Agent {
             work_dir: self.cfg.data_dir.join("enclaves").join(name),
             cgroups: self.cgroups.clone(),
             env: Vec::new(),
-            incoming: None,
+            // A VM still migrating in with a NIC announces itself when its commit resumes it,
+            // as if this agent had started it (`runtime::qemu`).
+            incoming: incoming.map(str::to_string),
             msg_socket: None,
-            nic: None,
+            nic: match (spec, &net_id) {
+                (LaunchSpec::Qemu { network: true, .. }, Some(_)) => Some(crate::net_vm::VmNic {
+                    tap: crate::net_vm::VM_TAP.to_string(),
+                    mac: crate::net_vm::vm_mac(name),
+                }),
+                _ => None,
+            },
         };
         let mut enclave = self.runtime.adopt(ctx, pids).await?;
         let probe = Probe::open(

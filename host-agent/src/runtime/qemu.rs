@@ -416,7 +416,7 @@ impl Runtime for QemuRuntime {
                 qmp,
                 cgroups: ctx.cgroups,
                 exited: None,
-                announce_owed: false,
+                announce_owed: ctx.incoming.is_some() && ctx.nic.is_some(),
             }) as Box<dyn Enclave>)
         })
     }
